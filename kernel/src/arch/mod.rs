@@ -1,0 +1,45 @@
+//! The seam between generic kernel code and the CPU: interrupt masking and "where am I running".
+//!
+//! On the target this forwards to the `boot` crate (the aarch64 arch code). On the host, where the
+//! generic code is unit-tested, interrupts do not exist; tests can pretend to be in an interrupt
+//! handler with [`host::IrqContextGuard`] to exercise the IRQ-context checks.
+
+#[cfg(target_os = "none")]
+mod target {
+    /// Saved interrupt mask state, restored by [`irq_restore`].
+    #[derive(Clone, Copy, Debug)]
+    pub struct IrqState(boot::cpu::DaifState);
+
+    /// Masks IRQs on this CPU and returns the previous state (nests correctly).
+    #[inline]
+    pub fn irq_save() -> IrqState {
+        IrqState(boot::cpu::local_irq_save())
+    }
+
+    /// Restores the mask state returned by [`irq_save`].
+    #[inline]
+    pub fn irq_restore(state: IrqState) {
+        boot::cpu::local_irq_restore(state.0)
+    }
+
+    /// True while an interrupt handler runs on this CPU (Linux: `in_interrupt()`).
+    #[inline]
+    pub fn in_interrupt() -> bool {
+        boot::exception::in_interrupt()
+    }
+
+    /// Spin-loop hint.
+    #[inline]
+    pub fn cpu_relax() {
+        core::hint::spin_loop()
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+pub mod host;
+
+#[cfg(target_os = "none")]
+pub use target::*;
+
+#[cfg(not(target_os = "none"))]
+pub use host::{cpu_relax, in_interrupt, irq_restore, irq_save, IrqState};

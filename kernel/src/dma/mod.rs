@@ -1,0 +1,3 @@
+//! The DMA API and its bounce-buffer pools.
+
+pub mod swiotlb;

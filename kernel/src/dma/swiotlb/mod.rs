@@ -1,0 +1,1 @@
+//! SWIOTLB: bounce-buffer slot pools.

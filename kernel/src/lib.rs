@@ -1,0 +1,14 @@
+//! The generic kernel: device-tree interpretation, memory management and DMA bookkeeping.
+//!
+//! Everything in this crate builds for the host too, where it is unit-tested; the few pieces that
+//! need the CPU reach it through [`arch`]. The kernel images (the demo in `main.rs` and the
+//! in-QEMU tests in `tests/`) are assembled from this crate by [`platform`].
+#![cfg_attr(target_os = "none", no_std)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod dma;
+pub mod dt;
+pub mod mm;
+pub mod sync;

@@ -1,0 +1,1 @@
+//! The buddy page allocator with migrate types.
