@@ -2,6 +2,7 @@
 
 pub mod memblock;
 pub mod page_alloc;
+pub mod phys;
 
 /// A physical address. The kernel runs identity-mapped, so it is also the virtual address.
 pub type PhysAddr = u64;
