@@ -11,4 +11,8 @@ pub mod arch;
 pub mod dma;
 pub mod dt;
 pub mod mm;
+#[cfg(target_os = "none")]
+pub mod ktest;
+#[cfg(target_os = "none")]
+pub mod platform;
 pub mod sync;

@@ -1,5 +1,6 @@
 //! Memory management: the boot memory map (`memblock`), the kernel heap, and the page allocator.
 
+pub mod heap;
 pub mod memblock;
 pub mod page_alloc;
 pub mod phys;

@@ -1,0 +1,3 @@
+//! Interrupt controllers.
+
+pub mod gic;

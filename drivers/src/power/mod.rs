@@ -1,0 +1,3 @@
+//! Power control.
+
+pub mod psci;

@@ -1,0 +1,3 @@
+//! Timers.
+
+pub mod arch_timer;

@@ -1,0 +1,69 @@
+//! The in-QEMU test harness. Stable Rust has no custom test frameworks, so each test kernel
+//! (`kernel/tests/*.rs`, `harness = false`) lists its cases and calls [`run`]: every case runs on
+//! the real (emulated) machine, prints `test NAME ... ok` or `FAILED: why`, and the run ends with
+//! `N passed, N failed` and a semihosting exit status (nonzero on any failure). A panic or an
+//! unexpected exception inside a case fails the whole run with its report.
+
+use alloc::string::String;
+
+use crate::kprintln;
+use crate::platform::exit::ExitStatus;
+
+/// What a test case returns: `Err(reason)` fails it.
+pub type TestResult = Result<(), String>;
+
+/// A named test case.
+pub struct TestCase {
+    /// The name printed in the results.
+    pub name: &'static str,
+    /// The case.
+    pub run: fn() -> TestResult,
+}
+
+/// Runs `cases` in order and reports. Returns the exit status for the platform to use.
+pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
+    kprintln!("\nrunning {} tests ({suite})", cases.len());
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for case in cases {
+        crate::platform::set_current_test(case.name);
+        match (case.run)() {
+            Ok(()) => {
+                passed += 1;
+                kprintln!("test {} ... ok", case.name);
+            }
+            Err(why) => {
+                failed += 1;
+                kprintln!("test {} ... FAILED: {why}", case.name);
+            }
+        }
+    }
+    crate::platform::set_current_test("");
+    kprintln!("\n{suite}: {passed} passed, {failed} failed");
+    if failed == 0 { ExitStatus::Success } else { ExitStatus::Failure }
+}
+
+/// Fails the case with a message unless `cond` holds.
+#[macro_export]
+macro_rules! kassert {
+    ($cond:expr) => {
+        if !$cond {
+            return Err(alloc::format!("assertion failed: {} ({}:{})", stringify!($cond), file!(), line!()));
+        }
+    };
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(alloc::format!("{} ({}:{})", format_args!($($arg)+), file!(), line!()));
+        }
+    };
+}
+
+/// Fails the case unless the two values are equal.
+#[macro_export]
+macro_rules! kassert_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(alloc::format!("{} == {} failed: {:?} != {:?} ({}:{})", stringify!($a), stringify!($b), a, b, file!(), line!()));
+        }
+    }};
+}

@@ -1,0 +1,319 @@
+//! The platform: brings the machine up from the device tree, then runs a kernel image's main.
+//!
+//! `boot` (arch code) calls `kernel_main(x0)`, which every kernel image defines with
+//! [`entry!`](crate::entry) and which calls [`kernel_start`]. The steps, in order:
+//! 1. find the DTB (x0, or the start of RAM) and check its header;
+//! 2. start the console named by `/chosen/stdout-path` and install the exception hooks;
+//! 3. build the boot memory map (`memblock`): RAM minus the kernel, the DTB and reserved-memory;
+//! 4. give the heap its first arena from that map;
+//! 5. build the final identity map from the device tree and switch to it;
+//! 6. set up the GIC and the timer, unmask IRQs, run main, and exit with its status.
+
+pub mod console;
+pub mod exit;
+pub mod irq;
+pub mod phys;
+pub mod qemu_virt;
+pub mod time;
+
+use core::fmt;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use boot::exception::Hooks;
+use boot::mmu::KernelPageTable;
+use drivers::irq::gic::GicRegs;
+use drivers::power::psci::Conduit;
+
+use crate::dt::{DeviceTree, DtError};
+use crate::mm::heap::KernelHeap;
+use crate::mm::memblock::{Memblock, MemblockError};
+use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
+use exit::ExitStatus;
+
+/// The kernel heap (see [`crate::mm::heap`]).
+#[global_allocator]
+pub static HEAP: KernelHeap = KernelHeap::new();
+
+/// The size of the heap's first arena, taken from the boot memory map.
+pub const INITIAL_HEAP_SIZE: u64 = 8 * 1024 * 1024;
+
+/// What the platform found at boot, for the rest of the kernel.
+pub struct Kernel {
+    /// The device tree.
+    pub dt: DeviceTree<'static>,
+    /// The boot memory map.
+    pub memblock: Memblock<'static>,
+    /// `/chosen/bootargs`.
+    pub bootargs: &'static str,
+    /// The GIC version in use.
+    pub gic_version: u32,
+    /// The virtual timer's interrupt ID.
+    pub timer_irq: u32,
+    /// The kernel image's extent.
+    pub image: (PhysAddr, PhysAddr),
+}
+
+static KERNEL: spin::Once<Kernel> = spin::Once::new();
+
+/// The boot-time facts. Panics if called before [`kernel_start`] filled them in.
+pub fn kernel() -> &'static Kernel {
+    KERNEL.get().expect("platform::kernel() before boot finished")
+}
+
+/// Why boot failed.
+#[derive(Debug)]
+pub enum BootError {
+    /// No valid DTB at the address the loader gave or at the start of RAM.
+    NoDeviceTree(usize),
+    /// The device tree is unusable.
+    DeviceTree(DtError),
+    /// The boot memory map is inconsistent.
+    Memblock(MemblockError),
+    /// No memory for the initial heap.
+    NoHeap,
+    /// `/chosen/stdout-path` names no PL011.
+    NoConsole,
+    /// The page tables could not be built.
+    Mmu(aarch64_paging::MapError),
+    /// The interrupt controller could not be set up.
+    Irq(irq::IrqError),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::NoDeviceTree(a) => write!(f, "no valid device tree blob at {a:#x}"),
+            BootError::DeviceTree(e) => write!(f, "device tree: {e}"),
+            BootError::Memblock(e) => write!(f, "memory map: {e}"),
+            BootError::NoHeap => write!(f, "no free RAM for the initial heap"),
+            BootError::NoConsole => write!(f, "/chosen/stdout-path does not name an arm,pl011 UART"),
+            BootError::Mmu(e) => write!(f, "page tables: {e}"),
+            BootError::Irq(e) => write!(f, "interrupts: {e}"),
+        }
+    }
+}
+
+impl From<DtError> for BootError {
+    fn from(e: DtError) -> Self {
+        BootError::DeviceTree(e)
+    }
+}
+impl From<MemblockError> for BootError {
+    fn from(e: MemblockError) -> Self {
+        BootError::Memblock(e)
+    }
+}
+
+/// Defines `kernel_main`, the Rust entry point `_start` calls, for a kernel image whose main is
+/// `$main: fn(&'static Kernel) -> ExitStatus`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        /// The Rust entry point, called by `_start` (boot/src/asm/entry.S) with the loader's x0.
+        #[no_mangle]
+        pub extern "C" fn kernel_main(x0: usize) -> ! {
+            $crate::platform::kernel_start(x0, $main)
+        }
+    };
+}
+
+static HOOKS: Hooks = Hooks { emergency_write: console::emergency_write, halt_failure: exit::halt_failure, irq: irq::handle_irq };
+
+extern "C" {
+    static __kernel_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
+
+fn symbol(s: &u8) -> PhysAddr {
+    s as *const u8 as PhysAddr
+}
+
+/// Brings the machine up and runs `main`; never returns.
+pub fn kernel_start(x0: usize, main: fn(&'static Kernel) -> ExitStatus) -> ! {
+    let status = match boot(x0) {
+        Ok(kernel) => {
+            log::info!("boot complete in {:?}; running main", time::uptime());
+            main(kernel)
+        }
+        Err(e) => {
+            boot_failed(&e);
+            ExitStatus::Failure
+        }
+    };
+    exit::exit(status)
+}
+
+fn boot_failed(e: &BootError) {
+    // The console may not exist yet: say it on the UART if we have one, and on semihosting.
+    console::emergency_write("\n*** Boot failed: ");
+    let mut line = heapless_line::Line::new();
+    let _ = fmt::write(&mut line, format_args!("{e}"));
+    console::emergency_write(line.as_str());
+    console::emergency_write("\n");
+    semihosting::eprintln!("*** Boot failed: {e}");
+}
+
+fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
+    let dt = DeviceTree::new(locate_dtb(x0)?)?;
+    let blob = dt.blob();
+
+    // Console first, so that every later error is printed.
+    let uart = dt.stdout_uart()?.ok_or(BootError::NoConsole)?;
+    // SAFETY: the early map covers all non-RAM addresses of the low 512 GiB as Device memory, and
+    // the device tree says a PL011 lives at this address.
+    unsafe { console::init(uart.base as usize) };
+    boot::exception::set_hooks(&HOOKS);
+    log::info!("dmabounce kernel: EL{} entry, DTB at {:#x} ({} bytes)", boot::cpu::current_el(), blob.as_ptr() as usize, blob.len());
+
+    // SAFETY: the linker script defines these symbols; only their addresses are used.
+    let image = unsafe { (symbol(&__kernel_start), symbol(&__kernel_end)) };
+    let dtb = (blob.as_ptr() as PhysAddr, blob.as_ptr() as PhysAddr + blob.len() as PhysAddr);
+    let memblock = Memblock::from_device_tree(&dt, image, dtb)?;
+
+    // The heap's first arena must be in the 1 GiB block the early map made Normal memory.
+    let early_block = (align_down(image.0, 1 << 30), align_down(image.0, 1 << 30) + (1 << 30));
+    let mut memblock = memblock;
+    let heap_base = memblock
+        .alloc(INITIAL_HEAP_SIZE, PAGE_SIZE, Some(early_block), "heap", crate::mm::memblock::RegionFlags::ALLOCATED)
+        .map_err(|_| BootError::NoHeap)?;
+    // SAFETY: memblock just reserved this range for the heap; it is RAM inside the early map's
+    // Normal block, and nothing else will use it.
+    unsafe { HEAP.add_arena(heap_base as usize, INITIAL_HEAP_SIZE as usize) };
+
+    activate_final_map(&dt, &memblock, image)?;
+
+    let bootargs = dt.bootargs().unwrap_or("");
+    log::info!("bootargs: \"{bootargs}\"");
+    kprintln!("Boot memory map:");
+    kprintln!("{memblock}");
+
+    if let Some(method) = dt.psci_method()? {
+        if let Some(conduit) = Conduit::from_method(method) {
+            exit::set_psci_conduit(conduit);
+        }
+    }
+    let gic = dt.gic()?;
+    let regs = match gic.version {
+        3 => GicRegs::V3 { gicd: gic.dist_base as usize, gicr: gic.cpu_or_redist_base as usize },
+        _ => GicRegs::V2 { gicd: gic.dist_base as usize, gicc: gic.cpu_or_redist_base as usize },
+    };
+    // SAFETY: the device tree names these GIC frames; the final map maps them as Device memory.
+    let gic_version = unsafe { irq::init(regs) }.map_err(BootError::Irq)?;
+    let timer_irq = dt.virtual_timer_irq()?;
+    time::init(timer_irq).map_err(BootError::Irq)?;
+    boot::cpu::local_irq_enable();
+    log::info!("GICv{gic_version} up; virtual timer on interrupt {timer_irq}");
+
+    Ok(KERNEL.call_once(|| Kernel { dt, memblock, bootargs, gic_version, timer_irq, image }))
+}
+
+fn locate_dtb(x0: usize) -> Result<&'static [u8], BootError> {
+    let addr = if x0 != 0 { x0 } else { qemu_virt::DTB_FALLBACK_ADDR };
+    // SAFETY: the early map makes the 1 GiB blocks of the kernel and of x0 Normal memory, and the
+    // fallback address is in the kernel's block (start of RAM below the kernel). The header is 40
+    // bytes, read only to learn the blob's size.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 40) };
+    let size = crate::dt::blob_size(header).map_err(|_| BootError::NoDeviceTree(addr))?;
+    if size > qemu_virt::DTB_MAX_SIZE {
+        return Err(BootError::NoDeviceTree(addr));
+    }
+    // SAFETY: as above; the header says the blob is `size` bytes, at most DTB_MAX_SIZE, within the
+    // same mapped block (QEMU places it below the kernel), and nothing writes it.
+    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })
+}
+
+fn activate_final_map(dt: &DeviceTree<'_>, memblock: &Memblock<'_>, image: (PhysAddr, PhysAddr)) -> Result<(), BootError> {
+    let mut table = KernelPageTable::new();
+    // SAFETY: linker symbols; only their addresses are used.
+    let (text_end, rodata_end) = unsafe { (symbol(&__text_end), symbol(&__rodata_end)) };
+    for (start, end) in memblock.mapped_ram() {
+        // RAM around the image is data; the image is split text / rodata / data.
+        let mut map_part = |s: PhysAddr, e: PhysAddr, f: fn(&mut KernelPageTable, u64, u64) -> Result<(), aarch64_paging::MapError>| {
+            let (s, e) = (s.max(start), e.min(end));
+            if s < e { f(&mut table, s, e).map_err(BootError::Mmu) } else { Ok(()) }
+        };
+        map_part(start, image.0, KernelPageTable::map_data)?;
+        map_part(image.0, text_end, KernelPageTable::map_code)?;
+        map_part(text_end, rodata_end, KernelPageTable::map_rodata)?;
+        map_part(rodata_end, end, KernelPageTable::map_data)?;
+    }
+    for dev in dt.devices() {
+        let dev = dev?;
+        for (base, size) in dev.reg() {
+            if memblock.is_ram(base) {
+                continue;
+            }
+            let start = align_down(base, PAGE_SIZE);
+            let end = align_up(base + size, PAGE_SIZE).unwrap_or(u64::MAX);
+            table.map_device(start, end).map_err(BootError::Mmu)?;
+        }
+    }
+    // SAFETY: the map covers all RAM the kernel uses (the image, stack, heap, DTB: all RAM not
+    // marked no-map) and every device the device tree lists, identity-mapped.
+    unsafe { table.activate() };
+    log::info!("MMU: final identity map active (text RX, rodata RO, data RW/XN, MMIO device)");
+    Ok(())
+}
+
+static CURRENT_TEST: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+static CURRENT_TEST_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Records the running in-QEMU test case, so a panic can name it.
+pub fn set_current_test(name: &'static str) {
+    CURRENT_TEST_LEN.store(name.len(), Ordering::Relaxed);
+    CURRENT_TEST.store(name.as_ptr() as *mut u8, Ordering::Relaxed);
+}
+
+fn current_test() -> &'static str {
+    let ptr = CURRENT_TEST.load(Ordering::Relaxed);
+    let len = CURRENT_TEST_LEN.load(Ordering::Relaxed);
+    if ptr.is_null() {
+        return "";
+    }
+    // SAFETY: `set_current_test` stores the pointer and length of a `&'static str`.
+    unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr, len)) }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let test = current_test();
+    let mut line = heapless_line::Line::new();
+    if test.is_empty() {
+        let _ = fmt::write(&mut line, format_args!("\n*** Kernel panic: {info}\n"));
+    } else {
+        let _ = fmt::write(&mut line, format_args!("\n*** Kernel panic in test {test}: {info}\ntest {test} ... FAILED (panic)\n"));
+    }
+    console::emergency_write(line.as_str());
+    exit::halt_failure()
+}
+
+mod heapless_line {
+    //! A fixed buffer for formatting reports without the heap (which may be the problem).
+    pub struct Line {
+        buf: [u8; 512],
+        len: usize,
+    }
+    impl Line {
+        pub const fn new() -> Self {
+            Self { buf: [0; 512], len: 0 }
+        }
+        pub fn as_str(&self) -> &str {
+            // Only whole `&str`s are copied in, cut at a char boundary.
+            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<report not UTF-8>")
+        }
+    }
+    impl core::fmt::Write for Line {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let room = self.buf.len() - self.len;
+            let mut n = s.len().min(room);
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+}

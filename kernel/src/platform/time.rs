@@ -1,0 +1,71 @@
+//! Time: the generic timer's counter for timestamps and its virtual timer interrupt for a periodic
+//! tick (timeouts are checked on the tick, in interrupt context).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use boot::exception::IrqContext;
+use drivers::irq::gic::IrqNumber;
+use drivers::timer::arch_timer;
+
+use super::irq::{self, IrqError};
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static PERIOD_TICKS: AtomicU64 = AtomicU64::new(0);
+static NEXT_DEADLINE: AtomicU64 = AtomicU64::new(0);
+
+/// Time since boot.
+pub fn uptime() -> Duration {
+    arch_timer::uptime()
+}
+
+/// Timer interrupts taken since boot.
+pub fn tick_count() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// Installs the timer interrupt handler on the virtual timer's PPI (from the device tree).
+pub fn init(irq_number: IrqNumber) -> Result<(), IrqError> {
+    arch_timer::disable();
+    irq::request_irq(irq_number, false, timer_irq)
+}
+
+/// Starts a periodic tick every `period`.
+pub fn start_tick(period: Duration) {
+    let period = arch_timer::duration_to_ticks(period).max(1);
+    PERIOD_TICKS.store(period, Ordering::Relaxed);
+    let deadline = arch_timer::ticks() + period;
+    NEXT_DEADLINE.store(deadline, Ordering::Relaxed);
+    arch_timer::set_deadline(deadline);
+}
+
+/// Stops the tick.
+pub fn stop_tick() {
+    PERIOD_TICKS.store(0, Ordering::Relaxed);
+    arch_timer::disable();
+}
+
+/// Busy-waits for `d` (for tests and short device delays).
+pub fn delay(d: Duration) {
+    let end = arch_timer::ticks() + arch_timer::duration_to_ticks(d);
+    while arch_timer::ticks() < end {
+        core::hint::spin_loop();
+    }
+}
+
+fn timer_irq(_ctx: &IrqContext<'_>, _irq: IrqNumber) {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    let period = PERIOD_TICKS.load(Ordering::Relaxed);
+    if period == 0 {
+        arch_timer::disable(); // one-shot use: drop the level-triggered line
+        return;
+    }
+    // Re-arm from the previous deadline so the tick does not drift; skip missed periods.
+    let now = arch_timer::ticks();
+    let mut next = NEXT_DEADLINE.load(Ordering::Relaxed) + period;
+    if next <= now {
+        next = now + period;
+    }
+    NEXT_DEADLINE.store(next, Ordering::Relaxed);
+    arch_timer::set_deadline(next);
+}

@@ -1,0 +1,141 @@
+//! In-QEMU tests of the foundation: exceptions, interrupts, the MMU, the boot memory map.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::time::Duration;
+
+use alloc::vec::Vec;
+use boot::exception::{catch_fault, IrqContext};
+use boot::mmu::probe;
+use kernel::ktest::{self, TestCase, TestResult};
+use kernel::platform::exit::ExitStatus;
+use kernel::platform::{irq, kernel, time, Kernel};
+use kernel::{kassert, kassert_eq};
+
+kernel::entry!(main);
+
+fn main(_k: &'static Kernel) -> ExitStatus {
+    ktest::run(
+        "boot",
+        &[
+            TestCase { name: "data_abort_is_reported_with_class_and_address", run: data_abort_is_reported },
+            TestCase { name: "brk_is_reported", run: brk_is_reported },
+            TestCase { name: "write_to_text_is_a_permission_fault", run: write_to_text_faults },
+            TestCase { name: "timer_interrupt_fires", run: timer_interrupt_fires },
+            TestCase { name: "periodic_tick_counts", run: periodic_tick_counts },
+            TestCase { name: "mmu_attributes_follow_the_device_tree", run: mmu_attributes },
+            TestCase { name: "memory_map_has_the_repo_fragment", run: memory_map_has_fragment },
+            TestCase { name: "heap_allocates_and_frees", run: heap_works },
+        ],
+    )
+}
+
+/// An address no device tree entry covers: unmapped in the final map.
+const UNMAPPED: u64 = 0x20_0000_0000;
+
+fn data_abort_is_reported() -> TestResult {
+    let fault = catch_fault(|| {
+        // SAFETY: deliberately faulting read; `catch_fault` skips the instruction.
+        unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+    });
+    let fault = fault.ok_or("reading unmapped memory did not fault")?;
+    kassert_eq!(fault.esr.class(), 0x25); // data abort at the current EL
+    kassert_eq!(fault.far, UNMAPPED);
+    kassert!(fault.esr.fault_status_name().starts_with("translation fault"), "{}", fault.esr);
+    Ok(())
+}
+
+fn brk_is_reported() -> TestResult {
+    let fault = catch_fault(|| {
+        // SAFETY: BRK raises a synchronous exception that `catch_fault` records and skips.
+        unsafe { core::arch::asm!("brk #0x42") };
+    })
+    .ok_or("brk did not trap")?;
+    kassert_eq!(fault.esr.class(), 0x3c);
+    kassert_eq!(fault.esr.iss() & 0xffff, 0x42);
+    Ok(())
+}
+
+fn write_to_text_faults() -> TestResult {
+    let target = write_to_text_faults as usize as u64;
+    let fault = catch_fault(|| {
+        // SAFETY: deliberately faulting write to read-only text; skipped by `catch_fault`.
+        unsafe { core::ptr::write_volatile(target as *mut u32, 0) };
+    })
+    .ok_or("writing kernel text did not fault")?;
+    kassert_eq!(fault.far, target);
+    kassert!(fault.esr.is_write());
+    kassert!(fault.esr.fault_status_name().starts_with("permission fault"), "{}", fault.esr);
+    Ok(())
+}
+
+static SEEN: AtomicU32 = AtomicU32::new(0);
+
+fn timer_interrupt_fires() -> TestResult {
+    let before = time::tick_count();
+    drivers::timer::arch_timer::set_oneshot(Duration::from_millis(5));
+    let deadline = time::uptime() + Duration::from_secs(2);
+    while time::tick_count() == before {
+        kassert!(time::uptime() < deadline, "no timer interrupt within 2 s");
+        boot::cpu::wait_for_interrupt();
+    }
+    kassert_eq!(time::tick_count(), before + 1);
+    // A second handler on another line cannot steal the timer's.
+    fn other(_: &IrqContext<'_>, _: u32) {
+        SEEN.fetch_add(1, Ordering::Relaxed);
+    }
+    kassert!(matches!(irq::request_irq(kernel().timer_irq, false, other), Err(irq::IrqError::Busy(_))));
+    Ok(())
+}
+
+fn periodic_tick_counts() -> TestResult {
+    let before = time::tick_count();
+    time::start_tick(Duration::from_millis(2));
+    time::delay(Duration::from_millis(50));
+    time::stop_tick();
+    let ticks = time::tick_count() - before;
+    kassert!((5..=40).contains(&ticks), "{ticks} ticks in 50 ms at a 2 ms period");
+    Ok(())
+}
+
+const MAIR_NORMAL_WB: u8 = 0xff;
+const MAIR_DEVICE_NGNRE: u8 = 0x04;
+
+fn mmu_attributes() -> TestResult {
+    let text = mmu_attributes as usize as u64;
+    kassert_eq!(probe(text), Some((MAIR_NORMAL_WB, true)));
+    static RO: [u8; 4] = [1, 2, 3, 4];
+    kassert_eq!(probe(RO.as_ptr() as u64), Some((MAIR_NORMAL_WB, true)));
+    let stack_var = 0u64;
+    kassert_eq!(probe(&stack_var as *const u64 as u64), Some((MAIR_NORMAL_WB, false)));
+    let uart = kernel().dt.stdout_uart().map_err(|e| alloc::format!("{e}"))?.ok_or("no uart")?;
+    kassert_eq!(probe(uart.base), Some((MAIR_DEVICE_NGNRE, false)));
+    kassert_eq!(probe(UNMAPPED), None);
+    Ok(())
+}
+
+fn memory_map_has_fragment() -> TestResult {
+    let mb = &kernel().memblock;
+    let labels: Vec<&str> = mb.reserved().map(|r| r.label).collect();
+    for want in ["kernel", "dtb", "heap", "fw-log", "swiotlb-pool"] {
+        kassert!(labels.iter().any(|l| l.starts_with(want)), "no '{want}' region in {labels:?}");
+    }
+    // The static fragment region is where the fragment says, and is not usable RAM.
+    let fw = mb.reserved().find(|r| r.label.starts_with("fw-log")).ok_or("fw-log missing")?;
+    kassert_eq!(fw.base, 0x4800_0000);
+    kassert!(mb.free_ranges().all(|(s, e)| e <= fw.base || s >= fw.base + fw.size));
+    Ok(())
+}
+
+fn heap_works() -> TestResult {
+    let before = kernel::platform::HEAP.stats().used;
+    let v: Vec<u64> = (0..10_000).collect();
+    kassert_eq!(v.iter().sum::<u64>(), 49_995_000);
+    kassert!(kernel::platform::HEAP.stats().used >= before + 80_000);
+    drop(v);
+    kassert_eq!(kernel::platform::HEAP.stats().used, before);
+    Ok(())
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Boots a kernel image on qemu-system-aarch64 -M virt with a device tree made for the run.
+# The one way to boot this kernel: `cargo run`, the in-QEMU tests and the GDB test all come here.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<'TXT'
+Usage: ./qemu-run.sh [OPTIONS] [KERNEL_ELF [BOOTARG...]] [-- EXTRA_QEMU_ARGS]
+
+Boots KERNEL_ELF (default: builds and boots the demo kernel) on QEMU's virt machine. The device
+tree is QEMU's own for the same machine options, with the repo's fragments (dts/*.dtsi) and any
+--dts-fragment merged in by dtc, and /chosen/bootargs set. QEMU's exit status is the kernel's.
+
+Options:
+  --gdb               wait for a debugger before the first instruction (prints the gdb command)
+  --gdb-port PORT     port for --gdb (default 1234)
+  --mem SIZE          RAM size (default 512M)
+  --smp N             number of CPUs (default 1; the kernel runs on CPU 0)
+  --gic 2|3           GIC version (default 2)
+  --el2               enter the kernel at EL2 (virtualization=on); it drops to EL1
+  --disk FILE         attach FILE as a virtio-blk disk (repeatable)
+  --dts-fragment FILE merge a DTS fragment "/ { ... };" into the device tree (repeatable)
+  --no-repo-fragments do not merge the repo's dts/*.dtsi fragments
+  --bootargs STRING   kernel command line (/chosen/bootargs); words after KERNEL_ELF are appended
+  --timeout SECONDS   stop QEMU after SECONDS (exit status 124)
+  --keep              keep the generated device tree and print where it is
+  --help              this text
+
+Environment: QEMU_RUN_OPTS is read as extra OPTIONS before the command line (cargo's runner uses
+it, e.g. QEMU_RUN_OPTS="--gic 3 --el2" cargo test).
+TXT
+}
+
+die() { echo "qemu-run.sh: $*" >&2; exit 2; }
+
+need() {
+    local missing=()
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        echo "qemu-run.sh: missing: ${missing[*]}" >&2
+        echo "  install them with: ./scripts/setup.sh   (or as root: apt-get install -y qemu-system-arm qemu-utils gdb-multiarch device-tree-compiler)" >&2
+        exit 2
+    fi
+}
+
+gdb=0 gdb_port=1234 mem=512M smp=1 gic=2 el2=0 timeout_s=0 keep=0 repo_fragments=1
+bootargs="" elf="" disks=() fragments=() extra=() positional_bootargs=()
+
+# shellcheck disable=SC2206
+opts=(${QEMU_RUN_OPTS:-} "$@")
+set -- "${opts[@]+"${opts[@]}"}"
+while (($#)); do
+    case "$1" in
+        --help|-h) usage; exit 0 ;;
+        --gdb) gdb=1 ;;
+        --gdb-port) gdb_port=${2:?--gdb-port needs a port}; shift ;;
+        --mem) mem=${2:?--mem needs a size}; shift ;;
+        --smp) smp=${2:?--smp needs a count}; shift ;;
+        --gic) gic=${2:?--gic needs 2 or 3}; shift
+               [[ $gic == 2 || $gic == 3 ]] || die "--gic takes 2 or 3, not '$gic'" ;;
+        --el2) el2=1 ;;
+        --disk) disks+=("${2:?--disk needs a file}"); shift ;;
+        --dts-fragment) fragments+=("${2:?--dts-fragment needs a file}"); shift ;;
+        --no-repo-fragments) repo_fragments=0 ;;
+        --bootargs) bootargs=${2?--bootargs needs a string}; shift ;;
+        --timeout) timeout_s=${2:?--timeout needs seconds}; shift ;;
+        --keep) keep=1 ;;
+        --) shift; extra=("$@"); break ;;
+        -*) die "unknown option '$1' (see --help)" ;;
+        *) if [[ -z $elf ]]; then elf=$1; else positional_bootargs+=("$1"); fi ;;
+    esac
+    shift
+done
+if ((${#positional_bootargs[@]})); then
+    bootargs="${bootargs:+$bootargs }${positional_bootargs[*]}"
+fi
+
+need qemu-system-aarch64 dtc
+if [[ -z $elf ]]; then
+    need cargo
+    (cd "$here" && cargo build -q -p kernel --bin kernel) || die "building the demo kernel failed"
+    elf="$here/target/aarch64-unknown-none/debug/kernel"
+fi
+[[ -f $elf ]] || die "no kernel image at '$elf'"
+for d in "${disks[@]+"${disks[@]}"}"; do [[ -f $d ]] || die "no disk image at '$d'"; done
+if ((repo_fragments)); then
+    for f in "$here"/dts/*.dtsi; do [[ -f $f ]] && fragments=("$f" "${fragments[@]+"${fragments[@]}"}"); done
+fi
+for f in "${fragments[@]+"${fragments[@]}"}"; do [[ -f $f ]] || die "no DTS fragment at '$f'"; done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/qemu-run.XXXXXX")
+if ((keep)); then echo "qemu-run.sh: device tree files kept in $work" >&2; else trap 'rm -rf "$work"' EXIT; fi
+
+machine="virt,gic-version=$gic"
+((el2)) && machine+=",virtualization=on"
+qemu=(qemu-system-aarch64 -cpu cortex-a72 -m "$mem" -smp "$smp" -nographic -no-reboot
+      -global virtio-mmio.force-legacy=false)
+i=0
+for d in "${disks[@]+"${disks[@]}"}"; do
+    qemu+=(-drive "if=none,format=raw,file=$d,id=disk$i"
+           -device "virtio-blk-device,drive=disk$i,iommu_platform=on")
+    i=$((i + 1))
+done
+
+# 1. QEMU's own device tree for exactly these machine options.
+"${qemu[@]}" -M "$machine,dumpdtb=$work/qemu.dtb" >/dev/null 2>"$work/dump.log" \
+    || { cat "$work/dump.log" >&2; die "QEMU could not dump its device tree"; }
+# 2. Merge the fragments, the way dtc merges a node defined twice, and set bootargs.
+dtc -q -I dtb -O dts -o "$work/qemu.dts" "$work/qemu.dtb"
+{
+    cat "$work/qemu.dts"
+    for f in "${fragments[@]+"${fragments[@]}"}"; do echo; echo "// ---- $f"; cat "$f"; done
+    escaped=${bootargs//\\/\\\\}; escaped=${escaped//\"/\\\"}
+    printf '\n/ { chosen { bootargs = "%s"; }; };\n' "$escaped"
+} > "$work/run.dts"
+dtc -q -I dts -O dtb -o "$work/run.dtb" "$work/run.dts" 2>"$work/dtc.log" \
+    || { cat "$work/dtc.log" >&2; die "dtc could not build the device tree (fragments: ${fragments[*]-none})"; }
+
+qemu+=(-M "$machine" -semihosting-config enable=on,target=native -kernel "$elf" -dtb "$work/run.dtb")
+if ((gdb)); then
+    qemu+=(-S -gdb "tcp::$gdb_port")
+    echo "qemu-run.sh: QEMU waits for a debugger on port $gdb_port. In another terminal:" >&2
+    echo "  gdb-multiarch -q -x $here/gdb/kernel.gdb -ex 'target remote :$gdb_port' $elf" >&2
+fi
+qemu+=("${extra[@]+"${extra[@]}"}")
+
+set +e
+if ((timeout_s > 0)); then
+    timeout --foreground -k 5 "$timeout_s" "${qemu[@]}"
+else
+    "${qemu[@]}"
+fi
+status=$?
+set -e
+((status == 124)) && echo "qemu-run.sh: QEMU stopped after the ${timeout_s}s timeout" >&2
+exit $status

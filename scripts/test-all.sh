@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test: host unit tests, the in-QEMU test kernels (GICv2 at EL1, then GICv3 entered at
+# EL2), boot checks that must fail cleanly, and the GDB test. Prints each runner's summary and a
+# closing "N passed, N failed" over the steps; exits nonzero if any step failed.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+./scripts/setup.sh || exit 2
+
+passed=0 failed=0 failures=()
+step() {
+    local name=$1; shift
+    echo
+    echo "=== $name: $*"
+    if "$@"; then
+        passed=$((passed + 1)); echo "=== $name: ok"
+    else
+        failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED"
+    fi
+}
+
+host=x86_64-unknown-linux-gnu
+step host-unit-tests cargo test --target "$host" --lib -p kernel -p drivers -p boot
+step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300" cargo test -p kernel --tests
+step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2" cargo test -p kernel --tests
+step boot-checks ./scripts/boot-checks.sh
+step gdb-test ./scripts/gdb-test.sh
+
+echo
+((failed)) && echo "failed steps: ${failures[*]}"
+echo "all: $passed passed, $failed failed"
+((failed == 0))
