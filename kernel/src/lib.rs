@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod bootargs;
 pub mod dma;
 pub mod dt;
 pub mod mm;
@@ -16,3 +17,4 @@ pub mod ktest;
 #[cfg(target_os = "none")]
 pub mod platform;
 pub mod sync;
+pub mod work;

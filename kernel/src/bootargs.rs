@@ -1,0 +1,240 @@
+//! The kernel command line (`/chosen/bootargs`): Linux's parameters where Linux has one
+//! (`swiotlb=`, `dma_debug=`, `loglevel=`), ours for the SWIOTLB policy and its tuning.
+//!
+//! Unknown or malformed parameters never stop the boot: each produces a [`Warning`] (printed at
+//! boot) and the default stays.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// How the default SWIOTLB pool is managed (`swiotlb_policy=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwiotlbPolicy {
+    /// Classic Linux: the whole pool reserved as bounce slots, nothing lent.
+    Static,
+    /// Linux 6.6 SWIOTLB_DYNAMIC: a small pool, more pools from the page allocator, never shrinking.
+    Dynamic,
+    /// This design: the spare part lent as MIGRATE_SWIOTLB, reclaimed and lent again.
+    Lend,
+}
+
+/// Linux's `swiotlb=<slots>[,<areas>][,force|noforce]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SwiotlbArg {
+    /// Pool size in 2 KiB slots.
+    pub slots: Option<u64>,
+    /// Number of areas (locks).
+    pub areas: Option<u32>,
+    /// `force`: bounce every mapping; `noforce`: never bounce (`Some(false)`).
+    pub force: Option<bool>,
+}
+
+/// Parsed parameters, with defaults for everything not given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelParams {
+    /// `loglevel=error|warn|info|debug|trace` (or 0..7 as Linux's numbers: 3 error .. 7 debug).
+    pub loglevel: log::LevelFilter,
+    /// `swiotlb=`.
+    pub swiotlb: SwiotlbArg,
+    /// `dma_debug=on|off`.
+    pub dma_debug: bool,
+    /// `swiotlb_policy=static|dynamic|lend`.
+    pub swiotlb_policy: SwiotlbPolicy,
+    /// `swiotlb_reserve=<slots>`: free slots kept for mappings made in interrupt context.
+    pub swiotlb_reserve: u64,
+    /// `swiotlb_low_wm=<percent>`: below this share of free slots, the worker reclaims lent blocks.
+    pub swiotlb_low_wm: u32,
+    /// `swiotlb_high_wm=<percent>`: usage under this share for a while lets the pool shrink.
+    pub swiotlb_high_wm: u32,
+    /// `swiotlb_shrink_delay_ms=<ms>`: how long usage must stay low before shrinking.
+    pub swiotlb_shrink_delay_ms: u64,
+    /// `swiotlb_batch=<pageblocks>`: pageblocks reclaimed or lent per worker run.
+    pub swiotlb_batch: u32,
+    /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent).
+    pub swiotlb_keep: u32,
+    /// `demo=<mode>`: what the demo kernel runs (e.g. `read-verify`).
+    pub demo: Option<String>,
+}
+
+impl Default for KernelParams {
+    fn default() -> Self {
+        Self {
+            loglevel: log::LevelFilter::Info,
+            swiotlb: SwiotlbArg::default(),
+            dma_debug: false,
+            swiotlb_policy: SwiotlbPolicy::Lend,
+            swiotlb_reserve: 256,
+            swiotlb_low_wm: 25,
+            swiotlb_high_wm: 10,
+            swiotlb_shrink_delay_ms: 200,
+            swiotlb_batch: 2,
+            swiotlb_keep: 2,
+            demo: None,
+        }
+    }
+}
+
+/// A parameter that was ignored, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The word from the command line.
+    pub word: String,
+    /// Why it was ignored.
+    pub why: &'static str,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bootargs: ignoring '{}': {}", self.word, self.why)
+    }
+}
+
+/// Parses a command line. Never fails: bad words become warnings and keep the default.
+pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
+    let mut p = KernelParams::default();
+    let mut warnings = Vec::new();
+    for word in cmdline.split_ascii_whitespace() {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let result: Result<(), &'static str> = match (key, value) {
+            ("loglevel", Some(v)) => parse_loglevel(v).map(|l| p.loglevel = l),
+            ("swiotlb", Some(v)) => parse_swiotlb(v).map(|s| p.swiotlb = s),
+            ("dma_debug", Some(v)) => parse_on_off(v).map(|b| p.dma_debug = b),
+            ("swiotlb_policy", Some(v)) => match v {
+                "static" => Ok(p.swiotlb_policy = SwiotlbPolicy::Static),
+                "dynamic" => Ok(p.swiotlb_policy = SwiotlbPolicy::Dynamic),
+                "lend" => Ok(p.swiotlb_policy = SwiotlbPolicy::Lend),
+                _ => Err("expected static, dynamic or lend"),
+            },
+            ("swiotlb_reserve", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.swiotlb_reserve = n),
+            ("swiotlb_low_wm", Some(v)) => parse_num(v, 0, 100).map(|n| p.swiotlb_low_wm = n as u32),
+            ("swiotlb_high_wm", Some(v)) => parse_num(v, 0, 100).map(|n| p.swiotlb_high_wm = n as u32),
+            ("swiotlb_shrink_delay_ms", Some(v)) => parse_num(v, 0, 3_600_000).map(|n| p.swiotlb_shrink_delay_ms = n),
+            ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
+            ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
+            ("demo", Some(v)) if !v.is_empty() => Ok(p.demo = Some(String::from(v))),
+            ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
+            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "demo", _) => {
+                Err("needs a value (key=value)")
+            }
+            _ => Err("unknown parameter"),
+        };
+        if let Err(why) = result {
+            warnings.push(Warning { word: String::from(word), why });
+        }
+    }
+    if p.swiotlb_high_wm > p.swiotlb_low_wm && p.swiotlb_low_wm != 0 {
+        // Shrinking above the grow mark would oscillate: keep the defaults.
+        warnings.push(Warning { word: alloc::format!("swiotlb_high_wm={}", p.swiotlb_high_wm), why: "must not exceed swiotlb_low_wm (the pool would grow and shrink in turn); using the defaults" });
+        let d = KernelParams::default();
+        p.swiotlb_low_wm = d.swiotlb_low_wm;
+        p.swiotlb_high_wm = d.swiotlb_high_wm;
+    }
+    (p, warnings)
+}
+
+fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, &'static str> {
+    let n = if let Some(hex) = v.strip_prefix("0x") { u64::from_str_radix(hex, 16) } else { v.parse::<u64>() };
+    let n = n.map_err(|_| "not a number")?;
+    if n < min || n > max {
+        return Err("out of range");
+    }
+    Ok(n)
+}
+
+fn parse_on_off(v: &str) -> Result<bool, &'static str> {
+    match v {
+        "on" | "1" | "yes" => Ok(true),
+        "off" | "0" | "no" => Ok(false),
+        _ => Err("expected on or off"),
+    }
+}
+
+fn parse_loglevel(v: &str) -> Result<log::LevelFilter, &'static str> {
+    use log::LevelFilter as L;
+    match v {
+        "off" => Ok(L::Off),
+        "error" | "0" | "1" | "2" | "3" => Ok(L::Error),
+        "warn" | "4" => Ok(L::Warn),
+        "info" | "5" | "6" => Ok(L::Info),
+        "debug" | "7" => Ok(L::Debug),
+        "trace" | "8" => Ok(L::Trace),
+        _ => Err("expected error, warn, info, debug, trace or 0..8"),
+    }
+}
+
+/// Linux `setup_io_tlb_npages`: `<slots>[,<areas>][,force|noforce]`, each part optional.
+fn parse_swiotlb(v: &str) -> Result<SwiotlbArg, &'static str> {
+    let mut arg = SwiotlbArg::default();
+    let mut parts = v.split(',').peekable();
+    if let Some(first) = parts.peek().copied() {
+        if first.starts_with(|c: char| c.is_ascii_digit()) {
+            arg.slots = Some(parse_num(first, 1, 1 << 24)?);
+            parts.next();
+            if let Some(second) = parts.peek().copied() {
+                if second.starts_with(|c: char| c.is_ascii_digit()) {
+                    let areas = parse_num(second, 1, 1024)?;
+                    if !areas.is_power_of_two() {
+                        return Err("the area count must be a power of two");
+                    }
+                    arg.areas = Some(areas as u32);
+                    parts.next();
+                }
+            }
+        }
+    }
+    for part in parts {
+        match part {
+            "force" => arg.force = Some(true),
+            "noforce" => arg.force = Some(false),
+            "" => {}
+            _ => return Err("expected <slots>[,<areas>][,force|noforce]"),
+        }
+    }
+    Ok(arg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_swiotlb_forms() {
+        let (p, w) = parse("swiotlb=16384,4,force");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.swiotlb, SwiotlbArg { slots: Some(16384), areas: Some(4), force: Some(true) });
+        assert_eq!(parse("swiotlb=noforce").0.swiotlb, SwiotlbArg { slots: None, areas: None, force: Some(false) });
+        assert_eq!(parse("swiotlb=2048").0.swiotlb.slots, Some(2048));
+    }
+
+    #[test]
+    fn ours_and_defaults() {
+        let (p, w) = parse("  swiotlb_policy=static dma_debug=on loglevel=debug demo=read-verify swiotlb_reserve=0x80 ");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.swiotlb_policy, SwiotlbPolicy::Static);
+        assert!(p.dma_debug);
+        assert_eq!(p.loglevel, log::LevelFilter::Debug);
+        assert_eq!(p.demo.as_deref(), Some("read-verify"));
+        assert_eq!(p.swiotlb_reserve, 0x80);
+        assert_eq!(parse("").0, KernelParams::default());
+    }
+
+    #[test]
+    fn garbage_warns_and_keeps_defaults() {
+        let (p, w) = parse("swiotlb_policy=fast swiotlb=12,3 dma_debug bogus swiotlb_low_wm=500 swiotlb=x,force \u{1F600}=1");
+        assert_eq!(p, KernelParams::default());
+        let words: Vec<&str> = w.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["swiotlb_policy=fast", "swiotlb=12,3", "dma_debug", "bogus", "swiotlb_low_wm=500", "swiotlb=x,force", "\u{1F600}=1"]);
+        assert!(w[1].to_string().contains("power of two"));
+    }
+
+    #[test]
+    fn inverted_watermarks_fall_back() {
+        let (p, w) = parse("swiotlb_low_wm=10 swiotlb_high_wm=50");
+        assert_eq!(w.len(), 1);
+        assert_eq!((p.swiotlb_low_wm, p.swiotlb_high_wm), (25, 10));
+    }
+}

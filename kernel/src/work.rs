@@ -1,0 +1,141 @@
+//! Deferred work (Linux: workqueues, reduced to what a single-CPU unikernel needs).
+//!
+//! Interrupt handlers must not wait or do long work; they [`WorkQueue::schedule`] a registered
+//! work item (one atomic OR, safe in any context), and task context runs pending items at its
+//! scheduling points ([`WorkQueue::run_pending`]: the idle loop, and waits for I/O). Work runs in
+//! task context with IRQs enabled, so it may take locks that IRQ handlers take, migrate pages, and
+//! allocate.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sync::IrqSafeSpinLock;
+
+/// Most work items a queue holds.
+pub const MAX_WORK: usize = 32;
+
+/// A registered work item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkId(u32);
+
+/// A work function.
+pub type WorkFn = fn();
+
+/// A set of work items with pending bits.
+pub struct WorkQueue {
+    pending: AtomicU32,
+    items: IrqSafeSpinLock<[Option<(&'static str, WorkFn)>; MAX_WORK]>,
+    runs: AtomicU32,
+}
+
+/// Errors of [`WorkQueue::register`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum WorkError {
+    /// All [`MAX_WORK`] slots are taken.
+    Full,
+}
+
+impl Default for WorkQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self { pending: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0) }
+    }
+
+    /// Registers `work` under `name` (task context, at init).
+    pub fn register(&self, name: &'static str, work: WorkFn) -> Result<WorkId, WorkError> {
+        let mut items = self.items.lock();
+        let i = items.iter().position(Option::is_none).ok_or(WorkError::Full)?;
+        items[i] = Some((name, work));
+        Ok(WorkId(i as u32))
+    }
+
+    /// Marks `id` pending. Safe from interrupt handlers: it neither waits nor allocates.
+    pub fn schedule(&self, id: WorkId) {
+        self.pending.fetch_or(1 << id.0, Ordering::Release);
+    }
+
+    /// True if any work is pending.
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// Runs every pending item once (items scheduled meanwhile run on the next call). Task
+    /// context only: running work from an interrupt handler is a bug.
+    pub fn run_pending(&self) -> usize {
+        assert!(!crate::arch::in_interrupt(), "deferred work must run in task context");
+        let pending = self.pending.swap(0, Ordering::AcqRel);
+        let mut ran = 0;
+        for i in 0..MAX_WORK {
+            if pending & (1 << i) == 0 {
+                continue;
+            }
+            let item = self.items.lock()[i];
+            if let Some((_, work)) = item {
+                work(); // without the lock: work may schedule work
+                ran += 1;
+            }
+        }
+        self.runs.fetch_add(ran as u32, Ordering::Relaxed);
+        ran
+    }
+
+    /// How many work items have run.
+    pub fn runs(&self) -> u32 {
+        self.runs.load(Ordering::Relaxed)
+    }
+}
+
+/// The kernel's work queue.
+pub static SYSTEM_WQ: WorkQueue = WorkQueue::new();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static A: AtomicUsize = AtomicUsize::new(0);
+    static B: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn scheduled_work_runs_once_in_task_context() {
+        let wq = WorkQueue::new();
+        let a = wq.register("a", || {
+            A.fetch_add(1, Ordering::SeqCst);
+        }).unwrap();
+        let _b = wq.register("b", || {
+            B.fetch_add(1, Ordering::SeqCst);
+        }).unwrap();
+        {
+            let _irq = crate::arch::host::IrqContextGuard::enter();
+            wq.schedule(a);
+            wq.schedule(a);
+        }
+        assert!(wq.has_pending());
+        assert_eq!(wq.run_pending(), 1);
+        assert_eq!(A.load(Ordering::SeqCst), 1);
+        assert_eq!(B.load(Ordering::SeqCst), 0);
+        assert_eq!(wq.run_pending(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "task context")]
+    fn running_work_in_irq_context_is_caught() {
+        let wq = WorkQueue::new();
+        let _irq = crate::arch::host::IrqContextGuard::enter();
+        wq.run_pending();
+    }
+
+    #[test]
+    fn register_is_bounded() {
+        let wq = WorkQueue::new();
+        for _ in 0..MAX_WORK {
+            wq.register("x", || {}).unwrap();
+        }
+        assert_eq!(wq.register("x", || {}), Err(WorkError::Full));
+    }
+}
