@@ -103,19 +103,17 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("loglevel", Some(v)) => parse_loglevel(v).map(|l| p.loglevel = l),
             ("swiotlb", Some(v)) => parse_swiotlb(v).map(|s| p.swiotlb = s),
             ("dma_debug", Some(v)) => parse_on_off(v).map(|b| p.dma_debug = b),
-            ("swiotlb_policy", Some(v)) => match v {
-                "static" => Ok(p.swiotlb_policy = SwiotlbPolicy::Static),
-                "dynamic" => Ok(p.swiotlb_policy = SwiotlbPolicy::Dynamic),
-                "lend" => Ok(p.swiotlb_policy = SwiotlbPolicy::Lend),
-                _ => Err("expected static, dynamic or lend"),
-            },
+            ("swiotlb_policy", Some(v)) => parse_policy(v).map(|policy| p.swiotlb_policy = policy),
             ("swiotlb_reserve", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.swiotlb_reserve = n),
             ("swiotlb_low_wm", Some(v)) => parse_num(v, 0, 100).map(|n| p.swiotlb_low_wm = n as u32),
             ("swiotlb_high_wm", Some(v)) => parse_num(v, 0, 100).map(|n| p.swiotlb_high_wm = n as u32),
             ("swiotlb_shrink_delay_ms", Some(v)) => parse_num(v, 0, 3_600_000).map(|n| p.swiotlb_shrink_delay_ms = n),
             ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
-            ("demo", Some(v)) if !v.is_empty() => Ok(p.demo = Some(String::from(v))),
+            ("demo", Some(v)) if !v.is_empty() => {
+                p.demo = Some(String::from(v));
+                Ok(())
+            }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "demo", _) => {
                 Err("needs a value (key=value)")
@@ -143,6 +141,15 @@ fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, &'static str> {
         return Err("out of range");
     }
     Ok(n)
+}
+
+fn parse_policy(v: &str) -> Result<SwiotlbPolicy, &'static str> {
+    match v {
+        "static" => Ok(SwiotlbPolicy::Static),
+        "dynamic" => Ok(SwiotlbPolicy::Dynamic),
+        "lend" => Ok(SwiotlbPolicy::Lend),
+        _ => Err("expected static, dynamic or lend"),
+    }
 }
 
 fn parse_on_off(v: &str) -> Result<bool, &'static str> {
