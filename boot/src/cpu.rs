@@ -42,3 +42,46 @@ pub fn wait_for_interrupt() {
 pub fn current_el() -> u64 {
     CurrentEL.read(CurrentEL::EL)
 }
+
+/// The smallest data cache line size in bytes (CTR_EL0.DminLine), the unit of cache maintenance.
+pub fn dcache_line_size() -> usize {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects; EL1 may always read it.
+    unsafe { core::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Which cache maintenance a DMA sync needs (Arm ARM D7.5.9, data cache maintenance by VA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOp {
+    /// `DC CVAC`: write dirty lines back (before the device reads memory).
+    Clean,
+    /// `DC IVAC`: discard lines (before the CPU reads what the device wrote).
+    Invalidate,
+    /// `DC CIVAC`: both (bidirectional buffers).
+    CleanInvalidate,
+}
+
+/// Applies `op` to every cache line of `[addr, addr + len)` and waits for completion.
+pub fn dcache_range(op: CacheOp, addr: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let line = dcache_line_size();
+    let mut a = addr & !(line - 1);
+    let end = addr + len;
+    while a < end {
+        // SAFETY: data cache maintenance by VA on memory the caller owns (a DMA buffer); it does
+        // not change memory contents as seen by this CPU except through `Invalidate`, which the
+        // DMA API only applies to buffers whose contents the device owns.
+        unsafe {
+            match op {
+                CacheOp::Clean => core::arch::asm!("dc cvac, {0}", in(reg) a, options(nostack, preserves_flags)),
+                CacheOp::Invalidate => core::arch::asm!("dc ivac, {0}", in(reg) a, options(nostack, preserves_flags)),
+                CacheOp::CleanInvalidate => core::arch::asm!("dc civac, {0}", in(reg) a, options(nostack, preserves_flags)),
+            }
+        }
+        a += line;
+    }
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+}

@@ -5,6 +5,33 @@ use core::cell::Cell;
 std::thread_local! {
     static IRQ_DEPTH: Cell<u32> = const { Cell::new(0) };
     static MASKED: Cell<bool> = const { Cell::new(false) };
+    static CACHE_OPS: std::cell::RefCell<std::vec::Vec<(CacheOp, u64, usize)>> = const { std::cell::RefCell::new(std::vec::Vec::new()) };
+}
+
+/// Which cache maintenance a DMA sync needs (mirrors `boot::cpu::CacheOp` on the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOp {
+    /// Write dirty lines back (before the device reads).
+    Clean,
+    /// Discard lines (before the CPU reads what the device wrote).
+    Invalidate,
+    /// Both.
+    CleanInvalidate,
+}
+
+/// Records the cache maintenance the code asked for, for tests to check.
+pub fn dcache_range(op: CacheOp, addr: u64, len: usize) {
+    CACHE_OPS.with(|ops| ops.borrow_mut().push((op, addr, len)));
+}
+
+/// Takes the cache operations recorded on this thread.
+pub fn take_cache_ops() -> std::vec::Vec<(CacheOp, u64, usize)> {
+    CACHE_OPS.with(|ops| core::mem::take(&mut *ops.borrow_mut()))
+}
+
+/// A typical cache line size, as on the Cortex-A72 QEMU emulates.
+pub fn dma_alignment() -> usize {
+    64
 }
 
 /// Saved "interrupt mask" state.

@@ -33,6 +33,18 @@ mod target {
     pub fn cpu_relax() {
         core::hint::spin_loop()
     }
+
+    pub use boot::cpu::CacheOp;
+
+    /// Cache maintenance on `[addr, addr + len)` for DMA with a non-coherent device.
+    pub fn dcache_range(op: CacheOp, addr: u64, len: usize) {
+        boot::cpu::dcache_range(op, addr as usize, len)
+    }
+
+    /// The data cache line size: the alignment a non-coherent device's buffers need.
+    pub fn dma_alignment() -> usize {
+        boot::cpu::dcache_line_size()
+    }
 }
 
 #[cfg(not(target_os = "none"))]
@@ -42,4 +54,4 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_relax, in_interrupt, irq_restore, irq_save, IrqState};
+pub use host::{cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};
