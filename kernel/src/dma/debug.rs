@@ -1,0 +1,282 @@
+//! DMA-API debugging (Linux: `kernel/dma/debug.c`, `CONFIG_DMA_API_DEBUG`, bootarg `dma_debug=`).
+//!
+//! Every streaming mapping is recorded when made and checked when synced or unmapped, so that a
+//! driver's misuse is reported where it happens instead of corrupting memory later. The tracker
+//! works in interrupt context: a fixed-size table behind an IRQ-masking lock, no allocation.
+//! Each report is returned as a [`DmaDebugError`] (and counted); the DMA API logs it.
+
+use core::fmt;
+
+use super::{DmaAddr, DmaDirection};
+use crate::sync::IrqSafeSpinLock;
+
+/// Mappings tracked at once (Linux preallocates 65536 entries; we need far fewer).
+pub const MAX_ENTRIES: usize = 1024;
+/// Recently unmapped entries kept to tell a double unmap from an unknown address.
+const RECENT_FREED: usize = 64;
+
+/// A device, as the tracker knows it.
+pub type DeviceId = u32;
+
+/// Misuse found by the tracker; the names follow Linux's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaDebugError {
+    /// "device driver tries to free DMA memory it has not allocated".
+    UnmapUnknown { dev: DeviceId, addr: DmaAddr },
+    /// The same mapping unmapped twice.
+    DoubleUnmap { dev: DeviceId, addr: DmaAddr },
+    /// "device driver frees DMA memory with different size".
+    UnmapWrongSize { dev: DeviceId, addr: DmaAddr, mapped: usize, unmapped: usize },
+    /// "device driver frees DMA memory with different direction".
+    UnmapWrongDirection { dev: DeviceId, addr: DmaAddr, mapped: DmaDirection, unmapped: DmaDirection },
+    /// "device driver failed to check map error".
+    MapErrorNotChecked { dev: DeviceId, addr: DmaAddr },
+    /// "device driver tries to sync DMA memory it has not allocated".
+    SyncUnknown { dev: DeviceId, addr: DmaAddr },
+    /// "device driver syncs DMA memory outside allocated range".
+    SyncOutOfRange { dev: DeviceId, addr: DmaAddr, size: usize, mapped_addr: DmaAddr, mapped_size: usize },
+    /// "device driver syncs DMA memory with different direction".
+    SyncWrongDirection { dev: DeviceId, addr: DmaAddr, mapped: DmaDirection, synced: DmaDirection },
+    /// "device driver has pending DMA allocations while released from device".
+    LeakedAtRemove { dev: DeviceId, count: usize },
+    /// The tracker's table is full; this mapping is not tracked.
+    TableFull,
+}
+
+impl fmt::Display for DmaDebugError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use DmaDebugError::*;
+        match *self {
+            UnmapUnknown { dev, addr } => write!(f, "DMA-API: dev {dev}: driver tries to free DMA memory it has not allocated [addr={addr:#x}]"),
+            DoubleUnmap { dev, addr } => write!(f, "DMA-API: dev {dev}: driver unmaps [addr={addr:#x}] a second time"),
+            UnmapWrongSize { dev, addr, mapped, unmapped } => write!(f, "DMA-API: dev {dev}: driver frees DMA memory with different size [addr={addr:#x}] [map size={mapped} bytes] [unmap size={unmapped} bytes]"),
+            UnmapWrongDirection { dev, addr, mapped, unmapped } => write!(f, "DMA-API: dev {dev}: driver frees DMA memory with different direction [addr={addr:#x}] [mapped as {mapped:?}] [unmapped as {unmapped:?}]"),
+            MapErrorNotChecked { dev, addr } => write!(f, "DMA-API: dev {dev}: driver failed to check map error [addr={addr:#x}]"),
+            SyncUnknown { dev, addr } => write!(f, "DMA-API: dev {dev}: driver tries to sync DMA memory it has not allocated [addr={addr:#x}]"),
+            SyncOutOfRange { dev, addr, size, mapped_addr, mapped_size } => write!(f, "DMA-API: dev {dev}: driver syncs DMA memory outside allocated range [mapping addr={mapped_addr:#x} size={mapped_size}] [sync addr={addr:#x} size={size}]"),
+            SyncWrongDirection { dev, addr, mapped, synced } => write!(f, "DMA-API: dev {dev}: driver syncs DMA memory with different direction [addr={addr:#x}] [mapped as {mapped:?}] [synced as {synced:?}]"),
+            LeakedAtRemove { dev, count } => write!(f, "DMA-API: dev {dev}: driver has {count} pending DMA mappings while released from device"),
+            TableFull => write!(f, "DMA-API: debugging table full ({MAX_ENTRIES} entries): a mapping is not tracked"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    dev: DeviceId,
+    addr: DmaAddr,
+    size: usize,
+    dir: DmaDirection,
+    error_checked: bool,
+}
+
+struct Table {
+    live: [Option<Entry>; MAX_ENTRIES],
+    count: usize,
+    freed: [Option<(DeviceId, DmaAddr)>; RECENT_FREED],
+    freed_next: usize,
+    errors: u64,
+    last_error: Option<DmaDebugError>,
+}
+
+/// The tracker.
+pub struct DmaDebug {
+    table: IrqSafeSpinLock<Table>,
+}
+
+impl Default for DmaDebug {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DmaDebug {
+    /// An empty tracker.
+    pub const fn new() -> Self {
+        Self {
+            table: IrqSafeSpinLock::new(Table {
+                live: [None; MAX_ENTRIES],
+                count: 0,
+                freed: [None; RECENT_FREED],
+                freed_next: 0,
+                errors: 0,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn report(table: &mut Table, e: DmaDebugError) -> DmaDebugError {
+        table.errors += 1;
+        table.last_error = Some(e);
+        e
+    }
+
+    fn slot_of(addr: DmaAddr) -> usize {
+        // Bounce slots are 2 KiB apart; mix the bits above that for the probe start.
+        let h = (addr >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 32) as usize % MAX_ENTRIES
+    }
+
+    fn find(table: &Table, dev: DeviceId, addr: DmaAddr) -> Option<usize> {
+        let start = Self::slot_of(addr);
+        (0..MAX_ENTRIES).map(|i| (start + i) % MAX_ENTRIES).find(|&i| matches!(table.live[i], Some(e) if e.dev == dev && e.addr == addr))
+    }
+
+    /// Records a new mapping (Linux: `debug_dma_map_page`).
+    pub fn map(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
+        let mut t = self.table.lock();
+        let start = Self::slot_of(addr);
+        let Some(i) = (0..MAX_ENTRIES).map(|i| (start + i) % MAX_ENTRIES).find(|&i| t.live[i].is_none()) else {
+            return Err(Self::report(&mut t, DmaDebugError::TableFull));
+        };
+        t.live[i] = Some(Entry { dev, addr, size, dir, error_checked: false });
+        t.count += 1;
+        Ok(())
+    }
+
+    /// The driver checked the result of the mapping (Linux: `debug_dma_mapping_error`).
+    pub fn mapping_error_checked(&self, dev: DeviceId, addr: DmaAddr) {
+        let mut t = self.table.lock();
+        if let Some(i) = Self::find(&t, dev, addr) {
+            if let Some(e) = t.live[i].as_mut() {
+                e.error_checked = true;
+            }
+        }
+    }
+
+    /// Checks and forgets a mapping (Linux: `debug_dma_unmap_page` / `check_unmap`). The first
+    /// problem found is returned; the entry is removed whenever it was found.
+    pub fn unmap(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
+        let mut t = self.table.lock();
+        let Some(i) = Self::find(&t, dev, addr) else {
+            let double = t.freed.iter().flatten().any(|&(d, a)| d == dev && a == addr);
+            let e = if double { DmaDebugError::DoubleUnmap { dev, addr } } else { DmaDebugError::UnmapUnknown { dev, addr } };
+            return Err(Self::report(&mut t, e));
+        };
+        let entry = t.live[i].take().expect("found above");
+        t.count -= 1;
+        let n = t.freed_next;
+        t.freed[n] = Some((dev, addr));
+        t.freed_next = (n + 1) % RECENT_FREED;
+        if entry.size != size {
+            return Err(Self::report(&mut t, DmaDebugError::UnmapWrongSize { dev, addr, mapped: entry.size, unmapped: size }));
+        }
+        if entry.dir != dir {
+            return Err(Self::report(&mut t, DmaDebugError::UnmapWrongDirection { dev, addr, mapped: entry.dir, unmapped: dir }));
+        }
+        if !entry.error_checked {
+            return Err(Self::report(&mut t, DmaDebugError::MapErrorNotChecked { dev, addr }));
+        }
+        Ok(())
+    }
+
+    /// Checks a partial or whole sync of `[addr, addr + size)` (Linux: `check_sync`). A sync may
+    /// start inside a mapping; it must end inside it and use the mapping's direction (any
+    /// direction is fine for a bidirectional mapping).
+    pub fn sync(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
+        let mut t = self.table.lock();
+        let entry = t.live.iter().flatten().find(|e| e.dev == dev && addr >= e.addr && addr < e.addr + e.size as u64).copied();
+        let Some(e) = entry else {
+            return Err(Self::report(&mut t, DmaDebugError::SyncUnknown { dev, addr }));
+        };
+        if addr + size as u64 > e.addr + e.size as u64 {
+            return Err(Self::report(&mut t, DmaDebugError::SyncOutOfRange { dev, addr, size, mapped_addr: e.addr, mapped_size: e.size }));
+        }
+        if e.dir != DmaDirection::Bidirectional && e.dir != dir {
+            return Err(Self::report(&mut t, DmaDebugError::SyncWrongDirection { dev, addr, mapped: e.dir, synced: dir }));
+        }
+        Ok(())
+    }
+
+    /// Checks that a device going away has no live mappings (Linux: `dma_debug_device_change`).
+    pub fn device_removed(&self, dev: DeviceId) -> Result<(), DmaDebugError> {
+        let mut t = self.table.lock();
+        let count = t.live.iter().flatten().filter(|e| e.dev == dev).count();
+        if count > 0 {
+            return Err(Self::report(&mut t, DmaDebugError::LeakedAtRemove { dev, count }));
+        }
+        Ok(())
+    }
+
+    /// Live mappings, all devices.
+    pub fn live(&self) -> usize {
+        self.table.lock().count
+    }
+
+    /// Errors reported since boot, and the last one.
+    pub fn errors(&self) -> (u64, Option<DmaDebugError>) {
+        let t = self.table.lock();
+        (t.errors, t.last_error)
+    }
+
+    /// Calls `f` for every live mapping (dev, addr, size, dir): for the `dma-mappings` views.
+    pub fn for_each_live(&self, mut f: impl FnMut(DeviceId, DmaAddr, usize, DmaDirection)) {
+        let t = self.table.lock();
+        for e in t.live.iter().flatten() {
+            f(e.dev, e.addr, e.size, e.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DmaDirection::*;
+
+    fn tracker() -> Box<DmaDebug> {
+        Box::new(DmaDebug::new())
+    }
+
+    #[test]
+    fn correct_use_reports_nothing() {
+        let d = tracker();
+        d.map(1, 0x1000, 512, FromDevice).unwrap();
+        d.mapping_error_checked(1, 0x1000);
+        d.sync(1, 0x1100, 256, FromDevice).unwrap();
+        d.unmap(1, 0x1000, 512, FromDevice).unwrap();
+        assert_eq!(d.live(), 0);
+        assert_eq!(d.errors(), (0, None));
+        d.device_removed(1).unwrap();
+    }
+
+    #[test]
+    fn each_misuse_is_reported() {
+        let d = tracker();
+        assert_eq!(d.unmap(1, 0x5000, 8, ToDevice), Err(DmaDebugError::UnmapUnknown { dev: 1, addr: 0x5000 }));
+
+        d.map(1, 0x1000, 512, ToDevice).unwrap();
+        d.mapping_error_checked(1, 0x1000);
+        assert_eq!(d.unmap(1, 0x1000, 256, ToDevice), Err(DmaDebugError::UnmapWrongSize { dev: 1, addr: 0x1000, mapped: 512, unmapped: 256 }));
+        assert_eq!(d.unmap(1, 0x1000, 512, ToDevice), Err(DmaDebugError::DoubleUnmap { dev: 1, addr: 0x1000 }));
+
+        d.map(1, 0x2000, 64, ToDevice).unwrap();
+        d.mapping_error_checked(1, 0x2000);
+        assert!(matches!(d.unmap(1, 0x2000, 64, FromDevice), Err(DmaDebugError::UnmapWrongDirection { .. })));
+
+        d.map(1, 0x3000, 64, ToDevice).unwrap();
+        assert_eq!(d.unmap(1, 0x3000, 64, ToDevice), Err(DmaDebugError::MapErrorNotChecked { dev: 1, addr: 0x3000 }));
+
+        d.map(2, 0x4000, 100, ToDevice).unwrap();
+        assert!(matches!(d.sync(2, 0x4050, 100, ToDevice), Err(DmaDebugError::SyncOutOfRange { .. })));
+        assert!(matches!(d.sync(2, 0x4000, 10, FromDevice), Err(DmaDebugError::SyncWrongDirection { .. })));
+        assert!(matches!(d.sync(2, 0x9000, 10, ToDevice), Err(DmaDebugError::SyncUnknown { .. })));
+        assert!(matches!(d.sync(1, 0x4000, 10, ToDevice), Err(DmaDebugError::SyncUnknown { .. })), "another device's mapping");
+        assert_eq!(d.device_removed(2), Err(DmaDebugError::LeakedAtRemove { dev: 2, count: 1 }));
+        assert_eq!(d.errors().0, 10);
+    }
+
+    #[test]
+    fn table_full_is_an_error_not_a_panic_and_works_in_irq_context() {
+        let d = tracker();
+        let _irq = crate::arch::host::IrqContextGuard::enter();
+        for i in 0..MAX_ENTRIES as u64 {
+            d.map(7, 0x10_0000 + i * 2048, 2048, Bidirectional).unwrap();
+        }
+        assert_eq!(d.map(7, 0x1, 1, ToDevice), Err(DmaDebugError::TableFull));
+        for i in 0..MAX_ENTRIES as u64 {
+            d.mapping_error_checked(7, 0x10_0000 + i * 2048);
+            d.unmap(7, 0x10_0000 + i * 2048, 2048, Bidirectional).unwrap();
+        }
+        assert_eq!(d.live(), 0);
+    }
+}
