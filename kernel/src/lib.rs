@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod bootargs;
+pub mod crc32;
 pub mod dma;
 pub mod dt;
 pub mod mm;
