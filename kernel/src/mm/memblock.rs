@@ -73,10 +73,7 @@ impl PhysRange {
     pub fn intersection(&self, other: &PhysRange) -> Option<PhysRange> {
         let start = self.base.max(other.base);
         let end = self.end().min(other.end());
-        (start < end).then_some(PhysRange {
-            base: start,
-            size: end - start,
-        })
+        PhysRange::from_bounds(start, end).filter(|r| r.size > 0)
     }
 }
 
