@@ -56,13 +56,13 @@ pub(crate) fn walk<'b, 'a: 'b>(
 }
 
 /// A path of nodes from the root (first) to a node (last).
-pub(crate) type Ancestors<'t, 'b, 'a> = &'t [Node<'b, 'a>];
+pub(crate) type NodePath<'t, 'b, 'a> = &'t [Node<'b, 'a>];
 
 impl<'b, 'a: 'b, C: ChildrenOf<'b, 'a>> Walk<'b, 'a, C> {
     /// The next node in depth-first order, as its path from the root: `chain.last()` is the node,
     /// `chain[0]` the root (for the root itself the chain has one entry).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn next_node(&mut self) -> Option<Result<Ancestors<'_, 'b, 'a>, DtError<'a>>> {
+    pub(crate) fn next_node(&mut self) -> Option<Result<NodePath<'_, 'b, 'a>, DtError<'a>>> {
         if let Some(root) = self.root.take() {
             self.path[0] = root;
             self.children[0] = Some(self.lister.children_of(root));
