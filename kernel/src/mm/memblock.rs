@@ -1,1 +1,1120 @@
-//! Boot memory map.
+//! The boot memory map (Linux `mm/memblock.c`): RAM banks and labelled reserved regions.
+//!
+//! Built once from the device tree before the heap exists (so: fixed capacity, no allocation),
+//! then handed to the page allocator as [`Memblock::free_ranges`]. Unlike Linux we never merge
+//! reserved regions: each keeps its label so the printed map says who owns what, and any overlap
+//! between reservations is an error rather than a silent merge.
+
+use core::fmt;
+
+use crate::dt::{DeviceTree, DtError, PoolKind, ReservedPlacement, ReservedRegion};
+use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
+
+/// Most RAM banks the map holds (after merging adjacent ones).
+pub const MAX_RAM_BANKS: usize = 64;
+/// Most reserved regions the map holds.
+pub const MAX_RESERVED_REGIONS: usize = 64;
+
+/// A non-empty-or-empty physical range `[base, base + size)` whose end fits in 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PhysRange {
+    base: PhysAddr,
+    size: u64,
+}
+
+impl PhysRange {
+    /// `[base, base + size)`, or `None` if the end does not fit in 64 bits.
+    pub const fn new(base: PhysAddr, size: u64) -> Option<Self> {
+        match base.checked_add(size) {
+            Some(_) => Some(Self { base, size }),
+            None => None,
+        }
+    }
+
+    /// `[start, end)`, or `None` if `end < start`.
+    pub const fn from_bounds(start: PhysAddr, end: PhysAddr) -> Option<Self> {
+        match end.checked_sub(start) {
+            Some(size) => Some(Self { base: start, size }),
+            None => None,
+        }
+    }
+
+    /// First address.
+    pub const fn base(&self) -> PhysAddr {
+        self.base
+    }
+
+    /// Length in bytes.
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// One past the last address.
+    pub const fn end(&self) -> PhysAddr {
+        self.base + self.size
+    }
+
+    /// The last address (inclusive); `base - 1` wraps for an empty range, so check `size` first.
+    pub const fn last(&self) -> PhysAddr {
+        self.end().wrapping_sub(1)
+    }
+
+    /// Whether `other` lies entirely inside `self`.
+    pub const fn contains(&self, other: &PhysRange) -> bool {
+        self.base <= other.base && other.end() <= self.end()
+    }
+
+    /// Whether the two ranges share at least one address.
+    pub const fn overlaps(&self, other: &PhysRange) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+
+    /// The common part, if any.
+    pub fn intersection(&self, other: &PhysRange) -> Option<PhysRange> {
+        let start = self.base.max(other.base);
+        let end = self.end().min(other.end());
+        PhysRange::from_bounds(start, end).filter(|r| r.size > 0)
+    }
+}
+
+/// A fixed-capacity list: the boot-time stand-in for `Vec`.
+#[derive(Clone, Copy)]
+pub struct ArrayList<T: Copy + Default, const N: usize> {
+    items: [T; N],
+    len: usize,
+}
+
+/// An [`ArrayList`] is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityError;
+
+impl<T: Copy + Default, const N: usize> Default for ArrayList<T, N> {
+    fn default() -> Self {
+        Self {
+            items: [T::default(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Default + fmt::Debug, const N: usize> fmt::Debug for ArrayList<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl<T: Copy + Default, const N: usize> ArrayList<T, N> {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The items in order.
+    pub fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Inserts `item` at `index` (<= len), shifting the tail up.
+    pub fn insert(&mut self, index: usize, item: T) -> Result<(), CapacityError> {
+        if self.len == N || index > self.len {
+            return Err(CapacityError);
+        }
+        self.items.copy_within(index..self.len, index + 1);
+        self.items[index] = item;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes and returns the item at `index`.
+    pub fn remove(&mut self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        let item = self.items[index];
+        self.items.copy_within(index + 1..self.len, index);
+        self.len -= 1;
+        Some(item)
+    }
+}
+
+/// Who owns a reserved region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegionKind {
+    /// The kernel image.
+    KernelImage,
+    /// The device tree blob.
+    Dtb,
+    /// An entry of the FDT header's memory reservation block (`/memreserve/`).
+    MemReserve,
+    /// A `/reserved-memory` child, with its pool kind.
+    ReservedMemory(PoolKind),
+    /// Placed by [`Memblock::alloc`] for the kernel's own use (heap, page tables ...).
+    #[default]
+    Allocated,
+}
+
+impl RegionKind {
+    /// One word for the printed map.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KernelImage => "kernel-image",
+            Self::Dtb => "dtb",
+            Self::MemReserve => "memreserve",
+            Self::ReservedMemory(pool) => pool.as_str(),
+            Self::Allocated => "allocated",
+        }
+    }
+}
+
+/// A reserved region's kind and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegionFlags {
+    /// Who owns it.
+    pub kind: RegionKind,
+    /// Must not be mapped (reserved-memory `no-map`).
+    pub no_map: bool,
+    /// May be lent to the OS (reserved-memory `reusable`).
+    pub reusable: bool,
+    /// Placed by memblock rather than fixed by its owner.
+    pub dynamic: bool,
+}
+
+impl RegionFlags {
+    /// Just a kind, no flags.
+    pub const fn of(kind: RegionKind) -> Self {
+        Self {
+            kind,
+            no_map: false,
+            reusable: false,
+            dynamic: false,
+        }
+    }
+}
+
+impl fmt::Display for RegionFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.as_str())?;
+        for (set, word) in [
+            (self.no_map, "no-map"),
+            (self.reusable, "reusable"),
+            (self.dynamic, "dynamic"),
+        ] {
+            if set {
+                write!(f, " {word}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One reserved region of the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemblockRegion<'a> {
+    /// The range.
+    pub range: PhysRange,
+    /// Who reserved it: a `/reserved-memory` node name, `"kernel"`, `"dtb"` ... (one word).
+    pub label: &'a str,
+    /// Kind and flags.
+    pub flags: RegionFlags,
+}
+
+/// Errors of the boot memory map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemblockError<'a> {
+    /// A region of zero bytes.
+    ZeroSize { label: &'a str },
+    /// `base + size` does not fit in 64 bits.
+    Overflow {
+        label: &'a str,
+        base: PhysAddr,
+        size: u64,
+    },
+    /// A label that is empty or contains whitespace (it would break the printed map).
+    BadLabel { label: &'a str },
+    /// A reservation not entirely inside one RAM bank.
+    OutsideRam { label: &'a str, range: PhysRange },
+    /// A reservation overlapping an existing one.
+    Overlap {
+        label: &'a str,
+        range: PhysRange,
+        other: &'a str,
+        other_range: PhysRange,
+    },
+    /// A fixed-capacity table is full.
+    Capacity { table: &'static str, label: &'a str },
+    /// An alignment that is zero or not a power of two.
+    BadAlignment { label: &'a str, align: u64 },
+    /// No free range can hold the allocation.
+    NoSpace {
+        label: &'a str,
+        size: u64,
+        align: u64,
+    },
+    /// The device tree could not be read.
+    DeviceTree(DtError<'a>),
+}
+
+impl<'a> From<DtError<'a>> for MemblockError<'a> {
+    fn from(e: DtError<'a>) -> Self {
+        Self::DeviceTree(e)
+    }
+}
+
+impl fmt::Display for MemblockError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use MemblockError::*;
+        let r = |r: &PhysRange| (r.base(), r.end());
+        match self {
+            ZeroSize { label } => write!(f, "memblock: {label}: zero size"),
+            Overflow { label, base, size } => {
+                write!(f, "memblock: {label}: {base:#x} + {size:#x} overflows")
+            }
+            BadLabel { label } => write!(f, "memblock: bad label {label:?}"),
+            OutsideRam { label, range } => {
+                let (s, e) = r(range);
+                write!(
+                    f,
+                    "memblock: {label} [{s:#x}-{e:#x}) is not inside one RAM bank"
+                )
+            }
+            Overlap {
+                label,
+                range,
+                other,
+                other_range,
+            } => {
+                let ((s, e), (os, oe)) = (r(range), r(other_range));
+                write!(
+                    f,
+                    "memblock: {label} [{s:#x}-{e:#x}) overlaps {other} [{os:#x}-{oe:#x})"
+                )
+            }
+            Capacity { table, label } => write!(f, "memblock: {table} table full adding {label}"),
+            BadAlignment { label, align } => {
+                write!(
+                    f,
+                    "memblock: {label}: alignment {align:#x} is not a power of two"
+                )
+            }
+            NoSpace { label, size, align } => {
+                write!(
+                    f,
+                    "memblock: no free range for {label} ({size:#x} bytes, align {align:#x})"
+                )
+            }
+            DeviceTree(e) => write!(f, "memblock: {e}"),
+        }
+    }
+}
+
+/// The boot memory map: sorted, merged RAM banks and sorted, disjoint, labelled reservations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memblock<'a> {
+    ram: ArrayList<PhysRange, MAX_RAM_BANKS>,
+    reserved: ArrayList<MemblockRegion<'a>, MAX_RESERVED_REGIONS>,
+}
+
+impl<'a> Memblock<'a> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds RAM; overlapping or adjacent banks merge (Linux `memblock_add()`).
+    pub fn add_ram(&mut self, base: PhysAddr, size: u64) -> Result<(), MemblockError<'a>> {
+        let label = "ram";
+        let mut new = checked_range(label, base, size)?;
+        // Absorb every bank that overlaps or touches the new one.
+        let mut i = 0;
+        while i < self.ram.len() {
+            let bank = self.ram.as_slice()[i];
+            if bank.base() <= new.end() && new.base() <= bank.end() {
+                let start = bank.base().min(new.base());
+                new = PhysRange {
+                    base: start,
+                    size: bank.end().max(new.end()) - start,
+                };
+                self.ram.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let at = self
+            .ram
+            .as_slice()
+            .partition_point(|b| b.base() < new.base());
+        self.ram
+            .insert(at, new)
+            .map_err(|_| MemblockError::Capacity {
+                table: "RAM",
+                label,
+            })
+    }
+
+    /// Reserves `[base, base + size)` for `label`. It must lie inside one RAM bank and overlap
+    /// no existing reservation (the error names both).
+    pub fn reserve(
+        &mut self,
+        base: PhysAddr,
+        size: u64,
+        label: &'a str,
+        flags: RegionFlags,
+    ) -> Result<(), MemblockError<'a>> {
+        check_label(label)?;
+        let range = checked_range(label, base, size)?;
+        if !self.ram.as_slice().iter().any(|bank| bank.contains(&range)) {
+            return Err(MemblockError::OutsideRam { label, range });
+        }
+        let at = self
+            .reserved
+            .as_slice()
+            .partition_point(|r| r.range.base() < range.base());
+        // Sorted and disjoint: only the neighbours can overlap.
+        let neighbours = self.reserved.as_slice()[at.saturating_sub(1)..]
+            .iter()
+            .take(2);
+        if let Some(other) = neighbours.into_iter().find(|r| r.range.overlaps(&range)) {
+            return Err(MemblockError::Overlap {
+                label,
+                range,
+                other: other.label,
+                other_range: other.range,
+            });
+        }
+        self.reserved
+            .insert(
+                at,
+                MemblockRegion {
+                    range,
+                    label,
+                    flags,
+                },
+            )
+            .map_err(|_| MemblockError::Capacity {
+                table: "reserved",
+                label,
+            })
+    }
+
+    /// Finds and reserves `size` bytes aligned to `align` (a power of two) inside `within` if
+    /// given, taking the highest free address like Linux's default top-down memblock.
+    pub fn alloc(
+        &mut self,
+        size: u64,
+        align: u64,
+        within: Option<PhysRange>,
+        label: &'a str,
+        flags: RegionFlags,
+    ) -> Result<PhysAddr, MemblockError<'a>> {
+        check_label(label)?;
+        if size == 0 {
+            return Err(MemblockError::ZeroSize { label });
+        }
+        if !align.is_power_of_two() {
+            return Err(MemblockError::BadAlignment { label, align });
+        }
+        let best = self
+            .free_ranges()
+            .filter_map(|free| match within {
+                Some(w) => free.intersection(&w),
+                None => Some(free),
+            })
+            .filter_map(|free| {
+                let base = align_down(free.end().checked_sub(size)?, align);
+                (base >= free.base()).then_some(base)
+            })
+            .max()
+            .ok_or(MemblockError::NoSpace { label, size, align })?;
+        self.reserve(best, size, label, flags)?;
+        Ok(best)
+    }
+
+    /// The RAM banks, sorted and disjoint.
+    pub fn ram(&self) -> &[PhysRange] {
+        self.ram.as_slice()
+    }
+
+    /// The reserved regions, sorted by address.
+    pub fn reserved(&self) -> impl Iterator<Item = &MemblockRegion<'a>> + '_ {
+        self.reserved.as_slice().iter()
+    }
+
+    /// The reserved region labelled `label`, if any.
+    pub fn find(&self, label: &str) -> Option<&MemblockRegion<'a>> {
+        self.reserved().find(|r| r.label == label)
+    }
+
+    /// RAM minus every reservation, sorted.
+    pub fn free_ranges(&self) -> FreeRanges<'_, 'a> {
+        FreeRanges {
+            map: self,
+            bank: 0,
+            cursor: None,
+            next_reserved: 0,
+        }
+    }
+
+    /// Bytes of RAM.
+    pub fn total_ram(&self) -> u64 {
+        self.ram().iter().map(PhysRange::size).sum()
+    }
+
+    /// Lines for the boot log, one per region sorted by address: free RAM as `usable`, the
+    /// rest as `label kind [flags]`. Same as the `Display` impl.
+    pub fn regions_for_print(&self) -> impl fmt::Display + '_ {
+        self
+    }
+
+    /// Builds the boot map: RAM from `/memory`; reserves the kernel image, the DTB, the header's
+    /// `/memreserve/` entries and every static `/reserved-memory` region; then places every
+    /// dynamic one (Linux `fdt_init_reserved_mem()`). Stops at the first error.
+    pub fn from_device_tree(
+        dt: &DeviceTree<'a>,
+        kernel: PhysRange,
+        dtb: PhysRange,
+    ) -> Result<Self, MemblockError<'a>> {
+        let mut map = Self::new();
+        for bank in dt.memory_banks() {
+            let bank = bank?;
+            map.add_ram(bank.base(), bank.size())?;
+        }
+        map.reserve(
+            kernel.base(),
+            kernel.size(),
+            "kernel",
+            RegionFlags::of(RegionKind::KernelImage),
+        )?;
+        map.reserve(
+            dtb.base(),
+            dtb.size(),
+            "dtb",
+            RegionFlags::of(RegionKind::Dtb),
+        )?;
+        for (base, size) in dt.memreserve_entries() {
+            map.reserve(
+                base,
+                size,
+                "memreserve",
+                RegionFlags::of(RegionKind::MemReserve),
+            )?;
+        }
+        for region in dt.reserved_regions() {
+            let region = region?;
+            if let ReservedPlacement::Static(range) = region.placement {
+                map.reserve(
+                    range.base(),
+                    range.size(),
+                    region.name,
+                    region_flags(&region, false),
+                )?;
+            }
+        }
+        for region in dt.reserved_regions() {
+            let region = region?;
+            let ReservedPlacement::Dynamic {
+                size, alignment, ..
+            } = region.placement
+            else {
+                continue;
+            };
+            // We hand pages to the page allocator, so never place below page alignment.
+            let align = alignment.unwrap_or(PAGE_SIZE).max(PAGE_SIZE);
+            let flags = region_flags(&region, true);
+            let mut windows = region.alloc_ranges().peekable();
+            let placed = if windows.peek().is_none() {
+                map.alloc(size, align, None, region.name, flags)
+            } else {
+                // Like Linux `__reserved_mem_alloc_size()`: the first window that fits wins.
+                windows
+                    .map(|w| map.alloc(size, align, Some(w), region.name, flags))
+                    .find(Result::is_ok)
+                    .unwrap_or(Err(MemblockError::NoSpace {
+                        label: region.name,
+                        size,
+                        align,
+                    }))
+            };
+            placed?;
+        }
+        Ok(map)
+    }
+}
+
+fn region_flags(region: &ReservedRegion<'_>, dynamic: bool) -> RegionFlags {
+    RegionFlags {
+        kind: RegionKind::ReservedMemory(region.kind),
+        no_map: region.no_map,
+        reusable: region.reusable,
+        dynamic,
+    }
+}
+
+fn checked_range<'a>(
+    label: &'a str,
+    base: PhysAddr,
+    size: u64,
+) -> Result<PhysRange, MemblockError<'a>> {
+    if size == 0 {
+        return Err(MemblockError::ZeroSize { label });
+    }
+    PhysRange::new(base, size).ok_or(MemblockError::Overflow { label, base, size })
+}
+
+fn check_label(label: &str) -> Result<(), MemblockError<'_>> {
+    if label.is_empty() || label.contains(char::is_whitespace) {
+        return Err(MemblockError::BadLabel { label });
+    }
+    Ok(())
+}
+
+/// Iterator over RAM minus reservations, ascending. See [`Memblock::free_ranges`].
+#[derive(Debug, Clone)]
+pub struct FreeRanges<'m, 'a> {
+    map: &'m Memblock<'a>,
+    bank: usize,
+    /// Where the scan of the current bank resumes; `None` at a bank's start.
+    cursor: Option<PhysAddr>,
+    next_reserved: usize,
+}
+
+impl Iterator for FreeRanges<'_, '_> {
+    type Item = PhysRange;
+
+    fn next(&mut self) -> Option<PhysRange> {
+        let reserved = self.map.reserved.as_slice();
+        loop {
+            let bank = *self.map.ram.as_slice().get(self.bank)?;
+            let start = self.cursor.unwrap_or(bank.base());
+            if start >= bank.end() {
+                self.bank += 1;
+                self.cursor = None;
+                continue;
+            }
+            while reserved
+                .get(self.next_reserved)
+                .is_some_and(|r| r.range.end() <= start)
+            {
+                self.next_reserved += 1;
+            }
+            // Reservations lie inside one bank, sorted and disjoint.
+            match reserved.get(self.next_reserved) {
+                Some(r) if r.range.base() <= start => {
+                    self.cursor = Some(r.range.end());
+                    self.next_reserved += 1;
+                }
+                next => {
+                    let end = next.map_or(bank.end(), |r| r.range.base().min(bank.end()));
+                    self.cursor = Some(end);
+                    return PhysRange::from_bounds(start, end);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Memblock<'_> {
+    /// `  [mem 0x%016x-0x%016x] label kind flags`, inclusive end, sorted; free RAM is `usable`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = |f: &mut fmt::Formatter<'_>, r: &PhysRange| {
+            write!(f, "  [mem {:#018x}-{:#018x}]", r.base(), r.last())
+        };
+        let mut free = self.free_ranges().peekable();
+        let mut reserved = self.reserved().peekable();
+        loop {
+            let take_free = match (free.peek(), reserved.peek()) {
+                (None, None) => return Ok(()),
+                (Some(a), Some(b)) => a.base() < b.range.base(),
+                (a, _) => a.is_some(),
+            };
+            if take_free {
+                let r = free.next().unwrap_or_default();
+                line(f, &r)?;
+                writeln!(f, " usable")?;
+            } else if let Some(r) = reserved.next() {
+                line(f, &r.range)?;
+                writeln!(f, " {} {}", r.label, r.flags)?;
+            }
+        }
+    }
+}
+
+/// Rounds a range inward to whole pages, for handing free memory to the page allocator.
+pub fn page_aligned_inner(range: PhysRange) -> Option<PhysRange> {
+    let start = align_up(range.base(), PAGE_SIZE)?;
+    let end = align_down(range.end(), PAGE_SIZE);
+    (start < end).then(|| PhysRange {
+        base: start,
+        size: end - start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const QEMU_VIRT_RESERVED: &[u8] = include_bytes!("../dt/testdata/qemu-virt-reserved.dtb");
+    const QEMU_VIRT: &[u8] = include_bytes!("../dt/testdata/qemu-virt.dtb");
+    const ALLOCATED: RegionFlags = RegionFlags::of(RegionKind::Allocated);
+
+    fn range(base: u64, size: u64) -> PhysRange {
+        PhysRange::new(base, size).unwrap()
+    }
+
+    fn map_with_ram(banks: &[(u64, u64)]) -> Memblock<'static> {
+        let mut map = Memblock::new();
+        for &(base, size) in banks {
+            map.add_ram(base, size).unwrap();
+        }
+        map
+    }
+
+    #[test]
+    fn ram_banks_merge_when_they_touch_or_overlap() {
+        let map = map_with_ram(&[
+            (0x3000, 0x1000),
+            (0x1000, 0x1000),
+            (0x2000, 0x1000),
+            (0x6000, 0x800),
+            (0x8000, 0x1000),
+            (0x7800, 0x1000),
+        ]);
+        assert_eq!(
+            map.ram(),
+            [
+                range(0x1000, 0x3000),
+                range(0x6000, 0x800),
+                range(0x7800, 0x1800)
+            ]
+        );
+        assert_eq!(map.total_ram(), 0x5000);
+        let mut map = Memblock::new();
+        assert_eq!(
+            map.add_ram(0x1000, 0),
+            Err(MemblockError::ZeroSize { label: "ram" })
+        );
+        assert_eq!(
+            map.add_ram(u64::MAX, 2),
+            Err(MemblockError::Overflow {
+                label: "ram",
+                base: u64::MAX,
+                size: 2
+            })
+        );
+    }
+
+    #[test]
+    fn reserve_rejects_zero_size_overflow_and_bad_labels() {
+        let mut map = map_with_ram(&[(0, 0x10_0000)]);
+        assert_eq!(
+            map.reserve(0x1000, 0, "a", ALLOCATED),
+            Err(MemblockError::ZeroSize { label: "a" })
+        );
+        assert_eq!(
+            map.reserve(u64::MAX - 1, 4, "a", ALLOCATED),
+            Err(MemblockError::Overflow {
+                label: "a",
+                base: u64::MAX - 1,
+                size: 4
+            })
+        );
+        for label in ["", "two words"] {
+            assert_eq!(
+                map.reserve(0x1000, 1, label, ALLOCATED),
+                Err(MemblockError::BadLabel { label })
+            );
+        }
+        assert_eq!(map.reserved().count(), 0);
+    }
+
+    #[test]
+    fn reserve_must_stay_inside_one_bank() {
+        let mut map = map_with_ram(&[(0x1000, 0x1000), (0x3000, 0x1000), (0x4000, 0x1000)]);
+        let outside = |base, size| MemblockError::OutsideRam {
+            label: "r",
+            range: range(base, size),
+        };
+        assert_eq!(
+            map.reserve(0x0, 0x1000, "r", ALLOCATED),
+            Err(outside(0x0, 0x1000))
+        );
+        assert_eq!(
+            map.reserve(0x1800, 0x1000, "r", ALLOCATED),
+            Err(outside(0x1800, 0x1000)),
+            "runs off a bank"
+        );
+        assert_eq!(
+            map.reserve(0x1000, 0x3000, "r", ALLOCATED),
+            Err(outside(0x1000, 0x3000)),
+            "spans a hole"
+        );
+        assert_eq!(
+            map.reserve(0x3800, 0x1000, "r", ALLOCATED),
+            Ok(()),
+            "adjacent banks are contiguous"
+        );
+    }
+
+    #[test]
+    fn overlapping_reservations_name_both_labels() {
+        let mut map = map_with_ram(&[(0, 0x10_0000)]);
+        map.reserve(0x2000, 0x2000, "first", ALLOCATED).unwrap();
+        map.reserve(0x8000, 0x1000, "second", ALLOCATED).unwrap();
+        for (base, size, other) in [
+            (0x1000, 0x1001, "first"),
+            (0x3fff, 1, "first"),
+            (0x7000, 0x2000, "second"),
+            (0x0, 0x9000, "first"),
+        ] {
+            let err = map.reserve(base, size, "new", ALLOCATED).unwrap_err();
+            let MemblockError::Overlap {
+                label, other: o, ..
+            } = err
+            else {
+                panic!("{err:?}")
+            };
+            assert_eq!((label, o), ("new", other), "{base:#x}+{size:#x}");
+            assert!(err.to_string().contains("new") && err.to_string().contains(other));
+        }
+        map.reserve(0x4000, 0x4000, "between", ALLOCATED).unwrap();
+        let labels: Vec<_> = map.reserved().map(|r| r.label).collect();
+        assert_eq!(labels, ["first", "between", "second"], "kept sorted");
+    }
+
+    #[test]
+    fn tables_have_fixed_capacity() {
+        let mut map = map_with_ram(&[(0, 0x100_0000)]);
+        for i in 0..MAX_RESERVED_REGIONS as u64 {
+            map.reserve(i * 0x1000, 0x10, "r", ALLOCATED).unwrap();
+        }
+        assert_eq!(
+            map.reserve(0x80_0000, 0x10, "full", ALLOCATED),
+            Err(MemblockError::Capacity {
+                table: "reserved",
+                label: "full"
+            })
+        );
+        let mut map = Memblock::new();
+        for i in 0..MAX_RAM_BANKS as u64 {
+            map.add_ram(i * 0x2000, 0x1000).unwrap();
+        }
+        assert_eq!(
+            map.add_ram(0x100_0000, 0x1000),
+            Err(MemblockError::Capacity {
+                table: "RAM",
+                label: "ram"
+            })
+        );
+        map.add_ram(0x1000, 0x1000).unwrap(); // merging frees slots
+    }
+
+    #[test]
+    fn alloc_is_top_down_aligned_and_inside_the_window() {
+        let mut map = map_with_ram(&[(0x1000_0000, 0x100_0000), (0x4000_0000, 0x100_0000)]);
+        map.reserve(0x40ff_f000, 0x1000, "top", ALLOCATED).unwrap();
+        assert_eq!(
+            map.alloc(0x1000, 0x1000, None, "a", ALLOCATED),
+            Ok(0x40ff_e000)
+        );
+        assert_eq!(
+            map.alloc(0x10_0000, 0x20_0000, None, "b", ALLOCATED),
+            Ok(0x40e0_0000)
+        );
+        let low = Some(range(0x1000_0000, 0x20_0000));
+        assert_eq!(
+            map.alloc(0x1000, 0x1000, low, "c", ALLOCATED),
+            Ok(0x101f_f000)
+        );
+        // Window straddling both banks: only the part in RAM counts.
+        let straddle = Some(range(0x10f0_0000, 0x2000_0000));
+        assert_eq!(
+            map.alloc(0x10_0000, 0x1000, straddle, "d", ALLOCATED),
+            Ok(0x10f0_0000)
+        );
+        assert!(matches!(
+            map.alloc(0x1000, 0x1000, straddle, "e", ALLOCATED),
+            Err(MemblockError::NoSpace { .. })
+        ));
+        assert_eq!(
+            map.alloc(0x200_0000, 0x1000, None, "huge", ALLOCATED),
+            Err(MemblockError::NoSpace {
+                label: "huge",
+                size: 0x200_0000,
+                align: 0x1000
+            })
+        );
+        assert_eq!(
+            map.alloc(0x1000, 0x1800, None, "odd", ALLOCATED),
+            Err(MemblockError::BadAlignment {
+                label: "odd",
+                align: 0x1800
+            })
+        );
+        assert_eq!(
+            map.alloc(0, 0x1000, None, "zero", ALLOCATED),
+            Err(MemblockError::ZeroSize { label: "zero" })
+        );
+        let outside = Some(range(0x2000_0000, 0x1000_0000));
+        assert!(matches!(
+            map.alloc(0x1000, 0x1000, outside, "x", ALLOCATED),
+            Err(MemblockError::NoSpace { .. })
+        ));
+    }
+
+    #[test]
+    fn free_ranges_are_ram_minus_reservations() {
+        let mut map = map_with_ram(&[(0x1000, 0x4000), (0x8000, 0x2000)]);
+        map.reserve(0x1000, 0x1000, "start", ALLOCATED).unwrap();
+        map.reserve(0x3000, 0x800, "mid", ALLOCATED).unwrap();
+        map.reserve(0x3800, 0x800, "mid2", ALLOCATED).unwrap();
+        map.reserve(0x9000, 0x1000, "end", ALLOCATED).unwrap();
+        let free: Vec<_> = map.free_ranges().collect();
+        assert_eq!(
+            free,
+            [
+                range(0x2000, 0x1000),
+                range(0x4000, 0x1000),
+                range(0x8000, 0x1000)
+            ]
+        );
+    }
+
+    fn qemu_map(dtb: &[u8]) -> Result<Memblock<'_>, MemblockError<'_>> {
+        let dt = DeviceTree::new(dtb).unwrap();
+        // Like our ELF boot: DTB at the start of RAM, the kernel linked at 0x4008_0000.
+        Memblock::from_device_tree(
+            &dt,
+            range(0x4008_0000, 0x20_0000),
+            range(0x4000_0000, 0x2000),
+        )
+    }
+
+    #[test]
+    fn qemu_boot_map_prints_one_line_per_region() {
+        let map = qemu_map(QEMU_VIRT_RESERVED).unwrap();
+        let expected = concat!(
+            "  [mem 0x0000000040000000-0x0000000040001fff] dtb dtb\n",
+            "  [mem 0x0000000040002000-0x000000004007ffff] usable\n",
+            "  [mem 0x0000000040080000-0x000000004027ffff] kernel kernel-image\n",
+            "  [mem 0x0000000040280000-0x0000000048dfffff] usable\n",
+            "  [mem 0x0000000048e00000-0x0000000048ffffff] restricted-dma restricted-dma-pool dynamic\n",
+            "  [mem 0x0000000049000000-0x000000004bffffff] usable\n",
+            "  [mem 0x000000004c000000-0x000000004c3fffff] swiotlb@4c000000 swiotlb-pool\n",
+            "  [mem 0x000000004c400000-0x000000004effffff] usable\n",
+            "  [mem 0x000000004f000000-0x000000004f0fffff] firmware@4f000000 reserved no-map\n",
+            "  [mem 0x000000004f100000-0x000000004f7fffff] usable\n",
+            "  [mem 0x000000004f800000-0x000000004fffffff] cma shared-dma-pool reusable dynamic\n",
+        );
+        assert_eq!(map.regions_for_print().to_string(), expected);
+        let pool = map.find("swiotlb@4c000000").unwrap();
+        assert_eq!(
+            pool.flags.kind,
+            RegionKind::ReservedMemory(PoolKind::Swiotlb)
+        );
+    }
+
+    #[test]
+    fn qemu_boot_map_without_reserved_memory() {
+        let map = qemu_map(QEMU_VIRT).unwrap();
+        assert_eq!(map.reserved().count(), 2);
+        assert_eq!(
+            map.free_ranges().map(|r| r.size()).sum::<u64>(),
+            0x1000_0000 - 0x20_2000
+        );
+    }
+
+    #[test]
+    fn kernel_overlapping_a_reserved_region_is_an_error() {
+        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
+        let kernel = range(0x4bf0_0000, 0x20_0000);
+        let err = Memblock::from_device_tree(&dt, kernel, range(0x4000_0000, 0x2000)).unwrap_err();
+        assert_eq!(
+            err,
+            MemblockError::Overlap {
+                label: "swiotlb@4c000000",
+                range: range(0x4c00_0000, 0x40_0000),
+                other: "kernel",
+                other_range: kernel,
+            }
+        );
+    }
+
+    #[test]
+    fn builder_reports_dtb_outside_ram_and_unplaceable_pools() {
+        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
+        let dtb = range(0x3fff_f000, 0x2000);
+        assert_eq!(
+            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), dtb).unwrap_err(),
+            MemblockError::OutsideRam {
+                label: "dtb",
+                range: dtb
+            }
+        );
+        // A kernel filling the restricted pool's alloc-ranges window leaves it nowhere to go.
+        let err = Memblock::from_device_tree(
+            &dt,
+            range(0x4800_0000, 0x100_0000),
+            range(0x4000_0000, 0x2000),
+        );
+        assert!(
+            matches!(
+                err,
+                Err(MemblockError::NoSpace {
+                    label: "restricted-dma",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn builder_passes_device_tree_errors_through() {
+        let mut blob = QEMU_VIRT_RESERVED.to_vec();
+        // Make `size = <0 0x800000>` of /reserved-memory/cma zero: find it after "cma".
+        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
+        let size = cma
+            + blob[cma..]
+                .windows(8)
+                .position(|w| w == [0, 0, 0, 0, 0, 0x80, 0, 0])
+                .unwrap();
+        blob[size + 5] = 0;
+        let dt = DeviceTree::new(&blob).unwrap();
+        let err =
+            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        assert_eq!(
+            err.unwrap_err(),
+            MemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" })
+        );
+    }
+
+    #[test]
+    fn page_aligned_inner_rounds_inward() {
+        assert_eq!(
+            page_aligned_inner(range(0x1001, 0x3000)),
+            Some(range(0x2000, 0x2000))
+        );
+        assert_eq!(page_aligned_inner(range(0x1001, 0x1000)), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Reserve(u64, u64),
+        Alloc {
+            size: u64,
+            align_shift: u32,
+            within: Option<(u64, u64)>,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..0x2_0000, 0u64..0x8000).prop_map(|(b, s)| Op::Reserve(b, s)),
+            (
+                1u64..0x8000,
+                0u32..14,
+                proptest::option::of((0u64..0x2_0000, 0u64..0x1_0000))
+            )
+                .prop_map(|(size, align_shift, within)| Op::Alloc {
+                    size,
+                    align_shift,
+                    within
+                }),
+        ]
+    }
+
+    fn check_invariants(map: &Memblock<'_>) {
+        let reserved: Vec<_> = map.reserved().map(|r| r.range).collect();
+        let free: Vec<_> = map.free_ranges().collect();
+        for pair in reserved.windows(2) {
+            assert!(
+                pair[0].end() <= pair[1].base(),
+                "reserved sorted and disjoint: {pair:?}"
+            );
+        }
+        for pair in free.windows(2) {
+            assert!(
+                pair[0].end() <= pair[1].base(),
+                "free sorted and disjoint: {pair:?}"
+            );
+        }
+        for r in reserved.iter().chain(&free) {
+            assert!(r.size() > 0);
+            assert!(
+                map.ram().iter().any(|bank| bank.contains(r)),
+                "{r:?} inside one bank"
+            );
+        }
+        for f in &free {
+            assert!(
+                reserved.iter().all(|r| !r.overlaps(f)),
+                "free {f:?} overlaps a reservation"
+            );
+        }
+        let total: u64 = reserved.iter().chain(&free).map(|r| r.size()).sum();
+        assert_eq!(total, map.total_ram(), "free + reserved == RAM");
+    }
+
+    proptest! {
+        // No regression files: they would land outside `mm/`.
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn memblock_never_overlaps_and_accounts_for_all_ram(
+            banks in proptest::collection::vec((0u64..0x2_0000, 1u64..0x1_0000), 1..5),
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let mut map = Memblock::new();
+            for (base, size) in banks {
+                map.add_ram(base, size).unwrap();
+            }
+            for op in ops {
+                match op {
+                    Op::Reserve(base, size) => {
+                        let _ = map.reserve(base, size, "r", ALLOCATED);
+                    }
+                    Op::Alloc { size, align_shift, within } => {
+                        let align = 1 << align_shift;
+                        let within = within.and_then(|(b, s)| PhysRange::new(b, s));
+                        if let Ok(base) = map.alloc(size, align, within, "a", ALLOCATED) {
+                            prop_assert_eq!(base % align, 0);
+                            let got = range(base, size);
+                            if let Some(w) = within {
+                                prop_assert!(w.contains(&got));
+                            }
+                            prop_assert!(map.reserved().any(|r| r.range == got));
+                        }
+                    }
+                }
+                check_invariants(&map);
+            }
+        }
+    }
+
+    #[test]
+    fn array_list_insert_and_remove() {
+        let mut list: ArrayList<u32, 3> = ArrayList::new();
+        list.insert(0, 2).unwrap();
+        list.insert(0, 1).unwrap();
+        list.insert(2, 3).unwrap();
+        assert_eq!(list.as_slice(), [1, 2, 3]);
+        assert_eq!(list.insert(0, 0), Err(CapacityError));
+        assert_eq!(list.remove(1), Some(2));
+        assert_eq!(list.as_slice(), [1, 3]);
+        assert_eq!(list.insert(5, 0), Err(CapacityError));
+        assert_eq!(list.remove(2), None);
+    }
+}

@@ -1,0 +1,1280 @@
+//! Host tests: every error on a crafted blob (built with `vm-fdt`), and the real QEMU tree.
+//!
+//! `testdata/qemu-virt.dtb`: `qemu-system-aarch64 -M virt,dumpdtb=virt.dtb -cpu cortex-a57
+//! -m 256M` (QEMU 7.2), compacted with `dtc -I dtb -O dtb`. `testdata/qemu-virt-reserved.dtb`:
+//! its `dtc -O dts` output with `testdata/reserved-fragment.dtsi` appended, back through `dtc`.
+
+use std::vec::Vec;
+
+use proptest::prelude::*;
+use vm_fdt::FdtWriter;
+
+use super::*;
+use crate::mm::PhysAddr;
+
+const QEMU_VIRT: &[u8] = include_bytes!("testdata/qemu-virt.dtb");
+const QEMU_VIRT_RESERVED: &[u8] = include_bytes!("testdata/qemu-virt-reserved.dtb");
+
+// ---- blob builders -------------------------------------------------------------------------
+
+fn build(f: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+    let mut w = FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    f(&mut w);
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+fn node(w: &mut FdtWriter, name: &str, f: impl FnOnce(&mut FdtWriter)) {
+    let n = w.begin_node(name).unwrap();
+    f(w);
+    w.end_node(n).unwrap();
+}
+
+fn cells(w: &mut FdtWriter, address: u32, size: u32) {
+    w.property_u32("#address-cells", address).unwrap();
+    w.property_u32("#size-cells", size).unwrap();
+}
+
+/// `reg` (or another tuple property) with 2 address and 2 size cells.
+fn reg64(w: &mut FdtWriter, name: &str, entries: &[(u64, u64)]) {
+    let flat: Vec<u64> = entries.iter().flat_map(|&(a, s)| [a, s]).collect();
+    w.property_array_u64(name, &flat).unwrap();
+}
+
+fn strs(w: &mut FdtWriter, name: &str, values: &[&str]) {
+    w.property_string_list(name, values.iter().map(|s| s.to_string()).collect())
+        .unwrap();
+}
+
+/// Root with 2/2 cells and 256 MiB of RAM at 0x4000_0000.
+fn base(w: &mut FdtWriter) {
+    cells(w, 2, 2);
+    node(w, "memory@40000000", |w| {
+        w.property_string("device_type", "memory").unwrap();
+        reg64(w, "reg", &[(0x4000_0000, 0x1000_0000)]);
+    });
+}
+
+/// A `/reserved-memory` node with proper cells and `ranges`, children from `f`.
+fn reserved_memory(w: &mut FdtWriter, f: impl FnOnce(&mut FdtWriter)) {
+    node(w, "reserved-memory", |w| {
+        cells(w, 2, 2);
+        w.property_null("ranges").unwrap();
+        f(w);
+    });
+}
+
+fn with_reserved(f: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+    build(|w| {
+        base(w);
+        reserved_memory(w, f);
+    })
+}
+
+fn reserved_of(blob: &[u8]) -> Result<Vec<ReservedRegion<'_>>, DtError<'_>> {
+    DeviceTree::new(blob).unwrap().reserved_regions().collect()
+}
+
+fn devices_of(blob: &[u8]) -> Result<Vec<Device<'_>>, DtError<'_>> {
+    DeviceTree::new(blob).unwrap().devices().collect()
+}
+
+fn range(base: u64, size: u64) -> PhysRange {
+    PhysRange::new(base, size).unwrap()
+}
+
+fn set_be32(blob: &mut [u8], offset: usize, value: u32) {
+    blob[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+}
+
+fn be32_at(blob: &[u8], offset: usize) -> u32 {
+    u32::from_be_bytes(blob[offset..offset + 4].try_into().unwrap())
+}
+
+// ---- header and structure ------------------------------------------------------------------
+
+#[test]
+fn blob_size_reads_totalsize_from_the_header_alone() {
+    assert_eq!(
+        blob_size(&QEMU_VIRT[..FDT_HEADER_SIZE]),
+        Ok(QEMU_VIRT.len())
+    );
+}
+
+#[test]
+fn short_header_is_an_error() {
+    assert_eq!(
+        blob_size(&QEMU_VIRT[..39]),
+        Err(DtError::HeaderTruncated { len: 39 })
+    );
+    assert_eq!(
+        DeviceTree::new(&[]).unwrap_err(),
+        DtError::HeaderTruncated { len: 0 }
+    );
+}
+
+#[test]
+fn bad_magic_is_an_error() {
+    let mut blob = QEMU_VIRT.to_vec();
+    blob[0] = 0;
+    assert_eq!(
+        DeviceTree::new(&blob).unwrap_err(),
+        DtError::BadMagic { found: 0x000d_feed }
+    );
+}
+
+#[test]
+fn totalsize_larger_than_the_slice_is_an_error() {
+    let short = &QEMU_VIRT[..QEMU_VIRT.len() - 1];
+    assert_eq!(
+        DeviceTree::new(short).unwrap_err(),
+        DtError::BlobTruncated {
+            totalsize: QEMU_VIRT.len(),
+            available: QEMU_VIRT.len() - 1
+        }
+    );
+}
+
+#[test]
+fn trailing_bytes_after_totalsize_are_ignored() {
+    let mut blob = QEMU_VIRT.to_vec();
+    blob.extend_from_slice(&[0xff; 64]);
+    assert_eq!(
+        DeviceTree::new(&blob).unwrap().total_size(),
+        QEMU_VIRT.len()
+    );
+}
+
+#[test]
+fn block_offsets_outside_totalsize_are_errors() {
+    for (field, block) in [
+        (8, "structure"),
+        (12, "strings"),
+        (16, "memory reservation"),
+    ] {
+        let mut blob = QEMU_VIRT.to_vec();
+        set_be32(&mut blob, field, QEMU_VIRT.len() as u32 - 4);
+        assert_eq!(
+            DeviceTree::new(&blob).unwrap_err(),
+            DtError::BlockOutOfRange { block }
+        );
+    }
+    // A size that pushes the block past the end.
+    let mut blob = QEMU_VIRT.to_vec();
+    set_be32(&mut blob, 36, 0xffff_fff0);
+    assert_eq!(
+        DeviceTree::new(&blob).unwrap_err(),
+        DtError::BlockOutOfRange { block: "structure" }
+    );
+}
+
+#[test]
+fn old_versions_are_refused() {
+    let mut blob = QEMU_VIRT.to_vec();
+    set_be32(&mut blob, 20, 16);
+    assert_eq!(
+        DeviceTree::new(&blob).unwrap_err(),
+        DtError::UnsupportedVersion { version: 16 }
+    );
+}
+
+#[test]
+fn corrupt_structure_blocks_are_errors() {
+    let off_struct = be32_at(QEMU_VIRT, 8) as usize;
+    // First property of the root: token at +8 (after BEGIN_NODE and the empty name).
+    let prop = off_struct + 8;
+    assert_eq!(be32_at(QEMU_VIRT, prop), 3);
+    let cases: [(usize, u32, &str); 4] = [
+        (
+            prop + 4,
+            0x00ff_ffff,
+            "property value past the structure block",
+        ),
+        (prop + 8, 0x00ff_ffff, "bad name offset"),
+        (prop, 4, "FDT_NOP tokens are not supported"),
+        (prop, 7, "unknown token"),
+    ];
+    for (offset, value, reason) in cases {
+        let mut blob = QEMU_VIRT.to_vec();
+        set_be32(&mut blob, offset, value);
+        match DeviceTree::new(&blob) {
+            Err(DtError::MalformedStructure { reason: r, .. }) => assert_eq!(r, reason),
+            other => panic!("{reason}: got {other:?}"),
+        }
+    }
+    // Cut the structure block short: no FDT_END.
+    let mut blob = QEMU_VIRT.to_vec();
+    set_be32(&mut blob, 36, 64);
+    assert!(matches!(
+        DeviceTree::new(&blob),
+        Err(DtError::MalformedStructure { .. })
+    ));
+}
+
+#[test]
+fn nesting_deeper_than_the_walk_is_refused() {
+    fn nest(w: &mut FdtWriter, depth: usize) {
+        if depth > 0 {
+            node(w, "n", |w| nest(w, depth - 1));
+        }
+    }
+    let ok = build(|w| nest(w, MAX_DEPTH - 1));
+    assert!(DeviceTree::new(&ok).unwrap().devices().all(|d| d.is_ok()));
+    let deep = build(|w| nest(w, MAX_DEPTH));
+    assert!(matches!(
+        DeviceTree::new(&deep),
+        Err(DtError::MalformedStructure {
+            reason: "nodes nested too deeply",
+            ..
+        })
+    ));
+}
+
+proptest! {
+    // No regression files: they would land outside `dt/`.
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    /// Whatever the bytes, every entry point returns instead of panicking.
+    #[test]
+    fn corrupted_blobs_never_panic(
+        flips in proptest::collection::vec((0usize..8016, any::<u8>()), 1..6),
+        cut in 0usize..8100,
+    ) {
+        let mut blob = QEMU_VIRT_RESERVED.to_vec();
+        for (at, byte) in flips {
+            if at < blob.len() { blob[at] = byte; }
+        }
+        blob.truncate(cut.max(1));
+        let _ = blob_size(&blob);
+        if let Ok(dt) = DeviceTree::new(&blob) {
+            let _ = dt.memory_banks().count();
+            let _ = dt.reserved_regions().count();
+            let _ = dt.devices().count();
+            let _ = (dt.bootargs(), dt.stdout(), dt.gic(), dt.arch_timer(), dt.psci_method());
+            let _ = dt.smallest_dma_limit();
+            let _ = dt.memreserve_entries().count();
+            let _ = crate::mm::memblock::Memblock::from_device_tree(
+                &dt, range(0x4020_0000, 0x10_0000), range(0x4000_0000, 0x2000));
+        }
+    }
+}
+
+// ---- cells and reg -------------------------------------------------------------------------
+
+fn soc(parent_cells: impl FnOnce(&mut FdtWriter), child: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+    build(|w| {
+        base(w);
+        node(w, "soc", |w| {
+            parent_cells(w);
+            w.property_null("ranges").unwrap();
+            node(w, "uart@1000", child);
+        });
+    })
+}
+
+#[test]
+fn missing_address_cells_on_the_parent_is_an_error() {
+    let blob = soc(
+        |w| w.property_u32("#size-cells", 1).unwrap(),
+        |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap(),
+    );
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::MissingAddressCells { node: "soc" }
+    );
+}
+
+#[test]
+fn missing_size_cells_on_the_parent_is_an_error() {
+    let blob = soc(
+        |w| w.property_u32("#address-cells", 1).unwrap(),
+        |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap(),
+    );
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::MissingSizeCells { node: "soc" }
+    );
+}
+
+#[test]
+fn missing_cells_on_the_root_is_an_error_for_memory() {
+    let blob = build(|w| {
+        node(w, "memory@0", |w| {
+            w.property_string("device_type", "memory").unwrap();
+            w.property_array_u32("reg", &[0, 0x1000]).unwrap();
+        })
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    let banks: Result<Vec<_>, _> = dt.memory_banks().collect();
+    assert_eq!(
+        banks.unwrap_err(),
+        DtError::MissingAddressCells { node: "/" }
+    );
+}
+
+#[test]
+fn cells_other_than_one_or_two_are_errors() {
+    let blob = soc(
+        |w| cells(w, 3, 1),
+        |w| w.property_array_u32("reg", &[0, 0, 0x1000, 0x100]).unwrap(),
+    );
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::UnsupportedCells {
+            node: "soc",
+            property: "#address-cells",
+            cells: 3
+        }
+    );
+    let blob = soc(
+        |w| cells(w, 1, 0),
+        |w| w.property_array_u32("reg", &[0x1000]).unwrap(),
+    );
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::UnsupportedCells {
+            node: "soc",
+            property: "#size-cells",
+            cells: 0
+        }
+    );
+}
+
+#[test]
+fn reg_length_not_a_multiple_of_the_entry_is_an_error() {
+    let blob = soc(
+        |w| cells(w, 1, 1),
+        |w| {
+            w.property_array_u32("reg", &[0x1000, 0x100, 0x2000])
+                .unwrap()
+        },
+    );
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::BadPropertyLength {
+            node: "uart@1000",
+            property: "reg",
+            len: 12
+        }
+    );
+}
+
+#[test]
+fn reg_that_overflows_is_an_error() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "big@0", |w| reg64(w, "reg", &[(u64::MAX - 0xff, 0x200)]));
+    });
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::RegionOverflow { node: "big@0" }
+    );
+}
+
+#[test]
+fn more_reg_entries_than_a_device_holds_is_an_error() {
+    let blob = build(|w| {
+        base(w);
+        let entries: Vec<_> = (0..=MAX_REGS as u64)
+            .map(|i| (i * 0x1000, 0x1000))
+            .collect();
+        node(w, "many@0", |w| reg64(w, "reg", &entries));
+    });
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::TooManyRegs { node: "many@0" }
+    );
+}
+
+#[test]
+fn string_properties_must_be_terminated_utf8() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "chosen", |w| w.property("bootargs", b"no-nul").unwrap());
+        node(w, "dev@0", |w| {
+            w.property("compatible", b"a\0\xff\0").unwrap();
+            reg64(w, "reg", &[(0, 0x10)]);
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(
+        dt.bootargs(),
+        Err(DtError::BadString {
+            node: "chosen",
+            property: "bootargs"
+        })
+    );
+    assert_eq!(
+        dt.devices().next().unwrap(),
+        Err(DtError::BadString {
+            node: "dev@0",
+            property: "compatible"
+        })
+    );
+}
+
+// ---- memory --------------------------------------------------------------------------------
+
+#[test]
+fn several_memory_nodes_with_several_entries_are_all_banks() {
+    let blob = build(|w| {
+        cells(w, 2, 2);
+        node(w, "memory@40000000", |w| {
+            w.property_string("device_type", "memory").unwrap();
+            reg64(
+                w,
+                "reg",
+                &[
+                    (0x4000_0000, 0x1000_0000),
+                    (0x6000_0000, 0),
+                    (0x8000_0000, 0x100_0000),
+                ],
+            );
+        });
+        node(w, "memory@100000000", |w| {
+            w.property_string("device_type", "memory").unwrap();
+            reg64(w, "reg", &[(0x1_0000_0000, 0x4000_0000)]);
+        });
+        node(w, "memory@200000000", |w| {
+            w.property_string("device_type", "memory").unwrap();
+            w.property_string("status", "disabled").unwrap();
+            reg64(w, "reg", &[(0x2_0000_0000, 0x4000_0000)]);
+        });
+        node(w, "notmemory@0", |w| reg64(w, "reg", &[(0, 0x1000)]));
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    let banks: Vec<_> = dt.memory_banks().collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        banks,
+        [
+            range(0x4000_0000, 0x1000_0000),
+            range(0x8000_0000, 0x100_0000),
+            range(0x1_0000_0000, 0x4000_0000)
+        ]
+    );
+}
+
+#[test]
+fn memory_node_without_reg_is_an_error() {
+    let blob = build(|w| {
+        cells(w, 2, 2);
+        node(w, "memory", |w| {
+            w.property_string("device_type", "memory").unwrap()
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(
+        dt.memory_banks().next(),
+        Some(Err(DtError::MissingReg { node: "memory" }))
+    );
+    assert_eq!(
+        dt.memory_banks().count(),
+        1,
+        "iteration stops after an error"
+    );
+}
+
+// ---- chosen --------------------------------------------------------------------------------
+
+fn with_uart(chosen: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+    build(|w| {
+        base(w);
+        node(w, "aliases", |w| {
+            w.property_string("serial0", "/soc/serial@1000").unwrap()
+        });
+        node(w, "chosen", chosen);
+        node(w, "soc", |w| {
+            cells(w, 1, 1);
+            w.property_array_u32("ranges", &[0, 0, 0x900_0000, 0x10_0000])
+                .unwrap();
+            node(w, "serial@1000", |w| {
+                strs(w, "compatible", &["arm,pl011", "arm,primecell"]);
+                w.property_array_u32("reg", &[0x1000, 0x1000]).unwrap();
+            });
+        });
+    })
+}
+
+#[test]
+fn bootargs_and_stdout_by_alias_with_options() {
+    let blob = with_uart(|w| {
+        w.property_string("bootargs", "console=ttyAMA0 swiotlb=64")
+            .unwrap();
+        w.property_string("stdout-path", "serial0:115200n8")
+            .unwrap();
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.bootargs(), Ok(Some("console=ttyAMA0 swiotlb=64")));
+    assert_eq!(dt.stdout_path(), Ok(Some("serial0")));
+    let uart = dt.stdout().unwrap().unwrap();
+    assert_eq!(uart.name(), "serial@1000");
+    assert_eq!(
+        uart.regs(),
+        [range(0x900_1000, 0x1000)],
+        "translated through /soc ranges"
+    );
+    assert_eq!(
+        uart.compatible().iter().collect::<Vec<_>>(),
+        ["arm,pl011", "arm,primecell"]
+    );
+}
+
+#[test]
+fn stdout_by_full_path_and_base_name() {
+    let blob = with_uart(|w| w.property_string("stdout-path", "/soc/serial").unwrap());
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.bootargs(), Ok(None));
+    assert_eq!(dt.stdout().unwrap().unwrap().name(), "serial@1000");
+}
+
+#[test]
+fn unresolvable_stdout_is_an_error() {
+    for path in ["serial1", "/soc/serial@2000", "/soc/serial@1000/extra"] {
+        let blob = with_uart(|w| w.property_string("stdout-path", path).unwrap());
+        let dt = DeviceTree::new(&blob).unwrap();
+        assert_eq!(dt.stdout(), Err(DtError::StdoutNotFound { path }), "{path}");
+    }
+    let blob = build(base);
+    assert_eq!(
+        DeviceTree::new(&blob).unwrap().stdout(),
+        Ok(None),
+        "no /chosen"
+    );
+}
+
+// ---- reserved-memory -----------------------------------------------------------------------
+
+#[test]
+fn reserved_regions_decode_and_classify() {
+    let blob = with_reserved(|w| {
+        node(w, "bounce@48000000", |w| {
+            strs(
+                w,
+                "compatible",
+                &["vendor,special", COMPATIBLE_RESTRICTED_DMA_POOL],
+            );
+            reg64(w, "reg", &[(0x4800_0000, 0x40_0000)]);
+            w.property_phandle(7).unwrap();
+        });
+        node(w, "swiotlb", |w| {
+            strs(w, "compatible", &[COMPATIBLE_SWIOTLB_POOL]);
+            w.property_u64("size", 0x80_0000).unwrap();
+            w.property_u64("alignment", 0x20_0000).unwrap();
+            reg64(
+                w,
+                "alloc-ranges",
+                &[(0x4000_0000, 0x800_0000), (0x4c00_0000, 0x100_0000)],
+            );
+            w.property_null("no-map").unwrap();
+        });
+        node(w, "cma", |w| {
+            strs(w, "compatible", &[COMPATIBLE_SHARED_DMA_POOL]);
+            w.property_u64("size", 0x10_0000).unwrap();
+            w.property_null("reusable").unwrap();
+        });
+        node(w, "fw@4f000000", |w| {
+            reg64(w, "reg", &[(0x4f00_0000, 0x1000)])
+        });
+        node(w, "off@4e000000", |w| {
+            w.property_string("status", "disabled").unwrap();
+            reg64(w, "reg", &[(0x4e00_0000, 0)]);
+        });
+    });
+    let regions = reserved_of(&blob).unwrap();
+    assert_eq!(regions.len(), 4, "disabled child skipped");
+    let [bounce, swiotlb, cma, fw] = regions.as_slice() else {
+        unreachable!()
+    };
+    assert_eq!(bounce.kind, PoolKind::RestrictedDma);
+    assert_eq!(bounce.compatible.first(), Some("vendor,special"));
+    assert_eq!(
+        bounce.placement,
+        ReservedPlacement::Static(range(0x4800_0000, 0x40_0000))
+    );
+    assert_eq!(bounce.phandle, Some(7));
+    assert_eq!(swiotlb.kind, PoolKind::Swiotlb);
+    assert!(swiotlb.no_map && !swiotlb.reusable);
+    assert!(matches!(
+        swiotlb.placement,
+        ReservedPlacement::Dynamic {
+            size: 0x80_0000,
+            alignment: Some(0x20_0000),
+            ..
+        }
+    ));
+    assert_eq!(
+        swiotlb.alloc_ranges().collect::<Vec<_>>(),
+        [
+            range(0x4000_0000, 0x800_0000),
+            range(0x4c00_0000, 0x100_0000)
+        ]
+    );
+    assert_eq!((cma.kind, cma.reusable), (PoolKind::SharedDma, true));
+    assert_eq!(fw.kind, PoolKind::Other);
+    assert!(fw.compatible.is_empty() && fw.alloc_ranges().next().is_none());
+}
+
+fn one_reserved(
+    f: impl FnOnce(&mut FdtWriter),
+) -> Result<Vec<ReservedRegion<'static>>, DtError<'static>> {
+    let blob: &'static [u8] = with_reserved(|w| node(w, "r@0", f)).leak();
+    reserved_of(blob)
+}
+
+#[test]
+fn zero_size_reserved_regions_are_errors() {
+    let e = DtError::ReservedZeroSize { node: "r@0" };
+    assert_eq!(
+        one_reserved(|w| reg64(w, "reg", &[(0x4800_0000, 0)])),
+        Err(e)
+    );
+    assert_eq!(one_reserved(|w| w.property_u64("size", 0).unwrap()), Err(e));
+}
+
+#[test]
+fn no_map_and_reusable_together_is_an_error() {
+    let got = one_reserved(|w| {
+        w.property_u64("size", 0x1000).unwrap();
+        w.property_null("no-map").unwrap();
+        w.property_null("reusable").unwrap();
+    });
+    assert_eq!(got, Err(DtError::NoMapAndReusable { node: "r@0" }));
+}
+
+#[test]
+fn restricted_dma_pool_must_not_be_reusable_or_no_map() {
+    for flag in ["reusable", "no-map"] {
+        let got = one_reserved(|w| {
+            strs(w, "compatible", &[COMPATIBLE_RESTRICTED_DMA_POOL]);
+            w.property_u64("size", 0x1000).unwrap();
+            w.property_null(flag).unwrap();
+        });
+        assert_eq!(got, Err(DtError::RestrictedPoolFlag { node: "r@0", flag }));
+    }
+}
+
+#[test]
+fn alignment_must_be_a_power_of_two() {
+    for alignment in [0, 0x3000] {
+        let got = one_reserved(|w| {
+            w.property_u64("size", 0x1000).unwrap();
+            w.property_u64("alignment", alignment).unwrap();
+        });
+        assert_eq!(
+            got,
+            Err(DtError::BadAlignment {
+                node: "r@0",
+                alignment
+            })
+        );
+    }
+}
+
+#[test]
+fn reserved_memory_needs_cells_and_empty_ranges() {
+    let mk = |cells_f: fn(&mut FdtWriter), ranges: Option<&[u32]>| {
+        let blob: &'static [u8] = build(|w| {
+            base(w);
+            node(w, "reserved-memory", |w| {
+                cells_f(w);
+                match ranges {
+                    Some([]) => w.property_null("ranges").unwrap(),
+                    Some(r) => w.property_array_u32("ranges", r).unwrap(),
+                    None => {}
+                }
+                node(w, "r@0", |w| {
+                    w.property_array_u32("reg", &[0x4800_0000, 0x1000]).unwrap()
+                });
+            });
+        })
+        .leak();
+        reserved_of(blob)
+    };
+    let node = "reserved-memory";
+    assert_eq!(
+        mk(|w| w.property_u32("#size-cells", 1).unwrap(), Some(&[])),
+        Err(DtError::MissingAddressCells { node })
+    );
+    assert_eq!(
+        mk(|w| w.property_u32("#address-cells", 1).unwrap(), Some(&[])),
+        Err(DtError::MissingSizeCells { node })
+    );
+    assert_eq!(
+        mk(|w| cells(w, 1, 1), None),
+        Err(DtError::ReservedMemoryRanges { node })
+    );
+    assert_eq!(
+        mk(|w| cells(w, 1, 1), Some(&[0, 0, 0, 0x1000])),
+        Err(DtError::ReservedMemoryRanges { node })
+    );
+    assert_eq!(
+        mk(|w| cells(w, 1, 1), Some(&[])).unwrap()[0].placement,
+        ReservedPlacement::Static(range(0x4800_0000, 0x1000))
+    );
+}
+
+#[test]
+fn reserved_size_cells_that_overflow_are_errors() {
+    // Three size cells would need 96-bit sizes.
+    let blob: &'static [u8] = build(|w| {
+        base(w);
+        node(w, "reserved-memory", |w| {
+            cells(w, 2, 3);
+            w.property_null("ranges").unwrap();
+        });
+    })
+    .leak();
+    assert_eq!(
+        reserved_of(blob),
+        Err(DtError::UnsupportedCells {
+            node: "reserved-memory",
+            property: "#size-cells",
+            cells: 3
+        })
+    );
+    // A size that runs past 2^64.
+    assert_eq!(
+        one_reserved(|w| reg64(w, "reg", &[(0xffff_ffff_ffff_0000, 0x1_0000)])),
+        Err(DtError::RegionOverflow { node: "r@0" })
+    );
+    // `size` of the wrong width for #size-cells = 2.
+    assert_eq!(
+        one_reserved(|w| w.property_u32("size", 0x1000).unwrap()),
+        Err(DtError::BadPropertyLength {
+            node: "r@0",
+            property: "size",
+            len: 4
+        })
+    );
+    // alloc-ranges that overflow.
+    assert_eq!(
+        one_reserved(|w| {
+            w.property_u64("size", 0x1000).unwrap();
+            reg64(w, "alloc-ranges", &[(u64::MAX, 2)]);
+        }),
+        Err(DtError::RegionOverflow { node: "r@0" })
+    );
+}
+
+#[test]
+fn reserved_child_without_reg_or_size_is_an_error() {
+    assert_eq!(
+        one_reserved(|w| w.property_null("no-map").unwrap()),
+        Err(DtError::ReservedNoRegOrSize { node: "r@0" })
+    );
+}
+
+// ---- devices, translation, DMA -------------------------------------------------------------
+
+#[test]
+fn simple_bus_ranges_translate_nested_addresses() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "soc", |w| {
+            cells(w, 1, 1);
+            strs(w, "compatible", &["simple-bus"]);
+            w.property_array_u32(
+                "ranges",
+                &[
+                    0x0,
+                    0x0,
+                    0x1000_0000,
+                    0x10_0000,
+                    0x8000_0000,
+                    0x1,
+                    0x0,
+                    0x1000,
+                ],
+            )
+            .unwrap();
+            node(w, "bridge@80000", |w| {
+                cells(w, 1, 1);
+                w.property_array_u32("reg", &[0x8_0000, 0x100]).unwrap();
+                w.property_array_u32("ranges", &[0x0, 0x8_0000, 0x1_0000])
+                    .unwrap();
+                node(w, "dev@200", |w| {
+                    w.property_array_u32("reg", &[0x200, 0x10]).unwrap()
+                });
+            });
+            node(w, "hi@80000000", |w| {
+                w.property_array_u32("reg", &[0x8000_0000, 0x1000]).unwrap()
+            });
+        });
+    });
+    let devices = devices_of(&blob).unwrap();
+    let regs: Vec<_> = devices.iter().map(|d| (d.name(), d.regs()[0])).collect();
+    assert_eq!(
+        regs,
+        [
+            ("bridge@80000", range(0x1008_0000, 0x100)),
+            ("dev@200", range(0x1008_0200, 0x10)),
+            ("hi@80000000", range(0x1_0000_0000, 0x1000)),
+        ]
+    );
+}
+
+#[test]
+fn untranslatable_addresses_are_errors() {
+    // A bus without `ranges`: its children are not memory-mapped.
+    let blob = build(|w| {
+        base(w);
+        node(w, "i2c@0", |w| {
+            cells(w, 1, 1);
+            reg64(w, "reg", &[(0x100_0000, 0x1000)]);
+            node(w, "eeprom@50", |w| {
+                w.property_array_u32("reg", &[0x50, 1]).unwrap()
+            });
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    let mut it = dt.devices();
+    assert!(it.next().unwrap().is_ok());
+    assert_eq!(
+        it.next().unwrap(),
+        Err(DtError::Untranslatable {
+            node: "eeprom@50",
+            bus: "i2c@0"
+        })
+    );
+    // An address outside every window.
+    let blob = soc(
+        |w| {
+            cells(w, 1, 1);
+        },
+        |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap(),
+    );
+    assert!(devices_of(&blob).is_ok(), "empty ranges is identity");
+    let blob = build(|w| {
+        base(w);
+        node(w, "soc", |w| {
+            cells(w, 1, 1);
+            w.property_array_u32("ranges", &[0, 0, 0x1000_0000, 0x1000])
+                .unwrap();
+            node(w, "dev@800", |w| {
+                w.property_array_u32("reg", &[0x800, 0x1000]).unwrap()
+            });
+        });
+    });
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::Untranslatable {
+            node: "dev@800",
+            bus: "soc"
+        }
+    );
+}
+
+fn dma_tree(outer: Option<&[u32]>, inner: Option<&[u32]>) -> Vec<u8> {
+    build(|w| {
+        base(w);
+        node(w, "soc", |w| {
+            cells(w, 1, 1);
+            w.property_null("ranges").unwrap();
+            match outer {
+                Some([]) => w.property_null("dma-ranges").unwrap(),
+                Some(r) => w.property_array_u32("dma-ranges", r).unwrap(),
+                None => {}
+            }
+            w.property_null("dma-coherent").unwrap();
+            node(w, "bus@0", |w| {
+                cells(w, 1, 1);
+                w.property_null("ranges").unwrap();
+                match inner {
+                    Some([]) => w.property_null("dma-ranges").unwrap(),
+                    Some(r) => w.property_array_u32("dma-ranges", r).unwrap(),
+                    None => {}
+                }
+                node(w, "dev@1000", |w| {
+                    w.property_array_u32("reg", &[0x1000, 0x100]).unwrap()
+                });
+            });
+        });
+        node(w, "top@2000", |w| reg64(w, "reg", &[(0x2000, 0x100)]));
+    })
+}
+
+fn dev_limit(blob: &[u8]) -> Option<PhysAddr> {
+    let devices = devices_of(blob).unwrap();
+    devices
+        .iter()
+        .find(|d| d.name() == "dev@1000")
+        .unwrap()
+        .dma_limit()
+}
+
+#[test]
+fn dma_limit_is_the_smallest_window_end_among_ancestors() {
+    // soc (1 child, 2 parent, 1 size cells): bus address 0 → CPU 0x4000_0000, 1 GiB.
+    // bus@0 (1, 1, 1): a 16 MiB identity window.
+    let outer: &[u32] = &[0x0, 0x0, 0x4000_0000, 0x4000_0000];
+    let inner: &[u32] = &[0x4000_0000, 0x4000_0000, 0x100_0000];
+    assert_eq!(dev_limit(&dma_tree(Some(outer), None)), Some(0x7fff_ffff));
+    assert_eq!(
+        dev_limit(&dma_tree(Some(outer), Some(inner))),
+        Some(0x40ff_ffff)
+    );
+    assert_eq!(
+        dev_limit(&dma_tree(Some(&[]), Some(inner))),
+        Some(0x40ff_ffff)
+    );
+    assert_eq!(
+        dev_limit(&dma_tree(Some(&[]), Some(&[]))),
+        None,
+        "empty is identity"
+    );
+    assert_eq!(
+        dev_limit(&dma_tree(None, None)),
+        None,
+        "absent everywhere: no limit"
+    );
+    // Two windows on one bus: the bus reaches up to the higher one.
+    let two: &[u32] = &[
+        0x0,
+        0x0,
+        0x4000_0000,
+        0x1000,
+        0x8000_0000,
+        0x0,
+        0x8000_0000,
+        0x1000_0000,
+    ];
+    assert_eq!(dev_limit(&dma_tree(Some(two), None)), Some(0x8fff_ffff));
+
+    let dt_blob = dma_tree(Some(outer), Some(inner));
+    let dt = DeviceTree::new(&dt_blob).unwrap();
+    assert_eq!(dt.smallest_dma_limit(), Ok(Some(0x40ff_ffff)));
+    let top = dt
+        .devices()
+        .map(Result::unwrap)
+        .find(|d| d.name() == "top@2000")
+        .unwrap();
+    assert_eq!(
+        top.dma_limit(),
+        None,
+        "a root device has no dma-ranges above it"
+    );
+    assert!(!top.dma_coherent());
+    let dev = dt
+        .devices()
+        .map(Result::unwrap)
+        .find(|d| d.name() == "dev@1000")
+        .unwrap();
+    assert!(
+        dev.dma_coherent(),
+        "inherited from soc, like of_dma_is_coherent()"
+    );
+}
+
+#[test]
+fn malformed_dma_ranges_are_errors() {
+    let blob = dma_tree(Some(&[0x0, 0x4000_0000]), None);
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::BadPropertyLength {
+            node: "soc",
+            property: "dma-ranges",
+            len: 8
+        }
+    );
+    let blob = dma_tree(Some(&[0x0, 0x0, 0x4000_0000, 0x0]), None);
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::BadValue {
+            node: "soc",
+            property: "dma-ranges"
+        }
+    );
+}
+
+fn irq_tree(interrupts: &[u32], gic_cells: u32) -> Vec<u8> {
+    build(|w| {
+        w.property_u32("interrupt-parent", 1).unwrap();
+        base(w);
+        node(w, "intc@8000000", |w| {
+            strs(w, "compatible", &["arm,gic-400"]);
+            w.property_u32("#interrupt-cells", gic_cells).unwrap();
+            w.property_null("interrupt-controller").unwrap();
+            reg64(w, "reg", &[(0x800_0000, 0x1_0000), (0x801_0000, 0x1_0000)]);
+            w.property_phandle(1).unwrap();
+        });
+        node(w, "uart@9000000", |w| {
+            reg64(w, "reg", &[(0x900_0000, 0x1000)]);
+            w.property_array_u32("interrupts", interrupts).unwrap();
+        });
+    })
+}
+
+#[test]
+fn gic_interrupts_decode_with_the_parent_found_through_the_root() {
+    let blob = irq_tree(&[0, 1, 4, 1, 11, 0x104], 3);
+    let devices = devices_of(&blob).unwrap();
+    let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
+    assert_eq!(uart.interrupt_parent_cells(), Some(3));
+    let irqs: Vec<_> = uart.gic_interrupts().unwrap().collect();
+    assert_eq!(
+        irqs,
+        [
+            GicInterrupt {
+                kind: GicInterruptKind::Spi,
+                number: 1,
+                flags: 4
+            },
+            GicInterrupt {
+                kind: GicInterruptKind::Ppi,
+                number: 11,
+                flags: 0x104
+            },
+        ]
+    );
+    assert_eq!((irqs[0].intid(), irqs[1].intid()), (33, 27));
+    assert!(irqs[0].is_level());
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(
+        dt.gic(),
+        Ok(Gic::V2 {
+            distributor: range(0x800_0000, 0x1_0000),
+            cpu_interface: range(0x801_0000, 0x1_0000)
+        })
+    );
+}
+
+#[test]
+fn bad_gic_interrupts_are_errors() {
+    let blob = irq_tree(&[2, 1, 4], 3);
+    let devices = devices_of(&blob).unwrap();
+    let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
+    assert!(matches!(
+        uart.gic_interrupts(),
+        Err(DtError::BadInterrupt {
+            node: "uart@9000000",
+            ..
+        })
+    ));
+
+    let blob = irq_tree(&[0, 1], 3);
+    let devices = devices_of(&blob).unwrap();
+    let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
+    assert!(matches!(
+        uart.gic_interrupts(),
+        Err(DtError::BadPropertyLength {
+            property: "interrupts",
+            ..
+        })
+    ));
+
+    let blob = irq_tree(&[5], 1);
+    let devices = devices_of(&blob).unwrap();
+    let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
+    assert_eq!(uart.interrupt_cells().collect::<Vec<_>>(), [5]);
+    assert!(matches!(
+        uart.gic_interrupts(),
+        Err(DtError::BadInterrupt { .. })
+    ));
+}
+
+#[test]
+fn interrupt_parent_phandle_must_exist() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "dev@0", |w| {
+            reg64(w, "reg", &[(0, 0x10)]);
+            w.property_u32("interrupt-parent", 99).unwrap();
+            w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
+        });
+    });
+    assert_eq!(
+        devices_of(&blob).unwrap_err(),
+        DtError::UnknownPhandle {
+            node: "dev@0",
+            property: "interrupt-parent",
+            phandle: 99
+        }
+    );
+}
+
+#[test]
+fn memory_region_must_name_a_reserved_memory_child() {
+    let mk = |phandle: u32| {
+        build(|w| {
+            base(w);
+            reserved_memory(w, |w| {
+                node(w, "pool@48000000", |w| {
+                    reg64(w, "reg", &[(0x4800_0000, 0x10_0000)]);
+                    w.property_phandle(5).unwrap();
+                });
+            });
+            node(w, "other@0", |w| {
+                reg64(w, "reg", &[(0, 0x10)]);
+                w.property_phandle(6).unwrap();
+            });
+            node(w, "dev@1000", |w| {
+                reg64(w, "reg", &[(0x1000, 0x10)]);
+                w.property_u32("memory-region", phandle).unwrap();
+            });
+        })
+    };
+    let blob = mk(5);
+    let devices = devices_of(&blob).unwrap();
+    let dev = devices.iter().find(|d| d.name() == "dev@1000").unwrap();
+    assert_eq!(dev.memory_region_phandles().collect::<Vec<_>>(), [5]);
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(
+        dt.reserved_by_phandle(5).unwrap().unwrap().name,
+        "pool@48000000"
+    );
+    for phandle in [6, 7] {
+        let blob = mk(phandle);
+        assert_eq!(
+            devices_of(&blob).unwrap_err(),
+            DtError::UnknownPhandle {
+                node: "dev@1000",
+                property: "memory-region",
+                phandle
+            }
+        );
+    }
+}
+
+#[test]
+fn helpers_report_missing_nodes() {
+    let blob = build(base);
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.gic(), Err(DtError::NotFound { what: "GIC node" }));
+    assert_eq!(
+        dt.arch_timer(),
+        Err(DtError::NotFound {
+            what: "architected timer node"
+        })
+    );
+    assert_eq!(
+        dt.psci_method(),
+        Err(DtError::NotFound { what: "PSCI node" })
+    );
+    let blob = build(|w| {
+        base(w);
+        node(w, "psci", |w| {
+            strs(w, "compatible", &["arm,psci-0.2"]);
+            w.property_string("method", "svc").unwrap();
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(
+        dt.psci_method(),
+        Err(DtError::BadValue {
+            node: "psci",
+            property: "method"
+        })
+    );
+}
+
+#[test]
+fn error_messages_name_the_node() {
+    let e = DtError::MissingAddressCells { node: "soc" };
+    assert_eq!(
+        e.to_string(),
+        "soc: missing #address-cells, needed to decode its children's reg"
+    );
+    let e = DtError::UnknownPhandle {
+        node: "virtio@0",
+        property: "memory-region",
+        phandle: 3,
+    };
+    assert!(e.to_string().contains("virtio@0") && e.to_string().contains("memory-region"));
+}
+
+// ---- the real QEMU tree --------------------------------------------------------------------
+
+#[test]
+fn qemu_virt_memory_chosen_and_boot_helpers() {
+    let dt = DeviceTree::new(QEMU_VIRT).unwrap();
+    let banks: Vec<_> = dt.memory_banks().collect::<Result<_, _>>().unwrap();
+    assert_eq!(banks, [range(0x4000_0000, 0x1000_0000)]);
+    assert_eq!(dt.bootargs(), Ok(None));
+    let uart = dt.stdout().unwrap().unwrap();
+    assert_eq!(uart.name(), "pl011@9000000");
+    assert_eq!(uart.regs(), [range(0x900_0000, 0x1000)]);
+    assert_eq!(uart.compatible().first(), Some("arm,pl011"));
+    assert_eq!(
+        dt.gic(),
+        Ok(Gic::V2 {
+            distributor: range(0x800_0000, 0x1_0000),
+            cpu_interface: range(0x801_0000, 0x1_0000)
+        })
+    );
+    let timer = dt.arch_timer().unwrap();
+    assert_eq!(
+        (timer.virt.kind, timer.virt.number, timer.virt.intid()),
+        (GicInterruptKind::Ppi, 11, 27)
+    );
+    assert_eq!(timer.nonsecure_phys.intid(), 30);
+    assert_eq!(dt.psci_method(), Ok(PsciMethod::Hvc));
+    assert_eq!(dt.smallest_dma_limit(), Ok(None));
+    assert_eq!(dt.memreserve_entries().count(), 0);
+}
+
+#[test]
+fn qemu_virt_devices() {
+    let dt = DeviceTree::new(QEMU_VIRT).unwrap();
+    let devices: Vec<_> = dt.devices().collect::<Result<_, _>>().unwrap();
+    let names: Vec<_> = devices.iter().map(|d| d.name()).collect();
+    assert!(
+        names.contains(&"v2m@8020000"),
+        "child of the GIC, through `ranges;`"
+    );
+    assert!(names.contains(&"pcie@10000000"));
+    for excluded in [
+        "memory@40000000",
+        "cpu@0",
+        "platform-bus@c000000",
+        "timer",
+        "chosen",
+    ] {
+        assert!(!names.contains(&excluded), "{excluded}");
+    }
+    let flash = devices.iter().find(|d| d.name() == "flash@0").unwrap();
+    assert_eq!(
+        flash.regs(),
+        [range(0, 0x400_0000), range(0x400_0000, 0x400_0000)]
+    );
+
+    let virtio: Vec<_> = dt.virtio_mmio_devices().collect::<Result<_, _>>().unwrap();
+    assert_eq!(virtio.len(), 32);
+    let mut spis: Vec<_> = virtio
+        .iter()
+        .map(|d| {
+            assert!(d.dma_coherent() && d.dma_limit().is_none());
+            assert_eq!(d.regs()[0].size(), 0x200);
+            let irq = d.gic_interrupts().unwrap().next().unwrap();
+            assert_eq!(irq.kind, GicInterruptKind::Spi);
+            irq.number
+        })
+        .collect();
+    spis.sort();
+    assert_eq!(spis, (16..48).collect::<Vec<_>>());
+}
+
+#[test]
+fn qemu_virt_with_reserved_memory_fragment() {
+    let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
+    let regions: Vec<_> = dt.reserved_regions().collect::<Result<_, _>>().unwrap();
+    let summary: Vec<_> = regions
+        .iter()
+        .map(|r| (r.name, r.kind, r.no_map, r.reusable))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("swiotlb@4c000000", PoolKind::Swiotlb, false, false),
+            ("firmware@4f000000", PoolKind::Other, true, false),
+            ("restricted-dma", PoolKind::RestrictedDma, false, false),
+            ("cma", PoolKind::SharedDma, false, true),
+        ]
+    );
+    let virtio = dt.find_path("/virtio_mmio@a003e00").unwrap().unwrap();
+    let phandle = virtio.memory_region_phandles().next().unwrap();
+    assert_eq!(
+        dt.reserved_by_phandle(phandle).unwrap().unwrap().name,
+        "restricted-dma"
+    );
+    assert!(dt.devices().all(|d| d.is_ok()));
+}
