@@ -22,8 +22,8 @@ step() {
 
 host=x86_64-unknown-linux-gnu
 step host-unit-tests cargo test --target "$host" --lib -p kernel -p drivers -p boot
-step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300" cargo test -p kernel --tests
-step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2" cargo test -p kernel --tests
+step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300" cargo test -p kernel --test '*'
+step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2" cargo test -p kernel --test '*'
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 

@@ -16,6 +16,7 @@ pub mod mm;
 #[cfg(target_os = "none")]
 pub mod ktest;
 #[cfg(target_os = "none")]
+#[macro_use]
 pub mod platform;
 pub mod sync;
 pub mod work;

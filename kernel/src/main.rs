@@ -10,7 +10,7 @@ mod demo {
     kernel::entry!(demo_main);
 
     fn demo_main(kernel: &'static Kernel) -> ExitStatus {
-        log::info!("demo: {} bytes of RAM free after boot", kernel.memblock.free_ranges().map(|(s, e)| e - s).sum::<u64>());
+        log::info!("demo: {} bytes of RAM free after boot", kernel.memblock.free_ranges().map(|r| r.size()).sum::<u64>());
         log::info!("demo: nothing more to show yet; powering off");
         ExitStatus::Success
     }

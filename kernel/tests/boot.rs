@@ -111,8 +111,11 @@ fn mmu_attributes() -> TestResult {
     kassert_eq!(probe(RO.as_ptr() as u64), Some((MAIR_NORMAL_WB, true)));
     let stack_var = 0u64;
     kassert_eq!(probe(&stack_var as *const u64 as u64), Some((MAIR_NORMAL_WB, false)));
-    let uart = kernel().dt.stdout_uart().map_err(|e| alloc::format!("{e}"))?.ok_or("no uart")?;
-    kassert_eq!(probe(uart.base), Some((MAIR_DEVICE_NGNRE, false)));
+    let uart = kernel().dt.stdout().map_err(|e| alloc::format!("{e}"))?.ok_or("no uart")?;
+    kassert_eq!(probe(uart.regs()[0].base()), Some((MAIR_DEVICE_NGNRE, false)));
+    // A no-map reserved region is left out of the map altogether.
+    let fw = kernel().memblock.reserved().find(|r| r.flags.no_map).ok_or("no no-map region")?;
+    kassert_eq!(probe(fw.range.base()), None);
     kassert_eq!(probe(UNMAPPED), None);
     Ok(())
 }
@@ -125,8 +128,14 @@ fn memory_map_has_fragment() -> TestResult {
     }
     // The static fragment region is where the fragment says, and is not usable RAM.
     let fw = mb.reserved().find(|r| r.label.starts_with("fw-log")).ok_or("fw-log missing")?;
-    kassert_eq!(fw.base, 0x4800_0000);
-    kassert!(mb.free_ranges().all(|(s, e)| e <= fw.base || s >= fw.base + fw.size));
+    kassert_eq!(fw.range.base(), 0x4800_0000);
+    kassert_eq!(fw.range.size(), 0x20_0000);
+    kassert!(mb.free_ranges().all(|r| !r.overlaps(&fw.range)));
+    // The dynamic pool was placed inside its alloc-ranges, aligned as asked.
+    let pool = mb.find("swiotlb-pool").ok_or("swiotlb-pool missing")?;
+    kassert!(pool.flags.reusable && pool.flags.dynamic);
+    kassert_eq!(pool.range.size(), 0x200_0000);
+    kassert!(pool.range.base() % 0x20_0000 == 0 && pool.range.end() <= 0x6000_0000);
     Ok(())
 }
 

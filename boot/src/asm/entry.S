@@ -4,6 +4,12 @@
 // drop to EL1 if entered at EL2, turn on FP/SIMD (Rust code uses the SIMD registers), set up the
 // stack, zero BSS, install the vectors, switch on the early MMU map, and call kernel_main(x0).
 
+.section .data
+.balign 8
+.global boot_entry_el
+boot_entry_el:
+    .quad 0
+
 .section .text.boot, "ax"
 .global _start
 _start:
@@ -11,6 +17,8 @@ _start:
 
     mrs     x1, CurrentEL
     ubfx    x1, x1, #2, #2
+    adrp    x2, boot_entry_el           // for the boot log (the .data copy survives BSS zeroing)
+    str     x1, [x2, :lo12:boot_entry_el]
     cmp     x1, #2
     b.ne    .Lat_el1
 

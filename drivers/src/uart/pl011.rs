@@ -66,6 +66,10 @@ pub struct Pl011 {
     regs: &'static Pl011Registers,
 }
 
+// SAFETY: a `Pl011` is only a pointer to MMIO registers; moving it to another context (the
+// console lock's holder) is fine, and every access is a volatile register access.
+unsafe impl Send for Pl011 {}
+
 impl Pl011 {
     /// # Safety
     ///

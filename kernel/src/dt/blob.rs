@@ -36,6 +36,56 @@ pub fn blob_size(header: &[u8]) -> Result<usize, DtError<'static>> {
     Ok(totalsize)
 }
 
+/// Removes the `FDT_NOP` tokens from the structure block of `blob`, in place (like libfdt's
+/// `fdt_pack` for NOPs), and shrinks `size_dt_struct` to match. Returns how many were removed.
+///
+/// QEMU edits the DTB it is given with libfdt (in `/chosen`), which leaves NOP tokens behind; the
+/// `fdt` crate skips them only in some places, and [`DeviceTree::new`](super::DeviceTree::new)
+/// refuses them. Run this on the blob first. Malformed blobs get the same errors as validation.
+pub fn strip_nops(blob: &mut [u8]) -> Result<usize, DtError<'static>> {
+    let bad = |offset: usize, reason: &'static str| DtError::MalformedStructure { offset, reason };
+    let totalsize = blob_size(blob)?;
+    if totalsize > blob.len() {
+        return Err(DtError::BlobTruncated { totalsize, available: blob.len() });
+    }
+    let field = |blob: &[u8], i: usize| be32(blob, 4 * i).unwrap_or(0) as usize;
+    let (off_struct, size_struct) = (field(blob, 2), field(blob, 9));
+    block(&blob[..totalsize], off_struct, size_struct, "structure")?;
+    let structs = &mut blob[off_struct..off_struct + size_struct];
+    let (mut read, mut write, mut removed) = (0usize, 0usize, 0usize);
+    loop {
+        let token = be32(structs, read).ok_or(bad(read, "structure block ends without FDT_END"))?;
+        let len = match token {
+            FDT_BEGIN_NODE => {
+                let name = structs.get(read + 4..).ok_or(bad(read, "truncated node"))?;
+                let nlen = name.iter().position(|&b| b == 0).ok_or(bad(read, "unterminated node name"))?;
+                4 + align4(nlen + 1)
+            }
+            FDT_END_NODE | FDT_END | FDT_NOP => 4,
+            FDT_PROP => {
+                let vlen = be32(structs, read + 4).ok_or(bad(read, "truncated property"))? as usize;
+                12usize.checked_add(vlen).map(align4).ok_or(bad(read, "property too long"))?
+            }
+            _ => return Err(bad(read, "unknown token")),
+        };
+        if read.checked_add(len).is_none_or(|end| end > structs.len()) {
+            return Err(bad(read, "token past the structure block"));
+        }
+        if token == FDT_NOP {
+            removed += 1;
+        } else {
+            structs.copy_within(read..read + len, write);
+            write += len;
+        }
+        read += len;
+        if token == FDT_END {
+            break;
+        }
+    }
+    blob[36..40].copy_from_slice(&(write as u32).to_be_bytes()); // size_dt_struct
+    Ok(removed)
+}
+
 /// Checks the header and the whole structure block of `blob`.
 pub(super) fn validate(blob: &[u8]) -> Result<(), DtError<'static>> {
     let totalsize = blob_size(blob)?;

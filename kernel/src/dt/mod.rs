@@ -24,7 +24,7 @@ mod walk;
 mod tests;
 
 pub use arm::{ArchTimer, Gic, GicInterrupt, GicInterruptKind, PsciMethod};
-pub use blob::{blob_size, FDT_HEADER_SIZE, FDT_MAGIC};
+pub use blob::{blob_size, strip_nops, FDT_HEADER_SIZE, FDT_MAGIC};
 pub use cells::{CellSizes, StrList};
 pub use devices::{Device, MAX_REGS};
 pub use error::DtError;

@@ -180,6 +180,32 @@ fn old_versions_are_refused() {
 }
 
 #[test]
+fn nops_left_by_libfdt_are_stripped_before_parsing() {
+    // Turn the root's first property (as libfdt's fdt_nop_property does) into NOP tokens.
+    let mut blob = QEMU_VIRT.to_vec();
+    let off_struct = be32_at(&blob, 8) as usize;
+    let prop = off_struct + 8;
+    let words = (12 + (be32_at(&blob, prop + 4) as usize).next_multiple_of(4)) / 4;
+    for w in 0..words {
+        blob[prop + 4 * w..prop + 4 * w + 4].copy_from_slice(&4u32.to_be_bytes());
+    }
+    assert!(matches!(DeviceTree::new(&blob), Err(DtError::MalformedStructure { .. })));
+    assert_eq!(strip_nops(&mut blob), Ok(words));
+    let stripped = DeviceTree::new(&blob).expect("valid after stripping");
+    let original = DeviceTree::new(QEMU_VIRT).unwrap();
+    assert_eq!(stripped.devices().count(), original.devices().count());
+    assert_eq!(stripped.memory_banks().count(), 1);
+    // Idempotent, and harmless on a blob without NOPs.
+    assert_eq!(strip_nops(&mut blob), Ok(0));
+    let mut clean = QEMU_VIRT.to_vec();
+    assert_eq!(strip_nops(&mut clean), Ok(0));
+    assert_eq!(clean, QEMU_VIRT);
+    // Garbage is an error, not a panic.
+    let mut truncated = QEMU_VIRT[..200].to_vec();
+    assert!(strip_nops(&mut truncated).is_err());
+}
+
+#[test]
 fn corrupt_structure_blocks_are_errors() {
     let off_struct = be32_at(QEMU_VIRT, 8) as usize;
     // First property of the root: token at +8 (after BEGIN_NODE and the empty name).

@@ -461,7 +461,24 @@ impl<'a> Memblock<'a> {
             bank: 0,
             cursor: None,
             next_reserved: 0,
+            subtract: |_| true,
         }
+    }
+
+    /// RAM minus the `no-map` reservations, sorted: what the kernel's page tables map.
+    pub fn mapped_ranges(&self) -> FreeRanges<'_, 'a> {
+        FreeRanges {
+            map: self,
+            bank: 0,
+            cursor: None,
+            next_reserved: 0,
+            subtract: |r| r.flags.no_map,
+        }
+    }
+
+    /// True if `addr` is in a RAM bank.
+    pub fn is_ram(&self, addr: PhysAddr) -> bool {
+        self.ram().iter().any(|r| r.base() <= addr && addr < r.end())
     }
 
     /// Bytes of RAM.
@@ -577,7 +594,8 @@ fn check_label(label: &str) -> Result<(), MemblockError<'_>> {
     Ok(())
 }
 
-/// Iterator over RAM minus reservations, ascending. See [`Memblock::free_ranges`].
+/// Iterator over RAM minus (some) reservations, ascending. See [`Memblock::free_ranges`] and
+/// [`Memblock::mapped_ranges`].
 #[derive(Debug, Clone)]
 pub struct FreeRanges<'m, 'a> {
     map: &'m Memblock<'a>,
@@ -585,6 +603,8 @@ pub struct FreeRanges<'m, 'a> {
     /// Where the scan of the current bank resumes; `None` at a bank's start.
     cursor: Option<PhysAddr>,
     next_reserved: usize,
+    /// Which reservations are taken out of RAM.
+    subtract: fn(&MemblockRegion<'a>) -> bool,
 }
 
 impl Iterator for FreeRanges<'_, '_> {
@@ -602,7 +622,7 @@ impl Iterator for FreeRanges<'_, '_> {
             }
             while reserved
                 .get(self.next_reserved)
-                .is_some_and(|r| r.range.end() <= start)
+                .is_some_and(|r| r.range.end() <= start || !(self.subtract)(r))
             {
                 self.next_reserved += 1;
             }
@@ -891,6 +911,18 @@ mod tests {
                 range(0x8000, 0x1000)
             ]
         );
+    }
+
+    #[test]
+    fn mapped_ranges_leave_out_only_no_map_regions() {
+        let mut map = map_with_ram(&[(0x1000, 0x4000), (0x8000, 0x2000)]);
+        map.reserve(0x1000, 0x1000, "kept", ALLOCATED).unwrap();
+        let no_map = RegionFlags { no_map: true, ..ALLOCATED };
+        map.reserve(0x3000, 0x1000, "hole", no_map).unwrap();
+        map.reserve(0x8000, 0x1000, "hole2", no_map).unwrap();
+        let mapped: Vec<_> = map.mapped_ranges().collect();
+        assert_eq!(mapped, [range(0x1000, 0x2000), range(0x4000, 0x1000), range(0x9000, 0x1000)]);
+        assert!(map.is_ram(0x9fff) && !map.is_ram(0xa000) && !map.is_ram(0x5000));
     }
 
     fn qemu_map(dtb: &[u8]) -> Result<Memblock<'_>, MemblockError<'_>> {

@@ -9,6 +9,7 @@
 //! 5. build the final identity map from the device tree and switch to it;
 //! 6. set up the GIC and the timer, unmask IRQs, run main, and exit with its status.
 
+#[macro_use]
 pub mod console;
 pub mod exit;
 pub mod irq;
@@ -24,9 +25,9 @@ use boot::mmu::KernelPageTable;
 use drivers::irq::gic::GicRegs;
 use drivers::power::psci::Conduit;
 
-use crate::dt::{DeviceTree, DtError};
+use crate::dt::{self, DeviceTree, DtError, PsciMethod};
 use crate::mm::heap::KernelHeap;
-use crate::mm::memblock::{Memblock, MemblockError};
+use crate::mm::memblock::{Memblock, MemblockError, PhysRange, RegionFlags, RegionKind};
 use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
 use exit::ExitStatus;
 
@@ -66,9 +67,9 @@ pub enum BootError {
     /// No valid DTB at the address the loader gave or at the start of RAM.
     NoDeviceTree(usize),
     /// The device tree is unusable.
-    DeviceTree(DtError),
+    DeviceTree(DtError<'static>),
     /// The boot memory map is inconsistent.
-    Memblock(MemblockError),
+    Memblock(MemblockError<'static>),
     /// No memory for the initial heap.
     NoHeap,
     /// `/chosen/stdout-path` names no PL011.
@@ -93,13 +94,13 @@ impl fmt::Display for BootError {
     }
 }
 
-impl From<DtError> for BootError {
-    fn from(e: DtError) -> Self {
+impl From<DtError<'static>> for BootError {
+    fn from(e: DtError<'static>) -> Self {
         BootError::DeviceTree(e)
     }
 }
-impl From<MemblockError> for BootError {
-    fn from(e: MemblockError) -> Self {
+impl From<MemblockError<'static>> for BootError {
+    fn from(e: MemblockError<'static>) -> Self {
         BootError::Memblock(e)
     }
 }
@@ -156,27 +157,30 @@ fn boot_failed(e: &BootError) {
 }
 
 fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
-    let dt = DeviceTree::new(locate_dtb(x0)?)?;
-    let blob = dt.blob();
+    let blob = locate_dtb(x0)?;
+    // QEMU edits the blob with libfdt, which leaves NOP tokens; remove them before parsing.
+    let nops = dt::strip_nops(blob)?;
+    let blob: &'static [u8] = blob;
+    let dt = DeviceTree::new(blob)?;
 
     // Console first, so that every later error is printed.
-    let uart = dt.stdout_uart()?.ok_or(BootError::NoConsole)?;
+    let uart = dt.stdout()?.filter(|d| d.is_compatible("arm,pl011")).ok_or(BootError::NoConsole)?;
     // SAFETY: the early map covers all non-RAM addresses of the low 512 GiB as Device memory, and
     // the device tree says a PL011 lives at this address.
-    unsafe { console::init(uart.base as usize) };
+    unsafe { console::init(uart.regs()[0].base() as usize) };
     boot::exception::set_hooks(&HOOKS);
-    log::info!("dmabounce kernel: EL{} entry, DTB at {:#x} ({} bytes)", boot::cpu::current_el(), blob.as_ptr() as usize, blob.len());
+    log::info!("dmabounce kernel: entered at EL{}, DTB at {:#x} ({} bytes, {nops} NOPs removed)", entry_el(), blob.as_ptr() as usize, blob.len());
 
     // SAFETY: the linker script defines these symbols; only their addresses are used.
     let image = unsafe { (symbol(&__kernel_start), symbol(&__kernel_end)) };
-    let dtb = (blob.as_ptr() as PhysAddr, blob.as_ptr() as PhysAddr + blob.len() as PhysAddr);
-    let memblock = Memblock::from_device_tree(&dt, image, dtb)?;
+    let dtb_base = blob.as_ptr() as PhysAddr;
+    let range = |a: PhysAddr, b: PhysAddr| PhysRange::from_bounds(a, b).ok_or(BootError::NoDeviceTree(a as usize));
+    let mut memblock = Memblock::from_device_tree(&dt, range(image.0, image.1)?, range(dtb_base, dtb_base + blob.len() as u64)?)?;
 
-    // The heap's first arena must be in the 1 GiB block the early map made Normal memory.
-    let early_block = (align_down(image.0, 1 << 30), align_down(image.0, 1 << 30) + (1 << 30));
-    let mut memblock = memblock;
+    // The heap's first arena must lie in the 1 GiB block the early map made Normal memory.
+    let early_block = PhysRange::new(align_down(image.0, 1 << 30), 1 << 30);
     let heap_base = memblock
-        .alloc(INITIAL_HEAP_SIZE, PAGE_SIZE, Some(early_block), "heap", crate::mm::memblock::RegionFlags::ALLOCATED)
+        .alloc(INITIAL_HEAP_SIZE, PAGE_SIZE, early_block, "heap", RegionFlags::of(RegionKind::Allocated))
         .map_err(|_| BootError::NoHeap)?;
     // SAFETY: memblock just reserved this range for the heap; it is RAM inside the early map's
     // Normal block, and nothing else will use it.
@@ -184,24 +188,26 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
 
     activate_final_map(&dt, &memblock, image)?;
 
-    let bootargs = dt.bootargs().unwrap_or("");
+    let bootargs = dt.bootargs()?.unwrap_or("");
     log::info!("bootargs: \"{bootargs}\"");
     kprintln!("Boot memory map:");
-    kprintln!("{memblock}");
+    kprint!("{memblock}");
 
-    if let Some(method) = dt.psci_method()? {
-        if let Some(conduit) = Conduit::from_method(method) {
-            exit::set_psci_conduit(conduit);
+    exit::set_psci_conduit(match dt.psci_method()? {
+        PsciMethod::Hvc => Conduit::Hvc,
+        PsciMethod::Smc => Conduit::Smc,
+    });
+    let regs = match dt.gic()? {
+        dt::Gic::V2 { distributor, cpu_interface } => {
+            GicRegs::V2 { gicd: distributor.base() as usize, gicc: cpu_interface.base() as usize }
         }
-    }
-    let gic = dt.gic()?;
-    let regs = match gic.version {
-        3 => GicRegs::V3 { gicd: gic.dist_base as usize, gicr: gic.cpu_or_redist_base as usize },
-        _ => GicRegs::V2 { gicd: gic.dist_base as usize, gicc: gic.cpu_or_redist_base as usize },
+        dt::Gic::V3 { distributor, redistributor } => {
+            GicRegs::V3 { gicd: distributor.base() as usize, gicr: redistributor.base() as usize }
+        }
     };
     // SAFETY: the device tree names these GIC frames; the final map maps them as Device memory.
     let gic_version = unsafe { irq::init(regs) }.map_err(BootError::Irq)?;
-    let timer_irq = dt.virtual_timer_irq()?;
+    let timer_irq = dt.arch_timer()?.virt.intid();
     time::init(timer_irq).map_err(BootError::Irq)?;
     boot::cpu::local_irq_enable();
     log::info!("GICv{gic_version} up; virtual timer on interrupt {timer_irq}");
@@ -209,7 +215,16 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     Ok(KERNEL.call_once(|| Kernel { dt, memblock, bootargs, gic_version, timer_irq, image }))
 }
 
-fn locate_dtb(x0: usize) -> Result<&'static [u8], BootError> {
+/// The exception level `_start` was entered at (it records it for the boot log).
+fn entry_el() -> u64 {
+    extern "C" {
+        static boot_entry_el: u64;
+    }
+    // SAFETY: `_start` writes `boot_entry_el` once before any Rust code runs; it is read-only after.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(boot_entry_el)) }
+}
+
+fn locate_dtb(x0: usize) -> Result<&'static mut [u8], BootError> {
     let addr = if x0 != 0 { x0 } else { qemu_virt::DTB_FALLBACK_ADDR };
     // SAFETY: the early map makes the 1 GiB blocks of the kernel and of x0 Normal memory, and the
     // fallback address is in the kernel's block (start of RAM below the kernel). The header is 40
@@ -220,15 +235,17 @@ fn locate_dtb(x0: usize) -> Result<&'static [u8], BootError> {
         return Err(BootError::NoDeviceTree(addr));
     }
     // SAFETY: as above; the header says the blob is `size` bytes, at most DTB_MAX_SIZE, within the
-    // same mapped block (QEMU places it below the kernel), and nothing writes it.
-    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })
+    // same mapped block (QEMU places it below the kernel). The loader handed it to us: nothing
+    // else reads or writes it, and this is the only reference made to it.
+    Ok(unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size) })
 }
 
-fn activate_final_map(dt: &DeviceTree<'_>, memblock: &Memblock<'_>, image: (PhysAddr, PhysAddr)) -> Result<(), BootError> {
+fn activate_final_map(dt: &DeviceTree<'static>, memblock: &Memblock<'static>, image: (PhysAddr, PhysAddr)) -> Result<(), BootError> {
     let mut table = KernelPageTable::new();
     // SAFETY: linker symbols; only their addresses are used.
     let (text_end, rodata_end) = unsafe { (symbol(&__text_end), symbol(&__rodata_end)) };
-    for (start, end) in memblock.mapped_ram() {
+    for ram in memblock.mapped_ranges() {
+        let (start, end) = (ram.base(), ram.end());
         // RAM around the image is data; the image is split text / rodata / data.
         let mut map_part = |s: PhysAddr, e: PhysAddr, f: fn(&mut KernelPageTable, u64, u64) -> Result<(), aarch64_paging::MapError>| {
             let (s, e) = (s.max(start), e.min(end));
@@ -241,12 +258,15 @@ fn activate_final_map(dt: &DeviceTree<'_>, memblock: &Memblock<'_>, image: (Phys
     }
     for dev in dt.devices() {
         let dev = dev?;
-        for (base, size) in dev.reg() {
-            if memblock.is_ram(base) {
+        if !dev.enabled() {
+            continue;
+        }
+        for reg in dev.regs() {
+            if memblock.is_ram(reg.base()) {
                 continue;
             }
-            let start = align_down(base, PAGE_SIZE);
-            let end = align_up(base + size, PAGE_SIZE).unwrap_or(u64::MAX);
+            let start = align_down(reg.base(), PAGE_SIZE);
+            let end = align_up(reg.end(), PAGE_SIZE).unwrap_or(u64::MAX);
             table.map_device(start, end).map_err(BootError::Mmu)?;
         }
     }
