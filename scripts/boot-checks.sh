@@ -32,11 +32,11 @@ expect demo_boots_and_prints_the_memory_map 0 \
     '^Boot memory map:' '\[mem 0x0*48000000-0x0*481fffff\] fw-log' 'swiotlb-pool' '\] kernel' \
     -- "$bin/kernel"
 expect unhandled_fault_is_reported_and_fails 1 \
-    'Unhandled synchronous exception' 'data abort at the current EL, translation fault' \
+    'Unhandled synchronous exception' 'data abort at the current EL\), translation fault' \
     'FAR  0x0000002000000000' 'ELR  0x' 'Backtrace' \
-    -- "$bin/unhandled_fault"
+    -- "$bin/examples/unhandled_fault"
 expect unhandled_fault_at_el2_entry_gicv3 1 'Unhandled synchronous exception' \
-    -- --el2 --gic 3 "$bin/unhandled_fault"
+    -- --el2 --gic 3 "$bin/examples/unhandled_fault"
 
 echo "boot-checks: $passed passed, $failed failed"
 ((failed == 0))

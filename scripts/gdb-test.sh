@@ -17,8 +17,12 @@ for _ in $(seq 100); do
 done
 sleep 0.5
 status=0
-timeout 120 gdb-multiarch -q -batch -nx -x gdb/kernel.gdb -ex "target remote :$port" -x gdb/test_gdb.py "$elf" || status=$?
+out=$(timeout 120 gdb-multiarch -q -batch -nx -x gdb/kernel.gdb -ex "target remote :$port" -x gdb/test_gdb.py "$elf" 2>&1) || status=$?
+echo "$out" | grep -E "^gdb( test|:)"
+# Trust the summary line as well as the exit status: gdb can exit 0 when a script dies early.
+grep -Eq "^gdb: [3-9][0-9]* passed, 0 failed$" <<<"$out" || status=${status/#0/1}
 if ((status != 0)); then
+    echo "$out" | tail -30 >&2
     echo "gdb-test: FAILED (gdb exit status $status); QEMU said:" >&2
     cat "$log" >&2
 fi
