@@ -40,13 +40,13 @@ pub mod migrate;
 pub mod migratetype;
 mod movable;
 mod page;
-//pub mod page_cache;
-//pub mod pressure;
+pub mod page_cache;
+pub mod pressure;
 mod stats;
 mod zone;
 
-//#[cfg(test)]
-//mod tests;
+#[cfg(test)]
+mod tests;
 
 pub use allocator::PageAllocator;
 pub use error::{AllocError, FreeError, HandleError, InitError, MigrateError, PinError, RangeError, ReclaimError};
