@@ -18,6 +18,8 @@ const POOL_BLOCKS: [u64; 2] = [2, 3];
 enum Op {
     AllocUnmovable { order: u8, normal: bool },
     AllocMovable { order: u8, normal: bool, clean: bool },
+    /// Order-0 unmovable pages until memory runs out.
+    FillUnmovable { normal: bool },
     FreeUnmovable(usize),
     FreeMovable(usize),
     Write(usize),
@@ -33,6 +35,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..=6, any::<bool>()).prop_map(|(order, normal)| Op::AllocUnmovable { order, normal }),
+        1 => any::<bool>().prop_map(|normal| Op::FillUnmovable { normal }),
         8 => (0u8..=5, any::<bool>(), any::<bool>()).prop_map(|(order, normal, clean)| Op::AllocMovable { order, normal, clean }),
         3 => any::<usize>().prop_map(Op::FreeUnmovable),
         3 => any::<usize>().prop_map(Op::FreeMovable),
@@ -107,6 +110,14 @@ proptest! {
                         next_tag += 1;
                         write_tags(&mem, addr, order, next_tag);
                         unmovable.push((addr, order, next_tag));
+                    }
+                }
+                Op::FillUnmovable { normal } => {
+                    let zone = if normal { ZoneType::Normal } else { ZoneType::Dma };
+                    while let Ok(addr) = la.lock().alloc_pages(0, zone, MigrateType::Unmovable) {
+                        next_tag += 1;
+                        write_tags(&mem, addr, 0, next_tag);
+                        unmovable.push((addr, 0, next_tag));
                     }
                 }
                 Op::AllocMovable { order, normal, clean } => {
