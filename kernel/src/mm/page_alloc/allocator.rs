@@ -58,7 +58,7 @@ impl PageAllocator {
         let mut pages = Vec::with_capacity(free.len());
         for r in free {
             let bad = InitError::BadRange { start: r.start, end: r.end };
-            if r.start % PAGE_SIZE != 0 || r.end % PAGE_SIZE != 0 || r.start > r.end || r.start < ram.start || r.end > ram.end {
+            if !r.start.is_multiple_of(PAGE_SIZE) || !r.end.is_multiple_of(PAGE_SIZE) || r.start > r.end || r.start < ram.start || r.end > ram.end {
                 return Err(bad);
             }
             let (first, last) = (pa.idx_of(r.start).ok_or(bad.clone())?, ((r.end - base) >> PAGE_SHIFT) as usize);
@@ -99,7 +99,7 @@ impl PageAllocator {
     pub(super) fn idx_of(&self, addr: PhysAddr) -> Option<usize> {
         let off = addr.checked_sub(self.base)?;
         let idx = (off >> PAGE_SHIFT) as usize;
-        (off % PAGE_SIZE == 0 && idx < self.mem_map.len()).then_some(idx)
+        (off.is_multiple_of(PAGE_SIZE) && idx < self.mem_map.len()).then_some(idx)
     }
 
     pub(super) fn zone_of(&self, idx: usize) -> ZoneType {
@@ -124,7 +124,7 @@ impl PageAllocator {
     /// The pageblock indices of `range`, which must be whole pageblocks inside the span.
     pub(super) fn pageblock_range(&self, range: &Range<PhysAddr>) -> Result<Range<usize>, RangeError> {
         let bad = RangeError::NotPageblocks { start: range.start, end: range.end };
-        if range.start % PAGEBLOCK_SIZE != 0 || range.end % PAGEBLOCK_SIZE != 0 || range.start >= range.end {
+        if !range.start.is_multiple_of(PAGEBLOCK_SIZE) || !range.end.is_multiple_of(PAGEBLOCK_SIZE) || range.start >= range.end {
             return Err(bad);
         }
         let span = self.span();
@@ -318,7 +318,7 @@ impl PageAllocator {
     }
 
     fn check_free(&self, addr: PhysAddr, order: u8) -> Result<usize, FreeError> {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(FreeError::Misaligned { addr, order });
         }
         let idx = self.idx_of(addr).ok_or(FreeError::OutOfRange(addr))?;

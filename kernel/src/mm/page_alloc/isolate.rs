@@ -32,22 +32,18 @@ impl PageAllocator {
             .sum()
     }
 
-    /// Sets the pageblock's type and moves its free pages to the new type's lists. Returns the
-    /// number of free pages moved.
-    pub(super) fn move_freepages_block(&mut self, block: usize, to: MigrateType) -> usize {
+    /// Sets the pageblock's type and moves its free pages to the new type's lists.
+    pub(super) fn move_freepages_block(&mut self, block: usize, to: MigrateType) {
         let from = self.pageblock_type[block].expect("moving free pages of an unmanaged pageblock");
         let (mut from_idx, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
-        let mut moved = 0;
         while let Some((idx, desc)) = self.next_head(from_idx, end) {
             if let PageDesc::Free { order, .. } = desc {
                 self.del_from_free_list(idx, order, from);
                 self.add_to_free_list(idx, order, to);
-                moved += 1 << order;
             }
             from_idx = idx + (1 << desc_order(desc));
         }
         self.pageblock_type[block] = Some(to);
-        moved
     }
 
     /// Isolates a pageblock: no allocation lands there any more and its free pages (and pages

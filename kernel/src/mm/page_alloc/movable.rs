@@ -118,7 +118,8 @@ impl MovableTable {
         MovablePage { slot, generation: self.slots[slot as usize].generation }
     }
 
-    /// Live handles (for tests and diagnostics).
+    /// Live handles (for the invariant checks of the tests).
+    #[cfg(test)]
     pub(super) fn live(&self) -> impl Iterator<Item = (MovablePage, &MovableEntry)> + '_ {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             s.entry.as_ref().map(|e| (MovablePage { slot: i as u32, generation: s.generation }, e))

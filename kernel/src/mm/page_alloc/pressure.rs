@@ -4,7 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::error::{AllocError, FreeError, HandleError};
+use super::error::{AllocError, FreeError};
 use super::migrate::LockedPageAllocator;
 use super::movable::{MovablePage, OwnerKind, PageOwner};
 use super::zone::ZoneType;
@@ -87,24 +87,17 @@ impl MemoryPressure {
         self.pages.iter().try_for_each(|(p, _)| a.free_movable(*p))
     }
 
-    /// Frees every `n`th page (to make holes for migration targets); returns how many.
-    pub fn release_every(&mut self, allocator: &LockedPageAllocator, n: usize) -> Result<usize, HandleError> {
+    /// Frees every `n`th page (to make room for migration targets); pinned pages are kept.
+    /// Returns how many were freed.
+    pub fn release_every(&mut self, allocator: &LockedPageAllocator, n: usize) -> usize {
         let mut a = allocator.lock();
         let before = self.pages.len();
         let mut i = 0;
-        let mut err = None;
-        self.pages.retain(|(p, _)| {
+        self.pages.retain(|(page, _)| {
             i += 1;
-            let release = (i - 1) % n.max(1) == 0 && err.is_none();
-            if release {
-                if let Err(super::FreeError::Handle(e)) = a.free_movable(*p) {
-                    err = Some(e);
-                    return true;
-                }
-            }
-            !release
+            !((i - 1) % n.max(1) == 0 && a.free_movable(*page).is_ok())
         });
-        err.map_or(Ok(before - self.pages.len()), Err)
+        before - self.pages.len()
     }
 }
 

@@ -71,7 +71,7 @@ impl fmt::Display for PageTypeInfo {
         for mt in MigrateType::ALL {
             write!(f, " {:>10}", mt.name())?;
         }
-        write!(f, "   free pages (per type)\n")?;
+        writeln!(f, "   free pages (per type)")?;
         for zone in ZoneType::ALL {
             write!(f, "Node 0, zone {:>8}           ", zone.name())?;
             for mt in MigrateType::ALL {

@@ -28,7 +28,7 @@ fn init_refuses_bad_ranges() {
     assert_eq!(PageAllocator::new(BASE..BASE, &[], None).err(), Some(InitError::BadSpan));
     let unaligned = BASE + 1..end;
     assert_eq!(
-        PageAllocator::new(BASE..end, &[unaligned.clone()], None).err(),
+        PageAllocator::new(BASE..end, core::slice::from_ref(&unaligned), None).err(),
         Some(InitError::BadRange { start: unaligned.start, end: unaligned.end })
     );
     let outside = BASE..end + PAGE_SIZE;

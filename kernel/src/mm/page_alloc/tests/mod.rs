@@ -1,5 +1,7 @@
 //! Host tests: helpers and the invariant checker shared by the unit tests and the proptests.
 
+#![allow(clippy::single_range_in_vec_init)] // free-range lists of one range
+
 mod errors;
 mod fallback;
 mod migration;

@@ -82,7 +82,7 @@ fn pick<T>(v: &[T], i: usize) -> Option<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_operations_keep_the_invariants(ops in prop::collection::vec(op(), 1..120)) {
