@@ -119,14 +119,12 @@ impl<'a, M: PhysMemory + ?Sized> PageCache<'a, M> {
 
     /// Blocks that must be written back.
     pub fn dirty_keys(&self) -> Vec<CacheKey> {
-        let a = self.allocator.lock();
-        let dirty: Vec<CacheKey> = self
-            .pages
+        // Lock per page: the Vec grows with the lock dropped (no heap use under the lock).
+        self.pages
             .iter()
-            .filter(|(_, p)| a.movable_info(**p).is_ok_and(|i| i.owner.kind == OwnerKind::Dirty))
+            .filter(|(_, p)| self.allocator.lock().movable_info(**p).is_ok_and(|i| i.owner.kind == OwnerKind::Dirty))
             .map(|(k, _)| *k)
-            .collect();
-        dirty
+            .collect()
     }
 
     /// Reclaim dropped one of our clean pages: forget it (pass this as reclaim's `on_drop`).
