@@ -1,0 +1,112 @@
+//! Errors of the page allocator. Bad input from callers (a free of something never allocated, a
+//! stale handle) is reported here and logged once where it is detected; nothing is corrupted.
+
+use super::{MigrateType, MovablePage, ReclaimReport};
+use crate::mm::PhysAddr;
+
+/// Why [`PageAllocator::new`](super::PageAllocator::new) refused the memory map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitError {
+    /// The RAM span is empty or too large to index with 32 bits of page number.
+    BadSpan,
+    /// A free range is not page aligned or lies outside the RAM span.
+    BadRange { start: PhysAddr, end: PhysAddr },
+    /// Two free ranges overlap at this address.
+    Overlap(PhysAddr),
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// No free block of the order in the allowed zones and free lists.
+    NoMemory,
+    /// The order is above `MAX_PAGE_ORDER`; use `alloc_contig_pageblocks` for more.
+    OrderTooLarge(u8),
+    /// This migrate type cannot be requested here (movable memory goes through `alloc_movable`;
+    /// SWIOTLB and ISOLATE are never requested).
+    WrongMigrateType(MigrateType),
+    /// `alloc_contig_pageblocks` was asked for zero blocks.
+    ZeroCount,
+}
+
+/// Why a movable-page handle could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleError {
+    /// The handle's page was freed or dropped (use after free).
+    Stale(MovablePage),
+    /// The page is pinned, so it cannot be freed.
+    Pinned(MovablePage),
+    /// `unpin` without a matching pin.
+    NotPinned(MovablePage),
+}
+
+/// Why a free was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The address is outside the memory this allocator manages.
+    OutOfRange(PhysAddr),
+    /// The address is not aligned to the order's size.
+    Misaligned { addr: PhysAddr, order: u8 },
+    /// Nothing was allocated at this address (a tail page, a hole, or memory never handed out).
+    NotAllocated(PhysAddr),
+    /// The block at this address is already free.
+    DoubleFree(PhysAddr),
+    /// The block was allocated with another order.
+    WrongOrder { addr: PhysAddr, allocated: u8, freed: u8 },
+    /// The block is a movable page: free it through its handle.
+    IsMovable(PhysAddr),
+    /// A handle error (stale or pinned).
+    Handle(HandleError),
+}
+
+/// Why a range of pageblocks could not be lent, given back or reclaimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// Not whole pageblocks, empty, or outside the RAM span.
+    NotPageblocks { start: PhysAddr, end: PhysAddr },
+    /// This pageblock is already managed by the allocator (lend, free_contig).
+    AlreadyManaged(PhysAddr),
+    /// This pageblock is not a lent SWIOTLB block (reclaim).
+    NotSwiotlb(PhysAddr),
+}
+
+/// Why one page could not be migrated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrateError {
+    /// The handle is stale.
+    Stale(MovablePage),
+    /// The page is pinned (or was pinned again during every copy attempt).
+    Pinned(MovablePage),
+    /// No free page outside SWIOTLB blocks to move it to.
+    NoMemory(MovablePage),
+}
+
+/// Why a long-term pin was refused (Linux: `check_and_migrate_movable_pages()` failing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// The handle is stale.
+    Stale(MovablePage),
+    /// The page lies in a SWIOTLB block and could not be migrated out of it.
+    CannotMigrate(MigrateError),
+}
+
+/// Why lent SWIOTLB pageblocks could not be taken back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReclaimError {
+    /// The range is not a run of lent SWIOTLB pageblocks.
+    Range(RangeError),
+    /// Some pages could not be moved; isolation was undone. The report says which.
+    Busy(ReclaimReport),
+}
+
+impl From<HandleError> for FreeError {
+    fn from(e: HandleError) -> Self {
+        FreeError::Handle(e)
+    }
+}
+
+impl From<RangeError> for ReclaimError {
+    fn from(e: RangeError) -> Self {
+        ReclaimError::Range(e)
+    }
+}

@@ -1,0 +1,74 @@
+//! Changing a pageblock's type and isolating it (Linux: `move_freepages_block`,
+//! `set_migratetype_isolate`, `unset_migratetype_isolate` in `mm/page_isolation.c`).
+
+use super::migratetype::MigrateType;
+use super::page::PageDesc;
+use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_ORDER};
+
+impl PageAllocator {
+    /// The first block head (free, allocated or movable) at or after `from`, before `end`.
+    pub(super) fn next_head(&self, from: usize, end: usize) -> Option<(usize, PageDesc)> {
+        (from..end).map(|idx| (idx, self.mem_map[idx])).find(|(_, d)| !matches!(d, PageDesc::Tail | PageDesc::Unmanaged))
+    }
+
+    /// Every block head of a pageblock, skipping the tails of each block.
+    pub(super) fn pageblock_heads(&self, block: usize) -> impl Iterator<Item = (usize, PageDesc)> + '_ {
+        let end = (block + 1) << PAGEBLOCK_ORDER;
+        let mut from = block << PAGEBLOCK_ORDER;
+        core::iter::from_fn(move || {
+            let (idx, desc) = self.next_head(from, end)?;
+            from = idx + (1usize << desc_order(desc));
+            Some((idx, desc))
+        })
+    }
+
+    /// Free pages in a pageblock.
+    pub(super) fn free_pages_in_block(&self, block: usize) -> usize {
+        self.pageblock_heads(block)
+            .map(|(_, d)| match d {
+                PageDesc::Free { order, .. } => 1 << order,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Sets the pageblock's type and moves its free pages to the new type's lists.
+    pub(super) fn move_freepages_block(&mut self, block: usize, to: MigrateType) {
+        let from = self.pageblock_type[block].expect("moving free pages of an unmanaged pageblock");
+        let (mut from_idx, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
+        while let Some((idx, desc)) = self.next_head(from_idx, end) {
+            if let PageDesc::Free { order, .. } = desc {
+                self.del_from_free_list(idx, order, from);
+                self.add_to_free_list(idx, order, to);
+            }
+            from_idx = idx + (1 << desc_order(desc));
+        }
+        self.pageblock_type[block] = Some(to);
+    }
+
+    /// Isolates a pageblock: no allocation lands there any more and its free pages (and pages
+    /// freed later) wait on the ISOLATE lists.
+    pub(super) fn start_isolate_pageblock(&mut self, block: usize) {
+        self.move_freepages_block(block, MigrateType::Isolate);
+    }
+
+    /// Ends isolation, giving the block (and its free pages) back to type `mt`.
+    pub(super) fn undo_isolate_pageblock(&mut self, block: usize, mt: MigrateType) {
+        debug_assert_eq!(self.pageblock_type[block], Some(MigrateType::Isolate));
+        self.move_freepages_block(block, mt);
+    }
+
+    /// Whether an isolated pageblock is entirely free (so it merged into one block).
+    pub(super) fn isolated_pageblock_is_free(&self, block: usize) -> bool {
+        self.pageblock_type[block] == Some(MigrateType::Isolate)
+            && matches!(self.mem_map[block << PAGEBLOCK_ORDER], PageDesc::Free { order: MAX_PAGE_ORDER, .. })
+    }
+}
+
+/// The order of a block head.
+pub(super) fn desc_order(desc: PageDesc) -> u8 {
+    match desc {
+        PageDesc::Free { order, .. } | PageDesc::Allocated { order } | PageDesc::Movable { order, .. } => order,
+        PageDesc::Tail | PageDesc::Unmanaged => 0,
+    }
+}

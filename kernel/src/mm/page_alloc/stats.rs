@@ -1,0 +1,125 @@
+//! Observability: `/proc/pagetypeinfo` and a one-line picture of RAM by pageblock.
+
+use core::fmt;
+
+use super::migratetype::{MigrateType, MIGRATE_TYPES};
+use super::zone::{ZoneType, NR_ZONES};
+use super::{PageAllocator, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+use crate::mm::PhysAddr;
+
+/// A snapshot of free blocks per order, zone and migrate type and of pageblocks per type
+/// (Linux: `/proc/pagetypeinfo`). Plain data, no heap: take it under the lock, print it after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageTypeInfo {
+    /// `free_blocks[zone][order][migratetype]`: free blocks of that order.
+    pub free_blocks: [[[usize; MIGRATE_TYPES]; NR_PAGE_ORDERS]; NR_ZONES],
+    /// `free_pages[zone][migratetype]`: the zone's free-page counters.
+    pub free_pages: [[usize; MIGRATE_TYPES]; NR_ZONES],
+    /// `pageblocks[zone][migratetype]`: managed pageblocks of each type.
+    pub pageblocks: [[usize; MIGRATE_TYPES]; NR_ZONES],
+}
+
+impl PageAllocator {
+    /// Takes a [`PageTypeInfo`] snapshot.
+    pub fn pagetypeinfo(&self) -> PageTypeInfo {
+        let mut info = PageTypeInfo {
+            free_blocks: [[[0; MIGRATE_TYPES]; NR_PAGE_ORDERS]; NR_ZONES],
+            free_pages: [[0; MIGRATE_TYPES]; NR_ZONES],
+            pageblocks: [[0; MIGRATE_TYPES]; NR_ZONES],
+        };
+        for (z, zone) in self.zones.iter().enumerate() {
+            for (o, area) in zone.free_area.iter().enumerate() {
+                info.free_blocks[z][o] = area.nr_free;
+            }
+            info.free_pages[z] = zone.nr_free_pages;
+        }
+        for (block, mt) in self.pageblock_type.iter().enumerate() {
+            if let Some(mt) = mt {
+                let z = self.zone_of(block << PAGEBLOCK_ORDER) as usize;
+                info.pageblocks[z][mt.index()] += 1;
+            }
+        }
+        info
+    }
+
+    /// A one-line picture of the span, one character per pageblock; see [`RamPicture`].
+    /// `is_bounce_pool` tells which unmanaged blocks belong to a SWIOTLB pool.
+    pub fn ram_picture<F: Fn(PhysAddr) -> bool>(&self, is_bounce_pool: F) -> RamPicture<'_, F> {
+        RamPicture { allocator: self, is_bounce_pool }
+    }
+}
+
+impl fmt::Display for PageTypeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Page block order: {PAGEBLOCK_ORDER}")?;
+        writeln!(f, "Pages per block:  {PAGEBLOCK_NR_PAGES}")?;
+        write!(f, "\nFree pages count per migrate type at order      ")?;
+        for order in 0..NR_PAGE_ORDERS {
+            write!(f, " {order:>5}")?;
+        }
+        writeln!(f)?;
+        for zone in ZoneType::ALL {
+            for mt in MigrateType::ALL {
+                write!(f, "Node    0, zone {:>8}, type {:>12}  ", zone.name(), mt.name())?;
+                for order in 0..NR_PAGE_ORDERS {
+                    write!(f, " {:>5}", self.free_blocks[zone as usize][order][mt.index()])?;
+                }
+                writeln!(f)?;
+            }
+        }
+        write!(f, "\nNumber of blocks type            ")?;
+        for mt in MigrateType::ALL {
+            write!(f, " {:>10}", mt.name())?;
+        }
+        writeln!(f, "   free pages (per type)")?;
+        for zone in ZoneType::ALL {
+            write!(f, "Node 0, zone {:>8}           ", zone.name())?;
+            for mt in MigrateType::ALL {
+                write!(f, " {:>10}", self.pageblocks[zone as usize][mt.index()])?;
+            }
+            write!(f, "  ")?;
+            for mt in MigrateType::ALL {
+                write!(f, " {:>6}", self.free_pages[zone as usize][mt.index()])?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// RAM, one character per 2 MiB pageblock from the lowest address up. Legend:
+///
+/// | char | pageblock                                                                  |
+/// |------|----------------------------------------------------------------------------|
+/// | `U`  | UNMOVABLE                                                                  |
+/// | `M`  | MOVABLE                                                                    |
+/// | `S`  | SWIOTLB: spare bounce-buffer memory lent to the allocator                  |
+/// | `I`  | ISOLATE: being taken back                                                  |
+/// | `b`  | not managed here, belongs to a SWIOTLB pool (bounce slots)                 |
+/// | `.`  | not managed here: not RAM, reserved, or carved out for something else       |
+/// | `\|` | (between characters) the ZONE_DMA / ZONE_NORMAL boundary, if inside the span |
+///
+/// Format it while holding the allocator lock; it borrows the allocator and writes no heap.
+pub struct RamPicture<'a, F> {
+    allocator: &'a PageAllocator,
+    is_bounce_pool: F,
+}
+
+impl<F: Fn(PhysAddr) -> bool> fmt::Display for RamPicture<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = self.allocator;
+        let dma_end_block = a.zones[ZoneType::Dma as usize].end >> PAGEBLOCK_ORDER;
+        for (block, mt) in a.pageblock_type.iter().enumerate() {
+            if block == dma_end_block && block != 0 {
+                f.write_str("|")?;
+            }
+            let c = match mt {
+                Some(mt) => mt.picture_char(),
+                None if (self.is_bounce_pool)(a.addr_of(block << PAGEBLOCK_ORDER)) => 'b',
+                None => '.',
+            };
+            write!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}

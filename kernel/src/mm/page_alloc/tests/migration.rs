@@ -1,0 +1,382 @@
+//! Movable pages: pins, migration, long-term pins, reclaim of lent SWIOTLB blocks, and the
+//! page-cache and memory-pressure clients.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+use crate::arch::host::IrqContextGuard;
+use crate::mm::phys::PhysMemory;
+use crate::mm::PAGE_SIZE;
+use page_cache::{CacheKey, PageCache};
+use pressure::MemoryPressure;
+
+const DIRTY: OwnerKind = OwnerKind::Dirty;
+const CLEAN: OwnerKind = OwnerKind::Clean;
+const DROP_CLEAN: ReclaimMode = ReclaimMode { drop_clean: true };
+const MIGRATE_ALL: ReclaimMode = ReclaimMode { drop_clean: false };
+
+/// Lends pageblocks `free..free+lent` and returns `n` movable pages of `kind` placed in them
+/// (MOVABLE memory is filled first so they have to borrow, then freed again).
+fn pages_in_lent_blocks(la: &LockedPageAllocator, free: u64, lent: u64, n: usize, kind: OwnerKind) -> Vec<MovablePage> {
+    let mut a = la.lock();
+    a.lend_swiotlb_pageblocks(blocks(free, lent)).unwrap();
+    let hog: Vec<_> = (0..free as usize * PAGEBLOCK_NR_PAGES).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap()).collect();
+    let pages: Vec<_> = (0..n)
+        .map(|i| a.alloc_movable(0, ZoneType::Dma, PageOwner { kind, cookie: i as u64 }).unwrap())
+        .collect();
+    hog.into_iter().for_each(|p| a.free_movable(p).unwrap());
+    for p in &pages {
+        assert_eq!(a.pageblock_migratetype(a.movable_info(*p).unwrap().addr), Some(MigrateType::Swiotlb));
+    }
+    pages
+}
+
+fn addr(la: &LockedPageAllocator, page: MovablePage) -> PhysAddr {
+    la.lock().movable_info(page).unwrap().addr
+}
+
+fn write_page(la: &LockedPageAllocator, mem: &SimMemory, page: MovablePage, byte: u8) {
+    let pin = la.pin(page).unwrap();
+    mem.fill(pin.addr(), byte, PAGE_SIZE as usize);
+}
+
+fn read_page(la: &LockedPageAllocator, mem: &SimMemory, page: MovablePage) -> Vec<u8> {
+    let pin = la.pin(page).unwrap();
+    let mut buf = vec![0; PAGE_SIZE as usize];
+    mem.read(pin.addr(), &mut buf);
+    buf
+}
+
+#[test]
+fn migration_copies_the_page_and_updates_the_handle() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    write_page(&la, &mem, page, 0x5A);
+    let old = addr(&la, page);
+    la.migrate_page(page, &mem).unwrap();
+    let new = addr(&la, page);
+    assert_ne!(new, old);
+    assert_eq!(la.lock().pageblock_migratetype(new), Some(MigrateType::Movable));
+    assert!(read_page(&la, &mem, page).iter().all(|b| *b == 0x5A));
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn a_pinned_page_is_not_migrated() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    let pin = la.pin(page).unwrap();
+    assert_eq!(la.migrate_page(page, &mem), Err(MigrateError::Pinned(page)));
+    assert_eq!(addr(&la, page), pin.addr());
+    drop(pin);
+    la.migrate_page(page, &mem).unwrap();
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn migration_never_targets_a_swiotlb_block() {
+    let (la, mem) = with_pool(1, 2);
+    let page = pages_in_lent_blocks(&la, 1, 2, 1, DIRTY)[0];
+    // Fill MOVABLE again: the only free pages left are in the other lent block.
+    let hog = MemoryPressure::fill(&la, &mem, ZoneType::Dma, PAGEBLOCK_NR_PAGES, 1);
+    assert!(la.lock().nr_free_swiotlb_pages(ZoneType::Dma) > 0);
+    assert_eq!(la.migrate_page(page, &mem), Err(MigrateError::NoMemory(page)));
+    hog.release(&la).unwrap();
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn reclaim_migrates_movable_pages_and_takes_the_blocks_back() {
+    let (la, mem) = with_pool(2, 2);
+    let pages = pages_in_lent_blocks(&la, 2, 2, 700, DIRTY);
+    for (i, p) in pages.iter().enumerate() {
+        write_page(&la, &mem, *p, i as u8);
+    }
+    let report = la.reclaim_swiotlb_pageblocks(blocks(2, 2), &mem, MIGRATE_ALL, &mut |_| panic!("nothing to drop")).unwrap();
+    assert_eq!(report.migrated, 700);
+    assert!(report.pinned.is_empty() && report.failed.is_empty() && report.unmovable.is_empty());
+    let a = la.lock();
+    assert_eq!(a.pageblock_migratetype(block(2)), None);
+    assert_eq!(a.nr_free_swiotlb_pages(ZoneType::Dma), 0);
+    assert_eq!(a.managed_pages(ZoneType::Dma), 2 * PAGEBLOCK_NR_PAGES);
+    check_invariants(&a);
+    drop(a);
+    for (i, p) in pages.iter().enumerate() {
+        assert!(addr(&la, *p) < block(2));
+        assert!(read_page(&la, &mem, *p).iter().all(|b| *b == i as u8), "page {i} content");
+    }
+}
+
+#[test]
+fn a_pinned_page_blocks_reclaim_which_is_undone_and_reported() {
+    let (la, mem) = with_pool(2, 1);
+    let pages = pages_in_lent_blocks(&la, 2, 1, 3, DIRTY);
+    let pin = la.pin(pages[1]).unwrap();
+    let err = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &mem, MIGRATE_ALL, &mut |_| {}).unwrap_err();
+    let ReclaimError::Busy(report) = err else { panic!("{err:?}") };
+    assert_eq!(report.pinned, vec![pages[1]]);
+    assert_eq!(report.migrated, 2);
+    {
+        let a = la.lock();
+        assert_eq!(a.pageblock_migratetype(block(2)), Some(MigrateType::Swiotlb), "isolation undone");
+        assert_eq!(a.nr_free_swiotlb_pages(ZoneType::Dma), PAGEBLOCK_NR_PAGES - 1, "free pages back on SWIOTLB lists");
+        assert_eq!(a.nr_free(ZoneType::Dma, MigrateType::Isolate), 0);
+        assert_eq!(a.movable_info(pages[1]).unwrap().addr, pin.addr());
+        check_invariants(&a);
+    }
+    drop(pin);
+    let report = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &mem, MIGRATE_ALL, &mut |_| {}).unwrap();
+    assert_eq!(report.migrated, 1);
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn reclaim_drops_clean_pages_when_allowed() {
+    let (la, mem) = with_pool(2, 1);
+    let clean = pages_in_lent_blocks(&la, 2, 1, 4, CLEAN);
+    let dirty = pages_in_lent_blocks_after(&la, 1)[0];
+    let mut told = Vec::new();
+    let report = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &mem, DROP_CLEAN, &mut |d| told.push(d)).unwrap();
+    assert_eq!((report.dropped, report.migrated), (4, 1));
+    let expected: Vec<_> = clean.iter().enumerate().map(|(i, p)| DroppedPage { page: *p, cookie: i as u64 }).collect();
+    told.sort_by_key(|d| d.cookie);
+    assert_eq!(told, expected, "each owner told, with its cookie");
+    assert!(clean.iter().all(|p| la.lock().movable_info(*p) == Err(HandleError::Stale(*p))));
+    assert!(la.lock().movable_info(dirty).is_ok());
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn reclaim_migrates_clean_pages_when_dropping_is_not_allowed() {
+    let (la, mem) = with_pool(2, 1);
+    let clean = pages_in_lent_blocks(&la, 2, 1, 2, CLEAN);
+    let report = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &mem, MIGRATE_ALL, &mut |_| panic!("must not drop")).unwrap();
+    assert_eq!((report.dropped, report.migrated), (0, 2));
+    assert!(clean.iter().all(|p| la.lock().movable_info(*p).is_ok()));
+    check_invariants(&la.lock());
+}
+
+/// `n` more dirty pages in the blocks already lent (MOVABLE filled, then freed, again).
+fn pages_in_lent_blocks_after(la: &LockedPageAllocator, n: usize) -> Vec<MovablePage> {
+    let mut a = la.lock();
+    let hog: Vec<_> = core::iter::from_fn(|| {
+        let p = a.alloc_movable(0, ZoneType::Dma, owner(DIRTY)).ok()?;
+        let in_movable = a.pageblock_migratetype(a.movable_info(p).unwrap().addr) == Some(MigrateType::Movable);
+        if !in_movable {
+            a.free_movable(p).unwrap();
+        }
+        in_movable.then_some(p)
+    })
+    .collect();
+    let pages = (0..n).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap()).collect();
+    hog.into_iter().for_each(|p| a.free_movable(p).unwrap());
+    pages
+}
+
+#[test]
+fn a_long_term_pin_first_migrates_the_page_out_of_swiotlb() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    write_page(&la, &mem, page, 0x77);
+    let old = addr(&la, page);
+    let pin = la.pin_longterm(page, &mem).unwrap();
+    assert_ne!(pin.addr(), old);
+    assert_eq!(la.lock().pageblock_migratetype(pin.addr()), Some(MigrateType::Movable));
+    assert_eq!(la.lock().movable_info(page).unwrap().longterm_pins, 1);
+    assert!(read_page(&la, &mem, page).iter().all(|b| *b == 0x77));
+    // The lent block can now be taken back although the page stays pinned.
+    la.reclaim_swiotlb_pageblocks(blocks(1, 1), &mem, MIGRATE_ALL, &mut |_| {}).unwrap();
+    drop(pin);
+    assert_eq!(la.lock().movable_info(page).unwrap().pins, 0);
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn a_long_term_pin_outside_swiotlb_does_not_migrate() {
+    let (la, mem) = with_pool(1, 0);
+    let page = la.lock().alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap();
+    let old = addr(&la, page);
+    assert_eq!(la.pin_longterm(page, &mem).unwrap().addr(), old);
+}
+
+#[test]
+fn a_long_term_pin_is_refused_if_the_page_cannot_leave_swiotlb() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    let short = la.pin(page).unwrap();
+    assert_eq!(la.pin_longterm(page, &mem).err(), Some(PinError::CannotMigrate(MigrateError::Pinned(page))));
+    drop(short);
+    // Fill all the rest: no page is left to migrate to.
+    let hog = MemoryPressure::fill(&la, &mem, ZoneType::Dma, 2 * PAGEBLOCK_NR_PAGES, 2);
+    assert_eq!(hog.len(), 2 * PAGEBLOCK_NR_PAGES - 1);
+    assert_eq!(la.pin_longterm(page, &mem).err(), Some(PinError::CannotMigrate(MigrateError::NoMemory(page))));
+    assert_eq!(la.lock().movable_info(page).unwrap().pins, 0, "refused pin leaves no pin behind");
+    hog.release(&la).unwrap();
+    check_invariants(&la.lock());
+}
+
+/// Simulated RAM that runs a hook once, right after the first page copy (so while a migration
+/// is between its copy and its commit, with the allocator unlocked).
+struct CopyHook<'a, F: Fn() + Sync> {
+    mem: &'a SimMemory,
+    hook: F,
+    fired: AtomicBool,
+}
+
+impl<'a, F: Fn() + Sync> CopyHook<'a, F> {
+    fn new(mem: &'a SimMemory, hook: F) -> Self {
+        CopyHook { mem, hook, fired: AtomicBool::new(false) }
+    }
+}
+
+impl<F: Fn() + Sync> PhysMemory for CopyHook<'_, F> {
+    fn read(&self, pa: PhysAddr, buf: &mut [u8]) {
+        self.mem.read(pa, buf)
+    }
+    fn write(&self, pa: PhysAddr, data: &[u8]) {
+        self.mem.write(pa, data)
+    }
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: usize) {
+        self.mem.copy(dst, src, len);
+        if !self.fired.swap(true, Ordering::SeqCst) {
+            (self.hook)();
+        }
+    }
+    fn fill(&self, pa: PhysAddr, byte: u8, len: usize) {
+        self.mem.fill(pa, byte, len)
+    }
+}
+
+#[test]
+fn a_write_through_a_pin_during_the_copy_makes_migration_retry() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    write_page(&la, &mem, page, 0x11);
+    // After the copy read 0x11, a writer pins the page (still the old frame) and writes 0x22.
+    let hooked = CopyHook::new(&mem, || write_page(&la, &mem, page, 0x22));
+    la.migrate_page(page, &hooked).unwrap();
+    assert!(hooked.fired.load(Ordering::SeqCst));
+    assert!(read_page(&la, &mem, page).iter().all(|b| *b == 0x22), "the write is not lost");
+    check_invariants(&la.lock());
+}
+
+#[test]
+fn an_interrupt_handler_mid_migration_sees_the_old_frame_whole() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    write_page(&la, &mem, page, 0x33);
+    let old = addr(&la, page);
+    let hooked = CopyHook::new(&mem, || {
+        let _irq = IrqContextGuard::enter();
+        let buf = {
+            let pin = la.pin(page).unwrap();
+            assert_eq!(pin.addr(), old, "not switched before commit");
+            let mut buf = vec![0; PAGE_SIZE as usize];
+            mem.read(pin.addr(), &mut buf);
+            buf
+        };
+        assert!(buf.iter().all(|b| *b == 0x33));
+    });
+    la.migrate_page(page, &hooked).unwrap();
+    assert_ne!(addr(&la, page), old);
+    assert!(read_page(&la, &mem, page).iter().all(|b| *b == 0x33));
+}
+
+#[test]
+fn a_page_freed_during_its_copy_is_not_resurrected() {
+    let (la, mem) = with_pool(1, 1);
+    let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
+    let hooked = CopyHook::new(&mem, || la.lock().free_movable(page).unwrap());
+    let report = la.reclaim_swiotlb_pageblocks(blocks(1, 1), &hooked, MIGRATE_ALL, &mut |_| {}).unwrap();
+    assert_eq!((report.freed_meanwhile, report.migrated), (1, 0));
+    let a = la.lock();
+    assert_eq!(a.nr_free_pages(ZoneType::Dma), PAGEBLOCK_NR_PAGES, "target frame freed too");
+    check_invariants(&a);
+}
+
+#[test]
+fn pinning_works_in_interrupt_context() {
+    let (la, _mem) = with_pool(1, 0);
+    let page = la.lock().alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap();
+    let _irq = IrqContextGuard::enter();
+    assert!(la.pin(page).is_ok());
+}
+
+#[test]
+#[should_panic(expected = "task context only")]
+fn reclaim_in_interrupt_context_panics() {
+    let (la, mem) = with_pool(1, 1);
+    la.lock().lend_swiotlb_pageblocks(blocks(1, 1)).unwrap();
+    let _irq = IrqContextGuard::enter();
+    let _ = la.reclaim_swiotlb_pageblocks(blocks(1, 1), &mem, MIGRATE_ALL, &mut |_| {});
+}
+
+#[test]
+#[should_panic(expected = "task context only")]
+fn migration_in_interrupt_context_panics() {
+    let (la, mem) = with_pool(1, 0);
+    let page = la.lock().alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap();
+    let _irq = IrqContextGuard::enter();
+    let _ = la.migrate_page(page, &mem);
+}
+
+#[test]
+#[should_panic(expected = "task context only")]
+fn long_term_pin_in_interrupt_context_panics() {
+    let (la, mem) = with_pool(1, 0);
+    let page = la.lock().alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap();
+    let _irq = IrqContextGuard::enter();
+    let _ = la.pin_longterm(page, &mem);
+}
+
+#[test]
+fn page_cache_keeps_dirty_blocks_and_forgets_dropped_clean_ones() {
+    let (la, mem) = with_pool(1, 1);
+    la.lock().lend_swiotlb_pageblocks(blocks(1, 1)).unwrap();
+    let hog = MemoryPressure::fill(&la, &mem, ZoneType::Dma, PAGEBLOCK_NR_PAGES, 3);
+    let mut cache = PageCache::new(&la, &mem, ZoneType::Dma);
+    let key = |block| CacheKey { device: 1, block };
+    for b in 0..8u64 {
+        cache.insert_clean(key(b), &vec![b as u8; PAGE_SIZE as usize]).unwrap();
+    }
+    cache.write(key(3), &vec![0xD3; PAGE_SIZE as usize]).unwrap();
+    cache.write(key(9), &vec![0xD9; PAGE_SIZE as usize]).unwrap();
+    assert_eq!(cache.dirty_keys(), vec![key(3), key(9)]);
+    assert_eq!(cache.write(key(1 << 48), &[0; 4096]), Err(page_cache::CacheError::BadKey(key(1 << 48))));
+    assert_eq!(cache.write(key(1), &[0; 4]), Err(page_cache::CacheError::BadLength(4)));
+    hog.release(&la).unwrap();
+
+    let mut dropped = Vec::new();
+    let report = la.reclaim_swiotlb_pageblocks(blocks(1, 1), &mem, DROP_CLEAN, &mut |d| dropped.push(d)).unwrap();
+    assert_eq!((report.dropped, report.migrated), (7, 2));
+    dropped.into_iter().for_each(|d| cache.page_dropped(d));
+    assert_eq!(cache.len(), 2);
+    let mut buf = vec![0; PAGE_SIZE as usize];
+    assert!(!cache.read(key(0), &mut buf).unwrap(), "clean block dropped: a miss");
+    assert!(cache.read(key(3), &mut buf).unwrap());
+    assert!(buf.iter().all(|b| *b == 0xD3));
+    cache.mark_clean(key(3)).unwrap();
+    assert_eq!(cache.dirty_keys(), vec![key(9)]);
+    assert_eq!(cache.mark_clean(key(0)), Err(page_cache::CacheError::Missing(key(0))));
+    drop(cache);
+    let a = la.lock();
+    assert_eq!(a.nr_free_pages(ZoneType::Dma), PAGEBLOCK_NR_PAGES, "cache freed its pages");
+    check_invariants(&a);
+}
+
+#[test]
+fn memory_pressure_survives_reclaim_byte_for_byte() {
+    let (la, mem) = with_pool(3, 2);
+    la.lock().lend_swiotlb_pageblocks(blocks(3, 2)).unwrap();
+    let mut load = MemoryPressure::fill(&la, &mem, ZoneType::Dma, 5 * PAGEBLOCK_NR_PAGES, 42);
+    assert_eq!(load.len(), 5 * PAGEBLOCK_NR_PAGES, "movable memory fills MOVABLE and lent blocks");
+    // Free 2 in 5 so the lent pages have somewhere to go.
+    assert_eq!(load.release_every(&la, 5), PAGEBLOCK_NR_PAGES);
+    load.release_every(&la, 4);
+    assert_eq!(la.reclaim_swiotlb_pageblocks(blocks(3, 2), &mem, DROP_CLEAN, &mut |_| {}).map(|r| r.dropped), Ok(0));
+    assert_eq!(load.verify(&la, &mem), Ok(load.len()));
+    assert!(load.pages().all(|p| addr(&la, p) < block(3)));
+    check_invariants(&la.lock());
+    load.release(&la).unwrap();
+    assert_eq!(la.lock().nr_free_pages(ZoneType::Dma), 3 * PAGEBLOCK_NR_PAGES);
+}
