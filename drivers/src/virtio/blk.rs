@@ -190,9 +190,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         let features = init.features();
         // 7. Device-specific setup: config, then the request queue.
         let config = BlkConfig::read(&transport, features)?;
-        let max = init
-            .max_queue_size(0)
-            .min(u16::try_from(Q).unwrap_or(u16::MAX));
+        let max = init.max_queue_size(0).min(u16::try_from(Q).unwrap_or(u16::MAX));
         if max == 0 {
             return Err(Error::QueueUnavailable(0));
         }
@@ -201,12 +199,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         init.setup_queue(0, &queue)?;
         // 8. DRIVER_OK.
         init.driver_ok();
-        Ok(Self {
-            transport,
-            queue,
-            features,
-            config,
-        })
+        Ok(Self { transport, queue, features, config })
     }
 
     /// The negotiated features.
@@ -281,10 +274,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
 
     /// The next request the device finished, or `None` (from the interrupt handler).
     pub fn pop_completed(&mut self) -> Result<Option<Completion>> {
-        Ok(self.queue.pop_used()?.map(|(head, written)| Completion {
-            token: Token(head),
-            written,
-        }))
+        Ok(self.queue.pop_used()?.map(|(head, written)| Completion { token: Token(head), written }))
     }
 
     /// The outcome of a completed request, from its status byte as unmapped by the caller.
@@ -293,17 +283,13 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     pub fn complete(&mut self, completion: Completion, status: u8) -> Result<()> {
         let id = completion.token.0;
         if completion.written == 0 {
-            return Err(self
-                .queue
-                .mark_broken(BrokenReason::StatusNotWritten { id }));
+            return Err(self.queue.mark_broken(BrokenReason::StatusNotWritten { id }));
         }
         match status {
             req_status::OK => Ok(()),
             req_status::IOERR => Err(Error::IoError),
             req_status::UNSUPP => Err(Error::RequestUnsupported),
-            status => Err(self
-                .queue
-                .mark_broken(BrokenReason::BadStatus { id, status })),
+            status => Err(self.queue.mark_broken(BrokenReason::BadStatus { id, status })),
         }
     }
 
@@ -311,19 +297,14 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     fn check_data(&self, sector: u64, data: &[DmaSegment]) -> Result<()> {
         let mut total: u64 = 0;
         for segment in data {
-            let too_big = self
-                .config
-                .size_max
-                .is_some_and(|max| max != 0 && segment.len > max);
+            let too_big = self.config.size_max.is_some_and(|max| max != 0 && segment.len > max);
             if segment.len == 0 || too_big {
                 return Err(Error::BadRequest);
             }
             total += u64::from(segment.len);
         }
-        let too_many = self
-            .config
-            .seg_max
-            .is_some_and(|max| max != 0 && data.len() as u64 > u64::from(max));
+        let too_many =
+            self.config.seg_max.is_some_and(|max| max != 0 && data.len() as u64 > u64::from(max));
         // The data must be whole sectors, at least one (§5.2.6.1).
         if total == 0 || !total.is_multiple_of(u64::from(SECTOR_SIZE)) || too_many {
             return Err(Error::BadRequest);

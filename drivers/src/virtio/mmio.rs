@@ -108,11 +108,7 @@ impl VirtioMmio {
         if regs.device_id.get() == 0 {
             return Err(Error::NoDevice);
         }
-        Ok(Self {
-            regs,
-            config_base: base + CONFIG_OFFSET,
-            config_len: size - CONFIG_OFFSET,
-        })
+        Ok(Self { regs, config_base: base + CONFIG_OFFSET, config_len: size - CONFIG_OFFSET })
     }
 
     /// The vendor ID ("QEMU" is 0x554d4551).
@@ -122,9 +118,7 @@ impl VirtioMmio {
 
     /// The address of a naturally aligned config field of `width` bytes at `offset`.
     fn config_field(&self, offset: usize, width: usize) -> Result<usize> {
-        let in_range = offset
-            .checked_add(width)
-            .is_some_and(|end| end <= self.config_len);
+        let in_range = offset.checked_add(width).is_some_and(|end| end <= self.config_len);
         if !in_range || !offset.is_multiple_of(width) {
             return Err(Error::ConfigOutOfRange { offset });
         }
@@ -219,16 +213,12 @@ impl Transport for VirtioMmio {
     fn read_config_u16(&self, offset: usize) -> Result<u16> {
         let address = self.config_field(offset, 2)?;
         // SAFETY: as in `read_config_u8`; `config_field` checked the alignment.
-        Ok(u16::from_le(unsafe {
-            (address as *const u16).read_volatile()
-        }))
+        Ok(u16::from_le(unsafe { (address as *const u16).read_volatile() }))
     }
 
     fn read_config_u32(&self, offset: usize) -> Result<u32> {
         let address = self.config_field(offset, 4)?;
         // SAFETY: as in `read_config_u8`; `config_field` checked the alignment.
-        Ok(u32::from_le(unsafe {
-            (address as *const u32).read_volatile()
-        }))
+        Ok(u32::from_le(unsafe { (address as *const u32).read_volatile() }))
     }
 }

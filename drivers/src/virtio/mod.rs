@@ -96,11 +96,7 @@ pub enum BrokenReason {
     /// The used ring's `idx` moved backwards.
     UsedIdxBackwards { seen: u16, now: u16 },
     /// The used ring's `idx` claims more completions than chains are in flight.
-    UsedIdxAhead {
-        last_used: u16,
-        now: u16,
-        in_flight: u16,
-    },
+    UsedIdxAhead { last_used: u16, now: u16, in_flight: u16 },
     /// A used element names a descriptor outside the queue.
     UsedIdOutOfRange { id: u32 },
     /// A used element names a descriptor that is not the head of a chain in flight.
@@ -157,10 +153,7 @@ pub enum Error {
     /// The MMIO slot has no device behind it (device ID 0).
     NoDevice,
     /// The device is not of the type the driver expected.
-    WrongDeviceType {
-        expected: DeviceType,
-        found: DeviceType,
-    },
+    WrongDeviceType { expected: DeviceType, found: DeviceType },
     /// The device lacks a feature the driver requires (the missing bits).
     MissingFeatures(u64),
     /// The device cleared FEATURES_OK: it refuses the feature subset we chose.
@@ -211,11 +204,7 @@ impl fmt::Display for Error {
             Self::UnknownVersion(v) => write!(f, "unknown virtio-mmio version {v}"),
             Self::NoDevice => write!(f, "no device in this virtio-mmio slot"),
             Self::WrongDeviceType { expected, found } => {
-                write!(
-                    f,
-                    "expected virtio device {}, found {}",
-                    expected.0, found.0
-                )
+                write!(f, "expected virtio device {}, found {}", expected.0, found.0)
             }
             Self::MissingFeatures(bits) => write!(f, "device lacks required features {bits:#x}"),
             Self::FeaturesNotAccepted => write!(f, "device refused the negotiated features"),

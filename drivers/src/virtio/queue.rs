@@ -37,20 +37,12 @@ pub struct Buffer {
 impl Buffer {
     /// A buffer the device reads (driver to device).
     pub fn readable(dma_addr: u64, len: u32) -> Self {
-        Self {
-            dma_addr,
-            len,
-            device_writable: false,
-        }
+        Self { dma_addr, len, device_writable: false }
     }
 
     /// A buffer the device writes (device to driver).
     pub fn writable(dma_addr: u64, len: u32) -> Self {
-        Self {
-            dma_addr,
-            len,
-            device_writable: true,
-        }
+        Self { dma_addr, len, device_writable: true }
     }
 }
 
@@ -123,12 +115,7 @@ impl VirtqueueMemory {
         avail: RingRegion,
         used: RingRegion,
     ) -> Self {
-        Self {
-            size,
-            desc,
-            avail,
-            used,
-        }
+        Self { size, desc, avail, used }
     }
 
     /// The queue size.
@@ -240,11 +227,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
 
     /// The DMA addresses of descriptor table, driver area and device area (§4.2.3.2).
     pub fn ring_dma_addresses(&self) -> (u64, u64, u64) {
-        (
-            self.mem.desc.dma_addr,
-            self.mem.avail.dma_addr,
-            self.mem.used.dma_addr,
-        )
+        (self.mem.desc.dma_addr, self.mem.avail.dma_addr, self.mem.used.dma_addr)
     }
 
     /// Free descriptors.
@@ -307,11 +290,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
         let mut remaining = count;
         for buffer in chain.take(usize::from(count)) {
             remaining -= 1;
-            let mut flags = if buffer.device_writable {
-                DESC_F_WRITE
-            } else {
-                0
-            };
+            let mut flags = if buffer.device_writable { DESC_F_WRITE } else { 0 };
             let next = if remaining > 0 {
                 flags |= DESC_F_NEXT;
                 self.next[usize::from(index)]
@@ -324,10 +303,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
         }
         self.free_head = index;
         self.num_free -= count;
-        self.state[usize::from(head)] = DescState::Head {
-            chain_len: count,
-            writable,
-        };
+        self.state[usize::from(head)] = DescState::Head { chain_len: count, writable };
 
         // §2.7.13.2: the head goes into the next available ring slot.
         self.write_avail_ring(self.avail_idx & self.mask, head);
@@ -377,11 +353,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
         let pending = now.wrapping_sub(self.last_used_idx);
         if pending > self.in_flight {
             let (last_used, in_flight) = (self.last_used_idx, self.in_flight);
-            return Err(self.mark_broken(BrokenReason::UsedIdxAhead {
-                last_used,
-                now,
-                in_flight,
-            }));
+            return Err(self.mark_broken(BrokenReason::UsedIdxAhead { last_used, now, in_flight }));
         }
         self.used_idx_seen = now;
         if pending == 0 {
@@ -457,12 +429,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
     fn avail_u16(&self, offset: usize) -> *mut u16 {
         // Offsets in u16 units: 0 flags, 1 idx, 2.. ring, 2 + size used_event.
         debug_assert!(offset < 3 + usize::from(self.mem.size));
-        self.mem
-            .avail
-            .ptr
-            .as_ptr()
-            .cast::<u16>()
-            .wrapping_add(offset)
+        self.mem.avail.ptr.as_ptr().cast::<u16>().wrapping_add(offset)
     }
 
     fn write_avail_ring(&mut self, slot: u16, head: u16) {
@@ -485,13 +452,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
 
     fn used_u16(&self, byte_offset: usize) -> u16 {
         debug_assert!(byte_offset + 2 <= VirtqueueMemory::used_layout(self.mem.size).0);
-        let field = self
-            .mem
-            .used
-            .ptr
-            .as_ptr()
-            .wrapping_add(byte_offset)
-            .cast::<u16>();
+        let field = self.mem.used.ptr.as_ptr().wrapping_add(byte_offset).cast::<u16>();
         // SAFETY: callers pass the offset of flags, idx or avail_event, 2-aligned fields inside
         // the used ring.
         u16::from_le(unsafe { field.read_volatile() })
@@ -511,13 +472,8 @@ impl<const MAX: usize> Virtqueue<MAX> {
 
     fn read_used_elem(&self, slot: u16) -> (u32, u32) {
         debug_assert!(slot < self.mem.size);
-        let elem = self
-            .mem
-            .used
-            .ptr
-            .as_ptr()
-            .wrapping_add(4 + 8 * usize::from(slot))
-            .cast::<[u32; 2]>();
+        let elem =
+            self.mem.used.ptr.as_ptr().wrapping_add(4 + 8 * usize::from(slot)).cast::<[u32; 2]>();
         // SAFETY: `slot < size`: the element is inside the used ring, 4-aligned.
         let [id, len] = unsafe { elem.read_volatile() };
         (u32::from_le(id), u32::from_le(len))

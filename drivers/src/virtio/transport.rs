@@ -173,11 +173,7 @@ impl<'a, T: Transport + ?Sized> DeviceInit<'a, T> {
             return Err(Error::WrongDeviceType { expected, found });
         }
         // From here on, dropping `init` on an error path sets FAILED.
-        let mut init = Self {
-            transport,
-            features: 0,
-            finished: false,
-        };
+        let mut init = Self { transport, features: 0, finished: false };
 
         // 1. Reset the device, and wait for the reset to complete (§4.2.3.1).
         transport.set_status(0);
@@ -246,8 +242,7 @@ impl<'a, T: Transport + ?Sized> DeviceInit<'a, T> {
             return Err(Error::QueueTooSmall { queue, max });
         }
         let (desc, driver, device) = vq.ring_dma_addresses();
-        self.transport
-            .activate_queue(queue, vq.size(), desc, driver, device);
+        self.transport.activate_queue(queue, vq.size(), desc, driver, device);
         Ok(())
     }
 

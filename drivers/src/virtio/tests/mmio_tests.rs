@@ -44,23 +44,14 @@ fn legacy_device_is_refused() {
 fn probe_checks_magic_version_and_presence() {
     let dma = SimDma::default();
     let bad_magic = region(&dma, 0x1234_5678, 2, 2);
-    assert_eq!(
-        probe(bad_magic, REGION).err(),
-        Some(Error::BadMagic(0x1234_5678))
-    );
+    assert_eq!(probe(bad_magic, REGION).err(), Some(Error::BadMagic(0x1234_5678)));
     let future = region(&dma, MAGIC_VALUE, 3, 2);
     assert_eq!(probe(future, REGION).err(), Some(Error::UnknownVersion(3)));
     let empty_slot = region(&dma, MAGIC_VALUE, 2, 0);
     assert_eq!(probe(empty_slot, REGION).err(), Some(Error::NoDevice));
     let modern = region(&dma, MAGIC_VALUE, 2, 2);
-    assert!(
-        probe(modern, 0x80).is_err(),
-        "a region too small for the registers"
-    );
-    assert_eq!(
-        probe(modern, REGION).unwrap().device_type(),
-        DeviceType::BLOCK
-    );
+    assert!(probe(modern, 0x80).is_err(), "a region too small for the registers");
+    assert_eq!(probe(modern, REGION).unwrap().device_type(), DeviceType::BLOCK);
     dma.check_guards();
 }
 
@@ -82,18 +73,9 @@ fn init_writes_the_registers_of_the_spec_layout() {
     init.driver_ok();
     let (desc, driver, device) = queue.ring_dma_addresses();
     let address = |low| u64::from(get(base, low)) | u64::from(get(base, low + 4)) << 32;
-    assert_eq!(
-        (get(base, 0x030), get(base, 0x038), get(base, 0x044)),
-        (0, 16, 1)
-    );
-    assert_eq!(
-        (address(0x080), address(0x090), address(0x0a0)),
-        (desc, driver, device)
-    );
-    assert_eq!(
-        get(base, 0x070),
-        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
-    );
+    assert_eq!((get(base, 0x030), get(base, 0x038), get(base, 0x044)), (0, 16, 1));
+    assert_eq!((address(0x080), address(0x090), address(0x0a0)), (desc, driver, device));
+    assert_eq!(get(base, 0x070), ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
 
     mmio.notify(0);
     assert_eq!(get(base, 0x050), 0);
@@ -113,15 +95,9 @@ fn config_space_reads_are_bounded_and_aligned() {
     assert_eq!(mmio.read_config_u64(0), Ok(0x1122_3344_5566_7788));
     assert_eq!(mmio.read_config_u16(2), Ok(0x5566));
     assert_eq!(mmio.read_config_u8(7), Ok(0x11));
-    assert_eq!(
-        mmio.read_config_u32(2),
-        Err(Error::ConfigOutOfRange { offset: 2 })
-    );
+    assert_eq!(mmio.read_config_u32(2), Err(Error::ConfigOutOfRange { offset: 2 }));
     assert_eq!(mmio.read_config_u32(0xfc), Ok(0));
-    assert_eq!(
-        mmio.read_config_u32(0x100),
-        Err(Error::ConfigOutOfRange { offset: 0x100 })
-    );
+    assert_eq!(mmio.read_config_u32(0x100), Err(Error::ConfigOutOfRange { offset: 0x100 }));
     assert_eq!(
         mmio.read_config_u8(usize::MAX),
         Err(Error::ConfigOutOfRange { offset: usize::MAX })

@@ -27,19 +27,14 @@ fn setup_with(size: u16, event_idx: bool) -> (SimDma, Virtqueue<MAX>, RingDevice
 fn add_pair(queue: &mut Virtqueue<MAX>, dma: &SimDma, writable: u32) -> u16 {
     let out = dma.buffer(16, 0);
     let inb = dma.buffer(writable as usize, 0);
-    queue
-        .add(&[Buffer::readable(out, 16), Buffer::writable(inb, writable)])
-        .unwrap()
+    queue.add(&[Buffer::readable(out, 16), Buffer::writable(inb, writable)]).unwrap()
 }
 
 #[test]
 fn chain_reaches_device_and_comes_back() {
     let (dma, mut queue, mut device) = setup(8);
-    let chain = [
-        Buffer::readable(0x1000, 16),
-        Buffer::readable(0x2000, 512),
-        Buffer::writable(0x3000, 1),
-    ];
+    let chain =
+        [Buffer::readable(0x1000, 16), Buffer::readable(0x2000, 512), Buffer::writable(0x3000, 1)];
     let head = queue.add(&chain).unwrap();
     assert_eq!(queue.num_free(), 5);
     assert!(queue.kick_prepare().unwrap());
@@ -48,11 +43,7 @@ fn chain_reaches_device_and_comes_back() {
     assert_eq!(seen.head, head);
     let expected: Vec<SimDesc> = chain
         .iter()
-        .map(|b| SimDesc {
-            addr: b.dma_addr,
-            len: b.len,
-            writable: b.device_writable,
-        })
+        .map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable })
         .collect();
     assert_eq!(seen.descs, expected);
     assert_eq!(queue.pop_used().unwrap(), None);
@@ -68,13 +59,8 @@ fn chain_reaches_device_and_comes_back() {
 fn many_in_flight_complete_out_of_order() {
     let (dma, mut queue, mut device) = setup(16);
     // Eight 2-descriptor chains fill the 16 descriptors.
-    let heads: Vec<u16> = (0..8)
-        .map(|i| add_pair(&mut queue, &dma, 100 + i))
-        .collect();
-    assert_eq!(
-        queue.add(&[Buffer::readable(0x1000, 1)]),
-        Err(Error::QueueFull)
-    );
+    let heads: Vec<u16> = (0..8).map(|i| add_pair(&mut queue, &dma, 100 + i)).collect();
+    assert_eq!(queue.add(&[Buffer::readable(0x1000, 1)]), Err(Error::QueueFull));
 
     let mut chains: Vec<_> = std::iter::from_fn(|| device.pop_avail()).collect();
     assert_eq!(chains.iter().map(|c| c.head).collect::<Vec<_>>(), heads);
@@ -85,10 +71,7 @@ fn many_in_flight_complete_out_of_order() {
         device.push_used(chain.head.into(), chain.writable_len());
     }
     for chain in &chains[..3] {
-        assert_eq!(
-            queue.pop_used().unwrap(),
-            Some((chain.head, chain.writable_len()))
-        );
+        assert_eq!(queue.pop_used().unwrap(), Some((chain.head, chain.writable_len())));
     }
     // Reuse freed descriptors while others are still in flight.
     let again = add_pair(&mut queue, &dma, 7);
@@ -107,9 +90,7 @@ fn indices_wrap_past_65535() {
     let (dma, mut queue, mut device) = setup(4);
     let (out, inb) = (dma.buffer(16, 0), dma.buffer(8, 0));
     for round in 0..70_000u32 {
-        let a = queue
-            .add(&[Buffer::readable(out, 16), Buffer::writable(inb, 8)])
-            .unwrap();
+        let a = queue.add(&[Buffer::readable(out, 16), Buffer::writable(inb, 8)]).unwrap();
         let b = queue.add(&[Buffer::writable(0x4000, 4)]).unwrap();
         let ca = device.pop_avail().unwrap();
         let cb = device.pop_avail().unwrap();
@@ -131,14 +112,8 @@ fn malformed_chains_are_refused() {
     assert_eq!(queue.add(&[]), Err(Error::BadChain));
     let writable_first = [Buffer::writable(0x1000, 1), Buffer::readable(0x2000, 1)];
     assert_eq!(queue.add(&writable_first), Err(Error::BadChain));
-    assert_eq!(
-        queue.add(&[Buffer::readable(0x1000, 1); 5]),
-        Err(Error::BadChain)
-    );
-    let over_4g = [
-        Buffer::readable(0x1000, u32::MAX),
-        Buffer::writable(0x2000, 1),
-    ];
+    assert_eq!(queue.add(&[Buffer::readable(0x1000, 1); 5]), Err(Error::BadChain));
+    let over_4g = [Buffer::readable(0x1000, u32::MAX), Buffer::writable(0x2000, 1)];
     assert_eq!(queue.add(&over_4g), Err(Error::BadChain));
     assert_eq!((queue.num_free(), queue.in_flight()), (4, 0));
     dma.check_guards();
@@ -157,7 +132,7 @@ fn notification_suppression() {
 
 #[test]
 fn event_idx_suppression() {
-    let (_dma, mut queue, mut device) = setup_with(8, true);
+    let (dma, mut queue, mut device) = setup_with(8, true);
     // The device wants a notification once avail idx passes 2 (avail_event = 2).
     device.set_avail_event(2);
     queue.add(&[Buffer::readable(0x1000, 1)]).unwrap(); // idx 0 -> 1
@@ -171,6 +146,7 @@ fn event_idx_suppression() {
     device.push_used(chain.head.into(), 0);
     queue.pop_used().unwrap().unwrap();
     assert_eq!(device.used_event(), 1);
+    dma.check_guards();
 }
 
 /// Runs a hostile scenario and checks the queue breaks with `reason`, stays broken, and that
@@ -181,10 +157,7 @@ fn assert_breaks(dma: &SimDma, queue: &mut Virtqueue<MAX>, reason: BrokenReason)
     // Latched: every later call fails the same way, and the queue state does not move.
     let (free, in_flight) = (queue.num_free(), queue.in_flight());
     assert_eq!(queue.pop_used(), Err(Error::DeviceBroken(reason)));
-    assert_eq!(
-        queue.add(&[Buffer::readable(0x1000, 1)]),
-        Err(Error::DeviceBroken(reason))
-    );
+    assert_eq!(queue.add(&[Buffer::readable(0x1000, 1)]), Err(Error::DeviceBroken(reason)));
     assert_eq!(queue.kick_prepare(), Err(Error::DeviceBroken(reason)));
     assert_eq!((queue.num_free(), queue.in_flight()), (free, in_flight));
     dma.check_guards();
@@ -204,11 +177,7 @@ fn hostile_used_id_huge() {
     let (dma, mut queue, mut device) = setup(8);
     add_pair(&mut queue, &dma, 4);
     device.push_used(u32::MAX, 0);
-    assert_breaks(
-        &dma,
-        &mut queue,
-        BrokenReason::UsedIdOutOfRange { id: u32::MAX },
-    );
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdOutOfRange { id: u32::MAX });
 }
 
 #[test]
@@ -226,11 +195,7 @@ fn hostile_used_id_not_a_chain_head() {
     let body = device.pop_avail().unwrap().head + 1;
     assert_eq!(head, 0);
     device.push_used(body.into(), 0);
-    assert_breaks(
-        &dma,
-        &mut queue,
-        BrokenReason::UsedIdNotInFlight { id: body },
-    );
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdNotInFlight { id: body });
 }
 
 #[test]
@@ -241,11 +206,7 @@ fn hostile_used_id_repeated() {
     device.push_used(head.into(), 4);
     device.push_used(head.into(), 4);
     assert_eq!(queue.pop_used().unwrap(), Some((head, 4)));
-    assert_breaks(
-        &dma,
-        &mut queue,
-        BrokenReason::UsedIdAlreadyCompleted { id: head },
-    );
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdAlreadyCompleted { id: head });
 }
 
 #[test]
@@ -253,26 +214,16 @@ fn hostile_used_len_too_long() {
     let (dma, mut queue, mut device) = setup(8);
     let head = add_pair(&mut queue, &dma, 512);
     device.push_used(head.into(), 513);
-    let reason = BrokenReason::UsedLenTooLong {
-        id: head,
-        len: 513,
-        writable: 512,
-    };
+    let reason = BrokenReason::UsedLenTooLong { id: head, len: 513, writable: 512 };
     assert_breaks(&dma, &mut queue, reason);
 }
 
 #[test]
 fn hostile_used_len_on_read_only_chain() {
     let (dma, mut queue, mut device) = setup(8);
-    let head = queue
-        .add(&[Buffer::readable(dma.buffer(64, 0), 64)])
-        .unwrap();
+    let head = queue.add(&[Buffer::readable(dma.buffer(64, 0), 64)]).unwrap();
     device.push_used(head.into(), 1);
-    let reason = BrokenReason::UsedLenTooLong {
-        id: head,
-        len: 1,
-        writable: 0,
-    };
+    let reason = BrokenReason::UsedLenTooLong { id: head, len: 1, writable: 0 };
     assert_breaks(&dma, &mut queue, reason);
 }
 
@@ -284,11 +235,7 @@ fn hostile_used_idx_backwards() {
     device.push_used(a.into(), 4);
     assert_eq!(queue.pop_used().unwrap(), Some((a, 4)));
     device.set_used_idx(0);
-    assert_breaks(
-        &dma,
-        &mut queue,
-        BrokenReason::UsedIdxBackwards { seen: 1, now: 0 },
-    );
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdxBackwards { seen: 1, now: 0 });
 }
 
 #[test]
@@ -301,11 +248,7 @@ fn hostile_used_idx_backwards_before_consumed() {
     assert_eq!(queue.pop_used().unwrap(), Some((a, 4)));
     // The driver saw idx 2; the device takes back one completion it already published.
     device.set_used_idx(1);
-    assert_breaks(
-        &dma,
-        &mut queue,
-        BrokenReason::UsedIdxBackwards { seen: 2, now: 1 },
-    );
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdxBackwards { seen: 2, now: 1 });
 }
 
 #[test]
@@ -313,11 +256,7 @@ fn hostile_used_idx_jumps_past_queue_size() {
     let (dma, mut queue, mut device) = setup(8);
     add_pair(&mut queue, &dma, 4);
     device.set_used_idx(9);
-    let reason = BrokenReason::UsedIdxAhead {
-        last_used: 0,
-        now: 9,
-        in_flight: 1,
-    };
+    let reason = BrokenReason::UsedIdxAhead { last_used: 0, now: 9, in_flight: 1 };
     assert_breaks(&dma, &mut queue, reason);
 }
 
@@ -327,11 +266,7 @@ fn hostile_used_idx_ahead_of_in_flight() {
     let a = add_pair(&mut queue, &dma, 4);
     device.push_used(a.into(), 4);
     device.push_used(a.into(), 4); // claims two completions, one chain was in flight
-    let reason = BrokenReason::UsedIdxAhead {
-        last_used: 0,
-        now: 2,
-        in_flight: 1,
-    };
+    let reason = BrokenReason::UsedIdxAhead { last_used: 0, now: 2, in_flight: 1 };
     assert_breaks(&dma, &mut queue, reason);
 }
 

@@ -100,11 +100,7 @@ pub struct SimChain {
 impl SimChain {
     /// Device-writable bytes of the chain.
     pub fn writable_len(&self) -> u32 {
-        self.descs
-            .iter()
-            .filter(|d| d.writable)
-            .map(|d| d.len)
-            .sum()
+        self.descs.iter().filter(|d| d.writable).map(|d| d.len).sum()
     }
 }
 
@@ -145,30 +141,15 @@ impl RingDevice {
     }
 
     fn desc(&self, index: u16) -> (SimDesc, u16, u16) {
-        assert!(
-            index < self.size,
-            "driver gave a descriptor index out of range"
-        );
+        assert!(index < self.size, "driver gave a descriptor index out of range");
         // SAFETY: `index < size` and the table holds `size` 16-byte descriptors.
-        let raw = unsafe {
-            self.desc
-                .add(16 * usize::from(index))
-                .cast::<[u8; 16]>()
-                .read_volatile()
-        };
+        let raw =
+            unsafe { self.desc.add(16 * usize::from(index)).cast::<[u8; 16]>().read_volatile() };
         let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap());
         let len = u32::from_le_bytes(raw[8..12].try_into().unwrap());
         let flags = u16::from_le_bytes(raw[12..14].try_into().unwrap());
         let next = u16::from_le_bytes(raw[14..16].try_into().unwrap());
-        (
-            SimDesc {
-                addr,
-                len,
-                writable: flags & 2 != 0,
-            },
-            flags,
-            next,
-        )
+        (SimDesc { addr, len, writable: flags & 2 != 0 }, flags, next)
     }
 
     /// Takes the next chain the driver made available, walking the descriptor table.
@@ -197,12 +178,7 @@ impl RingDevice {
     pub fn write_used_elem(&mut self, slot_idx: u16, id: u32, len: u32) {
         let slot = usize::from(slot_idx % self.size);
         // SAFETY: `slot < size`, the used ring holds `size` 8-byte elements after 4 bytes.
-        unsafe {
-            self.used
-                .add(4 + 8 * slot)
-                .cast::<[u32; 2]>()
-                .write_volatile([id, len])
-        };
+        unsafe { self.used.add(4 + 8 * slot).cast::<[u32; 2]>().write_volatile([id, len]) };
     }
 
     /// Returns a buffer: element, then idx, as a device does.
@@ -302,19 +278,14 @@ impl FakeTransport {
     fn config_bytes<const N: usize>(&self, offset: usize) -> Result<[u8; N]> {
         let bytes: [u8; N] = {
             let config = self.config.borrow();
-            let bytes = config
-                .get(offset..offset + N)
-                .ok_or(Error::ConfigOutOfRange { offset })?;
+            let bytes = config.get(offset..offset + N).ok_or(Error::ConfigOutOfRange { offset })?;
             bytes.try_into().unwrap()
         };
         if self.config_changes.get() > 0 {
             // The host rewrites the config right after this read: every byte and the
             // generation move.
             self.config_changes.set(self.config_changes.get() - 1);
-            self.config
-                .borrow_mut()
-                .iter_mut()
-                .for_each(|b| *b = b.wrapping_add(1));
+            self.config.borrow_mut().iter_mut().for_each(|b| *b = b.wrapping_add(1));
             self.generation.set(self.generation.get() + 1);
         }
         Ok(bytes)
@@ -369,8 +340,7 @@ impl Transport for FakeTransport {
     }
 
     fn activate_queue(&self, queue: u16, size: u16, desc: u64, driver: u64, device: u64) {
-        self.activated
-            .set(Some((queue, size, desc, driver, device)));
+        self.activated.set(Some((queue, size, desc, driver, device)));
         self.queue_ready.set(true);
     }
 

@@ -41,10 +41,7 @@ fn missing_version_1_is_refused_with_failed() {
     let result = DeviceInit::begin(&dev, BLOCK, A, 0).map(|_| ());
     assert_eq!(result, Err(Error::MissingFeatures(feature::VERSION_1)));
     assert!(dev.failed());
-    assert_eq!(
-        dev.status_log.borrow()[..3],
-        [0, ACKNOWLEDGE, ACKNOWLEDGE | DRIVER]
-    );
+    assert_eq!(dev.status_log.borrow()[..3], [0, ACKNOWLEDGE, ACKNOWLEDGE | DRIVER]);
 }
 
 #[test]
@@ -61,10 +58,7 @@ fn features_ok_not_accepted_sets_failed() {
 fn access_platform_is_accepted_when_offered() {
     let dev = FakeTransport::new(BLOCK, feature::VERSION_1 | feature::ACCESS_PLATFORM | B);
     let init = DeviceInit::begin(&dev, BLOCK, A, 0).unwrap();
-    assert_eq!(
-        init.features(),
-        feature::VERSION_1 | feature::ACCESS_PLATFORM
-    );
+    assert_eq!(init.features(), feature::VERSION_1 | feature::ACCESS_PLATFORM);
     init.driver_ok();
     assert!(!dev.failed());
 }
@@ -73,10 +67,7 @@ fn access_platform_is_accepted_when_offered() {
 fn required_access_platform_missing_is_refused() {
     let dev = FakeTransport::new(BLOCK, feature::VERSION_1);
     let result = DeviceInit::begin(&dev, BLOCK, 0, feature::ACCESS_PLATFORM).map(|_| ());
-    assert_eq!(
-        result,
-        Err(Error::MissingFeatures(feature::ACCESS_PLATFORM))
-    );
+    assert_eq!(result, Err(Error::MissingFeatures(feature::ACCESS_PLATFORM)));
     assert!(dev.failed());
 }
 
@@ -84,10 +75,7 @@ fn required_access_platform_missing_is_refused() {
 fn wrong_device_type_is_left_alone() {
     let dev = FakeTransport::new(DeviceType::NET, feature::VERSION_1);
     let result = DeviceInit::begin(&dev, BLOCK, 0, 0).map(|_| ());
-    let expected = Error::WrongDeviceType {
-        expected: BLOCK,
-        found: DeviceType::NET,
-    };
+    let expected = Error::WrongDeviceType { expected: BLOCK, found: DeviceType::NET };
     assert_eq!(result, Err(expected));
     assert!(dev.status_log.borrow().is_empty());
 }
@@ -148,17 +136,11 @@ fn config_changing_forever_is_broken() {
     let dev = FakeTransport::new(BLOCK, feature::VERSION_1);
     dev.config_changes.set(u32::MAX);
     let result = read_config(&dev, |t| t.read_config_u32(0));
-    assert_eq!(
-        result,
-        Err(Error::DeviceBroken(BrokenReason::ConfigUnstable))
-    );
+    assert_eq!(result, Err(Error::DeviceBroken(BrokenReason::ConfigUnstable)));
 }
 
 #[test]
 fn config_reads_outside_the_space_fail() {
     let dev = FakeTransport::new(BLOCK, feature::VERSION_1);
-    assert_eq!(
-        dev.read_config_u32(62),
-        Err(Error::ConfigOutOfRange { offset: 62 })
-    );
+    assert_eq!(dev.read_config_u32(62), Err(Error::ConfigOutOfRange { offset: 62 }));
 }
