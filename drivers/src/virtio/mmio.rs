@@ -81,6 +81,11 @@ pub struct VirtioMmio {
     config_len: usize,
 }
 
+// SAFETY: `new`'s caller hands this value the only access to the registers; device memory has no
+// CPU affinity, so the value may move to (and be used from) another CPU. Not `Sync`: concurrent
+// users need the kernel's IRQ-safe lock, which needs `Send` only.
+unsafe impl Send for VirtioMmio {}
+
 impl VirtioMmio {
     /// Probes the virtio-mmio slot at `base`, `size` bytes long (the FDT `reg`): checks the magic
     /// value, that it is a modern (version 2) device, and that a device is present.

@@ -137,6 +137,21 @@ fn init_negotiates_features_and_reads_config() {
     dma.check_guards();
 }
 
+/// The kernel keeps the driver in a static IRQ-safe lock, which needs `Send`.
+#[allow(dead_code)]
+fn driver_is_send() {
+    fn send<T: Send>() {}
+    send::<crate::virtio::blk::VirtioBlk<crate::virtio::mmio::VirtioMmio, 256>>();
+}
+
+#[test]
+fn capacity_is_read_as_64_bits() {
+    let dma = SimDma::default();
+    let dev = device(0);
+    dev.set_config_u64(0, 0x1_0000_0040);
+    assert_eq!(Blk::new(dev, &dma, 0).unwrap().capacity(), 0x1_0000_0040);
+}
+
 #[test]
 fn queue_size_is_the_largest_power_of_two_both_allow() {
     let dma = SimDma::default();

@@ -290,6 +290,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
+    // No regression files: failures print their minimal case, which belongs in a named test.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     /// Random add / complete / pop sequences against a model: every pop returns exactly what
     /// the device completed, in order, and descriptors are never lost or double-freed.
     #[test]
