@@ -74,12 +74,12 @@ impl VirtqueueMemory {
         (16 * size as usize, 16)
     }
 
-    /// Bytes and alignment of the available ring: flags, idx, ring[size], used_event.
+    /// Bytes and alignment of the available ring: flags, idx, `ring[size]`, used_event.
     pub const fn avail_layout(size: u16) -> (usize, usize) {
         (6 + 2 * size as usize, 2)
     }
 
-    /// Bytes and alignment of the used ring: flags, idx, ring[size] of (id, len), avail_event.
+    /// Bytes and alignment of the used ring: flags, idx, `ring[size]` of (id, len), avail_event.
     pub const fn used_layout(size: u16) -> (usize, usize) {
         (6 + 8 * size as usize, 4)
     }
