@@ -14,3 +14,4 @@ pub mod power;
 #[cfg(target_arch = "aarch64")]
 pub mod timer;
 pub mod uart;
+pub mod virtio;

@@ -1,0 +1,334 @@
+//! The virtio block device protocol, virtio 1.2 §5.2 (Linux: `drivers/block/virtio_blk.c`).
+//!
+//! Non-blocking, for an interrupt-driven kernel, in the shape of virtio-drivers'
+//! `read_blocks_nb` / `complete_read_blocks`: the caller maps the request header, the data and
+//! the status byte with its DMA API (bouncing them through the SWIOTLB if need be), submits the
+//! DMA addresses and gets a [`Token`]. From the interrupt handler it pops [`Completion`]s, unmaps
+//! (copying the status byte back), and hands each completion back with the status byte to learn
+//! the request's outcome. The driver never touches the buffers themselves.
+
+use super::queue::{Buffer, Virtqueue};
+use super::transport::{read_config, DeviceInit, InterruptStatus, Transport};
+use super::{feature as common, BrokenReason, DeviceType, Error, Result, VirtioDma};
+
+/// Block device feature bits (§5.2.3).
+pub mod feature {
+    /// `size_max` holds the largest segment size.
+    pub const SIZE_MAX: u64 = 1 << 1;
+    /// `seg_max` holds the largest number of data segments in a request.
+    pub const SEG_MAX: u64 = 1 << 2;
+    /// The device is read-only.
+    pub const RO: u64 = 1 << 5;
+    /// `blk_size` holds the logical block size.
+    pub const BLK_SIZE: u64 = 1 << 6;
+    /// The device has a cache and takes flush requests.
+    pub const FLUSH: u64 = 1 << 9;
+}
+
+/// The features this driver understands (VERSION_1 and ACCESS_PLATFORM are handled by
+/// [`DeviceInit::begin`]).
+pub const SUPPORTED_FEATURES: u64 = feature::SIZE_MAX
+    | feature::SEG_MAX
+    | feature::RO
+    | feature::BLK_SIZE
+    | feature::FLUSH
+    | common::RING_EVENT_IDX;
+
+/// Sectors are 512 bytes whatever `blk_size` says (§5.2.6).
+pub const SECTOR_SIZE: u32 = 512;
+/// Size of the request header (struct virtio_blk_req up to `data`).
+pub const HEADER_SIZE: u32 = 16;
+/// Size of the device ID string a GET_ID request returns.
+pub const ID_BYTES: u32 = 20;
+/// What the caller puts in the status byte before submitting: no defined status, so a status
+/// the device never wrote is caught as [`BrokenReason::BadStatus`].
+pub const STATUS_UNWRITTEN: u8 = 0xff;
+
+/// Offsets in the device configuration (struct virtio_blk_config, §5.2.4).
+mod config_offset {
+    pub const CAPACITY: usize = 0;
+    pub const SIZE_MAX: usize = 8;
+    pub const SEG_MAX: usize = 12;
+    pub const BLK_SIZE: usize = 20;
+}
+
+/// Request status values (§5.2.6).
+pub mod req_status {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Device or driver error.
+    pub const IOERR: u8 = 1;
+    /// Request unsupported by the device.
+    pub const UNSUPP: u8 = 2;
+}
+
+/// The request types this driver issues (§5.2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RequestType {
+    /// Read (VIRTIO_BLK_T_IN).
+    In = 0,
+    /// Write (VIRTIO_BLK_T_OUT).
+    Out = 1,
+    /// Flush the device's write cache (VIRTIO_BLK_T_FLUSH).
+    Flush = 4,
+    /// Read the device ID string (VIRTIO_BLK_T_GET_ID).
+    GetId = 8,
+}
+
+/// The request header the device reads first: le32 type, le32 reserved, le64 sector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// What to do.
+    pub request_type: RequestType,
+    /// First sector (512 bytes) for reads and writes; 0 otherwise.
+    pub sector: u64,
+}
+
+impl RequestHeader {
+    /// The header's bytes, as they must be in the header buffer the caller maps.
+    pub fn to_bytes(&self) -> [u8; HEADER_SIZE as usize] {
+        let mut bytes = [0; HEADER_SIZE as usize];
+        bytes[0..4].copy_from_slice(&(self.request_type as u32).to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.sector.to_le_bytes());
+        bytes
+    }
+}
+
+/// The device configuration the driver uses; optional fields are `None` unless negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlkConfig {
+    /// Size of the device in 512-byte sectors.
+    pub capacity: u64,
+    /// Largest data segment in bytes (SIZE_MAX).
+    pub size_max: Option<u32>,
+    /// Most data segments in one request (SEG_MAX).
+    pub seg_max: Option<u32>,
+    /// Logical block size in bytes (BLK_SIZE); informational, not enforced.
+    pub blk_size: Option<u32>,
+}
+
+impl BlkConfig {
+    /// Reads the config as one consistent snapshot (generation counter, §2.5.1).
+    pub fn read<T: Transport + ?Sized>(transport: &T, features: u64) -> Result<Self> {
+        let optional = |t: &T, bit: u64, offset: usize| -> Result<Option<u32>> {
+            if features & bit == 0 {
+                return Ok(None);
+            }
+            t.read_config_u32(offset).map(Some)
+        };
+        read_config(transport, |t| {
+            Ok(Self {
+                capacity: t.read_config_u64(config_offset::CAPACITY)?,
+                size_max: optional(t, feature::SIZE_MAX, config_offset::SIZE_MAX)?,
+                seg_max: optional(t, feature::SEG_MAX, config_offset::SEG_MAX)?,
+                blk_size: optional(t, feature::BLK_SIZE, config_offset::BLK_SIZE)?,
+            })
+        })
+    }
+}
+
+/// One mapped data segment of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaSegment {
+    /// Where the device finds it.
+    pub dma_addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// The DMA addresses of a request's parts, mapped by the caller until the request completes.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDma<'a> {
+    /// The 16-byte header holding [`RequestHeader::to_bytes`] for this request.
+    pub header: u64,
+    /// The data: read into (IN, GET_ID) or written from (OUT); empty for FLUSH.
+    pub data: &'a [DmaSegment],
+    /// The status byte, pre-filled with [`STATUS_UNWRITTEN`].
+    pub status: u64,
+}
+
+/// A submitted request: the head descriptor of its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token(pub u16);
+
+/// A request the device has finished with. Not `Clone`: it is handed back once, to
+/// [`VirtioBlk::complete`], after the caller has unmapped the request's buffers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completion {
+    token: Token,
+    written: u32,
+}
+
+impl Completion {
+    /// The request that completed.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Bytes the device says it wrote (data and status byte).
+    pub fn written_len(&self) -> u32 {
+        self.written
+    }
+}
+
+/// A virtio block device with one request queue of at most `Q` entries.
+pub struct VirtioBlk<T: Transport, const Q: usize> {
+    transport: T,
+    queue: Virtqueue<Q>,
+    features: u64,
+    config: BlkConfig,
+}
+
+impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
+    /// Initialises the device (§3.1.1) with its request queue (queue 0) allocated from `dma`.
+    /// `required` names features the device must offer beyond VERSION_1 (e.g. ACCESS_PLATFORM
+    /// in a confidential VM).
+    pub fn new(transport: T, dma: &impl VirtioDma, required: u64) -> Result<Self> {
+        let mut init =
+            DeviceInit::begin(&transport, DeviceType::BLOCK, SUPPORTED_FEATURES, required)?;
+        let features = init.features();
+        // 7. Device-specific setup: config, then the request queue.
+        let config = BlkConfig::read(&transport, features)?;
+        let max = init.max_queue_size(0).min(u16::try_from(Q).unwrap_or(u16::MAX));
+        if max == 0 {
+            return Err(Error::QueueUnavailable(0));
+        }
+        let size = 1u16 << (15 - max.leading_zeros()); // largest power of two <= max
+        let queue = Virtqueue::allocate(dma, size, features & common::RING_EVENT_IDX != 0)?;
+        init.setup_queue(0, &queue)?;
+        // 8. DRIVER_OK.
+        init.driver_ok();
+        Ok(Self { transport, queue, features, config })
+    }
+
+    /// The negotiated features.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// The configuration read at initialisation.
+    pub fn config(&self) -> &BlkConfig {
+        &self.config
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.config.capacity
+    }
+
+    /// True if the device refuses writes.
+    pub fn readonly(&self) -> bool {
+        self.features & feature::RO != 0
+    }
+
+    /// The request queue, for inspection.
+    pub fn queue(&self) -> &Virtqueue<Q> {
+        &self.queue
+    }
+
+    /// The transport, for inspection.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Submits a read of `sector..` into `dma.data`; the header holds `RequestType::In`.
+    pub fn read_blocks_nb(&mut self, sector: u64, dma: &RequestDma<'_>) -> Result<Token> {
+        self.check_data(sector, dma.data)?;
+        self.submit(dma, true)
+    }
+
+    /// Submits a write of `dma.data` to `sector..`; the header holds `RequestType::Out`.
+    /// Refused on a read-only device before the queue is touched.
+    pub fn write_blocks_nb(&mut self, sector: u64, dma: &RequestDma<'_>) -> Result<Token> {
+        if self.readonly() {
+            return Err(Error::ReadOnly);
+        }
+        self.check_data(sector, dma.data)?;
+        self.submit(dma, false)
+    }
+
+    /// Submits a cache flush (`dma.data` must be empty); needs the FLUSH feature.
+    pub fn flush_nb(&mut self, dma: &RequestDma<'_>) -> Result<Token> {
+        if self.features & feature::FLUSH == 0 {
+            return Err(Error::Unsupported);
+        }
+        if !dma.data.is_empty() {
+            return Err(Error::BadRequest);
+        }
+        self.submit(dma, false)
+    }
+
+    /// Submits a GET_ID request; `dma.data` is one 20-byte segment.
+    pub fn get_id_nb(&mut self, dma: &RequestDma<'_>) -> Result<Token> {
+        if !matches!(dma.data, [segment] if segment.len == ID_BYTES) {
+            return Err(Error::BadRequest);
+        }
+        self.submit(dma, true)
+    }
+
+    /// Reads and acknowledges the device's interrupt (call first in the interrupt handler).
+    pub fn ack_interrupt(&self) -> InterruptStatus {
+        self.transport.ack_interrupt()
+    }
+
+    /// The next request the device finished, or `None` (from the interrupt handler).
+    pub fn pop_completed(&mut self) -> Result<Option<Completion>> {
+        Ok(self.queue.pop_used()?.map(|(head, written)| Completion { token: Token(head), written }))
+    }
+
+    /// The outcome of a completed request, from its status byte as unmapped by the caller.
+    /// A status the device did not write (length 0, or a value outside OK/IOERR/UNSUPP such as
+    /// the [`STATUS_UNWRITTEN`] fill) breaks the device.
+    pub fn complete(&mut self, completion: Completion, status: u8) -> Result<()> {
+        let id = completion.token.0;
+        if completion.written == 0 {
+            return Err(self.queue.mark_broken(BrokenReason::StatusNotWritten { id }));
+        }
+        match status {
+            req_status::OK => Ok(()),
+            req_status::IOERR => Err(Error::IoError),
+            req_status::UNSUPP => Err(Error::RequestUnsupported),
+            status => Err(self.queue.mark_broken(BrokenReason::BadStatus { id, status })),
+        }
+    }
+
+    /// Checks a read or write against §5.2.6.1 and the device's limits.
+    fn check_data(&self, sector: u64, data: &[DmaSegment]) -> Result<()> {
+        let mut total: u64 = 0;
+        for segment in data {
+            let too_big = self.config.size_max.is_some_and(|max| max != 0 && segment.len > max);
+            if segment.len == 0 || too_big {
+                return Err(Error::BadRequest);
+            }
+            total += u64::from(segment.len);
+        }
+        let too_many =
+            self.config.seg_max.is_some_and(|max| max != 0 && data.len() as u64 > u64::from(max));
+        // The data must be whole sectors, at least one (§5.2.6.1).
+        if total == 0 || !total.is_multiple_of(u64::from(SECTOR_SIZE)) || too_many {
+            return Err(Error::BadRequest);
+        }
+        let end = sector.checked_add(total / u64::from(SECTOR_SIZE));
+        if end.is_none_or(|end| end > self.config.capacity) {
+            return Err(Error::BadRequest);
+        }
+        Ok(())
+    }
+
+    /// Header (device-readable), data, status (device-writable) as one chain, then notify.
+    fn submit(&mut self, dma: &RequestDma<'_>, device_writes_data: bool) -> Result<Token> {
+        let header = core::iter::once(Buffer::readable(dma.header, HEADER_SIZE));
+        let data = dma.data.iter().map(move |segment| Buffer {
+            dma_addr: segment.dma_addr,
+            len: segment.len,
+            device_writable: device_writes_data,
+        });
+        let status = core::iter::once(Buffer::writable(dma.status, 1));
+        let head = self.queue.add_chain(header.chain(data).chain(status))?;
+        if self.queue.kick_prepare()? {
+            self.transport.notify(0);
+        }
+        Ok(Token(head))
+    }
+}

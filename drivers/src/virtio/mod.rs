@@ -1,0 +1,233 @@
+//! Virtio 1.2 over the MMIO transport, with split virtqueues and the block device protocol.
+//!
+//! - [`transport`]: the [`Transport`] seam and the device initialisation sequence (§3.1.1).
+//! - [`mmio`]: the virtio-mmio register block (version 2), §4.2.2.
+//! - [`queue`]: the split virtqueue (§2.7), which validates everything the device writes.
+//! - [`blk`]: the block device protocol (§5.2), submit now, complete from the interrupt handler.
+//!
+//! The device is not trusted: in a confidential VM it is the host. Every value read from the
+//! used ring or the configuration space is checked, and a device caught breaking the protocol is
+//! reported as [`Error::DeviceBroken`] and never driven again (Linux: `BAD_RING`, `vq->broken`).
+//! Nothing here allocates: the driver runs in interrupt context.
+
+pub mod blk;
+pub mod mmio;
+pub mod queue;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+use core::ptr::NonNull;
+
+pub use queue::{Buffer, Virtqueue, VirtqueueMemory};
+pub use transport::{DeviceInit, Transport};
+
+/// Device-independent feature bits (§6).
+pub mod feature {
+    /// The driver can use indirect descriptors (not used here).
+    pub const INDIRECT_DESC: u64 = 1 << 28;
+    /// `used_event` / `avail_event` notification suppression (§2.7.7.2, §2.7.10).
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
+    /// The device follows virtio 1.0 or later (not legacy). Required.
+    pub const VERSION_1: u64 = 1 << 32;
+    /// The device sees addresses through the platform's DMA translation (IOMMU, bounce buffers):
+    /// the driver must hand it DMA addresses, never physical ones. Required when offered.
+    pub const ACCESS_PLATFORM: u64 = 1 << 33;
+}
+
+/// Device status bits (§2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest knows how to drive the device.
+    pub const DRIVER: u32 = 2;
+    /// The driver is set up and ready to drive the device.
+    pub const DRIVER_OK: u32 = 4;
+    /// The driver has acknowledged the features it understands; negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    /// Something went wrong in the guest and it gave up on the device.
+    pub const FAILED: u32 = 128;
+}
+
+/// Virtio device IDs (§5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceType(pub u32);
+
+impl DeviceType {
+    /// Network card.
+    pub const NET: Self = Self(1);
+    /// Block device.
+    pub const BLOCK: Self = Self(2);
+    /// Console.
+    pub const CONSOLE: Self = Self(3);
+    /// Entropy source.
+    pub const RNG: Self = Self(4);
+}
+
+/// The DMA seam: memory the device and the driver share for the rings.
+///
+/// Kept as small as the driver needs: ring memory is allocated once, when a queue is set up, and
+/// lives as long as the kernel (devices are never torn down). Data buffers do not go through
+/// this trait: the caller maps them with its own DMA API and hands the driver DMA addresses.
+///
+/// # Safety
+///
+/// An implementation of [`VirtioDma::alloc_coherent`] that returns `Some((ptr, dma_addr))`
+/// promises that:
+/// - `ptr` is aligned to `align` and valid for reads and writes of `size` bytes, for the rest of
+///   the program, and no other code uses those bytes (they are never freed or reused);
+/// - the bytes are zeroed;
+/// - `dma_addr` is the address at which the device reaches the same bytes, aligned to `align`;
+/// - the memory is coherent: what the CPU writes is visible to the device after a memory
+///   barrier, and the reverse, without cache maintenance or bouncing (in a confidential VM it is
+///   memory shared with the host).
+pub unsafe trait VirtioDma {
+    /// Allocates `size` bytes aligned to `align` (a power of two), or `None` if out of memory.
+    fn alloc_coherent(&self, size: usize, align: usize) -> Option<(NonNull<u8>, u64)>;
+}
+
+/// Why a device was declared broken. Each names the rule the device broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenReason {
+    /// The used ring's `idx` moved backwards.
+    UsedIdxBackwards { seen: u16, now: u16 },
+    /// The used ring's `idx` claims more completions than chains are in flight.
+    UsedIdxAhead { last_used: u16, now: u16, in_flight: u16 },
+    /// A used element names a descriptor outside the queue.
+    UsedIdOutOfRange { id: u32 },
+    /// A used element names a descriptor that is not the head of a chain in flight.
+    UsedIdNotInFlight { id: u16 },
+    /// A used element names a chain that was already completed.
+    UsedIdAlreadyCompleted { id: u16 },
+    /// A used element claims more bytes written than the chain has device-writable bytes.
+    UsedLenTooLong { id: u16, len: u32, writable: u32 },
+    /// The configuration space kept changing while the driver read it.
+    ConfigUnstable,
+    /// A block request completed without the device writing its status byte.
+    StatusNotWritten { id: u16 },
+    /// A block request completed with a status byte that is not a defined value.
+    BadStatus { id: u16, status: u8 },
+    /// The device never completed a reset (status did not read back 0).
+    ResetIgnored,
+}
+
+impl fmt::Display for BrokenReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::UsedIdxBackwards { seen, now } => {
+                write!(f, "used idx moved backwards from {seen} to {now}")
+            }
+            Self::UsedIdxAhead { last_used, now, in_flight } => write!(
+                f,
+                "used idx {now} is {} past last used {last_used}, only {in_flight} chains in flight",
+                now.wrapping_sub(last_used)
+            ),
+            Self::UsedIdOutOfRange { id } => write!(f, "used id {id} out of range"),
+            Self::UsedIdNotInFlight { id } => write!(f, "used id {id} is not an in-flight head"),
+            Self::UsedIdAlreadyCompleted { id } => write!(f, "used id {id} completed twice"),
+            Self::UsedLenTooLong { id, len, writable } => write!(
+                f,
+                "used id {id} claims {len} bytes written, chain has {writable} writable"
+            ),
+            Self::ConfigUnstable => write!(f, "config generation never settled"),
+            Self::StatusNotWritten { id } => write!(f, "request {id}: status byte not written"),
+            Self::BadStatus { id, status } => write!(f, "request {id}: status {status:#x}"),
+            Self::ResetIgnored => write!(f, "device ignored reset"),
+        }
+    }
+}
+
+/// Errors of the virtio drivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The MMIO region does not start with the magic value "virt".
+    BadMagic(u32),
+    /// A legacy (version 1) virtio-mmio device; QEMU needs `-global virtio-mmio.force-legacy=false`.
+    LegacyDevice,
+    /// An MMIO transport version this driver does not know.
+    UnknownVersion(u32),
+    /// The MMIO slot has no device behind it (device ID 0).
+    NoDevice,
+    /// The device is not of the type the driver expected.
+    WrongDeviceType { expected: DeviceType, found: DeviceType },
+    /// The device lacks a feature the driver requires (the missing bits).
+    MissingFeatures(u64),
+    /// The device cleared FEATURES_OK: it refuses the feature subset we chose.
+    FeaturesNotAccepted,
+    /// The queue does not exist on the device (QueueNumMax is 0).
+    QueueUnavailable(u16),
+    /// The queue is already live (QueueReady reads 1) before we set it up.
+    QueueInUse(u16),
+    /// The device's queue is smaller than ours.
+    QueueTooSmall { queue: u16, max: u16 },
+    /// A queue size that is zero, not a power of two, or larger than the queue's capacity.
+    BadQueueSize(u16),
+    /// The DMA seam could not provide ring memory.
+    OutOfDmaMemory,
+    /// Not enough free descriptors for the chain.
+    QueueFull,
+    /// A descriptor chain that is empty, puts a device-readable buffer after a device-writable
+    /// one, or is longer than 4 GiB in total (§2.7.4.2).
+    BadChain,
+    /// A completion token that does not name a request popped from the used ring.
+    BadToken,
+    /// A device-specific config read outside the config space.
+    ConfigOutOfRange { offset: usize },
+    /// A block request that is malformed: sector range, length, segment count or size.
+    BadRequest,
+    /// A write to a read-only block device.
+    ReadOnly,
+    /// The request needs a feature the device did not offer (e.g. flush).
+    Unsupported,
+    /// The device reported an I/O error (VIRTIO_BLK_S_IOERR).
+    IoError,
+    /// The device does not support the request (VIRTIO_BLK_S_UNSUPP).
+    RequestUnsupported,
+    /// The device broke the protocol; it is not driven again.
+    DeviceBroken(BrokenReason),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadMagic(m) => write!(f, "bad virtio-mmio magic {m:#x}"),
+            Self::LegacyDevice => {
+                write!(
+                    f,
+                    "legacy virtio-mmio device (QEMU: -global virtio-mmio.force-legacy=false)"
+                )
+            }
+            Self::UnknownVersion(v) => write!(f, "unknown virtio-mmio version {v}"),
+            Self::NoDevice => write!(f, "no device in this virtio-mmio slot"),
+            Self::WrongDeviceType { expected, found } => {
+                write!(f, "expected virtio device {}, found {}", expected.0, found.0)
+            }
+            Self::MissingFeatures(bits) => write!(f, "device lacks required features {bits:#x}"),
+            Self::FeaturesNotAccepted => write!(f, "device refused the negotiated features"),
+            Self::QueueUnavailable(q) => write!(f, "queue {q} unavailable"),
+            Self::QueueInUse(q) => write!(f, "queue {q} already in use"),
+            Self::QueueTooSmall { queue, max } => write!(f, "queue {queue} holds only {max}"),
+            Self::BadQueueSize(n) => write!(f, "bad queue size {n}"),
+            Self::OutOfDmaMemory => write!(f, "out of DMA memory for rings"),
+            Self::QueueFull => write!(f, "not enough free descriptors"),
+            Self::BadChain => write!(f, "malformed descriptor chain"),
+            Self::BadToken => write!(f, "completion token not popped from the used ring"),
+            Self::ConfigOutOfRange { offset } => {
+                write!(f, "config offset {offset:#x} out of range")
+            }
+            Self::BadRequest => write!(f, "malformed block request"),
+            Self::ReadOnly => write!(f, "block device is read-only"),
+            Self::Unsupported => write!(f, "feature not offered by the device"),
+            Self::IoError => write!(f, "device I/O error"),
+            Self::RequestUnsupported => write!(f, "device does not support the request"),
+            Self::DeviceBroken(reason) => write!(f, "device broken: {reason}"),
+        }
+    }
+}
+
+/// Result of the virtio drivers.
+pub type Result<T> = core::result::Result<T, Error>;

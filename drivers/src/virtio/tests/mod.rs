@@ -1,0 +1,7 @@
+//! Host tests: the driver against simulated devices, honest and hostile.
+
+mod blk_tests;
+mod mmio_tests;
+mod queue_tests;
+mod sim;
+mod transport_tests;
