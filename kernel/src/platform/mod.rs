@@ -13,6 +13,7 @@
 pub mod console;
 pub mod exit;
 pub mod irq;
+pub mod mm;
 pub mod phys;
 pub mod qemu_virt;
 pub mod time;
@@ -35,8 +36,9 @@ use exit::ExitStatus;
 #[global_allocator]
 pub static HEAP: KernelHeap = KernelHeap::new();
 
-/// The size of the heap's first arena, taken from the boot memory map.
-pub const INITIAL_HEAP_SIZE: u64 = 8 * 1024 * 1024;
+/// The heap's first arena, taken from the boot memory map, holds at least this much besides the
+/// page allocator's metadata; later the heap grows from the page allocator.
+pub const INITIAL_HEAP_SPARE: u64 = 4 * 1024 * 1024;
 
 /// What the platform found at boot, for the rest of the kernel.
 pub struct Kernel {
@@ -78,6 +80,8 @@ pub enum BootError {
     Mmu(aarch64_paging::MapError),
     /// The interrupt controller could not be set up.
     Irq(irq::IrqError),
+    /// The page allocator refused the memory map.
+    PageAlloc(crate::mm::page_alloc::InitError),
 }
 
 impl fmt::Display for BootError {
@@ -90,6 +94,7 @@ impl fmt::Display for BootError {
             BootError::NoConsole => write!(f, "/chosen/stdout-path does not name an arm,pl011 UART"),
             BootError::Mmu(e) => write!(f, "page tables: {e}"),
             BootError::Irq(e) => write!(f, "interrupts: {e}"),
+            BootError::PageAlloc(e) => write!(f, "page allocator: {e}"),
         }
     }
 }
@@ -179,19 +184,34 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
 
     // The heap's first arena must lie in the 1 GiB block the early map made Normal memory.
     let early_block = PhysRange::new(align_down(image.0, 1 << 30), 1 << 30);
+    let heap_size = align_up(mm::metadata_bytes(memblock.total_ram()) + INITIAL_HEAP_SPARE, PAGE_SIZE).ok_or(BootError::NoHeap)?;
     let heap_base = memblock
-        .alloc(INITIAL_HEAP_SIZE, PAGE_SIZE, early_block, "heap", RegionFlags::of(RegionKind::Allocated))
+        .alloc(heap_size, PAGE_SIZE, early_block, "heap", RegionFlags::of(RegionKind::Allocated))
         .map_err(|_| BootError::NoHeap)?;
     // SAFETY: memblock just reserved this range for the heap; it is RAM inside the early map's
     // Normal block, and nothing else will use it.
-    unsafe { HEAP.add_arena(heap_base as usize, INITIAL_HEAP_SIZE as usize) };
+    unsafe { HEAP.add_arena(heap_base as usize, heap_size as usize) };
 
     activate_final_map(&dt, &memblock, image)?;
+
+    // The page allocator takes every free page; from now on the heap grows from it.
+    let dma_limit = dt.smallest_dma_limit()?.and_then(|last| last.checked_add(1));
+    let pages = mm::init(&memblock, dma_limit).map_err(BootError::PageAlloc)?;
+    HEAP.set_source(&mm::PageHeapSource);
 
     let bootargs = dt.bootargs()?.unwrap_or("");
     log::info!("bootargs: \"{bootargs}\"");
     kprintln!("Boot memory map:");
     kprint!("{memblock}");
+    {
+        let pa = pages.lock();
+        let span = pa.span();
+        kprintln!("Zones: DMA {} pages, Normal {} pages (DMA limit {})", pa.managed_pages(crate::mm::page_alloc::ZoneType::Dma),
+            pa.managed_pages(crate::mm::page_alloc::ZoneType::Normal), match dma_limit { Some(l) => alloc::format!("{l:#x}"), None => alloc::string::String::from("none: all RAM") });
+        kprint!("{}", pa.pagetypeinfo());
+        kprintln!("RAM {:#x}-{:#x}, one character per 2 MiB pageblock:", span.start, span.end);
+        kprintln!("  [{}]", pa.ram_picture(|addr| mm::in_swiotlb_region(&memblock, addr)));
+    }
 
     exit::set_psci_conduit(match dt.psci_method()? {
         PsciMethod::Hvc => Conduit::Hvc,

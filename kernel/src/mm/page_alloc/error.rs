@@ -110,3 +110,86 @@ impl From<RangeError> for ReclaimError {
         ReclaimError::Range(e)
     }
 }
+
+impl core::fmt::Display for InitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InitError::BadSpan => write!(f, "the RAM span is empty or too large"),
+            InitError::BadRange { start, end } => write!(f, "free range {start:#x}-{end:#x} is not page aligned or lies outside RAM"),
+            InitError::Overlap(a) => write!(f, "free ranges overlap at {a:#x}"),
+        }
+    }
+}
+
+impl core::fmt::Display for AllocError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AllocError::NoMemory => write!(f, "out of memory"),
+            AllocError::OrderTooLarge(o) => write!(f, "order {o} is above MAX_PAGE_ORDER"),
+            AllocError::WrongMigrateType(mt) => write!(f, "{mt:?} cannot be requested here"),
+            AllocError::ZeroCount => write!(f, "zero pageblocks requested"),
+        }
+    }
+}
+
+impl core::fmt::Display for HandleError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HandleError::Stale(p) => write!(f, "movable page {p:?} used after free"),
+            HandleError::Pinned(p) => write!(f, "movable page {p:?} is pinned"),
+            HandleError::NotPinned(p) => write!(f, "movable page {p:?} unpinned without a pin"),
+        }
+    }
+}
+
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FreeError::OutOfRange(a) => write!(f, "free of {a:#x}: outside managed memory"),
+            FreeError::Misaligned { addr, order } => write!(f, "free of {addr:#x}: not aligned to order {order}"),
+            FreeError::NotAllocated(a) => write!(f, "free of {a:#x}: nothing allocated there"),
+            FreeError::DoubleFree(a) => write!(f, "double free of {a:#x}"),
+            FreeError::WrongOrder { addr, allocated, freed } => write!(f, "free of {addr:#x} with order {freed}, allocated with order {allocated}"),
+            FreeError::IsMovable(a) => write!(f, "free of {a:#x}: a movable page, free it through its handle"),
+            FreeError::Handle(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::fmt::Display for RangeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RangeError::NotPageblocks { start, end } => write!(f, "{start:#x}-{end:#x} is not a run of whole pageblocks in RAM"),
+            RangeError::AlreadyManaged(a) => write!(f, "pageblock {a:#x} is already managed by the page allocator"),
+            RangeError::NotSwiotlb(a) => write!(f, "pageblock {a:#x} is not a lent SWIOTLB pageblock"),
+        }
+    }
+}
+
+impl core::fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MigrateError::Stale(p) => write!(f, "cannot migrate {p:?}: stale handle"),
+            MigrateError::Pinned(p) => write!(f, "cannot migrate {p:?}: pinned"),
+            MigrateError::NoMemory(p) => write!(f, "cannot migrate {p:?}: no free page outside SWIOTLB blocks"),
+        }
+    }
+}
+
+impl core::fmt::Display for PinError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PinError::Stale(p) => write!(f, "cannot pin {p:?}: stale handle"),
+            PinError::CannotMigrate(e) => write!(f, "long-term pin refused: {e}"),
+        }
+    }
+}
+
+impl core::fmt::Display for ReclaimError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ReclaimError::Range(e) => write!(f, "reclaim: {e}"),
+            ReclaimError::Busy(r) => write!(f, "reclaim blocked: {} pinned, {} failed, {} unmovable pages", r.pinned.len(), r.failed.len(), r.unmovable.len()),
+        }
+    }
+}
