@@ -9,8 +9,34 @@ use drivers::irq::gic::IrqNumber;
 use drivers::timer::arch_timer;
 
 use super::irq::{self, IrqError};
+use crate::sync::IrqSafeSpinLock;
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
+static TICK_HOOKS: IrqSafeSpinLock<[Option<TickHook>; 4]> = IrqSafeSpinLock::new([None; 4]);
+
+/// A function called on every timer interrupt, in interrupt context (timeouts, tests).
+pub type TickHook = fn(&IrqContext<'_>);
+
+/// Adds a tick hook; false if all four places are taken.
+pub fn add_tick_hook(hook: TickHook) -> bool {
+    let mut hooks = TICK_HOOKS.lock();
+    match hooks.iter_mut().find(|h| h.is_none()) {
+        Some(slot) => {
+            *slot = Some(hook);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes a tick hook added with [`add_tick_hook`].
+pub fn remove_tick_hook(hook: TickHook) {
+    for slot in TICK_HOOKS.lock().iter_mut() {
+        if slot.is_some_and(|h| core::ptr::fn_addr_eq(h, hook)) {
+            *slot = None;
+        }
+    }
+}
 static PERIOD_TICKS: AtomicU64 = AtomicU64::new(0);
 static NEXT_DEADLINE: AtomicU64 = AtomicU64::new(0);
 
@@ -53,8 +79,12 @@ pub fn delay(d: Duration) {
     }
 }
 
-fn timer_irq(_ctx: &IrqContext<'_>, _irq: IrqNumber) {
+fn timer_irq(ctx: &IrqContext<'_>, _irq: IrqNumber) {
     TICKS.fetch_add(1, Ordering::Relaxed);
+    let hooks = *TICK_HOOKS.lock();
+    for hook in hooks.iter().flatten() {
+        hook(ctx);
+    }
     let period = PERIOD_TICKS.load(Ordering::Relaxed);
     if period == 0 {
         arch_timer::disable(); // one-shot use: drop the level-triggered line

@@ -1,0 +1,285 @@
+//! In-QEMU tests of the page allocator with MIGRATE_SWIOTLB: lending the SWIOTLB pool's
+//! pageblocks, filling memory with checksummed movable pages, taking the blocks back by
+//! migration, pins that block it, page-cache pages dropped instead of copied, and interrupt
+//! handlers that read a page while it migrates.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use boot::exception::IrqContext;
+use kernel::ktest::{self, TestCase, TestResult};
+use kernel::mm::page_alloc::page_cache::{CacheKey, PageCache};
+use kernel::mm::page_alloc::pressure::MemoryPressure;
+use kernel::mm::page_alloc::{
+    FreeError, LockedPageAllocator, MigrateType, MovablePage, OwnerKind, PageOwner, ReclaimError, ReclaimMode, ZoneType,
+};
+use kernel::mm::phys::PhysMemory;
+use kernel::mm::{PhysAddr, PAGE_SIZE};
+use kernel::platform::exit::ExitStatus;
+use kernel::platform::mm::{in_swiotlb_region, page_allocator};
+use kernel::platform::phys::IdentityMappedRam;
+use kernel::platform::{kernel, time, Kernel};
+use kernel::{kassert, kassert_eq, kprintln};
+
+kernel::entry!(main);
+
+fn main(_k: &'static Kernel) -> ExitStatus {
+    ktest::run(
+        "page_alloc",
+        &[
+            TestCase { name: "reclaim_of_lent_blocks_under_a_full_movable_workload", run: reclaim_under_full_workload },
+            TestCase { name: "a_pinned_page_blocks_reclaim_and_is_reported", run: pinned_page_blocks_reclaim },
+            TestCase { name: "clean_page_cache_pages_are_dropped_on_reclaim", run: page_cache_pages_dropped },
+            TestCase { name: "irq_readers_never_see_a_half_moved_page", run: irq_during_migration },
+            TestCase { name: "heap_grows_from_unmovable_pages", run: heap_grows },
+            TestCase { name: "bad_frees_are_errors_not_corruption", run: bad_frees },
+        ],
+    )
+}
+
+static RAM: IdentityMappedRam = IdentityMappedRam;
+
+/// The SWIOTLB pool's reserved region: not used by a pool in this test kernel, so the tests may
+/// lend it to the page allocator themselves.
+fn pool_range() -> Result<Range<PhysAddr>, &'static str> {
+    let r = kernel().memblock.find("swiotlb-pool").ok_or("no swiotlb-pool region")?;
+    Ok(r.range.base()..r.range.end())
+}
+
+fn picture(label: &str) {
+    let pa = page_allocator().lock();
+    kprintln!("  {label:>7} [{}]", pa.ram_picture(|a| in_swiotlb_region(&kernel().memblock, a)));
+}
+
+fn pages_in(pressure: &MemoryPressure, alloc: &LockedPageAllocator, range: &Range<PhysAddr>) -> usize {
+    pressure.pages().filter(|p| alloc.pin(*p).is_ok_and(|pin| range.contains(&pin.addr()))).count()
+}
+
+fn reclaim_under_full_workload() -> TestResult {
+    let alloc = page_allocator();
+    let pool = pool_range()?;
+    let blocks = (pool.end - pool.start) / (2 << 20);
+    alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
+    kassert!(alloc.lock().nr_free_swiotlb_pages(ZoneType::Dma) as u64 == blocks * 512);
+    picture("lent");
+
+    // Fill all movable memory (MOVABLE blocks first, then the lent SWIOTLB blocks).
+    let t0 = time::uptime();
+    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0x5eed);
+    kassert_eq!(alloc.lock().nr_free_swiotlb_pages(ZoneType::Dma), 0);
+    let in_pool = pages_in(&pressure, alloc, &pool);
+    kassert!(in_pool as u64 == blocks * 512, "{in_pool} pages in the lent blocks, expected them full");
+    picture("full");
+    // Make room outside the lent blocks for the migration targets: free every 4th page.
+    let freed = pressure.release_every(alloc, 4);
+    let in_pool = pages_in(&pressure, alloc, &pool);
+    kprintln!("  filled {} pages in {:?}, freed {freed}; {in_pool} pages in lent blocks", pressure.len() + freed, time::uptime() - t0);
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+
+    let t1 = time::uptime();
+    let report = alloc
+        .reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {})
+        .map_err(|e| alloc::format!("reclaim: {e}"))?;
+    let took = time::uptime() - t1;
+    kprintln!(
+        "  reclaim of {blocks} blocks: {} pages migrated, {} dropped, {} pinned, in {took:?}",
+        report.migrated,
+        report.dropped,
+        report.pinned.len()
+    );
+    picture("back");
+    kassert_eq!(report.migrated, in_pool);
+    kassert!(report.pinned.is_empty() && report.failed.is_empty());
+    kassert_eq!(pages_in(&pressure, alloc, &pool), 0);
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(alloc.lock().pageblock_migratetype(pool.start), None);
+    pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
+    Ok(())
+}
+
+fn pinned_page_blocks_reclaim() -> TestResult {
+    let alloc = page_allocator();
+    let pool = pool_range()?;
+    alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
+    let pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 7);
+    let mut pressure = pressure;
+    pressure.release_every(alloc, 2);
+    let victim = pressure.pages().find(|p| alloc.pin(*p).is_ok_and(|pin| pool.contains(&pin.addr()))).ok_or("no page in the lent blocks")?;
+    let guard = alloc.pin(victim).map_err(|e| alloc::format!("{e}"))?;
+    let first = alloc.reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {});
+    let ok = matches!(&first, Err(ReclaimError::Busy(r)) if r.pinned.contains(&victim));
+    kassert!(ok, "reclaim with a pinned page: {first:?}");
+    kassert_eq!(alloc.lock().pageblock_migratetype(pool.start), Some(MigrateType::Swiotlb));
+    drop(guard);
+    let second = alloc.reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {});
+    kassert!(second.is_ok(), "reclaim after unpinning: {second:?}");
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
+    Ok(())
+}
+
+fn page_cache_pages_dropped() -> TestResult {
+    let alloc = page_allocator();
+    let pool = pool_range()?;
+    alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
+    // Leave only the lent blocks free, so the cache's pages land there; then free every 8th
+    // pressure page, room for the one dirty page to migrate to.
+    let free = alloc.lock().nr_free_pages(ZoneType::Dma); // (a guard in the call below would deadlock)
+    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, free - 8192, 9);
+    let mut cache = PageCache::new(alloc, &RAM, ZoneType::Normal);
+    let block = |i: u64| vec![(i % 251) as u8; PAGE_SIZE as usize];
+    let mut result = (|| -> TestResult {
+        for i in 0..3000u64 {
+            cache.insert_clean(CacheKey { device: 0, block: i }, &block(i)).map_err(|e| alloc::format!("{e:?}"))?;
+        }
+        cache.write(CacheKey { device: 0, block: 3000 }, &block(3000)).map_err(|e| alloc::format!("{e:?}"))?;
+        Ok(())
+    })();
+    pressure.release_every(alloc, 8);
+    if result.is_ok() {
+        let mut dropped = Vec::new();
+        result = alloc
+            .reclaim_swiotlb_pageblocks(pool, &RAM, ReclaimMode { drop_clean: true }, &mut |d| dropped.push(d))
+            .map_err(|e| alloc::format!("reclaim: {e}"))
+            .and_then(|report| {
+                for d in dropped {
+                    cache.page_dropped(d);
+                }
+                kprintln!("  page cache reclaim: {} dropped, {} migrated; {} pages still cached", report.dropped, report.migrated, cache.len());
+                kassert!(report.dropped > 2900, "only {} clean pages dropped", report.dropped);
+                kassert_eq!(cache.len(), 3001 - report.dropped);
+                // What is still cached reads back right; the dirty page was migrated, not dropped.
+                let mut buf = vec![0u8; PAGE_SIZE as usize];
+                for i in 0..=3000u64 {
+                    if cache.read(CacheKey { device: 0, block: i }, &mut buf).map_err(|e| alloc::format!("{e:?}"))? {
+                        kassert!(buf == block(i), "cached block {i} corrupted");
+                    } else {
+                        kassert!(i != 3000, "the dirty page was dropped");
+                    }
+                }
+                Ok(())
+            });
+    }
+    drop(cache);
+    pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
+    result
+}
+
+// ---- interrupt readers during migration ----
+
+static TARGET: AtomicU64 = AtomicU64::new(u64::MAX); // the MovablePage, as raw bits (see below)
+static MIGRATING: AtomicBool = AtomicBool::new(false);
+static READS: AtomicU64 = AtomicU64::new(0);
+static READS_DURING_MIGRATION: AtomicU64 = AtomicU64::new(0);
+static TORN: AtomicU64 = AtomicU64::new(0);
+static PAGE_HANDLE: kernel::sync::IrqSafeSpinLock<Option<MovablePage>> = kernel::sync::IrqSafeSpinLock::new(None);
+
+/// Every 8-byte word of the page is `seq << 32 | word index`: a page that is half old, half new
+/// frame has words of two sequences (or garbage), which the reader detects.
+fn check_page(ctx: &IrqContext<'_>) {
+    let _ = ctx;
+    let Some(page) = *PAGE_HANDLE.lock() else { return };
+    let Ok(pin) = page_allocator().pin(page) else { return };
+    let mut buf = [0u8; PAGE_SIZE as usize];
+    RAM.read(pin.addr(), &mut buf);
+    let first = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+    let seq = first >> 32;
+    let ok = buf.chunks_exact(8).enumerate().all(|(i, w)| u64::from_le_bytes(w.try_into().unwrap_or_default()) == (seq << 32 | i as u64));
+    READS.fetch_add(1, Ordering::Relaxed);
+    if MIGRATING.load(Ordering::Relaxed) {
+        READS_DURING_MIGRATION.fetch_add(1, Ordering::Relaxed);
+    }
+    if !ok {
+        TORN.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes a new sequence into the page with IRQs masked: the test is about migration, so the
+/// reader must never see this (CPU) write half done.
+fn write_seq(page: MovablePage, seq: u64) -> TestResult {
+    let pin = page_allocator().pin(page).map_err(|e| alloc::format!("{e}"))?;
+    let mut buf = [0u8; PAGE_SIZE as usize];
+    for (i, w) in buf.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(seq << 32 | i as u64).to_le_bytes());
+    }
+    let irq = kernel::arch::irq_save();
+    RAM.write(pin.addr(), &buf);
+    kernel::arch::irq_restore(irq);
+    Ok(())
+}
+
+fn irq_during_migration() -> TestResult {
+    let alloc = page_allocator();
+    let page = alloc.lock().alloc_movable(0, ZoneType::Normal, PageOwner { kind: OwnerKind::Dirty, cookie: 1 }).map_err(|e| alloc::format!("{e}"))?;
+    write_seq(page, 1)?;
+    *PAGE_HANDLE.lock() = Some(page);
+    TARGET.store(0, Ordering::Relaxed);
+    kassert!(time::add_tick_hook(check_page), "no room for a tick hook");
+    time::start_tick(Duration::from_micros(30));
+    let (mut moved, mut refused) = (0u32, 0u32);
+    let mut last = alloc.pin(page).map_err(|e| alloc::format!("{e}"))?.addr();
+    for seq in 2..400u64 {
+        write_seq(page, seq)?; // the old frame, freed after the move, keeps an older sequence
+        MIGRATING.store(true, Ordering::Relaxed);
+        let r = alloc.migrate_page(page, &RAM);
+        MIGRATING.store(false, Ordering::Relaxed);
+        match r {
+            Ok(()) => moved += 1,
+            Err(_) => refused += 1, // pinned by the reader during every attempt
+        }
+        let now = alloc.pin(page).map_err(|e| alloc::format!("{e}"))?.addr();
+        if r.is_ok() {
+            kassert!(now != last, "migration reported success but the frame did not change");
+        }
+        last = now;
+    }
+    time::stop_tick();
+    time::remove_tick_hook(check_page);
+    *PAGE_HANDLE.lock() = None;
+    let (reads, during, torn) = (READS.load(Ordering::Relaxed), READS_DURING_MIGRATION.load(Ordering::Relaxed), TORN.load(Ordering::Relaxed));
+    kprintln!("  {moved} migrations ({refused} refused: pinned), {reads} IRQ reads, {during} during a migration, {torn} torn");
+    kassert_eq!(torn, 0);
+    kassert!(during > 0, "no interrupt fired during a migration: the test proved nothing");
+    kassert!(moved > 100, "only {moved} migrations succeeded");
+    alloc.lock().free_movable(page).map_err(|e| alloc::format!("{e}"))?;
+    Ok(())
+}
+
+fn heap_grows() -> TestResult {
+    let heap = &kernel::platform::HEAP;
+    let unmovable_blocks = || page_allocator().lock().pagetypeinfo().pageblocks[ZoneType::Dma as usize][MigrateType::Unmovable as usize];
+    let (before, unmovable_before) = (heap.stats(), unmovable_blocks());
+    // Many 1 MiB allocations: the heap grows by unmovable pages (blocks claimed as UNMOVABLE).
+    let chunks: Vec<Vec<u8>> = (0..24u8).map(|i| vec![i; 1 << 20]).collect();
+    let after = heap.stats();
+    kassert!(after.arenas > before.arenas && after.size >= before.size + (20 << 20), "{before:?} -> {after:?}");
+    kassert!(unmovable_blocks() > unmovable_before, "the heap's pages did not come from unmovable blocks");
+    // One allocation larger than a pageblock: whole pageblocks taken out of the allocator.
+    let big: Vec<u8> = vec![0xa5; 12 << 20];
+    kassert!(heap.stats().size >= after.size + (12 << 20));
+    kassert!(chunks.iter().enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)) && big.iter().all(|&b| b == 0xa5));
+    Ok(())
+}
+
+fn bad_frees() -> TestResult {
+    let alloc = page_allocator();
+    let mut a = alloc.lock();
+    let p = a.alloc_pages(1, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| alloc::format!("{e}"))?;
+    kassert_eq!(a.free_pages(p, 0), Err(FreeError::WrongOrder { addr: p, allocated: 1, freed: 1 - 1 }));
+    kassert_eq!(a.free_pages(p + PAGE_SIZE, 0), Err(FreeError::NotAllocated(p + PAGE_SIZE)));
+    kassert_eq!(a.free_pages(p, 1), Ok(()));
+    kassert_eq!(a.free_pages(p, 1), Err(FreeError::DoubleFree(p)));
+    kassert_eq!(a.free_pages(0x1000, 0), Err(FreeError::OutOfRange(0x1000)));
+    kassert_eq!(a.free_pages(p + 0x10, 0), Err(FreeError::Misaligned { addr: p + 0x10, order: 0 }));
+    let m = a.alloc_movable(0, ZoneType::Normal, PageOwner { kind: OwnerKind::Dirty, cookie: 0 }).map_err(|e| alloc::format!("{e}"))?;
+    a.free_movable(m).map_err(|e| alloc::format!("{e}"))?;
+    kassert!(a.free_movable(m).is_err(), "a handle used after free was accepted");
+    Ok(())
+}
