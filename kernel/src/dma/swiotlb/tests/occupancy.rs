@@ -214,7 +214,7 @@ fn geometry_is_checked() {
     let bad = |start, nslots, nareas| {
         matches!(SwiotlbPool::new(start, nslots, nareas), Err(SwiotlbError::InvalidGeometry { .. }))
     };
-    assert!(bad(POOL_START, 1024, 3));
+    assert!(bad(POOL_START, 384, 3));
     assert!(bad(POOL_START, 1024, 0));
     assert!(bad(POOL_START, 1000, 1));
     assert!(bad(POOL_START, 256, 4));
