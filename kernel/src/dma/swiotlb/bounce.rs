@@ -1,0 +1,139 @@
+//! Bouncing: map, unmap and sync copy between the original buffer and its slots (Linux
+//! `swiotlb_tbl_map_single`, `swiotlb_tbl_unmap_single`, `swiotlb_sync_single_for_*`,
+//! `swiotlb_bounce`).
+//!
+//! Every operation here may run in IRQ context: no allocation, locks only around metadata, the
+//! copies done without any lock held.
+
+use super::slots::SlotRequest;
+use super::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SHIFT};
+use crate::mm::phys::PhysMemory;
+use crate::mm::PhysAddr;
+
+/// Which way a bounce copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BounceWay {
+    /// Original buffer to slots.
+    ToSlots,
+    /// Slots to original buffer.
+    FromSlots,
+}
+
+impl SwiotlbPool {
+    /// Bounces `size` bytes at `orig_addr` for a device: takes slots placed as `align` asks and
+    /// returns the bounce address, which keeps `orig_addr & min_align_mask`.
+    ///
+    /// Always copies the original into the slots, whatever `dir` says: a device writing only part
+    /// of the buffer must leave the rest as it was, and must never see what an earlier mapping
+    /// left in the slots (CVE-2022-0854). `DmaAttrs::skip_cpu_sync` does not apply here.
+    pub fn map(
+        &self,
+        mem: &dyn PhysMemory,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        let req = SlotRequest::new(orig_addr, size, align)?;
+        let head = self.alloc_slots(&req, dir)?;
+        let tlb_addr = self.start() + ((head as u64) << IO_TLB_SHIFT) + req.offset as u64;
+        mem.copy(tlb_addr, orig_addr, size);
+        self.counters().count_bounce(true, size);
+        Ok(tlb_addr)
+    }
+
+    /// Ends the mapping that `map` returned as `tlb_addr`: copies the slots back to the original
+    /// for `FromDevice` and `Bidirectional` unless `attrs.skip_cpu_sync`, then frees the slots
+    /// (pad slots included).
+    ///
+    /// All or nothing: on error (not a mapping start, wrong direction, `size` past the mapping)
+    /// nothing is copied and nothing freed.
+    pub fn unmap(
+        &self,
+        mem: &dyn PhysMemory,
+        tlb_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<(), SwiotlbError> {
+        let mapping = self.find_mapping(tlb_addr)?;
+        if mapping.position != 0 {
+            return Err(SwiotlbError::NotMapped { tlb_addr });
+        }
+        if mapping.head_slot.dir != dir {
+            return Err(SwiotlbError::DirectionMismatch { mapped: mapping.head_slot.dir, requested: dir });
+        }
+        let available = mapping.head_slot.alloc_size as usize;
+        if size > available {
+            return Err(SwiotlbError::Overflow { tlb_addr, size, available });
+        }
+        if !attrs.skip_cpu_sync && dir.from_device() {
+            mem.copy(mapping.head_slot.orig_addr, tlb_addr, size);
+            self.counters().count_bounce(false, size);
+        }
+        self.release_slots(tlb_addr)
+    }
+
+    /// Makes what the device wrote visible to the CPU: copies `size` bytes at `tlb_addr` (anywhere
+    /// inside a mapping) back to the original for `FromDevice` and `Bidirectional`; nothing to do
+    /// for `ToDevice`.
+    pub fn sync_for_cpu(
+        &self,
+        mem: &dyn PhysMemory,
+        tlb_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+    ) -> Result<(), SwiotlbError> {
+        if !dir.from_device() {
+            return Ok(());
+        }
+        self.bounce(mem, tlb_addr, size, dir, BounceWay::FromSlots)
+    }
+
+    /// Makes what the CPU wrote visible to the device: copies `size` bytes of the original into
+    /// the slots at `tlb_addr` for `ToDevice` and `Bidirectional`; nothing to do for `FromDevice`.
+    pub fn sync_for_device(
+        &self,
+        mem: &dyn PhysMemory,
+        tlb_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+    ) -> Result<(), SwiotlbError> {
+        if !dir.to_device() {
+            return Ok(());
+        }
+        self.bounce(mem, tlb_addr, size, dir, BounceWay::ToSlots)
+    }
+
+    /// Copies part of a mapping (Linux `swiotlb_bounce`): `tlb_addr` may point anywhere inside it;
+    /// the original address is found from the mapping's head. A range that starts before the
+    /// mapping or ends after it is refused without copying (Linux warns, then copies what fits).
+    fn bounce(
+        &self,
+        mem: &dyn PhysMemory,
+        tlb_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        way: BounceWay,
+    ) -> Result<(), SwiotlbError> {
+        let mapping = self.find_mapping(tlb_addr)?;
+        let head = mapping.head_slot;
+        if head.dir != dir && head.dir != DmaDirection::Bidirectional {
+            return Err(SwiotlbError::DirectionMismatch { mapped: head.dir, requested: dir });
+        }
+        let Ok(position) = u64::try_from(mapping.position) else {
+            return Err(SwiotlbError::AccessBeforeStart { tlb_addr });
+        };
+        let available = u64::from(head.alloc_size).saturating_sub(position) as usize;
+        if size > available {
+            return Err(SwiotlbError::Overflow { tlb_addr, size, available });
+        }
+        let orig_addr = head.orig_addr + position;
+        match way {
+            BounceWay::ToSlots => mem.copy(tlb_addr, orig_addr, size),
+            BounceWay::FromSlots => mem.copy(orig_addr, tlb_addr, size),
+        }
+        self.counters().count_bounce(way == BounceWay::ToSlots, size);
+        Ok(())
+    }
+}

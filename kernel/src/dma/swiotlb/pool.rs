@@ -1,0 +1,360 @@
+//! The pool: areas, slot states, the IRQ reserve and lending spare slots to the page allocator
+//! (Linux `struct io_tlb_pool`; lending is this kernel's MIGRATE_SWIOTLB design).
+
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::area::{AreaSlots, MappingInfo};
+use super::slots::{AtomicSlotState, SlotRequest};
+use super::IO_TLB_SIZE;
+use super::{DmaDirection, SlotState, SwiotlbError, SwiotlbStats, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
+use crate::arch;
+use crate::mm::phys::PhysMemory;
+use crate::mm::{PhysAddr, PAGE_SIZE};
+use crate::sync::IrqSafeSpinLock;
+
+/// A contiguous range of bounce slots `[start, end)`, split into areas with a lock each.
+///
+/// Created in task context (it allocates the slot metadata); every other method is safe in IRQ
+/// context and never allocates, except `lend`/`unlend`, meant for the task-context code that
+/// moves spare slots to and from the page allocator.
+pub struct SwiotlbPool {
+    start: PhysAddr,
+    end: PhysAddr,
+    /// Slots per area, a multiple of [`IO_TLB_SEGSIZE`] so no segment spans two areas.
+    area_nslots: usize,
+    areas: Vec<IrqSafeSpinLock<AreaSlots>>,
+    /// One state per slot, readable without a lock; written under the slot's area lock.
+    states: Vec<AtomicSlotState>,
+    counters: super::stats::Counters,
+    /// Free slots only IRQ-context mappings may take.
+    irq_reserve_slots: AtomicUsize,
+    /// Area where the next search starts. Linux starts at the CPU number; we have no per-CPU
+    /// data yet, so searches start round robin, which spreads them over the locks just as well.
+    next_area: AtomicUsize,
+    /// Set while a lend or unlend runs: they check slots, then change them, and must not
+    /// interleave with each other (mappings never touch lent slots).
+    lending: AtomicBool,
+}
+
+/// The position of a slot: area and index inside it.
+#[derive(Clone, Copy, Debug)]
+struct SlotPos {
+    area: usize,
+    local: usize,
+}
+
+impl SwiotlbPool {
+    /// A pool of `nslots` free slots from `start`, in `nareas` areas (Linux
+    /// `swiotlb_init_io_tlb_pool`). `start` is page aligned, `nareas` a power of two, and
+    /// `nslots` a multiple of `IO_TLB_SEGSIZE * nareas`. Task context: allocates the metadata.
+    /// The slot memory itself is not touched (Linux clears it here; the caller owns that memory
+    /// and scrubs it as it sees fit).
+    pub fn new(start: PhysAddr, nslots: usize, nareas: usize) -> Result<Self, SwiotlbError> {
+        let invalid = |reason| Err(SwiotlbError::InvalidGeometry { reason });
+        if nareas == 0 || !nareas.is_power_of_two() {
+            return invalid("the area count must be a power of two");
+        }
+        if nslots == 0 || !nslots.is_multiple_of(IO_TLB_SEGSIZE * nareas) {
+            return invalid("the slot count must be a non-zero multiple of 128 * areas");
+        }
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return invalid("the start must be page aligned");
+        }
+        let Some(end) = (nslots as u64).checked_mul(IO_TLB_SIZE as u64).and_then(|b| start.checked_add(b)) else {
+            return invalid("the pool wraps around the address space");
+        };
+        let area_nslots = nslots / nareas;
+        Ok(Self {
+            start,
+            end,
+            area_nslots,
+            areas: (0..nareas).map(|_| IrqSafeSpinLock::new(AreaSlots::new(area_nslots))).collect(),
+            states: (0..nslots).map(|_| AtomicSlotState::new()).collect(),
+            counters: super::stats::Counters::new(nslots),
+            irq_reserve_slots: AtomicUsize::new(0),
+            next_area: AtomicUsize::new(0),
+            lending: AtomicBool::new(false),
+        })
+    }
+
+    /// First byte of the pool.
+    pub fn start(&self) -> PhysAddr {
+        self.start
+    }
+
+    /// One past the last byte of the pool.
+    pub fn end(&self) -> PhysAddr {
+        self.end
+    }
+
+    /// Slots in the pool.
+    pub fn nslots(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Areas (locks) in the pool.
+    pub fn nareas(&self) -> usize {
+        self.areas.len()
+    }
+
+    /// Address of slot `index` (Linux `slot_addr`); `None` past the end.
+    pub fn slot_addr(&self, index: usize) -> Option<PhysAddr> {
+        (index < self.nslots()).then(|| self.start + ((index as u64) << IO_TLB_SHIFT))
+    }
+
+    /// The slot holding `pa`, if `pa` is in the pool.
+    pub fn slot_index(&self, pa: PhysAddr) -> Option<usize> {
+        (self.start..self.end).contains(&pa).then(|| ((pa - self.start) >> IO_TLB_SHIFT) as usize)
+    }
+
+    /// State of slot `index`; `None` past the end.
+    pub fn slot_state(&self, index: usize) -> Option<SlotState> {
+        self.states.get(index).map(AtomicSlotState::load)
+    }
+
+    /// Whether `pa` is inside a live bounce buffer of this pool (Linux `is_swiotlb_buffer`). Looks
+    /// at the slot, not only the range: a lent page in the range belongs to the page allocator.
+    /// Lock-free and O(1): it runs on every unmap and sync of the DMA layer.
+    pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
+        self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Used)
+    }
+
+    /// Keeps `nslots` free slots for IRQ-context mappings: task-context mappings (and lending)
+    /// fail with [`SwiotlbError::BelowReserve`] rather than eat into them.
+    pub fn set_irq_reserve_slots(&self, nslots: usize) {
+        self.irq_reserve_slots.store(nslots, Ordering::Relaxed);
+    }
+
+    /// Slots kept for IRQ-context mappings.
+    pub fn irq_reserve_slots(&self) -> usize {
+        self.irq_reserve_slots.load(Ordering::Relaxed)
+    }
+
+    /// Slots free for bounce buffers.
+    pub fn free_slots(&self) -> usize {
+        self.counters.free.load(Ordering::Relaxed)
+    }
+
+    /// Slots held by mappings, pad slots included.
+    pub fn used_slots(&self) -> usize {
+        self.counters.used.load(Ordering::Relaxed)
+    }
+
+    /// Slots lent to the page allocator.
+    pub fn lent_slots(&self) -> usize {
+        self.counters.lent.load(Ordering::Relaxed)
+    }
+
+    /// Most slots used at once (Linux `used_hiwater`).
+    pub fn used_hiwater(&self) -> usize {
+        self.counters.used_hiwater.load(Ordering::Relaxed)
+    }
+
+    /// Restarts the high-water mark from the current use (Linux allows writing 0 to it).
+    pub fn reset_used_hiwater(&self) {
+        self.counters.used_hiwater.store(self.used_slots(), Ordering::Relaxed);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SwiotlbStats {
+        SwiotlbStats {
+            total_slots: self.nslots(),
+            irq_reserve_slots: self.irq_reserve_slots(),
+            area_lock_contention: self.areas.iter().map(IrqSafeSpinLock::contended).sum(),
+            ..self.counters.snapshot()
+        }
+    }
+
+    /// Lends the free slots `slots` to the page allocator: they stop being bounce slots and the
+    /// slot search never crosses them. The range is usually a page block (1024 slots) and may span
+    /// areas. Fails, changing nothing, if a slot is not free or lending would eat into the IRQ
+    /// reserve.
+    pub fn lend(&self, slots: Range<usize>) -> Result<(), SwiotlbError> {
+        self.check_range(&slots)?;
+        let _lending = LendingGuard::enter(&self.lending)?;
+        let nslots = slots.len();
+        let reserve = self.irq_reserve_slots();
+        if let Err(free) = self.counters.take_free(nslots, reserve) {
+            // Name the slot in the way if there is one: more useful than the count.
+            return Err(match slots.clone().map(|i| (i, self.states[i].load())).find(|s| s.1 != SlotState::Free) {
+                Some((slot, state)) => SwiotlbError::SlotNotFree { slot, state },
+                None => SwiotlbError::BelowReserve { nslots, free, reserve },
+            });
+        }
+        for (n, (area, local)) in self.area_chunks(slots.clone()).enumerate() {
+            if let Err((busy, state)) = self.areas[area].lock().lend(local, self.area_states(area)) {
+                // Give back what this call lent so far: nothing else touches lent slots.
+                for (area, local) in self.area_chunks(slots.clone()).take(n) {
+                    let _ = self.areas[area].lock().unlend(local, self.area_states(area));
+                }
+                self.counters.put_free(nslots);
+                let slot = area * self.area_nslots + busy;
+                return Err(SwiotlbError::SlotNotFree { slot, state });
+            }
+        }
+        self.counters.lent.fetch_add(nslots, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the lent slots `slots` back from the page allocator and makes them free bounce
+    /// slots, first filling them with zeros if `scrub` (whatever the page allocator's users left
+    /// there must not reach a device). Fails, changing nothing, if a slot is not lent.
+    pub fn unlend(&self, mem: &dyn PhysMemory, slots: Range<usize>, scrub: bool) -> Result<(), SwiotlbError> {
+        self.check_range(&slots)?;
+        let _lending = LendingGuard::enter(&self.lending)?;
+        for (area, local) in self.area_chunks(slots.clone()) {
+            let slots = self.areas[area].lock();
+            if let Some((busy, state)) = slots.first_not(local, SlotState::Lent, self.area_states(area)) {
+                let slot = area * self.area_nslots + busy;
+                return Err(SwiotlbError::SlotNotLent { slot, state });
+            }
+        }
+        // Still lent: only lend/unlend change lent slots, and `_lending` excludes them. Scrub
+        // without holding a lock: a page block takes a while to clear.
+        if scrub {
+            mem.fill(self.start + ((slots.start as u64) << IO_TLB_SHIFT), 0, slots.len() * IO_TLB_SIZE);
+        }
+        for (area, local) in self.area_chunks(slots.clone()) {
+            self.areas[area]
+                .lock()
+                .unlend(local, self.area_states(area))
+                .map_err(|(busy, state)| SwiotlbError::SlotNotLent { slot: area * self.area_nslots + busy, state })?;
+        }
+        self.counters.lent.fetch_sub(slots.len(), Ordering::Relaxed);
+        self.counters.put_free(slots.len());
+        Ok(())
+    }
+
+    /// Takes slots for `req` and returns the head slot's global index (Linux
+    /// `swiotlb_pool_find_slots`). Honours the IRQ reserve.
+    pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection) -> Result<usize, SwiotlbError> {
+        let in_irq = arch::in_interrupt();
+        let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
+        if let Err(free) = self.counters.take_free(req.nslots, reserve) {
+            self.counters.count_failure(in_irq);
+            return Err(if free >= req.nslots {
+                SwiotlbError::BelowReserve { nslots: req.nslots, free, reserve }
+            } else {
+                self.buffer_full(req)
+            });
+        }
+        let nareas = self.nareas();
+        let first_area = self.next_area.fetch_add(1, Ordering::Relaxed) & (nareas - 1);
+        for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
+            let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
+            let found = self.areas[area].lock().alloc(base, req, dir, self.area_states(area));
+            if let Some(local) = found {
+                self.counters.add_used(req.nslots);
+                self.counters.count_map(in_irq);
+                return Ok(area * self.area_nslots + local);
+            }
+        }
+        self.counters.put_free(req.nslots);
+        self.counters.count_failure(in_irq);
+        Err(self.buffer_full(req))
+    }
+
+    /// The live mapping covering `tlb_addr`.
+    pub(super) fn find_mapping(&self, tlb_addr: PhysAddr) -> Result<MappingInfo, SwiotlbError> {
+        let not_mapped = SwiotlbError::NotMapped { tlb_addr };
+        let index = self.slot_index(tlb_addr).ok_or(not_mapped.clone())?;
+        // Lock-free early out for addresses that are plainly not mapped.
+        if self.states[index].load() != SlotState::Used {
+            return Err(not_mapped);
+        }
+        let pos = self.slot_pos(index);
+        let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
+        self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)
+    }
+
+    /// Frees the allocation whose head slot holds `tlb_addr`.
+    pub(super) fn release_slots(&self, tlb_addr: PhysAddr) -> Result<(), SwiotlbError> {
+        let not_mapped = SwiotlbError::NotMapped { tlb_addr };
+        let pos = self.slot_index(tlb_addr).map(|i| self.slot_pos(i)).ok_or(not_mapped.clone())?;
+        let nslots = self.areas[pos.area].lock().release(pos.local, self.area_states(pos.area)).ok_or(not_mapped)?;
+        self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
+        self.counters.put_free(nslots);
+        Ok(())
+    }
+
+    pub(super) fn counters(&self) -> &super::stats::Counters {
+        &self.counters
+    }
+
+    fn buffer_full(&self, req: &SlotRequest) -> SwiotlbError {
+        SwiotlbError::BufferFull { size: req.alloc_size, total: self.nslots(), used: self.used_slots() }
+    }
+
+    fn slot_pos(&self, index: usize) -> SlotPos {
+        SlotPos { area: index / self.area_nslots, local: index % self.area_nslots }
+    }
+
+    fn area_states(&self, area: usize) -> &[AtomicSlotState] {
+        &self.states[area * self.area_nslots..(area + 1) * self.area_nslots]
+    }
+
+    fn check_range(&self, slots: &Range<usize>) -> Result<(), SwiotlbError> {
+        if slots.is_empty() || slots.end > self.nslots() {
+            return Err(SwiotlbError::InvalidSlotRange { range: slots.clone() });
+        }
+        Ok(())
+    }
+
+    /// The (area, area-local range) pieces of a global slot range.
+    fn area_chunks(&self, slots: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>)> {
+        let per_area = self.area_nslots;
+        let first_area = slots.start / per_area;
+        let last_area = (slots.end - 1) / per_area;
+        (first_area..=last_area).map(move |area| {
+            let base = area * per_area;
+            let start = slots.start.max(base) - base;
+            let end = slots.end.min(base + per_area) - base;
+            (area, start..end)
+        })
+    }
+
+    /// Checks the free-run counts against the slot states and the counters against the areas.
+    /// Exact only while no other CPU maps or unmaps.
+    #[cfg(test)]
+    pub(super) fn assert_consistent(&self) {
+        let mut used = 0;
+        for (area, slots) in self.areas.iter().enumerate() {
+            let slots = slots.lock();
+            used += slots.used();
+            let lists: Vec<u16> = slots.lists().collect();
+            let states = self.area_states(area);
+            let mut expected = 0u16;
+            for i in (0..lists.len()).rev() {
+                if (i + 1) % IO_TLB_SEGSIZE == 0 {
+                    expected = 0;
+                }
+                expected = if states[i].load() == SlotState::Free { expected + 1 } else { 0 };
+                assert_eq!(lists[i], expected, "list of slot {} (area {area})", area * self.area_nslots + i);
+            }
+        }
+        let count = |s| self.states.iter().filter(|st| st.load() == s).count();
+        assert_eq!(used, count(SlotState::Used), "area used counts");
+        assert_eq!(self.used_slots(), count(SlotState::Used), "used counter");
+        assert_eq!(self.lent_slots(), count(SlotState::Lent), "lent counter");
+        assert_eq!(self.free_slots(), count(SlotState::Free), "free counter");
+    }
+}
+
+/// Marks a lend or unlend in progress; dropping it ends it.
+struct LendingGuard<'a>(&'a AtomicBool);
+
+impl<'a> LendingGuard<'a> {
+    fn enter(flag: &'a AtomicBool) -> Result<Self, SwiotlbError> {
+        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| SwiotlbError::LendInProgress)?;
+        Ok(Self(flag))
+    }
+}
+
+impl Drop for LendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
