@@ -23,13 +23,15 @@ pub enum DmaDirection {
 }
 
 impl DmaDirection {
-    /// True if the device may read the buffer (the CPU's data must reach it).
-    pub fn to_device(self) -> bool {
-        matches!(self, DmaDirection::ToDevice | DmaDirection::Bidirectional)
+    /// Whether the device may read the buffer, so syncing for the device copies into the slots.
+    pub const fn to_device(self) -> bool {
+        matches!(self, Self::ToDevice | Self::Bidirectional)
     }
 
-    /// True if the device may write the buffer (its data must reach the CPU).
-    pub fn from_device(self) -> bool {
-        matches!(self, DmaDirection::FromDevice | DmaDirection::Bidirectional)
+    /// Whether the device may write the buffer, so syncing for the CPU copies out of the slots.
+    pub const fn from_device(self) -> bool {
+        matches!(self, Self::FromDevice | Self::Bidirectional)
     }
 }
+
+pub use swiotlb::{DmaAttrs, SlotAlignment};

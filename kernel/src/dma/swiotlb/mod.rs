@@ -46,28 +46,7 @@ pub const IO_TLB_SIZE: usize = 1 << IO_TLB_SHIFT;
 /// Slots per segment; a mapping never crosses a segment (Linux `IO_TLB_SEGSIZE`).
 pub const IO_TLB_SEGSIZE: usize = 128;
 
-/// Which way the data flows (Linux `enum dma_data_direction`, without `DMA_NONE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DmaDirection {
-    /// The device reads the buffer (CPU to device).
-    ToDevice,
-    /// The device writes the buffer (device to CPU).
-    FromDevice,
-    /// Both.
-    Bidirectional,
-}
-
-impl DmaDirection {
-    /// Whether the device may read the buffer, so syncing for the device copies into the slots.
-    pub const fn to_device(self) -> bool {
-        matches!(self, Self::ToDevice | Self::Bidirectional)
-    }
-
-    /// Whether the device may write the buffer, so syncing for the CPU copies out of the slots.
-    pub const fn from_device(self) -> bool {
-        matches!(self, Self::FromDevice | Self::Bidirectional)
-    }
-}
+pub use super::DmaDirection;
 
 /// Mapping attributes (the subset of Linux `DMA_ATTR_*` that matters to bouncing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
