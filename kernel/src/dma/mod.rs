@@ -3,8 +3,14 @@
 //! - [`swiotlb`]: the slot pools (one slot manager for every pool: default, per-device,
 //!   restricted) and the bounce copies.
 //! - [`debug`]: the DMA-API debug tracker (Linux: `kernel/dma/debug.c`).
+//! - [`device`]: a device's DMA description (limit, coherence, which pools).
+//! - [`mapping`]: the streaming and coherent API: map/unmap/sync, bounce only when needed.
+//! - [`pools`]: the small trait the API needs of a bounce pool.
 
 pub mod debug;
+pub mod device;
+pub mod mapping;
+pub mod pools;
 pub mod swiotlb;
 
 /// A bus address as the device sees it. Our devices sit behind identity-mapped buses (the

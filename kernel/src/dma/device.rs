@@ -1,0 +1,91 @@
+//! A device as the DMA API sees it (Linux: the DMA fields of `struct device`): how far it can
+//! reach, whether it snoops the CPU caches, which bounce pools it must or may use.
+
+use core::fmt;
+
+use super::debug::DeviceId;
+use super::pools::BounceBuffers;
+use crate::mm::PhysAddr;
+use crate::sync::IrqSafeSpinLock;
+
+/// How a device's DMA must be bounced, from the device tree and the command line.
+#[derive(Clone, Copy)]
+pub enum BouncePolicy {
+    /// Bounce only what the device cannot reach (or, if not coherent, misaligned buffers).
+    WhenNeeded,
+    /// `swiotlb=force`: bounce every mapping through the default pool.
+    Forced,
+    /// A `restricted-dma-pool`: every mapping bounces through this pool, and nothing of the
+    /// device's DMA may be outside it (no fallback to the default pool).
+    Restricted(&'static dyn BounceBuffers),
+}
+
+impl fmt::Debug for BouncePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BouncePolicy::WhenNeeded => write!(f, "when needed"),
+            BouncePolicy::Forced => write!(f, "forced"),
+            BouncePolicy::Restricted(p) => write!(f, "restricted pool {:#x}-{:#x}", p.range().start, p.range().end),
+        }
+    }
+}
+
+/// A DMA-capable device.
+pub struct DmaDevice {
+    /// Identifies the device to the debug tracker and in logs.
+    pub id: DeviceId,
+    /// Its name (the device-tree node name).
+    pub name: &'static str,
+    /// The highest physical address it can reach (inclusive), from `dma-ranges`; `None`: all.
+    pub dma_limit: Option<PhysAddr>,
+    /// `dma-coherent`: the device snoops the CPU caches, so no cache maintenance is needed.
+    pub coherent: bool,
+    /// Low address bits the device needs preserved in a bounce buffer (Linux
+    /// `dma_get_min_align_mask`).
+    pub min_align_mask: u64,
+    /// How its DMA is bounced.
+    pub policy: BouncePolicy,
+    /// A per-device pool carved for a device that bounces heavily (the seed's "local
+    /// accelerator"), tried before the default pool.
+    device_pool: IrqSafeSpinLock<Option<&'static dyn BounceBuffers>>,
+}
+
+impl fmt::Debug for DmaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (dev {}): ", self.name, self.id)?;
+        match self.dma_limit {
+            Some(l) => write!(f, "DMA limit {l:#x}, ")?,
+            None => write!(f, "no DMA limit, ")?,
+        }
+        write!(f, "{}, bounce {:?}", if self.coherent { "coherent" } else { "non-coherent" }, self.policy)?;
+        if self.device_pool().is_some() {
+            write!(f, ", with a per-device pool")?;
+        }
+        Ok(())
+    }
+}
+
+impl DmaDevice {
+    /// A device description.
+    pub fn new(id: DeviceId, name: &'static str, dma_limit: Option<PhysAddr>, coherent: bool, policy: BouncePolicy) -> Self {
+        Self { id, name, dma_limit, coherent, min_align_mask: 0, policy, device_pool: IrqSafeSpinLock::new(None) }
+    }
+
+    /// True if the device can reach all of `[addr, addr + size)` (Linux `dma_capable`).
+    pub fn dma_capable(&self, addr: PhysAddr, size: usize) -> bool {
+        match self.dma_limit {
+            None => true,
+            Some(limit) => size == 0 || addr.checked_add(size as u64 - 1).is_some_and(|last| last <= limit),
+        }
+    }
+
+    /// The per-device pool, if one is attached.
+    pub fn device_pool(&self) -> Option<&'static dyn BounceBuffers> {
+        *self.device_pool.lock()
+    }
+
+    /// Attaches (or, with `None`, detaches) a per-device pool. Returns the previous one.
+    pub fn set_device_pool(&self, pool: Option<&'static dyn BounceBuffers>) -> Option<&'static dyn BounceBuffers> {
+        core::mem::replace(&mut *self.device_pool.lock(), pool)
+    }
+}

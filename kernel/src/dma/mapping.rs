@@ -1,0 +1,573 @@
+//! The streaming DMA API (Linux: `kernel/dma/mapping.c` and `direct.c`): map, unmap and sync a
+//! buffer or a scatter-gather list for a device, bouncing only when needed; and coherent
+//! allocations.
+//!
+//! A mapping bounces when the device cannot reach the buffer (its `dma-ranges` limit), when it
+//! must (a restricted pool, `swiotlb=force`), or when a non-coherent device would share a cache
+//! line of the buffer with other data (Linux `dma_kmalloc_needs_bounce`). Otherwise the DMA
+//! address is the physical address and, for a non-coherent device, the caches are maintained.
+//!
+//! Everything here may run in interrupt context except [`DmaApi::alloc_coherent`]: no
+//! allocation, no waiting. A bounce that fails (pool full) returns an error the caller can handle
+//! by deferring its request, and kicks the pool's worker through `on_pressure`.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::debug::{DmaDebug, DmaDebugError};
+use super::device::{BouncePolicy, DmaDevice};
+use super::pools::BounceBuffers;
+use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, SwiotlbError};
+use super::{DmaAddr, DmaAttrs, DmaDirection, SlotAlignment};
+use crate::arch::{self, CacheOp};
+use crate::mm::page_alloc::{LockedPageAllocator, MigrateType, ZoneType};
+use crate::mm::phys::PhysMemory;
+use crate::mm::{PhysAddr, PAGE_SIZE};
+
+/// Errors of the DMA API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DmaError {
+    /// A zero-length mapping.
+    ZeroSize,
+    /// The bounce pool refused (full, below the IRQ reserve, too large, not a mapping, ...).
+    Swiotlb(SwiotlbError),
+    /// The bounce slot itself is beyond the device's reach (a pool placed above its limit).
+    PoolUnreachable { tlb: PhysAddr, limit: PhysAddr },
+    /// The debug tracker found misuse; the operation was not done.
+    Misuse(DmaDebugError),
+    /// A coherent allocation for this device is not supported (why).
+    Unsupported(&'static str),
+    /// No memory for a coherent allocation.
+    NoMemory,
+}
+
+impl fmt::Display for DmaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DmaError::ZeroSize => write!(f, "DMA mapping of zero bytes"),
+            DmaError::Swiotlb(e) => write!(f, "{e}"),
+            DmaError::PoolUnreachable { tlb, limit } => write!(f, "bounce slot {tlb:#x} is above the device's DMA limit {limit:#x}"),
+            DmaError::Misuse(e) => write!(f, "{e}"),
+            DmaError::Unsupported(why) => write!(f, "unsupported: {why}"),
+            DmaError::NoMemory => write!(f, "no memory for a coherent DMA allocation"),
+        }
+    }
+}
+
+impl From<SwiotlbError> for DmaError {
+    fn from(e: SwiotlbError) -> Self {
+        DmaError::Swiotlb(e)
+    }
+}
+
+/// Counters of the DMA API (the pools keep their own).
+#[derive(Default)]
+pub struct DmaStats {
+    /// Mappings made without bouncing.
+    pub maps_direct: AtomicU64,
+    /// Mappings bounced.
+    pub maps_bounced: AtomicU64,
+    /// Mappings made in interrupt context.
+    pub maps_in_irq: AtomicU64,
+    /// Bounces that failed.
+    pub map_failures: AtomicU64,
+    /// Bounces that failed in interrupt context (the caller defers those requests).
+    pub irq_failures: AtomicU64,
+    /// Misuse reports from the debug tracker.
+    pub misuse: AtomicU64,
+}
+
+impl fmt::Display for DmaStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        write!(
+            f,
+            "maps: {} direct, {} bounced, {} in IRQ context; failures: {} ({} in IRQ context); misuse reports: {}",
+            g(&self.maps_direct),
+            g(&self.maps_bounced),
+            g(&self.maps_in_irq),
+            g(&self.map_failures),
+            g(&self.irq_failures),
+            g(&self.misuse)
+        )
+    }
+}
+
+/// One entry of a scatter-gather list (Linux `struct scatterlist`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScatterEntry {
+    /// The buffer's physical address.
+    pub addr: PhysAddr,
+    /// Its length.
+    pub len: usize,
+    /// Filled by [`DmaApi::map_sg`]: where the device sees it.
+    pub dma_addr: DmaAddr,
+}
+
+/// The DMA API over one set of pools.
+pub struct DmaApi<'a> {
+    mem: &'a dyn PhysMemory,
+    default_pool: &'a dyn BounceBuffers,
+    debug: Option<&'a DmaDebug>,
+    on_pressure: Option<fn()>,
+    /// Counters.
+    pub stats: DmaStats,
+}
+
+impl<'a> DmaApi<'a> {
+    /// The API over `default_pool`; `debug` enables DMA-API debugging (bootarg `dma_debug=on`);
+    /// `on_pressure` is called (in any context) when a bounce fails, to kick the pool's worker.
+    pub fn new(mem: &'a dyn PhysMemory, default_pool: &'a dyn BounceBuffers, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
+        Self { mem, default_pool, debug, on_pressure, stats: DmaStats::default() }
+    }
+
+    /// The debug tracker, if debugging is on.
+    pub fn debug(&self) -> Option<&'a DmaDebug> {
+        self.debug
+    }
+
+    /// True if a mapping of `[addr, addr+size)` for `dev` must bounce (Linux: the checks of
+    /// `dma_direct_map_page`).
+    pub fn needs_bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize) -> bool {
+        match dev.policy {
+            BouncePolicy::Restricted(_) | BouncePolicy::Forced => true,
+            BouncePolicy::WhenNeeded => {
+                let line = arch::dma_alignment() as u64;
+                let shares_lines = !addr.is_multiple_of(line) || !(size as u64).is_multiple_of(line);
+                !dev.dma_capable(addr, size) || (!dev.coherent && shares_lines)
+            }
+        }
+    }
+
+    /// The largest mapping `dev` may make in one piece (Linux `dma_max_mapping_size`).
+    pub fn max_mapping_size(&self, dev: &DmaDevice) -> usize {
+        let may_bounce = !matches!(dev.policy, BouncePolicy::WhenNeeded) || dev.dma_limit.is_some() || !dev.coherent;
+        if may_bounce {
+            swiotlb_max_mapping_size(dev.min_align_mask)
+        } else {
+            usize::MAX
+        }
+    }
+
+    fn misuse(&self, e: DmaDebugError) -> DmaError {
+        self.stats.misuse.fetch_add(1, Ordering::Relaxed);
+        log::error!("{e}");
+        DmaError::Misuse(e)
+    }
+
+    fn cache(&self, dev: &DmaDevice, op: CacheOp, addr: PhysAddr, size: usize) {
+        if !dev.coherent {
+            arch::dcache_range(op, addr, size);
+        }
+    }
+
+    /// Maps `[addr, addr + size)` for `dev` (Linux `dma_map_single` / `dma_map_page`). The
+    /// returned address is what the device must use; the buffer belongs to the device until
+    /// [`unmap_single`](Self::unmap_single) (or a `sync_for_cpu`).
+    pub fn map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+        if size == 0 {
+            return Err(DmaError::ZeroSize);
+        }
+        if arch::in_interrupt() {
+            self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
+        }
+        let dma = if self.needs_bounce(dev, addr, size) {
+            let tlb = self.bounce(dev, addr, size, dir)?;
+            self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+            self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
+            tlb
+        } else {
+            if !attrs.skip_cpu_sync {
+                self.cache(dev, CacheOp::Clean, addr, size);
+            }
+            self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
+            addr
+        };
+        if let Some(debug) = self.debug {
+            match debug.map(dev.id, dma, size, dir) {
+                // A `Result` cannot be used without looking at it: the Rust API checks for you
+                // what Linux's `dma_mapping_error()` asks drivers to check.
+                Ok(()) => debug.mapping_error_checked(dev.id, dma),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(dma)
+    }
+
+    fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<PhysAddr, DmaError> {
+        let align = SlotAlignment::min_align(dev.min_align_mask);
+        let result = match dev.policy {
+            BouncePolicy::Restricted(pool) => pool.map(self.mem, addr, size, dir, align),
+            _ => match dev.device_pool() {
+                Some(pool) => pool.map(self.mem, addr, size, dir, align).or_else(|_| self.default_pool.map(self.mem, addr, size, dir, align)),
+                None => self.default_pool.map(self.mem, addr, size, dir, align),
+            },
+        };
+        let tlb = result.inspect_err(|_| {
+            self.stats.map_failures.fetch_add(1, Ordering::Relaxed);
+            if arch::in_interrupt() {
+                self.stats.irq_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(kick) = self.on_pressure {
+                kick();
+            }
+        })?;
+        if let Some(limit) = dev.dma_limit.filter(|_| !dev.dma_capable(tlb, size)) {
+            // A pool above the device's limit is a configuration error: undo, report.
+            let _ = self.pool_of(dev, tlb).map(|p| p.unmap(self.mem, tlb, size, dir, DmaAttrs { skip_cpu_sync: true }));
+            return Err(DmaError::PoolUnreachable { tlb, limit });
+        }
+        Ok(tlb)
+    }
+
+    /// The pool whose live slot `dma` is, if any (Linux `is_swiotlb_buffer` + `dev->dma_io_tlb_mem`).
+    fn pool_of(&self, dev: &DmaDevice, dma: DmaAddr) -> Option<&dyn BounceBuffers> {
+        let candidates: [Option<&dyn BounceBuffers>; 3] = match dev.policy {
+            BouncePolicy::Restricted(pool) => [Some(pool), None, None],
+            _ => [dev.device_pool(), Some(self.default_pool), None],
+        };
+        candidates.into_iter().flatten().find(|p| p.is_swiotlb_buffer(dma))
+    }
+
+    /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
+    /// unmap and sync. A lent page inside a pool's range, mapped directly, is not.
+    pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
+        self.pool_of(dev, dma).is_some()
+    }
+
+    /// Ends a mapping (Linux `dma_unmap_single`): for a bounce, copies back what the device
+    /// wrote (unless `skip_cpu_sync`) and frees the slots.
+    pub fn unmap_single(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        if let Some(debug) = self.debug {
+            debug.unmap(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
+        }
+        match self.pool_of(dev, dma) {
+            Some(pool) => {
+                if dir.from_device() {
+                    self.cache(dev, CacheOp::Invalidate, dma, size);
+                }
+                pool.unmap(self.mem, dma, size, dir, attrs)?;
+            }
+            None => {
+                if dir.from_device() && !attrs.skip_cpu_sync {
+                    self.cache(dev, CacheOp::Invalidate, dma, size);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the CPU a (part of a) mapping the device wrote (Linux `dma_sync_single_for_cpu`).
+    pub fn sync_single_for_cpu(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaError> {
+        if let Some(debug) = self.debug {
+            debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
+        }
+        if dir.from_device() {
+            self.cache(dev, CacheOp::Invalidate, dma, size);
+        }
+        if let Some(pool) = self.pool_of(dev, dma) {
+            pool.sync_for_cpu(self.mem, dma, size, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the device (a part of) a mapping the CPU wrote (Linux `dma_sync_single_for_device`).
+    pub fn sync_single_for_device(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaError> {
+        if let Some(debug) = self.debug {
+            debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
+        }
+        if let Some(pool) = self.pool_of(dev, dma) {
+            pool.sync_for_device(self.mem, dma, size, dir)?;
+        }
+        self.cache(dev, CacheOp::Clean, dma, size);
+        Ok(())
+    }
+
+    /// Maps every entry of `sg` (Linux `dma_map_sg`), all or nothing: on failure the entries
+    /// mapped so far are unmapped and the error returned.
+    pub fn map_sg(&self, dev: &DmaDevice, sg: &mut [ScatterEntry], dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        for i in 0..sg.len() {
+            match self.map_single(dev, sg[i].addr, sg[i].len, dir, attrs) {
+                Ok(dma) => sg[i].dma_addr = dma,
+                Err(e) => {
+                    let _ = self.unmap_sg(dev, &sg[..i], dir, DmaAttrs { skip_cpu_sync: true });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps every entry of `sg` (Linux `dma_unmap_sg`); returns the first error after trying all.
+    pub fn unmap_sg(&self, dev: &DmaDevice, sg: &[ScatterEntry], dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        let mut first = Ok(());
+        for e in sg {
+            let r = self.unmap_single(dev, e.dma_addr, e.len, dir, attrs);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Allocates zeroed DMA-coherent memory of `size` bytes for `dev` (Linux `dma_alloc_coherent`):
+    /// whole unmovable pages in ZONE_DMA if the device is limited. Task context only.
+    ///
+    /// Not supported (an error, not a silent wrong answer): non-coherent devices (they would need
+    /// a non-cacheable mapping) and devices behind a restricted pool (coherent memory must come
+    /// from the pool; not yet implemented).
+    pub fn alloc_coherent(&self, dev: &DmaDevice, pages: &LockedPageAllocator, size: usize) -> Result<(PhysAddr, DmaAddr), DmaError> {
+        assert!(!arch::in_interrupt(), "dma_alloc_coherent may not be called in interrupt context");
+        if size == 0 {
+            return Err(DmaError::ZeroSize);
+        }
+        if !dev.coherent {
+            return Err(DmaError::Unsupported("coherent memory for a non-coherent device needs a non-cacheable mapping"));
+        }
+        if matches!(dev.policy, BouncePolicy::Restricted(_)) {
+            return Err(DmaError::Unsupported("coherent memory from a restricted DMA pool"));
+        }
+        let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
+        let zone = if dev.dma_limit.is_some() { ZoneType::Dma } else { ZoneType::Normal };
+        let addr = pages.lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(|_| DmaError::NoMemory)?;
+        let len = (PAGE_SIZE as usize) << order;
+        if !dev.dma_capable(addr, len) {
+            let _ = pages.lock().free_pages(addr, order);
+            return Err(DmaError::PoolUnreachable { tlb: addr, limit: dev.dma_limit.unwrap_or(0) });
+        }
+        self.mem.fill(addr, 0, len);
+        Ok((addr, addr))
+    }
+
+    /// Frees memory from [`alloc_coherent`](Self::alloc_coherent) with the same size.
+    pub fn free_coherent(&self, pages: &LockedPageAllocator, addr: PhysAddr, size: usize) -> Result<(), DmaError> {
+        let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
+        pages.lock().free_pages(addr, order).map_err(|_| DmaError::Unsupported("free of memory not from alloc_coherent"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::host::{take_cache_ops, IrqContextGuard};
+    use crate::dma::swiotlb::SwiotlbPool;
+    use crate::mm::phys::SimMemory;
+    use std::boxed::Box;
+    use std::sync::atomic::AtomicUsize;
+
+    const RAM: PhysAddr = 0x4000_0000;
+    const POOL: PhysAddr = 0x4080_0000; // 2 MiB of slots, below the device limit
+    const LIMIT: PhysAddr = 0x40ff_ffff; // the device reaches the first 16 MiB
+    const HIGH: PhysAddr = 0x4100_0000; // a buffer beyond the limit
+
+    struct Setup {
+        mem: &'static SimMemory,
+        pool: &'static SwiotlbPool,
+    }
+
+    fn setup() -> Setup {
+        let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM, 32 << 20)));
+        let pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(POOL, 1024, 1).unwrap()));
+        take_cache_ops();
+        Setup { mem, pool }
+    }
+
+    fn dev(policy: BouncePolicy, coherent: bool) -> DmaDevice {
+        DmaDevice::new(1, "disk0", Some(LIMIT), coherent, policy)
+    }
+
+    const TO: DmaDirection = DmaDirection::ToDevice;
+    const FROM: DmaDirection = DmaDirection::FromDevice;
+    const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+
+    #[test]
+    fn reachable_buffers_of_a_coherent_device_are_not_bounced() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let dma = api.map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
+        assert_eq!(dma, RAM + 0x1000);
+        assert!(!api.is_swiotlb_buffer(&d, dma));
+        api.unmap_single(&d, dma, 4096, TO, NOATTR).unwrap();
+        assert_eq!(s.pool.used_slots(), 0);
+        assert_eq!(api.stats.maps_direct.load(Ordering::Relaxed), 1);
+        assert!(take_cache_ops().is_empty(), "a coherent device needs no cache maintenance");
+    }
+
+    #[test]
+    fn buffers_beyond_the_limit_bounce_and_come_back() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        s.mem.write(HIGH, &[7u8; 3000]);
+        let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        assert!((POOL..POOL + (2 << 20)).contains(&dma) && d.dma_capable(dma, 3000));
+        assert!(api.is_swiotlb_buffer(&d, dma));
+        let mut seen = [0u8; 3000];
+        s.mem.read(dma, &mut seen);
+        assert_eq!(seen, [7u8; 3000], "copy-in on map");
+        s.mem.write(dma, &[9u8; 3000]); // the device writes
+        api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        s.mem.read(HIGH, &mut seen);
+        assert_eq!(seen, [9u8; 3000], "copy-back on unmap");
+        assert!(!api.is_swiotlb_buffer(&d, dma));
+        assert_eq!(s.pool.used_slots(), 0);
+    }
+
+    #[test]
+    fn non_coherent_devices_get_cache_maintenance_and_bounce_shared_lines() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, false);
+        // Cache-line aligned: direct, clean on map, invalidate on unmap.
+        let dma = api.map_single(&d, RAM + 0x2000, 256, FROM, NOATTR).unwrap();
+        assert_eq!(dma, RAM + 0x2000);
+        api.unmap_single(&d, dma, 256, FROM, NOATTR).unwrap();
+        assert_eq!(take_cache_ops(), [(CacheOp::Clean, RAM + 0x2000, 256), (CacheOp::Invalidate, RAM + 0x2000, 256)]);
+        // Sharing a cache line with other data: bounced, and the slot maintained instead.
+        let dma = api.map_single(&d, RAM + 0x2010, 100, FROM, NOATTR).unwrap();
+        assert!(api.is_swiotlb_buffer(&d, dma));
+        api.unmap_single(&d, dma, 100, FROM, NOATTR).unwrap();
+        assert_eq!(take_cache_ops(), [(CacheOp::Clean, dma, 100), (CacheOp::Invalidate, dma, 100)]);
+    }
+
+    #[test]
+    fn forced_and_restricted_devices_always_bounce_restricted_never_falls_back() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let forced = dev(BouncePolicy::Forced, true);
+        let dma = api.map_single(&forced, RAM, 512, TO, NOATTR).unwrap();
+        assert!(api.is_swiotlb_buffer(&forced, dma));
+        api.unmap_single(&forced, dma, 512, TO, NOATTR).unwrap();
+
+        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        let r = dev(BouncePolicy::Restricted(restricted_pool), true);
+        let mut maps = Vec::new();
+        loop {
+            match api.map_single(&r, RAM, 64 * 1024, TO, NOATTR) {
+                Ok(dma) => {
+                    assert!((0x40c0_0000..0x40c0_0000 + 128 * 2048).contains(&dma), "outside the restricted pool");
+                    maps.push(dma);
+                }
+                Err(e) => {
+                    assert!(matches!(e, DmaError::Swiotlb(SwiotlbError::BufferFull { .. })), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(maps.len(), 4, "128 slots hold four 64 KiB mappings");
+        assert_eq!(s.pool.used_slots(), 0, "no fallback to the default pool");
+        for dma in maps {
+            api.unmap_single(&r, dma, 64 * 1024, TO, NOATTR).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_device_pool_is_tried_first_then_the_default_pool() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let own: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        assert!(d.set_device_pool(Some(own)).is_none());
+        let a = api.map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
+        assert!(own.is_swiotlb_buffer(a));
+        let b = api.map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
+        assert!(s.pool.is_swiotlb_buffer(b), "the device pool is full: the default pool serves");
+        api.unmap_single(&d, a, 200 * 1024, TO, NOATTR).unwrap();
+        api.unmap_single(&d, b, 200 * 1024, TO, NOATTR).unwrap();
+        assert_eq!((own.used_slots(), s.pool.used_slots()), (0, 0));
+    }
+
+    static KICKS: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn a_failed_bounce_in_irq_context_is_counted_and_kicks_the_worker() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, Some(|| {
+            KICKS.fetch_add(1, Ordering::SeqCst);
+        }));
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let mut live = Vec::new();
+        let _irq = IrqContextGuard::enter();
+        let err = loop {
+            match api.map_single(&d, HIGH, 256 * 1024, TO, NOATTR) {
+                Ok(dma) => live.push(dma),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, DmaError::Swiotlb(SwiotlbError::BufferFull { .. })), "{err}");
+        assert_eq!(live.len(), 8);
+        assert_eq!(api.stats.irq_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(api.stats.maps_in_irq.load(Ordering::Relaxed), 9);
+        assert_eq!(KICKS.load(Ordering::SeqCst), 1);
+        assert!(matches!(api.map_single(&d, RAM, 0, TO, NOATTR), Err(DmaError::ZeroSize)));
+        for dma in live {
+            api.unmap_single(&d, dma, 256 * 1024, TO, NOATTR).unwrap();
+        }
+    }
+
+    #[test]
+    fn debug_mode_refuses_misuse_without_touching_the_pool() {
+        let s = setup();
+        let debug: &'static DmaDebug = Box::leak(Box::new(DmaDebug::new()));
+        let api = DmaApi::new(s.mem, s.pool, Some(debug), None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let dma = api.map_single(&d, HIGH, 4096, FROM, NOATTR).unwrap();
+        assert!(matches!(api.sync_single_for_cpu(&d, dma + 4000, 200, FROM), Err(DmaError::Misuse(DmaDebugError::SyncOutOfRange { .. }))));
+        assert!(matches!(api.sync_single_for_device(&d, dma, 16, TO), Err(DmaError::Misuse(DmaDebugError::SyncWrongDirection { .. }))));
+        api.sync_single_for_cpu(&d, dma, 16, FROM).unwrap();
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        assert!(matches!(api.unmap_single(&d, dma, 4096, FROM, NOATTR), Err(DmaError::Misuse(DmaDebugError::DoubleUnmap { .. }))));
+        assert!(matches!(api.unmap_single(&d, 0x4123_0000, 64, FROM, NOATTR), Err(DmaError::Misuse(DmaDebugError::UnmapUnknown { .. }))));
+        assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 4);
+        assert_eq!(debug.live(), 0);
+        assert_eq!(s.pool.used_slots(), 0);
+    }
+
+    #[test]
+    fn map_sg_is_all_or_nothing() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let mut sg: Vec<ScatterEntry> = (0..10).map(|i| ScatterEntry { addr: HIGH + i * 0x40000, len: 240 * 1024, dma_addr: 0 }).collect();
+        let err = api.map_sg(&d, &mut sg, TO, NOATTR).unwrap_err();
+        assert!(matches!(err, DmaError::Swiotlb(SwiotlbError::BufferFull { .. })));
+        assert_eq!(s.pool.used_slots(), 0, "the entries mapped before the failure were unmapped");
+        sg.truncate(4);
+        api.map_sg(&d, &mut sg, TO, NOATTR).unwrap();
+        assert!(sg.iter().all(|e| api.is_swiotlb_buffer(&d, e.dma_addr)));
+        api.unmap_sg(&d, &sg, TO, NOATTR).unwrap();
+        assert_eq!(s.pool.used_slots(), 0);
+    }
+
+    #[test]
+    fn a_lent_page_in_the_pool_range_mapped_directly_is_not_a_bounce_buffer() {
+        let s = setup();
+        s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        // A movable page the page allocator placed in the lent range, DMA-mapped directly.
+        let page = POOL + 0x3000;
+        s.mem.write(page, &[1u8; 4096]);
+        let dma = api.map_single(&d, page, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(dma, page);
+        assert!(!api.is_swiotlb_buffer(&d, dma));
+        s.mem.write(dma, &[2u8; 4096]);
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        let mut buf = [0u8; 4096];
+        s.mem.read(page, &mut buf);
+        assert_eq!(buf, [2u8; 4096]);
+    }
+
+    #[test]
+    fn max_mapping_size_follows_the_bounce_limit() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        assert_eq!(api.max_mapping_size(&dev(BouncePolicy::WhenNeeded, true)), 256 * 1024);
+        let mut unlimited = DmaDevice::new(2, "x", None, true, BouncePolicy::WhenNeeded);
+        assert_eq!(api.max_mapping_size(&unlimited), usize::MAX);
+        unlimited.min_align_mask = 0xfff;
+        unlimited.policy = BouncePolicy::Forced;
+        assert_eq!(api.max_mapping_size(&unlimited), 256 * 1024 - 4096);
+    }
+}
