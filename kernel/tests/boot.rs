@@ -123,7 +123,7 @@ fn mmu_attributes() -> TestResult {
 fn memory_map_has_fragment() -> TestResult {
     let mb = &kernel().memblock;
     let labels: Vec<&str> = mb.reserved().map(|r| r.label).collect();
-    for want in ["kernel", "dtb", "heap", "fw-log", "swiotlb-pool"] {
+    for want in ["kernel", "dtb", "heap", "fw-log", "swiotlb-pool", "restricted-dma"] {
         kassert!(labels.iter().any(|l| l.starts_with(want)), "no '{want}' region in {labels:?}");
     }
     // The static fragment region is where the fragment says, and is not usable RAM.
@@ -135,7 +135,11 @@ fn memory_map_has_fragment() -> TestResult {
     let pool = mb.find("swiotlb-pool").ok_or("swiotlb-pool missing")?;
     kassert!(pool.flags.reusable && pool.flags.dynamic);
     kassert_eq!(pool.range.size(), 0x200_0000);
-    kassert!(pool.range.base() % 0x20_0000 == 0 && pool.range.end() <= 0x6000_0000);
+    kassert!(pool.range.base() % 0x20_0000 == 0 && pool.range.end() <= 0x5800_0000, "pool outside its alloc-ranges");
+    // The root dma-ranges window bounds ZONE_DMA; the restricted pool is where its node says.
+    kassert_eq!(kernel().dt.smallest_dma_limit().map_err(|e| alloc::format!("{e}"))?, Some(0x57ff_ffff));
+    let restricted = mb.find("restricted-dma@4a000000").ok_or("restricted pool missing")?;
+    kassert_eq!((restricted.range.base(), restricted.range.size()), (0x4a00_0000, 0x40_0000));
     Ok(())
 }
 

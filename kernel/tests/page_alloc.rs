@@ -131,7 +131,7 @@ fn page_cache_pages_dropped() -> TestResult {
     alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
     // Leave only the lent blocks free, so the cache's pages land there; then free every 8th
     // pressure page, room for the one dirty page to migrate to.
-    let free = alloc.lock().nr_free_pages(ZoneType::Dma); // (a guard in the call below would deadlock)
+    let free = { let a = alloc.lock(); a.nr_free_pages(ZoneType::Dma) + a.nr_free_pages(ZoneType::Normal) }; // (a guard in the call below would deadlock)
     let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, free - 8192, 9);
     let mut cache = PageCache::new(alloc, &RAM, ZoneType::Normal);
     let block = |i: u64| vec![(i % 251) as u8; PAGE_SIZE as usize];
@@ -254,7 +254,10 @@ fn irq_during_migration() -> TestResult {
 
 fn heap_grows() -> TestResult {
     let heap = &kernel::platform::HEAP;
-    let unmovable_blocks = || page_allocator().lock().pagetypeinfo().pageblocks[ZoneType::Dma as usize][MigrateType::Unmovable as usize];
+    let unmovable_blocks = || {
+        let info = page_allocator().lock().pagetypeinfo();
+        info.pageblocks.iter().map(|zone| zone[MigrateType::Unmovable as usize]).sum::<usize>()
+    };
     let (before, unmovable_before) = (heap.stats(), unmovable_blocks());
     // Many 1 MiB allocations: the heap grows by unmovable pages (blocks claimed as UNMOVABLE).
     let chunks: Vec<Vec<u8>> = (0..24u8).map(|i| vec![i; 1 << 20]).collect();

@@ -4,7 +4,9 @@
 //! possible" and an empty one as identity. We keep it simpler: a bus constrains its children
 //! only through a non-empty `dma-ranges`. A bus's limit is the highest CPU address any of its
 //! windows reaches; a device's limit is the smallest over its ancestors. The root's own
-//! `dma-ranges` has no parent address space and is ignored.
+//! `dma-ranges` limits every device: its parent side is the CPU's address space, in the root's
+//! own cells (QEMU's virt puts its devices on the root bus, so this is where a board-wide DMA
+//! window goes).
 
 use super::cells::{self, child_cells, range_entries, Node};
 use super::devices::to_cpu;
@@ -16,7 +18,7 @@ pub(super) fn device_limit<'a>(
     ancestors: &[Node<'_, 'a>],
 ) -> Result<Option<PhysAddr>, DtError<'a>> {
     let mut limit: Option<PhysAddr> = None;
-    for depth in 2..=ancestors.len() {
+    for depth in 1..=ancestors.len() {
         if let Some(bus) = bus_limit(&ancestors[..depth])? {
             limit = Some(limit.map_or(bus, |l| l.min(bus)));
         }
@@ -25,14 +27,13 @@ pub(super) fn device_limit<'a>(
 }
 
 /// The highest CPU address (inclusive) reachable through the `dma-ranges` of `chain.last()`,
-/// or `None` if it has none, an empty one, or is the root.
+/// or `None` if it has none or an empty one.
 pub(super) fn bus_limit<'a>(chain: &[Node<'_, 'a>]) -> Result<Option<PhysAddr>, DtError<'a>> {
     let Some((&bus, above)) = chain.split_last() else {
         return Ok(None);
     };
-    let Some(&parent) = above.last() else {
-        return Ok(None);
-    };
+    // The root's parent side is the CPU address space, in the root's own cells.
+    let parent = above.last().copied().unwrap_or(bus);
     let ranges = match cells::prop(bus, "dma-ranges") {
         None | Some([]) => return Ok(None),
         Some(r) => r,

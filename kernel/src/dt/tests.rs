@@ -992,6 +992,20 @@ fn dma_limit_is_the_smallest_window_end_among_ancestors() {
 }
 
 #[test]
+fn root_dma_ranges_limit_every_device() {
+    // QEMU virt's devices sit on the root bus: a board-wide DMA window goes on the root.
+    let blob = build(|w| {
+        cells(w, 2, 2);
+        w.property_array_u32("dma-ranges", &[0x0, 0x4000_0000, 0x0, 0x4000_0000, 0x0, 0x1800_0000]).unwrap();
+        node(w, "virtio@a000000", |w| reg64(w, "reg", &[(0x0a00_0000, 0x200)]));
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.smallest_dma_limit(), Ok(Some(0x57ff_ffff)));
+    let dev = dt.devices().map(Result::unwrap).find(|d| d.name() == "virtio@a000000").unwrap();
+    assert_eq!(dev.dma_limit(), Some(0x57ff_ffff));
+}
+
+#[test]
 fn malformed_dma_ranges_are_errors() {
     let blob = dma_tree(Some(&[0x0, 0x4000_0000]), None);
     assert_eq!(
