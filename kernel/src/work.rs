@@ -17,6 +17,18 @@ pub const MAX_WORK: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkId(u32);
 
+impl WorkId {
+    /// The id as a number (to keep it in an atomic).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The id from [`raw`](Self::raw).
+    pub fn from_raw(raw: u32) -> Self {
+        WorkId(raw)
+    }
+}
+
 /// A work function.
 pub type WorkFn = fn();
 

@@ -11,6 +11,7 @@
 
 #[macro_use]
 pub mod console;
+pub mod dma;
 pub mod exit;
 pub mod irq;
 pub mod mm;
@@ -48,6 +49,8 @@ pub struct Kernel {
     pub memblock: Memblock<'static>,
     /// `/chosen/bootargs`.
     pub bootargs: &'static str,
+    /// The parameters parsed from them.
+    pub params: &'static crate::bootargs::KernelParams,
     /// The GIC version in use.
     pub gic_version: u32,
     /// The virtual timer's interrupt ID.
@@ -201,6 +204,12 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
 
     let bootargs = dt.bootargs()?.unwrap_or("");
     log::info!("bootargs: \"{bootargs}\"");
+    let (params, warnings) = crate::bootargs::parse(bootargs);
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    console::set_level(params.loglevel);
+    let params: &'static crate::bootargs::KernelParams = alloc::boxed::Box::leak(alloc::boxed::Box::new(params));
     kprintln!("Boot memory map:");
     kprint!("{memblock}");
     {
@@ -232,7 +241,7 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     boot::cpu::local_irq_enable();
     log::info!("GICv{gic_version} up; virtual timer on interrupt {timer_irq}");
 
-    Ok(KERNEL.call_once(|| Kernel { dt, memblock, bootargs, gic_version, timer_irq, image }))
+    Ok(KERNEL.call_once(|| Kernel { dt, memblock, bootargs, params, gic_version, timer_irq, image }))
 }
 
 /// The exception level `_start` was entered at (it records it for the boot log).
