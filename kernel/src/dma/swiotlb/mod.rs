@@ -30,6 +30,7 @@ mod error;
 mod pool;
 mod slots;
 mod stats;
+pub mod lend;
 
 #[cfg(test)]
 mod tests;

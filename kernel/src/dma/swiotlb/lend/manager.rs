@@ -1,0 +1,372 @@
+//! The manager: construction under each policy, the mapping entry points over its pools, and the
+//! IRQ-safe tests that decide whether to schedule the worker.
+
+use core::fmt;
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::blocks::{BlockState, BlockStates};
+use super::config::{PoolGeometry, Tunables};
+use super::stats::{LendCounters, LendStats};
+use super::{LendError, MAX_EXTRA_POOLS, SLOTS_PER_PAGEBLOCK};
+use crate::bootargs::SwiotlbPolicy;
+use crate::dma::swiotlb::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SIZE};
+use crate::mm::page_alloc::{LockedPageAllocator, PAGEBLOCK_SIZE};
+use crate::mm::phys::PhysMemory;
+use crate::mm::PhysAddr;
+
+/// The default SWIOTLB pool and its policy (see the [module docs](super)).
+///
+/// Mapping, unmapping, syncing, [`should_kick`](Self::should_kick), [`note_miss`](Self::note_miss)
+/// and [`is_swiotlb_buffer`](Self::is_swiotlb_buffer) are safe in IRQ context and never allocate;
+/// construction, the worker and device pools are task context only.
+pub struct SwiotlbManager {
+    /// The default pool over the reserved range (under `dynamic`, over its first
+    /// `min_slot_pageblocks` only).
+    pub(super) pool: SwiotlbPool,
+    /// Start of the reserved range (pageblock aligned).
+    pub(super) start: PhysAddr,
+    /// The policy in force (`static` if a `lend` pool may not be lent).
+    pub(super) policy: SwiotlbPolicy,
+    /// The pool is shared with an untrusted device by design (a restricted pool, a
+    /// confidential VM's shared pool): nothing of it ever goes to the page allocator.
+    pub(super) never_lend: bool,
+    pub(super) tunables: Tunables,
+    /// One state per pageblock of the reserved range.
+    pub(super) blocks: BlockStates,
+    /// Extra pools (dynamic policy), published once each, read lock-free.
+    pub(super) extra: [spin::Once<SwiotlbPool>; MAX_EXTRA_POOLS],
+    pub(super) nr_extra: AtomicUsize,
+    /// A mapping missed since the worker last looked.
+    pub(super) miss_pending: AtomicBool,
+    /// Usage reached the high watermark since the worker last looked.
+    pub(super) high_usage_seen: AtomicBool,
+    /// When usage was first seen under the high watermark, in ns + 1; 0: the shrink timer is off.
+    pub(super) low_since_ns: AtomicU64,
+    /// Held by the worker and by device-pool carving and returning.
+    pub(super) running: AtomicBool,
+    pub(super) counters: LendCounters,
+}
+
+impl SwiotlbManager {
+    /// Builds the default pool over `geometry` as `tunables.policy` says. Task context.
+    ///
+    /// - `static`: every slot is a bounce slot; `pages` is not touched.
+    /// - `dynamic`: the pool covers `tunables.min_slot_pageblocks()` pageblocks; the rest of the
+    ///   reserved range stays [`BlockState::Unused`] (it is memblock-reserved; we do not hand it
+    ///   to the page allocator behind the policy's back).
+    /// - `lend`: the first `min_slot_pageblocks()` pageblocks are slots, the rest is lent to
+    ///   `pages` as MIGRATE_SWIOTLB in one all-or-nothing call.
+    ///
+    /// `never_lend` marks a pool shared with an untrusted device by design: under `lend` it is
+    /// managed as `static`, and `dynamic` is refused (its extra pools would not be shared memory).
+    pub fn new(
+        geometry: PoolGeometry,
+        tunables: Tunables,
+        never_lend: bool,
+        pages: &LockedPageAllocator,
+    ) -> Result<Self, LendError> {
+        let geometry_error = |reason| Err(LendError::Geometry { reason });
+        if !geometry.start.is_multiple_of(PAGEBLOCK_SIZE) {
+            return geometry_error("the pool must start on a pageblock");
+        }
+        if geometry.nslots == 0 || !geometry.nslots.is_multiple_of(SLOTS_PER_PAGEBLOCK) {
+            return geometry_error("the pool must be a whole number of pageblocks");
+        }
+        let policy = match tunables.policy {
+            SwiotlbPolicy::Lend if never_lend => {
+                log::info!("swiotlb: pool shared with devices, never lent: static policy");
+                SwiotlbPolicy::Static
+            }
+            SwiotlbPolicy::Dynamic if never_lend => {
+                return Err(LendError::PolicyForbids { policy: SwiotlbPolicy::Dynamic, what: "a never-lend pool" })
+            }
+            p => p,
+        };
+        let nblocks = geometry.nslots / SLOTS_PER_PAGEBLOCK;
+        let slot_blocks = tunables.min_slot_pageblocks().clamp(1, nblocks);
+        let pool_slots = match policy {
+            SwiotlbPolicy::Dynamic => slot_blocks * SLOTS_PER_PAGEBLOCK,
+            _ => geometry.nslots,
+        };
+        let pool = SwiotlbPool::new(geometry.start, pool_slots, geometry.nareas)?;
+        pool.set_irq_reserve_slots(tunables.irq_reserve_slots.min(pool_slots));
+        let blocks = BlockStates::new(nblocks, BlockState::AsSlots);
+        let manager = Self {
+            pool,
+            start: geometry.start,
+            policy,
+            never_lend,
+            tunables,
+            blocks,
+            extra: core::array::from_fn(|_| spin::Once::new()),
+            nr_extra: AtomicUsize::new(0),
+            miss_pending: AtomicBool::new(false),
+            high_usage_seen: AtomicBool::new(false),
+            low_since_ns: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            counters: LendCounters::default(),
+        };
+        match policy {
+            SwiotlbPolicy::Static => {}
+            SwiotlbPolicy::Dynamic => (slot_blocks..nblocks).for_each(|b| manager.blocks.set(b, BlockState::Unused)),
+            SwiotlbPolicy::Lend if slot_blocks < nblocks => {
+                let spare = slot_blocks..nblocks;
+                manager.pool.lend(spare.start * SLOTS_PER_PAGEBLOCK..spare.end * SLOTS_PER_PAGEBLOCK)?;
+                pages.lock().lend_swiotlb_pageblocks(manager.block_addrs(spare.clone()))?;
+                spare.for_each(|b| manager.blocks.set(b, BlockState::Lent));
+            }
+            SwiotlbPolicy::Lend => {}
+        }
+        Ok(manager)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> SwiotlbPolicy {
+        self.policy
+    }
+
+    /// Whether the pool is never lent (shared with devices by design).
+    pub fn never_lend(&self) -> bool {
+        self.never_lend
+    }
+
+    /// The tunables.
+    pub fn tunables(&self) -> &Tunables {
+        &self.tunables
+    }
+
+    /// The default pool.
+    pub fn default_pool(&self) -> &SwiotlbPool {
+        &self.pool
+    }
+
+    /// The extra pools added so far (dynamic policy), oldest first.
+    pub fn extra_pools(&self) -> impl Iterator<Item = &SwiotlbPool> + '_ {
+        let n = self.nr_extra.load(Ordering::Acquire);
+        self.extra[..n].iter().filter_map(spin::Once::get)
+    }
+
+    /// The default pool, then the extra pools: the order mappings try them in.
+    pub fn pools(&self) -> impl Iterator<Item = &SwiotlbPool> + '_ {
+        core::iter::once(&self.pool).chain(self.extra_pools())
+    }
+
+    /// Pageblocks of the reserved range.
+    pub fn nr_pageblocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// State of pageblock `block` of the reserved range.
+    pub fn pageblock_state(&self, block: usize) -> Option<BlockState> {
+        (block < self.blocks.len()).then(|| self.blocks.get(block))
+    }
+
+    /// Pageblocks in `state`.
+    pub fn pageblocks_in(&self, state: BlockState) -> usize {
+        self.blocks.count(state)
+    }
+
+    /// The manager's counters.
+    pub fn stats(&self) -> LendStats {
+        self.counters.snapshot()
+    }
+
+    // ---- the watermarks (IRQ-safe: atomics only) ----
+
+    /// Slots that bounce buffers may use now: neither lent, carved nor unused.
+    pub fn usable_slots(&self) -> usize {
+        self.pools().map(|p| p.nslots() - p.lent_slots()).sum()
+    }
+
+    /// Free slots over all pools.
+    pub fn free_slots(&self) -> usize {
+        self.pools().map(SwiotlbPool::free_slots).sum()
+    }
+
+    /// Used slots over all pools.
+    pub fn used_slots(&self) -> usize {
+        self.pools().map(SwiotlbPool::used_slots).sum()
+    }
+
+    /// Free slots under `swiotlb_low_wm`% of usable slots.
+    pub fn below_low_wm(&self) -> bool {
+        self.free_slots() * 100 < self.tunables.low_wm_percent as usize * self.usable_slots()
+    }
+
+    /// Used slots at or over `swiotlb_high_wm`% of usable slots.
+    pub fn at_or_above_high_wm(&self) -> bool {
+        self.used_slots() * 100 >= self.tunables.high_wm_percent as usize * self.usable_slots()
+    }
+
+    /// Whether the policy could add slots now.
+    fn can_grow(&self) -> bool {
+        match self.policy {
+            SwiotlbPolicy::Static => false,
+            SwiotlbPolicy::Lend => self.blocks.count(BlockState::Lent) > 0,
+            SwiotlbPolicy::Dynamic => self.nr_extra.load(Ordering::Relaxed) < MAX_EXTRA_POOLS,
+        }
+    }
+
+    /// Whether the worker should be scheduled to grow the pools: a mapping missed or free slots
+    /// are under the low watermark, and the policy has something to grow into. Cheap (atomics
+    /// only); interrupt handlers and the map path call it.
+    pub fn should_kick(&self) -> bool {
+        self.can_grow() && (self.miss_pending.load(Ordering::Relaxed) || self.below_low_wm())
+    }
+
+    /// Records that a mapping found no room, so the next worker run grows the pools. Any
+    /// context.
+    pub fn note_miss(&self) {
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        self.miss_pending.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a mapping missed since the worker last ran.
+    pub fn miss_pending(&self) -> bool {
+        self.miss_pending.load(Ordering::Relaxed)
+    }
+
+    // ---- the mapping entry points (any context) ----
+
+    /// Bounces `size` bytes at `orig` (see [`SwiotlbPool::map`]), trying the default pool then the
+    /// extra pools. If none has room the miss is noted ([`should_kick`](Self::should_kick) turns
+    /// true) and the last pool's error is returned: the caller defers or fails the request.
+    pub fn map(
+        &self,
+        mem: &dyn PhysMemory,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        let mut no_room = None;
+        for pool in self.pools() {
+            match pool.map(mem, orig, size, dir, align) {
+                Ok(tlb_addr) => {
+                    if self.at_or_above_high_wm() {
+                        self.high_usage_seen.store(true, Ordering::Relaxed);
+                    }
+                    return Ok(tlb_addr);
+                }
+                Err(e @ (SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. })) => no_room = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        self.note_miss();
+        Err(no_room.expect("there is always a default pool"))
+    }
+
+    /// Ends a mapping (see [`SwiotlbPool::unmap`]).
+    pub fn unmap(
+        &self,
+        mem: &dyn PhysMemory,
+        tlb_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<(), SwiotlbError> {
+        self.pool_of(tlb_addr)?.unmap(mem, tlb_addr, size, dir, attrs)
+    }
+
+    /// See [`SwiotlbPool::sync_for_cpu`].
+    pub fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        self.pool_of(tlb_addr)?.sync_for_cpu(mem, tlb_addr, size, dir)
+    }
+
+    /// See [`SwiotlbPool::sync_for_device`].
+    pub fn sync_for_device(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        self.pool_of(tlb_addr)?.sync_for_device(mem, tlb_addr, size, dir)
+    }
+
+    /// Whether `pa` is inside a live bounce buffer of one of the pools (Linux
+    /// `is_swiotlb_buffer`): a lent page the page allocator handed out is not. Lock-free,
+    /// O(number of pools). Device pools answer for themselves ([`super::DevicePool`]).
+    pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
+        self.pools().any(|p| p.is_swiotlb_buffer(pa))
+    }
+
+    /// The largest mapping a device with this `min_align_mask` can always get (Linux
+    /// `swiotlb_max_mapping_size`): one segment, whatever the pool.
+    pub fn max_mapping_size(&self, min_align_mask: u64) -> usize {
+        crate::dma::swiotlb::max_mapping_size(min_align_mask)
+    }
+
+    fn pool_of(&self, tlb_addr: PhysAddr) -> Result<&SwiotlbPool, SwiotlbError> {
+        self.pools()
+            .find(|p| (p.start()..p.end()).contains(&tlb_addr))
+            .ok_or(SwiotlbError::NotMapped { tlb_addr })
+    }
+
+    // ---- pageblock arithmetic ----
+
+    /// Slots of pageblock `block` in the default pool.
+    pub(super) fn block_slots(&self, block: usize) -> Range<usize> {
+        block * SLOTS_PER_PAGEBLOCK..(block + 1) * SLOTS_PER_PAGEBLOCK
+    }
+
+    /// Physical range of the pageblocks `blocks`.
+    pub(super) fn block_addrs(&self, blocks: Range<usize>) -> Range<PhysAddr> {
+        self.start + blocks.start as u64 * PAGEBLOCK_SIZE..self.start + blocks.end as u64 * PAGEBLOCK_SIZE
+    }
+
+    /// Whether every slot of `block` is free.
+    pub(super) fn block_all_free(&self, block: usize) -> bool {
+        self.block_slots(block).all(|s| self.pool.slot_state(s) == Some(crate::dma::swiotlb::SlotState::Free))
+    }
+
+    /// Areas for a pool of `nslots` (at most the default pool's count, so every area holds whole
+    /// segments).
+    pub(super) fn areas_for(&self, nslots: usize) -> usize {
+        let max = (nslots / IO_TLB_SEGSIZE).max(1);
+        let mut n = self.pool.nareas().min(max);
+        while !nslots.is_multiple_of(IO_TLB_SEGSIZE * n) {
+            n /= 2;
+        }
+        n.max(1)
+    }
+}
+
+impl fmt::Display for SwiotlbManager {
+    /// The stats table: one line per pool, the pageblock states, the counters.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "swiotlb: policy {:?}{}, {} pageblocks reserved at {:#x}",
+            self.policy,
+            if self.never_lend { " (never lent)" } else { "" },
+            self.blocks.len(),
+            self.start
+        )?;
+        writeln!(f, "  {:<8} {:>23} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}", "pool", "range", "slots", "free", "used", "lent", "hiwater", "maps", "fails")?;
+        for (i, pool) in self.pools().enumerate() {
+            let s = pool.stats();
+            let name = if i == 0 { alloc::string::String::from("default") } else { alloc::format!("extra{}", i - 1) };
+            writeln!(
+                f,
+                "  {:<8} {:#x}-{:#x} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}",
+                name,
+                pool.start(),
+                pool.end(),
+                s.total_slots,
+                s.free_slots,
+                s.used_slots,
+                s.lent_slots,
+                s.used_hiwater,
+                s.maps,
+                s.map_failures
+            )?;
+        }
+        write!(f, "  pageblocks:")?;
+        for state in BlockState::ALL {
+            write!(f, " {} {}", self.blocks.count(state), state.name())?;
+        }
+        writeln!(f)?;
+        write!(f, "{}", self.stats())
+    }
+}
+
+/// Bytes in `nslots` slots.
+pub(super) const fn slot_bytes(nslots: usize) -> usize {
+    nslots * IO_TLB_SIZE
+}

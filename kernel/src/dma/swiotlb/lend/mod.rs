@@ -1,0 +1,59 @@
+//! Managing the default SWIOTLB pool: how much of it is bounce slots, and what happens to the rest
+//! (the MIGRATE_SWIOTLB design of the seed's May 2023 LKML thread), plus per-device pools.
+//!
+//! The slot code ([`SwiotlbPool`](super::SwiotlbPool)) and the page allocator
+//! ([`LockedPageAllocator`](crate::mm::page_alloc::LockedPageAllocator)) each know one side; a
+//! [`SwiotlbManager`] owns the default pool and moves whole pageblocks (2 MiB = 1024 slots)
+//! between them as its [`SwiotlbPolicy`](crate::bootargs::SwiotlbPolicy) says:
+//! - `static` (classic Linux): every slot is a bounce slot, for ever.
+//! - `dynamic` (Linux 6.6 `CONFIG_SWIOTLB_DYNAMIC`): only `swiotlb_keep` pageblocks are slots; the
+//!   worker adds extra pools from the page allocator under pressure and never frees them.
+//! - `lend` (this design): `swiotlb_keep` pageblocks stay slots, the rest is lent to the page
+//!   allocator as MIGRATE_SWIOTLB; the worker reclaims lent blocks under pressure (migrating or
+//!   dropping the movable pages there, then scrubbing) and lends idle free blocks again.
+//!
+//! Interrupt context only maps, unmaps, syncs and asks [`SwiotlbManager::should_kick`]; growing
+//! and shrinking run in [`SwiotlbManager::worker`], in task context (migration is unbounded work).
+//!
+//! Where the code lives:
+//! - `config`: tunables from the command line, the pool geometry, the clock;
+//! - `blocks`: the per-pageblock state of the reserved range;
+//! - `manager`: the manager, its mapping entry points and the IRQ-safe kick test;
+//! - `worker`: grow and shrink;
+//! - `device`: per-device pools carved out of the default pool;
+//! - `stats`: counters and the table for the boot log.
+//!
+//! Where we differ from Linux, and why:
+//! - Linux's dynamic mode also allocates transient pools in atomic context when a mapping
+//!   misses; we never allocate in IRQ context, so an IRQ-context miss fails, is noted, and the
+//!   caller defers ([`SwiotlbManager::note_miss`]).
+//! - Linux has no lending; the reclaim side is `alloc_contig_range()` on CMA in spirit.
+#![forbid(unsafe_code)]
+
+mod blocks;
+mod config;
+mod device;
+mod error;
+mod manager;
+mod stats;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use blocks::BlockState;
+pub use config::{Clock, PoolGeometry, Tunables};
+pub use device::DevicePool;
+pub use error::LendError;
+pub use manager::SwiotlbManager;
+pub use stats::LendStats;
+pub use worker::WorkerReport;
+
+use crate::mm::page_alloc::PAGEBLOCK_SIZE;
+
+/// Slots per pageblock: the unit of lending (1024).
+pub const SLOTS_PER_PAGEBLOCK: usize = (PAGEBLOCK_SIZE as usize) / super::IO_TLB_SIZE;
+
+/// Most extra pools the dynamic policy adds (Linux keeps an unbounded RCU list; a fixed array
+/// keeps lookups lock-free without allocation).
+pub const MAX_EXTRA_POOLS: usize = 16;

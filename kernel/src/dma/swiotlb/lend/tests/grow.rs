@@ -1,0 +1,161 @@
+//! Init under `lend`, grow by reclaim, IRQ-context misses, `is_swiotlb_buffer` on lent pages.
+
+use super::*;
+use crate::arch::host::IrqContextGuard;
+use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::mm::page_alloc::{OwnerKind, PageOwner};
+
+#[test]
+fn lend_init_lends_all_but_keep() {
+    let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Lend), false);
+    use BlockState::*;
+    assert_eq!(f.states(), [AsSlots, AsSlots, Lent, Lent, Lent, Lent, Lent, Lent]);
+    assert_eq!(f.mgr.default_pool().lent_slots(), 6 * SLOTS_PER_PAGEBLOCK);
+    assert_eq!(f.mgr.usable_slots(), 2 * SLOTS_PER_PAGEBLOCK);
+    assert_eq!(f.nr_free_swiotlb_pages(), 6 * BLOCK_PAGES);
+    assert_eq!(f.pages.lock().pageblock_migratetype(f.pool_block(2)), Some(crate::mm::page_alloc::MigrateType::Swiotlb));
+    assert_eq!(f.pages.lock().pageblock_migratetype(f.pool_block(1)), None);
+    f.mgr.default_pool().assert_consistent();
+}
+
+#[test]
+fn keep_is_raised_to_hold_the_irq_reserve() {
+    let t = Tunables { keep_pageblocks: 0, irq_reserve_slots: 1500, ..tunables(SwiotlbPolicy::Lend) };
+    let f = Fixture::new(2, 8, t, false);
+    assert_eq!(f.count(BlockState::AsSlots), 2);
+    assert_eq!(f.nr_free_swiotlb_pages(), 6 * BLOCK_PAGES);
+}
+
+/// Fills the pool's kept slots until free slots are under the low watermark (25% of 2048).
+fn fill_kept_slots(f: &Fixture) -> Vec<PhysAddr> {
+    let maps: Vec<PhysAddr> = (0..50).map(|_| f.map_slots(32).expect("map")).collect();
+    assert!(f.mgr.below_low_wm() && !f.mgr.miss_pending());
+    maps
+}
+
+#[test]
+fn grow_under_full_movable_workload_keeps_data_and_scrubs() {
+    let mut f = Fixture::new(8, 8, tunables(SwiotlbPolicy::Lend), false);
+    f.clock = FakeClock::new(1_000);
+    let mut work = MemoryPressure::fill(&f.pages, &f.mem, ZoneType::Dma, usize::MAX, 7);
+    assert_eq!(f.nr_free_swiotlb_pages(), 0, "the workload fills the lent blocks too");
+    // Room for the migration targets outside the lent blocks.
+    work.release_every(&f.pages, 3);
+
+    let maps = fill_kept_slots(&f);
+    assert!(f.mgr.should_kick());
+    let report = f.worker();
+    assert_eq!(report.pageblocks_reclaimed, 2, "{report:?}");
+    assert_eq!(report.pageblocks_busy, 0);
+    assert!(report.pages_migrated > 0 && report.reclaim_time > Duration::ZERO, "{report:?}");
+    use BlockState::*;
+    assert_eq!(f.states()[..5], [AsSlots, AsSlots, AsSlots, AsSlots, Lent]);
+    assert_eq!(work.verify(&f.pages, &f.mem), Ok(work.len()), "migration preserved every page");
+
+    // Scrubbed: the reclaimed blocks read zero until a mapping copies in.
+    let grown = f.pool_block(2);
+    assert!(f.read(grown, 2 * PAGEBLOCK_SIZE as usize).iter().all(|b| *b == 0));
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    f.mem.write(ORIG, &data);
+    let mut in_grown = 0;
+    for _ in 0..40 {
+        let tlb = f.map_slots(2).expect("room after grow");
+        if tlb >= grown {
+            in_grown += 1;
+            assert_eq!(f.read(tlb, 4096), data);
+            assert!(f.mgr.is_swiotlb_buffer(tlb));
+        }
+    }
+    assert!(in_grown > 0, "new mappings use the grown slots");
+    let s = f.mgr.stats();
+    assert_eq!((s.pageblocks_reclaimed, s.pages_migrated), (2, report.pages_migrated as u64));
+    assert!(s.reclaim_time > Duration::ZERO);
+    drop(maps);
+    f.mgr.default_pool().assert_consistent();
+}
+
+#[test]
+fn grow_drops_clean_pages_and_tells_the_owner() {
+    let f = Fixture::new(2, 4, tunables(SwiotlbPolicy::Lend), false);
+    let owner = PageOwner { kind: OwnerKind::Clean, cookie: 42 };
+    while f.pages.lock().alloc_movable(0, ZoneType::Dma, owner).is_ok() {}
+    let mut dropped = Vec::new();
+    f.mgr.note_miss();
+    let report = f.mgr.worker(&f.pages, &f.mem, &f.clock, &mut |d| dropped.push(d.cookie));
+    assert_eq!(report.pageblocks_reclaimed, 2);
+    assert_eq!(report.pages_dropped, 2 * BLOCK_PAGES);
+    assert_eq!(dropped.len(), 2 * BLOCK_PAGES);
+    assert!(dropped.iter().all(|c| *c == 42));
+    assert_eq!(f.mgr.stats().pages_dropped, 2 * BLOCK_PAGES as u64);
+}
+
+#[test]
+fn grow_skips_a_block_with_a_pinned_page() {
+    let t = Tunables { batch: 1, ..tunables(SwiotlbPolicy::Lend) };
+    let f = Fixture::new(4, 6, t, false);
+    let mut work = MemoryPressure::fill(&f.pages, &f.mem, ZoneType::Dma, usize::MAX, 3);
+    let first_lent = f.pool_block(2)..f.pool_block(3);
+    let victim = work.pages().find(|p| first_lent.contains(&f.pages.pin(*p).unwrap().addr())).expect("a page in block 2");
+    let pin = f.pages.pin(victim).unwrap();
+    work.release_every(&f.pages, 2);
+
+    f.mgr.note_miss();
+    let report = f.worker();
+    assert_eq!((report.pageblocks_busy, report.pageblocks_reclaimed, report.pages_pinned), (1, 1, 1), "{report:?}");
+    use BlockState::*;
+    assert_eq!(f.states(), [AsSlots, AsSlots, Lent, AsSlots, Lent, Lent]);
+    assert_eq!(f.mgr.stats().reclaims_busy, 1);
+    assert_eq!(f.pages.lock().pageblock_migratetype(first_lent.start), Some(crate::mm::page_alloc::MigrateType::Swiotlb));
+    drop(pin);
+    assert_eq!(work.verify(&f.pages, &f.mem), Ok(work.len()));
+}
+
+#[test]
+fn irq_context_miss_is_noted_and_kicks() {
+    let t = Tunables { low_wm_percent: 0, ..tunables(SwiotlbPolicy::Lend) };
+    let f = Fixture::new(2, 4, t, false);
+    // Task context stops at the IRQ reserve (256 slots) without missing.
+    for _ in 0..(2048 - 256) / 32 {
+        f.map_slots(32).unwrap();
+    }
+    assert!(!f.mgr.should_kick());
+    {
+        let _irq = IrqContextGuard::enter();
+        for _ in 0..8 {
+            f.map_slots(32).expect("the IRQ reserve");
+        }
+        assert!(f.map_slots(32).is_err());
+        assert!(f.mgr.should_kick(), "a miss in IRQ context schedules the worker");
+    }
+    assert_eq!(f.mgr.stats().misses, 1);
+    assert_eq!(f.mgr.default_pool().stats().irq_failures, 1);
+    assert_eq!(f.worker().pageblocks_reclaimed, 2);
+    assert!(!f.mgr.should_kick());
+    f.map_slots(32).expect("room after grow");
+}
+
+#[test]
+#[should_panic(expected = "task context only")]
+fn worker_refuses_interrupt_context() {
+    let f = Fixture::new(2, 4, tunables(SwiotlbPolicy::Lend), false);
+    let _irq = IrqContextGuard::enter();
+    f.mgr.worker(&f.pages, &f.mem, &f.clock, &mut ignore_drop);
+}
+
+#[test]
+fn lent_page_in_use_is_not_a_swiotlb_buffer() {
+    let f = Fixture::new(1, 4, tunables(SwiotlbPolicy::Lend), false);
+    let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+    let pool_range = f.mgr.default_pool().start()..f.mgr.default_pool().end();
+    let page = (0..)
+        .map(|_| f.pages.lock().alloc_movable(0, ZoneType::Dma, owner).expect("memory"))
+        .find(|p| pool_range.contains(&f.pages.pin(*p).unwrap().addr()))
+        .unwrap();
+    let pa = f.pages.pin(page).unwrap().addr();
+    assert!(!f.mgr.is_swiotlb_buffer(pa), "a lent page handed out as movable");
+    assert!(!f.mgr.is_swiotlb_buffer(pa + 100));
+    let tlb = f.map_slots(1).unwrap();
+    assert!(f.mgr.is_swiotlb_buffer(tlb));
+    f.unmap_slots(tlb, 1);
+    assert!(!f.mgr.is_swiotlb_buffer(tlb));
+}

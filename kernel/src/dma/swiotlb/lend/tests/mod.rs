@@ -1,0 +1,130 @@
+//! Host tests of the pool manager over simulated RAM:
+//!
+//! ```text
+//! block 0            original buffers (not managed by the page allocator)
+//! blocks 1..=free    free RAM of the page allocator
+//! then pool blocks   the reserved SWIOTLB range
+//! ```
+
+#![allow(clippy::single_range_in_vec_init)] // free-range lists of one range
+
+mod device;
+mod dynamic_static;
+mod grow;
+mod shrink;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use super::*;
+use crate::bootargs::{KernelParams, SwiotlbPolicy};
+use crate::dma::swiotlb::{DmaAttrs, DmaDirection, SlotAlignment, IO_TLB_SIZE};
+use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, PageAllocator, ZoneType, PAGEBLOCK_NR_PAGES, PAGEBLOCK_SIZE};
+use crate::mm::phys::{PhysMemory, SimMemory};
+use crate::mm::PhysAddr;
+
+const BASE: PhysAddr = 0x4000_0000;
+/// Where original buffers live.
+const ORIG: PhysAddr = BASE;
+
+/// A clock the test sets; each read also advances it by `step_ns` (so durations are non-zero).
+struct FakeClock {
+    ns: AtomicU64,
+    step_ns: u64,
+}
+
+impl FakeClock {
+    fn new(step_ns: u64) -> Self {
+        Self { ns: AtomicU64::new(0), step_ns }
+    }
+    fn set_ms(&self, ms: u64) {
+        self.ns.store(ms * 1_000_000, Ordering::Relaxed);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.ns.fetch_add(self.step_ns, Ordering::Relaxed))
+    }
+}
+
+/// Tunables from the defaults of the command line, with `policy`.
+fn tunables(policy: SwiotlbPolicy) -> Tunables {
+    Tunables { policy, ..Tunables::from_params(&KernelParams::default()) }
+}
+
+struct Fixture {
+    mem: SimMemory,
+    pages: LockedPageAllocator,
+    mgr: SwiotlbManager,
+    clock: FakeClock,
+    pool_blocks: usize,
+}
+
+impl Fixture {
+    /// `free_blocks` pageblocks of free RAM and a pool of `pool_blocks` pageblocks in 4 areas.
+    fn new(free_blocks: u64, pool_blocks: u64, t: Tunables, never_lend: bool) -> Self {
+        Self::try_new(free_blocks, pool_blocks, t, never_lend).expect("manager")
+    }
+
+    fn try_new(free_blocks: u64, pool_blocks: u64, t: Tunables, never_lend: bool) -> Result<Self, LendError> {
+        let ram_end = block_addr(1 + free_blocks);
+        let end = ram_end + pool_blocks * PAGEBLOCK_SIZE;
+        let allocator = PageAllocator::new(BASE..end, &[block_addr(1)..ram_end], None).unwrap();
+        let pages = LockedPageAllocator::new(allocator);
+        let mem = SimMemory::new(BASE, (end - BASE) as usize);
+        let geometry = PoolGeometry { start: ram_end, nslots: pool_blocks as usize * SLOTS_PER_PAGEBLOCK, nareas: 4 };
+        let mgr = SwiotlbManager::new(geometry, t, never_lend, &pages)?;
+        Ok(Self { mem, pages, mgr, clock: FakeClock::new(0), pool_blocks: pool_blocks as usize })
+    }
+
+    fn worker(&self) -> WorkerReport {
+        self.mgr.worker(&self.pages, &self.mem, &self.clock, &mut |_| {})
+    }
+
+    fn worker_at(&self, ms: u64) -> WorkerReport {
+        self.clock.set_ms(ms);
+        self.worker()
+    }
+
+    /// Maps `nslots` whole slots from the original buffers.
+    fn map_slots(&self, nslots: usize) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
+        self.mgr.map(&self.mem, ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
+    }
+
+    fn unmap_slots(&self, tlb: PhysAddr, nslots: usize) {
+        self.mgr.unmap(&self.mem, tlb, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, DmaAttrs::default()).expect("unmap");
+    }
+
+    fn nr_free_swiotlb_pages(&self) -> usize {
+        self.pages.lock().nr_free_swiotlb_pages(ZoneType::Dma)
+    }
+
+    /// Address of pageblock `b` of the pool.
+    fn pool_block(&self, b: usize) -> PhysAddr {
+        self.mgr.default_pool().start() + b as u64 * PAGEBLOCK_SIZE
+    }
+
+    fn states(&self) -> Vec<BlockState> {
+        (0..self.pool_blocks).map(|b| self.mgr.pageblock_state(b).unwrap()).collect()
+    }
+
+    fn count(&self, s: BlockState) -> usize {
+        self.mgr.pageblocks_in(s)
+    }
+
+    fn read(&self, pa: PhysAddr, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        self.mem.read(pa, &mut buf);
+        buf
+    }
+}
+
+fn block_addr(n: u64) -> PhysAddr {
+    BASE + n * PAGEBLOCK_SIZE
+}
+
+/// Pages of a pageblock, for the page allocator counters.
+const BLOCK_PAGES: usize = PAGEBLOCK_NR_PAGES;
+
+fn ignore_drop(_: DroppedPage) {}
