@@ -45,3 +45,25 @@ impl BounceBuffers for SwiotlbPool {
         self.start()..self.end()
     }
 }
+
+impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
+    fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
+        super::swiotlb::lend::SwiotlbManager::map(self, mem, orig, size, dir, align)
+    }
+    fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
+        super::swiotlb::lend::SwiotlbManager::unmap(self, mem, tlb, size, dir, attrs)
+    }
+    fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        super::swiotlb::lend::SwiotlbManager::sync_for_cpu(self, mem, tlb, size, dir)
+    }
+    fn sync_for_device(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        super::swiotlb::lend::SwiotlbManager::sync_for_device(self, mem, tlb, size, dir)
+    }
+    fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
+        super::swiotlb::lend::SwiotlbManager::is_swiotlb_buffer(self, pa)
+    }
+    fn range(&self) -> Range<PhysAddr> {
+        let pool = self.default_pool();
+        pool.start()..pool.end()
+    }
+}

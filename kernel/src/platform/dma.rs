@@ -9,7 +9,11 @@ use crate::dma::debug::{DeviceId, DmaDebug};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
 use crate::dma::pools::BounceBuffers;
+use crate::dma::swiotlb::lend::{DevicePool, LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
 use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
+use crate::dma::{DmaAttrs, DmaDirection, SlotAlignment};
+use crate::mm::page_alloc::LockedPageAllocator;
+use crate::mm::phys::PhysMemory;
 use crate::dt::{self, DeviceTree, DtError, PoolKind};
 use crate::mm::memblock::{Memblock, RegionKind};
 use crate::mm::PhysAddr;
@@ -39,6 +43,8 @@ pub enum DmaSetupError {
     TooManyPools,
     /// The default pool lies beyond the reach of the most limited device.
     PoolAboveDmaLimit { pool_end: PhysAddr, limit: PhysAddr },
+    /// The default pool's manager refused its geometry or policy.
+    Manager(LendError),
 }
 
 impl fmt::Display for DmaSetupError {
@@ -51,6 +57,7 @@ impl fmt::Display for DmaSetupError {
             DmaSetupError::ReusableRestrictedPool(name) => write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)"),
             DmaSetupError::TooManyPools => write!(f, "too many restricted DMA pools"),
             DmaSetupError::PoolAboveDmaLimit { pool_end, limit } => write!(f, "the default SWIOTLB pool ends at {pool_end:#x}, above the DMA limit {limit:#x}"),
+            DmaSetupError::Manager(e) => write!(f, "default SWIOTLB pool: {e:?}"),
         }
     }
 }
@@ -122,8 +129,8 @@ pub fn default_pool_region(memblock: &Memblock<'_>) -> Option<(PhysAddr, u64)> {
 pub struct Dma {
     /// The streaming and coherent API.
     pub api: DmaApi<'static>,
-    /// The default pool (and its policy).
-    pub default_pool: &'static dyn BounceBuffers,
+    /// The default pool and its policy.
+    pub manager: &'static SwiotlbManager,
     /// Parameters from bootargs.
     pub params: &'static KernelParams,
 }
@@ -131,10 +138,16 @@ pub struct Dma {
 static DMA: spin::Once<Dma> = spin::Once::new();
 static DEBUG: DmaDebug = DmaDebug::new();
 static WORKER: AtomicU32 = AtomicU32::new(u32::MAX);
+static LAST_WORKER_RUN_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The DMA layer. Panics before [`init`].
 pub fn dma() -> &'static Dma {
     DMA.get().expect("DMA layer used before init")
+}
+
+/// The DMA layer, if it was set up.
+pub fn try_dma() -> Option<&'static Dma> {
+    DMA.get()
 }
 
 fn kick_worker() {
@@ -144,14 +157,152 @@ fn kick_worker() {
     }
 }
 
-/// Sets up the DMA layer over `default_pool`, with the worker `worker` registered on the system
-/// work queue (kicked whenever a bounce fails).
-pub fn init(default_pool: &'static dyn BounceBuffers, params: &'static KernelParams, worker: Option<fn()>) -> &'static Dma {
-    if let Some(work) = worker {
-        if let Ok(id) = SYSTEM_WQ.register("swiotlb", work) {
-            WORKER.store(id.raw(), Ordering::Relaxed);
+fn uptime() -> core::time::Duration {
+    super::time::uptime()
+}
+
+/// The SWIOTLB worker (task context, from the system work queue): one grow or shrink batch.
+fn swiotlb_worker() {
+    let Some(dma) = try_dma() else { return };
+    let clock: fn() -> core::time::Duration = uptime;
+    LAST_WORKER_RUN_MS.store(uptime().as_millis() as u64, Ordering::Relaxed);
+    let report = dma.manager.worker(super::mm::page_allocator(), &RAM, &clock, &mut |_| {});
+    if report != Default::default() {
+        log::debug!("swiotlb worker: {report:?}");
+    }
+}
+
+/// Called at task context's scheduling points: kicks the worker when the pool runs low, and
+/// every `swiotlb_shrink_delay_ms / 4` so that an idle pool's shrink timer advances.
+pub fn maintenance() {
+    let Some(dma) = try_dma() else { return };
+    let period = (dma.params.swiotlb_shrink_delay_ms / 4).max(1);
+    let now = uptime().as_millis() as u64;
+    if dma.manager.should_kick() || now >= LAST_WORKER_RUN_MS.load(Ordering::Relaxed) + period {
+        kick_worker();
+    }
+}
+
+/// Sets up the DMA layer (Linux: `swiotlb_init` + `dma_debug_init`): the default pool from its
+/// `/reserved-memory` region, managed by `swiotlb_policy=`, and the worker on the system work
+/// queue, kicked whenever a bounce fails.
+pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'static LockedPageAllocator, params: &'static KernelParams) -> Result<&'static Dma, DmaSetupError> {
+    let (base, size) = default_pool_region(memblock).ok_or(DmaSetupError::NoPool)?;
+    if let Some(limit) = dma_limit.filter(|l| base + size > *l) {
+        return Err(DmaSetupError::PoolAboveDmaLimit { pool_end: base + size, limit });
+    }
+    let nareas = params.swiotlb.areas.unwrap_or(4) as usize;
+    let mut nslots = slots_for(size, nareas) / SLOTS_PER_PAGEBLOCK * SLOTS_PER_PAGEBLOCK;
+    if let Some(want) = params.swiotlb.slots {
+        let want = (want as usize).div_ceil(SLOTS_PER_PAGEBLOCK) * SLOTS_PER_PAGEBLOCK;
+        if want > nslots {
+            log::warn!("swiotlb={want} slots is more than the reserved region holds ({nslots}); using {nslots}");
+        } else {
+            nslots = want;
         }
     }
+    let geometry = PoolGeometry { start: base, nslots, nareas };
+    let manager = SwiotlbManager::new(geometry, Tunables::from_params(params), false, pages).map_err(DmaSetupError::Manager)?;
+    let manager: &'static SwiotlbManager = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
+    if let Ok(id) = SYSTEM_WQ.register("swiotlb", swiotlb_worker) {
+        WORKER.store(id.raw(), Ordering::Relaxed);
+    }
     let debug = params.dma_debug.then_some(&DEBUG);
-    DMA.call_once(|| Dma { api: DmaApi::new(&RAM, default_pool, debug, Some(kick_worker)), default_pool, params })
+    Ok(DMA.call_once(|| Dma { api: DmaApi::new(&RAM, manager, debug, Some(kick_worker)), manager, params }))
+}
+
+// ---- per-device pools (the seed's "local accelerator") ----
+
+const MAX_DEVICE_POOLS: usize = 4;
+
+/// A place for a carved device pool that a `DmaDevice` can point at for the kernel's life.
+/// Mapping through it holds its lock for the duration of the map (IRQ-safe, never waits long);
+/// returning the pool takes it out from under the lock once the device no longer points here.
+struct DevicePoolSlot(IrqSafeSpinLock<Option<DevicePool>>);
+
+static DEVICE_POOLS: [DevicePoolSlot; MAX_DEVICE_POOLS] = [const { DevicePoolSlot(IrqSafeSpinLock::new(None)) }; MAX_DEVICE_POOLS];
+
+impl BounceBuffers for DevicePoolSlot {
+    fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
+        match self.0.lock().as_ref() {
+            Some(p) => p.pool().map(mem, orig, size, dir, align),
+            None => Err(SwiotlbError::BufferFull { size, total: 0, used: 0 }),
+        }
+    }
+    fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
+        match self.0.lock().as_ref() {
+            Some(p) => p.pool().unmap(mem, tlb, size, dir, attrs),
+            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
+        }
+    }
+    fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        match self.0.lock().as_ref() {
+            Some(p) => p.pool().sync_for_cpu(mem, tlb, size, dir),
+            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
+        }
+    }
+    fn sync_for_device(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
+        match self.0.lock().as_ref() {
+            Some(p) => p.pool().sync_for_device(mem, tlb, size, dir),
+            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
+        }
+    }
+    fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
+        self.0.lock().as_ref().is_some_and(|p| p.pool().is_swiotlb_buffer(pa))
+    }
+    fn range(&self) -> core::ops::Range<PhysAddr> {
+        self.0.lock().as_ref().map_or(0..0, |p| p.pool().start()..p.pool().end())
+    }
+}
+
+/// Bytes of in-flight DMA from which a DMA-limited device gets its own pool.
+pub const DEVICE_POOL_HINT_THRESHOLD: usize = 1 << 20;
+
+/// What [`set_inflight_hint`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HintOutcome {
+    /// The device got a pool of this many pageblocks.
+    Carved(usize),
+    /// The device's pool was returned.
+    Returned,
+    /// Nothing to do (no limit, hint below the threshold, or already as asked).
+    Unchanged,
+}
+
+/// A driver says how much DMA it keeps in flight (Linux has no such call; the seed's idea). If
+/// the device is DMA-limited and the hint reaches [`DEVICE_POOL_HINT_THRESHOLD`], it gets its own
+/// pool carved from the default pool's MIGRATE_SWIOTLB range, sized to the hint; a hint of 0 (or
+/// below the threshold) returns it. Task context only.
+pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, LendError> {
+    assert!(!crate::arch::in_interrupt(), "set_inflight_hint: task context only");
+    let dma = dma();
+    let wants = dev.dma_limit.is_some() && !matches!(dev.policy, BouncePolicy::Restricted(_)) && bytes >= DEVICE_POOL_HINT_THRESHOLD;
+    let current = dev.device_pool();
+    match (wants, current) {
+        (true, None) => {
+            let slot = DEVICE_POOLS.iter().find(|s| s.0.lock().is_none()).ok_or(LendError::NotEnoughPageblocks { wanted: 1, available: 0 })?;
+            let blocks = bytes.div_ceil(crate::mm::page_alloc::PAGEBLOCK_SIZE as usize);
+            let pool = dma.manager.carve_device_pool(super::mm::page_allocator(), &RAM, blocks, &mut |_| {})?;
+            *slot.0.lock() = Some(pool);
+            dev.set_device_pool(Some(slot));
+            Ok(HintOutcome::Carved(blocks))
+        }
+        (false, Some(current)) => {
+            let Some(slot) = DEVICE_POOLS.iter().find(|s| core::ptr::addr_eq(*s as *const DevicePoolSlot, current as *const dyn BounceBuffers)) else {
+                return Ok(HintOutcome::Unchanged);
+            };
+            dev.set_device_pool(None);
+            let Some(pool) = slot.0.lock().take() else { return Ok(HintOutcome::Unchanged) };
+            match dma.manager.return_device_pool(pool, super::mm::page_allocator(), &RAM) {
+                Ok(()) => Ok(HintOutcome::Returned),
+                Err((pool, e)) => {
+                    // Live mappings: put it back where the device finds it.
+                    *slot.0.lock() = Some(pool);
+                    dev.set_device_pool(Some(slot));
+                    Err(e)
+                }
+            }
+        }
+        _ => Ok(HintOutcome::Unchanged),
+    }
 }

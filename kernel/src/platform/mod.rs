@@ -85,6 +85,8 @@ pub enum BootError {
     Irq(irq::IrqError),
     /// The page allocator refused the memory map.
     PageAlloc(crate::mm::page_alloc::InitError),
+    /// The DMA layer could not be set up.
+    Dma(dma::DmaSetupError),
 }
 
 impl fmt::Display for BootError {
@@ -98,6 +100,7 @@ impl fmt::Display for BootError {
             BootError::Mmu(e) => write!(f, "page tables: {e}"),
             BootError::Irq(e) => write!(f, "interrupts: {e}"),
             BootError::PageAlloc(e) => write!(f, "page allocator: {e}"),
+            BootError::Dma(e) => write!(f, "DMA: {e}"),
         }
     }
 }
@@ -144,7 +147,12 @@ pub fn kernel_start(x0: usize, main: fn(&'static Kernel) -> ExitStatus) -> ! {
     let status = match boot(x0) {
         Ok(kernel) => {
             log::info!("boot complete in {:?}; running main", time::uptime());
-            main(kernel)
+            let status = main(kernel);
+            if let Some(dma) = dma::try_dma() {
+                kprintln!("\nAt shutdown: DMA {}", dma.api.stats);
+                kprintln!("{}", dma.manager);
+            }
+            status
         }
         Err(e) => {
             boot_failed(&e);
@@ -212,6 +220,9 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     let params: &'static crate::bootargs::KernelParams = alloc::boxed::Box::leak(alloc::boxed::Box::new(params));
     kprintln!("Boot memory map:");
     kprint!("{memblock}");
+    let dma = dma::init(&memblock, dma_limit, pages, params).map_err(BootError::Dma)?;
+    kprintln!("SWIOTLB (policy {:?}, dma_debug {}):", dma.manager.policy(), if params.dma_debug { "on" } else { "off" });
+    kprintln!("{}", dma.manager);
     {
         let pa = pages.lock();
         let span = pa.span();
@@ -304,6 +315,20 @@ fn activate_final_map(dt: &DeviceTree<'static>, memblock: &Memblock<'static>, im
     unsafe { table.activate() };
     log::info!("MMU: final identity map active (text RX, rodata RO, data RW/XN, MMIO device)");
     Ok(())
+}
+
+/// Runs deferred work and the DMA layer's maintenance: task context's scheduling point.
+pub fn run_pending_work() {
+    dma::maintenance();
+    crate::work::SYSTEM_WQ.run_pending();
+}
+
+/// Waits for an interrupt, running deferred work first (the idle loop's body).
+pub fn idle() {
+    run_pending_work();
+    if !crate::work::SYSTEM_WQ.has_pending() {
+        boot::cpu::wait_for_interrupt();
+    }
 }
 
 static CURRENT_TEST: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
