@@ -23,7 +23,8 @@ Options:
   --disk FILE         attach FILE as a virtio-blk disk (repeatable)
   --dts-fragment FILE merge a DTS fragment "/ { ... };" into the device tree (repeatable)
   --no-repo-fragments do not merge the repo's dts/*.dtsi fragments
-  --bootargs STRING   kernel command line (/chosen/bootargs); words after KERNEL_ELF are appended
+  --bootargs STRING   kernel command line (/chosen/bootargs); repeatable, joined with spaces;
+                      words after KERNEL_ELF are appended too
   --timeout SECONDS   stop QEMU after SECONDS (exit status 124)
   --keep              keep the generated device tree and print where it is
   --help              this text
@@ -66,7 +67,7 @@ while (($#)); do
         --disk) disks+=("${2:?--disk needs a file}"); shift ;;
         --dts-fragment) fragments+=("${2:?--dts-fragment needs a file}"); shift ;;
         --no-repo-fragments) repo_fragments=0 ;;
-        --bootargs) bootargs=${2?--bootargs needs a string}; shift ;;
+        --bootargs) bootargs="${bootargs:+$bootargs }${2?--bootargs needs a string}"; shift ;;
         --timeout) timeout_s=${2:?--timeout needs seconds}; shift ;;
         --keep) keep=1 ;;
         --) shift; extra=("$@"); break ;;

@@ -323,11 +323,17 @@ pub fn run_pending_work() {
     crate::work::SYSTEM_WQ.run_pending();
 }
 
-/// Waits for an interrupt, running deferred work first (the idle loop's body).
+/// The idle loop's body: runs deferred work, then waits for an interrupt if the periodic tick
+/// will bring one, else for a millisecond (nothing else would wake the CPU).
 pub fn idle() {
     run_pending_work();
-    if !crate::work::SYSTEM_WQ.has_pending() {
+    if crate::work::SYSTEM_WQ.has_pending() {
+        return;
+    }
+    if time::tick_running() {
         boot::cpu::wait_for_interrupt();
+    } else {
+        time::delay(core::time::Duration::from_millis(1));
     }
 }
 

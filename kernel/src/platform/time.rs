@@ -65,6 +65,11 @@ pub fn start_tick(period: Duration) {
     arch_timer::set_deadline(deadline);
 }
 
+/// True while the periodic tick runs.
+pub fn tick_running() -> bool {
+    PERIOD_TICKS.load(Ordering::Relaxed) != 0
+}
+
 /// Stops the tick.
 pub fn stop_tick() {
     PERIOD_TICKS.store(0, Ordering::Relaxed);

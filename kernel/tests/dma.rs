@@ -1,0 +1,450 @@
+//! In-QEMU tests of the DMA layer on the real machine, under whichever `swiotlb_policy=` the run
+//! was booted with (scripts/test-all.sh runs this kernel once per policy): bouncing beyond the
+//! device tree's DMA window, restricted-pool isolation, mappings made in interrupt handlers, the
+//! same scripted burst under every policy (the pool grows by reclaiming lent blocks under `lend`,
+//! adds pools under `dynamic`, is big enough under `static`), per-device pools from a hint, and
+//! the DMA-API debug checks.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+use alloc::format;
+use alloc::string::String;
+use boot::exception::IrqContext;
+use kernel::bootargs::SwiotlbPolicy;
+use kernel::dma::debug::DmaDebugError;
+use kernel::dma::device::{BouncePolicy, DmaDevice};
+use kernel::dma::mapping::DmaError;
+use kernel::dma::{DmaAttrs, DmaDirection};
+use kernel::ktest::{self, TestCase, TestResult};
+use kernel::mm::page_alloc::pressure::MemoryPressure;
+use kernel::mm::page_alloc::{MigrateType, ZoneType};
+use kernel::mm::phys::PhysMemory;
+use kernel::mm::{PhysAddr, PAGE_SIZE};
+use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
+use kernel::platform::exit::ExitStatus;
+use kernel::platform::mm::page_allocator;
+use kernel::platform::{kernel, run_pending_work, time, Kernel};
+use kernel::{kassert, kassert_eq, kprintln};
+
+kernel::entry!(main);
+
+fn main(k: &'static Kernel) -> ExitStatus {
+    kprintln!("dma tests: swiotlb_policy={:?} dma_debug={}", k.params.swiotlb_policy, k.params.dma_debug);
+    ktest::run(
+        "dma",
+        &[
+            TestCase { name: "bounces_only_beyond_the_dma_window", run: bounces_only_beyond_window },
+            TestCase { name: "restricted_pool_isolation", run: restricted_pool_isolation },
+            TestCase { name: "irq_handlers_map_while_task_holds_mappings", run: irq_maps_while_task_holds },
+            TestCase { name: "burst_from_irq_context_loses_nothing", run: burst_from_irq_context },
+            TestCase { name: "per_device_pool_from_inflight_hint", run: per_device_pool },
+            TestCase { name: "lent_page_mapped_directly_is_not_a_bounce_buffer", run: lent_page_not_bounce_buffer },
+            TestCase { name: "debug_mode_reports_misuse", run: debug_reports_misuse },
+        ],
+    )
+}
+
+const TO: DmaDirection = DmaDirection::ToDevice;
+const FROM: DmaDirection = DmaDirection::FromDevice;
+const BIDI: DmaDirection = DmaDirection::Bidirectional;
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+
+/// The kernel's DMA layer.
+fn layer() -> &'static Dma {
+    kernel::platform::dma::dma()
+}
+
+fn e(x: impl core::fmt::Display) -> String {
+    format!("{x}")
+}
+
+/// The DMA description of device-tree node `path`, leaked so interrupt handlers can use it.
+fn device(path: &str) -> Result<&'static DmaDevice, String> {
+    let k = kernel();
+    let node = k.dt.find_path(path).map_err(e)?.ok_or_else(|| format!("no {path}"))?;
+    let force = k.params.swiotlb.force == Some(true);
+    let dev = dma_device_from_dt(&k.dt, &k.memblock, &node, force).map_err(e)?;
+    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(dev)))
+}
+
+fn disk0() -> Result<&'static DmaDevice, String> {
+    device("/virtio_mmio@a003e00")
+}
+
+/// `2^order` pages of unmovable memory, from ZONE_NORMAL (beyond the DMA window) or ZONE_DMA.
+fn buffer(order: u8, high: bool) -> Result<PhysAddr, String> {
+    let zone = if high { ZoneType::Normal } else { ZoneType::Dma };
+    let addr = page_allocator().lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(e)?;
+    Ok(addr)
+}
+
+fn free(addr: PhysAddr, order: u8) {
+    let _ = page_allocator().lock().free_pages(addr, order);
+}
+
+fn pattern(seed: u8, len: usize) -> alloc::vec::Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn read(addr: PhysAddr, len: usize) -> alloc::vec::Vec<u8> {
+    let mut v = alloc::vec![0u8; len];
+    RAM.read(addr, &mut v);
+    v
+}
+
+fn bounces_only_beyond_window() -> TestResult {
+    let d = disk0()?;
+    kassert_eq!(d.dma_limit, Some(0x57ff_ffff));
+    kassert!(d.coherent, "QEMU's virtio-mmio nodes are dma-coherent");
+    let api = &layer().api;
+    let forced = matches!(d.policy, BouncePolicy::Forced);
+    let (high, low) = (buffer(0, true)?, buffer(0, false)?);
+    kassert!(high > 0x57ff_ffff && low <= 0x57ff_ffff);
+    RAM.write(high, &pattern(1, 4096));
+    let dma_high = api.map_single(d, high, 4096, BIDI, NOATTR).map_err(e)?;
+    kassert!(dma_high != high && api.is_swiotlb_buffer(d, dma_high) && d.dma_capable(dma_high, 4096));
+    kassert!(read(dma_high, 4096) == pattern(1, 4096), "copy-in on map");
+    RAM.write(dma_high, &pattern(2, 4096)); // the device writes
+    api.unmap_single(d, dma_high, 4096, BIDI, NOATTR).map_err(e)?;
+    kassert!(read(high, 4096) == pattern(2, 4096), "copy-back on unmap");
+    let dma_low = api.map_single(d, low, 4096, TO, NOATTR).map_err(e)?;
+    kassert_eq!(dma_low == low, !forced);
+    api.unmap_single(d, dma_low, 4096, TO, NOATTR).map_err(e)?;
+    free(high, 0);
+    free(low, 0);
+    Ok(())
+}
+
+fn restricted_pool_isolation() -> TestResult {
+    let d = device("/virtio_mmio@a003c00")?;
+    let BouncePolicy::Restricted(pool) = d.policy else { return Err(format!("{d:?} is not behind its restricted pool")) };
+    let range = pool.range();
+    kassert_eq!(range, 0x4a00_0000..0x4a40_0000);
+    let api = &layer().api;
+    let default_used = layer().manager.used_slots();
+    let (high, low) = (buffer(4, true)?, buffer(4, false)?);
+    let mut maps = alloc::vec::Vec::new();
+    let failure = loop {
+        let src = if maps.len() % 2 == 0 { high } else { low };
+        match api.map_single(d, src, 64 * 1024, TO, NOATTR) {
+            Ok(dma) => {
+                kassert!(range.contains(&dma), "mapping {dma:#x} outside the restricted pool");
+                maps.push(dma);
+            }
+            Err(err) => break err,
+        }
+    };
+    kassert!(matches!(failure, DmaError::Swiotlb(_)), "{failure}");
+    kassert_eq!(maps.len(), 64); // 4 MiB of 64 KiB mappings, not one more
+    kassert_eq!(layer().manager.used_slots(), default_used); // never the default pool
+    let other = disk0()?;
+    kassert!(!api.is_swiotlb_buffer(other, maps[0]), "another device's pools do not own these slots");
+    for dma in maps {
+        api.unmap_single(d, dma, 64 * 1024, TO, NOATTR).map_err(e)?;
+    }
+    kassert_eq!(pool.is_swiotlb_buffer(range.start), false);
+    free(high, 4);
+    free(low, 4);
+    Ok(())
+}
+
+// ---- mappings from a real interrupt handler ----
+
+static IRQ_DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
+static IRQ_BUF: AtomicU64 = AtomicU64::new(0);
+static IRQ_OK: AtomicU32 = AtomicU32::new(0);
+static IRQ_BAD: AtomicU32 = AtomicU32::new(0);
+
+/// In interrupt context: map a buffer beyond the window, check the bounce, play the device,
+/// unmap, check the copy-back. Never allocates, never waits.
+fn irq_round_trip(_ctx: &IrqContext<'_>) {
+    let (Some(d), buf) = (IRQ_DEV.get(), IRQ_BUF.load(Ordering::Relaxed)) else { return };
+    if buf == 0 || IRQ_OK.load(Ordering::Relaxed) >= 200 {
+        return;
+    }
+    let api = &layer().api;
+    let n = IRQ_OK.load(Ordering::Relaxed) as u8;
+    let mut block = [0u8; 512];
+    block.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8) ^ n);
+    RAM.write(buf, &block);
+    let Ok(dma) = api.map_single(d, buf, 512, BIDI, NOATTR) else {
+        IRQ_BAD.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let mut seen = [0u8; 512];
+    RAM.read(dma, &mut seen);
+    let copied_in = seen == block;
+    block.iter_mut().for_each(|b| *b = !*b);
+    RAM.write(dma, &block);
+    let unmapped = api.unmap_single(d, dma, 512, BIDI, NOATTR).is_ok();
+    RAM.read(buf, &mut seen);
+    if copied_in && unmapped && seen == block {
+        IRQ_OK.fetch_add(1, Ordering::Relaxed);
+    } else {
+        IRQ_BAD.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn irq_maps_while_task_holds() -> TestResult {
+    let d = disk0()?;
+    let api = &layer().api;
+    let held_src = buffer(4, true)?;
+    RAM.write(held_src, &pattern(9, 64 * 1024));
+    let mut held = alloc::vec::Vec::new();
+    for _ in 0..8 {
+        held.push(api.map_single(d, held_src, 64 * 1024, TO, NOATTR).map_err(e)?);
+    }
+    IRQ_DEV.call_once(|| d);
+    IRQ_BUF.store(buffer(0, true)?, Ordering::Relaxed);
+    let irq_maps_before = api.stats.maps_in_irq.load(Ordering::Relaxed);
+    kassert!(time::add_tick_hook(irq_round_trip));
+    time::start_tick(Duration::from_micros(200));
+    let deadline = time::uptime() + Duration::from_secs(10);
+    while IRQ_OK.load(Ordering::Relaxed) + IRQ_BAD.load(Ordering::Relaxed) < 200 && time::uptime() < deadline {
+        // Task context keeps checking its own mappings meanwhile.
+        for &dma in &held {
+            kassert!(read(dma, 64) == pattern(9, 64), "a held mapping changed under IRQ-context traffic");
+        }
+    }
+    time::stop_tick();
+    time::remove_tick_hook(irq_round_trip);
+    let (ok, bad) = (IRQ_OK.load(Ordering::Relaxed), IRQ_BAD.load(Ordering::Relaxed));
+    kprintln!("  {ok} round trips in interrupt context, {bad} bad; {} maps in IRQ context", api.stats.maps_in_irq.load(Ordering::Relaxed) - irq_maps_before);
+    kassert_eq!(bad, 0);
+    kassert_eq!(ok, 200);
+    for dma in held {
+        api.unmap_single(d, dma, 64 * 1024, TO, NOATTR).map_err(e)?;
+    }
+    free(held_src, 4);
+    free(IRQ_BUF.swap(0, Ordering::Relaxed), 0);
+    Ok(())
+}
+
+// ---- the scripted burst: memory pressure, then mappings from interrupt context, then idle ----
+
+const BURST: usize = 256; // 256 x 64 KiB = 16 MiB of bounce buffers held at once
+const BURST_LEN: usize = 64 * 1024;
+static BURST_DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
+static BURST_SRC: AtomicU64 = AtomicU64::new(0);
+static BURST_NEXT: AtomicU32 = AtomicU32::new(0);
+static BURST_DMA: [AtomicU64; BURST] = [const { AtomicU64::new(0) }; BURST];
+static BURST_DEFERRED: [AtomicBool; BURST] = [const { AtomicBool::new(false) }; BURST];
+
+/// In interrupt context: the next request of the burst maps its buffer; if the pool has no room
+/// the request is deferred to task context (the DMA layer has already kicked the worker).
+fn burst_irq(_ctx: &IrqContext<'_>) {
+    let (Some(d), src) = (BURST_DEV.get(), BURST_SRC.load(Ordering::Relaxed)) else { return };
+    let i = BURST_NEXT.load(Ordering::Relaxed) as usize;
+    if src == 0 || i >= BURST {
+        return;
+    }
+    BURST_NEXT.store(i as u32 + 1, Ordering::Relaxed);
+    match layer().api.map_single(d, src, BURST_LEN, TO, NOATTR) {
+        Ok(dma) => BURST_DMA[i].store(dma, Ordering::Relaxed),
+        Err(_) => BURST_DEFERRED[i].store(true, Ordering::Relaxed),
+    }
+}
+
+fn burst_from_irq_context() -> TestResult {
+    let policy = kernel().params.swiotlb_policy;
+    let d = disk0()?;
+    let api = &layer().api;
+    let m = layer().manager;
+    let pages = page_allocator();
+    let src = buffer(4, true)?;
+    RAM.write(src, &pattern(5, BURST_LEN));
+    // 1. Memory pressure: movable pages fill memory, the lent MIGRATE_SWIOTLB blocks included.
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42);
+    pressure.release_every(pages, 4); // room for migration targets
+    let usable_before = m.usable_slots();
+    let stats_before = m.stats();
+    // 2. The burst, from the timer interrupt.
+    BURST_SRC.store(src, Ordering::Relaxed);
+    BURST_DEV.call_once(|| d);
+    let failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
+    let t0 = time::uptime();
+    kassert!(time::add_tick_hook(burst_irq));
+    time::start_tick(Duration::from_micros(300));
+    let (mut deferred_done, mut grown_at) = (0usize, None);
+    let mut drive = |until: Duration, grown_at: &mut Option<Duration>, deferred_done: &mut usize| -> bool {
+        loop {
+            run_pending_work(); // the worker grows the pool here, in task context
+            if grown_at.is_none() && m.usable_slots() > usable_before {
+                *grown_at = Some(time::uptime() - t0);
+            }
+            // Deferred requests are retried in task context.
+            for i in 0..BURST {
+                if BURST_DEFERRED[i].load(Ordering::Relaxed) {
+                    if let Ok(dma) = api.map_single(d, src, BURST_LEN, TO, NOATTR) {
+                        BURST_DMA[i].store(dma, Ordering::Relaxed);
+                        BURST_DEFERRED[i].store(false, Ordering::Relaxed);
+                        *deferred_done += 1;
+                    }
+                }
+            }
+            let done = BURST_NEXT.load(Ordering::Relaxed) as usize == BURST && BURST_DEFERRED.iter().all(|f| !f.load(Ordering::Relaxed));
+            if done || time::uptime() > until {
+                return done;
+            }
+            time::delay(Duration::from_micros(500));
+        }
+    };
+    let done_under_pressure = drive(t0 + Duration::from_secs(10), &mut grown_at, &mut deferred_done);
+    let verified = pressure.verify(pages, &RAM);
+    let mut pressure = Some(pressure);
+    if !done_under_pressure {
+        // The pool could not grow under memory pressure: nothing is lost, the requests wait.
+        // Once the pressure goes, they must complete.
+        let waiting = BURST_DEFERRED.iter().filter(|f| f.load(Ordering::Relaxed)).count();
+        kprintln!("  policy {policy:?}: stalled under memory pressure with {waiting} requests deferred; releasing the pressure");
+        if let Some(p) = pressure.take() {
+            p.release(pages).map_err(e)?;
+        }
+        drive(time::uptime() + Duration::from_secs(10), &mut grown_at, &mut deferred_done);
+    }
+    time::stop_tick();
+    time::remove_tick_hook(burst_irq);
+    let took = time::uptime() - t0;
+    let irq_failures = api.stats.irq_failures.load(Ordering::Relaxed) - failures_before;
+    let peak = m.usable_slots();
+    // Every request mapped exactly once, each slot holding the right data.
+    let mapped = BURST_DMA.iter().filter(|a| a.load(Ordering::Relaxed) != 0).count();
+    let mut data_ok = true;
+    for a in &BURST_DMA {
+        let dma = a.load(Ordering::Relaxed);
+        if dma != 0 {
+            data_ok &= read(dma, BURST_LEN) == pattern(5, BURST_LEN);
+        }
+    }
+    // 3. Idle: everything unmapped, then the pool may shrink (lend) or stay (dynamic, static).
+    for a in &BURST_DMA {
+        let dma = a.swap(0, Ordering::Relaxed);
+        if dma != 0 {
+            api.unmap_single(d, dma, BURST_LEN, TO, NOATTR).map_err(e)?;
+        }
+    }
+    let idle_from = time::uptime();
+    while time::uptime() < idle_from + Duration::from_millis(kernel().params.swiotlb_shrink_delay_ms * 6) {
+        kernel::platform::idle();
+    }
+    let after = m.stats();
+    let usable_idle = m.usable_slots();
+    kprintln!(
+        "  policy {policy:?}: {mapped}/{BURST} mapped in {took:?}, {irq_failures} IRQ-context failures deferred and retried ({deferred_done}), \
+         pool slots {usable_before} -> peak {peak} -> idle {usable_idle}; grew after {grown_at:?}; reclaimed {} pageblocks ({} pages migrated, {} dropped), \
+         {} extra pools, lent again {} pageblocks",
+        after.pageblocks_reclaimed - stats_before.pageblocks_reclaimed,
+        after.pages_migrated - stats_before.pages_migrated,
+        after.pages_dropped - stats_before.pages_dropped,
+        after.extra_pools - stats_before.extra_pools,
+        after.pageblocks_lent_again - stats_before.pageblocks_lent_again
+    );
+    if let Some(p) = pressure.take() {
+        p.release(pages).map_err(e)?;
+    }
+    free(src, 4);
+    kassert_eq!(mapped, BURST); // every request served exactly once, none lost
+    kassert!(data_ok, "a bounce buffer held the wrong data");
+    kassert!(verified.is_ok(), "movable pages corrupted by reclaim: {verified:?}");
+    match policy {
+        SwiotlbPolicy::Lend => {
+            kassert!(done_under_pressure, "lend stalled under memory pressure");
+            kassert!(after.pageblocks_reclaimed > stats_before.pageblocks_reclaimed, "the pool never grew by reclaim");
+            kassert!(usable_idle < peak, "the idle pool did not shrink");
+        }
+        SwiotlbPolicy::Dynamic => {
+            // Under pressure it may find no whole free pageblock (every block holds movable
+            // pages); once memory is free it adds pools. Either way it grew, and never shrinks.
+            kassert!(after.extra_pools > stats_before.extra_pools, "no extra pool was added");
+            kassert_eq!(usable_idle, peak); // never shrinks
+        }
+        SwiotlbPolicy::Static => {
+            kassert!(done_under_pressure);
+            kassert_eq!(irq_failures, 0); // 32 MiB of slots hold the burst
+            kassert_eq!((usable_before, peak, usable_idle), (usable_before, usable_before, usable_before));
+        }
+    }
+    Ok(())
+}
+
+fn per_device_pool() -> TestResult {
+    let d = disk0()?;
+    let api = &layer().api;
+    let outcome = set_inflight_hint(d, 4 << 20);
+    if kernel().params.swiotlb_policy == SwiotlbPolicy::Dynamic {
+        kassert!(outcome.is_err(), "dynamic has no spare blocks to carve: {outcome:?}");
+        return Ok(());
+    }
+    kassert_eq!(outcome.map_err(|x| format!("{x:?}"))?, HintOutcome::Carved(2));
+    let own = d.device_pool().ok_or("no device pool attached")?;
+    let src = buffer(0, true)?;
+    let dma = api.map_single(d, src, 4096, TO, NOATTR).map_err(e)?;
+    kassert!(own.is_swiotlb_buffer(dma) && !layer().manager.is_swiotlb_buffer(dma), "the mapping did not use the device pool");
+    // Returning it with a live mapping is refused; the pool stays attached.
+    kassert!(set_inflight_hint(d, 0).is_err());
+    kassert!(d.device_pool().is_some());
+    api.unmap_single(d, dma, 4096, TO, NOATTR).map_err(e)?;
+    kassert_eq!(set_inflight_hint(d, 0).map_err(|x| format!("{x:?}"))?, HintOutcome::Returned);
+    kassert!(d.device_pool().is_none());
+    // Small hints and unlimited devices get nothing.
+    kassert_eq!(set_inflight_hint(d, 4096).map_err(|x| format!("{x:?}"))?, HintOutcome::Unchanged);
+    free(src, 0);
+    Ok(())
+}
+
+fn lent_page_not_bounce_buffer() -> TestResult {
+    if kernel().params.swiotlb_policy != SwiotlbPolicy::Lend {
+        return Ok(()); // nothing is lent under the other policies
+    }
+    let d = disk0()?;
+    let api = &layer().api;
+    let pool = layer().manager.default_pool();
+    let range = pool.start()..pool.end();
+    let pages = page_allocator();
+    // Fill memory until movable pages sit in the default pool's lent blocks.
+    let pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 3);
+    let lent_page = pressure.pages().find_map(|p| pages.pin(p).ok().map(|pin| pin.addr()).filter(|a| range.contains(a)));
+    let result = (|| -> TestResult {
+        let page = lent_page.ok_or("no movable page in the pool's lent blocks")?;
+        let dma = api.map_single(d, page, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        kassert_eq!(dma, page); // reachable, aligned: mapped directly
+        kassert!(!api.is_swiotlb_buffer(d, dma), "a lent page inside the pool's range taken for a bounce buffer");
+        api.unmap_single(d, dma, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        Ok(())
+    })();
+    pressure.release(pages).map_err(e)?;
+    result?;
+    let high = buffer(0, true)?;
+    let dma = api.map_single(d, high, 2048, TO, NOATTR).map_err(e)?;
+    kassert!(range.contains(&dma) && api.is_swiotlb_buffer(d, dma));
+    api.unmap_single(d, dma, 2048, TO, NOATTR).map_err(e)?;
+    free(high, 0);
+    Ok(())
+}
+
+fn debug_reports_misuse() -> TestResult {
+    kassert!(kernel().params.dma_debug, "the dma tests boot with dma_debug=on");
+    let d = disk0()?;
+    let api = &layer().api;
+    let high = buffer(0, true)?;
+    let dma = api.map_single(d, high, 4096, FROM, NOATTR).map_err(e)?;
+    let r = api.unmap_single(d, dma, 1024, FROM, NOATTR);
+    kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::UnmapWrongSize { .. }))), "{r:?}");
+    let r = api.unmap_single(d, dma, 4096, FROM, NOATTR);
+    kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::DoubleUnmap { .. }))), "{r:?}");
+    // The refused unmap left the slots mapped (a leak, never a corruption): free them by hand.
+    kassert!(api.is_swiotlb_buffer(d, dma));
+    layer().manager.unmap(&RAM, dma, 4096, FROM, NOATTR).map_err(e)?;
+    let dma = api.map_single(d, high, 4096, TO, NOATTR).map_err(e)?;
+    let r = api.sync_single_for_cpu(d, dma, 4096, FROM);
+    kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::SyncWrongDirection { .. }))), "{r:?}");
+    api.unmap_single(d, dma, 4096, TO, NOATTR).map_err(e)?;
+    kassert!(api.debug().is_some_and(|t| t.device_removed(d.id).is_ok()), "live mappings left behind");
+    free(high, 0);
+    Ok(())
+}
