@@ -22,8 +22,13 @@ step() {
 
 host=x86_64-unknown-linux-gnu
 step host-unit-tests cargo test --target "$host" --lib -p kernel -p drivers -p boot
-step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300" cargo test -p kernel --test '*'
-step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2" cargo test -p kernel --test '*'
+# Every in-QEMU test kernel, default policy (lend), DMA-API debugging on.
+step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel --test '*'
+step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel --test '*'
+# The DMA tests again under the two policies we compare against.
+for policy in static dynamic; do
+    step "qemu-dma-$policy" env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on --bootargs swiotlb_policy=$policy" cargo test -p kernel --test dma
+done
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 

@@ -148,6 +148,10 @@ fn restricted_pool_isolation() -> TestResult {
         api.unmap_single(d, dma, 64 * 1024, TO, NOATTR).map_err(e)?;
     }
     kassert_eq!(pool.is_swiotlb_buffer(range.start), false);
+    // Coherent memory (where its virtqueues will live) comes from the pool too.
+    let (cpu, dma_addr) = api.alloc_coherent(d, page_allocator(), 8192).map_err(e)?;
+    kassert!(range.contains(&cpu) && cpu == dma_addr && read(cpu, 8192).iter().all(|&b| b == 0));
+    api.free_coherent(d, page_allocator(), cpu, 8192).map_err(e)?;
     free(high, 4);
     free(low, 4);
     Ok(())

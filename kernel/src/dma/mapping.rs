@@ -313,9 +313,9 @@ impl<'a> DmaApi<'a> {
     /// Allocates zeroed DMA-coherent memory of `size` bytes for `dev` (Linux `dma_alloc_coherent`):
     /// whole unmovable pages in ZONE_DMA if the device is limited. Task context only.
     ///
-    /// Not supported (an error, not a silent wrong answer): non-coherent devices (they would need
-    /// a non-cacheable mapping) and devices behind a restricted pool (coherent memory must come
-    /// from the pool; not yet implemented).
+    /// A device behind a restricted pool gets it from the pool's slots (Linux `swiotlb_alloc`):
+    /// nothing of its DMA may live outside the pool. Not supported (an error, not a silent wrong
+    /// answer): non-coherent devices, which would need a non-cacheable mapping.
     pub fn alloc_coherent(&self, dev: &DmaDevice, pages: &LockedPageAllocator, size: usize) -> Result<(PhysAddr, DmaAddr), DmaError> {
         assert!(!arch::in_interrupt(), "dma_alloc_coherent may not be called in interrupt context");
         if size == 0 {
@@ -324,8 +324,9 @@ impl<'a> DmaApi<'a> {
         if !dev.coherent {
             return Err(DmaError::Unsupported("coherent memory for a non-coherent device needs a non-cacheable mapping"));
         }
-        if matches!(dev.policy, BouncePolicy::Restricted(_)) {
-            return Err(DmaError::Unsupported("coherent memory from a restricted DMA pool"));
+        if let BouncePolicy::Restricted(pool) = dev.policy {
+            let addr = pool.alloc_coherent(self.mem, size)?;
+            return Ok((addr, addr));
         }
         let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
         let zone = if dev.dma_limit.is_some() { ZoneType::Dma } else { ZoneType::Normal };
@@ -339,8 +340,11 @@ impl<'a> DmaApi<'a> {
         Ok((addr, addr))
     }
 
-    /// Frees memory from [`alloc_coherent`](Self::alloc_coherent) with the same size.
-    pub fn free_coherent(&self, pages: &LockedPageAllocator, addr: PhysAddr, size: usize) -> Result<(), DmaError> {
+    /// Frees memory from [`alloc_coherent`](Self::alloc_coherent) with the same device and size.
+    pub fn free_coherent(&self, dev: &DmaDevice, pages: &LockedPageAllocator, addr: PhysAddr, size: usize) -> Result<(), DmaError> {
+        if let BouncePolicy::Restricted(pool) = dev.policy {
+            return pool.free_coherent(addr).map_err(DmaError::Swiotlb);
+        }
         let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
         pages.lock().free_pages(addr, order).map_err(|_| DmaError::Unsupported("free of memory not from alloc_coherent"))
     }
@@ -557,6 +561,33 @@ mod tests {
         let mut buf = [0u8; 4096];
         s.mem.read(page, &mut buf);
         assert_eq!(buf, [2u8; 4096]);
+    }
+
+    #[test]
+    fn coherent_memory_of_a_restricted_device_comes_from_its_pool() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        let r = dev(BouncePolicy::Restricted(restricted_pool), true);
+        let pages = crate::mm::page_alloc::LockedPageAllocator::new(
+            crate::mm::page_alloc::PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap(),
+        );
+        s.mem.fill(0x40c0_0000, 0xee, 128 * 2048);
+        let (cpu, dma) = api.alloc_coherent(&r, &pages, 5000).unwrap();
+        assert_eq!(cpu, dma);
+        assert!((0x40c0_0000..0x40c4_0000).contains(&cpu) && cpu % 4096 == 0);
+        let mut buf = vec![1u8; 5000];
+        s.mem.read(cpu, &mut buf);
+        assert!(buf.iter().all(|&b| b == 0), "coherent memory is zeroed");
+        assert_eq!(restricted_pool.used_slots(), 4, "two whole pages of slots");
+        api.free_coherent(&r, &pages, cpu, 5000).unwrap();
+        assert_eq!(restricted_pool.used_slots(), 0);
+        assert!(api.free_coherent(&r, &pages, cpu, 5000).is_err(), "double free refused");
+        // Other devices get pages.
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let (cpu, _) = api.alloc_coherent(&d, &pages, 5000).unwrap();
+        assert!(cpu >= RAM + (12 << 20) && d.dma_capable(cpu, 8192), "from ZONE_DMA: {cpu:#x}");
+        api.free_coherent(&d, &pages, cpu, 5000).unwrap();
     }
 
     #[test]

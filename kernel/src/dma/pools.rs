@@ -23,6 +23,14 @@ pub trait BounceBuffers: Sync {
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool;
     /// The physical range the set's slots may occupy (to route unmaps and for reports).
     fn range(&self) -> Range<PhysAddr>;
+    /// Zeroed coherent memory from the slots (for devices behind a restricted pool). Task context.
+    fn alloc_coherent(&self, _mem: &dyn PhysMemory, size: usize) -> Result<PhysAddr, SwiotlbError> {
+        Err(SwiotlbError::BufferFull { size, total: 0, used: 0 })
+    }
+    /// Frees memory from [`alloc_coherent`](Self::alloc_coherent).
+    fn free_coherent(&self, addr: PhysAddr) -> Result<(), SwiotlbError> {
+        Err(SwiotlbError::NotMapped { tlb_addr: addr })
+    }
 }
 
 impl BounceBuffers for SwiotlbPool {
@@ -43,6 +51,12 @@ impl BounceBuffers for SwiotlbPool {
     }
     fn range(&self) -> Range<PhysAddr> {
         self.start()..self.end()
+    }
+    fn alloc_coherent(&self, mem: &dyn PhysMemory, size: usize) -> Result<PhysAddr, SwiotlbError> {
+        SwiotlbPool::alloc_coherent(self, mem, size)
+    }
+    fn free_coherent(&self, addr: PhysAddr) -> Result<(), SwiotlbError> {
+        SwiotlbPool::free_coherent(self, addr)
     }
 }
 

@@ -74,6 +74,28 @@ impl SwiotlbPool {
         self.release_slots(tlb_addr)
     }
 
+    /// Takes page-aligned slots for `size` bytes of DMA-coherent memory, zeroed (Linux
+    /// `swiotlb_alloc`, which serves `dma_alloc_coherent` for devices behind a restricted pool:
+    /// nothing of theirs may live outside it). Task context; free with
+    /// [`free_coherent`](Self::free_coherent). At most one segment (256 KiB).
+    pub fn alloc_coherent(&self, mem: &dyn PhysMemory, size: usize) -> Result<PhysAddr, SwiotlbError> {
+        let page_aligned = SlotAlignment { min_align_mask: 0, alloc_align_mask: crate::mm::PAGE_SIZE - 1 };
+        let req = SlotRequest::new(0, size, page_aligned)?;
+        let head = self.alloc_slots(&req, DmaDirection::Bidirectional)?;
+        let addr = self.start() + ((head as u64) << IO_TLB_SHIFT) + req.offset as u64;
+        mem.fill(addr, 0, size);
+        Ok(addr)
+    }
+
+    /// Gives back memory from [`alloc_coherent`](Self::alloc_coherent).
+    pub fn free_coherent(&self, addr: PhysAddr) -> Result<(), SwiotlbError> {
+        let mapping = self.find_mapping(addr)?;
+        if mapping.position != 0 || mapping.head_slot.orig_addr != 0 {
+            return Err(SwiotlbError::NotMapped { tlb_addr: addr });
+        }
+        self.release_slots(addr)
+    }
+
     /// Makes what the device wrote visible to the CPU: copies `size` bytes at `tlb_addr` (anywhere
     /// inside a mapping) back to the original for `FromDevice` and `Bidirectional`; nothing to do
     /// for `ToDevice`.
