@@ -9,7 +9,7 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use alloc::format;
@@ -28,7 +28,7 @@ use kernel::mm::{PhysAddr, PAGE_SIZE};
 use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
-use kernel::platform::{kernel, run_pending_work, time, Kernel};
+use kernel::platform::{kernel, time, workload, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
 kernel::entry!(main);
@@ -229,148 +229,32 @@ fn irq_maps_while_task_holds() -> TestResult {
     Ok(())
 }
 
-// ---- the scripted burst: memory pressure, then mappings from interrupt context, then idle ----
-
-const BURST: usize = 256; // 256 x 64 KiB = 16 MiB of bounce buffers held at once
-const BURST_LEN: usize = 64 * 1024;
-static BURST_DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
-static BURST_SRC: AtomicU64 = AtomicU64::new(0);
-static BURST_NEXT: AtomicU32 = AtomicU32::new(0);
-static BURST_DMA: [AtomicU64; BURST] = [const { AtomicU64::new(0) }; BURST];
-static BURST_DEFERRED: [AtomicBool; BURST] = [const { AtomicBool::new(false) }; BURST];
-
-/// In interrupt context: the next request of the burst maps its buffer; if the pool has no room
-/// the request is deferred to task context (the DMA layer has already kicked the worker).
-fn burst_irq(_ctx: &IrqContext<'_>) {
-    let (Some(d), src) = (BURST_DEV.get(), BURST_SRC.load(Ordering::Relaxed)) else { return };
-    let i = BURST_NEXT.load(Ordering::Relaxed) as usize;
-    if src == 0 || i >= BURST {
-        return;
-    }
-    BURST_NEXT.store(i as u32 + 1, Ordering::Relaxed);
-    match layer().api.map_single(d, src, BURST_LEN, TO, NOATTR) {
-        Ok(dma) => BURST_DMA[i].store(dma, Ordering::Relaxed),
-        Err(_) => BURST_DEFERRED[i].store(true, Ordering::Relaxed),
-    }
-}
+// ---- the scripted workload (kernel::platform::workload), checked per policy ----
 
 fn burst_from_irq_context() -> TestResult {
     let policy = kernel().params.swiotlb_policy;
-    let d = disk0()?;
-    let api = &layer().api;
-    let m = layer().manager;
-    let pages = page_allocator();
-    let src = buffer(4, true)?;
-    RAM.write(src, &pattern(5, BURST_LEN));
-    // 1. Memory pressure: movable pages fill memory, the lent MIGRATE_SWIOTLB blocks included.
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42);
-    pressure.release_every(pages, 4); // room for migration targets
-    let usable_before = m.usable_slots();
-    let stats_before = m.stats();
-    // 2. The burst, from the timer interrupt.
-    BURST_SRC.store(src, Ordering::Relaxed);
-    BURST_DEV.call_once(|| d);
-    let failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
-    let t0 = time::uptime();
-    kassert!(time::add_tick_hook(burst_irq));
-    time::start_tick(Duration::from_micros(300));
-    let (mut deferred_done, mut grown_at) = (0usize, None);
-    let mut drive = |until: Duration, grown_at: &mut Option<Duration>, deferred_done: &mut usize| -> bool {
-        loop {
-            run_pending_work(); // the worker grows the pool here, in task context
-            if grown_at.is_none() && m.usable_slots() > usable_before {
-                *grown_at = Some(time::uptime() - t0);
-            }
-            // Deferred requests are retried in task context.
-            for i in 0..BURST {
-                if BURST_DEFERRED[i].load(Ordering::Relaxed) {
-                    if let Ok(dma) = api.map_single(d, src, BURST_LEN, TO, NOATTR) {
-                        BURST_DMA[i].store(dma, Ordering::Relaxed);
-                        BURST_DEFERRED[i].store(false, Ordering::Relaxed);
-                        *deferred_done += 1;
-                    }
-                }
-            }
-            let done = BURST_NEXT.load(Ordering::Relaxed) as usize == BURST && BURST_DEFERRED.iter().all(|f| !f.load(Ordering::Relaxed));
-            if done || time::uptime() > until {
-                return done;
-            }
-            time::delay(Duration::from_micros(500));
-        }
-    };
-    let done_under_pressure = drive(t0 + Duration::from_secs(10), &mut grown_at, &mut deferred_done);
-    let verified = pressure.verify(pages, &RAM);
-    let mut pressure = Some(pressure);
-    if !done_under_pressure {
-        // The pool could not grow under memory pressure: nothing is lost, the requests wait.
-        // Once the pressure goes, they must complete.
-        let waiting = BURST_DEFERRED.iter().filter(|f| f.load(Ordering::Relaxed)).count();
-        kprintln!("  policy {policy:?}: stalled under memory pressure with {waiting} requests deferred; releasing the pressure");
-        if let Some(p) = pressure.take() {
-            p.release(pages).map_err(e)?;
-        }
-        drive(time::uptime() + Duration::from_secs(10), &mut grown_at, &mut deferred_done);
-    }
-    time::stop_tick();
-    time::remove_tick_hook(burst_irq);
-    let took = time::uptime() - t0;
-    let irq_failures = api.stats.irq_failures.load(Ordering::Relaxed) - failures_before;
-    let peak = m.usable_slots();
-    // Every request mapped exactly once, each slot holding the right data.
-    let mapped = BURST_DMA.iter().filter(|a| a.load(Ordering::Relaxed) != 0).count();
-    let mut data_ok = true;
-    for a in &BURST_DMA {
-        let dma = a.load(Ordering::Relaxed);
-        if dma != 0 {
-            data_ok &= read(dma, BURST_LEN) == pattern(5, BURST_LEN);
-        }
-    }
-    // 3. Idle: everything unmapped, then the pool may shrink (lend) or stay (dynamic, static).
-    for a in &BURST_DMA {
-        let dma = a.swap(0, Ordering::Relaxed);
-        if dma != 0 {
-            api.unmap_single(d, dma, BURST_LEN, TO, NOATTR).map_err(e)?;
-        }
-    }
-    let idle_from = time::uptime();
-    while time::uptime() < idle_from + Duration::from_millis(kernel().params.swiotlb_shrink_delay_ms * 6) {
-        kernel::platform::idle();
-    }
-    let after = m.stats();
-    let usable_idle = m.usable_slots();
-    kprintln!(
-        "  policy {policy:?}: {mapped}/{BURST} mapped in {took:?}, {irq_failures} IRQ-context failures deferred and retried ({deferred_done}), \
-         pool slots {usable_before} -> peak {peak} -> idle {usable_idle}; grew after {grown_at:?}; reclaimed {} pageblocks ({} pages migrated, {} dropped), \
-         {} extra pools, lent again {} pageblocks",
-        after.pageblocks_reclaimed - stats_before.pageblocks_reclaimed,
-        after.pages_migrated - stats_before.pages_migrated,
-        after.pages_dropped - stats_before.pages_dropped,
-        after.extra_pools - stats_before.extra_pools,
-        after.pageblocks_lent_again - stats_before.pageblocks_lent_again
-    );
-    if let Some(p) = pressure.take() {
-        p.release(pages).map_err(e)?;
-    }
-    free(src, 4);
-    kassert_eq!(mapped, BURST); // every request served exactly once, none lost
-    kassert!(data_ok, "a bounce buffer held the wrong data");
-    kassert!(verified.is_ok(), "movable pages corrupted by reclaim: {verified:?}");
+    let r = workload::pressure_burst_idle(disk0()?, &mut |_| {})?;
+    kprintln!("  policy {policy:?}: {r}");
+    let ((before, peak, idle), (a, b)) = (r.slots, (&r.after, &r.before));
+    kassert_eq!(r.mapped, workload::BURST); // every request served exactly once, none lost
+    kassert!(r.data_ok, "a bounce buffer held the wrong data");
+    kassert!(r.pressure_intact, "movable pages corrupted by reclaim");
     match policy {
         SwiotlbPolicy::Lend => {
-            kassert!(done_under_pressure, "lend stalled under memory pressure");
-            kassert!(after.pageblocks_reclaimed > stats_before.pageblocks_reclaimed, "the pool never grew by reclaim");
-            kassert!(usable_idle < peak, "the idle pool did not shrink");
+            kassert!(r.done_under_pressure, "lend stalled under memory pressure");
+            kassert!(a.pageblocks_reclaimed > b.pageblocks_reclaimed, "the pool never grew by reclaim");
+            kassert!(idle < peak, "the idle pool did not shrink");
         }
         SwiotlbPolicy::Dynamic => {
             // Under pressure it may find no whole free pageblock (every block holds movable
             // pages); once memory is free it adds pools. Either way it grew, and never shrinks.
-            kassert!(after.extra_pools > stats_before.extra_pools, "no extra pool was added");
-            kassert_eq!(usable_idle, peak); // never shrinks
+            kassert!(a.extra_pools > b.extra_pools, "no extra pool was added");
+            kassert_eq!(idle, peak);
         }
         SwiotlbPolicy::Static => {
-            kassert!(done_under_pressure);
-            kassert_eq!(irq_failures, 0); // 32 MiB of slots hold the burst
-            kassert_eq!((usable_before, peak, usable_idle), (usable_before, usable_before, usable_before));
+            kassert!(r.done_under_pressure);
+            kassert_eq!(r.irq_failures, 0); // 32 MiB of slots hold the burst
+            kassert_eq!((peak, idle), (before, before));
         }
     }
     Ok(())

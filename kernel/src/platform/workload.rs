@@ -1,0 +1,208 @@
+//! The scripted workload the demo shows and the DMA tests check, the same under every
+//! `swiotlb_policy=`: memory pressure (movable pages fill RAM, the lent MIGRATE_SWIOTLB blocks
+//! included), then a burst of bounce mappings made in the timer interrupt handler (failures are
+//! deferred to task context and retried: nothing is lost), then idle (the pool may shrink).
+//!
+//! The handler side uses fixed statics only: it never allocates and never waits.
+
+use alloc::string::{String, ToString};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+use boot::exception::IrqContext;
+
+use super::dma::{dma, RAM};
+use super::mm::page_allocator;
+use super::{run_pending_work, time};
+use crate::dma::device::DmaDevice;
+use crate::dma::swiotlb::lend::LendStats;
+use crate::dma::{DmaAttrs, DmaDirection};
+use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::mm::page_alloc::{MigrateType, ZoneType};
+use crate::mm::phys::PhysMemory;
+
+/// Requests in the burst: 256 x 64 KiB = 16 MiB of bounce buffers held at once.
+pub const BURST: usize = 256;
+/// Bytes per request.
+pub const BURST_LEN: usize = 64 * 1024;
+const SRC_ORDER: u8 = 4; // 64 KiB
+
+static DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
+static SRC: AtomicU64 = AtomicU64::new(0);
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static MAPPED: [AtomicU64; BURST] = [const { AtomicU64::new(0) }; BURST];
+static DEFERRED: [AtomicBool; BURST] = [const { AtomicBool::new(false) }; BURST];
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+
+/// What the workload measured.
+#[derive(Debug, Default)]
+pub struct WorkloadReport {
+    /// Requests mapped (must be [`BURST`]).
+    pub mapped: usize,
+    /// Every bounce slot held the request's data.
+    pub data_ok: bool,
+    /// The movable pages' checksums after the burst (reclaim migrated some of them).
+    pub pressure_intact: bool,
+    /// The burst completed while the memory pressure lasted.
+    pub done_under_pressure: bool,
+    /// Mappings that failed in interrupt context and were deferred.
+    pub irq_failures: u64,
+    /// Deferred requests completed in task context.
+    pub deferred_done: usize,
+    /// Usable bounce slots before, at the peak, and after idling.
+    pub slots: (usize, usize, usize),
+    /// How long after the burst began the pool first grew.
+    pub grown_after: Option<Duration>,
+    /// How long the burst took.
+    pub took: Duration,
+    /// The manager's counters before and after.
+    pub before: LendStats,
+    /// After.
+    pub after: LendStats,
+}
+
+fn pattern(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31).wrapping_add(5)
+}
+
+/// In interrupt context: the next request maps its buffer; if the pool has no room the request
+/// is deferred to task context (the DMA layer has already kicked the worker).
+fn burst_irq(_ctx: &IrqContext<'_>) {
+    let (Some(d), src) = (DEV.get(), SRC.load(Ordering::Relaxed)) else { return };
+    let i = NEXT.load(Ordering::Relaxed) as usize;
+    if src == 0 || i >= BURST {
+        return;
+    }
+    NEXT.store(i as u32 + 1, Ordering::Relaxed);
+    match dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) {
+        Ok(addr) => MAPPED[i].store(addr, Ordering::Relaxed),
+        Err(_) => DEFERRED[i].store(true, Ordering::Relaxed),
+    }
+}
+
+/// Task context: run the worker, retry deferred requests, until all are mapped or `until`.
+fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut WorkloadReport) -> bool {
+    let m = dma().manager;
+    loop {
+        run_pending_work(); // the worker grows the pool here
+        if report.grown_after.is_none() && m.usable_slots() > report.slots.0 {
+            report.grown_after = Some(time::uptime() - t0);
+        }
+        for i in 0..BURST {
+            if DEFERRED[i].load(Ordering::Relaxed) {
+                if let Ok(addr) = dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) {
+                    MAPPED[i].store(addr, Ordering::Relaxed);
+                    DEFERRED[i].store(false, Ordering::Relaxed);
+                    report.deferred_done += 1;
+                }
+            }
+        }
+        let done = NEXT.load(Ordering::Relaxed) as usize == BURST && DEFERRED.iter().all(|f| !f.load(Ordering::Relaxed));
+        if done || time::uptime() > until {
+            return done;
+        }
+        time::delay(Duration::from_micros(500));
+    }
+}
+
+/// Runs the three phases once for device `d` (which must be DMA-limited so its buffers from
+/// ZONE_NORMAL bounce). `phase` is called after each phase with its name (the demo prints the
+/// RAM picture and the pools there). Runs once per boot.
+pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -> Result<WorkloadReport, String> {
+    let api = &dma().api;
+    let m = dma().manager;
+    let pages = page_allocator();
+    if DEV.get().is_some() {
+        return Err("the workload runs once per boot".to_string());
+    }
+    DEV.call_once(|| d);
+    let src = pages.lock().alloc_pages(SRC_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| e.to_string())?;
+    let data: alloc::vec::Vec<u8> = (0..BURST_LEN).map(pattern).collect();
+    RAM.write(src, &data);
+
+    // 1. Memory pressure.
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42);
+    pressure.release_every(pages, 4); // room for migration targets
+    let mut report = WorkloadReport { slots: (m.usable_slots(), 0, 0), before: m.stats(), ..Default::default() };
+    phase("memory pressure");
+
+    // 2. The burst, from the timer interrupt.
+    SRC.store(src, Ordering::Relaxed);
+    let failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
+    let t0 = time::uptime();
+    if !time::add_tick_hook(burst_irq) {
+        return Err("no room for a tick hook".to_string());
+    }
+    time::start_tick(Duration::from_micros(300));
+    report.done_under_pressure = drive(d, src, t0 + Duration::from_secs(10), t0, &mut report);
+    report.pressure_intact = pressure.verify(pages, &RAM).is_ok();
+    let mut pressure = Some(pressure);
+    if !report.done_under_pressure {
+        // The pool could not grow under memory pressure: the requests wait; once the pressure
+        // goes they must complete.
+        if let Some(p) = pressure.take() {
+            p.release(pages).map_err(|e| e.to_string())?;
+        }
+        drive(d, src, time::uptime() + Duration::from_secs(10), t0, &mut report);
+    }
+    time::stop_tick();
+    time::remove_tick_hook(burst_irq);
+    report.took = time::uptime() - t0;
+    report.irq_failures = api.stats.irq_failures.load(Ordering::Relaxed) - failures_before;
+    report.slots.1 = m.usable_slots();
+    report.mapped = MAPPED.iter().filter(|a| a.load(Ordering::Relaxed) != 0).count();
+    let mut seen = alloc::vec![0u8; BURST_LEN];
+    report.data_ok = MAPPED.iter().map(|a| a.load(Ordering::Relaxed)).filter(|&a| a != 0).all(|a| {
+        RAM.read(a, &mut seen);
+        seen == data
+    });
+    phase("I/O burst from interrupt handlers");
+
+    // 3. Idle: everything unmapped; the pool may shrink.
+    for a in &MAPPED {
+        let addr = a.swap(0, Ordering::Relaxed);
+        if addr != 0 {
+            api.unmap_single(d, addr, BURST_LEN, DmaDirection::ToDevice, NOATTR).map_err(|e| e.to_string())?;
+        }
+    }
+    let idle_from = time::uptime();
+    while time::uptime() < idle_from + Duration::from_millis(dma().params.swiotlb_shrink_delay_ms * 6) {
+        super::idle();
+    }
+    report.slots.2 = m.usable_slots();
+    report.after = m.stats();
+    if let Some(p) = pressure.take() {
+        p.release(pages).map_err(|e| e.to_string())?;
+    }
+    let _ = pages.lock().free_pages(src, SRC_ORDER);
+    phase("idle");
+    Ok(report)
+}
+
+impl core::fmt::Display for WorkloadReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (a, b) = (&self.after, &self.before);
+        write!(
+            f,
+            "{}/{BURST} requests mapped in {:?} ({}), {} IRQ-context failures deferred and retried ({}); \
+             pool slots {} -> peak {} -> idle {}; grew after {:?}; reclaimed {} pageblocks ({} pages migrated, {} dropped), \
+             {} extra pools, lent again {} pageblocks; data {}, movable pages {}",
+            self.mapped,
+            self.took,
+            if self.done_under_pressure { "under memory pressure" } else { "only after the memory pressure was released" },
+            self.irq_failures,
+            self.deferred_done,
+            self.slots.0,
+            self.slots.1,
+            self.slots.2,
+            self.grown_after,
+            a.pageblocks_reclaimed - b.pageblocks_reclaimed,
+            a.pages_migrated - b.pages_migrated,
+            a.pages_dropped - b.pages_dropped,
+            a.extra_pools - b.extra_pools,
+            a.pageblocks_lent_again - b.pageblocks_lent_again,
+            if self.data_ok { "intact" } else { "CORRUPT" },
+            if self.pressure_intact { "intact" } else { "CORRUPT" },
+        )
+    }
+}
