@@ -60,7 +60,7 @@ fn brk_is_reported() -> TestResult {
 }
 
 fn write_to_text_faults() -> TestResult {
-    let target = write_to_text_faults as usize as u64;
+    let target = write_to_text_faults as *const () as u64;
     let fault = catch_fault(|| {
         // SAFETY: deliberately faulting write to read-only text; skipped by `catch_fault`.
         unsafe { core::ptr::write_volatile(target as *mut u32, 0) };
@@ -105,7 +105,7 @@ const MAIR_NORMAL_WB: u8 = 0xff;
 const MAIR_DEVICE_NGNRE: u8 = 0x04;
 
 fn mmu_attributes() -> TestResult {
-    let text = mmu_attributes as usize as u64;
+    let text = mmu_attributes as *const () as u64;
     kassert_eq!(probe(text), Some((MAIR_NORMAL_WB, true)));
     static RO: [u8; 4] = [1, 2, 3, 4];
     kassert_eq!(probe(RO.as_ptr() as u64), Some((MAIR_NORMAL_WB, true)));
