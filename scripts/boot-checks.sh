@@ -4,7 +4,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
-cargo build -q -p kernel --bin kernel --example unhandled_fault || exit 1
+cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off || exit 1
 bin=target/aarch64-unknown-none/debug
 
 passed=0 failed=0
@@ -37,6 +37,17 @@ expect unhandled_fault_is_reported_and_fails 1 \
     -- "$bin/examples/unhandled_fault"
 expect unhandled_fault_at_el2_entry_gicv3 1 'Unhandled synchronous exception' \
     -- --el2 --gic 3 "$bin/examples/unhandled_fault"
+
+expect psci_system_off_stops_the_machine 0 'powering off through PSCI SYSTEM_OFF' \
+    -- "$bin/examples/psci_off"
+expect psci_system_off_at_el2_uses_smc 0 'powering off through PSCI SYSTEM_OFF' \
+    -- --el2 "$bin/examples/psci_off"
+expect user_fragment_is_merged 0 '\[mem 0x0*50000000-0x0*500fffff\] test-carveout@50000000 reserved no-map' \
+    -- --dts-fragment scripts/testdata/extra-reserved.dtsi --smp 2 --mem 1G "$bin/kernel"
+expect overlapping_fragment_stops_boot_with_a_clear_error 1 'Boot failed: memory map: .*clash@48100000.*fw-log@48000000|Boot failed: memory map: .*fw-log@48000000.*clash@48100000' \
+    -- --dts-fragment scripts/testdata/overlapping-reserved.dtsi "$bin/kernel"
+expect garbage_bootargs_warn_and_boot 0 "bootargs: ignoring 'swiotlb_policy=fastest'" "bootargs: ignoring 'nonsense'" \
+    -- "$bin/kernel" swiotlb_policy=fastest nonsense
 
 echo "boot-checks: $passed passed, $failed failed"
 ((failed == 0))

@@ -138,6 +138,7 @@ pub struct Dma {
 static DMA: spin::Once<Dma> = spin::Once::new();
 static DEBUG: DmaDebug = DmaDebug::new();
 static WORKER: AtomicU32 = AtomicU32::new(u32::MAX);
+static LAST_EVENTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 static LAST_WORKER_RUN_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The DMA layer. Panics before [`init`].
@@ -169,6 +170,21 @@ fn swiotlb_worker() {
     let report = dma.manager.worker(super::mm::page_allocator(), &RAM, &clock, &mut |_| {});
     if report != Default::default() {
         log::debug!("swiotlb worker: {report:?}");
+    }
+    let stats = dma.manager.stats();
+    let events = stats.pageblocks_reclaimed + stats.pageblocks_lent_again;
+    if events != LAST_EVENTS.swap(events, Ordering::Relaxed) {
+        // A pageblock changed hands: show where RAM stands (one character per pageblock).
+        let k = super::kernel();
+        let picture = {
+            let pa = super::mm::page_allocator().lock();
+            alloc::format!("{}", pa.ram_picture(|a| super::mm::in_swiotlb_region(&k.memblock, a)))
+        };
+        log::info!(
+            "swiotlb: {} pageblocks reclaimed, {} lent again so far; RAM [{picture}]",
+            stats.pageblocks_reclaimed,
+            stats.pageblocks_lent_again
+        );
     }
 }
 

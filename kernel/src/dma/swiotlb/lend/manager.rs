@@ -338,13 +338,17 @@ impl fmt::Display for SwiotlbManager {
             self.blocks.len(),
             self.start
         )?;
-        writeln!(f, "  {:<8} {:>23} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}", "pool", "range", "slots", "free", "used", "lent", "hiwater", "maps", "fails")?;
+        writeln!(
+            f,
+            "  {:<8} {:>23} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6} {:>7} {:>7} {:>11} {:>11}",
+            "pool", "range", "slots", "free", "used", "lent", "hiwater", "maps", "fails", "irqmaps", "irqfail", "bytes->dev", "bytes->cpu"
+        )?;
         for (i, pool) in self.pools().enumerate() {
             let s = pool.stats();
             let name = if i == 0 { alloc::string::String::from("default") } else { alloc::format!("extra{}", i - 1) };
             writeln!(
                 f,
-                "  {:<8} {:#x}-{:#x} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}",
+                "  {:<8} {:#x}-{:#x} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6} {:>7} {:>7} {:>11} {:>11}",
                 name,
                 pool.start(),
                 pool.end(),
@@ -354,7 +358,11 @@ impl fmt::Display for SwiotlbManager {
                 s.lent_slots,
                 s.used_hiwater,
                 s.maps,
-                s.map_failures
+                s.map_failures,
+                s.maps_in_irq,
+                s.irq_failures,
+                s.bytes_to_device,
+                s.bytes_to_cpu
             )?;
         }
         write!(f, "  pageblocks:")?;
