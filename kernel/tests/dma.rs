@@ -151,6 +151,14 @@ fn restricted_pool_isolation() -> TestResult {
     // Coherent memory (where its virtqueues will live) comes from the pool too.
     let (cpu, dma_addr) = api.alloc_coherent(d, page_allocator(), 8192).map_err(e)?;
     kassert!(range.contains(&cpu) && cpu == dma_addr && read(cpu, 8192).iter().all(|&b| b == 0));
+    // Small blocks (request headers, status bytes) are carved from such a chunk.
+    let small = kernel::dma::coherent_pool::CoherentPool::new(cpu, 8192);
+    let header = small.alloc(16, 16).map_err(e)?;
+    let status = small.alloc(1, 1).map_err(e)?;
+    kassert!(range.contains(&header) && range.contains(&status) && header.abs_diff(status) >= 64);
+    small.free(header, 16, 16).map_err(e)?;
+    small.free(status, 1, 1).map_err(e)?;
+    kassert_eq!(small.free_bytes(), 8192);
     api.free_coherent(d, page_allocator(), cpu, 8192).map_err(e)?;
     free(high, 4);
     free(low, 4);

@@ -2,11 +2,13 @@
 //!
 //! - [`swiotlb`]: the slot pools (one slot manager for every pool: default, per-device,
 //!   restricted) and the bounce copies.
+//! - [`coherent_pool`]: small coherent blocks (headers, status bytes, rings) from one chunk.
 //! - [`debug`]: the DMA-API debug tracker (Linux: `kernel/dma/debug.c`).
 //! - [`device`]: a device's DMA description (limit, coherence, which pools).
 //! - [`mapping`]: the streaming and coherent API: map/unmap/sync, bounce only when needed.
 //! - [`pools`]: the small trait the API needs of a bounce pool.
 
+pub mod coherent_pool;
 pub mod debug;
 pub mod device;
 pub mod mapping;
