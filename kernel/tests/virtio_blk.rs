@@ -20,6 +20,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kernel::dma::device::BouncePolicy;
+use kernel::dma::{DmaAttrs, DmaDirection};
 use kernel::ktest::{self, TestCase, TestResult};
 use kernel::mm::page_alloc::{MigrateType, ZoneType};
 use kernel::mm::phys::PhysMemory;
@@ -46,6 +47,8 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "many_requests_in_flight_complete_from_irq", run: many_in_flight },
             TestCase { name: "disk1_every_dma_address_in_restricted_pool", run: disk1_restricted },
             TestCase { name: "disk1_pool_full_is_busy_then_retried", run: disk1_pool_full_retry },
+            TestCase { name: "disk1_queued_requests_started_from_irq", run: disk1_queued_started_from_irq },
+            TestCase { name: "disk1_irq_mapping_failure_deferred_to_task", run: disk1_irq_deferral },
             TestCase { name: "flush", run: flush },
             TestCase { name: "no_dma_api_misuse", run: no_misuse },
         ],
@@ -54,6 +57,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SECTOR: usize = 512;
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
 /// Where the DMA window of the root bus ends (dts/reserved-memory.dtsi).
 const DMA_WINDOW_END: PhysAddr = 0x5800_0000;
 
@@ -327,13 +331,108 @@ fn disk1_pool_full_retry() -> TestResult {
         wait_for(d, *t, deadline).map_err(e)?;
     }
     // disk1 holds written_pattern over sectors 0..512 (previous test), zeros after.
-    for i in 0..N {
+    for (i, buf) in bufs.iter().enumerate() {
         let sector = (i * LEN / SECTOR) as u64 % 2048;
         let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
-        kassert!(read_back(bufs[i], LEN) == expect, "request {i} (sector {sector})");
+        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
     }
     kassert_eq!(d.in_flight(), 0);
     bufs.into_iter().for_each(|b| free(b, 6));
+    Ok(())
+}
+
+/// Queued requests that do not fit the pool wait; the interrupt handler starts them (mapping
+/// in interrupt context) as completions free bounce slots.
+fn disk1_queued_started_from_irq() -> TestResult {
+    let d = disk1()?;
+    const LEN: usize = 256 * 1024;
+    const N: usize = 16;
+    let mut bufs = Vec::new();
+    for _ in 0..N {
+        let b = buffer(6, true)?;
+        RAM.fill(b, 0xee, LEN);
+        bufs.push(b);
+    }
+    let started_in_irq_before = d.stats.started_in_irq.load(Ordering::Relaxed);
+    let maps_in_irq_before = dma().api.stats.maps_in_irq.load(Ordering::Relaxed);
+    let mut tickets = Vec::new();
+    {
+        let _off = IRQS_OFF.lock();
+        for (i, buf) in bufs.iter().enumerate() {
+            tickets.push(d.queue_read((i * LEN / SECTOR) as u64 % 2048, *buf, LEN).map_err(e)?);
+        }
+        kprintln!("  {} started, {} waiting for bounce slots", d.in_flight(), d.waiting());
+        kassert!(d.waiting() > 0 && d.in_flight() + d.waiting() == N);
+    }
+    let deadline = time::uptime() + TIMEOUT;
+    for t in &tickets {
+        wait_for(d, *t, deadline).map_err(e)?;
+    }
+    for (i, buf) in bufs.iter().enumerate() {
+        let sector = (i * LEN / SECTOR) as u64 % 2048;
+        let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
+        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
+    }
+    let started = d.stats.started_in_irq.load(Ordering::Relaxed) - started_in_irq_before;
+    kprintln!("  {started} started by the interrupt handler");
+    kassert!(started > 0);
+    kassert!(dma().api.stats.maps_in_irq.load(Ordering::Relaxed) >= maps_in_irq_before + 3 * started);
+    kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
+    bufs.into_iter().for_each(|b| free(b, 6));
+    Ok(())
+}
+
+/// A waiting request the interrupt handler cannot map (the pool is full) is handed to task
+/// context, which starts it once the pool has room: not lost, completed once.
+fn disk1_irq_deferral() -> TestResult {
+    let d = disk1()?;
+    let api = &dma().api;
+    const BIG: usize = 256 * 1024;
+    let (small, big, filler) = (buffer(0, true)?, buffer(6, true)?, buffer(6, false)?);
+    RAM.fill(small, 0xee, SECTOR);
+    RAM.fill(big, 0xee, BIG);
+    let deferred_before = d.stats.deferred_to_task.load(Ordering::Relaxed);
+    let by_work_before = d.stats.started_by_work.load(Ordering::Relaxed);
+    let irq_failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
+    let mut fillers = Vec::new();
+    let (a, b) = {
+        let _off = IRQS_OFF.lock();
+        let a = d.queue_read(0, small, SECTOR).map_err(e)?;
+        kassert_eq!(d.in_flight(), 1);
+        // Fill the restricted pool from task context, large mappings first, then single slots.
+        for size in [BIG, 2048] {
+            while let Ok(dma_addr) = api.map_single(d.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) {
+                fillers.push((dma_addr, size));
+            }
+        }
+        // Accepted, but it cannot be mapped: it waits in its slot.
+        let b = d.queue_read(512, big, BIG).map_err(e)?;
+        kassert_eq!((d.in_flight(), d.waiting()), (1, 1));
+        (a, b)
+    };
+    // `a` completes in the handler, which frees a few slots and tries `b`: too big, deferred.
+    let deadline = time::uptime() + TIMEOUT;
+    while d.stats.deferred_to_task.load(Ordering::Relaxed) == deferred_before {
+        kassert!(time::uptime() < deadline, "the handler never tried the waiting request");
+        kernel::platform::idle();
+    }
+    kassert_eq!(wait_for(d, a, deadline), Ok(()));
+    kassert!(read_back(small, SECTOR) == written_pattern(0, SECTOR));
+    kassert!(api.stats.irq_failures.load(Ordering::Relaxed) > irq_failures_before, "a mapping failed in interrupt context");
+    kassert_eq!(d.waiting(), 1);
+    kernel::platform::idle(); // the work item retries: still no room
+    kassert_eq!((d.waiting(), d.in_flight()), (1, 0));
+    for (dma_addr, size) in fillers.drain(..) {
+        api.unmap_single(d.dma_dev, dma_addr, size, DmaDirection::ToDevice, NOATTR).map_err(e)?;
+    }
+    wait_for(d, b, deadline).map_err(e)?;
+    kassert!(read_back(big, BIG).iter().all(|&x| x == 0), "disk1 sectors 512.. are zeros");
+    kassert_eq!(d.stats.started_by_work.load(Ordering::Relaxed), by_work_before + 1);
+    kassert_eq!(d.poll(b), None); // completed once, collected once
+    kprintln!("  deferred {} time(s) from IRQ context, started by the work item", d.stats.deferred_to_task.load(Ordering::Relaxed) - deferred_before);
+    free(small, 0);
+    free(big, 6);
+    free(filler, 6);
     Ok(())
 }
 

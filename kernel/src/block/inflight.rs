@@ -3,7 +3,9 @@
 //!
 //! A request takes a free slot when it is submitted (task context) and is found again by its
 //! device tag (the virtqueue's head descriptor) when the device completes it (interrupt
-//! context). Its outcome stays in the slot until the submitter collects it with the [`Ticket`] it
+//! context). A request accepted while the device or the DMA layer has no room for it waits in
+//! its slot ([`InflightTable::reserve`]) and is started later, oldest first, from the interrupt
+//! handler or task context, whichever finds room first: exactly once. Its outcome stays in the slot until the submitter collects it with the [`Ticket`] it
 //! was given; the ticket's generation makes a stale ticket (collected already, slot reused)
 //! harmless. Fixed size, no allocation: every operation is safe in an interrupt handler.
 
@@ -24,6 +26,8 @@ impl Ticket {
 #[derive(Clone, Copy, Debug)]
 enum SlotState<R, O> {
     Free,
+    /// Accepted, not yet handed to the device; `seq` orders the waiting requests.
+    Waiting { seq: u64, request: R },
     /// Owned by the device; `tag` is how the device names it.
     InFlight { tag: u16, request: R },
     /// Completed, outcome not yet collected.
@@ -36,6 +40,8 @@ pub struct InflightTable<R, O, const N: usize, const TAGS: usize> {
     generation: [u32; N],
     by_tag: [Option<u16>; TAGS],
     in_flight: usize,
+    waiting: usize,
+    next_seq: u64,
 }
 
 impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> Default for InflightTable<R, O, N, TAGS> {
@@ -47,7 +53,7 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> Default for InflightT
 impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N, TAGS> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { slots: [const { SlotState::Free }; N], generation: [0; N], by_tag: [None; TAGS], in_flight: 0 }
+        Self { slots: [const { SlotState::Free }; N], generation: [0; N], by_tag: [None; TAGS], in_flight: 0, waiting: 0, next_seq: 0 }
     }
 
     /// A free slot for the next request, without taking it (the driver needs the slot to place
@@ -56,17 +62,63 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         self.slots.iter().position(|s| matches!(s, SlotState::Free))
     }
 
-    /// Records that the device holds `request` in slot `slot` under `tag`. `None` if the slot is
-    /// not free or the tag is out of range or already in use (a driver bug, reported not hidden).
+    /// Records that the device holds `request` in slot `slot` under `tag`; the slot is free, or
+    /// holds a waiting request (which this starts). `None` if the slot is in flight or done, or
+    /// the tag is out of range or already in use (a driver bug, reported not hidden).
     pub fn start(&mut self, slot: usize, tag: u16, request: R) -> Option<Ticket> {
         let tag_entry = self.by_tag.get_mut(usize::from(tag))?;
-        if tag_entry.is_some() || !matches!(self.slots.get(slot)?, SlotState::Free) {
+        let was_waiting = match self.slots.get(slot)? {
+            SlotState::Free => false,
+            SlotState::Waiting { .. } => true,
+            _ => return None,
+        };
+        if tag_entry.is_some() {
             return None;
         }
         *tag_entry = Some(slot as u16);
         self.slots[slot] = SlotState::InFlight { tag, request };
         self.in_flight += 1;
+        if was_waiting {
+            self.waiting -= 1;
+        }
         Some(Ticket { slot: slot as u16, generation: self.generation[slot] })
+    }
+
+    /// Accepts `request` into a free slot to be started later. `None` if the table is full.
+    pub fn reserve(&mut self, request: R) -> Option<Ticket> {
+        let slot = self.free_slot()?;
+        self.slots[slot] = SlotState::Waiting { seq: self.next_seq, request };
+        self.next_seq += 1;
+        self.waiting += 1;
+        Some(Ticket { slot: slot as u16, generation: self.generation[slot] })
+    }
+
+    /// The oldest waiting request and its slot.
+    pub fn oldest_waiting(&self) -> Option<(usize, R)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                SlotState::Waiting { seq, request } => Some((*seq, i, *request)),
+                _ => None,
+            })
+            .min_by_key(|(seq, ..)| *seq)
+            .map(|(_, i, r)| (i, r))
+    }
+
+    /// Ends a waiting request without starting it (it could never be: a bad request).
+    pub fn fail_waiting(&mut self, slot: usize, outcome: O) -> bool {
+        if !matches!(self.slots.get(slot), Some(SlotState::Waiting { .. })) {
+            return false;
+        }
+        self.slots[slot] = SlotState::Done(outcome);
+        self.waiting -= 1;
+        true
+    }
+
+    /// Requests accepted but not yet started.
+    pub fn waiting(&self) -> usize {
+        self.waiting
     }
 
     /// The request the device completed under `tag`, and its slot; `None` if no request has that
@@ -101,6 +153,12 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         self.slots[slot] = SlotState::Free;
         self.generation[slot] = self.generation[slot].wrapping_add(1);
         Some(outcome)
+    }
+
+    /// True if `ticket` names a request still owned by the device or waiting for it.
+    pub fn is_pending(&self, ticket: Ticket) -> bool {
+        self.generation.get(ticket.slot()) == Some(&ticket.generation)
+            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. } | SlotState::Waiting { .. })
     }
 
     /// True if `ticket` names a request still owned by the device.
@@ -164,5 +222,25 @@ mod tests {
         assert!(t.start(1, 3, 0).is_none(), "tag in use");
         assert!(t.start(0, 4, 0).is_none(), "slot in use");
         assert_eq!(t.lookup(4), None);
+    }
+
+    #[test]
+    fn waiting_requests_start_oldest_first_once() {
+        let mut t = Table::new();
+        let a = t.reserve(10).unwrap();
+        let b = t.reserve(20).unwrap();
+        assert_eq!(t.waiting(), 2);
+        assert!(t.is_pending(a) && !t.is_in_flight(a));
+        let (slot, req) = t.oldest_waiting().unwrap();
+        assert_eq!((slot, req), (a.slot(), 10));
+        let started = t.start(slot, 3, 11).unwrap();
+        assert_eq!(started, a, "the ticket survives the start");
+        assert_eq!(t.oldest_waiting(), Some((b.slot(), 20)));
+        assert!(t.start(slot, 4, 11).is_none(), "started once");
+        assert!(t.fail_waiting(b.slot(), Err(2)));
+        assert_eq!((t.waiting(), t.in_flight()), (0, 1));
+        assert_eq!(t.collect(b), Some(Err(2)));
+        assert!(t.finish(a.slot(), Ok(())));
+        assert_eq!(t.collect(a), Some(Ok(())));
     }
 }

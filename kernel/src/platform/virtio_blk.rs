@@ -9,12 +9,17 @@
 //! - Submit ([`Disk::submit_read`], [`Disk::submit_write`], [`Disk::submit_flush`], task
 //!   context): the 16-byte header and the status byte live in the request's slot of a per-disk
 //!   scratch page; header, data and status are each mapped with their direction (bounced if the
-//!   device cannot reach them), and the chain is handed to the device. A full pool or queue is
-//!   [`BlkError::Busy`]: nothing was submitted, nothing is left mapped, try again later.
+//!   device cannot reach them), and the chain is handed to the device. A full table, queue or
+//!   bounce pool is [`BlkError::Busy`]: nothing was submitted, nothing is left mapped.
+//! - Queue ([`Disk::queue_read`], ...): the same, but a request that finds no room waits in its
+//!   slot and is started later, oldest first: by the interrupt handler once completions free
+//!   room (mapping in interrupt context), or, if a mapping fails there, by a work item in task
+//!   context (Linux: `BLK_STS_RESOURCE` and a delayed queue run). Busy only if the table is full.
 //! - Complete (the interrupt handler): ack, pop every used chain, unmap (for a read the bounce
 //!   copy back happens here), read the status byte and record the outcome in the fixed-size
-//!   in-flight table ([`crate::block::InflightTable`]). No allocation, bounded work.
-//! - Collect ([`Disk::poll`]), or wait ([`Disk::read`], [`Disk::write`], [`Disk::flush`]: submit,
+//!   in-flight table ([`crate::block::InflightTable`]), then start waiting requests. No
+//!   allocation, bounded work.
+//! - Collect ([`Disk::poll`]), or wait ([`Disk::read`], [`Disk::write`], [`Disk::flush`]: queue,
 //!   then `idle()` until the handler recorded the outcome, with a timeout).
 
 use core::fmt;
@@ -42,6 +47,7 @@ use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::sync::IrqSafeSpinLock;
+use crate::work::{WorkId, SYSTEM_WQ};
 
 /// Descriptors in each disk's request queue (QEMU offers up to 1024; this bounds the table).
 pub const QUEUE_SIZE: usize = 64;
@@ -165,9 +171,27 @@ unsafe impl VirtioDma for CoherentRings<'_> {
     }
 }
 
+/// What a request asks for.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    kind: RequestType,
+    sector: u64,
+    /// (buffer, length, direction); `None` for a flush.
+    data: Option<(PhysAddr, usize, DmaDirection)>,
+}
+
+/// A request in the table: what it asks for and, once started, its mappings.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    params: Params,
+    mapped: Option<Mapped>,
+}
+
 /// What the handler needs to finish a request: its mappings.
 #[derive(Clone, Copy, Debug)]
 struct Mapped {
+    /// The device's name for the chain (head descriptor).
+    tag: u16,
     header: DmaAddr,
     status: DmaAddr,
     /// (DMA address, length, direction) of the data; `None` for a flush.
@@ -178,7 +202,7 @@ type Outcome = Result<(), BlkError>;
 
 struct DiskInner {
     blk: VirtioBlk<VirtioMmio, QUEUE_SIZE>,
-    requests: InflightTable<Mapped, Outcome, MAX_IN_FLIGHT, QUEUE_SIZE>,
+    requests: InflightTable<Request, Outcome, MAX_IN_FLIGHT, QUEUE_SIZE>,
 }
 
 /// Counters of one disk.
@@ -192,7 +216,13 @@ pub struct DiskStats {
     pub irqs: AtomicU64,
     /// Submissions refused as [`BlkError::Busy`].
     pub busy: AtomicU64,
-    /// Data buffers that were bounced / mapped directly.
+    /// Waiting requests started by the interrupt handler (mapped in interrupt context).
+    pub started_in_irq: AtomicU64,
+    /// Times the interrupt handler could not map a waiting request and handed it to task context.
+    pub deferred_to_task: AtomicU64,
+    /// Waiting requests started by the retry work item (task context).
+    pub started_by_work: AtomicU64,
+    /// Data buffers that were bounced.
     pub data_bounced: AtomicU64,
     /// Data buffers the device reached directly.
     pub data_direct: AtomicU64,
@@ -269,6 +299,7 @@ pub fn probe_all() -> usize {
                 Err(e) => log::warn!("{}: {e}", node.name()),
             }
         }
+        RETRY_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk retry", retry_waiting).inspect_err(|e| log::warn!("virtio-blk: no retry work item: {e:?}")).ok());
         found
     })
 }
@@ -379,42 +410,66 @@ impl Disk {
         self.inner.lock().requests.in_flight()
     }
 
-    /// Submits a read of `len` bytes from `sector` into the physical buffer `buf`.
+    /// Submits a read of `len` bytes from `sector` into the physical buffer `buf`, now or not at
+    /// all: [`BlkError::Busy`] if the table, the queue or the bounce pool is full.
     pub fn submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.submit(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)))
+        self.submit(Params { kind: RequestType::In, sector, data: Some((buf, len, DmaDirection::FromDevice)) })
     }
 
-    /// Submits a write of `len` bytes from the physical buffer `buf` to `sector`.
+    /// Submits a write of `len` bytes from the physical buffer `buf` to `sector` (see
+    /// [`submit_read`](Self::submit_read)).
     pub fn submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.submit(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)))
+        self.submit(Params { kind: RequestType::Out, sector, data: Some((buf, len, DmaDirection::ToDevice)) })
     }
 
-    /// Submits a cache flush.
+    /// Submits a cache flush (see [`submit_read`](Self::submit_read)).
     pub fn submit_flush(&self) -> Result<Ticket, BlkError> {
-        self.submit(RequestType::Flush, 0, None)
+        self.submit(Params { kind: RequestType::Flush, sector: 0, data: None })
+    }
+
+    /// Queues a read: started now if there is room, else as soon as there is, from the
+    /// interrupt handler when a completion frees room or from task context (the retry work item)
+    /// when a mapping failed in interrupt context. [`BlkError::Busy`] only if the table is full.
+    pub fn queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+        self.queue(Params { kind: RequestType::In, sector, data: Some((buf, len, DmaDirection::FromDevice)) })
+    }
+
+    /// Queues a write (see [`queue_read`](Self::queue_read)).
+    pub fn queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+        self.queue(Params { kind: RequestType::Out, sector, data: Some((buf, len, DmaDirection::ToDevice)) })
+    }
+
+    /// Queues a flush (see [`queue_read`](Self::queue_read)).
+    pub fn queue_flush(&self) -> Result<Ticket, BlkError> {
+        self.queue(Params { kind: RequestType::Flush, sector: 0, data: None })
+    }
+
+    /// Requests accepted but not yet handed to the device.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().requests.waiting()
     }
 
     /// The outcome of a submitted request once the interrupt handler recorded it; `None` while
-    /// in flight. A completed request keeps its slot until collected here: a caller that drops
-    /// its ticket leaks the slot (like a blk-mq tag never ended).
+    /// waiting or in flight. A completed request keeps its slot until collected here: a caller
+    /// that drops its ticket leaks the slot (like a blk-mq tag never ended).
     pub fn poll(&self, ticket: Ticket) -> Option<Result<(), BlkError>> {
         self.inner.lock().requests.collect(ticket)
     }
 
-    /// Reads synchronously: retries while [`BlkError::Busy`], then idles until the interrupt
-    /// handler completes the request or `timeout` passes.
+    /// Reads synchronously: queues the request (idling while the table is full), then idles
+    /// until the interrupt handler completes it or `timeout` passes.
     pub fn read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.submit_read(sector, buf, len))
+        self.wait(timeout, || self.queue_read(sector, buf, len))
     }
 
     /// Writes synchronously (see [`read`](Self::read)).
     pub fn write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.submit_write(sector, buf, len))
+        self.wait(timeout, || self.queue_write(sector, buf, len))
     }
 
     /// Flushes synchronously (see [`read`](Self::read)).
     pub fn flush(&self, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.submit_flush())
+        self.wait(timeout, || self.queue_flush())
     }
 
     fn wait(&self, timeout: Duration, mut submit: impl FnMut() -> Result<Ticket, BlkError>) -> Result<(), BlkError> {
@@ -433,29 +488,82 @@ impl Disk {
         self.stats.dma_highest.fetch_max(addr + len as u64 - 1, Ordering::Relaxed);
     }
 
-    fn submit(&self, kind: RequestType, sector: u64, data: Option<(PhysAddr, usize, DmaDirection)>) -> Result<Ticket, BlkError> {
-        if let Some((_, len, _)) = data {
+    /// Refuses what no device could do, before anything is accepted.
+    fn check(&self, params: &Params) -> Result<(), BlkError> {
+        if let Some((_, len, _)) = params.data {
             let max = self.max_transfer();
             if len == 0 || len > max || len % SECTOR_SIZE as usize != 0 {
                 return Err(BlkError::BadBuffer { len, max });
             }
         }
-        let api = &dma().api;
+        Ok(())
+    }
+
+    fn submit(&self, params: Params) -> Result<Ticket, BlkError> {
+        self.check(&params)?;
         let mut inner = self.inner.lock();
         let Some(slot) = inner.requests.free_slot() else {
-            self.stats.busy.fetch_add(1, Ordering::Relaxed);
-            return Err(BlkError::Busy);
+            return Err(self.refused(BlkError::Busy));
         };
+        let mapped = self.map_and_submit(&mut inner, slot, params).map_err(|e| self.refused(e))?;
+        // The slot was free and the device just gave out this head: `start` cannot refuse.
+        inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) }).ok_or(BlkError::Virtio(VirtioError::BadToken))
+    }
+
+    fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
+        self.check(&params)?;
+        let mut inner = self.inner.lock();
+        let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        self.start_waiting(&mut inner);
+        Ok(ticket)
+    }
+
+    /// Starts waiting requests, oldest first, until one finds no room. Returns how many are
+    /// still waiting. In interrupt context a request that cannot be mapped is handed to task
+    /// context (the retry work item) if no completion will come to retry it.
+    fn start_waiting(&self, inner: &mut DiskInner) -> usize {
+        while let Some((slot, request)) = inner.requests.oldest_waiting() {
+            match self.map_and_submit(inner, slot, request.params) {
+                Ok(mapped) => {
+                    let started = inner.requests.start(slot, mapped.tag, Request { mapped: Some(mapped), ..request });
+                    debug_assert!(started.is_some());
+                    if crate::arch::in_interrupt() {
+                        self.stats.started_in_irq.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(BlkError::Busy) => {
+                    self.refused(BlkError::Busy);
+                    if crate::arch::in_interrupt() {
+                        // Linux would return BLK_STS_RESOURCE and rerun the queue later; the
+                        // request keeps its slot and task context retries it.
+                        self.stats.deferred_to_task.fetch_add(1, Ordering::Relaxed);
+                        schedule_retry();
+                    } else if inner.requests.in_flight() == 0 {
+                        // No completion will come to retry it: the work item polls.
+                        schedule_retry();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    inner.requests.fail_waiting(slot, Err(e));
+                }
+            }
+        }
+        inner.requests.waiting()
+    }
+
+    /// Maps a request's header, data and status and hands the chain to the device. On failure
+    /// nothing reaches the device and nothing stays mapped.
+    fn map_and_submit(&self, inner: &mut DiskInner, slot: usize, params: Params) -> Result<Mapped, BlkError> {
+        let Params { kind, sector, data } = params;
+        let api = &dma().api;
         let header_pa = self.scratch + (slot * SCRATCH_SLOT) as u64;
         let status_pa = header_pa + STATUS_OFFSET as u64;
         RAM.write(header_pa, &RequestHeader { request_type: kind, sector }.to_bytes());
         RAM.write(status_pa, &[STATUS_UNWRITTEN]);
 
-        // Map header, data, status; on any failure undo what was mapped (nothing reaches the
-        // device) and report.
         let dev = self.dma_dev;
-        let header = api.map_single(dev, header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR);
-        let header = header.map_err(|e| self.refused(e.into()))?;
+        let header = api.map_single(dev, header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR)?;
         let undo_header = || {
             let _ = api.unmap_single(dev, header, HEADER_SIZE as usize, DmaDirection::ToDevice, DmaAttrs { skip_cpu_sync: true });
         };
@@ -464,7 +572,7 @@ impl Disk {
                 Ok(d) => Some((d, len, dir)),
                 Err(e) => {
                     undo_header();
-                    return Err(self.refused(e.into()));
+                    return Err(e.into());
                 }
             },
             None => None,
@@ -479,7 +587,7 @@ impl Disk {
             Err(e) => {
                 undo_data();
                 undo_header();
-                return Err(self.refused(e.into()));
+                return Err(e.into());
             }
         };
         let segment = data_dma.map(|(d, len, _)| DmaSegment { dma_addr: d, len: len as u32 });
@@ -496,13 +604,9 @@ impl Disk {
                 let _ = api.unmap_single(dev, status, 1, DmaDirection::FromDevice, DmaAttrs { skip_cpu_sync: true });
                 undo_data();
                 undo_header();
-                return Err(self.refused(e.into()));
+                return Err(e.into());
             }
         };
-        let mapped = Mapped { header, status, data: data_dma };
-        // The slot was free and the device just gave out this head: `start` cannot refuse.
-        let ticket = inner.requests.start(slot, token.0, mapped).ok_or(BlkError::Virtio(VirtioError::BadToken))?;
-        drop(inner);
         self.note_dma(header, HEADER_SIZE as usize);
         self.note_dma(status, 1);
         if let Some((d, len, _)) = data_dma {
@@ -512,7 +616,7 @@ impl Disk {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        Ok(ticket)
+        Ok(Mapped { tag: token.0, header, status, data: data_dma })
     }
 
     fn refused(&self, e: BlkError) -> BlkError {
@@ -538,7 +642,7 @@ impl Disk {
                     break;
                 }
             };
-            let Some((slot, mapped)) = inner.requests.lookup(completion.token().0) else {
+            let Some((slot, Request { mapped: Some(mapped), .. })) = inner.requests.lookup(completion.token().0) else {
                 log::error!("{}: completion for unknown chain {}", self.name, completion.token().0);
                 continue;
             };
@@ -562,6 +666,36 @@ impl Disk {
             inner.requests.finish(slot, outcome);
             self.stats.completed_in_irq.fetch_add(1, Ordering::Relaxed);
         }
+        // Completions freed descriptors and bounce slots: start what waits for them.
+        if inner.requests.waiting() > 0 {
+            self.start_waiting(&mut inner);
+        }
+    }
+}
+
+static RETRY_WORK: spin::Once<Option<WorkId>> = spin::Once::new();
+
+/// Asks task context to retry waiting requests (safe in interrupt context: one atomic OR).
+fn schedule_retry() {
+    if let Some(Some(id)) = RETRY_WORK.get() {
+        SYSTEM_WQ.schedule(*id);
+    }
+}
+
+/// The retry work item (task context): starts waiting requests that the interrupt handler
+/// could not map. It runs again while a disk has requests waiting and none in flight (no
+/// completion interrupt would retry them); with requests in flight the next completion does.
+fn retry_waiting() {
+    let mut again = false;
+    for disk in DISKS.iter().filter_map(spin::Once::get) {
+        let mut inner = disk.inner.lock();
+        let before = inner.requests.waiting();
+        let left = disk.start_waiting(&mut inner);
+        disk.stats.started_by_work.fetch_add((before - left) as u64, Ordering::Relaxed);
+        again |= left > 0 && inner.requests.in_flight() == 0;
+    }
+    if again {
+        schedule_retry();
     }
 }
 
