@@ -49,5 +49,15 @@ expect overlapping_fragment_stops_boot_with_a_clear_error 1 'Boot failed: memory
 expect garbage_bootargs_warn_and_boot 0 "bootargs: ignoring 'swiotlb_policy=fastest'" "bootargs: ignoring 'nonsense'" \
     -- "$bin/kernel" swiotlb_policy=fastest nonsense
 
+# demo=read-verify on a user's raw image: the CRC must match the host's.
+img=$(mktemp "${TMPDIR:-/tmp}/read-verify.XXXXXX.img")
+head -c 3000000 /dev/urandom > "$img"; truncate -s 3145728 "$img"
+crc=$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.argv[1], "rb").read()))' "$img")
+expect demo_read_verify_matches_the_host_crc 0 "^disk0 bytes=3145728 crc32=$crc" \
+    -- --disk "$img" "$bin/kernel" demo=read-verify
+expect demo_read_verify_without_a_disk_fails_clearly 1 'read-verify: no virtio-blk disk' \
+    -- "$bin/kernel" demo=read-verify
+rm -f "$img"
+
 echo "boot-checks: $passed passed, $failed failed"
 ((failed == 0))

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod block;
 pub mod bootargs;
 pub mod crc32;
 pub mod dma;

@@ -18,6 +18,7 @@ pub mod mm;
 pub mod phys;
 pub mod qemu_virt;
 pub mod time;
+pub mod virtio_blk;
 pub mod workload;
 
 use core::fmt;

@@ -1,0 +1,246 @@
+//! The in-flight request table of an interrupt-driven block driver (Linux: the tag set of
+//! `blk-mq`, one tag per request the device holds).
+//!
+//! A request takes a free slot when it is submitted (task context) and is found again by its
+//! device tag (the virtqueue's head descriptor) when the device completes it (interrupt
+//! context). A request accepted while the device or the DMA layer has no room for it waits in
+//! its slot ([`InflightTable::reserve`]) and is started later, oldest first, from the interrupt
+//! handler or task context, whichever finds room first: exactly once. Its outcome stays in the slot until the submitter collects it with the [`Ticket`] it
+//! was given; the ticket's generation makes a stale ticket (collected already, slot reused)
+//! harmless. Fixed size, no allocation: every operation is safe in an interrupt handler.
+
+/// Names one submitted request until its outcome is collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    slot: u16,
+    generation: u32,
+}
+
+impl Ticket {
+    /// The slot the request occupies (for per-slot scratch memory).
+    pub fn slot(&self) -> usize {
+        usize::from(self.slot)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SlotState<R, O> {
+    Free,
+    /// Accepted, not yet handed to the device; `seq` orders the waiting requests.
+    Waiting { seq: u64, request: R },
+    /// Owned by the device; `tag` is how the device names it.
+    InFlight { tag: u16, request: R },
+    /// Completed, outcome not yet collected.
+    Done(O),
+}
+
+/// `N` request slots; device tags are below `TAGS`.
+pub struct InflightTable<R, O, const N: usize, const TAGS: usize> {
+    slots: [SlotState<R, O>; N],
+    generation: [u32; N],
+    by_tag: [Option<u16>; TAGS],
+    in_flight: usize,
+    waiting: usize,
+    next_seq: u64,
+}
+
+impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> Default for InflightTable<R, O, N, TAGS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N, TAGS> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self { slots: [const { SlotState::Free }; N], generation: [0; N], by_tag: [None; TAGS], in_flight: 0, waiting: 0, next_seq: 0 }
+    }
+
+    /// A free slot for the next request, without taking it (the driver needs the slot to place
+    /// the request's scratch data before the device gives it a tag).
+    pub fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(|s| matches!(s, SlotState::Free))
+    }
+
+    /// Records that the device holds `request` in slot `slot` under `tag`; the slot is free, or
+    /// holds a waiting request (which this starts). `None` if the slot is in flight or done, or
+    /// the tag is out of range or already in use (a driver bug, reported not hidden).
+    pub fn start(&mut self, slot: usize, tag: u16, request: R) -> Option<Ticket> {
+        let tag_entry = self.by_tag.get_mut(usize::from(tag))?;
+        let was_waiting = match self.slots.get(slot)? {
+            SlotState::Free => false,
+            SlotState::Waiting { .. } => true,
+            _ => return None,
+        };
+        if tag_entry.is_some() {
+            return None;
+        }
+        *tag_entry = Some(slot as u16);
+        self.slots[slot] = SlotState::InFlight { tag, request };
+        self.in_flight += 1;
+        if was_waiting {
+            self.waiting -= 1;
+        }
+        Some(Ticket { slot: slot as u16, generation: self.generation[slot] })
+    }
+
+    /// Accepts `request` into a free slot to be started later. `None` if the table is full.
+    pub fn reserve(&mut self, request: R) -> Option<Ticket> {
+        let slot = self.free_slot()?;
+        self.slots[slot] = SlotState::Waiting { seq: self.next_seq, request };
+        self.next_seq += 1;
+        self.waiting += 1;
+        Some(Ticket { slot: slot as u16, generation: self.generation[slot] })
+    }
+
+    /// The oldest waiting request and its slot.
+    pub fn oldest_waiting(&self) -> Option<(usize, R)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                SlotState::Waiting { seq, request } => Some((*seq, i, *request)),
+                _ => None,
+            })
+            .min_by_key(|(seq, ..)| *seq)
+            .map(|(_, i, r)| (i, r))
+    }
+
+    /// Ends a waiting request without starting it (it could never be: a bad request).
+    pub fn fail_waiting(&mut self, slot: usize, outcome: O) -> bool {
+        if !matches!(self.slots.get(slot), Some(SlotState::Waiting { .. })) {
+            return false;
+        }
+        self.slots[slot] = SlotState::Done(outcome);
+        self.waiting -= 1;
+        true
+    }
+
+    /// Requests accepted but not yet started.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// The request the device completed under `tag`, and its slot; `None` if no request has that
+    /// tag (the caller reports a device completing something it was never given).
+    pub fn lookup(&self, tag: u16) -> Option<(usize, R)> {
+        let slot = usize::from((*self.by_tag.get(usize::from(tag))?)?);
+        match self.slots[slot] {
+            SlotState::InFlight { request, .. } => Some((slot, request)),
+            _ => None,
+        }
+    }
+
+    /// Ends the device's ownership of the request in `slot` with `outcome`, frees its tag.
+    /// Returns false (and changes nothing) if the slot holds no request in flight.
+    pub fn finish(&mut self, slot: usize, outcome: O) -> bool {
+        let Some(SlotState::InFlight { tag, .. }) = self.slots.get(slot) else { return false };
+        self.by_tag[usize::from(*tag)] = None;
+        self.slots[slot] = SlotState::Done(outcome);
+        self.in_flight -= 1;
+        true
+    }
+
+    /// The outcome of `ticket`'s request if it completed, freeing its slot; `None` while it is in
+    /// flight or if the ticket is stale.
+    pub fn collect(&mut self, ticket: Ticket) -> Option<O> {
+        let slot = ticket.slot();
+        if self.generation.get(slot) != Some(&ticket.generation) {
+            return None;
+        }
+        let SlotState::Done(outcome) = &self.slots[slot] else { return None };
+        let outcome = outcome.clone();
+        self.slots[slot] = SlotState::Free;
+        self.generation[slot] = self.generation[slot].wrapping_add(1);
+        Some(outcome)
+    }
+
+    /// True if `ticket` names a request still owned by the device or waiting for it.
+    pub fn is_pending(&self, ticket: Ticket) -> bool {
+        self.generation.get(ticket.slot()) == Some(&ticket.generation)
+            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. } | SlotState::Waiting { .. })
+    }
+
+    /// True if `ticket` names a request still owned by the device.
+    pub fn is_in_flight(&self, ticket: Ticket) -> bool {
+        self.generation.get(ticket.slot()) == Some(&ticket.generation)
+            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. })
+    }
+
+    /// Requests the device holds.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Table = InflightTable<u32, Result<(), u8>, 4, 8>;
+
+    #[test]
+    fn a_request_completes_once_and_is_collected_once() {
+        let mut t = Table::new();
+        let slot = t.free_slot().unwrap();
+        let ticket = t.start(slot, 5, 42).unwrap();
+        assert_eq!(t.in_flight(), 1);
+        assert!(t.is_in_flight(ticket));
+        assert_eq!(t.collect(ticket), None, "not done yet");
+        assert_eq!(t.lookup(5), Some((slot, 42)));
+        assert!(t.finish(slot, Ok(())));
+        assert!(!t.finish(slot, Err(1)), "no double completion");
+        assert_eq!(t.lookup(5), None, "tag freed");
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.collect(ticket), Some(Ok(())));
+        assert_eq!(t.collect(ticket), None, "collected once");
+    }
+
+    #[test]
+    fn a_stale_ticket_does_not_collect_the_slots_next_request() {
+        let mut t = Table::new();
+        let old = t.start(0, 1, 1).unwrap();
+        t.finish(0, Ok(()));
+        t.collect(old).unwrap();
+        let new = t.start(0, 1, 2).unwrap();
+        t.finish(0, Err(7));
+        assert_eq!(t.collect(old), None);
+        assert_eq!(t.collect(new), Some(Err(7)));
+    }
+
+    #[test]
+    fn the_table_fills_and_refuses_bad_tags() {
+        let mut t = Table::new();
+        for i in 0..4 {
+            let slot = t.free_slot().unwrap();
+            assert!(t.start(slot, i, u32::from(i)).is_some());
+        }
+        assert_eq!(t.free_slot(), None);
+        let mut t = Table::new();
+        assert!(t.start(0, 8, 0).is_none(), "tag out of range");
+        t.start(0, 3, 0).unwrap();
+        assert!(t.start(1, 3, 0).is_none(), "tag in use");
+        assert!(t.start(0, 4, 0).is_none(), "slot in use");
+        assert_eq!(t.lookup(4), None);
+    }
+
+    #[test]
+    fn waiting_requests_start_oldest_first_once() {
+        let mut t = Table::new();
+        let a = t.reserve(10).unwrap();
+        let b = t.reserve(20).unwrap();
+        assert_eq!(t.waiting(), 2);
+        assert!(t.is_pending(a) && !t.is_in_flight(a));
+        let (slot, req) = t.oldest_waiting().unwrap();
+        assert_eq!((slot, req), (a.slot(), 10));
+        let started = t.start(slot, 3, 11).unwrap();
+        assert_eq!(started, a, "the ticket survives the start");
+        assert_eq!(t.oldest_waiting(), Some((b.slot(), 20)));
+        assert!(t.start(slot, 4, 11).is_none(), "started once");
+        assert!(t.fail_waiting(b.slot(), Err(2)));
+        assert_eq!((t.waiting(), t.in_flight()), (0, 1));
+        assert_eq!(t.collect(b), Some(Err(2)));
+        assert!(t.finish(a.slot(), Ok(())));
+        assert_eq!(t.collect(a), Some(Ok(())));
+    }
+}

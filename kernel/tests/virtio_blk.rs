@@ -1,0 +1,459 @@
+//! In-QEMU tests of the virtio-blk driver (`platform::virtio_blk`) on two disks, driven from
+//! their interrupt handlers, every buffer through the DMA API.
+//!
+//! Needs the disks scripts/virtio-blk-tests.sh makes and attaches (it runs this kernel):
+//! - disk0 (`virtio_mmio@a003e00`, DMA window up to 0x57ff_ffff): 4 MiB, sector `s` holds the
+//!   little-endian u64 `s` 64 times ([`sector_pattern`]);
+//! - disk1 (`virtio_mmio@a003c00`, behind the restricted pool): 1 MiB of zeros.
+//!
+//! Writes land where the script checks them afterwards: disk0 sectors
+//! `capacity - 256 .. capacity - 128` and disk1 sectors `0 .. 512` get [`written_pattern`].
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use kernel::dma::device::BouncePolicy;
+use kernel::dma::{DmaAttrs, DmaDirection};
+use kernel::ktest::{self, TestCase, TestResult};
+use kernel::mm::page_alloc::{MigrateType, ZoneType};
+use kernel::mm::phys::PhysMemory;
+use kernel::mm::PhysAddr;
+use kernel::platform::dma::{dma, RAM};
+use kernel::platform::exit::ExitStatus;
+use kernel::platform::mm::page_allocator;
+use kernel::platform::virtio_blk::{self, read_verify, wait_for, BlkError, Disk, MAX_IN_FLIGHT};
+use kernel::platform::{time, Kernel};
+use kernel::sync::IrqSafeSpinLock;
+use kernel::{kassert, kassert_eq, kprintln};
+
+kernel::entry!(main);
+
+fn main(k: &'static Kernel) -> ExitStatus {
+    kprintln!("virtio_blk tests: swiotlb_policy={:?} dma_debug={}", k.params.swiotlb_policy, k.params.dma_debug);
+    ktest::run(
+        "virtio_blk",
+        &[
+            TestCase { name: "probe_finds_both_disks", run: probe_finds_both_disks },
+            TestCase { name: "read_verify_whole_disks_crc32", run: read_verify_whole_disks },
+            TestCase { name: "reads_known_pattern_bounced_and_direct", run: reads_known_pattern },
+            TestCase { name: "write_then_read_back", run: write_then_read_back },
+            TestCase { name: "many_requests_in_flight_complete_from_irq", run: many_in_flight },
+            TestCase { name: "disk1_every_dma_address_in_restricted_pool", run: disk1_restricted },
+            TestCase { name: "disk1_pool_full_is_busy_then_retried", run: disk1_pool_full_retry },
+            TestCase { name: "disk1_queued_requests_started_from_irq", run: disk1_queued_started_from_irq },
+            TestCase { name: "disk1_irq_mapping_failure_deferred_to_task", run: disk1_irq_deferral },
+            TestCase { name: "flush", run: flush },
+            TestCase { name: "no_dma_api_misuse", run: no_misuse },
+        ],
+    )
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const SECTOR: usize = 512;
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+/// Where the DMA window of the root bus ends (dts/reserved-memory.dtsi).
+const DMA_WINDOW_END: PhysAddr = 0x5800_0000;
+
+fn e(x: impl core::fmt::Display) -> String {
+    format!("{x}")
+}
+
+/// Byte `i` of sector `sector` as the script writes disk0.
+fn sector_pattern(sector: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (sector + (i / SECTOR) as u64).to_le_bytes()[i % 8]).collect()
+}
+
+/// What the tests write: sector `s` holds `!s` as little-endian u64s (the script checks it).
+fn written_pattern(sector: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (!(sector + (i / SECTOR) as u64)).to_le_bytes()[i % 8]).collect()
+}
+
+/// `2^order` pages above the DMA window (bounced) or inside it (direct).
+fn buffer(order: u8, high: bool) -> Result<PhysAddr, String> {
+    let zone = if high { ZoneType::Normal } else { ZoneType::Dma };
+    let addr = page_allocator().lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(e)?;
+    if high != (addr >= DMA_WINDOW_END) {
+        return Err(format!("buffer {addr:#x} in the wrong zone"));
+    }
+    Ok(addr)
+}
+
+fn free(addr: PhysAddr, order: u8) {
+    let _ = page_allocator().lock().free_pages(addr, order);
+}
+
+fn read_back(addr: PhysAddr, len: usize) -> Vec<u8> {
+    let mut v = alloc::vec![0u8; len];
+    RAM.read(addr, &mut v);
+    v
+}
+
+fn disk0() -> Result<&'static Disk, String> {
+    virtio_blk::disk(0).map_err(e)
+}
+
+fn disk1() -> Result<&'static Disk, String> {
+    virtio_blk::disk(1).map_err(e)
+}
+
+fn probe_finds_both_disks() -> TestResult {
+    let n = virtio_blk::probe_all();
+    kassert!(n >= 2, "found {n} disks; run with scripts/virtio-blk-tests.sh (two --disk)");
+    let (d0, d1) = (disk0()?, disk1()?);
+    kassert_eq!(d0.name, "virtio_mmio@a003e00");
+    kassert_eq!(d1.name, "virtio_mmio@a003c00");
+    for d in [d0, d1] {
+        kprintln!("  disk{}: {} sectors, features {:#x}, irq {}, max transfer {} ({:?})", d.index, d.config.capacity, d.features, d.irq, d.max_transfer(), d.dma_dev);
+        kassert!(d.access_platform(), "iommu_platform=on: ACCESS_PLATFORM negotiated");
+        kassert!(!d.readonly());
+    }
+    kassert_eq!(d0.config.capacity, 8192);
+    kassert_eq!(d0.dma_dev.dma_limit, Some(DMA_WINDOW_END - 1));
+    kassert!(matches!(d1.dma_dev.policy, BouncePolicy::Restricted(_)), "disk1 behind the restricted pool");
+    Ok(())
+}
+
+fn read_verify_whole_disks() -> TestResult {
+    let buf = buffer(6, true)?;
+    for (d, expect) in [(disk0()?, Some(pattern_crc(disk0()?.config.capacity))), (disk1()?, None)] {
+        let (bytes, crc) = read_verify(d, buf, 256 * 1024, TIMEOUT).map_err(e)?;
+        kprintln!("disk{} bytes={} crc32={:08x}", d.index, bytes, crc);
+        kassert_eq!(bytes, d.size_bytes());
+        if let Some(expect) = expect {
+            kassert_eq!(format!("{crc:08x}"), format!("{expect:08x}"));
+        }
+    }
+    free(buf, 6);
+    Ok(())
+}
+
+/// CRC-32 of a disk holding [`sector_pattern`] throughout.
+fn pattern_crc(sectors: u64) -> u32 {
+    let mut crc = kernel::crc32::Crc32::new();
+    for s in 0..sectors {
+        crc.update(&sector_pattern(s, SECTOR));
+    }
+    crc.finish()
+}
+
+fn reads_known_pattern() -> TestResult {
+    let d = disk0()?;
+    let last = d.config.capacity;
+    let cases: [(u64, usize); 7] = [(0, 512), (1, 4096), (7, 1536), (100, 65536), (last - 8, 4096), (333, 256 * 1024), (last - 1, 512)];
+    for high in [true, false] {
+        let buf = buffer(6, high)?;
+        for (sector, len) in cases {
+            RAM.fill(buf, 0xee, len);
+            let (bounced, direct) = (d.stats.data_bounced.load(Ordering::Relaxed), d.stats.data_direct.load(Ordering::Relaxed));
+            d.read(sector, buf, len, TIMEOUT).map_err(|x| format!("read {len} at {sector}: {x}"))?;
+            kassert!(read_back(buf, len) == sector_pattern(sector, len), "data of {len} bytes at sector {sector} (high={high})");
+            // Beyond the window it bounces; inside it only under swiotlb=force.
+            let bounces = high || matches!(d.dma_dev.policy, BouncePolicy::Forced);
+            let counter = if bounces { &d.stats.data_bounced } else { &d.stats.data_direct };
+            let before = if bounces { bounced } else { direct };
+            kassert_eq!(counter.load(Ordering::Relaxed), before + 1);
+        }
+        free(buf, 6);
+    }
+    // Not whole sectors, or more than one mapping: refused before anything is mapped.
+    let buf = buffer(0, true)?;
+    kassert!(matches!(d.submit_read(0, buf, 100), Err(BlkError::BadBuffer { .. })));
+    kassert!(matches!(d.submit_read(0, buf, d.max_transfer() + 512), Err(BlkError::BadBuffer { .. })));
+    kassert!(matches!(d.submit_read(last, buf, 512), Err(BlkError::Virtio(_))), "past the end");
+    free(buf, 0);
+    kassert_eq!(d.in_flight(), 0);
+    Ok(())
+}
+
+fn write_then_read_back() -> TestResult {
+    let d = disk0()?;
+    let base = d.config.capacity - 256;
+    let (src, dst) = (buffer(4, true)?, buffer(4, false)?);
+    // 128 sectors in two writes: one from above the window (bounced), one from inside it.
+    let half = 64 * SECTOR;
+    RAM.write(src, &written_pattern(base, half));
+    d.write(base, src, half, TIMEOUT).map_err(e)?;
+    RAM.write(dst, &written_pattern(base + 64, half));
+    d.write(base + 64, dst, half, TIMEOUT).map_err(e)?;
+    RAM.fill(src, 0, 2 * half);
+    d.read(base, src, 2 * half, TIMEOUT).map_err(e)?;
+    kassert!(read_back(src, 2 * half) == written_pattern(base, 2 * half), "read back what was written");
+    // The sectors around it are untouched.
+    d.read(base - 1, dst, SECTOR, TIMEOUT).map_err(e)?;
+    kassert!(read_back(dst, SECTOR) == sector_pattern(base - 1, SECTOR));
+    d.read(base + 128, dst, SECTOR, TIMEOUT).map_err(e)?;
+    kassert!(read_back(dst, SECTOR) == sector_pattern(base + 128, SECTOR));
+    free(src, 4);
+    free(dst, 4);
+    Ok(())
+}
+
+/// Masks IRQs on this CPU while held: the device completes, the handler cannot run yet.
+static IRQS_OFF: IrqSafeSpinLock<()> = IrqSafeSpinLock::new(());
+
+fn many_in_flight() -> TestResult {
+    let d = disk0()?;
+    const N: usize = 3 * MAX_IN_FLIGHT;
+    const LEN: usize = 4096;
+    let bufs = buffer(7, true)?; // N * 4 KiB, above the window
+    RAM.fill(bufs, 0xee, N * LEN);
+    let irqs_before = d.stats.irqs.load(Ordering::Relaxed);
+    let completed_before = d.stats.completed_in_irq.load(Ordering::Relaxed);
+    let mut tickets = Vec::new();
+    // Fill the queue with interrupts masked: every request stays in flight, one more is Busy.
+    {
+        let _off = IRQS_OFF.lock();
+        for i in 0..MAX_IN_FLIGHT {
+            tickets.push(d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN).map_err(e)?);
+        }
+        kassert_eq!(d.in_flight(), MAX_IN_FLIGHT);
+        kassert_eq!(d.submit_read(0, bufs, LEN), Err(BlkError::Busy));
+    }
+    // The rest as slots free up: the handler completes requests while we submit, and we
+    // collect their outcomes (a completed request holds its slot until collected).
+    let deadline = time::uptime() + TIMEOUT;
+    let mut max_in_flight_later = 0;
+    let mut collected = alloc::vec![false; N];
+    let collect = |tickets: &[kernel::block::Ticket], collected: &mut [bool]| -> Result<(), String> {
+        for (i, t) in tickets.iter().enumerate() {
+            if !collected[i] {
+                if let Some(outcome) = d.poll(*t) {
+                    outcome.map_err(|x| format!("request {i}: {x}"))?;
+                    collected[i] = true;
+                }
+            }
+        }
+        Ok(())
+    };
+    while tickets.len() < N {
+        let i = tickets.len();
+        match d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN) {
+            Ok(t) => tickets.push(t),
+            Err(BlkError::Busy) if time::uptime() < deadline => {
+                kernel::platform::idle();
+                collect(&tickets, &mut collected)?;
+            }
+            Err(x) => return Err(format!("request {i}: {x}")),
+        }
+        max_in_flight_later = max_in_flight_later.max(d.in_flight());
+    }
+    while collected.iter().any(|c| !c) {
+        kassert!(time::uptime() < deadline, "timed out with {} in flight", d.in_flight());
+        collect(&tickets, &mut collected)?;
+        kernel::platform::idle();
+    }
+    for i in 0..N {
+        kassert!(read_back(bufs + (i * LEN) as u64, LEN) == sector_pattern(i as u64 * 8, LEN), "request {i}'s data");
+    }
+    let irqs = d.stats.irqs.load(Ordering::Relaxed) - irqs_before;
+    let completed = d.stats.completed_in_irq.load(Ordering::Relaxed) - completed_before;
+    kprintln!("  {N} reads, {irqs} interrupts, up to {max_in_flight_later} in flight while refilling");
+    kassert_eq!(completed, N as u64);
+    kassert!(irqs >= 1 && irqs <= N as u64);
+    kassert_eq!(d.in_flight(), 0);
+    free(bufs, 7);
+    Ok(())
+}
+
+fn disk1_restricted() -> TestResult {
+    let d = disk1()?;
+    let BouncePolicy::Restricted(pool) = d.dma_dev.policy else { return Err("disk1 not restricted".into()) };
+    let range = pool.range();
+    let (src, dst) = (buffer(6, true)?, buffer(6, false)?);
+    let len = 128 * 1024;
+    RAM.write(src, &written_pattern(0, len));
+    d.write(0, src, len, TIMEOUT).map_err(e)?;
+    RAM.write(dst, &written_pattern(256, len));
+    d.write(256, dst, len, TIMEOUT).map_err(e)?;
+    RAM.fill(src, 0, len);
+    RAM.fill(dst, 0, len);
+    d.read(0, dst, len, TIMEOUT).map_err(e)?;
+    d.read(256, src, len, TIMEOUT).map_err(e)?;
+    kassert!(read_back(dst, len) == written_pattern(0, len));
+    kassert!(read_back(src, len) == written_pattern(256, len));
+    let (lo, hi) = (d.stats.dma_lowest.load(Ordering::Relaxed), d.stats.dma_highest.load(Ordering::Relaxed));
+    kprintln!("  disk1 DMA addresses {lo:#x}..={hi:#x}, pool {:#x}..{:#x}", range.start, range.end);
+    kassert!(range.contains(&lo) && range.contains(&hi), "every request address inside the pool");
+    let (desc, avail, used) = d.ring_dma_addresses();
+    kassert!(range.contains(&desc) && range.contains(&avail) && range.contains(&used), "rings inside the pool");
+    kassert_eq!(d.stats.data_direct.load(Ordering::Relaxed), 0);
+    free(src, 6);
+    free(dst, 6);
+    Ok(())
+}
+
+fn disk1_pool_full_retry() -> TestResult {
+    let d = disk1()?;
+    const LEN: usize = 256 * 1024; // one SWIOTLB segment: 16 of these are the whole 4 MiB pool
+    const N: usize = 16;
+    let mut bufs = Vec::new();
+    for _ in 0..N {
+        let b = buffer(6, true)?; // 256 KiB each
+        RAM.fill(b, 0xee, LEN);
+        bufs.push(b);
+    }
+    let failures_before = dma().api.stats.map_failures.load(Ordering::Relaxed);
+    let mut tickets = Vec::new();
+    let busy_at = {
+        let _off = IRQS_OFF.lock();
+        loop {
+            let i = tickets.len();
+            match d.submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
+                Ok(t) => tickets.push(t),
+                Err(BlkError::Busy) => {
+                    kassert_eq!(d.in_flight(), i); // IRQs masked: nothing completed yet
+                    break i;
+                }
+                Err(x) => return Err(e(x)),
+            }
+            kassert!(i < N, "the pool never filled");
+        }
+    };
+    kprintln!("  restricted pool full after {busy_at} reads of 256 KiB in flight");
+    kassert!(busy_at < MAX_IN_FLIGHT, "Busy from the pool, not from the request table");
+    kassert!(dma().api.stats.map_failures.load(Ordering::Relaxed) > failures_before);
+    // Retry the rest as completions free bounce slots.
+    let deadline = time::uptime() + TIMEOUT;
+    while tickets.len() < N {
+        let i = tickets.len();
+        match d.submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
+            Ok(t) => tickets.push(t),
+            Err(BlkError::Busy) if time::uptime() < deadline => kernel::platform::idle(),
+            Err(x) => return Err(format!("request {i}: {x}")),
+        }
+    }
+    for t in &tickets {
+        wait_for(d, *t, deadline).map_err(e)?;
+    }
+    // disk1 holds written_pattern over sectors 0..512 (previous test), zeros after.
+    for (i, buf) in bufs.iter().enumerate() {
+        let sector = (i * LEN / SECTOR) as u64 % 2048;
+        let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
+        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
+    }
+    kassert_eq!(d.in_flight(), 0);
+    bufs.into_iter().for_each(|b| free(b, 6));
+    Ok(())
+}
+
+/// Queued requests that do not fit the pool wait; the interrupt handler starts them (mapping
+/// in interrupt context) as completions free bounce slots.
+fn disk1_queued_started_from_irq() -> TestResult {
+    let d = disk1()?;
+    const LEN: usize = 256 * 1024;
+    const N: usize = 16;
+    let mut bufs = Vec::new();
+    for _ in 0..N {
+        let b = buffer(6, true)?;
+        RAM.fill(b, 0xee, LEN);
+        bufs.push(b);
+    }
+    let started_in_irq_before = d.stats.started_in_irq.load(Ordering::Relaxed);
+    let maps_in_irq_before = dma().api.stats.maps_in_irq.load(Ordering::Relaxed);
+    let mut tickets = Vec::new();
+    {
+        let _off = IRQS_OFF.lock();
+        for (i, buf) in bufs.iter().enumerate() {
+            tickets.push(d.queue_read((i * LEN / SECTOR) as u64 % 2048, *buf, LEN).map_err(e)?);
+        }
+        kprintln!("  {} started, {} waiting for bounce slots", d.in_flight(), d.waiting());
+        kassert!(d.waiting() > 0 && d.in_flight() + d.waiting() == N);
+    }
+    let deadline = time::uptime() + TIMEOUT;
+    for t in &tickets {
+        wait_for(d, *t, deadline).map_err(e)?;
+    }
+    for (i, buf) in bufs.iter().enumerate() {
+        let sector = (i * LEN / SECTOR) as u64 % 2048;
+        let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
+        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
+    }
+    let started = d.stats.started_in_irq.load(Ordering::Relaxed) - started_in_irq_before;
+    kprintln!("  {started} started by the interrupt handler");
+    kassert!(started > 0);
+    kassert!(dma().api.stats.maps_in_irq.load(Ordering::Relaxed) >= maps_in_irq_before + 3 * started);
+    kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
+    bufs.into_iter().for_each(|b| free(b, 6));
+    Ok(())
+}
+
+/// A waiting request the interrupt handler cannot map (the pool is full) is handed to task
+/// context, which starts it once the pool has room: not lost, completed once.
+fn disk1_irq_deferral() -> TestResult {
+    let d = disk1()?;
+    let api = &dma().api;
+    const BIG: usize = 256 * 1024;
+    let (small, big, filler) = (buffer(0, true)?, buffer(6, true)?, buffer(6, false)?);
+    RAM.fill(small, 0xee, SECTOR);
+    RAM.fill(big, 0xee, BIG);
+    let deferred_before = d.stats.deferred_to_task.load(Ordering::Relaxed);
+    let by_work_before = d.stats.started_by_work.load(Ordering::Relaxed);
+    let irq_failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
+    let mut fillers = Vec::new();
+    let (a, b) = {
+        let _off = IRQS_OFF.lock();
+        let a = d.queue_read(0, small, SECTOR).map_err(e)?;
+        kassert_eq!(d.in_flight(), 1);
+        // Fill the restricted pool from task context, large mappings first, then single slots.
+        for size in [BIG, 2048] {
+            while let Ok(dma_addr) = api.map_single(d.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) {
+                fillers.push((dma_addr, size));
+            }
+        }
+        // Accepted, but it cannot be mapped: it waits in its slot.
+        let b = d.queue_read(512, big, BIG).map_err(e)?;
+        kassert_eq!((d.in_flight(), d.waiting()), (1, 1));
+        (a, b)
+    };
+    // `a` completes in the handler, which frees a few slots and tries `b`: too big, deferred.
+    let deadline = time::uptime() + TIMEOUT;
+    while d.stats.deferred_to_task.load(Ordering::Relaxed) == deferred_before {
+        kassert!(time::uptime() < deadline, "the handler never tried the waiting request");
+        kernel::platform::idle();
+    }
+    kassert_eq!(wait_for(d, a, deadline), Ok(()));
+    kassert!(read_back(small, SECTOR) == written_pattern(0, SECTOR));
+    kassert!(api.stats.irq_failures.load(Ordering::Relaxed) > irq_failures_before, "a mapping failed in interrupt context");
+    kassert_eq!(d.waiting(), 1);
+    kernel::platform::idle(); // the work item retries: still no room
+    kassert_eq!((d.waiting(), d.in_flight()), (1, 0));
+    for (dma_addr, size) in fillers.drain(..) {
+        api.unmap_single(d.dma_dev, dma_addr, size, DmaDirection::ToDevice, NOATTR).map_err(e)?;
+    }
+    wait_for(d, b, deadline).map_err(e)?;
+    kassert!(read_back(big, BIG).iter().all(|&x| x == 0), "disk1 sectors 512.. are zeros");
+    kassert_eq!(d.stats.started_by_work.load(Ordering::Relaxed), by_work_before + 1);
+    kassert_eq!(d.poll(b), None); // completed once, collected once
+    kprintln!("  deferred {} time(s) from IRQ context, started by the work item", d.stats.deferred_to_task.load(Ordering::Relaxed) - deferred_before);
+    free(small, 0);
+    free(big, 6);
+    free(filler, 6);
+    Ok(())
+}
+
+fn flush() -> TestResult {
+    let d = disk0()?;
+    if d.features & drivers::virtio::blk::feature::FLUSH == 0 {
+        kassert_eq!(d.submit_flush(), Err(BlkError::Virtio(drivers::virtio::Error::Unsupported)));
+        return Ok(());
+    }
+    d.flush(TIMEOUT).map_err(e)?;
+    disk1()?.flush(TIMEOUT).map_err(e)
+}
+
+fn no_misuse() -> TestResult {
+    let stats = &dma().api.stats;
+    kprintln!("  DMA {stats}");
+    kassert_eq!(stats.misuse.load(Ordering::Relaxed), 0);
+    for d in virtio_blk::disks() {
+        kprintln!("  disk{}: {:?}", d.index, d.stats);
+    }
+    Ok(())
+}
