@@ -67,3 +67,34 @@ macro_rules! kassert_eq {
         }
     }};
 }
+
+/// Formats any error as a case's failure reason (`.map_err(ktest::err)`).
+pub fn err(x: impl core::fmt::Display) -> String {
+    alloc::format!("{x}")
+}
+
+/// `2^order` unmovable pages for a test's DMA buffers: from ZONE_NORMAL, beyond every device's
+/// DMA window, when `beyond_dma_window` (mappings of it bounce); from ZONE_DMA otherwise.
+pub fn buffer(order: u8, beyond_dma_window: bool) -> Result<crate::mm::PhysAddr, String> {
+    use crate::mm::page_alloc::{MigrateType, ZoneType};
+    let zone = if beyond_dma_window { ZoneType::Normal } else { ZoneType::Dma };
+    let addr = crate::platform::mm::page_allocator().lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(err)?;
+    let limit = crate::platform::kernel().dt.smallest_dma_limit().map_err(err)?;
+    if limit.is_some_and(|last| beyond_dma_window != (addr > last)) {
+        return Err(alloc::format!("buffer {addr:#x} on the wrong side of the DMA window"));
+    }
+    Ok(addr)
+}
+
+/// Frees a [`buffer`].
+pub fn free_buffer(addr: crate::mm::PhysAddr, order: u8) {
+    let _ = crate::platform::mm::page_allocator().lock().free_pages(addr, order);
+}
+
+/// Reads `len` bytes of physical memory (what a device wrote, what a bounce slot holds).
+pub fn read_phys(addr: crate::mm::PhysAddr, len: usize) -> alloc::vec::Vec<u8> {
+    use crate::mm::phys::PhysMemory;
+    let mut v = alloc::vec![0u8; len];
+    crate::platform::dma::RAM.read(addr, &mut v);
+    v
+}

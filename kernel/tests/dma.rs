@@ -20,11 +20,11 @@ use kernel::dma::debug::DmaDebugError;
 use kernel::dma::device::{BouncePolicy, DmaDevice};
 use kernel::dma::mapping::DmaError;
 use kernel::dma::{DmaAttrs, DmaDirection};
-use kernel::ktest::{self, TestCase, TestResult};
+use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read, TestCase, TestResult};
 use kernel::mm::page_alloc::pressure::MemoryPressure;
-use kernel::mm::page_alloc::{MigrateType, ZoneType};
+use kernel::mm::page_alloc::ZoneType;
 use kernel::mm::phys::PhysMemory;
-use kernel::mm::{PhysAddr, PAGE_SIZE};
+use kernel::mm::PAGE_SIZE;
 use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
@@ -59,9 +59,6 @@ fn layer() -> &'static Dma {
     kernel::platform::dma::dma()
 }
 
-fn e(x: impl core::fmt::Display) -> String {
-    format!("{x}")
-}
 
 /// The DMA description of device-tree node `path`, leaked so interrupt handlers can use it.
 fn device(path: &str) -> Result<&'static DmaDevice, String> {
@@ -76,26 +73,12 @@ fn disk0() -> Result<&'static DmaDevice, String> {
     device("/virtio_mmio@a003e00")
 }
 
-/// `2^order` pages of unmovable memory, from ZONE_NORMAL (beyond the DMA window) or ZONE_DMA.
-fn buffer(order: u8, high: bool) -> Result<PhysAddr, String> {
-    let zone = if high { ZoneType::Normal } else { ZoneType::Dma };
-    let addr = page_allocator().lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(e)?;
-    Ok(addr)
-}
 
-fn free(addr: PhysAddr, order: u8) {
-    let _ = page_allocator().lock().free_pages(addr, order);
-}
 
 fn pattern(seed: u8, len: usize) -> alloc::vec::Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-fn read(addr: PhysAddr, len: usize) -> alloc::vec::Vec<u8> {
-    let mut v = alloc::vec![0u8; len];
-    RAM.read(addr, &mut v);
-    v
-}
 
 fn bounces_only_beyond_window() -> TestResult {
     let d = disk0()?;

@@ -21,13 +21,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use kernel::dma::device::BouncePolicy;
 use kernel::dma::{DmaAttrs, DmaDirection};
-use kernel::ktest::{self, TestCase, TestResult};
-use kernel::mm::page_alloc::{MigrateType, ZoneType};
+use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read_back, TestCase, TestResult};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
 use kernel::platform::dma::{dma, RAM};
 use kernel::platform::exit::ExitStatus;
-use kernel::platform::mm::page_allocator;
 use kernel::platform::virtio_blk::{self, read_verify, wait_for, BlkError, Disk, MAX_IN_FLIGHT};
 use kernel::platform::{time, Kernel};
 use kernel::sync::IrqSafeSpinLock;
@@ -61,9 +59,6 @@ const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
 /// Where the DMA window of the root bus ends (dts/reserved-memory.dtsi).
 const DMA_WINDOW_END: PhysAddr = 0x5800_0000;
 
-fn e(x: impl core::fmt::Display) -> String {
-    format!("{x}")
-}
 
 /// Byte `i` of sector `sector` as the script writes disk0.
 fn sector_pattern(sector: u64, len: usize) -> Vec<u8> {
@@ -75,25 +70,8 @@ fn written_pattern(sector: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (!(sector + (i / SECTOR) as u64)).to_le_bytes()[i % 8]).collect()
 }
 
-/// `2^order` pages above the DMA window (bounced) or inside it (direct).
-fn buffer(order: u8, high: bool) -> Result<PhysAddr, String> {
-    let zone = if high { ZoneType::Normal } else { ZoneType::Dma };
-    let addr = page_allocator().lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(e)?;
-    if high != (addr >= DMA_WINDOW_END) {
-        return Err(format!("buffer {addr:#x} in the wrong zone"));
-    }
-    Ok(addr)
-}
 
-fn free(addr: PhysAddr, order: u8) {
-    let _ = page_allocator().lock().free_pages(addr, order);
-}
 
-fn read_back(addr: PhysAddr, len: usize) -> Vec<u8> {
-    let mut v = alloc::vec![0u8; len];
-    RAM.read(addr, &mut v);
-    v
-}
 
 fn disk0() -> Result<&'static Disk, String> {
     virtio_blk::disk(0).map_err(e)
