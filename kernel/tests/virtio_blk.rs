@@ -310,14 +310,20 @@ fn disk1_pool_full_retry() -> TestResult {
     for t in &tickets {
         wait_for(d, *t, deadline).map_err(e)?;
     }
-    // disk1 holds written_pattern over sectors 0..512 (previous test), zeros after.
-    for (i, buf) in bufs.iter().enumerate() {
-        let sector = (i * LEN / SECTOR) as u64 % 2048;
-        let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
-        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
-    }
+    check_disk1_reads(&bufs, LEN)?;
     kassert_eq!(d.in_flight(), 0);
     bufs.into_iter().for_each(|b| free(b, 6));
+    Ok(())
+}
+
+/// Request `i` of `bufs` read `len` bytes from sector `i * len / SECTOR % 2048` of disk1, which
+/// holds written_pattern over sectors 0..512 (an earlier test) and zeros after.
+fn check_disk1_reads(bufs: &[PhysAddr], len: usize) -> TestResult {
+    for (i, buf) in bufs.iter().enumerate() {
+        let sector = (i * len / SECTOR) as u64 % 2048;
+        let expect = if sector < 512 { written_pattern(sector, len) } else { alloc::vec![0; len] };
+        kassert!(read_back(*buf, len) == expect, "request {i} (sector {sector})");
+    }
     Ok(())
 }
 
@@ -348,11 +354,7 @@ fn disk1_queued_started_from_irq() -> TestResult {
     for t in &tickets {
         wait_for(d, *t, deadline).map_err(e)?;
     }
-    for (i, buf) in bufs.iter().enumerate() {
-        let sector = (i * LEN / SECTOR) as u64 % 2048;
-        let expect = if sector < 512 { written_pattern(sector, LEN) } else { alloc::vec![0; LEN] };
-        kassert!(read_back(*buf, LEN) == expect, "request {i} (sector {sector})");
-    }
+    check_disk1_reads(&bufs, LEN)?;
     let started = d.stats.started_in_irq.load(Ordering::Relaxed) - started_in_irq_before;
     kprintln!("  {started} started by the interrupt handler");
     kassert!(started > 0);
