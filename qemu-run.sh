@@ -20,7 +20,8 @@ Options:
   --smp N             number of CPUs (default 1; the kernel runs on CPU 0)
   --gic 2|3           GIC version (default 2)
   --el2               enter the kernel at EL2 (virtualization=on); it drops to EL1
-  --disk FILE         attach FILE as a virtio-blk disk (repeatable)
+  --disk FILE[,OPTS]  attach FILE (raw) as a virtio-blk disk (repeatable); OPTS are added to
+                      QEMU's -drive, e.g. --disk a.img,readonly=on or ,throttling.bps-total=4096
   --dts-fragment FILE merge a DTS fragment "/ { ... };" into the device tree (repeatable)
   --no-repo-fragments do not merge the repo's dts/*.dtsi fragments
   --bootargs STRING   kernel command line (/chosen/bootargs); repeatable, joined with spaces;
@@ -87,7 +88,7 @@ if [[ -z $elf ]]; then
     elf="$here/target/aarch64-unknown-none/debug/kernel"
 fi
 [[ -f $elf ]] || die "no kernel image at '$elf'"
-for d in "${disks[@]+"${disks[@]}"}"; do [[ -f $d ]] || die "no disk image at '$d'"; done
+for d in "${disks[@]+"${disks[@]}"}"; do [[ -f ${d%%,*} ]] || die "no disk image at '${d%%,*}'"; done
 if ((repo_fragments)); then
     for f in "$here"/dts/*.dtsi; do [[ -f $f ]] && fragments=("$f" "${fragments[@]+"${fragments[@]}"}"); done
 fi
@@ -102,7 +103,9 @@ qemu=(qemu-system-aarch64 -cpu cortex-a72 -m "$mem" -smp "$smp" -nographic -no-r
       -global virtio-mmio.force-legacy=false)
 i=0
 for d in "${disks[@]+"${disks[@]}"}"; do
-    qemu+=(-drive "if=none,format=raw,file=$d,id=disk$i"
+    file=${d%%,*} opts=""
+    [[ $d == *,* ]] && opts=",${d#*,}"
+    qemu+=(-drive "if=none,format=raw,file=$file,id=disk$i$opts"
            -device "virtio-blk-device,drive=disk$i,iommu_platform=on")
     i=$((i + 1))
 done

@@ -10,9 +10,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/virtio-blk-tests.XXXXXX")
 if [[ ${KEEP_DISKS:-0} == 1 ]]; then echo "virtio-blk-tests: files kept in $work" >&2; else trap 'rm -rf "$work"' EXIT; fi
-disk0=$work/disk0.img disk1=$work/disk1.img log=$work/run.log
+disk0=$work/disk0.img disk1=$work/disk1.img disk2=$work/disk2.img disk3=$work/disk3.img log=$work/run.log
 
 qemu-img create -q -f raw "$disk1" 1M
+qemu-img create -q -f raw "$disk2" 1M
+python3 -c 'import sys; open(sys.argv[1], "wb").write(b"\x5a" * 65536)' "$disk3"
 python3 - "$disk0" <<'PY'
 import struct, sys
 sectors = 8192
@@ -23,7 +25,8 @@ PY
 expect_crc=$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.argv[1], "rb").read()))' "$disk0")
 
 # qemu-run.sh splits QEMU_RUN_OPTS on spaces: one --bootargs per word.
-opts="--timeout 120 --disk $disk0 --disk $disk1 --bootargs dma_debug=on"
+# disk2 is throttled (4 KiB/s) for the timeout test; disk3 is read-only.
+opts="--timeout 180 --disk $disk0 --disk $disk1 --disk $disk2,throttling.bps-total=4096 --disk $disk3,readonly=on --bootargs dma_debug=on"
 for arg in "$@"; do opts+=" --bootargs $arg"; done
 cd "$here"
 set +e
@@ -39,7 +42,7 @@ check grep -q "^disk0 bytes=4194304 crc32=$expect_crc" "$log"
 check grep -q "^disk1 bytes=1048576 crc32=" "$log"
 # What the kernel wrote: disk0 sectors 7936..8064 and disk1 sectors 0..512 hold !s as u64s;
 # the rest of disk0 is untouched.
-python3 - "$disk0" "$disk1" <<'PY' || fail=1
+python3 - "$disk0" "$disk1" "$disk3" <<'PY' || fail=1
 import struct, sys
 def sector(path, s):
     with open(path, "rb") as f:
@@ -51,6 +54,8 @@ bad = [("disk0", s) for s in range(7936, 8064) if sector(sys.argv[1], s) != writ
 bad += [("disk0", s) for s in list(range(0, 7936, 97)) + list(range(8064, 8192)) if sector(sys.argv[1], s) != struct.pack("<Q", s) * 64]
 bad += [("disk1", s) for s in range(0, 512) if sector(sys.argv[2], s) != written(s)]
 bad += [("disk1", s) for s in range(512, 2048, 31) if sector(sys.argv[2], s) != bytes(512)]
+if open(sys.argv[3], "rb").read() != b"\x5a" * 65536:
+    bad.append(("disk3", "changed"))
 if bad:
     print("virtio-blk-tests: wrong sectors on the host:", bad[:8], "..." if len(bad) > 8 else "", file=sys.stderr)
     sys.exit(1)

@@ -66,6 +66,12 @@ macro_rules! kassert_eq {
             return Err(alloc::format!("{} == {} failed: {:?} != {:?} ({}:{})", stringify!($a), stringify!($b), a, b, file!(), line!()));
         }
     }};
+    ($a:expr, $b:expr, $($arg:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(alloc::format!("{}: {:?} != {:?} ({}:{})", format_args!($($arg)+), a, b, file!(), line!()));
+        }
+    }};
 }
 
 /// Formats any error as a case's failure reason (`.map_err(ktest::err)`).

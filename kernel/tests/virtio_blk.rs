@@ -4,7 +4,10 @@
 //! Needs the disks scripts/virtio-blk-tests.sh makes and attaches (it runs this kernel):
 //! - disk0 (`virtio_mmio@a003e00`, DMA window up to 0x57ff_ffff): 4 MiB, sector `s` holds the
 //!   little-endian u64 `s` 64 times ([`sector_pattern`]);
-//! - disk1 (`virtio_mmio@a003c00`, behind the restricted pool): 1 MiB of zeros.
+//! - disk1 (`virtio_mmio@a003c00`, behind the restricted pool): 1 MiB of zeros;
+//! - disk2 (`virtio_mmio@a003a00`): 1 MiB, throttled by QEMU to 4 KiB/s, so that a request
+//!   waits far longer than its timeout;
+//! - disk3 (`virtio_mmio@a003800`): 64 KiB, attached `readonly=on`, every byte 0x5a.
 //!
 //! Writes land where the script checks them afterwards: disk0 sectors
 //! `capacity - 256 .. capacity - 128` and disk1 sectors `0 .. 512` get [`written_pattern`].
@@ -48,6 +51,9 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "disk1_queued_requests_started_from_irq", run: disk1_queued_started_from_irq },
             TestCase { name: "disk1_irq_mapping_failure_deferred_to_task", run: disk1_irq_deferral },
             TestCase { name: "flush", run: flush },
+            TestCase { name: "large_read_split_into_multi_segment_requests", run: large_read_split },
+            TestCase { name: "read_only_disk_refuses_writes", run: read_only_disk },
+            TestCase { name: "request_past_its_deadline_fails_and_resets_device", run: request_timeout },
             TestCase { name: "no_dma_api_misuse", run: no_misuse },
         ],
     )
@@ -426,6 +432,87 @@ fn flush() -> TestResult {
     }
     d.flush(TIMEOUT).map_err(e)?;
     disk1()?.flush(TIMEOUT).map_err(e)
+}
+
+fn large_read_split() -> TestResult {
+    let d = disk0()?;
+    kassert!(d.segments_max() > 1, "QEMU offers SEG_MAX > 1; got {} segments of {}", d.segments_max(), d.segment_max());
+    kassert_eq!(d.max_transfer(), d.segment_max() * d.segments_max());
+    let order = 9; // 2 MiB, the largest block the page allocator hands out
+    let len = (d.size_bytes() as usize).min(4096 << order);
+    kassert!(len > d.max_transfer(), "{len} bytes are more than one request ({})", d.max_transfer());
+    let buf = buffer(order, true)?;
+    RAM.fill(buf, 0xee, len);
+    let (submitted, bounced) = (d.stats.submitted.load(Ordering::Relaxed), d.stats.data_bounced.load(Ordering::Relaxed));
+    d.read(0, buf, len, Duration::from_secs(60)).map_err(e)?;
+    kassert!(read_back(buf, len) == sector_pattern(0, len), "{len} bytes read in one call");
+    let requests = d.stats.submitted.load(Ordering::Relaxed) - submitted;
+    let segments = d.stats.data_bounced.load(Ordering::Relaxed) - bounced;
+    kprintln!("  {len} bytes: {requests} requests of up to {} segments of {} bytes", d.segments_max(), d.segment_max());
+    kassert_eq!(requests as usize, len.div_ceil(d.max_transfer()));
+    kassert_eq!(segments as usize, len.div_ceil(d.segment_max()), "each segment mapped (bounced) on its own");
+    free(buf, order);
+    Ok(())
+}
+
+fn read_only_disk() -> TestResult {
+    let d = virtio_blk::disk(3).map_err(|x| format!("{x}; run with scripts/virtio-blk-tests.sh (four --disk)"))?;
+    kassert!(d.readonly(), "disk3 attached readonly=on offers VIRTIO_BLK_F_RO");
+    let buf = buffer(4, true)?;
+    RAM.fill(buf, 0x11, 4096);
+    let submitted = d.stats.submitted.load(Ordering::Relaxed);
+    let refused = |r: Result<(), BlkError>| r == Err(BlkError::Virtio(drivers::virtio::Error::ReadOnly));
+    kassert!(refused(d.write(0, buf, 4096, TIMEOUT)), "write refused");
+    kassert!(refused(d.submit_write(0, buf, 4096).map(|_| ())), "submit_write refused");
+    kassert!(refused(d.queue_write(8, buf, 512).map(|_| ())), "queue_write refused");
+    kassert_eq!(d.stats.submitted.load(Ordering::Relaxed), submitted, "nothing reached the device");
+    kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
+    // Reads work, and show what the host put there.
+    d.read(0, buf, 64 * 1024, TIMEOUT).map_err(e)?;
+    kassert!(read_back(buf, 64 * 1024).iter().all(|&b| b == 0x5a), "disk3 reads back its 0x5a bytes");
+    free(buf, 4);
+    Ok(())
+}
+
+fn request_timeout() -> TestResult {
+    let d = virtio_blk::disk(2).map_err(|x| format!("{x}; run with scripts/virtio-blk-tests.sh (four --disk)"))?;
+    let (a, b) = (buffer(4, true)?, buffer(4, true)?);
+    const LEN: usize = 64 * 1024;
+    RAM.fill(a, 0xa5, LEN);
+    RAM.fill(b, 0xa5, LEN);
+    let used_before = dma().manager.used_slots();
+    d.set_default_timeout(Duration::from_millis(1500));
+    // QEMU lets the first request through the throttle and holds the second for ~16 s.
+    let t0 = time::uptime();
+    let ta = d.queue_read(0, a, LEN).map_err(e)?;
+    let tb = d.queue_read(128, b, LEN).map_err(e)?;
+    // Only the tick (interrupt context) can time the request out here: poll, do not wait_for.
+    let mut outcomes = [None, None];
+    while outcomes.iter().any(Option::is_none) && time::uptime() < t0 + Duration::from_secs(10) {
+        for (o, t) in outcomes.iter_mut().zip([ta, tb]) {
+            if o.is_none() {
+                *o = d.poll(t);
+            }
+        }
+        kernel::platform::idle();
+    }
+    let took = time::uptime() - t0;
+    kprintln!("  outcomes {outcomes:?} after {took:?}; broken: {:?}; stats {:?}", d.broken(), d.stats);
+    let [Some(oa), Some(ob)] = outcomes else { return Err(format!("no outcome after {took:?}: the timeout never fired")) };
+    kassert!(ob == Err(BlkError::Timeout), "the held request timed out: {ob:?}");
+    kassert!(oa.is_ok() || oa == Err(BlkError::Timeout), "the first request completed or timed out: {oa:?}");
+    kassert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "failed at its deadline ({took:?})");
+    kassert!(matches!(d.broken(), Some(drivers::virtio::BrokenReason::RequestTimedOut { .. })));
+    kassert!(d.stats.aborts.load(Ordering::Relaxed) == 1);
+    // The timed-out read's buffer was not touched (no copy back of a partial transfer), its
+    // bounce slots are free again, and the broken disk refuses more work with a clear error.
+    kassert!(read_back(b, LEN).iter().all(|&x| x == 0xa5), "buffer of the timed-out read untouched");
+    kassert_eq!(dma().manager.used_slots(), used_before, "every bounce slot taken back");
+    kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
+    kassert!(matches!(d.read(0, a, 512, TIMEOUT), Err(BlkError::Virtio(drivers::virtio::Error::DeviceBroken(_)))));
+    free(a, 4);
+    free(b, 4);
+    Ok(())
 }
 
 fn no_misuse() -> TestResult {

@@ -8,7 +8,7 @@
 //! the request's outcome. The driver never touches the buffers themselves.
 
 use super::queue::{Buffer, Virtqueue};
-use super::transport::{read_config, DeviceInit, InterruptStatus, Transport};
+use super::transport::{read_config, DeviceInit, InterruptStatus, Transport, RESET_POLLS};
 use super::{feature as common, BrokenReason, DeviceType, Error, Result, VirtioDma};
 
 /// Block device feature bits (§5.2.3).
@@ -265,6 +265,26 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             return Err(Error::BadRequest);
         }
         self.submit(dma, true)
+    }
+
+    /// Gives up on the device: latches the queue broken with `reason` and resets the device, so
+    /// that when this returns the device no longer touches the rings or any buffer it was given
+    /// (§2.1.2: after reset the device must not use buffers; QEMU finishes or drops in-flight
+    /// requests inside the reset). The caller then owns every buffer of every chain in flight:
+    /// it unmaps them and fails their requests. Safe in an interrupt handler (bounded polling).
+    pub fn abort(&mut self, reason: BrokenReason) -> Error {
+        let error = self.queue.mark_broken(reason);
+        self.transport.set_status(0);
+        if !(0..RESET_POLLS).any(|_| self.transport.status() == 0) {
+            // Nothing more can be done from here: the caller must not reuse the buffers.
+            return Error::DeviceBroken(BrokenReason::ResetIgnored);
+        }
+        error
+    }
+
+    /// True once the queue was latched broken (by a lying device or by [`abort`](Self::abort)).
+    pub fn broken(&self) -> Option<BrokenReason> {
+        self.queue.broken()
     }
 
     /// Reads and acknowledges the device's interrupt (call first in the interrupt handler).

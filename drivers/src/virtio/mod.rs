@@ -113,6 +113,8 @@ pub enum BrokenReason {
     BadStatus { id: u16, status: u8 },
     /// The device never completed a reset (status did not read back 0).
     ResetIgnored,
+    /// A request was not completed within the driver's timeout; the driver reset the device.
+    RequestTimedOut { id: u16 },
 }
 
 impl fmt::Display for BrokenReason {
@@ -137,6 +139,9 @@ impl fmt::Display for BrokenReason {
             Self::StatusNotWritten { id } => write!(f, "request {id}: status byte not written"),
             Self::BadStatus { id, status } => write!(f, "request {id}: status {status:#x}"),
             Self::ResetIgnored => write!(f, "device ignored reset"),
+            Self::RequestTimedOut { id } => {
+                write!(f, "request {id} not completed in time; device reset")
+            }
         }
     }
 }

@@ -171,6 +171,22 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
+
+    /// The requests the device holds, with their slots (for a timeout scan or an abort).
+    pub fn in_flight_requests(&self) -> impl Iterator<Item = (usize, R)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| match s {
+            SlotState::InFlight { request, .. } => Some((i, *request)),
+            _ => None,
+        })
+    }
+
+    /// The requests accepted but not yet started, with their slots.
+    pub fn waiting_requests(&self) -> impl Iterator<Item = (usize, R)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| match s {
+            SlotState::Waiting { request, .. } => Some((i, *request)),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +258,18 @@ mod tests {
         assert_eq!(t.collect(b), Some(Err(2)));
         assert!(t.finish(a.slot(), Ok(())));
         assert_eq!(t.collect(a), Some(Ok(())));
+    }
+
+    #[test]
+    fn in_flight_and_waiting_requests_are_listed_apart() {
+        let mut t = Table::new();
+        let a = t.reserve(10).unwrap();
+        let b = t.start(t.free_slot().unwrap(), 2, 20).unwrap();
+        let c = t.reserve(30).unwrap();
+        let listed = |it: &mut dyn Iterator<Item = (usize, u32)>| it.collect::<alloc::vec::Vec<_>>();
+        assert_eq!(listed(&mut t.in_flight_requests()), [(b.slot(), 20)]);
+        assert_eq!(listed(&mut t.waiting_requests()), [(a.slot(), 10), (c.slot(), 30)]);
+        t.finish(b.slot(), Ok(()));
+        assert!(t.in_flight_requests().next().is_none(), "a done request is not in flight");
     }
 }

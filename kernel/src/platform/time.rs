@@ -39,6 +39,8 @@ pub fn remove_tick_hook(hook: TickHook) {
 }
 static PERIOD_TICKS: AtomicU64 = AtomicU64::new(0);
 static NEXT_DEADLINE: AtomicU64 = AtomicU64::new(0);
+/// The period the tick falls back to when [`stop_tick`] is called (0: none).
+static BACKGROUND_TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Time since boot.
 pub fn uptime() -> Duration {
@@ -70,10 +72,26 @@ pub fn tick_running() -> bool {
     PERIOD_TICKS.load(Ordering::Relaxed) != 0
 }
 
-/// Stops the tick.
+/// Stops the tick started with [`start_tick`]; if a background tick was asked for, the tick
+/// goes back to that period instead.
 pub fn stop_tick() {
+    let background = BACKGROUND_TICKS.load(Ordering::Relaxed);
+    if background != 0 {
+        start_tick(arch_timer::ticks_to_duration(background));
+        return;
+    }
     PERIOD_TICKS.store(0, Ordering::Relaxed);
     arch_timer::disable();
+}
+
+/// Keeps a slow tick running for as long as the kernel runs (request timeouts are checked on
+/// it): started now unless a tick already runs, and returned to by [`stop_tick`].
+pub fn set_background_tick(period: Duration) {
+    let period_ticks = arch_timer::duration_to_ticks(period).max(1);
+    BACKGROUND_TICKS.store(period_ticks, Ordering::Relaxed);
+    if !tick_running() {
+        start_tick(period);
+    }
 }
 
 /// Busy-waits for `d` (for tests and short device delays).

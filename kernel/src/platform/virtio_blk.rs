@@ -20,7 +20,14 @@
 //!   in-flight table ([`crate::block::InflightTable`]), then start waiting requests. No
 //!   allocation, bounded work.
 //! - Collect ([`Disk::poll`]), or wait ([`Disk::read`], [`Disk::write`], [`Disk::flush`]: queue,
-//!   then `idle()` until the handler recorded the outcome, with a timeout).
+//!   then `idle()` until the handler recorded the outcome). The synchronous calls split a
+//!   buffer larger than [`Disk::max_transfer`] into several requests; one request carries up to
+//!   [`MAX_SEGMENTS`] data segments (the device's SEG_MAX permitting), each at most one mapping
+//!   (`max_mapping_size`, SIZE_MAX).
+//! - Time out (a background tick, interrupt context): every request has a deadline. A waiting
+//!   request past it is failed with [`BlkError::Timeout`]; if the device holds one, the device is
+//!   reset (after which it touches no buffer), every buffer it held is unmapped without a copy
+//!   back, and every request fails. The disk then stays broken (no recovery).
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -51,8 +58,17 @@ use crate::work::{WorkId, SYSTEM_WQ};
 
 /// Descriptors in each disk's request queue (QEMU offers up to 1024; this bounds the table).
 pub const QUEUE_SIZE: usize = 64;
-/// Requests in flight per disk: each takes three descriptors (header, one data segment, status).
+/// Requests in flight per disk (request slots); a request takes two descriptors plus one per
+/// data segment, so with long chains the queue, not the table, is the limit.
 pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
+/// Data segments in one request at most (the device's SEG_MAX may lower it): a request's
+/// buffer is mapped in pieces of at most one mapping each (`max_mapping_size`, SIZE_MAX).
+pub const MAX_SEGMENTS: usize = 4;
+/// How long a queued request may take before it is failed when the caller names no timeout
+/// (Linux blk-mq: 30 s). See [`Disk::set_default_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The background tick on which request deadlines are checked (interrupt context).
+pub const TIMEOUT_TICK: Duration = Duration::from_millis(10);
 /// Disks the kernel drives.
 pub const MAX_DISKS: usize = 4;
 /// virtio-mmio nodes looked at (QEMU virt has 32).
@@ -73,12 +89,15 @@ pub enum BlkError {
     Dma(DmaError),
     /// Out of request slots, descriptors or bounce slots: nothing was submitted, retry later.
     Busy,
-    /// The request did not complete in time.
+    /// The request did not complete before its deadline (it was failed; if the device held
+    /// it, the device was reset and every other request it held failed as well).
     Timeout,
     /// A buffer that is empty, not whole sectors, or larger than one mapping may be.
     BadBuffer { len: usize, max: usize },
     /// No disk with that index.
     NoSuchDisk(usize),
+    /// The ticket names no request of this disk (collected already, or another disk's).
+    UnknownTicket,
 }
 
 impl fmt::Display for BlkError {
@@ -92,6 +111,7 @@ impl fmt::Display for BlkError {
                 write!(f, "buffer of {len} bytes is not 1..={max} whole sectors")
             }
             BlkError::NoSuchDisk(n) => write!(f, "no disk{n}"),
+            BlkError::UnknownTicket => write!(f, "no such request (ticket collected already?)"),
         }
     }
 }
@@ -178,6 +198,8 @@ struct Params {
     sector: u64,
     /// (buffer, length, direction); `None` for a flush.
     data: Option<(PhysAddr, usize, DmaDirection)>,
+    /// Uptime by which it must have completed (checked on the timer tick).
+    deadline: Duration,
 }
 
 /// A request in the table: what it asks for and, once started, its mappings.
@@ -194,8 +216,29 @@ struct Mapped {
     tag: u16,
     header: DmaAddr,
     status: DmaAddr,
-    /// (DMA address, length, direction) of the data; `None` for a flush.
-    data: Option<(DmaAddr, usize, DmaDirection)>,
+    /// The data segments' (DMA address, length), `nsegs` of them (0 for a flush).
+    segs: [(DmaAddr, usize); MAX_SEGMENTS],
+    nsegs: usize,
+}
+
+/// The mappings made so far for one request, undone in reverse if the request cannot go.
+struct Mappings {
+    list: [(DmaAddr, usize, DmaDirection); MAX_SEGMENTS + 2],
+    len: usize,
+}
+
+impl Mappings {
+    fn push(&mut self, m: (DmaAddr, usize, DmaDirection)) {
+        self.list[self.len] = m;
+        self.len += 1;
+    }
+
+    /// Unmaps everything without copying back (the device never saw the request).
+    fn undo(&self, dev: &DmaDevice) {
+        for &(addr, len, dir) in self.list[..self.len].iter().rev() {
+            let _ = dma().api.unmap_single(dev, addr, len, dir, DmaAttrs { skip_cpu_sync: true });
+        }
+    }
 }
 
 type Outcome = Result<(), BlkError>;
@@ -220,6 +263,10 @@ pub struct DiskStats {
     pub started_in_irq: AtomicU64,
     /// Times the interrupt handler could not map a waiting request and handed it to task context.
     pub deferred_to_task: AtomicU64,
+    /// Requests failed because their deadline passed.
+    pub timeouts: AtomicU64,
+    /// Times the device was reset because it held a request past its deadline.
+    pub aborts: AtomicU64,
     /// Waiting requests started by the retry work item (task context).
     pub started_by_work: AtomicU64,
     /// Data buffers that were bounced.
@@ -250,6 +297,8 @@ pub struct Disk {
     pub stats: DiskStats,
     /// Scratch page: slot `i` holds request `i`'s header and status byte.
     scratch: PhysAddr,
+    /// Timeout of requests queued without one, in milliseconds.
+    default_timeout_ms: AtomicU64,
     inner: IrqSafeSpinLock<DiskInner>,
 }
 
@@ -300,6 +349,14 @@ pub fn probe_all() -> usize {
             }
         }
         RETRY_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk retry", retry_waiting).inspect_err(|e| log::warn!("virtio-blk: no retry work item: {e:?}")).ok());
+        if found > 0 {
+            // Deadlines are checked on a slow background tick; callers waiting in task context
+            // check them too (`wait_for`), so a lost tick hook only makes timeouts later.
+            if !super::time::add_tick_hook(timeout_tick) {
+                log::warn!("virtio-blk: no tick hook free; request timeouts checked only by waiters");
+            }
+            super::time::set_background_tick(TIMEOUT_TICK);
+        }
         found
     })
 }
@@ -360,6 +417,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         features: blk.features(),
         stats: DiskStats { dma_lowest: AtomicU64::new(u64::MAX), ..Default::default() },
         scratch,
+        default_timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
         inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::new() }),
     };
     let disk = DISKS[index].call_once(|| disk);
@@ -390,14 +448,28 @@ impl Disk {
         self.features & feature::ACCESS_PLATFORM != 0
     }
 
-    /// The largest data buffer of one request: one mapping (a bounce is at most one SWIOTLB
-    /// segment) and the device's SIZE_MAX, in whole sectors.
-    pub fn max_transfer(&self) -> usize {
+    /// The largest piece of a request's buffer one descriptor carries: one mapping (a bounce
+    /// is at most one SWIOTLB segment) and the device's SIZE_MAX, in whole sectors.
+    pub fn segment_max(&self) -> usize {
         let mut max = dma().api.max_mapping_size(self.dma_dev).min(1 << 20);
         if let Some(size_max) = self.config.size_max.filter(|m| *m != 0) {
             max = max.min(size_max as usize);
         }
         max / SECTOR_SIZE as usize * SECTOR_SIZE as usize
+    }
+
+    /// Data segments one request may carry: [`MAX_SEGMENTS`], the device's SEG_MAX, and what
+    /// fits in the queue beside the header and status descriptors.
+    pub fn segments_max(&self) -> usize {
+        let seg_max = self.config.seg_max.filter(|m| *m != 0).map_or(MAX_SEGMENTS, |m| m as usize);
+        MAX_SEGMENTS.min(seg_max).clamp(1, QUEUE_SIZE - 2)
+    }
+
+    /// The largest data buffer of one request ([`segment_max`](Self::segment_max) times
+    /// [`segments_max`](Self::segments_max)). The synchronous calls split larger buffers into
+    /// several requests.
+    pub fn max_transfer(&self) -> usize {
+        self.segment_max() * self.segments_max()
     }
 
     /// The DMA addresses of the request queue's descriptor, driver and device rings.
@@ -410,38 +482,53 @@ impl Disk {
         self.inner.lock().requests.in_flight()
     }
 
+    /// Why the disk stopped working, if it did (a lying device, or a reset after a timeout).
+    pub fn broken(&self) -> Option<drivers::virtio::BrokenReason> {
+        self.inner.lock().blk.broken()
+    }
+
+    /// The timeout of requests queued without one (`submit_*`, `queue_*`).
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        self.default_timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn params(&self, kind: RequestType, sector: u64, data: Option<(PhysAddr, usize, DmaDirection)>, timeout: Option<Duration>) -> Params {
+        let timeout = timeout.unwrap_or_else(|| Duration::from_millis(self.default_timeout_ms.load(Ordering::Relaxed)));
+        Params { kind, sector, data, deadline: super::time::uptime() + timeout }
+    }
+
     /// Submits a read of `len` bytes from `sector` into the physical buffer `buf`, now or not at
     /// all: [`BlkError::Busy`] if the table, the queue or the bounce pool is full.
     pub fn submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.submit(Params { kind: RequestType::In, sector, data: Some((buf, len, DmaDirection::FromDevice)) })
+        self.submit(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None))
     }
 
     /// Submits a write of `len` bytes from the physical buffer `buf` to `sector` (see
     /// [`submit_read`](Self::submit_read)).
     pub fn submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.submit(Params { kind: RequestType::Out, sector, data: Some((buf, len, DmaDirection::ToDevice)) })
+        self.submit(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None))
     }
 
     /// Submits a cache flush (see [`submit_read`](Self::submit_read)).
     pub fn submit_flush(&self) -> Result<Ticket, BlkError> {
-        self.submit(Params { kind: RequestType::Flush, sector: 0, data: None })
+        self.submit(self.params(RequestType::Flush, 0, None, None))
     }
 
     /// Queues a read: started now if there is room, else as soon as there is, from the
     /// interrupt handler when a completion frees room or from task context (the retry work item)
     /// when a mapping failed in interrupt context. [`BlkError::Busy`] only if the table is full.
     pub fn queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.queue(Params { kind: RequestType::In, sector, data: Some((buf, len, DmaDirection::FromDevice)) })
+        self.queue(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None))
     }
 
     /// Queues a write (see [`queue_read`](Self::queue_read)).
     pub fn queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.queue(Params { kind: RequestType::Out, sector, data: Some((buf, len, DmaDirection::ToDevice)) })
+        self.queue(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None))
     }
 
     /// Queues a flush (see [`queue_read`](Self::queue_read)).
     pub fn queue_flush(&self) -> Result<Ticket, BlkError> {
-        self.queue(Params { kind: RequestType::Flush, sector: 0, data: None })
+        self.queue(self.params(RequestType::Flush, 0, None, None))
     }
 
     /// Requests accepted but not yet handed to the device.
@@ -456,31 +543,83 @@ impl Disk {
         self.inner.lock().requests.collect(ticket)
     }
 
-    /// Reads synchronously: queues the request (idling while the table is full), then idles
-    /// until the interrupt handler completes it or `timeout` passes.
+    /// Reads `len` bytes (whole sectors, any amount) from `sector` into `buf` and waits: split
+    /// into requests of at most [`max_transfer`](Self::max_transfer) bytes, as many in flight
+    /// as the table takes. Each request must complete within `timeout` of being queued. On an
+    /// error the requests already queued are still waited for (none is abandoned), then the
+    /// first error is returned.
     pub fn read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.queue_read(sector, buf, len))
+        self.transfer(RequestType::In, sector, buf, len, timeout)
     }
 
     /// Writes synchronously (see [`read`](Self::read)).
     pub fn write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.queue_write(sector, buf, len))
+        self.transfer(RequestType::Out, sector, buf, len, timeout)
     }
 
     /// Flushes synchronously (see [`read`](Self::read)).
     pub fn flush(&self, timeout: Duration) -> Result<(), BlkError> {
-        self.wait(timeout, || self.queue_flush())
+        let ticket = self.queue_patiently(self.params(RequestType::Flush, 0, None, Some(timeout)))?;
+        wait_for(self, ticket, super::time::uptime() + timeout)
     }
 
-    fn wait(&self, timeout: Duration, mut submit: impl FnMut() -> Result<Ticket, BlkError>) -> Result<(), BlkError> {
-        let deadline = super::time::uptime() + timeout;
-        let ticket = loop {
-            match submit() {
-                Err(BlkError::Busy) if super::time::uptime() < deadline => super::idle(),
-                other => break other?,
+    /// Queues `params`, idling while the table is full, until its deadline.
+    fn queue_patiently(&self, params: Params) -> Result<Ticket, BlkError> {
+        loop {
+            match self.queue(params) {
+                Err(BlkError::Busy) if super::time::uptime() < params.deadline => super::idle(),
+                other => return other,
             }
-        };
-        wait_for(self, ticket, deadline)
+        }
+    }
+
+    fn transfer(&self, kind: RequestType, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+        let dir = if kind == RequestType::In { DmaDirection::FromDevice } else { DmaDirection::ToDevice };
+        if len == 0 || !len.is_multiple_of(SECTOR_SIZE as usize) {
+            return Err(BlkError::BadBuffer { len, max: usize::MAX / 2 });
+        }
+        let max = self.max_transfer();
+        let mut tickets: [Option<Ticket>; MAX_IN_FLIGHT] = [None; MAX_IN_FLIGHT];
+        let mut first_error = None;
+        let mut offset = 0;
+        loop {
+            // Queue what the table takes.
+            while offset < len && first_error.is_none() {
+                let Some(place) = tickets.iter().position(Option::is_none) else { break };
+                let n = (len - offset).min(max);
+                let sector = sector + (offset / SECTOR_SIZE as usize) as u64;
+                let params = self.params(kind, sector, Some((buf + offset as u64, n, dir)), Some(timeout));
+                match self.queue(params) {
+                    Ok(t) => {
+                        tickets[place] = Some(t);
+                        offset += n;
+                    }
+                    Err(BlkError::Busy) if tickets.iter().any(Option::is_some) => break,
+                    Err(BlkError::Busy) if super::time::uptime() < params.deadline => {
+                        super::idle();
+                        break;
+                    }
+                    Err(e) => first_error = Some(e),
+                }
+            }
+            // Collect what completed.
+            for t in tickets.iter_mut() {
+                if let Some(outcome) = t.and_then(|ticket| self.poll(ticket)) {
+                    *t = None;
+                    if let Err(e) = outcome {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            let pending = tickets.iter().any(Option::is_some);
+            if !pending && (offset >= len || first_error.is_some()) {
+                return first_error.map_or(Ok(()), Err);
+            }
+            if pending {
+                self.check_timeouts();
+                super::idle();
+            }
+        }
     }
 
     fn note_dma(&self, addr: DmaAddr, len: usize) {
@@ -495,6 +634,9 @@ impl Disk {
             if len == 0 || len > max || len % SECTOR_SIZE as usize != 0 {
                 return Err(BlkError::BadBuffer { len, max });
             }
+        }
+        if params.kind == RequestType::Out && self.readonly() {
+            return Err(BlkError::Virtio(VirtioError::ReadOnly));
         }
         Ok(())
     }
@@ -552,71 +694,145 @@ impl Disk {
         inner.requests.waiting()
     }
 
-    /// Maps a request's header, data and status and hands the chain to the device. On failure
-    /// nothing reaches the device and nothing stays mapped.
+    /// Maps a request's header, data segments and status and hands the chain to the device.
+    /// On failure nothing reaches the device and nothing stays mapped.
     fn map_and_submit(&self, inner: &mut DiskInner, slot: usize, params: Params) -> Result<Mapped, BlkError> {
-        let Params { kind, sector, data } = params;
+        if let Some(reason) = inner.blk.broken() {
+            return Err(BlkError::Virtio(VirtioError::DeviceBroken(reason)));
+        }
+        let Params { kind, sector, data, .. } = params;
         let api = &dma().api;
+        let dev = self.dma_dev;
         let header_pa = self.scratch + (slot * SCRATCH_SLOT) as u64;
         let status_pa = header_pa + STATUS_OFFSET as u64;
         RAM.write(header_pa, &RequestHeader { request_type: kind, sector }.to_bytes());
         RAM.write(status_pa, &[STATUS_UNWRITTEN]);
 
-        let dev = self.dma_dev;
-        let header = api.map_single(dev, header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR)?;
-        let undo_header = || {
-            let _ = api.unmap_single(dev, header, HEADER_SIZE as usize, DmaDirection::ToDevice, DmaAttrs { skip_cpu_sync: true });
-        };
-        let data_dma = match data {
-            Some((buf, len, dir)) => match api.map_single(dev, buf, len, dir, NOATTR) {
-                Ok(d) => Some((d, len, dir)),
-                Err(e) => {
-                    undo_header();
-                    return Err(e.into());
-                }
-            },
-            None => None,
-        };
-        let undo_data = || {
-            if let Some((d, len, dir)) = data_dma {
-                let _ = api.unmap_single(dev, d, len, dir, DmaAttrs { skip_cpu_sync: true });
+        let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0 };
+        let map = |maps: &mut Mappings, pa: PhysAddr, len: usize, dir: DmaDirection| match api.map_single(dev, pa, len, dir, NOATTR) {
+            Ok(addr) => {
+                maps.push((addr, len, dir));
+                Ok(addr)
             }
-        };
-        let status = match api.map_single(dev, status_pa, 1, DmaDirection::FromDevice, NOATTR) {
-            Ok(s) => s,
             Err(e) => {
-                undo_data();
-                undo_header();
-                return Err(e.into());
+                maps.undo(dev);
+                Err(BlkError::from(e))
             }
         };
-        let segment = data_dma.map(|(d, len, _)| DmaSegment { dma_addr: d, len: len as u32 });
-        let request = RequestDma { header, data: segment.as_slice(), status };
+        let header = map(&mut maps, header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice)?;
+        let mut segs = [(0, 0); MAX_SEGMENTS];
+        let mut segments = [DmaSegment { dma_addr: 0, len: 0 }; MAX_SEGMENTS];
+        let mut nsegs = 0;
+        if let Some((buf, len, dir)) = data {
+            let piece = self.segment_max();
+            let mut offset = 0;
+            while offset < len {
+                let n = (len - offset).min(piece);
+                let addr = map(&mut maps, buf + offset as u64, n, dir)?;
+                segs[nsegs] = (addr, n);
+                segments[nsegs] = DmaSegment { dma_addr: addr, len: n as u32 };
+                nsegs += 1;
+                offset += n;
+            }
+        }
+        let status = map(&mut maps, status_pa, 1, DmaDirection::FromDevice)?;
+        let request = RequestDma { header, data: &segments[..nsegs], status };
         let submitted = match kind {
             RequestType::In => inner.blk.read_blocks_nb(sector, &request),
             RequestType::Out => inner.blk.write_blocks_nb(sector, &request),
             RequestType::Flush => inner.blk.flush_nb(&request),
             RequestType::GetId => Err(VirtioError::Unsupported),
         };
-        let token = match submitted {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = api.unmap_single(dev, status, 1, DmaDirection::FromDevice, DmaAttrs { skip_cpu_sync: true });
-                undo_data();
-                undo_header();
-                return Err(e.into());
-            }
-        };
-        self.note_dma(header, HEADER_SIZE as usize);
-        self.note_dma(status, 1);
-        if let Some((d, len, _)) = data_dma {
-            self.note_dma(d, len);
-            let bounced = api.is_swiotlb_buffer(dev, d);
-            let counter = if bounced { &self.stats.data_bounced } else { &self.stats.data_direct };
+        let token = submitted.inspect_err(|_| maps.undo(dev))?;
+        for &(addr, len, _) in &maps.list[..maps.len] {
+            self.note_dma(addr, len);
+        }
+        for &(addr, _) in &segs[..nsegs] {
+            let counter = if api.is_swiotlb_buffer(dev, addr) { &self.stats.data_bounced } else { &self.stats.data_direct };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        Ok(Mapped { tag: token.0, header, status, data: data_dma })
+        Ok(Mapped { tag: token.0, header, status, segs, nsegs })
+    }
+
+    /// Unmaps a finished request's buffers: header, data (for a read that bounced, the copy
+    /// back into the caller's buffer happens here unless `skip_cpu_sync`), status. Returns the
+    /// first error.
+    fn unmap(&self, params: &Params, mapped: &Mapped, attrs: DmaAttrs) -> Result<(), BlkError> {
+        let api = &dma().api;
+        let dev = self.dma_dev;
+        let mut first = Ok(());
+        let mut keep = |r: Result<(), DmaError>| {
+            if let (Err(e), Ok(())) = (r, &first) {
+                first = Err(BlkError::Dma(e));
+            }
+        };
+        keep(api.unmap_single(dev, mapped.header, HEADER_SIZE as usize, DmaDirection::ToDevice, attrs));
+        if let Some((_, _, dir)) = params.data {
+            for &(addr, len) in &mapped.segs[..mapped.nsegs] {
+                keep(api.unmap_single(dev, addr, len, dir, attrs));
+            }
+        }
+        keep(api.unmap_single(dev, mapped.status, 1, DmaDirection::FromDevice, attrs));
+        first
+    }
+
+    /// Fails what is past its deadline (interrupt context from the tick, or task context).
+    pub fn check_timeouts(&self) {
+        let mut inner = self.inner.lock();
+        if inner.requests.in_flight() + inner.requests.waiting() > 0 {
+            self.expire(&mut inner, super::time::uptime(), None);
+        }
+    }
+
+    /// Fails waiting requests whose deadline passed (or the one `force` names); if the device
+    /// holds a request past its deadline (or `force`), it is not doing its job: reset it, take
+    /// back every buffer it held and fail every request (Linux: the blk-mq timeout handler,
+    /// here without a recovery: the disk stays broken).
+    fn expire(&self, inner: &mut DiskInner, now: Duration, force: Option<Ticket>) {
+        let due = |slot: usize, r: &Request| r.params.deadline <= now || force.is_some_and(|t| t.slot() == slot);
+        let mut slots = [0usize; MAX_IN_FLIGHT];
+        let mut n = 0;
+        for (slot, r) in inner.requests.waiting_requests() {
+            if due(slot, &r) {
+                slots[n] = slot;
+                n += 1;
+            }
+        }
+        for &slot in &slots[..n] {
+            inner.requests.fail_waiting(slot, Err(BlkError::Timeout));
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some((_, late)) = inner.requests.in_flight_requests().find(|(slot, r)| due(*slot, r)) else { return };
+        let tag = late.mapped.map_or(0, |m| m.tag);
+        let error = inner.blk.abort(drivers::virtio::BrokenReason::RequestTimedOut { id: tag });
+        self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        let reset = !matches!(error, VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ResetIgnored));
+        log::error!("{}: request {tag} past its deadline: {error}; failing every request it held", self.name);
+        let mut held = [(0usize, None::<Request>); MAX_IN_FLIGHT];
+        let mut n = 0;
+        for (slot, r) in inner.requests.in_flight_requests() {
+            held[n] = (slot, Some(r));
+            n += 1;
+        }
+        for &(slot, r) in &held[..n] {
+            let Some(r) = r else { continue };
+            if let (true, Some(mapped)) = (reset, r.mapped) {
+                // The device is reset: the buffers are ours again. No copy back: the caller's
+                // buffer keeps what it held, not a partial transfer.
+                let _ = self.unmap(&r.params, &mapped, DmaAttrs { skip_cpu_sync: true });
+            }
+            // Without a reset the mappings stay: the device may still write into its bounce
+            // slots, which are never handed out again.
+            let outcome = if due(slot, &r) { BlkError::Timeout } else { BlkError::Virtio(error) };
+            if outcome == BlkError::Timeout {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            inner.requests.finish(slot, Err(outcome));
+        }
+        while let Some((slot, _)) = inner.requests.oldest_waiting() {
+            inner.requests.fail_waiting(slot, Err(BlkError::Virtio(error)));
+        }
     }
 
     fn refused(&self, e: BlkError) -> BlkError {
@@ -629,7 +845,6 @@ impl Disk {
     /// Interrupt context: ack, then finish every request the device used (virtio 1.2 §2.7.14).
     fn complete_from_irq(&self) {
         self.stats.irqs.fetch_add(1, Ordering::Relaxed);
-        let api = &dma().api;
         let mut inner = self.inner.lock();
         inner.blk.ack_interrupt();
         // Bounded: each pop retires one of at most QUEUE_SIZE chains in flight.
@@ -642,23 +857,12 @@ impl Disk {
                     break;
                 }
             };
-            let Some((slot, Request { mapped: Some(mapped), .. })) = inner.requests.lookup(completion.token().0) else {
+            let Some((slot, Request { params, mapped: Some(mapped) })) = inner.requests.lookup(completion.token().0) else {
                 log::error!("{}: completion for unknown chain {}", self.name, completion.token().0);
                 continue;
             };
-            let dev = self.dma_dev;
-            let mut outcome: Outcome = Ok(());
-            let mut keep_first = |r: Result<(), DmaError>| {
-                if let (Err(e), Ok(())) = (r, &outcome) {
-                    outcome = Err(BlkError::Dma(e));
-                }
-            };
-            keep_first(api.unmap_single(dev, mapped.header, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR));
-            if let Some((d, len, dir)) = mapped.data {
-                // For a read that bounced, this is the copy back into the caller's buffer.
-                keep_first(api.unmap_single(dev, d, len, dir, NOATTR));
-            }
-            keep_first(api.unmap_single(dev, mapped.status, 1, DmaDirection::FromDevice, NOATTR));
+            // For a read that bounced, this is the copy back into the caller's buffer.
+            let outcome = self.unmap(&params, &mapped, NOATTR);
             let mut status = [STATUS_UNWRITTEN];
             RAM.read(self.scratch + (slot * SCRATCH_SLOT + STATUS_OFFSET) as u64, &mut status);
             let device_says = inner.blk.complete(completion, status[0]).map_err(BlkError::Virtio);
@@ -699,16 +903,34 @@ fn retry_waiting() {
     }
 }
 
-/// Idles until `ticket`'s request completes or `deadline` passes.
+/// Checks every disk's deadlines on the background tick (interrupt context; no allocation, a
+/// bounded scan of each disk's table).
+fn timeout_tick(_ctx: &IrqContext<'_>) {
+    for disk in DISKS.iter().filter_map(spin::Once::get) {
+        disk.check_timeouts();
+    }
+}
+
+/// Idles until `ticket`'s request has an outcome and returns it. If `deadline` passes first,
+/// the request is timed out now (if the device holds it, the device is reset and all its
+/// requests fail: see [`Disk::check_timeouts`]) and the outcome is [`BlkError::Timeout`]. The
+/// request is never abandoned: its slot and mappings are always taken back.
 pub fn wait_for(disk: &Disk, ticket: Ticket, deadline: Duration) -> Result<(), BlkError> {
     loop {
-        if let Some(outcome) = disk.poll(ticket) {
+        let now = super::time::uptime();
+        let mut inner = disk.inner.lock();
+        if let Some(outcome) = inner.requests.collect(ticket) {
             return outcome;
         }
-        if super::time::uptime() >= deadline {
-            return Err(BlkError::Timeout);
+        if !inner.requests.is_pending(ticket) {
+            return Err(BlkError::UnknownTicket);
         }
-        super::idle();
+        disk.expire(&mut inner, now, (now >= deadline).then_some(ticket));
+        if let Some(outcome) = inner.requests.collect(ticket) {
+            return outcome;
+        }
+        drop(inner);
+        super::idle(); // the completion interrupt, or at worst the background tick, wakes us
     }
 }
 

@@ -340,3 +340,22 @@ fn config_changing_under_the_driver_fails_init() {
     assert_ne!(dev.status.get() & FAILED, 0);
     assert_eq!(dev.status.get() & DRIVER_OK, 0);
 }
+
+#[test]
+fn abort_resets_the_device_and_latches_the_queue_broken() {
+    let (dma, dev, mut blk, mut disk) = setup(0);
+    let read = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
+    let token = blk.read_blocks_nb(0, &read.dma()).unwrap();
+    // The device took the chain and never completes it: the driver gives up on it.
+    assert_eq!(disk.take_all().len(), 1);
+    let error = blk.abort(BrokenReason::RequestTimedOut { id: token.0 });
+    assert_eq!(error, Error::DeviceBroken(BrokenReason::RequestTimedOut { id: token.0 }));
+    assert_eq!(dev.status.get(), 0, "the device was reset");
+    assert_eq!(dev.status_log.borrow().last(), Some(&0));
+    assert_eq!(blk.broken(), Some(BrokenReason::RequestTimedOut { id: token.0 }));
+    // Nothing more is handed to it, and a late completion is not believed.
+    let again = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
+    assert!(matches!(blk.read_blocks_nb(0, &again.dma()), Err(Error::DeviceBroken(_))));
+    assert!(matches!(blk.pop_completed(), Err(Error::DeviceBroken(_))));
+    dma.check_guards();
+}
