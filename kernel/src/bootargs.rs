@@ -53,6 +53,9 @@ pub struct KernelParams {
     pub swiotlb_batch: u32,
     /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent).
     pub swiotlb_keep: u32,
+    /// `blk_inflight_kib=<KiB>`: the in-flight DMA a DMA-limited virtio-blk disk tells the DMA
+    /// layer about at probe (enough earns it a per-device pool); 0: no hint.
+    pub blk_inflight_kib: u64,
     /// `demo=<mode>`: what the demo kernel runs (e.g. `read-verify`).
     pub demo: Option<String>,
 }
@@ -70,6 +73,7 @@ impl Default for KernelParams {
             swiotlb_shrink_delay_ms: 200,
             swiotlb_batch: 2,
             swiotlb_keep: 2,
+            blk_inflight_kib: 4096,
             demo: None,
         }
     }
@@ -110,12 +114,13 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_shrink_delay_ms", Some(v)) => parse_num(v, 0, 3_600_000).map(|n| p.swiotlb_shrink_delay_ms = n),
             ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
+            ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
             ("demo", Some(v)) if !v.is_empty() => {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
-            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "demo", _) => {
+            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "blk_inflight_kib" | "demo", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -219,12 +224,13 @@ mod tests {
 
     #[test]
     fn ours_and_defaults() {
-        let (p, w) = parse("  swiotlb_policy=static dma_debug=on loglevel=debug demo=read-verify swiotlb_reserve=0x80 ");
+        let (p, w) = parse("  swiotlb_policy=static dma_debug=on loglevel=debug demo=read-verify swiotlb_reserve=0x80 blk_inflight_kib=0 ");
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(p.swiotlb_policy, SwiotlbPolicy::Static);
         assert!(p.dma_debug);
         assert_eq!(p.loglevel, log::LevelFilter::Debug);
         assert_eq!(p.demo.as_deref(), Some("read-verify"));
+        assert_eq!(p.blk_inflight_kib, 0);
         assert_eq!(p.swiotlb_reserve, 0x80);
         assert_eq!(parse("").0, KernelParams::default());
     }

@@ -46,6 +46,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "reads_known_pattern_bounced_and_direct", run: reads_known_pattern },
             TestCase { name: "write_then_read_back", run: write_then_read_back },
             TestCase { name: "many_requests_in_flight_complete_from_irq", run: many_in_flight },
+            TestCase { name: "disk0_hint_gives_it_a_device_pool", run: disk0_device_pool },
             TestCase { name: "disk1_every_dma_address_in_restricted_pool", run: disk1_restricted },
             TestCase { name: "disk1_pool_full_is_busy_then_retried", run: disk1_pool_full_retry },
             TestCase { name: "disk1_queued_requests_started_from_irq", run: disk1_queued_started_from_irq },
@@ -432,6 +433,32 @@ fn flush() -> TestResult {
     }
     d.flush(TIMEOUT).map_err(e)?;
     disk1()?.flush(TIMEOUT).map_err(e)
+}
+
+fn disk0_device_pool() -> TestResult {
+    let d = disk0()?;
+    let policy = dma().manager.policy();
+    let Some(pool) = d.dma_dev.device_pool() else {
+        // Under `dynamic` the hint is refused (its default pool is only the kept pageblocks).
+        kassert!(policy == kernel::bootargs::SwiotlbPolicy::Dynamic, "disk0 hinted {} KiB but has no device pool under {policy:?}", kernel::platform::kernel().params.blk_inflight_kib);
+        return Ok(());
+    };
+    const LEN: usize = 64 * 1024;
+    let buf = buffer(4, true)?;
+    let default = dma().manager.default_pool();
+    let (before, bounced) = (default.used_slots(), d.stats.data_bounced.load(Ordering::Relaxed));
+    let irqs = IRQS_OFF.lock(); // the request stays in flight while we look
+    let t = d.submit_read(0, buf, LEN);
+    let during = default.used_slots();
+    drop(irqs);
+    let t = t.map_err(e)?;
+    wait_for(d, t, time::uptime() + TIMEOUT).map_err(e)?;
+    kprintln!("  device pool {:#x?}; default pool used slots {before} -> {during}", pool.range());
+    kassert_eq!(d.stats.data_bounced.load(Ordering::Relaxed), bounced + 1, "the read bounced");
+    kassert_eq!(during, before, "header, data and status bounced through the device pool, not the default one");
+    kassert!(read_back(buf, LEN) == sector_pattern(0, LEN));
+    free(buf, 4);
+    Ok(())
 }
 
 fn large_read_split() -> TestResult {

@@ -422,6 +422,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
     };
     let disk = DISKS[index].call_once(|| disk);
     request_irq(disk.irq, !irq.is_level(), handle_irq).map_err(ProbeError::Irq)?;
+    disk.hint_inflight(k.params.blk_inflight_kib as usize * 1024);
     Ok(Some(disk))
 }
 
@@ -485,6 +486,25 @@ impl Disk {
     /// Why the disk stopped working, if it did (a lying device, or a reset after a timeout).
     pub fn broken(&self) -> Option<drivers::virtio::BrokenReason> {
         self.inner.lock().blk.broken()
+    }
+
+    /// Tells the DMA layer how much DMA this disk keeps in flight (task context): a DMA-limited
+    /// disk that hints at least [`super::dma::DEVICE_POOL_HINT_THRESHOLD`] gets its own bounce
+    /// pool (the seed's per-device pools), 0 gives it back. Its bounces try that pool first,
+    /// then the default one. Logs what happened; a refusal is not an error for the disk.
+    pub fn hint_inflight(&self, bytes: usize) -> Option<super::dma::HintOutcome> {
+        match super::dma::set_inflight_hint(self.dma_dev, bytes) {
+            Ok(outcome) => {
+                if outcome != super::dma::HintOutcome::Unchanged {
+                    log::info!("disk{}: hinted {} KiB in flight: {outcome:?}", self.index, bytes / 1024);
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                log::info!("disk{}: in-flight hint of {} KiB refused: {e}", self.index, bytes / 1024);
+                None
+            }
+        }
     }
 
     /// The timeout of requests queued without one (`submit_*`, `queue_*`).
