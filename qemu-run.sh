@@ -24,11 +24,18 @@ Options:
                       QEMU's -drive, e.g. --disk a.img,readonly=on or ,throttling.bps-total=4096
   --dts-fragment FILE merge a DTS fragment "/ { ... };" into the device tree (repeatable)
   --no-repo-fragments do not merge the repo's dts/*.dtsi fragments
+  --no-demo-disks     boot the demo kernel without the two disks made for it (see below)
   --bootargs STRING   kernel command line (/chosen/bootargs); repeatable, joined with spaces;
                       words after KERNEL_ELF are appended too
   --timeout SECONDS   stop QEMU after SECONDS (exit status 124)
   --keep              keep the generated device tree and print where it is
   --help              this text
+
+The demo kernel (an image named "kernel", as `cargo run` boots) given no --disk gets two fresh
+raw disks, made with qemu-img in the run's temporary folder (kept with --keep): disk0, 32 MiB,
+throttled to 32 MiB/s so that requests stay in flight as on a real device, and disk1, 8 MiB.
+When the demo kernel exits 0 having printed "disk<N> bytes=<size> crc32=<hex>" lines, each is
+checked against the image file on the host (size and zlib CRC-32); a mismatch exits 1.
 
 Environment: QEMU_RUN_OPTS is read as extra OPTIONS before the command line (cargo's runner uses
 it, e.g. QEMU_RUN_OPTS="--gic 3 --el2" cargo test).
@@ -49,7 +56,7 @@ need() {
     fi
 }
 
-gdb=0 gdb_port=1234 mem=512M smp=1 gic=2 el2=0 timeout_s=0 keep=0 repo_fragments=1
+gdb=0 gdb_port=1234 mem=512M smp=1 gic=2 el2=0 timeout_s=0 keep=0 repo_fragments=1 demo_disks=1
 bootargs="" elf="" disks=() fragments=() extra=() positional_bootargs=()
 
 # shellcheck disable=SC2206
@@ -68,6 +75,7 @@ while (($#)); do
         --disk) disks+=("${2:?--disk needs a file}"); shift ;;
         --dts-fragment) fragments+=("${2:?--dts-fragment needs a file}"); shift ;;
         --no-repo-fragments) repo_fragments=0 ;;
+        --no-demo-disks) demo_disks=0 ;;
         --bootargs) bootargs="${bootargs:+$bootargs }${2?--bootargs needs a string}"; shift ;;
         --timeout) timeout_s=${2:?--timeout needs seconds}; shift ;;
         --keep) keep=1 ;;
@@ -96,6 +104,16 @@ for f in "${fragments[@]+"${fragments[@]}"}"; do [[ -f $f ]] || die "no DTS frag
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/qemu-run.XXXXXX")
 if ((keep)); then echo "qemu-run.sh: device tree files kept in $work" >&2; else trap 'rm -rf "$work"' EXIT; fi
+
+demo=0
+[[ $(basename "$elf") == kernel ]] && demo=1
+if ((demo && demo_disks)) && ((${#disks[@]} == 0)); then
+    need qemu-img
+    qemu-img create -q -f raw "$work/disk0.img" 32M
+    qemu-img create -q -f raw "$work/disk1.img" 8M
+    disks=("$work/disk0.img,throttling.bps-total=33554432" "$work/disk1.img")
+    echo "qemu-run.sh: demo disks $work/disk0.img (32 MiB, 32 MiB/s) and $work/disk1.img (8 MiB)" >&2
+fi
 
 machine="virt,gic-version=$gic"
 ((el2)) && machine+=",virtualization=on"
@@ -137,8 +155,36 @@ if ((timeout_s > 0)); then
     timeout --foreground -k 5 "$timeout_s" "${qemu[@]}"
 else
     "${qemu[@]}"
-fi
-status=$?
+fi 2>&1 | tee "$work/console.log"   # the UART and semihosting's stderr, in the order written
+status=${PIPESTATUS[0]}
 set -e
 ((status == 124)) && echo "qemu-run.sh: QEMU stopped after the ${timeout_s}s timeout" >&2
+
+# The host's side of the demo: what the kernel read back must be what is in the image files.
+if ((demo && status == 0)) && grep -Eq '^disk[0-9]+ bytes=[0-9]+ crc32=' "$work/console.log"; then
+    files=()
+    for d in "${disks[@]}"; do files+=("${d%%,*}"); done
+    python3 - "$work/console.log" "${files[@]}" <<'PY' || status=1
+import re, sys, zlib
+log, files = sys.argv[1], sys.argv[2:]
+bad = 0
+for line in open(log, errors="replace"):
+    m = re.match(r"^disk(\d+) bytes=(\d+) crc32=([0-9a-f]{8})\s*$", line)
+    if not m:
+        continue
+    n, size, crc = int(m[1]), int(m[2]), m[3]
+    if n >= len(files):
+        print(f"qemu-run.sh: host check FAILED: the kernel reported disk{n}, only {len(files)} attached")
+        bad = 1
+        continue
+    data = open(files[n], "rb").read()
+    got = "%08x" % zlib.crc32(data)
+    if (len(data), got) != (size, crc):
+        print(f"qemu-run.sh: host check FAILED: disk{n} image {files[n]} has {len(data)} bytes, crc32={got}; the kernel read {size} bytes, crc32={crc}")
+        bad = 1
+    else:
+        print(f"qemu-run.sh: host check: disk{n} image ({size} bytes) has crc32={crc}, what the kernel read back")
+sys.exit(bad)
+PY
+fi
 exit $status

@@ -56,7 +56,7 @@ crc=$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.argv[1], 
 expect demo_read_verify_matches_the_host_crc 0 "^disk0 bytes=3145728 crc32=$crc" \
     -- --disk "$img" "$bin/kernel" demo=read-verify
 expect demo_read_verify_without_a_disk_fails_clearly 1 'read-verify: no virtio-blk disk' \
-    -- "$bin/kernel" demo=read-verify
+    -- --no-demo-disks "$bin/kernel" demo=read-verify
 rm -f "$img"
 
 echo "boot-checks: $passed passed, $failed failed"

@@ -34,6 +34,8 @@ done
 for policy in lend static dynamic; do
     step "virtio-blk-$policy" ./scripts/virtio-blk-tests.sh "swiotlb_policy=$policy"
 done
+# The README's first command: the two-disk demo, its images checked on the host.
+step demo ./scripts/demo-check.sh
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 

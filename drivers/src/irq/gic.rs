@@ -54,10 +54,14 @@ impl core::fmt::Display for GicError {
     }
 }
 
+/// GICD_ITARGETSR<n>: one byte per interrupt, the CPU interfaces an SPI is sent to (GICv2 §4.3.12).
+/// `arm-gic` does not expose it; without it an SPI on a multi-CPU machine reaches no CPU.
+const GICD_ITARGETSR: usize = 0x800;
+
 /// A GIC of either version.
 pub enum Gic {
-    /// GICv2.
-    V2(GicV2<'static>),
+    /// GICv2, and its distributor's base for the SPI targets.
+    V2(GicV2<'static>, usize),
     /// GICv3.
     V3(GicV3<'static>),
 }
@@ -66,7 +70,7 @@ pub enum Gic {
 /// GICv3 at non-secure EL1 uses Group 1.
 fn group(gic: &Gic) -> InterruptGroup {
     match gic {
-        Gic::V2(_) => InterruptGroup::Group0,
+        Gic::V2(..) => InterruptGroup::Group0,
         Gic::V3(_) => InterruptGroup::Group1,
     }
 }
@@ -80,7 +84,8 @@ impl Gic {
         match regs {
             GicRegs::V2 { gicd, gicc } => {
                 // SAFETY: the caller promises these are the GICv2 frames, mapped and unaliased.
-                Ok(Gic::V2(unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) }))
+                let gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
+                Ok(Gic::V2(gic, gicd))
             }
             GicRegs::V3 { gicd, gicr } => {
                 let gicd = NonNull::new(gicd as *mut _).ok_or(GicError::Redistributor)?;
@@ -97,7 +102,7 @@ impl Gic {
     /// Resets the distributor and this CPU's interface to a known state, all lines disabled.
     pub fn setup(&mut self) {
         match self {
-            Gic::V2(gic) => {
+            Gic::V2(gic, _) => {
                 gic.setup();
                 gic.enable_all_interrupts(false);
             }
@@ -115,11 +120,21 @@ impl Gic {
         let trigger = if edge { Trigger::Edge } else { Trigger::Level };
         let grp = group(self);
         match self {
-            Gic::V2(gic) => {
+            Gic::V2(gic, gicd) => {
                 gic.set_group(intid, grp);
                 gic.set_interrupt_priority(intid, 0x80);
                 if !intid.is_private() {
                     gic.set_trigger(intid, trigger);
+                    // Send the SPI to this CPU: ITARGETSR0 (SGI 0's byte) reads as this CPU's
+                    // own interface mask; on a one-CPU GIC both read as zero and ignore writes.
+                    // SAFETY: `gicd` is the distributor frame `new` was given (mapped device
+                    // memory, ours alone); ITARGETSR has one byte per interrupt ID below 1020,
+                    // which `intid` is, and byte accesses are allowed (GICv2 §4.3.12).
+                    unsafe {
+                        let targets = (*gicd + GICD_ITARGETSR) as *mut u8;
+                        let this_cpu = targets.read_volatile();
+                        targets.add(irq as usize).write_volatile(this_cpu);
+                    }
                 }
                 gic.enable_interrupt(intid, true).map_err(|_| GicError::InvalidIrq(irq))
             }
@@ -139,7 +154,7 @@ impl Gic {
     pub fn disable(&mut self, irq: IrqNumber) -> Result<(), GicError> {
         let intid = intid(irq)?;
         match self {
-            Gic::V2(gic) => gic.enable_interrupt(intid, false).map_err(|_| GicError::InvalidIrq(irq)),
+            Gic::V2(gic, _) => gic.enable_interrupt(intid, false).map_err(|_| GicError::InvalidIrq(irq)),
             Gic::V3(gic) => {
                 let cpu = intid.is_private().then_some(0);
                 gic.enable_interrupt(intid, cpu, false).map_err(|_| GicError::InvalidIrq(irq))
@@ -151,7 +166,7 @@ impl Gic {
     pub fn acknowledge(&mut self) -> Option<IrqNumber> {
         let grp = group(self);
         let id = match self {
-            Gic::V2(gic) => gic.get_and_acknowledge_interrupt(grp),
+            Gic::V2(gic, _) => gic.get_and_acknowledge_interrupt(grp),
             Gic::V3(_) => GicCpuInterface::get_and_acknowledge_interrupt(grp),
         }?;
         Some(u32::from(id) & 0x3ff)
@@ -162,7 +177,7 @@ impl Gic {
         let grp = group(self);
         let Ok(intid) = intid(irq) else { return };
         match self {
-            Gic::V2(gic) => gic.end_interrupt(intid, grp),
+            Gic::V2(gic, _) => gic.end_interrupt(intid, grp),
             Gic::V3(_) => GicCpuInterface::end_interrupt(intid, grp),
         }
     }
@@ -170,7 +185,7 @@ impl Gic {
     /// The GIC version (2 or 3).
     pub fn version(&self) -> u32 {
         match self {
-            Gic::V2(_) => 2,
+            Gic::V2(..) => 2,
             Gic::V3(_) => 3,
         }
     }

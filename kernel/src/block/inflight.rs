@@ -217,7 +217,7 @@ mod tests {
         let mut t = Table::new();
         let old = t.start(0, 1, 1).unwrap();
         t.finish(0, Ok(()));
-        t.collect(old).unwrap();
+        assert_eq!(t.collect(old), Some(Ok(())));
         let new = t.start(0, 1, 2).unwrap();
         t.finish(0, Err(7));
         assert_eq!(t.collect(old), None);

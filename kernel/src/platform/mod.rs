@@ -9,8 +9,10 @@
 //! 5. build the final identity map from the device tree and switch to it;
 //! 6. set up the GIC and the timer, unmask IRQs, run main, and exit with its status.
 
+pub mod block_cache;
 #[macro_use]
 pub mod console;
+pub mod disk_demo;
 pub mod dma;
 pub mod exit;
 pub mod irq;

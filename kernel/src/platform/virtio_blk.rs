@@ -128,9 +128,10 @@ impl From<VirtioError> for BlkError {
 impl From<DmaError> for BlkError {
     fn from(e: DmaError) -> Self {
         match e {
-            // The pool is full now; it drains as requests complete (and the manager may grow
-            // it): the request is retryable, like Linux's BLK_STS_RESOURCE.
-            DmaError::Swiotlb(SwiotlbError::BufferFull { .. }) => BlkError::Busy,
+            // The pool is full now (or only its interrupt-context reserve is left); it drains as
+            // requests complete, and the manager may grow it: the request is retryable, like
+            // Linux's BLK_STS_RESOURCE.
+            DmaError::Swiotlb(SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. }) => BlkError::Busy,
             e => BlkError::Dma(e),
         }
     }

@@ -169,6 +169,12 @@ impl PageAllocator {
         Some(entry.owner)
     }
 
+    /// True if `page` is a live handle (for owners, like the page cache, whose clean pages
+    /// reclaim may drop: for them a stale handle is news, not a bug, and is not logged).
+    pub fn is_movable_live(&self, page: MovablePage) -> bool {
+        self.movable.get(page).is_some()
+    }
+
     /// The entry of a live handle, logging a stale one.
     pub(super) fn entry(&self, page: MovablePage) -> Result<&MovableEntry, HandleError> {
         self.movable.get(page).ok_or_else(|| {

@@ -7,7 +7,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::error::{AllocError, HandleError};
-use super::migrate::{DroppedPage, LockedPageAllocator};
+use super::migrate::{DroppedPage, LockedPageAllocator, PinGuard};
 use super::movable::{MovablePage, OwnerKind, PageOwner};
 use super::zone::ZoneType;
 use crate::mm::phys::PhysMemory;
@@ -111,6 +111,42 @@ impl<'a, M: PhysMemory + ?Sized> PageCache<'a, M> {
         Ok(true)
     }
 
+    /// Pins a cached block's page for I/O: its frame neither moves nor is dropped until the
+    /// guard goes (reclaim reports it as pinned). `None` if the block is not cached.
+    pub fn pin(&mut self, key: CacheKey) -> Option<PinGuard<'a>> {
+        let page = self.live_page(key)?;
+        self.allocator.pin(page).ok()
+    }
+
+    /// A new page for `key`, pinned, for the device to read the block into. It counts as dirty
+    /// (reclaim must not drop a page whose content has not arrived) until
+    /// [`mark_clean`](Self::mark_clean); on a failed read, [`remove`](Self::remove) it.
+    pub fn insert_for_read(&mut self, key: CacheKey) -> Result<PinGuard<'a>, CacheError> {
+        if key.block >> BLOCK_BITS != 0 {
+            return Err(CacheError::BadKey(key));
+        }
+        self.remove(key);
+        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: key.cookie() };
+        let page = self.allocator.lock().alloc_movable(0, self.highest_zone, owner).map_err(CacheError::Alloc)?;
+        self.pages.insert(key, page);
+        Ok(self.allocator.pin(page).expect("just allocated"))
+    }
+
+    /// Forgets a block and frees its page (a no-op if it is not cached).
+    pub fn remove(&mut self, key: CacheKey) {
+        if let Some(page) = self.pages.remove(&key).filter(|p| self.allocator.lock().is_movable_live(*p)) {
+            match self.allocator.lock().free_movable(page) {
+                Ok(()) | Err(super::FreeError::Handle(HandleError::Stale(_))) => {}
+                Err(e) => log::error!("page_cache: page {page:?} not freed: {e:?}"),
+            }
+        }
+    }
+
+    /// The cached blocks, in order (some may have been dropped by reclaim since).
+    pub fn keys(&self) -> impl Iterator<Item = CacheKey> + '_ {
+        self.pages.keys().copied()
+    }
+
     /// Marks a block clean after it was written back to the device.
     pub fn mark_clean(&mut self, key: CacheKey) -> Result<(), CacheError> {
         let page = self.live_page(key).ok_or(CacheError::Missing(key))?;
@@ -122,7 +158,10 @@ impl<'a, M: PhysMemory + ?Sized> PageCache<'a, M> {
         // Lock per page: the Vec grows with the lock dropped (no heap use under the lock).
         self.pages
             .iter()
-            .filter(|(_, p)| self.allocator.lock().movable_info(**p).is_ok_and(|i| i.owner.kind == OwnerKind::Dirty))
+            .filter(|(_, p)| {
+                let a = self.allocator.lock();
+                a.is_movable_live(**p) && a.movable_info(**p).is_ok_and(|i| i.owner.kind == OwnerKind::Dirty)
+            })
             .map(|(k, _)| *k)
             .collect()
     }
@@ -153,7 +192,7 @@ impl<'a, M: PhysMemory + ?Sized> PageCache<'a, M> {
     /// The handle of a cached block, forgetting it if its page is gone.
     fn live_page(&mut self, key: CacheKey) -> Option<MovablePage> {
         let page = *self.pages.get(&key)?;
-        if self.allocator.lock().movable_info(page).is_ok() {
+        if self.allocator.lock().is_movable_live(page) {
             Some(page)
         } else {
             self.pages.remove(&key);
@@ -166,6 +205,9 @@ impl<M: PhysMemory + ?Sized> Drop for PageCache<'_, M> {
     fn drop(&mut self) {
         let mut a = self.allocator.lock();
         for page in self.pages.values() {
+            if !a.is_movable_live(*page) {
+                continue; // dropped by reclaim
+            }
             match a.free_movable(*page) {
                 Ok(()) | Err(super::FreeError::Handle(HandleError::Stale(_))) => {}
                 Err(e) => log::error!("page_cache: page {page:?} not freed: {e:?}"),

@@ -365,6 +365,42 @@ fn page_cache_keeps_dirty_blocks_and_forgets_dropped_clean_ones() {
 }
 
 #[test]
+fn page_cache_pages_pinned_for_io_are_neither_dropped_nor_moved() {
+    let (la, mem) = with_pool(1, 1);
+    la.lock().lend_swiotlb_pageblocks(blocks(1, 1)).unwrap();
+    let hog = MemoryPressure::fill(&la, &mem, ZoneType::Dma, PAGEBLOCK_NR_PAGES, 3);
+    let mut cache = PageCache::new(&la, &mem, ZoneType::Dma);
+    let key = |block| CacheKey { device: 2, block };
+    // A block being read: a new page, pinned, "dirty" until its content arrived.
+    let reading = cache.insert_for_read(key(0)).unwrap();
+    let frame = reading.addr();
+    mem.fill(frame, 0x42, PAGE_SIZE as usize); // the device's DMA
+    // A clean block being written back: pinned for the duration.
+    cache.insert_clean(key(1), &vec![0x11; PAGE_SIZE as usize]).unwrap();
+    let writing = cache.pin(key(1)).unwrap();
+    assert!(cache.pin(key(7)).is_none(), "not cached");
+    hog.release(&la).unwrap();
+    assert_eq!(la.lock().pageblock_migratetype(frame), Some(MigrateType::Swiotlb), "the pages sit in the lent block");
+
+    let busy = la.reclaim_swiotlb_pageblocks(blocks(1, 1), &mem, DROP_CLEAN, &mut |_| panic!("a pinned page was dropped"));
+    assert!(busy.is_err(), "pinned pages block the reclaim");
+    assert_eq!((reading.addr(), writing.addr()), (frame, cache.pin(key(1)).unwrap().addr()), "nothing moved");
+    drop((reading, writing));
+    cache.mark_clean(key(0)).unwrap();
+    let mut buf = vec![0; PAGE_SIZE as usize];
+    assert!(cache.read(key(0), &mut buf).unwrap() && buf.iter().all(|b| *b == 0x42));
+    cache.remove(key(0));
+    assert!(!cache.contains(key(0)));
+    // Unpinned, the clean pages go.
+    let mut dropped = Vec::new();
+    la.reclaim_swiotlb_pageblocks(blocks(1, 1), &mem, DROP_CLEAN, &mut |d| dropped.push(d)).unwrap();
+    assert_eq!(dropped.len(), 1);
+    dropped.into_iter().for_each(|d| cache.page_dropped(d));
+    assert!(cache.is_empty());
+    check_invariants(&la.lock());
+}
+
+#[test]
 fn memory_pressure_survives_reclaim_byte_for_byte() {
     let (la, mem) = with_pool(3, 2);
     la.lock().lend_swiotlb_pageblocks(blocks(3, 2)).unwrap();

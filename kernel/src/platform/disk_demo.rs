@@ -1,0 +1,359 @@
+//! The demo on two disks (the README's first command): real virtio-blk I/O through the SWIOTLB,
+//! completed and refilled from the disks' interrupt handlers.
+//!
+//! - disk0 sits behind the root bus's DMA window (`dma-ranges`): buffers above it bounce, first
+//!   through its per-device pool (it hinted its in-flight DMA at probe), then the default pool;
+//! - disk1 sits behind a `restricted-dma-pool`: every byte bounces through that pool.
+//!
+//! Phases (the caller shows the RAM picture and the pools after each):
+//! 1. memory pressure: disk0's page cache takes dirty movable pages, then movable pages fill the
+//!    rest of RAM, the lent MIGRATE_SWIOTLB pageblocks included;
+//! 2. I/O burst: streaming writes to both disks, up to `MAX_IN_FLIGHT` requests each, started
+//!    and refilled by the interrupt handlers; disk0's bounces outgrow its pools, mappings fail in
+//!    interrupt context, the requests are deferred, and the SWIOTLB worker grows the default
+//!    pool by reclaiming lent pageblocks (pages migrated, clean ones dropped). Before the
+//!    streams, the page cache is written back (its pages pinned while in flight);
+//! 3. idle: the pool shrinks and lends its spare pageblocks again;
+//! 4. verification: both disks read back whole through bounces, every written byte compared
+//!    with what was written, and a CRC-32 of each disk printed for the host to compare with the
+//!    image file (`disk<N> bytes=<size> crc32=<hex>`).
+//!
+//! What is written: disk0's first half (up to 8 MiB) through the page cache, the rest (up to
+//! 8 MiB more) streamed; disk1's first 4 MiB streamed. Any attached raw images work (their
+//! first megabytes are overwritten); qemu-run.sh makes fresh ones for `cargo run`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+use super::block_cache::{BlockCache, CacheIoError, BLOCK_SIZE};
+use crate::mm::page_alloc::page_cache::CacheError;
+use super::dma::{dma, RAM};
+use super::mm::{in_swiotlb_region, page_allocator};
+use super::virtio_blk::{self, BlkError, Disk};
+use super::{idle, kernel, time};
+use crate::block::Ticket;
+use crate::dma::swiotlb::lend::LendStats;
+use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::mm::page_alloc::{MigrateType, ZoneType};
+use crate::mm::phys::PhysMemory;
+use crate::mm::PhysAddr;
+
+const MIB: u64 = 1 << 20;
+/// Streaming request sizes: disk0 up to one full request, disk1 a quarter of a MiB.
+const REQUEST: [u64; 2] = [MIB, MIB / 4];
+/// Source buffers for the streams: [`BUFFERS`] blocks of 2 MiB (the largest the page allocator
+/// hands out), in ZONE_NORMAL, above the DMA window.
+const BUFFER_ORDER: u8 = 9;
+const BUFFERS: usize = 8;
+const BUFFER_BYTES: u64 = 4096 << BUFFER_ORDER;
+/// How long any one request may take (TCG is slow, the pool may have to grow first).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the demo measured.
+#[derive(Debug, Default)]
+pub struct DiskDemoReport {
+    /// Blocks written through disk0's page cache, and how many of their pages sat in lent
+    /// MIGRATE_SWIOTLB pageblocks after the memory pressure.
+    pub cache_blocks: usize,
+    /// See `cache_blocks`.
+    pub cache_pages_in_lent_blocks: usize,
+    /// Bytes streamed to each disk, and in how many requests.
+    pub streamed: [(u64, u64); 2],
+    /// Mappings that failed in interrupt context during the burst (each deferred and retried).
+    pub irq_map_failures: u64,
+    /// Requests the interrupt handlers handed to task context, and started there.
+    pub deferred: u64,
+    /// Requests the interrupt handlers started (refills mapped in interrupt context).
+    pub started_in_irq: u64,
+    /// Usable bounce slots of the manager before the burst, at its peak, after idling.
+    pub slots: (usize, usize, usize),
+    /// How long after the burst began the pool first grew.
+    pub grown_after: Option<Duration>,
+    /// How long the streaming burst took.
+    pub burst_took: Duration,
+    /// Cache blocks written back, and the most writes in flight.
+    pub written_back: (u64, usize),
+    /// The manager's counters before the burst and after idling.
+    pub before: LendStats,
+    /// See `before`.
+    pub after: LendStats,
+    /// The memory-pressure pages were intact after the burst (reclaim migrated some of them).
+    pub pressure_intact: bool,
+    /// Per disk: bytes read back and the CRC-32 of the whole disk.
+    pub verified: Vec<(usize, u64, u32)>,
+    /// Written bytes that did not read back as written (first few).
+    pub mismatches: Vec<String>,
+}
+
+impl DiskDemoReport {
+    /// True if every request succeeded and every byte read back as written.
+    pub fn ok(&self) -> bool {
+        self.mismatches.is_empty() && self.pressure_intact && self.verified.len() == 2
+    }
+}
+
+/// The 8-byte word at byte `offset` (a multiple of 8) of disk `disk` as the demo writes it.
+fn word(disk: usize, offset: u64) -> u64 {
+    (offset ^ ((disk as u64 + 1) << 56)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
+
+fn pattern(disk: usize, offset: u64, out: &mut [u8]) {
+    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&word(disk, offset + 8 * i as u64).to_le_bytes());
+    }
+}
+
+/// One disk's stream: which bytes go where.
+struct Stream {
+    disk: &'static Disk,
+    next: u64,
+    end: u64,
+    request: u64,
+    requests: u64,
+}
+
+/// A piece of a source buffer and the request using it.
+#[derive(Clone, Copy)]
+struct Slice {
+    addr: PhysAddr,
+    busy: Option<(usize, Ticket)>,
+}
+
+/// Runs the phases; `phase` is called after each with its name.
+pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
+    let disks = [virtio_blk::disk(0).map_err(|e| e.to_string())?, virtio_blk::disk(1).map_err(|e| e.to_string())?];
+    if disks.iter().any(|d| d.readonly()) {
+        return Err("the demo writes to its disks: attach them writable".to_string());
+    }
+    let pages = page_allocator();
+    let m = dma().manager;
+    let api = &dma().api;
+    let mut report = DiskDemoReport::default();
+
+    let size0 = disks[0].size_bytes() / MIB * MIB;
+    let cache_bytes = (size0 / 2).min(8 * MIB);
+    let stream_end = [size0.min(cache_bytes + 24 * MIB), (disks[1].size_bytes() / MIB * MIB).min(4 * MIB)];
+    if cache_bytes == 0 || stream_end[1] == 0 {
+        return Err(format!("disks too small: disk0 needs at least 2 MiB, disk1 1 MiB (have {} and {} bytes)", disks[0].size_bytes(), disks[1].size_bytes()));
+    }
+    // The stream sources, taken before the pressure takes everything.
+    let mut buffers = [0; BUFFERS];
+    for b in buffers.iter_mut() {
+        *b = pages.lock().alloc_pages(BUFFER_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| format!("stream buffer: {e}"))?;
+    }
+
+    // 1. Memory pressure: movable pages fill MIGRATE_MOVABLE memory and spill into the lent
+    //    pageblocks (movable allocations borrow them last), the page cache takes the rest; then
+    //    a quarter of the pressure goes again, to leave room for migration targets.
+    let cache_blocks = cache_bytes / BLOCK_SIZE as u64;
+    let free = {
+        let a = pages.lock();
+        a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
+    };
+    // Room for what grows meanwhile: the heap (the pressure's own list of pages), page tables.
+    let headroom = 1024 + free / 32;
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, free.saturating_sub(cache_blocks as usize + headroom), 7);
+    let mut cache = BlockCache::new(disks[0], TIMEOUT);
+    let mut block = vec![0u8; BLOCK_SIZE];
+    let mut released = false;
+    for b in 0..cache_blocks {
+        pattern(0, b * BLOCK_SIZE as u64, &mut block);
+        match cache.write(b, &block) {
+            Ok(()) => {}
+            Err(CacheIoError::Cache(CacheError::Alloc(_))) if !released => {
+                // Less room than counted: give back the quarter now rather than later.
+                pressure.release_every(pages, 4);
+                released = true;
+                cache.write(b, &block).map_err(|e| format!("page cache: {e}"))?;
+            }
+            Err(e) => return Err(format!("page cache: {e}")),
+        }
+    }
+    report.cache_blocks = cache.len();
+    if !released {
+        pressure.release_every(pages, 4); // room for migration targets
+    }
+    let memblock = &kernel().memblock;
+    report.cache_pages_in_lent_blocks = cache.count_pages(|a| in_swiotlb_region(memblock, a)).0;
+    log::info!(
+        "demo: {} dirty page-cache blocks of disk0 ({} in lent SWIOTLB pageblocks), {} movable pages of memory pressure",
+        report.cache_blocks,
+        report.cache_pages_in_lent_blocks,
+        pressure.len()
+    );
+    phase("memory pressure");
+
+    // 2. The I/O burst.
+    report.before = m.stats();
+    report.slots.0 = m.usable_slots();
+    report.slots.1 = report.slots.0;
+    let irq_failures = api.stats.irq_failures.load(Ordering::Relaxed);
+    let counters = |d: &Disk| (d.stats.deferred_to_task.load(Ordering::Relaxed), d.stats.started_in_irq.load(Ordering::Relaxed));
+    let before: Vec<_> = disks.iter().map(|d| counters(d)).collect();
+    let t0 = time::uptime();
+    // The page cache is written back first (its pages pinned while in flight); clean, the
+    // pages in lent pageblocks can then be dropped instead of migrated when the pool grows.
+    let written = cache.writeback().map_err(|e| format!("page-cache writeback: {e}"))?;
+    report.written_back = (written as u64, cache.stats.max_in_flight);
+    let mut streams = [0, 1].map(|i| Stream { disk: disks[i], next: if i == 0 { cache_bytes } else { 0 }, end: stream_end[i], request: REQUEST[i], requests: 0 });
+    let mut slices: Vec<Slice> = buffers.iter().flat_map(|&b| (0..BUFFER_BYTES / MIB).map(move |k| Slice { addr: b + k * MIB, busy: None })).collect();
+    let mut first_error: Option<String> = None;
+    let mut src = vec![0u8; BLOCK_SIZE];
+    loop {
+        // Start requests on free slices, alternating disks, while the disks take them.
+        let mut started = true;
+        while started && first_error.is_none() {
+            started = false;
+            for (i, s) in streams.iter_mut().enumerate() {
+                if s.next >= s.end {
+                    continue;
+                }
+                let Some(slice) = slices.iter_mut().find(|x| x.busy.is_none()) else { break };
+                let len = s.request.min(s.end - s.next);
+                for off in (0..len).step_by(BLOCK_SIZE) {
+                    pattern(i, s.next + off, &mut src);
+                    RAM.write(slice.addr + off, &src);
+                }
+                match s.disk.queue_write(s.next / 512, slice.addr, len as usize) {
+                    Ok(t) => {
+                        slice.busy = Some((i, t));
+                        s.next += len;
+                        s.requests += 1;
+                        started = true;
+                    }
+                    Err(BlkError::Busy) => {}
+                    Err(e) => first_error = Some(format!("disk{i}: write at {:#x}: {e}", s.next)),
+                }
+            }
+        }
+        // Collect completions (the handlers recorded them).
+        for slice in slices.iter_mut() {
+            if let Some((i, t)) = slice.busy {
+                if let Some(outcome) = streams[i].disk.poll(t) {
+                    slice.busy = None;
+                    if let Err(e) = outcome {
+                        first_error.get_or_insert(format!("disk{i}: {e}"));
+                    }
+                }
+            }
+        }
+        let usable = m.usable_slots();
+        if usable > report.slots.0 && report.grown_after.is_none() {
+            report.grown_after = Some(time::uptime() - t0);
+        }
+        report.slots.1 = report.slots.1.max(usable);
+        let pending = slices.iter().any(|s| s.busy.is_some());
+        let more = first_error.is_none() && streams.iter().any(|s| s.next < s.end);
+        if !pending && !more {
+            break;
+        }
+        idle(); // runs the SWIOTLB worker and the retry work; completion interrupts wake us
+    }
+    report.burst_took = time::uptime() - t0;
+    for (i, s) in streams.iter().enumerate() {
+        report.streamed[i] = (s.next - if i == 0 { cache_bytes } else { 0 }, s.requests);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    report.irq_map_failures = api.stats.irq_failures.load(Ordering::Relaxed) - irq_failures;
+    for (d, (deferred, started)) in disks.iter().zip(before) {
+        let (d_now, s_now) = counters(d);
+        report.deferred += d_now - deferred;
+        report.started_in_irq += s_now - started;
+    }
+    report.pressure_intact = pressure.verify(pages, &RAM).is_ok();
+    phase("I/O burst from interrupt handlers");
+
+    // 3. Idle: the pool shrinks and lends again.
+    let idle_from = time::uptime();
+    while time::uptime() < idle_from + Duration::from_millis(dma().params.swiotlb_shrink_delay_ms * 6) {
+        idle();
+    }
+    report.slots.2 = m.usable_slots();
+    report.after = m.stats();
+    phase("idle");
+
+    // 4. Verification: the pressure goes, then both disks are read back whole.
+    pressure.release(pages).map_err(|e| format!("{e:?}"))?;
+    for (i, d) in disks.iter().enumerate() {
+        let written = if i == 0 { 0..stream_end[0] } else { 0..stream_end[1] };
+        let (bytes, crc) = read_back(i, d, buffers[0], written, &mut report.mismatches)?;
+        report.verified.push((i, bytes, crc));
+    }
+    for b in buffers {
+        let _ = pages.lock().free_pages(b, BUFFER_ORDER);
+    }
+    Ok(report)
+}
+
+/// Reads disk `i` whole through `buf` (2 MiB, above the DMA window: every chunk bounces),
+/// compares the bytes in `written` with the demo's pattern, and returns (bytes, CRC-32).
+fn read_back(i: usize, d: &Disk, buf: PhysAddr, written: core::ops::Range<u64>, mismatches: &mut Vec<String>) -> Result<(u64, u32), String> {
+    let size = d.size_bytes();
+    let chunk = (256 * 1024u64).min(BUFFER_BYTES);
+    let mut crc = crate::crc32::Crc32::new();
+    let (mut seen, mut expect) = (vec![0u8; BLOCK_SIZE], vec![0u8; BLOCK_SIZE]);
+    let mut offset = 0;
+    while offset < size {
+        let len = (size - offset).min(chunk);
+        d.read(offset / 512, buf, len as usize, TIMEOUT).map_err(|e| format!("disk{i}: read back at {offset:#x}: {e}"))?;
+        for off in (0..len).step_by(BLOCK_SIZE) {
+            let n = (len - off).min(BLOCK_SIZE as u64) as usize;
+            RAM.read(buf + off, &mut seen[..n]);
+            crc.update(&seen[..n]);
+            let at = offset + off;
+            if written.contains(&at) {
+                pattern(i, at, &mut expect[..n]);
+                if seen[..n] != expect[..n] && mismatches.len() < 8 {
+                    mismatches.push(format!("disk{i} bytes {at:#x}..{:#x} differ from what was written", at + n as u64));
+                }
+            }
+        }
+        offset += len;
+    }
+    Ok((size, crc.finish()))
+}
+
+impl fmt::Display for DiskDemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (a, b) = (&self.after, &self.before);
+        writeln!(
+            f,
+            "page cache: {} blocks of disk0 ({} pages in lent SWIOTLB pageblocks), {} written back (up to {} in flight)",
+            self.cache_blocks, self.cache_pages_in_lent_blocks, self.written_back.0, self.written_back.1
+        )?;
+        for (i, (bytes, requests)) in self.streamed.iter().enumerate() {
+            writeln!(f, "disk{i}: streamed {} KiB in {requests} requests", bytes / 1024)?;
+        }
+        writeln!(
+            f,
+            "burst: {:?}; {} mappings failed in interrupt context, {} requests deferred to task context, {} started by the interrupt handlers",
+            self.burst_took, self.irq_map_failures, self.deferred, self.started_in_irq
+        )?;
+        writeln!(
+            f,
+            "default pool + lent: usable slots {} -> peak {} -> idle {}; grew after {:?}; reclaimed {} pageblocks ({} pages migrated, {} dropped, {} pinned pages in the way); lent again {} pageblocks",
+            self.slots.0,
+            self.slots.1,
+            self.slots.2,
+            self.grown_after,
+            a.pageblocks_reclaimed - b.pageblocks_reclaimed,
+            a.pages_migrated - b.pages_migrated,
+            a.pages_dropped - b.pages_dropped,
+            a.pages_pinned_blocking - b.pages_pinned_blocking,
+            a.pageblocks_lent_again - b.pageblocks_lent_again,
+        )?;
+        write!(
+            f,
+            "verification: movable pages {}; {}",
+            if self.pressure_intact { "intact" } else { "CORRUPT" },
+            if self.mismatches.is_empty() { "every written byte read back as written".to_string() } else { self.mismatches.join("; ") }
+        )
+    }
+}
