@@ -157,10 +157,47 @@ def zones(pa):
 ZONE_NAMES = ["DMA", "Normal"]  # ZoneType::name, index order
 
 
+class PageDescs:
+    """The page descriptors (`mem_map`), read from the target in one go: following a free list one
+    descriptor read at a time costs a round trip to the gdb stub each, minutes for a fragmented
+    zone. Decoded here with the layout gdb reports for `PageDesc` (the tag byte and the fields of
+    `Free`); the tag value of `Free` is learnt from a descriptor gdb decodes itself."""
+
+    def __init__(self, pa):
+        self.ptr, self.len = vec_items(pa["mem_map"])
+        t = self.ptr.type.target().strip_typedefs()
+        self.size = t.sizeof
+        tag = t.fields()[0]
+        if tag.name is not None:
+            raise ViewError(f"{t} has no separate tag field; this script does not know its layout")
+        self.tag = (tag.bitpos // 8, tag.type.sizeof)
+        free = next(f for f in t.fields() if f.name and f.name.split("::")[-1] == "Free")
+        self.fields = {g.name: (g.bitpos // 8, g.type.sizeof) for g in free.type.fields()}
+        self.raw = read_bytes(self.ptr, self.len * self.size)
+        self.free_tag = None
+
+    def _field(self, idx, offset, size):
+        at = idx * self.size + offset
+        return int.from_bytes(self.raw[at:at + size], "little")
+
+    def free_block(self, idx):
+        """(order, prev, next) if page `idx` heads a free block, else None."""
+        if self.free_tag is None:
+            if variant(self.ptr[idx])[0] != "Free":
+                return None
+            self.free_tag = self._field(idx, *self.tag)
+        if self._field(idx, *self.tag) != self.free_tag:
+            return None
+        return tuple(self._field(idx, *self.fields[k]) for k in ("order", "prev", "next"))
+
+    def describe(self, idx):
+        return self.ptr[idx].format_string()
+
+
 def walk_free_lists(pa):
     """{(zone, order, type): blocks} counted by walking every free list through the page
     descriptors, and a list of problems found on the way."""
-    mem_map, nr_pages = vec_items(pa["mem_map"])
+    descs = PageDescs(pa)
     counts, problems = {}, []
     for z, zone in enumerate(zones(pa)):
         areas = zone["free_area"]
@@ -170,15 +207,15 @@ def walk_free_lists(pa):
             for mt in range(heads.type.range()[1] + 1):
                 idx, n, prev = int(heads[mt]), 0, NIL
                 while idx != NIL:
-                    if idx >= nr_pages or n > nr_pages:
+                    if idx >= descs.len or n > descs.len:
                         problems.append(f"zone {z} order {order} type {mt}: list runs off at page {idx}")
                         break
-                    name, desc = variant(mem_map[idx])
-                    if name != "Free" or int(desc["order"]) != order or int(desc["prev"]) != prev:
-                        problems.append(f"zone {z} order {order} type {mt}: page {idx} is {mem_map[idx].format_string()}")
+                    block = descs.free_block(idx)
+                    if block is None or block[0] != order or block[1] != prev:
+                        problems.append(f"zone {z} order {order} type {mt}: page {idx} is {descs.describe(idx)}")
                         break
                     n += 1
-                    prev, idx = idx, int(desc["next"])
+                    prev, idx = idx, block[2]
                 counts[(z, order, mt)] = n
     return counts, problems
 
@@ -373,9 +410,10 @@ def pools(locks):
         out.append((pool_view(once(extra[i], "an extra pool"), locks, f"extra pool {i}"), "extra"))
     try:
         slots = static(DEVICE_POOLS)
+        lo, hi = slots.type.range()
     except ViewError:
-        slots = None  # set_inflight_hint is not linked into this kernel: no device pools
-    for i in range(len(slots.type.range()) and slots.type.range()[1] + 1 if slots is not None else 0):
+        lo, hi = 0, -1  # set_inflight_hint is not linked into this kernel: no device pools
+    for i in range(lo, hi + 1):
         dp = some(locks.inner(field0(slots[i]), "device pool slots"))
         if dp is not None:
             out.append((pool_view(dp["pool"].dereference(), locks, f"device pool {i}"), "device"))
