@@ -8,7 +8,7 @@ import re
 import gdb
 
 results = []
-MIN_CHECKS = 19  # fewer passed checks than this means a part of the test did not run
+MIN_CHECKS = 20  # fewer passed checks than this means a part of the test did not run
 
 
 def check(name, ok, detail=""):
@@ -157,6 +157,15 @@ try:
           bool(frames) and "set_hooks" in frames[0] and any("kernel_start" in f for f in frames)
           and any("kernel_main" in f for f in frames), bt)
     gdb.execute("delete")
+
+    # Stop 0: a slot search, which runs under its area's lock: the view must say it read through
+    # a lock that was held.
+    stop0 = gdb.Breakpoint("kernel::dma::swiotlb::area::AreaSlots::alloc")
+    gdb.execute("continue")
+    note = [l for l in view("swiotlb").splitlines() if l.startswith("(read without taking the locks")]
+    check("swiotlb_says_which_lock_was_held", len(note) == 1 and re.search(r"HELD at this stop: [^:]*area locks", note[0])
+          is not None, note)
+    stop0.delete()
 
     # Stop 1: the interrupt handler of disk0 (data buffer above the DMA window), entered for a
     # completed read whose header, data and status mappings are all still live bounces.
