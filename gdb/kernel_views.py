@@ -11,6 +11,8 @@
 # mid-update. Nothing here writes to the target.
 import gdb
 
+# The kernel's constants (mm::PAGE_SHIFT, page_alloc::PAGEBLOCK_ORDER, swiotlb::IO_TLB_SHIFT):
+# consts leave no trace in the debug info.
 PAGE_SHIFT = 12
 PAGEBLOCK_ORDER = 9
 IO_TLB_SHIFT = 11
@@ -23,6 +25,7 @@ DMA_DEBUG = "kernel::platform::dma::DEBUG"
 RESTRICTED = "kernel::platform::dma::RESTRICTED"
 DEVICE_POOLS = "kernel::platform::dma::DEVICE_POOLS"
 DISKS = "kernel::platform::virtio_blk::DISKS"
+WORKLOAD_DEV = "kernel::platform::workload::DEV"
 
 # The wrappers between a static and its data: spin::Once's storage and UnsafeCell.
 _WRAPPERS = ("core::cell::UnsafeCell<", "core::mem::maybe_uninit::MaybeUninit<",
@@ -377,7 +380,10 @@ def slot_map(states, per=128):
     return "".join(out)
 
 
-def print_pool(p):
+MAPPINGS_SHOWN = 32  # per pool, unless `swiotlb full`
+
+
+def print_pool(p, full):
     c = p["counters"]
     used = p["states"].count("Used")
     print(f"{p['what']}: {p['start']:#x}-{p['end']:#x}, {p['nslots']} slots in {p['nareas']} areas, "
@@ -392,11 +398,14 @@ def print_pool(p):
     for i in range(0, len(sm), 64):
         print(f"    {sm[i:i + 64]}")
     print(f"  live bounce mappings: {len(p['mappings'])}")
-    for m in p["mappings"]:
+    shown = p["mappings"] if full else p["mappings"][:MAPPINGS_SHOWN]
+    for m in shown:
         # alloc_coherent records no original buffer (orig 0): the memory lives in the slots.
         orig = "coherent memory" if m["orig"] == 0 else f"orig {m['orig']:#x}"
         print(f"    slot {m['slot']:>5} tlb {m['tlb']:#x} size {m['size']:>6} ({m['nslots']:>3} slots) "
               f"{m['dir']:<13} {orig}")
+    if len(shown) < len(p["mappings"]):
+        print(f"    ... {len(p['mappings']) - len(shown)} more (`swiotlb full` lists them all)")
 
 
 def pools(locks):
@@ -433,23 +442,25 @@ class Swiotlb(gdb.Command):
     """The SWIOTLB pools (default, extra, per-device, restricted): slot usage map, live bounce
     mappings from the slot metadata, slot counters, and the default pool's pageblocks (slots,
     lent to the page allocator, reclaiming, carved for a device, unused) with the policy's
-    counters.
-    Usage: swiotlb"""
+    counters. The first 32 mappings of each pool are listed; `swiotlb full` lists them all.
+    Usage: swiotlb [full]"""
 
     def __init__(self):
         super().__init__("swiotlb", gdb.COMMAND_DATA)
 
     def invoke(self, arg, from_tty):
-        run_view(self.show)
+        if arg.strip() not in ("", "full"):
+            raise gdb.GdbError("usage: swiotlb [full]")
+        run_view(lambda: self.show(arg.strip() == "full"))
 
-    def show(self):
+    def show(self, full):
         locks = Locks()
         dma, manager, all_pools = pools(locks)
         policy = variant(manager["policy"])[0].lower()
         never = " (never lent)" if bool(manager["never_lend"]) else ""
         print(f"policy {policy}{never}")
         for p, _ in all_pools:
-            print_pool(p)
+            print_pool(p, full)
         blocks_ptr, nblocks = vec_items(manager["blocks"]["states"])
         names = enum_values("kernel::dma::swiotlb::lend::blocks::BlockState")
         states = [names[b] for b in read_bytes(blocks_ptr, nblocks)]
@@ -472,7 +483,9 @@ class Swiotlb(gdb.Command):
             print("  lent to the page allocator: " + ", ".join(
                 f"{start + a * block:#x}-{start + (b + 1) * block:#x}" for a, b in runs))
         lc = manager["counters"]
-        stat = lambda k: atomic(lc[k])
+
+        def stat(name):
+            return atomic(lc[name])
         print(f"  reclaim: {stat('reclaims')} tries, {stat('pageblocks_reclaimed')} pageblocks, {stat('reclaims_busy')} busy; "
               f"pages {stat('pages_migrated')} migrated, {stat('pages_dropped')} dropped, "
               f"{stat('pages_pinned_blocking')} pinned-blocking")
@@ -485,8 +498,14 @@ class Swiotlb(gdb.Command):
 # ---- the DMA-API debug tracker ----
 
 def device_names():
-    """{DeviceId: name} of the devices the platform keeps (the virtio-blk disks)."""
+    """{DeviceId: name} of the devices the platform keeps: the virtio-blk disks and the demo
+    workload's device."""
     names = {}
+    try:
+        dev = once(static(WORKLOAD_DEV), "the workload device").dereference()
+        names[int(dev["id"])] = f"workload {rust_str(dev['name'])}"
+    except ViewError:
+        pass
     try:
         disks = static(DISKS)
     except ViewError:
