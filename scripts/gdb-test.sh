@@ -4,7 +4,8 @@
 # backtrace, then the kernel views (buddyinfo, pageblocks, swiotlb, dma-mappings) checked against
 # the kernel's counters at stops in the virtio-blk interrupt handler. Fails if any of that does
 # not happen.
-#   disk0 (first --disk, DMA buffer above the window: bounces through the default pool): 4 MiB
+#   disk0 (first --disk, DMA buffer above the window: bounces through the default pool, as
+#   blk_inflight_kib=0 gives it no per-device pool): 4 MiB
 #   disk1 (second --disk, behind the restricted DMA pool): 1 MiB of zeros
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +19,7 @@ qemu-img create -q -f raw "$work/disk0.img" 4M
 python3 -c 'import sys; open(sys.argv[1], "r+b").write(bytes(range(256)) * 16384)' "$work/disk0.img"
 qemu-img create -q -f raw "$work/disk1.img" 1M
 ./qemu-run.sh --gdb --gdb-port "$port" --timeout 120 --disk "$work/disk0.img" --disk "$work/disk1.img" \
-    "$elf" demo=read-verify dma_debug=on >"$log" 2>&1 &
+    "$elf" demo=read-verify dma_debug=on blk_inflight_kib=0 >"$log" 2>&1 &
 qemu_pid=$!
 trap 'kill $qemu_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
