@@ -47,6 +47,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "write_then_read_back", run: write_then_read_back },
             TestCase { name: "many_requests_in_flight_complete_from_irq", run: many_in_flight },
             TestCase { name: "disk0_hint_gives_it_a_device_pool", run: disk0_device_pool },
+            TestCase { name: "reclaim_runs_while_reads_are_in_flight", run: reclaim_during_io },
             TestCase { name: "disk1_every_dma_address_in_restricted_pool", run: disk1_restricted },
             TestCase { name: "disk1_pool_full_is_busy_then_retried", run: disk1_pool_full_retry },
             TestCase { name: "disk1_queued_requests_started_from_irq", run: disk1_queued_started_from_irq },
@@ -459,6 +460,73 @@ fn disk0_device_pool() -> TestResult {
     kassert!(read_back(buf, LEN) == sector_pattern(0, LEN));
     free(buf, 4);
     Ok(())
+}
+
+/// Under memory pressure that fills the lent pageblocks, 20 bounced reads of 256 KiB outgrow the
+/// default pool: under `lend` the worker reclaims lent pageblocks (migrating the pressure's
+/// pages) while the other reads are in flight. Every read and every migrated page must be intact.
+fn reclaim_during_io() -> TestResult {
+    use kernel::mm::page_alloc::pressure::MemoryPressure;
+    use kernel::mm::page_alloc::ZoneType;
+    use kernel::platform::mm::page_allocator;
+    const N: usize = 20;
+    const LEN: usize = 256 * 1024;
+    let d = disk0()?;
+    let m = dma().manager;
+    let had_pool = d.dma_dev.device_pool().is_some();
+    d.hint_inflight(0); // without its own pool, disk0 bounces through the default pool
+    kassert!(d.dma_dev.device_pool().is_none());
+    let bufs: Vec<PhysAddr> = (0..N).map(|_| buffer(6, true)).collect::<Result<_, _>>()?;
+    let pages = page_allocator();
+    let nfree = {
+        let a = pages.lock(); // one guard: two in one expression would deadlock
+        a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
+    };
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, nfree.saturating_sub(4096), 99);
+    pressure.release_every(pages, 4);
+    let sector = |i: usize| (i * LEN / SECTOR) as u64 % (d.config.capacity - (LEN / SECTOR) as u64);
+    let before = m.stats();
+    let t0 = time::uptime();
+    // The reads and checks; the clean-up below runs whatever they say.
+    let mut run = || -> TestResult {
+        let mut tickets = Vec::new();
+        // With this CPU's interrupts masked the device's completions wait: the reads stay in
+        // flight (their data in bounce slots) while the worker reclaims, as on a slow device.
+        let irqs = IRQS_OFF.lock();
+        for (i, b) in bufs.iter().enumerate() {
+            tickets.push(d.queue_read(sector(i), *b, LEN).map_err(e)?);
+        }
+        let (in_flight, waiting) = (d.in_flight(), d.waiting());
+        for _ in 0..50 {
+            kernel::platform::run_pending_work(); // the SWIOTLB worker, in task context
+            if m.stats().pageblocks_reclaimed > before.pageblocks_reclaimed {
+                break;
+            }
+        }
+        let during = m.stats();
+        drop(irqs);
+        for t in &tickets {
+            wait_for(d, *t, t0 + Duration::from_secs(60)).map_err(e)?;
+        }
+        let reclaimed = during.pageblocks_reclaimed - before.pageblocks_reclaimed;
+        let migrated = during.pages_migrated - before.pages_migrated;
+        kprintln!("  {N} reads of {} KiB: {in_flight} in flight, {waiting} waiting for slots; meanwhile {reclaimed} pageblocks reclaimed ({migrated} pages migrated); all done in {:?}", LEN / 1024, time::uptime() - t0);
+        for (i, b) in bufs.iter().enumerate() {
+            kassert!(read_back(*b, LEN) == sector_pattern(sector(i), LEN), "read {i} intact");
+        }
+        kassert!(pressure.verify(pages, &RAM).is_ok(), "every migrated page intact");
+        if m.policy() == kernel::bootargs::SwiotlbPolicy::Lend {
+            kassert!(reclaimed > 0 && migrated > 0, "the pool grew by reclaim during the reads");
+        }
+        Ok(())
+    };
+    let result = run();
+    pressure.release(pages).map_err(|x| format!("{x:?}"))?;
+    bufs.into_iter().for_each(|b| free(b, 6));
+    if had_pool {
+        d.hint_inflight(kernel::platform::kernel().params.blk_inflight_kib as usize * 1024);
+    }
+    result
 }
 
 fn large_read_split() -> TestResult {
