@@ -34,7 +34,7 @@ pub struct LendStats {
     /// Pageblocks in those extra pools.
     pub extra_pageblocks: u64,
     /// Time spent growing, whatever the policy: reclaim (lend) or allocating and scrubbing an
-    /// extra pool (dynamic). With `pageblocks_reclaimed + extra_pageblocks` it gives the cost of
+    /// extra pool (dynamic; its failed searches for free pageblocks are not counted). With `pageblocks_reclaimed + extra_pageblocks` it gives the cost of
     /// growing by one pageblock.
     pub grow_time: Duration,
     /// Device pools carved.

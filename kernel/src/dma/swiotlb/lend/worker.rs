@@ -84,7 +84,10 @@ impl SwiotlbManager {
             SwiotlbPolicy::Dynamic if grow => {
                 let started = clock.now();
                 self.grow_by_new_pool(pages, mem, &mut report);
-                add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
+                // Only growth that happened: a failed search for free pageblocks shows as misses.
+                if report.pageblocks_added > 0 {
+                    add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
+                }
             }
             // Linux's dynamic pools never shrink.
             SwiotlbPolicy::Dynamic => {}
