@@ -26,7 +26,8 @@ while (($#)); do
     esac
     shift
 done
-out=$(cd "$(dirname "$out")" 2>/dev/null && pwd)/$(basename "$out")
+mkdir -p "$(dirname "$out")"
+out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
 # Python with matplotlib for the plots: the system's, or a venv under the target directory.
 target_dir=${CARGO_TARGET_DIR:-$here/target}

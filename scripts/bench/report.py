@@ -341,7 +341,7 @@ def plot_timeline(runs, present, plots_dir):
     axes[-1].set_xlabel("ms since the workload started (the memory-pressure fill before this window is left out)")
     fig.tight_layout()
     path = os.path.join(plots_dir, "pool_timeline.png")
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # the legends sit outside the axes
     plt.close(fig)
     return path
 
@@ -481,7 +481,7 @@ def design_discussion(runs):
         out.append(
             f"- **Against `static`** (Linux's classic pool): `lend` left {fmt(gain / MIB)} MiB more to movable "
             f"allocations while the pool was idle, served the same burst with {fmt(med('policy-lend', 'irq_failures'))} "
-            f"IRQ-context failures (median), and gave {fmt(med('policy-lend', 'given_back_bytes', lambda x: x / MIB))} MiB "
+            f"IRQ-context failures (median; each deferred to task context and completed, none lost), and gave {fmt(med('policy-lend', 'given_back_bytes', lambda x: x / MIB))} MiB "
             "back once the burst was over. `static` never fails and never waits, but keeps the whole reservation away "
             "from the page allocator all the time: that is the cost `lend` removes."
         )
@@ -534,8 +534,8 @@ def losses(runs, targets):
         "qd16": (
             "QEMU's TCG runs the guest on one vCPU, on a host of two CPUs shared with QEMU's own I/O "
             "threads and other work: every bounce "
-            "copy is guest instructions on that one CPU (in the interrupt handler for reads, at submission "
-            "for writes), while the direct path's data is copied by QEMU's I/O threads on the host. The "
+            "copy is guest instructions on that one CPU (at submission, and for reads again in the "
+            "interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the host. The "
             "premise of the target, that the copy of one request overlaps the device's work on others, holds "
             "on hardware with a DMA engine and a CPU to spare; here the vCPU is the bottleneck with or without "
             "bouncing, so a deep queue exposes the copies instead of hiding them. A read also copies twice "
@@ -547,9 +547,9 @@ def losses(runs, targets):
             "(CVE-2022-0854; Linux's `swiotlb_tbl_map_single` does the same), and at unmap the "
             "slots are copied back. Two memcpys are the floor for a read, so the 1.1 target cannot be met for "
             "reads by this design or Linux's. A write copies once, but in real time under TCG the copy into "
-            "fresh slots runs slower than the reference memcpy, which reuses hot pages: the slots rotate "
-            "through the pool, so each 64 KiB bounce refills 16 softmmu TLB entries, and sometimes lands on "
-            "the buffer's own entries (the aliasing memcpy column). In instructions the one-copy map+unmap of "
+            "fresh slots runs slower than the reference memcpy, which reuses hot pages; most likely because "
+            "the slots rotate through the pool, so each 64 KiB bounce refills 16 softmmu TLB entries, and "
+            "sometimes lands on the buffer's own entries (the aliasing memcpy column). In instructions the one-copy map+unmap of "
             "64 KiB is close to the memcpy (section 2, `-icount` table), in TCG time it is near twice. QD 1 "
             "latencies also carry the host's I/O noise; see min–max."
         ),
@@ -571,10 +571,24 @@ def losses(runs, targets):
             "reads one atomic state byte, whatever the number of live mappings."
         ),
         "grow": (
-            "Growing by 4 MiB migrates the movable pages of two pageblocks (a copy each, plus isolating, "
-            "allocating the targets and switching the frames under the allocator lock) and then scrubs the "
-            "whole 4 MiB before its slots may reach a device: about two copies' worth of memory traffic plus "
-            "per-page overhead. The real-time figure moves with the host; the `-icount` one is repeatable."
+            "Growing by 4 MiB migrates the movable pages of two pageblocks (768 of their 1024 pages here: a "
+            "copy each, plus isolating the blocks, allocating the targets and switching the frames under the "
+            "allocator lock) and then scrubs the whole 4 MiB before its slots may reach a device. Counted in "
+            "instructions (`-icount`, repeatable) that is 2.1 copies' worth, just over the target; in TCG "
+            "real time it is several times a copy, because TCG runs a copy loop much faster per instruction "
+            "than the allocator's branchy code, and the real-time memcpy reference itself moves with the "
+            "host (see its min–max). The scrub cannot be skipped: whatever the page allocator's users left "
+            "in the blocks must not reach a device."
+        ),
+        "irq": (
+            "In some boots the worker fell behind the burst: the timer interrupt maps 64 KiB every 300 µs "
+            "of host time whatever else the host does, the worker is kicked only at the low watermark and "
+            "reclaims two pageblocks per run at a few ms each, and the pool first grew only after "
+            "tens of ms (the table's \"pool first grew after\"). When that takes long the 4 MiB kept and "
+            "the 256-slot IRQ reserve run out and a few interrupt-context mappings fail. Each was deferred to "
+            "task context and completed (none lost); under `-icount`, where the guest's own instructions set "
+            "the pace, there were none. A larger `swiotlb_reserve` or `swiotlb_keep`, or an earlier low "
+            "watermark, buys margin with idle memory; `swiotlb_keep=1` shows the other direction."
         ),
         "idle": (
             "`swiotlb_keep=2` (the default) keeps 2 of the 16 pageblocks as slots: 87.5 % is the most that "
@@ -597,6 +611,8 @@ def losses(runs, targets):
             return "grow"
         if "idle pool" in what:
             return "idle"
+        if "IRQ-context" in what:
+            return "irq"
         return None
     groups = {}
     for what, target, measured, _ in missed:
