@@ -614,6 +614,9 @@ def losses(runs, targets):
         if "IRQ-context" in what:
             return "irq"
         return None
+    if not runs.get("policy-lend-keep1"):
+        reasons["idle"] = reasons["idle"].replace("see its column for what it costs.", "that configuration is not run with `--quick`.")
+        reasons["irq"] = reasons["irq"].replace("; `swiotlb_keep=1` shows the other direction.", ".")
     groups = {}
     for what, target, measured, _ in missed:
         groups.setdefault(kind(what), []).append(f"{what} (wanted {target}, measured {measured})")
