@@ -45,6 +45,9 @@ pub struct WorkloadReport {
     pub pressure_intact: bool,
     /// The burst completed while the memory pressure lasted.
     pub done_under_pressure: bool,
+    /// Movable pages the memory pressure could allocate (RAM left to movable allocations,
+    /// the lent MIGRATE_SWIOTLB blocks included).
+    pub pressure_pages: usize,
     /// Mappings that failed in interrupt context and were deferred.
     pub irq_failures: u64,
     /// Deferred requests completed in task context.
@@ -81,10 +84,11 @@ fn burst_irq(_ctx: &IrqContext<'_>) {
 }
 
 /// Task context: run the worker, retry deferred requests, until all are mapped or `until`.
-fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut WorkloadReport) -> bool {
+fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut WorkloadReport, sample: &mut dyn FnMut(&str)) -> bool {
     let m = dma().manager;
     loop {
         run_pending_work(); // the worker grows the pool here
+        sample("burst");
         if report.grown_after.is_none() && m.usable_slots() > report.slots.0 {
             report.grown_after = Some(time::uptime() - t0);
         }
@@ -109,6 +113,17 @@ fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut Wo
 /// ZONE_NORMAL bounce). `phase` is called after each phase with its name (the demo prints the
 /// RAM picture and the pools there). Runs once per boot.
 pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -> Result<WorkloadReport, String> {
+    pressure_burst_idle_sampled(d, phase, &mut |_| {})
+}
+
+/// [`pressure_burst_idle`], also calling `sample` with the current phase's name (`burst`,
+/// `idle`) at every pass of its task-context loops (about every 0.5 ms during the burst, every
+/// idle wakeup after it): the benchmarks record the pools over time there.
+pub fn pressure_burst_idle_sampled(
+    d: &'static DmaDevice,
+    phase: &mut dyn FnMut(&str),
+    sample: &mut dyn FnMut(&str),
+) -> Result<WorkloadReport, String> {
     let api = &dma().api;
     let m = dma().manager;
     let pages = page_allocator();
@@ -122,8 +137,9 @@ pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -
 
     // 1. Memory pressure.
     let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42);
+    let pressure_pages = pressure.len();
     pressure.release_every(pages, 4); // room for migration targets
-    let mut report = WorkloadReport { slots: (m.usable_slots(), 0, 0), before: m.stats(), ..Default::default() };
+    let mut report = WorkloadReport { slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
     phase("memory pressure");
 
     // 2. The burst, from the timer interrupt.
@@ -134,7 +150,7 @@ pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -
         return Err("no room for a tick hook".to_string());
     }
     time::start_tick(Duration::from_micros(300));
-    report.done_under_pressure = drive(d, src, t0 + Duration::from_secs(10), t0, &mut report);
+    report.done_under_pressure = drive(d, src, t0 + Duration::from_secs(10), t0, &mut report, sample);
     report.pressure_intact = pressure.verify(pages, &RAM).is_ok();
     let mut pressure = Some(pressure);
     if !report.done_under_pressure {
@@ -143,7 +159,7 @@ pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -
         if let Some(p) = pressure.take() {
             p.release(pages).map_err(|e| e.to_string())?;
         }
-        drive(d, src, time::uptime() + Duration::from_secs(10), t0, &mut report);
+        drive(d, src, time::uptime() + Duration::from_secs(10), t0, &mut report, sample);
     }
     time::stop_tick();
     time::remove_tick_hook(burst_irq);
@@ -168,6 +184,7 @@ pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -
     let idle_from = time::uptime();
     while time::uptime() < idle_from + Duration::from_millis(dma().params.swiotlb_shrink_delay_ms * 6) {
         super::idle();
+        sample("idle");
     }
     report.slots.2 = m.usable_slots();
     report.after = m.stats();

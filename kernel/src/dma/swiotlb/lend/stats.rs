@@ -31,6 +31,12 @@ pub struct LendStats {
     pub worker_runs: u64,
     /// Extra pools added (dynamic policy).
     pub extra_pools: u64,
+    /// Pageblocks in those extra pools.
+    pub extra_pageblocks: u64,
+    /// Time spent growing, whatever the policy: reclaim (lend) or allocating and scrubbing an
+    /// extra pool (dynamic; its failed searches for free pageblocks are not counted). With `pageblocks_reclaimed + extra_pageblocks` it gives the cost of
+    /// growing by one pageblock.
+    pub grow_time: Duration,
     /// Device pools carved.
     pub device_pools_carved: u64,
     /// Device pools returned.
@@ -51,6 +57,8 @@ pub(super) struct LendCounters {
     pub(super) misses: AtomicU64,
     pub(super) worker_runs: AtomicU64,
     pub(super) extra_pools: AtomicU64,
+    pub(super) extra_pageblocks: AtomicU64,
+    pub(super) grow_time_ns: AtomicU64,
     pub(super) device_pools_carved: AtomicU64,
     pub(super) device_pools_returned: AtomicU64,
 }
@@ -76,6 +84,8 @@ impl LendCounters {
             misses: l(&self.misses),
             worker_runs: l(&self.worker_runs),
             extra_pools: l(&self.extra_pools),
+            extra_pageblocks: l(&self.extra_pageblocks),
+            grow_time: Duration::from_nanos(l(&self.grow_time_ns)),
             device_pools_carved: l(&self.device_pools_carved),
             device_pools_returned: l(&self.device_pools_returned),
         }
@@ -98,8 +108,14 @@ impl fmt::Display for LendStats {
         writeln!(f, "  shrink: {} runs, {} pageblocks lent again", self.shrinks, self.pageblocks_lent_again)?;
         write!(
             f,
-            "  misses {}, worker runs {}, extra pools {}, device pools {} carved / {} returned",
-            self.misses, self.worker_runs, self.extra_pools, self.device_pools_carved, self.device_pools_returned
+            "  misses {}, worker runs {}, extra pools {} ({} pageblocks), grow time {:?}, device pools {} carved / {} returned",
+            self.misses,
+            self.worker_runs,
+            self.extra_pools,
+            self.extra_pageblocks,
+            self.grow_time,
+            self.device_pools_carved,
+            self.device_pools_returned
         )
     }
 }

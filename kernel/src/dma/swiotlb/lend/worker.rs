@@ -81,7 +81,14 @@ impl SwiotlbManager {
                 self.stop_shrink_timer();
             }
             SwiotlbPolicy::Lend => self.shrink_when_idle(pages, mem, clock.now(), &mut report),
-            SwiotlbPolicy::Dynamic if grow => self.grow_by_new_pool(pages, mem, &mut report),
+            SwiotlbPolicy::Dynamic if grow => {
+                let started = clock.now();
+                self.grow_by_new_pool(pages, mem, &mut report);
+                // Only growth that happened: a failed search for free pageblocks shows as misses.
+                if report.pageblocks_added > 0 {
+                    add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
+                }
+            }
             // Linux's dynamic pools never shrink.
             SwiotlbPolicy::Dynamic => {}
         }
@@ -127,6 +134,7 @@ impl SwiotlbManager {
         }
         report.reclaim_time = clock.now().saturating_sub(started);
         add(&self.counters.reclaim_time_ns, report.reclaim_time.as_nanos() as usize);
+        add(&self.counters.grow_time_ns, report.reclaim_time.as_nanos() as usize);
         if report.pageblocks_reclaimed > 0 {
             log::debug!("swiotlb: grew by {} pageblocks in {:?}", report.pageblocks_reclaimed, report.reclaim_time);
         }
@@ -249,6 +257,7 @@ impl SwiotlbManager {
                 self.extra[n].call_once(|| pool);
                 self.nr_extra.store(n + 1, Ordering::Release);
                 add(&self.counters.extra_pools, 1);
+                add(&self.counters.extra_pageblocks, count);
                 report.pageblocks_added = count;
                 log::info!("swiotlb: added pool {start:#x} of {count} pageblocks");
             }

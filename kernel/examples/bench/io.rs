@@ -1,0 +1,294 @@
+//! Block I/O benchmarks on the virtio-blk disks: bounce cost (direct versus bounced buffers on
+//! disk 0, same boot) and per-device pools (disk 0 with and without its in-flight hint while
+//! disk 1, behind the restricted pool, and disk 2, bouncing through the default pool, compete).
+//!
+//! A stream keeps `qd` requests in flight on one disk until its time is up; several streams run
+//! at once from one loop. Completions come from the disks' interrupt handlers; the loop sleeps
+//! in WFI with IRQs masked after finding nothing done (a pending IRQ still wakes it).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+use kernel::block::Ticket;
+use kernel::dma::device::BouncePolicy;
+use kernel::ktest;
+use kernel::mm::PhysAddr;
+use kernel::platform::dma::{dma, set_inflight_hint, HintOutcome};
+use kernel::platform::virtio_blk::{self, BlkError, Disk};
+use kernel::platform::{run_pending_work, Kernel};
+
+use super::json::{array, Obj};
+use super::measure::{memcpy_ns, non_aliasing_dst, now_ns};
+use super::Options;
+
+const SECTOR: u64 = 512;
+/// Deepest queue a stream keeps (the driver allows `MAX_IN_FLIGHT`, 21).
+const MAX_QD: usize = 16;
+const BUF_ORDER: u8 = 4; // 64 KiB, the largest request measured
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// One stream of requests on one disk.
+struct Stream {
+    disk: &'static Disk,
+    op: Op,
+    random: bool,
+    size: usize,
+    qd: usize,
+    bufs: [PhysAddr; MAX_QD],
+    tickets: [Option<Ticket>; MAX_QD],
+    rng: u64,
+    next_seq: u64,
+    ops: u64,
+    first_error: Option<BlkError>,
+}
+
+impl Stream {
+    fn new(disk: &'static Disk, op: Op, random: bool, size: usize, qd: usize, bufs: &[PhysAddr]) -> Self {
+        let mut b = [0; MAX_QD];
+        b[..qd].copy_from_slice(&bufs[..qd]);
+        Self { disk, op, random, size, qd, bufs: b, tickets: [None; MAX_QD], rng: 0x9e37_79b9_7f4a_7c15, next_seq: 0, ops: 0, first_error: None }
+    }
+
+    /// The next request's byte offset: sequential, or uniformly random, aligned to the size.
+    fn next_offset(&mut self) -> u64 {
+        let blocks = (self.disk.size_bytes() / self.size as u64).max(1);
+        let n = if self.random {
+            // xorshift64*: cheap, the same sequence every boot.
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks
+        } else {
+            let n = self.next_seq % blocks;
+            self.next_seq += 1;
+            n
+        };
+        n * self.size as u64
+    }
+
+    /// Queues requests into every free place.
+    fn fill(&mut self) {
+        for i in 0..self.qd {
+            if self.tickets[i].is_some() || self.first_error.is_some() {
+                continue;
+            }
+            let sector = self.next_offset() / SECTOR;
+            let queued = match self.op {
+                Op::Read => self.disk.queue_read(sector, self.bufs[i], self.size),
+                Op::Write => self.disk.queue_write(sector, self.bufs[i], self.size),
+            };
+            match queued {
+                Ok(t) => self.tickets[i] = Some(t),
+                Err(BlkError::Busy) => {} // table full: retried on the next pass
+                Err(e) => self.first_error = Some(e),
+            }
+        }
+    }
+
+    /// Collects finished requests; returns how many.
+    fn collect(&mut self) -> usize {
+        let mut n = 0;
+        for t in self.tickets.iter_mut() {
+            if let Some(ticket) = *t {
+                if let Some(outcome) = self.disk.poll(ticket) {
+                    *t = None;
+                    n += 1;
+                    match outcome {
+                        Ok(()) => self.ops += 1,
+                        Err(e) => {
+                            self.first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    fn outstanding(&self) -> bool {
+        self.tickets.iter().any(Option::is_some)
+    }
+}
+
+/// Runs `streams` together for `budget`, then drains them. Returns the elapsed nanoseconds
+/// (from the first request to the last completion).
+fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
+    let t0 = now_ns();
+    let deadline = t0 + budget.as_nanos() as u64;
+    let hard_deadline = deadline + 10_000_000_000;
+    loop {
+        let now = now_ns();
+        if now < deadline {
+            streams.iter_mut().for_each(Stream::fill);
+        }
+        if !streams.iter().any(Stream::outstanding) {
+            break;
+        }
+        if now > hard_deadline {
+            return Err(String::from("requests did not complete within 10 s of the end"));
+        }
+        run_pending_work(); // the deferred-request retry, the SWIOTLB worker
+        let daif = boot::cpu::local_irq_save();
+        let done: usize = streams.iter_mut().map(Stream::collect).sum();
+        if done == 0 && !kernel::work::SYSTEM_WQ.has_pending() {
+            // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
+            // tick is the safety net.
+            boot::cpu::wait_for_interrupt();
+        }
+        boot::cpu::local_irq_restore(daif);
+    }
+    let elapsed = now_ns() - t0;
+    for s in streams.iter() {
+        if let Some(e) = &s.first_error {
+            return Err(format!("disk{}: {e}", s.disk.index));
+        }
+    }
+    Ok(elapsed)
+}
+
+fn alloc_bufs(n: usize, beyond_window: bool) -> Result<Vec<PhysAddr>, String> {
+    (0..n).map(|_| ktest::buffer(BUF_ORDER, beyond_window)).collect()
+}
+
+fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
+    let secs = elapsed_ns as f64 / 1e9;
+    let mut o = Obj::new();
+    o.int("disk", s.disk.index as u64)
+        .str("op", if s.op == Op::Read { "read" } else { "write" })
+        .str("pattern", if s.random { "rand" } else { "seq" })
+        .int("size", s.size as u64)
+        .int("qd", s.qd as u64)
+        .int("ops", s.ops)
+        .int("elapsed_ns", elapsed_ns)
+        .num("iops", s.ops as f64 / secs)
+        .num("mib_s", (s.ops * s.size as u64) as f64 / secs / (1024.0 * 1024.0))
+        .num("lat_ns", if s.ops > 0 { elapsed_ns as f64 * s.qd as f64 / s.ops as f64 } else { f64::NAN });
+    o
+}
+
+/// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
+/// same boot, with the memcpy of each size measured in between.
+pub fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+    let disk = virtio_blk::disk(0).map_err(ktest::err)?;
+    let direct = alloc_bufs(MAX_QD, false)?;
+    let bounced = alloc_bufs(MAX_QD, true)?;
+    let budget = Duration::from_millis(opts.cell_ms);
+    let force = k.params.swiotlb.force == Some(true);
+    out.str("device_policy", &format!("{:?}", disk.dma_dev.policy)).bool("force", force).int("disk_bytes", disk.size_bytes());
+    let mut cells = Vec::new();
+    let mut memcpy = Vec::new();
+    let sizes: &[usize] = &[4096, 64 * 1024];
+    let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
+    let ref_src = ktest::buffer(6, false)?;
+    for &size in sizes {
+        // The copy a bounce makes: from a slot inside the window to a buffer beyond it (at a
+        // place whose pages do not alias the buffer's in QEMU's TLB; see measure.rs).
+        let ns = memcpy_ns(bounced[0], non_aliasing_dst(ref_src, 256 << 10, bounced[0], size), size);
+        let aliasing = memcpy_ns(bounced[0], direct[0], size);
+        let mut m = Obj::new();
+        m.int("size", size as u64).num("ns", ns).num("aliasing_ns", aliasing);
+        memcpy.push(m.finish());
+    }
+    ktest::free_buffer(ref_src, 6);
+    for random in [false, true] {
+        for op in [Op::Read, Op::Write] {
+            for &size in sizes {
+                for &qd in qds {
+                    for placement in ["direct", "bounced"] {
+                        let bufs = if placement == "direct" { &direct } else { &bounced };
+                        let before = (disk.stats.data_bounced.load(Ordering::Relaxed), disk.stats.data_direct.load(Ordering::Relaxed));
+                        let mut s = [Stream::new(disk, op, random, size, qd, bufs)];
+                        let elapsed = run(&mut s, budget)?;
+                        let mut o = stream_json(&s[0], elapsed);
+                        o.str("placement", placement)
+                            .int("data_bounced", disk.stats.data_bounced.load(Ordering::Relaxed) - before.0)
+                            .int("data_direct", disk.stats.data_direct.load(Ordering::Relaxed) - before.1);
+                        cells.push(o.finish());
+                    }
+                }
+            }
+        }
+    }
+    out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
+    Ok(())
+}
+
+/// Times one of the default pool's area locks was found taken.
+fn pool_contention() -> u64 {
+    dma().manager.default_pool().stats().area_lock_contention
+}
+
+/// Per-device pools: 64 KiB bounced reads on disk 0 (QD 8), disk 1 (restricted pool, QD 4) and
+/// disk 2 (default pool, QD 8) at once, alternating disk 0 without and with its in-flight hint.
+pub fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+    let disks: Vec<&'static Disk> = virtio_blk::disks().collect();
+    if disks.len() < 3 {
+        return Err(format!("the pools benchmark needs three disks, found {}", disks.len()));
+    }
+    if !matches!(disks[1].dma_dev.policy, BouncePolicy::Restricted(_)) {
+        return Err(String::from("disk1 is not behind the restricted pool"));
+    }
+    let bufs: Vec<Vec<PhysAddr>> = (0..3).map(|_| alloc_bufs(8, true)).collect::<Result<_, _>>()?;
+    let budget = Duration::from_millis(opts.cell_ms * 2);
+    let hint_bytes = 2usize << 20;
+    let mut runs = Vec::new();
+    for round in 0..opts.pool_rounds {
+        for hinted in [false, true] {
+            let mut hint = String::from("none");
+            if hinted {
+                hint = format!("{:?}", set_inflight_hint(disks[0].dma_dev, hint_bytes).map_err(|e| format!("hint: {e:?}"))?);
+            }
+            let c0 = (
+                pool_contention(),
+                dma().manager.stats().misses,
+                dma().api.stats.map_failures.load(Ordering::Relaxed),
+            );
+            let disk_before: Vec<(u64, u64, u64)> = disks[..3]
+                .iter()
+                .map(|d| (d.stats.busy.load(Ordering::Relaxed), d.stats.deferred_to_task.load(Ordering::Relaxed), d.stats.started_in_irq.load(Ordering::Relaxed)))
+                .collect();
+            let qds = [8, 4, 8];
+            let mut streams: Vec<Stream> = (0..3).map(|i| Stream::new(disks[i], Op::Read, false, 64 * 1024, qds[i], &bufs[i])).collect();
+            let elapsed = run(&mut streams, budget)?;
+            let per_disk: Vec<String> = streams
+                .iter()
+                .zip(&disk_before)
+                .map(|(s, b)| {
+                    let d = s.disk;
+                    let mut o = stream_json(s, elapsed);
+                    o.int("busy", d.stats.busy.load(Ordering::Relaxed) - b.0)
+                        .int("deferred_to_task", d.stats.deferred_to_task.load(Ordering::Relaxed) - b.1)
+                        .int("started_in_irq", d.stats.started_in_irq.load(Ordering::Relaxed) - b.2)
+                        .bool("own_pool", d.dma_dev.device_pool().is_some());
+                    o.finish()
+                })
+                .collect();
+            let mut r = Obj::new();
+            r.int("round", round as u64)
+                .bool("hint", hinted)
+                .str("hint_outcome", &hint)
+                .int("default_pool_lock_contended", pool_contention() - c0.0)
+                .int("pool_misses", dma().manager.stats().misses - c0.1)
+                .int("map_failures", dma().api.stats.map_failures.load(Ordering::Relaxed) - c0.2)
+                .num("total_mib_s", streams.iter().map(|s| (s.ops * s.size as u64) as f64).sum::<f64>() / (elapsed as f64 / 1e9) / (1024.0 * 1024.0))
+                .raw("disks", array(per_disk));
+            runs.push(r.finish());
+            if hinted {
+                match set_inflight_hint(disks[0].dma_dev, 0) {
+                    Ok(HintOutcome::Returned) => {}
+                    other => return Err(format!("returning disk0's pool: {other:?}")),
+                }
+            }
+        }
+    }
+    out.int("hint_bytes", hint_bytes as u64).raw("runs", array(runs));
+    Ok(())
+}

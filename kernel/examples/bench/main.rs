@@ -1,0 +1,147 @@
+//! The benchmark kernel (issue 6): `scripts/bench.sh` boots it once per configuration and round.
+//!
+//! `demo=bench-<kind>[,<option>...]` on the command line picks what one boot measures:
+//! - `bench-io`: bounce cost on disk 0 (sequential and random reads and writes, 4 KiB and
+//!   64 KiB, queue depth 1 and 16, direct and bounced buffers alternated in the same boot);
+//! - `bench-map`: mapping cost (map+unmap, `is_swiotlb_buffer`, with 1..512 live mappings);
+//! - `bench-policy`: the scripted workload under `swiotlb_policy=` (the design table);
+//! - `bench-pools`: disk 0 with and without its in-flight hint while disks 1 and 2 compete.
+//!
+//! Options: `ms=<N>` time per I/O cell (default 300), `qd1` only queue depth 1, `rounds=<N>`
+//! hint on/off pairs in `bench-pools` (default 2).
+//!
+//! The results go to `bench.json` in QEMU's working directory through semihosting
+//! (`SYS_OPEN`/`SYS_WRITE`), with the command line, the timer frequency and what ran; the
+//! console shows the same JSON's size and the kernel exits 0, or 1 with the reason.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod io;
+#[cfg(target_os = "none")]
+mod json;
+#[cfg(target_os = "none")]
+mod mapping;
+#[cfg(target_os = "none")]
+mod measure;
+#[cfg(target_os = "none")]
+mod policy;
+
+/// What the command line asked this boot to measure.
+#[cfg(target_os = "none")]
+pub struct Options {
+    kind: alloc::string::String,
+    /// Milliseconds per I/O cell.
+    pub cell_ms: u64,
+    /// Only queue depth 1 (for `-icount` runs, where deep queues add little).
+    pub qd1_only: bool,
+    /// Hint off/on pairs in the pools benchmark.
+    pub pool_rounds: usize,
+}
+
+#[cfg(target_os = "none")]
+mod image {
+    use alloc::format;
+    use alloc::string::{String, ToString};
+    use core::time::Duration;
+
+    use kernel::kprintln;
+    use kernel::platform::dma::{dma, dma_device_from_dt};
+    use kernel::platform::exit::ExitStatus;
+    use kernel::platform::{time, Kernel};
+
+    use super::json::Obj;
+    use super::Options;
+
+    kernel::entry!(bench_main);
+
+    /// Where the results go, relative to QEMU's working directory.
+    const OUT: &core::ffi::CStr = c"bench.json";
+
+    fn options(k: &Kernel) -> Result<Options, String> {
+        let spec = k.params.demo.as_deref().unwrap_or("");
+        let mut words = spec.split(',');
+        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|map|policy|pools>[,options]"))?;
+        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2 };
+        for w in words {
+            match w.split_once('=') {
+                Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
+                Some(("rounds", v)) => o.pool_rounds = v.parse().map_err(|_| format!("rounds={v}: not a number"))?,
+                None if w == "qd1" => o.qd1_only = true,
+                _ => return Err(format!("demo=...,{w}: unknown benchmark option")),
+            }
+        }
+        Ok(o)
+    }
+
+    /// The DMA-limited device the CPU-only benchmarks map for (disk 0's transport, whose DMA
+    /// window is the board's; no disk needs to be attached).
+    fn limited_device(k: &'static Kernel) -> Result<&'static kernel::dma::device::DmaDevice, String> {
+        let node = k.dt.find_path("/virtio_mmio@a003e00").map_err(|e| format!("{e}"))?.ok_or("no /virtio_mmio@a003e00")?;
+        let force = k.params.swiotlb.force == Some(true);
+        let dev = dma_device_from_dt(&k.dt, &k.memblock, &node, force).map_err(|e| format!("{e}"))?;
+        Ok(&*alloc::boxed::Box::leak(alloc::boxed::Box::new(dev)))
+    }
+
+    fn run(k: &'static Kernel, o: &Options) -> Result<String, String> {
+        let mut out = Obj::new();
+        out.str("kind", &o.kind)
+            .str("bootargs", k.bootargs)
+            .int("timer_hz", drivers::timer::arch_timer::frequency())
+            .str("policy", &format!("{:?}", k.params.swiotlb_policy).to_lowercase())
+            .int("cell_ms", o.cell_ms);
+        // The periodic tick wakes the I/O loop's WFI should a completion ever be missed.
+        time::start_tick(Duration::from_millis(10));
+        let result = match o.kind.as_str() {
+            "io" => super::io::bounce_cost(k, o, &mut out),
+            "map" => limited_device(k).and_then(|d| super::mapping::mapping_cost(d, &mut out)),
+            "policy" => {
+                time::stop_tick(); // the workload drives the tick itself
+                limited_device(k).and_then(|d| super::policy::design_table(k, d, &mut out))
+            }
+            "pools" => super::io::device_pools(k, o, &mut out),
+            other => Err(format!("bench-{other}: unknown benchmark")),
+        };
+        time::stop_tick();
+        result?;
+        out.int("dma_misuse", dma().api.stats.misuse.load(core::sync::atomic::Ordering::Relaxed));
+        Ok(out.finish())
+    }
+
+    fn bench_main(k: &'static Kernel) -> ExitStatus {
+        let o = match options(k) {
+            Ok(o) => o,
+            Err(e) => {
+                log::error!("bench: {e}");
+                return ExitStatus::Failure;
+            }
+        };
+        let t0 = time::uptime();
+        let json = match run(k, &o) {
+            Ok(j) => j,
+            Err(e) => {
+                log::error!("bench-{}: {e}", o.kind);
+                return ExitStatus::Failure;
+            }
+        };
+        match semihosting::fs::write(OUT, json.as_bytes()) {
+            Ok(()) => {
+                kprintln!("bench-{}: {} bytes of results written to {} in {:?}", o.kind, json.len(), OUT.to_string_lossy(), time::uptime() - t0);
+                ExitStatus::Success
+            }
+            Err(e) => {
+                log::error!("bench: writing {}: {e:?}", OUT.to_string_lossy());
+                ExitStatus::Failure
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the benchmark kernel runs on aarch64-unknown-none: use scripts/bench.sh");
+    std::process::exit(2);
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Runs the benchmarks of issue 6 in QEMU and regenerates docs/EVALUATION.md with its tables and
+# plots (docs/eval/). Not a test: the numbers depend on the machine; nothing here fails on a
+# slow result. See docs/EVALUATION.md for the method.
+#
+# Usage: scripts/bench.sh [--quick] [--rounds N] [--ms N] [--out DIR] [--report-only DIR]
+#   --quick         2 rounds, 100 ms I/O cells, no -icount policy run (about 2 minutes)
+#   --rounds N      rounds of the configurations, run alternated: A B C ... A B C ... (default 7)
+#   --ms N          milliseconds per I/O cell (default 300)
+#   --out DIR       where the raw JSON goes (default docs/eval/results, replaced)
+#   --report-only   only turn DIR's JSON into the report again
+# Environment: CARGO_TARGET_DIR as for cargo.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+rounds=7 ms=300 quick=0 out="$here/docs/eval/results" report_only=0
+while (($#)); do
+    case "$1" in
+        --quick) quick=1; rounds=2; ms=100 ;;
+        --rounds) rounds=${2:?--rounds needs a number}; shift ;;
+        --ms) ms=${2:?--ms needs milliseconds}; shift ;;
+        --out) out=${2:?--out needs a directory}; shift ;;
+        --report-only) report_only=1; out=${2:?--report-only needs a directory}; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+mkdir -p "$(dirname "$out")"
+out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
+
+# Python with matplotlib for the plots: the system's, or a venv under the target directory.
+target_dir=${CARGO_TARGET_DIR:-$here/target}
+python=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    venv=$target_dir/bench-venv
+    if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        echo "bench.sh: installing matplotlib into $venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q matplotlib
+    fi
+    python=$venv/bin/python
+fi
+
+report() {
+    "$python" "$here/scripts/bench/report.py" --results "$out" --doc "$here/docs/EVALUATION.md" --plots "$here/docs/eval"
+}
+if ((report_only)); then report; exit 0; fi
+
+echo "bench.sh: building the benchmark kernel" >&2
+(cd "$here" && cargo build -q -p kernel --example bench)
+elf=$target_dir/aarch64-unknown-none/debug/examples/bench
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# disk0 and disk2: 32 MiB of random data (the device reads real data, not holes); disk1 sits
+# behind the 4 MiB restricted pool: 1 MiB.
+head -c 32M /dev/urandom > "$work/disk0.img"
+head -c 32M /dev/urandom > "$work/disk2.img"
+head -c 1M /dev/urandom > "$work/disk1.img"
+disks=(--disk "$work/disk0.img" --disk "$work/disk1.img" --disk "$work/disk2.img")
+
+# name | bootargs | extra QEMU arguments
+configs=(
+    "io|demo=bench-io,ms=$ms|"
+    "io-force|demo=bench-io,ms=$ms swiotlb=force|"
+    "map|demo=bench-map|"
+    "map-icount|demo=bench-map|-icount shift=0"
+    "policy-lend|demo=bench-policy swiotlb_policy=lend|"
+    "policy-static|demo=bench-policy swiotlb_policy=static|"
+    "policy-dynamic|demo=bench-policy swiotlb_policy=dynamic|"
+    "pools|demo=bench-pools,ms=$ms|"
+)
+if ((!quick)); then
+    configs+=(
+        "policy-lend-keep1|demo=bench-policy swiotlb_policy=lend swiotlb_keep=1|"
+        "policy-lend-icount|demo=bench-policy swiotlb_policy=lend|-icount shift=0"
+    )
+fi
+
+rm -rf "$out"
+mkdir -p "$out"
+{
+    echo "{"
+    echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+    echo "  \"nproc\": $(nproc),"
+    echo "  \"cpu\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//; s/"/\\"/g')\","
+    echo "  \"qemu\": \"$(qemu-system-aarch64 --version | head -1 | sed 's/"/\\"/g')\","
+    echo "  \"kernel_rev\": \"$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- kernel boot drivers || echo -dirty)\","
+    echo "  \"rounds\": $rounds,"
+    echo "  \"cell_ms\": $ms,"
+    echo "  \"quick\": $( ((quick)) && echo true || echo false)"
+    echo "}"
+} > "$out/machine.json"
+
+start=$(date +%s)
+failed=0
+for ((round = 1; round <= rounds; round++)); do
+    for c in "${configs[@]}"; do
+        IFS='|' read -r name bootargs extra <<< "$c"
+        run=$work/run-$round-$name
+        mkdir -p "$run"
+        # shellcheck disable=SC2086
+        if (cd "$run" && "$here/qemu-run.sh" --timeout 300 "${disks[@]}" "$elf" $bootargs ${extra:+-- $extra} > "$run/console.log" 2>&1) \
+            && [[ -s $run/bench.json ]]; then
+            mv "$run/bench.json" "$out/r$round-$name.json"
+            printf 'bench.sh: round %d/%d %-20s ok   (%ds so far)\n' "$round" "$rounds" "$name" $(($(date +%s) - start)) >&2
+        else
+            failed=$((failed + 1))
+            cp "$run/console.log" "$out/r$round-$name.failed.log"
+            printf 'bench.sh: round %d/%d %-20s FAILED (console in %s)\n' "$round" "$rounds" "$name" "$out/r$round-$name.failed.log" >&2
+            tail -5 "$run/console.log" >&2
+        fi
+        rm -rf "$run"
+    done
+done
+echo "bench.sh: $((rounds * ${#configs[@]} - failed)) boots done, $failed failed, in $(($(date +%s) - start))s" >&2
+report
