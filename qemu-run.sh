@@ -21,7 +21,8 @@ Options:
   --gic 2|3           GIC version (default 2)
   --el2               enter the kernel at EL2 (virtualization=on); it drops to EL1
   --disk FILE[,OPTS]  attach FILE (raw) as a virtio-blk disk (repeatable); OPTS are added to
-                      QEMU's -drive, e.g. --disk a.img,readonly=on or ,throttling.bps-total=4096
+                      QEMU's -drive, e.g. --disk a.img,readonly=on or ,throttling.bps-total=4096,
+                      except serial=ID, which goes to the device (its GET_ID answer)
   --dts-fragment FILE merge a DTS fragment "/ { ... };" into the device tree (repeatable)
   --no-repo-fragments do not merge the repo's dts/*.dtsi fragments
   --no-demo-disks     boot the demo kernel without the two disks made for it (see below)
@@ -121,10 +122,16 @@ qemu=(qemu-system-aarch64 -cpu cortex-a72 -m "$mem" -smp "$smp" -nographic -no-r
       -global virtio-mmio.force-legacy=false)
 i=0
 for d in "${disks[@]+"${disks[@]}"}"; do
-    file=${d%%,*} opts=""
-    [[ $d == *,* ]] && opts=",${d#*,}"
-    qemu+=(-drive "if=none,format=raw,file=$file,id=disk$i$opts"
-           -device "virtio-blk-device,drive=disk$i,iommu_platform=on")
+    file=${d%%,*} drive_opts="" device_opts=""
+    if [[ $d == *,* ]]; then
+        IFS=, read -ra words <<< "${d#*,}"
+        for w in "${words[@]}"; do
+            # serial= belongs to the device (GET_ID answers with it), the rest to the drive.
+            if [[ $w == serial=* ]]; then device_opts+=",$w"; else drive_opts+=",$w"; fi
+        done
+    fi
+    qemu+=(-drive "if=none,format=raw,file=$file,id=disk$i$drive_opts"
+           -device "virtio-blk-device,drive=disk$i,iommu_platform=on$device_opts")
     i=$((i + 1))
 done
 

@@ -26,7 +26,7 @@ expect_crc=$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.ar
 
 # qemu-run.sh splits QEMU_RUN_OPTS on spaces: one --bootargs per word.
 # disk2 is throttled (4 KiB/s) for the timeout test; disk3 is read-only.
-opts="--timeout 180 --disk $disk0 --disk $disk1 --disk $disk2,throttling.bps-total=4096 --disk $disk3,readonly=on --bootargs dma_debug=on"
+opts="--timeout 180 --disk $disk0,serial=dmabounce-disk0 --disk $disk1 --disk $disk2,throttling.bps-total=4096 --disk $disk3,readonly=on --bootargs dma_debug=on"
 for arg in "$@"; do opts+=" --bootargs $arg"; done
 cd "$here"
 set +e

@@ -36,7 +36,7 @@ use core::time::Duration;
 
 use boot::exception::IrqContext;
 use drivers::virtio::blk::{
-    BlkConfig, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, HEADER_SIZE,
+    BlkConfig, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, HEADER_SIZE, ID_BYTES,
     SECTOR_SIZE, STATUS_UNWRITTEN,
 };
 use drivers::virtio::mmio::VirtioMmio;
@@ -247,6 +247,27 @@ type Outcome = Result<(), BlkError>;
 struct DiskInner {
     blk: VirtioBlk<VirtioMmio, QUEUE_SIZE>,
     requests: InflightTable<Request, Outcome, MAX_IN_FLIGHT, QUEUE_SIZE>,
+    /// Per slot: whom to call when that slot's request ends, and the ticket to collect it by.
+    callbacks: [Option<(CompletionFn, u64, Ticket)>; MAX_IN_FLIGHT],
+}
+
+/// Called once when a request queued with [`Disk::queue_with_callback`] ends, with the caller's
+/// cookie and the outcome. Runs in interrupt context when the device completed the request (or
+/// the timer tick timed it out), in task context when it failed before reaching the device. It
+/// runs with no disk lock held, so it may queue more requests; it must not wait.
+pub type CompletionFn = fn(cookie: u64, outcome: Result<(), BlkError>);
+
+/// A request for [`Disk::queue_with_callback`]: physical buffers, lengths in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockRequest {
+    /// Read `len` bytes (whole sectors) from `sector` into `buf`.
+    Read { sector: u64, buf: PhysAddr, len: usize },
+    /// Write `len` bytes (whole sectors) from `buf` to `sector`.
+    Write { sector: u64, buf: PhysAddr, len: usize },
+    /// Flush the device's write cache.
+    Flush,
+    /// Read the device's 20-byte identifier (its serial) into `buf`.
+    GetId { buf: PhysAddr },
 }
 
 /// Counters of one disk.
@@ -419,7 +440,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         stats: DiskStats { dma_lowest: AtomicU64::new(u64::MAX), ..Default::default() },
         scratch,
         default_timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
-        inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::new() }),
+        inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::new(), callbacks: [None; MAX_IN_FLIGHT] }),
     };
     let disk = DISKS[index].call_once(|| disk);
     request_irq(disk.irq, !irq.is_level(), handle_irq).map_err(ProbeError::Irq)?;
@@ -552,6 +573,59 @@ impl Disk {
         self.queue(self.params(RequestType::Flush, 0, None, None))
     }
 
+    /// Queues `request` (see [`queue_read`](Self::queue_read)); when it ends, `callback` gets
+    /// `cookie` and the outcome (see [`CompletionFn`]) and the request's slot is free again: no
+    /// ticket to collect. [`BlkError::Busy`] if the table is full (the callback is not called).
+    pub fn queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+        let params = match request {
+            BlockRequest::Read { sector, buf, len } => self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None),
+            BlockRequest::Write { sector, buf, len } => self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None),
+            BlockRequest::Flush => self.params(RequestType::Flush, 0, None, None),
+            BlockRequest::GetId { buf } => self.params(RequestType::GetId, 0, Some((buf, ID_BYTES as usize, DmaDirection::FromDevice)), None),
+        };
+        self.check(&params)?;
+        {
+            let mut inner = self.inner.lock();
+            let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+            inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
+            self.start_waiting(&mut inner);
+        }
+        self.deliver_callbacks();
+        Ok(())
+    }
+
+    /// Calls the callbacks of requests that ended (with no lock held), freeing their slots.
+    fn deliver_callbacks(&self) {
+        let mut due: [Option<(CompletionFn, u64, Outcome)>; MAX_IN_FLIGHT] = [const { None }; MAX_IN_FLIGHT];
+        {
+            let mut inner = self.inner.lock();
+            let DiskInner { requests, callbacks, .. } = &mut *inner;
+            for (slot, entry) in callbacks.iter_mut().enumerate() {
+                if let Some((callback, cookie, ticket)) = *entry {
+                    if let Some(outcome) = requests.collect(ticket) {
+                        *entry = None;
+                        due[slot] = Some((callback, cookie, outcome));
+                    }
+                }
+            }
+        }
+        for (callback, cookie, outcome) in due.into_iter().flatten() {
+            callback(cookie, outcome);
+        }
+    }
+
+    /// Reads the device's 20-byte identifier (virtio-blk GET_ID: QEMU gives the drive's
+    /// `serial`), through a bounce like any read.
+    pub fn get_id(&self, timeout: Duration) -> Result<[u8; ID_BYTES as usize], BlkError> {
+        let page = page_allocator().lock().alloc_pages(0, ZoneType::Normal, MigrateType::Unmovable).map_err(|_| BlkError::Busy)?;
+        let params = self.params(RequestType::GetId, 0, Some((page, ID_BYTES as usize, DmaDirection::FromDevice)), Some(timeout));
+        let result = self.queue_patiently(params).and_then(|t| wait_for(self, t, super::time::uptime() + timeout));
+        let mut id = [0u8; ID_BYTES as usize];
+        RAM.read(page, &mut id);
+        let _ = page_allocator().lock().free_pages(page, 0);
+        result.map(|()| id)
+    }
+
     /// Requests accepted but not yet handed to the device.
     pub fn waiting(&self) -> usize {
         self.inner.lock().requests.waiting()
@@ -650,6 +724,12 @@ impl Disk {
 
     /// Refuses what no device could do, before anything is accepted.
     fn check(&self, params: &Params) -> Result<(), BlkError> {
+        if params.kind == RequestType::GetId {
+            return match params.data {
+                Some((_, len, DmaDirection::FromDevice)) if len == ID_BYTES as usize => Ok(()),
+                _ => Err(BlkError::BadBuffer { len: params.data.map_or(0, |d| d.1), max: ID_BYTES as usize }),
+            };
+        }
         if let Some((_, len, _)) = params.data {
             let max = self.max_transfer();
             if len == 0 || len > max || len % SECTOR_SIZE as usize != 0 {
@@ -762,7 +842,7 @@ impl Disk {
             RequestType::In => inner.blk.read_blocks_nb(sector, &request),
             RequestType::Out => inner.blk.write_blocks_nb(sector, &request),
             RequestType::Flush => inner.blk.flush_nb(&request),
-            RequestType::GetId => Err(VirtioError::Unsupported),
+            RequestType::GetId => inner.blk.get_id_nb(&request),
         };
         let token = submitted.inspect_err(|_| maps.undo(dev))?;
         for &(addr, len, _) in &maps.list[..maps.len] {
@@ -803,6 +883,8 @@ impl Disk {
         let mut inner = self.inner.lock();
         if inner.requests.in_flight() + inner.requests.waiting() > 0 {
             self.expire(&mut inner, super::time::uptime(), None);
+            drop(inner);
+            self.deliver_callbacks();
         }
     }
 
@@ -895,6 +977,8 @@ impl Disk {
         if inner.requests.waiting() > 0 {
             self.start_waiting(&mut inner);
         }
+        drop(inner);
+        self.deliver_callbacks();
     }
 }
 
@@ -918,6 +1002,8 @@ fn retry_waiting() {
         let left = disk.start_waiting(&mut inner);
         disk.stats.started_by_work.fetch_add((before - left) as u64, Ordering::Relaxed);
         again |= left > 0 && inner.requests.in_flight() == 0;
+        drop(inner);
+        disk.deliver_callbacks();
     }
     if again {
         schedule_retry();
@@ -947,10 +1033,12 @@ pub fn wait_for(disk: &Disk, ticket: Ticket, deadline: Duration) -> Result<(), B
             return Err(BlkError::UnknownTicket);
         }
         disk.expire(&mut inner, now, (now >= deadline).then_some(ticket));
-        if let Some(outcome) = inner.requests.collect(ticket) {
+        let outcome = inner.requests.collect(ticket);
+        drop(inner);
+        disk.deliver_callbacks(); // requests the expiry failed may have callbacks
+        if let Some(outcome) = outcome {
             return outcome;
         }
-        drop(inner);
         super::idle(); // the completion interrupt, or at worst the background tick, wakes us
     }
 }
