@@ -414,6 +414,7 @@ def pools_section(runs, plots_dir):
     by = {False: {}, True: {}}
     ratio = []
     contention, misses, busy, deferred = {False: [], True: []}, {False: [], True: []}, {False: [], True: []}, {False: [], True: []}
+    disk_locks = {False: [], True: []}
     for _, d in rs:
         per_hint = {False: [], True: []}
         for run in d["runs"]:
@@ -426,6 +427,8 @@ def pools_section(runs, plots_dir):
             misses[h].append(run["pool_misses"] + run["map_failures"])
             busy[h].append(sum(x["busy"] for x in run["disks"]))
             deferred[h].append(sum(x["deferred_to_task"] for x in run["disks"]))
+            if all("disk_lock_contended" in x for x in run["disks"]):
+                disk_locks[h].append(sum(x["disk_lock_contended"] for x in run["disks"]))
         if per_hint[False] and per_hint[True]:
             ratio.append(median(per_hint[True]) / median(per_hint[False]))
     lines = [
@@ -442,6 +445,8 @@ def pools_section(runs, plots_dir):
         lines.append(f"| {names[k]} | {fmt_summary(summary(by[False].get(k, [])))} | {fmt_summary(summary(by[True].get(k, [])))} |")
     lines.append(f"| disk 0 hint on / off (same boot) | | {fmt_summary(summary(ratio), 2)} |")
     lines.append(f"| default pool area-lock contention (spins) | {fmt_summary(summary(contention[False]))} | {fmt_summary(summary(contention[True]))} |")
+    if disk_locks[False] or disk_locks[True]:
+        lines.append(f"| disk-lock contention, three disks (spins) | {fmt_summary(summary(disk_locks[False]))} | {fmt_summary(summary(disk_locks[True]))} |")
     lines.append(f"| pool misses + map failures | {fmt_summary(summary(misses[False]))} | {fmt_summary(summary(misses[True]))} |")
     lines.append(f"| requests refused busy / deferred to task context | {fmt_summary(summary(busy[False]))} / {fmt_summary(summary(deferred[False]))} | {fmt_summary(summary(busy[True]))} / {fmt_summary(summary(deferred[True]))} |")
     # Plot.

@@ -251,9 +251,9 @@ pub fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Resul
                 dma().manager.stats().misses,
                 dma().api.stats.map_failures.load(Ordering::Relaxed),
             );
-            let disk_before: Vec<(u64, u64, u64)> = disks[..3]
+            let disk_before: Vec<(u64, u64, u64, u64)> = disks[..3]
                 .iter()
-                .map(|d| (d.stats.busy.load(Ordering::Relaxed), d.stats.deferred_to_task.load(Ordering::Relaxed), d.stats.started_in_irq.load(Ordering::Relaxed)))
+                .map(|d| (d.stats.busy.load(Ordering::Relaxed), d.stats.deferred_to_task.load(Ordering::Relaxed), d.stats.started_in_irq.load(Ordering::Relaxed), d.lock_contention()))
                 .collect();
             let qds = [8, 4, 8];
             let mut streams: Vec<Stream> = (0..3).map(|i| Stream::new(disks[i], Op::Read, false, 64 * 1024, qds[i], &bufs[i])).collect();
@@ -267,6 +267,7 @@ pub fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Resul
                     o.int("busy", d.stats.busy.load(Ordering::Relaxed) - b.0)
                         .int("deferred_to_task", d.stats.deferred_to_task.load(Ordering::Relaxed) - b.1)
                         .int("started_in_irq", d.stats.started_in_irq.load(Ordering::Relaxed) - b.2)
+                        .int("disk_lock_contended", d.lock_contention() - b.3)
                         .bool("own_pool", d.dma_dev.device_pool().is_some());
                     o.finish()
                 })

@@ -505,6 +505,12 @@ impl Disk {
         self.inner.lock().requests.in_flight()
     }
 
+    /// How many times taking this disk's lock had to wait (always 0 on one CPU: the lock masks
+    /// interrupts, so nothing on this CPU can hold it when another path wants it).
+    pub fn lock_contention(&self) -> u64 {
+        self.inner.contended()
+    }
+
     /// Why the disk stopped working, if it did (a lying device, or a reset after a timeout).
     pub fn broken(&self) -> Option<drivers::virtio::BrokenReason> {
         self.inner.lock().blk.broken()
