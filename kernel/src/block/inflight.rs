@@ -28,6 +28,10 @@ enum SlotState<R, O> {
     Free,
     /// Accepted, not yet handed to the device; `seq` orders the waiting requests.
     Waiting { seq: u64, request: R },
+    /// Taken by one submitter, which maps its buffers without holding the table's lock; nobody
+    /// else starts it. It goes on to the device ([`InflightTable::start`]), back to waiting
+    /// ([`InflightTable::unclaim`]) or ends ([`InflightTable::fail_claimed`]).
+    Claimed { seq: u64, request: R },
     /// Owned by the device; `tag` is how the device names it.
     InFlight { tag: u16, request: R },
     /// Completed, outcome not yet collected.
@@ -68,7 +72,7 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
     pub fn start(&mut self, slot: usize, tag: u16, request: R) -> Option<Ticket> {
         let tag_entry = self.by_tag.get_mut(usize::from(tag))?;
         let was_waiting = match self.slots.get(slot)? {
-            SlotState::Free => false,
+            SlotState::Free | SlotState::Claimed { .. } => false,
             SlotState::Waiting { .. } => true,
             _ => return None,
         };
@@ -104,6 +108,42 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
             })
             .min_by_key(|(seq, ..)| *seq)
             .map(|(_, i, r)| (i, r))
+    }
+
+    /// Takes the waiting request in `slot` for its submitter to map outside the lock (see
+    /// `Claimed`); `None` if the slot is not waiting.
+    pub fn claim(&mut self, slot: usize) -> Option<R> {
+        let SlotState::Waiting { seq, request } = *self.slots.get(slot)? else { return None };
+        self.slots[slot] = SlotState::Claimed { seq, request };
+        self.waiting -= 1;
+        Some(request)
+    }
+
+    /// Puts a claimed request back among the waiting ones, in its old place in the order.
+    pub fn unclaim(&mut self, slot: usize) -> bool {
+        let Some(&SlotState::Claimed { seq, request }) = self.slots.get(slot) else { return false };
+        self.slots[slot] = SlotState::Waiting { seq, request };
+        self.waiting += 1;
+        true
+    }
+
+    /// Ends a claimed request without starting it.
+    pub fn fail_claimed(&mut self, slot: usize, outcome: O) -> bool {
+        if !matches!(self.slots.get(slot), Some(SlotState::Claimed { .. })) {
+            return false;
+        }
+        self.slots[slot] = SlotState::Done(outcome);
+        true
+    }
+
+    /// Frees a claimed request's slot as if it had never been accepted (its ticket goes stale).
+    pub fn release_claimed(&mut self, slot: usize) -> bool {
+        if !matches!(self.slots.get(slot), Some(SlotState::Claimed { .. })) {
+            return false;
+        }
+        self.slots[slot] = SlotState::Free;
+        self.generation[slot] = self.generation[slot].wrapping_add(1);
+        true
     }
 
     /// Ends a waiting request without starting it (it could never be: a bad request).
@@ -155,10 +195,11 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         Some(outcome)
     }
 
-    /// True if `ticket` names a request still owned by the device or waiting for it.
+    /// True if `ticket` names a request still owned by the device, waiting for it, or being
+    /// mapped by its submitter.
     pub fn is_pending(&self, ticket: Ticket) -> bool {
         self.generation.get(ticket.slot()) == Some(&ticket.generation)
-            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. } | SlotState::Waiting { .. })
+            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. } | SlotState::Waiting { .. } | SlotState::Claimed { .. })
     }
 
     /// True if `ticket` names a request still owned by the device.
@@ -258,6 +299,38 @@ mod tests {
         assert_eq!(t.collect(b), Some(Err(2)));
         assert!(t.finish(a.slot(), Ok(())));
         assert_eq!(t.collect(a), Some(Ok(())));
+    }
+
+    #[test]
+    fn a_claimed_request_is_started_by_its_claimer_only() {
+        let mut t = Table::new();
+        let a = t.reserve(10).unwrap();
+        let b = t.reserve(20).unwrap();
+        assert_eq!(t.claim(a.slot()), Some(10));
+        assert_eq!(t.claim(a.slot()), None, "claimed once");
+        assert_eq!(t.waiting(), 1);
+        assert_eq!(t.oldest_waiting(), Some((b.slot(), 20)), "others skip a claimed request");
+        assert!(t.is_pending(a) && !t.is_in_flight(a));
+        assert!(!t.fail_waiting(a.slot(), Err(1)), "not waiting any more");
+        // Back to waiting, in its old place ahead of b.
+        assert!(t.unclaim(a.slot()));
+        assert_eq!(t.oldest_waiting(), Some((a.slot(), 10)));
+        assert_eq!(t.waiting(), 2);
+        t.claim(a.slot()).unwrap();
+        assert!(t.start(a.slot(), 3, 11).is_some());
+        assert_eq!(t.waiting(), 1);
+        assert!(t.finish(a.slot(), Ok(())));
+        assert_eq!(t.collect(a), Some(Ok(())));
+        // Failed or released while claimed.
+        t.claim(b.slot()).unwrap();
+        assert!(t.fail_claimed(b.slot(), Err(5)));
+        assert_eq!(t.collect(b), Some(Err(5)));
+        let c = t.reserve(30).unwrap();
+        t.claim(c.slot()).unwrap();
+        assert!(t.release_claimed(c.slot()));
+        assert!(!t.is_pending(c) && t.collect(c).is_none(), "a released ticket is stale");
+        assert_eq!(t.free_slot(), Some(0));
+        assert_eq!((t.waiting(), t.in_flight()), (0, 0));
     }
 
     #[test]

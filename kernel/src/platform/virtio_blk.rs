@@ -9,8 +9,10 @@
 //! - Submit ([`Disk::submit_read`], [`Disk::submit_write`], [`Disk::submit_flush`], task
 //!   context): the 16-byte header and the status byte live in the request's slot of a per-disk
 //!   scratch page; header, data and status are each mapped with their direction (bounced if the
-//!   device cannot reach them), and the chain is handed to the device. A full table, queue or
-//!   bounce pool is [`BlkError::Busy`]: nothing was submitted, nothing is left mapped.
+//!   device cannot reach them), and the chain is handed to the device. The slot is claimed
+//!   first, so the mapping (the bounce copies) runs with no lock held and interrupts enabled;
+//!   only the hand-off takes the disk's lock. A full table, queue or bounce pool is
+//!   [`BlkError::Busy`]: nothing was submitted, nothing is left mapped.
 //! - Queue ([`Disk::queue_read`], ...): the same, but a request that finds no room waits in its
 //!   slot and is started later, oldest first: by the interrupt handler once completions free
 //!   room (mapping in interrupt context), or, if a mapping fails there, by a work item in task
@@ -751,19 +753,52 @@ impl Disk {
     fn submit(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
         let mut inner = self.inner.lock();
-        let Some(slot) = inner.requests.free_slot() else {
-            return Err(self.refused(BlkError::Busy));
-        };
-        let mapped = self.map_and_submit(&mut inner, slot, params).map_err(|e| self.refused(e))?;
-        // The slot was free and the device just gave out this head: `start` cannot refuse.
-        inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) }).ok_or(BlkError::Virtio(VirtioError::BadToken))
+        let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        let slot = ticket.slot();
+        if crate::arch::in_interrupt() {
+            // Everything under the lock, as the interrupt handler does.
+            inner.requests.claim(slot);
+            return match self.map_and_submit(&mut inner, slot, params) {
+                Ok(mapped) => {
+                    inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
+                    Ok(ticket)
+                }
+                Err(e) => {
+                    inner.requests.release_claimed(slot);
+                    Err(self.refused(e))
+                }
+            };
+        }
+        inner.requests.claim(slot);
+        drop(inner);
+        let maps = self.map_request(slot, params);
+        let mut inner = self.inner.lock();
+        match maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps)) {
+            Ok(mapped) => {
+                inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
+                Ok(ticket)
+            }
+            Err(e) => {
+                // Now or not at all: the slot is free again, nothing was mapped or submitted.
+                inner.requests.release_claimed(slot);
+                Err(self.refused(e))
+            }
+        }
     }
 
     fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
         let mut inner = self.inner.lock();
         let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
-        self.start_waiting(&mut inner);
+        // In task context, with no older request waiting, map outside the lock; otherwise the
+        // oldest go first, under the lock.
+        if crate::arch::in_interrupt() || inner.requests.waiting() > 1 {
+            self.start_waiting(&mut inner);
+        } else {
+            inner.requests.claim(ticket.slot());
+            drop(inner);
+            let _ = self.start_claimed(ticket.slot(), params); // the outcome is in the slot
+        }
         Ok(ticket)
     }
 
@@ -801,12 +836,20 @@ impl Disk {
         inner.requests.waiting()
     }
 
-    /// Maps a request's header, data segments and status and hands the chain to the device.
-    /// On failure nothing reaches the device and nothing stays mapped.
+    /// Maps a request's header, data segments and status and hands the chain to the device,
+    /// all under the disk's lock (interrupt context, and requests started for others). On
+    /// failure nothing reaches the device and nothing stays mapped.
     fn map_and_submit(&self, inner: &mut DiskInner, slot: usize, params: Params) -> Result<Mapped, BlkError> {
         if let Some(reason) = inner.blk.broken() {
             return Err(BlkError::Virtio(VirtioError::DeviceBroken(reason)));
         }
+        let maps = self.map_request(slot, params)?;
+        self.hand_to_device(inner, params, maps)
+    }
+
+    /// Maps request `slot`'s buffers (the bounce copies happen here). Needs no lock: the slot's
+    /// scratch bytes belong to whoever holds the slot, and the DMA API is safe anywhere.
+    fn map_request(&self, slot: usize, params: Params) -> Result<Mappings, BlkError> {
         let Params { kind, sector, data, .. } = params;
         let api = &dma().api;
         let dev = self.dma_dev;
@@ -816,50 +859,94 @@ impl Disk {
         RAM.write(status_pa, &[STATUS_UNWRITTEN]);
 
         let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0 };
-        let map = |maps: &mut Mappings, pa: PhysAddr, len: usize, dir: DmaDirection| match api.map_single(dev, pa, len, dir, NOATTR) {
+        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection| match api.map_single(dev, pa, len, dir, NOATTR) {
             Ok(addr) => {
                 maps.push((addr, len, dir));
-                Ok(addr)
+                Ok(())
             }
             Err(e) => {
                 maps.undo(dev);
                 Err(BlkError::from(e))
             }
         };
-        let header = map(&mut maps, header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice)?;
-        let mut segs = [(0, 0); MAX_SEGMENTS];
-        let mut segments = [DmaSegment { dma_addr: 0, len: 0 }; MAX_SEGMENTS];
-        let mut nsegs = 0;
+        // The list's order is the chain's: header, the data segments, status.
+        map(header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice)?;
         if let Some((buf, len, dir)) = data {
             let piece = self.segment_max();
             let mut offset = 0;
             while offset < len {
                 let n = (len - offset).min(piece);
-                let addr = map(&mut maps, buf + offset as u64, n, dir)?;
-                segs[nsegs] = (addr, n);
-                segments[nsegs] = DmaSegment { dma_addr: addr, len: n as u32 };
-                nsegs += 1;
+                map(buf + offset as u64, n, dir)?;
                 offset += n;
             }
         }
-        let status = map(&mut maps, status_pa, 1, DmaDirection::FromDevice)?;
+        map(status_pa, 1, DmaDirection::FromDevice)?;
+        Ok(maps)
+    }
+
+    /// Hands a mapped request to the device (under the disk's lock). On failure it unmaps
+    /// everything (no copy back) and nothing reaches the device.
+    fn hand_to_device(&self, inner: &mut DiskInner, params: Params, maps: Mappings) -> Result<Mapped, BlkError> {
+        let dev = self.dma_dev;
+        if let Some(reason) = inner.blk.broken() {
+            maps.undo(dev);
+            return Err(BlkError::Virtio(VirtioError::DeviceBroken(reason)));
+        }
+        let list = &maps.list[..maps.len];
+        let (header, status) = (list[0].0, list[list.len() - 1].0);
+        let data = &list[1..list.len() - 1];
+        let mut segs = [(0, 0); MAX_SEGMENTS];
+        let mut segments = [DmaSegment { dma_addr: 0, len: 0 }; MAX_SEGMENTS];
+        for (i, &(addr, len, _)) in data.iter().enumerate() {
+            segs[i] = (addr, len);
+            segments[i] = DmaSegment { dma_addr: addr, len: len as u32 };
+        }
+        let nsegs = data.len();
         let request = RequestDma { header, data: &segments[..nsegs], status };
-        let submitted = match kind {
+        let sector = params.sector;
+        let submitted = match params.kind {
             RequestType::In => inner.blk.read_blocks_nb(sector, &request),
             RequestType::Out => inner.blk.write_blocks_nb(sector, &request),
             RequestType::Flush => inner.blk.flush_nb(&request),
             RequestType::GetId => inner.blk.get_id_nb(&request),
         };
         let token = submitted.inspect_err(|_| maps.undo(dev))?;
-        for &(addr, len, _) in &maps.list[..maps.len] {
+        for &(addr, len, _) in list {
             self.note_dma(addr, len);
         }
         for &(addr, _) in &segs[..nsegs] {
-            let counter = if api.is_swiotlb_buffer(dev, addr) { &self.stats.data_bounced } else { &self.stats.data_direct };
+            let counter = if dma().api.is_swiotlb_buffer(dev, addr) { &self.stats.data_bounced } else { &self.stats.data_direct };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(Mapped { tag: token.0, header, status, segs, nsegs })
+    }
+
+    /// Task context: maps the claimed request in `slot` with no lock held and interrupts
+    /// enabled (the bounce copies of a large request take a while), then hands it to the device.
+    /// If the pool is full it goes back to waiting (started later by a completion or the retry
+    /// work); another error ends it.
+    fn start_claimed(&self, slot: usize, params: Params) -> Result<Mapped, BlkError> {
+        let maps = self.map_request(slot, params);
+        let mut inner = self.inner.lock();
+        let result = maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps));
+        match result {
+            Ok(mapped) => {
+                let started = inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
+                debug_assert!(started.is_some());
+            }
+            Err(BlkError::Busy) => {
+                self.refused(BlkError::Busy);
+                inner.requests.unclaim(slot);
+                if inner.requests.in_flight() == 0 {
+                    schedule_retry(); // no completion will come to start it
+                }
+            }
+            Err(ref e) => {
+                inner.requests.fail_claimed(slot, Err(e.clone()));
+            }
+        }
+        result
     }
 
     /// Unmaps a finished request's buffers: header, data (for a read that bounced, the copy
