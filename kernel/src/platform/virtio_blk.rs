@@ -755,25 +755,18 @@ impl Disk {
         let mut inner = self.inner.lock();
         let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
         let slot = ticket.slot();
-        if crate::arch::in_interrupt() {
-            // Everything under the lock, as the interrupt handler does.
-            inner.requests.claim(slot);
-            return match self.map_and_submit(&mut inner, slot, params) {
-                Ok(mapped) => {
-                    inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
-                    Ok(ticket)
-                }
-                Err(e) => {
-                    inner.requests.release_claimed(slot);
-                    Err(self.refused(e))
-                }
-            };
-        }
         inner.requests.claim(slot);
-        drop(inner);
-        let maps = self.map_request(slot, params);
-        let mut inner = self.inner.lock();
-        match maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps)) {
+        let result = if crate::arch::in_interrupt() {
+            // Everything under the lock, as the interrupt handler does.
+            self.map_and_submit(&mut inner, slot, params)
+        } else {
+            // The copies with no lock held; only the hand-off under it.
+            drop(inner);
+            let maps = self.map_request(slot, params);
+            inner = self.inner.lock();
+            maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps))
+        };
+        match result {
             Ok(mapped) => {
                 inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
                 Ok(ticket)
