@@ -4,6 +4,7 @@
 
 mod alignment;
 mod bounce;
+mod leak;
 mod occupancy;
 mod random;
 
