@@ -11,6 +11,7 @@
 mod device;
 mod dynamic_static;
 mod grow;
+mod leak;
 mod shrink;
 
 use core::sync::atomic::{AtomicU64, Ordering};
