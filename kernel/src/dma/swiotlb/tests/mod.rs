@@ -5,6 +5,7 @@
 mod alignment;
 mod bounce;
 mod leak;
+mod misuse;
 mod occupancy;
 mod random;
 
