@@ -10,6 +10,7 @@
 
 mod device;
 mod dynamic_static;
+mod exhaustion;
 mod grow;
 mod leak;
 mod shrink;
