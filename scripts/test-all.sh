@@ -34,6 +34,7 @@ done
 for policy in lend static dynamic; do
     step "virtio-blk-$policy" ./scripts/virtio-blk-tests.sh "swiotlb_policy=$policy"
 done
+step fuzz ./scripts/fuzz.sh
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 
