@@ -173,7 +173,7 @@ fn hostile_transport(s: &mut Script<'_>) -> FakeTransport {
 
 impl Harness<'_> {
     fn step(&mut self, s: &mut Script<'_>) {
-        match s.u8() % 14 {
+        match s.u8() % 15 {
             0 => self.submit(s, RequestType::In),
             1 => self.submit(s, RequestType::Out),
             2 => self.submit(s, RequestType::Flush),
@@ -212,7 +212,15 @@ impl Harness<'_> {
                 self.blk.transport().interrupt.set(u32::from(s.u8() & 3));
                 let _ = self.blk.ack_interrupt();
             }
-            _ => self.poll(),
+            13 => self.poll(),
+            _ => {
+                // Honest round trips, to run the ring indices round many times.
+                for _ in 0..=s.u8() % 64 {
+                    self.submit(&mut Script { bytes: &[1, 0, 1] }, RequestType::In);
+                    self.device_complete(&mut Script { bytes: &[] }, true);
+                    self.poll();
+                }
+            }
         }
     }
 
