@@ -215,7 +215,7 @@ impl Harness<'_> {
             13 => self.poll(),
             _ => {
                 // Honest round trips, to run the ring indices round many times.
-                for _ in 0..=s.u8() % 64 {
+                for _ in 0..=s.u8() % 32 {
                     self.submit(&mut Script { bytes: &[1, 0, 1] }, RequestType::In);
                     self.device_complete(&mut Script { bytes: &[] }, true);
                     self.poll();
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn random_scripts_hold_the_invariants() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..3000 {
+        for _ in 0..1500 {
             let len = 16 + (x % 400) as usize;
             let script: Vec<u8> = (0..len)
                 .map(|_| {
