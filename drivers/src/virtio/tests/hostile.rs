@@ -230,7 +230,7 @@ impl Harness<'_> {
         let sector = u64::from(s.u8());
         write_bytes(header, &RequestHeader { request_type: kind, sector }.to_bytes());
         let nsegs = match kind {
-            RequestType::Flush => usize::from(s.u8() % 8 == 0),
+            RequestType::Flush => usize::from(s.u8().is_multiple_of(8)),
             _ => 1 + usize::from(s.u8() % 3),
         };
         let data: Vec<DmaSegment> = (0..nsegs)
