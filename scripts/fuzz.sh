@@ -37,7 +37,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 echo "fuzz: building ${targets[*]} ($out)"
-if ! CARGO_TARGET_DIR=$out cargo build --release --locked --manifest-path fuzz/Cargo.toml \
+if ! CARGO_TARGET_DIR=$out cargo build --release --manifest-path fuzz/Cargo.toml \
         --target "$host" $(printf -- '--bin %s ' "${targets[@]}"); then
     echo "fuzz: build failed"
     echo "fuzz: 0 passed, ${#targets[@]} failed"
