@@ -213,6 +213,51 @@ fn write_tree(w: &mut FdtWriter, u: &mut Unstructured<'_>) -> Result<Option<()>>
         t!(w.end_node(dev));
     }
 
+    // A bus with its own cells, `ranges` (absent: untranslatable, empty: identity, or windows)
+    // and `dma-ranges`, with devices under it.
+    if u.ratio(1, 2)? {
+        let (bac, bsc) = (cells_value(u)?, cells_value(u)?);
+        let bus = t!(w.begin_node("soc@8000000"));
+        t!(w.property_string("compatible", "simple-bus"));
+        t!(w.property_u32("#address-cells", bac));
+        t!(w.property_u32("#size-cells", bsc));
+        for name in ["ranges", "dma-ranges"] {
+            match u.int_in_range(0u8..=3)? {
+                0 => {}
+                1 => t!(w.property_null(name)),
+                _ => {
+                    let mut cells = Vec::new();
+                    for _ in 0..u.int_in_range(1u8..=2)? {
+                        let (child, parent, len) = (address(u)?, address(u)?, size(u)?);
+                        for (value, n) in [(child, bac), (parent, ac), (len, bsc)] {
+                            for i in (0..n.min(4)).rev() {
+                                cells.push(if i >= 2 { 0 } else { (value >> (32 * i)) as u32 });
+                            }
+                        }
+                    }
+                    t!(w.property_array_u32(name, &cells));
+                }
+            }
+        }
+        for i in 0..u.int_in_range(1u8..=2)? {
+            let dev = t!(w.begin_node(&format!("dev@{i}")));
+            t!(w.property_string("compatible", if u.ratio(1, 2)? { "virtio,mmio" } else { "arm,pl011" }));
+            let reg = vec![(address(u)?, size(u)?)];
+            t!(tuples(w, "reg", &reg, bac, bsc));
+            if u.ratio(1, 2)? {
+                t!(w.property_array_u32("interrupts", &[0, u.int_in_range(0u32..=1100)?, 4]));
+            }
+            if !phandles.is_empty() && u.ratio(1, 2)? {
+                t!(w.property_u32("memory-region", *u.choose(&phandles)?));
+            }
+            if u.ratio(1, 4)? {
+                t!(w.property_string("status", "disabled"));
+            }
+            t!(w.end_node(dev));
+        }
+        t!(w.end_node(bus));
+    }
+
     // /chosen
     let chosen = t!(w.begin_node("chosen"));
     let mut bootargs = String::new();

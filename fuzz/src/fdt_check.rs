@@ -5,7 +5,7 @@
 //! (the fuzz profile keeps overflow checks on) or a broken invariant is a finding.
 
 use kernel::dt::{DeviceTree, ReservedPlacement};
-use kernel::mm::memblock::{Memblock, PhysRange};
+use kernel::mm::memblock::{Memblock, PhysRange, RegionKind};
 use kernel::mm::PAGE_SIZE;
 
 /// Where QEMU's virt machine puts the DTB and where our image is linked (`linker.ld`).
@@ -145,36 +145,29 @@ pub fn check_memblock(dt: &DeviceTree<'_>, map: &Memblock<'_>) {
         assert!(mapped.iter().any(|m| m.contains(f)), "free {f:?} not mapped");
     }
 
-    // Every /reserved-memory region is in the map: static ones where they said, dynamic ones
-    // inside RAM, aligned, and inside one of their alloc-ranges.
+    // Every /reserved-memory region is in the map under its own name (the platform sets pools
+    // up with `find(name)`): static ones where they said, dynamic ones aligned and inside one of
+    // their alloc-ranges.
     for region in dt.reserved_regions().flatten() {
-        let Some(placed) = reserved.iter().find(|r| r.label == region.name) else {
+        let Some(placed) = map.find(region.name) else {
             panic!("{} not in the map", region.name);
         };
-        assert_eq!(placed.flags.no_map, region.no_map);
-        assert_eq!(placed.flags.reusable, region.reusable);
+        assert_eq!(placed.flags.kind, RegionKind::ReservedMemory(region.kind), "find({}) names another region", region.name);
+        assert_eq!((placed.flags.no_map, placed.flags.reusable), (region.no_map, region.reusable), "{}", region.name);
         match region.placement {
             ReservedPlacement::Static(range) => {
-                // Several nodes may share a name; one of them must match exactly.
-                assert!(
-                    reserved.iter().any(|r| r.label == region.name && r.range == range),
-                    "{} not at {range:?}",
-                    region.name
-                );
+                assert!(!placed.flags.dynamic && placed.range == range, "{} not at {range:?}", region.name);
             }
             ReservedPlacement::Dynamic { size, alignment, .. } => {
-                let candidates: Vec<_> = reserved
-                    .iter()
-                    .filter(|r| r.label == region.name && r.flags.dynamic && r.range.size() == size)
-                    .collect();
-                assert!(!candidates.is_empty(), "{}: no dynamic placement of {size:#x}", region.name);
                 let align = alignment.unwrap_or(PAGE_SIZE).max(PAGE_SIZE);
                 let windows: Vec<PhysRange> = region.alloc_ranges().collect();
+                assert!(placed.flags.dynamic && placed.range.size() == size, "{}: {placed:?}", region.name);
                 assert!(
-                    candidates.iter().any(|c| c.range.base() % align == 0
-                        && (windows.is_empty() || windows.iter().any(|w| w.contains(&c.range)))),
-                    "{}: placed outside its alignment {align:#x} or alloc-ranges {windows:?}",
-                    region.name
+                    placed.range.base() % align == 0
+                        && (windows.is_empty() || windows.iter().any(|w| w.contains(&placed.range))),
+                    "{}: placed at {:?}, outside its alignment {align:#x} or alloc-ranges {windows:?}",
+                    region.name,
+                    placed.range
                 );
             }
         }
