@@ -36,6 +36,9 @@ for policy in lend static dynamic; do
 done
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
+# Coverage-guided fuzzing of the FDT interpretation and of the virtio-blk driver against a
+# hostile device, a short bounded run (scripts/fuzz.sh 600 for a long one).
+step fuzz ./scripts/fuzz.sh
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 

@@ -77,6 +77,8 @@ struct Table {
     freed_next: usize,
     errors: u64,
     last_error: Option<DmaDebugError>,
+    /// The table overflowed: nothing is checked any more (Linux `global_disable`).
+    disabled: bool,
 }
 
 /// The tracker.
@@ -101,6 +103,7 @@ impl DmaDebug {
                 freed_next: 0,
                 errors: 0,
                 last_error: None,
+                disabled: false,
             }),
         }
     }
@@ -126,7 +129,14 @@ impl DmaDebug {
     pub fn map(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
         let mut t = self.table.lock();
         let start = Self::slot_of(addr);
+        if t.disabled {
+            return Ok(());
+        }
         let Some(i) = (0..MAX_ENTRIES).map(|i| (start + i) % MAX_ENTRIES).find(|&i| t.live[i].is_none()) else {
+            // An untracked mapping would make its own correct unmap look like misuse (and be
+            // refused, leaking its slots): stop checking altogether, as Linux does ("debugging
+            // out of memory - disabling").
+            t.disabled = true;
             return Err(Self::report(&mut t, DmaDebugError::TableFull));
         };
         t.live[i] = Some(Entry { dev, addr, size, dir, error_checked: false });
@@ -148,6 +158,14 @@ impl DmaDebug {
     /// problem found is returned; the entry is removed whenever it was found.
     pub fn unmap(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
         let mut t = self.table.lock();
+        if t.disabled {
+            // Nothing is checked any more; still forget what was tracked.
+            if let Some(i) = Self::find(&t, dev, addr) {
+                t.live[i] = None;
+                t.count -= 1;
+            }
+            return Ok(());
+        }
         let Some(i) = Self::find(&t, dev, addr) else {
             let double = t.freed.iter().flatten().any(|&(d, a)| d == dev && a == addr);
             let e = if double { DmaDebugError::DoubleUnmap { dev, addr } } else { DmaDebugError::UnmapUnknown { dev, addr } };
@@ -175,6 +193,9 @@ impl DmaDebug {
     /// direction is fine for a bidirectional mapping).
     pub fn sync(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
         let mut t = self.table.lock();
+        if t.disabled {
+            return Ok(());
+        }
         let entry = t.live.iter().flatten().find(|e| e.dev == dev && addr >= e.addr && addr < e.addr + e.size as u64).copied();
         let Some(e) = entry else {
             return Err(Self::report(&mut t, DmaDebugError::SyncUnknown { dev, addr }));
@@ -191,6 +212,9 @@ impl DmaDebug {
     /// Checks that a device going away has no live mappings (Linux: `dma_debug_device_change`).
     pub fn device_removed(&self, dev: DeviceId) -> Result<(), DmaDebugError> {
         let mut t = self.table.lock();
+        if t.disabled {
+            return Ok(());
+        }
         let count = t.live.iter().flatten().filter(|e| e.dev == dev).count();
         if count > 0 {
             return Err(Self::report(&mut t, DmaDebugError::LeakedAtRemove { dev, count }));
@@ -273,6 +297,9 @@ mod tests {
             d.map(7, 0x10_0000 + i * 2048, 2048, Bidirectional).unwrap();
         }
         assert_eq!(d.map(7, 0x1, 1, ToDevice), Err(DmaDebugError::TableFull));
+        // From then on nothing is checked (Linux disables dma-debug): the untracked mapping's
+        // unmap is no misuse.
+        assert_eq!(d.unmap(7, 0x1, 1, ToDevice), Ok(()));
         for i in 0..MAX_ENTRIES as u64 {
             d.mapping_error_checked(7, 0x10_0000 + i * 2048);
             d.unmap(7, 0x10_0000 + i * 2048, 2048, Bidirectional).unwrap();

@@ -250,6 +250,10 @@ pub enum MemblockError<'a> {
         other: &'a str,
         other_range: PhysRange,
     },
+    /// A `/reserved-memory` region whose label another region already has (or the reverse):
+    /// [`Memblock::find`] must name one region, or a pool could be set up over another region
+    /// (a restricted-dma-pool node named `kernel`, say).
+    DuplicateLabel { label: &'a str },
     /// A fixed-capacity table is full.
     Capacity { table: &'static str, label: &'a str },
     /// An alignment that is zero or not a power of two.
@@ -298,6 +302,9 @@ impl fmt::Display for MemblockError<'_> {
                     f,
                     "memblock: {label} [{s:#x}-{e:#x}) overlaps {other} [{os:#x}-{oe:#x})"
                 )
+            }
+            DuplicateLabel { label } => {
+                write!(f, "memblock: two regions are labelled {label:?} (reserved-memory node names must be unique)")
             }
             Capacity { table, label } => write!(f, "memblock: {table} table full adding {label}"),
             BadAlignment { label, align } => {
@@ -372,6 +379,12 @@ impl<'a> Memblock<'a> {
     ) -> Result<(), MemblockError<'a>> {
         check_label(label)?;
         let range = checked_range(label, base, size)?;
+        // Regions of the kernel's own kinds may share a label ("memreserve"); a reserved-memory
+        // region's label names it alone, since pools are looked up by it.
+        let named = |kind: RegionKind| matches!(kind, RegionKind::ReservedMemory(_));
+        if self.reserved().any(|r| r.label == label && (named(r.flags.kind) || named(flags.kind))) {
+            return Err(MemblockError::DuplicateLabel { label });
+        }
         if !self.ram.as_slice().iter().any(|bank| bank.contains(&range)) {
             return Err(MemblockError::OutsideRam { label, range });
         }
@@ -1032,6 +1045,34 @@ mod tests {
             err.unwrap_err(),
             MemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" })
         );
+    }
+
+    /// Found by the `fdt` fuzz target: a reserved-memory node named `dtb` (or `kernel`) shared
+    /// its label with the kernel's own region, so `find` (how the platform sets up a restricted
+    /// pool) could name the kernel image or the DTB instead of the pool.
+    #[test]
+    fn reserved_memory_labels_are_unique() {
+        let mut blob = QEMU_VIRT_RESERVED.to_vec();
+        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
+        blob[cma..cma + 3].copy_from_slice(b"dtb");
+        let dt = DeviceTree::new(&blob).unwrap();
+        let err =
+            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        assert_eq!(err.unwrap_err(), MemblockError::DuplicateLabel { label: "dtb" });
+
+        let mut map = map_with_ram(&[(0x1000, 0x10000)]);
+        map.reserve(0x1000, 0x1000, "kernel", RegionFlags::of(RegionKind::KernelImage)).unwrap();
+        let pool = RegionFlags::of(RegionKind::ReservedMemory(PoolKind::RestrictedDma));
+        assert_eq!(map.reserve(0x4000, 0x1000, "kernel", pool), Err(MemblockError::DuplicateLabel { label: "kernel" }));
+        map.reserve(0x4000, 0x1000, "pool", pool).unwrap();
+        assert_eq!(map.reserve(0x6000, 0x1000, "pool", pool), Err(MemblockError::DuplicateLabel { label: "pool" }));
+        assert_eq!(map.alloc(0x1000, 0x1000, None, "pool", ALLOCATED), Err(MemblockError::DuplicateLabel { label: "pool" }));
+        // The kernel's own kinds may repeat a label.
+        let memreserve = RegionFlags::of(RegionKind::MemReserve);
+        map.reserve(0x8000, 0x1000, "memreserve", memreserve).unwrap();
+        map.reserve(0x9000, 0x1000, "memreserve", memreserve).unwrap();
+        assert_eq!(map.find("pool").unwrap().range, range(0x4000, 0x1000));
+        assert!(MemblockError::DuplicateLabel { label: "x" }.to_string().contains("unique"));
     }
 
     #[test]

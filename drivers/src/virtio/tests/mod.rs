@@ -1,6 +1,7 @@
 //! Host tests: the driver against simulated devices, honest and hostile.
 
 mod blk_tests;
+mod hostile;
 mod mmio_tests;
 mod queue_tests;
 mod sim;

@@ -21,7 +21,8 @@ const GUARD_BYTE: u8 = 0xa5;
 /// fenced by guard regions that [`SimDma::check_guards`] verifies.
 #[derive(Default)]
 pub struct SimDma {
-    allocations: RefCell<Vec<(usize, usize)>>,
+    /// (start, size, align) of each allocation, guards excluded.
+    allocations: RefCell<Vec<(usize, usize, usize)>>,
 }
 
 impl SimDma {
@@ -37,7 +38,7 @@ impl SimDma {
         bytes[..GUARD].fill(GUARD_BYTE);
         bytes[GUARD + size..].fill(GUARD_BYTE);
         let start = base as usize + GUARD;
-        self.allocations.borrow_mut().push((start, size));
+        self.allocations.borrow_mut().push((start, size, align));
         NonNull::new(start as *mut u8).unwrap()
     }
 
@@ -49,9 +50,23 @@ impl SimDma {
         ptr.as_ptr() as u64
     }
 
+    /// Frees every allocation (long fuzz runs would otherwise leak them all).
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use the allocations any more: no queue or device model built on them.
+    pub unsafe fn release(&self) {
+        for (start, size, align) in self.allocations.borrow_mut().drain(..) {
+            let layout = Layout::from_size_align(size + 2 * GUARD, align).unwrap();
+            // SAFETY: allocated in `alloc` with this layout at `start - GUARD`; the caller
+            // promises nothing uses it, and `drain` forgets it so it is freed once.
+            unsafe { std::alloc::dealloc((start - GUARD) as *mut u8, layout) };
+        }
+    }
+
     /// Panics if any guard byte changed.
     pub fn check_guards(&self) {
-        for &(start, size) in self.allocations.borrow().iter() {
+        for &(start, size, _) in self.allocations.borrow().iter() {
             for address in (start - GUARD..start).chain(start + size..start + size + GUARD) {
                 // SAFETY: guard bytes of a live (leaked) allocation.
                 let byte = unsafe { *(address as *const u8) };

@@ -6,7 +6,7 @@
 //! copies done without any lock held.
 
 use super::slots::SlotRequest;
-use super::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SHIFT};
+use super::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SHIFT, IO_TLB_SIZE};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
 
@@ -36,8 +36,17 @@ impl SwiotlbPool {
     ) -> Result<PhysAddr, SwiotlbError> {
         let req = SlotRequest::new(orig_addr, size, align)?;
         let head = self.alloc_slots(&req, dir)?;
-        let tlb_addr = self.start() + ((head as u64) << IO_TLB_SHIFT) + req.offset as u64;
+        let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
+        let tlb_addr = head_addr + req.offset as u64;
         mem.copy(tlb_addr, orig_addr, size);
+        // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
+        // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
+        // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
+        let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
+        mem.fill(first, 0, (tlb_addr - first) as usize);
+        let end = tlb_addr + size as u64;
+        let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
+        mem.fill(end, 0, (slots_end - end) as usize);
         self.counters().count_bounce(true, size);
         Ok(tlb_addr)
     }

@@ -4,6 +4,8 @@
 
 mod alignment;
 mod bounce;
+mod leak;
+mod misuse;
 mod occupancy;
 mod random;
 

@@ -10,7 +10,9 @@
 
 mod device;
 mod dynamic_static;
+mod exhaustion;
 mod grow;
+mod leak;
 mod shrink;
 
 use core::sync::atomic::{AtomicU64, Ordering};
