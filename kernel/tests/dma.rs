@@ -314,11 +314,15 @@ fn debug_reports_misuse() -> TestResult {
     let dma = api.map_single(d, high, 4096, FROM, NOATTR).map_err(e)?;
     let r = api.unmap_single(d, dma, 1024, FROM, NOATTR);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::UnmapWrongSize { .. }))), "{r:?}");
+    let r = api.unmap_single(d, dma, 4096, TO, NOATTR);
+    kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::UnmapWrongDirection { .. }))), "{r:?}");
+    // The refused unmaps changed nothing: the mapping is live and tracked, and the right unmap
+    // ends it; a second one is a double unmap.
+    kassert!(api.is_swiotlb_buffer(d, dma));
+    api.unmap_single(d, dma, 4096, FROM, NOATTR).map_err(e)?;
+    kassert!(!api.is_swiotlb_buffer(d, dma));
     let r = api.unmap_single(d, dma, 4096, FROM, NOATTR);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::DoubleUnmap { .. }))), "{r:?}");
-    // The refused unmap left the slots mapped (a leak, never a corruption): free them by hand.
-    kassert!(api.is_swiotlb_buffer(d, dma));
-    layer().manager.unmap(&RAM, dma, 4096, FROM, NOATTR).map_err(e)?;
     let dma = api.map_single(d, high, 4096, TO, NOATTR).map_err(e)?;
     let r = api.sync_single_for_cpu(d, dma, 4096, FROM);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::SyncWrongDirection { .. }))), "{r:?}");

@@ -155,7 +155,8 @@ impl DmaDebug {
     }
 
     /// Checks and forgets a mapping (Linux: `debug_dma_unmap_page` / `check_unmap`). The first
-    /// problem found is returned; the entry is removed whenever it was found.
+    /// problem found is returned. An unmap with the wrong size or direction is refused and the
+    /// entry kept; otherwise the entry is removed whenever it was found.
     pub fn unmap(&self, dev: DeviceId, addr: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaDebugError> {
         let mut t = self.table.lock();
         if t.disabled {
@@ -171,17 +172,21 @@ impl DmaDebug {
             let e = if double { DmaDebugError::DoubleUnmap { dev, addr } } else { DmaDebugError::UnmapUnknown { dev, addr } };
             return Err(Self::report(&mut t, e));
         };
-        let entry = t.live[i].take().expect("found above");
-        t.count -= 1;
-        let n = t.freed_next;
-        t.freed[n] = Some((dev, addr));
-        t.freed_next = (n + 1) % RECENT_FREED;
+        let entry = t.live[i].expect("found above");
+        // A wrong size or direction refuses the unmap: the mapping stays, tracked, and the
+        // caller's correct unmap afterwards ends it (Linux warns and unmaps anyway; here
+        // nothing is done with a wrong size, so nothing may be forgotten either).
         if entry.size != size {
             return Err(Self::report(&mut t, DmaDebugError::UnmapWrongSize { dev, addr, mapped: entry.size, unmapped: size }));
         }
         if entry.dir != dir {
             return Err(Self::report(&mut t, DmaDebugError::UnmapWrongDirection { dev, addr, mapped: entry.dir, unmapped: dir }));
         }
+        t.live[i] = None;
+        t.count -= 1;
+        let n = t.freed_next;
+        t.freed[n] = Some((dev, addr));
+        t.freed_next = (n + 1) % RECENT_FREED;
         if !entry.error_checked {
             return Err(Self::report(&mut t, DmaDebugError::MapErrorNotChecked { dev, addr }));
         }
@@ -271,6 +276,7 @@ mod tests {
         d.map(1, 0x1000, 512, ToDevice).unwrap();
         d.mapping_error_checked(1, 0x1000);
         assert_eq!(d.unmap(1, 0x1000, 256, ToDevice), Err(DmaDebugError::UnmapWrongSize { dev: 1, addr: 0x1000, mapped: 512, unmapped: 256 }));
+        assert_eq!(d.unmap(1, 0x1000, 512, ToDevice), Ok(()), "the refused unmap kept the entry");
         assert_eq!(d.unmap(1, 0x1000, 512, ToDevice), Err(DmaDebugError::DoubleUnmap { dev: 1, addr: 0x1000 }));
 
         d.map(1, 0x2000, 64, ToDevice).unwrap();
