@@ -39,6 +39,9 @@ pub enum DmaSetupError {
     /// A restricted pool is also `reusable`: it is shared with a device that may be hostile and
     /// must never be lent to the page allocator.
     ReusableRestrictedPool(&'static str),
+    /// A device's restricted pool lies (partly) beyond the device's DMA limit: it could not
+    /// reach its own bounce buffers.
+    RestrictedPoolBeyondDmaLimit { device: &'static str, region: &'static str, pool_end: PhysAddr, limit: PhysAddr },
     /// Too many restricted pools.
     TooManyPools,
     /// The default pool lies beyond the reach of the most limited device.
@@ -55,6 +58,9 @@ impl fmt::Display for DmaSetupError {
             DmaSetupError::Pool(name, e) => write!(f, "SWIOTLB pool {name}: {e}"),
             DmaSetupError::NotRestrictedPool { device, region } => write!(f, "{device}: memory-region {region} is not a restricted-dma-pool"),
             DmaSetupError::ReusableRestrictedPool(name) => write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)"),
+            DmaSetupError::RestrictedPoolBeyondDmaLimit { device, region, pool_end, limit } => {
+                write!(f, "{device}: restricted-dma-pool {region} ends at {pool_end:#x}, beyond the device's DMA limit {limit:#x} (it could not reach its bounce buffers)")
+            }
             DmaSetupError::TooManyPools => write!(f, "too many restricted DMA pools"),
             DmaSetupError::PoolAboveDmaLimit { pool_end, limit } => write!(f, "the default SWIOTLB pool ends at {pool_end:#x}, above the DMA limit {limit:#x}"),
             DmaSetupError::Manager(e) => write!(f, "default SWIOTLB pool: {e:?}"),
@@ -109,7 +115,14 @@ pub fn dma_device_from_dt(
         };
         match region.kind {
             PoolKind::RestrictedDma if region.reusable => return Err(DmaSetupError::ReusableRestrictedPool(region.name)),
-            PoolKind::RestrictedDma => policy = BouncePolicy::Restricted(restricted_pool(memblock, region.name)?),
+            PoolKind::RestrictedDma => {
+                let range = memblock.find(region.name).map(|r| r.range).ok_or(DmaSetupError::NotRestrictedPool { device: dev.name(), region: region.name })?;
+                if !dev.dma_reaches(range) {
+                    let limit = dev.dma_limit().unwrap_or(PhysAddr::MAX);
+                    return Err(DmaSetupError::RestrictedPoolBeyondDmaLimit { device: dev.name(), region: region.name, pool_end: range.end(), limit });
+                }
+                policy = BouncePolicy::Restricted(restricted_pool(memblock, region.name)?);
+            }
             _ => return Err(DmaSetupError::NotRestrictedPool { device: dev.name(), region: region.name }),
         }
     }
