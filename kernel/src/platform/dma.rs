@@ -220,8 +220,8 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
     if let Some(limit) = dma_limit.filter(|l| base + size > *l) {
         return Err(DmaSetupError::PoolAboveDmaLimit { pool_end: base + size, limit });
     }
-    let nareas = params.swiotlb.areas.unwrap_or(4) as usize;
-    let mut nslots = slots_for(size, nareas) / SLOTS_PER_PAGEBLOCK * SLOTS_PER_PAGEBLOCK;
+    // Whole pageblocks of the region (the unit of lending).
+    let mut nslots = slots_for(size, 1) / SLOTS_PER_PAGEBLOCK * SLOTS_PER_PAGEBLOCK;
     if let Some(want) = params.swiotlb.slots {
         let want = (want as usize).div_ceil(SLOTS_PER_PAGEBLOCK) * SLOTS_PER_PAGEBLOCK;
         if want > nslots {
@@ -229,6 +229,16 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         } else {
             nslots = want;
         }
+    }
+    // Every area holds whole 128-slot segments: fewer areas if the pool is too small for those
+    // asked for (Linux `limit_nareas()` also lowers the count rather than failing the boot).
+    let want_areas = params.swiotlb.areas.unwrap_or(4) as usize;
+    let mut nareas = want_areas.max(1);
+    while nareas > 1 && !nslots.is_multiple_of(IO_TLB_SEGSIZE * nareas) {
+        nareas /= 2;
+    }
+    if nareas != want_areas {
+        log::warn!("swiotlb: {want_areas} areas do not fit a pool of {nslots} slots (each area needs whole segments of {IO_TLB_SEGSIZE} slots); using {nareas}");
     }
     let geometry = PoolGeometry { start: base, nslots, nareas };
     let manager = SwiotlbManager::new(geometry, Tunables::from_params(params), false, pages).map_err(DmaSetupError::Manager)?;
