@@ -2,7 +2,8 @@
 # The soak (kernel/tests/soak.rs): SECONDS of randomised reads, writes and flushes on two fresh
 # disks under memory pressure and pool grow/shrink cycles, every byte read checked against the
 # kernel's model; then the model's CRC-32 of each disk is compared with the image file here.
-#   disk0: 32 MiB, throttled by QEMU to 32 MiB/s (requests stay in flight), behind the DMA window
+#   disk0: 32 MiB, throttled by QEMU to 16 MiB/s (requests stay in flight, bounce demand
+#          outgrows the pools), behind the DMA window
 #   disk1: 8 MiB, behind the restricted DMA pool
 # Usage: scripts/soak.sh [SECONDS [SEED]]   (default 150 s: the bounded run of test-all.sh;
 #        README.md "Soak" has the long run). Extra bootargs: SOAK_BOOTARGS="swiotlb_policy=static".
@@ -22,7 +23,7 @@ qemu-img create -q -f raw "$disk1" 8M
 # qemu-run.sh splits QEMU_RUN_OPTS on spaces: one --bootargs per word. The timeout leaves room
 # for the pressure fills, the drain and the whole-disk read-back after SECONDS.
 demo="demo=$seconds${seed:+,$seed}"
-opts="--timeout $((seconds + 600)) --disk $disk0,throttling.bps-total=33554432 --disk $disk1 --bootargs dma_debug=on --bootargs $demo"
+opts="--timeout $((seconds + 600)) --disk $disk0,throttling.bps-total=16777216 --disk $disk1 --bootargs dma_debug=on --bootargs $demo"
 for arg in ${SOAK_BOOTARGS:-}; do opts+=" --bootargs $arg"; done
 cd "$here"
 start=$(date +%s)

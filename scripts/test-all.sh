@@ -36,6 +36,7 @@ for policy in lend static dynamic; do
 done
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
+step soak ./scripts/soak.sh
 step boot-checks ./scripts/boot-checks.sh
 step gdb-test ./scripts/gdb-test.sh
 
