@@ -46,6 +46,32 @@ expect user_fragment_is_merged 0 '\[mem 0x0*50000000-0x0*500fffff\] test-carveou
     -- --dts-fragment scripts/testdata/extra-reserved.dtsi --smp 2 --mem 1G "$bin/kernel"
 expect overlapping_fragment_stops_boot_with_a_clear_error 1 'Boot failed: memory map: .*clash@48100000.*fw-log@48000000|Boot failed: memory map: .*fw-log@48000000.*clash@48100000' \
     -- --dts-fragment scripts/testdata/overlapping-reserved.dtsi "$bin/kernel"
+# Broken fragments (scripts/testdata/): each stops the boot with an error naming the node, or
+# boots with a warning and without what it broke. Never a hang, never a silently wrong map.
+expect pool_outside_ram_stops_boot 1 'Boot failed: memory map: memblock: swiotlb-pool \[0x100000000-0x102000000\) is not inside one RAM bank' \
+    -- --no-demo-disks --dts-fragment scripts/testdata/pool-outside-ram.dtsi "$bin/kernel"
+expect pool_above_dma_limit_stops_boot 1 'Boot failed: DMA: the default SWIOTLB pool ends at 0x60000000, above the DMA limit 0x58000000' \
+    -- --no-demo-disks --dts-fragment scripts/testdata/pool-above-dma-limit.dtsi "$bin/kernel"
+expect zero_sized_pool_stops_boot 1 'Boot failed: memory map: memblock: swiotlb-pool: reserved region has zero size' \
+    -- --no-demo-disks --dts-fragment scripts/testdata/zero-sized-pool.dtsi "$bin/kernel"
+expect reusable_restricted_pool_stops_boot 1 'Boot failed: .*restricted-dma@4a000000: restricted-dma-pool must not be reusable' \
+    -- --no-demo-disks --dts-fragment scripts/testdata/reusable-restricted-pool.dtsi "$bin/kernel"
+# A disk's memory-region: with the disks attached. A dangling phandle stops the boot (every
+# device node is decoded when the page tables are built); a region of the wrong kind, or a
+# restricted pool the device cannot reach, fails only that disk's probe, and the demo runs on.
+expect unknown_memory_region_phandle_stops_boot 1 'Boot failed: device tree: virtio_mmio@a003c00: memory-region phandle 0xdead does not name a valid node' \
+    -- --dts-fragment scripts/testdata/unknown-memory-region.dtsi "$bin/kernel"
+expect memory_region_not_a_pool_fails_the_disk 0 'WARN +virtio_mmio@a003c00: .*memory-region fw-log@48000000 is not a restricted-dma-pool' \
+    '^\[ *[0-9.]+\] INFO +disk0 on virtio_mmio@a003e00' 'demo: no two virtio-blk disks' 'demo: every request served once' \
+    -- --dts-fragment scripts/testdata/memory-region-not-a-pool.dtsi "$bin/kernel"
+expect restricted_pool_beyond_dma_limit_fails_the_disk 0 \
+    '\[mem 0x0*5c000000-0x0*5c3fffff\] restricted-dma@4a000000' \
+    'WARN +virtio_mmio@a003c00: .*restricted-dma-pool restricted-dma@4a000000 ends at 0x5c400000, beyond the device.s DMA limit 0x57ffffff' \
+    'demo: no two virtio-blk disks' 'demo: every request served once' \
+    -- --dts-fragment scripts/testdata/restricted-pool-above-dma-limit.dtsi "$bin/kernel"
+expect swiotlb_too_many_areas_warns_and_boots 0 'WARN +swiotlb: 1024 areas do not fit a pool of 16384 slots .*using 128' \
+    'demo: every request served once' \
+    -- --no-demo-disks "$bin/kernel" swiotlb=16384,1024
 expect garbage_bootargs_warn_and_boot 0 "bootargs: ignoring 'swiotlb_policy=fastest'" "bootargs: ignoring 'nonsense'" \
     -- "$bin/kernel" swiotlb_policy=fastest nonsense
 

@@ -36,6 +36,9 @@ for policy in lend static dynamic; do
 done
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
+# The bounded soak: a randomised read/write/flush mix on both disks with memory pressure and
+# reclaim/shrink cycles, every byte checked against a model and the images on the host.
+step soak ./scripts/soak.sh
 # Coverage-guided fuzzing of the FDT interpretation and of the virtio-blk driver against a
 # hostile device, a short bounded run (scripts/fuzz.sh 600 for a long one).
 step fuzz ./scripts/fuzz.sh

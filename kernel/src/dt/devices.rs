@@ -84,6 +84,13 @@ impl<'a> Device<'a> {
         self.dma_limit
     }
 
+    /// True if the device can reach every byte of `range` by DMA (its [`dma_limit`](Self::dma_limit)
+    /// permitting). A restricted pool the device cannot reach is useless to it (Linux finds out
+    /// per mapping, in `swiotlb_map()`'s `dma_capable` check; we refuse the device at probe).
+    pub fn dma_reaches(&self, range: PhysRange) -> bool {
+        self.dma_limit.is_none_or(|last| range.end() - 1 <= last)
+    }
+
     /// `status` is absent, `"okay"` or `"ok"`.
     pub fn enabled(&self) -> bool {
         self.enabled

@@ -1003,6 +1003,10 @@ fn root_dma_ranges_limit_every_device() {
     assert_eq!(dt.smallest_dma_limit(), Ok(Some(0x57ff_ffff)));
     let dev = dt.devices().map(Result::unwrap).find(|d| d.name() == "virtio@a000000").unwrap();
     assert_eq!(dev.dma_limit(), Some(0x57ff_ffff));
+    assert!(dev.dma_reaches(range(0x4a00_0000, 0x40_0000)));
+    assert!(dev.dma_reaches(range(0x57c0_0000, 0x40_0000)), "up to the window's last byte");
+    assert!(!dev.dma_reaches(range(0x57c0_0000, 0x40_0001)), "one byte past the window");
+    assert!(!dev.dma_reaches(range(0x5c00_0000, 0x40_0000)));
 }
 
 #[test]

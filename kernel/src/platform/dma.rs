@@ -39,6 +39,9 @@ pub enum DmaSetupError {
     /// A restricted pool is also `reusable`: it is shared with a device that may be hostile and
     /// must never be lent to the page allocator.
     ReusableRestrictedPool(&'static str),
+    /// A device's restricted pool lies (partly) beyond the device's DMA limit: it could not
+    /// reach its own bounce buffers.
+    RestrictedPoolBeyondDmaLimit { device: &'static str, region: &'static str, pool_end: PhysAddr, limit: PhysAddr },
     /// Too many restricted pools.
     TooManyPools,
     /// The default pool lies beyond the reach of the most limited device.
@@ -55,6 +58,9 @@ impl fmt::Display for DmaSetupError {
             DmaSetupError::Pool(name, e) => write!(f, "SWIOTLB pool {name}: {e}"),
             DmaSetupError::NotRestrictedPool { device, region } => write!(f, "{device}: memory-region {region} is not a restricted-dma-pool"),
             DmaSetupError::ReusableRestrictedPool(name) => write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)"),
+            DmaSetupError::RestrictedPoolBeyondDmaLimit { device, region, pool_end, limit } => {
+                write!(f, "{device}: restricted-dma-pool {region} ends at {pool_end:#x}, beyond the device's DMA limit {limit:#x} (it could not reach its bounce buffers)")
+            }
             DmaSetupError::TooManyPools => write!(f, "too many restricted DMA pools"),
             DmaSetupError::PoolAboveDmaLimit { pool_end, limit } => write!(f, "the default SWIOTLB pool ends at {pool_end:#x}, above the DMA limit {limit:#x}"),
             DmaSetupError::Manager(e) => write!(f, "default SWIOTLB pool: {e:?}"),
@@ -109,7 +115,14 @@ pub fn dma_device_from_dt(
         };
         match region.kind {
             PoolKind::RestrictedDma if region.reusable => return Err(DmaSetupError::ReusableRestrictedPool(region.name)),
-            PoolKind::RestrictedDma => policy = BouncePolicy::Restricted(restricted_pool(memblock, region.name)?),
+            PoolKind::RestrictedDma => {
+                let range = memblock.find(region.name).map(|r| r.range).ok_or(DmaSetupError::NotRestrictedPool { device: dev.name(), region: region.name })?;
+                if !dev.dma_reaches(range) {
+                    let limit = dev.dma_limit().unwrap_or(PhysAddr::MAX);
+                    return Err(DmaSetupError::RestrictedPoolBeyondDmaLimit { device: dev.name(), region: region.name, pool_end: range.end(), limit });
+                }
+                policy = BouncePolicy::Restricted(restricted_pool(memblock, region.name)?);
+            }
             _ => return Err(DmaSetupError::NotRestrictedPool { device: dev.name(), region: region.name }),
         }
     }
@@ -207,8 +220,8 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
     if let Some(limit) = dma_limit.filter(|l| base + size > *l) {
         return Err(DmaSetupError::PoolAboveDmaLimit { pool_end: base + size, limit });
     }
-    let nareas = params.swiotlb.areas.unwrap_or(4) as usize;
-    let mut nslots = slots_for(size, nareas) / SLOTS_PER_PAGEBLOCK * SLOTS_PER_PAGEBLOCK;
+    // Whole pageblocks of the region (the unit of lending).
+    let mut nslots = slots_for(size, 1) / SLOTS_PER_PAGEBLOCK * SLOTS_PER_PAGEBLOCK;
     if let Some(want) = params.swiotlb.slots {
         let want = (want as usize).div_ceil(SLOTS_PER_PAGEBLOCK) * SLOTS_PER_PAGEBLOCK;
         if want > nslots {
@@ -216,6 +229,16 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         } else {
             nslots = want;
         }
+    }
+    // Every area holds whole 128-slot segments: fewer areas if the pool is too small for those
+    // asked for (Linux `limit_nareas()` also lowers the count rather than failing the boot).
+    let want_areas = params.swiotlb.areas.unwrap_or(4) as usize;
+    let mut nareas = want_areas.max(1);
+    while nareas > 1 && !nslots.is_multiple_of(IO_TLB_SEGSIZE * nareas) {
+        nareas /= 2;
+    }
+    if nareas != want_areas {
+        log::warn!("swiotlb: {want_areas} areas do not fit a pool of {nslots} slots (each area needs whole segments of {IO_TLB_SEGSIZE} slots); using {nareas}");
     }
     let geometry = PoolGeometry { start: base, nslots, nareas };
     let manager = SwiotlbManager::new(geometry, Tunables::from_params(params), false, pages).map_err(DmaSetupError::Manager)?;
