@@ -21,7 +21,16 @@ step() {
 }
 
 host=x86_64-unknown-linux-gnu
-step host-unit-tests cargo test --target "$host" --lib -p kernel -p drivers -p boot
+# cargo prints one "test result: ... N passed; N failed" line per crate: add them up.
+host_unit_tests() {
+    local out status
+    out=$(cargo test --target "$host" --lib -p kernel -p drivers -p boot 2>&1); status=$?
+    echo "$out" | grep -E '^test result' || true
+    ((status == 0)) || echo "$out" | tail -80
+    echo "$out" | awk '/^test result:/ { p += $4; f += $6 } END { printf "host-unit-tests: %d passed, %d failed\n", p, f }'
+    return $status
+}
+step host-unit-tests host_unit_tests
 # The in-QEMU test kernels without disks, default policy (lend), DMA-API debugging on.
 qemu_tests=(--test boot --test page_alloc --test dma)
 step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
