@@ -26,7 +26,6 @@ const FROM: DmaDirection = DmaDirection::FromDevice;
 const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
 
 struct Setup {
-    mem: &'static SimMemory,
     api: DmaApi<'static>,
     pool: &'static SwiotlbPool,
     debug: &'static DmaDebug,
@@ -39,7 +38,7 @@ fn setup() -> Setup {
     let debug: &'static DmaDebug = Box::leak(Box::new(DmaDebug::new()));
     let api = DmaApi::new(mem, pool, Some(debug), None);
     let dev = DmaDevice::new(1, "disk0", Some(LIMIT), true, BouncePolicy::WhenNeeded);
-    Setup { mem, api, pool, debug, dev }
+    Setup { api, pool, debug, dev }
 }
 
 fn misuse(r: Result<(), DmaError>) -> DmaDebugError {
