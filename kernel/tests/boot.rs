@@ -26,6 +26,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "write_to_text_is_a_permission_fault", run: write_to_text_faults },
             TestCase { name: "timer_interrupt_fires", run: timer_interrupt_fires },
             TestCase { name: "periodic_tick_counts", run: periodic_tick_counts },
+            TestCase { name: "interrupts_preserve_fp_simd_state", run: interrupts_preserve_fp_simd_state },
             TestCase { name: "mmu_attributes_follow_the_device_tree", run: mmu_attributes },
             TestCase { name: "memory_map_has_the_repo_fragment", run: memory_map_has_fragment },
             TestCase { name: "heap_allocates_and_frees", run: heap_works },
@@ -80,7 +81,13 @@ fn timer_interrupt_fires() -> TestResult {
     let deadline = time::uptime() + Duration::from_secs(2);
     while time::tick_count() == before {
         kassert!(time::uptime() < deadline, "no timer interrupt within 2 s");
-        boot::cpu::wait_for_interrupt();
+        // Check and sleep with IRQs masked: WFI still wakes on the pending interrupt, which an
+        // unmasked check could otherwise take just before the WFI and sleep for ever (one-shot).
+        let daif = boot::cpu::local_irq_save();
+        if time::tick_count() == before {
+            boot::cpu::wait_for_interrupt();
+        }
+        boot::cpu::local_irq_restore(daif);
     }
     kassert_eq!(time::tick_count(), before + 1);
     // A second handler on another line cannot steal the timer's.
@@ -98,6 +105,118 @@ fn periodic_tick_counts() -> TestResult {
     time::stop_tick();
     let ticks = time::tick_count() - before;
     kassert!((5..=40).contains(&ticks), "{ticks} ticks in 50 ms at a 2 ms period");
+    Ok(())
+}
+
+static CLOBBERS: AtomicU32 = AtomicU32::new(0);
+
+/// A tick hook that does what compiled Rust in a handler may do at any time (the target uses the
+/// FP/SIMD registers for copies and zeroing): overwrite every vector register, FPSR and FPCR.
+fn clobber_fp_simd(_: &IrqContext<'_>) {
+    // SAFETY: only FP/SIMD state is written, and every register is declared clobbered; FPCR's FZ
+    // bit changes nothing integer code depends on.
+    unsafe {
+        core::arch::asm!(
+            "movi v0.16b, #0xa5", "movi v1.16b, #0xa5", "movi v2.16b, #0xa5", "movi v3.16b, #0xa5",
+            "movi v4.16b, #0xa5", "movi v5.16b, #0xa5", "movi v6.16b, #0xa5", "movi v7.16b, #0xa5",
+            "movi v8.16b, #0xa5", "movi v9.16b, #0xa5", "movi v10.16b, #0xa5", "movi v11.16b, #0xa5",
+            "movi v12.16b, #0xa5", "movi v13.16b, #0xa5", "movi v14.16b, #0xa5", "movi v15.16b, #0xa5",
+            "movi v16.16b, #0xa5", "movi v17.16b, #0xa5", "movi v18.16b, #0xa5", "movi v19.16b, #0xa5",
+            "movi v20.16b, #0xa5", "movi v21.16b, #0xa5", "movi v22.16b, #0xa5", "movi v23.16b, #0xa5",
+            "movi v24.16b, #0xa5", "movi v25.16b, #0xa5", "movi v26.16b, #0xa5", "movi v27.16b, #0xa5",
+            "movi v28.16b, #0xa5", "movi v29.16b, #0xa5", "movi v30.16b, #0xa5", "movi v31.16b, #0xa5",
+            "mov {t}, #0x9f",
+            "msr fpsr, {t}",
+            "mov {t}, #(1 << 24)",
+            "msr fpcr, {t}",
+            t = out(reg) _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _, out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _, out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack),
+        );
+    }
+    CLOBBERS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Task context holds values in all 32 vector registers, FPSR and FPCR while timer interrupts
+/// whose handler overwrites them all come and go: the exception entry must save and restore the
+/// interrupted FP/SIMD state, as it does the general registers.
+fn interrupts_preserve_fp_simd_state() -> TestResult {
+    let mut input = [0u8; 512];
+    for (i, b) in input.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(7).wrapping_add(1);
+    }
+    let mut output = [0u8; 512];
+    let (fpsr_in, fpcr_in) = (0x1u64, 2u64 << 22); // IOC flag; round towards minus infinity
+    let (mut fpsr_out, mut fpcr_out, mut fpcr_saved): (u64, u64, u64);
+    kassert!(time::add_tick_hook(clobber_fp_simd), "no tick hook free");
+    let before = CLOBBERS.load(Ordering::Relaxed);
+    time::start_tick(Duration::from_micros(500));
+    // One asm block from load to store, so that no compiled code touches the registers between:
+    // load, wait for the counter to move by 3 interrupts (bounded), store.
+    // SAFETY: reads `input` and writes `output` (512 bytes each, both live); every vector
+    // register is declared clobbered; FPCR is put back before the block ends.
+    unsafe {
+        core::arch::asm!(
+            "mrs {saved}, fpcr",
+            "msr fpsr, {fpsr_in}",
+            "msr fpcr, {fpcr_in}",
+            "ld1 {{v0.16b-v3.16b}}, [{inp}], #64", "ld1 {{v4.16b-v7.16b}}, [{inp}], #64",
+            "ld1 {{v8.16b-v11.16b}}, [{inp}], #64", "ld1 {{v12.16b-v15.16b}}, [{inp}], #64",
+            "ld1 {{v16.16b-v19.16b}}, [{inp}], #64", "ld1 {{v20.16b-v23.16b}}, [{inp}], #64",
+            "ld1 {{v24.16b-v27.16b}}, [{inp}], #64", "ld1 {{v28.16b-v31.16b}}, [{inp}], #64",
+            "ldr {want:w}, [{ctr}]",
+            "add {want:w}, {want:w}, #3",
+            "2:",
+            "subs {budget}, {budget}, #1",
+            "b.eq 3f",
+            "ldr {t:w}, [{ctr}]",
+            "cmp {t:w}, {want:w}",
+            "b.lo 2b",
+            "3:",
+            "st1 {{v0.16b-v3.16b}}, [{out}], #64", "st1 {{v4.16b-v7.16b}}, [{out}], #64",
+            "st1 {{v8.16b-v11.16b}}, [{out}], #64", "st1 {{v12.16b-v15.16b}}, [{out}], #64",
+            "st1 {{v16.16b-v19.16b}}, [{out}], #64", "st1 {{v20.16b-v23.16b}}, [{out}], #64",
+            "st1 {{v24.16b-v27.16b}}, [{out}], #64", "st1 {{v28.16b-v31.16b}}, [{out}], #64",
+            "mrs {fpsr_out}, fpsr",
+            "mrs {fpcr_out}, fpcr",
+            "msr fpcr, {saved}",
+            saved = out(reg) fpcr_saved,
+            fpsr_in = in(reg) fpsr_in,
+            fpcr_in = in(reg) fpcr_in,
+            inp = inout(reg) input.as_ptr() => _,
+            out = inout(reg) output.as_mut_ptr() => _,
+            ctr = in(reg) CLOBBERS.as_ptr(),
+            want = out(reg) _,
+            t = out(reg) _,
+            budget = inout(reg) 1u64 << 32 => _,
+            fpsr_out = out(reg) fpsr_out,
+            fpcr_out = out(reg) fpcr_out,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _, out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _, out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack),
+        );
+    }
+    time::stop_tick();
+    time::remove_tick_hook(clobber_fp_simd);
+    let seen = CLOBBERS.load(Ordering::Relaxed) - before;
+    kassert!(seen >= 3, "only {seen} interrupts came while the registers were live");
+    if let Some(i) = (0..512).find(|&i| output[i] != input[i]) {
+        return Err(alloc::format!(
+            "v{} byte {} changed across {seen} interrupts: {:#04x}, was {:#04x}",
+            i / 16,
+            i % 16,
+            output[i],
+            input[i]
+        ));
+    }
+    kassert_eq!(fpsr_out & 0x9f, fpsr_in, "FPSR changed across interrupts");
+    kassert_eq!(fpcr_out, fpcr_in, "FPCR changed across interrupts");
+    let _ = fpcr_saved;
     Ok(())
 }
 

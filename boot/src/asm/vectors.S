@@ -1,9 +1,18 @@
 // Exception vector table (Arm ARM D1.10.2): 16 entries of 0x80 bytes, VBAR_EL1 2 KiB aligned.
 // Each entry saves x0/x1, loads its kind into x1 and jumps to the common code, which saves the
-// rest of the trap frame (boot/src/exception.rs: TrapFrame), calls boot_handle_exception(frame,
-// kind), restores everything (ELR may have been changed by the handler) and returns with eret.
+// rest of the trap frame (boot/src/exception.rs: TrapFrame), then the FP/SIMD state, calls
+// boot_handle_exception(frame, kind), restores everything (ELR may have been changed by the
+// handler) and returns with eret.
+//
+// The FP/SIMD state is saved because the handlers are Rust compiled for aarch64-unknown-none,
+// which uses the vector registers for copies and zeroing: an interrupt may come between any two
+// instructions of the interrupted code, so it must find v0-v31, FPSR and FPCR as it left them.
+// (Linux builds the kernel with -mgeneral-regs-only instead; the Rust target cannot.) All 32
+// registers are saved, not only the caller-saved ones: AAPCS64 preserves only the low 64 bits
+// of v8-v15 across a call.
 
 .equ FRAME_SIZE, 36 * 8
+.equ FPSIMD_SIZE, 32 * 16 + 16
 
 .macro VECTOR kind
 .balign 0x80
@@ -63,12 +72,52 @@ exception_common:
     stp     x2, x3, [sp, #272]
 
     mov     x0, sp
+    sub     sp, sp, #FPSIMD_SIZE
+    stp     q0, q1, [sp, #16]
+    stp     q2, q3, [sp, #48]
+    stp     q4, q5, [sp, #80]
+    stp     q6, q7, [sp, #112]
+    stp     q8, q9, [sp, #144]
+    stp     q10, q11, [sp, #176]
+    stp     q12, q13, [sp, #208]
+    stp     q14, q15, [sp, #240]
+    stp     q16, q17, [sp, #272]
+    stp     q18, q19, [sp, #304]
+    stp     q20, q21, [sp, #336]
+    stp     q22, q23, [sp, #368]
+    stp     q24, q25, [sp, #400]
+    stp     q26, q27, [sp, #432]
+    stp     q28, q29, [sp, #464]
+    stp     q30, q31, [sp, #496]
+    mrs     x2, fpsr
+    mrs     x3, fpcr
+    stp     x2, x3, [sp, #0]
     // A frame record so that backtraces walk through the exception into the interrupted code.
     ldr     x2, [x0, #248]
     stp     x29, x2, [sp, #-16]!
     mov     x29, sp
     bl      boot_handle_exception
     add     sp, sp, #16
+    ldp     x2, x3, [sp, #0]
+    msr     fpsr, x2
+    msr     fpcr, x3
+    ldp     q0, q1, [sp, #16]
+    ldp     q2, q3, [sp, #48]
+    ldp     q4, q5, [sp, #80]
+    ldp     q6, q7, [sp, #112]
+    ldp     q8, q9, [sp, #144]
+    ldp     q10, q11, [sp, #176]
+    ldp     q12, q13, [sp, #208]
+    ldp     q14, q15, [sp, #240]
+    ldp     q16, q17, [sp, #272]
+    ldp     q18, q19, [sp, #304]
+    ldp     q20, q21, [sp, #336]
+    ldp     q22, q23, [sp, #368]
+    ldp     q24, q25, [sp, #400]
+    ldp     q26, q27, [sp, #432]
+    ldp     q28, q29, [sp, #464]
+    ldp     q30, q31, [sp, #496]
+    add     sp, sp, #FPSIMD_SIZE
 
     ldp     x2, x3, [sp, #256]
     msr     spsr_el1, x2
