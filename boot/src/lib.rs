@@ -23,6 +23,8 @@ pub mod mmu;
 core::arch::global_asm!(include_str!("asm/entry.S"));
 #[cfg(target_os = "none")]
 core::arch::global_asm!(include_str!("asm/vectors.S"));
+#[cfg(target_os = "none")]
+core::arch::global_asm!(include_str!("asm/mem.S"));
 
 #[cfg(target_os = "none")]
 pub use early_mmu::{MAIR_DEVICE_INDEX, MAIR_NORMAL_INDEX};
