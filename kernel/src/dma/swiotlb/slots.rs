@@ -231,15 +231,20 @@ pub(super) fn give_back_run(slots: &mut [Slot], first: usize, n: usize) {
 }
 
 /// Recounts the free slots before `first` in its segment after `first`'s count changed.
+///
+/// This walk is most of the bookkeeping of a map+unmap (Linux has the same one, in
+/// `swiotlb_area_find_slots` and `swiotlb_release_slots`): next-fit leaves the slots behind the
+/// search cursor free, so the run before a new mapping grows towards the whole segment. Hence a
+/// slice iterator (no bounds checks) over the segment's slots before `first`.
 fn relink_preceding(slots: &mut [Slot], first: usize) {
+    const _: () = assert!(IO_TLB_SEGSIZE.is_power_of_two());
+    let segment_start = first & !(IO_TLB_SEGSIZE - 1);
     let mut count = slots[first].list;
-    let mut i = first;
-    while !i.is_multiple_of(IO_TLB_SEGSIZE) {
-        i -= 1;
-        if slots[i].list == 0 {
+    for slot in slots[segment_start..first].iter_mut().rev() {
+        if slot.list == 0 {
             break;
         }
         count += 1;
-        slots[i].list = count;
+        slot.list = count;
     }
 }
