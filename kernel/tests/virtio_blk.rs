@@ -195,6 +195,9 @@ fn many_in_flight() -> TestResult {
     let expected = if d.indirect() { QUEUE_SIZE } else { DIRECT_MAX_IN_FLIGHT };
     kprintln!("  indirect {}, event_idx {}: {max} requests in flight at most", d.indirect(), d.event_idx());
     kassert_eq!(max, expected);
+    // The bootargs decide what was negotiated (QEMU offers both features).
+    let params = &kernel::platform::kernel().params;
+    kassert_eq!((d.indirect(), d.event_idx()), (params.blk_indirect, params.blk_event_idx));
     let n = 3 * max;
     const LEN: usize = 4096;
     let bufs = buffer(8, true)?; // n * 4 KiB, above the window

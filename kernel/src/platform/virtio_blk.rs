@@ -5,8 +5,8 @@
 //! - Probe ([`probe_all`], task context): every enabled `virtio,mmio` node with a block device
 //!   gets its `DmaDevice` from the device tree, its ring memory from `dma_alloc_coherent` (from
 //!   the restricted pool for a device behind one), its features negotiated (VERSION_1, and
-//!   ACCESS_PLATFORM whenever offered; INDIRECT_DESC and RING_EVENT_IDX unless `blk_indirect=off`
-//!   / `blk_event_idx=off`) and its SPI registered. With indirect descriptors each request takes
+//!   ACCESS_PLATFORM whenever offered; INDIRECT_DESC unless `blk_indirect=off`, RING_EVENT_IDX
+//!   only with `blk_event_idx=on`: the benchmark's choice) and its SPI registered. With indirect descriptors each request takes
 //!   one ring descriptor (its buffers in that head's indirect table, in the rings' coherent
 //!   memory), so the whole queue ([`QUEUE_SIZE`]) can be in flight; without, a third of it.
 //! - Submit ([`Disk::submit_read`], [`Disk::submit_write`], [`Disk::submit_flush`], task
@@ -437,7 +437,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
     let dma_dev = dma_device_from_dt(&k.dt, &k.memblock, node, force).map_err(ProbeError::Dma)?;
     let dma_dev: &'static DmaDevice = alloc::boxed::Box::leak(alloc::boxed::Box::new(dma_dev));
     // ACCESS_PLATFORM is accepted whenever offered (DeviceInit::begin); nothing more is
-    // required. INDIRECT_DESC and RING_EVENT_IDX unless the command line turns them off. The
+    // required. INDIRECT_DESC and RING_EVENT_IDX as the command line says. The
     // indirect tables come from the rings' coherent memory (a restricted pool's, if any).
     let mut declined = 0;
     if !k.params.blk_indirect {
