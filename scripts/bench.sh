@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issue 6 in QEMU and regenerates docs/EVALUATION.md with its tables and
+# Runs the benchmarks of issue 6 (and the virtio-blk feature comparison) in QEMU and regenerates docs/EVALUATION.md with its tables and
 # plots (docs/eval/). Not a test: the numbers depend on the machine; nothing here fails on a
 # slow result. See docs/EVALUATION.md for the method.
 #
@@ -71,6 +71,11 @@ configs=(
     "policy-static|demo=bench-policy swiotlb_policy=static|"
     "policy-dynamic|demo=bench-policy swiotlb_policy=dynamic|"
     "pools|demo=bench-pools,ms=$ms|"
+    # The virtio features, each combination of RING_EVENT_IDX and INDIRECT_DESC.
+    "features-idx-ind|demo=bench-features,ms=$ms blk_event_idx=on blk_indirect=on|"
+    "features-noidx-ind|demo=bench-features,ms=$ms blk_event_idx=off blk_indirect=on|"
+    "features-idx-noind|demo=bench-features,ms=$ms blk_event_idx=on blk_indirect=off|"
+    "features-noidx-noind|demo=bench-features,ms=$ms blk_event_idx=off blk_indirect=off|"
 )
 if ((!quick)); then
     configs+=(

@@ -56,6 +56,12 @@ pub struct KernelParams {
     /// `blk_inflight_kib=<KiB>`: the in-flight DMA a DMA-limited virtio-blk disk tells the DMA
     /// layer about at probe (enough earns it a per-device pool); 0: no hint.
     pub blk_inflight_kib: u64,
+    /// `blk_indirect=on|off`: virtio-blk negotiates VIRTIO_F_INDIRECT_DESC when offered (each
+    /// request then takes one ring descriptor, so the whole queue can be in flight).
+    pub blk_indirect: bool,
+    /// `blk_event_idx=on|off`: virtio-blk negotiates VIRTIO_F_RING_EVENT_IDX when offered. Off by
+    /// default: it saved no notification and no time in the benchmark (docs/EVALUATION.md).
+    pub blk_event_idx: bool,
     /// `demo=<mode>`: what the demo kernel runs (e.g. `read-verify`).
     pub demo: Option<String>,
 }
@@ -74,6 +80,8 @@ impl Default for KernelParams {
             swiotlb_batch: 2,
             swiotlb_keep: 2,
             blk_inflight_kib: 4096,
+            blk_indirect: true,
+            blk_event_idx: false,
             demo: None,
         }
     }
@@ -115,12 +123,15 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
+            ("blk_indirect", Some(v)) => parse_on_off(v).map(|b| p.blk_indirect = b),
+            ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
             ("demo", Some(v)) if !v.is_empty() => {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
-            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "blk_inflight_kib" | "demo", _) => {
+            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "blk_inflight_kib" | "blk_indirect"
+            | "blk_event_idx" | "demo", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -242,6 +253,23 @@ mod tests {
         let words: Vec<&str> = w.iter().map(|w| w.word.as_str()).collect();
         assert_eq!(words, ["swiotlb_policy=fast", "swiotlb=12,3", "dma_debug", "bogus", "swiotlb_low_wm=500", "swiotlb=x,force", "\u{1F600}=1"]);
         assert!(w[1].to_string().contains("power of two"));
+    }
+
+    #[test]
+    fn virtio_blk_features() {
+        let d = KernelParams::default();
+        assert!(d.blk_indirect && !d.blk_event_idx, "the defaults the benchmark chose");
+        let (p, w) = parse("blk_indirect=off blk_event_idx=on");
+        assert!(w.is_empty(), "{w:?}");
+        assert!(!p.blk_indirect && p.blk_event_idx);
+        let (p, w) = parse("blk_indirect=0 blk_event_idx=1 blk_event_idx=off");
+        assert!(w.is_empty() && !p.blk_indirect && !p.blk_event_idx);
+        let (p, w) = parse("blk_indirect=off blk_indirect=on blk_event_idx=yes");
+        assert!(w.is_empty() && p.blk_indirect && p.blk_event_idx);
+        let (p, w) = parse("blk_indirect=maybe blk_event_idx blk_indirect=");
+        assert_eq!((p.blk_indirect, p.blk_event_idx), (d.blk_indirect, d.blk_event_idx));
+        let why: Vec<&str> = w.iter().map(|w| w.why).collect();
+        assert_eq!(why, ["expected on or off", "needs a value (key=value)", "expected on or off"]);
     }
 
     #[test]

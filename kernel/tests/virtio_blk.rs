@@ -29,7 +29,7 @@ use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
 use kernel::platform::dma::{dma, RAM};
 use kernel::platform::exit::ExitStatus;
-use kernel::platform::virtio_blk::{self, read_verify, wait_for, BlkError, Disk, MAX_IN_FLIGHT};
+use kernel::platform::virtio_blk::{self, read_verify, wait_for, BlkError, Disk, DIRECT_MAX_IN_FLIGHT, QUEUE_SIZE};
 use kernel::platform::{time, Kernel};
 use kernel::sync::IrqSafeSpinLock;
 use kernel::{kassert, kassert_eq, kprintln};
@@ -189,27 +189,38 @@ static IRQS_OFF: IrqSafeSpinLock<()> = IrqSafeSpinLock::new(());
 
 fn many_in_flight() -> TestResult {
     let d = disk0()?;
-    const N: usize = 3 * MAX_IN_FLIGHT;
+    // With indirect descriptors the whole queue is in flight, without them a third of it (the
+    // bootarg blk_indirect=off); both beyond or at the old limit of 21.
+    let max = d.max_in_flight();
+    let expected = if d.indirect() { QUEUE_SIZE } else { DIRECT_MAX_IN_FLIGHT };
+    kprintln!("  indirect {}, event_idx {}: {max} requests in flight at most", d.indirect(), d.event_idx());
+    kassert_eq!(max, expected);
+    // The bootargs decide what was negotiated (QEMU offers both features).
+    let params = &kernel::platform::kernel().params;
+    kassert_eq!((d.indirect(), d.event_idx()), (params.blk_indirect, params.blk_event_idx));
+    let n = 3 * max;
     const LEN: usize = 4096;
-    let bufs = buffer(7, true)?; // N * 4 KiB, above the window
-    RAM.fill(bufs, 0xee, N * LEN);
+    let bufs = buffer(8, true)?; // n * 4 KiB, above the window
+    kassert!(n * LEN <= 4096 << 8);
+    RAM.fill(bufs, 0xee, n * LEN);
+    let kicks_before = d.stats.kicks.load(Ordering::Relaxed);
     let irqs_before = d.stats.irqs.load(Ordering::Relaxed);
     let completed_before = d.stats.completed_in_irq.load(Ordering::Relaxed);
     let mut tickets = Vec::new();
     // Fill the queue with interrupts masked: every request stays in flight, one more is Busy.
     {
         let _off = IRQS_OFF.lock();
-        for i in 0..MAX_IN_FLIGHT {
+        for i in 0..max {
             tickets.push(d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN).map_err(e)?);
         }
-        kassert_eq!(d.in_flight(), MAX_IN_FLIGHT);
+        kassert_eq!(d.in_flight(), max);
         kassert_eq!(d.submit_read(0, bufs, LEN), Err(BlkError::Busy));
     }
     // The rest as slots free up: the handler completes requests while we submit, and we
     // collect their outcomes (a completed request holds its slot until collected).
     let deadline = time::uptime() + TIMEOUT;
     let mut max_in_flight_later = 0;
-    let mut collected = alloc::vec![false; N];
+    let mut collected = alloc::vec![false; n];
     let collect = |tickets: &[kernel::block::Ticket], collected: &mut [bool]| -> Result<(), String> {
         for (i, t) in tickets.iter().enumerate() {
             if !collected[i] {
@@ -221,7 +232,7 @@ fn many_in_flight() -> TestResult {
         }
         Ok(())
     };
-    while tickets.len() < N {
+    while tickets.len() < n {
         let i = tickets.len();
         match d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN) {
             Ok(t) => tickets.push(t),
@@ -238,16 +249,18 @@ fn many_in_flight() -> TestResult {
         collect(&tickets, &mut collected)?;
         kernel::platform::idle();
     }
-    for i in 0..N {
+    for i in 0..n {
         kassert!(read_back(bufs + (i * LEN) as u64, LEN) == sector_pattern(i as u64 * 8, LEN), "request {i}'s data");
     }
     let irqs = d.stats.irqs.load(Ordering::Relaxed) - irqs_before;
     let completed = d.stats.completed_in_irq.load(Ordering::Relaxed) - completed_before;
-    kprintln!("  {N} reads, {irqs} interrupts, up to {max_in_flight_later} in flight while refilling");
-    kassert_eq!(completed, N as u64);
-    kassert!(irqs >= 1 && irqs <= N as u64);
+    let kicks = d.stats.kicks.load(Ordering::Relaxed) - kicks_before;
+    kprintln!("  {n} reads, {irqs} interrupts, {kicks} kicks, up to {max_in_flight_later} in flight while refilling");
+    kassert_eq!(completed, n as u64);
+    kassert!(irqs >= 1 && irqs <= n as u64);
+    kassert!(kicks >= 1 && kicks <= n as u64);
     kassert_eq!(d.in_flight(), 0);
-    free(bufs, 7);
+    free(bufs, 8);
     Ok(())
 }
 
@@ -306,7 +319,7 @@ fn disk1_pool_full_retry() -> TestResult {
         }
     };
     kprintln!("  restricted pool full after {busy_at} reads of 256 KiB in flight");
-    kassert!(busy_at < MAX_IN_FLIGHT, "Busy from the pool, not from the request table");
+    kassert!(busy_at < d.max_in_flight(), "Busy from the pool, not from the request table");
     kassert!(dma().api.stats.map_failures.load(Ordering::Relaxed) > failures_before);
     // Retry the rest as completions free bounce slots.
     let deadline = time::uptime() + TIMEOUT;
@@ -491,7 +504,7 @@ fn reclaim_during_io() -> TestResult {
     let before = m.stats();
     let t0 = time::uptime();
     // The reads and checks; the clean-up below runs whatever they say.
-    let mut run = || -> TestResult {
+    let run = || -> TestResult {
         let mut tickets = Vec::new();
         // With this CPU's interrupts masked the device's completions wait: the reads stay in
         // flight (their data in bounce slots) while the worker reclaims, as on a slow device.
@@ -570,7 +583,7 @@ fn completion_callbacks() -> TestResult {
     kassert!(read_back(buf, 8 * LEN) == sector_pattern(0, 8 * LEN), "data read back");
     kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
     // The slots were freed without a ticket: the table is whole again.
-    let tickets: Vec<_> = (0..MAX_IN_FLIGHT).map(|_| d.queue_flush()).collect::<Result<_, _>>().map_err(|x| format!("a slot was not freed: {x}"))?;
+    let tickets: Vec<_> = (0..d.max_in_flight()).map(|_| d.queue_flush()).collect::<Result<_, _>>().map_err(|x| format!("a slot was not freed: {x}"))?;
     for t in tickets {
         wait_for(d, t, time::uptime() + TIMEOUT).map_err(e)?;
     }

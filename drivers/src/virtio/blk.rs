@@ -7,7 +7,7 @@
 //! (copying the status byte back), and hands each completion back with the status byte to learn
 //! the request's outcome. The driver never touches the buffers themselves.
 
-use super::queue::{Buffer, Virtqueue};
+use super::queue::{Buffer, RingFeatures, Virtqueue};
 use super::transport::{read_config, DeviceInit, InterruptStatus, Transport, RESET_POLLS};
 use super::{feature as common, BrokenReason, DeviceType, Error, Result, VirtioDma};
 
@@ -26,13 +26,32 @@ pub mod feature {
 }
 
 /// The features this driver understands (VERSION_1 and ACCESS_PLATFORM are handled by
-/// [`DeviceInit::begin`]).
+/// [`DeviceInit::begin`]). [`BlkOptions::declined`] turns some off.
 pub const SUPPORTED_FEATURES: u64 = feature::SIZE_MAX
     | feature::SEG_MAX
     | feature::RO
     | feature::BLK_SIZE
     | feature::FLUSH
-    | common::RING_EVENT_IDX;
+    | common::RING_EVENT_IDX
+    | common::INDIRECT_DESC;
+
+/// Data segments per request [`VirtioBlk::new`] sizes the indirect tables for.
+pub const DEFAULT_MAX_SEGMENTS: u16 = 4;
+
+/// How [`VirtioBlk::with_options`] sets the device up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlkOptions {
+    /// Features the device must offer beyond VERSION_1 (e.g. ACCESS_PLATFORM in a
+    /// confidential VM).
+    pub required: u64,
+    /// Features of [`SUPPORTED_FEATURES`] not to negotiate even if offered (e.g. to measure
+    /// what INDIRECT_DESC or RING_EVENT_IDX buy).
+    pub declined: u64,
+    /// The most data segments the caller puts in one request: each indirect table holds a
+    /// request's header, this many segments (fewer if SEG_MAX says so) and its status. A
+    /// longer request still works, as a direct chain.
+    pub max_segments: u16,
+}
 
 /// Sectors are 512 bytes whatever `blk_size` says (§5.2.6).
 pub const SECTOR_SIZE: u32 = 512;
@@ -178,15 +197,25 @@ pub struct VirtioBlk<T: Transport, const Q: usize> {
     queue: Virtqueue<Q>,
     features: u64,
     config: BlkConfig,
+    /// Notifications sent to the device (kicks), for statistics.
+    notifications: u64,
 }
 
 impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     /// Initialises the device (§3.1.1) with its request queue (queue 0) allocated from `dma`.
     /// `required` names features the device must offer beyond VERSION_1 (e.g. ACCESS_PLATFORM
-    /// in a confidential VM).
+    /// in a confidential VM). Every supported feature the device offers is negotiated.
     pub fn new(transport: T, dma: &impl VirtioDma, required: u64) -> Result<Self> {
+        let options =
+            BlkOptions { required, declined: 0, max_segments: DEFAULT_MAX_SEGMENTS };
+        Self::with_options(transport, dma, options)
+    }
+
+    /// [`new`](Self::new) with features declined and the indirect tables sized by `options`.
+    pub fn with_options(transport: T, dma: &impl VirtioDma, options: BlkOptions) -> Result<Self> {
+        let supported = SUPPORTED_FEATURES & !options.declined;
         let mut init =
-            DeviceInit::begin(&transport, DeviceType::BLOCK, SUPPORTED_FEATURES, required)?;
+            DeviceInit::begin(&transport, DeviceType::BLOCK, supported, options.required)?;
         let features = init.features();
         // 7. Device-specific setup: config, then the request queue.
         let config = BlkConfig::read(&transport, features)?;
@@ -195,11 +224,31 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             return Err(Error::QueueUnavailable(0));
         }
         let size = 1u16 << (15 - max.leading_zeros()); // largest power of two <= max
-        let queue = Virtqueue::allocate(dma, size, features & common::RING_EVENT_IDX != 0)?;
+        // An indirect table holds the longest request: header, data segments, status.
+        let segments = match config.seg_max {
+            Some(seg_max) if seg_max != 0 => u32::from(options.max_segments).min(seg_max) as u16,
+            _ => options.max_segments,
+        };
+        let ring = RingFeatures {
+            event_idx: features & common::RING_EVENT_IDX != 0,
+            indirect_len: if features & common::INDIRECT_DESC != 0 { segments.saturating_add(2) } else { 0 },
+        };
+        let queue = Virtqueue::allocate(dma, size, ring)?;
         init.setup_queue(0, &queue)?;
         // 8. DRIVER_OK.
         init.driver_ok();
-        Ok(Self { transport, queue, features, config })
+        Ok(Self { transport, queue, features, config, notifications: 0 })
+    }
+
+    /// True if requests take one ring descriptor each (INDIRECT_DESC negotiated and the
+    /// queue has its indirect tables).
+    pub fn indirect(&self) -> bool {
+        self.queue.indirect_len() > 0
+    }
+
+    /// Notifications (kicks) sent to the device since initialisation.
+    pub fn notifications(&self) -> u64 {
+        self.notifications
     }
 
     /// The negotiated features.
@@ -348,6 +397,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         let head = self.queue.add_chain(header.chain(data).chain(status))?;
         if self.queue.kick_prepare()? {
             self.transport.notify(0);
+            self.notifications += 1;
         }
         Ok(Token(head))
     }

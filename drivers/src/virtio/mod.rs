@@ -21,12 +21,12 @@ mod tests;
 use core::fmt;
 use core::ptr::NonNull;
 
-pub use queue::{Buffer, Virtqueue, VirtqueueMemory};
+pub use queue::{Buffer, RingFeatures, Virtqueue, VirtqueueMemory};
 pub use transport::{DeviceInit, Transport};
 
 /// Device-independent feature bits (§6).
 pub mod feature {
-    /// The driver can use indirect descriptors (not used here).
+    /// Indirect descriptors (§2.7.5.3): a chain takes one ring descriptor pointing at a table.
     pub const INDIRECT_DESC: u64 = 1 << 28;
     /// `used_event` / `avail_event` notification suppression (§2.7.7.2, §2.7.10).
     pub const RING_EVENT_IDX: u64 = 1 << 29;

@@ -7,6 +7,11 @@
 //! avail_event), each value once, validated before use. It never reads back the descriptor table
 //! or the available ring, and never follows a descriptor index the device gave it without a
 //! range check. A device caught lying latches the queue broken.
+//!
+//! With INDIRECT_DESC (§2.7.5.3) a chain of several buffers takes one ring descriptor, which
+//! points at that head's own indirect table (one per ring descriptor, in the same coherent
+//! memory as the rings). The driver writes the tables and never reads them back: what it frees
+//! when a chain completes comes from its shadow state, whatever the device wrote into a table.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, Ordering};
@@ -20,6 +25,10 @@ pub const MAX_QUEUE_SIZE: u16 = 32768;
 const DESC_F_NEXT: u16 = 1;
 /// Descriptor flag: the device writes this buffer (VIRTQ_DESC_F_WRITE).
 const DESC_F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors (VIRTQ_DESC_F_INDIRECT, §2.7.5.3).
+const DESC_F_INDIRECT: u16 = 4;
+/// Bytes of one descriptor, in the ring's table or an indirect table (§2.7.5).
+const DESC_SIZE: usize = 16;
 /// Used ring flag: the device does not want notifications (VIRTQ_USED_F_NO_NOTIFY, §2.7.10).
 const USED_F_NO_NOTIFY: u16 = 1;
 
@@ -55,13 +64,29 @@ pub struct RingRegion {
     pub dma_addr: u64,
 }
 
-/// The memory of one split virtqueue: descriptor table, available ring, used ring (§2.7).
+/// What the ring was negotiated to do (device-independent features, §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingFeatures {
+    /// RING_EVENT_IDX: notifications are suppressed with `avail_event` / `used_event`.
+    pub event_idx: bool,
+    /// INDIRECT_DESC: entries of each head's indirect table, i.e. the longest chain that goes
+    /// indirect (chains of 2 up to this many buffers take one ring descriptor; longer ones go
+    /// direct). 0: no indirect descriptors. At most the queue size (§2.7.5.3.1).
+    pub indirect_len: u16,
+}
+
+/// The memory of one split virtqueue: descriptor table, available ring, used ring (§2.7), and
+/// the indirect tables if there are any.
 #[derive(Debug)]
 pub struct VirtqueueMemory {
     size: u16,
     desc: RingRegion,
     avail: RingRegion,
     used: RingRegion,
+    /// `size` indirect tables of `indirect_len` descriptors each, back to back: head `i`'s
+    /// table starts at `16 * indirect_len * i`.
+    indirect: Option<RingRegion>,
+    indirect_len: u16,
 }
 
 // SAFETY: the ring memory is owned by this value alone (the `VirtioDma` / `from_parts` contract)
@@ -84,8 +109,16 @@ impl VirtqueueMemory {
         (6 + 8 * size as usize, 4)
     }
 
-    /// Allocates the three rings of a queue of `size` entries (a power of two) from `dma`.
-    pub fn allocate(dma: &impl VirtioDma, size: u16) -> Result<Self> {
+    /// Bytes and alignment of the indirect tables: `size` tables of `indirect_len` descriptors
+    /// (§2.7.5.3: 16-byte descriptors; 16-aligned like the ring's table).
+    pub const fn indirect_layout(size: u16, indirect_len: u16) -> (usize, usize) {
+        (DESC_SIZE * size as usize * indirect_len as usize, 16)
+    }
+
+    /// Allocates the three rings of a queue of `size` entries (a power of two) from `dma`, and
+    /// one indirect table of `indirect_len` entries per descriptor if `indirect_len` is not 0
+    /// (capped at `size`: no chain may be longer than the queue, §2.7.5.3.1).
+    pub fn allocate(dma: &impl VirtioDma, size: u16, indirect_len: u16) -> Result<Self> {
         if !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
             return Err(Error::BadQueueSize(size));
         }
@@ -98,7 +131,15 @@ impl VirtqueueMemory {
         let avail = region(Self::avail_layout(size))?;
         let used = region(Self::used_layout(size))?;
         // SAFETY: `VirtioDma`'s contract gives exactly what `from_parts` asks for.
-        Ok(unsafe { Self::from_parts(size, desc, avail, used) })
+        let mut mem = unsafe { Self::from_parts(size, desc, avail, used) };
+        let indirect_len = indirect_len.min(size);
+        if indirect_len > 1 {
+            // The same contract, for `indirect_layout(size, indirect_len)`: what the table
+            // writes rely on.
+            mem.indirect = Some(region(Self::indirect_layout(size, indirect_len))?);
+            mem.indirect_len = indirect_len;
+        }
+        Ok(mem)
     }
 
     /// Rings the caller allocated itself.
@@ -115,7 +156,7 @@ impl VirtqueueMemory {
         avail: RingRegion,
         used: RingRegion,
     ) -> Self {
-        Self { size, desc, avail, used }
+        Self { size, desc, avail, used, indirect: None, indirect_len: 0 }
     }
 
     /// The queue size.
@@ -137,6 +178,11 @@ impl VirtqueueMemory {
     pub fn used(&self) -> RingRegion {
         self.used
     }
+
+    /// The indirect tables and the entries of each, if the queue has them.
+    pub fn indirect(&self) -> Option<(RingRegion, u16)> {
+        self.indirect.map(|region| (region, self.indirect_len))
+    }
 }
 
 /// What the driver knows about a descriptor, kept out of the device's reach.
@@ -144,7 +190,8 @@ impl VirtqueueMemory {
 enum DescState {
     /// On the free list; `completed` if it was the head of the chain popped last from it.
     Free { completed: bool },
-    /// Head of a chain in flight.
+    /// Head of a chain in flight: `chain_len` ring descriptors (1 for an indirect chain, whose
+    /// buffers are in the head's table), `writable` device-writable bytes in all.
     Head { chain_len: u16, writable: u32 },
     /// Non-head member of a chain in flight.
     Body,
@@ -160,6 +207,8 @@ pub struct Virtqueue<const MAX: usize> {
     mask: u16,
     /// RING_EVENT_IDX negotiated: notifications are suppressed with `avail_event`/`used_event`.
     event_idx: bool,
+    /// Chains of 2..=this many buffers go through the head's indirect table; 0: none do.
+    indirect_len: u16,
     /// Free list of descriptors, linked through `next`.
     free_head: u16,
     num_free: u16,
@@ -180,7 +229,8 @@ pub struct Virtqueue<const MAX: usize> {
 }
 
 impl<const MAX: usize> Virtqueue<MAX> {
-    /// A queue over `mem`; `event_idx` says whether RING_EVENT_IDX was negotiated.
+    /// A queue over `mem`; `event_idx` says whether RING_EVENT_IDX was negotiated. Chains go
+    /// indirect if `mem` has indirect tables (allocate them only if INDIRECT_DESC was).
     pub fn new(mem: VirtqueueMemory, event_idx: bool) -> Result<Self> {
         let size = mem.size;
         if !size.is_power_of_two() || usize::from(size) > MAX || size > MAX_QUEUE_SIZE {
@@ -190,10 +240,12 @@ impl<const MAX: usize> Virtqueue<MAX> {
         for (i, link) in next.iter_mut().enumerate().take(usize::from(size)) {
             *link = (i + 1) as u16; // the last link is never followed: num_free bounds walks
         }
+        let indirect_len = if mem.indirect.is_some() { mem.indirect_len } else { 0 };
         Ok(Self {
             mem,
             mask: size - 1,
             event_idx,
+            indirect_len,
             free_head: 0,
             num_free: size,
             next,
@@ -207,12 +259,20 @@ impl<const MAX: usize> Virtqueue<MAX> {
         })
     }
 
-    /// Allocates the rings from `dma` and builds the queue.
-    pub fn allocate(dma: &impl VirtioDma, size: u16, event_idx: bool) -> Result<Self> {
+    /// Allocates the rings (and the indirect tables if `features` asks for them) from `dma`
+    /// and builds the queue.
+    pub fn allocate(dma: &impl VirtioDma, size: u16, features: RingFeatures) -> Result<Self> {
         if usize::from(size) > MAX {
             return Err(Error::BadQueueSize(size));
         }
-        Self::new(VirtqueueMemory::allocate(dma, size)?, event_idx)
+        let mem = VirtqueueMemory::allocate(dma, size, features.indirect_len)?;
+        Self::new(mem, features.event_idx)
+    }
+
+    /// Entries of each indirect table: chains of 2 up to this many buffers take one ring
+    /// descriptor. 0 if the queue does not use indirect descriptors.
+    pub fn indirect_len(&self) -> u16 {
+        self.indirect_len
     }
 
     /// The queue size.
@@ -279,16 +339,38 @@ impl<const MAX: usize> Virtqueue<MAX> {
         if count > usize::from(self.mem.size) {
             return Err(Error::BadChain);
         }
-        if count > usize::from(self.num_free) {
+        let indirect = count > 1 && count <= usize::from(self.indirect_len);
+        let ring_descs = if indirect { 1 } else { count as u16 };
+        if ring_descs > self.num_free {
             return Err(Error::QueueFull);
         }
-        let count = count as u16;
+        // §2.7.13.1: place the buffers in free descriptors (or in the head's indirect table).
+        let head = if indirect {
+            self.place_indirect(chain.take(count), count as u16)
+        } else {
+            self.place_direct(chain.take(count), count as u16)
+        };
+        self.state[usize::from(head)] = DescState::Head { chain_len: ring_descs, writable };
 
-        // §2.7.13.1: place the buffers in free descriptors.
+        // §2.7.13.2: the head goes into the next available ring slot.
+        self.write_avail_ring(self.avail_idx & self.mask, head);
+        // §2.7.13.3.1: descriptors and ring entry visible before the new idx (virtio_wmb).
+        fence(Ordering::Release);
+        // §2.7.13.3: publish.
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.write_avail_idx(self.avail_idx);
+        self.in_flight += 1;
+        self.added_since_kick = self.added_since_kick.wrapping_add(1);
+        Ok(head)
+    }
+
+    /// Writes a chain of `count` buffers into free ring descriptors linked by NEXT; returns the
+    /// head.
+    fn place_direct(&mut self, chain: impl Iterator<Item = Buffer>, count: u16) -> u16 {
         let head = self.free_head;
         let mut index = head;
         let mut remaining = count;
-        for buffer in chain.take(usize::from(count)) {
+        for buffer in chain {
             remaining -= 1;
             let mut flags = if buffer.device_writable { DESC_F_WRITE } else { 0 };
             let next = if remaining > 0 {
@@ -303,18 +385,30 @@ impl<const MAX: usize> Virtqueue<MAX> {
         }
         self.free_head = index;
         self.num_free -= count;
-        self.state[usize::from(head)] = DescState::Head { chain_len: count, writable };
+        head
+    }
 
-        // §2.7.13.2: the head goes into the next available ring slot.
-        self.write_avail_ring(self.avail_idx & self.mask, head);
-        // §2.7.13.3.1: descriptors and ring entry visible before the new idx (virtio_wmb).
-        fence(Ordering::Release);
-        // §2.7.13.3: publish.
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.write_avail_idx(self.avail_idx);
-        self.in_flight += 1;
-        self.added_since_kick = self.added_since_kick.wrapping_add(1);
-        Ok(head)
+    /// Writes a chain of `count` (2..=`indirect_len`) buffers into the indirect table of the
+    /// first free descriptor, entries 0.. linked by NEXT (§2.7.5.3.1: the first is entry 0),
+    /// and makes that descriptor point at the table with INDIRECT alone (not NEXT, not WRITE:
+    /// §2.7.5.3.1, the device ignores WRITE there). Returns the head.
+    fn place_indirect(&mut self, chain: impl Iterator<Item = Buffer>, count: u16) -> u16 {
+        let head = self.free_head;
+        for (entry, buffer) in (0..count).zip(chain) {
+            let mut flags = if buffer.device_writable { DESC_F_WRITE } else { 0 };
+            let next = if entry + 1 < count {
+                flags |= DESC_F_NEXT;
+                entry + 1
+            } else {
+                0
+            };
+            self.write_indirect_desc(head, entry, buffer.dma_addr, buffer.len, flags, next);
+        }
+        let table = self.indirect_table_dma(head);
+        self.write_desc(head, table, u32::from(count) * DESC_SIZE as u32, DESC_F_INDIRECT, 0);
+        self.free_head = self.next[usize::from(head)];
+        self.num_free -= 1;
+        head
     }
 
     /// Decides whether the device needs a notification for the chains added since the last
@@ -416,14 +510,26 @@ impl<const MAX: usize> Virtqueue<MAX> {
     fn write_desc(&mut self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         debug_assert!(index < self.mem.size);
         let desc = self.mem.desc.ptr.as_ptr().cast::<[u8; 16]>();
-        let mut bytes = [0; 16];
-        bytes[0..8].copy_from_slice(&addr.to_le_bytes());
-        bytes[8..12].copy_from_slice(&len.to_le_bytes());
-        bytes[12..14].copy_from_slice(&flags.to_le_bytes());
-        bytes[14..16].copy_from_slice(&next.to_le_bytes());
         // SAFETY: `index < size`, and the descriptor table holds `size` 16-byte entries
         // (`VirtqueueMemory` invariant).
-        unsafe { desc.add(usize::from(index)).write_volatile(bytes) };
+        unsafe { desc.add(usize::from(index)).write_volatile(desc_bytes(addr, len, flags, next)) };
+    }
+
+    /// Where the device finds `head`'s indirect table.
+    fn indirect_table_dma(&self, head: u16) -> u64 {
+        let region = self.mem.indirect.expect("indirect chains only with indirect tables");
+        let offset = DESC_SIZE * usize::from(self.indirect_len) * usize::from(head);
+        region.dma_addr + offset as u64
+    }
+
+    fn write_indirect_desc(&mut self, head: u16, entry: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        debug_assert!(head < self.mem.size && entry < self.indirect_len);
+        let region = self.mem.indirect.expect("indirect chains only with indirect tables");
+        let table = region.ptr.as_ptr().cast::<[u8; 16]>();
+        let index = usize::from(self.indirect_len) * usize::from(head) + usize::from(entry);
+        // SAFETY: `head < size` and `entry < indirect_len`: the tables hold `size` tables of
+        // `indirect_len` 16-byte entries (`VirtqueueMemory::allocate`), 16-aligned.
+        unsafe { table.add(index).write_volatile(desc_bytes(addr, len, flags, next)) };
     }
 
     fn avail_u16(&self, offset: usize) -> *mut u16 {
@@ -478,6 +584,16 @@ impl<const MAX: usize> Virtqueue<MAX> {
         let [id, len] = unsafe { elem.read_volatile() };
         (u32::from_le(id), u32::from_le(len))
     }
+}
+
+/// A descriptor as the device reads it (struct virtq_desc, little-endian, §2.7.5).
+fn desc_bytes(addr: u64, len: u32, flags: u16, next: u16) -> [u8; DESC_SIZE] {
+    let mut bytes = [0; DESC_SIZE];
+    bytes[0..8].copy_from_slice(&addr.to_le_bytes());
+    bytes[8..12].copy_from_slice(&len.to_le_bytes());
+    bytes[12..14].copy_from_slice(&flags.to_le_bytes());
+    bytes[14..16].copy_from_slice(&next.to_le_bytes());
+    bytes
 }
 
 /// Counts the buffers of a chain and its device-writable bytes, and checks §2.7.4.2: not empty,

@@ -3,6 +3,9 @@
 //! `demo=bench-<kind>[,<option>...]` on the command line picks what one boot measures:
 //! - `bench-io`: bounce cost on disk 0 (sequential and random reads and writes, 4 KiB and
 //!   64 KiB, queue depth 1 and 16, direct and bounced buffers alternated in the same boot);
+//! - `bench-features`: what INDIRECT_DESC and RING_EVENT_IDX buy (random I/O at queue depths
+//!   1 to 64, interrupts and kicks per request), under the boot's `blk_indirect=` and
+//!   `blk_event_idx=`;
 //! - `bench-map`: mapping cost (map+unmap, `is_swiotlb_buffer`, with 1..512 live mappings);
 //! - `bench-policy`: the scripted workload under `swiotlb_policy=` (the design table);
 //! - `bench-pools`: disk 0 with and without its in-flight hint while disks 1 and 2 compete.
@@ -64,7 +67,7 @@ mod image {
     fn options(k: &Kernel) -> Result<Options, String> {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
-        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|map|policy|pools>[,options]"))?;
+        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|policy|pools>[,options]"))?;
         let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2 };
         for w in words {
             match w.split_once('=') {
@@ -97,6 +100,7 @@ mod image {
         time::start_tick(Duration::from_millis(10));
         let result = match o.kind.as_str() {
             "io" => super::io::bounce_cost(k, o, &mut out),
+            "features" => super::io::virtio_features(k, o, &mut out),
             "map" => limited_device(k).and_then(|d| super::mapping::mapping_cost(d, &mut out)),
             "policy" => {
                 time::stop_tick(); // the workload drives the tick itself

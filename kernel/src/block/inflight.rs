@@ -38,9 +38,12 @@ enum SlotState<R, O> {
     Done(O),
 }
 
-/// `N` request slots; device tags are below `TAGS`.
+/// `N` request slots (of which the first [`limit`](Self::limit) are used); device tags are
+/// below `TAGS`.
 pub struct InflightTable<R, O, const N: usize, const TAGS: usize> {
     slots: [SlotState<R, O>; N],
+    /// Slots in use: a device that holds fewer requests than `N` lowers it at probe.
+    limit: usize,
     generation: [u32; N],
     by_tag: [Option<u16>; TAGS],
     in_flight: usize,
@@ -57,13 +60,23 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> Default for InflightT
 impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N, TAGS> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { slots: [const { SlotState::Free }; N], generation: [0; N], by_tag: [None; TAGS], in_flight: 0, waiting: 0, next_seq: 0 }
+        Self { slots: [const { SlotState::Free }; N], limit: N, generation: [0; N], by_tag: [None; TAGS], in_flight: 0, waiting: 0, next_seq: 0 }
+    }
+
+    /// An empty table that hands out only the first `limit` slots (1..=N; clamped).
+    pub fn with_limit(limit: usize) -> Self {
+        Self { limit: limit.clamp(1, N), ..Self::new() }
+    }
+
+    /// How many requests the table takes at once.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// A free slot for the next request, without taking it (the driver needs the slot to place
     /// the request's scratch data before the device gives it a tag).
     pub fn free_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|s| matches!(s, SlotState::Free))
+        self.slots[..self.limit].iter().position(|s| matches!(s, SlotState::Free))
     }
 
     /// Records that the device holds `request` in slot `slot` under `tag`; the slot is free, or
@@ -251,6 +264,21 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.collect(ticket), Some(Ok(())));
         assert_eq!(t.collect(ticket), None, "collected once");
+    }
+
+    #[test]
+    fn a_limit_below_the_capacity_is_the_tables_size() {
+        let mut t = Table::with_limit(2);
+        assert_eq!(t.limit(), 2);
+        let a = t.reserve(1).unwrap();
+        let b = t.reserve(2).unwrap();
+        assert_eq!((a.slot(), b.slot()), (0, 1));
+        assert_eq!(t.reserve(3), None, "full at the limit, not at the capacity");
+        assert_eq!(t.free_slot(), None);
+        assert!(t.fail_waiting(0, Ok(())));
+        assert_eq!(t.collect(a), Some(Ok(())));
+        assert_eq!(t.reserve(4).map(|t| t.slot()), Some(0));
+        assert_eq!((Table::with_limit(0).limit(), Table::with_limit(99).limit(), Table::new().limit()), (1, 4, 4));
     }
 
     #[test]

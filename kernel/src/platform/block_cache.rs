@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use super::dma::RAM;
 use super::mm::page_allocator;
 use super::phys::IdentityMappedRam;
-use super::virtio_blk::{BlkError, Disk, MAX_IN_FLIGHT};
+use super::virtio_blk::{BlkError, Disk};
 use crate::mm::page_alloc::migrate::PinGuard;
 use crate::mm::page_alloc::page_cache::{CacheError, CacheKey, PageCache};
 use crate::mm::page_alloc::ZoneType;
@@ -135,14 +135,15 @@ impl BlockCache {
     /// written stay dirty; every request started is waited for before returning.
     pub fn writeback(&mut self) -> Result<usize, CacheIoError> {
         let keys = self.cache.dirty_keys();
-        let mut in_flight: Vec<(crate::block::Ticket, CacheKey, PinGuard<'static>)> = Vec::with_capacity(MAX_IN_FLIGHT);
+        let max_in_flight = self.disk.max_in_flight();
+        let mut in_flight: Vec<(crate::block::Ticket, CacheKey, PinGuard<'static>)> = Vec::with_capacity(max_in_flight);
         let mut next = 0;
         let mut written = 0;
         let mut first_error: Option<CacheIoError> = None;
         let give_up = super::time::uptime() + self.timeout;
         while (next < keys.len() && first_error.is_none()) || !in_flight.is_empty() {
             let mut busy = false;
-            while next < keys.len() && in_flight.len() < MAX_IN_FLIGHT && first_error.is_none() {
+            while next < keys.len() && in_flight.len() < max_in_flight && first_error.is_none() {
                 let key = keys[next];
                 // A dirty page is never dropped; if it is gone, it was removed meanwhile.
                 let Some(pin) = self.cache.pin(key) else {

@@ -5,7 +5,10 @@
 //! - Probe ([`probe_all`], task context): every enabled `virtio,mmio` node with a block device
 //!   gets its `DmaDevice` from the device tree, its ring memory from `dma_alloc_coherent` (from
 //!   the restricted pool for a device behind one), its features negotiated (VERSION_1, and
-//!   ACCESS_PLATFORM whenever offered) and its SPI registered.
+//!   ACCESS_PLATFORM whenever offered; INDIRECT_DESC unless `blk_indirect=off`, RING_EVENT_IDX
+//!   only with `blk_event_idx=on`: the benchmark's choice) and its SPI registered. With indirect descriptors each request takes
+//!   one ring descriptor (its buffers in that head's indirect table, in the rings' coherent
+//!   memory), so the whole queue ([`QUEUE_SIZE`]) can be in flight; without, a third of it.
 //! - Submit ([`Disk::submit_read`], [`Disk::submit_write`], [`Disk::submit_flush`], task
 //!   context): the 16-byte header and the status byte live in the request's slot of a per-disk
 //!   scratch page; header, data and status are each mapped with their direction (bounced if the
@@ -38,7 +41,7 @@ use core::time::Duration;
 
 use boot::exception::IrqContext;
 use drivers::virtio::blk::{
-    BlkConfig, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, HEADER_SIZE, ID_BYTES,
+    BlkConfig, BlkOptions, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, HEADER_SIZE, ID_BYTES,
     SECTOR_SIZE, STATUS_UNWRITTEN,
 };
 use drivers::virtio::mmio::VirtioMmio;
@@ -60,9 +63,14 @@ use crate::work::{WorkId, SYSTEM_WQ};
 
 /// Descriptors in each disk's request queue (QEMU offers up to 1024; this bounds the table).
 pub const QUEUE_SIZE: usize = 64;
-/// Requests in flight per disk (request slots); a request takes two descriptors plus one per
-/// data segment, so with long chains the queue, not the table, is the limit.
-pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
+/// Request slots per disk: with indirect descriptors (VIRTIO_F_INDIRECT_DESC) a request takes
+/// one ring descriptor, so the whole queue can be in flight. [`Disk::max_in_flight`] is what
+/// the disk takes at run time.
+pub const MAX_IN_FLIGHT: usize = QUEUE_SIZE;
+/// Requests in flight without indirect descriptors: a request takes two descriptors plus one
+/// per data segment, so a queue holds a third of its size in one-segment requests (with longer
+/// chains the queue, not the table, is the limit).
+pub const DIRECT_MAX_IN_FLIGHT: usize = QUEUE_SIZE / 3;
 /// Data segments in one request at most (the device's SEG_MAX may lower it): a request's
 /// buffer is mapped in pieces of at most one mapping each (`max_mapping_size`, SIZE_MAX).
 pub const MAX_SEGMENTS: usize = 4;
@@ -297,6 +305,9 @@ pub struct DiskStats {
     pub data_bounced: AtomicU64,
     /// Data buffers the device reached directly.
     pub data_direct: AtomicU64,
+    /// Notifications (kicks) sent to the device; with RING_EVENT_IDX or NO_NOTIFY the device
+    /// may spare some.
+    pub kicks: AtomicU64,
     /// Lowest and highest DMA address handed to the device (rings excluded), for isolation checks.
     pub dma_lowest: AtomicU64,
     /// See `dma_lowest`; the highest byte.
@@ -358,11 +369,14 @@ pub fn probe_all() -> usize {
             match probe(node, found) {
                 Ok(Some(disk)) => {
                     log::info!(
-                        "disk{} on {}: {} sectors, features {:#x}, irq {}, {:?}",
+                        "disk{} on {}: {} sectors, features {:#x} (indirect {}, event_idx {}, {} in flight), irq {}, {:?}",
                         disk.index,
                         disk.name,
                         disk.config.capacity,
                         disk.features,
+                        on_off(disk.indirect()),
+                        on_off(disk.event_idx()),
+                        disk.max_in_flight(),
                         disk.irq,
                         disk.dma_dev
                     );
@@ -422,9 +436,23 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
     let force = k.params.swiotlb.force == Some(true);
     let dma_dev = dma_device_from_dt(&k.dt, &k.memblock, node, force).map_err(ProbeError::Dma)?;
     let dma_dev: &'static DmaDevice = alloc::boxed::Box::leak(alloc::boxed::Box::new(dma_dev));
-    // ACCESS_PLATFORM is accepted whenever offered (DeviceInit::begin); nothing more is required.
-    let blk = VirtioBlk::<_, QUEUE_SIZE>::new(transport, &CoherentRings { dev: dma_dev }, 0)
+    // ACCESS_PLATFORM is accepted whenever offered (DeviceInit::begin); nothing more is
+    // required. INDIRECT_DESC and RING_EVENT_IDX as the command line says. The
+    // indirect tables come from the rings' coherent memory (a restricted pool's, if any).
+    let mut declined = 0;
+    if !k.params.blk_indirect {
+        declined |= feature::INDIRECT_DESC;
+    }
+    if !k.params.blk_event_idx {
+        declined |= feature::RING_EVENT_IDX;
+    }
+    let options = BlkOptions { required: 0, declined, max_segments: MAX_SEGMENTS as u16 };
+    let blk = VirtioBlk::<_, QUEUE_SIZE>::with_options(transport, &CoherentRings { dev: dma_dev }, options)
         .map_err(ProbeError::Virtio)?;
+    // Every request is one chain of at most 2 + MAX_SEGMENTS buffers; with indirect tables
+    // it takes one ring descriptor, else at least three.
+    let queue_size = usize::from(blk.queue().size());
+    let max_in_flight = if blk.indirect() { queue_size } else { queue_size / 3 }.clamp(1, MAX_IN_FLIGHT);
     // The scratch page comes from ZONE_NORMAL like any kernel data: for a DMA-limited device
     // the headers and status bytes bounce too.
     let scratch = page_allocator()
@@ -442,7 +470,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         stats: DiskStats { dma_lowest: AtomicU64::new(u64::MAX), ..Default::default() },
         scratch,
         default_timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
-        inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::new(), callbacks: [None; MAX_IN_FLIGHT] }),
+        inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::with_limit(max_in_flight), callbacks: [None; MAX_IN_FLIGHT] }),
     };
     let disk = DISKS[index].call_once(|| disk);
     request_irq(disk.irq, !irq.is_level(), handle_irq).map_err(ProbeError::Irq)?;
@@ -471,6 +499,22 @@ impl Disk {
     /// True if the device negotiated ACCESS_PLATFORM (it uses DMA addresses).
     pub fn access_platform(&self) -> bool {
         self.features & feature::ACCESS_PLATFORM != 0
+    }
+
+    /// True if requests use indirect descriptors (INDIRECT_DESC negotiated).
+    pub fn indirect(&self) -> bool {
+        self.features & feature::INDIRECT_DESC != 0
+    }
+
+    /// True if notifications are suppressed with event indices (RING_EVENT_IDX negotiated).
+    pub fn event_idx(&self) -> bool {
+        self.features & feature::RING_EVENT_IDX != 0
+    }
+
+    /// Requests the disk takes at once: the queue size with indirect descriptors, a third of
+    /// it without (see [`DIRECT_MAX_IN_FLIGHT`]).
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().requests.limit()
     }
 
     /// The largest piece of a request's buffer one descriptor carries: one mapping (a bounce
@@ -897,6 +941,7 @@ impl Disk {
         let nsegs = data.len();
         let request = RequestDma { header, data: &segments[..nsegs], status };
         let sector = params.sector;
+        let kicks_before = inner.blk.notifications();
         let submitted = match params.kind {
             RequestType::In => inner.blk.read_blocks_nb(sector, &request),
             RequestType::Out => inner.blk.write_blocks_nb(sector, &request),
@@ -904,6 +949,10 @@ impl Disk {
             RequestType::GetId => inner.blk.get_id_nb(&request),
         };
         let token = submitted.inspect_err(|_| maps.undo(dev))?;
+        let kicks = inner.blk.notifications() - kicks_before;
+        if kicks > 0 {
+            self.stats.kicks.fetch_add(kicks, Ordering::Relaxed);
+        }
         for &(addr, len, _) in list {
             self.note_dma(addr, len);
         }
@@ -998,14 +1047,11 @@ impl Disk {
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         let reset = !matches!(error, VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ResetIgnored));
         log::error!("{}: request {tag} past its deadline: {error}; failing every request it held", self.name);
-        let mut held = [(0usize, None::<Request>); MAX_IN_FLIGHT];
-        let mut n = 0;
-        for (slot, r) in inner.requests.in_flight_requests() {
-            held[n] = (slot, Some(r));
-            n += 1;
-        }
-        for &(slot, r) in &held[..n] {
-            let Some(r) = r else { continue };
+        // One request at a time (each `finish` takes it out of the in-flight ones): no copy of
+        // the table on the stack of the interrupt handler.
+        loop {
+            let next = inner.requests.in_flight_requests().next();
+            let Some((slot, r)) = next else { break };
             if let (true, Some(mapped)) = (reset, r.mapped) {
                 // The device is reset: the buffers are ours again. No copy back: the caller's
                 // buffer keeps what it held, not a partial transfer.
@@ -1065,6 +1111,14 @@ impl Disk {
         }
         drop(inner);
         self.deliver_callbacks();
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }
 

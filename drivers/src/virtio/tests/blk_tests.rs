@@ -7,8 +7,8 @@ use std::vec::Vec;
 
 use super::sim::{read_bytes, write_bytes, FakeTransport, RingDevice, SimChain, SimDma};
 use crate::virtio::blk::{
-    feature, req_status, Completion, DmaSegment, RequestDma, RequestHeader, RequestType, Token,
-    VirtioBlk, STATUS_UNWRITTEN,
+    feature, req_status, BlkOptions, Completion, DmaSegment, RequestDma, RequestHeader,
+    RequestType, Token, VirtioBlk, STATUS_UNWRITTEN,
 };
 use crate::virtio::queue::VirtqueueMemory;
 use crate::virtio::status::{DRIVER_OK, FAILED};
@@ -206,6 +206,7 @@ fn reads_and_writes_complete_out_of_order() {
     got.extend(read_bytes(read.data[1].dma_addr, 512));
     assert_eq!(got, expected);
     assert_eq!(dev.notifications.get(), 4);
+    assert_eq!(blk.notifications(), 4, "the driver counts its kicks");
     assert_eq!(blk.queue().num_free(), Q as u16);
     dma.check_guards();
 }
@@ -357,5 +358,59 @@ fn abort_resets_the_device_and_latches_the_queue_broken() {
     let again = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
     assert!(matches!(blk.read_blocks_nb(0, &again.dma()), Err(Error::DeviceBroken(_))));
     assert!(matches!(blk.pop_completed(), Err(Error::DeviceBroken(_))));
+    dma.check_guards();
+}
+
+#[test]
+fn indirect_and_event_idx_are_negotiated_unless_declined() {
+    let offered = common::RING_EVENT_IDX | common::INDIRECT_DESC;
+    let (dma, _dev, blk, _disk) = setup(offered);
+    assert_eq!(blk.features(), common::VERSION_1 | offered);
+    assert!(blk.indirect());
+    // No SEG_MAX: tables sized for the default 4 segments, header and status.
+    assert_eq!(blk.queue().indirect_len(), 6);
+    dma.check_guards();
+
+    for declined in [common::INDIRECT_DESC, common::RING_EVENT_IDX, offered] {
+        let dma = SimDma::default();
+        let dev = device(offered | feature::SEG_MAX);
+        let options = BlkOptions { required: 0, declined, max_segments: 4 };
+        let blk = Blk::with_options(dev, &dma, options).unwrap();
+        assert_eq!(blk.features() & offered, offered & !declined);
+        assert_eq!(dev.driver_features.get() & declined, 0, "declined bits not written");
+        // SEG_MAX 2 caps the tables at 2 segments + 2.
+        assert_eq!(blk.queue().indirect_len(), if declined & common::INDIRECT_DESC != 0 { 0 } else { 4 });
+        assert_eq!(blk.indirect(), declined & common::INDIRECT_DESC == 0);
+    }
+}
+
+#[test]
+fn full_queue_of_indirect_requests() {
+    let (dma, dev, mut blk, mut disk) = setup(feature::SEG_MAX | common::INDIRECT_DESC);
+    // Q requests of header + 2 segments + status: 4 descriptors each direct, 1 indirect.
+    let reads: Vec<Request> = (0..Q as u64)
+        .map(|i| Request::new(&dma, RequestType::In, 2 * i, &[(512, 0), (512, 0)]))
+        .collect();
+    let tokens: Vec<Token> =
+        reads.iter().enumerate().map(|(i, r)| blk.read_blocks_nb(2 * i as u64, &r.dma()).unwrap()).collect();
+    assert_eq!((blk.queue().num_free(), blk.queue().in_flight()), (0, Q as u16));
+    let one_more = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
+    assert_eq!(blk.read_blocks_nb(0, &one_more.dma()), Err(Error::QueueFull));
+    let chains = disk.take_all();
+    assert_eq!(chains.len(), Q);
+    assert!(chains.iter().all(|c| c.indirect.is_some() && c.descs.len() == 4));
+    for chain in chains.iter().rev() {
+        disk.complete(chain, None);
+    }
+    dev.interrupt.set(1);
+    assert!(blk.ack_interrupt().used_buffer());
+    for chain in chains.iter().rev() {
+        let i = tokens.iter().position(|t| t.0 == chain.head).unwrap();
+        assert_eq!(finish(&mut blk, &reads[i]), (tokens[i], Ok(())));
+        let mut got = read_bytes(reads[i].data[0].dma_addr, 512);
+        got.extend(read_bytes(reads[i].data[1].dma_addr, 512));
+        assert_eq!(got, disk.disk[1024 * i..1024 * (i + 1)], "request {i}'s data");
+    }
+    assert_eq!((blk.queue().num_free(), blk.queue().in_flight()), (Q as u16, 0));
     dma.check_guards();
 }

@@ -167,6 +167,10 @@ fn hostile_transport(s: &mut Script<'_>) -> FakeTransport {
     if knobs & 4 != 0 {
         dev.acceptable_features = !feature::FLUSH;
     }
+    if knobs & 8 != 0 {
+        // Requests then take one ring descriptor each, their buffers in the head's table.
+        dev.device_features |= common::INDIRECT_DESC;
+    }
     dev.set_config_u64(0, u64::from(s.u8()) * 8);
     dev.set_config_u32(8, u32::from(s.u8()) * 64);
     dev.set_config_u32(12, u32::from(s.u8() % 5));
@@ -418,11 +422,65 @@ mod tests {
     /// Features: EVENT_IDX|FLUSH; queue 8; capacity 64 sectors; no config changes (the last
     /// byte). Requests below read or write one 1024-byte segment: 1025 writable bytes for a read.
     const HONEST_SETUP: [u8; 7] = [0b11, 0, 8, 8, 0, 0, 0];
+    /// The same with INDIRECT_DESC offered (knobs bit 3).
+    const INDIRECT_SETUP: [u8; 7] = [0b11, 8, 8, 8, 0, 0, 0];
 
     fn script(ops: &[u8]) -> Vec<u8> {
         let mut v = HONEST_SETUP.to_vec();
         v.extend_from_slice(ops);
         v
+    }
+
+    fn indirect_script(ops: &[u8]) -> Vec<u8> {
+        let mut v = INDIRECT_SETUP.to_vec();
+        v.extend_from_slice(ops);
+        v
+    }
+
+    #[test]
+    fn honest_device_completes_a_full_queue_of_indirect_requests() {
+        // 8 reads of one 512-byte segment into a queue of 8: direct (3 descriptors each) only
+        // 2 fit; indirect all 8. Then complete them all honestly and poll.
+        let mut ops = Vec::new();
+        for _ in 0..8 {
+            ops.extend([0, 1, 0, 1]);
+        }
+        for _ in 0..8 {
+            ops.extend([5, 0]);
+        }
+        ops.push(13);
+        assert_eq!(run(&script(&ops)).completions, 2, "direct: the queue holds two requests");
+        assert_eq!(
+            run(&indirect_script(&ops)),
+            Outcome { init_error: None, completions: 8, broken: None }
+        );
+    }
+
+    #[test]
+    fn hostile_used_elements_break_the_device_with_indirect() {
+        let broken = |ops: &[u8]| run(&indirect_script(ops)).broken;
+        // Used id 1: the second buffer's descriptor were the chain direct, here a free one.
+        assert_eq!(broken(&[0, 1, 0, 1, 7, 0, 1, 0, 0, 0, 0, 13]), Some(BrokenReason::UsedIdNotInFlight { id: 1 }));
+        // Out of range.
+        assert_eq!(
+            broken(&[0, 1, 0, 1, 7, 0, 17, 0, 0, 0, 0, 13]),
+            Some(BrokenReason::UsedIdOutOfRange { id: 17 })
+        );
+        // Submit two, complete the first honestly, poll, repeat its element, poll.
+        assert_eq!(
+            broken(&[0, 1, 0, 1, 0, 2, 0, 1, 5, 0, 13, 8, 13]),
+            Some(BrokenReason::UsedIdAlreadyCompleted { id: 0 })
+        );
+        // Length larger than the buffers: checked against the driver's record, not the table.
+        assert!(matches!(
+            broken(&[0, 1, 0, 1, 6, 0, 4, 1, 0, 0, 0, 0, 13]),
+            Some(BrokenReason::UsedLenTooLong { id: 0, len: 1026, writable: 1025 })
+        ));
+        // Used idx far ahead.
+        assert!(matches!(
+            broken(&[0, 1, 0, 1, 9, 0x2c, 0x01, 13]),
+            Some(BrokenReason::UsedIdxAhead { now: 300, in_flight: 1, .. })
+        ));
     }
 
     #[test]

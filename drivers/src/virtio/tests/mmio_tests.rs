@@ -5,7 +5,7 @@ extern crate std;
 
 use super::sim::{read_bytes, write_bytes, SimDma};
 use crate::virtio::mmio::{VirtioMmio, MAGIC_VALUE};
-use crate::virtio::queue::Virtqueue;
+use crate::virtio::queue::{RingFeatures, Virtqueue};
 use crate::virtio::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
 use crate::virtio::transport::{DeviceInit, Transport};
 use crate::virtio::{feature, DeviceType, Error};
@@ -68,7 +68,7 @@ fn init_writes_the_registers_of_the_spec_layout() {
     assert_eq!(get(base, 0x070), ACKNOWLEDGE | DRIVER | FEATURES_OK);
     assert_eq!((get(base, 0x024), get(base, 0x020)), (1, 1)); // high half written last
 
-    let queue = Virtqueue::<16>::allocate(&dma, 16, false).unwrap();
+    let queue = Virtqueue::<16>::allocate(&dma, 16, RingFeatures::default()).unwrap();
     init.setup_queue(0, &queue).unwrap();
     init.driver_ok();
     let (desc, driver, device) = queue.ring_dma_addresses();

@@ -7,7 +7,7 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use super::sim::{RingDevice, SimDesc, SimDma};
-use crate::virtio::queue::{Buffer, Virtqueue};
+use crate::virtio::queue::{Buffer, RingFeatures, Virtqueue};
 use crate::virtio::{BrokenReason, Error};
 
 const MAX: usize = 64;
@@ -17,8 +17,12 @@ fn setup(size: u16) -> (SimDma, Virtqueue<MAX>, RingDevice) {
 }
 
 fn setup_with(size: u16, event_idx: bool) -> (SimDma, Virtqueue<MAX>, RingDevice) {
+    setup_features(size, RingFeatures { event_idx, indirect_len: 0 })
+}
+
+fn setup_features(size: u16, features: RingFeatures) -> (SimDma, Virtqueue<MAX>, RingDevice) {
     let dma = SimDma::default();
-    let queue = Virtqueue::<MAX>::allocate(&dma, size, event_idx).unwrap();
+    let queue = Virtqueue::<MAX>::allocate(&dma, size, features).unwrap();
     let device = RingDevice::new(queue.memory());
     (dma, queue, device)
 }
@@ -270,6 +274,213 @@ fn hostile_used_idx_ahead_of_in_flight() {
     assert_breaks(&dma, &mut queue, reason);
 }
 
+/// A queue with indirect tables of `len` entries.
+fn setup_indirect(size: u16, len: u16) -> (SimDma, Virtqueue<MAX>, RingDevice) {
+    setup_features(size, RingFeatures { event_idx: false, indirect_len: len })
+}
+
+/// A request-like chain of `n` buffers (header, data, status): readable first.
+fn request_chain(dma: &SimDma, n: usize, fill: u8) -> Vec<Buffer> {
+    (0..n)
+        .map(|i| {
+            let len = 16 + 16 * i as u32;
+            let addr = dma.buffer(len as usize, fill);
+            if i == 0 { Buffer::readable(addr, len) } else { Buffer::writable(addr, len) }
+        })
+        .collect()
+}
+
+fn sim_descs(chain: &[Buffer]) -> Vec<SimDesc> {
+    chain
+        .iter()
+        .map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable })
+        .collect()
+}
+
+/// Where head `head`'s indirect table must be.
+fn table_of(queue: &Virtqueue<MAX>, head: u16) -> u64 {
+    let (region, len) = queue.memory().indirect().expect("indirect tables");
+    region.dma_addr + 16 * u64::from(len) * u64::from(head)
+}
+
+#[test]
+fn indirect_chain_takes_one_descriptor_and_its_heads_table() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 6);
+    assert_eq!(queue.indirect_len(), 6);
+    let chain = request_chain(&dma, 4, 0);
+    let head = queue.add(&chain).unwrap();
+    assert_eq!((queue.num_free(), queue.in_flight()), (7, 1));
+    assert!(queue.kick_prepare().unwrap());
+
+    let seen = device.pop_avail().unwrap();
+    assert_eq!(seen.head, head);
+    // The ring descriptor: the head's table, 4 entries long, INDIRECT alone (no NEXT, no WRITE).
+    assert_eq!(seen.indirect, Some((table_of(&queue, head), 4 * 16, 4)));
+    assert_eq!(seen.descs, sim_descs(&chain));
+    // Entries 0.. linked by NEXT in order, WRITE on the device-writable ones, the last ends.
+    assert_eq!(seen.links, [(1, 1), (1 | 2, 2), (1 | 2, 3), (2, 0)]);
+
+    device.push_used(head.into(), 16 + 32 + 48);
+    assert_eq!(queue.pop_used().unwrap(), Some((head, 96)));
+    assert_eq!((queue.num_free(), queue.in_flight()), (8, 0));
+    dma.check_guards();
+}
+
+#[test]
+fn short_and_long_chains_stay_direct_with_indirect_on() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 3);
+    // One buffer: nothing to gain from a table.
+    let one = request_chain(&dma, 1, 0);
+    queue.add(&one).unwrap();
+    let seen = device.pop_avail().unwrap();
+    assert_eq!((seen.indirect, seen.descs), (None, sim_descs(&one)));
+    assert_eq!(queue.num_free(), 7);
+    // Longer than a table: a direct chain of ring descriptors.
+    let four = request_chain(&dma, 4, 0);
+    queue.add(&four).unwrap();
+    let seen = device.pop_avail().unwrap();
+    assert_eq!((seen.indirect, seen.descs), (None, sim_descs(&four)));
+    assert_eq!(queue.num_free(), 3);
+    // And one that fits goes indirect with 3 descriptors left.
+    let three = request_chain(&dma, 3, 0);
+    queue.add(&three).unwrap();
+    assert!(device.pop_avail().unwrap().indirect.is_some());
+    assert_eq!(queue.num_free(), 2);
+    dma.check_guards();
+}
+
+#[test]
+fn indirect_tables_are_capped_at_the_queue_size() {
+    let (_dma, queue, _device) = setup_indirect(4, 100);
+    assert_eq!(queue.indirect_len(), 4, "no chain may be longer than the queue (2.7.5.3.1)");
+    let (_dma, queue, _device) = setup_indirect(4, 1);
+    assert_eq!(queue.indirect_len(), 0, "a one-entry table buys nothing");
+    assert!(queue.memory().indirect().is_none());
+}
+
+#[test]
+fn full_queue_of_indirect_chains_then_tables_reused() {
+    let (dma, mut queue, mut device) = setup_indirect(16, 6);
+    // Sixteen 6-buffer requests in a 16-entry queue: direct, only two would fit.
+    let chains: Vec<Vec<Buffer>> = (0..16).map(|i| request_chain(&dma, 6, i)).collect();
+    let heads: Vec<u16> = chains.iter().map(|c| queue.add(c).unwrap()).collect();
+    assert_eq!((queue.num_free(), queue.in_flight()), (0, 16));
+    assert_eq!(queue.add(&request_chain(&dma, 2, 0)), Err(Error::QueueFull));
+    let mut sorted = heads.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 16, "every request has its own head, so its own table");
+
+    let seen: Vec<_> = std::iter::from_fn(|| device.pop_avail()).collect();
+    for (chain, (seen, head)) in chains.iter().zip(seen.iter().zip(&heads)) {
+        assert_eq!((seen.head, &seen.descs), (*head, &sim_descs(chain)));
+        assert_eq!(seen.indirect.map(|i| i.0), Some(table_of(&queue, *head)));
+    }
+    // Complete out of order; each completion frees exactly one descriptor.
+    for (n, i) in [5usize, 0, 15, 7].into_iter().enumerate() {
+        device.push_used(heads[i].into(), 1);
+        assert_eq!(queue.pop_used().unwrap(), Some((heads[i], 1)));
+        assert_eq!(queue.num_free(), n as u16 + 1);
+    }
+    // New chains reuse the freed heads and their tables, overwritten with the new buffers
+    // (shorter than before: the device sees only the new length).
+    let again: Vec<Vec<Buffer>> = (0..4).map(|i| request_chain(&dma, 3, 0x80 + i)).collect();
+    for chain in &again {
+        let head = queue.add(chain).unwrap();
+        assert!([5usize, 0, 15, 7].iter().any(|&i| heads[i] == head), "head {head} was not freed");
+        let seen = device.pop_avail().unwrap();
+        assert_eq!((seen.head, seen.descs), (head, sim_descs(chain)));
+        assert_eq!(seen.indirect, Some((table_of(&queue, head), 3 * 16, 4)));
+        device.push_used(head.into(), 0);
+    }
+    assert_eq!(queue.num_free(), 0);
+    while queue.pop_used().unwrap().is_some() {}
+    for (i, head) in heads.iter().enumerate() {
+        if ![5usize, 0, 15, 7].contains(&i) {
+            device.push_used((*head).into(), 0);
+        }
+    }
+    while queue.pop_used().unwrap().is_some() {}
+    assert_eq!((queue.num_free(), queue.in_flight()), (16, 0));
+    dma.check_guards();
+}
+
+#[test]
+fn device_scribbling_on_a_table_changes_nothing_the_driver_frees() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    let chain = request_chain(&dma, 3, 0);
+    let head = queue.add(&chain).unwrap();
+    let other = queue.add(&request_chain(&dma, 3, 1)).unwrap();
+    let seen = device.pop_avail().unwrap();
+    // The device rewrites the table: NEXT loops, a huge writable length, another head's index.
+    let (table, ..) = seen.indirect.unwrap();
+    for entry in 0..4u64 {
+        let mut raw = [0u8; 16];
+        raw[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        raw[12..14].copy_from_slice(&(1u16 | 2 | 4).to_le_bytes());
+        raw[14..16].copy_from_slice(&other.to_le_bytes());
+        super::sim::write_bytes(table + 16 * entry, &raw);
+    }
+    // Its used length is still checked against the driver's own record of the chain.
+    let writable = 32 + 48;
+    device.push_used(head.into(), writable + 1);
+    let reason = BrokenReason::UsedLenTooLong { id: head, len: writable + 1, writable };
+    assert_eq!(queue.pop_used(), Err(Error::DeviceBroken(reason)));
+
+    // On a fresh queue the same scribbling and an honest length: one descriptor comes back.
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    let head = queue.add(&request_chain(&dma, 3, 0)).unwrap();
+    queue.add(&request_chain(&dma, 3, 1)).unwrap();
+    let (table, ..) = device.pop_avail().unwrap().indirect.unwrap();
+    super::sim::write_bytes(table, &[0xff; 48]);
+    device.push_used(head.into(), 80);
+    assert_eq!(queue.pop_used().unwrap(), Some((head, 80)));
+    assert_eq!((queue.num_free(), queue.in_flight()), (7, 1));
+    // The freed head is reused, its table rewritten whole for the new chain.
+    let chain = request_chain(&dma, 4, 2);
+    assert_eq!(queue.add(&chain).unwrap(), head);
+    device.pop_avail().unwrap();
+    let seen = device.pop_avail().unwrap();
+    assert_eq!((seen.head, seen.descs), (head, sim_descs(&chain)));
+    dma.check_guards();
+}
+
+#[test]
+fn hostile_used_id_not_a_head_with_indirect() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    let head = queue.add(&request_chain(&dma, 3, 0)).unwrap();
+    assert_eq!(head, 0);
+    device.pop_avail().unwrap();
+    // Descriptor 1 would be the chain's second buffer if it were direct; here it is free.
+    device.push_used(1, 0);
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdNotInFlight { id: 1 });
+}
+
+#[test]
+fn hostile_used_id_repeated_with_indirect() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    let head = queue.add(&request_chain(&dma, 3, 0)).unwrap();
+    queue.add(&request_chain(&dma, 3, 1)).unwrap();
+    device.push_used(head.into(), 0);
+    device.push_used(head.into(), 0);
+    assert_eq!(queue.pop_used().unwrap(), Some((head, 0)));
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdAlreadyCompleted { id: head });
+}
+
+#[test]
+fn hostile_used_id_out_of_range_and_idx_ahead_with_indirect() {
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    queue.add(&request_chain(&dma, 3, 0)).unwrap();
+    device.push_used(8, 0);
+    assert_breaks(&dma, &mut queue, BrokenReason::UsedIdOutOfRange { id: 8 });
+    let (dma, mut queue, mut device) = setup_indirect(8, 4);
+    let head = queue.add(&request_chain(&dma, 3, 0)).unwrap();
+    device.push_used(head.into(), 0);
+    device.push_used(head.into(), 0);
+    let reason = BrokenReason::UsedIdxAhead { last_used: 0, now: 2, in_flight: 1 };
+    assert_breaks(&dma, &mut queue, reason);
+}
+
 /// One step of the randomised test.
 #[derive(Clone, Debug)]
 enum Op {
@@ -296,8 +507,13 @@ proptest! {
     /// Random add / complete / pop sequences against a model: every pop returns exactly what
     /// the device completed, in order, and descriptors are never lost or double-freed.
     #[test]
-    fn random_sequences_match_model(ops in proptest::collection::vec(op(), 1..300)) {
-        let (dma, mut queue, mut device) = setup(16);
+    fn random_sequences_match_model(
+        ops in proptest::collection::vec(op(), 1..300),
+        indirect_len in prop_oneof![Just(0u16), Just(3u16)],
+    ) {
+        let (dma, mut queue, mut device) = setup_indirect(16, indirect_len);
+        // Ring descriptors a chain of `n` buffers takes.
+        let ring_descs = |n: usize| if n > 1 && n <= usize::from(indirect_len) { 1 } else { n };
         let mut held = Vec::new(); // chains the device took and has not completed
         let mut completed = std::collections::VecDeque::new(); // (head, len) published, not popped
         let mut descs_in_flight = 0usize;
@@ -311,11 +527,11 @@ proptest! {
                         .collect();
                     match queue.add(&chain) {
                         Ok(head) => {
-                            descs_in_flight += chain.len();
-                            lens.insert(head, chain.len());
+                            descs_in_flight += ring_descs(chain.len());
+                            lens.insert(head, ring_descs(chain.len()));
                         }
                         Err(Error::BadChain) => prop_assert!(chain.is_empty()),
-                        Err(Error::QueueFull) => prop_assert!(chain.len() > usize::from(16 - descs_in_flight as u16)),
+                        Err(Error::QueueFull) => prop_assert!(ring_descs(chain.len()) > 16 - descs_in_flight),
                         Err(e) => prop_assert!(false, "unexpected {e:?}"),
                     }
                 }
@@ -323,6 +539,7 @@ proptest! {
                     held.extend(std::iter::from_fn(|| device.pop_avail()));
                     if !held.is_empty() {
                         let chain = held.remove(pick % held.len());
+                        prop_assert_eq!(chain.indirect.is_some(), ring_descs(chain.descs.len()) == 1 && chain.descs.len() > 1);
                         let len = (pick as u32) % (chain.writable_len() + 1);
                         device.push_used(chain.head.into(), len);
                         completed.push_back((chain.head, len));

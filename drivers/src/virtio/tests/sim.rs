@@ -109,7 +109,13 @@ pub struct SimDesc {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimChain {
     pub head: u16,
+    /// The buffers, in chain order (from the indirect table for an indirect chain).
     pub descs: Vec<SimDesc>,
+    /// Each buffer's descriptor `(flags, next)` as the driver wrote it.
+    pub links: Vec<(u16, u16)>,
+    /// For an indirect chain: the ring descriptor `(table address, table length in bytes,
+    /// flags)`.
+    pub indirect: Option<(u64, u32, u16)>,
 }
 
 impl SimChain {
@@ -167,7 +173,10 @@ impl RingDevice {
         (SimDesc { addr, len, writable: flags & 2 != 0 }, flags, next)
     }
 
-    /// Takes the next chain the driver made available, walking the descriptor table.
+    /// Takes the next chain the driver made available, walking the descriptor table, and the
+    /// head's indirect table if it points at one (§2.7.5.3). Panics where the driver broke a
+    /// rule the device would have to reject (indices out of range, INDIRECT with NEXT, a table
+    /// that is empty or not whole descriptors, INDIRECT inside a table, a loop).
     pub fn pop_avail(&mut self) -> Option<SimChain> {
         if self.last_avail_idx == self.avail_idx() {
             return None;
@@ -175,18 +184,49 @@ impl RingDevice {
         let slot = usize::from(self.last_avail_idx % self.size);
         let head = Self::read_u16(self.avail, 4 + 2 * slot);
         self.last_avail_idx = self.last_avail_idx.wrapping_add(1);
-        let mut descs = Vec::new();
+        let mut chain = SimChain { head, descs: Vec::new(), links: Vec::new(), indirect: None };
         let mut index = head;
         loop {
             let (desc, flags, next) = self.desc(index);
-            descs.push(desc);
-            assert!(descs.len() <= usize::from(self.size), "descriptor loop");
+            if flags & 4 != 0 {
+                assert_eq!(flags & 1, 0, "INDIRECT and NEXT in one descriptor (2.7.5.3.1)");
+                assert!(chain.descs.is_empty(), "the driver puts an indirect table alone");
+                chain.indirect = Some((desc.addr, desc.len, flags));
+                Self::walk_table(&mut chain, desc.addr, desc.len);
+                break;
+            }
+            chain.descs.push(desc);
+            chain.links.push((flags, next));
+            assert!(chain.descs.len() <= usize::from(self.size), "descriptor loop");
             if flags & 1 == 0 {
                 break;
             }
             index = next;
         }
-        Some(SimChain { head, descs })
+        Some(chain)
+    }
+
+    /// Follows an indirect table from entry 0 (§2.7.5.3.2).
+    fn walk_table(chain: &mut SimChain, table: u64, len: u32) {
+        assert!(len > 0 && len.is_multiple_of(16), "indirect table of {len} bytes");
+        let entries = (len / 16) as u16;
+        let mut entry = 0;
+        loop {
+            assert!(entry < entries, "indirect next {entry} outside a table of {entries}");
+            let raw = read_bytes(table + 16 * u64::from(entry), 16);
+            let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap());
+            let dlen = u32::from_le_bytes(raw[8..12].try_into().unwrap());
+            let flags = u16::from_le_bytes(raw[12..14].try_into().unwrap());
+            let next = u16::from_le_bytes(raw[14..16].try_into().unwrap());
+            assert_eq!(flags & 4, 0, "INDIRECT inside an indirect table (2.7.5.3.1)");
+            chain.descs.push(SimDesc { addr, len: dlen, writable: flags & 2 != 0 });
+            chain.links.push((flags, next));
+            assert!(chain.descs.len() <= usize::from(entries), "indirect descriptor loop");
+            if flags & 1 == 0 {
+                break;
+            }
+            entry = next;
+        }
     }
 
     /// Writes a used element at the next slot without publishing it.

@@ -3,7 +3,7 @@
 extern crate std;
 
 use super::sim::{FakeTransport, SimDma};
-use crate::virtio::queue::Virtqueue;
+use crate::virtio::queue::{RingFeatures, Virtqueue};
 use crate::virtio::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
 use crate::virtio::transport::{read_config, DeviceInit, Transport};
 use crate::virtio::{feature, BrokenReason, DeviceType, Error};
@@ -19,7 +19,7 @@ fn sequence_follows_the_spec_steps() {
     let mut init = DeviceInit::begin(&dev, BLOCK, A, 0).unwrap();
     assert_eq!(init.features(), feature::VERSION_1 | A);
     assert_eq!(dev.driver_features.get(), feature::VERSION_1 | A);
-    let queue = Virtqueue::<16>::allocate(&dma, 16, false).unwrap();
+    let queue = Virtqueue::<16>::allocate(&dma, 16, RingFeatures::default()).unwrap();
     init.setup_queue(0, &queue).unwrap();
     assert_eq!(init.driver_ok(), feature::VERSION_1 | A);
 
@@ -93,7 +93,7 @@ fn reset_never_completing_is_refused() {
 #[test]
 fn queue_errors_set_failed() {
     let dma = SimDma::default();
-    let queue = Virtqueue::<16>::allocate(&dma, 16, false).unwrap();
+    let queue = Virtqueue::<16>::allocate(&dma, 16, RingFeatures::default()).unwrap();
     for (max, ready, expected) in [
         (0, false, Error::QueueUnavailable(0)),
         (8, false, Error::QueueTooSmall { queue: 0, max: 8 }),
