@@ -48,8 +48,10 @@ report() {
 if ((report_only)); then report; exit 0; fi
 
 echo "bench.sh: building the benchmark kernel" >&2
-(cd "$here" && cargo build -q -p kernel --example bench)
-elf=$target_dir/aarch64-unknown-none/debug/examples/bench
+# The release profile (opt-level 3, debug info kept, no overflow checks or debug assertions):
+# what a measurement of the design should see. `cargo run` and the tests use the dev profile.
+(cd "$here" && cargo build -q --release -p kernel --example bench)
+elf=$target_dir/aarch64-unknown-none/release/examples/bench
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT

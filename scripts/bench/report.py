@@ -867,7 +867,7 @@ def main():
     md.append(
         f"- host: {machine.get('nproc', '?')} CPUs ({machine.get('cpu', '?')}), shared with other work; "
         f"{machine.get('qemu', '?')}, TCG (no KVM), one vCPU (cortex-a72), 512 MiB, GICv2\n"
-        f"- kernel: `{machine.get('kernel_rev', '?')}`, Rust dev profile at opt-level 1 (as `cargo run`)\n"
+        f"- kernel: `{machine.get('kernel_rev', '?')}`, Rust release profile (opt-level 3; `cargo run` and the tests use the dev profile, opt-level 1)\n"
         "- the board: a 384 MiB DMA window for every device (root `dma-ranges`), a 32 MiB SWIOTLB region "
         "(16 pageblocks) inside it, disk 1 behind a 4 MiB restricted pool\n"
     )
