@@ -57,7 +57,8 @@ pub struct KernelParams {
     /// layer about at probe (enough earns it a per-device pool); 0: no hint.
     pub blk_inflight_kib: u64,
     /// `blk_indirect=on|off`: virtio-blk negotiates VIRTIO_F_INDIRECT_DESC when offered (each
-    /// request then takes one ring descriptor, so the whole queue can be in flight).
+    /// request then takes one ring descriptor, so the whole queue can be in flight). Off by
+    /// default: it gained nothing beyond the noise in the benchmark (docs/EVALUATION.md).
     pub blk_indirect: bool,
     /// `blk_event_idx=on|off`: virtio-blk negotiates VIRTIO_F_RING_EVENT_IDX when offered. Off by
     /// default: it saved no notification and no time in the benchmark (docs/EVALUATION.md).
@@ -80,7 +81,7 @@ impl Default for KernelParams {
             swiotlb_batch: 2,
             swiotlb_keep: 2,
             blk_inflight_kib: 4096,
-            blk_indirect: true,
+            blk_indirect: false,
             blk_event_idx: false,
             demo: None,
         }
@@ -258,7 +259,7 @@ mod tests {
     #[test]
     fn virtio_blk_features() {
         let d = KernelParams::default();
-        assert!(d.blk_indirect && !d.blk_event_idx, "the defaults the benchmark chose");
+        assert!(!d.blk_indirect && !d.blk_event_idx, "the defaults the benchmark chose");
         let (p, w) = parse("blk_indirect=off blk_event_idx=on");
         assert!(w.is_empty(), "{w:?}");
         assert!(!p.blk_indirect && p.blk_event_idx);

@@ -55,9 +55,10 @@ const SECTOR: usize = 512;
 /// Every request buffer: 1 MiB (order 8), the most one request carries (`max_transfer`).
 const BUFFER_ORDER: u8 = 8;
 const BUFFER_BYTES: usize = 4096 << BUFFER_ORDER;
-/// Request slots per disk: beyond the 21 a queue of 64 holds without indirect descriptors, so
-/// that the deeper queue indirect ones allow is soaked too (the disk refuses the excess as
-/// Busy when it takes fewer); not all 64, to keep the buffers' memory (1 MiB each) in bounds.
+/// Request slots per disk: beyond the 21 a queue of 64 holds without indirect descriptors (the
+/// default), so the disk refuses the excess as Busy and the soak exercises that; with
+/// `SOAK_BOOTARGS=blk_indirect=on` the deeper queue indirect descriptors allow is soaked
+/// instead. Not all 64, to keep the buffers' memory (1 MiB each) in bounds.
 const SLOTS: usize = 32;
 const _: () = assert!(SLOTS > DIRECT_MAX_IN_FLIGHT);
 /// One pressure cycle: fill RAM with movable pages, I/O under pressure, release, a quiet spell

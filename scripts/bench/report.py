@@ -621,18 +621,17 @@ def features_discussion(f):
             "at depth because the handler pops every completion it finds, with either mechanism.\n"
         )
     out += (
-        "- **The defaults** (`kernel/src/bootargs.rs`), chosen from the run of 2026-11-24: "
-        "`blk_indirect=on`. Its gain is about a tenth in IOPS, in the same direction in most cells, though "
-        "no single cell's range clears the noise of this shared machine; it never clearly costs, and it is "
-        "what lets the disk hold 64 requests instead of 21. `blk_event_idx=off`: it saved no notification "
-        "and no measurable time here (why: above), so by the issue's rule (negotiate it if it pays off in "
-        "the benchmark) it is not negotiated by default. `blk_event_idx=on` turns it back on; it stays "
-        "tested (host tests, the hostile device, fuzzing, one in-QEMU run of the virtio-blk tests). On a "
-        "host with ioeventfd (KVM), or with a driver that batches its kicks, it may pay: measure there "
-        "before changing the default.\n"
-        "- The other sections of this page come from the same run, whose boots negotiated both features "
-        "(the defaults when it ran); by the table above RING_EVENT_IDX makes no measurable difference to "
-        "them.\n"
+        "- **The defaults** (`kernel/src/bootargs.rs`): `blk_indirect=off`, `blk_event_idx=off`. By the "
+        "issue's rule a feature is negotiated by default only if it pays off in the benchmark. "
+        "RING_EVENT_IDX saved no notification and no measurable time (why: above). INDIRECT_DESC lets a "
+        "disk hold 64 requests instead of 21, but bought no IOPS that clear the noise of this shared "
+        "machine: the first full run with it (2026-11-24, the older memcpy) had it about a tenth ahead at "
+        "depth, a later one a few percent behind; read the bullets above for the run on this page. Both "
+        "are one bootarg away (`blk_indirect=on`, `blk_event_idx=on`) and stay tested: host tests, the "
+        "hostile device, fuzzing, and an in-QEMU run of the virtio-blk tests with both on. On a host with "
+        "ioeventfd (KVM), with more vCPUs, or with a driver that batches its kicks, they may pay: measure "
+        "there before changing the defaults.\n"
+        "- The other sections of this page ran with the defaults (both features off).\n"
     )
     return out
 
@@ -723,16 +722,24 @@ def losses(runs, targets):
             "latencies also carry the host's I/O noise; see min–max."
         ),
         "bookkeeping": (
-            "A bounced map+unmap of 4 KiB costs about three thousand instructions besides the copy: the "
-            "slot search under an area lock (IRQs masked), a state byte per slot written on map and on unmap "
-            "(atomics, so that `is_swiotlb_buffer` can tell a lent page from a bounce slot without a lock), "
-            "the head record, the pool counters and the watermark check that may kick the worker. Not "
-            "optimised yet; the search and the per-slot writes are the place to start."
+            "A bounced map+unmap of 4 KiB costs about two thousand instructions besides the copy (the "
+            "`-icount` table; the reference memcpy is the kernel's vector memcpy, about 520 instructions "
+            "for 4 KiB, which is what makes a 0.2 ratio so tight). Single-stepping one map+unmap in GDB "
+            "shows where they go: most of it is the walk back over the segment's free slots that "
+            "re-counts their free runs (`slots::relink_preceding`, on map and again on unmap; Linux's "
+            "`swiotlb_area_find_slots` and `swiotlb_release_slots` walk the same way), which grows to "
+            "the whole 128-slot segment as the next-fit cursor moves through it (about 1,750 "
+            "instructions near a segment's end in the dev build); the rest is the slot search under an "
+            "area lock (IRQs masked), a state byte per slot (atomics, so that `is_swiotlb_buffer` needs "
+            "no lock), the head record, the counters and the watermark check. A bitmap of free slots per "
+            "segment would make both walks constant; not done."
         ),
         "direct": (
-            "The direct path is the DMA-API entry, the device's reach test and the bounce decision. In "
-            "instructions it meets the target; in TCG time a 4 KiB memcpy runs faster per instruction than "
-            "this branchy code, so the same path misses it there."
+            "The direct path is the DMA-API entry, the device's reach test and the bounce decision, under "
+            "two hundred instructions. It met the target against the compiler_builtins memcpy the kernel "
+            "used before (about 2,090 instructions for 4 KiB); the kernel's own vector memcpy "
+            "(`boot/src/asm/mem.S`) copies 4 KiB in about 520, and against that the same path is about "
+            "0.3. In TCG time a memcpy also runs faster per instruction than this branchy code."
         ),
         "flat": (
             "Timer noise: one call takes ~150 ns, under ten ticks of the 62.5 MHz counter, and the loop's "
@@ -743,7 +750,7 @@ def losses(runs, targets):
             "Growing by 4 MiB migrates the movable pages of two pageblocks (768 of their 1024 pages here: a "
             "copy each, plus isolating the blocks, allocating the targets and switching the frames under the "
             "allocator lock) and then scrubs the whole 4 MiB before its slots may reach a device. Counted in "
-            "instructions (`-icount`, repeatable) that is 2.1 copies' worth, just over the target; in TCG "
+            "instructions (`-icount`, repeatable) that is a little over two copies' worth (the table); in TCG "
             "real time it is several times a copy, because TCG runs a copy loop much faster per instruction "
             "than the allocator's branchy code, and the real-time memcpy reference itself moves with the "
             "host (see its min–max). The scrub cannot be skipped: whatever the page allocator's users left "
