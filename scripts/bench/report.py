@@ -750,7 +750,7 @@ def losses(runs, targets):
             "Growing by 4 MiB migrates the movable pages of two pageblocks (768 of their 1024 pages here: a "
             "copy each, plus isolating the blocks, allocating the targets and switching the frames under the "
             "allocator lock) and then scrubs the whole 4 MiB before its slots may reach a device. Counted in "
-            "instructions (`-icount`, repeatable) that is a little over two copies' worth (the table); in TCG "
+            "instructions (`-icount`, repeatable) that is more than two copies' worth (the table); in TCG "
             "real time it is several times a copy, because TCG runs a copy loop much faster per instruction "
             "than the allocator's branchy code, and the real-time memcpy reference itself moves with the "
             "host (see its min–max). The scrub cannot be skipped: whatever the page allocator's users left "
