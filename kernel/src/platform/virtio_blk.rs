@@ -5,10 +5,11 @@
 //! - Probe ([`probe_all`], task context): every enabled `virtio,mmio` node with a block device
 //!   gets its `DmaDevice` from the device tree, its ring memory from `dma_alloc_coherent` (from
 //!   the restricted pool for a device behind one), its features negotiated (VERSION_1, and
-//!   ACCESS_PLATFORM whenever offered; INDIRECT_DESC unless `blk_indirect=off`, RING_EVENT_IDX
-//!   only with `blk_event_idx=on`: the benchmark's choice) and its SPI registered. With indirect descriptors each request takes
-//!   one ring descriptor (its buffers in that head's indirect table, in the rings' coherent
-//!   memory), so the whole queue ([`QUEUE_SIZE`]) can be in flight; without, a third of it.
+//!   ACCESS_PLATFORM whenever offered; INDIRECT_DESC only with `blk_indirect=on` and
+//!   RING_EVENT_IDX only with `blk_event_idx=on`: neither paid off in the benchmark) and its SPI
+//!   registered. With indirect descriptors each request takes one ring descriptor (its buffers
+//!   in that head's indirect table, in the rings' coherent memory), so the whole queue
+//!   ([`QUEUE_SIZE`]) can be in flight; without, a third of it.
 //! - Submit ([`Disk::submit_read`], [`Disk::submit_write`], [`Disk::submit_flush`], task
 //!   context): the 16-byte header and the status byte live in the request's slot of a per-disk
 //!   scratch page; header, data and status are each mapped with their direction (bounced if the
