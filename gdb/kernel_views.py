@@ -279,12 +279,23 @@ def bounce_regions():
 
 
 PICTURE_CHAR = {"Unmovable": "U", "Movable": "M", "Swiotlb": "S", "Isolate": "I"}  # MigrateType::picture_char
+# PageAllocator::RAM_PICTURE_LEGEND, word for word.
+PICTURE_LEGEND = ("M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, "
+                  "s lent and empty, I isolated, b bounce slots, . reserved, | end of ZONE_DMA")
+
+
+def pageblock_wholly_free(mem_map, block):
+    """`PageAllocator::pageblock_wholly_free`: the block's first page heads a free buddy block of
+    the pageblock's order (each pageblock is its own buddy tree, merged up to that order)."""
+    name, payload = variant(mem_map[block << PAGEBLOCK_ORDER])
+    return name == "Free" and int(payload["order"]) == PAGEBLOCK_ORDER
 
 
 def ram_picture(pa):
     """The picture as `RamPicture`'s Display writes it, and the number of pageblocks in it."""
     base = int(pa["base"])
     types, nblocks = vec_items(pa["pageblock_type"])
+    mem_map, _ = vec_items(pa["mem_map"])
     dma_end_block = int(zones(pa)[0]["end"]) >> PAGEBLOCK_ORDER
     regions = bounce_regions()
     out = []
@@ -293,7 +304,11 @@ def ram_picture(pa):
             out.append("|")
         mt = some(types[block])
         if mt is not None:
-            out.append(PICTURE_CHAR[variant(mt)[0]])
+            name = variant(mt)[0]
+            if name == "Swiotlb" and pageblock_wholly_free(mem_map, block):
+                out.append("s")
+            else:
+                out.append(PICTURE_CHAR[name])
         else:
             addr = base + (block << (PAGEBLOCK_ORDER + PAGE_SHIFT))
             out.append("b" if any(s <= addr < e for s, e, _ in regions) else ".")
@@ -303,8 +318,8 @@ def ram_picture(pa):
 class PageBlocks(gdb.Command):
     """RAM, one character per 2 MiB pageblock from the lowest address up, as the kernel's
     `ram_picture` prints it: U unmovable, M movable, S lent to the page allocator as
-    MIGRATE_SWIOTLB, I isolated, b bounce slots (a SWIOTLB pool, not managed), . not managed,
-    | the ZONE_DMA / ZONE_NORMAL boundary.
+    MIGRATE_SWIOTLB and holding pages, s lent and wholly free, I isolated, b bounce slots (a
+    SWIOTLB pool, not managed), . not managed, | the ZONE_DMA / ZONE_NORMAL boundary.
     Usage: pageblocks"""
 
     def __init__(self):
@@ -321,10 +336,9 @@ class PageBlocks(gdb.Command):
         end = base + (nblocks << (PAGEBLOCK_ORDER + PAGE_SHIFT))
         print(f"RAM {base:#x}-{end:#x}, {nblocks} pageblocks of 2 MiB:")
         print(f"[{picture}]")
-        tally = {c: picture.count(c) for c in "UMSIb."}
+        tally = {c: picture.count(c) for c in "UMSsIb."}
         print("  " + ", ".join(f"{c} {n}" for c, n in tally.items()))
-        print("  legend: U unmovable, M movable, S lent (MIGRATE_SWIOTLB), I isolated, "
-              "b bounce slots, . not managed, | end of ZONE_DMA")
+        print(f"  legend: {PICTURE_LEGEND}")
         print(locks.note())
 
 

@@ -87,7 +87,7 @@ def check_buddyinfo():
 
 def check_pageblocks():
     out = view("pageblocks")
-    m = re.search(r"^\[([UMSIb.|]+)\]$", out, re.M)
+    m = re.search(r"^\[([UMSsIb.|]+)\]$", out, re.M)
     picture = m.group(1) if m else ""
     blocks = picture.replace("|", "")
     span_blocks = ev(f"{PA}.zones[1].end") // PAGEBLOCK_PAGES
@@ -99,9 +99,10 @@ def check_pageblocks():
     pool = restricted_pool()
     restricted_blocks = (int(pool["end"]) - int(pool["start"])) // (PAGEBLOCK_PAGES << 12)
     as_slots = sum(ev(f"{MANAGER}.blocks.counts[{s}].v.value") for s in (0, 3, 4))  # slots, device, unused
+    lent_chars = blocks.count("S") + blocks.count("s")  # holding pages + empty
     check("pageblocks_S_and_b_match_the_swiotlb_manager",
-          blocks.count("S") == lent and blocks.count("b") == as_slots + restricted_blocks,
-          f"S {blocks.count('S')} vs lent {lent}; b {blocks.count('b')} vs {as_slots} + {restricted_blocks}\n{out}")
+          lent_chars == lent and blocks.count("b") == as_slots + restricted_blocks,
+          f"S+s {lent_chars} vs lent {lent}; b {blocks.count('b')} vs {as_slots} + {restricted_blocks}\n{out}")
 
 
 def check_swiotlb_default_pool():

@@ -41,7 +41,7 @@ mod demo {
             alloc::format!("{}", pa.ram_picture(|a| in_swiotlb_region(&k.memblock, a)))
         };
         kprintln!("RAM: [{picture}]");
-        kprintln!("     (M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB, b bounce slots, . reserved, | end of ZONE_DMA)");
+        kprintln!("     ({})", kernel::mm::page_alloc::PageAllocator::RAM_PICTURE_LEGEND);
         kprintln!("{}", dma().manager);
         kprintln!("DMA {}", dma().api.stats);
     }

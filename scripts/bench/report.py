@@ -349,7 +349,8 @@ def plot_timeline(runs, present, plots_dir):
 PAGEBLOCK_COLORS = {
     "M": ("#9ecae1", "MOVABLE"),
     "U": ("#636363", "UNMOVABLE"),
-    "S": ("#31a354", "SWIOTLB: lent to the page allocator"),
+    "S": ("#31a354", "SWIOTLB: lent, holding pages"),
+    "s": ("#a1d99b", "SWIOTLB: lent, empty"),
     "I": ("#fd8d3c", "ISOLATE"),
     "b": ("#e6550d", "bounce slots"),
     "e": ("#c51b8a", "dynamic's extra pools"),

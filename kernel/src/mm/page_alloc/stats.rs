@@ -3,6 +3,7 @@
 use core::fmt;
 
 use super::migratetype::{MigrateType, MIGRATE_TYPES};
+use super::page::PageDesc;
 use super::zone::{ZoneType, NR_ZONES};
 use super::{PageAllocator, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::PhysAddr;
@@ -93,16 +94,32 @@ impl fmt::Display for PageTypeInfo {
 /// |------|----------------------------------------------------------------------------|
 /// | `U`  | UNMOVABLE                                                                  |
 /// | `M`  | MOVABLE                                                                    |
-/// | `S`  | SWIOTLB: spare bounce-buffer memory lent to the allocator                  |
+/// | `S`  | SWIOTLB: spare bounce-buffer memory lent to the allocator, holding pages    |
+/// | `s`  | SWIOTLB, lent and wholly free (reclaim takes it back without moving a page) |
 /// | `I`  | ISOLATE: being taken back                                                  |
 /// | `b`  | not managed here, belongs to a SWIOTLB pool (bounce slots)                 |
 /// | `.`  | not managed here: not RAM, reserved, or carved out for something else       |
 /// | `\|` | (between characters) the ZONE_DMA / ZONE_NORMAL boundary, if inside the span |
 ///
 /// Format it while holding the allocator lock; it borrows the allocator and writes no heap.
+/// [`PageAllocator::RAM_PICTURE_LEGEND`] says the same in one line, to print under it.
 pub struct RamPicture<'a, F> {
     allocator: &'a PageAllocator,
     is_bounce_pool: F,
+}
+
+impl PageAllocator {
+    /// The legend of [`RamPicture`] in one line (the GDB view `pageblocks` prints the same).
+    pub const RAM_PICTURE_LEGEND: &'static str = "M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, \
+         s lent and empty, I isolated, b bounce slots, . reserved, | end of ZONE_DMA";
+
+    /// True if pageblock `block` is one free buddy block of the pageblock's order. Each
+    /// pageblock is its own buddy tree (`MAX_PAGE_ORDER` = `PAGEBLOCK_ORDER`) and freeing merges
+    /// up to that order, so this is exactly "no page of the block is allocated", read from one
+    /// descriptor instead of walking the block's 512.
+    fn pageblock_wholly_free(&self, block: usize) -> bool {
+        matches!(self.mem_map.get(block << PAGEBLOCK_ORDER), Some(PageDesc::Free { order, .. }) if *order == PAGEBLOCK_ORDER)
+    }
 }
 
 impl<F: Fn(PhysAddr) -> bool> fmt::Display for RamPicture<'_, F> {
@@ -114,6 +131,9 @@ impl<F: Fn(PhysAddr) -> bool> fmt::Display for RamPicture<'_, F> {
                 f.write_str("|")?;
             }
             let c = match mt {
+                // Lent memory that holds pages costs migration to take back; empty lent
+                // memory does not: the picture tells them apart.
+                Some(MigrateType::Swiotlb) if a.pageblock_wholly_free(block) => 's',
                 Some(mt) => mt.picture_char(),
                 None if (self.is_bounce_pool)(a.addr_of(block << PAGEBLOCK_ORDER)) => 'b',
                 None => '.',

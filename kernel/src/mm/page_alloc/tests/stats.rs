@@ -13,9 +13,32 @@ fn ram_picture_shows_one_char_per_pageblock() {
     a.lend_swiotlb_pageblocks(blocks(5, 1)).unwrap();
     a.start_isolate_pageblock(2);
     let pool = |pa: PhysAddr| (block(6)..block(8)).contains(&pa);
-    assert_eq!(a.ram_picture(pool).to_string(), "MU|IMMSbb");
+    assert_eq!(a.ram_picture(pool).to_string(), "MU|IMMsbb", "a lent block nobody uses is `s`");
     a.undo_isolate_pageblock(2, MigrateType::Movable);
-    assert_eq!(a.ram_picture(|_| false).to_string(), "MU|MMMS..");
+    assert_eq!(a.ram_picture(|_| false).to_string(), "MU|MMMs..");
+    check_invariants(&a);
+}
+
+#[test]
+fn ram_picture_tells_lent_blocks_holding_pages_from_empty_ones() {
+    let end = BASE + 4 * PAGEBLOCK_SIZE;
+    let a = PageAllocator::new(BASE..end, &[BASE..block(2)], None).unwrap();
+    let la = LockedPageAllocator::new(a);
+    la.lock().lend_swiotlb_pageblocks(blocks(2, 2)).unwrap();
+    assert_eq!(la.lock().ram_picture(|_| false).to_string(), "MMss");
+    // Movable allocations borrow lent blocks only once MOVABLE memory is used up.
+    let mut held = Vec::new();
+    while held.len() < 2 * PAGEBLOCK_NR_PAGES + 1 {
+        held.push(la.lock().alloc_movable(0, ZoneType::Normal, owner(OwnerKind::Dirty)).unwrap());
+    }
+    let picture = la.lock().ram_picture(|_| false).to_string();
+    assert_eq!(picture.matches('S').count(), 1, "one lent block holds a page: {picture}");
+    assert_eq!(picture.matches('s').count(), 1, "the other is still empty: {picture}");
+    let last = held.pop().unwrap();
+    la.lock().free_movable(last).unwrap();
+    assert_eq!(la.lock().ram_picture(|_| false).to_string(), "MMss", "freed, the block merges back whole");
+    let mut a = la.lock();
+    held.into_iter().for_each(|p| a.free_movable(p).unwrap());
     check_invariants(&a);
 }
 
