@@ -73,7 +73,7 @@ lend)
     echo "demo-check: policy ${policy:-?}: the counts above are reported, not required"
     ;;
 esac
-grep -E "^(demo: lent|page cache|disk[01]: streamed|burst|default pool|verification|disk[01] bytes|qemu-run.sh: host)" "$log"
+grep -E "^(memory pressure|page cache|disk[01]: streamed|burst|default pool|verification|disk[01] bytes|qemu-run.sh: host)" "$log"
 if ((status != 0 || fail)); then
     echo "demo-check: FAILED (exit status $status); the log's end:" >&2
     tail -40 "$log" >&2

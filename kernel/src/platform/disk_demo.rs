@@ -6,17 +6,23 @@
 //! - disk1 sits behind a `restricted-dma-pool`: every byte bounces through that pool.
 //!
 //! Phases (the caller shows the RAM picture and the pools after each):
-//! 1. memory pressure: disk0's page cache takes dirty movable pages, then movable pages fill the
-//!    rest of RAM, the lent MIGRATE_SWIOTLB pageblocks included;
-//! 2. I/O burst: streaming writes to both disks, up to `MAX_IN_FLIGHT` requests each, started
-//!    and refilled by the interrupt handlers; disk0's bounces outgrow its pools, mappings fail in
-//!    interrupt context, the requests are deferred, and the SWIOTLB worker grows the default
-//!    pool by reclaiming lent pageblocks (pages migrated, clean ones dropped). Before the
-//!    streams, the page cache is written back (its pages pinned while in flight);
+//! 1. memory pressure: movable pages fill MIGRATE_MOVABLE memory, then every lent
+//!    MIGRATE_SWIOTLB pageblock; every other page of those in lent blocks is freed again and
+//!    disk0's page cache (dirty movable pages) takes the holes, so each lent block holds
+//!    pressure pages and cache pages and none is empty; then a quarter of the pressure in
+//!    MOVABLE memory goes again, to leave room for migration targets;
+//! 2. I/O burst: the page cache is written back (its pages pinned while in flight), half of it
+//!    is written again (dirty), then streaming writes to both disks, their data ready before
+//!    the burst, started and refilled by the interrupt handlers; disk0's bounces outgrow its
+//!    pools, mappings fail in interrupt context, the requests are deferred, and the SWIOTLB
+//!    worker grows the default pool by reclaiming lent pageblocks. No lent block is empty, so
+//!    every one it takes has pages to move: pressure pages and dirty cache pages migrated, clean
+//!    cache pages dropped, while the disks' requests are in flight;
 //! 3. idle: the pool shrinks and lends its spare pageblocks again;
-//! 4. verification: both disks read back whole through bounces, every written byte compared
-//!    with what was written, and a CRC-32 of each disk printed for the host to compare with the
-//!    image file (`disk<N> bytes=<size> crc32=<hex>`).
+//! 4. verification: the dirty cache blocks are written back from wherever reclaim moved them,
+//!    every pressure page's checksum is checked, both disks are read back whole through bounces,
+//!    every written byte compared with what was written, and a CRC-32 of each disk printed for
+//!    the host to compare with the image file (`disk<N> bytes=<size> crc32=<hex>`).
 //!
 //! What is written: disk0's first half (up to 8 MiB) through the page cache, the rest (up to
 //! 8 MiB more) streamed; disk1's first 4 MiB streamed. Any attached raw images work (their
@@ -46,10 +52,9 @@ use crate::mm::PhysAddr;
 const MIB: u64 = 1 << 20;
 /// Streaming request sizes: disk0 up to one full request, disk1 a quarter of a MiB.
 const REQUEST: [u64; 2] = [MIB, MIB / 4];
-/// Source buffers for the streams: [`BUFFERS`] blocks of 2 MiB (the largest the page allocator
-/// hands out), in ZONE_NORMAL, above the DMA window.
+/// Source buffers for the streams: blocks of 2 MiB (the largest the page allocator hands out),
+/// in ZONE_NORMAL, above the DMA window, one piece of them per request.
 const BUFFER_ORDER: u8 = 9;
-const BUFFERS: usize = 8;
 const BUFFER_BYTES: u64 = 4096 << BUFFER_ORDER;
 /// How long any one request may take (TCG is slow, the pool may have to grow first).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +67,14 @@ pub struct DiskDemoReport {
     pub cache_blocks: usize,
     /// See `cache_blocks`.
     pub cache_pages_in_lent_blocks: usize,
+    /// Memory-pressure pages held, and how many of them sat in lent pageblocks before the burst.
+    pub pressure_pages: (usize, usize),
+    /// Lent MIGRATE_SWIOTLB pageblocks before the burst: holding pages (`S`), empty (`s`).
+    pub lent_blocks: (usize, usize),
+    /// Cache blocks written again (dirty) after the first writeback, before the streams.
+    pub redirtied: usize,
+    /// Cache blocks written back after the burst (the dirty ones, wherever reclaim moved them).
+    pub written_back_after: usize,
     /// Bytes streamed to each disk, and in how many requests.
     pub streamed: [(u64, u64); 2],
     /// Mappings that failed in interrupt context during the burst (each deferred and retried).
@@ -108,20 +121,25 @@ fn pattern(disk: usize, offset: u64, out: &mut [u8]) {
     }
 }
 
-/// One disk's stream: which bytes go where.
-struct Stream {
-    disk: &'static Disk,
-    next: u64,
-    end: u64,
-    request: u64,
-    requests: u64,
+/// One request of a stream: its place on the disk, its data (written before the burst) and its
+/// ticket while queued.
+struct Piece {
+    disk: usize,
+    offset: u64,
+    len: u64,
+    addr: PhysAddr,
+    ticket: Option<Ticket>,
+    done: bool,
 }
 
-/// A piece of a source buffer and the request using it.
-#[derive(Clone, Copy)]
-struct Slice {
-    addr: PhysAddr,
-    busy: Option<(usize, Ticket)>,
+/// Lent MIGRATE_SWIOTLB pageblocks holding pages (`S` in the RAM picture) and empty ones (`s`).
+fn lent_blocks() -> (usize, usize) {
+    let memblock = &kernel().memblock;
+    let picture = {
+        let a = page_allocator().lock();
+        format!("{}", a.ram_picture(|x| in_swiotlb_region(memblock, x)))
+    };
+    (picture.matches('S').count(), picture.matches('s').count())
 }
 
 /// Runs the phases; `phase` is called after each with its name.
@@ -138,26 +156,55 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     let size0 = disks[0].size_bytes() / MIB * MIB;
     let cache_bytes = (size0 / 2).min(8 * MIB);
     let stream_end = [size0.min(cache_bytes + 24 * MIB), (disks[1].size_bytes() / MIB * MIB).min(4 * MIB)];
+    let stream_start = [cache_bytes, 0];
     if cache_bytes == 0 || stream_end[1] == 0 {
         return Err(format!("disks too small: disk0 needs at least 2 MiB, disk1 1 MiB (have {} and {} bytes)", disks[0].size_bytes(), disks[1].size_bytes()));
     }
-    // The stream sources, taken before the pressure takes everything.
-    let mut buffers = [0; BUFFERS];
-    for b in buffers.iter_mut() {
-        *b = pages.lock().alloc_pages(BUFFER_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| format!("stream buffer: {e}"))?;
+    // The streams' data, taken and written before the pressure takes everything. Ready before
+    // the burst, as an application's buffers would be: filling 1 MiB with the pattern under TCG
+    // takes about as long as the throttled disk0 takes to write it, so filling each request's
+    // buffer just before queueing it kept disk0's queue so shallow that its bounces never
+    // outgrew the pools.
+    let mut buffers: Vec<PhysAddr> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
+    for i in 0..2 {
+        let mut offset = stream_start[i];
+        while offset < stream_end[i] {
+            let buf = pages.lock().alloc_pages(BUFFER_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| format!("stream buffer: {e}"))?;
+            buffers.push(buf);
+            let mut at = 0;
+            while at < BUFFER_BYTES && offset < stream_end[i] {
+                let len = REQUEST[i].min(stream_end[i] - offset).min(BUFFER_BYTES - at);
+                pieces.push(Piece { disk: i, offset, len, addr: buf + at, ticket: None, done: false });
+                let mut block = vec![0u8; BLOCK_SIZE];
+                for off in (0..len).step_by(BLOCK_SIZE) {
+                    pattern(i, offset + off, &mut block);
+                    RAM.write(buf + at + off, &block);
+                }
+                at += len;
+                offset += len;
+            }
+        }
     }
+    // Queued alternating between the disks, oldest first per disk.
+    pieces.sort_by_key(|p| (p.offset - stream_start[p.disk], p.disk));
 
-    // 1. Memory pressure: movable pages fill MIGRATE_MOVABLE memory and spill into the lent
-    //    pageblocks (movable allocations borrow them last), the page cache takes the rest; then
-    //    a quarter of the pressure goes again, to leave room for migration targets.
-    let cache_blocks = cache_bytes / BLOCK_SIZE as u64;
-    let free = {
+    // 1. Memory pressure. Movable allocations borrow lent MIGRATE_SWIOTLB pageblocks only once
+    //    MOVABLE memory is used up, and the worker rightly takes an empty lent block before an
+    //    occupied one. So that the burst's growth has to migrate, every lent block must hold
+    //    pages: `pressure` fills MOVABLE memory, `lent_pressure` every free page of the lent
+    //    blocks; every other page of the latter is freed again and the page cache lands in the
+    //    holes (nothing is free elsewhere), then a quarter of `pressure` goes again, spread over
+    //    MOVABLE memory: room for migration targets (never taken in SWIOTLB blocks) and the heap.
+    let (free, lent_free) = {
         let a = pages.lock();
-        a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
+        (a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma), a.nr_free_swiotlb_pages(ZoneType::Dma))
     };
-    // Room for what grows meanwhile: the heap (the pressure's own list of pages), page tables.
-    let headroom = 1024 + free / 32;
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, free.saturating_sub(cache_blocks as usize + headroom), 7);
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, free.saturating_sub(lent_free), 7);
+    let lent_free = pages.lock().nr_free_swiotlb_pages(ZoneType::Dma);
+    let mut lent_pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, lent_free, 11);
+    lent_pressure.release_every(pages, 2);
+    let cache_blocks = cache_bytes / BLOCK_SIZE as u64;
     let mut cache = BlockCache::new(disks[0], TIMEOUT);
     let mut block = vec![0u8; BLOCK_SIZE];
     let mut released = false;
@@ -179,12 +226,19 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         pressure.release_every(pages, 4); // room for migration targets
     }
     let memblock = &kernel().memblock;
-    report.cache_pages_in_lent_blocks = cache.count_pages(|a| in_swiotlb_region(memblock, a)).0;
+    let in_lent = |a: PhysAddr| in_swiotlb_region(memblock, a);
+    report.cache_pages_in_lent_blocks = cache.count_pages(in_lent).0;
+    let pressure_in_lent = |p: &MemoryPressure| p.pages().filter(|&pg| pages.pin(pg).is_ok_and(|pin| in_lent(pin.addr()))).count();
+    report.pressure_pages = (pressure.len() + lent_pressure.len(), pressure_in_lent(&pressure) + pressure_in_lent(&lent_pressure));
+    report.lent_blocks = lent_blocks();
     log::info!(
-        "demo: {} dirty page-cache blocks of disk0 ({} in lent SWIOTLB pageblocks), {} movable pages of memory pressure",
+        "demo: {} dirty page-cache blocks of disk0 ({} in lent SWIOTLB pageblocks), {} movable pages of memory pressure ({} in lent pageblocks); lent pageblocks: {} holding pages, {} empty",
         report.cache_blocks,
         report.cache_pages_in_lent_blocks,
-        pressure.len()
+        report.pressure_pages.0,
+        report.pressure_pages.1,
+        report.lent_blocks.0,
+        report.lent_blocks.1,
     );
     phase("memory pressure");
 
@@ -200,44 +254,35 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     // pages in lent pageblocks can then be dropped instead of migrated when the pool grows.
     let written = cache.writeback().map_err(|e| format!("page-cache writeback: {e}"))?;
     report.written_back = (written as u64, cache.stats.max_in_flight);
-    let mut streams = [0, 1].map(|i| Stream { disk: disks[i], next: if i == 0 { cache_bytes } else { 0 }, end: stream_end[i], request: REQUEST[i], requests: 0 });
-    let mut slices: Vec<Slice> = buffers.iter().flat_map(|&b| (0..BUFFER_BYTES / MIB).map(move |k| Slice { addr: b + k * MIB, busy: None })).collect();
+    // Meanwhile the blocks are written again, every other one (same bytes: the disk must end up
+    // as the pattern says): dirty pages reclaim has to migrate, not drop.
+    for b in (0..cache_blocks).step_by(2) {
+        pattern(0, b * BLOCK_SIZE as u64, &mut block);
+        cache.write(b, &block).map_err(|e| format!("page cache: {e}"))?;
+        report.redirtied += 1;
+    }
     let mut first_error: Option<String> = None;
-    let mut src = vec![0u8; BLOCK_SIZE];
     loop {
-        // Start requests on free slices, alternating disks, while the disks take them.
-        let mut started = true;
-        while started && first_error.is_none() {
-            started = false;
-            for (i, s) in streams.iter_mut().enumerate() {
-                if s.next >= s.end {
-                    continue;
-                }
-                let Some(slice) = slices.iter_mut().find(|x| x.busy.is_none()) else { break };
-                let len = s.request.min(s.end - s.next);
-                for off in (0..len).step_by(BLOCK_SIZE) {
-                    pattern(i, s.next + off, &mut src);
-                    RAM.write(slice.addr + off, &src);
-                }
-                match s.disk.queue_write(s.next / 512, slice.addr, len as usize) {
-                    Ok(t) => {
-                        slice.busy = Some((i, t));
-                        s.next += len;
-                        s.requests += 1;
-                        started = true;
-                    }
-                    Err(BlkError::Busy) => {}
-                    Err(e) => first_error = Some(format!("disk{i}: write at {:#x}: {e}", s.next)),
-                }
+        // Queue requests, oldest first, while the disks take them (a full table is Busy).
+        let mut busy = [false; 2];
+        for p in pieces.iter_mut().filter(|p| p.ticket.is_none() && !p.done) {
+            if busy[p.disk] || first_error.is_some() {
+                continue;
+            }
+            match disks[p.disk].queue_write(p.offset / 512, p.addr, p.len as usize) {
+                Ok(t) => p.ticket = Some(t),
+                Err(BlkError::Busy) => busy[p.disk] = true,
+                Err(e) => first_error = Some(format!("disk{}: write at {:#x}: {e}", p.disk, p.offset)),
             }
         }
         // Collect completions (the handlers recorded them).
-        for slice in slices.iter_mut() {
-            if let Some((i, t)) = slice.busy {
-                if let Some(outcome) = streams[i].disk.poll(t) {
-                    slice.busy = None;
+        for p in pieces.iter_mut() {
+            if let Some(t) = p.ticket {
+                if let Some(outcome) = disks[p.disk].poll(t) {
+                    p.ticket = None;
+                    p.done = true;
                     if let Err(e) = outcome {
-                        first_error.get_or_insert(format!("disk{i}: {e}"));
+                        first_error.get_or_insert(format!("disk{}: {e}", p.disk));
                     }
                 }
             }
@@ -247,16 +292,17 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
             report.grown_after = Some(time::uptime() - t0);
         }
         report.slots.1 = report.slots.1.max(usable);
-        let pending = slices.iter().any(|s| s.busy.is_some());
-        let more = first_error.is_none() && streams.iter().any(|s| s.next < s.end);
+        let pending = pieces.iter().any(|p| p.ticket.is_some());
+        let more = first_error.is_none() && pieces.iter().any(|p| !p.done);
         if !pending && !more {
             break;
         }
         idle(); // runs the SWIOTLB worker and the retry work; completion interrupts wake us
     }
     report.burst_took = time::uptime() - t0;
-    for (i, s) in streams.iter().enumerate() {
-        report.streamed[i] = (s.next - if i == 0 { cache_bytes } else { 0 }, s.requests);
+    for p in pieces.iter().filter(|p| p.done) {
+        report.streamed[p.disk].0 += p.len;
+        report.streamed[p.disk].1 += 1;
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -267,7 +313,7 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         report.deferred += d_now - deferred;
         report.started_in_irq += s_now - started;
     }
-    report.pressure_intact = pressure.verify(pages, &RAM).is_ok();
+    report.pressure_intact = pressure.verify(pages, &RAM).is_ok() && lent_pressure.verify(pages, &RAM).is_ok();
     phase("I/O burst from interrupt handlers");
 
     // 3. Idle: the pool shrinks and lends again.
@@ -279,11 +325,15 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     report.after = m.stats();
     phase("idle");
 
-    // 4. Verification: the pressure goes, then both disks are read back whole.
+    // 4. Verification: the dirty cache blocks go to disk from wherever reclaim moved them (a
+    //    migration that lost a byte would now reach the disk), the pressure goes, then both
+    //    disks are read back whole.
+    report.written_back_after = cache.writeback().map_err(|e| format!("page-cache writeback after the burst: {e}"))?;
+    report.pressure_intact &= pressure.verify(pages, &RAM).is_ok() && lent_pressure.verify(pages, &RAM).is_ok();
     pressure.release(pages).map_err(|e| format!("{e:?}"))?;
+    lent_pressure.release(pages).map_err(|e| format!("{e:?}"))?;
     for (i, d) in disks.iter().enumerate() {
-        let written = if i == 0 { 0..stream_end[0] } else { 0..stream_end[1] };
-        let (bytes, crc) = read_back(i, d, buffers[0], written, &mut report.mismatches)?;
+        let (bytes, crc) = read_back(i, d, buffers[0], 0..stream_end[i], &mut report.mismatches)?;
         report.verified.push((i, bytes, crc));
     }
     for b in buffers {
@@ -325,8 +375,13 @@ impl fmt::Display for DiskDemoReport {
         let (a, b) = (&self.after, &self.before);
         writeln!(
             f,
-            "page cache: {} blocks of disk0 ({} pages in lent SWIOTLB pageblocks), {} written back (up to {} in flight)",
-            self.cache_blocks, self.cache_pages_in_lent_blocks, self.written_back.0, self.written_back.1
+            "page cache: {} blocks of disk0 ({} pages in lent SWIOTLB pageblocks), {} written back (up to {} in flight), {} written again before the streams, {} written back after the burst",
+            self.cache_blocks, self.cache_pages_in_lent_blocks, self.written_back.0, self.written_back.1, self.redirtied, self.written_back_after
+        )?;
+        writeln!(
+            f,
+            "memory pressure: {} movable pages ({} in lent SWIOTLB pageblocks); before the burst {} lent pageblocks held pages, {} were empty",
+            self.pressure_pages.0, self.pressure_pages.1, self.lent_blocks.0, self.lent_blocks.1
         )?;
         for (i, (bytes, requests)) in self.streamed.iter().enumerate() {
             writeln!(f, "disk{i}: streamed {} KiB in {requests} requests", bytes / 1024)?;
