@@ -69,6 +69,12 @@ pub struct DiskDemoReport {
     pub cache_pages_in_lent_blocks: usize,
     /// Memory-pressure pages held, and how many of them sat in lent pageblocks before the burst.
     pub pressure_pages: (usize, usize),
+    /// After the burst: pressure pages and dirty cache pages still in lent pageblocks (the rest
+    /// of those counted before were migrated out), and cache pages still cached at all (clean
+    /// ones reclaim dropped are gone).
+    pub after_burst_in_lent: (usize, usize),
+    /// See `after_burst_in_lent`.
+    pub cache_live_after_burst: usize,
     /// Lent MIGRATE_SWIOTLB pageblocks before the burst: holding pages (`S`), empty (`s`).
     pub lent_blocks: (usize, usize),
     /// Cache blocks written again (dirty) after the first writeback, before the streams.
@@ -314,6 +320,9 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         report.started_in_irq += s_now - started;
     }
     report.pressure_intact = pressure.verify(pages, &RAM).is_ok() && lent_pressure.verify(pages, &RAM).is_ok();
+    let (cache_in_lent, cache_live) = cache.count_pages(in_lent);
+    report.after_burst_in_lent = (pressure_in_lent(&pressure) + pressure_in_lent(&lent_pressure), cache_in_lent);
+    report.cache_live_after_burst = cache_live;
     phase("I/O burst from interrupt handlers");
 
     // 3. Idle: the pool shrinks and lends again.
@@ -403,6 +412,13 @@ impl fmt::Display for DiskDemoReport {
             a.pages_dropped - b.pages_dropped,
             a.pages_pinned_blocking - b.pages_pinned_blocking,
             a.pageblocks_lent_again - b.pageblocks_lent_again,
+        )?;
+        writeln!(
+            f,
+            "moved out of lent pageblocks during the burst: {} pressure pages and {} cache pages (of them {} clean ones dropped, the rest migrated)",
+            self.pressure_pages.1.saturating_sub(self.after_burst_in_lent.0),
+            self.cache_pages_in_lent_blocks.saturating_sub(self.after_burst_in_lent.1),
+            self.cache_blocks.saturating_sub(self.cache_live_after_burst),
         )?;
         write!(
             f,
