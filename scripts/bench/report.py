@@ -3,7 +3,11 @@
 
 Every number in the document comes from the JSON of the run: medians over the rounds with min
 and max, ratios taken inside one boot (paired) and then summarised. Targets are checked here
-and reported as met or missed; nothing is hard-coded but the targets themselves (issue 6).
+and reported as met or missed; nothing is hard-coded but the targets themselves (issue 6). The
+prose too: each figure in it is computed from the run, and each claim that rests on a
+comparison is worded from the comparison's outcome (`test_report.py` feeds two different
+synthetic runs and checks that). Without matplotlib (`--no-plots`, the unit tests) the text is
+made without its plots.
 """
 
 import argparse
@@ -16,12 +20,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stats import fmt, fmt_summary, median, paired_ratios, summary  # noqa: E402
 
-import matplotlib  # noqa: E402
+try:
+    import matplotlib  # noqa: E402
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: E402
+    import matplotlib.ticker  # noqa: E402
+    from matplotlib.patches import Patch  # noqa: E402
+except ImportError:  # the text alone (the unit tests); bench.sh provides matplotlib for the plots
+    matplotlib = plt = Patch = None
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -97,7 +104,7 @@ def bounce_section(runs, targets, plots_dir):
         return "No `io` results.\n", None
     keys = sorted({k[:4] for k in cells}, key=lambda k: (k[2], k[3], k[0], k[1]))
     lines = [
-        "Disk 0, one stream; **direct**: the buffers lie inside the DMA window (only the 16-byte "
+        "Disk 0, one stream; **direct**: the buffers lie inside the DMA window (only the request "
         "header and the status byte bounce, as always for this DMA-limited device); **bounced**: the "
         "buffers lie beyond the window, so every data buffer is copied through the SWIOTLB; both in the "
         "same boot, alternated cell by cell. **forced**: `swiotlb=force` (another boot), the in-window "
@@ -173,7 +180,7 @@ def bounce_section(runs, targets, plots_dir):
                 fmt_summary(s, 2),
                 None if s[0] is None else s[0] <= 1.1,
             )
-    plot = plot_throughput(cells, fcells, keys, plots_dir)
+    plot = plot_throughput(cells, fcells, keys, plots_dir) if plots_dir else None
     return "\n".join(lines) + "\n", plot
 
 
@@ -306,7 +313,7 @@ def policy_section(runs, targets, plots_dir):
     if runs.get("policy-lend-icount"):
         grow = summary(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in runs["policy-lend-icount"]]))
         targets.add("`lend`: grow by 4 MiB / copy 4 MiB, in instructions (`-icount`)", "≤ 2", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 2)
-    plots = [plot_timeline(runs, present, plots_dir), plot_pageblocks(runs, plots_dir)]
+    plots = [plot_timeline(runs, present, plots_dir), plot_pageblocks(runs, plots_dir)] if plots_dir else []
     return "\n".join(lines) + "\n", [p for p in plots if p]
 
 
@@ -432,11 +439,16 @@ def pools_section(runs, plots_dir):
                 disk_locks[h].append(sum(x["disk_lock_contended"] for x in run["disks"]))
         if per_hint[False] and per_hint[True]:
             ratio.append(median(per_hint[True]) / median(per_hint[False]))
+    # How each disk was driven and the hint, as the results say.
+    first = rs[0][1]
+    disk = {x["disk"]: x for x in first["runs"][0]["disks"]}
+    how = lambda i: f"{x['pattern']} {x['op']}s of {size_label(x['size'])} at QD {x['qd']}" if (x := disk.get(i)) else "not run"
     lines = [
-        "Bounced 64 KiB sequential reads on three disks at once: disk 0 (QD 8, the default pool, or its "
-        "own pool carved from the SWIOTLB region when hinted: `set_inflight_hint(disk0, 2 MiB)`), "
-        "disk 1 (QD 4, behind the restricted pool), disk 2 (QD 8, the default pool). Hint off and on "
-        "alternate inside each boot.",
+        "Bounced reads on three disks at once: disk 0 (" + how(0) + ", the default pool, or its "
+        "own pool carved from the SWIOTLB region when hinted: "
+        f"`set_inflight_hint(disk0, {fmt(first.get('hint_bytes', 0) / MIB)} MiB)`), "
+        "disk 1 (" + how(1) + ", behind the restricted pool), disk 2 (" + how(2) + ", the default pool). "
+        "Hint off and on alternate inside each boot.",
         "",
         "| | hint off | hint on |",
         "|---|---|---|",
@@ -450,7 +462,8 @@ def pools_section(runs, plots_dir):
         lines.append(f"| disk-lock contention, three disks (spins) | {fmt_summary(summary(disk_locks[False]))} | {fmt_summary(summary(disk_locks[True]))} |")
     lines.append(f"| pool misses + map failures | {fmt_summary(summary(misses[False]))} | {fmt_summary(summary(misses[True]))} |")
     lines.append(f"| requests refused busy / deferred to task context | {fmt_summary(summary(busy[False]))} / {fmt_summary(summary(deferred[False]))} | {fmt_summary(summary(busy[True]))} / {fmt_summary(summary(deferred[True]))} |")
-    # Plot.
+    if not plots_dir:
+        return "\n".join(lines) + "\n", None
     fig, ax = plt.subplots(figsize=(8, 4))
     keys = [0, 1, 2, "total"]
     for i, (h, color) in enumerate([(False, "#4c72b0"), (True, "#dd8452")]):
@@ -528,14 +541,19 @@ def features_section(runs):
     if not cells:
         return "No `features-*` results.\n", {}
     keys = sorted({k for c in cells.values() for k in c}, key=lambda k: (k[0], k[1], k[2]))
+    # What the disk took at once, with and without indirect descriptors, as the kernel reported it.
+    limit = lambda indirect: max((m for config, (_, ind) in FEATURE_CONFIGS.items() if ind == indirect
+                                  for _, _, m in negotiated.get(config, ())), default=None)
+    direct_limit, indirect_limit = limit(False), limit(True)
     lines = [
         "Random reads and writes on disk 0, buffers inside the DMA window (no data bounce: the driver and "
         "the device are measured, not the copies), one boot per combination of `blk_event_idx=` and "
         "`blk_indirect=`, the four alternated with every other configuration. Without indirect "
-        "descriptors a request takes 3 of the queue's 64 descriptors, so the disk takes 21 requests at "
-        "once and a deeper stream keeps only 21 in flight (the rest wait for room); with them it takes "
-        "64. IOPS median [min–max] over the rounds; the ratios pair the two boots of the same round "
-        "(run back to back, so the machine's noise hits both alike), then are summarised the same way.",
+        "descriptors a request takes a ring descriptor for each of its buffers (header, data, status), so "
+        f"the disk took {fmt(direct_limit)} requests at once and a deeper stream kept only that many in flight "
+        f"(the rest wait for room); with them it took {fmt(indirect_limit)}. IOPS median [min–max] over the "
+        "rounds; the ratios pair the two boots of the same round (run back to back, so the machine's noise "
+        "hits both alike), then are summarised the same way.",
         "",
     ]
     neg = []
@@ -574,9 +592,15 @@ def features_section(runs):
             irq.append(fmt(median([c["irqs_per_req"] for c in cs]), 2))
             kick.append(fmt(median([c["kicks_per_req"] for c in cs]), 2))
         lines.append(f"| {k[0]} | {size_label(k[1])} | {k[2]} | {' · '.join(irq)} | {' · '.join(kick)} |")
-    deep = [k for k in keys if k[2] > 21]
-    shallow = [k for k in keys if k[2] <= 21]
+    cut = direct_limit if direct_limit is not None else max((k[2] for k in keys), default=0)
+    deep = [k for k in keys if k[2] > cut]
+    shallow = [k for k in keys if k[2] <= cut]
+    others = [d.get("bootargs", "") for config, rs in runs.items() if config not in FEATURE_CONFIGS for _, d in rs]
     result = {
+        "direct_limit": direct_limit,
+        "indirect_limit": indirect_limit,
+        "deep_qds": sorted({k[2] for k in deep}),
+        "others_default": (not any("blk_indirect=" in b or "blk_event_idx=" in b for b in others)) if others else None,
         "indirect_deep": verdict([ind_ratios[k] for k in deep]),
         "indirect_shallow": verdict([ind_ratios[k] for k in shallow]),
         "event_idx": verdict([idx_ratios[k] for k in keys]),
@@ -602,177 +626,262 @@ def features_discussion(f):
         )
 
     k, i = f["kicks"], f["irqs"]
+    deep = ", ".join(str(q) for q in f["deep_qds"]) or "none measured"
     out = (
-        f"- **INDIRECT_DESC**, at the queue depths beyond 21 (32 and 64) that only indirect descriptors "
-        f"let the disk take: {said(f['indirect_deep'])}; at QD 1 and 16, where both fit: "
+        f"- **INDIRECT_DESC**, at the queue depths beyond {fmt(f['direct_limit'])} ({deep}) that only indirect "
+        f"descriptors let the disk take: {said(f['indirect_deep'])}; at the depths where both fit: "
         f"{said(f['indirect_shallow'])}.\n"
         f"- **RING_EVENT_IDX**, all cells: {said(f['event_idx'])}. Kicks per request (median over every "
         f"cell): {fmt(k['features-idx-ind'], 2)} with it, {fmt(k['features-noidx-ind'], 2)} without; "
         f"interrupts per request at QD > 1: {fmt(i['features-idx-ind'], 2)} with it, "
         f"{fmt(i['features-noidx-ind'], 2)} without.\n"
     )
-    if all(v == 1 for v in k.values()):
+    if k and all(v == 1 for v in k.values()):
+        below = [v for v in i.values() if v is not None and v < 1]
         out += (
             "- Why every request kicks, with or without RING_EVENT_IDX: under TCG QEMU has no ioeventfd, "
             "so the driver's write to QueueNotify runs the device's queue handler synchronously on the "
             "vCPU's own thread. The device takes the request off the ring and re-enables notifications "
             "before the driver adds the next one, so neither `avail_event` nor NO_NOTIFY is ever found "
             "suppressing. (The driver also kicks after each request; a batching submitter, like blk-mq's "
-            "`bd->last`, would give suppression something to save.) Interrupts per request fall below 1 "
-            "at depth because the handler pops every completion it finds, with either mechanism.\n"
+            "`bd->last`, would give suppression something to save.)"
+            + (" Interrupts per request fall below 1 at depth because the handler pops every completion it "
+               "finds, with either mechanism.\n" if below else "\n")
         )
+    saved = None if k.get("features-noidx-ind") is None or k.get("features-idx-ind") is None else k["features-noidx-ind"] - k["features-idx-ind"]
     out += (
-        "- **The defaults** (`kernel/src/bootargs.rs`): `blk_indirect=off`, `blk_event_idx=off`. By the "
-        "issue's rule a feature is negotiated by default only if it pays off in the benchmark. "
-        "RING_EVENT_IDX saved no notification and no measurable time (why: above). INDIRECT_DESC lets a "
-        "disk hold 64 requests instead of 21, but bought no IOPS that clear the noise of this shared "
-        "machine: the first full run with it (2026-11-24, the older memcpy) had it about a tenth ahead at "
-        "depth, a later one a few percent behind; read the bullets above for the run on this page. Both "
-        "are one bootarg away (`blk_indirect=on`, `blk_event_idx=on`) and stay tested: host tests, the "
-        "hostile device, fuzzing, and an in-QEMU run of the virtio-blk tests with both on. On a host with "
-        "ioeventfd (KVM), with more vCPUs, or with a driver that batches its kicks, they may pay: measure "
+        "- **The defaults** (`kernel/src/bootargs.rs`): by the issue's rule a feature is negotiated by "
+        "default only if it pays off in the benchmark. In this run RING_EVENT_IDX "
+        + (f"saved {fmt(saved, 2)} kicks per request, and its effect on IOPS: {f['event_idx'][1]}" if saved is not None else "was not measured")
+        + f"; INDIRECT_DESC let a disk hold {fmt(f['indirect_limit'])} requests instead of {fmt(f['direct_limit'])}, "
+        f"and its effect on IOPS at depth: {f['indirect_deep'][1]}. Both are one bootarg away (`blk_indirect=`, `blk_event_idx=`); "
+        "on a host with ioeventfd (KVM), with more vCPUs, or with a driver that batches its kicks, measure "
         "there before changing the defaults.\n"
-        "- The other sections of this page ran with the defaults (both features off).\n"
     )
+    if f.get("others_default") is not None:
+        out += (
+            "- The other sections of this page ran "
+            + ("with the defaults (no `blk_indirect=` or `blk_event_idx=` on their command line).\n" if f["others_default"]
+               else "with `blk_indirect=` or `blk_event_idx=` on some command lines (see the raw results).\n")
+        )
     return out
 
 
 # ---------------------------------------------------------------- the document
 
 
+def med_of(runs, p, key, f=lambda x: x):
+    """The median over the rounds of `key` in configuration `p` (None if never measured)."""
+    return median([f(d[key]) if d.get(key) is not None else None for _, d in runs.get(p, [])])
+
+
+def count(runs, p, pred):
+    """(boots of `p` for which `pred` holds, boots of `p`)."""
+    return sum(1 for _, d in runs.get(p, []) if pred(d)), len(runs.get(p, []))
+
+
 def design_discussion(runs):
-    """What the design table says, in numbers from this run."""
+    """What the design table says, in numbers from this run; each comparison worded from its outcome."""
     out = []
-    def med(p, key, f=lambda x: x):
-        return median([f(d[key]) if d.get(key) is not None else None for _, d in runs.get(p, [])])
+    med = lambda p, key, f=lambda x: x: med_of(runs, p, key, f)
     if runs.get("policy-lend") and runs.get("policy-static"):
         gain = med("policy-lend", "movable_available_bytes") - med("policy-static", "movable_available_bytes")
-        out.append(
-            f"- **Against `static`** (Linux's classic pool): `lend` left {fmt(gain / MIB)} MiB more to movable "
+        static_fail = max(d["irq_failures"] for _, d in runs["policy-static"])
+        static_reserved = med("policy-static", "pool_bytes_reserved", lambda x: x / MIB)
+        more = "more" if gain >= 0 else "less"
+        text = (
+            f"- **Against `static`** (Linux's classic pool): `lend` left {fmt(abs(gain) / MIB)} MiB {more} to movable "
             f"allocations while the pool was idle, served the same burst with {fmt(med('policy-lend', 'irq_failures'))} "
-            f"IRQ-context failures (median; each deferred to task context and completed, none lost), and gave {fmt(med('policy-lend', 'given_back_bytes', lambda x: x / MIB))} MiB "
-            "back once the burst was over. `static` never fails and never waits, but keeps the whole reservation away "
-            "from the page allocator all the time: that is the cost `lend` removes."
+            f"IRQ-context failures (median; each deferred to task context and completed, {fmt(med('policy-lend', 'lost'))} lost), "
+            f"and gave {fmt(med('policy-lend', 'given_back_bytes', lambda x: x / MIB))} MiB back once the burst was over. "
+            f"`static` had {fmt(static_fail)} IRQ-context failures in its worst boot"
         )
+        if gain > 0:
+            text += (
+                f" and keeps its whole reservation ({fmt(static_reserved)} MiB) away from the page allocator all the "
+                "time: that is the cost `lend` removes."
+            )
+        else:
+            text += ", and in this run `lend` left movable allocations no more memory than `static` did."
+        out.append(text)
     if runs.get("policy-lend") and runs.get("policy-dynamic"):
-        out.append(
-            f"- **Against `dynamic`** (Linux 6.6 `SWIOTLB_DYNAMIC`, the \"allocate more chunks\" answer): under "
-            f"memory pressure `dynamic` had {fmt(med('policy-dynamic', 'irq_failures'))} of 256 IRQ-context mappings fail "
-            f"and served the burst under pressure in {sum(1 for _, d in runs['policy-dynamic'] if d['done_under_pressure'])} "
-            f"of {len(runs['policy-dynamic'])} boots: it needs whole free pageblocks, and when movable pages fill RAM there are "
-            f"none, so its requests waited until the pressure went (burst {fmt(med('policy-dynamic', 'burst_ms'))} ms against "
-            f"{fmt(med('policy-lend', 'burst_ms'))} ms for `lend`). `lend` grew where `dynamic` could not because it may "
-            "migrate the movable pages out of the blocks it lent: CMA's guarantee, which plain extra chunks from the "
-            f"page allocator lack. `dynamic` never shrinks (given back: {fmt(med('policy-dynamic', 'given_back_bytes', lambda x: x / MIB))} MiB)."
+        dyn_served, dyn_n = count(runs, "policy-dynamic", lambda d: d["done_under_pressure"])
+        lend_served, lend_n = count(runs, "policy-lend", lambda d: d["done_under_pressure"])
+        text = (
+            f"- **Against `dynamic`** (Linux 6.6 `SWIOTLB_DYNAMIC` as this kernel has it, the \"allocate more chunks\" "
+            f"answer): under memory pressure `dynamic` had {fmt(med('policy-dynamic', 'irq_failures'))} of "
+            f"{fmt(med('policy-dynamic', 'mapped'))} IRQ-context mappings fail (median) and served the burst under "
+            f"pressure in {dyn_served} of {dyn_n} boots, `lend` in {lend_served} of {lend_n} (burst "
+            f"{fmt(med('policy-dynamic', 'burst_ms'))} ms against {fmt(med('policy-lend', 'burst_ms'))} ms for `lend`)."
         )
+        lend_share, dyn_share = lend_served / lend_n, (dyn_served / dyn_n if dyn_n else 0)
+        migrated = med("policy-lend", "pages_migrated")
+        if lend_share > dyn_share:
+            text += (
+                " `lend` grew where `dynamic` could not"
+                + (f": it migrated {fmt(migrated)} movable pages (median) out of the blocks it had lent, where "
+                   "`dynamic` needs whole free pageblocks." if migrated else
+                   "; it migrated no page to do so (the lent blocks it took were empty).")
+            )
+        elif lend_share < dyn_share:
+            text += " `dynamic` served the burst under pressure more often than `lend` in this run."
+        else:
+            text += " Both served the burst under pressure equally often in this run."
+        given = med("policy-dynamic", "given_back_bytes", lambda x: x / MIB)
+        text += f" `dynamic` gave back {fmt(given)} MiB after the burst" + (" (its pools never shrink)." if not given else ".")
+        out.append(text)
+    if runs.get("policy-cma") and runs.get("policy-lend"):
         out.append(
-            "- **Against chunks from CMA** (the objection's own alternative): not measured, because this kernel "
-            "has no CMA-backed policy. A CMA area would give `dynamic` the same ability to migrate movable pages "
-            "out, so the growth-under-pressure result above is an advantage over Linux's `SWIOTLB_DYNAMIC` as it "
-            "is, not over CMA chunks. What `lend` has beyond CMA chunks is structural: one slot manager and one "
-            "address range for the whole reservation (no list of pools to search at map time or in "
-            "`is_swiotlb_buffer`, no new pool per growth step), and blocks handed back to the page allocator as "
-            "soon as the pool idles (Linux's dynamic pools never shrink). Measuring it against "
-            "a CMA-backed `dynamic` is the next experiment this evaluation lacks."
+            "- **Against chunks from CMA** (`cma`, the objection's own alternative): IRQ-context failures "
+            f"{fmt(med('policy-cma', 'irq_failures'))} against {fmt(med('policy-lend', 'irq_failures'))} for `lend`; "
+            f"burst {fmt(med('policy-cma', 'burst_ms'))} ms against {fmt(med('policy-lend', 'burst_ms'))} ms; pages migrated "
+            f"{fmt(med('policy-cma', 'pages_migrated'))} against {fmt(med('policy-lend', 'pages_migrated'))}; memory given back "
+            f"{fmt(med('policy-cma', 'given_back_bytes', lambda x: x / MIB))} MiB against "
+            f"{fmt(med('policy-lend', 'given_back_bytes', lambda x: x / MIB))} MiB."
         )
+    elif runs.get("policy-lend"):
+        out.append(
+            "- **Against chunks from CMA** (the objection's own alternative): not measured in this run (no "
+            "`policy-cma` results), so nothing on this page says how `lend` compares with it."
+        )
+    if runs.get("policy-dynamic"):
         unused = med("policy-dynamic", "unused_pageblocks")
         if unused:
             out.append(
-                f"- *Fairness note*: this kernel's `dynamic` keeps the rest of the reserved region ({fmt(2 * unused)} MiB) "
-                "reserved but unused, so its \"memory movable allocations got\" is lower than a Linux guest's would be "
-                "(Linux would not reserve it). Count those MiB back in when comparing memory; the failures under "
-                "pressure do not depend on it."
+                f"- *Fairness note*: this kernel's `dynamic` kept {fmt(2 * unused)} MiB of the reserved region "
+                "reserved but unused, so its \"memory movable allocations got\" is lower by that much than if it "
+                "had not reserved them; count those MiB back in when comparing memory."
             )
     if runs.get("policy-lend"):
         share = med("policy-lend", "idle_pool_lent_share_after")
+        keep = med("policy-lend", "pool_pageblocks") - med("policy-lend", "lent_pageblocks_after_idle")
         keep1 = med("policy-lend-keep1", "idle_pool_lent_share_after") if runs.get("policy-lend-keep1") else None
         out.append(
             f"- **Who decides how much to reserve?** With `lend` the reservation is an upper bound, not a cost: "
-            f"{fmt(100 * share)} % of it was lent while idle, the rest being `swiotlb_keep` pageblocks kept as slots for "
-            "the IRQ reserve and for bursts that must not wait for the worker."
+            f"{fmt(100 * share)} % of it was lent while idle, the rest ({fmt(keep)} pageblocks) being `swiotlb_keep` "
+            "pageblocks kept as slots for the IRQ reserve and for bursts that must not wait for the worker."
             + (f" With `swiotlb_keep=1` {fmt(100 * keep1)} % was lent, with {fmt(med('policy-lend-keep1', 'irq_failures'))} IRQ-context failures (median)." if keep1 is not None else "")
         )
     return "\n".join(out) + "\n"
 
 
-def losses(runs, targets):
-    """Where `lend` loses and which targets were missed, with the reasons we know."""
+def per_boot_rows(runs, config):
+    """The `map` rows of each boot of `config`, by (live, size)."""
+    return [{(r["live"], r["size"]): r for r in d["rows"]} for _, d in runs.get(config, [])]
+
+
+def map_figure(runs, config, f, key=(1, 4096)):
+    """The median over the boots of `f(row)` for the `map` row `key` of `config`."""
+    return median([f(b[key]) for b in per_boot_rows(runs, config) if key in b])
+
+
+def losses(runs, targets, machine):
+    """Where `lend` loses and which targets were missed, with the reasons we know, each figure
+    taken from this run."""
     out = []
     missed = [r for r in targets.rows if r[3] is False]
+    med = lambda p, key, f=lambda x: x: med_of(runs, p, key, f)
+    big = max((s for b in per_boot_rows(runs, "map") for (_, s) in b), default=None)
+    # Instructions (-icount) and TCG time of the mapping benchmark.
+    memcpy_insns = map_figure(runs, "map-icount", lambda r: r["memcpy_ns"])
+    book_insns = map_figure(runs, "map-icount", lambda r: r["bounce_to_device_ns"] - r["memcpy_ns"])
+    direct_insns = map_figure(runs, "map-icount", lambda r: r["direct_map_unmap_ns"])
+    direct_ratio = map_figure(runs, "map-icount", lambda r: r["direct_map_unmap_ns"] / r["memcpy_ns"])
+    one_copy = lambda cfg: map_figure(runs, cfg, lambda r: r["bounce_to_device_ns"] / r["memcpy_ns"], (1, big)) if big else None
+    hit_ns = map_figure(runs, "map", lambda r: r["is_swiotlb_buffer_hit_ns"])
+    timer_hz = median([d.get("timer_hz") for _, d in runs.get("map", [])])
+    ticks = None if hit_ns is None or not timer_hz else hit_ns * timer_hz / 1e9
+    icount_hits = [b[(live, 4096)]["is_swiotlb_buffer_hit_ns"] for b in per_boot_rows(runs, "map-icount") for live in (1, 64, 512) if (live, 4096) in b]
+    icount_flat = bool(icount_hits) and max(icount_hits) == min(icount_hits)
+    grow_ratio = lambda p: median(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in runs.get(p, [])]))
+    grow_insns, grow_time = grow_ratio("policy-lend-icount"), grow_ratio("policy-lend")
+    slot_bytes = 2 * KIB
+    pageblock_bytes = (med("policy-lend", "slots_per_pageblock") or 0) * slot_bytes
+    grow_blocks = 4 * MIB / pageblock_bytes if pageblock_bytes else None
+    grow_migrated, grow_dropped = med("policy-lend", "grow_4m_pages_migrated"), med("policy-lend", "grow_4m_pages_dropped")
+    ms_per_block = med("policy-lend", "grow_ns_total") / med("policy-lend", "grown_pageblocks") / 1e6 if med("policy-lend", "grown_pageblocks") else None
+    icount_irq = med("policy-lend-icount", "irq_failures") if runs.get("policy-lend-icount") else None
+    kept_mib = med("policy-lend", "slots_before", lambda x: x * slot_bytes / MIB)
+    aliasing = median([m["aliasing_ns"] / m["ns"] for _, d in runs.get("io", []) for m in d["memcpy"] if m["ns"]])
+
     reasons = {
         "qd16": (
-            "QEMU's TCG runs the guest on one vCPU, on a host of two CPUs shared with QEMU's own I/O "
-            "threads and other work: every bounce "
-            "copy is guest instructions on that one CPU (at submission, and for reads again in the "
-            "interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the host. The "
-            "premise of the target, that the copy of one request overlaps the device's work on others, holds "
-            "on hardware with a DMA engine and a CPU to spare; here the vCPU is the bottleneck with or without "
-            "bouncing, so a deep queue exposes the copies instead of hiding them. A read also copies twice "
-            "(next item)."
+            f"QEMU's TCG runs the guest on one vCPU, on a host of {machine.get('nproc', '?')} CPUs shared with QEMU's own I/O "
+            "threads and other work: every bounce copy is guest instructions on that one CPU (at submission, and for "
+            "reads again in the interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the "
+            "host. The premise of the target, that the copy of one request overlaps the device's work on others, holds "
+            "on hardware with a DMA engine and a CPU to spare; here the vCPU does the copies, so a deep queue exposes "
+            "them instead of hiding them. A read also copies twice (next item)."
         ),
         "added": (
             "A bounced *read* copies twice: at map the original buffer is copied into the slots whatever the "
             "direction, so that a device writing only part of the buffer cannot expose stale slot contents "
-            "(CVE-2022-0854; Linux's `swiotlb_tbl_map_single` does the same), and at unmap the "
-            "slots are copied back. Two memcpys are the floor for a read, so the 1.1 target cannot be met for "
-            "reads by this design or Linux's. A write copies once, but in real time under TCG the copy into "
-            "fresh slots runs slower than the reference memcpy, which reuses hot pages; most likely because "
-            "the slots rotate through the pool, so each 64 KiB bounce refills 16 softmmu TLB entries, and "
-            "sometimes lands on the buffer's own entries (the aliasing memcpy column). In instructions the one-copy map+unmap of "
-            "64 KiB is close to the memcpy (section 2, `-icount` table), in TCG time it is near twice. QD 1 "
-            "latencies also carry the host's I/O noise; see min–max."
+            "(CVE-2022-0854; Linux's `swiotlb_tbl_map_single` does the same), and at unmap the slots are copied "
+            "back. Two memcpys are the floor for a read, so the target cannot be met for reads by this design or "
+            "Linux's. A write copies once"
+            + (f": a one-copy map+unmap of {size_label(big)} took {fmt(one_copy('map-icount'), 2)} times the memcpy in "
+               f"instructions (`-icount`) and {fmt(one_copy('map'), 2)} times in TCG time (section 2)" if big else "")
+            + f"; the aliasing memcpy, whose buffers' pages evict each other from QEMU's softmmu TLB, took "
+            f"{fmt(aliasing, 2)} times the plain one (median over sizes), and a bounce into rotating slots meets that "
+            "now and then. QD 1 latencies also carry the host's I/O noise; see min–max."
         ),
         "bookkeeping": (
-            "A bounced map+unmap of 4 KiB costs about two thousand instructions besides the copy (the "
-            "`-icount` table; the reference memcpy is the kernel's vector memcpy, about 520 instructions "
-            "for 4 KiB, which is what makes a 0.2 ratio so tight). Single-stepping one map+unmap in GDB "
-            "shows where they go: most of it is the walk back over the segment's free slots that "
-            "re-counts their free runs (`slots::relink_preceding`, on map and again on unmap; Linux's "
-            "`swiotlb_area_find_slots` and `swiotlb_release_slots` walk the same way), which grows to "
-            "the whole 128-slot segment as the next-fit cursor moves through it (about 1,750 "
-            "instructions near a segment's end in the dev build); the rest is the slot search under an "
-            "area lock (IRQs masked), a state byte per slot (atomics, so that `is_swiotlb_buffer` needs "
-            "no lock), the head record, the counters and the watermark check. A bitmap of free slots per "
-            "segment would make both walks constant; not done."
+            f"A bounced map+unmap of 4 KiB cost {fmt(book_insns)} instructions besides the copy (the `-icount` table, "
+            f"median; the reference memcpy of 4 KiB took {fmt(memcpy_insns)}). Single-stepping one map+unmap in GDB "
+            "shows where they go: most of it is the walk back over the segment's free slots that re-counts their free "
+            "runs (`slots::relink_preceding`, on map and again on unmap; Linux's `swiotlb_area_find_slots` and "
+            "`swiotlb_release_slots` walk the same way), which grows to the whole segment as the next-fit cursor moves "
+            "through it; the rest is the slot search under an area lock (IRQs masked), a state byte per slot (atomics, "
+            "so that `is_swiotlb_buffer` needs no lock), the head record, the counters and the watermark check. A "
+            "bitmap of free slots per segment would make both walks constant; not done."
         ),
         "direct": (
-            "The direct path is the DMA-API entry, the device's reach test and the bounce decision, under "
-            "two hundred instructions. It met the target against the compiler_builtins memcpy the kernel "
-            "used before (about 2,090 instructions for 4 KiB); the kernel's own vector memcpy "
-            "(`boot/src/asm/mem.S`) copies 4 KiB in about 520, and against that the same path is about "
-            "0.3. In TCG time a memcpy also runs faster per instruction than this branchy code."
+            f"The direct path (the DMA-API entry, the device's reach test and the bounce decision) took "
+            f"{fmt(direct_insns)} instructions per map+unmap against {fmt(memcpy_insns)} for the 4 KiB memcpy: "
+            f"{fmt(direct_ratio, 2)} of it (median of the per-boot ratios). In TCG time a memcpy also runs faster per "
+            "instruction than this branchy code."
         ),
         "flat": (
-            "Timer noise: one call takes ~150 ns, under ten ticks of the 62.5 MHz counter, and the loop's "
-            "median moves with the host. In instructions it is exactly flat (the `-icount` row): the test "
-            "reads one atomic state byte, whatever the number of live mappings."
+            f"Timer noise: one call took {fmt(hit_ns)} ns, {fmt(ticks, 2)} ticks of the {fmt(timer_hz / 1e6 if timer_hz else None)} MHz "
+            "counter, and the loop's median moves with the host."
+            + (" In instructions it is exactly flat (the `-icount` rows): the test reads one atomic state byte, "
+               "whatever the number of live mappings." if icount_flat else "")
         ),
         "grow": (
-            "Growing by 4 MiB migrates the movable pages of two pageblocks (768 of their 1024 pages here: a "
-            "copy each, plus isolating the blocks, allocating the targets and switching the frames under the "
-            "allocator lock) and then scrubs the whole 4 MiB before its slots may reach a device. Counted in "
-            "instructions (`-icount`, repeatable) that is more than two copies' worth (the table); in TCG "
-            "real time it is several times a copy, because TCG runs a copy loop much faster per instruction "
-            "than the allocator's branchy code, and the real-time memcpy reference itself moves with the "
-            "host (see its min–max). The scrub cannot be skipped: whatever the page allocator's users left "
-            "in the blocks must not reach a device."
+            f"Growing by 4 MiB takes back {fmt(grow_blocks)} pageblocks: "
+            + (f"{fmt(grow_migrated)} of their {fmt(4 * MIB // 4096)} pages migrated and {fmt(grow_dropped)} dropped "
+               "(median; a copy each for the migrated ones, plus isolating the blocks, allocating the targets and "
+               "switching the frames under the allocator lock)" if grow_migrated else
+               "no page migrated (the blocks taken were empty): isolating them and taking them out of the allocator")
+            + ", then the whole 4 MiB is scrubbed before its slots may reach a device. "
+            + (f"That came to {fmt(grow_insns, 2)} copies' worth in instructions (`-icount`) and {fmt(grow_time, 2)} in "
+               "TCG real time; " if grow_insns is not None else f"That came to {fmt(grow_time, 2)} copies' worth in TCG real time; ")
+            + ("TCG runs a copy loop much faster per instruction than the allocator's branchy code, and the real-time "
+               "memcpy reference itself moves with the host (see its min–max). " if grow_insns is not None and grow_time is not None and grow_time > grow_insns else "")
+            + "The scrub cannot be skipped: whatever the page allocator's users left in the blocks must not reach a device."
         ),
         "irq": (
-            "In some boots the worker fell behind the burst: the timer interrupt maps 64 KiB every 300 µs "
-            "of host time whatever else the host does, the worker is kicked only at the low watermark and "
-            "reclaims two pageblocks per run at a few ms each, and the pool first grew only after "
-            "tens of ms (the table's \"pool first grew after\"). When that takes long the 4 MiB kept and "
-            "the 256-slot IRQ reserve run out and a few interrupt-context mappings fail. Each was deferred to "
-            "task context and completed (none lost); under `-icount`, where the guest's own instructions set "
-            "the pace, there were none. A larger `swiotlb_reserve` or `swiotlb_keep`, or an earlier low "
-            "watermark, buys margin with idle memory; `swiotlb_keep=1` shows the other direction."
-        ),
-        "idle": (
-            "`swiotlb_keep=2` (the default) keeps 2 of the 16 pageblocks as slots: 87.5 % is the most that "
-            "can be lent with that setting. `swiotlb_keep=1` (one pageblock still holds the 256-slot IRQ "
-            "reserve) lends 93.75 %; see its column for what it costs."
+            "In some boots the worker fell behind the burst: the timer interrupt keeps mapping at its own pace "
+            "whatever else the host does, the worker is kicked only at the low watermark, reclaim took "
+            f"{fmt(ms_per_block, 2)} ms per pageblock, and the pool first grew after {fmt(med('policy-lend', 'grown_after_ms'))} ms "
+            f"(median). Meanwhile the {fmt(kept_mib)} MiB kept as slots and the IRQ reserve run out and a few "
+            "interrupt-context mappings fail. Each was deferred to task context and completed"
+            + (f" ({fmt(med('policy-lend', 'lost'))} lost)" if runs.get("policy-lend") else "")
+            + (f"; under `-icount`, where the guest's own instructions set the pace, the median was {fmt(icount_irq)}" if icount_irq is not None else "")
+            + ". A larger `swiotlb_reserve` or `swiotlb_keep`, or an earlier low watermark, buys margin with idle memory"
+            + ("; `swiotlb_keep=1` shows the other direction." if runs.get("policy-lend-keep1") else ".")
         ),
     }
+    if runs.get("policy-lend"):
+        pool, lent = med("policy-lend", "pool_pageblocks"), med("policy-lend", "lent_pageblocks_boot")
+        share = med("policy-lend", "idle_pool_lent_share_boot")
+        reasons["idle"] = (
+            f"The default `swiotlb_keep` keeps {fmt(pool - lent)} of the {fmt(pool)} pageblocks as slots: {fmt(100 * share)} % "
+            "is the most that can be lent with that setting."
+            + (f" `swiotlb_keep=1` lent {fmt(100 * med('policy-lend-keep1', 'idle_pool_lent_share_boot'))} %; see its column "
+               "for what it costs." if runs.get("policy-lend-keep1") else "")
+        )
+
     def kind(what):
         if "bounced/direct" in what:
             return "qd16"
@@ -791,46 +900,134 @@ def losses(runs, targets):
         if "IRQ-context" in what:
             return "irq"
         return None
-    if not runs.get("policy-lend-keep1"):
-        reasons["idle"] = reasons["idle"].replace("see its column for what it costs.", "that configuration is not run with `--quick`.")
-        reasons["irq"] = reasons["irq"].replace("; `swiotlb_keep=1` shows the other direction.", ".")
     groups = {}
     for what, target, measured, _ in missed:
         groups.setdefault(kind(what), []).append(f"{what} (wanted {target}, measured {measured})")
     for k, items in groups.items():
         out.append("- **Missed:** " + "; ".join(items) + ". " + reasons.get(k, ""))
     if runs.get("policy-lend") and runs.get("policy-static"):
-        def med(p, key):
-            return median([d.get(key) for _, d in runs.get(p, [])])
+        migrated = med("policy-lend", "pages_migrated")
+        static_grew = any(d.get("grown_after_ms") is not None for _, d in runs["policy-static"])
         out.append(
             f"- **Where `lend` loses**: a burst must wait for the worker to reclaim (first growth after "
-            f"{fmt(med('policy-lend', 'grown_after_ms'))} ms, against never for `static`), and that reclaim "
-            f"migrated {fmt(med('policy-lend', 'pages_migrated'))} pages (a copy each) that `static` never moves; "
-            "requests made in interrupt context meanwhile live on the `swiotlb_reserve` slots or are deferred. "
-            "Migration also needs free pages to migrate into: the workload releases every 4th page of its "
-            "pressure for that; a RAM completely full of pinned or unmovable pages would leave `lend` no better "
-            "than `dynamic`."
+            f"{fmt(med('policy-lend', 'grown_after_ms'))} ms, against "
+            + ("never for `static`" if not static_grew else f"{fmt(med('policy-static', 'grown_after_ms'))} ms for `static`")
+            + "), and "
+            + (f"that reclaim migrated {fmt(migrated)} pages (a copy each) that `static` never moves; " if migrated else
+               "in this run that reclaim migrated no page (the lent blocks it took were empty); ")
+            + "requests made in interrupt context meanwhile live on the `swiotlb_reserve` slots or are deferred. "
+            "Migration also needs free pages to migrate into: the workload frees part of its pressure for that. "
+            "A RAM full of pinned or unmovable pages would leave `lend` nothing to migrate into (not measured here)."
         )
     return "\n".join(out) + "\n"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--results", required=True)
-    ap.add_argument("--doc", required=True)
-    ap.add_argument("--plots", required=True)
-    args = ap.parse_args()
-    runs, machine, failed = load(args.results)
-    os.makedirs(args.plots, exist_ok=True)
-    doc_dir = os.path.dirname(os.path.abspath(args.doc))
+def ram_facts(runs):
+    """What the RAM pictures of the `policy` boots show about the board: RAM and DMA window in
+    MiB, and the pageblocks of bounce slots outside the SWIOTLB region (the restricted pool)."""
+    for p in POLICIES:
+        for _, d in runs.get(p, []):
+            pics = d.get("pictures") or []
+            if not pics:
+                continue
+            ram = pics[0]["ram"]
+            blocks = ram.replace("|", "")
+            first, count_ = d.get("pool_first_block", 0), d.get("pool_pageblocks", 0)
+            block_mib = d.get("slots_per_pageblock", 1024) * 2 * KIB / MIB
+            restricted = [i for i, c in enumerate(blocks) if c == "b" and not first <= i < first + count_]
+            boundary = ram.find("|")
+            return {
+                "ram_mib": len(blocks) * block_mib,
+                "dma_window_mib": boundary * block_mib if boundary >= 0 else None,
+                "restricted": restricted,
+                "restricted_mib": len(restricted) * block_mib,
+                "pool_below_window_end": boundary == first + count_,
+            }
+    return {}
+
+
+def pageblocks_caption(runs):
+    """The caption of the RAM-picture plot, from the pictures and counters of this run."""
+    facts = ram_facts(runs)
+    med = lambda p, key: med_of(runs, p, key)
+    text = (
+        "*The RAM picture after each phase, one cell per 2 MiB pageblock (the kernel's own `ram_picture`, "
+        "with the pool manager's view laid over it)."
+    )
+    if facts.get("restricted"):
+        r = facts["restricted"]
+        text += f" The bounce slots at blocks {r[0]}–{r[-1]} are disk 1's restricted pool;"
+        text += " the SWIOTLB region sits " + ("just below the end of the DMA window." if facts["pool_below_window_end"] else "inside the DMA window.")
+    if runs.get("policy-lend"):
+        back = med("policy-lend", "grown_pageblocks")
+        migrated = med("policy-lend", "pages_migrated")
+        text += (
+            " Under `lend` the green blocks are lent to the page allocator (dark: holding pages, light: empty), "
+            f"the burst turns {fmt(back)} of them back into slots (median) "
+            + (f"with {fmt(migrated)} movable pages migrated out" if migrated else "without migrating a page: they were empty")
+            + (", idle lends them again;" if med("policy-lend", "given_back_bytes") else ";")
+        )
+    if runs.get("policy-dynamic"):
+        unused = med("policy-dynamic", "unused_pageblocks")
+        extra = med("policy-dynamic", "extra_pools")
+        served, n = count(runs, "policy-dynamic", lambda d: d["done_under_pressure"])
+        where = sorted({i for _, d in runs["policy-dynamic"][:1] for pic in d.get("pictures", []) for i, c in pic.get("overlay", []) if c == "e"})
+        text += (
+            f" `dynamic` leaves {fmt(unused)} pageblocks of the region unused and added {fmt(extra)} extra pools (median)"
+            + (f", at blocks {where[0]}–{where[-1]} in the round shown" if where else "")
+            + (" only once the pressure had gone" if served < n else "")
+            + "."
+        )
+    return text + "*\n"
+
+
+def pools_discussion(runs):
+    """What the per-device pool table says about locks and throughput, from its numbers."""
+    rs = runs.get("pools", [])
+    if not rs:
+        return ""
+    contention = [r["default_pool_lock_contended"] for _, d in rs for r in d["runs"]]
+    contention += [x["disk_lock_contended"] for _, d in rs for r in d["runs"] for x in r["disks"] if "disk_lock_contended" in x]
+    disk0 = {h: [r["disks"][0]["mib_s"] for _, d in rs for r in d["runs"] if r["hint"] == h] for h in (False, True)}
+    out = ""
+    if contention and max(contention) == 0:
+        out += (
+            "The lock contention counters read 0 in every run: the kernel runs on one CPU and every lock here masks "
+            "interrupts, so a lock can never be found taken, and a per-device pool cannot win by removing lock "
+            "contention on this machine. What it can change is where the slots come from (a pool of its own, never "
+            "short because of the other disks) and the slot search. "
+        )
+    elif contention:
+        out += f"Lock contention was seen (up to {fmt(max(contention))} spins in a run). "
+    if disk0[False] and disk0[True]:
+        separate = min(disk0[True]) > max(disk0[False]) or max(disk0[True]) < min(disk0[False])
+        faster = median(disk0[True]) > median(disk0[False])
+        out += (
+            "Disk 0's throughput with and without the hint: "
+            + ((f"the min–max ranges separate, the hint {'faster' if faster else 'slower'}.") if separate
+               else "the min–max ranges overlap, so the difference is within the noise.")
+        )
+    return out + "\n"
+
+
+def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
+    """EVALUATION.md's text; the plots are written to `plots_dir` (None: no plots)."""
+    if plt is None:
+        plots_dir = None
     rel = lambda p: os.path.relpath(p, doc_dir)
     targets = Targets()
 
-    bounce_md, throughput_png = bounce_section(runs, targets, args.plots)
+    bounce_md, throughput_png = bounce_section(runs, targets, plots_dir)
     mapping_md = mapping_section(runs, targets)
-    policy_md, policy_pngs = policy_section(runs, targets, args.plots)
-    pools_md, pools_png = pools_section(runs, args.plots)
+    policy_md, policy_pngs = policy_section(runs, targets, plots_dir)
+    pools_md, pools_png = pools_section(runs, plots_dir)
     features_md, features = features_section(runs)
+    facts = ram_facts(runs)
+    timer_hz = median([d.get("timer_hz") for rs in runs.values() for _, d in rs])
+    pool_mib = med_of(runs, "policy-lend", "pool_bytes_reserved", lambda x: x / MIB)
+    pool_blocks = med_of(runs, "policy-lend", "pool_pageblocks")
+    mapped = med_of(runs, "policy-lend", "mapped")
+    aliasing = median([m["aliasing_ns"] / m["ns"] for _, d in runs.get("io", []) for m in d["memcpy"] if m["ns"]])
 
     configs = sorted(runs)
     boots = sum(len(v) for v in runs.values())
@@ -838,7 +1035,7 @@ def main():
     md.append("# Evaluation: does lending the SWIOTLB as MIGRATE_SWIOTLB pay?\n")
     md.append(
         "*Generated by `scripts/bench.sh` (see the README) from the run of "
-        f"{machine.get('date', '?')}; do not edit by hand. Raw results: `{rel(args.results)}/`.*\n"
+        f"{machine.get('date', '?')}; do not edit by hand. Raw results: `{results_rel}/`.*\n"
     )
     md.append("## In short\n")
     md.append(
@@ -858,8 +1055,8 @@ def main():
         f"hits them alike. Configurations: {', '.join('`' + c + '`' for c in configs)}.\n"
         "- Each figure is the median over the rounds, with [min–max]; a ratio is taken inside one boot "
         "(both members measured in the same run) and then summarised the same way. Inside a boot, CPU-only "
-        "figures are the median of 5–7 repetitions of a loop.\n"
-        "- Time comes from the generic timer (CNTVCT, 62.5 MHz on QEMU virt), so it is host time under TCG. "
+        "figures are the median of several repetitions of a loop.\n"
+        f"- Time comes from the generic timer (CNTVCT, {fmt(timer_hz / 1e6 if timer_hz else None)} MHz here), so it is host time under TCG. "
         "Configurations named `*-icount` run QEMU with `-icount shift=0`: the counter then advances one "
         "virtual nanosecond per guest instruction, and the CPU-only figures become instruction counts, "
         "identical from one run to the next (min = max in the tables). I/O waits are not made repeatable by "
@@ -874,10 +1071,11 @@ def main():
     md.append("## The machine\n")
     md.append(
         f"- host: {machine.get('nproc', '?')} CPUs ({machine.get('cpu', '?')}), shared with other work; "
-        f"{machine.get('qemu', '?')}, TCG (no KVM), one vCPU (cortex-a72), 512 MiB, GICv2\n"
-        f"- kernel: `{machine.get('kernel_rev', '?')}`, Rust release profile (opt-level 3; `cargo run` and the tests use the dev profile, opt-level 1)\n"
-        "- the board: a 384 MiB DMA window for every device (root `dma-ranges`), a 32 MiB SWIOTLB region "
-        "(16 pageblocks) inside it, disk 1 behind a 4 MiB restricted pool\n"
+        f"{machine.get('qemu', '?')}, TCG (no KVM), one vCPU (cortex-a72), {fmt(facts.get('ram_mib'))} MiB of RAM, GICv2\n"
+        f"- kernel: `{machine.get('kernel_rev', '?')}`, Rust release profile (`cargo run` and the tests use the dev profile)\n"
+        f"- the board: a {fmt(facts.get('dma_window_mib'))} MiB DMA window for every device (root `dma-ranges`), a "
+        f"{fmt(pool_mib)} MiB SWIOTLB region ({fmt(pool_blocks)} pageblocks) inside it, disk 1 behind a "
+        f"{fmt(facts.get('restricted_mib'))} MiB restricted pool (from the RAM pictures and the `policy` results)\n"
     )
     if failed:
         md.append(f"- **failed boots** (left out, their console logs kept with the results): {', '.join(failed)}\n")
@@ -887,60 +1085,62 @@ def main():
     md.append(bounce_md)
     md.append("## 2. Mapping cost\n")
     md.append(mapping_md)
-    md.append("## 3. The design question: three policies on one workload\n")
+    md.append("## 3. The design question: the policies on one workload\n")
     md.append(
         "The scripted workload of `platform::workload`: movable pages fill RAM (the lent blocks included; "
-        "every 4th page is then freed, room for migration targets), then 256 × 64 KiB bounce mappings are "
-        "made from the timer interrupt every 300 µs and held (16 MiB; a mapping that fails in interrupt "
-        "context is deferred to task context and retried), then everything is unmapped and the pool idles. "
-        "Same device, same workload, only `swiotlb_policy=` differs.\n"
+        f"part of them is then freed, room for migration targets), then {fmt(mapped)} bounce mappings are "
+        "made from the timer interrupt and held (a mapping that fails in interrupt context is deferred to task "
+        "context and retried), then everything is unmapped and the pool idles. Same device, same workload, "
+        "only `swiotlb_policy=` differs.\n"
     )
     md.append(policy_md)
     for p in policy_pngs:
         md.append(f"![{os.path.basename(p)}]({rel(p)})\n")
         if p.endswith("pageblocks.png"):
-            md.append(
-                "*The RAM picture after each phase, one cell per 2 MiB pageblock (the kernel's own "
-                "`ram_picture`, with the pool manager's view laid over it). The bounce slots near block 80 are "
-                "disk 1's restricted pool; the SWIOTLB region sits just below the end of the DMA window. Under "
-                "`lend` the green blocks are lent to the page allocator and filled by the memory pressure, the "
-                "burst turns some back into slots (their movable pages migrated out), idle lends them again; "
-                "`dynamic` leaves most of the region unused and takes its extra pools from the low end of "
-                "ZONE_DMA only once the pressure has gone.*\n"
-            )
+            md.append(pageblocks_caption(runs))
     md.append("## 4. Per-device pools\n")
     if pools_png:
         md.append(f"![per-device pools]({rel(pools_png)})\n")
     md.append(pools_md)
-    md.append(
-        "The kernel runs on one CPU and every lock here masks interrupts, so a lock can never be found "
-        "taken: the contention counters read 0 by construction, and a per-device pool cannot win by "
-        "removing lock contention on this machine. What it can change is where the slots come from (a pool "
-        "of its own, never short because of the other disks) and the slot search; the throughput difference "
-        "above is within the noise unless the min–max ranges separate.\n"
-    )
+    md.append(pools_discussion(runs))
     md.append("## 5. virtio features\n")
     md.append(features_md)
     md.append(features_discussion(features))
     md.append("## Targets missed, and where `lend` loses\n")
-    md.append(losses(runs, targets))
+    md.append(losses(runs, targets, machine))
     md.append("## Notes on measuring under TCG\n")
     md.append(
-        "- **Softmmu TLB aliasing.** QEMU's TLB is direct-mapped by virtual page number (256 entries by "
-        "default). A copy between two buffers whose pages are a multiple of 1 MiB apart makes each load "
-        "and store evict the other's entry, and runs about ten times slower (the *aliasing memcpy* "
-        "column). Buffers from a buddy allocator are naturally aligned, so a naive memcpy reference between "
-        "two of them is the pathological case; the references here avoid it, and the bounce copies meet it "
-        "only now and then (when the rotating slot index lands on the buffer's TLB entries).\n"
+        "- **Softmmu TLB aliasing.** QEMU's TLB is direct-mapped by virtual page number. A copy between two "
+        "buffers whose pages are a multiple of the TLB's reach apart makes each load and store evict the "
+        f"other's entry: in this run the *aliasing memcpy* took {fmt(aliasing, 2)} times the plain one (median "
+        "over the sizes). Buffers from a buddy allocator are naturally aligned, so a naive memcpy reference "
+        "between two of them is the pathological case; the references here avoid it, and the bounce copies "
+        "meet it only now and then (when the rotating slot index lands on the buffer's TLB entries).\n"
         "- TCG executes a copy loop faster per instruction than branchy code, so ratios against a memcpy "
         "differ between real time and `-icount` instructions; both are shown where it matters.\n"
-        "- The Linux 6.1 guest figures quoted in the issue (about 0.70 of direct throughput at 64 KiB with "
-        "`swiotlb=force`, ~100 µs per 64 KiB bounce, O_DIRECT at QD 1 on QEMU 7.2 TCG) were not measured "
-        "here; set them beside the QD 1 rows above.\n"
+        "- The Linux guest figures quoted in issue 6 were not measured here; set them beside the QD 1 rows above.\n"
     )
+    plots = [p for p in [throughput_png, pools_png] + policy_pngs if p]
+    return "\n".join(md), plots
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--doc", required=True)
+    ap.add_argument("--plots", required=True)
+    ap.add_argument("--no-plots", action="store_true", help="write the text only")
+    args = ap.parse_args()
+    runs, machine, failed = load(args.results)
+    if not args.no_plots:
+        if plt is None:
+            sys.exit("report.py: matplotlib is missing (bench.sh installs it into a venv; or pass --no-plots)")
+        os.makedirs(args.plots, exist_ok=True)
+    doc_dir = os.path.dirname(os.path.abspath(args.doc))
+    text, plots = build_doc(runs, machine, failed, os.path.relpath(args.results, doc_dir), None if args.no_plots else args.plots, doc_dir)
     with open(args.doc, "w") as f:
-        f.write("\n".join(md))
-    print(f"report.py: wrote {args.doc} and {len([p for p in [throughput_png, pools_png] + policy_pngs if p])} plots in {args.plots}")
+        f.write(text)
+    print(f"report.py: wrote {args.doc} and {len(plots)} plots in {args.plots}")
 
 
 if __name__ == "__main__":
