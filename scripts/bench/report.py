@@ -937,6 +937,7 @@ def ram_facts(runs):
             restricted = [i for i, c in enumerate(blocks) if c == "b" and not first <= i < first + count_]
             boundary = ram.find("|")
             return {
+                "block_mib": block_mib,
                 "ram_mib": len(blocks) * block_mib,
                 "dma_window_mib": boundary * block_mib if boundary >= 0 else None,
                 "restricted": restricted,
@@ -951,8 +952,8 @@ def pageblocks_caption(runs):
     facts = ram_facts(runs)
     med = lambda p, key: med_of(runs, p, key)
     text = (
-        "*The RAM picture after each phase, one cell per 2 MiB pageblock (the kernel's own `ram_picture`, "
-        "with the pool manager's view laid over it)."
+        f"*The RAM picture after each phase, one cell per {fmt(facts.get('block_mib'))} MiB pageblock (the kernel's "
+        "own `ram_picture`, with the pool manager's view laid over it)."
     )
     if facts.get("restricted"):
         r = facts["restricted"]

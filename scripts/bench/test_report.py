@@ -1,0 +1,227 @@
+"""Unit tests of the report's prose: `python3 -m unittest discover -s scripts/bench`.
+
+Two small synthetic result sets, both cut from one round of the committed run
+(docs/eval/results/) and then given different figures, go through report.py's text generation
+(no plots, so matplotlib is not needed; nothing is written outside a temporary directory). The
+prose must change with the data, word its comparisons from their outcome, and hold no figure
+that the data does not give.
+"""
+
+import copy
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import report  # noqa: E402
+from stats import fmt, median  # noqa: E402
+
+FIXTURE = os.path.join(HERE, "..", "..", "docs", "eval", "results")
+MIB = 1024 * 1024
+
+
+def one_round(runs, rnd=1):
+    """The fixture cut to one round: a small result set."""
+    return {c: [(r, copy.deepcopy(d)) for r, d in v if r == rnd] for c, v in runs.items()}
+
+
+def set_all(runs, config, **fields):
+    for _, d in runs[config]:
+        d.update(fields)
+
+
+def result_set_a(base):
+    """Like the committed run: `lend` migrates, `dynamic` cannot grow under pressure."""
+    runs = one_round(base)
+    set_all(runs, "policy-lend", grow_4m_pages_migrated=768, grow_4m_pages_dropped=0, pages_migrated=3840)
+    set_all(runs, "policy-dynamic", done_under_pressure=False, irq_failures=192, given_back_bytes=0)
+    return runs
+
+
+def result_set_b(base):
+    """Different figures and outcomes: `lend` took only empty blocks, `dynamic` kept up and
+    shrank, another kernel's `swiotlb_keep`, a slower timer, other memcpy and map costs."""
+    runs = one_round(base)
+    set_all(runs, "policy-lend", grow_4m_pages_migrated=0, grow_4m_pages_dropped=0, pages_migrated=0,
+            lent_pageblocks_boot=13, lent_pageblocks_after_idle=13, idle_pool_lent_share_boot=0.8125,
+            idle_pool_lent_share_after=0.8125, grown_after_ms=47.25, irq_failures=7, grow_4m_ns=5123456.0,
+            memcpy_4m_ns=1234567.0)
+    set_all(runs, "policy-dynamic", done_under_pressure=True, irq_failures=11, given_back_bytes=6 * MIB)
+    set_all(runs, "policy-lend-keep1", idle_pool_lent_share_boot=0.90625, idle_pool_lent_share_after=0.90625)
+    for config in ("map", "map-icount"):
+        for _, d in runs[config]:
+            d["timer_hz"] = 24_000_000
+            for row in d["rows"]:
+                row["memcpy_ns"] *= 1.7
+                row["bounce_to_device_ns"] *= 1.3
+                row["direct_map_unmap_ns"] = 211.0
+    for rs in runs.values():
+        for _, d in rs:
+            d["timer_hz"] = 24_000_000
+    for _, d in runs["io"]:
+        for m in d["memcpy"]:
+            m["aliasing_ns"] = m["ns"] * 7.25
+    for _, d in runs["features-idx-ind"] + runs["features-noidx-ind"]:
+        d["max_in_flight"] = 48
+    return runs
+
+
+def generate(runs, machine):
+    with tempfile.TemporaryDirectory() as tmp:
+        text, plots = report.build_doc(runs, machine, [], "results", None, tmp)
+    return text
+
+
+def prose(text):
+    """The generated text minus tables, headings, images and code spans: what is written in words."""
+    lines = [l for l in text.splitlines() if l and not l.startswith(("|", "#", "!", "*Generated"))]
+    out = "\n".join(lines)
+    out = re.sub(r"`[^`]*`", " ", out)  # bootargs, names, commands
+    return re.sub(r"CVE-\d+-\d+", " ", out)
+
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def numbers(text):
+    return {m.group(0) for m in NUMBER.finditer(text)}
+
+
+def leaves(value):
+    """Every number in a JSON value."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from leaves(v)
+
+
+def spellings(x):
+    """The ways the report writes a number."""
+    out = set()
+    for digits in (2, 3):
+        out.add(fmt(x, digits))
+        if isinstance(x, float) and x.is_integer():
+            out.add(fmt(int(x), digits))
+    return out
+
+
+class ProseFromDataTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        base, cls.machine, _ = report.load(FIXTURE)
+        if not base:
+            raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
+        cls.a, cls.b = result_set_a(base), result_set_b(base)
+        cls.text_a, cls.text_b = generate(cls.a, cls.machine), generate(cls.b, cls.machine)
+        cls.prose_a, cls.prose_b = prose(cls.text_a), prose(cls.text_b)
+
+    def test_figures_follow_the_data(self):
+        self.assertIn("768 of their 1024 pages migrated", self.prose_a)
+        self.assertNotIn("768", self.prose_b)
+        self.assertIn("no page migrated (the blocks taken were empty)", self.prose_b)
+        self.assertIn("87.5 % of it was lent while idle", self.prose_a)
+        self.assertIn("81.2 % of it was lent while idle", self.prose_b)
+        self.assertNotIn("87.5", self.prose_b)
+        self.assertIn("rest (3 pageblocks)", self.prose_b, "pool minus lent pageblocks of set B")
+        self.assertIn("62.5 MHz", self.prose_a)
+        self.assertIn("24 MHz", self.prose_b)
+        self.assertNotIn("62.5", self.prose_b)
+        self.assertIn("took 211 instructions per map+unmap", self.prose_b)
+        self.assertNotIn("520", self.prose_a + self.prose_b, "the old fixed memcpy figure")
+        self.assertIn("took 7.2 times the plain one", self.prose_b)
+        self.assertIn("with them it took 48", self.prose_b)
+        self.assertIn("first growth after 47.2 ms", self.prose_b)
+
+    def test_claims_are_worded_from_the_comparison(self):
+        self.assertIn("`lend` grew where `dynamic` could not", self.text_a)
+        self.assertIn("migrated 3840 movable pages", self.text_a)
+        self.assertNotIn("could not", self.text_b)
+        self.assertIn("Both served the burst under pressure equally often", self.text_b)
+        self.assertIn("(its pools never shrink)", self.text_a)
+        self.assertNotIn("never shrink", self.text_b)
+        self.assertIn("gave back 6 MiB", self.text_b)
+        self.assertIn("that reclaim migrated 3840 pages", self.text_a)
+        self.assertIn("that reclaim migrated no page", self.text_b)
+        self.assertNotIn("movable pages migrated out", self.text_b)
+
+    def test_no_figure_the_data_does_not_give(self):
+        for name, runs, text, words in [("A", self.a, self.text_a, self.prose_a), ("B", self.b, self.text_b, self.prose_b)]:
+            allowed = numbers("\n".join(l for l in text.splitlines() if l.startswith("|")))  # the tables
+            values = list(leaves([d for rs in runs.values() for _, d in rs])) + list(leaves(self.machine))
+            for v in values:
+                for scaled in (v, v / MIB, 100 * v, v / 1e6, 2 * v):
+                    allowed |= spellings(scaled)
+            allowed |= self.derived(runs)
+            # Not measurements: Linux's version, the issue's number, the targets' thresholds (in
+            # the targets table), "1" of "ratio above 1" and "QD 1".
+            allowed |= {"6.6", "6", "1"}
+            stray = sorted(numbers(words) - allowed)
+            self.assertEqual(stray, [], f"set {name}: figures in the prose that the data does not give")
+
+    @staticmethod
+    def derived(runs):
+        """The figures the prose computes from two or more values, recomputed here."""
+        med = lambda p, k: median([d[k] for _, d in runs.get(p, [])])
+        out = set()
+        out |= spellings(abs(med("policy-lend", "movable_available_bytes") - med("policy-static", "movable_available_bytes")) / MIB)
+        out |= spellings(med("policy-lend", "pool_pageblocks") - med("policy-lend", "lent_pageblocks_boot"))
+        out |= spellings(med("policy-lend", "pool_pageblocks") - med("policy-lend", "lent_pageblocks_after_idle"))
+        out |= spellings(4 * MIB / (med("policy-lend", "slots_per_pageblock") * 2048))  # pageblocks per 4 MiB
+        out |= spellings(med("policy-lend", "grow_ns_total") / med("policy-lend", "grown_pageblocks") / 1e6)
+        out |= spellings(med("policy-lend", "slots_before") * 2048 / MIB)
+        out |= spellings(med("policy-lend", "slots_per_pageblock") * 2048 / MIB)  # MiB per pageblock
+        rows = lambda c, key: [r for _, d in runs.get(c, []) for r in d["rows"] if (r["live"], r["size"]) == key]
+        big = max(r["size"] for _, d in runs.get("map", []) for r in d["rows"])
+        for c in ("map", "map-icount"):
+            out |= spellings(median([r["bounce_to_device_ns"] / r["memcpy_ns"] for r in rows(c, (1, big))]))
+            out |= spellings(median([r["bounce_to_device_ns"] - r["memcpy_ns"] for r in rows(c, (1, 4096))]))
+            out |= spellings(big // 1024)
+        hit = median([r["is_swiotlb_buffer_hit_ns"] for r in rows("map", (1, 4096))])
+        out |= spellings(hit * median([d["timer_hz"] for _, d in runs["map"]]) / 1e9)
+        out |= spellings(median([m["aliasing_ns"] / m["ns"] for _, d in runs["io"] for m in d["memcpy"]]))
+        ram = runs["policy-lend"][0][1]["pictures"][0]["ram"]
+        out |= spellings(len(ram.replace("|", "")) * 2)  # RAM MiB
+        out |= spellings(ram.find("|") * 2)  # DMA window MiB
+        out |= {str(i) for i, c in enumerate(ram.replace("|", "")) if c == "b"}  # restricted pool blocks
+        out |= spellings(4)  # restricted pool MiB: two 'b' blocks outside the region
+        out |= {str(4 * MIB // 4096)}  # pages in 4 MiB
+        kicks = lambda c: median([x["kicks_per_req"] for _, d in runs.get(c, []) for x in d["cells"]])
+        if runs.get("features-idx-ind"):
+            out |= spellings(kicks("features-noidx-ind") - kicks("features-idx-ind"))
+            out |= {str(q) for _, d in runs["features-idx-ind"] for q in {x["qd"] for x in d["cells"]}}
+        # The features' verdicts: the median over the cells of each cell's paired on/off ratio
+        # (the per-cell ratios are the table's last two columns).
+        cells, _ = report.feature_cells(runs)
+        keys = {k for c in cells.values() for k in c}
+        limit = min((d["max_in_flight"] for c in report.FEATURE_CONFIGS for _, d in runs.get(c, [])), default=0)
+        for a, b in (("features-idx-ind", "features-idx-noind"), ("features-idx-ind", "features-noidx-ind")):
+            for subset in (keys, {k for k in keys if k[2] > limit}, {k for k in keys if k[2] <= limit}):
+                out |= spellings(median([median(report.feature_ratio(cells, a, b, k)) for k in subset]))
+                out |= {str(len(subset))}
+        out |= {str(sum(len(v) for v in runs.values()))}  # boots
+        out |= {str(len(v)) for v in runs.values()}  # boots per configuration
+        return out
+
+    def test_command_line_writes_only_where_asked(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = os.path.join(tmp, "EVALUATION.md")
+            subprocess.run([sys.executable, os.path.join(HERE, "report.py"), "--results", FIXTURE, "--doc", doc,
+                            "--plots", os.path.join(tmp, "eval"), "--no-plots"], check=True, capture_output=True)
+            with open(doc) as f:
+                text = f.read()
+        self.assertIn("## In short", text)
+        self.assertNotIn("1,750", text, "a figure from a GDB session, not from the run")
+
+
+if __name__ == "__main__":
+    unittest.main()
