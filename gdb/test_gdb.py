@@ -100,6 +100,13 @@ def check_pageblocks():
     restricted_blocks = (int(pool["end"]) - int(pool["start"])) // (PAGEBLOCK_PAGES << 12)
     as_slots = sum(ev(f"{MANAGER}.blocks.counts[{s}].v.value") for s in (0, 3, 4))  # slots, device, unused
     lent_chars = blocks.count("S") + blocks.count("s")  # holding pages + empty
+    # `s` is a wholly free lent block, `S` one holding pages: MIGRATE_SWIOTLB's free pages lie
+    # between 512 per `s` and that plus 511 per `S`.
+    swiotlb_free = sum(ev(f"{PA}.zones[{z}].nr_free_pages[2]") for z in range(2))
+    empty, holding = blocks.count("s"), blocks.count("S")
+    check("pageblocks_s_is_a_wholly_free_lent_block",
+          empty * PAGEBLOCK_PAGES <= swiotlb_free <= empty * PAGEBLOCK_PAGES + holding * (PAGEBLOCK_PAGES - 1),
+          f"s {empty}, S {holding}, free MIGRATE_SWIOTLB pages {swiotlb_free}\n{out}")
     check("pageblocks_S_and_b_match_the_swiotlb_manager",
           lent_chars == lent and blocks.count("b") == as_slots + restricted_blocks,
           f"S+s {lent_chars} vs lent {lent}; b {blocks.count('b')} vs {as_slots} + {restricted_blocks}\n{out}")
