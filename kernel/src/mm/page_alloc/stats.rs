@@ -17,6 +17,36 @@ pub struct PageTypeInfo {
     pub free_pages: [[usize; MIGRATE_TYPES]; NR_ZONES],
     /// `pageblocks[zone][migratetype]`: managed pageblocks of each type.
     pub pageblocks: [[usize; MIGRATE_TYPES]; NR_ZONES],
+    /// Compaction counters.
+    pub compaction: CompactStats,
+}
+
+/// What compaction did since boot (Linux: `compact_success`, `compact_fail`,
+/// `pgmigrate_success` ... in `/proc/vmstat`). Counted under the allocator lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Pageblocks emptied (by `compact_pageblock` or for `alloc_contig_pageblocks_compact`).
+    pub blocks_compacted: usize,
+    /// Pages migrated out of them.
+    pub pages_migrated: usize,
+    /// Clean pages dropped instead of migrated.
+    pub pages_dropped: usize,
+    /// Attempts that failed on a pinned page.
+    pub fail_pinned: usize,
+    /// Attempts that failed on an unmovable page.
+    pub fail_unmovable: usize,
+    /// Attempts that failed because no free page outside the range could take a page.
+    pub fail_no_target: usize,
+}
+
+impl fmt::Display for CompactStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "compaction: {} pageblocks compacted, {} pages migrated, {} dropped; failures: {} pinned, {} unmovable, {} no target memory",
+            self.blocks_compacted, self.pages_migrated, self.pages_dropped, self.fail_pinned, self.fail_unmovable, self.fail_no_target
+        )
+    }
 }
 
 impl PageAllocator {
@@ -26,6 +56,7 @@ impl PageAllocator {
             free_blocks: [[[0; MIGRATE_TYPES]; NR_PAGE_ORDERS]; NR_ZONES],
             free_pages: [[0; MIGRATE_TYPES]; NR_ZONES],
             pageblocks: [[0; MIGRATE_TYPES]; NR_ZONES],
+            compaction: self.compact_stats,
         };
         for (z, zone) in self.zones.iter().enumerate() {
             for (o, area) in zone.free_area.iter().enumerate() {
@@ -83,7 +114,7 @@ impl fmt::Display for PageTypeInfo {
             }
             writeln!(f)?;
         }
-        Ok(())
+        writeln!(f, "{}", self.compaction)
     }
 }
 
@@ -94,6 +125,7 @@ impl fmt::Display for PageTypeInfo {
 /// | `U`  | UNMOVABLE                                                                  |
 /// | `M`  | MOVABLE                                                                    |
 /// | `S`  | SWIOTLB: spare bounce-buffer memory lent to the allocator                  |
+/// | `C`  | CMA: a free or borrowed pageblock of the CMA area                          |
 /// | `I`  | ISOLATE: being taken back                                                  |
 /// | `b`  | not managed here, belongs to a SWIOTLB pool (bounce slots)                 |
 /// | `.`  | not managed here: not RAM, reserved, or carved out for something else       |
