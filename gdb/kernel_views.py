@@ -278,7 +278,7 @@ def bounce_regions():
     return regions
 
 
-PICTURE_CHAR = {"Unmovable": "U", "Movable": "M", "Swiotlb": "S", "Isolate": "I"}  # MigrateType::picture_char
+PICTURE_CHAR = {"Unmovable": "U", "Movable": "M", "Swiotlb": "S", "Cma": "C", "Isolate": "I"}  # MigrateType::picture_char
 
 
 def ram_picture(pa):
@@ -303,7 +303,7 @@ def ram_picture(pa):
 class PageBlocks(gdb.Command):
     """RAM, one character per 2 MiB pageblock from the lowest address up, as the kernel's
     `ram_picture` prints it: U unmovable, M movable, S lent to the page allocator as
-    MIGRATE_SWIOTLB, I isolated, b bounce slots (a SWIOTLB pool, not managed), . not managed,
+    MIGRATE_SWIOTLB, C MIGRATE_CMA (the CMA area), I isolated, b bounce slots (a SWIOTLB pool, not managed), . not managed,
     | the ZONE_DMA / ZONE_NORMAL boundary.
     Usage: pageblocks"""
 
@@ -321,9 +321,9 @@ class PageBlocks(gdb.Command):
         end = base + (nblocks << (PAGEBLOCK_ORDER + PAGE_SHIFT))
         print(f"RAM {base:#x}-{end:#x}, {nblocks} pageblocks of 2 MiB:")
         print(f"[{picture}]")
-        tally = {c: picture.count(c) for c in "UMSIb."}
+        tally = {c: picture.count(c) for c in "UMSCIb."}
         print("  " + ", ".join(f"{c} {n}" for c, n in tally.items()))
-        print("  legend: U unmovable, M movable, S lent (MIGRATE_SWIOTLB), I isolated, "
+        print("  legend: U unmovable, M movable, S lent (MIGRATE_SWIOTLB), C CMA, I isolated, "
               "b bounce slots, . not managed, | end of ZONE_DMA")
         print(locks.note())
 

@@ -2,6 +2,7 @@
 //! the CMA area.
 
 pub mod cma;
+pub mod contiguous;
 pub mod heap;
 pub mod memblock;
 pub mod page_alloc;
