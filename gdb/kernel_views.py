@@ -278,10 +278,10 @@ def bounce_regions():
     return regions
 
 
-PICTURE_CHAR = {"Unmovable": "U", "Movable": "M", "Swiotlb": "S", "Isolate": "I"}  # MigrateType::picture_char
+PICTURE_CHAR = {"Unmovable": "U", "Movable": "M", "Swiotlb": "S", "Cma": "C", "Isolate": "I"}  # MigrateType::picture_char
 # PageAllocator::RAM_PICTURE_LEGEND, word for word.
 PICTURE_LEGEND = ("M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, "
-                  "s lent and empty, I isolated, b bounce slots, . reserved, | end of ZONE_DMA")
+                  "s lent and empty, C CMA area, I isolated, b bounce slots, . reserved, | end of ZONE_DMA")
 
 
 def pageblock_wholly_free(mem_map, block):
@@ -318,7 +318,7 @@ def ram_picture(pa):
 class PageBlocks(gdb.Command):
     """RAM, one character per 2 MiB pageblock from the lowest address up, as the kernel's
     `ram_picture` prints it: U unmovable, M movable, S lent to the page allocator as
-    MIGRATE_SWIOTLB and holding pages, s lent and wholly free, I isolated, b bounce slots (a
+    MIGRATE_SWIOTLB and holding pages, s lent and wholly free, C MIGRATE_CMA (the CMA area), I isolated, b bounce slots (a
     SWIOTLB pool, not managed), . not managed, | the ZONE_DMA / ZONE_NORMAL boundary.
     Usage: pageblocks"""
 
@@ -336,7 +336,7 @@ class PageBlocks(gdb.Command):
         end = base + (nblocks << (PAGEBLOCK_ORDER + PAGE_SHIFT))
         print(f"RAM {base:#x}-{end:#x}, {nblocks} pageblocks of 2 MiB:")
         print(f"[{picture}]")
-        tally = {c: picture.count(c) for c in "UMSsIb."}
+        tally = {c: picture.count(c) for c in "UMSsCIb."}
         print("  " + ", ".join(f"{c} {n}" for c, n in tally.items()))
         print(f"  legend: {PICTURE_LEGEND}")
         print(locks.note())

@@ -65,6 +65,10 @@ pub struct KernelParams {
     pub blk_event_idx: bool,
     /// `demo=<mode>`: what the demo kernel runs (e.g. `read-verify`).
     pub demo: Option<String>,
+    /// `cma=<size>` (Linux's, e.g. `cma=64M`): the size of the default CMA area, which overrides
+    /// a `linux,cma-default` node; `Some(0)` disables it. The area is placed by the boot memory
+    /// map, which reads it with [`early_cma`] before this parse runs.
+    pub cma: Option<u64>,
 }
 
 impl Default for KernelParams {
@@ -84,6 +88,7 @@ impl Default for KernelParams {
             blk_indirect: false,
             blk_event_idx: false,
             demo: None,
+            cma: None,
         }
     }
 }
@@ -126,13 +131,14 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
             ("blk_indirect", Some(v)) => parse_on_off(v).map(|b| p.blk_indirect = b),
             ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
+            ("cma", Some(v)) => parse_cma(v).map(|n| p.cma = Some(n)),
             ("demo", Some(v)) if !v.is_empty() => {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "demo", _) => {
+            | "blk_event_idx" | "demo" | "cma", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -158,6 +164,33 @@ fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, &'static str> {
         return Err("out of range");
     }
     Ok(n)
+}
+
+/// Linux `memparse()`: a decimal or `0x` number with an optional `K`, `M`, `G` or `T` suffix.
+fn parse_size(v: &str) -> Result<u64, &'static str> {
+    let (digits, shift) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 30),
+        Some(b't' | b'T') => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    let n = parse_num(digits, 0, u64::MAX).map_err(|_| "expected a size such as 64M")?;
+    n.checked_mul(1 << shift).ok_or("size too large")
+}
+
+/// Linux's `cma=nn[MG]`; the `@start-end` placement form is refused (the area goes in ZONE_DMA).
+fn parse_cma(v: &str) -> Result<u64, &'static str> {
+    if v.contains('@') {
+        return Err("cma=<size>@<start>-<end> is not supported: give cma=<size> (placed in ZONE_DMA if it fits)");
+    }
+    parse_size(v)
+}
+
+/// The last `cma=` of a command line, parsed, for the boot memory map: it runs before the heap
+/// exists (Linux: `early_param("cma", early_cma)`), so this allocates nothing. `None` if absent.
+pub fn early_cma(cmdline: &str) -> Option<Result<u64, &'static str>> {
+    cmdline.split_ascii_whitespace().rev().find_map(|w| w.strip_prefix("cma=")).map(parse_cma)
 }
 
 fn parse_policy(v: &str) -> Result<SwiotlbPolicy, &'static str> {
@@ -271,6 +304,21 @@ mod tests {
         assert_eq!((p.blk_indirect, p.blk_event_idx), (d.blk_indirect, d.blk_event_idx));
         let why: Vec<&str> = w.iter().map(|w| w.why).collect();
         assert_eq!(why, ["expected on or off", "needs a value (key=value)", "expected on or off"]);
+    }
+
+    #[test]
+    fn cma_sizes_as_linux_memparse_reads_them() {
+        assert_eq!(parse("cma=64M").0.cma, Some(64 << 20));
+        assert_eq!(parse("cma=0x400000 cma=2g").0.cma, Some(2 << 30), "the last one wins");
+        assert_eq!(parse("cma=0").0.cma, Some(0));
+        assert_eq!(early_cma("loglevel=info cma=32M demo=x"), Some(Ok(32 << 20)));
+        assert_eq!(early_cma("cma=16k cma=1M"), Some(Ok(1 << 20)));
+        assert_eq!(early_cma("swiotlb=force"), None);
+        for bad in ["cma=64X", "cma=M", "cma=64M@0x40000000-0x50000000", "cma=99999999999T", "cma"] {
+            let (p, w) = parse(bad);
+            assert_eq!((p.cma, w.len()), (None, 1), "{bad}");
+        }
+        assert!(early_cma("cma=64M@0x40000000").unwrap().unwrap_err().contains("not supported"));
     }
 
     #[test]

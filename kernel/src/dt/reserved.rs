@@ -92,11 +92,20 @@ pub struct ReservedRegion<'a> {
     pub no_map: bool,
     /// `reusable`: the OS may use it while its owner does not.
     pub reusable: bool,
+    /// `linux,cma-default`: the default CMA area (with `reusable`, on a `shared-dma-pool`).
+    pub cma_default: bool,
     /// `phandle`, if the node has one (devices point at it with `memory-region`).
     pub phandle: Option<u32>,
 }
 
 impl<'a> ReservedRegion<'a> {
+    /// Whether this is the default CMA area (Linux `rmem_cma_setup()` with
+    /// `linux,cma-default`): a `shared-dma-pool` marked `reusable` (so not `no-map`). A
+    /// `linux,cma-default` node without `reusable` is a plain reserved region, as in Linux.
+    pub fn is_default_cma(&self) -> bool {
+        self.kind == PoolKind::SharedDma && self.reusable && self.cma_default
+    }
+
     /// The `alloc-ranges` windows of a dynamic region (empty for a static one, or if absent).
     pub fn alloc_ranges(&self) -> impl Iterator<Item = PhysRange> + 'a {
         let (raw, cells) = match self.placement {
@@ -188,6 +197,7 @@ fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>
     let kind = PoolKind::from_compatible(compatible);
     let no_map = has_prop(node, "no-map");
     let reusable = has_prop(node, "reusable");
+    let cma_default = has_prop(node, "linux,cma-default");
     if no_map && reusable {
         return Err(DtError::NoMapAndReusable { node: name });
     }
@@ -260,6 +270,7 @@ fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>
         placement,
         no_map,
         reusable,
+        cma_default,
         phandle,
     })
 }

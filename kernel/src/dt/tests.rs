@@ -1323,3 +1323,204 @@ fn qemu_virt_with_reserved_memory_fragment() {
     );
     assert!(dt.devices().all(|d| d.is_ok()));
 }
+
+// ---- the default CMA area: `linux,cma-default` nodes and `cma=` (mm::contiguous) -----------
+
+mod cma {
+    use super::*;
+    use crate::mm::contiguous::{CmaSetupError, CmaSource, CMA_BOOTARG_LABEL};
+    use crate::mm::memblock::{Memblock, MemblockError, RegionKind};
+
+    const MIB: u64 = 1 << 20;
+
+    /// 256 MiB of RAM at 0x4000_0000 whose first 128 MiB are the DMA window (ZONE_DMA), a fixed
+    /// SWIOTLB pool at 0x4c00_0000 (4 MiB), a no-map firmware region at 0x4f00_0000, the
+    /// bootargs, and more `/reserved-memory` children from `f`.
+    fn tree(bootargs: &str, f: impl FnOnce(&mut FdtWriter)) -> &'static [u8] {
+        build(|w| {
+            w.property_array_u64("dma-ranges", &[0x4000_0000, 0x4000_0000, 0x800_0000]).unwrap();
+            base(w);
+            node(w, "chosen", |w| w.property_string("bootargs", bootargs).unwrap());
+            reserved_memory(w, |w| {
+                node(w, "swiotlb@4c000000", |w| {
+                    strs(w, "compatible", &[COMPATIBLE_SWIOTLB_POOL]);
+                    reg64(w, "reg", &[(0x4c00_0000, 4 * MIB)]);
+                });
+                node(w, "firmware@4f000000", |w| {
+                    reg64(w, "reg", &[(0x4f00_0000, MIB)]);
+                    w.property_null("no-map").unwrap();
+                });
+                f(w);
+            });
+        })
+        .leak()
+    }
+
+    /// A `shared-dma-pool` node with `reusable` and `linux,cma-default`, more from `f`.
+    fn cma_node(w: &mut FdtWriter, f: impl FnOnce(&mut FdtWriter)) {
+        node(w, "linux,cma", |w| {
+            strs(w, "compatible", &[COMPATIBLE_SHARED_DMA_POOL]);
+            w.property_null("reusable").unwrap();
+            w.property_null("linux,cma-default").unwrap();
+            f(w);
+        });
+    }
+
+    /// The boot map of `blob` (which must build: a bad CMA area never stops it).
+    fn map_of(blob: &'static [u8]) -> Memblock<'static> {
+        let dt = DeviceTree::new(blob).unwrap();
+        Memblock::from_device_tree(&dt, range(0x4008_0000, 0x20_0000), range(0x4000_0000, 0x2000)).unwrap()
+    }
+
+    fn area_of(blob: &'static [u8]) -> Option<(PhysRange, &'static str, bool)> {
+        map_of(blob).cma_region().map(|r| (r.range, r.label, r.flags.dynamic))
+    }
+
+    /// Why the boot map has no CMA area: the error `from_device_tree` logged, reproduced.
+    fn error_of(blob: &'static [u8]) -> CmaSetupError<'static> {
+        let dt = DeviceTree::new(blob).unwrap();
+        let mut map = map_of(blob);
+        assert!(map.cma_region().is_none(), "the map was built without the area");
+        let source = CmaSource::find(&dt).unwrap();
+        source.unwrap().reserve(&mut map, Some(0x4800_0000)).unwrap_err()
+    }
+
+    #[test]
+    fn the_node_form_is_parsed() {
+        let regions = reserved_of(tree("", |w| cma_node(w, |w| w.property_u64("size", 16 * MIB).unwrap()))).unwrap();
+        let cma = regions.iter().find(|r| r.name == "linux,cma").unwrap();
+        assert!(cma.cma_default && cma.reusable && cma.is_default_cma());
+        // Without `reusable` it is a plain coherent pool, not a CMA area (Linux `rmem_cma_setup()`).
+        let blob = tree("", |w| {
+            node(w, "pool", |w| {
+                strs(w, "compatible", &[COMPATIBLE_SHARED_DMA_POOL]);
+                w.property_null("linux,cma-default").unwrap();
+                w.property_u64("size", 4 * MIB).unwrap();
+            })
+        });
+        assert!(!reserved_of(blob).unwrap().iter().any(ReservedRegion::is_default_cma));
+        assert_eq!(area_of(blob), None);
+        assert_eq!(map_of(blob).find("pool").map(|r| r.flags.kind), Some(RegionKind::ReservedMemory(PoolKind::SharedDma)));
+    }
+
+    #[test]
+    fn a_dynamic_node_goes_into_zone_dma() {
+        let (r, label, dynamic) = area_of(tree("", |w| cma_node(w, |w| w.property_u64("size", 16 * MIB).unwrap()))).unwrap();
+        assert_eq!((r.size(), label, dynamic), (16 * MIB, "linux,cma", true));
+        assert!(r.end() <= 0x4800_0000, "inside the DMA window: {r:?}");
+        assert!(r.base().is_multiple_of(2 * MIB));
+    }
+
+    #[test]
+    fn a_fixed_node_is_reserved_where_it_says() {
+        let blob = tree("", |w| cma_node(w, |w| reg64(w, "reg", &[(0x4400_0000, 8 * MIB)])));
+        assert_eq!(area_of(blob), Some((range(0x4400_0000, 8 * MIB), "linux,cma", false)));
+        let printed = map_of(blob).regions_for_print().to_string();
+        assert!(printed.contains("[mem 0x0000000044000000-0x00000000447fffff] linux,cma cma reusable\n"), "{printed}");
+    }
+
+    #[test]
+    fn alloc_ranges_are_respected_zone_dma_first() {
+        // A window straddling the end of ZONE_DMA: the part inside it is used.
+        let blob = tree("", |w| {
+            cma_node(w, |w| {
+                w.property_u64("size", 4 * MIB).unwrap();
+                reg64(w, "alloc-ranges", &[(0x4600_0000, 0x400_0000)]);
+            })
+        });
+        let (r, ..) = area_of(blob).unwrap();
+        assert!(r.base() >= 0x4600_0000 && r.end() <= 0x4800_0000, "{r:?}");
+        // A window wholly above ZONE_DMA: used anyway, the binding decides.
+        let blob = tree("", |w| {
+            cma_node(w, |w| {
+                w.property_u64("size", 4 * MIB).unwrap();
+                reg64(w, "alloc-ranges", &[(0x4900_0000, 0x200_0000)]);
+            })
+        });
+        let (r, ..) = area_of(blob).unwrap();
+        assert!(r.base() >= 0x4900_0000 && r.end() <= 0x4b00_0000, "{r:?}");
+    }
+
+    #[test]
+    fn a_dynamic_size_is_rounded_up_and_the_alignment_raised_to_a_pageblock() {
+        let blob = tree("", |w| {
+            cma_node(w, |w| {
+                w.property_u64("size", 3 * MIB).unwrap();
+                w.property_u64("alignment", 0x1_0000).unwrap();
+            })
+        });
+        let (r, ..) = area_of(blob).unwrap();
+        assert_eq!(r.size(), 4 * MIB);
+        assert!(r.base().is_multiple_of(2 * MIB));
+        let (r, ..) = area_of(tree("cma=5M", |_| {})).unwrap();
+        assert_eq!(r.size(), 6 * MIB, "the bootarg's size too");
+    }
+
+    #[test]
+    fn the_bootarg_makes_an_area_and_wins_over_the_node() {
+        let (r, label, _) = area_of(tree("console=ttyAMA0 cma=32M", |_| {})).unwrap();
+        assert_eq!((r.size(), label), (32 * MIB, CMA_BOOTARG_LABEL));
+        assert!(r.end() <= 0x4800_0000, "in ZONE_DMA: {r:?}");
+        let blob = tree("cma=4M", |w| cma_node(w, |w| reg64(w, "reg", &[(0x4400_0000, 8 * MIB)])));
+        let map = map_of(blob);
+        assert_eq!(map.cma_region().map(|r| (r.range.size(), r.label)), Some((4 * MIB, CMA_BOOTARG_LABEL)));
+        assert!(map.find("linux,cma").is_none(), "the overridden node is not reserved");
+        assert_eq!(area_of(tree("cma=0", |w| cma_node(w, |w| w.property_u64("size", 4 * MIB).unwrap()))), None, "cma=0: none");
+    }
+
+    #[test]
+    fn a_node_overlapping_the_swiotlb_pool_is_refused_and_the_boot_goes_on() {
+        let blob = tree("", |w| cma_node(w, |w| reg64(w, "reg", &[(0x4c00_0000, 8 * MIB)])));
+        let e = error_of(blob);
+        assert!(
+            matches!(e, CmaSetupError::Memblock(MemblockError::Overlap { label: "linux,cma", other: "swiotlb@4c000000", .. })),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("linux,cma") && e.to_string().contains("swiotlb@4c000000"), "{e}");
+        assert!(map_of(blob).find("swiotlb@4c000000").is_some(), "the pool is untouched");
+    }
+
+    #[test]
+    fn other_bad_nodes_and_bootargs_are_refused_with_the_reason() {
+        let fixed = |base: u64, size: u64| tree("", move |w| cma_node(w, |w| reg64(w, "reg", &[(base, size)])));
+        let e = error_of(fixed(0x4f00_0000, 2 * MIB));
+        assert!(matches!(e, CmaSetupError::Memblock(MemblockError::Overlap { other: "firmware@4f000000", .. })), "{e:?}");
+        let e = error_of(fixed(0x8000_0000, 4 * MIB));
+        assert!(matches!(e, CmaSetupError::Memblock(MemblockError::OutsideRam { label: "linux,cma", .. })), "{e:?}");
+        let e = error_of(fixed(0x4410_0000, 4 * MIB));
+        assert_eq!(e, CmaSetupError::Misaligned { node: "linux,cma", range: range(0x4410_0000, 4 * MIB) });
+        assert!(e.to_string().contains("not whole 2 MiB pageblocks; refused"), "{e}");
+        assert!(matches!(error_of(fixed(0x4400_0000, 3 * MIB)), CmaSetupError::Misaligned { .. }));
+        let e = error_of(tree("", |w| cma_node(w, |w| w.property_u64("size", 250 * MIB).unwrap())));
+        assert!(matches!(e, CmaSetupError::Memblock(MemblockError::NoSpace { label: "linux,cma", .. })), "{e:?}");
+        let e = error_of(tree("cma=1G", |_| {}));
+        assert_eq!(e, CmaSetupError::LargerThanRam { size: 1 << 30, ram: 256 * MIB });
+        assert!(e.to_string().starts_with("cma="), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_bootarg_means_no_area() {
+        let blob = tree("cma=64X", |w| cma_node(w, |w| w.property_u64("size", 4 * MIB).unwrap()));
+        let dt = DeviceTree::new(blob).unwrap();
+        let e = CmaSource::find(&dt).unwrap_err();
+        assert!(matches!(e, CmaSetupError::Bootarg(_)));
+        assert!(e.to_string().starts_with("cma=: "), "{e}");
+        assert_eq!(area_of(blob), None, "not even the node's: the command line meant to override it");
+    }
+
+    #[test]
+    fn a_second_default_node_is_ignored() {
+        let blob = tree("", |w| {
+            cma_node(w, |w| w.property_u64("size", 4 * MIB).unwrap());
+            node(w, "second", |w| {
+                strs(w, "compatible", &[COMPATIBLE_SHARED_DMA_POOL]);
+                w.property_null("reusable").unwrap();
+                w.property_null("linux,cma-default").unwrap();
+                w.property_u64("size", 4 * MIB).unwrap();
+            });
+        });
+        let map = map_of(blob);
+        assert_eq!(map.cma_region().map(|r| r.label), Some("linux,cma"));
+        assert!(map.find("second").is_none());
+    }
+}

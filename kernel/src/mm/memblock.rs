@@ -8,6 +8,7 @@
 use core::fmt;
 
 use crate::dt::{DeviceTree, DtError, PoolKind, ReservedPlacement, ReservedRegion};
+use crate::mm::contiguous::CmaSource;
 use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
 
 /// Most RAM banks the map holds (after merging adjacent ones).
@@ -161,6 +162,9 @@ pub enum RegionKind {
     /// Placed by [`Memblock::alloc`] for the kernel's own use (heap, page tables ...).
     #[default]
     Allocated,
+    /// The default CMA area (a `linux,cma-default` node or `cma=`), given to the page
+    /// allocator as MIGRATE_CMA by [`CmaArea::activate`](crate::mm::cma::CmaArea::activate).
+    Cma,
 }
 
 impl RegionKind {
@@ -172,6 +176,7 @@ impl RegionKind {
             Self::MemReserve => "memreserve",
             Self::ReservedMemory(pool) => pool.as_str(),
             Self::Allocated => "allocated",
+            Self::Cma => "cma",
         }
     }
 }
@@ -507,7 +512,10 @@ impl<'a> Memblock<'a> {
 
     /// Builds the boot map: RAM from `/memory`; reserves the kernel image, the DTB, the header's
     /// `/memreserve/` entries and every static `/reserved-memory` region; then places every
-    /// dynamic one (Linux `fdt_init_reserved_mem()`). Stops at the first error.
+    /// dynamic one (Linux `fdt_init_reserved_mem()`). Stops at the first error, except for the
+    /// default CMA area (`linux,cma-default` node or `cma=`, see [`contiguous`](super::contiguous)):
+    /// reserved with the static or the dynamic regions, and if that fails a warning names the
+    /// node or bootarg and the map is built without it.
     pub fn from_device_tree(
         dt: &DeviceTree<'a>,
         kernel: PhysRange,
@@ -538,8 +546,15 @@ impl<'a> Memblock<'a> {
                 RegionFlags::of(RegionKind::MemReserve),
             )?;
         }
+        let cma = CmaSource::find(dt).unwrap_or_else(|e| {
+            log::warn!("cma: {e}; booting without a CMA area");
+            None
+        });
         for region in dt.reserved_regions() {
             let region = region?;
+            if region.is_default_cma() {
+                continue;
+            }
             if let ReservedPlacement::Static(range) = region.placement {
                 map.reserve(
                     range.base(),
@@ -549,6 +564,9 @@ impl<'a> Memblock<'a> {
                 )?;
             }
         }
+        if let Some(c) = cma.filter(CmaSource::is_static) {
+            map.reserve_cma(c, None);
+        }
         for region in dt.reserved_regions() {
             let region = region?;
             let ReservedPlacement::Dynamic {
@@ -557,6 +575,9 @@ impl<'a> Memblock<'a> {
             else {
                 continue;
             };
+            if region.is_default_cma() {
+                continue;
+            }
             // We hand pages to the page allocator, so never place below page alignment.
             let align = alignment.unwrap_or(PAGE_SIZE).max(PAGE_SIZE);
             let flags = region_flags(&region, true);
@@ -576,7 +597,24 @@ impl<'a> Memblock<'a> {
             };
             placed?;
         }
+        if let Some(c) = cma.filter(|c| !c.is_static()) {
+            let dma_limit = dt.smallest_dma_limit().ok().flatten().and_then(|last| last.checked_add(1));
+            map.reserve_cma(c, dma_limit);
+        }
         Ok(map)
+    }
+
+    /// Reserves the default CMA area, or says why not: the boot goes on without one.
+    fn reserve_cma(&mut self, cma: CmaSource<'a>, dma_limit: Option<PhysAddr>) {
+        match cma.reserve(self, dma_limit) {
+            Ok(r) => log::info!("cma: reserved [{:#x}-{:#x}) ({} MiB) for the CMA area", r.base(), r.end(), r.size() >> 20),
+            Err(e) => log::warn!("cma: {e}; booting without a CMA area"),
+        }
+    }
+
+    /// The default CMA area's region, if one was reserved.
+    pub fn cma_region(&self) -> Option<&MemblockRegion<'a>> {
+        self.reserved().find(|r| r.flags.kind == RegionKind::Cma)
     }
 }
 

@@ -1,5 +1,8 @@
-//! Memory management: the boot memory map (`memblock`), the kernel heap, and the page allocator.
+//! Memory management: the boot memory map (`memblock`), the kernel heap, the page allocator and
+//! the CMA area.
 
+pub mod cma;
+pub mod contiguous;
 pub mod heap;
 pub mod memblock;
 pub mod page_alloc;

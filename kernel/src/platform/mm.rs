@@ -1,8 +1,9 @@
 //! The page allocator on the real machine: built from the boot memory map, the heap's source,
-//! and the boot-log views (zones, pagetypeinfo, the RAM picture).
+//! the default CMA area, and the boot-log views (zones, pagetypeinfo, the RAM picture).
 
 use core::ops::Range;
 
+use crate::mm::cma::CmaArea;
 use crate::mm::heap::HeapSource;
 use crate::mm::memblock::{Memblock, RegionKind};
 use crate::mm::page_alloc::{InitError, LockedPageAllocator, MigrateType, PageAllocator, ZoneType, MAX_PAGE_ORDER, PAGEBLOCK_SIZE};
@@ -10,6 +11,7 @@ use crate::mm::{align_down, align_up, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use crate::dt::PoolKind;
 
 static PAGE_ALLOCATOR: spin::Once<LockedPageAllocator> = spin::Once::new();
+static CMA_AREA: spin::Once<CmaArea> = spin::Once::new();
 
 /// The kernel's page allocator. Panics before [`init`].
 pub fn page_allocator() -> &'static LockedPageAllocator {
@@ -30,7 +32,20 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>) -> Result<&'st
         }
     }
     let allocator = PageAllocator::new(span, &free, dma_limit)?;
-    Ok(PAGE_ALLOCATOR.call_once(|| LockedPageAllocator::new(allocator)))
+    let pages = PAGE_ALLOCATOR.call_once(|| LockedPageAllocator::new(allocator));
+    if let Some(region) = memblock.cma_region() {
+        // Linux `cma_init_reserved_areas()`: the reserved range becomes MIGRATE_CMA blocks.
+        match CmaArea::activate(region.label, pages, region.range.base()..region.range.end()) {
+            Ok(area) => log::info!("{}", CMA_AREA.call_once(|| area)),
+            Err(e) => log::warn!("cma: {}: {e}; booting without a CMA area", region.label),
+        }
+    }
+    Ok(pages)
+}
+
+/// The default CMA area (a `linux,cma-default` node or `cma=`), if the boot made one.
+pub fn cma_area() -> Option<&'static CmaArea> {
+    CMA_AREA.get()
 }
 
 /// True if `addr` lies in a SWIOTLB pool's reserved region (the `b` of the RAM picture).

@@ -9,6 +9,7 @@ use super::error::{AllocError, FreeError, InitError, RangeError};
 use super::migratetype::{fallbacks, Fallback, MigrateType};
 use super::movable::MovableTable;
 use super::page::{PageDesc, NIL};
+use super::stats::CompactStats;
 use super::zone::{Zone, ZoneType, NR_ZONES};
 use super::{MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, PAGEBLOCK_SIZE};
 use crate::mm::{align_down, align_up, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
@@ -26,6 +27,8 @@ pub struct PageAllocator {
     pub(super) zones: [Zone; NR_ZONES],
     /// The handles of movable pages.
     pub(super) movable: MovableTable,
+    /// What compaction did (Linux: the `compact_*` lines of `/proc/vmstat`).
+    pub(super) compact_stats: CompactStats,
 }
 
 impl PageAllocator {
@@ -54,6 +57,7 @@ impl PageAllocator {
             pageblock_type: vec![None; nr_pages / PAGEBLOCK_NR_PAGES],
             zones: [Zone::new(0, dma_end), Zone::new(dma_end, nr_pages)],
             movable: MovableTable::new(nr_pages),
+            compact_stats: CompactStats::default(),
         };
         let mut pages = Vec::with_capacity(free.len());
         for r in free {
@@ -148,10 +152,20 @@ impl PageAllocator {
         MigrateType::ALL.iter().filter(|mt| **mt != MigrateType::Isolate).map(|mt| self.nr_free(zone, *mt)).sum()
     }
 
-    /// Free pages in lent SWIOTLB blocks, usable by movable allocations only (Linux:
-    /// `NR_FREE_CMA_PAGES`).
+    /// Free pages in lent SWIOTLB blocks, usable by movable allocations only (our counterpart
+    /// of `NR_FREE_CMA_PAGES`).
     pub fn nr_free_swiotlb_pages(&self, zone: ZoneType) -> usize {
         self.nr_free(zone, MigrateType::Swiotlb)
+    }
+
+    /// Free pages in CMA blocks, usable by movable allocations only (Linux: `NR_FREE_CMA_PAGES`).
+    pub fn nr_free_cma_pages(&self, zone: ZoneType) -> usize {
+        self.nr_free(zone, MigrateType::Cma)
+    }
+
+    /// What compaction and `alloc_contig_pageblocks_compact` did so far.
+    pub fn compact_stats(&self) -> CompactStats {
+        self.compact_stats
     }
 
     /// Pages managed by the allocator in a zone, free or not.
@@ -237,11 +251,11 @@ impl PageAllocator {
 
     /// Other types' lists, as the table in [`migratetype`](super::migratetype) says (Linux:
     /// `__rmqueue_fallback` and `__rmqueue_cma_fallback`).
-    fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_swiotlb: bool) -> Option<usize> {
+    fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_borrow: bool) -> Option<usize> {
         for fallback in fallbacks(request) {
             match *fallback {
                 Fallback::Borrow(mt) => {
-                    if allow_swiotlb {
+                    if allow_borrow {
                         if let Some(idx) = self.rmqueue_smallest(zone, order, mt) {
                             return Some(idx);
                         }
@@ -272,15 +286,15 @@ impl PageAllocator {
     }
 
     /// Takes a block of `order` for `mt` from the zones allowed by `highest_zone`; the head is
-    /// left `Allocated`. `allow_swiotlb` lets movable requests borrow SWIOTLB blocks.
-    pub(super) fn rmqueue(&mut self, order: u8, highest_zone: ZoneType, mt: MigrateType, allow_swiotlb: bool) -> Result<usize, AllocError> {
+    /// left `Allocated`. `allow_borrow` lets movable requests borrow SWIOTLB and CMA blocks (Linux: `ALLOC_CMA`).
+    pub(super) fn rmqueue(&mut self, order: u8, highest_zone: ZoneType, mt: MigrateType, allow_borrow: bool) -> Result<usize, AllocError> {
         if order > MAX_PAGE_ORDER {
             return Err(AllocError::OrderTooLarge(order));
         }
         for zone in highest_zone.zonelist() {
             let found = match self.rmqueue_smallest(zone, order, mt) {
                 Some(idx) => Some(idx),
-                None => self.rmqueue_fallback(zone, order, mt, allow_swiotlb),
+                None => self.rmqueue_fallback(zone, order, mt, allow_borrow),
             };
             if let Some(idx) = found {
                 self.mem_map[idx] = PageDesc::Allocated { order };
@@ -383,6 +397,13 @@ impl PageAllocator {
     /// [`LockedPageAllocator::reclaim_swiotlb_pageblocks`](super::LockedPageAllocator::reclaim_swiotlb_pageblocks).
     pub fn lend_swiotlb_pageblocks(&mut self, range: Range<PhysAddr>) -> Result<(), RangeError> {
         self.add_pageblocks(range, MigrateType::Swiotlb)
+    }
+
+    /// Gives whole, unmanaged pageblocks of a CMA area to the allocator as MIGRATE_CMA (Linux:
+    /// `init_cma_reserved_pageblock()`): movable allocations may use them until `cma_alloc`
+    /// takes them (see [`CmaArea`](crate::mm::cma::CmaArea)).
+    pub fn init_cma_reserved_pageblocks(&mut self, range: Range<PhysAddr>) -> Result<(), RangeError> {
+        self.add_pageblocks(range, MigrateType::Cma)
     }
 
     fn add_pageblocks(&mut self, range: Range<PhysAddr>, mt: MigrateType) -> Result<(), RangeError> {

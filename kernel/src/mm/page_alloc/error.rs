@@ -68,6 +68,8 @@ pub enum RangeError {
     AlreadyManaged(PhysAddr),
     /// This pageblock is not a lent SWIOTLB block (reclaim).
     NotSwiotlb(PhysAddr),
+    /// This pageblock is not a MIGRATE_CMA block (`cma_alloc`).
+    NotCma(PhysAddr),
 }
 
 /// Why one page could not be migrated.
@@ -77,7 +79,7 @@ pub enum MigrateError {
     Stale(MovablePage),
     /// The page is pinned (or was pinned again during every copy attempt).
     Pinned(MovablePage),
-    /// No free page outside SWIOTLB blocks to move it to.
+    /// No free page outside SWIOTLB, CMA and isolated blocks to move it to.
     NoMemory(MovablePage),
 }
 
@@ -86,7 +88,7 @@ pub enum MigrateError {
 pub enum PinError {
     /// The handle is stale.
     Stale(MovablePage),
-    /// The page lies in a SWIOTLB block and could not be migrated out of it.
+    /// The page lies in a SWIOTLB or CMA block and could not be migrated out of it.
     CannotMigrate(MigrateError),
 }
 
@@ -162,6 +164,7 @@ impl core::fmt::Display for RangeError {
             RangeError::NotPageblocks { start, end } => write!(f, "{start:#x}-{end:#x} is not a run of whole pageblocks in RAM"),
             RangeError::AlreadyManaged(a) => write!(f, "pageblock {a:#x} is already managed by the page allocator"),
             RangeError::NotSwiotlb(a) => write!(f, "pageblock {a:#x} is not a lent SWIOTLB pageblock"),
+            RangeError::NotCma(a) => write!(f, "pageblock {a:#x} is not a CMA pageblock"),
         }
     }
 }
@@ -171,7 +174,7 @@ impl core::fmt::Display for MigrateError {
         match self {
             MigrateError::Stale(p) => write!(f, "cannot migrate {p:?}: stale handle"),
             MigrateError::Pinned(p) => write!(f, "cannot migrate {p:?}: pinned"),
-            MigrateError::NoMemory(p) => write!(f, "cannot migrate {p:?}: no free page outside SWIOTLB blocks"),
+            MigrateError::NoMemory(p) => write!(f, "cannot migrate {p:?}: no free page outside SWIOTLB and CMA blocks"),
         }
     }
 }

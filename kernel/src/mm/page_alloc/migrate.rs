@@ -3,7 +3,7 @@
 //! # Migration protocol (Linux: `migrate_pages()`; our handle plays the role of the PTEs)
 //! A movable page's frame is read and written only through a pin taken under the lock, and a
 //! pinned page is never moved. Migrating one page takes three steps:
-//! 1. **prepare**, lock held: refuse if pinned; allocate a target frame outside SWIOTLB and
+//! 1. **prepare**, lock held: refuse if pinned; allocate a target frame outside SWIOTLB, CMA and
 //!    isolated blocks; note the page's `pin_seq`.
 //! 2. **copy**, lock dropped: copy old frame to new through [`PhysMemory`]. Interrupt handlers
 //!    and other CPUs may pin and use the page meanwhile; they get the old frame, which holds the
@@ -24,7 +24,7 @@ use super::error::{HandleError, MigrateError, PinError, RangeError, ReclaimError
 use super::migratetype::MigrateType;
 use super::movable::{MovablePage, OwnerKind};
 use super::page::PageDesc;
-use super::{PageAllocator, PAGEBLOCK_ORDER};
+use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_ORDER};
 use crate::arch::in_interrupt;
 use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
@@ -168,7 +168,7 @@ pub struct ReclaimReport {
 /// The page allocator behind its lock (Linux: `zone->lock`), plus the operations that must drop
 /// the lock in between: pin guards, migration, reclaim.
 pub struct LockedPageAllocator {
-    inner: IrqSafeSpinLock<PageAllocator>,
+    pub(super) inner: IrqSafeSpinLock<PageAllocator>,
 }
 
 impl LockedPageAllocator {
@@ -190,8 +190,8 @@ impl LockedPageAllocator {
     }
 
     /// Pins a movable page for a long time (a DMA buffer kept mapped). A page in a lent SWIOTLB
-    /// block is first migrated out, so the pin cannot stop the block being taken back; if that
-    /// fails the pin is refused (Linux: `check_and_migrate_movable_pages()` for CMA).
+    /// block or a CMA block is first migrated out, so the pin cannot stop the block being taken
+    /// back; if that fails the pin is refused (Linux: `check_and_migrate_movable_pages()` for CMA).
     /// Task context only.
     pub fn pin_longterm<M: PhysMemory + ?Sized>(&self, page: MovablePage, mem: &M) -> Result<PinGuard<'_>, PinError> {
         assert!(!in_interrupt(), "pin_longterm may migrate: task context only");
@@ -199,10 +199,8 @@ impl LockedPageAllocator {
             {
                 let mut a = self.inner.lock();
                 let idx = a.entry(page).map_err(|_| PinError::Stale(page))?.idx;
-                let in_lent_block = matches!(
-                    a.pageblock_type[idx >> PAGEBLOCK_ORDER],
-                    Some(MigrateType::Swiotlb | MigrateType::Isolate)
-                );
+                let in_lent_block = a.pageblock_type[idx >> PAGEBLOCK_ORDER]
+                    .is_some_and(|mt| mt.is_borrowed_only() || mt == MigrateType::Isolate);
                 if !in_lent_block {
                     let addr = a.pin_longterm_here(page).map_err(|_| PinError::Stale(page))?;
                     return Ok(PinGuard { allocator: self, page, addr, longterm: true });
@@ -212,10 +210,10 @@ impl LockedPageAllocator {
                 self.migrate_page(page, mem).map_err(PinError::CannotMigrate)?;
             }
         }
-        unreachable!("a migrated page never lands in a SWIOTLB or isolated block")
+        unreachable!("a migrated page never lands in a SWIOTLB, CMA or isolated block")
     }
 
-    /// Moves a movable page to a frame outside SWIOTLB blocks. Task context only.
+    /// Moves a movable page to a frame outside SWIOTLB and CMA blocks. Task context only.
     pub fn migrate_page<M: PhysMemory + ?Sized>(&self, page: MovablePage, mem: &M) -> Result<(), MigrateError> {
         assert!(!in_interrupt(), "page migration runs in task context only");
         self.migrate_one(page, mem).map(|_| ())
@@ -249,21 +247,83 @@ impl LockedPageAllocator {
         mode: ReclaimMode,
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> Result<ReclaimReport, ReclaimError> {
-        assert!(!in_interrupt(), "reclaim migrates pages: task context only");
-        let blocks = {
+        self.alloc_contig_range(range.clone(), MigrateType::Swiotlb, mem, mode, on_drop).inspect_err(|e| {
+            if let ReclaimError::Busy(report) = e {
+                log::warn!("page_alloc: reclaim of {:#x}..{:#x} failed: {report:?}", range.start, range.end);
+            }
+        })
+    }
+
+    /// Takes pageblocks of `migratetype` out of the allocator (Linux: `alloc_contig_range(start,
+    /// end, migratetype)`): every block of `range` must be of that type (so a CMA allocation
+    /// never takes a lent SWIOTLB block and SWIOTLB reclaim never takes a CMA one); they are
+    /// isolated, their movable pages migrated out (clean ones dropped if `mode` allows, `on_drop`
+    /// told), and taken. If a page cannot move, the range is given back with its type. For CMA
+    /// the first such page fails the range (Linux: `-EBUSY`; `cma_alloc` then tries another
+    /// run); SWIOTLB reclaim goes on, so that its report names every page in the way. Callers:
+    /// [`reclaim_swiotlb_pageblocks`](Self::reclaim_swiotlb_pageblocks) and
+    /// [`CmaArea`](crate::mm::cma::CmaArea), which marks the range in its bitmap first.
+    /// Task context only.
+    pub(crate) fn alloc_contig_range<M: PhysMemory + ?Sized>(
+        &self,
+        range: Range<PhysAddr>,
+        migratetype: MigrateType,
+        mem: &M,
+        mode: ReclaimMode,
+        on_drop: &mut dyn FnMut(DroppedPage),
+    ) -> Result<ReclaimReport, ReclaimError> {
+        assert!(!in_interrupt(), "alloc_contig_range migrates pages: task context only");
+        let fail_fast = migratetype != MigrateType::Swiotlb;
+        let request = ContigRequest { accept: Accept::Only(migratetype), mode, take: true, fail_fast };
+        self.isolate_migrate_range(&range, request, mem, on_drop).map_err(|e| match e {
+            ContigError::Range(e) => ReclaimError::Range(e),
+            ContigError::WrongType { addr, .. } if migratetype == MigrateType::Swiotlb => ReclaimError::Range(RangeError::NotSwiotlb(addr)),
+            ContigError::WrongType { addr, .. } => ReclaimError::Range(RangeError::NotCma(addr)),
+            ContigError::Busy(report) => ReclaimError::Busy(report),
+        })
+    }
+
+    /// The body shared by SWIOTLB reclaim, compaction and `cma_alloc` (Linux:
+    /// `alloc_contig_range()`: `start_isolate_page_range()`, `__alloc_contig_migrate_range()`,
+    /// `test_pages_isolated()`): checks every pageblock of `range` against `request.accept`,
+    /// refuses a range holding unmovable pages (Linux: `has_unmovable_pages()`), isolates it,
+    /// migrates its movable pages (or drops clean ones, calling `on_drop` outside the lock) to
+    /// frames outside the range, then takes the emptied blocks out of the allocator or gives them
+    /// back their types. On failure every block gets its own type back. Task context only (the
+    /// callers assert it).
+    pub(super) fn isolate_migrate_range<M: PhysMemory + ?Sized>(
+        &self,
+        range: &Range<PhysAddr>,
+        request: ContigRequest,
+        mem: &M,
+        on_drop: &mut dyn FnMut(DroppedPage),
+    ) -> Result<ReclaimReport, ContigError> {
+        let mut report = ReclaimReport::default();
+        let (blocks, types) = {
             let mut a = self.inner.lock();
-            let blocks = a.pageblock_range(&range)?;
-            if let Some(b) = blocks.clone().find(|b| a.pageblock_type[*b] != Some(MigrateType::Swiotlb)) {
-                return Err(RangeError::NotSwiotlb(a.addr_of(b << PAGEBLOCK_ORDER)).into());
+            let blocks = a.pageblock_range(range).map_err(ContigError::Range)?;
+            let mut types = Vec::with_capacity(blocks.len());
+            for b in blocks.clone() {
+                let mt = a.pageblock_type[b];
+                match mt {
+                    Some(t) if request.accept.accepts(t, a.pageblock_is_free(b)) => types.push(t),
+                    _ => return Err(ContigError::WrongType { addr: a.addr_of(b << PAGEBLOCK_ORDER), mt }),
+                }
+            }
+            blocks.clone().for_each(|b| a.find_unmovable_pages(b, request.fail_fast, &mut report));
+            if report.is_busy() {
+                return Err(ContigError::Busy(report));
             }
             blocks.clone().for_each(|b| a.start_isolate_pageblock(b));
-            blocks
+            (blocks, types)
         };
-        let mut report = ReclaimReport::default();
-        for block in blocks.clone() {
+        'blocks: for block in blocks.clone() {
             let (mut cursor, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
             loop {
-                let step = self.inner.lock().reclaim_step(cursor, end, mode);
+                if request.fail_fast && report.is_busy() {
+                    break 'blocks;
+                }
+                let step = self.inner.lock().reclaim_step(cursor, end, request.mode);
                 cursor = match step {
                     ReclaimStep::Done => break,
                     ReclaimStep::Unmovable { addr, next } => {
@@ -292,14 +352,93 @@ impl LockedPageAllocator {
             }
         }
         let mut a = self.inner.lock();
-        if blocks.clone().all(|b| a.isolated_pageblock_is_free(b)) {
-            blocks.for_each(|b| a.take_free_pageblock(b));
+        if !report.is_busy() && blocks.clone().all(|b| a.isolated_pageblock_is_free(b)) {
+            if request.take {
+                blocks.for_each(|b| a.take_free_pageblock(b));
+            } else {
+                blocks.zip(types).for_each(|(b, mt)| a.undo_isolate_pageblock(b, mt));
+            }
             Ok(report)
         } else {
-            blocks.for_each(|b| a.undo_isolate_pageblock(b, MigrateType::Swiotlb));
-            drop(a);
-            log::warn!("page_alloc: reclaim of {:#x}..{:#x} failed: {report:?}", range.start, range.end);
-            Err(ReclaimError::Busy(report))
+            blocks.zip(types).for_each(|(b, mt)| a.undo_isolate_pageblock(b, mt));
+            Err(ContigError::Busy(report))
+        }
+    }
+}
+
+/// What [`LockedPageAllocator::isolate_migrate_range`] is asked to do.
+#[derive(Clone, Copy)]
+pub(super) struct ContigRequest {
+    /// Which pageblocks may be in the range; checked for every block before anything is
+    /// isolated. This is what keeps `cma_alloc` out of SWIOTLB blocks and SWIOTLB reclaim out of
+    /// CMA ones.
+    pub(super) accept: Accept,
+    /// What to do with clean pages.
+    pub(super) mode: ReclaimMode,
+    /// Take the emptied blocks out of the allocator; otherwise give them back their types.
+    pub(super) take: bool,
+    /// Refuse a range with a pinned page before isolating it, and stop at the first page that
+    /// cannot move (Linux `alloc_contig_range()`, `-EBUSY`). Reclaim goes on instead, so that its
+    /// report names every page in the way.
+    pub(super) fail_fast: bool,
+}
+
+/// The pageblock types a range to empty may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Accept {
+    /// Only blocks of this type.
+    Only(MigrateType),
+    /// MOVABLE blocks, and wholly free UNMOVABLE ones (compaction).
+    MovableOrFree,
+}
+
+impl Accept {
+    fn accepts(self, mt: MigrateType, wholly_free: bool) -> bool {
+        match self {
+            Accept::Only(t) => mt == t,
+            Accept::MovableOrFree => mt == MigrateType::Movable || (mt == MigrateType::Unmovable && wholly_free),
+        }
+    }
+}
+
+/// Why [`LockedPageAllocator::isolate_migrate_range`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum ContigError {
+    /// Not whole pageblocks inside the span.
+    Range(RangeError),
+    /// This pageblock's type is not one the caller accepts; nothing was isolated.
+    WrongType { addr: PhysAddr, mt: Option<MigrateType> },
+    /// Some pages could not be moved (or the range holds unmovable pages); isolation was undone.
+    Busy(ReclaimReport),
+}
+
+impl ReclaimReport {
+    /// Whether a page in the way was found (pinned, unmovable, or no target for it).
+    pub fn is_busy(&self) -> bool {
+        !(self.pinned.is_empty() && self.failed.is_empty() && self.unmovable.is_empty())
+    }
+}
+
+impl PageAllocator {
+    /// Whether a pageblock is one free block (never split, nothing allocated from it).
+    pub(super) fn pageblock_is_free(&self, block: usize) -> bool {
+        matches!(self.mem_map[block << PAGEBLOCK_ORDER], PageDesc::Free { order: MAX_PAGE_ORDER, .. })
+    }
+
+    /// Notes in `report` the unmovable blocks of a pageblock and, if `pinned_too`, its pinned
+    /// movable pages (Linux: `has_unmovable_pages()`, which isolation checks first).
+    pub(super) fn find_unmovable_pages(&self, block: usize, pinned_too: bool, report: &mut ReclaimReport) {
+        for (idx, desc) in self.pageblock_heads(block) {
+            match desc {
+                PageDesc::Allocated { .. } => report.unmovable.push(self.addr_of(idx)),
+                PageDesc::Movable { slot, .. } if pinned_too => {
+                    let page = self.movable.handle(slot);
+                    if self.movable.get(page).is_some_and(|e| e.pins > 0) {
+                        report.pinned.push(page);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -5,18 +5,19 @@
 //! | request     | 1. own lists | 2.                                | 3.                        |
 //! |-------------|--------------|-----------------------------------|---------------------------|
 //! | `Unmovable` | `Unmovable`  | steal from `Movable`              | fail                      |
-//! | `Movable`   | `Movable`    | borrow from `Swiotlb` (1)         | steal from `Unmovable`    |
+//! | `Movable`   | `Movable`    | borrow from `Swiotlb`, then `Cma` (1) | steal from `Unmovable` |
 //! | `Swiotlb`   | never requested: blocks only enter this type by being lent                 |
+//! | `Cma`       | never requested: blocks only enter this type from a CMA area's activation   |
 //! | `Isolate`   | never requested, never allocated from (its lists hold an isolated block)  |
 //!
 //! - *steal*: take the largest free page of the other type; if it is at least half a pageblock or
 //!   half the block is free, claim the whole block for the requester (change its type and move its
 //!   free pages, Linux: `try_to_claim_block()`), otherwise take just the page and leave the block
 //!   as it was.
-//! - *borrow*: take a page from a `Swiotlb` list and leave the block `Swiotlb`; like
-//!   `__rmqueue_cma_fallback()`, nothing ever converts a `Swiotlb` (or `Isolate`) block.
+//! - *borrow*: take a page from a `Swiotlb` or `Cma` list and leave the block as it is; like
+//!   `__rmqueue_cma_fallback()`, nothing ever converts a `Swiotlb`, `Cma` (or `Isolate`) block.
 //! - (1) skipped for migration targets and long-term pins (Linux: no `ALLOC_CMA`), so a page that
-//!   leaves a SWIOTLB block never lands in another one. Movable prefers its own blocks over
+//!   leaves a SWIOTLB or CMA block never lands in another one. Movable prefers its own blocks over
 //!   borrowing so lent memory stays cheap to take back; it borrows before stealing because
 //!   stealing mixes types and fragments `Unmovable` blocks for good.
 
@@ -30,17 +31,20 @@ pub enum MigrateType {
     /// Spare SWIOTLB memory lent to the allocator: movable allocations only, taken back by
     /// migration (Linux's proposed `MIGRATE_SWIOTLB`, modelled on `MIGRATE_CMA`).
     Swiotlb = 2,
+    /// A pageblock of a CMA area (Linux: `MIGRATE_CMA`): movable allocations only, taken
+    /// back by [`CmaArea::cma_alloc`](crate::mm::cma::CmaArea::cma_alloc).
+    Cma = 3,
     /// A block being taken back: nothing is allocated from it (Linux: `MIGRATE_ISOLATE`).
-    Isolate = 3,
+    Isolate = 4,
 }
 
 /// Number of migrate types (Linux: `MIGRATE_TYPES`).
-pub const MIGRATE_TYPES: usize = 4;
+pub const MIGRATE_TYPES: usize = 5;
 
 impl MigrateType {
     /// All types, in index order.
     pub const ALL: [MigrateType; MIGRATE_TYPES] =
-        [MigrateType::Unmovable, MigrateType::Movable, MigrateType::Swiotlb, MigrateType::Isolate];
+        [MigrateType::Unmovable, MigrateType::Movable, MigrateType::Swiotlb, MigrateType::Cma, MigrateType::Isolate];
 
     /// Index into per-type arrays.
     pub const fn index(self) -> usize {
@@ -53,8 +57,16 @@ impl MigrateType {
             MigrateType::Unmovable => "Unmovable",
             MigrateType::Movable => "Movable",
             MigrateType::Swiotlb => "Swiotlb",
+            MigrateType::Cma => "CMA",
             MigrateType::Isolate => "Isolate",
         }
+    }
+
+    /// Whether only movable allocations may borrow this type's free pages and nothing converts
+    /// its blocks (Linux: `is_migrate_cma()`; ours covers MIGRATE_SWIOTLB too). Migration
+    /// targets and long-term pins never land in such a block.
+    pub const fn is_borrowed_only(self) -> bool {
+        matches!(self, MigrateType::Swiotlb | MigrateType::Cma)
     }
 
     /// The letter used for this type in the RAM picture.
@@ -63,6 +75,7 @@ impl MigrateType {
             MigrateType::Unmovable => 'U',
             MigrateType::Movable => 'M',
             MigrateType::Swiotlb => 'S',
+            MigrateType::Cma => 'C',
             MigrateType::Isolate => 'I',
         }
     }
@@ -73,7 +86,7 @@ impl MigrateType {
 pub(super) enum Fallback {
     /// Take pages; the block may be claimed for the requester.
     Steal(MigrateType),
-    /// Take pages; the block keeps its type (SWIOTLB, like CMA).
+    /// Take pages; the block keeps its type (SWIOTLB and CMA).
     Borrow(MigrateType),
 }
 
@@ -82,8 +95,12 @@ pub(super) const fn fallbacks(request: MigrateType) -> &'static [Fallback] {
     match request {
         MigrateType::Unmovable => &[Fallback::Steal(MigrateType::Movable)],
         MigrateType::Movable => {
-            &[Fallback::Borrow(MigrateType::Swiotlb), Fallback::Steal(MigrateType::Unmovable)]
+            &[
+                Fallback::Borrow(MigrateType::Swiotlb),
+                Fallback::Borrow(MigrateType::Cma),
+                Fallback::Steal(MigrateType::Unmovable),
+            ]
         }
-        MigrateType::Swiotlb | MigrateType::Isolate => &[],
+        MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate => &[],
     }
 }

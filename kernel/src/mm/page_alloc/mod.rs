@@ -15,8 +15,11 @@
 //! - SWIOTLB blocks follow CMA's rules: only movable allocations use them, fallback stealing never
 //!   converts them, and a long-term pin first migrates the page out of them. See
 //!   [`migratetype`] for the fallback table.
+//! - MIGRATE_CMA blocks (a [`CmaArea`](crate::mm::cma::CmaArea)) follow the same rules.
 //! - Movable memory is held through a [`MovablePage`] handle so its frame can change. Migration
 //!   and reclaim of lent blocks are in [`migrate`]; the copy runs outside the allocator lock.
+//!   Compaction (emptying MOVABLE pageblocks, contiguous allocations that migrate) is in
+//!   `compaction`.
 //!
 //! # Why not `buddy_system_allocator::FrameAllocator`
 //! Its free lists are private `BTreeSet`s: it cannot take one pageblock's free pages out
@@ -34,6 +37,7 @@
 //! lock sections).
 
 mod allocator;
+mod compaction;
 mod error;
 mod isolate;
 pub mod migrate;
@@ -49,11 +53,12 @@ mod zone;
 mod tests;
 
 pub use allocator::PageAllocator;
+pub use compaction::{CompactError, CompactFailure, CompactReport};
 pub use error::{AllocError, FreeError, HandleError, InitError, MigrateError, PinError, RangeError, ReclaimError};
 pub use migrate::{DroppedPage, LockedPageAllocator, PinGuard, ReclaimMode, ReclaimReport};
 pub use migratetype::MigrateType;
 pub use movable::{MovableInfo, MovablePage, OwnerKind, PageOwner};
-pub use stats::{PageTypeInfo, RamPicture};
+pub use stats::{CompactStats, PageTypeInfo, RamPicture};
 pub use zone::ZoneType;
 
 use super::PAGE_SHIFT;

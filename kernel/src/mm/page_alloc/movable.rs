@@ -129,14 +129,14 @@ impl MovableTable {
 
 impl PageAllocator {
     /// Allocates a movable block of `2^order` pages: from MOVABLE blocks, else borrowed from lent
-    /// SWIOTLB blocks, else stolen from UNMOVABLE ones (see the table in
+    /// SWIOTLB blocks or CMA blocks, else stolen from UNMOVABLE ones (see the table in
     /// [`migratetype`](super::migratetype)).
     pub fn alloc_movable(&mut self, order: u8, highest_zone: ZoneType, owner: PageOwner) -> Result<MovablePage, AllocError> {
         self.alloc_movable_inner(order, highest_zone, owner, true)
     }
 
-    pub(super) fn alloc_movable_inner(&mut self, order: u8, highest_zone: ZoneType, owner: PageOwner, allow_swiotlb: bool) -> Result<MovablePage, AllocError> {
-        let idx = self.rmqueue(order, highest_zone, MigrateType::Movable, allow_swiotlb)?;
+    pub(super) fn alloc_movable_inner(&mut self, order: u8, highest_zone: ZoneType, owner: PageOwner, allow_borrow: bool) -> Result<MovablePage, AllocError> {
+        let idx = self.rmqueue(order, highest_zone, MigrateType::Movable, allow_borrow)?;
         let entry = MovableEntry { idx, order, highest_zone, owner, pins: 0, longterm_pins: 0, pin_seq: 0 };
         let Some(page) = self.movable.insert(entry) else {
             // Cannot happen: there is a slot per page. Stay correct anyway.
@@ -212,7 +212,7 @@ impl PageAllocator {
         Ok(self.addr_of(idx))
     }
 
-    /// Marks a pin long-term. The caller has made sure the page is outside SWIOTLB blocks.
+    /// Marks a pin long-term. The caller has made sure the page is outside SWIOTLB and CMA blocks.
     pub(super) fn pin_longterm_here(&mut self, page: MovablePage) -> Result<PhysAddr, HandleError> {
         let addr = self.pin(page)?;
         self.entry_mut(page)?.longterm_pins += 1;

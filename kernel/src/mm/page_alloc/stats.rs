@@ -18,6 +18,36 @@ pub struct PageTypeInfo {
     pub free_pages: [[usize; MIGRATE_TYPES]; NR_ZONES],
     /// `pageblocks[zone][migratetype]`: managed pageblocks of each type.
     pub pageblocks: [[usize; MIGRATE_TYPES]; NR_ZONES],
+    /// Compaction counters.
+    pub compaction: CompactStats,
+}
+
+/// What compaction did since boot (Linux: `compact_success`, `compact_fail`,
+/// `pgmigrate_success` ... in `/proc/vmstat`). Counted under the allocator lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Pageblocks emptied (by `compact_pageblock` or for `alloc_contig_pageblocks_compact`).
+    pub blocks_compacted: usize,
+    /// Pages migrated out of them.
+    pub pages_migrated: usize,
+    /// Clean pages dropped instead of migrated.
+    pub pages_dropped: usize,
+    /// Attempts that failed on a pinned page.
+    pub fail_pinned: usize,
+    /// Attempts that failed on an unmovable page.
+    pub fail_unmovable: usize,
+    /// Attempts that failed because no free page outside the range could take a page.
+    pub fail_no_target: usize,
+}
+
+impl fmt::Display for CompactStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "compaction: {} pageblocks compacted, {} pages migrated, {} dropped; failures: {} pinned, {} unmovable, {} no target memory",
+            self.blocks_compacted, self.pages_migrated, self.pages_dropped, self.fail_pinned, self.fail_unmovable, self.fail_no_target
+        )
+    }
 }
 
 impl PageAllocator {
@@ -27,6 +57,7 @@ impl PageAllocator {
             free_blocks: [[[0; MIGRATE_TYPES]; NR_PAGE_ORDERS]; NR_ZONES],
             free_pages: [[0; MIGRATE_TYPES]; NR_ZONES],
             pageblocks: [[0; MIGRATE_TYPES]; NR_ZONES],
+            compaction: self.compact_stats,
         };
         for (z, zone) in self.zones.iter().enumerate() {
             for (o, area) in zone.free_area.iter().enumerate() {
@@ -84,7 +115,7 @@ impl fmt::Display for PageTypeInfo {
             }
             writeln!(f)?;
         }
-        Ok(())
+        writeln!(f, "{}", self.compaction)
     }
 }
 
@@ -96,6 +127,7 @@ impl fmt::Display for PageTypeInfo {
 /// | `M`  | MOVABLE                                                                    |
 /// | `S`  | SWIOTLB: spare bounce-buffer memory lent to the allocator, holding pages    |
 /// | `s`  | SWIOTLB, lent and wholly free (reclaim takes it back without moving a page) |
+/// | `C`  | CMA: a free or borrowed pageblock of the CMA area                          |
 /// | `I`  | ISOLATE: being taken back                                                  |
 /// | `b`  | not managed here, belongs to a SWIOTLB pool (bounce slots)                 |
 /// | `.`  | not managed here: not RAM, reserved, or carved out for something else       |
@@ -111,7 +143,7 @@ pub struct RamPicture<'a, F> {
 impl PageAllocator {
     /// The legend of [`RamPicture`] in one line (the GDB view `pageblocks` prints the same).
     pub const RAM_PICTURE_LEGEND: &'static str = "M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, \
-         s lent and empty, I isolated, b bounce slots, . reserved, | end of ZONE_DMA";
+         s lent and empty, C CMA area, I isolated, b bounce slots, . reserved, | end of ZONE_DMA";
 
     /// True if pageblock `block` is one free buddy block of the pageblock's order. Each
     /// pageblock is its own buddy tree (`MAX_PAGE_ORDER` = `PAGEBLOCK_ORDER`) and freeing merges

@@ -100,7 +100,7 @@ fn nothing_converts_a_swiotlb_block() {
     assert_eq!(unmovable.len(), PAGEBLOCK_NR_PAGES);
     assert_eq!(a.pageblock_migratetype(block(1)), Some(MigrateType::Swiotlb));
     let info = a.pagetypeinfo();
-    assert_eq!(info.pageblocks[0], [1, 0, 1, 0]);
+    assert_eq!(info.pageblocks[0], [1, 0, 1, 0, 0]);
     check_invariants(&a);
 }
 

@@ -1,7 +1,7 @@
 //! Movable pages: pins, migration, long-term pins, reclaim of lent SWIOTLB blocks, and the
 //! page-cache and memory-pressure clients.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
@@ -213,38 +213,6 @@ fn a_long_term_pin_is_refused_if_the_page_cannot_leave_swiotlb() {
     assert_eq!(la.lock().movable_info(page).unwrap().pins, 0, "refused pin leaves no pin behind");
     hog.release(&la).unwrap();
     check_invariants(&la.lock());
-}
-
-/// Simulated RAM that runs a hook once, right after the first page copy (so while a migration
-/// is between its copy and its commit, with the allocator unlocked).
-struct CopyHook<'a, F: Fn() + Sync> {
-    mem: &'a SimMemory,
-    hook: F,
-    fired: AtomicBool,
-}
-
-impl<'a, F: Fn() + Sync> CopyHook<'a, F> {
-    fn new(mem: &'a SimMemory, hook: F) -> Self {
-        CopyHook { mem, hook, fired: AtomicBool::new(false) }
-    }
-}
-
-impl<F: Fn() + Sync> PhysMemory for CopyHook<'_, F> {
-    fn read(&self, pa: PhysAddr, buf: &mut [u8]) {
-        self.mem.read(pa, buf)
-    }
-    fn write(&self, pa: PhysAddr, data: &[u8]) {
-        self.mem.write(pa, data)
-    }
-    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: usize) {
-        self.mem.copy(dst, src, len);
-        if !self.fired.swap(true, Ordering::SeqCst) {
-            (self.hook)();
-        }
-    }
-    fn fill(&self, pa: PhysAddr, byte: u8, len: usize) {
-        self.mem.fill(pa, byte, len)
-    }
 }
 
 #[test]

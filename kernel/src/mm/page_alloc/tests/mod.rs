@@ -2,6 +2,8 @@
 
 #![allow(clippy::single_range_in_vec_init)] // free-range lists of one range
 
+mod cma;
+mod compaction;
 mod errors;
 mod fallback;
 mod migration;
@@ -9,13 +11,14 @@ mod proptests;
 mod stats;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::vec::Vec;
 
 use super::migratetype::MigrateType;
 use super::page::{PageDesc, NIL};
 use super::zone::ZoneType;
 use super::*;
-use crate::mm::phys::SimMemory;
+use crate::mm::phys::{PhysMemory, SimMemory};
 use crate::mm::PhysAddr;
 
 /// Where simulated RAM starts (QEMU virt's RAM base).
@@ -99,7 +102,7 @@ pub(super) fn check_invariants(a: &PageAllocator) {
                 }
             }
             PageDesc::Allocated { .. } => assert!(
-                !matches!(mt, MigrateType::Swiotlb | MigrateType::Isolate),
+                !matches!(mt, MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate),
                 "unmovable block at {idx} in a {mt:?} pageblock"
             ),
             PageDesc::Movable { order: o, slot } => {
@@ -142,3 +145,36 @@ pub(super) fn check_invariants(a: &PageAllocator) {
         }
     }
 }
+
+/// Simulated RAM that runs a hook once, right after the first page copy (so while a migration
+/// is between its copy and its commit, with the allocator unlocked).
+pub(super) struct CopyHook<'a, F: Fn() + Sync> {
+    mem: &'a SimMemory,
+    hook: F,
+    pub(super) fired: AtomicBool,
+}
+
+impl<'a, F: Fn() + Sync> CopyHook<'a, F> {
+    pub(super) fn new(mem: &'a SimMemory, hook: F) -> Self {
+        CopyHook { mem, hook, fired: AtomicBool::new(false) }
+    }
+}
+
+impl<F: Fn() + Sync> PhysMemory for CopyHook<'_, F> {
+    fn read(&self, pa: PhysAddr, buf: &mut [u8]) {
+        self.mem.read(pa, buf)
+    }
+    fn write(&self, pa: PhysAddr, data: &[u8]) {
+        self.mem.write(pa, data)
+    }
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: usize) {
+        self.mem.copy(dst, src, len);
+        if !self.fired.swap(true, Ordering::SeqCst) {
+            (self.hook)();
+        }
+    }
+    fn fill(&self, pa: PhysAddr, byte: u8, len: usize) {
+        self.mem.fill(pa, byte, len)
+    }
+}
+
