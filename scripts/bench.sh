@@ -72,6 +72,12 @@ configs=(
     "policy-lend|demo=bench-policy swiotlb_policy=lend|"
     "policy-static|demo=bench-policy swiotlb_policy=static|"
     "policy-dynamic|demo=bench-policy swiotlb_policy=dynamic|"
+    # The fair variants: Linux's dynamic and the CMA rival with the boot pool lend keeps
+    # (swiotlb_keep=2 pageblocks = 2048 slots), the CMA area as large as lend's lent part.
+    "policy-dynamic-small|demo=bench-policy swiotlb_policy=dynamic swiotlb=2048|"
+    "policy-cma|demo=bench-policy swiotlb_policy=cma cma=28M|"
+    "scaling-dynamic|demo=bench-scaling swiotlb_policy=dynamic swiotlb=2048 swiotlb_dyn_pool=1|"
+    "scaling-lend|demo=bench-scaling swiotlb_policy=lend|"
     "pools|demo=bench-pools,ms=$ms|"
     # The virtio features, each combination of RING_EVENT_IDX and INDIRECT_DESC.
     "features-idx-ind|demo=bench-features,ms=$ms blk_event_idx=on blk_indirect=on|"

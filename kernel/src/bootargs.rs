@@ -13,10 +13,14 @@ use core::fmt;
 pub enum SwiotlbPolicy {
     /// Classic Linux: the whole pool reserved as bounce slots, nothing lent.
     Static,
-    /// Linux 6.6 SWIOTLB_DYNAMIC: a small pool, more pools from the page allocator, never shrinking.
+    /// Linux 6.6 SWIOTLB_DYNAMIC: the boot pool, transient pools on a miss (any context), more
+    /// pools from the page allocator (with compaction) in a worker, never shrinking.
     Dynamic,
     /// This design: the spare part lent as MIGRATE_SWIOTLB, reclaimed and lent again.
     Lend,
+    /// The rival upstream asked about: a small pool grown with chunks `cma_alloc`ed from the CMA
+    /// area, each given back to the area once idle.
+    Cma,
 }
 
 /// Linux's `swiotlb=<slots>[,<areas>][,force|noforce]`.
@@ -51,8 +55,17 @@ pub struct KernelParams {
     pub swiotlb_shrink_delay_ms: u64,
     /// `swiotlb_batch=<pageblocks>`: pageblocks reclaimed or lent per worker run.
     pub swiotlb_batch: u32,
-    /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent).
+    /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent; under
+    /// `cma` the boot pool's size).
     pub swiotlb_keep: u32,
+    /// `swiotlb_transient=on|off`: under `dynamic`, a mapping that misses every pool gets a
+    /// transient pool (on, as Linux 6.6) or fails and is deferred (off).
+    pub swiotlb_transient: bool,
+    /// `swiotlb_dyn_pool=<pageblocks>`: size the `dynamic` worker first tries for a new pool,
+    /// halving on failure (0: the boot pool's size, Linux's `default_nslabs`).
+    pub swiotlb_dyn_pool: u32,
+    /// `swiotlb_cma_chunk=<pageblocks>`: size of each chunk the `cma` policy allocates.
+    pub swiotlb_cma_chunk: u32,
     /// `blk_inflight_kib=<KiB>`: the in-flight DMA a DMA-limited virtio-blk disk tells the DMA
     /// layer about at probe (enough earns it a per-device pool); 0: no hint.
     pub blk_inflight_kib: u64,
@@ -84,6 +97,9 @@ impl Default for KernelParams {
             swiotlb_shrink_delay_ms: 200,
             swiotlb_batch: 2,
             swiotlb_keep: 2,
+            swiotlb_transient: true,
+            swiotlb_dyn_pool: 0,
+            swiotlb_cma_chunk: 2,
             blk_inflight_kib: 4096,
             blk_indirect: false,
             blk_event_idx: false,
@@ -128,6 +144,9 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_shrink_delay_ms", Some(v)) => parse_num(v, 0, 3_600_000).map(|n| p.swiotlb_shrink_delay_ms = n),
             ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
+            ("swiotlb_transient", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_transient = b),
+            ("swiotlb_dyn_pool", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_dyn_pool = n as u32),
+            ("swiotlb_cma_chunk", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_cma_chunk = n as u32),
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
             ("blk_indirect", Some(v)) => parse_on_off(v).map(|b| p.blk_indirect = b),
             ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
@@ -137,7 +156,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
-            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "blk_inflight_kib" | "blk_indirect"
+            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
             | "blk_event_idx" | "demo" | "cma", _) => {
                 Err("needs a value (key=value)")
             }
@@ -198,7 +217,8 @@ fn parse_policy(v: &str) -> Result<SwiotlbPolicy, &'static str> {
         "static" => Ok(SwiotlbPolicy::Static),
         "dynamic" => Ok(SwiotlbPolicy::Dynamic),
         "lend" => Ok(SwiotlbPolicy::Lend),
-        _ => Err("expected static, dynamic or lend"),
+        "cma" => Ok(SwiotlbPolicy::Cma),
+        _ => Err("expected static, dynamic, lend or cma"),
     }
 }
 

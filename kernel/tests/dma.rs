@@ -234,13 +234,25 @@ fn burst_from_irq_context() -> TestResult {
         SwiotlbPolicy::Lend => {
             kassert!(r.done_under_pressure, "lend stalled under memory pressure");
             kassert!(a.pageblocks_reclaimed > b.pageblocks_reclaimed, "the pool never grew by reclaim");
+            kassert!(a.pages_migrated > b.pages_migrated, "reclaim migrated no page out of the lent blocks");
             kassert!(idle < peak, "the idle pool did not shrink");
         }
         SwiotlbPolicy::Dynamic => {
-            // Under pressure it may find no whole free pageblock (every block holds movable
-            // pages); once memory is free it adds pools. Either way it grew, and never shrinks.
-            kassert!(a.extra_pools > b.extra_pools, "no extra pool was added");
-            kassert_eq!(idle, peak);
+            // Linux 6.6: a miss gets a transient pool in any context, and the worker adds pools
+            // (compacting movable pages out of the way); nothing ever shrinks. With the whole
+            // boot pool (32 MiB) the burst fits and nothing grows.
+            let t = layer().manager.transient_pools().stats();
+            kprintln!("  transient pools: {t:?}");
+            kassert!(r.done_under_pressure, "dynamic stalled under memory pressure");
+            kassert!(peak >= before && idle == peak, "dynamic pools shrank");
+            kassert!(r.irq_failures == 0 || !kernel().params.swiotlb_transient, "{} IRQ-context failures with transient pools on", r.irq_failures);
+            kassert_eq!(layer().manager.transient_pools().live(), 0);
+        }
+        SwiotlbPolicy::Cma => {
+            kassert!(r.done_under_pressure, "cma stalled under memory pressure");
+            kassert!(a.cma_chunks_allocated > b.cma_chunks_allocated, "the pool never grew from the CMA area");
+            kassert!(a.pages_migrated > b.pages_migrated, "cma_alloc migrated no page out of the CMA area");
+            kassert!(idle < peak, "the idle pool did not give chunks back");
         }
         SwiotlbPolicy::Static => {
             kassert!(r.done_under_pressure);
@@ -255,8 +267,8 @@ fn per_device_pool() -> TestResult {
     let d = disk0()?;
     let api = &layer().api;
     let outcome = set_inflight_hint(d, 4 << 20);
-    if kernel().params.swiotlb_policy == SwiotlbPolicy::Dynamic {
-        kassert!(outcome.is_err(), "dynamic has no spare blocks to carve: {outcome:?}");
+    if matches!(layer().manager.policy(), SwiotlbPolicy::Dynamic | SwiotlbPolicy::Cma) {
+        kassert!(outcome.is_err(), "no device pools under dynamic and cma: {outcome:?}");
         return Ok(());
     }
     kassert_eq!(outcome.map_err(|x| format!("{x:?}"))?, HintOutcome::Carved(2));

@@ -7,6 +7,8 @@
 //!   1 to 64, interrupts and kicks per request), under the boot's `blk_indirect=` and
 //!   `blk_event_idx=`;
 //! - `bench-map`: mapping cost (map+unmap, `is_swiotlb_buffer`, with 1..512 live mappings);
+//! - `bench-scaling`: map+unmap and `is_swiotlb_buffer` as the pool list grows to 1, 8 and 64
+//!   pools (under `dynamic`), or at the pools the booted policy has;
 //! - `bench-policy`: the scripted workload under `swiotlb_policy=` (the design table);
 //! - `bench-pools`: disk 0 with and without its in-flight hint while disks 1 and 2 compete.
 //!
@@ -67,7 +69,7 @@ mod image {
     fn options(k: &Kernel) -> Result<Options, String> {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
-        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|policy|pools>[,options]"))?;
+        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools>[,options]"))?;
         let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2 };
         for w in words {
             match w.split_once('=') {
@@ -102,6 +104,7 @@ mod image {
             "io" => super::io::bounce_cost(k, o, &mut out),
             "features" => super::io::virtio_features(k, o, &mut out),
             "map" => limited_device(k).and_then(|d| super::mapping::mapping_cost(d, &mut out)),
+            "scaling" => limited_device(k).and_then(|d| super::mapping::pool_scaling(d, &mut out)),
             "policy" => {
                 time::stop_tick(); // the workload drives the tick itself
                 limited_device(k).and_then(|d| super::policy::design_table(k, d, &mut out))

@@ -75,3 +75,64 @@ pub fn mapping_cost(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String
     out.raw("rows", array(rows));
     Ok(())
 }
+
+/// Pool counts at which [`pool_scaling`] measures.
+const POOL_COUNTS: [usize; 3] = [1, 8, 64];
+
+/// Lookup cost as pools are added (upstream's question about many pools: Linux's dynamic mode
+/// keeps a list that map, unmap, sync and `is_swiotlb_buffer` search; `lend` and `cma` keep one
+/// slot manager or a short list). Under the policy booted: with `dynamic` and
+/// `swiotlb_dyn_pool=1`, each worker run after a miss adds a one-pageblock pool; the default and
+/// all but the newest pool are then kept full, so the measured map+unmap lands in the newest,
+/// and `is_swiotlb_buffer` of a buffer outside every pool walks them all. Other policies are
+/// measured once, at the pool count they have.
+pub fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
+    use kernel::platform::dma::RAM;
+    use kernel::platform::mm::page_allocator;
+    let api = &dma().api;
+    let m = dma().manager;
+    let inside = ktest::buffer(4, false)?;
+    let beyond = ktest::buffer(4, true)?;
+    let clock: fn() -> core::time::Duration = kernel::platform::time::uptime;
+    let mut rows = Vec::new();
+    let mut fill: Vec<u64> = Vec::new();
+    let grows = m.policy() == kernel::bootargs::SwiotlbPolicy::Dynamic;
+    for &want in &POOL_COUNTS {
+        let pools = || m.pools().count();
+        while grows && pools() < want {
+            // Fill what exists (64 KiB mappings), then let the worker add one pool.
+            while let Ok(a) = api.map_single(dev, beyond, 64 << 10, DmaDirection::ToDevice, COPY) {
+                if !m.is_swiotlb_buffer(a) || m.transient_pools().contains(a) {
+                    api.unmap_single(dev, a, 64 << 10, DmaDirection::ToDevice, COPY).map_err(ktest::err)?;
+                    break;
+                }
+                fill.push(a);
+            }
+            let before = pools();
+            m.note_miss();
+            m.worker(page_allocator(), &RAM, &clock, &mut |_| {});
+            if pools() == before {
+                return Err(alloc::format!("the worker added no pool at {before} pools"));
+            }
+        }
+        let n = iters_for(4096);
+        let mut o = Obj::new();
+        o.int("pools", pools() as u64)
+            .num("bounce_map_unmap_4k_ns", ns_per_op(REPS, n, || map_unmap(dev, beyond, 4096, DmaDirection::ToDevice, SKIP)))
+            .num("memcpy_4k_ns", memcpy_ns(inside, beyond, 4096))
+            .num("is_swiotlb_buffer_miss_ns", ns_per_op(REPS, 20_000, || {
+                core::hint::black_box(api.is_swiotlb_buffer(dev, core::hint::black_box(beyond)));
+            }));
+        rows.push(o.finish());
+        if !grows {
+            break;
+        }
+    }
+    for a in fill {
+        api.unmap_single(dev, a, 64 << 10, DmaDirection::ToDevice, COPY).map_err(ktest::err)?;
+    }
+    ktest::free_buffer(inside, 4);
+    ktest::free_buffer(beyond, 4);
+    out.raw("scaling", array(rows));
+    Ok(())
+}

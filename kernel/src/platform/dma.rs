@@ -4,7 +4,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::bootargs::KernelParams;
+use crate::bootargs::{KernelParams, SwiotlbPolicy};
 use crate::dma::debug::{DeviceId, DmaDebug};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
@@ -241,8 +241,28 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         log::warn!("swiotlb: {want_areas} areas do not fit a pool of {nslots} slots (each area needs whole segments of {IO_TLB_SEGSIZE} slots); using {nareas}");
     }
     let geometry = PoolGeometry { start: base, nslots, nareas };
-    let manager = SwiotlbManager::new(geometry, Tunables::from_params(params), false, pages).map_err(DmaSetupError::Manager)?;
+    let mut tunables = Tunables::from_params(params);
+    let cma = super::mm::cma_area();
+    if tunables.policy == SwiotlbPolicy::Cma && cma.is_none() {
+        log::warn!("swiotlb_policy=cma: no CMA area (neither a reusable linux,cma-default shared-dma-pool node nor cma=<size>); using swiotlb_policy=dynamic");
+        tunables.policy = SwiotlbPolicy::Dynamic;
+    }
+    let manager = SwiotlbManager::new(geometry, tunables, false, pages).map_err(DmaSetupError::Manager)?;
     let manager: &'static SwiotlbManager = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
+    manager.enable_transient_pools(pages);
+    if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {
+        manager.enable_cma(area);
+    }
+    // `swiotlb=` asked for less than the region: the rest is ordinary memory, as it would be in
+    // Linux, where only the pool is reserved (whole pageblocks; a partial one stays reserved).
+    let pool_end = base + ((nslots as u64) << IO_TLB_SHIFT);
+    let spare = (size - (pool_end - base)) / crate::mm::page_alloc::PAGEBLOCK_SIZE;
+    if spare > 0 {
+        match pages.lock().free_contig_pageblocks(pool_end, spare as usize) {
+            Ok(()) => log::info!("swiotlb: {spare} pageblocks of the region beyond the pool ({pool_end:#x}) given to the page allocator"),
+            Err(e) => log::warn!("swiotlb: the region beyond the pool stays reserved: {e:?}"),
+        }
+    }
     if let Ok(id) = SYSTEM_WQ.register("swiotlb", swiotlb_worker) {
         WORKER.store(id.raw(), Ordering::Relaxed);
     }

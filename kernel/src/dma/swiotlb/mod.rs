@@ -9,7 +9,8 @@
 //! - `area`: one area's lock, search cursor and counts;
 //! - `pool`: the pool, the IRQ reserve and lending spare slots to the page allocator;
 //! - `bounce`: `map`/`unmap`/`sync_*`, the copies between the original buffer and the slots;
-//! - `stats`: counters.
+//! - `stats`: counters;
+//! - `transient`: one-mapping pools allocated when every pool misses (Linux 6.6 `SWIOTLB_DYNAMIC`).
 //!
 //! Where we differ from Linux, and why:
 //! - Each slot has a state ([`SlotState`]): besides Free and Used, a slot may be Lent to the page
@@ -31,6 +32,7 @@ mod pool;
 mod slots;
 mod stats;
 pub mod lend;
+pub mod transient;
 
 #[cfg(test)]
 mod tests;

@@ -169,6 +169,15 @@ impl SlotRequest {
         })
     }
 
+    /// Where a run may start inside a block of `block_bytes` (a power of two) aligned on its
+    /// size, whatever the block's address: `None` if the alignment asked for is larger than the
+    /// block (then it depends on the block's address). Transient pools place their run with it.
+    pub(super) fn run_offset_in_block(&self, block_bytes: u64) -> Option<u64> {
+        let block_mask = block_bytes - 1;
+        (self.alloc_align_mask <= block_mask && self.iotlb_align_mask <= block_mask)
+            .then_some(self.orig_addr & self.iotlb_align_mask)
+    }
+
     /// Whether a run may start at a slot at `addr`.
     fn fits_at(&self, addr: PhysAddr) -> bool {
         addr & self.alloc_align_mask == 0 && addr & self.iotlb_align_mask == self.orig_addr & self.iotlb_align_mask

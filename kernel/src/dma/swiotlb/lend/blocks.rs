@@ -17,7 +17,8 @@ pub enum BlockState {
     /// The slots of a per-device pool; `Lent` in the default pool's slot states, so its slot
     /// search skips them, but not in the page allocator.
     CarvedForDevice = 3,
-    /// Reserved but not used (the dynamic policy uses only `swiotlb_keep` pageblocks).
+    /// Not part of the pool: given to the page allocator as ordinary MOVABLE memory (the `cma`
+    /// policy's boot pool is only `swiotlb_keep` pageblocks).
     Unused = 4,
 }
 

@@ -34,6 +34,12 @@ pub struct Tunables {
     pub batch: usize,
     /// Pageblocks that always stay bounce slots (`swiotlb_keep`).
     pub keep_pageblocks: usize,
+    /// `dynamic`: transient pools on a miss (Linux 6.6 behaviour).
+    pub transient: bool,
+    /// `dynamic`: pageblocks the worker first asks for (0: the boot pool's size).
+    pub dyn_pool_pageblocks: usize,
+    /// `cma`: pageblocks per chunk.
+    pub cma_chunk_pageblocks: usize,
 }
 
 impl Tunables {
@@ -47,6 +53,9 @@ impl Tunables {
             shrink_delay: Duration::from_millis(p.swiotlb_shrink_delay_ms),
             batch: (p.swiotlb_batch as usize).max(1),
             keep_pageblocks: p.swiotlb_keep as usize,
+            transient: p.swiotlb_transient,
+            dyn_pool_pageblocks: p.swiotlb_dyn_pool as usize,
+            cma_chunk_pageblocks: (p.swiotlb_cma_chunk as usize).max(1),
         }
     }
 

@@ -46,7 +46,7 @@ impl SwiotlbManager {
     /// Carves `pageblocks` contiguous pageblocks into a device pool. Lent pageblocks are taken
     /// back first (reclaim, then scrub, as the worker grows); if no run of lent ones can be had,
     /// wholly free slot pageblocks are taken from the default pool. Task context only. Not under
-    /// `dynamic` (its default pool is only the kept pageblocks).
+    /// `dynamic` and `cma`: Linux has no per-device pools, and the rival is built as Linux would.
     pub fn carve_device_pool(
         &self,
         pages: &LockedPageAllocator,
@@ -55,7 +55,7 @@ impl SwiotlbManager {
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> Result<DevicePool, LendError> {
         assert!(!in_interrupt(), "carving a device pool migrates pages: task context only");
-        if self.policy == SwiotlbPolicy::Dynamic {
+        if matches!(self.policy, SwiotlbPolicy::Dynamic | SwiotlbPolicy::Cma) {
             return Err(LendError::PolicyForbids { policy: self.policy, what: "device pools" });
         }
         let _running = Exclusive::enter(&self.running)?;

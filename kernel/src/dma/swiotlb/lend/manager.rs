@@ -10,6 +10,7 @@ use super::config::{PoolGeometry, Tunables};
 use super::stats::{LendCounters, LendStats};
 use super::{LendError, MAX_EXTRA_POOLS, SLOTS_PER_PAGEBLOCK};
 use crate::bootargs::SwiotlbPolicy;
+use crate::dma::swiotlb::transient::TransientPools;
 use crate::dma::swiotlb::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SIZE};
 use crate::mm::page_alloc::{LockedPageAllocator, PAGEBLOCK_SIZE};
 use crate::mm::phys::PhysMemory;
@@ -21,7 +22,7 @@ use crate::mm::PhysAddr;
 /// and [`is_swiotlb_buffer`](Self::is_swiotlb_buffer) are safe in IRQ context and never allocate;
 /// construction, the worker and device pools are task context only.
 pub struct SwiotlbManager {
-    /// The default pool over the reserved range (under `dynamic`, over its first
+    /// The default pool over the reserved range (under `cma`, over its first
     /// `min_slot_pageblocks` only).
     pub(super) pool: SwiotlbPool,
     /// Start of the reserved range (pageblock aligned).
@@ -34,9 +35,16 @@ pub struct SwiotlbManager {
     pub(super) tunables: Tunables,
     /// One state per pageblock of the reserved range.
     pub(super) blocks: BlockStates,
-    /// Extra pools (dynamic policy), published once each, read lock-free.
-    pub(super) extra: [spin::Once<SwiotlbPool>; MAX_EXTRA_POOLS],
+    /// Extra pools (dynamic and cma policies), published once each, read lock-free: Linux's
+    /// RCU list of pools (`io_tlb_mem.pools`), searched in order by map, unmap, sync and
+    /// `is_swiotlb_buffer`.
+    /// On the heap: `MAX_EXTRA_POOLS` pools inline would not fit the boot stack.
+    pub(super) extra: alloc::boxed::Box<[spin::Once<SwiotlbPool>]>,
     pub(super) nr_extra: AtomicUsize,
+    /// Transient pools (dynamic policy): one mapping each, allocated when every pool missed.
+    pub(super) transient: TransientPools,
+    /// The CMA area the `cma` policy takes its chunks from.
+    pub(super) cma: spin::Once<&'static crate::mm::cma::CmaArea>,
     /// A mapping missed since the worker last looked.
     pub(super) miss_pending: AtomicBool,
     /// Usage reached the high watermark since the worker last looked.
@@ -51,10 +59,11 @@ pub struct SwiotlbManager {
 impl SwiotlbManager {
     /// Builds the default pool over `geometry` as `tunables.policy` says. Task context.
     ///
-    /// - `static`: every slot is a bounce slot; `pages` is not touched.
-    /// - `dynamic`: the pool covers `tunables.min_slot_pageblocks()` pageblocks; the rest of the
-    ///   reserved range stays [`BlockState::Unused`] (it is memblock-reserved; we do not hand it
-    ///   to the page allocator behind the policy's back).
+    /// - `static` and `dynamic`: every slot is a bounce slot (Linux keeps its boot pool whole
+    ///   under `SWIOTLB_DYNAMIC` too); `pages` is not touched. `dynamic` grows later.
+    /// - `cma`: the pool covers `tunables.min_slot_pageblocks()` pageblocks; the rest of the
+    ///   reserved range ([`BlockState::Unused`]) is given to `pages` as ordinary MOVABLE memory
+    ///   (nothing stays reserved and unused); the pool grows with chunks from the CMA area.
     /// - `lend`: the first `min_slot_pageblocks()` pageblocks are slots, the rest is lent to
     ///   `pages` as MIGRATE_SWIOTLB in one all-or-nothing call.
     ///
@@ -78,15 +87,15 @@ impl SwiotlbManager {
                 log::info!("swiotlb: pool shared with devices, never lent: static policy");
                 SwiotlbPolicy::Static
             }
-            SwiotlbPolicy::Dynamic if never_lend => {
-                return Err(LendError::PolicyForbids { policy: SwiotlbPolicy::Dynamic, what: "a never-lend pool" })
+            p @ (SwiotlbPolicy::Dynamic | SwiotlbPolicy::Cma) if never_lend => {
+                return Err(LendError::PolicyForbids { policy: p, what: "a never-lend pool" })
             }
             p => p,
         };
         let nblocks = geometry.nslots / SLOTS_PER_PAGEBLOCK;
         let slot_blocks = tunables.min_slot_pageblocks().clamp(1, nblocks);
         let pool_slots = match policy {
-            SwiotlbPolicy::Dynamic => slot_blocks * SLOTS_PER_PAGEBLOCK,
+            SwiotlbPolicy::Cma => slot_blocks * SLOTS_PER_PAGEBLOCK,
             _ => geometry.nslots,
         };
         let pool = SwiotlbPool::new(geometry.start, pool_slots, geometry.nareas)?;
@@ -99,8 +108,10 @@ impl SwiotlbManager {
             never_lend,
             tunables,
             blocks,
-            extra: core::array::from_fn(|_| spin::Once::new()),
+            extra: (0..MAX_EXTRA_POOLS).map(|_| spin::Once::new()).collect(),
             nr_extra: AtomicUsize::new(0),
+            transient: TransientPools::new(),
+            cma: spin::Once::new(),
             miss_pending: AtomicBool::new(false),
             high_usage_seen: AtomicBool::new(false),
             low_since_ns: AtomicU64::new(0),
@@ -108,8 +119,14 @@ impl SwiotlbManager {
             counters: LendCounters::default(),
         };
         match policy {
-            SwiotlbPolicy::Static => {}
-            SwiotlbPolicy::Dynamic => (slot_blocks..nblocks).for_each(|b| manager.blocks.set(b, BlockState::Unused)),
+            SwiotlbPolicy::Static | SwiotlbPolicy::Dynamic => {}
+            SwiotlbPolicy::Cma if slot_blocks < nblocks => {
+                let spare = slot_blocks..nblocks;
+                let range = manager.block_addrs(spare.clone());
+                pages.lock().free_contig_pageblocks(range.start, spare.len())?;
+                spare.for_each(|b| manager.blocks.set(b, BlockState::Unused));
+            }
+            SwiotlbPolicy::Cma => {}
             SwiotlbPolicy::Lend if slot_blocks < nblocks => {
                 let spare = slot_blocks..nblocks;
                 manager.pool.lend(spare.start * SLOTS_PER_PAGEBLOCK..spare.end * SLOTS_PER_PAGEBLOCK)?;
@@ -141,7 +158,20 @@ impl SwiotlbManager {
         &self.pool
     }
 
-    /// The extra pools added so far (dynamic policy), oldest first.
+    /// Lets the dynamic policy allocate transient pools from `pages` when every pool misses
+    /// (Linux 6.6 does, in any context); without it such a mapping fails and is deferred.
+    pub fn enable_transient_pools(&self, pages: &'static LockedPageAllocator) {
+        if self.policy == SwiotlbPolicy::Dynamic && self.tunables.transient {
+            self.transient.enable(pages);
+        }
+    }
+
+    /// The transient pools (dynamic policy).
+    pub fn transient_pools(&self) -> &TransientPools {
+        &self.transient
+    }
+
+    /// The extra pools added so far (dynamic and cma policies), oldest first.
     pub fn extra_pools(&self) -> impl Iterator<Item = &SwiotlbPool> + '_ {
         let n = self.nr_extra.load(Ordering::Acquire);
         self.extra[..n].iter().filter_map(spin::Once::get)
@@ -205,6 +235,7 @@ impl SwiotlbManager {
             SwiotlbPolicy::Static => false,
             SwiotlbPolicy::Lend => self.blocks.count(BlockState::Lent) > 0,
             SwiotlbPolicy::Dynamic => self.nr_extra.load(Ordering::Relaxed) < MAX_EXTRA_POOLS,
+            SwiotlbPolicy::Cma => self.cma_can_grow(),
         }
     }
 
@@ -231,7 +262,9 @@ impl SwiotlbManager {
 
     /// Bounces `size` bytes at `orig` (see [`SwiotlbPool::map`]), trying the default pool then the
     /// extra pools. If none has room the miss is noted ([`should_kick`](Self::should_kick) turns
-    /// true) and the last pool's error is returned: the caller defers or fails the request.
+    /// true); under `dynamic` a transient pool is then allocated for this mapping (Linux
+    /// `swiotlb_find_slots`), otherwise the last pool's error is returned: the caller defers or
+    /// fails the request.
     pub fn map(
         &self,
         mem: &dyn PhysMemory,
@@ -254,7 +287,11 @@ impl SwiotlbManager {
             }
         }
         self.note_miss();
-        Err(no_room.expect("there is always a default pool"))
+        let no_room = no_room.expect("there is always a default pool");
+        if self.transient.enabled() {
+            return self.transient.map(mem, orig, size, dir, align).map_err(|_| no_room);
+        }
+        Err(no_room)
     }
 
     /// Ends a mapping (see [`SwiotlbPool::unmap`]).
@@ -266,24 +303,35 @@ impl SwiotlbManager {
         dir: DmaDirection,
         attrs: DmaAttrs,
     ) -> Result<(), SwiotlbError> {
-        self.pool_of(tlb_addr)?.unmap(mem, tlb_addr, size, dir, attrs)
+        match self.pool_of(tlb_addr) {
+            Ok(pool) => pool.unmap(mem, tlb_addr, size, dir, attrs),
+            Err(e) if !self.transient.contains(tlb_addr) => Err(e),
+            Err(_) => self.transient.unmap(mem, tlb_addr, size, dir, attrs),
+        }
     }
 
     /// See [`SwiotlbPool::sync_for_cpu`].
     pub fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        self.pool_of(tlb_addr)?.sync_for_cpu(mem, tlb_addr, size, dir)
+        match self.pool_of(tlb_addr) {
+            Ok(pool) => pool.sync_for_cpu(mem, tlb_addr, size, dir),
+            Err(_) => self.transient.sync(mem, tlb_addr, size, dir, false),
+        }
     }
 
     /// See [`SwiotlbPool::sync_for_device`].
     pub fn sync_for_device(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        self.pool_of(tlb_addr)?.sync_for_device(mem, tlb_addr, size, dir)
+        match self.pool_of(tlb_addr) {
+            Ok(pool) => pool.sync_for_device(mem, tlb_addr, size, dir),
+            Err(_) => self.transient.sync(mem, tlb_addr, size, dir, true),
+        }
     }
 
     /// Whether `pa` is inside a live bounce buffer of one of the pools (Linux
     /// `is_swiotlb_buffer`): a lent page the page allocator handed out is not. Lock-free,
-    /// O(number of pools). Device pools answer for themselves ([`super::DevicePool`]).
+    /// O(number of pools), transient ones included. Device pools answer for themselves
+    /// ([`super::DevicePool`]).
     pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        self.pools().any(|p| p.is_swiotlb_buffer(pa))
+        self.pools().any(|p| p.is_swiotlb_buffer(pa)) || self.transient.is_swiotlb_buffer(pa)
     }
 
     /// The largest mapping a device with this `min_align_mask` can always get (Linux
@@ -292,9 +340,12 @@ impl SwiotlbManager {
         crate::dma::swiotlb::max_mapping_size(min_align_mask)
     }
 
+    /// The pool that owns `tlb_addr` (Linux `swiotlb_find_pool`): the first whose range holds it
+    /// and whose slot there is not lent (a released `cma` chunk's pool may overlap a live one).
     fn pool_of(&self, tlb_addr: PhysAddr) -> Result<&SwiotlbPool, SwiotlbError> {
+        let lent = |p: &SwiotlbPool| p.slot_index(tlb_addr).and_then(|i| p.slot_state(i)) == Some(crate::dma::swiotlb::SlotState::Lent);
         self.pools()
-            .find(|p| (p.start()..p.end()).contains(&tlb_addr))
+            .find(|p| (p.start()..p.end()).contains(&tlb_addr) && !(self.policy == SwiotlbPolicy::Cma && lent(p)))
             .ok_or(SwiotlbError::NotMapped { tlb_addr })
     }
 

@@ -6,8 +6,12 @@
 //! [`SwiotlbManager`] owns the default pool and moves whole pageblocks (2 MiB = 1024 slots)
 //! between them as its [`SwiotlbPolicy`](crate::bootargs::SwiotlbPolicy) says:
 //! - `static` (classic Linux): every slot is a bounce slot, for ever.
-//! - `dynamic` (Linux 6.6 `CONFIG_SWIOTLB_DYNAMIC`): only `swiotlb_keep` pageblocks are slots; the
-//!   worker adds extra pools from the page allocator under pressure and never frees them.
+//! - `dynamic` (Linux 6.6 `CONFIG_SWIOTLB_DYNAMIC`): the boot pool is kept whole; a mapping that
+//!   misses every pool gets a transient pool of just its size from the page allocator, in any
+//!   context, freed at its unmap ([`crate::dma::swiotlb::transient`]); the worker adds pools of
+//!   the boot pool's size (halving on failure) allocated with compaction, and never frees them.
+//! - `cma` (the rival upstream asked about): a small boot pool grown by chunks `cma_alloc`ed from
+//!   the CMA area, given back when idle (`cma`).
 //! - `lend` (this design): `swiotlb_keep` pageblocks stay slots, the rest is lent to the page
 //!   allocator as MIGRATE_SWIOTLB; the worker reclaims lent blocks under pressure (migrating or
 //!   dropping the movable pages there, then scrubbing) and lends idle free blocks again.
@@ -21,16 +25,18 @@
 //! - `manager`: the manager, its mapping entry points and the IRQ-safe kick test;
 //! - `worker`: grow and shrink;
 //! - `device`: per-device pools carved out of the default pool;
+//! - `cma`: the `cma` policy's chunks;
 //! - `stats`: counters and the table for the boot log.
 //!
 //! Where we differ from Linux, and why:
-//! - Linux's dynamic mode also allocates transient pools in atomic context when a mapping
-//!   misses; we never allocate in IRQ context, so an IRQ-context miss fails, is noted, and the
-//!   caller defers ([`SwiotlbManager::note_miss`]).
+//! - Linux's dynamic mode allocates transient pools in atomic context when a mapping misses; so
+//!   do we under `dynamic` (`swiotlb_transient=off` makes such a miss fail and be deferred, as
+//!   every miss is under `lend` and `cma`, where interrupt context never allocates).
 //! - Linux has no lending; the reclaim side is `alloc_contig_range()` on CMA in spirit.
 #![forbid(unsafe_code)]
 
 mod blocks;
+mod cma;
 mod config;
 mod device;
 mod error;
@@ -54,6 +60,6 @@ use crate::mm::page_alloc::PAGEBLOCK_SIZE;
 /// Slots per pageblock: the unit of lending (1024).
 pub const SLOTS_PER_PAGEBLOCK: usize = (PAGEBLOCK_SIZE as usize) / super::IO_TLB_SIZE;
 
-/// Most extra pools the dynamic policy adds (Linux keeps an unbounded RCU list; a fixed array
-/// keeps lookups lock-free without allocation).
-pub const MAX_EXTRA_POOLS: usize = 16;
+/// Most extra pools the dynamic and cma policies add (Linux keeps an unbounded RCU list; a fixed
+/// array keeps lookups lock-free without allocation).
+pub const MAX_EXTRA_POOLS: usize = 128;

@@ -41,6 +41,12 @@ pub struct LendStats {
     pub device_pools_carved: u64,
     /// Device pools returned.
     pub device_pools_returned: u64,
+    /// Chunks the `cma` policy allocated from the CMA area.
+    pub cma_chunks_allocated: u64,
+    /// Chunks it gave back to the area.
+    pub cma_chunks_released: u64,
+    /// `cma_alloc` calls that failed (no free chunk, or every candidate busy).
+    pub cma_alloc_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +67,9 @@ pub(super) struct LendCounters {
     pub(super) grow_time_ns: AtomicU64,
     pub(super) device_pools_carved: AtomicU64,
     pub(super) device_pools_returned: AtomicU64,
+    pub(super) cma_chunks_allocated: AtomicU64,
+    pub(super) cma_chunks_released: AtomicU64,
+    pub(super) cma_alloc_failures: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -88,6 +97,9 @@ impl LendCounters {
             grow_time: Duration::from_nanos(l(&self.grow_time_ns)),
             device_pools_carved: l(&self.device_pools_carved),
             device_pools_returned: l(&self.device_pools_returned),
+            cma_chunks_allocated: l(&self.cma_chunks_allocated),
+            cma_chunks_released: l(&self.cma_chunks_released),
+            cma_alloc_failures: l(&self.cma_alloc_failures),
         }
     }
 }
@@ -116,6 +128,14 @@ impl fmt::Display for LendStats {
             self.grow_time,
             self.device_pools_carved,
             self.device_pools_returned
-        )
+        )?;
+        if self.cma_chunks_allocated + self.cma_alloc_failures > 0 {
+            write!(
+                f,
+                "\n  cma: {} chunks allocated, {} released, {} cma_alloc failures",
+                self.cma_chunks_allocated, self.cma_chunks_released, self.cma_alloc_failures
+            )?;
+        }
+        Ok(())
     }
 }

@@ -33,7 +33,7 @@ pub struct WorkerReport {
     pub reclaim_time: Duration,
     /// Pageblocks lent to the page allocator (shrink).
     pub pageblocks_lent: usize,
-    /// Pageblocks in the extra pool added (dynamic policy).
+    /// Pageblocks in the extra pool or chunk added (dynamic and cma policies).
     pub pageblocks_added: usize,
 }
 
@@ -83,7 +83,7 @@ impl SwiotlbManager {
             SwiotlbPolicy::Lend => self.shrink_when_idle(pages, mem, clock.now(), &mut report),
             SwiotlbPolicy::Dynamic if grow => {
                 let started = clock.now();
-                self.grow_by_new_pool(pages, mem, &mut report);
+                self.grow_by_new_pool(pages, mem, on_drop, &mut report);
                 // Only growth that happened: a failed search for free pageblocks shows as misses.
                 if report.pageblocks_added > 0 {
                     add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
@@ -91,6 +91,15 @@ impl SwiotlbManager {
             }
             // Linux's dynamic pools never shrink.
             SwiotlbPolicy::Dynamic => {}
+            SwiotlbPolicy::Cma if grow => {
+                let started = clock.now();
+                self.grow_by_cma_chunk(pages, mem, on_drop, &mut report);
+                if report.pageblocks_added > 0 {
+                    add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
+                }
+                self.stop_shrink_timer();
+            }
+            SwiotlbPolicy::Cma => self.release_idle_cma_chunks(pages, clock.now(), &mut report),
         }
         report
     }
@@ -182,18 +191,7 @@ impl SwiotlbManager {
     /// `shrink_delay`, up to `batch` wholly free slot pageblocks are lent, highest first, and the
     /// timer restarts.
     fn shrink_when_idle(&self, pages: &LockedPageAllocator, mem: &dyn PhysMemory, now: Duration, report: &mut WorkerReport) {
-        if self.high_usage_seen.swap(false, Ordering::Relaxed) || self.at_or_above_high_wm() {
-            self.stop_shrink_timer();
-            return;
-        }
-        let since = match self.low_since_ns.load(Ordering::Relaxed) {
-            0 => {
-                self.start_shrink_timer(now);
-                return;
-            }
-            ns => Duration::from_nanos(ns - 1),
-        };
-        if now.saturating_sub(since) < self.tunables.shrink_delay {
+        if !self.shrink_due(now) {
             return;
         }
         let floor = self.tunables.min_slot_pageblocks();
@@ -235,18 +233,41 @@ impl SwiotlbManager {
         Ok(())
     }
 
-    /// Dynamic policy: adds an extra pool of `batch` pageblocks (or one, if `batch` contiguous
-    /// ones cannot be had) from ZONE_DMA. Never freed.
-    fn grow_by_new_pool(&self, pages: &LockedPageAllocator, mem: &dyn PhysMemory, report: &mut WorkerReport) {
+    /// Dynamic policy (Linux `swiotlb_dyn_alloc`): adds an extra pool of the default size (the
+    /// boot pool's, or `swiotlb_dyn_pool=`) from ZONE_DMA, halving the size down to one pageblock
+    /// when that much contiguous memory cannot be had, compacting movable pages out of the way as
+    /// a `GFP_KERNEL` allocation does. Never freed.
+    fn grow_by_new_pool(
+        &self,
+        pages: &LockedPageAllocator,
+        mem: &dyn PhysMemory,
+        on_drop: &mut dyn FnMut(DroppedPage),
+        report: &mut WorkerReport,
+    ) {
         let n = self.nr_extra.load(Ordering::Relaxed);
         if n == self.extra.len() {
             return;
         }
-        let mut a = pages.lock();
-        let got = [self.tunables.batch, 1].into_iter().find_map(|count| Some((a.alloc_contig_pageblocks(count, ZoneType::Dma).ok()?, count)));
-        drop(a);
+        let default_blocks = match self.tunables.dyn_pool_pageblocks {
+            0 => self.pool.nslots() / SLOTS_PER_PAGEBLOCK,
+            n => n,
+        };
+        let mut count = default_blocks.max(1);
+        let got = loop {
+            match pages.alloc_contig_pageblocks_compact(count, ZoneType::Dma, mem, ReclaimMode { drop_clean: true }, on_drop) {
+                Ok((start, compacted)) => {
+                    report.pages_migrated += compacted.migrated;
+                    report.pages_dropped += compacted.dropped;
+                    add(&self.counters.pages_migrated, compacted.migrated);
+                    add(&self.counters.pages_dropped, compacted.dropped);
+                    break Some((start, count));
+                }
+                Err(_) if count > 1 => count /= 2,
+                Err(_) => break None,
+            }
+        };
         let Some((start, count)) = got else {
-            log::warn!("swiotlb: no free pageblocks for an extra pool");
+            log::warn!("swiotlb: no contiguous memory for an extra pool, even one pageblock after compaction");
             return;
         };
         let nslots = count * SLOTS_PER_PAGEBLOCK;
@@ -268,11 +289,28 @@ impl SwiotlbManager {
         }
     }
 
-    fn start_shrink_timer(&self, now: Duration) {
+    /// The shrink hysteresis: false (and the timer stopped) if usage reached the high watermark
+    /// since the last look; false (and the timer started) if it was not running; true once usage
+    /// has stayed under the mark for `shrink_delay`. The caller restarts the timer after shrinking.
+    pub(super) fn shrink_due(&self, now: Duration) -> bool {
+        if self.high_usage_seen.swap(false, Ordering::Relaxed) || self.at_or_above_high_wm() {
+            self.stop_shrink_timer();
+            return false;
+        }
+        match self.low_since_ns.load(Ordering::Relaxed) {
+            0 => {
+                self.start_shrink_timer(now);
+                false
+            }
+            ns => now.saturating_sub(Duration::from_nanos(ns - 1)) >= self.tunables.shrink_delay,
+        }
+    }
+
+    pub(super) fn start_shrink_timer(&self, now: Duration) {
         self.low_since_ns.store(now.as_nanos() as u64 + 1, Ordering::Relaxed);
     }
 
-    fn stop_shrink_timer(&self) {
+    pub(super) fn stop_shrink_timer(&self) {
         self.low_since_ns.store(0, Ordering::Relaxed);
     }
 }

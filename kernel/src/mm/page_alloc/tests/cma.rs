@@ -165,7 +165,7 @@ fn cma_alloc_never_takes_a_swiotlb_block_and_reclaim_never_takes_a_cma_block() {
         let a = la.lock();
         assert_eq!((a.pageblock_migratetype(block(1)), a.pageblock_migratetype(block(2))), (Some(MigrateType::Swiotlb), Some(MigrateType::Swiotlb)));
         assert_eq!(a.nr_free_swiotlb_pages(ZoneType::Dma), 2 * PAGEBLOCK_NR_PAGES);
-        assert_eq!(a.ram_picture(|_| false).to_string(), "MSSCC");
+        assert_eq!(a.ram_picture(|_| false).to_string(), "MssCC", "lent and wholly free: s");
     }
     // The page allocator refuses either way round, whatever the caller asks.
     assert_eq!(

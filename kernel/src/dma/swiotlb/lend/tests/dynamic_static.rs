@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
+use crate::mm::page_alloc::pressure::MemoryPressure;
 
 #[test]
 fn static_never_lends_grows_or_shrinks() {
@@ -21,45 +22,118 @@ fn static_never_lends_grows_or_shrinks() {
     assert_eq!(f.nr_free_swiotlb_pages(), 0);
 }
 
+/// Maps `len` bytes at `orig` (a pattern written first) from the device's side.
+fn map_pattern(f: &Fixture, orig: PhysAddr, len: usize, dir: DmaDirection) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
+    let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+    f.mem.write(orig, &data);
+    f.mgr.map(&f.mem, orig, len, dir, SlotAlignment::default())
+}
+
 #[test]
-fn dynamic_adds_pools_under_pressure_and_never_shrinks() {
-    let f = Fixture::new(8, 8, tunables(SwiotlbPolicy::Dynamic), false);
-    use BlockState::*;
-    assert_eq!(f.states(), [AsSlots, AsSlots, Unused, Unused, Unused, Unused, Unused, Unused]);
-    assert_eq!(f.mgr.default_pool().nslots(), 2 * SLOTS_PER_PAGEBLOCK);
-    assert_eq!(f.nr_free_swiotlb_pages(), 0);
+fn dynamic_keeps_its_boot_pool_and_misses_get_transient_pools() {
+    let f = Fixture::new(8, 4, tunables(SwiotlbPolicy::Dynamic), false);
+    assert_eq!(f.count(BlockState::AsSlots), 4, "Linux keeps the boot pool whole");
+    assert_eq!(f.mgr.default_pool().nslots(), 4 * SLOTS_PER_PAGEBLOCK);
+    f.mgr.enable_transient_pools(f.pages);
+    let free_before = f.pages.lock().nr_free_pages(ZoneType::Dma);
+
+    let mut tlbs: Vec<_> = (0..(4096 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
+    // Every pool missed: a transient pool of just this mapping's size, in task context...
+    let orig = ORIG + 0x1_0000;
+    let tlb = map_pattern(&f, orig, 5000, DmaDirection::Bidirectional).expect("a transient pool");
+    assert!(!(f.mgr.default_pool().start()..f.mgr.default_pool().end()).contains(&tlb));
+    assert!(f.mgr.is_swiotlb_buffer(tlb) && f.mgr.is_swiotlb_buffer(tlb + 4999) && !f.mgr.is_swiotlb_buffer(tlb + 5000));
+    assert_eq!(f.read(tlb, 5000), f.read(orig, 5000), "copied in");
+    assert_eq!(f.mgr.transient_pools().live(), 1);
+    assert_eq!(f.pages.lock().nr_free_pages(ZoneType::Dma), free_before - 2, "5000 bytes: 3 slots in an order-1 allocation");
+    assert!(f.mgr.miss_pending() && f.mgr.should_kick(), "the worker is asked for a pool as well");
+    // ... and in interrupt context (GFP_NOWAIT), once the IRQ reserve is used up too.
+    let irq_tlb = {
+        let _irq = IrqContextGuard::enter();
+        loop {
+            let t = map_pattern(&f, ORIG, 2048, DmaDirection::FromDevice).expect("a mapping in IRQ context");
+            if f.mgr.transient_pools().contains(t) {
+                break t;
+            }
+            tlbs.push(t);
+        }
+    };
+    assert_eq!(tlbs.len(), (4096 - 256) / 32 + 256, "the reserve went first");
+    assert_eq!(f.mgr.transient_pools().stats().allocated_in_irq, 1);
+    // The device writes; unmap copies back and frees the pages.
+    f.mem.write(tlb + 100, &[0xAB; 64]);
+    f.mgr.unmap(&f.mem, tlb, 5000, DmaDirection::Bidirectional, DmaAttrs::default()).unwrap();
+    assert_eq!(f.read(orig + 100, 64), vec![0xAB; 64]);
+    assert!(!f.mgr.is_swiotlb_buffer(tlb));
+    assert!(f.mgr.unmap(&f.mem, tlb, 5000, DmaDirection::Bidirectional, DmaAttrs::default()).is_err(), "second unmap refused");
+    f.mgr.unmap(&f.mem, irq_tlb, 2048, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+    assert_eq!(f.pages.lock().nr_free_pages(ZoneType::Dma), free_before, "transient pages freed at unmap");
+    let s = f.mgr.transient_pools().stats();
+    assert_eq!((s.allocated, s.freed, s.hiwater), (2, 2, 2));
+    let (slot_maps, reserve_maps) = tlbs.split_at((4096 - 256) / 32);
+    slot_maps.iter().for_each(|t| f.unmap_slots(*t, 32));
+    for t in reserve_maps {
+        f.mgr.unmap(&f.mem, *t, 2048, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+    }
+    assert_eq!(f.mgr.used_slots(), 0);
+}
+
+#[test]
+fn transient_pools_off_or_out_of_memory_fail_the_mapping() {
+    let t = Tunables { transient: false, ..tunables(SwiotlbPolicy::Dynamic) };
+    let f = Fixture::new(2, 2, t, false);
+    f.mgr.enable_transient_pools(f.pages);
+    let _tlbs: Vec<_> = (0..(2048 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
+    assert!(f.map_slots(32).is_err(), "swiotlb_transient=off: the miss fails");
+
+    // No free page in ZONE_DMA: the transient allocation fails, so does the mapping.
+    let f = Fixture::new(1, 2, tunables(SwiotlbPolicy::Dynamic), false);
+    f.mgr.enable_transient_pools(f.pages);
+    let _work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 3);
+    let _tlbs: Vec<_> = (0..(2048 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
+    assert!(f.map_slots(32).is_err());
+    assert_eq!(f.mgr.transient_pools().stats().failed, 1);
+}
+
+#[test]
+fn dynamic_worker_adds_boot_sized_pools_with_compaction_and_never_shrinks() {
+    let mut f = Fixture::new(8, 2, tunables(SwiotlbPolicy::Dynamic), false);
+    f.clock = FakeClock::new(1_000);
+    // Movable pages in every free block: no whole free pageblock is left.
+    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 11);
+    work.release_every(f.pages, 2);
+    assert!(f.pages.lock().alloc_contig_pageblocks(1, ZoneType::Dma).is_err(), "no free pageblock without compaction");
     let managed = f.pages.lock().managed_pages(ZoneType::Dma);
 
-    let mut tlbs: Vec<_> = (0..(2048 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
-    assert!(f.map_slots(32).is_err());
-    assert!(f.mgr.should_kick());
+    let tlbs: Vec<_> = (0..(2048 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
+    assert!(f.map_slots(32).is_err(), "transient pools are not enabled here");
     let report = f.worker_at(0);
-    assert_eq!(report.pageblocks_added, 2);
+    assert_eq!(report.pageblocks_added, 2, "the boot pool's size: {report:?}");
+    assert!(report.pages_migrated > 0, "compaction migrated pages: {report:?}");
+    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "every migrated page intact");
     let extra = f.mgr.extra_pools().next().expect("an extra pool");
     assert_eq!(f.pages.lock().managed_pages(ZoneType::Dma), managed - 2 * BLOCK_PAGES);
     assert!(f.read(extra.start(), (extra.end() - extra.start()) as usize).iter().all(|b| *b == 0), "scrubbed");
     let tlb = f.map_slots(32).expect("room in the extra pool");
     assert!((extra.start()..extra.end()).contains(&tlb) && f.mgr.is_swiotlb_buffer(tlb));
-    tlbs.push(tlb);
 
-    // IRQ context cannot add a pool: the miss is noted for the worker.
-    {
-        let _irq = IrqContextGuard::enter();
-        while f.map_slots(32).is_ok() {}
-        assert!(f.mgr.should_kick());
-    }
-    assert_eq!(f.worker_at(1).pageblocks_added, 2);
-    assert_eq!(f.mgr.extra_pools().count(), 2);
-
-    for t in tlbs {
-        f.unmap_slots(t, 32);
-    }
+    f.unmap_slots(tlb, 32);
+    tlbs.into_iter().for_each(|t| f.unmap_slots(t, 32));
     for ms in (0..60_000).step_by(500) {
         f.worker_at(ms);
     }
-    assert_eq!(f.mgr.extra_pools().count(), 2, "extra pools are never freed");
-    assert_eq!(f.mgr.usable_slots(), 6 * SLOTS_PER_PAGEBLOCK);
-    assert_eq!(f.mgr.stats().extra_pools, 2);
+    assert_eq!(f.mgr.extra_pools().count(), 1, "extra pools are never freed");
+    assert_eq!(f.mgr.usable_slots(), 4 * SLOTS_PER_PAGEBLOCK);
+}
+
+#[test]
+fn dynamic_worker_halves_the_size_when_memory_is_short() {
+    let t = Tunables { dyn_pool_pageblocks: 8, ..tunables(SwiotlbPolicy::Dynamic) };
+    let f = Fixture::new(3, 2, t, false);
+    f.mgr.note_miss();
+    let report = f.worker_at(0);
+    assert_eq!(report.pageblocks_added, 2, "8 and 4 pageblocks cannot be had, 2 can: {report:?}");
+    assert_eq!(f.mgr.stats().extra_pageblocks, 2);
 }
 
 #[test]
@@ -104,6 +178,6 @@ fn stats_table_has_a_line_per_pool_and_the_counters() {
     assert!(table.contains("policy Dynamic"), "{table}");
     assert!(table.lines().any(|l| l.trim_start().starts_with("default")), "{table}");
     assert!(table.lines().any(|l| l.trim_start().starts_with("extra0")), "{table}");
-    assert!(table.contains("2 slots 0 lent 0 reclaiming 0 device 2 unused"), "{table}");
+    assert!(table.contains("4 slots 0 lent 0 reclaiming 0 device 0 unused"), "{table}");
     assert!(table.contains("misses 1, worker runs 1, extra pools 1"), "{table}");
 }

@@ -57,7 +57,7 @@ fn a_returned_device_pool_is_scrubbed_before_the_default_pool_uses_it() {
 
 #[test]
 fn a_dynamic_extra_pool_is_scrubbed() {
-    let f = Fixture::new(8, 8, tunables(SwiotlbPolicy::Dynamic), false);
+    let f = Fixture::new(8, 8, Tunables { dyn_pool_pageblocks: 2, ..tunables(SwiotlbPolicy::Dynamic) }, false);
     dirty_all_ram(&f);
     f.mgr.note_miss();
     assert_eq!(f.worker().pageblocks_added, 2);

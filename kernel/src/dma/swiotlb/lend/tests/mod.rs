@@ -8,6 +8,7 @@
 
 #![allow(clippy::single_range_in_vec_init)] // free-range lists of one range
 
+mod cma;
 mod device;
 mod dynamic_static;
 mod exhaustion;
@@ -57,7 +58,8 @@ fn tunables(policy: SwiotlbPolicy) -> Tunables {
 
 struct Fixture {
     mem: SimMemory,
-    pages: LockedPageAllocator,
+    /// Leaked so transient pools and CMA areas (which keep a `'static` reference) can use it.
+    pages: &'static LockedPageAllocator,
     mgr: SwiotlbManager,
     clock: FakeClock,
     pool_blocks: usize,
@@ -70,18 +72,31 @@ impl Fixture {
     }
 
     fn try_new(free_blocks: u64, pool_blocks: u64, t: Tunables, never_lend: bool) -> Result<Self, LendError> {
+        Self::try_new_with_cma(free_blocks, 0, pool_blocks, t, never_lend).map(|(f, _)| f)
+    }
+
+    /// As [`new`](Self::new), with `cma_blocks` pageblocks between the free RAM and the pool
+    /// left out of the page allocator (memblock-reserved) for a CMA area: their range.
+    fn try_new_with_cma(
+        free_blocks: u64,
+        cma_blocks: u64,
+        pool_blocks: u64,
+        t: Tunables,
+        never_lend: bool,
+    ) -> Result<(Self, core::ops::Range<PhysAddr>), LendError> {
         let ram_end = block_addr(1 + free_blocks);
-        let end = ram_end + pool_blocks * PAGEBLOCK_SIZE;
+        let cma_end = ram_end + cma_blocks * PAGEBLOCK_SIZE;
+        let end = cma_end + pool_blocks * PAGEBLOCK_SIZE;
         let allocator = PageAllocator::new(BASE..end, &[block_addr(1)..ram_end], None).unwrap();
-        let pages = LockedPageAllocator::new(allocator);
+        let pages: &'static LockedPageAllocator = alloc::boxed::Box::leak(alloc::boxed::Box::new(LockedPageAllocator::new(allocator)));
         let mem = SimMemory::new(BASE, (end - BASE) as usize);
-        let geometry = PoolGeometry { start: ram_end, nslots: pool_blocks as usize * SLOTS_PER_PAGEBLOCK, nareas: 4 };
-        let mgr = SwiotlbManager::new(geometry, t, never_lend, &pages)?;
-        Ok(Self { mem, pages, mgr, clock: FakeClock::new(0), pool_blocks: pool_blocks as usize })
+        let geometry = PoolGeometry { start: cma_end, nslots: pool_blocks as usize * SLOTS_PER_PAGEBLOCK, nareas: 4 };
+        let mgr = SwiotlbManager::new(geometry, t, never_lend, pages)?;
+        Ok((Self { mem, pages, mgr, clock: FakeClock::new(0), pool_blocks: pool_blocks as usize }, ram_end..cma_end))
     }
 
     fn worker(&self) -> WorkerReport {
-        self.mgr.worker(&self.pages, &self.mem, &self.clock, &mut |_| {})
+        self.mgr.worker(self.pages, &self.mem, &self.clock, &mut |_| {})
     }
 
     fn worker_at(&self, ms: u64) -> WorkerReport {
