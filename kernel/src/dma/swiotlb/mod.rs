@@ -35,6 +35,7 @@ pub mod lend;
 #[cfg(test)]
 mod tests;
 
+pub use bounce::task_copy_stats;
 pub use error::SwiotlbError;
 pub use pool::SwiotlbPool;
 pub use slots::SlotState;
