@@ -7,6 +7,12 @@
 //! line of the buffer with other data (Linux `dma_kmalloc_needs_bounce`). Otherwise the DMA
 //! address is the physical address and, for a non-coherent device, the caches are maintained.
 //!
+//! A direct mapping of memory inside the default pool's range (a movable page the page allocator
+//! placed in a lent MIGRATE_SWIOTLB pageblock) pins that page until the unmap
+//! ([`LockedPageAllocator::pin_frames`]): reclaim must not migrate it and turn its frame into
+//! bounce slots while the device writes to it (issue 13). Pinning rather than refusing: the
+//! page cache puts dirty pages in lent blocks, and their writeback maps them directly.
+//!
 //! Everything here may run in interrupt context except [`DmaApi::alloc_coherent`]: no
 //! allocation, no waiting. A bounce that fails (pool full) returns an error the caller can handle
 //! by deferring its request, and kicks the pool's worker through `on_pressure`.
@@ -75,6 +81,8 @@ pub struct DmaStats {
     pub irq_failures: AtomicU64,
     /// Misuse reports from the debug tracker.
     pub misuse: AtomicU64,
+    /// Pages of lent pageblocks pinned by direct mappings (each for the mapping's life).
+    pub direct_pins: AtomicU64,
 }
 
 impl fmt::Display for DmaStats {
@@ -82,13 +90,14 @@ impl fmt::Display for DmaStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         write!(
             f,
-            "maps: {} direct, {} bounced, {} in IRQ context; failures: {} ({} in IRQ context); misuse reports: {}",
+            "maps: {} direct, {} bounced, {} in IRQ context; failures: {} ({} in IRQ context); misuse reports: {}; lent pages pinned by direct maps: {}",
             g(&self.maps_direct),
             g(&self.maps_bounced),
             g(&self.maps_in_irq),
             g(&self.map_failures),
             g(&self.irq_failures),
-            g(&self.misuse)
+            g(&self.misuse),
+            g(&self.direct_pins)
         )
     }
 }
@@ -110,6 +119,9 @@ pub struct DmaApi<'a> {
     default_pool: &'a dyn BounceBuffers,
     debug: Option<&'a DmaDebug>,
     on_pressure: Option<fn()>,
+    /// The page allocator that holds the default pool's lent pageblocks, to pin what a direct
+    /// mapping covers there.
+    pages: Option<&'a LockedPageAllocator>,
     /// Counters.
     pub stats: DmaStats,
 }
@@ -118,7 +130,20 @@ impl<'a> DmaApi<'a> {
     /// The API over `default_pool`; `debug` enables DMA-API debugging (bootarg `dma_debug=on`);
     /// `on_pressure` is called (in any context) when a bounce fails, to kick the pool's worker.
     pub fn new(mem: &'a dyn PhysMemory, default_pool: &'a dyn BounceBuffers, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
-        Self { mem, default_pool, debug, on_pressure, stats: DmaStats::default() }
+        Self { mem, default_pool, debug, on_pressure, pages: None, stats: DmaStats::default() }
+    }
+
+    /// Direct mappings of pages in the default pool's lent pageblocks (held by `pages`) pin them
+    /// for the mapping's life.
+    pub fn with_lent_page_pins(self, pages: &'a LockedPageAllocator) -> Self {
+        Self { pages: Some(pages), ..self }
+    }
+
+    /// The page allocator to pin in, if `[addr, addr + size)` may hold lent pages: only the
+    /// default pool's range is ever lent, so other direct mappings take no allocator lock.
+    fn lent_pages(&self, addr: PhysAddr, size: usize) -> Option<&'a LockedPageAllocator> {
+        let lent = self.default_pool.range();
+        self.pages.filter(|_| addr < lent.end && addr.saturating_add(size as u64) > lent.start)
     }
 
     /// The debug tracker, if debugging is on.
@@ -177,6 +202,10 @@ impl<'a> DmaApi<'a> {
             self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
             tlb
         } else {
+            if let Some(pages) = self.lent_pages(addr, size) {
+                let pinned = pages.pin_frames(addr, size);
+                self.stats.direct_pins.fetch_add(pinned as u64, Ordering::Relaxed);
+            }
             if !attrs.skip_cpu_sync {
                 self.cache(dev, CacheOp::Clean, addr, size);
             }
@@ -251,6 +280,10 @@ impl<'a> DmaApi<'a> {
             None => {
                 if dir.from_device() && !attrs.skip_cpu_sync {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
+                }
+                // The device is done with the pages: reclaim may move them again.
+                if let Some(pages) = self.lent_pages(dma, size) {
+                    pages.unpin_frames(dma, size);
                 }
             }
         }
