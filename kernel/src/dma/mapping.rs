@@ -596,6 +596,57 @@ mod tests {
         assert_eq!(buf, [2u8; 4096]);
     }
 
+    /// Issue 13: a movable page of a lent pageblock, mapped directly, is pinned until the
+    /// unmap: reclaim reports its block busy and does not move it; after the unmap it does.
+    #[test]
+    fn a_direct_mapping_pins_a_page_of_a_lent_block_until_unmap() {
+        use crate::mm::page_alloc::{OwnerKind, PageAllocator, PageOwner, ReclaimError, ReclaimMode};
+        let s = setup();
+        s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
+        let lent = POOL..POOL + (2 << 20);
+        let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
+        pages.lock().lend_swiotlb_pageblocks(lent.clone()).unwrap();
+        let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        // Movable pages fill ZONE_DMA's movable blocks, then spill into the lent one.
+        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+        let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
+        let mut others = Vec::new();
+        let page = loop {
+            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
+            if lent.contains(&addr_of(p)) {
+                break p;
+            }
+            others.push(p);
+        };
+        // A page outside the lent block, mapped directly, is not pinned.
+        let outside = others[0];
+        let dma = api.map_single(&d, addr_of(outside), 4096, FROM, NOATTR).unwrap();
+        assert_eq!(pages.lock().movable_info(outside).unwrap().pins, 0);
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
+
+        let addr = addr_of(page);
+        let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(dma, addr, "mapped directly");
+        assert_eq!(pages.lock().movable_info(page).unwrap().pins, 1);
+        assert_eq!(api.stats.direct_pins.load(Ordering::Relaxed), 1);
+        s.mem.write(dma, &[6u8; 4096]); // the device writes
+        let reclaim = || pages.reclaim_swiotlb_pageblocks(lent.clone(), s.mem, ReclaimMode { drop_clean: true }, &mut |_| {});
+        match reclaim() {
+            Err(ReclaimError::Busy(report)) => assert_eq!(report.pinned, [page]),
+            other => panic!("reclaim took the block of a page mapped for DMA: {other:?}"),
+        }
+        assert_eq!(addr_of(page), addr, "not moved during DMA");
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(pages.lock().movable_info(page).unwrap().pins, 0, "unpinned by the unmap");
+        reclaim().unwrap();
+        assert!(!lent.contains(&addr_of(page)), "migrated out once unmapped");
+        let mut buf = [0u8; 4096];
+        s.mem.read(addr_of(page), &mut buf);
+        assert_eq!(buf, [6u8; 4096], "what the device wrote moved with the page");
+    }
+
     #[test]
     fn coherent_memory_of_a_restricted_device_comes_from_its_pool() {
         let s = setup();
