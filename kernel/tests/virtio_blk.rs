@@ -601,11 +601,6 @@ fn get_id() -> TestResult {
     Ok(())
 }
 
-/// A 1 MiB bounced read copies 1 MiB into its slots at map time (copy-in protects against
-/// leaks). In task context that copy runs with no disk lock held and interrupts enabled, so a
-/// fast tick keeps ticking through it. Were interrupts masked for the whole submission, the
-/// timer's pending interrupt would be taken once, at the end: a tick or two per submission (the
-/// median of five is compared, as the first submission can see more for other reasons).
 /// Issue 13: no bounce copy in task context runs with interrupts masked (under a disk's, a
 /// device pool's or any other IRQ-safe lock). The bounce routine counts such copies, so the
 /// verdict does not depend on timer ticks landing between copies (the old version of this
