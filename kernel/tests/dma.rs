@@ -22,7 +22,7 @@ use kernel::dma::mapping::DmaError;
 use kernel::dma::{DmaAttrs, DmaDirection};
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read, TestCase, TestResult};
 use kernel::mm::page_alloc::pressure::MemoryPressure;
-use kernel::mm::page_alloc::ZoneType;
+use kernel::mm::page_alloc::{ReclaimError, ReclaimMode, ZoneType, PAGEBLOCK_SIZE};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PAGE_SIZE;
 use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
@@ -44,6 +44,8 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "burst_from_irq_context_loses_nothing", run: burst_from_irq_context },
             TestCase { name: "per_device_pool_from_inflight_hint", run: per_device_pool },
             TestCase { name: "lent_page_mapped_directly_is_not_a_bounce_buffer", run: lent_page_not_bounce_buffer },
+            TestCase { name: "device_pool_return_loses_no_irq_completion", run: device_pool_return_race },
+            TestCase { name: "direct_mapping_pins_a_page_in_a_lent_block", run: direct_mapping_pins_lent_page },
             TestCase { name: "debug_mode_reports_misuse", run: debug_reports_misuse },
         ],
     )
@@ -315,6 +317,159 @@ fn lent_page_not_bounce_buffer() -> TestResult {
     kassert!(range.contains(&dma) && api.is_swiotlb_buffer(d, dma));
     api.unmap_single(d, dma, 2048, TO, NOATTR).map_err(e)?;
     free(high, 0);
+    Ok(())
+}
+
+// ---- the device-pool return against completions in interrupt context ----
+
+static RACE_DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
+static RACE_BUF: AtomicU64 = AtomicU64::new(0);
+/// The mapping the "device" holds (0: none); only the tick hook touches it while it runs.
+static RACE_DMA: AtomicU64 = AtomicU64::new(0);
+static RACE_TICKS: AtomicU32 = AtomicU32::new(0);
+static RACE_OK: AtomicU32 = AtomicU32::new(0);
+static RACE_BAD: AtomicU32 = AtomicU32::new(0);
+static RACE_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn race_block(n: u32) -> [u8; 512] {
+    core::array::from_fn(|i| (i as u8).wrapping_add(n as u8).wrapping_mul(7) | 1)
+}
+
+/// In interrupt context: "the device" completes the read it holds (writes the slot, then the
+/// driver unmaps and checks the copy back), then maps the next one on three ticks of four, so a
+/// mapping is live most of the time and the pool can still be returned now and then.
+fn race_tick(_ctx: &IrqContext<'_>) {
+    let (Some(d), buf) = (RACE_DEV.get(), RACE_BUF.load(Ordering::Relaxed)) else { return };
+    if buf == 0 {
+        return;
+    }
+    let api = &layer().api;
+    let n = RACE_TICKS.fetch_add(1, Ordering::Relaxed);
+    let dma = RACE_DMA.swap(0, Ordering::Relaxed);
+    if dma != 0 {
+        let block = race_block(n);
+        RAM.write(dma, &block);
+        let unmapped = api.unmap_single(d, dma, 512, FROM, NOATTR).is_ok();
+        let mut seen = [0u8; 512];
+        RAM.read(buf, &mut seen);
+        let counter = if unmapped && seen == block { &RACE_OK } else { &RACE_BAD };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    if RACE_STOP.load(Ordering::Relaxed) || n % 4 == 3 {
+        return;
+    }
+    RAM.fill(buf, 0, 512);
+    if let Ok(dma) = api.map_single(d, buf, 512, FROM, NOATTR) {
+        RACE_DMA.store(dma, Ordering::Relaxed);
+    }
+}
+
+/// Issue 13: returning a device pool detached it before checking for live mappings, so a
+/// completion in between unmapped as if direct (no copy back, slots leaked, reported Ok).
+fn device_pool_return_race() -> TestResult {
+    if kernel().params.swiotlb_policy == SwiotlbPolicy::Dynamic {
+        return Ok(()); // no device pools under dynamic
+    }
+    let d = disk0()?;
+    let hint = |bytes| set_inflight_hint(d, bytes).map_err(|x| format!("{x:?}"));
+    kassert_eq!(hint(4 << 20)?, HintOutcome::Carved(2));
+    let default_used = layer().manager.default_pool().used_slots();
+    RACE_DEV.call_once(|| d);
+    RACE_BUF.store(buffer(0, true)?, Ordering::Relaxed);
+    kassert!(time::add_tick_hook(race_tick));
+    time::start_tick(Duration::from_micros(200));
+    let (mut returned, mut refused, mut rounds) = (0u32, 0u32, 0u32);
+    let deadline = time::uptime() + Duration::from_secs(3);
+    let mut result = Ok(());
+    while time::uptime() < deadline && RACE_BAD.load(Ordering::Relaxed) == 0 {
+        rounds += 1;
+        match set_inflight_hint(d, 0) {
+            Ok(HintOutcome::Returned) => {
+                returned += 1;
+                if let Err(x) = hint(4 << 20) {
+                    result = Err(format!("carving the pool again: {x}"));
+                    break;
+                }
+            }
+            Ok(other) => {
+                result = Err(format!("returning the pool: {other:?}"));
+                break;
+            }
+            Err(_) => refused += 1, // live mappings: it stays attached
+        }
+    }
+    RACE_STOP.store(true, Ordering::Relaxed);
+    time::stop_tick();
+    time::remove_tick_hook(race_tick);
+    // The mapping the "device" may still hold completes here (task context).
+    let held = RACE_DMA.swap(0, Ordering::Relaxed);
+    if held != 0 {
+        let block = race_block(u32::MAX);
+        RAM.write(held, &block);
+        let unmapped = layer().api.unmap_single(d, held, 512, FROM, NOATTR);
+        let counter = if unmapped.is_ok() && read(RACE_BUF.load(Ordering::Relaxed), 512) == block { &RACE_OK } else { &RACE_BAD };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    let (ok, bad) = (RACE_OK.load(Ordering::Relaxed), RACE_BAD.load(Ordering::Relaxed));
+    kprintln!("  {rounds} hint rounds: pool returned {returned} times, refused {refused} times (live mappings); {ok} completions in IRQ context, {bad} lost");
+    result?;
+    kassert_eq!(bad, 0, "a completion lost its copy back while the pool was being returned");
+    kassert!(ok > 0, "no completion in interrupt context");
+    // Nothing leaked: the device pool is empty (it can be returned), the default pool as before.
+    kassert_eq!(hint(0)?, HintOutcome::Returned, "the device pool kept slots of a finished mapping");
+    kassert_eq!(layer().manager.default_pool().used_slots(), default_used);
+    free(RACE_BUF.swap(0, Ordering::Relaxed), 0);
+    Ok(())
+}
+
+// ---- direct mappings of pages inside lent blocks ----
+
+/// Issue 13: a movable page of a lent pageblock, mapped directly, must not be migrated (and its
+/// frame turned into bounce slots) while the device may still write to it.
+fn direct_mapping_pins_lent_page() -> TestResult {
+    if kernel().params.swiotlb_policy != SwiotlbPolicy::Lend {
+        return Ok(()); // nothing is lent under the other policies
+    }
+    let d = disk0()?;
+    let api = &layer().api;
+    let pool = layer().manager.default_pool();
+    let range = pool.start()..pool.end();
+    let pages = page_allocator();
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 5);
+    pressure.release_every(pages, 2); // room for migration targets
+    let info = |p| pages.lock().movable_info(p).map_err(e);
+    let lent = pressure.pages().find(|p| info(*p).is_ok_and(|i| range.contains(&i.addr)));
+    let result = (|| -> TestResult {
+        let page = lent.ok_or("no movable page in the pool's lent blocks")?;
+        let addr = info(page)?.addr;
+        let block = addr & !(PAGEBLOCK_SIZE - 1)..(addr & !(PAGEBLOCK_SIZE - 1)) + PAGEBLOCK_SIZE;
+        let dma = api.map_single(d, addr, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        kassert_eq!(dma, addr); // reachable, aligned: mapped directly
+        let reclaim = || pages.reclaim_swiotlb_pageblocks(block.clone(), &RAM, ReclaimMode { drop_clean: true }, &mut |_| {});
+        let first = reclaim();
+        if first.is_ok() {
+            // The block left the page allocator behind the pool manager's back: give it back.
+            let _ = pages.lock().lend_swiotlb_pageblocks(block.clone());
+        }
+        let moved = info(page)?.addr != addr;
+        api.unmap_single(d, dma, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        match first {
+            Err(ReclaimError::Busy(report)) => kassert!(report.pinned.contains(&page), "reclaim did not report the mapped page pinned: {report:?}"),
+            Ok(report) => return Err(format!("reclaim took the pageblock of a page mapped for DMA ({} pages migrated)", report.migrated)),
+            Err(other) => return Err(format!("reclaim: {other:?}")),
+        }
+        kassert!(!moved, "the mapped page was migrated during DMA");
+        kassert_eq!(info(page)?.pins, 0, "unmap left the page pinned");
+        // Unmapped, the block comes back (and is lent again, as the pool manager expects).
+        pages.reclaim_swiotlb_pageblocks(block.clone(), &RAM, ReclaimMode { drop_clean: true }, &mut |_| {}).map_err(|x| format!("{x:?}"))?;
+        pages.lock().lend_swiotlb_pageblocks(block.clone()).map_err(e)?;
+        kassert!(info(page)?.addr != addr, "reclaim did not move the page out");
+        Ok(())
+    })();
+    let verified = pressure.verify(pages, &RAM).map_err(|x| format!("{x:?}"));
+    pressure.release(pages).map_err(e)?;
+    result?;
+    verified?;
     Ok(())
 }
 

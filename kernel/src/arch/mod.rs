@@ -28,6 +28,12 @@ mod target {
         boot::exception::in_interrupt()
     }
 
+    /// True if IRQs are masked on this CPU (Linux: `irqs_disabled()`).
+    #[inline]
+    pub fn irqs_masked() -> bool {
+        boot::cpu::irqs_disabled()
+    }
+
     /// Spin-loop hint.
     #[inline]
     pub fn cpu_relax() {
@@ -54,4 +60,4 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};
+pub use host::{cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, CacheOp, IrqState};

@@ -34,6 +34,10 @@ enum SlotState<R, O> {
     Claimed { seq: u64, request: R },
     /// Owned by the device; `tag` is how the device names it.
     InFlight { tag: u16, request: R },
+    /// The device returned it (its tag is free again); the interrupt handler is unmapping its
+    /// buffers with the table's lock dropped (the copy back of a bounced read). Nobody else
+    /// touches it: no timeout, no abort, no collector sees it done yet.
+    Completing,
     /// Completed, outcome not yet collected.
     Done(O),
 }
@@ -194,6 +198,27 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         true
     }
 
+    /// Takes the request in `slot` from the device (its tag is freed) for the completion
+    /// handler to unmap without the table's lock; end it with
+    /// [`end_completion`](Self::end_completion). `None` if the slot holds no request in flight.
+    pub fn begin_completion(&mut self, slot: usize) -> Option<R> {
+        let Some(&SlotState::InFlight { tag, request }) = self.slots.get(slot) else { return None };
+        self.by_tag[usize::from(tag)] = None;
+        self.slots[slot] = SlotState::Completing;
+        self.in_flight -= 1;
+        Some(request)
+    }
+
+    /// Records the outcome of a request taken by [`begin_completion`](Self::begin_completion).
+    /// Returns false (and changes nothing) if the slot is not completing.
+    pub fn end_completion(&mut self, slot: usize, outcome: O) -> bool {
+        if !matches!(self.slots.get(slot), Some(SlotState::Completing)) {
+            return false;
+        }
+        self.slots[slot] = SlotState::Done(outcome);
+        true
+    }
+
     /// The outcome of `ticket`'s request if it completed, freeing its slot; `None` while it is in
     /// flight or if the ticket is stale.
     pub fn collect(&mut self, ticket: Ticket) -> Option<O> {
@@ -208,11 +233,14 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         Some(outcome)
     }
 
-    /// True if `ticket` names a request still owned by the device, waiting for it, or being
-    /// mapped by its submitter.
+    /// True if `ticket` names a request still owned by the device, waiting for it, being
+    /// mapped by its submitter, or being completed.
     pub fn is_pending(&self, ticket: Ticket) -> bool {
         self.generation.get(ticket.slot()) == Some(&ticket.generation)
-            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. } | SlotState::Waiting { .. } | SlotState::Claimed { .. })
+            && matches!(
+                self.slots[ticket.slot()],
+                SlotState::InFlight { .. } | SlotState::Waiting { .. } | SlotState::Claimed { .. } | SlotState::Completing
+            )
     }
 
     /// True if `ticket` names a request still owned by the device.
@@ -264,6 +292,23 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.collect(ticket), Some(Ok(())));
         assert_eq!(t.collect(ticket), None, "collected once");
+    }
+
+    #[test]
+    fn a_completing_request_is_pending_untouchable_then_done_once() {
+        let mut t = Table::new();
+        let ticket = t.start(0, 3, 7).unwrap();
+        assert_eq!(t.begin_completion(0), Some(7));
+        assert_eq!(t.begin_completion(0), None, "taken once");
+        assert!(t.is_pending(ticket) && !t.is_in_flight(ticket));
+        assert_eq!((t.in_flight(), t.lookup(3)), (0, None), "tag free for the next request");
+        assert_eq!(t.in_flight_requests().count(), 0, "a timeout scan does not see it");
+        assert!(!t.finish(0, Err(1)), "not in flight any more");
+        assert_eq!(t.collect(ticket), None, "not done until the handler says so");
+        assert!(t.start(1, 3, 8).is_some(), "the tag is reused meanwhile");
+        assert!(t.end_completion(0, Ok(())));
+        assert!(!t.end_completion(0, Err(2)), "ended once");
+        assert_eq!(t.collect(ticket), Some(Ok(())));
     }
 
     #[test]

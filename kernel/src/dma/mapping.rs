@@ -7,6 +7,12 @@
 //! line of the buffer with other data (Linux `dma_kmalloc_needs_bounce`). Otherwise the DMA
 //! address is the physical address and, for a non-coherent device, the caches are maintained.
 //!
+//! A direct mapping of memory inside the default pool's range (a movable page the page allocator
+//! placed in a lent MIGRATE_SWIOTLB pageblock) pins that page until the unmap
+//! ([`LockedPageAllocator::pin_frames`]): reclaim must not migrate it and turn its frame into
+//! bounce slots while the device writes to it (issue 13). Pinning rather than refusing: the
+//! page cache puts dirty pages in lent blocks, and their writeback maps them directly.
+//!
 //! Everything here may run in interrupt context except [`DmaApi::alloc_coherent`]: no
 //! allocation, no waiting. A bounce that fails (pool full) returns an error the caller can handle
 //! by deferring its request, and kicks the pool's worker through `on_pressure`.
@@ -75,6 +81,8 @@ pub struct DmaStats {
     pub irq_failures: AtomicU64,
     /// Misuse reports from the debug tracker.
     pub misuse: AtomicU64,
+    /// Pages of lent pageblocks pinned by direct mappings (each for the mapping's life).
+    pub direct_pins: AtomicU64,
 }
 
 impl fmt::Display for DmaStats {
@@ -82,13 +90,14 @@ impl fmt::Display for DmaStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         write!(
             f,
-            "maps: {} direct, {} bounced, {} in IRQ context; failures: {} ({} in IRQ context); misuse reports: {}",
+            "maps: {} direct, {} bounced, {} in IRQ context; failures: {} ({} in IRQ context); misuse reports: {}; lent pages pinned by direct maps: {}",
             g(&self.maps_direct),
             g(&self.maps_bounced),
             g(&self.maps_in_irq),
             g(&self.map_failures),
             g(&self.irq_failures),
-            g(&self.misuse)
+            g(&self.misuse),
+            g(&self.direct_pins)
         )
     }
 }
@@ -110,6 +119,9 @@ pub struct DmaApi<'a> {
     default_pool: &'a dyn BounceBuffers,
     debug: Option<&'a DmaDebug>,
     on_pressure: Option<fn()>,
+    /// The page allocator that holds the default pool's lent pageblocks, to pin what a direct
+    /// mapping covers there.
+    pages: Option<&'a LockedPageAllocator>,
     /// Counters.
     pub stats: DmaStats,
 }
@@ -118,7 +130,20 @@ impl<'a> DmaApi<'a> {
     /// The API over `default_pool`; `debug` enables DMA-API debugging (bootarg `dma_debug=on`);
     /// `on_pressure` is called (in any context) when a bounce fails, to kick the pool's worker.
     pub fn new(mem: &'a dyn PhysMemory, default_pool: &'a dyn BounceBuffers, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
-        Self { mem, default_pool, debug, on_pressure, stats: DmaStats::default() }
+        Self { mem, default_pool, debug, on_pressure, pages: None, stats: DmaStats::default() }
+    }
+
+    /// Direct mappings of pages in the default pool's lent pageblocks (held by `pages`) pin them
+    /// for the mapping's life.
+    pub fn with_lent_page_pins(self, pages: &'a LockedPageAllocator) -> Self {
+        Self { pages: Some(pages), ..self }
+    }
+
+    /// The page allocator to pin in, if `[addr, addr + size)` may hold lent pages: only the
+    /// default pool's range is ever lent, so other direct mappings take no allocator lock.
+    fn lent_pages(&self, addr: PhysAddr, size: usize) -> Option<&'a LockedPageAllocator> {
+        let lent = self.default_pool.range();
+        self.pages.filter(|_| addr < lent.end && addr.saturating_add(size as u64) > lent.start)
     }
 
     /// The debug tracker, if debugging is on.
@@ -177,6 +202,10 @@ impl<'a> DmaApi<'a> {
             self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
             tlb
         } else {
+            if let Some(pages) = self.lent_pages(addr, size) {
+                let pinned = pages.pin_frames(addr, size);
+                self.stats.direct_pins.fetch_add(pinned as u64, Ordering::Relaxed);
+            }
             if !attrs.skip_cpu_sync {
                 self.cache(dev, CacheOp::Clean, addr, size);
             }
@@ -251,6 +280,10 @@ impl<'a> DmaApi<'a> {
             None => {
                 if dir.from_device() && !attrs.skip_cpu_sync {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
+                }
+                // The device is done with the pages: reclaim may move them again.
+                if let Some(pages) = self.lent_pages(dma, size) {
+                    pages.unpin_frames(dma, size);
                 }
             }
         }
@@ -561,6 +594,57 @@ mod tests {
         let mut buf = [0u8; 4096];
         s.mem.read(page, &mut buf);
         assert_eq!(buf, [2u8; 4096]);
+    }
+
+    /// Issue 13: a movable page of a lent pageblock, mapped directly, is pinned until the
+    /// unmap: reclaim reports its block busy and does not move it; after the unmap it does.
+    #[test]
+    fn a_direct_mapping_pins_a_page_of_a_lent_block_until_unmap() {
+        use crate::mm::page_alloc::{OwnerKind, PageAllocator, PageOwner, ReclaimError, ReclaimMode};
+        let s = setup();
+        s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
+        let lent = POOL..POOL + (2 << 20);
+        let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
+        pages.lock().lend_swiotlb_pageblocks(lent.clone()).unwrap();
+        let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        // Movable pages fill ZONE_DMA's movable blocks, then spill into the lent one.
+        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+        let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
+        let mut others = Vec::new();
+        let page = loop {
+            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
+            if lent.contains(&addr_of(p)) {
+                break p;
+            }
+            others.push(p);
+        };
+        // A page outside the lent block, mapped directly, is not pinned.
+        let outside = others[0];
+        let dma = api.map_single(&d, addr_of(outside), 4096, FROM, NOATTR).unwrap();
+        assert_eq!(pages.lock().movable_info(outside).unwrap().pins, 0);
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
+
+        let addr = addr_of(page);
+        let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(dma, addr, "mapped directly");
+        assert_eq!(pages.lock().movable_info(page).unwrap().pins, 1);
+        assert_eq!(api.stats.direct_pins.load(Ordering::Relaxed), 1);
+        s.mem.write(dma, &[6u8; 4096]); // the device writes
+        let reclaim = || pages.reclaim_swiotlb_pageblocks(lent.clone(), s.mem, ReclaimMode { drop_clean: true }, &mut |_| {});
+        match reclaim() {
+            Err(ReclaimError::Busy(report)) => assert_eq!(report.pinned, [page]),
+            other => panic!("reclaim took the block of a page mapped for DMA: {other:?}"),
+        }
+        assert_eq!(addr_of(page), addr, "not moved during DMA");
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(pages.lock().movable_info(page).unwrap().pins, 0, "unpinned by the unmap");
+        reclaim().unwrap();
+        assert!(!lent.contains(&addr_of(page)), "migrated out once unmapped");
+        let mut buf = [0u8; 4096];
+        s.mem.read(addr_of(page), &mut buf);
+        assert_eq!(buf, [6u8; 4096], "what the device wrote moved with the page");
     }
 
     #[test]

@@ -8,12 +8,10 @@ use crate::bootargs::{KernelParams, SwiotlbPolicy};
 use crate::dma::debug::{DeviceId, DmaDebug};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
-use crate::dma::pools::BounceBuffers;
-use crate::dma::swiotlb::lend::{DevicePool, LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
+use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
+use crate::dma::swiotlb::lend::{LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
 use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
-use crate::dma::{DmaAttrs, DmaDirection, SlotAlignment};
 use crate::mm::page_alloc::LockedPageAllocator;
-use crate::mm::phys::PhysMemory;
 use crate::dt::{self, DeviceTree, DtError, PoolKind};
 use crate::mm::memblock::{Memblock, RegionKind};
 use crate::mm::PhysAddr;
@@ -267,52 +265,15 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         WORKER.store(id.raw(), Ordering::Relaxed);
     }
     let debug = params.dma_debug.then_some(&DEBUG);
-    Ok(DMA.call_once(|| Dma { api: DmaApi::new(&RAM, manager, debug, Some(kick_worker)), manager, params }))
+    Ok(DMA.call_once(|| Dma { api: DmaApi::new(&RAM, manager, debug, Some(kick_worker)).with_lent_page_pins(pages), manager, params }))
 }
 
 // ---- per-device pools (the seed's "local accelerator") ----
 
 const MAX_DEVICE_POOLS: usize = 4;
 
-/// A place for a carved device pool that a `DmaDevice` can point at for the kernel's life.
-/// Mapping through it holds its lock for the duration of the map (IRQ-safe, never waits long);
-/// returning the pool takes it out from under the lock once the device no longer points here.
-struct DevicePoolSlot(IrqSafeSpinLock<Option<DevicePool>>);
-
-static DEVICE_POOLS: [DevicePoolSlot; MAX_DEVICE_POOLS] = [const { DevicePoolSlot(IrqSafeSpinLock::new(None)) }; MAX_DEVICE_POOLS];
-
-impl BounceBuffers for DevicePoolSlot {
-    fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
-        match self.0.lock().as_ref() {
-            Some(p) => p.pool().map(mem, orig, size, dir, align),
-            None => Err(SwiotlbError::BufferFull { size, total: 0, used: 0 }),
-        }
-    }
-    fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
-        match self.0.lock().as_ref() {
-            Some(p) => p.pool().unmap(mem, tlb, size, dir, attrs),
-            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
-        }
-    }
-    fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        match self.0.lock().as_ref() {
-            Some(p) => p.pool().sync_for_cpu(mem, tlb, size, dir),
-            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
-        }
-    }
-    fn sync_for_device(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        match self.0.lock().as_ref() {
-            Some(p) => p.pool().sync_for_device(mem, tlb, size, dir),
-            None => Err(SwiotlbError::NotMapped { tlb_addr: tlb }),
-        }
-    }
-    fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        self.0.lock().as_ref().is_some_and(|p| p.pool().is_swiotlb_buffer(pa))
-    }
-    fn range(&self) -> core::ops::Range<PhysAddr> {
-        self.0.lock().as_ref().map_or(0..0, |p| p.pool().start()..p.pool().end())
-    }
-}
+/// Places for carved device pools that a `DmaDevice` can point at for the kernel's life.
+static DEVICE_POOLS: [DevicePoolSlot; MAX_DEVICE_POOLS] = [const { DevicePoolSlot::new() }; MAX_DEVICE_POOLS];
 
 /// Bytes of in-flight DMA from which a DMA-limited device gets its own pool.
 pub const DEVICE_POOL_HINT_THRESHOLD: usize = 1 << 20;
@@ -339,10 +300,13 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
     let current = dev.device_pool();
     match (wants, current) {
         (true, None) => {
-            let slot = DEVICE_POOLS.iter().find(|s| s.0.lock().is_none()).ok_or(LendError::NotEnoughPageblocks { wanted: 1, available: 0 })?;
+            let slot = DEVICE_POOLS.iter().find(|s| s.is_empty()).ok_or(LendError::NotEnoughPageblocks { wanted: 1, available: 0 })?;
             let blocks = bytes.div_ceil(crate::mm::page_alloc::PAGEBLOCK_SIZE as usize);
             let pool = dma.manager.carve_device_pool(super::mm::page_allocator(), &RAM, blocks, &mut |_| {})?;
-            *slot.0.lock() = Some(pool);
+            if let Err(pool) = slot.attach(pool) {
+                // Cannot happen (hints are task context, one at a time); give the blocks back.
+                return dma.manager.return_device_pool(pool, super::mm::page_allocator(), &RAM).map_err(|(_, e)| e).map(|()| HintOutcome::Unchanged);
+            }
             dev.set_device_pool(Some(slot));
             Ok(HintOutcome::Carved(blocks))
         }
@@ -350,14 +314,18 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
             let Some(slot) = DEVICE_POOLS.iter().find(|s| core::ptr::addr_eq(*s as *const DevicePoolSlot, current as *const dyn BounceBuffers)) else {
                 return Ok(HintOutcome::Unchanged);
             };
+            // The pool leaves the slot only once nothing is mapped in it (a completion in
+            // interrupt context meanwhile still finds it); until then the device keeps pointing
+            // at it. Issue 13: detaching first lost such a completion's copy back.
+            let Some(pool) = slot.detach()? else { return Ok(HintOutcome::Unchanged) };
             dev.set_device_pool(None);
-            let Some(pool) = slot.0.lock().take() else { return Ok(HintOutcome::Unchanged) };
             match dma.manager.return_device_pool(pool, super::mm::page_allocator(), &RAM) {
                 Ok(()) => Ok(HintOutcome::Returned),
                 Err((pool, e)) => {
-                    // Live mappings: put it back where the device finds it.
-                    *slot.0.lock() = Some(pool);
-                    dev.set_device_pool(Some(slot));
+                    // The manager is busy (its worker runs): the pool, empty, goes back in place.
+                    if slot.attach(pool).is_ok() {
+                        dev.set_device_pool(Some(slot));
+                    }
                     Err(e)
                 }
             }

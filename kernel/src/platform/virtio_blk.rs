@@ -15,15 +15,18 @@
 //!   scratch page; header, data and status are each mapped with their direction (bounced if the
 //!   device cannot reach them), and the chain is handed to the device. The slot is claimed
 //!   first, so the mapping (the bounce copies) runs with no lock held and interrupts enabled;
-//!   only the hand-off takes the disk's lock. A full table, queue or bounce pool is
+//!   only the hand-off takes the disk's lock. The same holds wherever a request is started:
+//!   no bounce copy runs under the disk's lock (issue 13). A full table, queue or bounce pool is
 //!   [`BlkError::Busy`]: nothing was submitted, nothing is left mapped.
 //! - Queue ([`Disk::queue_read`], ...): the same, but a request that finds no room waits in its
 //!   slot and is started later, oldest first: by the interrupt handler once completions free
 //!   room (mapping in interrupt context), or, if a mapping fails there, by a work item in task
 //!   context (Linux: `BLK_STS_RESOURCE` and a delayed queue run). Busy only if the table is full.
-//! - Complete (the interrupt handler): ack, pop every used chain, unmap (for a read the bounce
-//!   copy back happens here), read the status byte and record the outcome in the fixed-size
-//!   in-flight table ([`crate::block::InflightTable`]), then start waiting requests. No
+//! - Complete (the interrupt handler): ack, pop every used chain and take its request from the
+//!   device under the disk's lock, then unmap with the lock dropped (for a read the bounce copy
+//!   back happens here: task context on another CPU does not wait behind it), read the status
+//!   byte and record the outcome in the fixed-size in-flight table
+//!   ([`crate::block::InflightTable`]) under the lock again, then start waiting requests. No
 //!   allocation, bounded work.
 //! - Collect ([`Disk::poll`]), or wait ([`Disk::read`], [`Disk::write`], [`Disk::flush`]: queue,
 //!   then `idle()` until the handler recorded the outcome). The synchronous calls split a
@@ -641,8 +644,8 @@ impl Disk {
             let mut inner = self.inner.lock();
             let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
             inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
-            self.start_waiting(&mut inner);
         }
+        self.start_waiting();
         self.deliver_callbacks();
         Ok(())
     }
@@ -801,16 +804,11 @@ impl Disk {
         let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
         let slot = ticket.slot();
         inner.requests.claim(slot);
-        let result = if crate::arch::in_interrupt() {
-            // Everything under the lock, as the interrupt handler does.
-            self.map_and_submit(&mut inner, slot, params)
-        } else {
-            // The copies with no lock held; only the hand-off under it.
-            drop(inner);
-            let maps = self.map_request(slot, params);
-            inner = self.inner.lock();
-            maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps))
-        };
+        // The copies with no lock held (in any context); only the hand-off under it.
+        drop(inner);
+        let maps = self.map_request(slot, params);
+        inner = self.inner.lock();
+        let result = maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps));
         match result {
             Ok(mapped) => {
                 inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
@@ -826,63 +824,45 @@ impl Disk {
 
     fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
-        let mut inner = self.inner.lock();
-        let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
-        // In task context, with no older request waiting, map outside the lock; otherwise the
-        // oldest go first, under the lock.
-        if crate::arch::in_interrupt() || inner.requests.waiting() > 1 {
-            self.start_waiting(&mut inner);
-        } else {
-            inner.requests.claim(ticket.slot());
-            drop(inner);
-            let _ = self.start_claimed(ticket.slot(), params); // the outcome is in the slot
-        }
+        let ticket = self.inner.lock().requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        // Older waiting requests go first; this one is started now if there is room (the
+        // outcome is in its slot either way).
+        self.start_waiting();
         Ok(ticket)
     }
 
-    /// Starts waiting requests, oldest first, until one finds no room. Returns how many are
-    /// still waiting. In interrupt context a request that cannot be mapped is handed to task
-    /// context (the retry work item) if no completion will come to retry it.
-    fn start_waiting(&self, inner: &mut DiskInner) -> usize {
-        while let Some((slot, request)) = inner.requests.oldest_waiting() {
-            match self.map_and_submit(inner, slot, request.params) {
-                Ok(mapped) => {
-                    let started = inner.requests.start(slot, mapped.tag, Request { mapped: Some(mapped), ..request });
-                    debug_assert!(started.is_some());
+    /// Starts waiting requests, oldest first, until one finds no room; returns how many
+    /// started. Each is claimed under the disk's lock and mapped with it dropped
+    /// ([`start_claimed`](Self::start_claimed)): its bounce copies never run under the lock, in
+    /// task context (interrupts stay enabled) or in the interrupt handler (task context on
+    /// another CPU does not wait behind them). A request that finds no room goes back to
+    /// waiting in its place; from interrupt context task context retries it.
+    fn start_waiting(&self) -> usize {
+        let mut started = 0;
+        // Bounded: each round starts or ends one request, or stops.
+        for _ in 0..MAX_IN_FLIGHT {
+            let (slot, params) = {
+                let mut inner = self.inner.lock();
+                let Some((slot, request)) = inner.requests.oldest_waiting() else { break };
+                if let Some(reason) = inner.blk.broken() {
+                    inner.requests.fail_waiting(slot, Err(BlkError::Virtio(VirtioError::DeviceBroken(reason))));
+                    continue;
+                }
+                inner.requests.claim(slot);
+                (slot, request.params)
+            };
+            match self.start_claimed(slot, params) {
+                Ok(_) => {
+                    started += 1;
                     if crate::arch::in_interrupt() {
                         self.stats.started_in_irq.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(BlkError::Busy) => {
-                    self.refused(BlkError::Busy);
-                    if crate::arch::in_interrupt() {
-                        // Linux would return BLK_STS_RESOURCE and rerun the queue later; the
-                        // request keeps its slot and task context retries it.
-                        self.stats.deferred_to_task.fetch_add(1, Ordering::Relaxed);
-                        schedule_retry();
-                    } else if inner.requests.in_flight() == 0 {
-                        // No completion will come to retry it: the work item polls.
-                        schedule_retry();
-                    }
-                    break;
-                }
-                Err(e) => {
-                    inner.requests.fail_waiting(slot, Err(e));
-                }
+                Err(BlkError::Busy) => break,
+                Err(_) => {} // it ended with its error
             }
         }
-        inner.requests.waiting()
-    }
-
-    /// Maps a request's header, data segments and status and hands the chain to the device,
-    /// all under the disk's lock (interrupt context, and requests started for others). On
-    /// failure nothing reaches the device and nothing stays mapped.
-    fn map_and_submit(&self, inner: &mut DiskInner, slot: usize, params: Params) -> Result<Mapped, BlkError> {
-        if let Some(reason) = inner.blk.broken() {
-            return Err(BlkError::Virtio(VirtioError::DeviceBroken(reason)));
-        }
-        let maps = self.map_request(slot, params)?;
-        self.hand_to_device(inner, params, maps)
+        started
     }
 
     /// Maps request `slot`'s buffers (the bounce copies happen here). Needs no lock: the slot's
@@ -965,10 +945,10 @@ impl Disk {
         Ok(Mapped { tag: token.0, header, status, segs, nsegs })
     }
 
-    /// Task context: maps the claimed request in `slot` with no lock held and interrupts
-    /// enabled (the bounce copies of a large request take a while), then hands it to the device.
-    /// If the pool is full it goes back to waiting (started later by a completion or the retry
-    /// work); another error ends it.
+    /// Maps the claimed request in `slot` with no lock held (in task context with interrupts
+    /// enabled: the bounce copies of a large request take a while), then hands it to the device
+    /// under the lock. If the pool is full it goes back to waiting (started later by a
+    /// completion or the retry work); another error ends it.
     fn start_claimed(&self, slot: usize, params: Params) -> Result<Mapped, BlkError> {
         let maps = self.map_request(slot, params);
         let mut inner = self.inner.lock();
@@ -981,7 +961,12 @@ impl Disk {
             Err(BlkError::Busy) => {
                 self.refused(BlkError::Busy);
                 inner.requests.unclaim(slot);
-                if inner.requests.in_flight() == 0 {
+                if crate::arch::in_interrupt() {
+                    // Linux would return BLK_STS_RESOURCE and rerun the queue later; the
+                    // request keeps its slot and task context retries it.
+                    self.stats.deferred_to_task.fetch_add(1, Ordering::Relaxed);
+                    schedule_retry();
+                } else if inner.requests.in_flight() == 0 {
                     schedule_retry(); // no completion will come to start it
                 }
             }
@@ -1079,38 +1064,45 @@ impl Disk {
     }
 
     /// Interrupt context: ack, then finish every request the device used (virtio 1.2 §2.7.14).
+    /// Each is taken from the device under the disk's lock and unmapped with the lock dropped:
+    /// the copy back of a bounced read (up to a segment per data buffer) never holds up task
+    /// context submitting to this disk on another CPU (issue 13).
     fn complete_from_irq(&self) {
         self.stats.irqs.fetch_add(1, Ordering::Relaxed);
-        let mut inner = self.inner.lock();
-        inner.blk.ack_interrupt();
+        self.inner.lock().blk.ack_interrupt();
         // Bounded: each pop retires one of at most QUEUE_SIZE chains in flight.
         for _ in 0..QUEUE_SIZE {
-            let completion = match inner.blk.pop_completed() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    log::error!("{}: {e}", self.name);
-                    break;
-                }
-            };
-            let Some((slot, Request { params, mapped: Some(mapped) })) = inner.requests.lookup(completion.token().0) else {
-                log::error!("{}: completion for unknown chain {}", self.name, completion.token().0);
-                continue;
+            let (slot, params, mapped, completion) = {
+                let mut inner = self.inner.lock();
+                let completion = match inner.blk.pop_completed() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::error!("{}: {e}", self.name);
+                        break;
+                    }
+                };
+                let Some((slot, Request { params, mapped: Some(mapped) })) = inner.requests.lookup(completion.token().0) else {
+                    log::error!("{}: completion for unknown chain {}", self.name, completion.token().0);
+                    continue;
+                };
+                // Completing: no timeout or abort touches it while the lock is dropped.
+                inner.requests.begin_completion(slot);
+                (slot, params, mapped, completion)
             };
             // For a read that bounced, this is the copy back into the caller's buffer.
             let outcome = self.unmap(&params, &mapped, NOATTR);
             let mut status = [STATUS_UNWRITTEN];
             RAM.read(self.scratch + (slot * SCRATCH_SLOT + STATUS_OFFSET) as u64, &mut status);
+            let mut inner = self.inner.lock();
             let device_says = inner.blk.complete(completion, status[0]).map_err(BlkError::Virtio);
-            let outcome = outcome.and(device_says);
-            inner.requests.finish(slot, outcome);
+            inner.requests.end_completion(slot, outcome.and(device_says));
             self.stats.completed_in_irq.fetch_add(1, Ordering::Relaxed);
         }
         // Completions freed descriptors and bounce slots: start what waits for them.
-        if inner.requests.waiting() > 0 {
-            self.start_waiting(&mut inner);
+        if self.inner.lock().requests.waiting() > 0 {
+            self.start_waiting();
         }
-        drop(inner);
         self.deliver_callbacks();
     }
 }
@@ -1138,11 +1130,10 @@ fn schedule_retry() {
 fn retry_waiting() {
     let mut again = false;
     for disk in DISKS.iter().filter_map(spin::Once::get) {
-        let mut inner = disk.inner.lock();
-        let before = inner.requests.waiting();
-        let left = disk.start_waiting(&mut inner);
-        disk.stats.started_by_work.fetch_add((before - left) as u64, Ordering::Relaxed);
-        again |= left > 0 && inner.requests.in_flight() == 0;
+        let started = disk.start_waiting();
+        disk.stats.started_by_work.fetch_add(started as u64, Ordering::Relaxed);
+        let inner = disk.inner.lock();
+        again |= inner.requests.waiting() > 0 && inner.requests.in_flight() == 0;
         drop(inner);
         disk.deliver_callbacks();
     }

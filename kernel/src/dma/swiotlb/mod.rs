@@ -37,6 +37,7 @@ pub mod transient;
 #[cfg(test)]
 mod tests;
 
+pub use bounce::task_copy_stats;
 pub use error::SwiotlbError;
 pub use pool::SwiotlbPool;
 pub use slots::SlotState;

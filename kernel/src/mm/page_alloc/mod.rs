@@ -44,6 +44,7 @@ pub mod migrate;
 pub mod migratetype;
 mod movable;
 mod page;
+mod pin_frame;
 pub mod page_cache;
 pub mod pressure;
 mod stats;

@@ -63,3 +63,118 @@ fn carve_skips_used_blocks_and_refuses_what_it_cannot_do() {
     let err = dynamic.mgr.carve_device_pool(&dynamic.pages, &dynamic.mem, 1, &mut ignore_drop).err();
     assert!(matches!(err, Some(LendError::PolicyForbids { .. })));
 }
+
+/// Issue 13: a device pool handed back while mappings complete on another CPU. The slot lets
+/// the pool go only once nothing is mapped, and serves unmaps until then: every completion
+/// finds its slots and copies back, and nothing leaks.
+#[test]
+fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
+    use crate::dma::device::{BouncePolicy, DmaDevice};
+    use crate::dma::mapping::DmaApi;
+    use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    let f = Fixture::new(4, 8, tunables(SwiotlbPolicy::Lend), false);
+    let slot: &'static DevicePoolSlot = Box::leak(Box::new(DevicePoolSlot::new()));
+    let api = DmaApi::new(&f.mem, &f.mgr, None, None);
+    // Forced: every mapping bounces, through the device pool while it is attached.
+    let dev = DmaDevice::new(1, "dev", None, true, BouncePolicy::Forced);
+    let carve = || {
+        assert!(slot.attach(f.mgr.carve_device_pool(&f.pages, &f.mem, 1, &mut ignore_drop).unwrap()).is_ok());
+        dev.set_device_pool(Some(slot));
+    };
+    carve();
+    let done = AtomicBool::new(false);
+    // Every 500 completions the device side stops with nothing mapped and asks for a return
+    // (which must then succeed), and maps once into the new pool before letting the other side
+    // go on: the verdict depends on no timing.
+    const FREE: u32 = 0;
+    const RETURN_NOW: u32 = 1;
+    const CARVED_AGAIN: u32 = 2;
+    let phase = AtomicU32::new(FREE);
+    let (mut returned, mut refused) = (0, 0);
+    let complete = |n: u32| {
+        let orig = ORIG + u64::from(n % 64) * 512;
+        f.mem.write(orig, &[0; 512]);
+        let dma = api.map_single(&dev, orig, 512, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+        let in_device_pool = slot.is_swiotlb_buffer(dma);
+        let written = [(n as u8) | 1; 512];
+        f.mem.write(dma, &written); // the device writes
+        api.unmap_single(&dev, dma, 512, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+        assert_eq!(f.read(orig, 512), written, "completion {n} lost its copy back");
+        in_device_pool
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for n in 0..3000u32 {
+                complete(n);
+                if n % 500 == 499 {
+                    phase.store(RETURN_NOW, Ordering::SeqCst);
+                    while phase.load(Ordering::SeqCst) != CARVED_AGAIN {
+                        std::thread::yield_now();
+                    }
+                    assert!(complete(n), "a mapping after the pool came back did not use it");
+                    phase.store(FREE, Ordering::SeqCst);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        while !done.load(Ordering::SeqCst) {
+            let asked = match phase.load(Ordering::SeqCst) {
+                CARVED_AGAIN => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                p => p == RETURN_NOW,
+            };
+            match slot.detach() {
+                Ok(Some(pool)) => {
+                    dev.set_device_pool(None);
+                    f.mgr.return_device_pool(pool, &f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+                    returned += 1;
+                    carve();
+                    if asked {
+                        phase.store(CARVED_AGAIN, Ordering::SeqCst);
+                    }
+                }
+                Ok(None) => unreachable!("the pool is attached"),
+                Err(LendError::LiveMappings { .. }) => {
+                    assert!(!asked, "refused with nothing mapped");
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    assert!(returned >= 6, "returned {returned} times, refused {refused} times");
+    let pool = slot.detach().unwrap().expect("attached");
+    assert_eq!(pool.pool().used_slots(), 0);
+    f.mgr.return_device_pool(pool, &f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    assert_eq!(f.mgr.default_pool().used_slots(), 0, "nothing leaked in the default pool");
+    assert!(slot.detach().unwrap().is_none());
+}
+
+/// A map through a slot being detached goes to the default pool; unmaps and syncs of its live
+/// mappings are still served; with a live mapping the detach is refused and maps come back.
+#[test]
+fn a_detaching_slot_refuses_new_maps_and_serves_old_ones() {
+    use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
+
+    let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Lend), false);
+    let slot = DevicePoolSlot::new();
+    assert!(slot.attach(f.mgr.carve_device_pool(&f.pages, &f.mem, 1, &mut ignore_drop).unwrap()).is_ok());
+    f.mem.write(ORIG, &[7; 100]);
+    let tlb = slot.map(&f.mem, ORIG, 100, DmaDirection::Bidirectional, SlotAlignment::default()).unwrap();
+    assert_eq!(slot.detach().err(), Some(LendError::LiveMappings { used_slots: 1 }));
+    let again = slot.map(&f.mem, ORIG, 100, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
+    assert!(slot.is_swiotlb_buffer(again), "a refused detach lets maps in again");
+    slot.unmap(&f.mem, again, 100, DmaDirection::ToDevice, DmaAttrs::default()).unwrap();
+    f.mem.write(tlb, &[8; 100]);
+    slot.sync_for_cpu(&f.mem, tlb, 100, DmaDirection::Bidirectional).unwrap();
+    assert_eq!(f.read(ORIG, 100), [8; 100]);
+    slot.unmap(&f.mem, tlb, 100, DmaDirection::Bidirectional, DmaAttrs::default()).unwrap();
+    let pool = slot.detach().unwrap().expect("attached, empty");
+    assert!(slot.map(&f.mem, ORIG, 100, DmaDirection::ToDevice, SlotAlignment::default()).is_err(), "nothing to map into");
+    assert!(!slot.is_swiotlb_buffer(tlb));
+    f.mgr.return_device_pool(pool, &f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+}
