@@ -31,18 +31,22 @@ host_unit_tests() {
     return $status
 }
 step host-unit-tests host_unit_tests
+# The benchmark report's prose comes from the data: its unit tests.
+step report-tests python3 -m unittest discover -s scripts/bench
 # The in-QEMU test kernels without disks, default policy (lend), DMA-API debugging on.
 qemu_tests=(--test boot --test page_alloc --test dma)
 step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
-# The DMA tests again under the two policies we compare against.
-for policy in static dynamic; do
-    step "qemu-dma-$policy" env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on --bootargs swiotlb_policy=$policy" cargo test -p kernel --test dma
+# The DMA tests again under the policies we compare against: Linux's two, Linux's dynamic with
+# a small boot pool (so it grows: transient pools, compaction), and the CMA rival.
+for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M"; do
+    step "qemu-dma-${policy// /-}" env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on --bootargs swiotlb_policy=${policy// / --bootargs }" cargo test -p kernel --test dma
 done
 # virtio-blk on two fresh disk images (checked on the host afterwards), under every policy.
 for policy in lend static dynamic; do
     step "virtio-blk-$policy" ./scripts/virtio-blk-tests.sh "swiotlb_policy=$policy"
 done
+step virtio-blk-cma ./scripts/virtio-blk-tests.sh swiotlb_policy=cma cma=28M
 # And with the virtio features flipped from their defaults: INDIRECT_DESC declined (direct chains,
 # 21 requests in flight), RING_EVENT_IDX negotiated.
 step virtio-blk-features-on ./scripts/virtio-blk-tests.sh blk_indirect=on blk_event_idx=on
