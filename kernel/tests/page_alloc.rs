@@ -1,7 +1,8 @@
 //! In-QEMU tests of the page allocator with MIGRATE_SWIOTLB: lending the SWIOTLB pool's
 //! pageblocks, filling memory with checksummed movable pages, taking the blocks back by
-//! migration, pins that block it, page-cache pages dropped instead of copied, and interrupt
-//! handlers that read a page while it migrates.
+//! migration, pins that block it, page-cache pages dropped instead of copied, interrupt
+//! handlers that read a page while it migrates, and a CMA area and compaction under the same
+//! workload.
 #![no_std]
 #![no_main]
 
@@ -19,7 +20,9 @@ use kernel::mm::page_alloc::page_cache::{CacheKey, PageCache};
 use kernel::mm::page_alloc::pressure::MemoryPressure;
 use kernel::mm::page_alloc::{
     FreeError, LockedPageAllocator, MigrateType, MovablePage, OwnerKind, PageOwner, ReclaimError, ReclaimMode, ZoneType,
+    PAGEBLOCK_SIZE,
 };
+use kernel::mm::cma::CmaArea;
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::{PhysAddr, PAGE_SIZE};
 use kernel::platform::exit::ExitStatus;
@@ -40,6 +43,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "irq_readers_never_see_a_half_moved_page", run: irq_during_migration },
             TestCase { name: "heap_grows_from_unmovable_pages", run: heap_grows },
             TestCase { name: "bad_frees_are_errors_not_corruption", run: bad_frees },
+            TestCase { name: "cma_alloc_and_compaction_under_a_full_movable_workload", run: cma_and_compaction },
         ],
     )
 }
@@ -295,5 +299,68 @@ fn bad_frees() -> TestResult {
     let m = a.alloc_movable(0, ZoneType::Normal, PageOwner { kind: OwnerKind::Dirty, cookie: 0 }).map_err(|e| alloc::format!("{e}"))?;
     a.free_movable(m).map_err(|e| alloc::format!("{e}"))?;
     kassert!(a.free_movable(m).is_err(), "a handle used after free was accepted");
+    Ok(())
+}
+
+/// Pageblocks of each migrate type, all zones.
+fn pageblocks_of(mt: MigrateType) -> usize {
+    page_allocator().lock().pagetypeinfo().pageblocks.iter().map(|zone| zone[mt.index()]).sum()
+}
+
+fn cma_and_compaction() -> TestResult {
+    let alloc = page_allocator();
+    let mode = ReclaimMode { drop_clean: false };
+    // An 8-pageblock CMA area of our own (the boot's comes only with cma= or a node).
+    let base = alloc.lock().alloc_contig_pageblocks(8, ZoneType::Dma).map_err(|e| alloc::format!("carve: {e}"))?;
+    let area = CmaArea::activate("test-cma", alloc, base..base + 8 * PAGEBLOCK_SIZE).map_err(|e| alloc::format!("{e}"))?;
+    let swiotlb_blocks = pageblocks_of(MigrateType::Swiotlb);
+    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0xc3a);
+    kassert_eq!(alloc.lock().nr_free_cma_pages(ZoneType::Dma), 0);
+    pressure.release_every(alloc, 4);
+    let in_area = pages_in(&pressure, alloc, &area.range());
+    picture("cma full");
+    kassert!(in_area > 0, "no movable page borrowed the CMA blocks");
+
+    let (addr, report) = area.cma_alloc(alloc, &RAM, 4, mode, &mut |_| {}).map_err(|e| alloc::format!("cma_alloc: {e}"))?;
+    let taken = addr..addr + 4 * PAGEBLOCK_SIZE;
+    kprintln!("  cma_alloc: 4 pageblocks at {addr:#x}, {} pages migrated; {area}", report.migrated);
+    picture("cma 4");
+    kassert!(area.range().contains(&addr) && taken.end <= area.range().end);
+    kassert_eq!(pages_in(&pressure, alloc, &taken), 0);
+    kassert_eq!(alloc.lock().pageblock_migratetype(addr), None);
+    kassert_eq!(pageblocks_of(MigrateType::Swiotlb), swiotlb_blocks);
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+
+    // Compaction of partly used MOVABLE blocks (some may hold a heap page: those fail).
+    let mut tried = Vec::new();
+    let mut compacted = 0;
+    for page in pressure.pages().step_by(97) {
+        let block = alloc.pin(page).map(|p| p.addr() & !(PAGEBLOCK_SIZE - 1)).map_err(|e| alloc::format!("{e}"))?;
+        if tried.contains(&block) || alloc.lock().pageblock_migratetype(block) != Some(MigrateType::Movable) {
+            continue;
+        }
+        tried.push(block);
+        if let Ok(r) = alloc.compact_pageblock(block, &RAM) {
+            compacted += 1;
+            kassert_eq!(pages_in(&pressure, alloc, &(block..block + PAGEBLOCK_SIZE)), 0);
+            kassert!(r.migrated > 0);
+        }
+        if compacted == 2 {
+            break;
+        }
+    }
+    let stats = alloc.lock().compact_stats();
+    kprintln!("  {compacted} of {} blocks compacted; {stats}", tried.len());
+    kassert!(compacted > 0);
+    let (contig, r) = alloc
+        .alloc_contig_pageblocks_compact(2, ZoneType::Normal, &RAM, mode, &mut |_| {})
+        .map_err(|e| alloc::format!("contig: {e}"))?;
+    kprintln!("  alloc_contig_pageblocks_compact: 2 pageblocks at {contig:#x}, {} pages migrated", r.migrated);
+    kassert_eq!(pages_in(&pressure, alloc, &(contig..contig + 2 * PAGEBLOCK_SIZE)), 0);
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    alloc.lock().free_contig_pageblocks(contig, 2).map_err(|e| alloc::format!("{e}"))?;
+    area.cma_release(alloc, addr, 4).map_err(|e| alloc::format!("{e}"))?;
+    kassert_eq!(area.allocated_pageblocks(), 0);
+    pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! Each enabled child is one region: static (`reg`) or dynamic (`size`, optional `alignment`,
 //! optional `alloc-ranges`, placed later by memblock). We check what the binding and Linux
-//! (`drivers/of/of_reserved_mem.c`, `kernel/dma/swiotlb.c`) check and refuse the rest.
+//! (`drivers/of/of_reserved_mem.c`, `kernel/dma/swiotlb.c`) check and refuse the rest. A
+//! reusable `shared-dma-pool` with `linux,cma-default` is the default CMA area: its place and
+//! alignment rules are `mm::contiguous`'s.
 
 use super::cells::{
     self, child_cells, has_prop, read_cells, reg_entries, str_list_prop, CellSizes, Node, StrList,

@@ -89,7 +89,7 @@ impl CmaArea {
         })
     }
 
-    /// The area's name (its `/reserved-memory` node, or `cma` for the bootarg).
+    /// The area's name (its `/reserved-memory` node, or `cma-default` for the `cma=` bootarg).
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -98,7 +98,7 @@ impl<'a> CmaSource<'a> {
         }
     }
 
-    /// Reserves the area in `map`, labelled with the node's name or `cma`, kind
+    /// Reserves the area in `map`, labelled with the node's name or [`CMA_BOOTARG_LABEL`], kind
     /// [`RegionKind::Cma`]. `dma_limit` ends ZONE_DMA (first address above it), if any.
     pub fn reserve(&self, map: &mut Memblock<'a>, dma_limit: Option<PhysAddr>) -> Result<PhysRange, CmaSetupError<'a>> {
         let label = self.label();

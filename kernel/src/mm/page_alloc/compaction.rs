@@ -61,7 +61,7 @@ pub enum CompactFailure {
 /// Why compaction failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompactError {
-    /// Not a whole pageblock inside the allocator's span.
+    /// Not a whole pageblock inside the allocator's span, or one with unmanaged pages.
     Range(RangeError),
     /// The pageblock is not MOVABLE (compaction leaves other types alone); `None`: unmanaged.
     NotMovable { addr: PhysAddr, mt: Option<MigrateType> },
@@ -113,12 +113,12 @@ impl From<RangeError> for CompactError {
 }
 
 impl PageAllocator {
-    /// Whether pageblocks `blocks` could be emptied by compaction: each MOVABLE, or an entirely
-    /// free UNMOVABLE block, with no unmovable and no pinned page (Linux:
+    /// Whether pageblocks `blocks` could be emptied by compaction: each wholly managed and
+    /// MOVABLE, or an entirely free UNMOVABLE block, with no unmovable and no pinned page (Linux:
     /// `pfn_range_valid_contig()`; checking pins here saves migrating a range that would fail).
     fn contig_candidate(&self, blocks: Range<usize>) -> bool {
         blocks.into_iter().all(|b| {
-            let movable = match self.pageblock_type[b] {
+            let movable = self.pageblock_fully_managed(b) && match self.pageblock_type[b] {
                 Some(MigrateType::Movable) => true,
                 Some(MigrateType::Unmovable) => self.pageblock_is_free(b),
                 _ => false,

@@ -70,6 +70,9 @@ pub enum RangeError {
     NotSwiotlb(PhysAddr),
     /// This pageblock is not a MIGRATE_CMA block (`cma_alloc`).
     NotCma(PhysAddr),
+    /// This pageblock has pages the allocator does not manage (a hole, a reservation, the edge
+    /// of RAM), so it can never become one free block (compaction).
+    PartlyManaged(PhysAddr),
 }
 
 /// Why one page could not be migrated.
@@ -165,6 +168,7 @@ impl core::fmt::Display for RangeError {
             RangeError::AlreadyManaged(a) => write!(f, "pageblock {a:#x} is already managed by the page allocator"),
             RangeError::NotSwiotlb(a) => write!(f, "pageblock {a:#x} is not a lent SWIOTLB pageblock"),
             RangeError::NotCma(a) => write!(f, "pageblock {a:#x} is not a CMA pageblock"),
+            RangeError::PartlyManaged(a) => write!(f, "pageblock {a:#x} is only partly managed by the page allocator"),
         }
     }
 }

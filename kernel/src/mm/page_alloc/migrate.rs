@@ -24,7 +24,7 @@ use super::error::{HandleError, MigrateError, PinError, RangeError, ReclaimError
 use super::migratetype::MigrateType;
 use super::movable::{MovablePage, OwnerKind};
 use super::page::PageDesc;
-use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_ORDER};
+use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::arch::in_interrupt;
 use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
@@ -304,10 +304,13 @@ impl LockedPageAllocator {
             let blocks = a.pageblock_range(range).map_err(ContigError::Range)?;
             let mut types = Vec::with_capacity(blocks.len());
             for b in blocks.clone() {
-                let mt = a.pageblock_type[b];
+                let (addr, mt) = (a.addr_of(b << PAGEBLOCK_ORDER), a.pageblock_type[b]);
                 match mt {
                     Some(t) if request.accept.accepts(t, a.pageblock_is_free(b)) => types.push(t),
-                    _ => return Err(ContigError::WrongType { addr: a.addr_of(b << PAGEBLOCK_ORDER), mt }),
+                    _ => return Err(ContigError::WrongType { addr, mt }),
+                }
+                if !a.pageblock_fully_managed(b) {
+                    return Err(ContigError::Range(RangeError::PartlyManaged(addr)));
                 }
             }
             blocks.clone().for_each(|b| a.find_unmovable_pages(b, request.fail_fast, &mut report));
@@ -423,6 +426,12 @@ impl PageAllocator {
     /// Whether a pageblock is one free block (never split, nothing allocated from it).
     pub(super) fn pageblock_is_free(&self, block: usize) -> bool {
         matches!(self.mem_map[block << PAGEBLOCK_ORDER], PageDesc::Free { order: MAX_PAGE_ORDER, .. })
+    }
+
+    /// Whether every page of a pageblock is managed (no hole, reservation or edge of RAM in it).
+    pub(super) fn pageblock_fully_managed(&self, block: usize) -> bool {
+        let head = block << PAGEBLOCK_ORDER;
+        !self.mem_map[head..head + PAGEBLOCK_NR_PAGES].contains(&PageDesc::Unmanaged)
     }
 
     /// Notes in `report` the unmovable blocks of a pageblock and, if `pinned_too`, its pinned

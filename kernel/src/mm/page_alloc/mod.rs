@@ -54,7 +54,7 @@ mod zone;
 mod tests;
 
 pub use allocator::PageAllocator;
-pub use compaction::{CompactError, CompactFailure, CompactReport};
+pub use compaction::{CompactError, CompactFailure, CompactReport, MAX_CONTIG_CANDIDATES};
 pub use error::{AllocError, FreeError, HandleError, InitError, MigrateError, PinError, RangeError, ReclaimError};
 pub use migrate::{DroppedPage, LockedPageAllocator, PinGuard, ReclaimMode, ReclaimReport};
 pub use migratetype::MigrateType;

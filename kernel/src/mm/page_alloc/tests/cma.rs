@@ -69,6 +69,21 @@ fn movable_allocations_borrow_cma_pages_and_unmovable_never_do() {
 }
 
 #[test]
+fn movable_borrows_cma_before_stealing_unmovable_blocks_and_never_claims_it() {
+    let (la, _mem, _area) = with_cma(1, 0, 1);
+    let mut a = la.lock();
+    // Make block 0 UNMOVABLE (claimed by an unmovable page) and free again.
+    let p = a.alloc_pages(0, ZoneType::Dma, MigrateType::Unmovable).unwrap();
+    a.free_pages(p, 0).unwrap();
+    assert_eq!(a.pageblock_migratetype(block(0)), Some(MigrateType::Unmovable));
+    let page = a.alloc_movable(0, ZoneType::Dma, owner(OwnerKind::Dirty)).unwrap();
+    assert_eq!(a.pageblock_migratetype(a.movable_info(page).unwrap().addr), Some(MigrateType::Cma));
+    assert_eq!(a.pageblock_migratetype(block(0)), Some(MigrateType::Unmovable), "not stolen while CMA had room");
+    assert_eq!(a.pageblock_migratetype(block(1)), Some(MigrateType::Cma), "borrowed, not claimed");
+    check_invariants(&a);
+}
+
+#[test]
 fn migration_targets_and_long_term_pins_never_land_in_cma() {
     let (la, mem, _area) = with_cma(1, 0, 1);
     let load = MemoryPressure::fill(&la, &mem, ZoneType::Dma, PAGEBLOCK_NR_PAGES + 1, 12);

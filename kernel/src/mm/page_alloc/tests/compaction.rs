@@ -126,6 +126,22 @@ fn only_movable_pageblocks_are_compacted() {
 const PAGE_SIZE_U64: u64 = crate::mm::PAGE_SIZE;
 
 #[test]
+fn a_partly_managed_pageblock_is_never_a_candidate() {
+    // Block 0 starts with 3 unmanaged pages (the kernel image, say), block 1 is whole.
+    let end = block(3);
+    let a = PageAllocator::new(BASE..end, &[BASE + 3 * PAGE_SIZE_U64..end], None).unwrap();
+    let (la, mem) = (LockedPageAllocator::new(a), SimMemory::new(BASE, (end - BASE) as usize));
+    let load = MemoryPressure::fill(&la, &mem, ZoneType::Dma, 3 * PAGEBLOCK_NR_PAGES, 8);
+    let mut load = load;
+    load.release_every(&la, 2);
+    assert_eq!(la.compact_pageblock(block(0), &mem), Err(CompactError::Range(RangeError::PartlyManaged(block(0)))));
+    let (addr, report) = la.alloc_contig_pageblocks_compact(1, ZoneType::Dma, &mem, MIGRATE_ALL, &mut |_| {}).unwrap();
+    assert_eq!((addr, report.failed_candidates), (block(1), 0), "block 0 skipped, not tried");
+    assert_eq!(load.verify(&la, &mem), Ok(load.len()));
+    check_invariants(&la.lock());
+}
+
+#[test]
 fn contig_with_compaction_succeeds_where_plain_contig_fails() {
     let (la, mem, load) = spread_load(4, 1);
     assert!((0..4).all(|b| load.pages().any(|p| block_of(&la, p) == block(b))), "every block partly used");

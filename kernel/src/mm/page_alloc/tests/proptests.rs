@@ -1,4 +1,5 @@
-//! Random sequences of allocations, frees, pins, migrations, lending and reclaim against a model:
+//! Random sequences of allocations, frees, pins, migrations, lending and reclaim, and CMA
+//! allocations against a model:
 //! after every step the structural invariants hold, no page is handed out twice, every page's
 //! content is what its owner last wrote, and pins are respected. At the end, freeing everything
 //! restores the initial free lists.
@@ -9,10 +10,11 @@ use super::*;
 use crate::mm::phys::PhysMemory;
 use crate::mm::PAGE_SIZE;
 
-/// RAM: 4 pageblocks, small enough that random sequences run out of memory; free RAM from 3
+/// RAM: 5 pageblocks, small enough that random sequences run out of memory; free RAM from 3
 /// pages in to 5 pages before block 2 (unaligned edges); ZONE_DMA is block 0; blocks 2 and 3
-/// are a SWIOTLB pool that can be lent.
+/// are a SWIOTLB pool that can be lent; block 4 is a CMA area.
 const POOL_BLOCKS: [u64; 2] = [2, 3];
+const CMA_BLOCK: u64 = 4;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -29,6 +31,8 @@ enum Op {
     Migrate(usize),
     Lend(usize),
     Reclaim { pool: usize, drop_clean: bool },
+    CmaAlloc { drop_clean: bool },
+    CmaRelease,
     BadFree(usize),
 }
 
@@ -46,6 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Migrate),
         2 => (0usize..2).prop_map(Op::Lend),
         2 => (0usize..2, any::<bool>()).prop_map(|(pool, drop_clean)| Op::Reclaim { pool, drop_clean }),
+        2 => any::<bool>().prop_map(|drop_clean| Op::CmaAlloc { drop_clean }),
+        1 => Just(Op::CmaRelease),
         1 => any::<usize>().prop_map(Op::BadFree),
     ]
 }
@@ -86,10 +92,12 @@ proptest! {
 
     #[test]
     fn random_operations_keep_the_invariants(ops in prop::collection::vec(op(), 1..120)) {
-        let ram = BASE..block(4);
+        let ram = BASE..block(5);
         let free = BASE + 3 * PAGE_SIZE..block(2) - 5 * PAGE_SIZE;
         let la = LockedPageAllocator::new(PageAllocator::new(ram.clone(), &[free], Some(block(1))).unwrap());
         let mem = SimMemory::new(BASE, (ram.end - ram.start) as usize);
+        let area = crate::mm::cma::CmaArea::activate("cma", &la, blocks(CMA_BLOCK, 1)).unwrap();
+        let mut cma_taken = false;
         let initial_free = free_blocks(&la.lock());
         let initial_info = la.lock().pagetypeinfo();
 
@@ -201,7 +209,8 @@ proptest! {
                                 prop_assert!(!pinned, "a pinned page moved");
                                 let after = la.lock().movable_info(page).unwrap().addr;
                                 prop_assert_ne!(after, before);
-                                prop_assert_ne!(la.lock().pageblock_migratetype(after), Some(MigrateType::Swiotlb));
+                                let mt = la.lock().pageblock_migratetype(after);
+                                prop_assert!(matches!(mt, Some(MigrateType::Movable | MigrateType::Unmovable)), "migrated into {:?}", mt);
                             }
                             Err(MigrateError::Pinned(_)) => prop_assert!(pinned),
                             Err(MigrateError::NoMemory(_)) => prop_assert!(!pinned),
@@ -245,6 +254,35 @@ proptest! {
                             prop_assert_eq!(la.lock().pageblock_migratetype(range.start), Some(MigrateType::Swiotlb));
                         }
                     }
+                }
+                Op::CmaAlloc { drop_clean } => {
+                    let range = blocks(CMA_BLOCK, 1);
+                    let pinned_inside = pins.iter().any(|p| range.contains(&p.addr()));
+                    let mut dropped = Vec::new();
+                    let r = area.cma_alloc(&la, &mem, 1, ReclaimMode { drop_clean }, &mut |d| dropped.push(d));
+                    for d in &dropped {
+                        let i = movable.iter().position(|m| m.page == d.page).expect("dropped an unknown page");
+                        prop_assert!(drop_clean && movable[i].kind == OwnerKind::Clean, "dropped a dirty page");
+                        movable.swap_remove(i);
+                    }
+                    match r {
+                        Ok((addr, _)) => {
+                            prop_assert!(!cma_taken && !pinned_inside);
+                            prop_assert_eq!(addr, range.start);
+                            prop_assert_eq!(la.lock().pageblock_migratetype(addr), None);
+                            cma_taken = true;
+                        }
+                        Err(crate::mm::cma::CmaError::NoSpace { .. }) => prop_assert!(cma_taken),
+                        Err(crate::mm::cma::CmaError::Busy { last, .. }) => {
+                            prop_assert!(!last.pinned.is_empty() || !last.failed.is_empty(), "busy without a reason");
+                            prop_assert_eq!(la.lock().pageblock_migratetype(range.start), Some(MigrateType::Cma));
+                        }
+                        Err(e) => prop_assert!(false, "unexpected {:?}", e),
+                    }
+                }
+                Op::CmaRelease => {
+                    prop_assert_eq!(area.cma_release(&la, block(CMA_BLOCK), 1).is_ok(), cma_taken);
+                    cma_taken = false;
                 }
                 Op::BadFree(i) => {
                     let before = la.lock().pagetypeinfo();
@@ -295,6 +333,9 @@ proptest! {
         }
         for m in movable {
             la.lock().free_movable(m.page).unwrap();
+        }
+        if cma_taken {
+            area.cma_release(&la, block(CMA_BLOCK), 1).unwrap();
         }
         for pool in 0..2 {
             if lent[pool] {
