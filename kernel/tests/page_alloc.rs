@@ -26,7 +26,7 @@ use kernel::mm::cma::CmaArea;
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::{PhysAddr, PAGE_SIZE};
 use kernel::platform::exit::ExitStatus;
-use kernel::platform::mm::page_allocator;
+use kernel::platform::mm::{cma_area, page_allocator};
 use kernel::platform::phys::IdentityMappedRam;
 use kernel::platform::{time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
@@ -44,6 +44,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "heap_grows_from_unmovable_pages", run: heap_grows },
             TestCase { name: "bad_frees_are_errors_not_corruption", run: bad_frees },
             TestCase { name: "cma_alloc_and_compaction_under_a_full_movable_workload", run: cma_and_compaction },
+            TestCase { name: "the_boot_cma_area_serves_cma_alloc", run: boot_cma_area },
         ],
     )
 }
@@ -361,6 +362,30 @@ fn cma_and_compaction() -> TestResult {
     alloc.lock().free_contig_pageblocks(contig, 2).map_err(|e| alloc::format!("{e}"))?;
     area.cma_release(alloc, addr, 4).map_err(|e| alloc::format!("{e}"))?;
     kassert_eq!(area.allocated_pageblocks(), 0);
+    pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
+    Ok(())
+}
+
+/// The area the boot made from `cma=` or a `linux,cma-default` node (run with
+/// `QEMU_RUN_OPTS="--bootargs cma=16M"`); without one there is nothing to check.
+fn boot_cma_area() -> TestResult {
+    let Some(area) = cma_area() else {
+        kprintln!("  no boot CMA area (boot with cma=<size> to check it)");
+        return Ok(());
+    };
+    let alloc = page_allocator();
+    kassert_eq!(alloc.lock().pageblock_migratetype(area.range().start), Some(MigrateType::Cma));
+    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0xb007);
+    pressure.release_every(alloc, 4);
+    let in_area = pages_in(&pressure, alloc, &area.range());
+    let (addr, report) = area
+        .cma_alloc(alloc, &RAM, area.pageblocks(), ReclaimMode { drop_clean: false }, &mut |_| {})
+        .map_err(|e| alloc::format!("cma_alloc: {e}"))?;
+    kprintln!("  {area}; {in_area} pages were in it, {} migrated", report.migrated);
+    kassert_eq!((addr, report.migrated), (area.range().start, in_area));
+    kassert_eq!(pages_in(&pressure, alloc, &area.range()), 0);
+    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    area.cma_release(alloc, addr, area.pageblocks()).map_err(|e| alloc::format!("{e}"))?;
     pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
     Ok(())
 }

@@ -71,6 +71,10 @@ pub struct CmaArea {
     count: usize,
     /// One flag per pageblock: allocated by `cma_alloc` (Linux: `cma->bitmap`).
     bitmap: IrqSafeSpinLock<Vec<bool>>,
+    /// Flags set in `bitmap`, kept beside it so that reading it takes no lock (the boot log
+    /// may print the area while holding the page allocator's lock, which `cma_release` takes
+    /// inside the bitmap's).
+    allocated: AtomicUsize,
     counters: CmaCounters,
 }
 
@@ -85,6 +89,7 @@ impl CmaArea {
             base: range.start,
             count,
             bitmap: IrqSafeSpinLock::new(vec![false; count]),
+            allocated: AtomicUsize::new(0),
             counters: CmaCounters::default(),
         })
     }
@@ -106,7 +111,7 @@ impl CmaArea {
 
     /// Pageblocks currently allocated by `cma_alloc`.
     pub fn allocated_pageblocks(&self) -> usize {
-        self.bitmap.lock().iter().filter(|b| **b).count()
+        self.allocated.load(Ordering::Relaxed)
     }
 
     fn block_addr(&self, block: usize) -> PhysAddr {
@@ -187,11 +192,13 @@ impl CmaArea {
         let mut bitmap = self.bitmap.lock();
         let first = (from..=self.count.checked_sub(count)?).find(|f| bitmap[*f..*f + count].iter().all(|b| !*b))?;
         bitmap[first..first + count].fill(true);
+        self.allocated.fetch_add(count, Ordering::Relaxed);
         Some(first)
     }
 
     fn clear_run(&self, first: usize, count: usize) {
         self.bitmap.lock()[first..first + count].fill(false);
+        self.allocated.fetch_sub(count, Ordering::Relaxed);
     }
 
     /// Gives back `count` pageblocks at `addr` from [`cma_alloc`](Self::cma_alloc): they return
@@ -213,13 +220,14 @@ impl CmaArea {
         // The bitmap lock is held across the hand-back so no `cma_alloc` claims the run between.
         pages.lock().init_cma_reserved_pageblocks(self.block_addr(first)..self.block_addr(end)).map_err(CmaError::Activate)?;
         bitmap[first..end].fill(false);
+        self.allocated.fetch_sub(count, Ordering::Relaxed);
         self.counters.releases.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
 impl fmt::Display for CmaArea {
-    /// One line for the boot log and the demo: place, size, use and counters.
+    /// One line for the boot log and the demo: place, size, use and counters. Takes no lock.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counters;
         let r = self.range();

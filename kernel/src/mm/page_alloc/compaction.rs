@@ -187,13 +187,15 @@ impl LockedPageAllocator {
         };
         let (mut first, mut tried, mut last) = (zone_blocks.start, 0, None);
         while first + count <= zone_blocks.end && tried < MAX_CONTIG_CANDIDATES {
+            // One window per lock section: interrupts stay masked for one window's scan only.
             let range = {
                 let a = self.inner.lock();
-                let Some(f) = (first..=zone_blocks.end - count).find(|f| a.contig_candidate(*f..*f + count)) else {
-                    break;
-                };
-                first = f;
-                a.addr_of(f << PAGEBLOCK_ORDER)..a.addr_of((f + count) << PAGEBLOCK_ORDER)
+                let (start, end) = (first << PAGEBLOCK_ORDER, (first + count) << PAGEBLOCK_ORDER);
+                a.contig_candidate(first..first + count).then(|| a.addr_of(start)..a.addr_of(end))
+            };
+            let Some(range) = range else {
+                first += 1;
+                continue;
             };
             let result = self.isolate_migrate_range(&range, request, mem, on_drop);
             match self.account_compaction(result, count) {
