@@ -67,13 +67,13 @@ def number(pattern, text):
 
 def check_buddyinfo():
     out = view("buddyinfo")
-    counters = sum(ev(f"{PA}.zones[{z}].nr_free_pages[{t}]") for z in range(2) for t in range(4))
+    counters = sum(ev(f"{PA}.zones[{z}].nr_free_pages[{t}]") for z in range(2) for t in range(5))
     total = number(r"total free pages: (\d+)", out)
     check("buddyinfo_total_equals_free_page_counters", total == counters and total > 0
           and "PROBLEM" not in out and "DISAGREES" not in out, f"view {total}, counters {counters}\n{out}")
     # Each row walked from the free lists against the kernel's nr_free counter of that list.
     zones = {"DMA": 0, "Normal": 1}
-    types = {"Unmovable": 0, "Movable": 1, "Swiotlb": 2, "Isolate": 3}
+    types = {"Unmovable": 0, "Movable": 1, "Swiotlb": 2, "Cma": 3, "Isolate": 4}
     bad, rows = [], 0
     for m in re.finditer(r"^Node 0, zone +(\w+), type +(\w+)((?: +\d+)+)$", out, re.M):
         z, t = zones[m.group(1)], types[m.group(2)]
@@ -82,12 +82,12 @@ def check_buddyinfo():
         kernel = [ev(f"{PA}.zones[{z}].free_area[{o}].nr_free[{t}]") for o in range(len(per_order))]
         if per_order != kernel or pages != sum(n << o for o, n in enumerate(per_order)):
             bad.append((m.group(1), m.group(2), per_order, kernel, pages))
-    check("buddyinfo_rows_equal_nr_free_per_order", rows == 8 and not bad, bad or out)
+    check("buddyinfo_rows_equal_nr_free_per_order", rows == 10 and not bad, bad or out)
 
 
 def check_pageblocks():
     out = view("pageblocks")
-    m = re.search(r"^\[([UMSsIb.|]+)\]$", out, re.M)
+    m = re.search(r"^\[([UMSsCIb.|]+)\]$", out, re.M)
     picture = m.group(1) if m else ""
     blocks = picture.replace("|", "")
     span_blocks = ev(f"{PA}.zones[1].end") // PAGEBLOCK_PAGES
