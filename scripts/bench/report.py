@@ -281,9 +281,9 @@ def policy_section(runs, targets, plots_dir):
         return summary([f(d[key]) if d.get(key) is not None else None for _, d in runs[p]])
     rows = [
         ("memory movable allocations got (MiB)", lambda p: fmt_summary(s(p, "movable_available_bytes", lambda x: x / MIB))),
-        ("pool reserved (MiB)", lambda p: fmt_summary(s(p, "pool_bytes_reserved", lambda x: x / MIB))),
+        ("pool reserved: slots and lent blocks (MiB)", lambda p: fmt_summary(s(p, "pool_bytes_reserved", lambda x: x / MIB))),
         ("share of the idle pool lent to movable allocations: at boot / after the burst", lambda p: f"{fmt_summary(s(p, 'idle_pool_lent_share_boot', lambda x: 100 * x))} % / {fmt_summary(s(p, 'idle_pool_lent_share_after', lambda x: 100 * x))} %"),
-        ("reserved but unused (MiB)", lambda p: fmt_summary(s(p, "unused_pageblocks", lambda x: 2 * x))),
+        ("CMA area, shared with movable allocations (MiB)", lambda p: fmt_summary(s(p, "cma_area_bytes", lambda x: x / MIB))),
         ("bounce slots before → peak → after idle (MiB)", lambda p: f"{fmt_summary(s(p, 'slots_before', lambda x: x * 2 * KIB / MIB))} → {fmt_summary(s(p, 'peak_pool_bytes', lambda x: x / MIB))} → {fmt_summary(s(p, 'slots_after_idle', lambda x: x * 2 * KIB / MIB))}"),
         ("IRQ-context mapping failures (of 256)", lambda p: fmt_summary(s(p, "irq_failures"))),
         ("deferred requests completed in task context", lambda p: fmt_summary(s(p, "deferred_done"))),

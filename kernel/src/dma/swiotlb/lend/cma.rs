@@ -131,6 +131,8 @@ impl SwiotlbManager {
             report.pageblocks_lent += released * count;
             add(&self.counters.shrinks, 1);
             add(&self.counters.cma_chunks_released, released);
+            // Given back to the page allocator (as MIGRATE_CMA), as `lend`'s shrink lends blocks.
+            add(&self.counters.pageblocks_lent_again, released * count);
         }
         self.start_shrink_timer(now);
     }

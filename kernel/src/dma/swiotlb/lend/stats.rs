@@ -23,7 +23,8 @@ pub struct LendStats {
     pub reclaim_time: Duration,
     /// Shrink runs that lent at least one pageblock.
     pub shrinks: u64,
-    /// Pageblocks lent to the page allocator after init.
+    /// Pageblocks given back to the page allocator after init: lent again (`lend`) or released
+    /// to the CMA area (`cma`).
     pub pageblocks_lent_again: u64,
     /// Mappings that found no room (all pools, all contexts).
     pub misses: u64,

@@ -67,6 +67,8 @@ fn cma_grows_by_chunks_migrating_movable_pages_and_gives_them_back_when_idle() {
     }
     assert_eq!(f.mgr.cma_chunks_in_use(), 0);
     assert_eq!(area.allocated_pageblocks(), 0, "cma_release gave it back");
+    let s = f.mgr.stats();
+    assert_eq!(s.pageblocks_lent_again, 2 * s.cma_chunks_released, "released chunks count as given back");
     assert_eq!(f.mgr.usable_slots(), 2 * SLOTS_PER_PAGEBLOCK);
     assert!(!f.mgr.is_swiotlb_buffer(chunk.start()));
     assert_eq!(f.pages.lock().pageblock_migratetype(chunk.start()), Some(MigrateType::Cma), "movable pages may use it again");
