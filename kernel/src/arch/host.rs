@@ -58,6 +58,11 @@ pub fn irqs_masked() -> bool {
     MASKED.with(|m| m.get())
 }
 
+/// The host tests run as CPU 0 (every thread).
+pub fn cpu_id() -> usize {
+    0
+}
+
 /// Spin-loop hint.
 pub fn cpu_relax() {
     core::hint::spin_loop()

@@ -28,6 +28,12 @@ mod target {
         boot::exception::in_interrupt()
     }
 
+    /// This CPU's logical index (0 = the boot CPU; `boot::smp`, from TPIDR_EL1).
+    #[inline]
+    pub fn cpu_id() -> usize {
+        boot::smp::cpu_id()
+    }
+
     /// Spin-loop hint.
     #[inline]
     pub fn cpu_relax() {
@@ -54,4 +60,4 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};
+pub use host::{cpu_id, cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};
