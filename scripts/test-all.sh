@@ -35,6 +35,13 @@ step host-unit-tests host_unit_tests
 qemu_tests=(--test boot --test page_alloc --test dma)
 step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+# The same suites on four CPUs (secondaries idle, the worker may run on any CPU), and the SMP test
+# kernel: every CPU maps bounce buffers from its own timer interrupt while one reclaims lent
+# pageblocks under memory pressure and another grows and shrinks the pool.
+step qemu-tests-smp4-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+step qemu-tests-smp4-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+step qemu-smp-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel --test smp
+step qemu-smp-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel --test smp
 # The DMA tests again under the two policies we compare against.
 for policy in static dynamic; do
     step "qemu-dma-$policy" env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on --bootargs swiotlb_policy=$policy" cargo test -p kernel --test dma

@@ -24,6 +24,19 @@ extern "C" {
     fn secondary_entry();
 }
 
+static SMP_ACTIVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Records that a second CPU runs the kernel (the kernel's `smp_init` calls it once one is up).
+pub fn set_smp_active() {
+    SMP_ACTIVE.store(true, core::sync::atomic::Ordering::Release);
+}
+
+/// True once more than one CPU runs the kernel.
+#[inline]
+pub fn smp_active() -> bool {
+    SMP_ACTIVE.load(core::sync::atomic::Ordering::Acquire)
+}
+
 /// This CPU's logical index (0 = the boot CPU), from TPIDR_EL1 (set by `_start` and
 /// `secondary_entry` before any Rust code runs).
 #[inline]

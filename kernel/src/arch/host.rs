@@ -63,6 +63,11 @@ pub fn cpu_id() -> usize {
     0
 }
 
+/// The host tests model one CPU.
+pub fn smp_active() -> bool {
+    false
+}
+
 /// Spin-loop hint.
 pub fn cpu_relax() {
     core::hint::spin_loop()

@@ -34,6 +34,12 @@ mod target {
         boot::smp::cpu_id()
     }
 
+    /// True once more than one CPU runs the kernel.
+    #[inline]
+    pub fn smp_active() -> bool {
+        boot::smp::smp_active()
+    }
+
     /// Spin-loop hint.
     #[inline]
     pub fn cpu_relax() {
@@ -60,4 +66,4 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_id, cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};
+pub use host::{cpu_id, cpu_relax, smp_active, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, CacheOp, IrqState};

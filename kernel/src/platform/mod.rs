@@ -47,6 +47,10 @@ pub static HEAP: KernelHeap = KernelHeap::new();
 /// page allocator's metadata; later the heap grows from the page allocator.
 pub const INITIAL_HEAP_SPARE: u64 = 4 * 1024 * 1024;
 
+/// SWIOTLB areas of the default pool with up to 4 CPUs (`swiotlb=<slots>,<areas>` overrides;
+/// more CPUs get one area each).
+const DEFAULT_SWIOTLB_AREAS: usize = 4;
+
 /// What the platform found at boot, for the rest of the kernel.
 pub struct Kernel {
     /// The device tree.
@@ -228,6 +232,13 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
         log::warn!("{w}");
     }
     console::set_level(params.loglevel);
+    let nr_cpus = smp::smp_init_cpus(&dt)?;
+    let mut params = params;
+    if params.swiotlb.areas.is_none() {
+        // Linux `swiotlb_adjust_nareas(num_possible_cpus())`: an area (lock) per CPU, rounded up
+        // to a power of two; never fewer than the 4 areas one CPU has always had here.
+        params.swiotlb.areas = Some(nr_cpus.next_power_of_two().max(DEFAULT_SWIOTLB_AREAS) as u32);
+    }
     let params: &'static crate::bootargs::KernelParams = alloc::boxed::Box::leak(alloc::boxed::Box::new(params));
     kprintln!("Boot memory map:");
     kprint!("{memblock}");
@@ -249,7 +260,6 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
         PsciMethod::Smc => Conduit::Smc,
     };
     exit::set_psci_conduit(conduit);
-    let nr_cpus = smp::smp_init_cpus(&dt)?;
     let regs = match dt.gic()? {
         dt::Gic::V2 { distributor, cpu_interface } => {
             GicRegs::V2 { gicd: distributor.base() as usize, gicc: cpu_interface.base() as usize }

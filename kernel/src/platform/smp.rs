@@ -191,6 +191,7 @@ extern "C" fn secondary_start_kernel(cpu: usize) -> ! {
         park(); // the boot CPU gave up on us
     }
     CPU_ONLINE_MASK.fetch_or(1 << cpu, Ordering::AcqRel);
+    boot::smp::set_smp_active();
     boot::cpu::local_irq_enable();
     cpu_idle_loop(cpu)
 }
