@@ -111,10 +111,13 @@ fn request_irq_on(irq: IrqNumber, edge: bool, handler: IrqHandler, default_cpu: 
         .and_then(|k| k.params.irq_affinity.iter().rev().find(|(n, _)| *n == irq).map(|(_, cpu)| *cpu))
         .or(default_cpu);
     match chosen {
-        Some(cpu) if cpu != cpu_id() => set_affinity(irq, cpu).or_else(|e| {
-            log::warn!("irq {irq}: not routed to CPU {cpu} ({e}); it stays on CPU {}", cpu_id());
+        Some(cpu) if cpu != cpu_id() => {
+            match set_affinity(irq, cpu) {
+                Ok(()) => log::info!("irq {irq} routed to CPU {cpu}"),
+                Err(e) => log::warn!("irq {irq}: not routed to CPU {cpu} ({e}); it stays on CPU {}", cpu_id()),
+            }
             Ok(())
-        }),
+        }
         _ => Ok(()),
     }
 }

@@ -369,7 +369,6 @@ pub fn idle() {
     let pending = crate::work::SYSTEM_WQ.has_pending();
     let tick = time::tick_running();
     if !pending && tick {
-        IDLE_WFI.fetch_add(1, Ordering::Relaxed);
         boot::cpu::wait_for_interrupt();
     }
     crate::arch::irq_restore(irq);
@@ -378,8 +377,6 @@ pub fn idle() {
     }
 }
 
-/// How many times [`idle`] went into WFI (for tests).
-pub static IDLE_WFI: AtomicUsize = AtomicUsize::new(0);
 
 static CURRENT_TEST: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static CURRENT_TEST_LEN: AtomicUsize = AtomicUsize::new(0);
