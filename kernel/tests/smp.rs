@@ -71,8 +71,8 @@ fn every_listed_cpu_is_online() -> TestResult {
     kassert_eq!(n, smp::nr_listed_cpus(), "CPUs online against CPUs in /cpus");
     kassert_eq!(online(), (0..n).collect::<Vec<_>>());
     on_each_cpu(|| SEEN_MPIDR[cpu_id()].store(boot::smp::this_cpu_mpidr(), Ordering::SeqCst))?;
-    for cpu in 0..n {
-        kassert_eq!(SEEN_MPIDR[cpu].load(Ordering::SeqCst), smp::cpu_mpidr(cpu), "CPU {cpu} runs on the core /cpus names");
+    for (cpu, seen) in SEEN_MPIDR.iter().enumerate().take(n) {
+        kassert_eq!(seen.load(Ordering::SeqCst), smp::cpu_mpidr(cpu), "CPU {cpu} runs on the core /cpus names");
     }
     Ok(())
 }
@@ -361,7 +361,7 @@ const TOP_UP_EVERY: Duration = Duration::from_millis(1500);
 fn reclaimer() {
     let pages = page_allocator();
     let mut fills = Vec::with_capacity(16);
-    let mut fill_all = |seed: u64| {
+    let fill_all = |seed: u64| {
         let mut p = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, seed);
         p.release_every(pages, 4); // room for migration targets
         p

@@ -88,7 +88,10 @@ static CPU_ONLINE_MASK: AtomicU32 = AtomicU32::new(1);
 
 /// The call each CPU is asked to run (Linux `call_single_queue`, one entry deep), and how many
 /// calls each has finished.
-static CALL: [IrqSafeSpinLock<Option<fn()>>; MAX_CPUS] = [const { IrqSafeSpinLock::new(None) }; MAX_CPUS];
+static CALL: [CallSlot; MAX_CPUS] = [const { IrqSafeSpinLock::new(None) }; MAX_CPUS];
+
+/// A CPU's call mailbox: the function it is asked to run, if any.
+type CallSlot = IrqSafeSpinLock<Option<fn()>>;
 static CALLS_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Reads `/cpus` and numbers the CPUs (Linux `smp_init_cpus`), before the GIC is set up (a
@@ -133,7 +136,7 @@ pub fn smp_init(conduit: Conduit) {
     irq_setup_ipi();
     for cpu in 1..NR_CPU_IDS.load(Ordering::Relaxed) {
         if let Err(e) = __cpu_up(cpu, conduit) {
-            log::warn!("smp: CPU{cpu} (MPIDR {:#x}) failed to come online: {e}", CPU_MPIDR[cpu].load(Ordering::Relaxed));
+            log::warn!("smp: CPU{cpu} (MPIDR {:#x}) failed to come online: {e}", cpu_mpidr(cpu));
         }
     }
     let list: alloc::vec::Vec<_> = online_cpus().map(|c| alloc::format!("{c}")).collect();
