@@ -14,6 +14,9 @@ use arm_gic::gicv2::{GicV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup, Trigger, UniqueMmioPointer};
 
+/// Bytes of one GICv3 redistributor's frames (RD_base and SGI_base, 64 KiB each).
+const GICR_FRAMES_SIZE: usize = 2 * 64 * 1024;
+
 /// Most CPUs one GIC driver instance serves (GICv2's limit; the kernel's `MAX_CPUS`).
 pub const MAX_CPUS: usize = 8;
 
@@ -35,12 +38,14 @@ pub enum GicRegs {
         /// GICC base.
         gicc: usize,
     },
-    /// GICv3: distributor and the first redistributor.
+    /// GICv3: distributor and the first redistributor region.
     V3 {
         /// GICD base.
         gicd: usize,
         /// GICR base.
         gicr: usize,
+        /// GICR region size: how many redistributors there are at most.
+        gicr_size: usize,
     },
 }
 
@@ -133,7 +138,12 @@ impl Gic {
                 let gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
                 Version::V2(gic, gicd)
             }
-            GicRegs::V3 { gicd, gicr } => {
+            GicRegs::V3 { gicd, gicr, gicr_size } => {
+                // Never drive more redistributors than there are, whatever /cpus says (a CPU
+                // without one fails its own set-up and is reported).
+                // SAFETY: the caller promises `gicr` is the mapped redistributor region of
+                // `gicr_size` bytes.
+                let cpu_count = cpu_count.min(unsafe { count_redistributors(gicr, gicr_size) }).max(1);
                 let gicd = NonNull::new(gicd as *mut _).ok_or(GicError::Redistributor)?;
                 let gicr = NonNull::new(gicr as *mut _).ok_or(GicError::Redistributor)?;
                 // SAFETY: the caller promises these are the GICv3 frames, mapped and unaliased,
@@ -324,6 +334,31 @@ impl Gic {
             Version::V3(_) => 3,
         }
     }
+}
+
+/// How many redistributors the region at `gicr` holds: walk their GICR_TYPER until the one with
+/// Last set (GICv3 §12.11.35; a GICv4 redistributor has two more frames, GICR_TYPER.VLPIS).
+///
+/// # Safety
+///
+/// `gicr` must be the start of a redistributor region of `size` bytes, mapped as device memory.
+unsafe fn count_redistributors(gicr: usize, size: usize) -> usize {
+    const GICR_TYPER: usize = 0x8;
+    const LAST: u64 = 1 << 4;
+    const VLPIS: u64 = 1 << 1;
+    let mut frame = 0;
+    let mut count = 0;
+    while frame + GICR_FRAMES_SIZE <= size && count < MAX_CPUS {
+        // SAFETY: the frame lies inside the region (checked above), which the caller promises is
+        // mapped; GICR_TYPER is a read-only 64-bit register at offset 8 of RD_base.
+        let typer = unsafe { ((gicr + frame + GICR_TYPER) as *const u64).read_volatile() };
+        count += 1;
+        if typer & LAST != 0 {
+            break;
+        }
+        frame += if typer & VLPIS != 0 { 2 * GICR_FRAMES_SIZE } else { GICR_FRAMES_SIZE };
+    }
+    count
 }
 
 /// The index of the redistributor frame whose GICR_TYPER affinity is `mpidr` (GICv3 §9.11.35).

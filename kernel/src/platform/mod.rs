@@ -265,7 +265,7 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
             GicRegs::V2 { gicd: distributor.base() as usize, gicc: cpu_interface.base() as usize }
         }
         dt::Gic::V3 { distributor, redistributor } => {
-            GicRegs::V3 { gicd: distributor.base() as usize, gicr: redistributor.base() as usize }
+            GicRegs::V3 { gicd: distributor.base() as usize, gicr: redistributor.base() as usize, gicr_size: redistributor.size() as usize }
         }
     };
     // SAFETY: the device tree names these GIC frames; the final map maps them as Device memory.

@@ -49,6 +49,8 @@ pub enum SmpError {
     Psci(smccc::psci::Error),
     /// It did not mark itself online in time.
     Timeout,
+    /// It came up but could not set up its interrupts (it says why on the console).
+    SetupFailed,
     /// The CPU is not online (a call to it).
     Offline(usize),
     /// The CPU has a call queued already.
@@ -62,6 +64,7 @@ impl core::fmt::Display for SmpError {
             SmpError::TooMany => write!(f, "more than {MAX_CPUS} CPUs"),
             SmpError::Psci(e) => write!(f, "PSCI CPU_ON failed: {e:?}"),
             SmpError::Timeout => write!(f, "not online after {CPU_UP_TIMEOUT:?}"),
+            SmpError::SetupFailed => write!(f, "its interrupt set-up failed"),
             SmpError::Offline(c) => write!(f, "CPU {c} is not online"),
             SmpError::Busy(c) => write!(f, "CPU {c} has a call pending"),
         }
@@ -168,16 +171,15 @@ fn __cpu_up(cpu: usize, conduit: Conduit) -> Result<(), SmpError> {
         return Err(SmpError::Psci(e));
     }
     let deadline = time::uptime() + CPU_UP_TIMEOUT;
-    while time::uptime() < deadline {
-        if CPU_STATE[cpu].load(Ordering::Acquire) == CPU_ONLINE {
-            return Ok(());
-        }
+    while time::uptime() < deadline && CPU_STATE[cpu].load(Ordering::Acquire) == CPU_BOOTING {
         crate::arch::cpu_relax();
     }
     // Too late: if it still comes up, it sees FAILED and parks.
-    match CPU_STATE[cpu].compare_exchange(CPU_BOOTING, CPU_FAILED, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Err(SmpError::Timeout),
-        Err(_) => Ok(()), // it made it just now
+    let _ = CPU_STATE[cpu].compare_exchange(CPU_BOOTING, CPU_FAILED, Ordering::AcqRel, Ordering::Acquire);
+    match CPU_STATE[cpu].load(Ordering::Acquire) {
+        CPU_ONLINE => Ok(()),
+        _ if time::uptime() >= deadline => Err(SmpError::Timeout),
+        _ => Err(SmpError::SetupFailed),
     }
 }
 
@@ -187,7 +189,7 @@ extern "C" fn secondary_start_kernel(cpu: usize) -> ! {
     // Its GIC interface and timer first: once online, other CPUs may route interrupts here.
     if let Err(e) = irq::init_cpu().and_then(|()| time::init_cpu()).and_then(|()| irq::enable_percpu_irq(IPI_CALL_FUNC, true)) {
         log::error!("smp: CPU{cpu}: interrupt set-up failed: {e}");
-        CPU_STATE[cpu].store(CPU_FAILED, Ordering::Release);
+        let _ = CPU_STATE[cpu].compare_exchange(CPU_BOOTING, CPU_FAILED, Ordering::AcqRel, Ordering::Acquire);
         park();
     }
     if CPU_STATE[cpu].compare_exchange(CPU_BOOTING, CPU_ONLINE, Ordering::AcqRel, Ordering::Acquire).is_err() {
