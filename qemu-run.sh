@@ -17,7 +17,7 @@ Options:
   --gdb               wait for a debugger before the first instruction (prints the gdb command)
   --gdb-port PORT     port for --gdb (default 1234)
   --mem SIZE          RAM size (default 512M)
-  --smp N             number of CPUs (default 1; the kernel runs on CPU 0)
+  --smp N             number of CPUs (default 1; the kernel brings up every one)
   --gic 2|3           GIC version (default 2)
   --el2               enter the kernel at EL2 (virtualization=on); it drops to EL1
   --disk FILE[,OPTS]  attach FILE (raw) as a virtio-blk disk (repeatable); OPTS are added to

@@ -181,7 +181,7 @@ try:
     stop1.condition = f"irq == {DISK.format(0)}.irq && {TRACKER}.count >= 3"
     gdb.execute("continue")
     check("stops_in_the_disk0_interrupt_handler", (gdb.selected_frame().name() or "").endswith("virtio_blk::handle_irq")
-          and ev("boot::exception::IRQ_DEPTH.v.value") > 0, gdb.selected_frame().name())
+          and ev("boot::exception::IRQ_DEPTH[0].v.value") > 0, gdb.selected_frame().name())
     check_buddyinfo()
     check_pageblocks()
     check_swiotlb_default_pool()
@@ -199,7 +199,7 @@ try:
         block = block.superblock
     probe.delete()
     stop2 = gdb.Breakpoint(f"*{block.start:#x}")
-    stop2.condition = f"$x3 > 4096 && $x2 >= {start:#x} && $x2 < {end:#x} && boot::exception::IRQ_DEPTH.v.value > 0"
+    stop2.condition = f"$x3 > 4096 && $x2 >= {start:#x} && $x2 < {end:#x} && boot::exception::IRQ_DEPTH[0].v.value > 0"
     gdb.execute("continue")
     bt = gdb.execute("bt", to_string=True)
     check("stops_in_the_disk1_bounce_copy_in_the_interrupt_handler",

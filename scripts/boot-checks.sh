@@ -76,6 +76,19 @@ expect swiotlb_too_many_areas_warns_and_boots 0 'WARN +swiotlb: 1024 areas do no
 expect garbage_bootargs_warn_and_boot 0 "bootargs: ignoring 'swiotlb_policy=fastest'" "bootargs: ignoring 'nonsense'" \
     -- "$bin/kernel" swiotlb_policy=fastest nonsense
 
+# SMP: every CPU comes up and the disks' interrupts go to different CPUs; a CPU that cannot be
+# started (one /cpus lists but the machine lacks) is reported and the others boot.
+expect smp_four_cpus_online_disk_irqs_spread 0 'smp: 4 of 4 CPUs online: 0,1,2,3' 'irq 78 routed to CPU 1' \
+    'host check: disk1 image' \
+    -- --smp 4 "$bin/kernel" demo=read-verify
+expect smp_irq_affinity_bootarg_routes_a_disk 0 'smp: 2 of 2 CPUs online: 0,1' 'irq 79 routed to CPU 1' 'host check: disk0 image' \
+    -- --smp 2 --gic 3 --el2 "$bin/kernel" demo=read-verify irq_affinity=79:1,78:0
+expect smp_missing_cpu_is_reported 0 'smp: CPU2 \(MPIDR 0x7\) failed to come online: PSCI CPU_ON failed' \
+    'smp: 2 of 3 CPUs online: 0,1' 'host check: disk1 image' \
+    -- --smp 2 --dts-fragment scripts/testdata/extra-cpu.dtsi "$bin/kernel" demo=read-verify
+expect smp_missing_cpu_is_reported_gicv3 0 'smp: CPU2 \(MPIDR 0x7\) failed to come online' 'smp: 2 of 3 CPUs online: 0,1' \
+    -- --smp 2 --gic 3 --el2 --dts-fragment scripts/testdata/extra-cpu.dtsi "$bin/kernel" demo=read-verify
+
 # demo=read-verify on a user's raw image: the CRC must match the host's.
 img=$(mktemp "${TMPDIR:-/tmp}/read-verify.XXXXXX.img")
 head -c 3000000 /dev/urandom > "$img"; truncate -s 3145728 "$img"

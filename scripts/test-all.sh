@@ -37,6 +37,13 @@ step report-tests python3 -m unittest discover -s scripts/bench
 qemu_tests=(--test boot --test page_alloc --test dma)
 step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+# The same suites on four CPUs (secondaries idle, the worker may run on any CPU), and the SMP test
+# kernel: every CPU maps bounce buffers from its own timer interrupt while one reclaims lent
+# pageblocks under memory pressure and another grows and shrinks the pool.
+step qemu-tests-smp4-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+step qemu-tests-smp4-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
+step qemu-smp-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel --test smp
+step qemu-smp-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel --test smp
 # The DMA tests again under the policies we compare against: Linux's two, Linux's dynamic with
 # a small boot pool (so it grows: transient pools, compaction), and the CMA rival.
 for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M"; do

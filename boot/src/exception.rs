@@ -9,9 +9,10 @@
 
 use core::fmt::{self, Write};
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::esr::Esr;
+use crate::smp::{cpu_id, MAX_CPUS};
 
 /// Registers saved on exception entry (layout shared with `asm/vectors.S`).
 #[repr(C)]
@@ -48,7 +49,9 @@ pub struct Hooks {
 }
 
 static HOOKS: AtomicPtr<Hooks> = AtomicPtr::new(core::ptr::null_mut());
-static IRQ_DEPTH: AtomicU32 = AtomicU32::new(0);
+/// Interrupt nesting depth of each CPU (Linux: the hardirq count in `preempt_count`, per CPU).
+/// Only CPU n writes entry n; atomics only so that the array can be a plain `static`.
+static IRQ_DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 static IN_FATAL: AtomicBool = AtomicBool::new(false);
 
 /// Installs the kernel's hooks. Exceptions before this stop the CPU silently (there is no console).
@@ -64,7 +67,12 @@ fn hooks() -> Option<&'static Hooks> {
 
 /// True while an IRQ handler runs on this CPU (Linux: `in_interrupt()`).
 pub fn in_interrupt() -> bool {
-    IRQ_DEPTH.load(Ordering::Relaxed) > 0
+    irq_depth() > 0
+}
+
+/// This CPU's interrupt nesting depth (0 in task context).
+pub fn irq_depth() -> u32 {
+    IRQ_DEPTH[cpu_id()].load(Ordering::Relaxed)
 }
 
 /// What [`catch_fault`] saw.
@@ -84,7 +92,9 @@ impl core::fmt::Debug for Esr {
     }
 }
 
-static EXPECT_FAULT: AtomicBool = AtomicBool::new(false);
+/// The CPU (index + 1) that expects a fault from [`catch_fault`]; 0: none. A fault on another
+/// CPU meanwhile is not swallowed.
+static EXPECT_FAULT: AtomicUsize = AtomicUsize::new(0);
 static CAUGHT: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 static CAUGHT_VALID: AtomicBool = AtomicBool::new(false);
 
@@ -93,9 +103,9 @@ static CAUGHT_VALID: AtomicBool = AtomicBool::new(false);
 /// probing memory); `None` if `f` did not fault.
 pub fn catch_fault(f: impl FnOnce()) -> Option<CaughtFault> {
     CAUGHT_VALID.store(false, Ordering::SeqCst);
-    EXPECT_FAULT.store(true, Ordering::SeqCst);
+    EXPECT_FAULT.store(cpu_id() + 1, Ordering::SeqCst);
     f();
-    EXPECT_FAULT.store(false, Ordering::SeqCst);
+    EXPECT_FAULT.store(0, Ordering::SeqCst);
     CAUGHT_VALID.load(Ordering::SeqCst).then(|| CaughtFault {
         esr: Esr(CAUGHT[0].load(Ordering::SeqCst)),
         far: CAUGHT[1].load(Ordering::SeqCst),
@@ -113,7 +123,7 @@ extern "C" fn boot_handle_exception(frame: &mut TrapFrame, kind: u64) {
     let class = (kind % 4) as usize;
     match (origin, class) {
         (1, 1) => handle_irq(),
-        (1, 0) if EXPECT_FAULT.swap(false, Ordering::SeqCst) => {
+        (1, 0) if EXPECT_FAULT.compare_exchange(cpu_id() + 1, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
             CAUGHT[0].store(frame.esr, Ordering::SeqCst);
             CAUGHT[1].store(frame.far, Ordering::SeqCst);
             CAUGHT[2].store(frame.elr, Ordering::SeqCst);
@@ -125,12 +135,13 @@ extern "C" fn boot_handle_exception(frame: &mut TrapFrame, kind: u64) {
 }
 
 fn handle_irq() {
-    IRQ_DEPTH.fetch_add(1, Ordering::Relaxed);
+    let depth = &IRQ_DEPTH[cpu_id()];
+    depth.fetch_add(1, Ordering::Relaxed);
     let ctx = IrqContext { _not_send: PhantomData };
     if let Some(hooks) = hooks() {
         (hooks.irq)(&ctx);
     }
-    IRQ_DEPTH.fetch_sub(1, Ordering::Relaxed);
+    depth.fetch_sub(1, Ordering::Relaxed);
 }
 
 struct Emergency(fn(&str));
@@ -145,7 +156,8 @@ impl Write for Emergency {
 fn fatal(frame: &TrapFrame, kind: &str, origin: &str) -> ! {
     let Some(hooks) = hooks() else { halt_forever() };
     if IN_FATAL.swap(true, Ordering::SeqCst) {
-        // A fault while reporting a fault (or in the halt path itself): do not recurse.
+        // A fault while reporting a fault (or in the halt path itself, or on another CPU that
+        // is already reporting one): do not recurse; the first report stops the machine.
         (hooks.emergency_write)("\n*** Nested exception while reporting one: CPU stopped.\n");
         halt_forever();
     }
@@ -180,8 +192,8 @@ fn write_report(out: &mut impl Write, frame: &TrapFrame, kind: &str, origin: &st
     writeln!(out, "*** Stopping the machine.")
 }
 
-/// Walks the frame-pointer chain, staying inside the kernel stack (so a corrupt chain can never
-/// fault the reporter).
+/// Walks the frame-pointer chain, staying inside this CPU's stack (so a corrupt chain can never
+/// fault the reporter, nor walk into a guard page).
 struct FrameWalk {
     fp: u64,
     depth: usize,
@@ -196,17 +208,13 @@ impl FrameWalk {
 impl Iterator for FrameWalk {
     type Item = u64;
     fn next(&mut self) -> Option<u64> {
-        extern "C" {
-            static __stack_bottom: u8;
-            static __stack_top: u8;
-        }
-        let bottom = core::ptr::addr_of!(__stack_bottom) as u64;
-        let top = core::ptr::addr_of!(__stack_top) as u64;
+        let (bottom, top) = crate::smp::stack_bounds(cpu_id().min(MAX_CPUS - 1));
+        let (bottom, top) = (bottom as u64, top as u64);
         if self.depth >= 32 || self.fp < bottom || self.fp + 16 > top || !self.fp.is_multiple_of(8) {
             return None;
         }
         let record = self.fp as *const u64;
-        // SAFETY: `fp` is 8-byte aligned and the 16-byte frame record lies inside the kernel
+        // SAFETY: `fp` is 8-byte aligned and the 16-byte frame record lies inside this CPU's
         // stack, which is mapped read/write for the kernel's whole life.
         let (next_fp, lr) = unsafe { (record.read_volatile(), record.add(1).read_volatile()) };
         self.depth += 1;

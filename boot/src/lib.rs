@@ -5,6 +5,7 @@
 //!   `kernel_main`.
 //! - `asm/vectors.S` + [`exception`]: the vector table, trap frames, fault reports, IRQ dispatch.
 //! - [`mmu`]: the kernel's identity map built from the device tree (`aarch64-paging`).
+//! - [`smp`] + `asm/entry.S` `secondary_entry`: per-CPU stacks and the secondary CPUs' entry.
 //! - [`esr`]: decoding of exception syndromes (pure; unit-tested on the host).
 #![no_std]
 
@@ -18,6 +19,8 @@ mod early_mmu;
 pub mod exception;
 #[cfg(target_os = "none")]
 pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod smp;
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(include_str!("asm/entry.S"));

@@ -82,6 +82,9 @@ pub struct KernelParams {
     /// a `linux,cma-default` node; `Some(0)` disables it. The area is placed by the boot memory
     /// map, which reads it with [`early_cma`] before this parse runs.
     pub cma: Option<u64>,
+    /// `irq_affinity=<irq>:<cpu>[,<irq>:<cpu>...]`: the CPU each listed SPI is routed to
+    /// (Linux sets this per IRQ in `/proc/irq/<n>/smp_affinity`).
+    pub irq_affinity: Vec<(u32, usize)>,
 }
 
 impl Default for KernelParams {
@@ -105,6 +108,7 @@ impl Default for KernelParams {
             blk_event_idx: false,
             demo: None,
             cma: None,
+            irq_affinity: Vec::new(),
         }
     }
 }
@@ -151,13 +155,14 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("blk_indirect", Some(v)) => parse_on_off(v).map(|b| p.blk_indirect = b),
             ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
             ("cma", Some(v)) => parse_cma(v).map(|n| p.cma = Some(n)),
+            ("irq_affinity", Some(v)) => parse_irq_affinity(v).map(|a| p.irq_affinity = a),
             ("demo", Some(v)) if !v.is_empty() => {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "demo" | "cma", _) => {
+            | "blk_event_idx" | "demo" | "cma" | "irq_affinity", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -210,6 +215,16 @@ fn parse_cma(v: &str) -> Result<u64, &'static str> {
 /// exists (Linux: `early_param("cma", early_cma)`), so this allocates nothing. `None` if absent.
 pub fn early_cma(cmdline: &str) -> Option<Result<u64, &'static str>> {
     cmdline.split_ascii_whitespace().rev().find_map(|w| w.strip_prefix("cma=")).map(parse_cma)
+}
+
+/// `<irq>:<cpu>[,<irq>:<cpu>...]`, SPIs only (32..1020), CPUs below 8 (`boot::smp::MAX_CPUS`).
+fn parse_irq_affinity(v: &str) -> Result<Vec<(u32, usize)>, &'static str> {
+    v.split(',')
+        .map(|pair| {
+            let (irq, cpu) = pair.split_once(':').ok_or("expected <irq>:<cpu>[,<irq>:<cpu>...]")?;
+            Ok((parse_num(irq, 32, 1019)? as u32, parse_num(cpu, 0, 7)? as usize))
+        })
+        .collect()
 }
 
 fn parse_policy(v: &str) -> Result<SwiotlbPolicy, &'static str> {
@@ -277,6 +292,18 @@ fn parse_swiotlb(v: &str) -> Result<SwiotlbArg, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn irq_affinity_pairs() {
+        let (p, w) = parse("irq_affinity=78:1,0x4f:2");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.irq_affinity, [(78, 1), (79, 2)]);
+        for bad in ["irq_affinity=27:1", "irq_affinity=78:8", "irq_affinity=78", "irq_affinity=78:1,"] {
+            let (p, w) = parse(bad);
+            assert_eq!(w.len(), 1, "{bad}");
+            assert!(p.irq_affinity.is_empty());
+        }
+    }
 
     #[test]
     fn linux_swiotlb_forms() {

@@ -1,10 +1,15 @@
-//! Deferred work (Linux: workqueues, reduced to what a single-CPU unikernel needs).
+//! Deferred work (Linux: workqueues, reduced to what a unikernel without a scheduler needs).
 //!
 //! Interrupt handlers must not wait or do long work; they [`WorkQueue::schedule`] a registered
-//! work item (one atomic OR, safe in any context), and task context runs pending items at its
-//! scheduling points ([`WorkQueue::run_pending`]: the idle loop, and waits for I/O). Work runs in
-//! task context with IRQs enabled, so it may take locks that IRQ handlers take, migrate pages, and
-//! allocate.
+//! work item (one atomic OR, safe in any context and on any CPU), and task context runs pending
+//! items at its scheduling points ([`WorkQueue::run_pending`]: the idle loop of every CPU, and
+//! waits for I/O). Work runs in task context with IRQs enabled, so it may take locks that IRQ
+//! handlers take, migrate pages, and allocate.
+//!
+//! Any CPU may run the queue. As with Linux workqueues, one item never runs on two CPUs at
+//! once: a CPU that finds an item running elsewhere leaves it pending, and it runs again after
+//! (an item scheduled while it runs is not lost). Different items may run on different CPUs at
+//! the same time.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -35,6 +40,8 @@ pub type WorkFn = fn();
 /// A set of work items with pending bits.
 pub struct WorkQueue {
     pending: AtomicU32,
+    /// Items running now (on some CPU): bit i set by the CPU that runs item i.
+    running: AtomicU32,
     items: IrqSafeSpinLock<[Option<(&'static str, WorkFn)>; MAX_WORK]>,
     runs: AtomicU32,
 }
@@ -55,7 +62,7 @@ impl Default for WorkQueue {
 impl WorkQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        Self { pending: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0) }
+        Self { pending: AtomicU32::new(0), running: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0) }
     }
 
     /// Registers `work` under `name` (task context, at init).
@@ -76,14 +83,21 @@ impl WorkQueue {
         self.pending.load(Ordering::Acquire) != 0
     }
 
-    /// Runs every pending item once (items scheduled meanwhile run on the next call). Task
-    /// context only: running work from an interrupt handler is a bug.
+    /// Runs every pending item once (items scheduled meanwhile run on the next call); an item
+    /// running on another CPU is left pending. Task context only: running work from an
+    /// interrupt handler is a bug.
     pub fn run_pending(&self) -> usize {
         assert!(!crate::arch::in_interrupt(), "deferred work must run in task context");
         let pending = self.pending.swap(0, Ordering::AcqRel);
         let mut ran = 0;
         for i in 0..MAX_WORK {
-            if pending & (1 << i) == 0 {
+            let bit = 1 << i;
+            if pending & bit == 0 {
+                continue;
+            }
+            if self.running.fetch_or(bit, Ordering::Acquire) & bit != 0 {
+                // Another CPU runs it: it stays pending and runs again after that run.
+                self.pending.fetch_or(bit, Ordering::Release);
                 continue;
             }
             let item = self.items.lock()[i];
@@ -91,6 +105,7 @@ impl WorkQueue {
                 work(); // without the lock: work may schedule work
                 ran += 1;
             }
+            self.running.fetch_and(!bit, Ordering::Release);
         }
         self.runs.fetch_add(ran as u32, Ordering::Relaxed);
         ran
@@ -140,6 +155,40 @@ mod tests {
         let wq = WorkQueue::new();
         let _irq = crate::arch::host::IrqContextGuard::enter();
         wq.run_pending();
+    }
+
+    #[test]
+    fn an_item_never_runs_on_two_cpus_at_once() {
+        static WQ: WorkQueue = WorkQueue::new();
+        static INSIDE: AtomicUsize = AtomicUsize::new(0);
+        static OVERLAPS: AtomicUsize = AtomicUsize::new(0);
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let id = WQ.register("slow", || {
+            if INSIDE.fetch_add(1, Ordering::SeqCst) != 0 {
+                OVERLAPS.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }).unwrap();
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        WQ.schedule(id);
+                        WQ.run_pending();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        while WQ.has_pending() {
+            WQ.run_pending();
+        }
+        assert_eq!(OVERLAPS.load(Ordering::SeqCst), 0, "the item ran on two threads at once");
+        assert!(RUNS.load(Ordering::SeqCst) > 0);
     }
 
     #[test]

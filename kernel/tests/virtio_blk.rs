@@ -38,6 +38,13 @@ kernel::entry!(main);
 
 fn main(k: &'static Kernel) -> ExitStatus {
     kprintln!("virtio_blk tests: swiotlb_policy={:?} dma_debug={}", k.params.swiotlb_policy, k.params.dma_debug);
+    // Several cases hold completions back by masking IRQs on this CPU (IRQS_OFF): with more
+    // CPUs the disks' interrupts would be spread over them, so keep them all here.
+    for disk in virtio_blk::disks() {
+        if let Err(x) = kernel::platform::irq::set_affinity(disk.irq, kernel::platform::smp::cpu_id()) {
+            kprintln!("disk{}: interrupt not moved to this CPU: {x}", disk.index);
+        }
+    }
     ktest::run(
         "virtio_blk",
         &[

@@ -1,4 +1,5 @@
-//! PSCI (Arm DEN 0022) system off and reset, through the conduit the FDT's `/psci` `method` names.
+//! PSCI (Arm DEN 0022): system off and reset, and CPU_ON for secondary CPUs, through the conduit
+//! the FDT's `/psci` `method` names.
 
 /// How PSCI calls reach the firmware or hypervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,5 +42,15 @@ pub fn system_reset(conduit: Conduit) -> smccc::psci::Error {
     match result {
         Ok(()) => smccc::psci::Error::NotSupported,
         Err(e) => e,
+    }
+}
+
+/// Starts the CPU whose MPIDR affinity is `target_mpidr` at physical address `entry`, with
+/// `context_id` in its x0 (PSCI CPU_ON, DEN 0022 §5.6). Returns when the firmware has accepted
+/// the request; the CPU comes up asynchronously.
+pub fn cpu_on(conduit: Conduit, target_mpidr: u64, entry: u64, context_id: u64) -> Result<(), smccc::psci::Error> {
+    match conduit {
+        Conduit::Hvc => smccc::psci::cpu_on::<smccc::Hvc>(target_mpidr, entry, context_id),
+        Conduit::Smc => smccc::psci::cpu_on::<smccc::Smc>(target_mpidr, entry, context_id),
     }
 }

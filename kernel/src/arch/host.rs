@@ -58,6 +58,16 @@ pub fn irqs_masked() -> bool {
     MASKED.with(|m| m.get())
 }
 
+/// The host tests run as CPU 0 (every thread).
+pub fn cpu_id() -> usize {
+    0
+}
+
+/// The host tests model one CPU.
+pub fn smp_active() -> bool {
+    false
+}
+
 /// Spin-loop hint.
 pub fn cpu_relax() {
     core::hint::spin_loop()

@@ -34,6 +34,18 @@ mod target {
         boot::cpu::irqs_disabled()
     }
 
+    /// This CPU's logical index (0 = the boot CPU; `boot::smp`, from TPIDR_EL1).
+    #[inline]
+    pub fn cpu_id() -> usize {
+        boot::smp::cpu_id()
+    }
+
+    /// True once more than one CPU runs the kernel.
+    #[inline]
+    pub fn smp_active() -> bool {
+        boot::smp::smp_active()
+    }
+
     /// Spin-loop hint.
     #[inline]
     pub fn cpu_relax() {
@@ -60,4 +72,4 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, CacheOp, IrqState};
+pub use host::{cpu_id, cpu_relax, smp_active, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, CacheOp, IrqState};

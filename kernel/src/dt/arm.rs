@@ -1,6 +1,7 @@
 //! Arm platform bindings the boot code needs: the GIC, the architected timer and PSCI.
 
 use super::cells::{self, Node};
+use super::walk::walk;
 use super::{DeviceTree, DtError, MAX_DEPTH};
 use crate::mm::memblock::PhysRange;
 
@@ -164,7 +165,52 @@ pub enum PsciMethod {
     Smc,
 }
 
+/// One CPU of `/cpus` (Linux `arm/cpus.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuNode<'a> {
+    /// The node's name (`cpu@1`).
+    pub name: &'a str,
+    /// `reg`: the CPU's MPIDR affinity fields (Aff3..Aff0 in MPIDR_EL1's layout).
+    pub mpidr: u64,
+    /// `enable-method` is `psci` (the only method we can start a CPU with).
+    pub psci: bool,
+}
+
+/// The MPIDR bits `/cpus` `reg` may hold (Aff3 in 39:32, Aff2..Aff0 in 23:0).
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
 impl<'a> DeviceTree<'a> {
+    /// The enabled CPUs of `/cpus` in tree order, into `out` (Linux `of_parse_and_init_cpus`).
+    /// Returns how many the tree lists (more than `out.len()` if it holds fewer). `/cpus` must
+    /// say `#address-cells` (1 or 2); a `reg` with affinity bits outside MPIDR's is an error.
+    pub fn cpus(&self, out: &mut [Option<CpuNode<'a>>]) -> Result<usize, DtError<'a>> {
+        let mut walk = walk(&self.fdt)?;
+        let mut count = 0;
+        while let Some(chain) = walk.next_node() {
+            let chain = chain?;
+            let [.., parent, node] = chain else { continue };
+            if chain.len() != 3 || parent.name != "cpus" || cells::str_prop(*node, "device_type")? != Some("cpu") || !cells::is_enabled(*node) {
+                continue;
+            }
+            let address_cells = cells::u32_prop(*parent, "#address-cells")?.ok_or(DtError::MissingAddressCells { node: parent.name })?;
+            cells::check_cells(parent.name, "#address-cells", address_cells)?;
+            let reg = cells::prop(*node, "reg").ok_or(DtError::MissingReg { node: node.name })?;
+            if reg.len() != 4 * address_cells as usize {
+                return Err(DtError::BadPropertyLength { node: node.name, property: "reg", len: reg.len() });
+            }
+            let mpidr = cells::read_cells(reg, address_cells);
+            if mpidr & !MPIDR_AFFINITY_MASK != 0 {
+                return Err(DtError::BadValue { node: node.name, property: "reg" });
+            }
+            let psci = cells::str_prop(*node, "enable-method")? == Some("psci");
+            if let Some(slot) = out.get_mut(count) {
+                *slot = Some(CpuNode { name: node.name, mpidr, psci });
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// The first enabled GIC (v2: `arm,gic-400`/`arm,cortex-a15-gic`; v3: `arm,gic-v3`).
     pub fn gic(&self) -> Result<Gic, DtError<'a>> {
         let mut all = [GICV3_COMPATIBLE; 3];

@@ -23,7 +23,7 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use arm::{ArchTimer, Gic, GicInterrupt, GicInterruptKind, PsciMethod};
+pub use arm::{ArchTimer, CpuNode, Gic, GicInterrupt, GicInterruptKind, PsciMethod};
 pub use blob::{blob_size, strip_nops, FDT_HEADER_SIZE, FDT_MAGIC};
 pub use cells::{CellSizes, StrList};
 pub use devices::{Device, MAX_REGS};

@@ -1524,3 +1524,71 @@ mod cma {
         assert!(map.find("second").is_none());
     }
 }
+
+// ---- /cpus ------------------------------------------------------------------------------------
+
+fn cpu(w: &mut FdtWriter, name: &str, reg: &[u32], method: Option<&str>) {
+    node(w, name, |w| {
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_array_u32("reg", reg).unwrap();
+        if let Some(m) = method {
+            w.property_string("enable-method", m).unwrap();
+        }
+    });
+}
+
+#[test]
+fn cpus_are_listed_in_tree_order_with_their_mpidr() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "cpus", |w| {
+            w.property_u32("#address-cells", 2).unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            cpu(w, "cpu@0", &[0, 0], Some("psci"));
+            cpu(w, "cpu@101", &[1, 0x101], Some("psci"));
+            cpu(w, "cpu@2", &[0, 2], Some("spin-table"));
+            node(w, "cpu-map", |_| {}); // not a CPU
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    let mut out = [None; 2];
+    assert_eq!(dt.cpus(&mut out), Ok(3), "the count says what did not fit");
+    assert_eq!(out[0], Some(CpuNode { name: "cpu@0", mpidr: 0, psci: true }));
+    assert_eq!(out[1], Some(CpuNode { name: "cpu@101", mpidr: 0x1_0000_0101, psci: true }));
+    let mut out = [None; 4];
+    assert_eq!(dt.cpus(&mut out), Ok(3));
+    assert_eq!(out[2].map(|c| c.psci), Some(false));
+}
+
+#[test]
+fn cpus_with_bad_reg_are_errors() {
+    let blob = build(|w| {
+        base(w);
+        node(w, "cpus", |w| {
+            w.property_u32("#address-cells", 1).unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            cpu(w, "cpu@0", &[0, 0], Some("psci"));
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.cpus(&mut [None; 1]), Err(DtError::BadPropertyLength { node: "cpu@0", property: "reg", len: 8 }));
+    let blob = build(|w| {
+        base(w);
+        node(w, "cpus", |w| {
+            w.property_u32("#address-cells", 1).unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            cpu(w, "cpu@0", &[0x0100_0000], Some("psci"));
+        });
+    });
+    let dt = DeviceTree::new(&blob).unwrap();
+    assert_eq!(dt.cpus(&mut [None; 1]), Err(DtError::BadValue { node: "cpu@0", property: "reg" }));
+}
+
+#[test]
+fn qemu_virt_has_one_cpu() {
+    let dt = DeviceTree::new(QEMU_VIRT).unwrap();
+    let mut out = [None; 8];
+    assert_eq!(dt.cpus(&mut out), Ok(1));
+    // QEMU gives the CPUs `enable-method = "psci"` only when there is more than one to start.
+    assert_eq!(out[0], Some(CpuNode { name: "cpu@0", mpidr: 0, psci: false }));
+}

@@ -7,7 +7,8 @@
 //! 3. build the boot memory map (`memblock`): RAM minus the kernel, the DTB and reserved-memory;
 //! 4. give the heap its first arena from that map;
 //! 5. build the final identity map from the device tree and switch to it;
-//! 6. set up the GIC and the timer, unmask IRQs, run main, and exit with its status.
+//! 6. set up the GIC and the timer, unmask IRQs;
+//! 7. bring up the secondary CPUs ([`smp`]), run main, and exit with its status.
 
 pub mod block_cache;
 #[macro_use]
@@ -19,6 +20,7 @@ pub mod irq;
 pub mod mm;
 pub mod phys;
 pub mod qemu_virt;
+pub mod smp;
 pub mod time;
 pub mod virtio_blk;
 pub mod workload;
@@ -45,6 +47,10 @@ pub static HEAP: KernelHeap = KernelHeap::new();
 /// page allocator's metadata; later the heap grows from the page allocator.
 pub const INITIAL_HEAP_SPARE: u64 = 4 * 1024 * 1024;
 
+/// SWIOTLB areas of the default pool with up to 4 CPUs (`swiotlb=<slots>,<areas>` overrides;
+/// more CPUs get one area each).
+const DEFAULT_SWIOTLB_AREAS: usize = 4;
+
 /// What the platform found at boot, for the rest of the kernel.
 pub struct Kernel {
     /// The device tree.
@@ -68,6 +74,11 @@ static KERNEL: spin::Once<Kernel> = spin::Once::new();
 /// The boot-time facts. Panics if called before [`kernel_start`] filled them in.
 pub fn kernel() -> &'static Kernel {
     KERNEL.get().expect("platform::kernel() before boot finished")
+}
+
+/// The boot-time facts, or `None` while booting.
+pub fn try_kernel() -> Option<&'static Kernel> {
+    KERNEL.get()
 }
 
 /// Why boot failed.
@@ -221,6 +232,13 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
         log::warn!("{w}");
     }
     console::set_level(params.loglevel);
+    let nr_cpus = smp::smp_init_cpus(&dt)?;
+    let mut params = params;
+    if params.swiotlb.areas.is_none() {
+        // Linux `swiotlb_adjust_nareas(num_possible_cpus())`: an area (lock) per CPU, rounded up
+        // to a power of two; never fewer than the 4 areas one CPU has always had here.
+        params.swiotlb.areas = Some(nr_cpus.next_power_of_two().max(DEFAULT_SWIOTLB_AREAS) as u32);
+    }
     let params: &'static crate::bootargs::KernelParams = alloc::boxed::Box::leak(alloc::boxed::Box::new(params));
     kprintln!("Boot memory map:");
     kprint!("{memblock}");
@@ -237,26 +255,28 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
         kprintln!("  [{}]", pa.ram_picture(|addr| mm::in_swiotlb_region(&memblock, addr)));
     }
 
-    exit::set_psci_conduit(match dt.psci_method()? {
+    let conduit = match dt.psci_method()? {
         PsciMethod::Hvc => Conduit::Hvc,
         PsciMethod::Smc => Conduit::Smc,
-    });
+    };
+    exit::set_psci_conduit(conduit);
     let regs = match dt.gic()? {
         dt::Gic::V2 { distributor, cpu_interface } => {
             GicRegs::V2 { gicd: distributor.base() as usize, gicc: cpu_interface.base() as usize }
         }
         dt::Gic::V3 { distributor, redistributor } => {
-            GicRegs::V3 { gicd: distributor.base() as usize, gicr: redistributor.base() as usize }
+            GicRegs::V3 { gicd: distributor.base() as usize, gicr: redistributor.base() as usize, gicr_size: redistributor.size() as usize }
         }
     };
     // SAFETY: the device tree names these GIC frames; the final map maps them as Device memory.
-    let gic_version = unsafe { irq::init(regs) }.map_err(BootError::Irq)?;
+    let gic_version = unsafe { irq::init(regs, nr_cpus) }.map_err(BootError::Irq)?;
     let timer_irq = dt.arch_timer()?.virt.intid();
     time::init(timer_irq).map_err(BootError::Irq)?;
     boot::cpu::local_irq_enable();
     log::info!("GICv{gic_version} up; virtual timer on interrupt {timer_irq}");
-
-    Ok(KERNEL.call_once(|| Kernel { dt, memblock, bootargs, params, gic_version, timer_irq, image }))
+    let kernel = KERNEL.call_once(|| Kernel { dt, memblock, bootargs, params, gic_version, timer_irq, image });
+    smp::smp_init(conduit);
+    Ok(kernel)
 }
 
 /// The exception level `_start` was entered at (it records it for the boot log).
@@ -298,7 +318,14 @@ fn activate_final_map(dt: &DeviceTree<'static>, memblock: &Memblock<'static>, im
         map_part(start, image.0, KernelPageTable::map_data)?;
         map_part(image.0, text_end, KernelPageTable::map_code)?;
         map_part(text_end, rodata_end, KernelPageTable::map_rodata)?;
-        map_part(rodata_end, end, KernelPageTable::map_data)?;
+        // Data, except the guard page below each CPU's stack (left unmapped: an overflow
+        // faults).
+        let mut from = rodata_end;
+        for guard in boot::smp::stack_guard_pages() {
+            map_part(from, guard as PhysAddr, KernelPageTable::map_data)?;
+            from = guard as PhysAddr + boot::smp::STACK_GUARD as PhysAddr;
+        }
+        map_part(from, end, KernelPageTable::map_data)?;
     }
     for dev in dt.devices() {
         let dev = dev?;
@@ -314,8 +341,9 @@ fn activate_final_map(dt: &DeviceTree<'static>, memblock: &Memblock<'static>, im
             table.map_device(start, end).map_err(BootError::Mmu)?;
         }
     }
-    // SAFETY: the map covers all RAM the kernel uses (the image, stack, heap, DTB: all RAM not
-    // marked no-map) and every device the device tree lists, identity-mapped.
+    // SAFETY: the map covers all RAM the kernel uses (the image, stacks, heap, DTB: all RAM not
+    // marked no-map; only the stack guard pages, which nothing may touch, are left out) and
+    // every device the device tree lists, identity-mapped.
     unsafe { table.activate() };
     log::info!("MMU: final identity map active (text RX, rodata RO, data RW/XN, MMIO device)");
     Ok(())
@@ -329,14 +357,30 @@ pub fn run_pending_work() {
 
 /// The idle loop's body: runs deferred work, then waits for an interrupt if the periodic tick
 /// will bring one, else for a millisecond (nothing else would wake the CPU).
+///
+/// The check for more work and the WFI happen with IRQs masked (Linux `do_idle` checks
+/// `need_resched` with interrupts off before `cpu_idle_poll`/WFI): an interrupt that schedules
+/// work after the check stays pending, and WFI returns at once on a pending interrupt even when
+/// masked; it is taken when the mask is restored. Checked with IRQs on, that interrupt could
+/// come between the check and WFI, and the CPU would sleep with work queued until the next tick.
 pub fn idle() {
+    idle_with_window(|| {});
+}
+
+/// [`idle`], running `in_window` between the check for work and WFI, where an interrupt that
+/// schedules work must not be lost (the in-QEMU test of [`idle`] fires one there).
+#[doc(hidden)]
+pub fn idle_with_window(in_window: fn()) {
     run_pending_work();
-    if crate::work::SYSTEM_WQ.has_pending() {
-        return;
-    }
-    if time::tick_running() {
+    let irq = crate::arch::irq_save();
+    let pending = crate::work::SYSTEM_WQ.has_pending();
+    let tick = time::tick_running();
+    if !pending && tick {
+        in_window();
         boot::cpu::wait_for_interrupt();
-    } else {
+    }
+    crate::arch::irq_restore(irq);
+    if !pending && !tick {
         time::delay(core::time::Duration::from_millis(1));
     }
 }

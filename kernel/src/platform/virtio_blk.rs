@@ -52,7 +52,7 @@ use drivers::virtio::mmio::VirtioMmio;
 use drivers::virtio::{feature, Error as VirtioError, Transport, VirtioDma};
 
 use super::dma::{dma, dma_device_from_dt, DmaSetupError, RAM};
-use super::irq::{request_irq, IrqError};
+use super::irq::{request_irq_spread, IrqError};
 use super::mm::page_allocator;
 use crate::block::{InflightTable, Ticket};
 use crate::dma::device::DmaDevice;
@@ -477,7 +477,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::with_limit(max_in_flight), callbacks: [None; MAX_IN_FLIGHT] }),
     };
     let disk = DISKS[index].call_once(|| disk);
-    request_irq(disk.irq, !irq.is_level(), handle_irq).map_err(ProbeError::Irq)?;
+    request_irq_spread(disk.irq, !irq.is_level(), handle_irq, index).map_err(ProbeError::Irq)?;
     disk.hint_inflight(k.params.blk_inflight_kib as usize * 1024);
     Ok(Some(disk))
 }
