@@ -710,8 +710,11 @@ def design_discussion(runs):
         dyn_served, dyn_n = count(runs, "policy-dynamic", lambda d: d["done_under_pressure"])
         lend_served, lend_n = count(runs, "policy-lend", lambda d: d["done_under_pressure"])
         text = (
-            f"- **Against `dynamic`** (Linux 6.6 `SWIOTLB_DYNAMIC` as this kernel has it, the \"allocate more chunks\" "
-            f"answer): under memory pressure `dynamic` had {fmt(med('policy-dynamic', 'irq_failures'))} of "
+            f"- **Against `dynamic`** (Linux 6.6 `SWIOTLB_DYNAMIC`: its whole boot pool of "
+            f"{fmt(med('policy-dynamic', 'pool_bytes_reserved', lambda x: x / MIB))} MiB kept, transient pools on a miss, "
+            f"worker pools with compaction; it left movable allocations {fmt(med('policy-dynamic', 'movable_available_bytes', lambda x: x / MIB))} MiB "
+            f"against {fmt(med('policy-lend', 'movable_available_bytes', lambda x: x / MIB))} MiB for `lend`): "
+            f"under memory pressure `dynamic` had {fmt(med('policy-dynamic', 'irq_failures'))} of "
             f"{fmt(med('policy-dynamic', 'mapped'))} IRQ-context mappings fail (median) and served the burst under "
             f"pressure in {dyn_served} of {dyn_n} boots, `lend` in {lend_served} of {lend_n} (burst "
             f"{fmt(med('policy-dynamic', 'burst_ms'))} ms against {fmt(med('policy-lend', 'burst_ms'))} ms for `lend`)."
@@ -757,8 +760,10 @@ def design_discussion(runs):
         keep1 = med("policy-lend-keep1", "idle_pool_lent_share_after") if runs.get("policy-lend-keep1") else None
         out.append(
             f"- **Who decides how much to reserve?** With `lend` the reservation is an upper bound, not a cost: "
-            f"{fmt(100 * share)} % of it was lent while idle, the rest ({fmt(keep)} pageblocks) being `swiotlb_keep` "
-            "pageblocks kept as slots for the IRQ reserve and for bursts that must not wait for the worker."
+            f"{fmt(100 * share)} % of it was lent at the end of the idle phase, the rest ({fmt(keep)} pageblocks) still "
+            "bounce slots: the `swiotlb_keep` pageblocks (2 by default), kept for the IRQ reserve and for bursts "
+            "that must not wait for the worker, and any the shrink (`swiotlb_batch` pageblocks per "
+            "`swiotlb_shrink_delay_ms`) had not lent again yet."
             + (f" With `swiotlb_keep=1` {fmt(100 * keep1)} % was lent, with {fmt(med('policy-lend-keep1', 'irq_failures'))} IRQ-context failures (median)." if keep1 is not None else "")
         )
     return "\n".join(out) + "\n"
