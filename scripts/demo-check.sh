@@ -6,7 +6,9 @@
 #   holds pages (no `s` in the picture after the memory pressure), the pool
 #   grows by reclaiming lent pageblocks with pages migrated out (N > 0) and clean page-cache
 #   pages dropped, and lends pageblocks again when idle;
-# - any other policy (static, dynamic, a later cma): its counts are printed, not required.
+# - cma: the pool grows by chunks cma_alloc'ed from the CMA area with pages migrated out of it
+#   (N > 0), and gives chunks back when idle;
+# - any other policy (static, dynamic): its counts are printed, not required.
 # Usage: scripts/demo-check.sh [BOOTARG...]
 #        scripts/demo-check.sh --log FILE   (check a saved `cargo run` log instead of running)
 set -uo pipefail
@@ -70,6 +72,10 @@ lend)
     ((migrated > 0)) || missing "movable pages migrated out of lent pageblocks during the burst (pages $migrated migrated)"
     ((dropped > 0)) || missing "clean page-cache pages dropped from lent pageblocks during the burst ($dropped dropped)"
     ((lent_again > 0)) || missing "the pool lending its spare pageblocks again (lent again $lent_again)"
+    ;;
+cma)
+    ((migrated > 0)) || missing "movable pages migrated out of the CMA area by cma_alloc during the burst (pages $migrated migrated)"
+    ((lent_again > 0)) || missing "chunks given back to the CMA area when idle (given back $lent_again pageblocks)"
     ;;
 *)
     echo "demo-check: policy ${policy:-?}: the counts above are reported, not required"

@@ -6,7 +6,8 @@
 #          outgrows the pools), behind the DMA window
 #   disk1: 8 MiB, behind the restricted DMA pool
 # Usage: scripts/soak.sh [SECONDS [SEED]]   (default 150 s: the bounded run of test-all.sh;
-#        README.md "Soak" has the long run). Extra bootargs: SOAK_BOOTARGS="swiotlb_policy=static".
+#        README.md "Soak" has the long run). Extra bootargs: SOAK_BOOTARGS="swiotlb_policy=static";
+#        extra qemu-run.sh options: SOAK_QEMU_OPTS="--smp 4".
 # Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the images and the log.
 set -euo pipefail
 
@@ -25,6 +26,7 @@ qemu-img create -q -f raw "$disk1" 8M
 demo="demo=$seconds${seed:+,$seed}"
 opts="--timeout $((seconds + 600)) --disk $disk0,throttling.bps-total=16777216 --disk $disk1 --bootargs dma_debug=on --bootargs $demo"
 for arg in ${SOAK_BOOTARGS:-}; do opts+=" --bootargs $arg"; done
+opts+=" ${SOAK_QEMU_OPTS:-}" # e.g. --smp 4
 cd "$here"
 start=$(date +%s)
 set +e

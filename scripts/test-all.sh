@@ -59,9 +59,14 @@ step virtio-blk-cma ./scripts/virtio-blk-tests.sh swiotlb_policy=cma cma=28M
 step virtio-blk-features-on ./scripts/virtio-blk-tests.sh blk_indirect=on blk_event_idx=on
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
+# The same demo under the CMA rival: chunks cma_alloc'ed from the area, pages migrated out of it.
+step demo-cma ./scripts/demo-check.sh swiotlb_policy=cma cma=28M
 # The bounded soak: a randomised read/write/flush mix on both disks with memory pressure and
 # reclaim/shrink cycles, every byte checked against a model and the images on the host.
 step soak ./scripts/soak.sh
+# A shorter soak on four CPUs (the disks' interrupts on CPUs 0 and 1), and one under the CMA rival.
+step soak-smp4 env SOAK_QEMU_OPTS="--smp 4" ./scripts/soak.sh 60
+step soak-cma env SOAK_BOOTARGS="swiotlb_policy=cma cma=28M" ./scripts/soak.sh 60
 # Coverage-guided fuzzing of the FDT interpretation and of the virtio-blk driver against a
 # hostile device, a short bounded run (scripts/fuzz.sh 600 for a long one).
 step fuzz ./scripts/fuzz.sh

@@ -530,6 +530,11 @@ fn randomised_mix() -> TestResult {
         // lend pageblocks again (it starts with only `swiotlb_keep` of them as slots).
         kassert!(grew > 0 && reclaimed > 0, "the default pool never grew by reclaim");
         kassert!(shrank > 0 && lent > 0, "the default pool never lent pageblocks again");
+        kassert!(migrated > 0, "reclaim never migrated a page out of a lent pageblock");
+    }
+    if policy == SwiotlbPolicy::Cma {
+        kassert!(grew > 0 && migrated > 0, "the pool never grew by cma_alloc with pages migrated out of the CMA area");
+        kassert!(lent > 0, "no chunk was given back to the CMA area");
     }
     Ok(())
 }
