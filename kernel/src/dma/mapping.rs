@@ -122,6 +122,8 @@ pub struct DmaApi<'a> {
     /// The page allocator that holds the default pool's lent pageblocks, to pin what a direct
     /// mapping covers there.
     pages: Option<&'a LockedPageAllocator>,
+    /// A CMA area whose borrowed pages a direct mapping pins too (`cma_alloc` migrates them).
+    cma_range: core::ops::Range<PhysAddr>,
     /// Counters.
     pub stats: DmaStats,
 }
@@ -130,7 +132,7 @@ impl<'a> DmaApi<'a> {
     /// The API over `default_pool`; `debug` enables DMA-API debugging (bootarg `dma_debug=on`);
     /// `on_pressure` is called (in any context) when a bounce fails, to kick the pool's worker.
     pub fn new(mem: &'a dyn PhysMemory, default_pool: &'a dyn BounceBuffers, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
-        Self { mem, default_pool, debug, on_pressure, pages: None, stats: DmaStats::default() }
+        Self { mem, default_pool, debug, on_pressure, pages: None, cma_range: 0..0, stats: DmaStats::default() }
     }
 
     /// Direct mappings of pages in the default pool's lent pageblocks (held by `pages`) pin them
@@ -139,11 +141,19 @@ impl<'a> DmaApi<'a> {
         Self { pages: Some(pages), ..self }
     }
 
-    /// The page allocator to pin in, if `[addr, addr + size)` may hold lent pages: only the
-    /// default pool's range is ever lent, so other direct mappings take no allocator lock.
+    /// Direct mappings of pages borrowed from the CMA area `range` pin them too (with
+    /// [`with_lent_page_pins`](Self::with_lent_page_pins)).
+    pub fn with_cma_range(self, range: core::ops::Range<PhysAddr>) -> Self {
+        Self { cma_range: range, ..self }
+    }
+
+    /// The page allocator to pin in, if `[addr, addr + size)` may hold lent or CMA pages: only
+    /// the default pool's range is ever lent and only the CMA area is MIGRATE_CMA, so other
+    /// direct mappings take no allocator lock.
     fn lent_pages(&self, addr: PhysAddr, size: usize) -> Option<&'a LockedPageAllocator> {
-        let lent = self.default_pool.range();
-        self.pages.filter(|_| addr < lent.end && addr.saturating_add(size as u64) > lent.start)
+        let end = addr.saturating_add(size as u64);
+        let overlaps = |r: core::ops::Range<PhysAddr>| addr < r.end && end > r.start;
+        self.pages.filter(|_| overlaps(self.default_pool.range()) || overlaps(self.cma_range.clone()))
     }
 
     /// The debug tracker, if debugging is on.
@@ -645,6 +655,44 @@ mod tests {
         let mut buf = [0u8; 4096];
         s.mem.read(addr_of(page), &mut buf);
         assert_eq!(buf, [6u8; 4096], "what the device wrote moved with the page");
+    }
+
+    /// The same for a movable page borrowed from a CMA area: `cma_alloc` must not migrate it
+    /// while a device writes to it.
+    #[test]
+    fn a_direct_mapping_pins_a_page_borrowed_from_the_cma_area_until_unmap() {
+        use crate::mm::cma::{CmaArea, CmaError};
+        use crate::mm::page_alloc::{OwnerKind, PageAllocator, PageOwner, ReclaimMode};
+        let s = setup();
+        let area_range = RAM + (10 << 20)..RAM + (12 << 20);
+        let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
+        let area = CmaArea::activate("test", &pages, area_range.clone()).unwrap();
+        let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages).with_cma_range(area_range.clone());
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+        let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
+        let mut others = Vec::new();
+        let page = loop {
+            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
+            if area_range.contains(&addr_of(p)) {
+                break p;
+            }
+            others.push(p);
+        };
+        others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
+        let addr = addr_of(page);
+        let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
+        assert_eq!((dma, pages.lock().movable_info(page).unwrap().pins), (addr, 1), "mapped directly and pinned");
+        s.mem.write(dma, &[9u8; 4096]);
+        let alloc = || area.cma_alloc(&pages, s.mem, 1, ReclaimMode { drop_clean: true }, &mut |_| {});
+        assert!(matches!(alloc(), Err(CmaError::Busy { .. })), "cma_alloc took the block of a page mapped for DMA");
+        assert_eq!(addr_of(page), addr, "not moved during DMA");
+        api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
+        assert_eq!(pages.lock().movable_info(page).unwrap().pins, 0, "unpinned by the unmap");
+        alloc().unwrap();
+        let mut buf = [0u8; 4096];
+        s.mem.read(addr_of(page), &mut buf);
+        assert_eq!(buf, [9u8; 4096], "what the device wrote moved with the page");
     }
 
     #[test]

@@ -265,7 +265,12 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         WORKER.store(id.raw(), Ordering::Relaxed);
     }
     let debug = params.dma_debug.then_some(&DEBUG);
-    Ok(DMA.call_once(|| Dma { api: DmaApi::new(&RAM, manager, debug, Some(kick_worker)).with_lent_page_pins(pages), manager, params }))
+    let api = DmaApi::new(&RAM, manager, debug, Some(kick_worker)).with_lent_page_pins(pages);
+    let api = match cma {
+        Some(area) => api.with_cma_range(area.range()),
+        None => api,
+    };
+    Ok(DMA.call_once(|| Dma { api, manager, params }))
 }
 
 // ---- per-device pools (the seed's "local accelerator") ----

@@ -5,12 +5,14 @@
 //! reclaim could move it, scrub the frame and turn it into bounce slots while the device still
 //! writes to it. So a direct mapping pins the movable pages of lent (or isolated, being
 //! reclaimed) pageblocks it covers for the mapping's life; reclaim then skips them and reports
-//! them pinned. Linux pins through `pin_user_pages()` before mapping and relies on CMA pageblocks
-//! never holding long-term pins; here the DMA API does it itself because the lent memory is the
-//! bounce pool's own.
+//! them pinned. The same holds for a movable page borrowed from a MIGRATE_CMA pageblock, which
+//! `cma_alloc` migrates out. Linux pins through `pin_user_pages()` before mapping and relies on
+//! CMA pageblocks never holding long-term pins; here the DMA API does it itself because the lent
+//! memory is the bounce pool's own.
 //!
-//! Pages of other pageblocks are not pinned (nothing takes them back for DMA). IRQ-safe: one
-//! lock section, no allocation, work bounded by the pages of the range.
+//! Pages of MOVABLE pageblocks are not pinned: their kernel users (the page cache) pin them while
+//! a device uses them, and nothing takes them back for DMA but compaction, which skips pins.
+//! IRQ-safe: one lock section, no allocation, work bounded by the pages of the range.
 
 use core::ops::Range;
 
@@ -21,7 +23,7 @@ use crate::mm::{PhysAddr, PAGE_SIZE};
 
 impl PageAllocator {
     /// Calls `f` on the handle slot of every movable block overlapping `range` that sits in a
-    /// lent or isolated pageblock. Returns how many.
+    /// lent, CMA or isolated pageblock. Returns how many.
     fn lent_movable_blocks(&mut self, range: Range<PhysAddr>, mut f: impl FnMut(&mut Self, u32)) -> usize {
         let span = self.span();
         let (start, end) = (range.start.max(span.start), range.end.min(span.end));
@@ -41,7 +43,7 @@ impl PageAllocator {
         while let Some((head, desc)) = self.next_head(idx, last + 1) {
             let order = match desc {
                 PageDesc::Movable { order, slot } => {
-                    if matches!(self.pageblock_type[head >> PAGEBLOCK_ORDER], Some(MigrateType::Swiotlb | MigrateType::Isolate)) {
+                    if matches!(self.pageblock_type[head >> PAGEBLOCK_ORDER], Some(MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate)) {
                         f(self, slot);
                         count += 1;
                     }
