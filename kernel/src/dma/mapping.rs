@@ -606,11 +606,29 @@ mod tests {
         assert_eq!(buf, [2u8; 4096]);
     }
 
+    /// Allocates movable pages in ZONE_DMA until one lands in `range` (they fill MOVABLE blocks
+    /// first, then borrow lent or CMA ones): that page, and the others, still allocated.
+    fn first_movable_page_in(
+        pages: &LockedPageAllocator,
+        range: &core::ops::Range<PhysAddr>,
+    ) -> (crate::mm::page_alloc::MovablePage, Vec<crate::mm::page_alloc::MovablePage>) {
+        use crate::mm::page_alloc::{OwnerKind, PageOwner};
+        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+        let mut others = Vec::new();
+        loop {
+            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
+            if range.contains(&pages.lock().movable_info(p).unwrap().addr) {
+                return (p, others);
+            }
+            others.push(p);
+        }
+    }
+
     /// Issue 13: a movable page of a lent pageblock, mapped directly, is pinned until the
     /// unmap: reclaim reports its block busy and does not move it; after the unmap it does.
     #[test]
     fn a_direct_mapping_pins_a_page_of_a_lent_block_until_unmap() {
-        use crate::mm::page_alloc::{OwnerKind, PageAllocator, PageOwner, ReclaimError, ReclaimMode};
+        use crate::mm::page_alloc::{PageAllocator, ReclaimError, ReclaimMode};
         let s = setup();
         s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
         let lent = POOL..POOL + (2 << 20);
@@ -619,16 +637,8 @@ mod tests {
         let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages);
         let d = dev(BouncePolicy::WhenNeeded, true);
         // Movable pages fill ZONE_DMA's movable blocks, then spill into the lent one.
-        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
         let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
-        let mut others = Vec::new();
-        let page = loop {
-            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
-            if lent.contains(&addr_of(p)) {
-                break p;
-            }
-            others.push(p);
-        };
+        let (page, others) = first_movable_page_in(&pages, &lent);
         // A page outside the lent block, mapped directly, is not pinned.
         let outside = others[0];
         let dma = api.map_single(&d, addr_of(outside), 4096, FROM, NOATTR).unwrap();
@@ -662,23 +672,15 @@ mod tests {
     #[test]
     fn a_direct_mapping_pins_a_page_borrowed_from_the_cma_area_until_unmap() {
         use crate::mm::cma::{CmaArea, CmaError};
-        use crate::mm::page_alloc::{OwnerKind, PageAllocator, PageOwner, ReclaimMode};
+        use crate::mm::page_alloc::{PageAllocator, ReclaimMode};
         let s = setup();
         let area_range = RAM + (10 << 20)..RAM + (12 << 20);
         let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
         let area = CmaArea::activate("test", &pages, area_range.clone()).unwrap();
         let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages).with_cma_range(area_range.clone());
         let d = dev(BouncePolicy::WhenNeeded, true);
-        let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
         let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
-        let mut others = Vec::new();
-        let page = loop {
-            let p = pages.lock().alloc_movable(0, ZoneType::Dma, owner).unwrap();
-            if area_range.contains(&addr_of(p)) {
-                break p;
-            }
-            others.push(p);
-        };
+        let (page, others) = first_movable_page_in(&pages, &area_range);
         others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
         let addr = addr_of(page);
         let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();

@@ -39,8 +39,7 @@ impl SwiotlbManager {
     }
 
     /// Whether a chunk could be added: the area has a free chunk and the pool list has room (or a
-    /// released chunk's pool to reuse). Any context: the area's bitmap lock is IRQ-safe and
-    /// held for a scan of a few bits.
+    /// released chunk's pool to reuse). Any context: atomics only, and a walk of the chunk pools.
     pub(super) fn cma_can_grow(&self) -> bool {
         let Some(area) = self.cma.get() else { return false };
         let chunk = self.tunables.cma_chunk_pageblocks;

@@ -305,7 +305,7 @@ impl SwiotlbManager {
     ) -> Result<(), SwiotlbError> {
         match self.pool_of(tlb_addr) {
             Ok(pool) => pool.unmap(mem, tlb_addr, size, dir, attrs),
-            Err(e) if !self.transient.contains(tlb_addr) => Err(e),
+            // Not in a pool: a transient pool's, or `NotMapped` from there.
             Err(_) => self.transient.unmap(mem, tlb_addr, size, dir, attrs),
         }
     }
