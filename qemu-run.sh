@@ -32,6 +32,11 @@ Options:
   --keep              keep the generated device tree and print where it is
   --help              this text
 
+Words after KERNEL_ELF are bootargs (key=value). A word without '=' is a test-name filter for an
+in-QEMU test kernel (bootarg ktest=WORD: only cases whose name contains it run), so
+`cargo test -p kernel --test dma burst` runs the matching cases; libtest's `--skip NAME`
+becomes ktest_skip=NAME, and its other flags (--nocapture, --test-threads N, ...) are ignored.
+
 The demo kernel (an image named "kernel", as `cargo run` boots) given no --disk gets two fresh
 raw disks, made with qemu-img in the run's temporary folder (kept with --keep): disk0, 32 MiB,
 throttled to 32 MiB/s so that requests stay in flight as on a real device, and disk1, 8 MiB.
@@ -81,8 +86,21 @@ while (($#)); do
         --timeout) timeout_s=${2:?--timeout needs seconds}; shift ;;
         --keep) keep=1 ;;
         --) shift; extra=("$@"); break ;;
-        -*) die "unknown option '$1' (see --help)" ;;
-        *) if [[ -z $elf ]]; then elf=$1; else positional_bootargs+=("$1"); fi ;;
+        # After the kernel image, what cargo passes a test binary (`cargo test --test dma NAME
+        # -- --nocapture`): libtest's flags. `--skip NAME` has a meaning here; the
+        # others are about capturing output and threads, which the in-QEMU harness lacks.
+        --skip) [[ -n $elf ]] || die "unknown option '$1' (see --help)"
+                positional_bootargs+=("ktest_skip=${2:?--skip needs a name}"); shift ;;
+        --test-threads|--color|--format|-Z|--logfile|--shuffle-seed)
+            [[ -n $elf ]] || die "unknown option '$1' (see --help)"
+            echo "qemu-run.sh: ignoring the test harness option '$1 ${2:-}' (tests run one by one in QEMU)" >&2
+            shift $(($# > 1 ? 1 : 0)) ;;
+        -*) [[ -n $elf ]] || die "unknown option '$1' (see --help)"
+            echo "qemu-run.sh: ignoring the test harness option '$1' (tests run one by one in QEMU)" >&2 ;;
+        *) if [[ -z $elf ]]; then elf=$1
+           elif [[ $1 == *=* ]]; then positional_bootargs+=("$1")
+           else positional_bootargs+=("ktest=$1")    # a test-name filter, as libtest takes it
+           fi ;;
     esac
     shift
 done

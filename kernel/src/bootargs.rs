@@ -85,6 +85,13 @@ pub struct KernelParams {
     /// `irq_affinity=<irq>:<cpu>[,<irq>:<cpu>...]`: the CPU each listed SPI is routed to
     /// (Linux sets this per IRQ in `/proc/irq/<n>/smp_affinity`).
     pub irq_affinity: Vec<(u32, usize)>,
+    /// `ktest=<name>` (repeatable): an in-QEMU test kernel runs only the cases whose name
+    /// contains one of these words, as libtest's filters do (`cargo test --test dma NAME` gets
+    /// here through `qemu-run.sh`). Empty: every case.
+    pub ktest_filters: Vec<String>,
+    /// `ktest_skip=<name>` (repeatable): cases whose name contains one of these words are
+    /// skipped (libtest's `--skip`).
+    pub ktest_skips: Vec<String>,
 }
 
 impl Default for KernelParams {
@@ -109,7 +116,19 @@ impl Default for KernelParams {
             demo: None,
             cma: None,
             irq_affinity: Vec::new(),
+            ktest_filters: Vec::new(),
+            ktest_skips: Vec::new(),
         }
+    }
+}
+
+impl KernelParams {
+    /// Whether an in-QEMU test case named `name` runs, by libtest's rules: its name contains
+    /// one of the `ktest=` words (or there are none) and none of the `ktest_skip=` words.
+    /// `qemu-run.sh` makes these words from `cargo test --test SUITE NAME -- --skip OTHER`.
+    pub fn ktest_selects(&self, name: &str) -> bool {
+        let has = |words: &[String]| words.iter().any(|w| name.contains(w.as_str()));
+        (self.ktest_filters.is_empty() || has(&self.ktest_filters)) && !has(&self.ktest_skips)
     }
 }
 
@@ -156,13 +175,21 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
             ("cma", Some(v)) => parse_cma(v).map(|n| p.cma = Some(n)),
             ("irq_affinity", Some(v)) => parse_irq_affinity(v).map(|a| p.irq_affinity = a),
+            ("ktest", Some(v)) if !v.is_empty() => {
+                p.ktest_filters.push(String::from(v));
+                Ok(())
+            }
+            ("ktest_skip", Some(v)) if !v.is_empty() => {
+                p.ktest_skips.push(String::from(v));
+                Ok(())
+            }
             ("demo", Some(v)) if !v.is_empty() => {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "demo" | "cma" | "irq_affinity", _) => {
+            | "blk_event_idx" | "demo" | "cma" | "irq_affinity" | "ktest" | "ktest_skip", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -303,6 +330,20 @@ mod tests {
             assert_eq!(w.len(), 1, "{bad}");
             assert!(p.irq_affinity.is_empty());
         }
+    }
+
+    #[test]
+    fn test_filters_accumulate() {
+        let (p, w) = parse("ktest=burst ktest=pool ktest_skip=debug");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.ktest_filters, ["burst", "pool"]);
+        assert_eq!(p.ktest_skips, ["debug"]);
+        assert_eq!(parse("ktest=").1.len(), 1);
+        assert!(p.ktest_selects("burst_from_irq_context"));
+        assert!(p.ktest_selects("per_device_pool_from_inflight_hint"));
+        assert!(!p.ktest_selects("restricted_isolation"));
+        assert!(!p.ktest_selects("burst_debug"));
+        assert!(KernelParams::default().ktest_selects("anything"));
     }
 
     #[test]

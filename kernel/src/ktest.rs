@@ -20,11 +20,15 @@ pub struct TestCase {
     pub run: fn() -> TestResult,
 }
 
-/// Runs `cases` in order and reports. Returns the exit status for the platform to use.
+/// Runs the selected `cases` in order and reports. Returns the exit status for the platform to
+/// use.
 pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
-    kprintln!("\nrunning {} tests ({suite})", cases.len());
+    let params = &crate::platform::kernel().params;
+    let chosen = || cases.iter().filter(|c| params.ktest_selects(c.name));
+    let filtered_out = cases.len() - chosen().count();
+    kprintln!("\nrunning {} tests ({suite})", cases.len() - filtered_out);
     let (mut passed, mut failed) = (0usize, 0usize);
-    for case in cases {
+    for case in chosen() {
         crate::platform::set_current_test(case.name);
         match (case.run)() {
             Ok(()) => {
@@ -38,6 +42,9 @@ pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
         }
     }
     crate::platform::set_current_test("");
+    if filtered_out > 0 {
+        kprintln!("{filtered_out} filtered out by ktest=/ktest_skip=");
+    }
     kprintln!("\n{suite}: {passed} passed, {failed} failed");
     if failed == 0 { ExitStatus::Success } else { ExitStatus::Failure }
 }
