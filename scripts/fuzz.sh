@@ -24,7 +24,7 @@ shift $(($# > 0 ? 1 : 0))
 all_targets=(fdt virtio_blk)
 targets=("${@:-${all_targets[@]}}")
 
-host=x86_64-unknown-linux-gnu
+host=$(rustc -vV | sed -n 's/^host: //p')   # the machine's own triple (x86_64, arm64, macOS)
 out=${CARGO_TARGET_DIR:-$here/target}/fuzz
 command -v cargo >/dev/null || { echo "fuzz: cargo not found (install Rust with rustup)" >&2; exit 2; }
 command -v c++ >/dev/null || command -v g++ >/dev/null \
