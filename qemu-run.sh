@@ -32,8 +32,9 @@ Options:
   --keep              keep the generated device tree and print where it is
   --help              this text
 
-Words after KERNEL_ELF are bootargs (key=value). A word without '=' is a test-name filter for an
-in-QEMU test kernel (bootarg ktest=WORD: only cases whose name contains it run), so
+Words after KERNEL_ELF are bootargs (key=value). For an in-QEMU test kernel (an image cargo
+built under deps/), a word without '=' is a test-name filter (bootarg ktest=WORD: only cases
+whose name contains it run), so
 `cargo test -p kernel --test dma burst` runs the matching cases; libtest's `--skip NAME`
 becomes ktest_skip=NAME, and its other flags (--nocapture, --test-threads N, ...) are ignored.
 
@@ -98,8 +99,9 @@ while (($#)); do
         -*) [[ -n $elf ]] || die "unknown option '$1' (see --help)"
             echo "qemu-run.sh: ignoring the test harness option '$1' (tests run one by one in QEMU)" >&2 ;;
         *) if [[ -z $elf ]]; then elf=$1
-           elif [[ $1 == *=* ]]; then positional_bootargs+=("$1")
-           else positional_bootargs+=("ktest=$1")    # a test-name filter, as libtest takes it
+           elif [[ $1 != *=* && $elf == */deps/* ]]; then
+               positional_bootargs+=("ktest=$1")    # a test-name filter, as libtest takes it
+           else positional_bootargs+=("$1")
            fi ;;
     esac
     shift
