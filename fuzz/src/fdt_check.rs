@@ -149,6 +149,13 @@ pub fn check_memblock(dt: &DeviceTree<'_>, map: &Memblock<'_>) {
     // up with `find(name)`): static ones where they said, dynamic ones aligned and inside one of
     // their alloc-ranges.
     for region in dt.reserved_regions().flatten() {
+        if let ReservedPlacement::Static(range) = region.placement {
+            // A static region wholly outside RAM protects nothing: skipped (and never placed).
+            if map.outside_ram(&range) {
+                assert!(map.find(region.name).is_none(), "{} lies outside RAM but was reserved", region.name);
+                continue;
+            }
+        }
         let Some(placed) = map.find(region.name) else {
             panic!("{} not in the map", region.name);
         };

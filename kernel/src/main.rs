@@ -77,7 +77,7 @@ mod demo {
 
     fn disk_demo(k: &'static Kernel) -> ExitStatus {
         use kernel::platform::disk_demo;
-        log::info!("demo: policy {:?}; disk0 behind the DMA window, disk1 behind the restricted pool", k.params.swiotlb_policy);
+        log::info!("demo: policy {:?}; disk0 behind the DMA window, disk1 behind the restricted pool", kernel::platform::dma::dma().manager.policy());
         show(k, "boot");
         let report = match disk_demo::run(&mut |phase| show(k, phase)) {
             Ok(r) => r,
@@ -122,7 +122,7 @@ mod demo {
             return disk_demo(k);
         }
         log::info!("demo: no two virtio-blk disks: the timer interrupt stands in for them");
-        log::info!("demo: policy {:?}; bouncing for {dev:?}", k.params.swiotlb_policy);
+        log::info!("demo: policy {:?}; bouncing for {dev:?}", kernel::platform::dma::dma().manager.policy());
         show(k, "boot");
         let report = match workload::pressure_burst_idle(dev, &mut |phase| show(k, phase)) {
             Ok(r) => r,

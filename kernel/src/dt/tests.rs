@@ -1592,3 +1592,40 @@ fn qemu_virt_has_one_cpu() {
     // QEMU gives the CPUs `enable-method = "psci"` only when there is more than one to start.
     assert_eq!(out[0], Some(CpuNode { name: "cpu@0", mpidr: 0, psci: false }));
 }
+
+// ---- reserved regions beyond the end of RAM --------------------------------------------------
+
+/// A fragment written for more RAM than the machine has (`fw-log@48000000` at `--mem 128M`):
+/// a static region wholly outside RAM protects nothing and is skipped; one that straddles RAM's
+/// edge is still an error, and so is a namesake of a skipped region (found by the fdt fuzzer:
+/// otherwise the second node was reserved under the skipped one's name).
+#[test]
+fn reserved_region_wholly_outside_ram_is_skipped() {
+    use crate::mm::memblock::{Memblock, MemblockError, PhysRange};
+    let kernel = PhysRange::new(0x4008_0000, 0x1000).unwrap();
+    let dtb = PhysRange::new(0x4000_0000, 0x2000).unwrap();
+    // RAM is [0x4000_0000, 0x5000_0000).
+    let region = |name: &'static str, base: u64, size: u64| move |w: &mut FdtWriter| node(w, name, |w| reg64(w, "reg", &[(base, size)]));
+    let beyond = with_reserved(|w| {
+        region("fw-log@60000000", 0x6000_0000, 0x20_0000)(w);
+        region("kept@48000000", 0x4800_0000, 0x1000)(w);
+    });
+    let dt = DeviceTree::new(&beyond).unwrap();
+    let map = Memblock::from_device_tree(&dt, kernel, dtb).unwrap();
+    assert!(map.find("fw-log@60000000").is_none());
+    assert!(map.find("kept@48000000").is_some());
+    assert_eq!(map.skipped_outside_ram(), 1);
+
+    let straddles = with_reserved(region("edge@4ff00000", 0x4ff0_0000, 0x20_0000));
+    let dt = DeviceTree::new(&straddles).unwrap();
+    assert!(matches!(Memblock::from_device_tree(&dt, kernel, dtb), Err(MemblockError::OutsideRam { label: "edge@4ff00000", .. })));
+
+    for order in [[0x6000_0000u64, 0x4800_0000], [0x4800_0000, 0x6000_0000]] {
+        let namesakes = with_reserved(|w| {
+            region("twin", order[0], 0x1000)(w);
+            region("twin", order[1], 0x1000)(w);
+        });
+        let dt = DeviceTree::new(&namesakes).unwrap();
+        assert_eq!(Memblock::from_device_tree(&dt, kernel, dtb).unwrap_err(), MemblockError::DuplicateLabel { label: "twin" }, "{order:x?}");
+    }
+}

@@ -334,6 +334,7 @@ impl fmt::Display for MemblockError<'_> {
 pub struct Memblock<'a> {
     ram: ArrayList<PhysRange, MAX_RAM_BANKS>,
     reserved: ArrayList<MemblockRegion<'a>, MAX_RESERVED_REGIONS>,
+    skipped_outside_ram: usize,
 }
 
 impl<'a> Memblock<'a> {
@@ -499,6 +500,16 @@ impl<'a> Memblock<'a> {
         self.ram().iter().any(|r| r.base() <= addr && addr < r.end())
     }
 
+    /// Whether `range` overlaps no RAM bank at all.
+    pub fn outside_ram(&self, range: &PhysRange) -> bool {
+        !self.ram.as_slice().iter().any(|bank| bank.overlaps(range))
+    }
+
+    /// Static `/reserved-memory` regions skipped because they lie wholly outside RAM.
+    pub fn skipped_outside_ram(&self) -> usize {
+        self.skipped_outside_ram
+    }
+
     /// Bytes of RAM.
     pub fn total_ram(&self) -> u64 {
         self.ram().iter().map(PhysRange::size).sum()
@@ -556,6 +567,22 @@ impl<'a> Memblock<'a> {
                 continue;
             }
             if let ReservedPlacement::Static(range) = region.placement {
+                if map.outside_ram(&range) {
+                    // It describes nothing to protect (a fragment written for more RAM than
+                    // this machine has): skipped, as Linux's `memblock_is_region_memory()`
+                    // check skips it. Its name stays taken, so a namesake is still refused.
+                    if dt.reserved_regions().flatten().filter(|r| r.name == region.name).count() > 1 {
+                        return Err(MemblockError::DuplicateLabel { label: region.name });
+                    }
+                    log::warn!(
+                        "memblock: reserved region {} [{:#x}-{:#x}) lies wholly outside RAM: skipped",
+                        region.name,
+                        range.base(),
+                        range.end()
+                    );
+                    map.skipped_outside_ram += 1;
+                    continue;
+                }
                 map.reserve(
                     range.base(),
                     range.size(),

@@ -32,6 +32,14 @@ pub enum DmaSetupError {
     NoPool,
     /// A pool's geometry is unusable.
     Pool(&'static str, SwiotlbError),
+    /// A device's `memory-region` names a restricted pool the boot memory map skipped (it lies
+    /// wholly outside RAM).
+    PoolNotInMemoryMap {
+        /// The device's node.
+        device: &'static str,
+        /// The pool's node.
+        region: &'static str,
+    },
     /// A device's `memory-region` is not a restricted DMA pool we know.
     NotRestrictedPool { device: &'static str, region: &'static str },
     /// A restricted pool is also `reusable`: it is shared with a device that may be hostile and
@@ -54,6 +62,7 @@ impl fmt::Display for DmaSetupError {
             DmaSetupError::DeviceTree(e) => write!(f, "{e}"),
             DmaSetupError::NoPool => write!(f, "no default SWIOTLB pool (a /reserved-memory node compatible with \"dmabounce,swiotlb-pool\")"),
             DmaSetupError::Pool(name, e) => write!(f, "SWIOTLB pool {name}: {e}"),
+            DmaSetupError::PoolNotInMemoryMap { device, region } => write!(f, "{device}: restricted-dma-pool {region} is not in the memory map (it lies outside RAM)"),
             DmaSetupError::NotRestrictedPool { device, region } => write!(f, "{device}: memory-region {region} is not a restricted-dma-pool"),
             DmaSetupError::ReusableRestrictedPool(name) => write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)"),
             DmaSetupError::RestrictedPoolBeyondDmaLimit { device, region, pool_end, limit } => {
@@ -114,7 +123,7 @@ pub fn dma_device_from_dt(
         match region.kind {
             PoolKind::RestrictedDma if region.reusable => return Err(DmaSetupError::ReusableRestrictedPool(region.name)),
             PoolKind::RestrictedDma => {
-                let range = memblock.find(region.name).map(|r| r.range).ok_or(DmaSetupError::NotRestrictedPool { device: dev.name(), region: region.name })?;
+                let range = memblock.find(region.name).map(|r| r.range).ok_or(DmaSetupError::PoolNotInMemoryMap { device: dev.name(), region: region.name })?;
                 if !dev.dma_reaches(range) {
                     let limit = dev.dma_limit().unwrap_or(PhysAddr::MAX);
                     return Err(DmaSetupError::RestrictedPoolBeyondDmaLimit { device: dev.name(), region: region.name, pool_end: range.end(), limit });
@@ -240,6 +249,19 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
     }
     let geometry = PoolGeometry { start: base, nslots, nareas };
     let mut tunables = Tunables::from_params(params);
+    // The binding's `reusable`: only then may the pool's spare part be lent to the page
+    // allocator (docs/bindings/swiotlb-pool.md). Without it `lend` keeps every slot, as `static`.
+    if tunables.policy == SwiotlbPolicy::Lend {
+        let region = memblock.reserved().find(|r| matches!(r.flags.kind, RegionKind::ReservedMemory(PoolKind::Swiotlb)));
+        match region {
+            Some(r) if r.flags.reusable => log::info!("swiotlb: {} is reusable: its spare pageblocks are lent to the page allocator as MIGRATE_SWIOTLB", r.label),
+            Some(r) => {
+                log::warn!("swiotlb: {} is not reusable: nothing is lent (swiotlb_policy=lend runs as static)", r.label);
+                tunables.policy = SwiotlbPolicy::Static;
+            }
+            None => {}
+        }
+    }
     let cma = super::mm::cma_area();
     if tunables.policy == SwiotlbPolicy::Cma && cma.is_none() {
         log::warn!("swiotlb_policy=cma: no CMA area (neither a reusable linux,cma-default shared-dma-pool node nor cma=<size>); using swiotlb_policy=dynamic");
