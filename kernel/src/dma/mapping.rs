@@ -268,6 +268,23 @@ impl<'a> DmaApi<'a> {
         candidates.into_iter().flatten().find(|p| p.is_swiotlb_buffer(dma))
     }
 
+    /// Refuses an unmap or sync of `dma` that no pool holds live but that lies in a *free* slot of
+    /// one of `dev`'s pools: a second unmap, or a stale address. Without this it would look like
+    /// a direct mapping and succeed. Checked whether or not `dma_debug` is on (which catches it
+    /// earlier, and more: once the slot is lent again or was a freed transient pool, only the
+    /// debug tracker knows). Counted with the misuse reports.
+    fn refuse_free_slot(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<(), DmaError> {
+        let candidates: [Option<&dyn BounceBuffers>; 2] = match dev.policy {
+            BouncePolicy::Restricted(pool) => [Some(pool), None],
+            _ => [dev.device_pool(), Some(self.default_pool)],
+        };
+        if candidates.into_iter().flatten().any(|p| p.is_free_slot(dma)) {
+            self.stats.misuse.fetch_add(1, Ordering::Relaxed);
+            return Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
+        }
+        Ok(())
+    }
+
     /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
     /// unmap and sync. A lent page inside a pool's range, mapped directly, is not.
     pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
@@ -288,6 +305,7 @@ impl<'a> DmaApi<'a> {
                 pool.unmap(self.mem, dma, size, dir, attrs)?;
             }
             None => {
+                self.refuse_free_slot(dev, dma)?;
                 if dir.from_device() && !attrs.skip_cpu_sync {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
                 }
@@ -305,10 +323,14 @@ impl<'a> DmaApi<'a> {
         if let Some(debug) = self.debug {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
+        let pool = self.pool_of(dev, dma);
+        if pool.is_none() {
+            self.refuse_free_slot(dev, dma)?;
+        }
         if dir.from_device() {
             self.cache(dev, CacheOp::Invalidate, dma, size);
         }
-        if let Some(pool) = self.pool_of(dev, dma) {
+        if let Some(pool) = pool {
             pool.sync_for_cpu(self.mem, dma, size, dir)?;
         }
         Ok(())
@@ -319,8 +341,9 @@ impl<'a> DmaApi<'a> {
         if let Some(debug) = self.debug {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
-        if let Some(pool) = self.pool_of(dev, dma) {
-            pool.sync_for_device(self.mem, dma, size, dir)?;
+        match self.pool_of(dev, dma) {
+            Some(pool) => pool.sync_for_device(self.mem, dma, size, dir)?,
+            None => self.refuse_free_slot(dev, dma)?,
         }
         self.cache(dev, CacheOp::Clean, dma, size);
         Ok(())
@@ -459,6 +482,27 @@ mod tests {
         assert_eq!(seen, [9u8; 3000], "copy-back on unmap");
         assert!(!api.is_swiotlb_buffer(&d, dma));
         assert_eq!(s.pool.used_slots(), 0);
+    }
+
+    /// A second unmap of a bounce, or a sync after the unmap, is refused and counted with
+    /// `dma_debug` off: the slot is free, so it is no direct mapping either.
+    #[test]
+    fn unmap_or_sync_of_a_free_slot_is_refused_without_debug() {
+        let s = setup();
+        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let d = dev(BouncePolicy::WhenNeeded, true);
+        let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        let refused = Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
+        assert_eq!(api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR), refused);
+        assert_eq!(api.sync_single_for_cpu(&d, dma, 3000, FROM), refused);
+        assert_eq!(api.sync_single_for_device(&d, dma, 3000, TO), refused);
+        assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
+        assert_eq!(s.pool.used_slots(), 0);
+        // A direct mapping beside the pool is still served.
+        let direct = api.map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
+        api.unmap_single(&d, direct, 4096, TO, NOATTR).unwrap();
+        assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub trait BounceBuffers: Sync {
     fn sync_for_device(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError>;
     /// True if `pa` is in a live bounce slot of this set (not merely in its address range).
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool;
+    /// True if `pa` is in a free slot of this set: an unmap or sync there is a second unmap or a
+    /// stale address, never a direct mapping (a page the page allocator lent out sits in *lent*
+    /// slots). Lock-free, like [`is_swiotlb_buffer`](Self::is_swiotlb_buffer).
+    fn is_free_slot(&self, _pa: PhysAddr) -> bool {
+        false
+    }
     /// The physical range the set's slots may occupy (to route unmaps and for reports).
     fn range(&self) -> Range<PhysAddr>;
     /// Zeroed coherent memory from the slots (for devices behind a restricted pool). Task context.
@@ -54,6 +60,9 @@ impl BounceBuffers for SwiotlbPool {
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
         SwiotlbPool::is_swiotlb_buffer(self, pa)
     }
+    fn is_free_slot(&self, pa: PhysAddr) -> bool {
+        SwiotlbPool::is_free_slot(self, pa)
+    }
     fn range(&self) -> Range<PhysAddr> {
         self.start()..self.end()
     }
@@ -80,6 +89,9 @@ impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
     }
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
         super::swiotlb::lend::SwiotlbManager::is_swiotlb_buffer(self, pa)
+    }
+    fn is_free_slot(&self, pa: PhysAddr) -> bool {
+        self.pools().any(|p| p.is_free_slot(pa))
     }
     fn range(&self) -> Range<PhysAddr> {
         let pool = self.default_pool();
@@ -216,6 +228,9 @@ impl BounceBuffers for DevicePoolSlot {
     }
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
         self.get(false).is_some_and(|p| p.pool().is_swiotlb_buffer(pa))
+    }
+    fn is_free_slot(&self, pa: PhysAddr) -> bool {
+        self.get(false).is_some_and(|p| p.pool().is_free_slot(pa))
     }
     fn range(&self) -> Range<PhysAddr> {
         self.get(false).map_or(0..0, |p| p.pool().start()..p.pool().end())

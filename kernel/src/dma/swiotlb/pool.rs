@@ -121,6 +121,11 @@ impl SwiotlbPool {
         self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Used)
     }
 
+    /// Whether `pa` is inside this pool in a free slot (see `BounceBuffers::is_free_slot`).
+    pub fn is_free_slot(&self, pa: PhysAddr) -> bool {
+        self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Free)
+    }
+
     /// Keeps `nslots` free slots for IRQ-context mappings: task-context mappings (and lending)
     /// fail with [`SwiotlbError::BelowReserve`] rather than eat into them.
     pub fn set_irq_reserve_slots(&self, nslots: usize) {
