@@ -55,10 +55,20 @@ struct PerCpuMapper {
     slices: AtomicU64,
     /// Maps refused (the pool was full) or unmaps that failed.
     failures: AtomicU64,
+    /// Mappings whose slots lie outside the CPU's own area (`cpu & (nareas - 1)`): its area had
+    /// no room, e.g. because the pool lent that area's pageblocks.
+    outside_own_area: AtomicU64,
 }
 
 static MAPPER: [PerCpuMapper; MAX_CPUS] = [const {
-    PerCpuMapper { src: AtomicU64::new(0), ops: AtomicU64::new(0), busy_ns: AtomicU64::new(0), slices: AtomicU64::new(0), failures: AtomicU64::new(0) }
+    PerCpuMapper {
+        src: AtomicU64::new(0),
+        ops: AtomicU64::new(0),
+        busy_ns: AtomicU64::new(0),
+        slices: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+        outside_own_area: AtomicU64::new(0),
+    }
 }; MAX_CPUS];
 
 static DEV: spin::Once<&'static DmaDevice> = spin::Once::new();
@@ -81,20 +91,29 @@ fn map_tick(_ctx: &IrqContext<'_>) {
     let attrs = DmaAttrs { skip_cpu_sync: !COPY_IN.load(Ordering::Relaxed) };
     let stop = end.min(t0 + SLICE_NS);
     let api = &dma().api;
-    let (mut ops, mut failures) = (0u64, 0u64);
+    let pool = dma().manager.default_pool();
+    let area_nslots = pool.nslots() / pool.nareas();
+    let own_area = cpu_id() & (pool.nareas() - 1);
+    let (mut ops, mut failures, mut outside) = (0u64, 0u64, 0u64);
     let mut now = t0;
     while now < stop {
         match api.map_single(dev, src, MAP_LEN, DmaDirection::ToDevice, attrs) {
-            Ok(addr) => match api.unmap_single(dev, addr, MAP_LEN, DmaDirection::ToDevice, attrs) {
-                Ok(()) => ops += 1,
-                Err(_) => failures += 1,
-            },
+            Ok(addr) => {
+                if pool.slot_index(addr).is_some_and(|i| i / area_nslots != own_area) {
+                    outside += 1;
+                }
+                match api.unmap_single(dev, addr, MAP_LEN, DmaDirection::ToDevice, attrs) {
+                    Ok(()) => ops += 1,
+                    Err(_) => failures += 1,
+                }
+            }
             Err(_) => failures += 1,
         }
         now = now_ns();
     }
     m.ops.fetch_add(ops, Ordering::Relaxed);
     m.failures.fetch_add(failures, Ordering::Relaxed);
+    m.outside_own_area.fetch_add(outside, Ordering::Relaxed);
     m.busy_ns.fetch_add(now - t0, Ordering::Relaxed);
     m.slices.fetch_add(1, Ordering::Relaxed);
 }
@@ -120,7 +139,7 @@ fn area_lock_contention() -> u64 {
 pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let cpus: Vec<usize> = smp::online_cpus().collect();
     let pool = dma().manager.default_pool();
-    out.int("cpus", cpus.len() as u64).int("nareas", pool.nareas() as u64).int("tick_us", TICK.as_micros() as u64).int("slice_us", SLICE_NS / 1000).int("map_len", MAP_LEN as u64);
+    out.int("cpus", cpus.len() as u64).int("nareas", pool.nareas() as u64).raw("area_free_slots", area_free_slots()).int("tick_us", TICK.as_micros() as u64).int("slice_us", SLICE_NS / 1000).int("map_len", MAP_LEN as u64);
     DEV.call_once(|| dev);
     let mut srcs = Vec::new();
     for &cpu in &cpus {
@@ -138,7 +157,7 @@ pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result
     let mut result = Ok(());
     for copy in [false, true] {
         COPY_IN.store(copy, Ordering::Relaxed);
-        let before: Vec<[u64; 4]> = cpus.iter().map(|&c| counts(c)).collect();
+        let before: Vec<[u64; 5]> = cpus.iter().map(|&c| counts(c)).collect();
         let contention0 = area_lock_contention();
         let start = now_ns() + WARMUP_NS;
         WINDOW_END.store(start + window, Ordering::Release);
@@ -159,7 +178,7 @@ pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result
         let mut per_cpu = Vec::new();
         let (mut total, mut failures) = (0u64, 0u64);
         for (i, &cpu) in cpus.iter().enumerate() {
-            let [ops, busy, slices, fails] = core::array::from_fn(|j| counts(cpu)[j] - before[i][j]);
+            let [ops, busy, slices, fails, outside] = core::array::from_fn(|j| counts(cpu)[j] - before[i][j]);
             total += ops;
             failures += fails;
             let mut o = Obj::new();
@@ -168,6 +187,7 @@ pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result
                 .int("busy_ns", busy)
                 .int("slices", slices)
                 .int("failures", fails)
+                .int("outside_own_area", outside)
                 .num("ops_per_s", ops as f64 / (window as f64 / 1e9))
                 .num("ns_per_op", if ops > 0 { busy as f64 / ops as f64 } else { f64::NAN });
             per_cpu.push(o.finish());
@@ -194,9 +214,18 @@ pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result
     Ok(())
 }
 
-fn counts(cpu: usize) -> [u64; 4] {
+fn counts(cpu: usize) -> [u64; 5] {
     let m = &MAPPER[cpu];
-    [&m.ops, &m.busy_ns, &m.slices, &m.failures].map(|c| c.load(Ordering::Relaxed))
+    [&m.ops, &m.busy_ns, &m.slices, &m.failures, &m.outside_own_area].map(|c| c.load(Ordering::Relaxed))
+}
+
+/// Free slots in each area of the default pool (where a CPU's mappings can land without
+/// leaving its area), read from the lock-free slot states.
+fn area_free_slots() -> String {
+    use kernel::dma::swiotlb::SlotState;
+    let pool = dma().manager.default_pool();
+    let per = pool.nslots() / pool.nareas();
+    super::json::numbers((0..pool.nareas()).map(|a| (a * per..(a + 1) * per).filter(|&i| pool.slot_state(i) == Some(SlotState::Free)).count() as f64))
 }
 
 /// The CPU disk `d`'s interrupt goes to, as `platform::irq::request_irq_spread` chose it:
