@@ -124,7 +124,14 @@ impl Stream {
 
 /// Runs `streams` together for `budget`, then drains them. Returns the elapsed nanoseconds
 /// (from the first request to the last completion).
-pub(super) fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
+fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
+    run_waiting(streams, budget, true)
+}
+
+/// [`run`], sleeping in WFI between completions or (`wfi` false) polling: a completion
+/// interrupt routed to another CPU does not wake this one, so with the disks' interrupts
+/// elsewhere the loop would sleep until its next tick.
+pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -> Result<u64, String> {
     let t0 = now_ns();
     let deadline = t0 + budget.as_nanos() as u64;
     let hard_deadline = deadline + 10_000_000_000;
@@ -142,7 +149,7 @@ pub(super) fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, Strin
         run_pending_work(); // the deferred-request retry, the SWIOTLB worker
         let daif = boot::cpu::local_irq_save();
         let done: usize = streams.iter_mut().map(Stream::collect).sum();
-        if done == 0 && !kernel::work::SYSTEM_WQ.has_pending() {
+        if wfi && done == 0 && !kernel::work::SYSTEM_WQ.has_pending() {
             // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
             // tick is the safety net.
             boot::cpu::wait_for_interrupt();
