@@ -128,6 +128,9 @@ fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
     run_waiting(streams, budget, true)
 }
 
+/// How long a polling [`run_waiting`] waits after a pass that found nothing done.
+const POLL_BACKOFF_NS: u64 = 5_000;
+
 /// [`run`], sleeping in WFI between completions or (`wfi` false) polling: a completion
 /// interrupt routed to another CPU does not wake this one, so with the disks' interrupts
 /// elsewhere the loop would sleep until its next tick.
@@ -149,12 +152,21 @@ pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -
         run_pending_work(); // the deferred-request retry, the SWIOTLB worker
         let daif = boot::cpu::local_irq_save();
         let done: usize = streams.iter_mut().map(Stream::collect).sum();
-        if wfi && done == 0 && !kernel::work::SYSTEM_WQ.has_pending() {
+        let idle = done == 0 && !kernel::work::SYSTEM_WQ.has_pending();
+        if wfi && idle {
             // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
             // tick is the safety net.
             boot::cpu::wait_for_interrupt();
         }
         boot::cpu::local_irq_restore(daif);
+        if !wfi && idle {
+            // Polling: back off a little, off the disks' locks, that the completion handlers
+            // on other CPUs take.
+            let until = now_ns() + POLL_BACKOFF_NS;
+            while now_ns() < until {
+                core::hint::spin_loop();
+            }
+        }
     }
     let elapsed = now_ns() - t0;
     for s in streams.iter() {

@@ -258,7 +258,7 @@ pub fn two_disks(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<()
     let budget = Duration::from_millis(opts.cell_ms);
     let mut cells = Vec::new();
     for (random, size, qd) in [(false, 64 * 1024, 8), (true, 4096, 16)] {
-        let irqs0: Vec<u64> = disks.iter().map(|d| d.stats.irqs.load(Ordering::Relaxed)).collect();
+        let irqs0: Vec<(u64, u64)> = disks.iter().map(|d| (d.stats.irqs.load(Ordering::Relaxed), d.lock_contention())).collect();
         let mut streams: Vec<Stream> = disks.iter().zip(&bufs).map(|(&d, b)| Stream::new(d, Op::Read, random, size, qd, b)).collect();
         let elapsed = run_waiting(&mut streams, budget, false)?;
         let per_disk: Vec<String> = streams
@@ -266,7 +266,9 @@ pub fn two_disks(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<()
             .zip(&irqs0)
             .map(|(s, i0)| {
                 let mut o = stream_json(s, elapsed);
-                o.int("irqs", s.disk.stats.irqs.load(Ordering::Relaxed) - i0).int("irq_cpu", irq_cpu(k, s.disk) as u64);
+                o.int("irqs", s.disk.stats.irqs.load(Ordering::Relaxed) - i0.0)
+                    .int("disk_lock_contended", s.disk.lock_contention() - i0.1)
+                    .int("irq_cpu", irq_cpu(k, s.disk) as u64);
                 o.finish()
             })
             .collect();
