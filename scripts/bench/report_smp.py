@@ -17,8 +17,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stats import fmt, fmt_summary, median, paired_ratios, summary  # noqa: E402
 
-MODES = {"skip_sync": "no copy (slot search and locks)", "copy": "4 KiB copied in"}
-PATTERNS = {("seq", 65536): "64 KiB sequential reads, QD 8 per disk", ("rand", 4096): "4 KiB random reads, QD 16 per disk"}
+MODES = {"skip_sync": "no copy (slot search and locks)", "copy": "copied in"}
+
+
+def workload(pattern, size, qd):
+    return f"{size // 1024} KiB {'sequential' if pattern == 'seq' else 'random'} reads, QD {qd} per disk"
 
 
 def boots(runs, kind):
@@ -80,13 +83,17 @@ def map_section(runs, nproc):
     if not points:
         return "No `smp-map` results.\n", []
     tput = lambda c: c["ops_per_s"]
+    setup = lambda k: median([d.get(k) for _, _, d in boots(runs, "smp-map")])
+    tick_ms, slice_ms = (setup("tick_us") or 0) / 1000, (setup("slice_us") or 0) / 1000
+    window_ms = median([c["window_ns"] / 1e6 for v in points.values() for c in v.values()])
+    map_kib = (setup("map_len") or 0) / 1024
     lines = [
-        "Every online vCPU maps and unmaps a 4 KiB bounce buffer (beyond the DMA window) in a loop from its "
-        "own timer interrupt (a 1 ms tick, up to 0.8 ms of mapping per interrupt) for a fixed wall time; "
-        "map+unmaps are counted per CPU. `swiotlb=16384,1` gives the pool one area (one lock for every CPU), "
-        "`swiotlb=16384,<CPUs>` one area per CPU (a mapping starts in its CPU's area, Linux "
+        f"Every online vCPU maps and unmaps bounce buffers of {fmt(map_kib)} KiB (from beyond the DMA window) in a loop from its "
+        f"own timer interrupt (a {fmt(tick_ms)} ms tick, up to {fmt(slice_ms)} ms of mapping per interrupt) for "
+        f"{fmt(window_ms)} ms of wall time; map+unmaps are counted per CPU. `swiotlb=<slots>,1` gives the pool one area "
+        "(one lock for every CPU), `swiotlb=<slots>,<CPUs>` one area per CPU (a mapping starts in its CPU's area, Linux "
         "`swiotlb_find_slots`). **no copy**: `DMA_ATTR_SKIP_CPU_SYNC`, so the slot search and the locks are "
-        "what is measured; **copy**: the 4 KiB are copied into the slot. Throughput: map+unmaps per second, "
+        "what is measured; **copied in**: the buffer is copied into the slot. Throughput: map+unmaps per second, "
         "all CPUs together, median [min–max] over the rounds; *× 1 CPU*: against the 1-vCPU boot of the same "
         "round, policy and mode; *ns in handler*: handler time per map+unmap; *lock waits*: area lock "
         "acquisitions that found the lock taken, per 1000 map+unmaps; *outside own area*: the share of "
@@ -138,7 +145,7 @@ def areas_discussion(points, free, nproc):
         if median(empty):
             out.append(
                 f"Under `{policy}` with {cpus} vCPUs, {fmt(median(empty))} of the {fmt(nareas)} areas had no free slot "
-                f"when the benchmark started (median over the boots): the slots the policy kept unlent lie in the "
+                f"when the benchmark started (median over the boots): the free slots were all in the "
                 f"other areas, so {fmt(share * 100 if share is not None else None, 2)} % of the mappings (median) "
                 "were made outside their CPU's area, and those CPUs share a lock after all."
             )
@@ -160,7 +167,7 @@ def io_points(runs):
     for _, rnd, d in boots(runs, "smp-io"):
         routing = "spread" if d["irq_cpus"] > 1 else "one CPU"
         for c in d["cells"]:
-            points.setdefault((d["cpus"], routing, c["pattern"], c["size"]), {})[rnd] = c
+            points.setdefault((d["cpus"], routing, c["pattern"], c["size"], c["qd"]), {})[rnd] = c
     return points
 
 
@@ -188,13 +195,13 @@ def io_section(runs):
         "|---|---|---|---|---|---|---|",
     ]
     ratios = []
-    for cpus, pattern, size in sorted({(k[0], k[2], k[3]) for k in points}):
-        spread = points.get((cpus, "spread", pattern, size), {})
-        one = points.get((cpus, "one CPU", pattern, size), {})
+    for cpus, pattern, size, qd in sorted({(k[0], k[2], k[3], k[4]) for k in points}):
+        spread = points.get((cpus, "spread", pattern, size, qd), {})
+        one = points.get((cpus, "one CPU", pattern, size, qd), {})
         s = summary(paired(spread, one, mib))
-        ratios.append((cpus, pattern, size, s))
+        ratios.append((cpus, workload(pattern, size, qd), s))
         lines.append(
-            f"| {cpus} | {PATTERNS.get((pattern, size), f'{pattern} {size}')} | "
+            f"| {cpus} | {workload(pattern, size, qd)} | "
             f"{fmt_summary(summary([mib(c) for c in spread.values()]))} | {fmt_summary(summary([mib(c) for c in one.values()]))} | "
             f"{ratio_cell(s, 'faster spread', 'slower spread')} | "
             f"{fmt_summary(summary([lock_waits(c) for c in spread.values()]))} | {fmt_summary(summary([lock_waits(c) for c in one.values()]))} |"
@@ -241,10 +248,10 @@ def section(runs, machine):
     for policy, mode, cpus, s in map_ratios:
         if s[3]:
             summary_lines.append(f"- `{policy}`, {MODES.get(mode, mode)}, {cpus} vCPUs: per-CPU areas / one area {fmt_summary(s)}, {ratio_words(s, 'faster', 'slower')}.")
-    for cpus, pattern, size, s in io_ratios:
+    for cpus, what, s in io_ratios:
         if s[3]:
             summary_lines.append(
-                f"- {cpus} vCPUs, {PATTERNS.get((pattern, size), pattern)}: spread / one CPU {fmt_summary(s)}, {ratio_words(s, 'faster spread', 'slower spread')}."
+                f"- {cpus} vCPUs, {what}: spread / one CPU {fmt_summary(s)}, {ratio_words(s, 'faster spread', 'slower spread')}."
             )
     if summary_lines:
         md += ["In short (same-round ratios, median [min–max]):\n", "\n".join(summary_lines) + "\n"]
