@@ -25,7 +25,7 @@ while (($#)); do
         --out) out=${2:?--out needs a directory}; shift ;;
         --report-only) report_only=1; out=${2:?--report-only needs a directory}; shift ;;
         --only) only=${2:?--only needs a pattern}; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
