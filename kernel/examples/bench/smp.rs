@@ -148,8 +148,8 @@ pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result
         MAPPER[cpu].src.store(src, Ordering::Relaxed);
         srcs.push(src);
     }
-    // The 10 ms tick main.rs started on this CPU is replaced by the 1 ms one, and restarted by
-    // nobody: main.rs stops it at the end anyway.
+    // This CPU's 10 ms tick (main.rs's safety net for I/O waits, not needed here) gives way to
+    // the 1 ms one, and stays stopped after the last cell.
     if !time::add_tick_hook(map_tick) {
         return Err(String::from("no free tick hook"));
     }
