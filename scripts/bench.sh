@@ -9,11 +9,14 @@
 #   --ms N          milliseconds per I/O cell (default 300)
 #   --out DIR       where the raw JSON goes (default docs/eval/results, replaced)
 #   --report-only   only turn DIR's JSON into the report again
+#   --only REGEX    boot only the configurations whose name matches REGEX (bash =~), e.g.
+#                   '^smp-'; a partial run: the JSON goes to --out, no report is written
 # Environment: CARGO_TARGET_DIR as for cargo.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds=7 ms=300 quick=0 out="$here/docs/eval/results" report_only=0
+only=''
 while (($#)); do
     case "$1" in
         --quick) quick=1; rounds=2; ms=100 ;;
@@ -21,18 +24,23 @@ while (($#)); do
         --ms) ms=${2:?--ms needs milliseconds}; shift ;;
         --out) out=${2:?--out needs a directory}; shift ;;
         --report-only) report_only=1; out=${2:?--report-only needs a directory}; shift ;;
+        --only) only=${2:?--only needs a pattern}; shift ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+if [[ -n $only && $out == "$here/docs/eval/results" ]]; then
+    echo "bench.sh: --only needs --out DIR (a partial run must not replace docs/eval/results)" >&2
+    exit 2
+fi
 mkdir -p "$(dirname "$out")"
 out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
 # Python with matplotlib for the plots: the system's, or a venv under the target directory.
 target_dir=${CARGO_TARGET_DIR:-$here/target}
 python=python3
-if ! python3 -c 'import matplotlib' 2>/dev/null; then
+if [[ -z $only ]] && ! python3 -c 'import matplotlib' 2>/dev/null; then
     venv=$target_dir/bench-venv
     if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
         echo "bench.sh: installing matplotlib into $venv" >&2
@@ -62,7 +70,7 @@ head -c 32M /dev/urandom > "$work/disk2.img"
 head -c 1M /dev/urandom > "$work/disk1.img"
 disks=(--disk "$work/disk0.img" --disk "$work/disk1.img" --disk "$work/disk2.img")
 
-# name | bootargs | extra QEMU arguments. Every boot gets blk_inflight_kib=0: the pools
+# name | bootargs | extra QEMU arguments [| qemu-run.sh options]. Every boot gets blk_inflight_kib=0: the pools
 # benchmark sets disk 0's hint itself, the others measure the default pool.
 configs=(
     "io|demo=bench-io,ms=$ms|"
@@ -91,6 +99,33 @@ if ((!quick)); then
         "policy-lend-icount|demo=bench-policy swiotlb_policy=lend|-icount shift=0"
     )
 fi
+# Scaling over CPUs (the 4th field: qemu-run.sh options). Map+unmap from every CPU's timer
+# interrupt with one SWIOTLB area against one per CPU (16384 slots: the whole default region),
+# under lend (the default) and static (nothing lent: every area keeps its slots); disks 0 and 2
+# reading at once with their interrupts on CPUs 0 and 1 against both on CPU 0 (77 and 79 are
+# their lines on QEMU virt; the kernel records the routing it used).
+configs+=(
+    "smp-map-1cpu|demo=bench-smp-map,ms=$ms swiotlb=16384,1||--smp 1"
+    "smp-map-2cpu-1area|demo=bench-smp-map,ms=$ms swiotlb=16384,1||--smp 2"
+    "smp-map-2cpu-percpu|demo=bench-smp-map,ms=$ms swiotlb=16384,2||--smp 2"
+    "smp-map-4cpu-1area|demo=bench-smp-map,ms=$ms swiotlb=16384,1||--smp 4"
+    "smp-map-4cpu-percpu|demo=bench-smp-map,ms=$ms swiotlb=16384,4||--smp 4"
+    "smp-map-1cpu-static|demo=bench-smp-map,ms=$ms swiotlb=16384,1 swiotlb_policy=static||--smp 1"
+    "smp-map-2cpu-1area-static|demo=bench-smp-map,ms=$ms swiotlb=16384,1 swiotlb_policy=static||--smp 2"
+    "smp-map-2cpu-percpu-static|demo=bench-smp-map,ms=$ms swiotlb=16384,2 swiotlb_policy=static||--smp 2"
+    "smp-map-4cpu-1area-static|demo=bench-smp-map,ms=$ms swiotlb=16384,1 swiotlb_policy=static||--smp 4"
+    "smp-map-4cpu-percpu-static|demo=bench-smp-map,ms=$ms swiotlb=16384,4 swiotlb_policy=static||--smp 4"
+    "smp-io-2cpu-spread|demo=bench-smp-io,ms=$ms irq_affinity=79:0,77:1||--smp 2"
+    "smp-io-2cpu-one|demo=bench-smp-io,ms=$ms irq_affinity=79:0,77:0||--smp 2"
+    "smp-io-4cpu-spread|demo=bench-smp-io,ms=$ms irq_affinity=79:0,77:1||--smp 4"
+    "smp-io-4cpu-one|demo=bench-smp-io,ms=$ms irq_affinity=79:0,77:0||--smp 4"
+)
+if [[ -n $only ]]; then
+    selected=()
+    for c in "${configs[@]}"; do [[ ${c%%|*} =~ $only ]] && selected+=("$c"); done
+    ((${#selected[@]})) || { echo "bench.sh: --only '$only' matches no configuration" >&2; exit 2; }
+    configs=("${selected[@]}")
+fi
 
 rm -rf "$out"
 mkdir -p "$out"
@@ -111,11 +146,11 @@ start=$(date +%s)
 failed=0
 for ((round = 1; round <= rounds; round++)); do
     for c in "${configs[@]}"; do
-        IFS='|' read -r name bootargs extra <<< "$c"
+        IFS='|' read -r name bootargs extra qemu_opts <<< "$c"
         run=$work/run-$round-$name
         mkdir -p "$run"
         # shellcheck disable=SC2086
-        if (cd "$run" && "$here/qemu-run.sh" --timeout 300 "${disks[@]}" "$elf" blk_inflight_kib=0 $bootargs ${extra:+-- $extra} > "$run/console.log" 2>&1) \
+        if (cd "$run" && "$here/qemu-run.sh" --timeout 300 $qemu_opts "${disks[@]}" "$elf" blk_inflight_kib=0 $bootargs ${extra:+-- $extra} > "$run/console.log" 2>&1) \
             && [[ -s $run/bench.json ]]; then
             mv "$run/bench.json" "$out/r$round-$name.json"
             printf 'bench.sh: round %d/%d %-20s ok   (%ds so far)\n' "$round" "$rounds" "$name" $(($(date +%s) - start)) >&2
@@ -129,4 +164,8 @@ for ((round = 1; round <= rounds; round++)); do
     done
 done
 echo "bench.sh: $((rounds * ${#configs[@]} - failed)) boots done, $failed failed, in $(($(date +%s) - start))s" >&2
+if [[ -n $only ]]; then
+    echo "bench.sh: --only: no report written; scripts/bench/report.py --results $out --doc OUT.md --plots DIR --no-plots makes one" >&2
+    exit 0
+fi
 report

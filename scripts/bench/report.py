@@ -19,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stats import fmt, fmt_summary, median, paired_ratios, summary  # noqa: E402
+import report_smp  # noqa: E402
 
 try:
     import matplotlib  # noqa: E402
@@ -1199,6 +1200,8 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     md.append("## 5. virtio features\n")
     md.append(features_md)
     md.append(features_discussion(features))
+    md.append("## 6. Scaling over CPUs\n")
+    md.append(report_smp.section(runs, machine))
     md.append("## Targets missed, and where `lend` loses\n")
     md.append(losses(runs, targets, machine))
     md.append("## Notes on measuring under TCG\n")

@@ -29,31 +29,31 @@ const SECTOR: u64 = 512;
 /// Deepest queue a stream asks for: the whole queue (the disk takes that many with indirect
 /// descriptors, 21 without; the rest of a deeper stream waits for room).
 const MAX_QD: usize = virtio_blk::MAX_IN_FLIGHT;
-const BUF_ORDER: u8 = 4; // 64 KiB, the largest request measured
+pub(super) const BUF_ORDER: u8 = 4; // 64 KiB, the largest request measured
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Read,
     Write,
 }
 
 /// One stream of requests on one disk.
-struct Stream {
-    disk: &'static Disk,
+pub(super) struct Stream {
+    pub(super) disk: &'static Disk,
     op: Op,
     random: bool,
-    size: usize,
+    pub(super) size: usize,
     qd: usize,
     bufs: [PhysAddr; MAX_QD],
     tickets: [Option<Ticket>; MAX_QD],
     rng: u64,
     next_seq: u64,
-    ops: u64,
+    pub(super) ops: u64,
     first_error: Option<BlkError>,
 }
 
 impl Stream {
-    fn new(disk: &'static Disk, op: Op, random: bool, size: usize, qd: usize, bufs: &[PhysAddr]) -> Self {
+    pub(super) fn new(disk: &'static Disk, op: Op, random: bool, size: usize, qd: usize, bufs: &[PhysAddr]) -> Self {
         let mut b = [0; MAX_QD];
         b[..qd].copy_from_slice(&bufs[..qd]);
         Self { disk, op, random, size, qd, bufs: b, tickets: [None; MAX_QD], rng: 0x9e37_79b9_7f4a_7c15, next_seq: 0, ops: 0, first_error: None }
@@ -125,6 +125,16 @@ impl Stream {
 /// Runs `streams` together for `budget`, then drains them. Returns the elapsed nanoseconds
 /// (from the first request to the last completion).
 fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
+    run_waiting(streams, budget, true)
+}
+
+/// How long a polling [`run_waiting`] waits after a pass that found nothing done.
+const POLL_BACKOFF_NS: u64 = 5_000;
+
+/// [`run`], sleeping in WFI between completions or (`wfi` false) polling: a completion
+/// interrupt routed to another CPU does not wake this one, so with the disks' interrupts
+/// elsewhere the loop would sleep until its next tick.
+pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -> Result<u64, String> {
     let t0 = now_ns();
     let deadline = t0 + budget.as_nanos() as u64;
     let hard_deadline = deadline + 10_000_000_000;
@@ -142,12 +152,21 @@ fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
         run_pending_work(); // the deferred-request retry, the SWIOTLB worker
         let daif = boot::cpu::local_irq_save();
         let done: usize = streams.iter_mut().map(Stream::collect).sum();
-        if done == 0 && !kernel::work::SYSTEM_WQ.has_pending() {
+        let idle = done == 0 && !kernel::work::SYSTEM_WQ.has_pending();
+        if wfi && idle {
             // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
             // tick is the safety net.
             boot::cpu::wait_for_interrupt();
         }
         boot::cpu::local_irq_restore(daif);
+        if !wfi && idle {
+            // Polling: back off a little, off the disks' locks, that the completion handlers
+            // on other CPUs take.
+            let until = now_ns() + POLL_BACKOFF_NS;
+            while now_ns() < until {
+                core::hint::spin_loop();
+            }
+        }
     }
     let elapsed = now_ns() - t0;
     for s in streams.iter() {
@@ -158,11 +177,11 @@ fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
     Ok(elapsed)
 }
 
-fn alloc_bufs(n: usize, beyond_window: bool) -> Result<Vec<PhysAddr>, String> {
+pub(super) fn alloc_bufs(n: usize, beyond_window: bool) -> Result<Vec<PhysAddr>, String> {
     (0..n).map(|_| ktest::buffer(BUF_ORDER, beyond_window)).collect()
 }
 
-fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
+pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
     let secs = elapsed_ns as f64 / 1e9;
     let mut o = Obj::new();
     o.int("disk", s.disk.index as u64)

@@ -10,7 +10,10 @@
 //! - `bench-scaling`: map+unmap and `is_swiotlb_buffer` as the pool list grows to 1, 8 and 64
 //!   pools (under `dynamic`), or at the pools the booted policy has;
 //! - `bench-policy`: the scripted workload under `swiotlb_policy=` (the design table);
-//! - `bench-pools`: disk 0 with and without its in-flight hint while disks 1 and 2 compete.
+//! - `bench-pools`: disk 0 with and without its in-flight hint while disks 1 and 2 compete;
+//! - `bench-smp-map`: map+unmap from every CPU's timer interrupt (booted with `--smp N` and one
+//!   SWIOTLB area or one per CPU);
+//! - `bench-smp-io`: disks 0 and 2 reading at once, their interrupts where `irq_affinity=` says.
 //!
 //! Options: `ms=<N>` time per I/O cell (default 300), `qd1` only queue depth 1, `rounds=<N>`
 //! hint on/off pairs in `bench-pools` (default 2).
@@ -34,6 +37,8 @@ mod mapping;
 mod measure;
 #[cfg(target_os = "none")]
 mod policy;
+#[cfg(target_os = "none")]
+mod smp;
 
 /// What the command line asked this boot to measure.
 #[cfg(target_os = "none")]
@@ -69,7 +74,7 @@ mod image {
     fn options(k: &Kernel) -> Result<Options, String> {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
-        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools>[,options]"))?;
+        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
         let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2 };
         for w in words {
             match w.split_once('=') {
@@ -110,6 +115,8 @@ mod image {
                 limited_device(k).and_then(|d| super::policy::design_table(k, d, &mut out))
             }
             "pools" => super::io::device_pools(k, o, &mut out),
+            "smp-map" => limited_device(k).and_then(|d| super::smp::irq_map(d, o, &mut out)),
+            "smp-io" => super::smp::two_disks(k, o, &mut out),
             other => Err(format!("bench-{other}: unknown benchmark")),
         };
         time::stop_tick();
