@@ -30,6 +30,9 @@ Options:
                       words after KERNEL_ELF are appended too
   --timeout SECONDS   stop QEMU after SECONDS (exit status 124)
   --keep              keep the generated device tree and print where it is
+  --no-semihosting    start QEMU without semihosting (as a VMM without it would): the kernel
+                      prints its exit status on the UART and powers off through PSCI; this
+                      script exits with that status
   --help              this text
 
 Words after KERNEL_ELF are bootargs (key=value). For an in-QEMU test kernel (an image cargo
@@ -63,7 +66,7 @@ need() {
     fi
 }
 
-gdb=0 gdb_port=1234 mem=512M smp=1 gic=2 el2=0 timeout_s=0 keep=0 repo_fragments=1 demo_disks=1
+gdb=0 gdb_port=1234 mem=512M smp=1 gic=2 el2=0 timeout_s=0 keep=0 repo_fragments=1 demo_disks=1 semihosting=1
 bootargs="" elf="" disks=() fragments=() extra=() positional_bootargs=()
 
 # shellcheck disable=SC2206
@@ -86,6 +89,7 @@ while (($#)); do
         --bootargs) bootargs="${bootargs:+$bootargs }${2?--bootargs needs a string}"; shift ;;
         --timeout) timeout_s=${2:?--timeout needs seconds}; shift ;;
         --keep) keep=1 ;;
+        --no-semihosting) semihosting=0 ;;
         --) shift; extra=("$@"); break ;;
         # After the kernel image, what cargo passes a test binary (`cargo test --test dma NAME
         # -- --nocapture`): libtest's flags. `--skip NAME` has a meaning here; the
@@ -169,7 +173,8 @@ dtc -q -I dtb -O dts -o "$work/qemu.dts" "$work/qemu.dtb"
 dtc -q -I dts -O dtb -o "$work/run.dtb" "$work/run.dts" 2>"$work/dtc.log" \
     || { cat "$work/dtc.log" >&2; die "dtc could not build the device tree (fragments: ${fragments[*]-none})"; }
 
-qemu+=(-M "$machine" -semihosting-config enable=on,target=native -kernel "$elf" -dtb "$work/run.dtb")
+qemu+=(-M "$machine" -kernel "$elf" -dtb "$work/run.dtb")
+((semihosting)) && qemu+=(-semihosting-config enable=on,target=native)
 if ((gdb)); then
     qemu+=(-S -gdb "tcp::$gdb_port")
     echo "qemu-run.sh: QEMU waits for a debugger on port $gdb_port. In another terminal:" >&2
@@ -186,6 +191,16 @@ fi 2>&1 | tee "$work/console.log"   # the UART and semihosting's stderr, in the 
 status=${PIPESTATUS[0]}
 set -e
 ((status == 124)) && echo "qemu-run.sh: QEMU stopped after the ${timeout_s}s timeout" >&2
+# Without semihosting QEMU's own status is 0 after PSCI SYSTEM_OFF: the kernel's is on the UART.
+if ((!semihosting && status == 0)); then
+    said=$(grep -aoE '^exit status [0-9]+ \(no semihosting' "$work/console.log" | tail -1 | awk '{print $3}')
+    if [[ -n $said ]]; then
+        status=$said
+    else
+        echo "qemu-run.sh: the kernel powered off without printing its exit status" >&2
+        status=1
+    fi
+fi
 
 # The host's side of the demo: what the kernel read back must be what is in the image files.
 if ((demo && status == 0)) && grep -Eq '^disk[0-9]+ bytes=[0-9]+ crc32=' "$work/console.log"; then

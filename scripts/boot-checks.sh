@@ -38,6 +38,13 @@ expect unhandled_fault_is_reported_and_fails 1 \
 expect unhandled_fault_at_el2_entry_gicv3 1 'Unhandled synchronous exception' \
     -- --el2 --gic 3 "$bin/examples/unhandled_fault"
 
+# Without semihosting (a VMM that has none): the kernel finds out, prints its results and exit
+# status on the UART and powers off through PSCI; qemu-run.sh --no-semihosting exits with it.
+expect no_semihosting_demo_powers_off_with_status_0 0 'semihosting: not available' \
+    'demo: every request served once' '^exit status 0 \(no semihosting' \
+    -- --no-semihosting --no-demo-disks "$bin/kernel"
+expect no_semihosting_fault_powers_off_with_status_1 1 'Unhandled synchronous exception' '^exit status 1 \(no semihosting' \
+    -- --no-semihosting --el2 --gic 3 "$bin/examples/unhandled_fault"
 expect psci_system_off_stops_the_machine 0 'powering off through PSCI SYSTEM_OFF' \
     -- "$bin/examples/psci_off"
 expect psci_system_off_at_el2_uses_smc 0 'powering off through PSCI SYSTEM_OFF' \

@@ -1,5 +1,9 @@
 //! Stopping the machine: semihosting `SYS_EXIT` (QEMU passes the code through as its exit status)
-//! and PSCI `SYSTEM_OFF` as the fallback when semihosting is not enabled.
+//! when the machine has semihosting, and otherwise the exit status printed on the UART and PSCI
+//! `SYSTEM_OFF` (a QEMU started without `-semihosting`, or a VMM that has none: KVM guests,
+//! crosvm, kvmtool). Whether it has semihosting is probed once at boot
+//! ([`probe_semihosting`]): the probe's `HLT #0xF000` is an undefined instruction without it,
+//! which [`boot::exception::catch_fault`] catches and skips.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -16,6 +20,32 @@ pub enum ExitStatus {
 
 static PSCI_CONDUIT: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 hvc, 2 smc
 
+const SEMIHOSTING_UNKNOWN: u8 = 0;
+const SEMIHOSTING_YES: u8 = 1;
+const SEMIHOSTING_NO: u8 = 2;
+static SEMIHOSTING: AtomicU8 = AtomicU8::new(SEMIHOSTING_UNKNOWN);
+
+/// Finds out whether the machine implements Arm semihosting, with a harmless call (`SYS_ERRNO`,
+/// which only reads the host's errno). Call once the exception vectors and hooks are installed.
+/// Before it runs the kernel assumes semihosting (its early failures exit through it).
+pub fn probe_semihosting() -> bool {
+    const SYS_ERRNO: u64 = 0x13;
+    let fault = boot::exception::catch_fault(|| {
+        // SAFETY: a semihosting call that reads no guest memory (its parameter is unused) and
+        // writes only x0; without semihosting, the HLT is an undefined instruction whose
+        // exception `catch_fault` records and skips, leaving x0 as it was.
+        unsafe { core::arch::asm!("hlt #0xf000", inout("x0") SYS_ERRNO => _, in("x1") 0u64, options(nostack)) };
+    });
+    let present = fault.is_none();
+    SEMIHOSTING.store(if present { SEMIHOSTING_YES } else { SEMIHOSTING_NO }, Ordering::Relaxed);
+    present
+}
+
+/// Whether semihosting may be used (true until [`probe_semihosting`] has said otherwise).
+pub fn semihosting() -> bool {
+    SEMIHOSTING.load(Ordering::Relaxed) != SEMIHOSTING_NO
+}
+
 /// Records the PSCI conduit from the device tree.
 pub fn set_psci_conduit(conduit: Conduit) {
     PSCI_CONDUIT.store(if conduit == Conduit::Hvc { 1 } else { 2 }, Ordering::Relaxed);
@@ -27,10 +57,17 @@ pub fn exit(status: ExitStatus) -> ! {
         ExitStatus::Success => 0,
         ExitStatus::Failure => 1,
     };
-    // Returns only if the debugger/emulator does not implement semihosting... in which case the
-    // HLT traps as an undefined instruction; QEMU always implements it when enabled, which
-    // qemu-run.sh does. PSCI below is for a QEMU started by hand without semihosting.
-    semihosting::process::exit(code)
+    if semihosting() {
+        semihosting::process::exit(code)
+    }
+    // No semihosting: the status goes on the UART (`qemu-run.sh --no-semihosting` reads it back
+    // as its own exit status), then the machine powers off.
+    super::console::emergency_write(if code == 0 {
+        "\nexit status 0 (no semihosting: powering off through PSCI SYSTEM_OFF)\n"
+    } else {
+        "\nexit status 1 (no semihosting: powering off through PSCI SYSTEM_OFF)\n"
+    });
+    power_off()
 }
 
 /// Powers off through PSCI (exit status 0 on QEMU whatever happened); halts if PSCI fails.

@@ -184,7 +184,9 @@ fn boot_failed(e: &BootError) {
     let _ = fmt::write(&mut line, format_args!("{e}"));
     console::emergency_write(line.as_str());
     console::emergency_write("\n");
-    semihosting::eprintln!("*** Boot failed: {e}");
+    if exit::semihosting() {
+        semihosting::eprintln!("*** Boot failed: {e}");
+    }
 }
 
 fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
@@ -200,6 +202,9 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     // the device tree says a PL011 lives at this address.
     unsafe { console::init(uart.regs()[0].base() as usize) };
     boot::exception::set_hooks(&HOOKS);
+    if !exit::probe_semihosting() {
+        log::info!("semihosting: not available; results and the exit status go to the UART, then PSCI SYSTEM_OFF");
+    }
     log::info!("dmabounce kernel: entered at EL{}, DTB at {:#x} ({} bytes, {nops} NOPs removed)", entry_el(), blob.as_ptr() as usize, blob.len());
 
     // SAFETY: the linker script defines these symbols; only their addresses are used.
