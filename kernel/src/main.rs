@@ -32,7 +32,6 @@ mod demo {
     use kernel::platform::mm::{in_swiotlb_region, page_allocator};
     use kernel::platform::{workload, Kernel};
 
-    kernel::entry!(demo_main);
 
     fn show(k: &Kernel, phase: &str) {
         kprintln!("\n==== demo: after {phase} ====");
@@ -99,46 +98,54 @@ mod demo {
         }
     }
 
-    fn demo_main(k: &'static Kernel) -> ExitStatus {
-        match k.params.demo.as_deref() {
-            None => {}
-            Some("read-verify") => return read_verify(),
-            Some(other) => log::warn!("demo={other}: unknown mode (known: read-verify); running the default demo"),
-        }
-        let dev = match k.dt.find_path("/virtio_mmio@a003e00").map_err(|e| alloc::format!("{e}")).and_then(|n| n.ok_or_else(|| "no virtio_mmio@a003e00".into())) {
-            Ok(node) => match dma_device_from_dt(&k.dt, &k.memblock, &node, false) {
-                Ok(dev) => &*alloc::boxed::Box::leak(alloc::boxed::Box::new(dev)),
+    /// The demo's entry point: `_start` (boot/src/asm/entry.S) calls it with the loader's x0.
+    /// Written out rather than made by `kernel::entry!`, so that `break kernel_main` in GDB stops
+    /// in the demo itself and `next` walks it line by line (its first line boots the machine).
+    #[no_mangle]
+    pub extern "C" fn kernel_main(x0: usize) -> ! {
+        let k = kernel::platform::kernel_init(x0);
+        let status = 'demo: {
+            match k.params.demo.as_deref() {
+                None => {}
+                Some("read-verify") => break 'demo read_verify(),
+                Some(other) => log::warn!("demo={other}: unknown mode (known: read-verify); running the default demo"),
+            }
+            let dev = match k.dt.find_path("/virtio_mmio@a003e00").map_err(|e| alloc::format!("{e}")).and_then(|n| n.ok_or_else(|| "no virtio_mmio@a003e00".into())) {
+                Ok(node) => match dma_device_from_dt(&k.dt, &k.memblock, &node, false) {
+                    Ok(dev) => &*alloc::boxed::Box::leak(alloc::boxed::Box::new(dev)),
+                    Err(e) => {
+                        log::error!("demo: {e}");
+                        break 'demo ExitStatus::Failure;
+                    }
+                },
                 Err(e) => {
                     log::error!("demo: {e}");
-                    return ExitStatus::Failure;
+                    break 'demo ExitStatus::Failure;
                 }
-            },
-            Err(e) => {
-                log::error!("demo: {e}");
-                return ExitStatus::Failure;
+            };
+            if kernel::platform::virtio_blk::probe_all() >= 2 {
+                break 'demo disk_demo(k);
+            }
+            log::info!("demo: no two virtio-blk disks: the timer interrupt stands in for them");
+            log::info!("demo: policy {:?}; bouncing for {dev:?}", kernel::platform::dma::dma().manager.policy());
+            show(k, "boot");
+            let report = match workload::pressure_burst_idle(dev, &mut |phase| show(k, phase)) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("demo: {e}");
+                    break 'demo ExitStatus::Failure;
+                }
+            };
+            kprintln!("\n==== demo: verification ====\n{report}");
+            if report.mapped == workload::BURST && report.data_ok && report.pressure_intact {
+                log::info!("demo: every request served once, every byte intact");
+                ExitStatus::Success
+            } else {
+                log::error!("demo: FAILED: lost requests or corrupt data");
+                ExitStatus::Failure
             }
         };
-        if kernel::platform::virtio_blk::probe_all() >= 2 {
-            return disk_demo(k);
-        }
-        log::info!("demo: no two virtio-blk disks: the timer interrupt stands in for them");
-        log::info!("demo: policy {:?}; bouncing for {dev:?}", kernel::platform::dma::dma().manager.policy());
-        show(k, "boot");
-        let report = match workload::pressure_burst_idle(dev, &mut |phase| show(k, phase)) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("demo: {e}");
-                return ExitStatus::Failure;
-            }
-        };
-        kprintln!("\n==== demo: verification ====\n{report}");
-        if report.mapped == workload::BURST && report.data_ok && report.pressure_intact {
-            log::info!("demo: every request served once, every byte intact");
-            ExitStatus::Success
-        } else {
-            log::error!("demo: FAILED: lost requests or corrupt data");
-            ExitStatus::Failure
-        }
+        kernel::platform::kernel_exit(status)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The platform: brings the machine up from the device tree, then runs a kernel image's main.
 //!
-//! `boot` (arch code) calls `kernel_main(x0)`, which every kernel image defines with
-//! [`entry!`](crate::entry) and which calls [`kernel_start`]. The steps, in order:
+//! `boot` (arch code) calls `kernel_main(x0)`, which every test kernel defines with
+//! [`entry!`](crate::entry) and which calls [`kernel_start`]. The demo writes its `kernel_main`
+//! out, calling [`kernel_init`] and [`kernel_exit`] itself, so that `break kernel_main` in GDB
+//! stops in the demo's own code. The steps, in order:
 //! 1. find the DTB (x0, or the start of RAM) and check its header;
 //! 2. start the console named by `/chosen/stdout-path` and install the exception hooks;
 //! 3. build the boot memory map (`memblock`): RAM minus the kernel, the DTB and reserved-memory;
@@ -159,21 +161,31 @@ fn symbol(s: &u8) -> PhysAddr {
 
 /// Brings the machine up and runs `main`; never returns.
 pub fn kernel_start(x0: usize, main: fn(&'static Kernel) -> ExitStatus) -> ! {
-    let status = match boot(x0) {
+    let kernel = kernel_init(x0);
+    kernel_exit(main(kernel))
+}
+
+/// Brings the machine up (the steps above) and returns the kernel, for an image whose main is
+/// its own entry point (the demo's `kernel_main`); on failure reports why and stops the machine.
+pub fn kernel_init(x0: usize) -> &'static Kernel {
+    match boot(x0) {
         Ok(kernel) => {
             log::info!("boot complete in {:?}; running main", time::uptime());
-            let status = main(kernel);
-            if let Some(dma) = dma::try_dma() {
-                kprintln!("\nAt shutdown: DMA {}", dma.api.stats);
-                kprintln!("{}", dma.manager);
-            }
-            status
+            kernel
         }
         Err(e) => {
             boot_failed(&e);
-            ExitStatus::Failure
+            exit::exit(ExitStatus::Failure)
         }
-    };
+    }
+}
+
+/// Prints the DMA layer's counters and stops the machine with `status`.
+pub fn kernel_exit(status: ExitStatus) -> ! {
+    if let Some(dma) = dma::try_dma() {
+        kprintln!("\nAt shutdown: DMA {}", dma.api.stats);
+        kprintln!("{}", dma.manager);
+    }
     exit::exit(status)
 }
 
