@@ -54,14 +54,19 @@ fi
 
 # Python with matplotlib for the plots: the system's; as root on Debian/Ubuntu the
 # distribution's python3-matplotlib; otherwise a venv under the target directory.
+# The distribution's package goes to the distribution's Python (/usr/bin/python3), which need not
+# be the first python3 on PATH (pyenv, a venv).
 python=python3
 if ! python3 -c 'import matplotlib' 2>/dev/null; then
     venv=$target_dir/bench-venv
     if "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
         python=$venv/bin/python
+    elif /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+        python=/usr/bin/python3
     elif ((EUID == 0)) && command -v apt-get >/dev/null; then
         echo "bench.sh: installing python3-matplotlib with apt-get" >&2
         apt-get install -y -q python3-matplotlib >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3-matplotlib >/dev/null; }
+        python=/usr/bin/python3
     elif python3 -m venv "$venv" 2>/dev/null; then
         echo "bench.sh: installing matplotlib into $venv" >&2
         "$venv/bin/pip" install -q matplotlib

@@ -881,8 +881,10 @@ def cycles_section(runs):
         "order, Linux's `unusable_free_index()` at pageblock order (`mm/vmstat.c`, in thousandths as "
         "`/sys/kernel/debug/extfrag/unusable_index` prints it: the share of free pages in blocks too small "
         "for a pageblock), and the mixed pageblocks (a MOVABLE block holding unmovable pages, an UNMOVABLE "
-        "block holding movable ones). Median [min–max] over the rounds; the `boot` row is the allocator "
-        "before the first cycle.",
+        "block holding movable ones). Free pageblocks count every migrate type: under `lend` the lent, empty "
+        "MIGRATE_SWIOTLB blocks, under `cma` the free blocks of the CMA area (both for movable allocations "
+        "only), where `static` and `dynamic` keep their boot pool out of the page allocator. Median [min–max] "
+        "over the rounds; the `boot` row is the allocator before the first cycle.",
         "",
     ]
     for p in present:
@@ -942,7 +944,8 @@ def cycles_discussion(runs):
     present = [p for p in with_cycles(runs) if p != "policy-lend-icount"]
     if not present:
         return ""
-    label = lambda p: POLICY_LABEL[p].split(",")[0] if p in ("policy-lend", "policy-cma", "policy-static", "policy-dynamic") else POLICY_LABEL[p]
+    # Labels without commas, since the lists below are comma-separated.
+    label = lambda p: POLICY_LABEL[p].split(",")[0] if p in ("policy-lend", "policy-cma", "policy-static", "policy-dynamic") else POLICY_LABEL[p].replace(", ", " with ")
     n_pressure = median([d.get("cycles_under_pressure") for p in present for _, d in runs[p]])
     quiet = {p: median(cycle_values(runs, p, lambda c: c["irq_failures"], NO_PRESSURE)) for p in present}
     loaded = {p: median(cycle_values(runs, p, lambda c: c["irq_failures"], PRESSURE)) for p in present}
@@ -1341,7 +1344,11 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         f"part of them is then freed, room for migration targets), then {fmt(mapped)} bounce mappings are "
         "made from the timer interrupt and held (a mapping that fails in interrupt context is deferred to task "
         "context and retried), then everything is unmapped and the pool idles. Same device, same workload, "
-        "only `swiotlb_policy=` differs.\n"
+        "only `swiotlb_policy=` differs."
+        + (" The table, the timeline and the pictures show the first cycle under memory pressure, which follows "
+           "a cycle without it in the same boot (what a policy grew then and never gives back, it still has); "
+           "every cycle is in the tables of \"Burst/idle cycles\" below." if with_cycles(runs) else "")
+        + "\n"
     )
     md.append(policy_md)
     for p in policy_pngs:

@@ -143,7 +143,6 @@ pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, cycles: usize, 
         used.push((m.used_slots() * IO_TLB_SIZE) as f64);
         lent.push((m.pageblocks_in(BlockState::Lent) as u64 * PAGEBLOCK_SIZE) as f64);
     };
-    sample(shown, "start");
     let mut phase_marks = Vec::new();
     let reports = workload::burst_idle_cycles(
         dev,

@@ -138,8 +138,8 @@ pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -
 /// from the timer interrupt and an idle phase, so that one boot measures interrupt-context
 /// mapping failures with and without pressure and what repeated bursts leave behind
 /// (fragmentation after each idle). `phase(cycle, name)` is called after each phase, `sample(cycle,
-/// name)` at every pass of the task-context loops (about every 0.5 ms during the burst, every
-/// idle wakeup after it): the benchmark records the pools over time there.
+/// name)` once before the burst and at every pass of the task-context loops (about every 0.5 ms
+/// during the burst, every idle wakeup after it): the benchmark records the pools over time there.
 pub fn burst_idle_cycles(
     d: &'static DmaDevice,
     cycles: usize,
@@ -220,6 +220,7 @@ fn one_cycle(
     }
     let mut report = WorkloadReport { cycle, under_pressure, slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
     phase("memory pressure");
+    sample("pressure");
 
     // 2. The burst, from the timer interrupt.
     SRC.store(src.addr, Ordering::Relaxed);
