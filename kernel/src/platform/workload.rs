@@ -175,7 +175,7 @@ impl Source {
         Ok(Source { addr, data })
     }
 
-    fn free(&self) {
+    fn free(self) {
         let _ = page_allocator().lock().free_pages(self.addr, SRC_ORDER);
     }
 }
