@@ -213,6 +213,14 @@ class ProseFromDataTest(unittest.TestCase):
             for subset in (keys, {k for k in keys if k[2] > limit}, {k for k in keys if k[2] <= limit}):
                 out |= spellings(median([median(report.feature_ratio(cells, a, b, k)) for k in subset]))
                 out |= {str(len(subset))}
+        # The burst/idle cycles (runs that have them): medians over the rounds and cycles.
+        for p in report.with_cycles(runs):
+            for get, which in ((lambda c: c["irq_failures"], report.NO_PRESSURE), (lambda c: c["irq_failures"], report.PRESSURE),
+                               (report.frag("unusable_free_index"), report.LAST), (report.frag("unusable_free_index"), report.FIRST),
+                               (report.frag("free_pageblocks"), report.LAST),
+                               (lambda c: c["fragmentation"]["movable_blocks_with_unmovable"] + c["fragmentation"]["unmovable_blocks_with_movable"], report.LAST)):
+                out |= spellings(median(report.cycle_values(runs, p, get, which)))
+            out |= spellings(median([d.get("cycles_under_pressure") for _, d in runs[p]]) + 1)
         out |= {str(sum(len(v) for v in runs.values()))}  # boots
         out |= {str(len(v)) for v in runs.values()}  # boots per configuration
         return out
