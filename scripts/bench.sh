@@ -1,59 +1,88 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issue 6 (and the virtio-blk feature comparison) in QEMU and regenerates docs/EVALUATION.md with its tables and
-# plots (docs/eval/). Not a test: the numbers depend on the machine; nothing here fails on a
-# slow result. See docs/EVALUATION.md for the method.
+# Runs the benchmarks of issue 6 (and the virtio-blk feature comparison) in QEMU and writes
+# EVALUATION.md with its tables and plots. Not a test: the numbers depend on the machine;
+# nothing here fails on a slow result. See docs/EVALUATION.md for the method.
 #
-# Usage: scripts/bench.sh [--quick] [--rounds N] [--ms N] [--out DIR] [--report-only DIR]
-#   --quick         2 rounds, 100 ms I/O cells, no -icount policy run (about 2 minutes)
+# Usage: scripts/bench.sh [--quick] [--rounds N] [--ms N] [--cycles N] [--only REGEX]
+#                         [--out DIR] [--update-docs] [--report-only RESULTS_DIR]
+#   --quick         2 rounds, 100 ms I/O cells, 2 cycles, no keep1 or -icount policy runs
 #   --rounds N      rounds of the configurations, run alternated: A B C ... A B C ... (default 7)
 #   --ms N          milliseconds per I/O cell (default 300)
-#   --out DIR       where the raw JSON goes (default docs/eval/results, replaced)
-#   --report-only   only turn DIR's JSON into the report again
-#   --only REGEX    boot only the configurations whose name matches REGEX (bash =~), e.g.
-#                   '^smp-'; a partial run: the JSON goes to --out, no report is written
+#   --cycles N      burst/idle cycles under memory pressure per policy boot, after the one
+#                   without pressure (default 3)
+#   --only REGEX    only the configurations whose name matches (e.g. '^policy-'); not with
+#                   --update-docs
+#   --out DIR       the scratch folder (default target/bench, replaced): raw JSON in
+#                   DIR/results, the report in DIR/EVALUATION.md, plots in DIR/eval
+#   --update-docs   write docs/eval/results, docs/EVALUATION.md and docs/eval/*.png instead:
+#                   the committed evaluation (only a full run should)
+#   --report-only   only turn RESULTS_DIR's JSON into the report again (scratch or docs)
+# Plots need matplotlib: the system's, else as root the distribution's python3-matplotlib
+# (apt-get), else a venv under the target directory (needs python3-venv).
 # Environment: CARGO_TARGET_DIR as for cargo.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-rounds=7 ms=300 quick=0 out="$here/docs/eval/results" report_only=0
-only=''
+target_dir=${CARGO_TARGET_DIR:-$here/target}
+rounds=7 ms=300 cycles=3 quick=0 only="" scratch="$target_dir/bench" update_docs=0 report_only=""
 while (($#)); do
     case "$1" in
-        --quick) quick=1; rounds=2; ms=100 ;;
+        --quick) quick=1; rounds=2; ms=100; cycles=2 ;;
         --rounds) rounds=${2:?--rounds needs a number}; shift ;;
         --ms) ms=${2:?--ms needs milliseconds}; shift ;;
-        --out) out=${2:?--out needs a directory}; shift ;;
-        --report-only) report_only=1; out=${2:?--report-only needs a directory}; shift ;;
-        --only) only=${2:?--only needs a pattern}; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --cycles) cycles=${2:?--cycles needs a number}; shift ;;
+        --only) only=${2:?--only needs a regular expression}; shift ;;
+        --out) scratch=${2:?--out needs a directory}; shift ;;
+        --update-docs) update_docs=1 ;;
+        --report-only) report_only=${2:?--report-only needs a directory}; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-if [[ -n $only && $out == "$here/docs/eval/results" ]]; then
-    echo "bench.sh: --only needs --out DIR (a partial run must not replace docs/eval/results)" >&2
+if ((update_docs)) && [[ -n $only ]]; then
+    echo "bench.sh: --only makes a partial run; it may not replace the committed evaluation (--update-docs)" >&2
     exit 2
 fi
-mkdir -p "$(dirname "$out")"
-out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
+if ((update_docs)); then
+    out=$here/docs/eval/results doc=$here/docs/EVALUATION.md plots=$here/docs/eval
+else
+    mkdir -p "$scratch"
+    scratch=$(cd "$scratch" && pwd)
+    out=$scratch/results doc=$scratch/EVALUATION.md plots=$scratch/eval
+fi
 
-# Python with matplotlib for the plots: the system's, or a venv under the target directory.
-target_dir=${CARGO_TARGET_DIR:-$here/target}
+# Python with matplotlib for the plots: the system's; as root on Debian/Ubuntu the
+# distribution's python3-matplotlib; otherwise a venv under the target directory.
+# The distribution's package goes to the distribution's Python (/usr/bin/python3), which need not
+# be the first python3 on PATH (pyenv, a venv).
 python=python3
 if [[ -z $only ]] && ! python3 -c 'import matplotlib' 2>/dev/null; then
     venv=$target_dir/bench-venv
-    if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    if "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        python=$venv/bin/python
+    elif /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+        python=/usr/bin/python3
+    elif ((EUID == 0)) && command -v apt-get >/dev/null; then
+        echo "bench.sh: installing python3-matplotlib with apt-get" >&2
+        apt-get install -y -q python3-matplotlib >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3-matplotlib >/dev/null; }
+        python=/usr/bin/python3
+    elif python3 -m venv "$venv" 2>/dev/null; then
         echo "bench.sh: installing matplotlib into $venv" >&2
-        python3 -m venv "$venv"
         "$venv/bin/pip" install -q matplotlib
+        python=$venv/bin/python
+    else
+        rm -rf "$venv"
+        echo "bench.sh: the plots need matplotlib: sudo apt-get install python3-matplotlib (or python3-venv, for a venv)" >&2
+        exit 1
     fi
-    python=$venv/bin/python
 fi
 
 report() {
-    "$python" "$here/scripts/bench/report.py" --results "$out" --doc "$here/docs/EVALUATION.md" --plots "$here/docs/eval"
+    "$python" "$here/scripts/bench/report.py" --results "$1" --doc "$doc" --plots "$plots"
+    echo "bench.sh: report in $doc" >&2
 }
-if ((report_only)); then report; exit 0; fi
+if [[ -n $report_only ]]; then report "$(cd "$report_only" && pwd)"; exit 0; fi
 
 echo "bench.sh: building the benchmark kernel" >&2
 # The release profile (opt-level 3, debug info kept, no overflow checks or debug assertions):
@@ -77,13 +106,13 @@ configs=(
     "io-force|demo=bench-io,ms=$ms swiotlb=force|"
     "map|demo=bench-map|"
     "map-icount|demo=bench-map|-icount shift=0"
-    "policy-lend|demo=bench-policy swiotlb_policy=lend|"
-    "policy-static|demo=bench-policy swiotlb_policy=static|"
-    "policy-dynamic|demo=bench-policy swiotlb_policy=dynamic|"
+    "policy-lend|demo=bench-policy,cycles=$cycles swiotlb_policy=lend|"
+    "policy-static|demo=bench-policy,cycles=$cycles swiotlb_policy=static|"
+    "policy-dynamic|demo=bench-policy,cycles=$cycles swiotlb_policy=dynamic|"
     # The fair variants: Linux's dynamic and the CMA rival with the boot pool lend keeps
     # (swiotlb_keep=2 pageblocks = 2048 slots), the CMA area as large as lend's lent part.
-    "policy-dynamic-small|demo=bench-policy swiotlb_policy=dynamic swiotlb=2048|"
-    "policy-cma|demo=bench-policy swiotlb_policy=cma cma=28M|"
+    "policy-dynamic-small|demo=bench-policy,cycles=$cycles swiotlb_policy=dynamic swiotlb=2048|"
+    "policy-cma|demo=bench-policy,cycles=$cycles swiotlb_policy=cma cma=28M|"
     "scaling-dynamic|demo=bench-scaling swiotlb_policy=dynamic swiotlb=2048 swiotlb_dyn_pool=1|"
     "scaling-lend|demo=bench-scaling swiotlb_policy=lend|"
     "pools|demo=bench-pools,ms=$ms|"
@@ -95,8 +124,8 @@ configs=(
 )
 if ((!quick)); then
     configs+=(
-        "policy-lend-keep1|demo=bench-policy swiotlb_policy=lend swiotlb_keep=1|"
-        "policy-lend-icount|demo=bench-policy swiotlb_policy=lend|-icount shift=0"
+        "policy-lend-keep1|demo=bench-policy,cycles=$cycles swiotlb_policy=lend swiotlb_keep=1|"
+        "policy-lend-icount|demo=bench-policy,cycles=$cycles swiotlb_policy=lend|-icount shift=0"
     )
 fi
 # Scaling over CPUs (the 4th field: qemu-run.sh options). Map+unmap from every CPU's timer
@@ -121,10 +150,12 @@ configs+=(
     "smp-io-4cpu-one|demo=bench-smp-io,ms=$ms irq_affinity=79:0,77:0||--smp 4"
 )
 if [[ -n $only ]]; then
-    selected=()
-    for c in "${configs[@]}"; do [[ ${c%%|*} =~ $only ]] && selected+=("$c"); done
-    ((${#selected[@]})) || { echo "bench.sh: --only '$only' matches no configuration" >&2; exit 2; }
-    configs=("${selected[@]}")
+    chosen=()
+    for c in "${configs[@]}"; do
+        [[ ${c%%|*} =~ $only ]] && chosen+=("$c")
+    done
+    ((${#chosen[@]})) || { echo "bench.sh: --only '$only' matches no configuration" >&2; exit 2; }
+    configs=("${chosen[@]}")
 fi
 
 rm -rf "$out"
@@ -138,6 +169,8 @@ mkdir -p "$out"
     echo "  \"kernel_rev\": \"$(git -C "$here" rev-parse --short HEAD)$(git -C "$here" diff --quiet HEAD -- kernel boot drivers || echo -dirty)\","
     echo "  \"rounds\": $rounds,"
     echo "  \"cell_ms\": $ms,"
+    echo "  \"cycles\": $cycles,"
+    echo "  \"only\": \"$only\","
     echo "  \"quick\": $( ((quick)) && echo true || echo false)"
     echo "}"
 } > "$out/machine.json"
@@ -164,8 +197,4 @@ for ((round = 1; round <= rounds; round++)); do
     done
 done
 echo "bench.sh: $((rounds * ${#configs[@]} - failed)) boots done, $failed failed, in $(($(date +%s) - start))s" >&2
-if [[ -n $only ]]; then
-    echo "bench.sh: --only: no report written; scripts/bench/report.py --results $out --doc OUT.md --plots DIR --no-plots makes one" >&2
-    exit 0
-fi
-report
+report "$out"

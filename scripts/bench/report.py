@@ -755,6 +755,9 @@ def design_discussion(runs):
             f"{fmt(med('policy-dynamic-small', 'given_back_bytes', lambda x: x / MIB))} MiB"
             + (" (its pools never shrink)." if not med("policy-dynamic-small", "given_back_bytes") else ".")
         )
+    cycles_text = cycles_discussion(runs)
+    if cycles_text:
+        out.append(cycles_text)
     if runs.get("policy-lend"):
         share = med("policy-lend", "idle_pool_lent_share_after")
         keep = med("policy-lend", "pool_pageblocks") - med("policy-lend", "lent_pageblocks_after_idle")
@@ -792,9 +795,18 @@ def cma_discussion(runs, med):
         ("pages migrated to grow by 4 MiB", "grow_4m_pages_migrated", lambda x: x, True),
         ("memory given back after the burst (MiB)", "given_back_bytes", lambda x: x / MIB, False),
     ]
+    get = lambda key, f: lambda p: med(p, key, f)
+    rows = [(name, get(key, f), lower) for name, key, f, lower in rows]
+    on_cycles = lambda pick, which: lambda p: median(cycle_values(runs, p, pick, which))
+    rows += [
+        ("IRQ-context mapping failures without memory pressure (first cycle)", on_cycles(lambda c: c["irq_failures"], NO_PRESSURE), True),
+        ("unusable free index after the last idle phase (‰)", on_cycles(frag("unusable_free_index"), LAST), True),
+    ]
     parts, worse, same = [], [], []
-    for name, key, f, lower in rows:
-        a, b = med("policy-lend", key, f), med("policy-cma", key, f)
+    for name, figure, lower in rows:
+        a, b = figure("policy-lend"), figure("policy-cma")
+        if a is None and b is None:
+            continue
         verdict = compare(a, b, lower)
         parts.append(f"{name}: {fmt(a)} for `lend`, {fmt(b)} for `cma` ({verdict})")
         if verdict == "better for `cma`":
@@ -819,6 +831,156 @@ def cma_discussion(runs, med):
         "grow with the number of chunks; see the pool-scaling table), and its spare blocks serve only the "
         "SWIOTLB, where a CMA area is shared with every other `cma_alloc` user."
     )
+    return text
+
+
+# ---------------------------------------------------------------- 3b. burst/idle cycles
+
+
+def cycles_of(d):
+    """The burst/idle cycles of one boot of the policy benchmark ([] in runs made before them)."""
+    return d.get("cycles") or []
+
+
+def frag(key):
+    """A getter of one fragmentation figure of a cycle (or of `fragmentation_boot`)."""
+    return lambda c: (c.get("fragmentation") or {}).get(key)
+
+
+def cycle_values(runs, p, get, which):
+    """`get(cycle)` for every boot of `p` and every cycle `which(index, cycle, cycles)` selects."""
+    out = []
+    for _, d in runs.get(p, []):
+        cs = cycles_of(d)
+        out += [get(c) for i, c in enumerate(cs) if which(i, c, cs)]
+    return [v for v in out if v is not None]
+
+
+NO_PRESSURE = lambda i, c, cs: not c["under_pressure"]
+PRESSURE = lambda i, c, cs: c["under_pressure"]
+LAST = lambda i, c, cs: i == len(cs) - 1
+FIRST = lambda i, c, cs: i == 0
+
+
+def with_cycles(runs):
+    """The policy configurations of this run that measured burst/idle cycles."""
+    return [p for p in POLICIES if any(cycles_of(d) for _, d in runs.get(p, []))]
+
+
+def cycles_section(runs):
+    """Per policy, per cycle: interrupt-context failures with and without memory pressure, and the
+    page allocator's fragmentation after each idle phase."""
+    present = with_cycles(runs)
+    if not present:
+        return "No per-cycle results in this run (the policy benchmark ran one cycle).\n"
+    n_pressure = median([d.get("cycles_under_pressure") for p in present for _, d in runs[p]])
+    lines = [
+        f"Each boot of the policy benchmark runs the workload as {fmt(n_pressure + 1 if n_pressure is not None else None)} "
+        "burst/idle cycles: the first without memory pressure, the others under it (RAM filled with movable "
+        "pages afresh each time, part of them freed for migration targets). After each idle phase the "
+        "pressure is released and the page allocator measured: wholly free pageblocks, the largest free "
+        "order, Linux's `unusable_free_index()` at pageblock order (`mm/vmstat.c`, in thousandths as "
+        "`/sys/kernel/debug/extfrag/unusable_index` prints it: the share of free pages in blocks too small "
+        "for a pageblock), and the mixed pageblocks (a MOVABLE block holding unmovable pages, an UNMOVABLE "
+        "block holding movable ones). Free pageblocks count every migrate type: under `lend` the lent, empty "
+        "MIGRATE_SWIOTLB blocks, under `cma` the free blocks of the CMA area (both for movable allocations "
+        "only), where `static` and `dynamic` keep their boot pool out of the page allocator. Median [min–max] "
+        "over the rounds; the `boot` row is the allocator before the first cycle.",
+        "",
+    ]
+    for p in present:
+        rs = runs[p]
+        ncycles = max(len(cycles_of(d)) for _, d in rs)
+        mapped = median([c["mapped"] for _, d in rs for c in cycles_of(d)])
+        lines += [
+            f"**{POLICY_LABEL[p]}**",
+            "",
+            f"| cycle | memory pressure | IRQ-context failures (of {fmt(mapped)}) | deferred, completed | burst (ms) | pages migrated | given back (MiB) "
+            "| free pageblocks after idle | largest free order | unusable free index (‰) | mixed: MOVABLE with unmovable / UNMOVABLE with movable |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        boot = [d.get("fragmentation_boot") for _, d in rs if d.get("fragmentation_boot")]
+        if boot:
+            b = lambda key: fmt_summary(summary([x.get(key) for x in boot]))
+            lines.append(
+                f"| boot | | | | | | | {b('free_pageblocks')} | {b('largest_free_order')} | {b('unusable_free_index')} | "
+                f"{b('movable_blocks_with_unmovable')} / {b('unmovable_blocks_with_movable')} |"
+            )
+        for i in range(ncycles):
+            at = [cycles_of(d)[i] for _, d in rs if len(cycles_of(d)) > i]
+            s = lambda get: fmt_summary(summary([get(c) for c in at]))
+            pressure = sorted({c["under_pressure"] for c in at})
+            lines.append(
+                f"| {i} | {'/'.join('yes' if x else 'no' for x in pressure)} | {s(lambda c: c['irq_failures'])} | "
+                f"{s(lambda c: c['deferred_done'])} | {s(lambda c: c['burst_ms'])} | {s(lambda c: c['pages_migrated'])} | "
+                f"{s(lambda c: c['given_back_bytes'] / MIB)} | {s(frag('free_pageblocks'))} | {s(frag('largest_free_order'))} | "
+                f"{s(frag('unusable_free_index'))} | {s(frag('movable_blocks_with_unmovable'))} / {s(frag('unmovable_blocks_with_movable'))} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def word_trend(first, last, lower_is_better=True):
+    """How a figure moved from the first cycle to the last."""
+    if first is None or last is None:
+        return "not measured"
+    if first == last:
+        return f"stayed at {fmt(first)}"
+    worse = (last > first) == lower_is_better
+    return f"went from {fmt(first)} to {fmt(last)} ({'worse' if worse else 'better'})"
+
+
+def best_of(values, lower_is_better=True):
+    """The labels with the best median (ties: all of them), from {label: value}."""
+    known = {k: v for k, v in values.items() if v is not None}
+    if not known:
+        return []
+    best = (min if lower_is_better else max)(known.values())
+    return [k for k, v in known.items() if v == best]
+
+
+def cycles_discussion(runs):
+    """The "In short" item on repeated bursts: failures without and with pressure, fragmentation
+    after the idle phases, each figure and verdict from the run."""
+    present = [p for p in with_cycles(runs) if p != "policy-lend-icount"]
+    if not present:
+        return ""
+    # Labels without commas, since the lists below are comma-separated.
+    label = lambda p: POLICY_LABEL[p].split(",")[0] if p in ("policy-lend", "policy-cma", "policy-static", "policy-dynamic") else POLICY_LABEL[p].replace(", ", " with ")
+    n_pressure = median([d.get("cycles_under_pressure") for p in present for _, d in runs[p]])
+    quiet = {p: median(cycle_values(runs, p, lambda c: c["irq_failures"], NO_PRESSURE)) for p in present}
+    loaded = {p: median(cycle_values(runs, p, lambda c: c["irq_failures"], PRESSURE)) for p in present}
+    index_last = {p: median(cycle_values(runs, p, frag("unusable_free_index"), LAST)) for p in present}
+    index_first = {p: median(cycle_values(runs, p, frag("unusable_free_index"), FIRST)) for p in present}
+    blocks_last = {p: median(cycle_values(runs, p, frag("free_pageblocks"), LAST)) for p in present}
+    mixed_last = {p: median(cycle_values(runs, p, lambda c: (frag("movable_blocks_with_unmovable")(c) or 0) + (frag("unmovable_blocks_with_movable")(c) or 0), LAST)) for p in present}
+    names = lambda ps: ", ".join(label(p) for p in ps) or "none"
+    text = (
+        f"- **Repeated bursts** (each boot: one burst/idle cycle without memory pressure, then "
+        f"{fmt(n_pressure)} under it). IRQ-context mapping failures per burst, median without pressure / "
+        "under pressure: "
+        + "; ".join(f"{label(p)} {fmt(quiet[p])} / {fmt(loaded[p])}" for p in present)
+        + f". Fewest without pressure: {names(best_of(quiet))}; under pressure: {names(best_of(loaded))}. "
+        "After the last idle phase, Linux's unusable free index at pageblock order (thousandths; lower is less "
+        "fragmented) / wholly free pageblocks / mixed pageblocks: "
+        + "; ".join(f"{label(p)} {fmt(index_last[p])} / {fmt(blocks_last[p])} / {fmt(mixed_last[p])}" for p in present)
+        + f". Least fragmented by that index: {names(best_of(index_last))}. From the first idle phase to the last "
+        "the index "
+        + "; ".join(f"{label(p)} {word_trend(index_first[p], index_last[p])}" for p in present)
+        + "."
+    )
+    if "policy-lend" in present:
+        worse = []
+        for p in present:
+            if p == "policy-lend":
+                continue
+            for what, values, lower in (("failures without pressure", quiet, True), ("failures under pressure", loaded, True),
+                                        ("unusable free index after the last idle", index_last, True),
+                                        ("free pageblocks after the last idle", blocks_last, False)):
+                if compare(values["policy-lend"], values[p], lower, ("lend", "other")) == "better for other":
+                    worse.append(f"{what} (against {label(p)})")
+        text += (" Where `lend` came out worse over the cycles: " + ", ".join(worse) + "." if worse
+                 else " `lend` was nowhere worse than the others on these measures over the cycles.")
     return text
 
 
@@ -1183,13 +1345,19 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         f"part of them is then freed, room for migration targets), then {fmt(mapped)} bounce mappings are "
         "made from the timer interrupt and held (a mapping that fails in interrupt context is deferred to task "
         "context and retried), then everything is unmapped and the pool idles. Same device, same workload, "
-        "only `swiotlb_policy=` differs.\n"
+        "only `swiotlb_policy=` differs."
+        + (" The table, the timeline and the pictures show the first cycle under memory pressure, which follows "
+           "a cycle without it in the same boot (what a policy grew then and never gives back, it still has); "
+           "every cycle is in the tables of \"Burst/idle cycles\" below." if with_cycles(runs) else "")
+        + "\n"
     )
     md.append(policy_md)
     for p in policy_pngs:
         md.append(f"![{os.path.basename(p)}]({rel(p)})\n")
         if p.endswith("pageblocks.png"):
             md.append(pageblocks_caption(runs))
+    md.append("### Burst/idle cycles\n")
+    md.append(cycles_section(runs))
     md.append("### Lookups as the pool list grows\n")
     md.append(scaling_section(runs))
     md.append("## 4. Per-device pools\n")

@@ -213,6 +213,14 @@ class ProseFromDataTest(unittest.TestCase):
             for subset in (keys, {k for k in keys if k[2] > limit}, {k for k in keys if k[2] <= limit}):
                 out |= spellings(median([median(report.feature_ratio(cells, a, b, k)) for k in subset]))
                 out |= {str(len(subset))}
+        # The burst/idle cycles (runs that have them): medians over the rounds and cycles.
+        for p in report.with_cycles(runs):
+            for get, which in ((lambda c: c["irq_failures"], report.NO_PRESSURE), (lambda c: c["irq_failures"], report.PRESSURE),
+                               (report.frag("unusable_free_index"), report.LAST), (report.frag("unusable_free_index"), report.FIRST),
+                               (report.frag("free_pageblocks"), report.LAST),
+                               (lambda c: c["fragmentation"]["movable_blocks_with_unmovable"] + c["fragmentation"]["unmovable_blocks_with_movable"], report.LAST)):
+                out |= spellings(median(report.cycle_values(runs, p, get, which)))
+            out |= spellings(median([d.get("cycles_under_pressure") for _, d in runs[p]]) + 1)
         out |= {str(sum(len(v) for v in runs.values()))}  # boots
         out |= {str(len(v)) for v in runs.values()}  # boots per configuration
         return out
@@ -261,3 +269,101 @@ class CmaComparison(unittest.TestCase):
         text = report.scaling_section(runs)
         self.assertIn("| `dynamic` | 64 | 300", text)
         self.assertIn("cost 4 × as much with 64 pools as with 1", text)
+
+
+def policy_boot(cycles, boot_index=5):
+    """One boot of the policy benchmark with burst/idle cycles: `cycles` is a list of
+    (irq_failures, unusable_free_index, free_pageblocks, mixed), the first without pressure."""
+    out = []
+    for i, (fails, index, blocks, mixed) in enumerate(cycles):
+        out.append({
+            "cycle": i, "under_pressure": i > 0, "mapped": 256, "lost": 0, "data_ok": True, "pressure_intact": True,
+            "done_in_time": True, "irq_failures": fails, "deferred_done": fails, "burst_ms": 100.0 + i,
+            "grown_after_ms": None, "slots_before": 2048, "slots_after_burst": 12288, "slots_after_idle": 2048,
+            "pages_migrated": 0 if i == 0 else 3840, "pages_dropped": 0, "grown_pageblocks": 10, "given_back_bytes": 20 * MIB,
+            "fragmentation": {"free_pages": 120000, "free_pageblocks": blocks, "largest_free_order": 9,
+                              "unusable_free_index": index, "movable_blocks_with_unmovable": mixed,
+                              "unmovable_blocks_with_movable": 0},
+        })
+    return {"cycles": out, "cycles_under_pressure": len(cycles) - 1,
+            "fragmentation_boot": {"free_pages": 125000, "free_pageblocks": 243, "largest_free_order": 9,
+                                   "unusable_free_index": boot_index, "movable_blocks_with_unmovable": 0,
+                                   "unmovable_blocks_with_movable": 0}}
+
+
+class BurstIdleCycles(unittest.TestCase):
+    """The per-cycle tables and the "Repeated bursts" item of "In short" follow the data."""
+
+    @staticmethod
+    def runs(lend, cma, static):
+        return {"policy-lend": [(1, policy_boot(lend))], "policy-cma": [(1, policy_boot(cma))],
+                "policy-static": [(1, policy_boot(static))]}
+
+    def test_tables_per_policy_and_cycle(self):
+        runs = self.runs([(0, 9, 242, 0), (2, 11, 238, 1), (4, 13, 236, 2)],
+                         [(1, 8, 241, 0), (7, 12, 237, 0), (9, 17, 233, 3)],
+                         [(0, 7, 230, 0), (0, 7, 230, 0), (0, 7, 230, 0)])
+        text = report.cycles_section(runs)
+        self.assertIn("as 3 burst/idle cycles", text)
+        for label in ("**`lend`**", "**`cma`, `cma=28M`**", "**`static`**"):
+            self.assertIn(label, text)
+        lend = text.split("**`lend`**")[1].split("**`cma`")[0]
+        self.assertIn("| boot | | | | | | | 243 | 9 | 5 | 0 / 0 |", lend)
+        self.assertIn("| 0 | no | 0 | 0 | 100 | 0 | 20 | 242 | 9 | 9 | 0 / 0 |", lend)
+        self.assertIn("| 2 | yes | 4 | 4 | 102 | 3,840 | 20 | 236 | 9 | 13 | 2 / 0 |", lend)
+        cma = text.split("**`cma`, `cma=28M`**")[1].split("**`static`")[0]
+        self.assertIn("| 1 | yes | 7 | 7 |", cma)
+        self.assertIn("No per-cycle results", report.cycles_section({"policy-lend": [(1, {"irq_failures": 0})]}))
+
+    def test_verdicts_follow_the_data(self):
+        # lend: fewer failures under pressure than cma, less fragmented than cma; static best on both.
+        runs = self.runs([(0, 9, 242, 0), (2, 11, 238, 1), (4, 13, 236, 2)],
+                         [(1, 8, 241, 0), (7, 12, 237, 0), (9, 17, 233, 3)],
+                         [(0, 7, 230, 0), (0, 7, 230, 0), (0, 7, 230, 0)])
+        text = report.cycles_discussion(runs)
+        self.assertIn("then 2 under it", text)
+        self.assertIn("`lend` 0 / 3; `cma` 1 / 8; `static` 0 / 0", text)
+        self.assertIn("Fewest without pressure: `lend`, `static`; under pressure: `static`.", text)
+        self.assertIn("`lend` 13 / 236 / 2; `cma` 17 / 233 / 3; `static` 7 / 230 / 0", text)
+        self.assertIn("Least fragmented by that index: `static`.", text)
+        self.assertIn("`lend` went from 9 to 13 (worse); `cma` went from 8 to 17 (worse); `static` stayed at 7", text)
+        worse = text.split("Where `lend` came out worse over the cycles: ")[1]
+        self.assertIn("unusable free index after the last idle (against `static`)", worse)
+        self.assertIn("failures under pressure (against `static`)", worse)
+        self.assertNotIn("against `cma`", worse, "lend beat cma on every measure here")
+        self.assertIn("free pageblocks after the last idle (against `static`)", report.cycles_discussion(self.runs(
+            [(0, 9, 200, 0), (0, 9, 200, 0)], [(0, 9, 200, 0), (0, 9, 200, 0)], [(0, 9, 201, 0), (0, 9, 201, 0)])))
+        # Flipped: lend best everywhere.
+        text = report.cycles_discussion(self.runs([(0, 5, 250, 0), (0, 4, 251, 0)],
+                                                  [(3, 9, 240, 1), (6, 30, 200, 4)],
+                                                  [(1, 9, 240, 0), (2, 30, 200, 0)]))
+        self.assertIn("Fewest without pressure: `lend`; under pressure: `lend`.", text)
+        self.assertIn("Least fragmented by that index: `lend`.", text)
+        self.assertIn("`lend` went from 5 to 4 (better)", text)
+        self.assertIn("`lend` was nowhere worse than the others on these measures over the cycles.", text)
+        self.assertNotIn("came out worse", text)
+
+    def test_in_short_and_cma_comparison_use_the_cycles(self):
+        runs = self.runs([(2, 9, 242, 0), (3, 11, 238, 1)], [(0, 8, 241, 0), (5, 12, 237, 0)], [(0, 7, 230, 0), (0, 7, 230, 0)])
+        for p in runs:
+            runs[p][0][1].update({"movable_available_bytes": 400 * MIB, "irq_failures": 3, "burst_ms": 100.0, "given_back_bytes": 0,
+                                  "pool_bytes_reserved": 32 * MIB, "lost": 0, "pool_pageblocks": 16, "lent_pageblocks_after_idle": 12,
+                                  "idle_pool_lent_share_after": 0.75, "mapped": 256, "data_ok": True, "pressure_intact": True,
+                                  "done_under_pressure": True})
+        text = report.design_discussion(runs)
+        self.assertIn("- **Repeated bursts**", text)
+        self.assertIn("IRQ-context mapping failures without memory pressure (first cycle): 2 for `lend`, 0 for `cma` (better for `cma`)", text)
+        self.assertIn("unusable free index after the last idle phase (‰): 11 for `lend`, 12 for `cma` (better for `lend`)", text)
+        self.assertIn("Where `lend` was worse than CMA chunks in this run: IRQ-context mapping failures without memory pressure (first cycle)", text)
+
+    def test_no_figure_the_cycles_do_not_give(self):
+        runs = self.runs([(0, 9, 242, 0), (2, 11, 238, 1), (4, 13, 236, 2)],
+                         [(1, 8, 241, 0), (7, 12, 237, 0), (9, 17, 233, 3)],
+                         [(0, 7, 230, 0), (0, 7, 230, 0), (0, 7, 230, 0)])
+        words = prose(report.cycles_discussion(runs))
+        allowed = set()
+        for v in leaves([d for rs in runs.values() for _, d in rs]):
+            allowed |= spellings(v)
+        allowed |= spellings(3.0) | spellings(8.0)  # medians over the cycles under pressure (2, 4) and (7, 9)
+        allowed |= {"6.6"}  # Linux's version, if named
+        self.assertEqual(sorted(numbers(words) - allowed), [])

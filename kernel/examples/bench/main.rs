@@ -16,7 +16,8 @@
 //! - `bench-smp-io`: disks 0 and 2 reading at once, their interrupts where `irq_affinity=` says.
 //!
 //! Options: `ms=<N>` time per I/O cell (default 300), `qd1` only queue depth 1, `rounds=<N>`
-//! hint on/off pairs in `bench-pools` (default 2).
+//! hint on/off pairs in `bench-pools` (default 2), `cycles=<N>` burst/idle cycles under memory
+//! pressure in `bench-policy`, after its cycle 0 without pressure (default 3).
 //!
 //! The results go to `bench.json` in QEMU's working directory through semihosting
 //! (`SYS_OPEN`/`SYS_WRITE`), with the command line, the timer frequency and what ran; the
@@ -50,6 +51,8 @@ pub struct Options {
     pub qd1_only: bool,
     /// Hint off/on pairs in the pools benchmark.
     pub pool_rounds: usize,
+    /// Burst/idle cycles under memory pressure in the policy benchmark, after cycle 0.
+    pub cycles: usize,
 }
 
 #[cfg(target_os = "none")]
@@ -75,11 +78,12 @@ mod image {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
         let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
-        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2 };
+        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3 };
         for w in words {
             match w.split_once('=') {
                 Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
                 Some(("rounds", v)) => o.pool_rounds = v.parse().map_err(|_| format!("rounds={v}: not a number"))?,
+                Some(("cycles", v)) => o.cycles = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| format!("cycles={v}: not a number of cycles (0..=16)"))?,
                 None if w == "qd1" => o.qd1_only = true,
                 _ => return Err(format!("demo=...,{w}: unknown benchmark option")),
             }
@@ -112,7 +116,7 @@ mod image {
             "scaling" => limited_device(k).and_then(|d| super::mapping::pool_scaling(d, &mut out)),
             "policy" => {
                 time::stop_tick(); // the workload drives the tick itself
-                limited_device(k).and_then(|d| super::policy::design_table(k, d, &mut out))
+                limited_device(k).and_then(|d| super::policy::design_table(k, d, o.cycles, &mut out))
             }
             "pools" => super::io::device_pools(k, o, &mut out),
             "smp-map" => limited_device(k).and_then(|d| super::smp::irq_map(d, o, &mut out)),

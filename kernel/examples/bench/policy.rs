@@ -1,7 +1,10 @@
 //! The design question: the scripted workload of [`kernel::platform::workload`] (memory
 //! pressure, a burst of 256 x 64 KiB bounce mappings from the timer interrupt, idle) under the
-//! policy the command line chose, with the pools sampled over time and the RAM picture taken
-//! after each phase.
+//! policy the command line chose, as burst/idle cycles: cycle 0 without memory pressure, then
+//! `cycles=<N>` cycles under it. Each cycle's figures and the page allocator's fragmentation
+//! after its idle phase go into `cycles`; the top-level figures, the pools sampled over time
+//! and the RAM pictures after each phase are those of cycle 1, the first under pressure (cycle
+//! 0 when `cycles=0`).
 
 use alloc::format;
 use alloc::string::String;
@@ -11,7 +14,7 @@ use kernel::dma::device::DmaDevice;
 use kernel::dma::swiotlb::lend::{BlockState, SLOTS_PER_PAGEBLOCK};
 use kernel::dma::swiotlb::IO_TLB_SIZE;
 use kernel::ktest;
-use kernel::mm::page_alloc::PAGEBLOCK_SIZE;
+use kernel::mm::page_alloc::{Fragmentation, PAGEBLOCK_SIZE};
 use kernel::platform::dma::dma;
 use kernel::platform::mm::{in_swiotlb_region, page_allocator};
 use kernel::platform::{workload, Kernel};
@@ -58,8 +61,47 @@ fn pool_bytes() -> u64 {
     (dma().manager.usable_slots() * IO_TLB_SIZE) as u64
 }
 
-/// Runs the workload on `dev` and writes the design table's row into `out`.
-pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
+/// The page allocator's fragmentation as a JSON object.
+fn fragmentation_json(f: &Fragmentation) -> String {
+    let mut o = Obj::new();
+    o.int("free_pages", f.free_pages as u64)
+        .int("free_pageblocks", f.free_pageblocks as u64)
+        .int("largest_free_order", f.largest_free_order.map_or(-1, i64::from))
+        .int("unusable_free_index", f.unusable_free_index)
+        .int("movable_blocks_with_unmovable", f.movable_blocks_with_unmovable as u64)
+        .int("unmovable_blocks_with_movable", f.unmovable_blocks_with_movable as u64);
+    o.finish()
+}
+
+/// One cycle's figures.
+fn cycle_json(r: &workload::WorkloadReport) -> String {
+    let (s0, s1) = (&r.before, &r.after);
+    let mut o = Obj::new();
+    o.int("cycle", r.cycle as u64)
+        .bool("under_pressure", r.under_pressure)
+        .int("mapped", r.mapped as u64)
+        .int("lost", (workload::BURST - r.mapped) as u64)
+        .bool("data_ok", r.data_ok)
+        .bool("pressure_intact", r.pressure_intact)
+        .bool("done_in_time", r.done_under_pressure)
+        .int("irq_failures", r.irq_failures)
+        .int("deferred_done", r.deferred_done as u64)
+        .num("burst_ms", ns(r.took) / 1e6)
+        .opt("grown_after_ms", r.grown_after.map(|d| ns(d) / 1e6))
+        .int("slots_before", r.slots.0 as u64)
+        .int("slots_after_burst", r.slots.1 as u64)
+        .int("slots_after_idle", r.slots.2 as u64)
+        .int("pages_migrated", s1.pages_migrated - s0.pages_migrated)
+        .int("pages_dropped", s1.pages_dropped - s0.pages_dropped)
+        .int("grown_pageblocks", (s1.pageblocks_reclaimed - s0.pageblocks_reclaimed) + (s1.extra_pageblocks - s0.extra_pageblocks))
+        .int("given_back_bytes", (s1.pageblocks_lent_again - s0.pageblocks_lent_again) * PAGEBLOCK_SIZE)
+        .raw("fragmentation", fragmentation_json(&r.fragmentation));
+    o.finish()
+}
+
+/// Runs the workload on `dev` (cycle 0 without memory pressure, then `cycles` under it) and
+/// writes the design table's row into `out`.
+pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, cycles: usize, out: &mut Obj) -> Result<(), String> {
     let m = dma().manager;
     // 4 MiB copied, as four 1 MiB copies between two pageblocks (the largest allocation),
     // half a block apart so that source and destination pages do not alias in QEMU's TLB.
@@ -77,12 +119,18 @@ pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, out: &mut Obj) 
         pictures.push(o.finish());
     };
     picture("boot");
+    let fragmentation_boot = page_allocator().lock().fragmentation();
+    // The cycle whose timeline, pictures and figures make the design table.
+    let shown = cycles.min(1);
 
     let t0 = now_ns();
     let (mut ts, mut phases, mut usable, mut used, mut lent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last = 0u64;
     let mut peak_usable = m.usable_slots();
-    let mut sample = |phase: &str| {
+    let mut sample = |cycle: usize, phase: &str| {
+        if cycle != shown {
+            return;
+        }
         let now = now_ns();
         peak_usable = peak_usable.max(m.usable_slots());
         if now < last + SAMPLE_EVERY_NS {
@@ -95,16 +143,19 @@ pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, out: &mut Obj) 
         used.push((m.used_slots() * IO_TLB_SIZE) as f64);
         lent.push((m.pageblocks_in(BlockState::Lent) as u64 * PAGEBLOCK_SIZE) as f64);
     };
-    sample("start");
     let mut phase_marks = Vec::new();
-    let report = workload::pressure_burst_idle_sampled(
+    let reports = workload::burst_idle_cycles(
         dev,
-        &mut |phase| {
-            phase_marks.push(format!("[\"{phase}\", {}]", (now_ns() - t0) as f64 / 1e6));
-            picture(phase);
+        cycles,
+        &mut |cycle, phase| {
+            if cycle == shown {
+                phase_marks.push(format!("[\"{phase}\", {}]", (now_ns() - t0) as f64 / 1e6));
+                picture(phase);
+            }
         },
         &mut sample,
     )?;
+    let report = &reports[shown];
     let lent_after_idle = m.pageblocks_in(BlockState::Lent);
     let (s0, s1) = (&report.before, &report.after);
     let grown_blocks = (s1.pageblocks_reclaimed - s0.pageblocks_reclaimed) + (s1.extra_pageblocks - s0.extra_pageblocks);
@@ -150,6 +201,10 @@ pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, out: &mut Obj) 
         .int("given_back_bytes", (s1.pageblocks_lent_again - s0.pageblocks_lent_again) * PAGEBLOCK_SIZE)
         .num("memcpy_4m_ns", memcpy_4m_ns)
         .int("slots_per_pageblock", SLOTS_PER_PAGEBLOCK as u64)
+        .int("cycles_under_pressure", cycles as u64)
+        .int("shown_cycle", shown as u64)
+        .raw("fragmentation_boot", fragmentation_json(&fragmentation_boot))
+        .raw("cycles", array(reports.iter().map(cycle_json)))
         .raw("phase_marks_ms", array(phase_marks))
         .raw("pictures", array(pictures));
     let mut series = Obj::new();

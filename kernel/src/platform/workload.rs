@@ -3,9 +3,16 @@
 //! included), then a burst of bounce mappings made in the timer interrupt handler (failures are
 //! deferred to task context and retried: nothing is lost), then idle (the pool may shrink).
 //!
-//! The handler side uses fixed statics only: it never allocates and never waits.
+//! [`pressure_burst_idle`] runs that once (the demo). [`burst_idle_cycles`] runs several
+//! burst/idle cycles in one boot: cycle 0 without memory pressure, then `cycles` more under it,
+//! each ending with the page allocator's [`Fragmentation`] once the idle phase is over and the
+//! pressure gone (the benchmark and the DMA test).
+//!
+//! The handler side uses fixed statics only: it never allocates and never waits. Task context
+//! resets them before each burst, while no tick hook runs.
 
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
@@ -18,7 +25,7 @@ use crate::dma::device::DmaDevice;
 use crate::dma::swiotlb::lend::LendStats;
 use crate::dma::{DmaAttrs, DmaDirection};
 use crate::mm::page_alloc::pressure::MemoryPressure;
-use crate::mm::page_alloc::{MigrateType, ZoneType};
+use crate::mm::page_alloc::{Fragmentation, MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 
 /// Requests in the burst: 256 x 64 KiB = 16 MiB of bounce buffers held at once.
@@ -34,16 +41,22 @@ static MAPPED: [AtomicU64; BURST] = [const { AtomicU64::new(0) }; BURST];
 static DEFERRED: [AtomicBool; BURST] = [const { AtomicBool::new(false) }; BURST];
 const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
 
-/// What the workload measured.
+/// What one cycle of the workload measured.
 #[derive(Debug, Default)]
 pub struct WorkloadReport {
+    /// The cycle's number (0 for [`pressure_burst_idle`]'s one cycle).
+    pub cycle: usize,
+    /// The burst ran under memory pressure.
+    pub under_pressure: bool,
     /// Requests mapped (must be [`BURST`]).
     pub mapped: usize,
     /// Every bounce slot held the request's data.
     pub data_ok: bool,
-    /// The movable pages' checksums after the burst (reclaim migrated some of them).
+    /// The movable pages' checksums after the burst (reclaim migrated some of them); true
+    /// without pressure.
     pub pressure_intact: bool,
-    /// The burst completed while the memory pressure lasted.
+    /// The burst completed while the memory pressure lasted (without pressure: within the
+    /// same 10 s).
     pub done_under_pressure: bool,
     /// Movable pages the memory pressure could allocate (RAM left to movable allocations,
     /// the lent MIGRATE_SWIOTLB blocks included).
@@ -62,6 +75,8 @@ pub struct WorkloadReport {
     pub before: LendStats,
     /// After.
     pub after: LendStats,
+    /// The page allocator after the idle phase, the pressure released.
+    pub fragmentation: Fragmentation,
 }
 
 fn pattern(i: usize) -> u8 {
@@ -111,55 +126,119 @@ fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut Wo
 
 /// Runs the three phases once for device `d` (which must be DMA-limited so its buffers from
 /// ZONE_NORMAL bounce). `phase` is called after each phase with its name (the demo prints the
-/// RAM picture and the pools there). Runs once per boot.
+/// RAM picture and the pools there).
 pub fn pressure_burst_idle(d: &'static DmaDevice, phase: &mut dyn FnMut(&str)) -> Result<WorkloadReport, String> {
-    pressure_burst_idle_sampled(d, phase, &mut |_| {})
+    let src = Source::alloc()?;
+    let r = one_cycle(d, &src, 0, true, phase, &mut |_| {});
+    src.free();
+    r
 }
 
-/// [`pressure_burst_idle`], also calling `sample` with the current phase's name (`burst`,
-/// `idle`) at every pass of its task-context loops (about every 0.5 ms during the burst, every
-/// idle wakeup after it): the benchmarks record the pools over time there.
-pub fn pressure_burst_idle_sampled(
+/// Cycle 0 without memory pressure, then `cycles` cycles under it, on device `d`: each a burst
+/// from the timer interrupt and an idle phase, so that one boot measures interrupt-context
+/// mapping failures with and without pressure and what repeated bursts leave behind
+/// (fragmentation after each idle). `phase(cycle, name)` is called after each phase, `sample(cycle,
+/// name)` once before the burst and at every pass of the task-context loops (about every 0.5 ms
+/// during the burst, every idle wakeup after it): the benchmark records the pools over time there.
+pub fn burst_idle_cycles(
     d: &'static DmaDevice,
+    cycles: usize,
+    phase: &mut dyn FnMut(usize, &str),
+    sample: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<WorkloadReport>, String> {
+    let src = Source::alloc()?;
+    let mut reports = Vec::with_capacity(cycles + 1);
+    for cycle in 0..=cycles {
+        match one_cycle(d, &src, cycle, cycle > 0, &mut |name| phase(cycle, name), &mut |name| sample(cycle, name)) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                src.free();
+                return Err(alloc::format!("cycle {cycle}: {e}"));
+            }
+        }
+    }
+    src.free();
+    Ok(reports)
+}
+
+/// The burst's source buffer: 64 KiB of the pattern in ZONE_NORMAL (beyond the DMA window).
+struct Source {
+    addr: u64,
+    data: Vec<u8>,
+}
+
+impl Source {
+    fn alloc() -> Result<Self, String> {
+        let addr = page_allocator().lock().alloc_pages(SRC_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| e.to_string())?;
+        let data: Vec<u8> = (0..BURST_LEN).map(pattern).collect();
+        RAM.write(addr, &data);
+        Ok(Source { addr, data })
+    }
+
+    fn free(self) {
+        let _ = page_allocator().lock().free_pages(self.addr, SRC_ORDER);
+    }
+}
+
+/// Resets the handler's statics for a new burst. Called with no tick hook installed, so the
+/// handler cannot run meanwhile.
+fn reset_burst() {
+    SRC.store(0, Ordering::Relaxed);
+    NEXT.store(0, Ordering::Relaxed);
+    for (m, f) in MAPPED.iter().zip(&DEFERRED) {
+        m.store(0, Ordering::Relaxed);
+        f.store(false, Ordering::Relaxed);
+    }
+}
+
+/// One cycle: (memory pressure,) burst, idle; then the pressure released and the page
+/// allocator's fragmentation taken.
+fn one_cycle(
+    d: &'static DmaDevice,
+    src: &Source,
+    cycle: usize,
+    under_pressure: bool,
     phase: &mut dyn FnMut(&str),
     sample: &mut dyn FnMut(&str),
 ) -> Result<WorkloadReport, String> {
     let api = &dma().api;
     let m = dma().manager;
     let pages = page_allocator();
-    if DEV.get().is_some() {
-        return Err("the workload runs once per boot".to_string());
+    if !core::ptr::eq(*DEV.call_once(|| d), d) {
+        return Err("the workload runs on one device per boot".to_string());
     }
-    DEV.call_once(|| d);
-    let src = pages.lock().alloc_pages(SRC_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| e.to_string())?;
-    let data: alloc::vec::Vec<u8> = (0..BURST_LEN).map(pattern).collect();
-    RAM.write(src, &data);
+    reset_burst();
 
     // 1. Memory pressure.
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42);
-    let pressure_pages = pressure.len();
-    pressure.release_every(pages, 4); // room for migration targets
-    let mut report = WorkloadReport { slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
+    let mut pressure = None;
+    let mut pressure_pages = 0;
+    if under_pressure {
+        let mut p = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42 + cycle as u64);
+        pressure_pages = p.len();
+        p.release_every(pages, 4); // room for migration targets
+        pressure = Some(p);
+    }
+    let mut report = WorkloadReport { cycle, under_pressure, slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
     phase("memory pressure");
+    sample("pressure");
 
     // 2. The burst, from the timer interrupt.
-    SRC.store(src, Ordering::Relaxed);
+    SRC.store(src.addr, Ordering::Relaxed);
     let failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
     let t0 = time::uptime();
     if !time::add_tick_hook(burst_irq) {
         return Err("no room for a tick hook".to_string());
     }
     time::start_tick(Duration::from_micros(300));
-    report.done_under_pressure = drive(d, src, t0 + Duration::from_secs(10), t0, &mut report, sample);
-    report.pressure_intact = pressure.verify(pages, &RAM).is_ok();
-    let mut pressure = Some(pressure);
+    report.done_under_pressure = drive(d, src.addr, t0 + Duration::from_secs(10), t0, &mut report, sample);
+    report.pressure_intact = pressure.as_ref().is_none_or(|p| p.verify(pages, &RAM).is_ok());
     if !report.done_under_pressure {
         // The pool could not grow under memory pressure: the requests wait; once the pressure
         // goes they must complete.
         if let Some(p) = pressure.take() {
             p.release(pages).map_err(|e| e.to_string())?;
         }
-        drive(d, src, time::uptime() + Duration::from_secs(10), t0, &mut report, sample);
+        drive(d, src.addr, time::uptime() + Duration::from_secs(10), t0, &mut report, sample);
     }
     time::stop_tick();
     time::remove_tick_hook(burst_irq);
@@ -170,7 +249,7 @@ pub fn pressure_burst_idle_sampled(
     let mut seen = alloc::vec![0u8; BURST_LEN];
     report.data_ok = MAPPED.iter().map(|a| a.load(Ordering::Relaxed)).filter(|&a| a != 0).all(|a| {
         RAM.read(a, &mut seen);
-        seen == data
+        seen == src.data
     });
     phase("I/O burst from interrupt handlers");
 
@@ -191,7 +270,8 @@ pub fn pressure_burst_idle_sampled(
     if let Some(p) = pressure.take() {
         p.release(pages).map_err(|e| e.to_string())?;
     }
-    let _ = pages.lock().free_pages(src, SRC_ORDER);
+    report.fragmentation = pages.lock().fragmentation();
+    SRC.store(0, Ordering::Relaxed);
     phase("idle");
     Ok(report)
 }
@@ -201,12 +281,18 @@ impl core::fmt::Display for WorkloadReport {
         let (a, b) = (&self.after, &self.before);
         write!(
             f,
-            "{}/{BURST} requests mapped in {:?} ({}), {} IRQ-context failures deferred and retried ({}); \
+            "cycle {} ({}): {}/{BURST} requests mapped in {:?} ({}), {} IRQ-context failures deferred and retried ({}); \
              pool slots {} -> peak {} -> idle {}; grew after {:?}; reclaimed {} pageblocks ({} pages migrated, {} dropped), \
-             {} extra pools, lent again {} pageblocks; data {}, movable pages {}",
+             {} extra pools, lent again {} pageblocks; data {}, movable pages {}; {}",
+            self.cycle,
+            if self.under_pressure { "under memory pressure" } else { "no memory pressure" },
             self.mapped,
             self.took,
-            if self.done_under_pressure { "under memory pressure" } else { "only after the memory pressure was released" },
+            match (self.under_pressure, self.done_under_pressure) {
+                (_, true) => "in time",
+                (true, false) => "only after the memory pressure was released",
+                (false, false) => "late",
+            },
             self.irq_failures,
             self.deferred_done,
             self.slots.0,
@@ -220,6 +306,7 @@ impl core::fmt::Display for WorkloadReport {
             a.pageblocks_lent_again - b.pageblocks_lent_again,
             if self.data_ok { "intact" } else { "CORRUPT" },
             if self.pressure_intact { "intact" } else { "CORRUPT" },
+            self.fragmentation,
         )
     }
 }

@@ -59,7 +59,7 @@ pub use error::{AllocError, FreeError, HandleError, InitError, MigrateError, Pin
 pub use migrate::{DroppedPage, LockedPageAllocator, PinGuard, ReclaimMode, ReclaimReport};
 pub use migratetype::MigrateType;
 pub use movable::{MovableInfo, MovablePage, OwnerKind, PageOwner};
-pub use stats::{CompactStats, PageTypeInfo, RamPicture};
+pub use stats::{CompactStats, Fragmentation, PageTypeInfo, RamPicture};
 pub use zone::ZoneType;
 
 use super::PAGE_SHIFT;

@@ -1,4 +1,5 @@
-//! Observability: `/proc/pagetypeinfo` and a one-line picture of RAM by pageblock.
+//! Observability: `/proc/pagetypeinfo`, fragmentation (`/sys/kernel/debug/extfrag`) and a
+//! one-line picture of RAM by pageblock.
 
 use core::fmt;
 
@@ -50,7 +51,102 @@ impl fmt::Display for CompactStats {
     }
 }
 
+/// How fragmented free memory is, node-wide (both zones, every migrate type, as Linux's
+/// `free_area[order].nr_free` counts them). Plain data; take it under the lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fragmentation {
+    /// Free pages (Linux: `contig_page_info.free_pages`).
+    pub free_pages: usize,
+    /// Pageblocks that are wholly free: one free block of `PAGEBLOCK_ORDER` each (Linux's free
+    /// blocks suitable for a pageblock-order allocation, since `MAX_PAGE_ORDER` is that order).
+    pub free_pageblocks: usize,
+    /// The largest order with a free block; `None` when nothing is free.
+    pub largest_free_order: Option<u8>,
+    /// Linux's `unusable_free_index()` at `PAGEBLOCK_ORDER` (`mm/vmstat.c`), in thousandths as
+    /// `/sys/kernel/debug/extfrag/unusable_index` prints it: the share of free pages that lie in
+    /// blocks too small for a pageblock-order allocation. 0: none, 1000: all (or nothing free).
+    pub unusable_free_index: u32,
+    /// MOVABLE pageblocks holding unmovable pages (Linux's "mixed" count of
+    /// `pagetypeinfo_showmixedcount`, seen from the MOVABLE side).
+    pub movable_blocks_with_unmovable: usize,
+    /// UNMOVABLE pageblocks holding movable pages (the same, seen from the UNMOVABLE side).
+    pub unmovable_blocks_with_movable: usize,
+}
+
+impl fmt::Display for Fragmentation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fragmentation: {} free pages, {} free pageblocks, largest free order {}, unusable free index {}.{:03} at order {PAGEBLOCK_ORDER}; \
+             mixed pageblocks: {} movable holding unmovable pages, {} unmovable holding movable pages",
+            self.free_pages,
+            self.free_pageblocks,
+            self.largest_free_order.map_or(-1, i32::from),
+            self.unusable_free_index / 1000,
+            self.unusable_free_index % 1000,
+            self.movable_blocks_with_unmovable,
+            self.unmovable_blocks_with_movable,
+        )
+    }
+}
+
+/// Linux `unusable_free_index()`: `(free_pages - (suitable_blocks << order)) * 1000 / free_pages`,
+/// 1000 when nothing is free.
+pub(super) fn unusable_free_index(free_pages: usize, suitable_blocks: usize, order: u8) -> u32 {
+    if free_pages == 0 {
+        return 1000;
+    }
+    ((free_pages - (suitable_blocks << order)) as u64 * 1000 / free_pages as u64) as u32
+}
+
 impl PageAllocator {
+    /// Measures [`Fragmentation`]: the free-area counters for the free side, and a walk of every
+    /// managed pageblock's block heads (one descriptor per allocated or free block, not per
+    /// page) for the mixed blocks. Task context: the walk covers all of RAM under the lock.
+    pub fn fragmentation(&self) -> Fragmentation {
+        let mut frag = Fragmentation::default();
+        let mut suitable = 0;
+        for zone in &self.zones {
+            for (order, area) in zone.free_area.iter().enumerate() {
+                let blocks: usize = area.nr_free.iter().sum();
+                if blocks > 0 {
+                    frag.largest_free_order = frag.largest_free_order.max(Some(order as u8));
+                }
+                frag.free_pages += blocks << order;
+                if order >= PAGEBLOCK_ORDER as usize {
+                    suitable += blocks << (order - PAGEBLOCK_ORDER as usize);
+                }
+            }
+        }
+        frag.free_pageblocks = suitable;
+        frag.unusable_free_index = unusable_free_index(frag.free_pages, suitable, PAGEBLOCK_ORDER);
+        for (block, mt) in self.pageblock_type.iter().enumerate() {
+            let (Some(mt @ (MigrateType::Movable | MigrateType::Unmovable)), head) = (mt, block << PAGEBLOCK_ORDER) else { continue };
+            let (mut unmovable, mut movable) = (false, false);
+            let mut idx = head;
+            while idx < head + PAGEBLOCK_NR_PAGES {
+                idx += match self.mem_map[idx] {
+                    PageDesc::Allocated { order } => {
+                        unmovable = true;
+                        1 << order
+                    }
+                    PageDesc::Movable { order, .. } => {
+                        movable = true;
+                        1 << order
+                    }
+                    PageDesc::Free { order, .. } => 1 << order,
+                    PageDesc::Tail | PageDesc::Unmanaged => 1,
+                };
+            }
+            match mt {
+                MigrateType::Movable if unmovable => frag.movable_blocks_with_unmovable += 1,
+                MigrateType::Unmovable if movable => frag.unmovable_blocks_with_movable += 1,
+                _ => {}
+            }
+        }
+        frag
+    }
+
     /// Takes a [`PageTypeInfo`] snapshot.
     pub fn pagetypeinfo(&self) -> PageTypeInfo {
         let mut info = PageTypeInfo {
