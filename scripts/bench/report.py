@@ -1246,7 +1246,7 @@ def pools_discussion(runs):
     out = ""
     if contention and max(contention) == 0:
         out += (
-            "The lock contention counters read 0 in every run: the kernel runs on one CPU and every lock here masks "
+            "The lock contention counters read 0 in every run: this benchmark runs on one vCPU and every lock here masks "
             "interrupts, so a lock can never be found taken, and a per-device pool cannot win by removing lock "
             "contention on this machine. What it can change is where the slots come from (a pool of its own, never "
             "short because of the other disks) and the slot search. "
@@ -1302,8 +1302,9 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     md.append("## Method\n")
     md.append(
         f"- One benchmark kernel (`kernel/examples/bench/`), booted once per configuration and round by "
-        f"`scripts/bench.sh`; the command line picks the benchmark (`demo=bench-io|features|map|scaling|policy|pools`) and "
-        f"the configuration (`swiotlb_policy=`, `swiotlb=`, `cma=`, `swiotlb_keep=`, `blk_event_idx=`, `blk_indirect=`). The configurations run "
+        f"`scripts/bench.sh`; the command line picks the benchmark (`demo=bench-io|features|map|scaling|policy|pools|smp-map|smp-io`) and "
+        f"the configuration (`swiotlb_policy=`, `swiotlb=`, `cma=`, `swiotlb_keep=`, `blk_event_idx=`, `blk_indirect=`, "
+        f"`irq_affinity=`, and the vCPU count given to `qemu-run.sh --smp`). The configurations run "
         f"alternated, A B C … A B C …, {machine.get('rounds', '?')} rounds "
         f"({boots} boots{'; quick run' if machine.get('quick') else ''}), so that the noise of a shared machine "
         f"hits them alike. Configurations: {', '.join('`' + c + '`' for c in configs)}.\n"
@@ -1325,7 +1326,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     md.append("## The machine\n")
     md.append(
         f"- host: {machine.get('nproc', '?')} CPUs ({machine.get('cpu', '?')}), shared with other work; "
-        f"{machine.get('qemu', '?')}, TCG (no KVM), one vCPU (cortex-a72), {fmt(facts.get('ram_mib'))} MiB of RAM, GICv2\n"
+        f"{machine.get('qemu', '?')}, TCG (no KVM), cortex-a72 vCPUs (one, except the `smp-*` configurations of section 6), {fmt(facts.get('ram_mib'))} MiB of RAM, GICv2\n"
         f"- kernel: `{machine.get('kernel_rev', '?')}`, Rust release profile (`cargo run` and the tests use the dev profile)\n"
         f"- the board: a {fmt(facts.get('dma_window_mib'))} MiB DMA window for every device (root `dma-ranges`), a "
         f"{fmt(pool_mib)} MiB SWIOTLB region ({fmt(pool_blocks)} pageblocks) inside it, disk 1 behind a "
