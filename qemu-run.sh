@@ -174,7 +174,7 @@ dtc -q -I dts -O dtb -o "$work/run.dtb" "$work/run.dts" 2>"$work/dtc.log" \
     || { cat "$work/dtc.log" >&2; die "dtc could not build the device tree (fragments: ${fragments[*]-none})"; }
 
 qemu+=(-M "$machine" -kernel "$elf" -dtb "$work/run.dtb")
-((semihosting)) && qemu+=(-semihosting-config enable=on,target=native)
+((semihosting)) && qemu+=(-semihosting-config "enable=on,target=native")
 if ((gdb)); then
     qemu+=(-S -gdb "tcp::$gdb_port")
     echo "qemu-run.sh: QEMU waits for a debugger on port $gdb_port. In another terminal:" >&2
@@ -229,4 +229,4 @@ for line in open(log, errors="replace"):
 sys.exit(bad)
 PY
 fi
-exit $status
+exit "$status"

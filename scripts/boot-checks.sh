@@ -3,7 +3,7 @@
 # Each check boots a kernel image with qemu-run.sh and checks its exit status and its console.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
+cd "$here" || exit 2
 cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off || exit 1
 bin=target/aarch64-unknown-none/debug
 

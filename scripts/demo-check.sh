@@ -13,7 +13,7 @@
 #        scripts/demo-check.sh --log FILE   (check a saved `cargo run` log instead of running)
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
+cd "$here" || exit 2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 if [[ ${1:-} == --log ]]; then

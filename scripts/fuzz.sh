@@ -16,7 +16,7 @@
 # $CARGO_TARGET_DIR/fuzz/artifacts/<target>/. Reproduce one with the printed command.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$here"
+cd "$here" || exit 2
 
 seconds=${1:-45}
 shift $(($# > 0 ? 1 : 0))
@@ -37,8 +37,10 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 echo "fuzz: building ${targets[*]} ($out)"
+bins=()
+for t in "${targets[@]}"; do bins+=(--bin "$t"); done
 if ! CARGO_TARGET_DIR=$out cargo build --release --manifest-path fuzz/Cargo.toml \
-        --target "$host" $(printf -- '--bin %s ' "${targets[@]}"); then
+        --target "$host" "${bins[@]}"; then
     echo "fuzz: build failed"
     echo "fuzz: 0 passed, ${#targets[@]} failed"
     exit 1
@@ -69,12 +71,12 @@ for t in "${targets[@]}"; do
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
     if ((status == 0)); then
         passed=$((passed + 1))
-        echo "fuzz: $t ok (${runs:-?} runs, ${cov:-cov: ?}, corpus $(ls "$corpus" | wc -l) inputs)"
+        echo "fuzz: $t ok (${runs:-?} runs, ${cov:-cov: ?}, corpus $(find "$corpus" -maxdepth 1 -type f | wc -l) inputs)"
     else
         failed=$((failed + 1))
         echo "fuzz: $t FAILED (exit $status); the end of $log:"
         grep -v '^ *[0-9]*: \|^ *at ' "$log" | tail -25 | sed 's/^/    /'
-        crash=$(ls -t "$artifacts" 2>/dev/null | head -1)
+        crash=$(find "$artifacts" -maxdepth 1 -type f -printf '%T@ %f\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-)
         [[ -n $crash ]] && echo "fuzz: reproduce: $bin $artifacts/$crash"
     fi
 done

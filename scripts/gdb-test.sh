@@ -37,4 +37,4 @@ if ((status != 0)); then
     echo "gdb-test: FAILED (gdb exit status $status); QEMU said:" >&2
     cat "$log" >&2
 fi
-exit $status
+exit "$status"
