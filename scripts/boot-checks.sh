@@ -4,7 +4,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here" || exit 2
-cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off || exit 1
+cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off --example stack_overflow || exit 1
 bin=target/aarch64-unknown-none/debug
 
 passed=0 failed=0
@@ -35,6 +35,14 @@ expect unhandled_fault_is_reported_and_fails 1 \
     'Unhandled synchronous exception' 'data abort at the current EL\), translation fault' \
     'FAR  0x0000002000000000' 'ELR  0x' 'Backtrace' \
     -- "$bin/examples/unhandled_fault"
+# A kernel stack that overflows hits its guard page; the exception entry sees the stack full,
+# moves to the CPU's emergency stack and reports it (without that, the entry's own pushes fault
+# again and again and run into whatever lies below). On the boot CPU, and on a secondary.
+expect stack_overflow_is_reported_cpu0 1 '\*\*\* Kernel stack overflow on CPU 0: SP 0x[0-9a-f]+, stack \[' \
+    'data abort at the current EL' \
+    -- "$bin/examples/stack_overflow"
+expect stack_overflow_is_reported_on_a_secondary 1 'smp: 2 of 2 CPUs online' '\*\*\* Kernel stack overflow on CPU 1: ' \
+    -- --smp 2 --gic 3 --el2 "$bin/examples/stack_overflow" demo=overflow,cpu=1
 expect unhandled_fault_at_el2_entry_gicv3 1 'Unhandled synchronous exception' \
     -- --el2 --gic 3 "$bin/examples/unhandled_fault"
 

@@ -113,12 +113,32 @@ pub fn catch_fault(f: impl FnOnce()) -> Option<CaughtFault> {
     })
 }
 
+/// Each CPU's emergency stack, for reporting an overflow of its kernel stack (`asm/vectors.S`
+/// `stack_overflow` switches to it; 8 KiB each, `OVERFLOW_STACK_SHIFT`). Only the assembly
+/// touches it, by address.
+#[no_mangle]
+static OVERFLOW_STACKS: OverflowStacks = OverflowStacks(core::cell::UnsafeCell::new([[0; 8192]; MAX_CPUS]));
+
+/// Writable (an `UnsafeCell`, so it lands in .bss, not in read-only data).
+#[repr(C, align(16))]
+struct OverflowStacks(core::cell::UnsafeCell<[[u8; 8192]; MAX_CPUS]>);
+
+// SAFETY: the Rust side never reads or writes it; each CPU's assembly uses only its own slice,
+// once, on its way to stopping the machine.
+unsafe impl Sync for OverflowStacks {}
+
+/// The vector code's kind for "a kernel stack overflowed" (`asm/vectors.S`).
+const KIND_STACK_OVERFLOW: u64 = 16;
+
 const KIND_NAMES: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
 const ORIGIN_NAMES: [&str; 4] = ["current EL with SP_EL0", "current EL with SP_ELx", "lower EL (AArch64)", "lower EL (AArch32)"];
 
 /// Called by `asm/vectors.S` for every exception. `kind` is the vector index (0..16).
 #[no_mangle]
 extern "C" fn boot_handle_exception(frame: &mut TrapFrame, kind: u64) {
+    if kind == KIND_STACK_OVERFLOW {
+        stack_overflow(frame);
+    }
     let origin = (kind / 4) as usize;
     let class = (kind % 4) as usize;
     match (origin, class) {
@@ -132,6 +152,24 @@ extern "C" fn boot_handle_exception(frame: &mut TrapFrame, kind: u64) {
         }
         _ => fatal(frame, KIND_NAMES[class], ORIGIN_NAMES[origin.min(3)]),
     }
+}
+
+/// On the emergency stack: report the overflow (the SP it happened at is in SP_EL0) and the
+/// exception that found the stack full, then stop the machine.
+fn stack_overflow(frame: &mut TrapFrame) -> ! {
+    use aarch64_cpu::registers::{Readable, SP_EL0};
+    frame.sp = SP_EL0.get();
+    let cpu = cpu_id();
+    let (bottom, top) = crate::smp::stack_bounds(cpu);
+    if let Some(hooks) = hooks() {
+        let mut out = Emergency(hooks.emergency_write);
+        let _ = writeln!(
+            out,
+            "\n*** Kernel stack overflow on CPU {cpu}: SP {:#x}, stack [{bottom:#x}-{top:#x}) (the guard page below it was hit)",
+            frame.sp
+        );
+    }
+    fatal(frame, "synchronous", "current EL with SP_ELx, on a full stack")
 }
 
 fn handle_irq() {

@@ -13,9 +13,43 @@
 
 .equ FRAME_SIZE, 36 * 8
 .equ FPSIMD_SIZE, 32 * 16 + 16
+// boot/src/smp.rs: each CPU's stack area is a guard page then the stack (linker.ld).
+.equ STACK_GUARD, 4096
+.equ OVERFLOW_STACK_SHIFT, 13           // 8 KiB emergency stack per CPU (OVERFLOW_STACKS)
+.equ KIND_STACK_OVERFLOW, 16            // boot_handle_exception: a kernel stack overflowed
 
 .macro VECTOR kind
 .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mov     x1, #\kind
+    b       exception_common
+.endm
+
+// An exception taken on the kernel's own stack (SP_ELx): before anything is pushed, check that
+// the frames this entry pushes fit above the bottom of this CPU's stack (Linux: the VMAP_STACK
+// check in kernel_ventry). If not, the stack has overflowed into its guard page, and pushing
+// would fault again, without end: go to stack_overflow, which switches to this CPU's emergency
+// stack. No memory is touched before the check: x0 and x1 wait in TPIDRRO_EL0 and SP_EL0
+// (neither is used: nothing runs at EL0, and the kernel runs on SP_EL1); exceptions are masked
+// on entry, so nothing else can use them meanwhile.
+.macro VECTOR_SPX kind
+.balign 0x80
+    msr     tpidrro_el0, x0
+    msr     sp_el0, x1
+    mrs     x1, tpidr_el1               // this CPU's index (boot/src/smp.rs: cpu_id)
+    add     x1, x1, x1, lsl #4          // x 17
+    lsl     x1, x1, #12                 // x (STACK_GUARD + STACK_SIZE) = x 0x11000
+    mov     x0, sp
+    sub     x0, x0, x1
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    sub     x0, x0, x1                  // SP's offset in this CPU's guard page + stack
+    sub     x0, x0, #(FRAME_SIZE + FPSIMD_SIZE + 16)
+    cmp     x0, #STACK_GUARD            // what we push would reach the guard page?
+    mrs     x1, sp_el0
+    mrs     x0, tpidrro_el0
+    b.lo    stack_overflow
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0]
     mov     x1, #\kind
@@ -32,10 +66,10 @@ exception_vectors:
     VECTOR 2
     VECTOR 3
     // Current EL with SP_ELx
-    VECTOR 4
-    VECTOR 5
-    VECTOR 6
-    VECTOR 7
+    VECTOR_SPX 4
+    VECTOR_SPX 5
+    VECTOR_SPX 6
+    VECTOR_SPX 7
     // Lower EL, AArch64
     VECTOR 8
     VECTOR 9
@@ -46,6 +80,27 @@ exception_vectors:
     VECTOR 13
     VECTOR 14
     VECTOR 15
+
+// The kernel stack overflowed (x0, x1 as interrupted; SP in or near the guard page). Keep the
+// overflowed SP in SP_EL0 for the report, move to this CPU's emergency stack, and report it
+// through the common path as kind KIND_STACK_OVERFLOW (the ESR, ELR and FAR still describe the
+// exception that found the stack full). The report stops the machine: nothing returns here.
+stack_overflow:
+    msr     tpidrro_el0, x0
+    mov     x0, sp
+    msr     sp_el0, x0
+    mrs     x0, tpidr_el1
+    add     x0, x0, #1
+    lsl     x0, x0, #OVERFLOW_STACK_SHIFT
+    mov     sp, x0                      // (cpu + 1) x 8 KiB ...
+    adrp    x0, OVERFLOW_STACKS
+    add     x0, x0, :lo12:OVERFLOW_STACKS
+    add     sp, sp, x0                  // ... above the emergency stacks' base: this CPU's top
+    mrs     x0, tpidrro_el0
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mov     x1, #KIND_STACK_OVERFLOW
+    b       exception_common
 
 exception_common:
     stp     x2, x3, [sp, #16]
