@@ -55,8 +55,8 @@ pub struct KernelParams {
     pub swiotlb_shrink_delay_ms: u64,
     /// `swiotlb_batch=<pageblocks>`: pageblocks reclaimed or lent per worker run.
     pub swiotlb_batch: u32,
-    /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent; under
-    /// `cma` the boot pool's size).
+    /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent; spread
+    /// over the pool's areas; under `cma` the boot pool's size).
     pub swiotlb_keep: u32,
     /// `swiotlb_transient=on|off`: under `dynamic`, a mapping that misses every pool gets a
     /// transient pool (on, as Linux 6.6) or fails and is deferred (off).

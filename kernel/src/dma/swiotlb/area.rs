@@ -140,9 +140,13 @@ impl AreaSlots {
     }
 
     /// Slots held by mappings.
-    #[cfg(test)]
     pub(super) fn used(&self) -> usize {
         self.used
+    }
+
+    /// Slots that are not lent: free or held by mappings.
+    pub(super) fn usable(&self) -> usize {
+        self.slots.len() - self.lent
     }
 
     /// The free-run counts, for consistency checks in tests.

@@ -39,7 +39,7 @@ mod tests;
 
 pub use bounce::task_copy_stats;
 pub use error::SwiotlbError;
-pub use pool::SwiotlbPool;
+pub use pool::{AreaUsage, SwiotlbPool};
 pub use slots::SlotState;
 pub use stats::SwiotlbStats;
 

@@ -30,12 +30,21 @@ pub struct SwiotlbPool {
     counters: super::stats::Counters,
     /// Free slots only IRQ-context mappings may take.
     irq_reserve_slots: AtomicUsize,
-    /// Area where the next search starts. Linux starts at the CPU number; we have no per-CPU
-    /// data yet, so searches start round robin, which spreads them over the locks just as well.
+    /// Area where the next search starts with one CPU: round robin, which spreads searches over
+    /// the locks. With several, a search starts at the CPU's own area (see `alloc_slots`).
     next_area: AtomicUsize,
     /// Set while a lend or unlend runs: they check slots, then change them, and must not
     /// interleave with each other (mappings never touch lent slots).
     lending: AtomicBool,
+}
+
+/// How much of one area bounce buffers may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AreaUsage {
+    /// Slots that are not lent: free or held by mappings.
+    pub usable: usize,
+    /// Free slots.
+    pub free: usize,
 }
 
 /// The position of a slot: area and index inside it.
@@ -97,6 +106,18 @@ impl SwiotlbPool {
     /// Areas (locks) in the pool.
     pub fn nareas(&self) -> usize {
         self.areas.len()
+    }
+
+    /// The area holding slot `index`.
+    pub fn area_of_slot(&self, index: usize) -> usize {
+        index / self.area_nslots
+    }
+
+    /// Usable (not lent) and free slots of area `area`, read under its lock. Task context (the
+    /// `lend` worker spreads pageblocks over the areas with it).
+    pub fn area_usage(&self, area: usize) -> AreaUsage {
+        let slots = self.areas[area].lock();
+        AreaUsage { usable: slots.usable(), free: slots.usable() - slots.used() }
     }
 
     /// Address of slot `index` (Linux `slot_addr`); `None` past the end.

@@ -399,6 +399,19 @@ impl PageAllocator {
         self.add_pageblocks(range, MigrateType::Swiotlb)
     }
 
+    /// As [`lend_swiotlb_pageblocks`](Self::lend_swiotlb_pageblocks) for several ranges, all or
+    /// none: every range is checked before any is lent (the `lend` policy's boot lends the
+    /// pageblocks between those it keeps, spread over the pool's areas).
+    pub fn lend_swiotlb_pageblock_ranges(&mut self, ranges: &[Range<PhysAddr>]) -> Result<(), RangeError> {
+        for range in ranges {
+            self.unmanaged_pageblocks(range)?;
+        }
+        for range in ranges {
+            self.add_pageblocks(range.clone(), MigrateType::Swiotlb)?;
+        }
+        Ok(())
+    }
+
     /// Gives whole, unmanaged pageblocks of a CMA area to the allocator as MIGRATE_CMA (Linux:
     /// `init_cma_reserved_pageblock()`): movable allocations may use them until `cma_alloc`
     /// takes them (see [`CmaArea`](crate::mm::cma::CmaArea)).
@@ -406,8 +419,9 @@ impl PageAllocator {
         self.add_pageblocks(range, MigrateType::Cma)
     }
 
-    fn add_pageblocks(&mut self, range: Range<PhysAddr>, mt: MigrateType) -> Result<(), RangeError> {
-        let blocks = self.pageblock_range(&range).inspect_err(|e| log::error!("page_alloc: {e:?}"))?;
+    /// The pageblocks of `range`, if the allocator manages none of them yet.
+    fn unmanaged_pageblocks(&self, range: &Range<PhysAddr>) -> Result<Range<usize>, RangeError> {
+        let blocks = self.pageblock_range(range).inspect_err(|e| log::error!("page_alloc: {e:?}"))?;
         for block in blocks.clone() {
             let head = block << PAGEBLOCK_ORDER;
             let managed = self.pageblock_type[block].is_some()
@@ -418,6 +432,11 @@ impl PageAllocator {
                 return Err(e);
             }
         }
+        Ok(blocks)
+    }
+
+    fn add_pageblocks(&mut self, range: Range<PhysAddr>, mt: MigrateType) -> Result<(), RangeError> {
+        let blocks = self.unmanaged_pageblocks(&range)?;
         for block in blocks {
             let head = block << PAGEBLOCK_ORDER;
             self.mem_map[head..head + PAGEBLOCK_NR_PAGES].fill(PageDesc::Tail);

@@ -1,6 +1,7 @@
 //! The manager: construction under each policy, the mapping entry points over its pools, and the
 //! IRQ-safe tests that decide whether to schedule the worker.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -64,8 +65,8 @@ impl SwiotlbManager {
     /// - `cma`: the pool covers `tunables.min_slot_pageblocks()` pageblocks; the rest of the
     ///   reserved range ([`BlockState::Unused`]) is given to `pages` as ordinary MOVABLE memory
     ///   (nothing stays reserved and unused); the pool grows with chunks from the CMA area.
-    /// - `lend`: the first `min_slot_pageblocks()` pageblocks are slots, the rest is lent to
-    ///   `pages` as MIGRATE_SWIOTLB in one all-or-nothing call.
+    /// - `lend`: `min_slot_pageblocks()` pageblocks, spread over the areas (see `areas.rs`), are
+    ///   slots; the rest is lent to `pages` as MIGRATE_SWIOTLB in one all-or-nothing call.
     ///
     /// `never_lend` marks a pool shared with an untrusted device by design: under `lend` it is
     /// managed as `static`, and `dynamic` is refused (its extra pools would not be shared memory).
@@ -128,10 +129,22 @@ impl SwiotlbManager {
             }
             SwiotlbPolicy::Cma => {}
             SwiotlbPolicy::Lend if slot_blocks < nblocks => {
-                let spare = slot_blocks..nblocks;
-                manager.pool.lend(spare.start * SLOTS_PER_PAGEBLOCK..spare.end * SLOTS_PER_PAGEBLOCK)?;
-                pages.lock().lend_swiotlb_pageblocks(manager.block_addrs(spare.clone()))?;
-                spare.for_each(|b| manager.blocks.set(b, BlockState::Lent));
+                // The runs of pageblocks between the kept ones. The pool's side first: if the
+                // page allocator refuses, the manager is dropped and nothing was lent.
+                let kept = manager.boot_slot_pageblocks(slot_blocks);
+                let mut spare: Vec<Range<usize>> = Vec::new();
+                for block in (0..nblocks).filter(|b| !kept[*b]) {
+                    match spare.last_mut() {
+                        Some(run) if run.end == block => run.end += 1,
+                        _ => spare.push(block..block + 1),
+                    }
+                }
+                for run in &spare {
+                    manager.pool.lend(run.start * SLOTS_PER_PAGEBLOCK..run.end * SLOTS_PER_PAGEBLOCK)?;
+                }
+                let ranges: Vec<Range<PhysAddr>> = spare.iter().map(|run| manager.block_addrs(run.clone())).collect();
+                pages.lock().lend_swiotlb_pageblock_ranges(&ranges)?;
+                spare.into_iter().flatten().for_each(|b| manager.blocks.set(b, BlockState::Lent));
             }
             SwiotlbPolicy::Lend => {}
         }

@@ -14,7 +14,8 @@
 //!   the CMA area, given back when idle (`cma`).
 //! - `lend` (this design): `swiotlb_keep` pageblocks stay slots, the rest is lent to the page
 //!   allocator as MIGRATE_SWIOTLB; the worker reclaims lent blocks under pressure (migrating or
-//!   dropping the movable pages there, then scrubbing) and lends idle free blocks again.
+//!   dropping the movable pages there, then scrubbing) and lends idle free blocks again. The
+//!   blocks that are slots are spread over the pool's areas (`areas`).
 //!
 //! Interrupt context only maps, unmaps, syncs and asks [`SwiotlbManager::should_kick`]; growing
 //! and shrinking run in [`SwiotlbManager::worker`], in task context (migration is unbounded work).
@@ -22,6 +23,7 @@
 //! Where the code lives:
 //! - `config`: tunables from the command line, the pool geometry, the clock;
 //! - `blocks`: the per-pageblock state of the reserved range;
+//! - `areas`: which pageblocks are kept, reclaimed and lent again, spread over the pool's areas;
 //! - `manager`: the manager, its mapping entry points and the IRQ-safe kick test;
 //! - `worker`: grow and shrink;
 //! - `device`: per-device pools carved out of the default pool;
@@ -35,6 +37,7 @@
 //! - Linux has no lending; the reclaim side is `alloc_contig_range()` on CMA in spirit.
 #![forbid(unsafe_code)]
 
+mod areas;
 mod blocks;
 mod cma;
 mod config;

@@ -1,5 +1,6 @@
 //! The worker: grows the pools under pressure, shrinks them when idle. Task context only.
 
+use alloc::vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
@@ -104,8 +105,9 @@ impl SwiotlbManager {
         report
     }
 
-    /// Takes up to `batch` lent pageblocks back, lowest first, skipping blocks with pinned
-    /// pages: reclaim (migrate or drop), then scrub and make them free slots.
+    /// Takes up to `batch` lent pageblocks back, each from the area with the fewest usable
+    /// slots (`areas.rs`), skipping blocks with pinned pages: reclaim (migrate or drop), then
+    /// scrub and make them free slots.
     fn grow_by_reclaim(
         &self,
         pages: &LockedPageAllocator,
@@ -115,13 +117,10 @@ impl SwiotlbManager {
         report: &mut WorkerReport,
     ) {
         let started = clock.now();
-        for block in 0..self.blocks.len() {
-            if report.pageblocks_reclaimed == self.tunables.batch {
-                break;
-            }
-            if self.blocks.get(block) != BlockState::Lent {
-                continue;
-            }
+        let mut tried = vec![false; self.blocks.len()];
+        while report.pageblocks_reclaimed < self.tunables.batch {
+            let Some(block) = self.next_to_reclaim(&tried) else { break };
+            tried[block] = true;
             match self.reclaim_block(pages, mem, block, on_drop, report) {
                 Ok(()) => {
                     // Information-leak protection: whatever the page allocator's users left in
@@ -188,20 +187,17 @@ impl SwiotlbManager {
 
     /// Hysteresis: usage at or over the high watermark (now, or at any mapping since the last
     /// run) stops the shrink timer; under it the timer runs, and once it has run
-    /// `shrink_delay`, up to `batch` wholly free slot pageblocks are lent, highest first, and the
-    /// timer restarts.
+    /// `shrink_delay`, up to `batch` wholly free slot pageblocks are lent, each from the area
+    /// with the most free slots (`areas.rs`), and the timer restarts.
     fn shrink_when_idle(&self, pages: &LockedPageAllocator, mem: &dyn PhysMemory, now: Duration, report: &mut WorkerReport) {
         if !self.shrink_due(now) {
             return;
         }
         let floor = self.tunables.min_slot_pageblocks();
-        for block in (0..self.blocks.len()).rev() {
-            if report.pageblocks_lent == self.tunables.batch || self.blocks.count(BlockState::AsSlots) <= floor {
-                break;
-            }
-            if self.blocks.get(block) != BlockState::AsSlots || !self.block_all_free(block) {
-                continue;
-            }
+        let mut tried = vec![false; self.blocks.len()];
+        while report.pageblocks_lent < self.tunables.batch && self.blocks.count(BlockState::AsSlots) > floor {
+            let Some(block) = self.next_to_lend(&tried) else { break };
+            tried[block] = true;
             match self.lend_block(pages, mem, block) {
                 Ok(()) => report.pageblocks_lent += 1,
                 Err(e) => log::debug!("swiotlb: pageblock {block} not lent: {e}"),

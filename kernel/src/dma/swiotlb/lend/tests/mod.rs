@@ -8,6 +8,7 @@
 
 #![allow(clippy::single_range_in_vec_init)] // free-range lists of one range
 
+mod areas;
 mod cma;
 mod device;
 mod dynamic_static;
