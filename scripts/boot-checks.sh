@@ -4,7 +4,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here" || exit 2
-cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off --example stack_overflow || exit 1
+cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off --example stack_overflow --example heap_oom || exit 1
 bin=target/aarch64-unknown-none/debug
 
 passed=0 failed=0
@@ -43,6 +43,12 @@ expect stack_overflow_is_reported_cpu0 1 '\*\*\* Kernel stack overflow on CPU 0:
     -- "$bin/examples/stack_overflow"
 expect stack_overflow_is_reported_on_a_secondary 1 'smp: 2 of 2 CPUs online' '\*\*\* Kernel stack overflow on CPU 1: ' \
     -- --smp 2 --gic 3 --el2 "$bin/examples/stack_overflow" demo=overflow,cpu=1
+# Heap exhaustion: Rust's allocation-error path panics; the report says it is out of memory,
+# what was asked and what the heap had, and the status is a failure.
+expect heap_exhaustion_is_reported_as_out_of_memory 1 \
+    '\*\*\* Out of memory: the kernel heap could not allocate 1048576 bytes \(align 1\): [0-9]+ arenas' \
+    'memory allocation of 1048576 bytes failed' \
+    -- --mem 128M "$bin/examples/heap_oom"
 expect unhandled_fault_at_el2_entry_gicv3 1 'Unhandled synchronous exception' \
     -- --el2 --gic 3 "$bin/examples/unhandled_fault"
 

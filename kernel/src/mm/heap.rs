@@ -9,7 +9,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use linked_list_allocator::Heap;
 
@@ -45,6 +45,21 @@ pub struct KernelHeap {
     arenas: IrqSafeSpinLock<Arenas>,
     source: IrqSafeSpinLock<Option<&'static dyn HeapSource>>,
     growing: AtomicBool,
+    /// The last allocation that failed even after growing: size, alignment, and the heap's
+    /// arenas, size and use then (0 size: none). Atomics, so that the panic handler that
+    /// reports it reads them without a lock.
+    last_failure: [AtomicUsize; 5],
+}
+
+/// An allocation the heap could not serve (see [`KernelHeap::last_failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocFailure {
+    /// Bytes asked for.
+    pub size: usize,
+    /// Alignment asked for.
+    pub align: usize,
+    /// The heap at that moment.
+    pub heap: HeapStats,
 }
 
 /// Heap usage figures.
@@ -72,6 +87,7 @@ impl KernelHeap {
             arenas: IrqSafeSpinLock::new(Arenas { heaps: [EMPTY; MAX_ARENAS], count: 0 }),
             source: IrqSafeSpinLock::new(None),
             growing: AtomicBool::new(false),
+            last_failure: [const { AtomicUsize::new(0) }; 5],
         }
     }
 
@@ -105,7 +121,8 @@ impl KernelHeap {
         HeapStats { arenas: arenas.count, size: heaps.iter().map(Heap::size).sum(), used: heaps.iter().map(Heap::used).sum() }
     }
 
-    /// Allocates; grows once and retries on failure.
+    /// Allocates; grows once and retries on failure. A failure is recorded for
+    /// [`last_failure`](Self::last_failure).
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         let (ptr, low) = self.try_allocate(layout);
         if ptr.is_some() && !low {
@@ -114,7 +131,22 @@ impl KernelHeap {
         // Out of memory, or running low: grow outside the lock.
         let want = layout.size().saturating_add(layout.align()).saturating_add(4096).max(GROW_MIN);
         self.grow(want);
-        ptr.or_else(|| self.try_allocate(layout).0)
+        let ptr = ptr.or_else(|| self.try_allocate(layout).0);
+        if ptr.is_none() {
+            let heap = self.stats();
+            for (slot, v) in self.last_failure.iter().zip([layout.size().max(1), layout.align(), heap.arenas, heap.size, heap.used]) {
+                slot.store(v, Ordering::Relaxed);
+            }
+        }
+        ptr
+    }
+
+    /// The last allocation that failed, and the heap then: what an out-of-memory report says
+    /// (stable Rust has no `alloc_error_handler`; the panic handler reads this when the panic
+    /// is the allocation failure's).
+    pub fn last_failure(&self) -> Option<AllocFailure> {
+        let v: [usize; 5] = core::array::from_fn(|i| self.last_failure[i].load(Ordering::Relaxed));
+        (v[0] != 0).then_some(AllocFailure { size: v[0], align: v[1], heap: HeapStats { arenas: v[2], size: v[3], used: v[4] } })
     }
 
     fn try_allocate(&self, layout: Layout) -> (Option<NonNull<u8>>, bool) {
@@ -222,7 +254,12 @@ mod tests {
     #[test]
     fn fails_cleanly_without_a_source_and_never_grows_in_irq_context() {
         let heap = heap_with_arena(64 * 1024);
+        assert_eq!(heap.last_failure(), None);
         assert!(heap.allocate(Layout::from_size_align(128 * 1024, 8).unwrap()).is_none());
+        // What the out-of-memory report prints: the request and the heap then.
+        let f = heap.last_failure().expect("the failure is recorded");
+        assert_eq!((f.size, f.align, f.heap), (128 * 1024, 8, heap.stats()));
+        assert_eq!(f.heap.arenas, 1);
         let source: &'static LeakSource = Box::leak(Box::new(LeakSource { calls: Mutex::new(0), limit: 4 }));
         heap.set_source(source);
         let _irq = crate::arch::host::IrqContextGuard::enter();

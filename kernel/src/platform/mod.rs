@@ -424,6 +424,21 @@ fn current_test() -> &'static str {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let test = current_test();
+    // Heap exhaustion comes here (Rust's default allocation-error handler panics with "memory
+    // allocation of N bytes failed"): say what the heap had, from what it recorded.
+    let mut message = heapless_line::Line::new();
+    let _ = fmt::write(&mut message, format_args!("{}", info.message()));
+    if let Some(f) = message.as_str().starts_with("memory allocation of").then(|| HEAP.last_failure()).flatten() {
+        let mut oom = heapless_line::Line::new();
+        let _ = fmt::write(
+            &mut oom,
+            format_args!(
+                "\n*** Out of memory: the kernel heap could not allocate {} bytes (align {}): {} arenas, {} of {} bytes in use; it could not grow (no free pages, or no free arena slot)\n",
+                f.size, f.align, f.heap.arenas, f.heap.used, f.heap.size
+            ),
+        );
+        console::emergency_write(oom.as_str());
+    }
     let mut line = heapless_line::Line::new();
     if test.is_empty() {
         let _ = fmt::write(&mut line, format_args!("\n*** Kernel panic: {info}\n"));
