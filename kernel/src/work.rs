@@ -111,6 +111,17 @@ impl WorkQueue {
         ran
     }
 
+    /// Runs the pending items here, then waits until no item runs on any CPU (Linux
+    /// `flush_workqueue`, reduced: an item another CPU was running when this was called has
+    /// finished when it returns). Task context only.
+    pub fn flush(&self) -> usize {
+        let ran = self.run_pending();
+        while self.running.load(Ordering::Acquire) != 0 {
+            core::hint::spin_loop();
+        }
+        ran
+    }
+
     /// How many work items have run.
     pub fn runs(&self) -> u32 {
         self.runs.load(Ordering::Relaxed)
