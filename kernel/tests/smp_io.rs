@@ -50,10 +50,10 @@ const SECTOR: usize = 512;
 /// Sectors each CPU owns on each disk (512 KiB).
 const REGION: u64 = 1024;
 /// Bytes per request.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 16 * 1024;
 const CHUNKS: usize = REGION as usize * SECTOR / CHUNK;
 /// Write-and-read-back rounds after the first read of the fresh content.
-const ROUNDS: u64 = 3;
+const ROUNDS: u64 = 5;
 /// The I/O CPUs.
 const IO_CPUS: [usize; 3] = [1, 2, 3];
 /// Buffer order of one region (512 KiB).
