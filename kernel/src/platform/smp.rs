@@ -161,10 +161,18 @@ pub fn smp_init(conduit: Conduit) {
     log::info!("smp: {} of {} CPUs online: {}", num_online_cpus(), NR_LISTED.load(Ordering::Relaxed), list.join(","));
 }
 
+/// Fault injection for the boot check `smp_failed_ipi_registration_keeps_the_cpus`
+/// (`kernel/examples/ipi_fail.rs`; Linux `should_fail`): bit n set makes SGI n's registration
+/// fail as if the line had a handler already. Set before the kernel starts, read once.
+#[doc(hidden)]
+pub static FAIL_IPI_REGISTRATION: AtomicU32 = AtomicU32::new(0);
+
 /// Registers the IPIs on the boot CPU (Linux `set_smp_ipi_range`), recording which succeeded.
 fn irq_setup_ipi() {
+    let inject = FAIL_IPI_REGISTRATION.load(Ordering::Relaxed);
     for (ipi, handler) in IPIS {
-        match irq::request_irq(ipi, true, handler) {
+        let registered = if inject & (1 << ipi) != 0 { Err(irq::IrqError::Busy(ipi)) } else { irq::request_irq(ipi, true, handler) };
+        match registered {
             Ok(()) => {
                 IPIS_REGISTERED.fetch_or(1 << ipi, Ordering::Release);
             }
