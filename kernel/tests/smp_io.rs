@@ -209,7 +209,6 @@ fn both_disks_from_three_cpus() -> TestResult {
         }
     }
     let filler = buffer(6, true)?;
-    owned.push(filler);
 
     // RAM full of checksummed movable pages (the lent pageblocks too), every fourth page freed
     // again as room for migration targets and the heap.
@@ -246,7 +245,7 @@ fn both_disks_from_three_cpus() -> TestResult {
     }
     let checked = pressure.verify(pages, &RAM).map_err(|x| format!("movable pages corrupted: {x:?}"));
     pressure.release(pages).map_err(|x| format!("{x:?}"))?;
-    owned.iter().take(owned.len() - 1).for_each(|&b| free(b, REGION_ORDER));
+    owned.iter().for_each(|&b| free(b, REGION_ORDER));
     free(filler, 6);
 
     let mut moved = 0;
