@@ -684,9 +684,10 @@ impl Disk {
         result.map(|()| id)
     }
 
-    /// Requests accepted but not yet handed to the device.
+    /// Requests accepted but not yet handed to the device: waiting, or being mapped by a
+    /// submitter (the retry work may hold one on another CPU at any moment).
     pub fn waiting(&self) -> usize {
-        self.inner.lock().requests.waiting()
+        self.inner.lock().requests.not_started()
     }
 
     /// The outcome of a submitted request once the interrupt handler recorded it; `None` while
