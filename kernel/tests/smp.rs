@@ -4,7 +4,8 @@
 //! one CPU reclaims lent pageblocks under memory pressure (migrating checksummed movable pages)
 //! and another grows and shrinks the pool with task-context mappings. With fewer than three
 //! CPUs the stress case says so and passes; the other cases hold for any count. Also here:
-//! `idle()` does not sleep past work that an interrupt queued between its check and its WFI.
+//! `idle()` does not sleep past work that an interrupt queued between its check and its WFI,
+//! and work queued while the other CPUs sit in WFI wakes one of them (the reschedule IPI).
 #![no_std]
 #![no_main]
 
