@@ -4,7 +4,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here" || exit 2
-cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off --example stack_overflow --example heap_oom || exit 1
+cargo build -q -p kernel --bin kernel --example unhandled_fault --example psci_off --example stack_overflow --example heap_oom --example ipi_fail || exit 1
 bin=target/aarch64-unknown-none/debug
 
 passed=0 failed=0
@@ -123,6 +123,11 @@ expect smp_missing_cpu_is_reported 0 'smp: CPU2 \(MPIDR 0x7\) failed to come onl
     -- --smp 2 --dts-fragment scripts/testdata/extra-cpu.dtsi "$bin/kernel" demo=read-verify
 expect smp_missing_cpu_is_reported_gicv3 0 'smp: CPU2 \(MPIDR 0x7\) failed to come online' 'smp: 2 of 3 CPUs online: 0,1' \
     -- --smp 2 --gic 3 --el2 --dts-fragment scripts/testdata/extra-cpu.dtsi "$bin/kernel" demo=read-verify
+# A failed IPI registration costs that IPI, not the CPUs: the secondaries enable only what the
+# boot CPU registered, and the reschedule IPI still wakes one for work.
+expect smp_failed_ipi_registration_keeps_the_cpus 0 'smp: no handler for IPI 1' 'smp: 4 of 4 CPUs online: 0,1,2,3' \
+    'ipi_fail: work ran on CPU[123], woken by the reschedule IPI' \
+    -- --smp 4 --no-demo-disks "$bin/examples/ipi_fail"
 
 # demo=read-verify on a user's raw image: the CRC must match the host's.
 img=$(mktemp "${TMPDIR:-/tmp}/read-verify.XXXXXX.img")

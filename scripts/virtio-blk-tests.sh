@@ -4,7 +4,8 @@
 #   disk0 (first --disk, virtio_mmio@a003e00): 4 MiB, sector s = the little-endian u64 s, 64 times
 #   disk1 (second --disk, virtio_mmio@a003c00, behind the restricted DMA pool): 1 MiB of zeros
 # Usage: scripts/virtio-blk-tests.sh [EXTRA_BOOTARGS...]   (e.g. swiotlb_policy=lend)
-# Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the images and the log.
+# Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the images and the log;
+#              VIRTIO_BLK_QEMU_OPTS: extra qemu-run.sh options (e.g. "--smp 4").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +28,7 @@ expect_crc=$(python3 -c 'import sys, zlib; print("%08x" % zlib.crc32(open(sys.ar
 # qemu-run.sh splits QEMU_RUN_OPTS on spaces: one --bootargs per word.
 # disk2 is throttled (4 KiB/s) for the timeout test; disk3 is read-only.
 opts="--timeout 180 --disk $disk0,serial=dmabounce-disk0 --disk $disk1 --disk $disk2,throttling.bps-total=4096 --disk $disk3,readonly=on --bootargs dma_debug=on"
+opts+=" ${VIRTIO_BLK_QEMU_OPTS:-}" # e.g. --smp 4
 for arg in "$@"; do opts+=" --bootargs $arg"; done
 cd "$here"
 set +e

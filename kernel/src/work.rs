@@ -44,6 +44,8 @@ pub struct WorkQueue {
     running: AtomicU32,
     items: IrqSafeSpinLock<[Option<(&'static str, WorkFn)>; MAX_WORK]>,
     runs: AtomicU32,
+    /// Wakes an idle CPU when an item becomes pending (the platform's `wake_up_idle_cpu`).
+    waker: spin::Once<fn()>,
 }
 
 /// Errors of [`WorkQueue::register`].
@@ -62,7 +64,7 @@ impl Default for WorkQueue {
 impl WorkQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        Self { pending: AtomicU32::new(0), running: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0) }
+        Self { pending: AtomicU32::new(0), running: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0), waker: spin::Once::new() }
     }
 
     /// Registers `work` under `name` (task context, at init).
@@ -73,14 +75,29 @@ impl WorkQueue {
         Ok(WorkId(i as u32))
     }
 
-    /// Marks `id` pending. Safe from interrupt handlers: it neither waits nor allocates.
+    /// Sets the function that wakes an idle CPU when an item becomes pending (once, at SMP
+    /// bring-up; Linux `queue_work` ends in `wake_up_process` / `kick_pool`).
+    pub fn set_waker(&self, waker: fn()) {
+        self.waker.call_once(|| waker);
+    }
+
+    /// Marks `id` pending and, if it was not, wakes an idle CPU to run it. Safe from
+    /// interrupt handlers: it neither waits nor allocates (the waker must not either).
     pub fn schedule(&self, id: WorkId) {
-        self.pending.fetch_or(1 << id.0, Ordering::Release);
+        // SeqCst: paired with the idle CPU's publish-then-check (see `smp::idle_enter`). If the
+        // bit was set already, whoever set it woke a CPU, or every CPU still sees it pending
+        // before it sleeps.
+        let was = self.pending.fetch_or(1 << id.0, Ordering::SeqCst);
+        if was & (1 << id.0) == 0 {
+            if let Some(wake) = self.waker.get() {
+                wake();
+            }
+        }
     }
 
     /// True if any work is pending.
     pub fn has_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire) != 0
+        self.pending.load(Ordering::SeqCst) != 0
     }
 
     /// Runs every pending item once (items scheduled meanwhile run on the next call); an item
@@ -108,6 +125,17 @@ impl WorkQueue {
             self.running.fetch_and(!bit, Ordering::Release);
         }
         self.runs.fetch_add(ran as u32, Ordering::Relaxed);
+        ran
+    }
+
+    /// Runs the pending items here, then waits until no item runs on any CPU (Linux
+    /// `flush_workqueue`, reduced: an item another CPU was running when this was called has
+    /// finished when it returns). Task context only.
+    pub fn flush(&self) -> usize {
+        let ran = self.run_pending();
+        while self.running.load(Ordering::Acquire) != 0 {
+            core::hint::spin_loop();
+        }
         ran
     }
 

@@ -4,7 +4,8 @@
 //! one CPU reclaims lent pageblocks under memory pressure (migrating checksummed movable pages)
 //! and another grows and shrinks the pool with task-context mappings. With fewer than three
 //! CPUs the stress case says so and passes; the other cases hold for any count. Also here:
-//! `idle()` does not sleep past work that an interrupt queued between its check and its WFI.
+//! `idle()` does not sleep past work that an interrupt queued between its check and its WFI,
+//! and work queued while the other CPUs sit in WFI wakes one of them (the reschedule IPI).
 #![no_std]
 #![no_main]
 
@@ -43,6 +44,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "irq_depth_is_per_cpu", run: irq_depth_is_per_cpu },
             TestCase { name: "work_item_never_runs_on_two_cpus", run: work_item_never_runs_on_two_cpus },
             TestCase { name: "idle_does_not_sleep_past_work_an_interrupt_queued", run: idle_does_not_sleep_past_work },
+            TestCase { name: "queued_work_wakes_an_idle_cpu", run: queued_work_wakes_an_idle_cpu },
             TestCase { name: "irq_bounces_on_every_cpu_while_reclaim_and_resize_run", run: stress },
         ],
     )
@@ -248,6 +250,40 @@ fn idle_does_not_sleep_past_work() -> TestResult {
     kprintln!("  idle returned after {slept:?}");
     kassert!(IDLE_WORK_RAN.load(Ordering::SeqCst), "the interrupt's work never ran");
     kassert!(slept < Duration::from_millis(500), "idle slept {slept:?} with work queued (until the next tick)");
+    Ok(())
+}
+
+static WAKE_WORK: spin::Once<kernel::work::WorkId> = spin::Once::new();
+static WAKE_RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Work queued while every other CPU sits in WFI with no tick wakes one of them (the reschedule
+/// IPI): this CPU queues it and spins without running work, so only a secondary can run it, and
+/// nothing but the IPI would wake one. Without the waker the deadline passes.
+fn queued_work_wakes_an_idle_cpu() -> TestResult {
+    let cpus = online();
+    if cpus.len() < 2 {
+        kprintln!("  needs 2 CPUs; {} online: skipped", cpus.len());
+        return Ok(());
+    }
+    let id = *WAKE_WORK.call_once(|| kernel::work::SYSTEM_WQ.register("wake test", || WAKE_RAN_ON.store(cpu_id(), Ordering::SeqCst)).expect("a free work slot"));
+    on_each_cpu(time::stop_tick)?; // no tick wakes anyone
+    let secondaries = cpus.iter().filter(|&&c| c != cpu_id()).fold(0u32, |m, &c| m | 1 << c);
+    let deadline = time::uptime() + Duration::from_secs(10);
+    while smp::cpu_idle_mask() & secondaries != secondaries {
+        kassert!(time::uptime() < deadline, "the secondaries never went idle: idle mask {:#b}", smp::cpu_idle_mask());
+        core::hint::spin_loop();
+    }
+    WAKE_RAN_ON.store(usize::MAX, Ordering::SeqCst);
+    let t0 = time::uptime();
+    kernel::work::SYSTEM_WQ.schedule(id);
+    // Spin, never running work here: only an idle CPU that was woken can run it.
+    while WAKE_RAN_ON.load(Ordering::SeqCst) == usize::MAX && time::uptime() < t0 + Duration::from_secs(10) {
+        core::hint::spin_loop();
+    }
+    let ran_on = WAKE_RAN_ON.load(Ordering::SeqCst);
+    kassert!(ran_on != usize::MAX, "queued work never ran while CPU {} spun: no idle CPU was woken", cpu_id());
+    kprintln!("  ran on CPU{ran_on} after {:?}", time::uptime() - t0);
+    kassert!(ran_on != cpu_id() && secondaries & (1 << ran_on) != 0);
     Ok(())
 }
 

@@ -178,6 +178,12 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
         self.waiting
     }
 
+    /// Requests accepted and not yet started: waiting, or claimed by a submitter mapping them
+    /// now (on another CPU, a claim is a passing state the caller must not mistake for a start).
+    pub fn not_started(&self) -> usize {
+        self.waiting + self.slots.iter().filter(|s| matches!(s, SlotState::Claimed { .. })).count()
+    }
+
     /// The request the device completed under `tag`, and its slot; `None` if no request has that
     /// tag (the caller reports a device completing something it was never given).
     pub fn lookup(&self, tag: u16) -> Option<(usize, R)> {
@@ -382,6 +388,7 @@ mod tests {
         assert_eq!(t.claim(a.slot()), Some(10));
         assert_eq!(t.claim(a.slot()), None, "claimed once");
         assert_eq!(t.waiting(), 1);
+        assert_eq!(t.not_started(), 2, "a claimed request is not started yet");
         assert_eq!(t.oldest_waiting(), Some((b.slot(), 20)), "others skip a claimed request");
         assert!(t.is_pending(a) && !t.is_in_flight(a));
         assert!(!t.fail_waiting(a.slot(), Err(1)), "not waiting any more");

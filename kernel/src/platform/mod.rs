@@ -390,12 +390,15 @@ pub fn idle() {
 pub fn idle_with_window(in_window: fn()) {
     run_pending_work();
     let irq = crate::arch::irq_save();
+    let cpu = smp::cpu_id();
+    smp::idle_enter(cpu); // before the check: work queued after it sends this CPU the IPI
     let pending = crate::work::SYSTEM_WQ.has_pending();
     let tick = time::tick_running();
     if !pending && tick {
         in_window();
         boot::cpu::wait_for_interrupt();
     }
+    smp::idle_exit(cpu);
     crate::arch::irq_restore(irq);
     if !pending && !tick {
         time::delay(core::time::Duration::from_millis(1));

@@ -2,7 +2,8 @@
 //! with `enable-method = "psci"` is started with PSCI CPU_ON, joins the kernel in
 //! [`secondary_start_kernel`] and sits in [`cpu_idle_loop`]: it runs calls other CPUs send it
 //! ([`smp_call_function_single`]), deferred work, and its own interrupts (its timer, SPIs routed
-//! to it), and waits with WFI in between.
+//! to it), and waits with WFI in between. Work queued while CPUs sit in WFI wakes one of them
+//! with [`IPI_RESCHEDULE`] ([`wake_up_idle_cpu`]).
 //!
 //! Per-CPU data is a plain array indexed by the logical CPU index ([`cpu_id`], from TPIDR_EL1)
 //! wherever it is needed (here, the tick, the exception depth): at most [`MAX_CPUS`] entries,
@@ -20,6 +21,8 @@ use core::time::Duration;
 use boot::exception::IrqContext;
 use boot::smp::SecondaryBootData;
 use drivers::irq::gic::IrqNumber;
+
+use super::irq::IrqHandler;
 use drivers::power::psci::{self, Conduit};
 
 pub use boot::smp::MAX_CPUS;
@@ -31,8 +34,20 @@ use crate::sync::IrqSafeSpinLock;
 
 const _: () = assert!(MAX_CPUS == drivers::irq::gic::MAX_CPUS && MAX_CPUS <= 32);
 
+/// The SGI that wakes an idle CPU to run queued work (Linux `IPI_RESCHEDULE`).
+pub const IPI_RESCHEDULE: IrqNumber = 0;
 /// The SGI that wakes a CPU for a call (Linux `IPI_CALL_FUNC`).
 pub const IPI_CALL_FUNC: IrqNumber = 1;
+/// The IPIs, each with its handler.
+const IPIS: [(IrqNumber, IrqHandler); 2] = [(IPI_RESCHEDULE, ipi_handler), (IPI_CALL_FUNC, ipi_handler)];
+
+/// The IPIs the boot CPU registered (bit n: SGI n). A secondary enables these and no others,
+/// and nobody sends the others: a registration that failed costs that IPI, not the CPUs.
+static IPIS_REGISTERED: AtomicU32 = AtomicU32::new(0);
+
+/// Linux `idle_cpus_mask` (the `nohz` idea reduced): bit n set while CPU n is about to WFI
+/// or in it, published before its last check for work, IRQs masked.
+static CPU_IDLE_MASK: AtomicU32 = AtomicU32::new(0);
 
 /// How long the boot CPU waits for a secondary to say it is online (Linux waits 5 s in
 /// `__cpu_up`). Under TCG with more vCPUs than host cores a CPU may take a while.
@@ -146,10 +161,40 @@ pub fn smp_init(conduit: Conduit) {
     log::info!("smp: {} of {} CPUs online: {}", num_online_cpus(), NR_LISTED.load(Ordering::Relaxed), list.join(","));
 }
 
+/// Fault injection for the boot check `smp_failed_ipi_registration_keeps_the_cpus`
+/// (`kernel/examples/ipi_fail.rs`; Linux `should_fail`): bit n set makes SGI n's registration
+/// fail as if the line had a handler already. Set before the kernel starts, read once.
+#[doc(hidden)]
+pub static FAIL_IPI_REGISTRATION: AtomicU32 = AtomicU32::new(0);
+
+/// Registers the IPIs on the boot CPU (Linux `set_smp_ipi_range`), recording which succeeded.
 fn irq_setup_ipi() {
-    if let Err(e) = irq::request_irq(IPI_CALL_FUNC, true, ipi_handler) {
-        log::warn!("smp: no IPI handler ({e}); calls to other CPUs wait for their next interrupt");
+    let inject = FAIL_IPI_REGISTRATION.load(Ordering::Relaxed);
+    for (ipi, handler) in IPIS {
+        let registered = if inject & (1 << ipi) != 0 { Err(irq::IrqError::Busy(ipi)) } else { irq::request_irq(ipi, true, handler) };
+        match registered {
+            Ok(()) => {
+                IPIS_REGISTERED.fetch_or(1 << ipi, Ordering::Release);
+            }
+            Err(e) => log::warn!("smp: no handler for IPI {ipi} ({e}); other CPUs run without it (calls and work wait for their next interrupt)"),
+        }
     }
+    crate::work::SYSTEM_WQ.set_waker(wake_up_idle_cpu);
+}
+
+fn ipi_registered(ipi: IrqNumber) -> bool {
+    IPIS_REGISTERED.load(Ordering::Acquire) & (1 << ipi) != 0
+}
+
+/// Enables, on the calling secondary, the IPIs the boot CPU registered (Linux
+/// `ipi_setup`), and only those.
+fn ipi_setup() -> Result<(), irq::IrqError> {
+    for (ipi, _) in IPIS {
+        if ipi_registered(ipi) {
+            irq::enable_percpu_irq(ipi, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts CPU `cpu` and waits until it is online (Linux `__cpu_up`).
@@ -187,7 +232,7 @@ fn __cpu_up(cpu: usize, conduit: Conduit) -> Result<(), SmpError> {
 /// table, on its own stack, IRQs masked (Linux `secondary_start_kernel`).
 extern "C" fn secondary_start_kernel(cpu: usize) -> ! {
     // Its GIC interface and timer first: once online, other CPUs may route interrupts here.
-    if let Err(e) = irq::init_cpu().and_then(|()| time::init_cpu()).and_then(|()| irq::enable_percpu_irq(IPI_CALL_FUNC, true)) {
+    if let Err(e) = irq::init_cpu().and_then(|()| time::init_cpu()).and_then(|()| ipi_setup()) {
         log::error!("smp: CPU{cpu}: interrupt set-up failed: {e}");
         let _ = CPU_STATE[cpu].compare_exchange(CPU_BOOTING, CPU_FAILED, Ordering::AcqRel, Ordering::Acquire);
         park();
@@ -216,15 +261,58 @@ fn cpu_idle_loop(cpu: usize) -> ! {
         run_pending_call(cpu);
         super::run_pending_work();
         let irq = crate::arch::irq_save();
+        idle_enter(cpu);
         if !call_pending(cpu) && !crate::work::SYSTEM_WQ.has_pending() {
             boot::cpu::wait_for_interrupt();
         }
+        idle_exit(cpu);
         crate::arch::irq_restore(irq);
     }
 }
 
+/// Marks `cpu` idle before its last check for work (IRQs masked). Paired with
+/// [`wake_up_idle_cpu`] as a store-buffer pattern: this CPU publishes "idle" then reads the
+/// pending bits, the queuer publishes a pending bit then reads the idle mask, all SeqCst, so at
+/// least one of them sees the other: the work is seen here, or this CPU gets the IPI.
+pub(crate) fn idle_enter(cpu: usize) {
+    CPU_IDLE_MASK.fetch_or(1 << cpu, Ordering::SeqCst);
+}
+
+/// Clears `cpu`'s idle bit once it is awake.
+pub(crate) fn idle_exit(cpu: usize) {
+    CPU_IDLE_MASK.fetch_and(!(1 << cpu), Ordering::SeqCst);
+}
+
+/// The CPUs marked idle now (bit n: CPU n).
+pub fn cpu_idle_mask() -> u32 {
+    CPU_IDLE_MASK.load(Ordering::SeqCst)
+}
+
+/// Wakes one idle CPU other than this one to run newly queued work (Linux `wake_up_idle_cpu`
+/// with `IPI_RESCHEDULE`); the system work queue calls it when an item becomes pending. Safe
+/// in any context: no allocation, no wait (one GIC lock hold to send the SGI). The CPU is
+/// taken out of the idle mask here, so a burst of work wakes several CPUs, not one many times.
+pub fn wake_up_idle_cpu() {
+    if !ipi_registered(IPI_RESCHEDULE) {
+        return; // the work waits for the CPUs' next interrupt, as before this IPI
+    }
+    let this = 1u32 << cpu_id();
+    let mut idle = CPU_IDLE_MASK.load(Ordering::SeqCst) & !this;
+    while idle != 0 {
+        let cpu = idle.trailing_zeros() as usize;
+        // Claim it: if it woke meanwhile (its bit gone), try the next.
+        if CPU_IDLE_MASK.fetch_and(!(1 << cpu), Ordering::SeqCst) & (1 << cpu) != 0 {
+            if let Err(e) = irq::send_sgi(IPI_RESCHEDULE, cpu) {
+                log::warn!("smp: reschedule IPI to CPU{cpu} failed: {e}");
+            }
+            return;
+        }
+        idle &= !(1 << cpu);
+    }
+}
+
 fn ipi_handler(_ctx: &IrqContext<'_>, _irq: IrqNumber) {
-    // Nothing to do in the handler: the idle loop runs the call once the handler returns.
+    // Nothing to do in the handler: the idle loop runs the call or the work once it returns.
 }
 
 fn call_pending(cpu: usize) -> bool {
@@ -259,7 +347,9 @@ pub fn smp_call_function_single(cpu: usize, f: fn(), wait: bool) -> Result<(), S
         }
         *slot = Some(f);
     }
-    if let Err(e) = irq::send_sgi(IPI_CALL_FUNC, cpu) {
+    if !ipi_registered(IPI_CALL_FUNC) {
+        // No IPI: the call runs when the CPU's next interrupt wakes it.
+    } else if let Err(e) = irq::send_sgi(IPI_CALL_FUNC, cpu) {
         log::warn!("smp: IPI to CPU{cpu} failed: {e}");
     }
     while wait && CALLS_DONE[cpu].load(Ordering::Acquire) == done {

@@ -40,7 +40,7 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 
 use boot::exception::IrqContext;
@@ -293,6 +293,8 @@ pub struct DiskStats {
     pub completed_in_irq: AtomicU64,
     /// Interrupts taken.
     pub irqs: AtomicU64,
+    /// Which CPUs took this disk's interrupt (bit n: CPU n), to check its routing.
+    pub irq_cpus: AtomicU32,
     /// Submissions refused as [`BlkError::Busy`].
     pub busy: AtomicU64,
     /// Waiting requests started by the interrupt handler (mapped in interrupt context).
@@ -682,9 +684,10 @@ impl Disk {
         result.map(|()| id)
     }
 
-    /// Requests accepted but not yet handed to the device.
+    /// Requests accepted but not yet handed to the device: waiting, or being mapped by a
+    /// submitter (the retry work may hold one on another CPU at any moment).
     pub fn waiting(&self) -> usize {
-        self.inner.lock().requests.waiting()
+        self.inner.lock().requests.not_started()
     }
 
     /// The outcome of a submitted request once the interrupt handler recorded it; `None` while
@@ -1069,6 +1072,7 @@ impl Disk {
     /// context submitting to this disk on another CPU (issue 13).
     fn complete_from_irq(&self) {
         self.stats.irqs.fetch_add(1, Ordering::Relaxed);
+        self.stats.irq_cpus.fetch_or(1 << super::smp::cpu_id(), Ordering::Relaxed);
         self.inner.lock().blk.ack_interrupt();
         // Bounded: each pop retires one of at most QUEUE_SIZE chains in flight.
         for _ in 0..QUEUE_SIZE {
