@@ -5,6 +5,8 @@
 # "fuzz: N passed, N failed" (N counts targets).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    default: 45 s, every target
+#   FUZZ_RUNS=N scripts/fuzz.sh SECONDS TARGET          stop a target after N executions (or
+#                                                       SECONDS, whichever comes first): the long runs
 #
 # Stable Rust, no cargo-fuzz: we pass the flags `cargo fuzz build -s none` would (SanitizerCoverage
 # with inline 8-bit counters, PC table and comparison tracing, `--cfg fuzzing`) ourselves and link
@@ -64,7 +66,9 @@ for t in "${targets[@]}"; do
     esac
     log=$out/$t.log
     echo "fuzz: $t for ${seconds}s (corpus $corpus, log $log)"
-    "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=$max_len \
+    runs_limit=()
+    [[ -n ${FUZZ_RUNS:-} ]] && runs_limit=(-runs="$FUZZ_RUNS")
+    "$bin" "${runs_limit[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=$max_len \
         -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" "${seeds[@]}" >"$log" 2>&1
     status=$?
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
