@@ -101,7 +101,11 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
 
     /// An empty table that hands out only the first `limit` slots (1..=N; clamped).
     pub fn with_limit(limit: usize) -> Self {
-        Self { limit: limit.clamp(1, N), ..Self::new() }
+        // Not `Self { limit, ..Self::new() }`: that builds the table twice on the stack, and a
+        // driver's table is kilobytes (the probe's stack is 64 KiB).
+        let mut table = Self::new();
+        table.limit = limit.clamp(1, N);
+        table
     }
 
     /// How many requests the table takes at once.
