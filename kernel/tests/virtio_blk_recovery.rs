@@ -27,6 +27,7 @@ use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{time, Kernel};
 use kernel::block::DiskHealth;
+use kernel::sync::IrqSafeSpinLock;
 use kernel::{kassert, kassert_eq, kprintln};
 
 kernel::entry!(main);
@@ -41,6 +42,8 @@ fn main(k: &'static Kernel) -> ExitStatus {
         &[
             TestCase { name: "stalled_request_reset_retried_and_completes", run: stalled_then_completes },
             TestCase { name: "request_out_of_retries_fails_then_disk_serves_again", run: out_of_retries },
+            // Last: a dead disk stays dead.
+            TestCase { name: "disk_dead_after_failed_reinits_fails_everything_once", run: dead_disk },
             TestCase { name: "no_dma_api_misuse", run: no_misuse },
         ],
     )
@@ -161,6 +164,59 @@ fn out_of_retries() -> TestResult {
     kassert!(holds_sectors(a, 100, 8, |s| sector_pattern(!s)), "the write reads back");
     kassert_eq!(d.health(), DiskHealth::Live);
     kassert_eq!(held()?, used_before);
+    free(a, 3);
+    free(b, 0);
+    Ok(())
+}
+
+static CALLBACKS: IrqSafeSpinLock<[u32; 2]> = IrqSafeSpinLock::new([0; 2]);
+static LAST_OUTCOME: IrqSafeSpinLock<Option<Result<(), BlkError>>> = IrqSafeSpinLock::new(None);
+
+fn count_callback(cookie: u64, outcome: Result<(), BlkError>) {
+    CALLBACKS.lock()[cookie as usize] += 1;
+    *LAST_OUTCOME.lock() = Some(outcome);
+}
+
+/// Every re-initialisation fails (injected, `Disk::inject_reinit_failures`): after three in a
+/// row the disk is dead. The held request's callback runs once with `DiskDead`, every mapping
+/// is released, and new requests fail at once.
+fn dead_disk() -> TestResult {
+    let d = disk0()?;
+    let settle = time::uptime() + Duration::from_secs(3);
+    while time::uptime() < settle {
+        kernel::platform::idle();
+    }
+    d.set_retries(3);
+    d.set_default_timeout(Duration::from_millis(1000));
+    d.inject_reinit_failures(3);
+    let (a, b) = (buffer(3, true)?, buffer(0, true)?);
+    let before = held()?;
+    let t0 = time::uptime();
+    let ta = d.queue_read(128, a, 32 * 1024).map_err(e)?;
+    d.queue_with_callback(virtio_blk::BlockRequest::Read { sector: 300, buf: b, len: 512 }, count_callback, 1).map_err(e)?;
+    while d.health() != DiskHealth::Dead && time::uptime() < t0 + Duration::from_secs(10) {
+        kernel::platform::idle();
+    }
+    let took = time::uptime() - t0;
+    for _ in 0..10 {
+        kernel::platform::idle(); // let late callbacks run, were there any
+    }
+    let oa = d.poll(ta);
+    kprintln!("  health {:?} after {took:?}; first read {oa:?}; callbacks {:?} last {:?}; stats {:?}", d.health(), *CALLBACKS.lock(), *LAST_OUTCOME.lock(), d.stats);
+    kassert_eq!(d.health(), DiskHealth::Dead);
+    kassert_eq!(d.stats.reinit_failures.load(Ordering::Relaxed), 3);
+    kassert_eq!(*CALLBACKS.lock(), [0, 1], "the callback ran exactly once");
+    kassert_eq!(*LAST_OUTCOME.lock(), Some(Err(BlkError::DiskDead)));
+    kassert!(matches!(oa, Some(Ok(()) | Err(BlkError::DiskDead))), "the first read completed or died: {oa:?}");
+    kassert_eq!(held()?, before, "every mapping released");
+    kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
+    // A dead disk fails new requests at once, before anything is mapped.
+    let submitted = d.stats.submitted.load(Ordering::Relaxed);
+    let t1 = time::uptime();
+    kassert_eq!(d.read(0, a, 512, Duration::from_secs(5)), Err(BlkError::DiskDead));
+    kassert_eq!(d.queue_read(0, a, 512).map(|_| ()), Err(BlkError::DiskDead));
+    kassert!(time::uptime() - t1 < Duration::from_millis(100), "at once");
+    kassert_eq!(d.stats.submitted.load(Ordering::Relaxed), submitted);
     free(a, 3);
     free(b, 0);
     Ok(())

@@ -374,6 +374,8 @@ pub struct Disk {
     default_timeout_ms: AtomicU64,
     /// Resubmissions per request after resets (`blk_retries=`; [`Disk::set_retries`]).
     retries: core::sync::atomic::AtomicU8,
+    /// Re-initialisations still to fail on purpose ([`Disk::inject_reinit_failures`]).
+    fail_reinits: core::sync::atomic::AtomicU32,
     /// On the heap: the in-flight table makes it about 15 KiB, and a `Disk` built with it
     /// inline took the probe's 64 KiB stack over its guard page (two or three copies of it).
     inner: IrqSafeSpinLock<alloc::boxed::Box<DiskInner>>,
@@ -516,6 +518,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         scratch,
         default_timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
         retries: core::sync::atomic::AtomicU8::new(k.params.blk_retries),
+        fail_reinits: core::sync::atomic::AtomicU32::new(0),
         inner: IrqSafeSpinLock::new(alloc::boxed::Box::new(DiskInner {
             blk,
             requests: InflightTable::with_limit(max_in_flight),
@@ -629,6 +632,14 @@ impl Disk {
     /// How many times a request is resubmitted after resets before it fails (`blk_retries=`).
     pub fn set_retries(&self, retries: u8) {
         self.retries.store(retries, Ordering::Relaxed);
+    }
+
+    /// Fault injection for tests (in the spirit of Linux's `fail_make_request`): the next `n`
+    /// re-initialisations fail after the device came back (it is reset again and the queue
+    /// latched broken, as if the device had refused its features), so that a dead disk can be
+    /// reached with a device that always recovers (QEMU's).
+    pub fn inject_reinit_failures(&self, n: u32) {
+        self.fail_reinits.store(n, Ordering::Relaxed);
     }
 
     /// Tells the DMA layer how much DMA this disk keeps in flight (task context): a DMA-limited
@@ -1203,7 +1214,13 @@ impl Disk {
         }
         // Under the disk's lock (IRQs masked on this CPU): the reset polls a bounded number of
         // times and nothing is allocated (the rings are rebuilt where they are).
-        let result = inner.blk.reinit();
+        let mut result = inner.blk.reinit();
+        let inject = self.fail_reinits.load(Ordering::Relaxed);
+        if result.is_ok() && inject > 0 {
+            self.fail_reinits.store(inject - 1, Ordering::Relaxed);
+            let _ = inner.blk.abort(drivers::virtio::BrokenReason::ReinitFailed);
+            result = Err(VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ReinitFailed));
+        }
         let reset_done = !matches!(result, Err(VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ResetIgnored)));
         if reset_done && inner.requests.in_flight() > 0 {
             self.take_back(&mut inner);
