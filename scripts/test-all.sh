@@ -76,6 +76,10 @@ step smp-io-gicv3-el2 ./scripts/smp-io-tests.sh --gic 3 --el2
 # And with the virtio features flipped from their defaults: INDIRECT_DESC declined (direct chains,
 # 21 requests in flight), RING_EVENT_IDX negotiated.
 step virtio-blk-features-on ./scripts/virtio-blk-tests.sh blk_indirect=on blk_event_idx=on
+# virtio-blk recovery on a throttled disk (reset, requeue, retries exhausted, dead disk; checked
+# on the host), with the features off and on.
+step virtio-blk-recovery ./scripts/virtio-blk-recovery-tests.sh
+step virtio-blk-recovery-features-on ./scripts/virtio-blk-recovery-tests.sh blk_indirect=on blk_event_idx=on
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
 # The same demo under the CMA rival: chunks cma_alloc'ed from the area, pages migrated out of it.

@@ -76,6 +76,10 @@ pub struct KernelParams {
     /// `blk_event_idx=on|off`: virtio-blk negotiates VIRTIO_F_RING_EVENT_IDX when offered. Off by
     /// default: it saved no notification and no time in the benchmark (docs/EVALUATION.md).
     pub blk_event_idx: bool,
+    /// `blk_retries=<n>`: how many times a virtio-blk request is resubmitted after the disk was
+    /// reset under it (a timeout, a device caught breaking the protocol) before it fails with
+    /// its reason (Linux: blk-mq requeues after `virtblk_restore`).
+    pub blk_retries: u8,
     /// `demo=<mode>`: what the demo kernel runs (e.g. `read-verify`).
     pub demo: Option<String>,
     /// `cma=<size>` (Linux's, e.g. `cma=64M`): the size of the default CMA area, which overrides
@@ -113,6 +117,7 @@ impl Default for KernelParams {
             blk_inflight_kib: 4096,
             blk_indirect: false,
             blk_event_idx: false,
+            blk_retries: 3,
             demo: None,
             cma: None,
             irq_affinity: Vec::new(),
@@ -173,6 +178,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
             ("blk_indirect", Some(v)) => parse_on_off(v).map(|b| p.blk_indirect = b),
             ("blk_event_idx", Some(v)) => parse_on_off(v).map(|b| p.blk_event_idx = b),
+            ("blk_retries", Some(v)) => parse_num(v, 0, 16).map(|n| p.blk_retries = n as u8),
             ("cma", Some(v)) => parse_cma(v).map(|n| p.cma = Some(n)),
             ("irq_affinity", Some(v)) => parse_irq_affinity(v).map(|a| p.irq_affinity = a),
             ("ktest", Some(v)) if !v.is_empty() => {
@@ -189,7 +195,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "demo" | "cma" | "irq_affinity" | "ktest" | "ktest_skip", _) => {
+            | "blk_event_idx" | "blk_retries" | "demo" | "cma" | "irq_affinity" | "ktest" | "ktest_skip", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -388,6 +394,11 @@ mod tests {
         assert!(w.is_empty() && !p.blk_indirect && !p.blk_event_idx);
         let (p, w) = parse("blk_indirect=off blk_indirect=on blk_event_idx=yes");
         assert!(w.is_empty() && p.blk_indirect && p.blk_event_idx);
+        assert_eq!(d.blk_retries, 3);
+        let (p, w) = parse("blk_retries=0");
+        assert!(w.is_empty() && p.blk_retries == 0);
+        let (p, w) = parse("blk_retries=17 blk_retries");
+        assert_eq!((p.blk_retries, w.len()), (3, 2), "out of range and valueless keep the default");
         let (p, w) = parse("blk_indirect=maybe blk_event_idx blk_indirect=");
         assert_eq!((p.blk_indirect, p.blk_event_idx), (d.blk_indirect, d.blk_event_idx));
         let why: Vec<&str> = w.iter().map(|w| w.why).collect();

@@ -199,6 +199,8 @@ pub struct VirtioBlk<T: Transport, const Q: usize> {
     config: BlkConfig,
     /// Notifications sent to the device (kicks), for statistics.
     notifications: u64,
+    /// How the device was set up, to set it up the same way after a reset.
+    options: BlkOptions,
 }
 
 impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
@@ -237,7 +239,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         init.setup_queue(0, &queue)?;
         // 8. DRIVER_OK.
         init.driver_ok();
-        Ok(Self { transport, queue, features, config, notifications: 0 })
+        Ok(Self { transport, queue, features, config, notifications: 0, options })
     }
 
     /// True if requests take one ring descriptor each (INDIRECT_DESC negotiated and the
@@ -329,6 +331,47 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             return Error::DeviceBroken(BrokenReason::ResetIgnored);
         }
         error
+    }
+
+    /// Initialises the device again after a reset, over the same ring memory (nothing is
+    /// allocated): reset (§4.2.3.1, waiting for the status to read 0), the feature
+    /// negotiation of §3.1.1 again, a fresh request queue ([`Virtqueue::reset`]: indices 0,
+    /// every descriptor free), DRIVER_OK (Linux `virtblk_restore` after `virtblk_freeze`,
+    /// `init_vq` again). The chains that were in flight are forgotten: the caller takes their
+    /// buffers back from its own records and resubmits or fails the requests.
+    ///
+    /// `Err(DeviceBroken(ResetIgnored))` means the reset itself did not complete: the device
+    /// may still use every buffer it was given. Any other error comes after a completed reset
+    /// (the device touches no buffer; its status has FAILED set) and leaves the queue broken.
+    /// A device that comes back with other features or another capacity is refused
+    /// ([`Error::DeviceChanged`]). Task context: the reset polls the status up to
+    /// [`RESET_POLLS`] times.
+    pub fn reinit(&mut self) -> Result<()> {
+        let supported = SUPPORTED_FEATURES & !self.options.declined;
+        let result = DeviceInit::begin(&self.transport, DeviceType::BLOCK, supported, self.options.required)
+            .and_then(|mut init| {
+                if init.features() != self.features {
+                    return Err(Error::DeviceChanged); // dropping `init` sets FAILED
+                }
+                let config = BlkConfig::read(&self.transport, self.features)?;
+                if config.capacity != self.config.capacity {
+                    return Err(Error::DeviceChanged);
+                }
+                // The device is reset (`begin` waited for it): the rings are ours again.
+                self.queue.reset();
+                init.setup_queue(0, &self.queue)?;
+                init.driver_ok();
+                self.config = config;
+                Ok(())
+            });
+        if let Err(e) = result {
+            // Until a later reinit succeeds, nothing is handed to the device.
+            self.queue.mark_broken(match e {
+                Error::DeviceBroken(reason) => reason,
+                _ => BrokenReason::ReinitFailed,
+            });
+        }
+        result
     }
 
     /// True once the queue was latched broken (by a lying device or by [`abort`](Self::abort)).

@@ -115,6 +115,8 @@ pub enum BrokenReason {
     ResetIgnored,
     /// A request was not completed within the driver's timeout; the driver reset the device.
     RequestTimedOut { id: u16 },
+    /// The device was reset but its initialisation failed afterwards (features, config, queue).
+    ReinitFailed,
 }
 
 impl fmt::Display for BrokenReason {
@@ -142,6 +144,7 @@ impl fmt::Display for BrokenReason {
             Self::RequestTimedOut { id } => {
                 write!(f, "request {id} not completed in time; device reset")
             }
+            Self::ReinitFailed => write!(f, "initialisation after a reset failed"),
         }
     }
 }
@@ -192,8 +195,12 @@ pub enum Error {
     IoError,
     /// The device does not support the request (VIRTIO_BLK_S_UNSUPP).
     RequestUnsupported,
-    /// The device broke the protocol; it is not driven again.
+    /// The device broke the protocol; it is not driven again until it is reset and
+    /// initialised again.
     DeviceBroken(BrokenReason),
+    /// After a reset the device offered other features, or another capacity, than at probe:
+    /// not the device the requests in flight were meant for.
+    DeviceChanged,
 }
 
 impl fmt::Display for Error {
@@ -230,6 +237,9 @@ impl fmt::Display for Error {
             Self::IoError => write!(f, "device I/O error"),
             Self::RequestUnsupported => write!(f, "device does not support the request"),
             Self::DeviceBroken(reason) => write!(f, "device broken: {reason}"),
+            Self::DeviceChanged => {
+                write!(f, "device came back from a reset with other features or capacity")
+            }
         }
     }
 }

@@ -259,6 +259,29 @@ impl<const MAX: usize> Virtqueue<MAX> {
         })
     }
 
+    /// Rebuilds the queue over the same memory after a device reset, as a fresh one: rings
+    /// zeroed (indices back to 0), every descriptor free, nothing in flight, not broken (Linux
+    /// `virtqueue_reset` / `virtqueue_reinit_split`). The chains that were in flight are
+    /// forgotten: their buffers belong to the caller, which takes them back from its own
+    /// records (the device, reset, touches none of them, §2.1.2). Only call it while the device
+    /// is reset and before the queue is handed to it again (`DeviceInit::setup_queue`).
+    pub fn reset(&mut self) {
+        self.zero_rings();
+        let size = self.mem.size;
+        for (i, link) in self.next.iter_mut().enumerate().take(usize::from(size)) {
+            *link = (i + 1) as u16;
+        }
+        self.state = [DescState::Free { completed: false }; MAX];
+        self.free_head = 0;
+        self.num_free = size;
+        self.avail_idx = 0;
+        self.added_since_kick = 0;
+        self.last_used_idx = 0;
+        self.used_idx_seen = 0;
+        self.in_flight = 0;
+        self.broken = None;
+    }
+
     /// Allocates the rings (and the indirect tables if `features` asks for them) from `dma`
     /// and builds the queue.
     pub fn allocate(dma: &impl VirtioDma, size: u16, features: RingFeatures) -> Result<Self> {
@@ -506,6 +529,25 @@ impl<const MAX: usize> Virtqueue<MAX> {
     // Ring memory access. The only unsafe code of the queue: volatile accesses, because the
     // device reads and writes this memory behind the compiler's back. Every index is below
     // `size` (masked or range-checked by the callers), so every access stays inside the rings.
+
+    /// Zeroes the descriptor table, both rings and the indirect tables (as `alloc_coherent`
+    /// gave them), so that a rebuilt queue starts from the state the spec assumes (§2.7).
+    fn zero_rings(&mut self) {
+        let size = self.mem.size;
+        let mut regions = [
+            Some((self.mem.desc, VirtqueueMemory::desc_layout(size).0)),
+            Some((self.mem.avail, VirtqueueMemory::avail_layout(size).0)),
+            Some((self.mem.used, VirtqueueMemory::used_layout(size).0)),
+            self.mem.indirect.map(|r| (r, VirtqueueMemory::indirect_layout(size, self.mem.indirect_len).0)),
+        ];
+        for (region, bytes) in regions.iter_mut().flatten() {
+            for offset in 0..*bytes {
+                // SAFETY: `offset` is inside the region, which `VirtqueueMemory` owns with
+                // exactly this layout's size; volatile because the device may read it.
+                unsafe { region.ptr.as_ptr().add(offset).write_volatile(0) };
+            }
+        }
+    }
 
     fn write_desc(&mut self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         debug_assert!(index < self.mem.size);

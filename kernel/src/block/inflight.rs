@@ -9,6 +9,37 @@
 //! was given; the ticket's generation makes a stale ticket (collected already, slot reused)
 //! harmless. Fixed size, no allocation: every operation is safe in an interrupt handler.
 
+/// What becomes of a request taken back from a reset device ([`InflightTable::take_back`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TakeBack<O> {
+    /// It waits to be started again (resubmitted).
+    Requeue,
+    /// It ends with this outcome.
+    End(O),
+}
+
+/// How many times a request is resubmitted after resets before it fails (Linux: the blk-mq
+/// requeue; `blk_retries=`). Counts in the request itself, so a request that was in flight
+/// during several resets is charged once for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Resubmissions allowed per request.
+    pub max_retries: u8,
+}
+
+impl RetryBudget {
+    /// Charges one retry to a request that has had `retries` so far: true (and counted) if it
+    /// may go again, false if it is out of retries.
+    pub fn charge(&self, retries: &mut u8) -> bool {
+        if *retries < self.max_retries {
+            *retries += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Names one submitted request until its outcome is collected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {
@@ -32,8 +63,9 @@ enum SlotState<R, O> {
     /// else starts it. It goes on to the device ([`InflightTable::start`]), back to waiting
     /// ([`InflightTable::unclaim`]) or ends ([`InflightTable::fail_claimed`]).
     Claimed { seq: u64, request: R },
-    /// Owned by the device; `tag` is how the device names it.
-    InFlight { tag: u16, request: R },
+    /// Owned by the device; `tag` is how the device names it, `seq` its place in the order
+    /// should it be requeued.
+    InFlight { tag: u16, seq: u64, request: R },
     /// The device returned it (its tag is free again); the interrupt handler is unmapping its
     /// buffers with the table's lock dropped (the copy back of a bounced read). Nobody else
     /// touches it: no timeout, no abort, no collector sees it done yet.
@@ -69,7 +101,11 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
 
     /// An empty table that hands out only the first `limit` slots (1..=N; clamped).
     pub fn with_limit(limit: usize) -> Self {
-        Self { limit: limit.clamp(1, N), ..Self::new() }
+        // Not `Self { limit, ..Self::new() }`: that builds the table twice on the stack, and a
+        // driver's table is kilobytes (the probe's stack is 64 KiB).
+        let mut table = Self::new();
+        table.limit = limit.clamp(1, N);
+        table
     }
 
     /// How many requests the table takes at once.
@@ -88,16 +124,20 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
     /// the tag is out of range or already in use (a driver bug, reported not hidden).
     pub fn start(&mut self, slot: usize, tag: u16, request: R) -> Option<Ticket> {
         let tag_entry = self.by_tag.get_mut(usize::from(tag))?;
-        let was_waiting = match self.slots.get(slot)? {
-            SlotState::Free | SlotState::Claimed { .. } => false,
-            SlotState::Waiting { .. } => true,
+        let (was_waiting, seq) = match *self.slots.get(slot)? {
+            SlotState::Free => (false, self.next_seq),
+            SlotState::Claimed { seq, .. } => (false, seq),
+            SlotState::Waiting { seq, .. } => (true, seq),
             _ => return None,
         };
         if tag_entry.is_some() {
             return None;
         }
         *tag_entry = Some(slot as u16);
-        self.slots[slot] = SlotState::InFlight { tag, request };
+        if seq == self.next_seq {
+            self.next_seq += 1;
+        }
+        self.slots[slot] = SlotState::InFlight { tag, seq, request };
         self.in_flight += 1;
         if was_waiting {
             self.waiting -= 1;
@@ -208,11 +248,40 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
     /// handler to unmap without the table's lock; end it with
     /// [`end_completion`](Self::end_completion). `None` if the slot holds no request in flight.
     pub fn begin_completion(&mut self, slot: usize) -> Option<R> {
-        let Some(&SlotState::InFlight { tag, request }) = self.slots.get(slot) else { return None };
+        let Some(&SlotState::InFlight { tag, request, .. }) = self.slots.get(slot) else { return None };
         self.by_tag[usize::from(tag)] = None;
         self.slots[slot] = SlotState::Completing;
         self.in_flight -= 1;
         Some(request)
+    }
+
+    /// Takes back every request the device held, after the device was reset (it touches none
+    /// of their buffers any more) (Linux: `blk_mq_requeue_request` on each request the reset
+    /// took from the device). `decide` gets each one's slot and request, releases what the
+    /// request held (its mappings: exactly once, here), and says whether it goes back to
+    /// waiting, in its old place in the order and with the request as `decide` left it
+    /// (Linux inserts requeued requests at the head), or ends with an outcome. Every tag is
+    /// free afterwards. Returns (requeued, ended). Requests waiting, claimed or completing are
+    /// not the device's and are left alone.
+    pub fn take_back(&mut self, mut decide: impl FnMut(usize, &mut R) -> TakeBack<O>) -> (usize, usize) {
+        let (mut requeued, mut ended) = (0, 0);
+        for slot in 0..N {
+            let SlotState::InFlight { tag, seq, mut request } = self.slots[slot] else { continue };
+            self.by_tag[usize::from(tag)] = None;
+            self.in_flight -= 1;
+            self.slots[slot] = match decide(slot, &mut request) {
+                TakeBack::Requeue => {
+                    requeued += 1;
+                    self.waiting += 1;
+                    SlotState::Waiting { seq, request }
+                }
+                TakeBack::End(outcome) => {
+                    ended += 1;
+                    SlotState::Done(outcome)
+                }
+            };
+        }
+        (requeued, ended)
     }
 
     /// Records the outcome of a request taken by [`begin_completion`](Self::begin_completion).

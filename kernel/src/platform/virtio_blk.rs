@@ -34,9 +34,14 @@
 //!   [`MAX_SEGMENTS`] data segments (the device's SEG_MAX permitting), each at most one mapping
 //!   (`max_mapping_size`, SIZE_MAX).
 //! - Time out (a background tick, interrupt context): every request has a deadline. A waiting
-//!   request past it is failed with [`BlkError::Timeout`]; if the device holds one, the device is
-//!   reset (after which it touches no buffer), every buffer it held is unmapped without a copy
-//!   back, and every request fails. The disk then stays broken (no recovery).
+//!   request past it is failed with [`BlkError::Timeout`]; if the device holds one (or the
+//!   interrupt handler caught it breaking the protocol), the device is reset (after which it
+//!   touches no buffer) and every request it held is taken back: unmapped without a copy back,
+//!   then requeued while its retry budget (`blk_retries=`) lasts, else failed with its reason.
+//! - Recover (a work item, task context; Linux `virtblk_freeze` / `virtblk_restore`): the device
+//!   is initialised again ([`VirtioBlk::reinit`]: negotiate, the same rings rebuilt) and the
+//!   waiting requests start again. After [`MAX_FAILED_REINITS`] failures in a row the disk is
+//!   dead: every request fails at once with [`BlkError::DiskDead`].
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -54,7 +59,8 @@ use drivers::virtio::{feature, Error as VirtioError, Transport, VirtioDma};
 use super::dma::{dma, dma_device_from_dt, DmaSetupError, RAM};
 use super::irq::{request_irq_spread, IrqError};
 use super::mm::page_allocator;
-use crate::block::{InflightTable, Ticket};
+use crate::block::recovery::MAX_FAILED_REINITS;
+use crate::block::{DiskHealth, InflightTable, Recovery, RetryBudget, TakeBack, Ticket};
 use crate::dma::device::DmaDevice;
 use crate::dma::mapping::DmaError;
 use crate::dma::swiotlb::SwiotlbError;
@@ -112,6 +118,9 @@ pub enum BlkError {
     NoSuchDisk(usize),
     /// The ticket names no request of this disk (collected already, or another disk's).
     UnknownTicket,
+    /// The disk was given up on: its device failed to initialise again after a reset
+    /// [`MAX_FAILED_REINITS`] times in a row (Linux: a removed disk, `BLK_STS_IOERR`).
+    DiskDead,
 }
 
 impl fmt::Display for BlkError {
@@ -126,6 +135,7 @@ impl fmt::Display for BlkError {
             }
             BlkError::NoSuchDisk(n) => write!(f, "no disk{n}"),
             BlkError::UnknownTicket => write!(f, "no such request (ticket collected already?)"),
+            BlkError::DiskDead => write!(f, "disk is dead: {MAX_FAILED_REINITS} re-initialisations in a row failed"),
         }
     }
 }
@@ -215,6 +225,10 @@ struct Params {
     data: Option<(PhysAddr, usize, DmaDirection)>,
     /// Uptime by which it must have completed (checked on the timer tick).
     deadline: Duration,
+    /// How long it may take, in milliseconds; a requeued request gets a new deadline this far
+    /// ahead. (Milliseconds, not a `Duration`: the table of requests is built on the probe's
+    /// stack, and every byte here counts 64 times.)
+    timeout_ms: u32,
 }
 
 /// A request in the table: what it asks for and, once started, its mappings.
@@ -222,6 +236,8 @@ struct Params {
 struct Request {
     params: Params,
     mapped: Option<Mapped>,
+    /// Times it was requeued after a reset of the device (see [`RetryBudget`]).
+    retries: u8,
 }
 
 /// What the handler needs to finish a request: its mappings.
@@ -263,6 +279,15 @@ struct DiskInner {
     requests: InflightTable<Request, Outcome, MAX_IN_FLIGHT, QUEUE_SIZE>,
     /// Per slot: whom to call when that slot's request ends, and the ticket to collect it by.
     callbacks: [Option<(CompletionFn, u64, Ticket)>; MAX_IN_FLIGHT],
+    /// Live, resetting or dead.
+    recovery: Recovery,
+    /// Why the device was last reset: the reason a request that runs out of retries fails with
+    /// (unless its own deadline passed: then [`BlkError::Timeout`]).
+    reset_reason: drivers::virtio::BrokenReason,
+    /// A request whose waiter gave up (`wait_for`'s deadline): failed, never requeued.
+    given_up: Option<usize>,
+    /// Uptime before which the recovery work does not try again (backs off after a failure).
+    next_reinit: Duration,
 }
 
 /// Called once when a request queued with [`Disk::queue_with_callback`] ends, with the caller's
@@ -303,8 +328,17 @@ pub struct DiskStats {
     pub deferred_to_task: AtomicU64,
     /// Requests failed because their deadline passed.
     pub timeouts: AtomicU64,
-    /// Times the device was reset because it held a request past its deadline.
+    /// Times the device was reset because it held a request past its deadline or broke the
+    /// protocol.
     pub aborts: AtomicU64,
+    /// Requests taken back from a reset device and queued again (retries).
+    pub requeued: AtomicU64,
+    /// Requests failed because they ran out of retries.
+    pub retries_exhausted: AtomicU64,
+    /// Re-initialisations that brought the device back / that failed.
+    pub reinits: AtomicU64,
+    /// See `reinits`.
+    pub reinit_failures: AtomicU64,
     /// Waiting requests started by the retry work item (task context).
     pub started_by_work: AtomicU64,
     /// Data buffers that were bounced.
@@ -340,7 +374,13 @@ pub struct Disk {
     scratch: PhysAddr,
     /// Timeout of requests queued without one, in milliseconds.
     default_timeout_ms: AtomicU64,
-    inner: IrqSafeSpinLock<DiskInner>,
+    /// Resubmissions per request after resets (`blk_retries=`; [`Disk::set_retries`]).
+    retries: core::sync::atomic::AtomicU8,
+    /// Re-initialisations still to fail on purpose ([`Disk::inject_reinit_failures`]).
+    fail_reinits: core::sync::atomic::AtomicU32,
+    /// On the heap: the in-flight table makes it about 15 KiB, and a `Disk` built with it
+    /// inline took the probe's 64 KiB stack over its guard page (two or three copies of it).
+    inner: IrqSafeSpinLock<alloc::boxed::Box<DiskInner>>,
 }
 
 static DISKS: [spin::Once<Disk>; MAX_DISKS] = [const { spin::Once::new() }; MAX_DISKS];
@@ -393,6 +433,7 @@ pub fn probe_all() -> usize {
             }
         }
         RETRY_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk retry", retry_waiting).inspect_err(|e| log::warn!("virtio-blk: no retry work item: {e:?}")).ok());
+        RECOVER_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk recover", recover_disks).inspect_err(|e| log::warn!("virtio-blk: no recovery work item: {e:?}")).ok());
         if found > 0 {
             // Deadlines are checked on a slow background tick; callers waiting in task context
             // check them too (`wait_for`), so a lost tick hook only makes timeouts later.
@@ -466,7 +507,9 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         .alloc_pages(0, ZoneType::Normal, MigrateType::Unmovable)
         .or_else(|_| page_allocator().lock().alloc_pages(0, ZoneType::Dma, MigrateType::Unmovable))
         .map_err(|_| ProbeError::NoMemory)?;
-    let disk = Disk {
+    // Built inside `call_once`, in place as far as the compiler can: the in-flight table is
+    // kilobytes, and each copy on the probe's stack counts (64 KiB in all).
+    let disk = DISKS[index].call_once(|| Disk {
         index,
         name: node.name(),
         irq: irq.intid(),
@@ -476,9 +519,18 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         stats: DiskStats { dma_lowest: AtomicU64::new(u64::MAX), ..Default::default() },
         scratch,
         default_timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
-        inner: IrqSafeSpinLock::new(DiskInner { blk, requests: InflightTable::with_limit(max_in_flight), callbacks: [None; MAX_IN_FLIGHT] }),
-    };
-    let disk = DISKS[index].call_once(|| disk);
+        retries: core::sync::atomic::AtomicU8::new(k.params.blk_retries),
+        fail_reinits: core::sync::atomic::AtomicU32::new(0),
+        inner: IrqSafeSpinLock::new(alloc::boxed::Box::new(DiskInner {
+            blk,
+            requests: InflightTable::with_limit(max_in_flight),
+            callbacks: [None; MAX_IN_FLIGHT],
+            recovery: Recovery::new(),
+            reset_reason: drivers::virtio::BrokenReason::ResetIgnored,
+            given_up: None,
+            next_reinit: Duration::ZERO,
+        })),
+    });
     request_irq_spread(disk.irq, !irq.is_level(), handle_irq, index).map_err(ProbeError::Irq)?;
     disk.hint_inflight(k.params.blk_inflight_kib as usize * 1024);
     Ok(Some(disk))
@@ -563,9 +615,33 @@ impl Disk {
         self.inner.contended()
     }
 
-    /// Why the disk stopped working, if it did (a lying device, or a reset after a timeout).
+    /// Why the disk stopped working, if it is not working now (a lying device, or a reset
+    /// after a timeout, until the device is initialised again).
     pub fn broken(&self) -> Option<drivers::virtio::BrokenReason> {
         self.inner.lock().blk.broken()
+    }
+
+    /// Live, resetting (requests wait for the re-initialisation) or dead.
+    pub fn health(&self) -> DiskHealth {
+        self.inner.lock().recovery.health()
+    }
+
+    /// Resets started so far (timeouts, protocol violations).
+    pub fn resets(&self) -> u64 {
+        self.inner.lock().recovery.resets()
+    }
+
+    /// How many times a request is resubmitted after resets before it fails (`blk_retries=`).
+    pub fn set_retries(&self, retries: u8) {
+        self.retries.store(retries, Ordering::Relaxed);
+    }
+
+    /// Fault injection for tests (in the spirit of Linux's `fail_make_request`): the next `n`
+    /// re-initialisations fail after the device came back (it is reset again and the queue
+    /// latched broken, as if the device had refused its features), so that a dead disk can be
+    /// reached with a device that always recovers (QEMU's).
+    pub fn inject_reinit_failures(&self, n: u32) {
+        self.fail_reinits.store(n, Ordering::Relaxed);
     }
 
     /// Tells the DMA layer how much DMA this disk keeps in flight (task context): a DMA-limited
@@ -594,7 +670,8 @@ impl Disk {
 
     fn params(&self, kind: RequestType, sector: u64, data: Option<(PhysAddr, usize, DmaDirection)>, timeout: Option<Duration>) -> Params {
         let timeout = timeout.unwrap_or_else(|| Duration::from_millis(self.default_timeout_ms.load(Ordering::Relaxed)));
-        Params { kind, sector, data, deadline: super::time::uptime() + timeout }
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        Params { kind, sector, data, deadline: super::time::uptime() + timeout, timeout_ms }
     }
 
     /// Submits a read of `len` bytes from `sector` into the physical buffer `buf`, now or not at
@@ -644,7 +721,7 @@ impl Disk {
         self.check(&params)?;
         {
             let mut inner = self.inner.lock();
-            let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+            let ticket = inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
             inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
         }
         self.start_waiting();
@@ -657,7 +734,7 @@ impl Disk {
         let mut due: [Option<(CompletionFn, u64, Outcome)>; MAX_IN_FLIGHT] = [const { None }; MAX_IN_FLIGHT];
         {
             let mut inner = self.inner.lock();
-            let DiskInner { requests, callbacks, .. } = &mut *inner;
+            let DiskInner { requests, callbacks, .. } = &mut **inner;
             for (slot, entry) in callbacks.iter_mut().enumerate() {
                 if let Some((callback, cookie, ticket)) = *entry {
                     if let Some(outcome) = requests.collect(ticket) {
@@ -781,8 +858,12 @@ impl Disk {
         self.stats.dma_highest.fetch_max(addr + len as u64 - 1, Ordering::Relaxed);
     }
 
-    /// Refuses what no device could do, before anything is accepted.
+    /// Refuses what no device could do, before anything is accepted; a dead disk refuses
+    /// everything.
     fn check(&self, params: &Params) -> Result<(), BlkError> {
+        if self.inner.lock().recovery.health() == DiskHealth::Dead {
+            return Err(BlkError::DiskDead);
+        }
         if params.kind == RequestType::GetId {
             return match params.data {
                 Some((_, len, DmaDirection::FromDevice)) if len == ID_BYTES as usize => Ok(()),
@@ -804,7 +885,7 @@ impl Disk {
     fn submit(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
         let mut inner = self.inner.lock();
-        let ticket = inner.requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        let ticket = inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
         let slot = ticket.slot();
         inner.requests.claim(slot);
         // The copies with no lock held (in any context); only the hand-off under it.
@@ -814,7 +895,7 @@ impl Disk {
         let result = maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps));
         match result {
             Ok(mapped) => {
-                inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
+                inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped), retries: 0 });
                 Ok(ticket)
             }
             Err(e) => {
@@ -827,7 +908,7 @@ impl Disk {
 
     fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
-        let ticket = self.inner.lock().requests.reserve(Request { params, mapped: None }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        let ticket = self.inner.lock().requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
         // Older waiting requests go first; this one is started now if there is room (the
         // outcome is in its slot either way).
         self.start_waiting();
@@ -847,12 +928,18 @@ impl Disk {
             let (slot, params) = {
                 let mut inner = self.inner.lock();
                 let Some((slot, request)) = inner.requests.oldest_waiting() else { break };
-                if let Some(reason) = inner.blk.broken() {
-                    inner.requests.fail_waiting(slot, Err(BlkError::Virtio(VirtioError::DeviceBroken(reason))));
-                    continue;
+                match inner.recovery.health() {
+                    DiskHealth::Dead => {
+                        inner.requests.fail_waiting(slot, Err(BlkError::DiskDead));
+                        continue;
+                    }
+                    // The recovery work starts it once the device is back.
+                    DiskHealth::Resetting => break,
+                    DiskHealth::Live if inner.blk.broken().is_some() => break, // a reset is coming
+                    DiskHealth::Live => {}
                 }
                 inner.requests.claim(slot);
-                (slot, request.params)
+                (slot, request)
             };
             match self.start_claimed(slot, params) {
                 Ok(_) => {
@@ -909,9 +996,22 @@ impl Disk {
     /// everything (no copy back) and nothing reaches the device.
     fn hand_to_device(&self, inner: &mut DiskInner, params: Params, maps: Mappings) -> Result<Mapped, BlkError> {
         let dev = self.dma_dev;
-        if let Some(reason) = inner.blk.broken() {
+        match inner.recovery.health() {
+            // Being reset (or about to be: the queue is latched broken): the request waits
+            // for the re-initialisation, which starts it.
+            DiskHealth::Resetting => {
+                maps.undo(dev);
+                return Err(BlkError::Busy);
+            }
+            DiskHealth::Dead => {
+                maps.undo(dev);
+                return Err(BlkError::DiskDead);
+            }
+            DiskHealth::Live => {}
+        }
+        if inner.blk.broken().is_some() {
             maps.undo(dev);
-            return Err(BlkError::Virtio(VirtioError::DeviceBroken(reason)));
+            return Err(BlkError::Busy);
         }
         let list = &maps.list[..maps.len];
         let (header, status) = (list[0].0, list[list.len() - 1].0);
@@ -952,13 +1052,14 @@ impl Disk {
     /// enabled: the bounce copies of a large request take a while), then hands it to the device
     /// under the lock. If the pool is full it goes back to waiting (started later by a
     /// completion or the retry work); another error ends it.
-    fn start_claimed(&self, slot: usize, params: Params) -> Result<Mapped, BlkError> {
+    fn start_claimed(&self, slot: usize, request: Request) -> Result<Mapped, BlkError> {
+        let params = request.params;
         let maps = self.map_request(slot, params);
         let mut inner = self.inner.lock();
         let result = maps.and_then(|maps| self.hand_to_device(&mut inner, params, maps));
         match result {
             Ok(mapped) => {
-                let started = inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped) });
+                let started = inner.requests.start(slot, mapped.tag, Request { mapped: Some(mapped), ..request });
                 debug_assert!(started.is_some());
             }
             Err(BlkError::Busy) => {
@@ -969,9 +1070,10 @@ impl Disk {
                     // request keeps its slot and task context retries it.
                     self.stats.deferred_to_task.fetch_add(1, Ordering::Relaxed);
                     schedule_retry();
-                } else if inner.requests.in_flight() == 0 {
+                } else if inner.requests.in_flight() == 0 && inner.recovery.health() == DiskHealth::Live {
                     schedule_retry(); // no completion will come to start it
                 }
+                // While the disk is resetting, the recovery work starts it.
             }
             Err(ref e) => {
                 inner.requests.fail_claimed(slot, Err(e.clone()));
@@ -1005,6 +1107,9 @@ impl Disk {
     /// Fails what is past its deadline (interrupt context from the tick, or task context).
     pub fn check_timeouts(&self) {
         let mut inner = self.inner.lock();
+        if inner.recovery.health() == DiskHealth::Resetting && super::time::uptime() >= inner.next_reinit {
+            schedule_recovery(); // a failed re-initialisation is tried again from here
+        }
         if inner.requests.in_flight() + inner.requests.waiting() > 0 {
             self.expire(&mut inner, super::time::uptime(), None);
             drop(inner);
@@ -1013,9 +1118,9 @@ impl Disk {
     }
 
     /// Fails waiting requests whose deadline passed (or the one `force` names); if the device
-    /// holds a request past its deadline (or `force`), it is not doing its job: reset it, take
-    /// back every buffer it held and fail every request (Linux: the blk-mq timeout handler,
-    /// here without a recovery: the disk stays broken).
+    /// holds a request past its deadline (or `force`), it is not doing its job: reset it and
+    /// take back what it held (Linux `blk_mq_timeout_work`, whose driver then resets the
+    /// controller; see [`begin_reset`](Self::begin_reset)).
     fn expire(&self, inner: &mut DiskInner, now: Duration, force: Option<Ticket>) {
         let due = |slot: usize, r: &Request| r.params.deadline <= now || force.is_some_and(|t| t.slot() == slot);
         let mut slots = [0usize; MAX_IN_FLIGHT];
@@ -1030,32 +1135,138 @@ impl Disk {
             inner.requests.fail_waiting(slot, Err(BlkError::Timeout));
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         }
-        let Some((_, late)) = inner.requests.in_flight_requests().find(|(slot, r)| due(*slot, r)) else { return };
+        if inner.recovery.health() != DiskHealth::Live {
+            // Reset already: what the device still holds (a reset it ignored) is taken back by
+            // the recovery work once a reset completes, or failed when the disk is declared dead.
+            return;
+        }
+        let Some((slot, late)) = inner.requests.in_flight_requests().find(|(slot, r)| due(*slot, r)) else { return };
         let tag = late.mapped.map_or(0, |m| m.tag);
-        let error = inner.blk.abort(drivers::virtio::BrokenReason::RequestTimedOut { id: tag });
+        let given_up = force.filter(|t| t.slot() == slot).map(|t| t.slot());
+        self.begin_reset(inner, drivers::virtio::BrokenReason::RequestTimedOut { id: tag }, given_up);
+    }
+
+    /// The device timed out or broke the protocol (any context, the disk's lock held): reset it
+    /// now (bounded polling; afterwards it touches no buffer, virtio 1.2 §2.1.2), take back
+    /// every request it held ([`take_back`](Self::take_back)) and have the recovery work
+    /// initialise it again in task context. If the device ignores the reset, its requests stay
+    /// its own (it may still write into their buffers) until a later reset completes.
+    fn begin_reset(&self, inner: &mut DiskInner, reason: drivers::virtio::BrokenReason, given_up: Option<usize>) {
+        let error = inner.blk.abort(reason);
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         let reset = !matches!(error, VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ResetIgnored));
-        log::error!("{}: request {tag} past its deadline: {error}; failing every request it held", self.name);
-        // One request at a time (each `finish` takes it out of the in-flight ones): no copy of
-        // the table on the stack of the interrupt handler.
-        loop {
-            let next = inner.requests.in_flight_requests().next();
-            let Some((slot, r)) = next else { break };
-            if let (true, Some(mapped)) = (reset, r.mapped) {
-                // The device is reset: the buffers are ours again. No copy back: the caller's
-                // buffer keeps what it held, not a partial transfer.
+        inner.reset_reason = reason;
+        inner.given_up = given_up;
+        let first = inner.recovery.begin();
+        log::error!(
+            "{}: {reason}; device {}, {} requests it held taken back, re-initialising",
+            self.name,
+            if reset { "reset" } else { "ignored the reset" },
+            if reset { inner.requests.in_flight() } else { 0 }
+        );
+        if reset {
+            self.take_back(inner);
+        }
+        if first {
+            inner.next_reinit = Duration::ZERO;
+            schedule_recovery();
+        }
+    }
+
+    /// After a completed reset (the disk's lock held, any context): every request the device
+    /// held is unmapped without a copy back (the caller's buffer keeps what it held, not a
+    /// partial transfer; a bounce slot, device-pool slot or page pin is released here, once),
+    /// then requeued in its old place with a new deadline while its retry budget lasts (Linux
+    /// `blk_mq_requeue_request`), else failed: with [`BlkError::Timeout`] if its deadline
+    /// passed, else with the reason the device was reset. A request whose waiter gave up is
+    /// failed with `Timeout`. One request at a time: no copy of the table on the stack.
+    fn take_back(&self, inner: &mut DiskInner) {
+        let budget = RetryBudget { max_retries: self.retries.load(Ordering::Relaxed) };
+        let now = super::time::uptime();
+        let (reason, given_up) = (inner.reset_reason, inner.given_up.take());
+        inner.requests.take_back(|slot, r| {
+            if let Some(mapped) = r.mapped.take() {
                 let _ = self.unmap(&r.params, &mapped, DmaAttrs { skip_cpu_sync: true });
             }
-            // Without a reset the mappings stay: the device may still write into its bounce
-            // slots, which are never handed out again.
-            let outcome = if due(slot, &r) { BlkError::Timeout } else { BlkError::Virtio(error) };
-            if outcome == BlkError::Timeout {
+            if given_up != Some(slot) && budget.charge(&mut r.retries) {
+                r.params.deadline = now + Duration::from_millis(u64::from(r.params.timeout_ms));
+                self.stats.requeued.fetch_add(1, Ordering::Relaxed);
+                return TakeBack::Requeue;
+            }
+            let timed_out = given_up == Some(slot) || r.params.deadline <= now;
+            if timed_out {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             }
-            inner.requests.finish(slot, Err(outcome));
+            if given_up != Some(slot) {
+                self.stats.retries_exhausted.fetch_add(1, Ordering::Relaxed);
+            }
+            TakeBack::End(Err(if timed_out { BlkError::Timeout } else { BlkError::Virtio(VirtioError::DeviceBroken(reason)) }))
+        });
+    }
+
+    /// The recovery work for this disk (task context; Linux `virtblk_restore`): initialise the
+    /// device again; on success take back what a reset it ignored left in flight and start the
+    /// waiting requests; on failure try again later, and after [`MAX_FAILED_REINITS`] failures
+    /// in a row declare the disk dead and fail every request. Returns true if it should run
+    /// again (the disk is still resetting).
+    fn recover(&self) -> bool {
+        let mut inner = self.inner.lock();
+        let now = super::time::uptime();
+        if inner.recovery.health() != DiskHealth::Resetting || now < inner.next_reinit {
+            return inner.recovery.health() == DiskHealth::Resetting;
         }
+        // Under the disk's lock (IRQs masked on this CPU): the reset polls a bounded number of
+        // times and nothing is allocated (the rings are rebuilt where they are).
+        let mut result = inner.blk.reinit();
+        let inject = self.fail_reinits.load(Ordering::Relaxed);
+        if result.is_ok() && inject > 0 {
+            self.fail_reinits.store(inject - 1, Ordering::Relaxed);
+            let _ = inner.blk.abort(drivers::virtio::BrokenReason::ReinitFailed);
+            result = Err(VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ReinitFailed));
+        }
+        let reset_done = !matches!(result, Err(VirtioError::DeviceBroken(drivers::virtio::BrokenReason::ResetIgnored)));
+        if reset_done && inner.requests.in_flight() > 0 {
+            self.take_back(&mut inner);
+        }
+        match result {
+            Ok(()) => {
+                inner.recovery.reinit_succeeded();
+                self.stats.reinits.fetch_add(1, Ordering::Relaxed);
+                log::warn!("{}: re-initialised after a reset; {} requests waiting", self.name, inner.requests.waiting());
+            }
+            Err(e) => {
+                self.stats.reinit_failures.fetch_add(1, Ordering::Relaxed);
+                let failed = inner.recovery.failed_in_a_row() + 1;
+                if inner.recovery.reinit_failed() == DiskHealth::Dead {
+                    log::error!("{}: re-initialisation failed ({e}), {failed} in a row: the disk is dead", self.name);
+                    self.fail_everything(&mut inner);
+                } else {
+                    log::error!("{}: re-initialisation failed ({e}), {failed} in a row; trying again", self.name);
+                    // Back off: 100 ms, 200 ms, ... before the next attempt (from the tick).
+                    inner.next_reinit = now + Duration::from_millis(100) * failed;
+                }
+            }
+        }
+        let health = inner.recovery.health();
+        drop(inner);
+        if health == DiskHealth::Live {
+            self.start_waiting();
+        }
+        self.deliver_callbacks();
+        health == DiskHealth::Resetting
+    }
+
+    /// A dead disk: every request fails with [`BlkError::DiskDead`]. Requests a device that
+    /// ignored its reset still holds keep their mappings (it may still write into them; their
+    /// bounce slots are never handed out again), which is logged.
+    fn fail_everything(&self, inner: &mut DiskInner) {
+        let held = inner.requests.in_flight();
+        if held > 0 {
+            log::error!("{}: {held} requests' buffers stay mapped: the device never confirmed a reset", self.name);
+        }
+        inner.requests.take_back(|_, _| TakeBack::End(Err(BlkError::DiskDead)));
         while let Some((slot, _)) = inner.requests.oldest_waiting() {
-            inner.requests.fail_waiting(slot, Err(BlkError::Virtio(error)));
+            inner.requests.fail_waiting(slot, Err(BlkError::DiskDead));
         }
     }
 
@@ -1082,11 +1293,15 @@ impl Disk {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(e) => {
-                        log::error!("{}: {e}", self.name);
+                        // A queue already latched (the device reset under it) says so on every
+                        // pop; only a fresh violation is news.
+                        if inner.recovery.health() == DiskHealth::Live {
+                            log::error!("{}: {e}", self.name);
+                        }
                         break;
                     }
                 };
-                let Some((slot, Request { params, mapped: Some(mapped) })) = inner.requests.lookup(completion.token().0) else {
+                let Some((slot, Request { params, mapped: Some(mapped), .. })) = inner.requests.lookup(completion.token().0) else {
                     log::error!("{}: completion for unknown chain {}", self.name, completion.token().0);
                     continue;
                 };
@@ -1102,6 +1317,14 @@ impl Disk {
             let device_says = inner.blk.complete(completion, status[0]).map_err(BlkError::Virtio);
             inner.requests.end_completion(slot, outcome.and(device_says));
             self.stats.completed_in_irq.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            // The device broke the protocol (used ring, status byte): reset it now and take back
+            // what it held; the recovery work (task context) initialises it again.
+            let mut inner = self.inner.lock();
+            if let (Some(reason), DiskHealth::Live) = (inner.blk.broken(), inner.recovery.health()) {
+                self.begin_reset(&mut inner, reason, None);
+            }
         }
         // Completions freed descriptors and bounce slots: start what waits for them.
         if self.inner.lock().requests.waiting() > 0 {
@@ -1120,6 +1343,24 @@ fn on_off(on: bool) -> &'static str {
 }
 
 static RETRY_WORK: spin::Once<Option<WorkId>> = spin::Once::new();
+static RECOVER_WORK: spin::Once<Option<WorkId>> = spin::Once::new();
+
+/// Asks task context to re-initialise reset disks (safe in interrupt context: one atomic OR).
+fn schedule_recovery() {
+    if let Some(Some(id)) = RECOVER_WORK.get() {
+        SYSTEM_WQ.schedule(*id);
+    }
+}
+
+/// The recovery work item (task context, never in the interrupt handler: Linux runs
+/// `virtblk_restore` from a work queue too): re-initialises every disk that is resetting. One
+/// that fails is tried again from the timeout tick after a back-off.
+fn recover_disks() {
+    debug_assert!(!crate::arch::in_interrupt());
+    for disk in DISKS.iter().filter_map(spin::Once::get) {
+        disk.recover();
+    }
+}
 
 /// Asks task context to retry waiting requests (safe in interrupt context: one atomic OR).
 fn schedule_retry() {
@@ -1137,7 +1378,8 @@ fn retry_waiting() {
         let started = disk.start_waiting();
         disk.stats.started_by_work.fetch_add(started as u64, Ordering::Relaxed);
         let inner = disk.inner.lock();
-        again |= inner.requests.waiting() > 0 && inner.requests.in_flight() == 0;
+        // A resetting disk's requests are started by the recovery work.
+        again |= inner.requests.waiting() > 0 && inner.requests.in_flight() == 0 && inner.recovery.health() == DiskHealth::Live;
         drop(inner);
         disk.deliver_callbacks();
     }

@@ -14,23 +14,23 @@ use crate::virtio::queue::VirtqueueMemory;
 use crate::virtio::status::{DRIVER_OK, FAILED};
 use crate::virtio::{feature as common, BrokenReason, DeviceType, Error};
 
-const Q: usize = 16;
-const CAPACITY: u64 = 64;
+pub(super) const Q: usize = 16;
+pub(super) const CAPACITY: u64 = 64;
 
-type Blk = VirtioBlk<&'static FakeTransport, Q>;
+pub(super) type Blk = VirtioBlk<&'static FakeTransport, Q>;
 
 /// A disk behind the ring: executes chains like QEMU's virtio-blk would.
-struct SimDisk {
-    ring: RingDevice,
-    disk: Vec<u8>,
+pub(super) struct SimDisk {
+    pub(super) ring: RingDevice,
+    pub(super) disk: Vec<u8>,
 }
 
 impl SimDisk {
-    fn new(mem: &VirtqueueMemory) -> Self {
+    pub(super) fn new(mem: &VirtqueueMemory) -> Self {
         Self { ring: RingDevice::new(mem), disk: (0..CAPACITY * 512).map(|i| i as u8).collect() }
     }
 
-    fn take_all(&mut self) -> Vec<SimChain> {
+    pub(super) fn take_all(&mut self) -> Vec<SimChain> {
         std::iter::from_fn(|| self.ring.pop_avail()).collect()
     }
 
@@ -60,7 +60,7 @@ impl SimDisk {
     }
 
     /// Executes `chain`, writes `status` (the real one if `None`) and returns it used.
-    fn complete(&mut self, chain: &SimChain, status: Option<u8>) {
+    pub(super) fn complete(&mut self, chain: &SimChain, status: Option<u8>) {
         let (real, written) = self.execute(chain);
         write_bytes(chain.descs.last().unwrap().addr, &[status.unwrap_or(real)]);
         self.ring.push_used(chain.head.into(), written);
@@ -68,14 +68,14 @@ impl SimDisk {
 }
 
 /// A request's buffers, "mapped" (allocated in simulated DMA memory).
-struct Request {
+pub(super) struct Request {
     header: u64,
-    data: Vec<DmaSegment>,
+    pub(super) data: Vec<DmaSegment>,
     status: u64,
 }
 
 impl Request {
-    fn new(dma: &SimDma, request_type: RequestType, sector: u64, segments: &[(u32, u8)]) -> Self {
+    pub(super) fn new(dma: &SimDma, request_type: RequestType, sector: u64, segments: &[(u32, u8)]) -> Self {
         let header = dma.buffer(16, 0);
         write_bytes(header, &RequestHeader { request_type, sector }.to_bytes());
         let data = segments
@@ -86,16 +86,16 @@ impl Request {
         Self { header, data, status }
     }
 
-    fn dma(&self) -> RequestDma<'_> {
+    pub(super) fn dma(&self) -> RequestDma<'_> {
         RequestDma { header: self.header, data: &self.data, status: self.status }
     }
 
-    fn status_byte(&self) -> u8 {
+    pub(super) fn status_byte(&self) -> u8 {
         read_bytes(self.status, 1)[0]
     }
 }
 
-fn device(features: u64) -> &'static FakeTransport {
+pub(super) fn device(features: u64) -> &'static FakeTransport {
     let dev = FakeTransport::new(DeviceType::BLOCK, common::VERSION_1 | features);
     dev.set_config_u64(0, CAPACITY);
     dev.set_config_u32(8, 4096); // size_max
@@ -104,7 +104,7 @@ fn device(features: u64) -> &'static FakeTransport {
     Box::leak(Box::new(dev))
 }
 
-fn setup(features: u64) -> (SimDma, &'static FakeTransport, Blk, SimDisk) {
+pub(super) fn setup(features: u64) -> (SimDma, &'static FakeTransport, Blk, SimDisk) {
     let dma = SimDma::default();
     let dev = device(features);
     let blk = Blk::new(dev, &dma, 0).unwrap();
@@ -113,7 +113,7 @@ fn setup(features: u64) -> (SimDma, &'static FakeTransport, Blk, SimDisk) {
 }
 
 /// Pops one completion and finishes it with the status byte from `request`.
-fn finish(blk: &mut Blk, request: &Request) -> (Token, Result<(), Error>) {
+pub(super) fn finish(blk: &mut Blk, request: &Request) -> (Token, Result<(), Error>) {
     let completion: Completion = blk.pop_completed().unwrap().expect("a completion");
     let token = completion.token();
     (token, blk.complete(completion, request.status_byte()))

@@ -4,5 +4,6 @@ mod blk_tests;
 mod hostile;
 mod mmio_tests;
 mod queue_tests;
+mod recovery_tests;
 mod sim;
 mod transport_tests;

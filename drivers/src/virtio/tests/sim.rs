@@ -281,6 +281,8 @@ pub struct FakeTransport {
     pub acceptable_features: u64,
     /// The device never reads back 0 after a reset.
     pub ignores_reset: bool,
+    /// The same, switched on while the device runs (a reset that starts failing later).
+    pub ignores_reset_now: Cell<bool>,
     pub queue_max: u16,
     pub queue_ready: Cell<bool>,
     pub activated: Cell<Option<ActivatedQueue>>,
@@ -303,6 +305,7 @@ impl FakeTransport {
             device_features,
             acceptable_features: u64::MAX,
             ignores_reset: false,
+            ignores_reset_now: Cell::new(false),
             queue_max: 256,
             queue_ready: Cell::new(false),
             activated: Cell::new(None),
@@ -369,7 +372,7 @@ impl Transport for FakeTransport {
         if value == 0 {
             self.driver_features.set(0);
             self.queue_ready.set(false);
-            if self.ignores_reset {
+            if self.ignores_reset || self.ignores_reset_now.get() {
                 return;
             }
         }
