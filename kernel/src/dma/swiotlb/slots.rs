@@ -184,8 +184,7 @@ impl SlotRequest {
         let stride = (mask >> IO_TLB_SHIFT) + 1;
         let segsize = IO_TLB_SEGSIZE as u64;
         let (in_segment, seg_period) = if stride < segsize {
-            // A 1 every `stride` bits: all ones divided by 2^stride - 1.
-            ((u128::MAX / ((1u128 << stride) - 1)) << residue, 1)
+            (EVERY_NTH_SLOT[stride.trailing_zeros() as usize] << residue, 1)
         } else {
             // At most one start per segment, in every (stride / 128)th segment.
             (1u128 << (residue % segsize), stride / segsize)
@@ -275,6 +274,18 @@ fn sure_level(nslots: usize, stride: u64) -> Option<usize> {
     let len = (nslots as u64).checked_add(stride - 1)?;
     (len <= IO_TLB_SEGSIZE as u64).then(|| len.next_power_of_two().trailing_zeros() as usize)
 }
+
+/// `EVERY_NTH_SLOT[k]`: a 1 every `2^k` bits from bit 0 (all ones divided by `2^(2^k) - 1`; a
+/// table, because a 128-bit division is a library call).
+const EVERY_NTH_SLOT: [SegmentMap; SUMMARY_LEVELS - 1] = {
+    let mut table = [0; SUMMARY_LEVELS - 1];
+    let mut k = 0;
+    while k < table.len() {
+        table[k] = SegmentMap::MAX / ((1 << (1 << k)) - 1);
+        k += 1;
+    }
+    table
+};
 
 /// A mask of the form 2^k - 1.
 const fn is_low_mask(mask: u64) -> bool {

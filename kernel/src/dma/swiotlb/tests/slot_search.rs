@@ -16,7 +16,7 @@ use crate::mm::PAGE_SIZE;
 /// Pool geometries: (areas, segments per area).
 const GEOMETRIES: [(usize, usize); 7] = [(1, 1), (1, 3), (2, 2), (4, 1), (1, 66), (2, 65), (1, 130)];
 
-const ALIGNMENTS: [SlotAlignment; 9] = [
+const ALIGNMENTS: [SlotAlignment; 11] = [
     SlotAlignment { min_align_mask: 0, alloc_align_mask: 0 },
     SlotAlignment { min_align_mask: 0xfff, alloc_align_mask: 0 },
     SlotAlignment { min_align_mask: 0xffff, alloc_align_mask: 0 },
@@ -24,6 +24,8 @@ const ALIGNMENTS: [SlotAlignment; 9] = [
     SlotAlignment { min_align_mask: 0, alloc_align_mask: 0x3fff },
     SlotAlignment { min_align_mask: 0xfff, alloc_align_mask: 0xfff },
     SlotAlignment { min_align_mask: 0x1fff, alloc_align_mask: 0xfff },
+    SlotAlignment { min_align_mask: 0x1_ffff, alloc_align_mask: 0 },
+    SlotAlignment { min_align_mask: 0, alloc_align_mask: 0x7fff },
     // A whole segment, and more than a segment: one start in every segment, or every other.
     SlotAlignment { min_align_mask: 0, alloc_align_mask: 0x3_ffff },
     SlotAlignment { min_align_mask: 0, alloc_align_mask: 0x7_ffff },
@@ -229,4 +231,27 @@ fn lend(pool: &SwiotlbPool, model: &mut Model, lent: &mut Vec<Range<usize>>, ran
         lent.push(range);
     }
     Ok(())
+}
+
+proptest! {
+    /// The shift-and run search against a walk over the slots.
+    #[test]
+    fn free_run_starts_matches_a_slot_walk(
+        runs in proptest::collection::vec((0..IO_TLB_SEGSIZE, 1..=IO_TLB_SEGSIZE), 0..6),
+        nslots in 1..=IO_TLB_SEGSIZE,
+    ) {
+        use super::super::slots::{free_run_starts, run_mask, summary_levels};
+        let free = runs.iter().fold(0, |free, &(first, n)| free | run_mask(first, n.min(IO_TLB_SEGSIZE - first)));
+        let is_free = |i: usize| free >> i & 1 == 1;
+        let mut expected = 0u128;
+        for i in 0..=IO_TLB_SEGSIZE - nslots {
+            if (i..i + nslots).all(is_free) {
+                expected |= 1 << i;
+            }
+        }
+        prop_assert_eq!(free_run_starts(free, nslots), expected, "free {:#x}, {} slots", free, nslots);
+        let longest = (0..IO_TLB_SEGSIZE).map(|i| (i..IO_TLB_SEGSIZE).take_while(|&j| is_free(j)).count()).max().unwrap_or(0);
+        let levels = if longest == 0 { 0 } else { longest.ilog2() as usize + 1 };
+        prop_assert_eq!(summary_levels(free), levels, "free {:#x}", free);
+    }
 }
