@@ -9,7 +9,9 @@
 //!   shift-and steps (`slots.rs`);
 //! - the area keeps a summary: level `l` is a bitmap with one bit per segment that has a free
 //!   run of `2^l` slots, so finding a segment that can hold a request reads `segments / 64`
-//!   words;
+//!   words. The summary lags one segment behind (the last one changed, summarised when the
+//!   summary is read or another segment changes), so a map+unmap in the cursor's segment does
+//!   not update it;
 //! - the search tries first the segment of the cursor (the slot after the last allocation, Linux
 //!   `io_tlb_area::index`), from the cursor on, then from the segment's start; then the next
 //!   segment, wrapping, that surely fits; only if none surely fits does it try, in the same
@@ -48,8 +50,13 @@ pub(super) struct AreaSlots {
     slots: Vec<Slot>,
     /// Free slots of each segment.
     free: Vec<SegmentMap>,
-    /// Summary levels each segment is marked in ([`summary_levels`] of its map).
+    /// Summary levels each segment is marked in ([`summary_levels`] of its map when it was last
+    /// summarised).
     levels: Vec<u8>,
+    /// The one segment whose map changed since it was last summarised, if any: a map+unmap that
+    /// stays in the cursor's segment, the usual case, never reads the summary and so never
+    /// pays for it. Summarised before the summary is read and when another segment changes.
+    unsummarised: Option<usize>,
     /// `SUMMARY_LEVELS` bitmaps of `words` words each, level by level: bit `s` of level `l` is
     /// set when segment `s` has a free run of `2^l` slots.
     summary: Vec<u64>,
@@ -84,6 +91,7 @@ impl AreaSlots {
             slots: alloc::vec![Slot::EMPTY; nslots],
             free: alloc::vec![SegmentMap::MAX; nsegs],
             levels: alloc::vec![SUMMARY_LEVELS as u8; nsegs],
+            unsummarised: None,
             summary,
             words,
         }
@@ -127,7 +135,7 @@ impl AreaSlots {
     /// A free run of `nslots` that starts where `starts` allows: (segment, first slot in it).
     /// First the cursor's segment, from the cursor on and then before it; then the next segment
     /// that surely fits; then the next one that may.
-    fn find_run(&self, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
+    fn find_run(&mut self, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
         let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
         let fits = starts.fits(warm, self.free[warm], nslots);
         if fits != 0 {
@@ -135,6 +143,7 @@ impl AreaSlots {
             let pick = if after_cursor != 0 { after_cursor } else { fits };
             return Some((warm, pick.trailing_zeros() as usize));
         }
+        self.summarise();
         let lowest_fit = |seg: usize| {
             let fits = starts.fits(seg, self.free[seg], nslots);
             (fits != 0).then(|| (seg, fits.trailing_zeros() as usize))
@@ -176,13 +185,28 @@ impl AreaSlots {
     /// Clears the free bits of `[first, first + nslots)` of segment `seg` (all free).
     fn take_run(&mut self, seg: usize, first: usize, nslots: usize) {
         self.free[seg] &= !run_mask(first, nslots);
-        self.update_summary(seg);
+        self.changed(seg);
     }
 
     /// Sets the free bits of `[first, first + nslots)` of segment `seg`.
     fn give_back_run(&mut self, seg: usize, first: usize, nslots: usize) {
         self.free[seg] |= run_mask(first, nslots);
-        self.update_summary(seg);
+        self.changed(seg);
+    }
+
+    /// Notes that segment `seg`'s map changed; summarises the segment that changed before it.
+    fn changed(&mut self, seg: usize) {
+        if self.unsummarised != Some(seg) {
+            self.summarise();
+            self.unsummarised = Some(seg);
+        }
+    }
+
+    /// Brings the summary up to date with every segment's map.
+    fn summarise(&mut self) {
+        if let Some(seg) = self.unsummarised.take() {
+            self.update_summary(seg);
+        }
     }
 
     /// Marks segment `seg` in the summary levels its free map now reaches, and only those.
@@ -293,7 +317,8 @@ impl AreaSlots {
         self.used
     }
 
-    /// Checks the segment maps against the slot states and the summary against the maps.
+    /// Checks the segment maps against the slot states and the summary against the maps (but
+    /// for the unsummarised segment's, which may lag).
     #[cfg(test)]
     pub(super) fn assert_consistent(&self, states: &[AtomicSlotState], area: usize) {
         for (seg, &free) in self.free.iter().enumerate() {
@@ -304,6 +329,9 @@ impl AreaSlots {
                 }
             }
             assert_eq!(free, expected, "free map of segment {seg} (area {area})");
+            if self.unsummarised == Some(seg) {
+                continue;
+            }
             let levels = summary_levels(free);
             assert_eq!(usize::from(self.levels[seg]), levels, "levels of segment {seg} (area {area})");
             for level in 0..SUMMARY_LEVELS {
