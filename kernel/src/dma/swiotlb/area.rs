@@ -143,6 +143,14 @@ impl AreaSlots {
             let pick = if after_cursor != 0 { after_cursor } else { fits };
             return Some((warm, pick.trailing_zeros() as usize));
         }
+        self.find_run_elsewhere(warm, nslots, starts)
+    }
+
+    /// The rest of [`Self::find_run`], out of line: the search of the cursor's segment stays
+    /// short and needs few registers.
+    #[cold]
+    #[inline(never)]
+    fn find_run_elsewhere(&mut self, warm: usize, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
         self.summarise();
         let lowest_fit = |seg: usize| {
             let fits = starts.fits(seg, self.free[seg], nslots);
