@@ -116,8 +116,9 @@ impl SlotRequest {
     /// Works out padding, size and alignment of a mapping of `mapping_size` bytes at `orig_addr`.
     pub(super) fn new(orig_addr: PhysAddr, mapping_size: usize, align: SlotAlignment) -> Result<Self, SwiotlbError> {
         let slot_mask = IO_TLB_SIZE as u64 - 1;
+        // Built only on the error path: the map path never pays for `max_mapping_size`.
         let too_large =
-            SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
+            || SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
         if mapping_size == 0 {
             return Err(SwiotlbError::ZeroSize);
         }
@@ -131,10 +132,10 @@ impl SlotRequest {
         let alloc_size = mapping_size
             .checked_add(offset)
             .and_then(|s| align_up(s as u64, align.alloc_align_mask.checked_add(1)?))
-            .ok_or_else(|| too_large.clone())? as usize;
+            .ok_or_else(too_large)? as usize;
         let nslots = nr_slots(alloc_size);
         if nslots > IO_TLB_SEGSIZE {
-            return Err(too_large);
+            return Err(too_large());
         }
 
         let mut alloc_align_mask = align.alloc_align_mask;
