@@ -3,23 +3,65 @@
 //! Every method runs with the area lock held and never allocates; indices are area-local. The
 //! slot states live in the pool (so `is_swiotlb_buffer` can read them without this lock) and are
 //! passed in as the area's share, written only here, under the lock.
+//!
+//! The slot search (Linux `swiotlb_area_find_slots`), constant time in the number of slots:
+//! - each segment has a map of its free slots ([`SegmentMap`]); a run is found in it with a few
+//!   shift-and steps (`slots.rs`);
+//! - the area keeps a summary: level `l` is a bitmap with one bit per segment that has a free
+//!   run of `2^l` slots, so finding a segment that can hold a request reads `segments / 64`
+//!   words. The summary lags one segment behind (the last one changed, summarised when the
+//!   summary is read or another segment changes), so a map+unmap in the cursor's segment does
+//!   not update it;
+//! - the search tries first the segment of the cursor (the slot after the last allocation, Linux
+//!   `io_tlb_area::index`), from the cursor on, then from the segment's start; then the next
+//!   segment, wrapping, that surely fits; only if none surely fits does it try, in the same
+//!   order, each segment whose longest free run is long enough but whose alignment may not allow
+//!   the request (a search that fails has looked at every segment that might fit).
+//!
+//! Where we differ from Linux, and why: Linux's next-fit cursor walks slot by slot through the
+//! whole area, so consecutive mappings rotate through it and each touches cold slots. Here the
+//! cursor wraps inside its segment while the segment has room: a few mappings at a time keep to
+//! 256 KiB of warm slots. Slots freed behind the cursor come back after one lap of the segment,
+//! not at once: strict LIFO reuse would hand a just-unmapped address straight back to the same
+//! driver, and a second unmap of it could no longer be told from a good one
+//! (`tests::misuse::double_unmap_is_refused`).
 
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::slots::{find_run, give_back_run, take_run, AtomicSlotState, Slot, SlotRequest};
-use super::{DmaDirection, SlotState, IO_TLB_SHIFT};
+use super::slots::{run_mask, summary_levels, AtomicSlotState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
+#[cfg(test)]
+use super::slots::free_run_starts;
+use super::{DmaDirection, SlotState, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::mm::PhysAddr;
+
+/// Segments per summary word.
+const SEGS_PER_WORD: usize = u64::BITS as usize;
 
 /// The slots of one area and their bookkeeping.
 pub(super) struct AreaSlots {
-    /// Where the next search starts (Linux `io_tlb_area::index`).
+    /// Where the next search starts: the slot after the last allocation (Linux
+    /// `io_tlb_area::index`). Its segment is searched first, from here on, then from its start.
     index: usize,
     /// Slots held by mappings, pad slots included (Linux `io_tlb_area::used`).
     used: usize,
     /// Slots lent to the page allocator.
     lent: usize,
     slots: Vec<Slot>,
+    /// Free slots of each segment.
+    free: Vec<SegmentMap>,
+    /// Summary levels each segment is marked in ([`summary_levels`] of its map when it was last
+    /// summarised).
+    levels: Vec<u8>,
+    /// The one segment whose map changed since it was last summarised, if any: a map+unmap that
+    /// stays in the cursor's segment, the usual case, never reads the summary and so never
+    /// pays for it. Summarised before the summary is read and when another segment changes.
+    unsummarised: Option<usize>,
+    /// `SUMMARY_LEVELS` bitmaps of `words` words each, level by level: bit `s` of level `l` is
+    /// set when segment `s` has a free run of `2^l` slots.
+    summary: Vec<u64>,
+    /// Words per summary level.
+    words: usize,
 }
 
 /// A live mapping as seen from one of its slots.
@@ -34,7 +76,25 @@ pub(super) struct MappingInfo {
 impl AreaSlots {
     /// `nslots` free slots (a multiple of the segment size). Allocates: task context only.
     pub(super) fn new(nslots: usize) -> Self {
-        Self { index: 0, used: 0, lent: 0, slots: (0..nslots).map(Slot::new).collect() }
+        let nsegs = nslots / IO_TLB_SEGSIZE;
+        let words = nsegs.div_ceil(SEGS_PER_WORD);
+        let mut summary = alloc::vec![0u64; SUMMARY_LEVELS * words];
+        for level in 0..SUMMARY_LEVELS {
+            for seg in 0..nsegs {
+                summary[level * words + seg / SEGS_PER_WORD] |= 1 << (seg % SEGS_PER_WORD);
+            }
+        }
+        Self {
+            index: 0,
+            used: 0,
+            lent: 0,
+            slots: alloc::vec![Slot::EMPTY; nslots],
+            free: alloc::vec![SegmentMap::MAX; nsegs],
+            levels: alloc::vec![SUMMARY_LEVELS as u8; nsegs],
+            unsummarised: None,
+            summary,
+            words,
+        }
     }
 
     /// Finds and takes a run for `req` (Linux `swiotlb_area_find_slots`), records the mapping and
@@ -49,8 +109,10 @@ impl AreaSlots {
         if req.nslots > self.slots.len() - self.used - self.lent {
             return None;
         }
-        let first = find_run(&self.slots, self.index, base_addr, req)?;
-        take_run(&mut self.slots, first, req.nslots);
+        let (seg, in_seg) = self.find_run(req.nslots, &req.run_starts(base_addr))?;
+        self.take_run(seg, in_seg, req.nslots);
+        let first = seg * IO_TLB_SEGSIZE + in_seg;
+        self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
         let head = first + req.pad_slots;
         for (slot, state) in self.slots[first..first + req.nslots].iter_mut().zip(&states[first..]) {
             slot.head = head as u32;
@@ -58,7 +120,6 @@ impl AreaSlots {
         }
         // SlotRequest::new bounds the mapping to one segment, so the narrowing casts hold.
         self.slots[head] = Slot {
-            list: 0,
             head: head as u32,
             orig_addr: req.orig_addr,
             alloc_size: req.mapping_size as u32,
@@ -67,9 +128,120 @@ impl AreaSlots {
             nslots: req.nslots as u16,
             dir,
         };
-        self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
         self.used += req.nslots;
         Some(head)
+    }
+
+    /// A free run of `nslots` that starts where `starts` allows: (segment, first slot in it).
+    /// First the cursor's segment, from the cursor on and then before it; then the next segment
+    /// that surely fits; then the next one that may.
+    fn find_run(&mut self, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
+        let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
+        let fits = starts.fits(warm, self.free[warm], nslots);
+        if fits != 0 {
+            let after_cursor = fits & (SegmentMap::MAX << from);
+            let pick = if after_cursor != 0 { after_cursor } else { fits };
+            return Some((warm, pick.trailing_zeros() as usize));
+        }
+        self.find_run_elsewhere(warm, nslots, starts)
+    }
+
+    /// The rest of [`Self::find_run`], out of line: the search of the cursor's segment stays
+    /// short and needs few registers.
+    #[cold]
+    #[inline(never)]
+    fn find_run_elsewhere(&mut self, warm: usize, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
+        self.summarise();
+        let lowest_fit = |seg: usize| {
+            let fits = starts.fits(seg, self.free[seg], nslots);
+            (fits != 0).then(|| (seg, fits.trailing_zeros() as usize))
+        };
+        let next = if warm + 1 == self.free.len() { 0 } else { warm + 1 };
+        if let Some(level) = starts.sure_level {
+            if let Some(found) = self.find_segment(level, next, lowest_fit) {
+                return Some(found);
+            }
+        }
+        // Segments with a free run of 2^floor(log2 nslots): every one that may fit, and more.
+        self.find_segment(nslots.ilog2() as usize, next, lowest_fit)
+    }
+
+    /// Calls `try_seg` on the segments marked in summary level `level`, from segment `from` up,
+    /// wrapping, until it returns something.
+    fn find_segment<R>(&self, level: usize, from: usize, mut try_seg: impl FnMut(usize) -> Option<R>) -> Option<R> {
+        let words = &self.summary[level * self.words..(level + 1) * self.words];
+        let first_word = from / SEGS_PER_WORD;
+        let from_bit = !0u64 << (from % SEGS_PER_WORD);
+        // The first word from `from` on, the others, then the first word's bits before `from`.
+        for i in 0..=words.len() {
+            let w = (first_word + i) % words.len();
+            let mut bits = match i {
+                0 => words[w] & from_bit,
+                i if i == words.len() => words[w] & !from_bit,
+                _ => words[w],
+            };
+            while bits != 0 {
+                if let Some(found) = try_seg(w * SEGS_PER_WORD + bits.trailing_zeros() as usize) {
+                    return Some(found);
+                }
+                bits &= bits - 1;
+            }
+        }
+        None
+    }
+
+    /// Clears the free bits of `[first, first + nslots)` of segment `seg` (all free).
+    fn take_run(&mut self, seg: usize, first: usize, nslots: usize) {
+        self.free[seg] &= !run_mask(first, nslots);
+        self.changed(seg);
+    }
+
+    /// Sets the free bits of `[first, first + nslots)` of segment `seg`.
+    fn give_back_run(&mut self, seg: usize, first: usize, nslots: usize) {
+        self.free[seg] |= run_mask(first, nslots);
+        self.changed(seg);
+    }
+
+    /// Notes that segment `seg`'s map changed; summarises the segment that changed before it.
+    fn changed(&mut self, seg: usize) {
+        if self.unsummarised != Some(seg) {
+            self.summarise();
+            self.unsummarised = Some(seg);
+        }
+    }
+
+    /// Brings the summary up to date with every segment's map.
+    fn summarise(&mut self) {
+        if let Some(seg) = self.unsummarised.take() {
+            self.update_summary(seg);
+        }
+    }
+
+    /// Marks segment `seg` in the summary levels its free map now reaches, and only those.
+    fn update_summary(&mut self, seg: usize) {
+        let new = summary_levels(self.free[seg]);
+        let old = usize::from(self.levels[seg]);
+        if new == old {
+            return;
+        }
+        self.levels[seg] = new as u8;
+        let (word, bit) = (seg / SEGS_PER_WORD, 1u64 << (seg % SEGS_PER_WORD));
+        for level in new.min(old)..new.max(old) {
+            self.summary[level * self.words + word] ^= bit;
+        }
+    }
+
+    /// The (segment, first slot in it, slots) pieces of an area-local slot range.
+    fn segment_pieces(range: Range<usize>) -> impl Iterator<Item = (usize, usize, usize)> {
+        let mut start = range.start;
+        core::iter::from_fn(move || {
+            (start < range.end).then(|| {
+                let (seg, first) = (start / IO_TLB_SEGSIZE, start % IO_TLB_SEGSIZE);
+                let n = (IO_TLB_SEGSIZE - first).min(range.end - start);
+                start += n;
+                (seg, first, n)
+            })
+        })
     }
 
     /// The live mapping that covers byte `in_slot` of slot `index`, if any.
@@ -92,11 +264,15 @@ impl AreaSlots {
         }
         let first = head - usize::from(self.slots[head].pad_slots);
         let nslots = usize::from(self.slots[head].nslots);
-        for (slot, state) in self.slots[first..first + nslots].iter_mut().zip(&states[first..]) {
-            slot.clear_mapping();
+        // The other slots keep stale `head`s: a state other than Used hides them, and the next
+        // allocation of a slot writes its `head`.
+        self.slots[head] = Slot::EMPTY;
+        for state in &states[first..first + nslots] {
             state.store(SlotState::Free);
         }
-        give_back_run(&mut self.slots, first, nslots);
+        // An allocation never crosses a segment.
+        let seg = first / IO_TLB_SEGSIZE;
+        self.give_back_run(seg, first % IO_TLB_SEGSIZE, nslots);
         self.used -= nslots;
         Some(nslots)
     }
@@ -120,7 +296,9 @@ impl AreaSlots {
         for state in &states[range.clone()] {
             state.store(SlotState::Lent);
         }
-        take_run(&mut self.slots, range.start, range.len());
+        for (seg, first, n) in Self::segment_pieces(range.clone()) {
+            self.take_run(seg, first, n);
+        }
         self.lent += range.len();
         Ok(())
     }
@@ -134,7 +312,9 @@ impl AreaSlots {
         for state in &states[range.clone()] {
             state.store(SlotState::Free);
         }
-        give_back_run(&mut self.slots, range.start, range.len());
+        for (seg, first, n) in Self::segment_pieces(range.clone()) {
+            self.give_back_run(seg, first, n);
+        }
         self.lent -= range.len();
         Ok(())
     }
@@ -149,9 +329,28 @@ impl AreaSlots {
         self.slots.len() - self.lent
     }
 
-    /// The free-run counts, for consistency checks in tests.
+    /// Checks the segment maps against the slot states and the summary against the maps (but
+    /// for the unsummarised segment's, which may lag).
     #[cfg(test)]
-    pub(super) fn lists(&self) -> impl Iterator<Item = u16> + '_ {
-        self.slots.iter().map(|s| s.list)
+    pub(super) fn assert_consistent(&self, states: &[AtomicSlotState], area: usize) {
+        for (seg, &free) in self.free.iter().enumerate() {
+            let mut expected: SegmentMap = 0;
+            for (i, state) in states[seg * IO_TLB_SEGSIZE..][..IO_TLB_SEGSIZE].iter().enumerate() {
+                if state.load() == SlotState::Free {
+                    expected |= 1 << i;
+                }
+            }
+            assert_eq!(free, expected, "free map of segment {seg} (area {area})");
+            if self.unsummarised == Some(seg) {
+                continue;
+            }
+            let levels = summary_levels(free);
+            assert_eq!(usize::from(self.levels[seg]), levels, "levels of segment {seg} (area {area})");
+            for level in 0..SUMMARY_LEVELS {
+                let marked = self.summary[level * self.words + seg / SEGS_PER_WORD] >> (seg % SEGS_PER_WORD) & 1 == 1;
+                assert_eq!(marked, level < levels, "summary level {level}, segment {seg} (area {area})");
+                assert_eq!(marked, free_run_starts(free, 1 << level) != 0, "level {level} means a run of 2^{level}");
+            }
+        }
     }
 }

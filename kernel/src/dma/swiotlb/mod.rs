@@ -5,8 +5,8 @@
 //! areas, each behind its own IRQ-safe lock so CPUs mapping at once rarely meet.
 //!
 //! Where the code lives:
-//! - `slots`: per-slot metadata, the free-run counts (`list`) and the next-fit slot search;
-//! - `area`: one area's lock, search cursor and counts;
+//! - `slots`: per-slot metadata, what a request needs, the search inside one segment's free map;
+//! - `area`: one area's segment maps, their summary, search cursor and counts;
 //! - `pool`: the pool, the IRQ reserve and lending spare slots to the page allocator;
 //! - `bounce`: `map`/`unmap`/`sync_*`, the copies between the original buffer and the slots;
 //! - `stats`: counters;

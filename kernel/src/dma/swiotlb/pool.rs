@@ -344,24 +344,15 @@ impl SwiotlbPool {
         })
     }
 
-    /// Checks the free-run counts against the slot states and the counters against the areas.
-    /// Exact only while no other CPU maps or unmaps.
+    /// Checks each area's segment maps and summary against the slot states and the counters
+    /// against the areas. Exact only while no other CPU maps or unmaps.
     #[cfg(test)]
     pub(super) fn assert_consistent(&self) {
         let mut used = 0;
         for (area, slots) in self.areas.iter().enumerate() {
             let slots = slots.lock();
             used += slots.used();
-            let lists: Vec<u16> = slots.lists().collect();
-            let states = self.area_states(area);
-            let mut expected = 0u16;
-            for i in (0..lists.len()).rev() {
-                if (i + 1) % IO_TLB_SEGSIZE == 0 {
-                    expected = 0;
-                }
-                expected = if states[i].load() == SlotState::Free { expected + 1 } else { 0 };
-                assert_eq!(lists[i], expected, "list of slot {} (area {area})", area * self.area_nslots + i);
-            }
+            slots.assert_consistent(self.area_states(area), area);
         }
         let count = |s| self.states.iter().filter(|st| st.load() == s).count();
         assert_eq!(used, count(SlotState::Used), "area used counts");

@@ -1,8 +1,14 @@
-//! Slot metadata, the free-run counts and the slot search (Linux `struct io_tlb_slot` and the loop
-//! of `swiotlb_area_find_slots`).
+//! Slot metadata, what a request needs from the slot search, and the search inside one segment
+//! (Linux `struct io_tlb_slot` and the loop of `swiotlb_area_find_slots`).
 //!
-//! The functions here work on one area's slots (a slice whose first slot starts a segment), are
-//! called with the area lock held, and never allocate.
+//! Where we differ from Linux, and why: Linux keeps in every slot the count of free slots from it
+//! to the end of its segment (`list`), walks a segment slot by slot to find a run, and walks back
+//! over the free slots before a run to recount them on every allocation and release. Here each
+//! segment is a 128-bit map of free slots: a run of n free slots is found with at most eight
+//! shift-and steps and a count of trailing zeros, and taking or giving back a run is a mask. The
+//! area keeps a summary of its segments on top (`area.rs`).
+//!
+//! Nothing here takes a lock or allocates.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -49,12 +55,10 @@ impl AtomicSlotState {
 }
 
 /// Metadata of one slot. The fields marked "head" are meaningful only in the first data slot of a
-/// mapping (the slot the returned bounce address points into).
+/// mapping (the slot the returned bounce address points into). Whether a slot is free is not
+/// here: the slot's state and its area's segment bitmap say so.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
-    /// Free slots from this one to the end of its segment; 0 if this one is not free (Linux
-    /// `list`).
-    pub(super) list: u16,
     /// Used slots: area-local index of the mapping's head slot.
     pub(super) head: u32,
     /// Head: the original buffer (Linux stores `orig_addr + i * IO_TLB_SIZE` in every slot; we
@@ -74,24 +78,16 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    /// Slot `i` of a fresh area: free, in a run reaching to the end of its segment.
-    pub(super) const fn new(i: usize) -> Self {
-        Self {
-            list: (IO_TLB_SEGSIZE - i % IO_TLB_SEGSIZE) as u16,
-            head: 0,
-            orig_addr: INVALID_PHYS_ADDR,
-            alloc_size: 0,
-            offset: 0,
-            pad_slots: 0,
-            nslots: 0,
-            dir: DmaDirection::Bidirectional,
-        }
-    }
-
-    /// Forgets the mapping, keeping `list`.
-    pub(super) fn clear_mapping(&mut self) {
-        *self = Self { list: self.list, ..Self::new(0) };
-    }
+    /// A slot that holds no mapping.
+    pub(super) const EMPTY: Self = Self {
+        head: 0,
+        orig_addr: INVALID_PHYS_ADDR,
+        alloc_size: 0,
+        offset: 0,
+        pad_slots: 0,
+        nslots: 0,
+        dir: DmaDirection::Bidirectional,
+    };
 }
 
 /// What a mapping needs from the slot search, computed once from the request (Linux: the
@@ -114,16 +110,15 @@ pub(super) struct SlotRequest {
     alloc_align_mask: u64,
     /// The first slot's address has these bits equal to the original's.
     iotlb_align_mask: u64,
-    /// Step between candidates once an aligned one is found.
-    stride: usize,
 }
 
 impl SlotRequest {
     /// Works out padding, size and alignment of a mapping of `mapping_size` bytes at `orig_addr`.
     pub(super) fn new(orig_addr: PhysAddr, mapping_size: usize, align: SlotAlignment) -> Result<Self, SwiotlbError> {
         let slot_mask = IO_TLB_SIZE as u64 - 1;
+        // Built only on the error path: the map path never pays for `max_mapping_size`.
         let too_large =
-            SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
+            || SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
         if mapping_size == 0 {
             return Err(SwiotlbError::ZeroSize);
         }
@@ -137,10 +132,10 @@ impl SlotRequest {
         let alloc_size = mapping_size
             .checked_add(offset)
             .and_then(|s| align_up(s as u64, align.alloc_align_mask.checked_add(1)?))
-            .ok_or_else(|| too_large.clone())? as usize;
+            .ok_or_else(too_large)? as usize;
         let nslots = nr_slots(alloc_size);
         if nslots > IO_TLB_SEGSIZE {
-            return Err(too_large);
+            return Err(too_large());
         }
 
         let mut alloc_align_mask = align.alloc_align_mask;
@@ -154,7 +149,6 @@ impl SlotRequest {
         // from where the run starts.
         alloc_align_mask |= slot_mask;
         iotlb_align_mask &= !alloc_align_mask;
-        let stride = (alloc_align_mask.max(iotlb_align_mask) >> IO_TLB_SHIFT) as usize + 1;
 
         Ok(Self {
             orig_addr,
@@ -165,7 +159,6 @@ impl SlotRequest {
             offset: offset & (IO_TLB_SIZE - 1),
             alloc_align_mask,
             iotlb_align_mask,
-            stride,
         })
     }
 
@@ -178,82 +171,124 @@ impl SlotRequest {
             .then_some(self.orig_addr & self.iotlb_align_mask)
     }
 
-    /// Whether a run may start at a slot at `addr`.
-    fn fits_at(&self, addr: PhysAddr) -> bool {
-        addr & self.alloc_align_mask == 0 && addr & self.iotlb_align_mask == self.orig_addr & self.iotlb_align_mask
+    /// The slots where a run for this request may start, in an area whose first slot is at
+    /// `base_addr` (Linux tests each candidate's address in `swiotlb_area_find_slots`).
+    ///
+    /// A run may start at slot `i` when its address has the `alloc_align_mask` bits clear and the
+    /// `iotlb_align_mask` bits of the original: both masks are low masks (the second with the
+    /// first's bits cleared), so together they pin `i` modulo a power of two, `stride`.
+    pub(super) fn run_starts(&self, base_addr: PhysAddr) -> RunStarts {
+        let mask = self.alloc_align_mask | self.iotlb_align_mask;
+        let want = self.orig_addr & self.iotlb_align_mask;
+        // (base + (i << IO_TLB_SHIFT)) & mask == want, with base slot aligned.
+        let residue = (want.wrapping_sub(base_addr) & mask) >> IO_TLB_SHIFT;
+        let stride = (mask >> IO_TLB_SHIFT) + 1;
+        let segsize = IO_TLB_SEGSIZE as u64;
+        let (in_segment, seg_period) = if stride < segsize {
+            (EVERY_NTH_SLOT[stride.trailing_zeros() as usize] << residue, 1)
+        } else {
+            // At most one start per segment, in every (stride / 128)th segment.
+            (1u128 << (residue % segsize), stride / segsize)
+        };
+        RunStarts {
+            in_segment,
+            seg_mask: seg_period - 1,
+            seg_phase: (residue / segsize) & (seg_period - 1),
+            sure_level: sure_level(self.nslots, stride),
+        }
     }
 }
+
+/// Where a run may start, worked out once per request for one area (see
+/// [`SlotRequest::run_starts`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RunStarts {
+    /// Slots of a segment where a run may start (bit i: slot i of the segment), in the segments
+    /// that have any.
+    in_segment: SegmentMap,
+    /// Segment `s` has starts when `s & seg_mask == seg_phase` (every segment, unless the
+    /// alignment is larger than a segment).
+    seg_mask: u64,
+    seg_phase: u64,
+    /// A summary level whose segments surely hold a fitting run, if there is one (see
+    /// [`sure_level`]).
+    pub(super) sure_level: Option<usize>,
+}
+
+impl RunStarts {
+    /// The slots of segment `seg`, whose free slots are `free`, where a free run of `nslots`
+    /// starts as the request allows (bit i: slot i of the segment).
+    pub(super) fn fits(&self, seg: usize, free: SegmentMap, nslots: usize) -> SegmentMap {
+        if seg as u64 & self.seg_mask != self.seg_phase {
+            return 0;
+        }
+        free_run_starts(free, nslots) & self.in_segment
+    }
+}
+
+/// The free slots of one segment: bit i is slot i of the segment. The segment is the unit of the
+/// search because no mapping crosses one (Linux `IO_TLB_SEGSIZE`).
+pub(super) type SegmentMap = u128;
+const _: () = assert!(SegmentMap::BITS as usize == IO_TLB_SEGSIZE);
+
+/// Summary levels of an area: level `l` marks the segments with a free run of `2^l` slots.
+pub(super) const SUMMARY_LEVELS: usize = IO_TLB_SEGSIZE.trailing_zeros() as usize + 1;
+
+/// The slots `[first, first + nslots)` of a segment as a mask (`nslots` in 1..=128).
+pub(super) const fn run_mask(first: usize, nslots: usize) -> SegmentMap {
+    (SegmentMap::MAX >> (IO_TLB_SEGSIZE - nslots)) << first
+}
+
+/// Bit i set when the slots `i..i + nslots` of `free` are all free (`nslots` in 1..=128): the
+/// starts of free runs of `nslots`. Runs never reach past the segment (the shifts bring in
+/// zeros). At most eight shift-and steps: runs of 2^k by doubling, then two of them overlapped.
+pub(super) fn free_run_starts(free: SegmentMap, nslots: usize) -> SegmentMap {
+    let mut runs = free;
+    let mut len = 1;
+    while 2 * len <= nslots {
+        runs &= runs >> len;
+        len *= 2;
+    }
+    runs & (runs >> (nslots - len))
+}
+
+/// How many summary levels mark a segment whose free slots are `free`: one more than log2 of
+/// the longest free run of a power-of-two length, 0 if no slot is free.
+pub(super) fn summary_levels(free: SegmentMap) -> usize {
+    let mut runs = free;
+    let mut levels = 0;
+    // `runs` marks the starts of free runs of 2^levels slots.
+    while runs != 0 {
+        levels += 1;
+        if levels == SUMMARY_LEVELS {
+            break;
+        }
+        runs &= runs >> (1 << (levels - 1));
+    }
+    levels
+}
+
+/// The lowest summary level whose segments all hold a run of `nslots` starting every `stride`
+/// slots: a free run of `nslots + stride - 1` has such a start whatever the residue. `None` when
+/// that run is longer than a segment.
+fn sure_level(nslots: usize, stride: u64) -> Option<usize> {
+    let len = (nslots as u64).checked_add(stride - 1)?;
+    (len <= IO_TLB_SEGSIZE as u64).then(|| len.next_power_of_two().trailing_zeros() as usize)
+}
+
+/// `EVERY_NTH_SLOT[k]`: a 1 every `2^k` bits from bit 0 (all ones divided by `2^(2^k) - 1`; a
+/// table, because a 128-bit division is a library call).
+const EVERY_NTH_SLOT: [SegmentMap; SUMMARY_LEVELS - 1] = {
+    let mut table = [0; SUMMARY_LEVELS - 1];
+    let mut k = 0;
+    while k < table.len() {
+        table[k] = SegmentMap::MAX / ((1 << (1 << k)) - 1);
+        k += 1;
+    }
+    table
+};
 
 /// A mask of the form 2^k - 1.
 const fn is_low_mask(mask: u64) -> bool {
     mask & mask.wrapping_add(1) == 0
-}
-
-/// Next-fit search over one area's `slots`, whose first slot is at `base_addr`, starting at
-/// `start` and wrapping to 0 at the end (Linux `swiotlb_area_find_slots` + `wrap_area_index`).
-/// Returns the first slot of a free run that fits the request.
-pub(super) fn find_run(slots: &[Slot], start: usize, base_addr: PhysAddr, req: &SlotRequest) -> Option<usize> {
-    let n = slots.len();
-    let wrap = |i: usize| if i >= n { 0 } else { i };
-    let mut index = wrap(start);
-    let mut checked = 0;
-    while checked < n {
-        let addr = base_addr + ((index as u64) << IO_TLB_SHIFT);
-        if !req.fits_at(addr) {
-            index = wrap(index + 1);
-            checked += 1;
-            continue;
-        }
-        if usize::from(slots[index].list) >= req.nslots {
-            return Some(index);
-        }
-        // Aligned but busy: the next aligned candidate is at least a stride away.
-        index = wrap(index + req.stride);
-        checked += req.stride;
-    }
-    None
-}
-
-/// Takes the free slots `[first, first + n)` out of the free runs (allocation or lending): their
-/// `list` becomes 0 and the free slots before them in the segment now run only up to `first`.
-pub(super) fn take_run(slots: &mut [Slot], first: usize, n: usize) {
-    for slot in &mut slots[first..first + n] {
-        slot.list = 0;
-    }
-    relink_preceding(slots, first);
-}
-
-/// Returns `[first, first + n)` to the free runs, merging with the free slots after and before
-/// them in their segments (Linux `swiotlb_release_slots`, generalised to ranges that cross
-/// segments, for lent page blocks).
-pub(super) fn give_back_run(slots: &mut [Slot], first: usize, n: usize) {
-    let end = first + n;
-    let mut count = if !end.is_multiple_of(IO_TLB_SEGSIZE) { slots[end].list } else { 0 };
-    for i in (first..end).rev() {
-        if (i + 1) % IO_TLB_SEGSIZE == 0 {
-            count = 0;
-        }
-        count += 1;
-        slots[i].list = count;
-    }
-    relink_preceding(slots, first);
-}
-
-/// Recounts the free slots before `first` in its segment after `first`'s count changed.
-///
-/// This walk is most of the bookkeeping of a map+unmap (Linux has the same one, in
-/// `swiotlb_area_find_slots` and `swiotlb_release_slots`): next-fit leaves the slots behind the
-/// search cursor free, so the run before a new mapping grows towards the whole segment. Hence a
-/// slice iterator (no bounds checks) over the segment's slots before `first`.
-fn relink_preceding(slots: &mut [Slot], first: usize) {
-    const _: () = assert!(IO_TLB_SEGSIZE.is_power_of_two());
-    let segment_start = first & !(IO_TLB_SEGSIZE - 1);
-    let mut count = slots[first].list;
-    for slot in slots[segment_start..first].iter_mut().rev() {
-        if slot.list == 0 {
-            break;
-        }
-        count += 1;
-        slot.list = count;
-    }
 }

@@ -8,6 +8,7 @@ mod leak;
 mod misuse;
 mod occupancy;
 mod random;
+mod slot_search;
 
 use super::*;
 use crate::mm::phys::{PhysMemory, SimMemory};
