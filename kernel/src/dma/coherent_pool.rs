@@ -113,7 +113,7 @@ mod tests {
         let b = pool.alloc(1, 1).unwrap(); // a status byte: its own cache line
         let c = pool.alloc(3000, 4096).unwrap(); // a ring: page aligned
         assert_ne!(a, b);
-        assert!(c % 4096 == 0 && pool.range().contains(&c));
+        assert!(c.is_multiple_of(4096) && pool.range().contains(&c));
         assert!(b + 64 <= c || b >= c + 4096, "blocks overlap");
         assert_eq!(pool.free_bytes(), 16 * 1024 - 64 - 64 - 4096);
         pool.free(c, 3000, 4096).unwrap();

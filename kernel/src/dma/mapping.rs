@@ -417,6 +417,8 @@ impl<'a> DmaApi<'a> {
 }
 
 #[cfg(test)]
+// The page allocator takes a list of free ranges; these tests give it one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::arch::host::{take_cache_ops, IrqContextGuard};

@@ -144,12 +144,12 @@ fn never_lend_pools_stay_unlent() {
     for ms in (0..5000).step_by(100) {
         f.worker_at(ms);
     }
-    let dev = f.mgr.carve_device_pool(&f.pages, &f.mem, 2, &mut ignore_drop).unwrap();
-    f.mgr.return_device_pool(dev, &f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 2, &mut ignore_drop).unwrap();
+    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
     assert_eq!(f.count(BlockState::AsSlots), 6);
     assert_eq!(f.nr_free_swiotlb_pages(), 0);
     assert_eq!(f.mgr.default_pool().lent_slots(), 0);
-    assert_eq!(f.mgr.lend_block(&f.pages, &f.mem, 5), Err(LendError::NeverLend));
+    assert_eq!(f.mgr.lend_block(f.pages, &f.mem, 5), Err(LendError::NeverLend));
 
     let refused = Fixture::try_new(2, 6, tunables(SwiotlbPolicy::Dynamic), true).err();
     assert!(matches!(refused, Some(LendError::PolicyForbids { .. })));
