@@ -267,7 +267,7 @@ class CmaComparison(unittest.TestCase):
             {"pools": 64, "bounce_map_unmap_4k_ns": 300.0, "memcpy_4k_ns": 50.0, "is_swiotlb_buffer_miss_ns": 40.0},
         ]})]}
         text = report.scaling_section(runs)
-        self.assertIn("| `dynamic` | 64 | 300", text)
+        self.assertIn("| `dynamic` | ns | 64 | 300", text)
         self.assertIn("cost 4 × as much with 64 pools as with 1", text)
 
 
