@@ -1325,32 +1325,49 @@ def losses(runs, targets, machine):
     return "\n".join(out) + "\n"
 
 
-def throttled_reason(runs):
-    """Why the throttled 64 KiB QD 16 cells missed, from their figures: whether the bounced cells
-    reached the throttle, and the guest's busy time per request that held them."""
+def throttled_figures(runs):
+    """The figures behind the explanation of the missed throttled 64 KiB QD 16 cells, or None if
+    none missed: the cells, the limit (MiB/s), medians over those cells and rounds of direct and
+    bounced MiB/s and busy ns per request, the vCPU's busy share at the bounced rate, the warm-up."""
     cells, _ = io_cells(runs, "io-throttled")
     bps = throttle_of(runs, "io-throttled")
     keys = [k for k in {k[:4] for k in cells} if k[2] == 64 * KIB and k[3] == 16]
-    missed = [k for k in keys if (pair_ratio(cells, k, "mib_s")[0] or 0) < 0.95]
+    missed = sorted(k for k in keys if (pair_ratio(cells, k, "mib_s")[0] or 0) < 0.95)
     if not missed or not bps:
+        return None
+    get = lambda placement, f: median([c.get(f) for k in missed for _, c in cells.get(k + (placement,), [])])
+    f = {
+        "cells": missed,
+        "limit": bps / MIB,
+        "direct": get("direct", "mib_s"),
+        "bounced": get("bounced", "mib_s"),
+        "busy_direct": get("direct", "busy_ns_per_req"),
+        "busy_bounced": get("bounced", "busy_ns_per_req"),
+        "warmup": median([d.get("warmup_ms") for _, d in runs.get("io-throttled", [])]),
+    }
+    if f["direct"] is None or f["bounced"] is None:
+        return None
+    # Requests per second at the bounced rate times the busy time of each.
+    f["share"] = None if f["busy_bounced"] is None else f["busy_bounced"] * f["bounced"] * MIB / (64 * KIB) / 1e9
+    return f
+
+
+def throttled_reason(runs):
+    """Why the throttled 64 KiB QD 16 cells missed, from their figures: whether the bounced cells
+    reached the throttle, and the guest's busy time per request that held them."""
+    f = throttled_figures(runs)
+    if f is None:
         return ""
-    keys = missed
-    get = lambda placement, f: median([c.get(f) for k in keys for _, c in cells.get(k + (placement,), [])])
-    direct, bounced = get("direct", "mib_s"), get("bounced", "mib_s")
-    busy_d, busy_b = get("direct", "busy_ns_per_req"), get("bounced", "busy_ns_per_req")
-    limit = bps / MIB
-    if direct is None or bounced is None:
-        return ""
+    limit, direct, bounced = f["limit"], f["direct"], f["bounced"]
     text = (
-        f"With disk 0 limited to {fmt(limit)} MiB/s, the missed cells ({', '.join(f'{k[0]} {k[1]}' for k in sorted(keys))}) ran at "
+        f"With disk 0 limited to {fmt(limit)} MiB/s, the missed cells ({', '.join(f'{k[0]} {k[1]}' for k in f['cells'])}) ran at "
         f"{fmt(direct)} MiB/s direct and {fmt(bounced)} MiB/s bounced (medians over those cells and rounds). "
     )
-    warmup = median([d.get("warmup_ms") for _, d in runs.get("io-throttled", [])])
     if direct > 1.05 * limit:
         text += (
             "The direct cells ran above the limit: QEMU's leaky bucket lets a burst through at full speed (1/10 s "
             "of the limit by default)"
-            + (f", which each cell's unmeasured warm-up of {fmt(warmup)} ms should have used up" if warmup else
+            + (f", which each cell's unmeasured warm-up of {fmt(f['warmup'])} ms should have used up" if f["warmup"] else
                "; these boots had no warm-up to use it up before each cell (`warmup=`)")
             + ". "
         )
@@ -1358,13 +1375,12 @@ def throttled_reason(runs):
         text += "The direct cells did not reach the throttle either: something besides the device limited both. "
     elif bounced < 0.9 * limit:
         text += "The direct cells were held by the throttle, the bounced ones were not: the guest, not the device, set their pace. "
-    if busy_d is not None and busy_b is not None:
+    if f["share"] is not None and f["busy_direct"] is not None:
         text += (
-            f"The guest was busy {fmt(busy_b / 1e3)} µs per bounced request against {fmt(busy_d / 1e3)} µs per direct one, "
-            f"{fmt(busy_b * bounced * MIB / (64 * KIB) / 1e9, 2)} of the vCPU's time at the bounced rate "
-            "(section 1, CPU time per bounced byte)."
+            f"The guest was busy {fmt(f['busy_bounced'] / 1e3)} µs per bounced request against {fmt(f['busy_direct'] / 1e3)} µs "
+            f"per direct one, {fmt(f['share'], 2)} of the vCPU's time at the bounced rate (section 1, CPU time per bounced byte)."
         )
-        if busy_b * bounced * MIB / (64 * KIB) / 1e9 >= 0.9:
+        if f["share"] >= 0.9:
             text += (
                 " The one vCPU was nearly saturated at the bounced rate: the copies hid behind the device only just, "
                 "and any host CPU time the vCPU lost shows in the ratio (its min–max above)."
