@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issue 6 (and the virtio-blk feature comparison) in QEMU and writes
+# Runs the benchmarks of issues 6 and 14 (and the virtio-blk feature comparison) in QEMU and writes
 # EVALUATION.md with its tables and plots. Not a test: the numbers depend on the machine;
 # nothing here fails on a slow result. See docs/EVALUATION.md for the method.
 #
@@ -11,7 +11,7 @@
 #   --cycles N      burst/idle cycles under memory pressure per policy boot, after the one
 #                   without pressure (default 3)
 #   --only REGEX    only the configurations whose name matches (e.g. '^policy-'); not with
-#                   --update-docs
+#                   --update-docs; without matplotlib, the report comes without plots
 #   --out DIR       the scratch folder (default target/bench, replaced): raw JSON in
 #                   DIR/results, the report in DIR/EVALUATION.md, plots in DIR/eval
 #   --update-docs   write docs/eval/results, docs/EVALUATION.md and docs/eval/*.png instead:
@@ -79,7 +79,10 @@ if [[ -z $only ]] && ! python3 -c 'import matplotlib' 2>/dev/null; then
 fi
 
 report() {
-    "$python" "$here/scripts/bench/report.py" --results "$1" --doc "$doc" --plots "$plots"
+    # --only skips the matplotlib set-up above: without it, the text alone.
+    local no_plots=()
+    "$python" -c 'import matplotlib' 2>/dev/null || no_plots=(--no-plots)
+    "$python" "$here/scripts/bench/report.py" --results "$1" --doc "$doc" --plots "$plots" "${no_plots[@]}"
     echo "bench.sh: report in $doc" >&2
 }
 if [[ -n $report_only ]]; then report "$(cd "$report_only" && pwd)"; exit 0; fi
@@ -99,11 +102,20 @@ head -c 32M /dev/urandom > "$work/disk2.img"
 head -c 1M /dev/urandom > "$work/disk1.img"
 disks=(--disk "$work/disk0.img" --disk "$work/disk1.img" --disk "$work/disk2.img")
 
+# A real SSD's bandwidth for the throttled bounce-cost cells: 500 MiB/s.
+throttle_bps=524288000
+
 # name | bootargs | extra QEMU arguments [| qemu-run.sh options]. Every boot gets blk_inflight_kib=0: the pools
-# benchmark sets disk 0's hint itself, the others measure the default pool.
+# benchmark sets disk 0's hint itself, the others measure the default pool. A `throttle=<B/s>`
+# in the demo= options also limits disk 0 to that many bytes/s (QEMU's throttling.bps-total):
+# the kernel writes the figure into its results, the host applies it.
 configs=(
     "io|demo=bench-io,ms=$ms|"
     "io-force|demo=bench-io,ms=$ms swiotlb=force|"
+    "io-throttled|demo=bench-io,ms=$ms,warmup=200,throttle=$throttle_bps|"
+    # The guest's instructions per request (its busy time under -icount), direct and bounced,
+    # and the memcpy of each size in instructions; queue depth 1 only.
+    "io-icount|demo=bench-io,ms=$ms,qd1|-icount shift=0"
     "map|demo=bench-map|"
     "map-icount|demo=bench-map|-icount shift=0"
     "policy-lend|demo=bench-policy,cycles=$cycles swiotlb_policy=lend|"
@@ -115,6 +127,8 @@ configs=(
     "policy-cma|demo=bench-policy,cycles=$cycles swiotlb_policy=cma cma=28M|"
     "scaling-dynamic|demo=bench-scaling swiotlb_policy=dynamic swiotlb=2048 swiotlb_dyn_pool=1|"
     "scaling-lend|demo=bench-scaling swiotlb_policy=lend|"
+    "scaling-dynamic-icount|demo=bench-scaling swiotlb_policy=dynamic swiotlb=2048 swiotlb_dyn_pool=1|-icount shift=0"
+    "scaling-lend-icount|demo=bench-scaling swiotlb_policy=lend|-icount shift=0"
     "pools|demo=bench-pools,ms=$ms|"
     # The virtio features, each combination of RING_EVENT_IDX and INDIRECT_DESC.
     "features-idx-ind|demo=bench-features,ms=$ms blk_event_idx=on blk_indirect=on|"
@@ -182,8 +196,12 @@ for ((round = 1; round <= rounds; round++)); do
         IFS='|' read -r name bootargs extra qemu_opts <<< "$c"
         run=$work/run-$round-$name
         mkdir -p "$run"
+        run_disks=("${disks[@]}")
+        if [[ $bootargs =~ demo=[^\ ]*,throttle=([0-9]+) ]]; then
+            run_disks[1]+=",throttling.bps-total=${BASH_REMATCH[1]}" # disk 0
+        fi
         # shellcheck disable=SC2086
-        if (cd "$run" && "$here/qemu-run.sh" --timeout 300 $qemu_opts "${disks[@]}" "$elf" blk_inflight_kib=0 $bootargs ${extra:+-- $extra} > "$run/console.log" 2>&1) \
+        if (cd "$run" && "$here/qemu-run.sh" --timeout 300 $qemu_opts "${run_disks[@]}" "$elf" blk_inflight_kib=0 $bootargs ${extra:+-- $extra} > "$run/console.log" 2>&1) \
             && [[ -s $run/bench.json ]]; then
             mv "$run/bench.json" "$out/r$round-$name.json"
             printf 'bench.sh: round %d/%d %-20s ok   (%ds so far)\n' "$round" "$rounds" "$name" $(($(date +%s) - start)) >&2

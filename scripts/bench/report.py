@@ -184,7 +184,144 @@ def bounce_section(runs, targets, plots_dir):
                 None if s[0] is None else s[0] <= 1.1,
             )
     plot = plot_throughput(cells, fcells, keys, plots_dir) if plots_dir else None
-    return "\n".join(lines) + "\n", plot
+    extra = [throttled_section(runs, targets), cpu_per_byte_section(runs), kicks_section(runs, targets)]
+    return "\n".join(lines) + "\n\n" + "\n".join(extra), plot
+
+
+def throttle_of(runs, config):
+    """The bandwidth limit disk 0 had in `config`'s boots (bytes/s, as each boot recorded it from
+    its `throttle=`), or None if unthrottled or not run; several values (should not happen) give
+    the smallest."""
+    values = {d.get("throttle_bps") for _, d in runs.get(config, []) if d.get("throttle_bps")}
+    return min(values) if values else None
+
+
+def throttle_label(bps):
+    """A throttle in the units a reader knows: MiB/s and MB/s, and the bytes/s QEMU was given."""
+    return f"{fmt(bps / MIB)} MiB/s ({fmt(bps / 1e6)} MB/s, `throttling.bps-total={bps}`)"
+
+
+def pair_ratio(cells, k, field):
+    """bounced/direct of `field` for the cell key `k`, per boot: the summary."""
+    d = dict(cells.get(k + ("direct",), []))
+    b = dict(cells.get(k + ("bounced",), []))
+    return summary(paired_ratios([(b[r].get(field), d[r].get(field)) for r in d if r in b]))
+
+
+def throttled_section(runs, targets):
+    """Bounce cost with disk 0 throttled to a real SSD's bandwidth (`io-throttled`)."""
+    cells, _ = io_cells(runs, "io-throttled")
+    bps = throttle_of(runs, "io-throttled")
+    if not cells:
+        return "No `io-throttled` results.\n"
+    limit = bps / MIB if bps else None
+    keys = sorted({k[:4] for k in cells}, key=lambda k: (k[2], k[3], k[0], k[1]))
+    lines = [
+        "**With the device throttled** (`io-throttled`): the same cells, but QEMU limits disk 0 to "
+        + (throttle_label(bps) if bps else "an unrecorded throttle")
+        + ", about a real SSD's bandwidth, so that the device and not the host's page cache sets the pace; "
+        "the question is whether the bounce copies hide behind the device's work. bounced/direct is taken "
+        "inside each boot, median [min–max] over the rounds.",
+        "",
+        "| pattern | op | size | QD | direct MiB/s | bounced MiB/s | throttle MiB/s | bounced/direct |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in keys:
+        d = [c["mib_s"] for _, c in cells.get(k + ("direct",), [])]
+        b = [c["mib_s"] for _, c in cells.get(k + ("bounced",), [])]
+        lines.append(
+            f"| {k[0]} | {k[1]} | {size_label(k[2])} | {k[3]} | {fmt_summary(summary(d))} | {fmt_summary(summary(b))} | "
+            f"{fmt(limit)} | {fmt_summary(pair_ratio(cells, k, 'mib_s'), 2)} |"
+        )
+    for k in keys:
+        if k[2] == 64 * KIB and k[3] == 16:
+            s = pair_ratio(cells, k, "mib_s")
+            targets.add(
+                f"64 KiB QD 16 {k[0]} {k[1]}, device throttled to {fmt(limit)} MiB/s: bounced/direct",
+                "≥ 0.95",
+                fmt_summary(s, 2),
+                None if s[0] is None else s[0] >= 0.95,
+            )
+    return "\n".join(lines) + "\n"
+
+
+IO_CPU_CONFIGS = [("io", "ns"), ("io-throttled", "ns"), ("io-icount", "instructions")]
+
+
+def cpu_per_byte_section(runs):
+    """The guest CPU time a bounce costs per byte, next to memcpy per byte of the same boot."""
+    lines = [
+        "**The CPU time a bounce costs per bounced byte, next to a memcpy per byte.** Per cell the guest's "
+        "*busy time* is the cell's elapsed time minus the time its loop slept in WFI waiting for a completion: "
+        "submissions (map, copy to the slots, descriptors, the kick), the interrupt handler (completion, unmap, "
+        "copy back) and the loop itself. Under TCG the time of QEMU's device emulation that runs on the vCPU's "
+        "thread (the MMIO kick) counts as busy too; under `-icount` (`io-icount`, queue depth 1) busy time is "
+        "guest instructions. *bounce per byte* = (busy per request bounced − busy per request direct) ÷ request "
+        "bytes, both in the same boot; *memcpy per byte* = the same boot's memcpy of that size ÷ its bytes; "
+        "the ratio is taken per boot, median [min–max] over the rounds.",
+        "",
+        "| config | unit | pattern | op | size | QD | busy/request direct | busy/request bounced | bounce per byte | memcpy per byte | bounce/memcpy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    any_row = False
+    for config, unit in IO_CPU_CONFIGS:
+        cells, memcpy = io_cells(runs, config)
+        mc = {size: dict(v) for size, v in memcpy.items()}
+        keys = sorted({k[:4] for k in cells}, key=lambda k: (k[2], k[3], k[0], k[1]))
+        for k in keys:
+            d = dict(cells.get(k + ("direct",), []))
+            b = dict(cells.get(k + ("bounced",), []))
+            m = mc.get(k[2], {})
+            if not any(c.get("busy_ns_per_req") is not None for c in list(d.values()) + list(b.values())):
+                continue
+            size = k[2]
+            rounds = [r for r in d if r in b and d[r].get("busy_ns_per_req") is not None and b[r].get("busy_ns_per_req") is not None]
+            added = {r: (b[r]["busy_ns_per_req"] - d[r]["busy_ns_per_req"]) / size for r in rounds}
+            per_memcpy = {r: m[r]["ns"] / size for r in m}
+            ratio = paired_ratios([(added[r], per_memcpy.get(r)) for r in rounds])
+            any_row = True
+            lines.append(
+                f"| `{config}` | {unit} | {k[0]} | {k[1]} | {size_label(size)} | {k[3]} | "
+                f"{fmt_summary(summary([c.get('busy_ns_per_req') for c in d.values()]))} | "
+                f"{fmt_summary(summary([c.get('busy_ns_per_req') for c in b.values()]))} | "
+                f"{fmt_summary(summary(list(added.values())))} | {fmt_summary(summary(list(per_memcpy.values())))} | "
+                f"{fmt_summary(summary(ratio), 2)} |"
+            )
+    return "\n".join(lines) + "\n" if any_row else "No busy-time results in the `io*` boots.\n"
+
+
+def kicks_section(runs, targets):
+    """Kicks and interrupts per request in the bounce-cost cells."""
+    lines = [
+        "**Kicks and interrupts per request** in the same cells (the driver's counters over each cell, divided "
+        "by the requests completed in it; the default features of the boot).",
+        "",
+        "| config | pattern | op | size | QD | kicks/request direct | kicks/request bounced | interrupts/request direct | interrupts/request bounced |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    qd16_kicks = []
+    any_row = False
+    for config in ("io", "io-throttled"):
+        cells, _ = io_cells(runs, config)
+        keys = sorted({k[:4] for k in cells}, key=lambda k: (k[2], k[3], k[0], k[1]))
+        for k in keys:
+            d = [c for _, c in cells.get(k + ("direct",), [])]
+            b = [c for _, c in cells.get(k + ("bounced",), [])]
+            if not any(c.get("kicks_per_req") is not None for c in d + b):
+                continue
+            any_row = True
+            if config == "io" and k[3] == 16:
+                qd16_kicks += [c.get("kicks_per_req") for c in d + b]
+            col = lambda cs, f: fmt_summary(summary([c.get(f) for c in cs]), 2)
+            lines.append(
+                f"| `{config}` | {k[0]} | {k[1]} | {size_label(k[2])} | {k[3]} | {col(d, 'kicks_per_req')} | {col(b, 'kicks_per_req')} | "
+                f"{col(d, 'irqs_per_req')} | {col(b, 'irqs_per_req')} |"
+            )
+    if not any_row:
+        return "No kick and interrupt counts in the `io` boots.\n"
+    s = summary(qd16_kicks)
+    targets.add("kicks per request at QD 16 (`io`, every QD 16 cell, direct and bounced)", "≤ 0.25", fmt_summary(s, 2), None if s[0] is None else s[0] <= 0.25)
+    return "\n".join(lines) + "\n"
 
 
 def plot_throughput(cells, fcells, keys, plots_dir):
@@ -984,10 +1121,13 @@ def cycles_discussion(runs):
     return text
 
 
+SCALING_CONFIGS = ["scaling-dynamic", "scaling-lend", "scaling-dynamic-icount", "scaling-lend-icount"]
+
+
 def scaling_section(runs):
     """Lookup cost against the number of pools (`bench-scaling`)."""
     rows = {}
-    for config in ("scaling-dynamic", "scaling-lend"):
+    for config in SCALING_CONFIGS:
         for _, d in runs.get(config, []):
             for r in d.get("scaling", []):
                 rows.setdefault((config, r["pools"]), []).append(r)
@@ -997,15 +1137,16 @@ def scaling_section(runs):
         "A 4 KiB bounce map+unmap (no copy back) landing in the newest pool, and `is_swiotlb_buffer` of an "
         "address outside every pool (the walk's worst case), as the pool list grows. `dynamic` "
         "(`swiotlb=2048 swiotlb_dyn_pool=1`) adds one-pageblock pools and keeps all but the newest full; "
-        "`lend` has one slot manager whatever it lent or reclaimed. ns, median [min–max] over the rounds, "
-        "and the ratio to a 4 KiB memcpy of the same boot.",
+        "`lend` has one slot manager whatever it lent or reclaimed. ns (instructions in the `-icount` rows), "
+        "median [min–max] over the rounds, and the ratio to a 4 KiB memcpy of the same boot.",
         "",
-        "| policy | pools | map+unmap 4 KiB (ns) | … / memcpy 4 KiB | `is_swiotlb_buffer` miss (ns) |",
-        "|---|---|---|---|---|",
+        "| policy | unit | pools | map+unmap 4 KiB | … / memcpy 4 KiB | `is_swiotlb_buffer` miss |",
+        "|---|---|---|---|---|---|",
     ]
-    for (config, pools), rs in sorted(rows.items()):
+    for (config, pools), rs in sorted(rows.items(), key=lambda cr: (SCALING_CONFIGS.index(cr[0][0]), cr[0][1])):
+        icount = config.endswith("-icount")
         lines.append(
-            f"| `{config.split('-', 1)[1]}` | {pools} | {fmt_summary(summary([r['bounce_map_unmap_4k_ns'] for r in rs]))} | "
+            f"| `{config.split('-')[1]}` | {'instructions (`-icount`)' if icount else 'ns'} | {pools} | {fmt_summary(summary([r['bounce_map_unmap_4k_ns'] for r in rs]))} | "
             f"{fmt_summary(summary(paired_ratios([(r['bounce_map_unmap_4k_ns'], r['memcpy_4k_ns']) for r in rs])), 2)} | "
             f"{fmt_summary(summary([r['is_swiotlb_buffer_miss_ns'] for r in rs]))} |"
         )
@@ -1058,6 +1199,11 @@ def losses(runs, targets, machine):
     aliasing = median([m["aliasing_ns"] / m["ns"] for _, d in runs.get("io", []) for m in d["memcpy"] if m["ns"]])
 
     reasons = {
+        "throttled": throttled_reason(runs),
+        "kicks": (
+            "The driver notifies the device after each request it queues; section 5 says what RING_EVENT_IDX "
+            "spares under TCG. Batching the kicks (one per batch of requests) is what this target asks for."
+        ),
         "qd16": (
             f"QEMU's TCG runs the guest on one vCPU, on a host of {machine.get('nproc', '?')} CPUs shared with QEMU's own I/O "
             "threads and other work: every bounce copy is guest instructions on that one CPU (at submission, and for "
@@ -1136,6 +1282,10 @@ def losses(runs, targets, machine):
         )
 
     def kind(what):
+        if "throttled" in what:
+            return "throttled"
+        if "kicks" in what:
+            return "kicks"
         if "bounced/direct" in what:
             return "qd16"
         if "adds" in what:
@@ -1173,6 +1323,90 @@ def losses(runs, targets, machine):
             "A RAM full of pinned or unmovable pages would leave `lend` nothing to migrate into (not measured here)."
         )
     return "\n".join(out) + "\n"
+
+
+def throttled_figures(runs):
+    """The figures behind the explanation of the missed throttled 64 KiB QD 16 cells, or None if
+    none missed: the cells, the limit (MiB/s), medians over those cells and rounds of direct and
+    bounced MiB/s and busy ns per request, the vCPU's busy share at the bounced rate, the warm-up."""
+    cells, _ = io_cells(runs, "io-throttled")
+    bps = throttle_of(runs, "io-throttled")
+    keys = [k for k in {k[:4] for k in cells} if k[2] == 64 * KIB and k[3] == 16]
+    missed = sorted(k for k in keys if (pair_ratio(cells, k, "mib_s")[0] or 0) < 0.95)
+    if not missed or not bps:
+        return None
+    get = lambda placement, f: median([c.get(f) for k in missed for _, c in cells.get(k + (placement,), [])])
+    f = {
+        "cells": missed,
+        "limit": bps / MIB,
+        "direct": get("direct", "mib_s"),
+        "bounced": get("bounced", "mib_s"),
+        "busy_direct": get("direct", "busy_ns_per_req"),
+        "busy_bounced": get("bounced", "busy_ns_per_req"),
+        "warmup": median([d.get("warmup_ms") for _, d in runs.get("io-throttled", [])]),
+    }
+    if f["direct"] is None or f["bounced"] is None:
+        return None
+    # Requests per second at the bounced rate times the busy time of each.
+    f["share"] = None if f["busy_bounced"] is None else f["busy_bounced"] * f["bounced"] * MIB / (64 * KIB) / 1e9
+    return f
+
+
+def throttled_reason(runs):
+    """Why the throttled 64 KiB QD 16 cells missed, from their figures: whether the bounced cells
+    reached the throttle, and the guest's busy time per request that held them."""
+    f = throttled_figures(runs)
+    if f is None:
+        return ""
+    limit, direct, bounced = f["limit"], f["direct"], f["bounced"]
+    text = (
+        f"With disk 0 limited to {fmt(limit)} MiB/s, the missed cells ({', '.join(f'{k[0]} {k[1]}' for k in f['cells'])}) ran at "
+        f"{fmt(direct)} MiB/s direct and {fmt(bounced)} MiB/s bounced (medians over those cells and rounds). "
+    )
+    if direct > 1.05 * limit:
+        text += (
+            "The direct cells ran above the limit: QEMU's leaky bucket lets a burst through at full speed (1/10 s "
+            "of the limit by default)"
+            + (f", which each cell's unmeasured warm-up of {fmt(f['warmup'])} ms should have used up" if f["warmup"] else
+               "; these boots had no warm-up to use it up before each cell (`warmup=`)")
+            + ". "
+        )
+    if direct < 0.9 * limit:
+        text += "The direct cells did not reach the throttle either: something besides the device limited both. "
+    elif bounced < 0.9 * limit:
+        text += "The direct cells were held by the throttle, the bounced ones were not: the guest, not the device, set their pace. "
+    if f["share"] is not None and f["busy_direct"] is not None:
+        text += (
+            f"The guest was busy {fmt(f['busy_bounced'] / 1e3)} µs per bounced request against {fmt(f['busy_direct'] / 1e3)} µs "
+            f"per direct one, {fmt(f['share'], 2)} of the vCPU's time at the bounced rate (section 1, CPU time per bounced byte)."
+        )
+        if f["share"] >= 0.9:
+            text += (
+                " The one vCPU was nearly saturated at the bounced rate: the copies hid behind the device only just, "
+                "and any host CPU time the vCPU lost shows in the ratio (its min–max above)."
+            )
+    return text
+
+
+def icount_coverage(runs):
+    """Which CPU-only figures have an `-icount shift=0` twin in this run."""
+    pairs = [
+        ("map", "map-icount", "mapping cost (section 2)"),
+        ("scaling-dynamic", "scaling-dynamic-icount", "lookups as the pool list grows, `dynamic`"),
+        ("scaling-lend", "scaling-lend-icount", "lookups as the pool list grows, `lend`"),
+        ("policy-lend", "policy-lend-icount", "growth by 4 MiB against a 4 MiB copy (section 3)"),
+        ("io", "io-icount", "the memcpy references and the guest's busy time per request at queue depth 1 (section 1)"),
+    ]
+    done = [f"{what}: `{twin}`" for real, twin, what in pairs if runs.get(twin)]
+    missing = [f"{what} (`{twin}`)" for real, twin, what in pairs if runs.get(real) and not runs.get(twin)]
+    text = "- CPU-only figures and their `-icount shift=0` configurations in this run: " + ("; ".join(done) if done else "none") + "."
+    if missing:
+        text += " Not run this time (`--quick` or `--only`): " + "; ".join(missing) + "."
+    text += (
+        " The `smp-map-*` figures have none: under `-icount` QEMU runs every vCPU on one host thread in turn "
+        "(no multi-threaded TCG), so CPUs never run at once and the contention those figures measure cannot occur.\n"
+    )
+    return text
 
 
 def ram_facts(runs):
@@ -1297,7 +1531,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         "swiotlb chunks from CMA?\" and \"who decides how much to reserve?\". What this run measured:\n"
     )
     md.append(design_discussion(runs))
-    md.append("## The targets (issue 6)\n")
+    md.append("## The targets (issues 6 and 14)\n")
     md.append(targets.table() + "\n")
     md.append("## Method\n")
     md.append(
@@ -1315,10 +1549,14 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         "Configurations named `*-icount` run QEMU with `-icount shift=0`: the counter then advances one "
         "virtual nanosecond per guest instruction, and the CPU-only figures become instruction counts, "
         "identical from one run to the next (min = max in the tables). I/O waits are not made repeatable by "
-        "`-icount` (the device still runs at host speed), so the I/O benchmarks run in real time only.\n"
+        "`-icount` (the device still runs at host speed), so I/O throughput is measured in real time only; "
+        "`io-icount` uses `-icount` for the guest's busy instructions per request and its memcpy references.\n"
+        + icount_coverage(runs) +
         f"- I/O: virtio-blk (virtio-mmio, modern) on raw images of random data in a temporary directory "
         f"(QEMU's default cache, so reads come mostly from the host's page cache: the device is fast and the "
-        f"guest side is what is measured); {machine.get('cell_ms', '?')} ms per cell; requests complete in the "
+        f"guest side is what is measured"
+        + (f"; except `io-throttled`, whose disk 0 QEMU limits to {throttle_label(throttle_of(runs, 'io-throttled'))}" if throttle_of(runs, "io-throttled") else "")
+        + f"); {machine.get('cell_ms', '?')} ms per cell; requests complete in the "
         "disk's interrupt handler; the loop waits in WFI between completions.\n"
         "- The results leave the guest as JSON through semihosting `SYS_OPEN`/`SYS_WRITE` "
         "(`bench.json` in QEMU's working directory); `scripts/bench/report.py` makes this page and its plots.\n"

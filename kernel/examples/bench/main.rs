@@ -17,7 +17,10 @@
 //!
 //! Options: `ms=<N>` time per I/O cell (default 300), `qd1` only queue depth 1, `rounds=<N>`
 //! hint on/off pairs in `bench-pools` (default 2), `cycles=<N>` burst/idle cycles under memory
-//! pressure in `bench-policy`, after its cycle 0 without pressure (default 3).
+//! pressure in `bench-policy`, after its cycle 0 without pressure (default 3), `throttle=<B/s>`
+//! the limit `scripts/bench.sh` put on disk 0 (QEMU `throttling.bps-total`), recorded in the
+//! results of `bench-io`, `warmup=<N>` milliseconds each `bench-io` cell first runs unmeasured
+//! (default 0).
 //!
 //! The results go to `bench.json` in QEMU's working directory through semihosting
 //! (`SYS_OPEN`/`SYS_WRITE`), with the command line, the timer frequency and what ran; the
@@ -53,6 +56,13 @@ pub struct Options {
     pub pool_rounds: usize,
     /// Burst/idle cycles under memory pressure in the policy benchmark, after cycle 0.
     pub cycles: usize,
+    /// The bandwidth limit the host put on disk 0 (QEMU `throttling.bps-total`, bytes/s; 0:
+    /// none), recorded in the results: the guest cannot see it.
+    pub throttle_bps: u64,
+    /// Milliseconds each `bench-io` cell first runs unmeasured: a throttled disk's burst
+    /// allowance (QEMU lets 1/10 s of the limit through at full speed) is spent before the
+    /// measurement in both placements alike, not only after a slower cell left it unused.
+    pub warmup_ms: u64,
 }
 
 #[cfg(target_os = "none")]
@@ -78,11 +88,13 @@ mod image {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
         let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
-        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3 };
+        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3, throttle_bps: 0, warmup_ms: 0 };
         for w in words {
             match w.split_once('=') {
                 Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
                 Some(("rounds", v)) => o.pool_rounds = v.parse().map_err(|_| format!("rounds={v}: not a number"))?,
+                Some(("warmup", v)) => o.warmup_ms = v.parse().map_err(|_| format!("warmup={v}: not a number of ms"))?,
+                Some(("throttle", v)) => o.throttle_bps = v.parse().map_err(|_| format!("throttle={v}: not a number of bytes/s"))?,
                 Some(("cycles", v)) => o.cycles = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| format!("cycles={v}: not a number of cycles (0..=16)"))?,
                 None if w == "qd1" => o.qd1_only = true,
                 _ => return Err(format!("demo=...,{w}: unknown benchmark option")),

@@ -1,0 +1,139 @@
+"""Unit tests of the issue-14 rows of the report on synthetic data: the throttled-device cells,
+the CPU time per bounced byte next to memcpy per byte, kicks and interrupts per request, and the
+`-icount` twins of the CPU-only figures. `python3 -m unittest discover -s scripts/bench`.
+"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def cell(pattern, op, size, qd, placement, mib_s, busy_ns_per_req, kicks=1.0, irqs=1.0):
+    return {
+        "pattern": pattern, "op": op, "size": size, "qd": qd, "placement": placement, "mib_s": mib_s,
+        "iops": mib_s * MIB / size, "lat_ns": size / (mib_s * MIB) * 1e9 * qd, "busy_ns_per_req": busy_ns_per_req,
+        "kicks_per_req": kicks, "irqs_per_req": irqs,
+    }
+
+
+def io_boot(throttle_bps, ratio, direct_busy, bounce_ns_per_byte, memcpy_ns_per_byte, kicks=1.0, irqs=0.5, direct_mib_s=400.0, warmup_ms=0):
+    """One `bench-io` boot: every cell at `direct_mib_s` direct and `ratio` times that bounced; the
+    bounced requests busy `bounce_ns_per_byte` more per byte than the direct ones."""
+    cells = []
+    for pattern in ("seq", "rand"):
+        for op in ("read", "write"):
+            for size in (4 * KIB, 64 * KIB):
+                for qd in (1, 16):
+                    k = kicks if qd == 16 else 1.0
+                    cells.append(cell(pattern, op, size, qd, "direct", direct_mib_s, direct_busy, k, irqs))
+                    cells.append(cell(pattern, op, size, qd, "bounced", direct_mib_s * ratio, direct_busy + bounce_ns_per_byte * size, k, irqs))
+    memcpy = [{"size": s, "ns": memcpy_ns_per_byte * s, "aliasing_ns": 3 * memcpy_ns_per_byte * s} for s in (4 * KIB, 64 * KIB)]
+    return {"kind": "io", "timer_hz": 62_500_000, "throttle_bps": throttle_bps, "warmup_ms": warmup_ms, "cells": cells, "memcpy": memcpy}
+
+
+def runs_with(throttle_bps, throttled_ratios, kicks=1.0):
+    return {
+        "io": [(r, io_boot(0, 0.5, 20_000.0, 1.5, 0.25, kicks)) for r in (1, 2)],
+        "io-throttled": [(r, io_boot(throttle_bps, x, 30_000.0, 0.75, 0.25, kicks, direct_mib_s=240.0, warmup_ms=200)) for r, x in zip((1, 2, 3), throttled_ratios)],
+        "io-icount": [(r, io_boot(0, 0.6, 11_000.0, 0.5, 0.125)) for r in (1, 2)],
+    }
+
+
+def target(targets, what):
+    rows = [r for r in targets.rows if what in r[0]]
+    return rows
+
+
+class ThrottledCells(unittest.TestCase):
+    def test_throttle_and_verdict_from_data(self):
+        targets = report.Targets()
+        text = report.throttled_section(runs_with(262_144_000, [0.96, 0.97, 0.99]), targets)
+        self.assertIn("250 MiB/s (262 MB/s, `throttling.bps-total=262144000`)", text)
+        self.assertNotIn("500", text)
+        rows = target(targets, "device throttled to 250 MiB/s")
+        self.assertEqual(len(rows), 4, "one row per 64 KiB QD 16 cell")
+        for what, wanted, measured, met in rows:
+            self.assertEqual(wanted, "≥ 0.95")
+            self.assertEqual(measured, "0.97 [0.96–0.99]")
+            self.assertTrue(met)
+        self.assertIn("| seq | read | 64 KiB | 16 | 240 | 233 [230–238] | 250 | 0.97 [0.96–0.99] |", text)
+
+    def test_missed_when_below(self):
+        targets = report.Targets()
+        report.throttled_section(runs_with(524_288_000, [0.9, 0.94, 0.99]), targets)
+        rows = target(targets, "device throttled to 500 MiB/s")
+        self.assertEqual({r[3] for r in rows}, {False}, "median 0.94 < 0.95")
+
+    def test_reason_from_data(self):
+        text = report.throttled_reason(runs_with(262_144_000, [0.5, 0.5, 0.5]))
+        self.assertIn("limited to 250 MiB/s, the missed cells (rand read, rand write, seq read, seq write) ran at 240 MiB/s direct and 120 MiB/s bounced", text)
+        self.assertIn("The direct cells were held by the throttle, the bounced ones were not", text)
+        # 30 us + 0.75 ns/B * 64 KiB = 79.2 us per bounced request, at 120 MiB/s = 1920 requests/s.
+        self.assertIn("busy 79.2 µs per bounced request against 30 µs per direct one, 0.15 of the vCPU's time", text)
+        self.assertNotIn("nearly saturated", text)
+        text = report.throttled_reason(runs_with(104_857_600, [0.9, 0.9, 0.9]))
+        self.assertIn("ran above the limit", text)
+        self.assertIn("warm-up of 200 ms", text)
+        self.assertEqual(report.throttled_reason(runs_with(262_144_000, [0.98, 0.98, 0.98])), "", "nothing missed")
+        self.assertEqual(report.throttled_reason({}), "")
+
+    def test_absent(self):
+        self.assertEqual(report.throttled_section({}, report.Targets()), "No `io-throttled` results.\n")
+
+
+class CpuPerByte(unittest.TestCase):
+    def test_bounce_and_memcpy_per_byte_with_ratio(self):
+        text = report.cpu_per_byte_section(runs_with(524_288_000, [1, 1, 1]))
+        # io: 1.5 ns/B bounce, 0.25 ns/B memcpy: 6 x.
+        self.assertIn("| `io` | ns | seq | read | 64 KiB | 16 | 20,000 | 118,304 | 1.5 | 0.25 | 6 |", text)
+        self.assertIn("| `io-throttled` | ns | rand | write | 4 KiB | 1 | 30,000 | 33,072 | 0.75 | 0.25 | 3 |", text)
+        self.assertIn("| `io-icount` | instructions | seq | write | 64 KiB | 1 | 11,000 | 43,768 | 0.5 | 0.125 | 4 |", text)
+
+    def test_old_results_without_busy_time(self):
+        runs = runs_with(524_288_000, [1, 1, 1])
+        for rs in runs.values():
+            for _, d in rs:
+                for c in d["cells"]:
+                    del c["busy_ns_per_req"]
+        self.assertIn("No busy-time results", report.cpu_per_byte_section(runs))
+
+
+class KicksPerRequest(unittest.TestCase):
+    def test_table_and_target(self):
+        targets = report.Targets()
+        text = report.kicks_section(runs_with(524_288_000, [1, 1, 1], kicks=0.2), targets)
+        self.assertIn("| `io` | seq | read | 64 KiB | 16 | 0.2 | 0.2 | 0.5 | 0.5 |", text)
+        self.assertIn("| `io-throttled` | rand | write | 4 KiB | 1 | 1 | 1 | 0.5 | 0.5 |", text)
+        (row,) = target(targets, "kicks per request at QD 16")
+        self.assertEqual((row[2], row[3]), ("0.2", True))
+        targets = report.Targets()
+        report.kicks_section(runs_with(524_288_000, [1, 1, 1], kicks=1.0), targets)
+        (row,) = target(targets, "kicks per request at QD 16")
+        self.assertEqual((row[2], row[3]), ("1", False))
+
+
+class IcountTwins(unittest.TestCase):
+    def test_coverage_from_the_configs_run(self):
+        runs = {"map": [(1, {})], "map-icount": [(1, {})], "scaling-lend": [(1, {})], "io": [(1, {})], "io-icount": [(1, {})]}
+        text = report.icount_coverage(runs)
+        self.assertIn("mapping cost (section 2): `map-icount`", text)
+        self.assertIn("at queue depth 1 (section 1): `io-icount`", text)
+        self.assertIn("Not run this time (`--quick` or `--only`): lookups as the pool list grows, `lend` (`scaling-lend-icount`).", text)
+        self.assertNotIn("scaling-dynamic-icount", text)
+        self.assertIn("`smp-map-*` figures have none", text)
+
+    def test_scaling_rows_in_instructions(self):
+        row = lambda n: {"pools": 1, "bounce_map_unmap_4k_ns": n, "memcpy_4k_ns": 500.0, "is_swiotlb_buffer_miss_ns": 12.0}
+        text = report.scaling_section({"scaling-lend": [(1, {"scaling": [row(3000.0)]})], "scaling-lend-icount": [(1, {"scaling": [row(2500.0)]})]})
+        self.assertIn("| `lend` | ns | 1 | 3,000 | 6 | 12 |", text)
+        self.assertIn("| `lend` | instructions (`-icount`) | 1 | 2,500 | 5 | 12 |", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
