@@ -18,7 +18,7 @@ mod image {
     /// The Rust entry point, called by `_start` (boot/src/asm/entry.S) with the loader's x0: as
     /// `kernel::entry!`, with the fault injected first.
     #[no_mangle]
-    pub extern "C" fn kernel_main(x0: usize) -> ! {
+    pub(crate) extern "C" fn kernel_main(x0: usize) -> ! {
         FAIL_IPI_REGISTRATION.store(1 << IPI_CALL_FUNC, Ordering::Relaxed);
         kernel::platform::kernel_start(x0, main)
     }

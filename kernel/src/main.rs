@@ -102,7 +102,7 @@ mod demo {
     /// Written out rather than made by `kernel::entry!`, so that `break kernel_main` in GDB stops
     /// in the demo itself and `next` walks it line by line (its first line boots the machine).
     #[no_mangle]
-    pub extern "C" fn kernel_main(x0: usize) -> ! {
+    pub(crate) extern "C" fn kernel_main(x0: usize) -> ! {
         let k = kernel::platform::kernel_init(x0);
         let status = 'demo: {
             match k.params.demo.as_deref() {

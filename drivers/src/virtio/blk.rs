@@ -65,10 +65,10 @@ pub const STATUS_UNWRITTEN: u8 = 0xff;
 
 /// Offsets in the device configuration (struct virtio_blk_config, §5.2.4).
 mod config_offset {
-    pub const CAPACITY: usize = 0;
-    pub const SIZE_MAX: usize = 8;
-    pub const SEG_MAX: usize = 12;
-    pub const BLK_SIZE: usize = 20;
+    pub(super) const CAPACITY: usize = 0;
+    pub(super) const SIZE_MAX: usize = 8;
+    pub(super) const SEG_MAX: usize = 12;
+    pub(super) const BLK_SIZE: usize = 20;
 }
 
 /// Request status values (§5.2.6).

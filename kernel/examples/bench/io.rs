@@ -218,7 +218,7 @@ pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
 /// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
 /// same boot, with the memcpy of each size measured in between. Per cell also the interrupts and
 /// kicks per request and the CPU's busy time (the run minus its time asleep in WFI).
-pub fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disk = virtio_blk::disk(0).map_err(ktest::err)?;
     let direct = alloc_bufs(MAX_QD, false)?;
     let bounced = alloc_bufs(MAX_QD, true)?;
@@ -294,7 +294,7 @@ pub fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<
 /// and the device, not the copies, are measured). The boot's `blk_indirect=` and
 /// `blk_event_idx=` say which features were negotiated; per cell the interrupts and
 /// notifications (kicks) per request are counted.
-pub fn virtio_features(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn virtio_features(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disk = virtio_blk::disk(0).map_err(ktest::err)?;
     let bufs = alloc_bufs(MAX_QD, false)?;
     let budget = Duration::from_millis(opts.cell_ms);
@@ -338,7 +338,7 @@ fn pool_contention() -> u64 {
 
 /// Per-device pools: 64 KiB bounced reads on disk 0 (QD 8), disk 1 (restricted pool, QD 4) and
 /// disk 2 (default pool, QD 8) at once, alternating disk 0 without and with its in-flight hint.
-pub fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disks: Vec<&'static Disk> = virtio_blk::disks().collect();
     if disks.len() < 3 {
         return Err(format!("the pools benchmark needs three disks, found {}", disks.len()));

@@ -5,14 +5,14 @@ use alloc::string::String;
 use core::fmt::Write;
 
 /// A JSON object being written: `{"key": value, ...}`.
-pub struct Obj {
+pub(crate) struct Obj {
     out: String,
     empty: bool,
 }
 
 impl Obj {
     /// An empty object.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { out: String::from("{"), empty: true }
     }
 
@@ -26,47 +26,47 @@ impl Obj {
     }
 
     /// An integer member.
-    pub fn int(&mut self, k: &str, v: impl Into<i128>) -> &mut Self {
+    pub(crate) fn int(&mut self, k: &str, v: impl Into<i128>) -> &mut Self {
         self.key(k);
         let _ = write!(self.out, "{}", v.into());
         self
     }
 
     /// A floating-point member; NaN and infinities (nothing measured) become `null`.
-    pub fn num(&mut self, k: &str, v: f64) -> &mut Self {
+    pub(crate) fn num(&mut self, k: &str, v: f64) -> &mut Self {
         self.key(k);
         push_f64(&mut self.out, v);
         self
     }
 
     /// An optional number.
-    pub fn opt(&mut self, k: &str, v: Option<f64>) -> &mut Self {
+    pub(crate) fn opt(&mut self, k: &str, v: Option<f64>) -> &mut Self {
         self.num(k, v.unwrap_or(f64::NAN))
     }
 
     /// A string member.
-    pub fn str(&mut self, k: &str, v: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, k: &str, v: &str) -> &mut Self {
         self.key(k);
         push_str(&mut self.out, v);
         self
     }
 
     /// A boolean member.
-    pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, k: &str, v: bool) -> &mut Self {
         self.key(k);
         self.out.push_str(if v { "true" } else { "false" });
         self
     }
 
     /// A member whose value is already JSON (an object or array built here).
-    pub fn raw(&mut self, k: &str, json: String) -> &mut Self {
+    pub(crate) fn raw(&mut self, k: &str, json: String) -> &mut Self {
         self.key(k);
         self.out.push_str(&json);
         self
     }
 
     /// The finished object.
-    pub fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let mut s = core::mem::take(&mut self.out);
         s.push('}');
         s
@@ -74,7 +74,7 @@ impl Obj {
 }
 
 /// A JSON array of already-written values.
-pub fn array(items: impl IntoIterator<Item = String>) -> String {
+pub(crate) fn array(items: impl IntoIterator<Item = String>) -> String {
     let mut s = String::from("[");
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
@@ -87,7 +87,7 @@ pub fn array(items: impl IntoIterator<Item = String>) -> String {
 }
 
 /// A JSON array of numbers.
-pub fn numbers(items: impl IntoIterator<Item = f64>) -> String {
+pub(crate) fn numbers(items: impl IntoIterator<Item = f64>) -> String {
     let mut s = String::from("[");
     for (i, v) in items.into_iter().enumerate() {
         if i > 0 {

@@ -28,7 +28,7 @@ fn map_unmap(dev: &DmaDevice, addr: PhysAddr, len: usize, dir: DmaDirection, att
 }
 
 /// Runs the mapping benchmark on `dev` (DMA-limited: buffers beyond its window bounce).
-pub fn mapping_cost(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn mapping_cost(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
     let api = &dma().api;
     let inside = ktest::buffer(4, false)?;
     let beyond = ktest::buffer(4, true)?;
@@ -86,7 +86,7 @@ const POOL_COUNTS: [usize; 3] = [1, 8, 64];
 /// all but the newest pool are then kept full, so the measured map+unmap lands in the newest,
 /// and `is_swiotlb_buffer` of a buffer outside every pool walks them all. Other policies are
 /// measured once, at the pool count they have.
-pub fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
     use kernel::platform::dma::RAM;
     use kernel::platform::mm::page_allocator;
     let api = &dma().api;

@@ -10,12 +10,12 @@ use kernel::mm::PhysAddr;
 use kernel::platform::dma::RAM;
 
 /// Nanoseconds since boot, from the generic timer.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     arch_timer::ticks_to_duration(arch_timer::ticks()).as_nanos() as u64
 }
 
 /// The median of `v` (sorted in place); NaN if empty.
-pub fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -26,7 +26,7 @@ pub fn median(v: &mut [f64]) -> f64 {
 
 /// Runs `f` `iters` times, `reps` times over, and returns the median nanoseconds per call.
 /// The repetitions inside one boot take out interrupts and one-off misses; boots give min/max.
-pub fn ns_per_op(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+pub(crate) fn ns_per_op(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
     let mut per: Vec<f64> = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t0 = now_ns();
@@ -39,13 +39,13 @@ pub fn ns_per_op(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Iterations that make a loop of `bytes`-sized operations take a few milliseconds on TCG.
-pub fn iters_for(bytes: usize) -> usize {
+pub(crate) fn iters_for(bytes: usize) -> usize {
     (4 << 20) / bytes.max(512)
 }
 
 /// Median nanoseconds of one plain copy of `len` bytes from `src` to `dst` (the same
 /// `copy_nonoverlapping` a bounce uses, without the mapping around it).
-pub fn memcpy_ns(dst: PhysAddr, src: PhysAddr, len: usize) -> f64 {
+pub(crate) fn memcpy_ns(dst: PhysAddr, src: PhysAddr, len: usize) -> f64 {
     ns_per_op(5, iters_for(len), || RAM.copy(dst, src, len))
 }
 
@@ -57,7 +57,7 @@ const SOFTMMU_TLB_ENTRIES: u64 = 256;
 /// A place for `len` bytes inside `dst_buf` (`dst_len` bytes) whose pages do not share softmmu
 /// TLB entries with `src..src+len`, so that the memcpy reference is an ordinary copy (as a
 /// bounce's usually is: its slot and its buffer rarely alias). Falls back to `dst_buf`.
-pub fn non_aliasing_dst(dst_buf: PhysAddr, dst_len: usize, src: PhysAddr, len: usize) -> PhysAddr {
+pub(crate) fn non_aliasing_dst(dst_buf: PhysAddr, dst_len: usize, src: PhysAddr, len: usize) -> PhysAddr {
     let pages = (len as u64).div_ceil(4096);
     let src_idx = (src >> 12) % SOFTMMU_TLB_ENTRIES;
     let mut off = 0u64;
@@ -73,6 +73,6 @@ pub fn non_aliasing_dst(dst_buf: PhysAddr, dst_len: usize, src: PhysAddr, len: u
 }
 
 /// A duration in nanoseconds, as f64.
-pub fn ns(d: Duration) -> f64 {
+pub(crate) fn ns(d: Duration) -> f64 {
     d.as_nanos() as f64
 }

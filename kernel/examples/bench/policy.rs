@@ -101,7 +101,7 @@ fn cycle_json(r: &workload::WorkloadReport) -> String {
 
 /// Runs the workload on `dev` (cycle 0 without memory pressure, then `cycles` under it) and
 /// writes the design table's row into `out`.
-pub fn design_table(k: &'static Kernel, dev: &'static DmaDevice, cycles: usize, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn design_table(k: &'static Kernel, dev: &'static DmaDevice, cycles: usize, out: &mut Obj) -> Result<(), String> {
     let m = dma().manager;
     // 4 MiB copied, as four 1 MiB copies between two pageblocks (the largest allocation),
     // half a block apart so that source and destination pages do not alias in QEMU's TLB.

@@ -137,7 +137,7 @@ fn area_lock_contention() -> u64 {
 
 /// `bench-smp-map`: map+unmap throughput from every CPU's timer interrupt, with the mappings'
 /// copy into the slot skipped (slot search and locks only) and made (a bounce's whole cost).
-pub fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let cpus: Vec<usize> = smp::online_cpus().collect();
     let pool = dma().manager.default_pool();
     out.int("cpus", cpus.len() as u64).int("nareas", pool.nareas() as u64).raw("area_free_slots", area_free_slots()).int("tick_us", TICK.as_micros() as u64).int("slice_us", SLICE_NS / 1000).int("map_len", MAP_LEN as u64);
@@ -237,7 +237,7 @@ fn irq_cpu(k: &Kernel, d: &Disk) -> usize {
 
 /// `bench-smp-io`: disks 0 and 2 reading at once, bounced: 64 KiB sequential at QD 8 and 4 KiB
 /// random at QD 16, each cell for `ms=`; throughput per disk and in total.
-pub fn two_disks(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
+pub(crate) fn two_disks(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disks: Vec<&'static Disk> = [0, 2].iter().map(|&i| virtio_blk::disk(i).map_err(ktest::err)).collect::<Result<_, _>>()?;
     let routing: Vec<String> = disks
         .iter()

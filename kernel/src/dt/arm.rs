@@ -6,13 +6,13 @@ use super::{DeviceTree, DtError, MAX_DEPTH};
 use crate::mm::memblock::PhysRange;
 
 /// `compatible` strings of a GICv2 (Linux `arm,gic.yaml`).
-pub const GICV2_COMPATIBLE: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic"];
+pub(super) const GICV2_COMPATIBLE: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic"];
 /// `compatible` of a GICv3 (Linux `arm,gic-v3.yaml`).
-pub const GICV3_COMPATIBLE: &str = "arm,gic-v3";
+pub(super) const GICV3_COMPATIBLE: &str = "arm,gic-v3";
 /// `compatible` strings of the architected timer (Linux `arm,arch_timer.yaml`).
-pub const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
+pub(super) const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 /// `compatible` strings of PSCI (Linux `arm/psci.yaml`).
-pub const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+pub(super) const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 
 /// The first cell of a GIC interrupt specifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -454,15 +454,15 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 mod heapless_line {
     //! A fixed buffer for formatting reports without the heap (which may be the problem).
-    pub struct Line {
+    pub(super) struct Line {
         buf: [u8; 512],
         len: usize,
     }
     impl Line {
-        pub const fn new() -> Self {
+        pub(super) const fn new() -> Self {
             Self { buf: [0; 512], len: 0 }
         }
-        pub fn as_str(&self) -> &str {
+        pub(super) fn as_str(&self) -> &str {
             // Only whole `&str`s are copied in, cut at a char boundary.
             core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<report not UTF-8>")
         }
