@@ -48,7 +48,7 @@ qemu_tests=(--test boot --test page_alloc --test dma)
 step qemu-tests-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 # Without semihosting (a VMM that has none): results and the exit status on the UART, then PSCI.
-step qemu-tests-no-semihosting env QEMU_RUN_OPTS="--timeout 300 --no-semihosting" cargo test -p kernel --test boot --test dma
+step qemu-tests-no-semihosting env QEMU_RUN_OPTS="--timeout 300 --no-semihosting --bootargs dma_debug=on" cargo test -p kernel --test boot --test dma
 # The same suites on four CPUs (secondaries idle, the worker may run on any CPU), and the SMP test
 # kernel: every CPU maps bounce buffers from its own timer interrupt while one reclaims lent
 # pageblocks under memory pressure and another grows and shrinks the pool.

@@ -3,6 +3,7 @@
 //!
 //! Unknown or malformed parameters never stop the boot: each produces a [`Warning`] (printed at
 //! boot) and the default stays.
+#![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;

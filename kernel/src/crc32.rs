@@ -1,5 +1,6 @@
 //! CRC-32 with the IEEE 802.3 / zlib polynomial (reflected 0xEDB88320), as `zlib.crc32` and the
 //! `crc32` tool compute it, so the host can check what the kernel read from a disk.
+#![forbid(unsafe_code)]
 
 const fn make_table() -> [u32; 256] {
     let mut table = [0u32; 256];

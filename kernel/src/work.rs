@@ -10,6 +10,7 @@
 //! once: a CPU that finds an item running elsewhere leaves it pending, and it runs again after
 //! (an item scheduled while it runs is not lost). Different items may run on different CPUs at
 //! the same time.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

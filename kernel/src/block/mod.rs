@@ -7,6 +7,7 @@
 //!   accounting, for a driver that re-initialises its device after a timeout.
 //!
 //! The virtio-blk driver on the machine that uses it is `platform::virtio_blk`.
+#![forbid(unsafe_code)]
 
 pub mod inflight;
 pub mod recovery;

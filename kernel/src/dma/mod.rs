@@ -7,6 +7,7 @@
 //! - [`device`]: a device's DMA description (limit, coherence, which pools).
 //! - [`mapping`]: the streaming and coherent API: map/unmap/sync, bounce only when needed.
 //! - [`pools`]: the small trait the API needs of a bounce pool.
+#![forbid(unsafe_code)]
 
 pub mod coherent_pool;
 pub mod debug;

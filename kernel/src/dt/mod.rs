@@ -8,6 +8,7 @@
 //! naming the node, never a panic: [`DeviceTree::new`] validates the blob before `fdt` reads it.
 //!
 //! Nothing here allocates: it runs before the heap exists.
+#![forbid(unsafe_code)]
 
 mod arm;
 mod blob;

@@ -4,6 +4,7 @@
 //! then handed to the page allocator as [`Memblock::free_ranges`]. Unlike Linux we never merge
 //! reserved regions: each keeps its label so the printed map says who owns what, and any overlap
 //! between reservations is an error rather than a silent merge.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

@@ -35,6 +35,7 @@
 //! the lock to be dropped in between: pin guards, migration and reclaim. No method allocates from
 //! the heap while holding the lock, except the reports built by the locked wrappers (between
 //! lock sections).
+#![forbid(unsafe_code)]
 
 mod allocator;
 mod compaction;
