@@ -510,7 +510,10 @@ fn reclaim_during_io() -> TestResult {
         let a = pages.lock(); // one guard: two in one expression would deadlock
         a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
     };
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, nfree.saturating_sub(4096), 99);
+    // Fill RAM to the last 512 pages, the lent pageblocks included, then free every fourth page:
+    // every lent pageblock holds pages, so whichever the pool reclaims (it prefers no particular
+    // one), it must migrate some.
+    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, nfree.saturating_sub(512), 99);
     pressure.release_every(pages, 4);
     let sector = |i: usize| (i * LEN / SECTOR) as u64 % (d.config.capacity - (LEN / SECTOR) as u64);
     let before = m.stats();
