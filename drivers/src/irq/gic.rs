@@ -333,6 +333,20 @@ impl Gic {
         Ok(())
     }
 
+    /// Enables line `irq` again after [`disable`](Self::disable), keeping the trigger, priority
+    /// and routing [`enable`](Self::enable) set.
+    pub fn reenable(&mut self, irq: IrqNumber, cpu: usize) -> Result<(), GicError> {
+        let intid = intid(irq)?;
+        let this = self.cpu(cpu)?;
+        match &mut self.version {
+            Version::V2(gic, _) => gic.enable_interrupt(intid, true).map_err(|_| GicError::InvalidIrq(irq)),
+            Version::V3(gic) => {
+                let redist = intid.is_private().then_some(this.redistributor);
+                gic.enable_interrupt(intid, redist, true).map_err(|_| GicError::InvalidIrq(irq))
+            }
+        }
+    }
+
     /// Acknowledges the highest-priority pending interrupt of the calling CPU, if any.
     pub fn acknowledge(&mut self) -> Option<Acknowledged> {
         let grp = group(self);
