@@ -23,7 +23,7 @@ cd "$here" || exit 2
 seconds=${1:-45}
 shift $(($# > 0 ? 1 : 0))
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2; }
-all_targets=(fdt virtio_blk)
+all_targets=(fdt virtio_blk virtio_blk_reset)
 targets=("${@:-${all_targets[@]}}")
 
 host=$(rustc -vV | sed -n 's/^host: //p')   # the machine's own triple (x86_64, arm64, macOS)
@@ -62,6 +62,8 @@ for t in "${targets[@]}"; do
     seeds=("fuzz/seeds/$t")
     case $t in
         fdt) seeds+=(kernel/src/dt/testdata); [[ -d $out/seeds-qemu/fdt ]] && seeds+=("$out/seeds-qemu/fdt"); max_len=16384 ;;
+        # The same script format with three more operations: start from virtio_blk's seeds.
+        virtio_blk_reset) seeds=(fuzz/seeds/virtio_blk); max_len=4096 ;;
         *) max_len=4096 ;;
     esac
     log=$out/$t.log

@@ -80,6 +80,10 @@ step virtio-blk-features-on ./scripts/virtio-blk-tests.sh blk_indirect=on blk_ev
 # on the host), with the features off and on.
 step virtio-blk-recovery ./scripts/virtio-blk-recovery-tests.sh
 step virtio-blk-recovery-features-on ./scripts/virtio-blk-recovery-tests.sh blk_indirect=on blk_event_idx=on
+# A disk whose interrupt misbehaves: silent (completed by the tick's poll), stuck (disabled as
+# "nobody cared", then polled); both GICs (the storm pends the SPI through GICD_ISPENDR).
+step virtio-blk-storms-gicv2-el1 ./scripts/virtio-blk-storm-tests.sh
+step virtio-blk-storms-gicv3-el2 env VIRTIO_BLK_QEMU_OPTS="--gic 3 --el2" ./scripts/virtio-blk-storm-tests.sh
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
 # The same demo under the CMA rival: chunks cma_alloc'ed from the area, pages migrated out of it.

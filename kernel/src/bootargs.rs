@@ -90,6 +90,11 @@ pub struct KernelParams {
     /// `irq_affinity=<irq>:<cpu>[,<irq>:<cpu>...]`: the CPU each listed SPI is routed to
     /// (Linux sets this per IRQ in `/proc/irq/<n>/smp_affinity`).
     pub irq_affinity: Vec<(u32, usize)>,
+    /// `irq_spurious=<window>,<unhandled>`: a line with more than `unhandled` of `window`
+    /// interrupts unhandled is disabled as stuck and its device polled (Linux `note_interrupt`;
+    /// default 1000,990, Linux's 100000,99900; see `irq::spurious`). `noirqdebug` (Linux's):
+    /// never.
+    pub irq_spurious: crate::irq::spurious::SpuriousConfig,
     /// `ktest=<name>` (repeatable): an in-QEMU test kernel runs only the cases whose name
     /// contains one of these words, as libtest's filters do (`cargo test --test dma NAME` gets
     /// here through `qemu-run.sh`). Empty: every case.
@@ -122,6 +127,7 @@ impl Default for KernelParams {
             demo: None,
             cma: None,
             irq_affinity: Vec::new(),
+            irq_spurious: crate::irq::spurious::SpuriousConfig::DEFAULT,
             ktest_filters: Vec::new(),
             ktest_skips: Vec::new(),
         }
@@ -182,6 +188,11 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("blk_retries", Some(v)) => parse_num(v, 0, 16).map(|n| p.blk_retries = n as u8),
             ("cma", Some(v)) => parse_cma(v).map(|n| p.cma = Some(n)),
             ("irq_affinity", Some(v)) => parse_irq_affinity(v).map(|a| p.irq_affinity = a),
+            ("irq_spurious", Some(v)) => parse_irq_spurious(v).map(|c| p.irq_spurious = c),
+            ("noirqdebug", None) => {
+                p.irq_spurious = crate::irq::spurious::SpuriousConfig::OFF;
+                Ok(())
+            }
             ("ktest", Some(v)) if !v.is_empty() => {
                 p.ktest_filters.push(String::from(v));
                 Ok(())
@@ -196,7 +207,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
             | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "blk_retries" | "demo" | "cma" | "irq_affinity" | "ktest" | "ktest_skip", _) => {
+            | "blk_event_idx" | "blk_retries" | "demo" | "cma" | "irq_affinity" | "irq_spurious" | "ktest" | "ktest_skip", _) => {
                 Err("needs a value (key=value)")
             }
             _ => Err("unknown parameter"),
@@ -213,6 +224,17 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
         p.swiotlb_high_wm = d.swiotlb_high_wm;
     }
     (p, warnings)
+}
+
+/// `<window>,<unhandled>` with `0 < unhandled < window <= 10^7`.
+fn parse_irq_spurious(v: &str) -> Result<crate::irq::spurious::SpuriousConfig, &'static str> {
+    let (window, unhandled) = v.split_once(',').ok_or("expected <window>,<unhandled>")?;
+    let window = parse_num(window, 2, 10_000_000)? as u32;
+    let unhandled = parse_num(unhandled, 1, 10_000_000)? as u32;
+    if unhandled >= window {
+        return Err("unhandled must be below window");
+    }
+    Ok(crate::irq::spurious::SpuriousConfig { window, unhandled })
 }
 
 fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, &'static str> {
@@ -336,6 +358,21 @@ mod tests {
             let (p, w) = parse(bad);
             assert_eq!(w.len(), 1, "{bad}");
             assert!(p.irq_affinity.is_empty());
+        }
+    }
+
+    #[test]
+    fn irq_spurious_window() {
+        use crate::irq::spurious::SpuriousConfig;
+        assert_eq!(parse("").0.irq_spurious, SpuriousConfig::DEFAULT);
+        let (p, w) = parse("irq_spurious=100000,99900");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.irq_spurious, SpuriousConfig::LINUX);
+        assert_eq!(parse("noirqdebug").0.irq_spurious, SpuriousConfig::OFF);
+        for bad in ["irq_spurious=1000", "irq_spurious=1000,1000", "irq_spurious=1,0", "irq_spurious=x,1", "irq_spurious"] {
+            let (p, w) = parse(bad);
+            assert_eq!(w.len(), 1, "{bad}");
+            assert_eq!(p.irq_spurious, SpuriousConfig::DEFAULT, "{bad}");
         }
     }
 

@@ -13,6 +13,7 @@ pub mod bootargs;
 pub mod crc32;
 pub mod dma;
 pub mod dt;
+pub mod irq;
 pub mod mm;
 #[cfg(target_os = "none")]
 pub mod ktest;

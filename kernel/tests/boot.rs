@@ -92,8 +92,9 @@ fn timer_interrupt_fires() -> TestResult {
     }
     kassert_eq!(time::tick_count(), before + 1);
     // A second handler on another line cannot steal the timer's.
-    fn other(_: &IrqContext<'_>, _: u32) {
+    fn other(_: &IrqContext<'_>, _: u32) -> irq::IrqReturn {
         SEEN.fetch_add(1, Ordering::Relaxed);
+        irq::IrqReturn::Handled
     }
     kassert!(matches!(irq::request_irq(kernel().timer_irq, false, other), Err(irq::IrqError::Busy(_))));
     Ok(())

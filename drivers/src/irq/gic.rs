@@ -76,6 +76,9 @@ impl core::fmt::Display for GicError {
 /// GICD_ITARGETSR<n>: one byte per interrupt, the CPU interfaces an SPI is sent to (GICv2 §4.3.12).
 /// `arm-gic` does not expose it; without it an SPI on a multi-CPU machine reaches no CPU.
 const GICD_ITARGETSR: usize = 0x800;
+/// GICD_ISPENDR<n>: one bit per interrupt, writing 1 sets it pending (GICv2 §4.3.7, GICv3
+/// §12.9.27; for SPIs the same offset in both). `arm-gic` does not expose it either.
+const GICD_ISPENDR: usize = 0x200;
 
 /// An interrupt taken by [`Gic::acknowledge`], to hand back to [`Gic::end_of_interrupt`]. It
 /// keeps the whole GICC_IAR value: for a GICv2 SGI that includes the sending CPU, which the
@@ -95,6 +98,8 @@ impl Acknowledged {
 /// A GIC of either version.
 pub struct Gic {
     version: Version,
+    /// The distributor frame's base (both versions), for the registers `arm-gic` lacks.
+    gicd: usize,
     cpus: [Option<GicCpu>; MAX_CPUS],
 }
 
@@ -132,6 +137,9 @@ impl Gic {
     /// memory for the kernel's life, and no other driver instance may use them. With GICv3,
     /// the redistributor region must hold at least `cpu_count` frames (one per CPU).
     pub unsafe fn new(regs: GicRegs, cpu_count: usize) -> Result<Self, GicError> {
+        let gicd_base = match regs {
+            GicRegs::V2 { gicd, .. } | GicRegs::V3 { gicd, .. } => gicd,
+        };
         let version = match regs {
             GicRegs::V2 { gicd, gicc } => {
                 // SAFETY: the caller promises these are the GICv2 frames, mapped and unaliased.
@@ -153,7 +161,7 @@ impl Gic {
                 Version::V3(gic)
             }
         };
-        Ok(Self { version, cpus: [None; MAX_CPUS] })
+        Ok(Self { version, gicd: gicd_base, cpus: [None; MAX_CPUS] })
     }
 
     /// Resets the distributor, every redistributor (GICv3) and the calling CPU's interface to a
@@ -304,6 +312,37 @@ impl Gic {
             Version::V3(gic) => {
                 let redist = intid.is_private().then_some(this.redistributor);
                 gic.enable_interrupt(intid, redist, false).map_err(|_| GicError::InvalidIrq(irq))
+            }
+        }
+    }
+
+    /// Sets SPI `irq` pending, as if its device had raised it (Linux `irq_set_irqchip_state(..,
+    /// IRQCHIP_STATE_PENDING, true)`): tests use it to make a device's line fire with nothing
+    /// to do. An edge-triggered SPI is delivered once; a level-triggered one too, since no
+    /// device holds the line (GICv2 §4.3.7).
+    pub fn set_pending(&mut self, irq: IrqNumber) -> Result<(), GicError> {
+        let intid = intid(irq)?;
+        if intid.is_private() {
+            return Err(GicError::InvalidIrq(irq));
+        }
+        let (word, bit) = (irq as usize / 32, irq % 32);
+        // SAFETY: `gicd` is the distributor frame `new` was given (mapped device memory, ours
+        // alone); ISPENDR<n> is a 32-bit register per 32 interrupt IDs below 1020, which `irq`
+        // is, and writing 0 bits has no effect, so this touches only `irq`.
+        unsafe { ((self.gicd + GICD_ISPENDR) as *mut u32).add(word).write_volatile(1 << bit) };
+        Ok(())
+    }
+
+    /// Enables line `irq` again after [`disable`](Self::disable), keeping the trigger, priority
+    /// and routing [`enable`](Self::enable) set.
+    pub fn reenable(&mut self, irq: IrqNumber, cpu: usize) -> Result<(), GicError> {
+        let intid = intid(irq)?;
+        let this = self.cpu(cpu)?;
+        match &mut self.version {
+            Version::V2(gic, _) => gic.enable_interrupt(intid, true).map_err(|_| GicError::InvalidIrq(irq)),
+            Version::V3(gic) => {
+                let redist = intid.is_private().then_some(this.redistributor);
+                gic.enable_interrupt(intid, redist, true).map_err(|_| GicError::InvalidIrq(irq))
             }
         }
     }

@@ -330,6 +330,12 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             // Nothing more can be done from here: the caller must not reuse the buffers.
             return Error::DeviceBroken(BrokenReason::ResetIgnored);
         }
+        if error == Error::DeviceBroken(BrokenReason::ResetIgnored) {
+            // An earlier reset was ignored and latched so; this one completed. Left latched,
+            // ResetIgnored would tell the caller the device still holds its buffers (found by
+            // the `virtio_blk_reset` fuzz target's harness).
+            return self.queue.relatch_broken(reason);
+        }
         error
     }
 

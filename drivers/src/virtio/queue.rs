@@ -335,6 +335,13 @@ impl<const MAX: usize> Virtqueue<MAX> {
         Error::DeviceBroken(reason)
     }
 
+    /// Replaces the reason the queue is latched broken with `reason` (once a reset completed
+    /// after one that was ignored: [`BrokenReason::ResetIgnored`] no longer holds).
+    pub fn relatch_broken(&mut self, reason: BrokenReason) -> Error {
+        self.broken = Some(reason);
+        Error::DeviceBroken(reason)
+    }
+
     fn check_broken(&self) -> Result<()> {
         match self.broken {
             Some(reason) => Err(Error::DeviceBroken(reason)),

@@ -10,21 +10,41 @@
 //! driver state is one lock: every CPU takes it briefly to acknowledge and end its interrupts
 //! (the registers behind it are banked or per-CPU system registers, so no CPU waits on
 //! another's interrupt, only on the lock).
+//!
+//! Each handler says whether its device had raised the interrupt ([`IrqReturn`], Linux
+//! `irqreturn_t`), and every line is counted as Linux `note_interrupt` counts it
+//! (`crate::irq::spurious`): a line whose interrupts are almost all unhandled is disabled and
+//! reported once ("irq N: nobody cared"), so that a stuck line cannot keep a CPU in this
+//! dispatch loop forever. Its driver then polls the device on the tick (virtio-blk checks its
+//! used rings on every tick; Linux's `poll_spurious_irqs` runs a disabled line's handlers every
+//! 100 ms instead).
 
 use boot::exception::IrqContext;
 use drivers::irq::gic::{Gic, GicError, GicRegs, IrqNumber, SPI_BASE};
 
 use crate::arch::cpu_id;
+pub use crate::irq::spurious::IrqReturn;
+use crate::irq::spurious::{SpuriousConfig, SpuriousStats, Verdict};
 use crate::sync::IrqSafeSpinLock;
 
-/// An interrupt handler.
-pub type IrqHandler = fn(&IrqContext<'_>, IrqNumber);
+/// An interrupt handler: [`IrqReturn::None`] if its device had not raised the interrupt.
+pub type IrqHandler = fn(&IrqContext<'_>, IrqNumber) -> IrqReturn;
+
+/// A line's handler and its counts (Linux `irq_desc`, reduced).
+#[derive(Clone, Copy)]
+struct IrqDesc {
+    irq: IrqNumber,
+    handler: IrqHandler,
+    spurious: SpuriousStats,
+}
 
 const MAX_HANDLERS: usize = 32;
 
 static GIC: IrqSafeSpinLock<Option<Gic>> = IrqSafeSpinLock::new(None);
-static HANDLERS: IrqSafeSpinLock<[Option<(IrqNumber, IrqHandler)>; MAX_HANDLERS]> =
-    IrqSafeSpinLock::new([None; MAX_HANDLERS]);
+static HANDLERS: IrqSafeSpinLock<[Option<IrqDesc>; MAX_HANDLERS]> = IrqSafeSpinLock::new([None; MAX_HANDLERS]);
+/// Test hook ([`inject_stuck_line`]): the line to set pending again after each of its
+/// interrupts, and how many more times.
+static STUCK_LINE: IrqSafeSpinLock<Option<(IrqNumber, u64)>> = IrqSafeSpinLock::new(None);
 
 /// Errors of handler registration.
 #[derive(Debug)]
@@ -93,11 +113,11 @@ pub fn request_irq_spread(irq: IrqNumber, edge: bool, handler: IrqHandler, nth: 
 fn request_irq_on(irq: IrqNumber, edge: bool, handler: IrqHandler, default_cpu: Option<usize>) -> Result<(), IrqError> {
     {
         let mut table = HANDLERS.lock();
-        if table.iter().flatten().any(|(n, _)| *n == irq) {
+        if table.iter().flatten().any(|d| d.irq == irq) {
             return Err(IrqError::Busy(irq));
         }
         let slot = table.iter_mut().find(|s| s.is_none()).ok_or(IrqError::TableFull)?;
-        *slot = Some((irq, handler));
+        *slot = Some(IrqDesc { irq, handler, spurious: SpuriousStats::default() });
     }
     {
         let mut gic = GIC.lock();
@@ -125,7 +145,7 @@ fn request_irq_on(irq: IrqNumber, edge: bool, handler: IrqHandler, default_cpu: 
 /// Enables per-CPU line `irq` (a PPI or SGI with a handler) on the calling CPU (Linux
 /// `enable_percpu_irq`).
 pub fn enable_percpu_irq(irq: IrqNumber, edge: bool) -> Result<(), IrqError> {
-    if !HANDLERS.lock().iter().flatten().any(|(n, _)| *n == irq) {
+    if !HANDLERS.lock().iter().flatten().any(|d| d.irq == irq) {
         return Err(IrqError::NoHandler(irq));
     }
     let mut gic = GIC.lock();
@@ -157,21 +177,104 @@ pub fn free_irq(irq: IrqNumber) {
         let _ = gic.disable(irq, cpu_id());
     }
     for slot in HANDLERS.lock().iter_mut() {
-        if matches!(slot, Some((n, _)) if *n == irq) {
+        if matches!(slot, Some(d) if d.irq == irq) {
             *slot = None;
         }
     }
 }
 
-/// Called by the exception code for every IRQ: acknowledge, dispatch, end, until none pending.
+/// Masks SPI `irq` at the GIC, its handler kept (Linux `disable_irq`, without the wait for a
+/// running handler): tests use it to make a device that completes without interrupting.
+pub fn disable_irq(irq: IrqNumber) -> Result<(), IrqError> {
+    let mut gic = GIC.lock();
+    let gic = gic.as_mut().ok_or(IrqError::NoController)?;
+    gic.disable(irq, cpu_id()).map_err(IrqError::Gic)
+}
+
+/// Unmasks SPI `irq` after [`disable_irq`] (Linux `enable_irq`). A line `handle_irq` disabled
+/// as stuck stays disabled.
+pub fn enable_irq(irq: IrqNumber) -> Result<(), IrqError> {
+    if spurious_stats(irq).is_some_and(|s| s.spurious_disabled) {
+        return Ok(());
+    }
+    let mut gic = GIC.lock();
+    let gic = gic.as_mut().ok_or(IrqError::NoController)?;
+    gic.reenable(irq, cpu_id()).map_err(IrqError::Gic)
+}
+
+/// Sets SPI `irq` pending as if its device had raised it (tests: an interrupt with nothing to
+/// do).
+pub fn set_pending(irq: IrqNumber) -> Result<(), IrqError> {
+    let mut gic = GIC.lock();
+    let gic = gic.as_mut().ok_or(IrqError::NoController)?;
+    gic.set_pending(irq).map_err(IrqError::Gic)
+}
+
+/// Test hook: SPI `irq` behaves as a level-triggered line stuck high, set pending again after
+/// each of its next `times` interrupts (so the dispatch loop below takes it again at once, as
+/// it would a line nobody clears), then quiet. Pends it once to start. `times` 0 stops it.
+pub fn inject_stuck_line(irq: IrqNumber, times: u64) -> Result<(), IrqError> {
+    *STUCK_LINE.lock() = (times > 0).then_some((irq, times));
+    if times > 0 {
+        set_pending(irq)?;
+    }
+    Ok(())
+}
+
+/// Line `irq`'s interrupt counts (Linux `/proc/irq/N/spurious`), if it has a handler.
+pub fn spurious_stats(irq: IrqNumber) -> Option<SpuriousStats> {
+    HANDLERS.lock().iter().flatten().find(|d| d.irq == irq).map(|d| d.spurious)
+}
+
+/// Counts an interrupt of `irq` that its handler answered with `ret` (Linux `note_interrupt`);
+/// disables the line and reports it the one time its counts say nobody cares.
+fn note_interrupt(irq: IrqNumber, ret: IrqReturn) {
+    let config = super::try_kernel().map_or(SpuriousConfig::DEFAULT, |k| k.params.irq_spurious);
+    let now = super::time::uptime();
+    let (verdict, total, total_unhandled) = {
+        let mut table = HANDLERS.lock();
+        let Some(desc) = table.iter_mut().flatten().find(|d| d.irq == irq) else { return };
+        let verdict = desc.spurious.note_interrupt(ret, now, config);
+        (verdict, desc.spurious.total, desc.spurious.total_unhandled)
+    };
+    if let Verdict::NobodyCared { unhandled, window } = verdict {
+        let masked = GIC.lock().as_mut().map(|gic| gic.disable(irq, cpu_id()));
+        // Linux `__report_bad_irq`: once per line, with the counts that decided.
+        log::error!(
+            "irq {irq}: nobody cared ({unhandled} of the last {window} interrupts unhandled, {total_unhandled} of {total} since requested); Disabling IRQ #{irq}{}",
+            match masked {
+                Some(Ok(())) => "; its driver polls the device on the tick",
+                _ => " FAILED: the GIC refused",
+            }
+        );
+    }
+}
+
+/// Called by the exception code for every IRQ: acknowledge, dispatch, count, end, until none
+/// pending.
 pub fn handle_irq(ctx: &IrqContext<'_>) {
     loop {
         let Some(ack) = GIC.lock().as_mut().and_then(Gic::acknowledge) else { return };
         let irq = ack.irq();
-        let handler = HANDLERS.lock().iter().flatten().find(|(n, _)| *n == irq).map(|(_, h)| *h);
+        let handler = HANDLERS.lock().iter().flatten().find(|d| d.irq == irq).map(|d| d.handler);
         match handler {
-            Some(h) => h(ctx, irq),
+            Some(h) => {
+                let ret = h(ctx, irq);
+                note_interrupt(irq, ret);
+            }
             None => log::warn!("spurious interrupt {irq} on CPU {} (no handler)", cpu_id()),
+        }
+        {
+            let mut stuck = STUCK_LINE.lock();
+            if let Some((line, left)) = stuck.as_mut().filter(|(line, _)| *line == irq) {
+                *left -= 1;
+                let line = *line;
+                if *left == 0 {
+                    *stuck = None;
+                }
+                drop(stuck);
+                let _ = set_pending(line);
+            }
         }
         if let Some(gic) = GIC.lock().as_mut() {
             gic.end_of_interrupt(ack);

@@ -311,8 +311,9 @@ pub fn wake_up_idle_cpu() {
     }
 }
 
-fn ipi_handler(_ctx: &IrqContext<'_>, _irq: IrqNumber) {
+fn ipi_handler(_ctx: &IrqContext<'_>, _irq: IrqNumber) -> irq::IrqReturn {
     // Nothing to do in the handler: the idle loop runs the call or the work once it returns.
+    irq::IrqReturn::Handled
 }
 
 fn call_pending(cpu: usize) -> bool {

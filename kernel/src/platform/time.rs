@@ -140,7 +140,7 @@ pub fn delay(d: Duration) {
     }
 }
 
-fn timer_irq(ctx: &IrqContext<'_>, _irq: IrqNumber) {
+fn timer_irq(ctx: &IrqContext<'_>, _irq: IrqNumber) -> irq::IrqReturn {
     let tick = this_cpu();
     tick.ticks.fetch_add(1, Ordering::Relaxed);
     let hooks = *TICK_HOOKS.lock();
@@ -150,7 +150,7 @@ fn timer_irq(ctx: &IrqContext<'_>, _irq: IrqNumber) {
     let period = tick.period.load(Ordering::Relaxed);
     if period == 0 {
         arch_timer::disable(); // one-shot use: drop the level-triggered line
-        return;
+        return irq::IrqReturn::Handled;
     }
     // Re-arm from the previous deadline so the tick does not drift; skip missed periods.
     let now = arch_timer::ticks();
@@ -160,4 +160,5 @@ fn timer_irq(ctx: &IrqContext<'_>, _irq: IrqNumber) {
     }
     tick.next_deadline.store(next, Ordering::Relaxed);
     arch_timer::set_deadline(next);
+    irq::IrqReturn::Handled
 }

@@ -57,7 +57,7 @@ use drivers::virtio::mmio::VirtioMmio;
 use drivers::virtio::{feature, Error as VirtioError, Transport, VirtioDma};
 
 use super::dma::{dma, dma_device_from_dt, DmaSetupError, RAM};
-use super::irq::{request_irq_spread, IrqError};
+use super::irq::{request_irq_spread, IrqError, IrqReturn};
 use super::mm::page_allocator;
 use crate::block::recovery::MAX_FAILED_REINITS;
 use crate::block::{DiskHealth, InflightTable, Recovery, RetryBudget, TakeBack, Ticket};
@@ -318,6 +318,11 @@ pub struct DiskStats {
     pub completed_in_irq: AtomicU64,
     /// Interrupts taken.
     pub irqs: AtomicU64,
+    /// Interrupts with nothing to do (no ISR bit, nothing used: Linux `IRQ_NONE`).
+    pub irqs_unhandled: AtomicU64,
+    /// Requests completed by the tick's used-ring poll (their interrupt late, masked as stuck,
+    /// or never raised).
+    pub completed_by_poll: AtomicU64,
     /// Which CPUs took this disk's interrupt (bit n: CPU n), to check its routing.
     pub irq_cpus: AtomicU32,
     /// Submissions refused as [`BlkError::Busy`].
@@ -536,11 +541,16 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
     Ok(Some(disk))
 }
 
-/// The interrupt handler of every disk.
-fn handle_irq(_ctx: &IrqContext<'_>, irq: u32) {
+/// The interrupt handler of every disk: [`IrqReturn::None`] if no disk on the line had raised
+/// it, which `irq` counts towards disabling a stuck line (Linux `vm_interrupt`).
+fn handle_irq(_ctx: &IrqContext<'_>, irq: u32) -> IrqReturn {
+    let mut ret = IrqReturn::None;
     for disk in DISKS.iter().filter_map(spin::Once::get).filter(|d| d.irq == irq) {
-        disk.complete_from_irq();
+        if disk.complete_from_irq() == IrqReturn::Handled {
+            ret = IrqReturn::Handled;
+        }
     }
+    ret
 }
 
 impl Disk {
@@ -1106,6 +1116,10 @@ impl Disk {
 
     /// Fails what is past its deadline (interrupt context from the tick, or task context).
     pub fn check_timeouts(&self) {
+        // What the device finished is not late, interrupt or none: look first.
+        if self.inner.lock().requests.in_flight() > 0 {
+            self.poll_used();
+        }
         let mut inner = self.inner.lock();
         if inner.recovery.health() == DiskHealth::Resetting && super::time::uptime() >= inner.next_reinit {
             schedule_recovery(); // a failed re-initialisation is tried again from here
@@ -1277,14 +1291,40 @@ impl Disk {
         e
     }
 
-    /// Interrupt context: ack, then finish every request the device used (virtio 1.2 §2.7.14).
-    /// Each is taken from the device under the disk's lock and unmapped with the lock dropped:
-    /// the copy back of a bounced read (up to a segment per data buffer) never holds up task
-    /// context submitting to this disk on another CPU (issue 13).
-    fn complete_from_irq(&self) {
+    /// The interrupt: ack, then finish every request the device used. Handled if the device
+    /// had raised it (an ISR bit) or left something in the used ring. Linux's `vring_interrupt`
+    /// answers `IRQ_NONE` to an empty ring even with the ISR bit set; here the tick's poll may
+    /// have emptied the ring first, so the ISR bit alone counts as handled.
+    fn complete_from_irq(&self) -> IrqReturn {
         self.stats.irqs.fetch_add(1, Ordering::Relaxed);
         self.stats.irq_cpus.fetch_or(1 << super::smp::cpu_id(), Ordering::Relaxed);
-        self.inner.lock().blk.ack_interrupt();
+        let isr = self.inner.lock().blk.ack_interrupt();
+        let completed = self.complete_used();
+        self.stats.completed_in_irq.fetch_add(completed as u64, Ordering::Relaxed);
+        if isr.0 != 0 || completed > 0 {
+            IrqReturn::Handled
+        } else {
+            self.stats.irqs_unhandled.fetch_add(1, Ordering::Relaxed);
+            IrqReturn::None
+        }
+    }
+
+    /// The tick's poll (interrupt context; or a waiter checking deadlines): finishes what the device used without an interrupt
+    /// reaching us, its line masked as stuck (`irq`'s "nobody cared") or the device silent, so
+    /// that such a request completes before its deadline times it out (NVMe's `nvme_timeout`
+    /// polls its completion queue before it resets, "completion polled"; we look every tick).
+    fn poll_used(&self) {
+        let completed = self.complete_used();
+        self.stats.completed_by_poll.fetch_add(completed as u64, Ordering::Relaxed);
+    }
+
+    /// Finishes every request the device used (virtio 1.2 §2.7.14) and returns how many, in
+    /// interrupt context (the handler, the tick's poll). Each is taken from the device under
+    /// the disk's lock and unmapped with the lock dropped: the copy back of a bounced read (up
+    /// to a segment per data buffer) never holds up task context submitting to this disk on
+    /// another CPU (issue 13).
+    fn complete_used(&self) -> usize {
+        let mut completed = 0;
         // Bounded: each pop retires one of at most QUEUE_SIZE chains in flight.
         for _ in 0..QUEUE_SIZE {
             let (slot, params, mapped, completion) = {
@@ -1316,7 +1356,7 @@ impl Disk {
             let mut inner = self.inner.lock();
             let device_says = inner.blk.complete(completion, status[0]).map_err(BlkError::Virtio);
             inner.requests.end_completion(slot, outcome.and(device_says));
-            self.stats.completed_in_irq.fetch_add(1, Ordering::Relaxed);
+            completed += 1;
         }
         {
             // The device broke the protocol (used ring, status byte): reset it now and take back
@@ -1331,6 +1371,7 @@ impl Disk {
             self.start_waiting();
         }
         self.deliver_callbacks();
+        completed
     }
 }
 

@@ -13,10 +13,21 @@
 //!   wrote as OK;
 //! - once the driver reports the device broken, it stays broken with the same reason and every
 //!   later submission and poll fails with that error.
+//!
+//! [`run_with_resets`] (the `virtio_blk_reset` fuzz target) adds resets to the script, with
+//! requests in flight: the driver gives up on the device (`VirtioBlk::abort`, as the kernel's
+//! timeout does), initialises it again (`VirtioBlk::reinit`, `Virtqueue::reset`), and the device
+//! may ignore resets for a while. Besides the rules above:
+//! - after a reset that completed, the caller takes back every request in flight (the device
+//!   touches none of them again); after one the device ignored, nothing is taken back and
+//!   nothing new is accepted until a later reset completes;
+//! - every request ends exactly once: completed by the device, or taken back;
+//! - a successful `reinit` leaves a fresh queue (nothing in flight, every descriptor free, not
+//!   broken), and no chain published afterwards reuses a descriptor of a request in flight.
 
 extern crate std;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::vec::Vec;
 
 use super::sim::{read_bytes, write_bytes, FakeTransport, RingDevice, SimChain, SimDesc, SimDma};
@@ -57,6 +68,8 @@ impl Script<'_> {
 /// A request the driver accepted: its buffers, as the device must see them.
 #[derive(Clone, Debug)]
 struct Request {
+    /// Submission number, to check that each request ends once.
+    id: u64,
     descs: Vec<SimDesc>,
     status: u64,
     /// Device-writable bytes of the chain.
@@ -77,6 +90,13 @@ struct Harness<'d> {
     /// The first broken reason the driver reported.
     broken: Option<BrokenReason>,
     completions: u64,
+    /// Resets and re-initialisations are in the script ([`run_with_resets`]).
+    resets: bool,
+    /// Requests submitted, and those that ended (completed or taken back), by id.
+    submitted: u64,
+    ended: HashSet<u64>,
+    /// The device ignored the last reset: it may still use every buffer in flight.
+    device_holds: bool,
 }
 
 /// What a run ended with, for the tests to check.
@@ -92,6 +112,15 @@ pub struct Outcome {
 
 /// Runs `script` (any bytes); panics if the driver breaks a rule listed in the module docs.
 pub fn run(script: &[u8]) -> Outcome {
+    run_script(script, false)
+}
+
+/// [`run`] with resets and re-initialisations in the script (see the module docs).
+pub fn run_with_resets(script: &[u8]) -> Outcome {
+    run_script(script, true)
+}
+
+fn run_script(script: &[u8], resets: bool) -> Outcome {
     let mut s = Script { bytes: script };
     let dma = SimDma::default();
     let dev = hostile_transport(&mut s);
@@ -119,6 +148,10 @@ pub fn run(script: &[u8]) -> Outcome {
             last_used: None,
             broken: None,
             completions: 0,
+            resets,
+            submitted: 0,
+            ended: HashSet::new(),
+            device_holds: false,
         };
         let mut steps = 0;
         while !s.done() && steps < 4096 {
@@ -133,6 +166,11 @@ pub fn run(script: &[u8]) -> Outcome {
         // Drain: whatever the device left, the driver neither panics nor invents completions.
         h.poll();
         dma.check_guards();
+        assert_eq!(
+            h.submitted,
+            h.ended.len() as u64 + h.in_flight.len() as u64,
+            "every request ended once or is still in flight"
+        );
         Outcome { init_error: None, completions: h.completions, broken: h.broken }
     };
     // SAFETY: the driver (and its rings) and the device model are dropped above.
@@ -181,7 +219,8 @@ fn hostile_transport(s: &mut Script<'_>) -> FakeTransport {
 
 impl Harness<'_> {
     fn step(&mut self, s: &mut Script<'_>) {
-        match s.u8() % 15 {
+        let ops = if self.resets { 18 } else { 15 };
+        match s.u8() % ops {
             0 => self.submit(s, RequestType::In),
             1 => self.submit(s, RequestType::Out),
             2 => self.submit(s, RequestType::Flush),
@@ -221,6 +260,9 @@ impl Harness<'_> {
                 let _ = self.blk.ack_interrupt();
             }
             13 => self.poll(),
+            15 => self.abort(s),
+            16 => self.reinit(),
+            17 => self.blk.transport().ignores_reset_now.set(s.u8() & 1 != 0),
             _ => {
                 // Honest round trips, to run the ring indices round many times.
                 for _ in 0..=s.u8() % 32 {
@@ -272,7 +314,9 @@ impl Harness<'_> {
                 }));
                 descs.push(SimDesc { addr: status, len: 1, writable: true });
                 let writable = descs.iter().filter(|d| d.writable).map(|d| d.len).sum();
-                let old = self.in_flight.insert(token.0, Request { descs, status, writable });
+                let id = self.submitted;
+                self.submitted += 1;
+                let old = self.in_flight.insert(token.0, Request { id, descs, status, writable });
                 assert!(old.is_none(), "token {} handed out while still in flight", token.0);
                 // The device reads the descriptors as soon as they are published (a device
                 // reading them late could see them reused after a spurious completion).
@@ -354,6 +398,7 @@ impl Harness<'_> {
                         panic!("completion of {token}, which is not in flight (or completed twice)")
                     });
                     assert!(written <= request.writable, "{written} bytes for {token}: more than its buffers");
+                    assert!(self.ended.insert(request.id), "request {} ended twice", request.id);
                     self.completions += 1;
                     let status = read_bytes(request.status, 1)[0];
                     match self.blk.complete(completion, status) {
@@ -378,6 +423,60 @@ impl Harness<'_> {
             }
         }
         panic!("pop_completed returned more than {} completions in a row", 2 * Q);
+    }
+
+    /// The driver gives up on the device (the kernel's timeout: `abort`, which resets it).
+    fn abort(&mut self, s: &mut Script<'_>) {
+        let reason = BrokenReason::RequestTimedOut { id: u16::from(s.u8()) % Q as u16 };
+        let error = self.blk.abort(reason);
+        let latched = self.blk.queue().broken().expect("abort latches the queue broken");
+        if error == Error::DeviceBroken(BrokenReason::ResetIgnored) {
+            assert_ne!(self.blk.transport().status.get(), 0, "ResetIgnored, yet the status reads 0");
+            self.device_holds = true;
+        } else {
+            assert_eq!(error, Error::DeviceBroken(latched));
+            assert_eq!(self.blk.transport().status.get(), 0, "the reset completed: status 0");
+            self.take_back();
+        }
+        self.broken = Some(latched);
+    }
+
+    /// The recovery work: initialise the device again over the same rings.
+    fn reinit(&mut self) {
+        match self.blk.reinit() {
+            Ok(()) => {
+                let q = self.blk.queue();
+                assert_eq!((q.broken(), q.in_flight(), q.num_free()), (None, 0, q.size()), "a fresh queue");
+                // Its reset completed, so whatever was in flight is the caller's again.
+                self.take_back();
+                self.ring = RingDevice::new(self.blk.queue().memory());
+                assert_eq!(self.ring.avail_idx(), 0, "the available ring was zeroed");
+                self.broken = None;
+                self.last_used = None;
+            }
+            Err(Error::DeviceBroken(BrokenReason::ResetIgnored)) => {
+                assert!(self.blk.queue().broken().is_some(), "latched after a failed reinit");
+                self.device_holds = true;
+                self.broken = self.blk.queue().broken();
+            }
+            Err(_) => {
+                // After a completed reset (the device's status has FAILED set): the buffers
+                // are the caller's, the queue stays broken until a later reinit.
+                assert!(self.blk.queue().broken().is_some(), "latched after a failed reinit");
+                self.take_back();
+                self.broken = self.blk.queue().broken();
+            }
+        }
+    }
+
+    /// After a completed reset: every request in flight ends here, once (the kernel's
+    /// `take_back`); the device has forgotten the chains it held.
+    fn take_back(&mut self) {
+        for (_, request) in self.in_flight.drain() {
+            assert!(self.ended.insert(request.id), "request {} ended twice (taken back)", request.id);
+        }
+        self.taken.clear();
+        self.device_holds = false;
     }
 
     fn saw_broken(&mut self, reason: BrokenReason) {
@@ -530,6 +629,42 @@ mod tests {
             broken(&[0, 1, 0, 1, 6, 0, 4, 1, 0, 0, 0, 0, 13]),
             Some(BrokenReason::UsedLenTooLong { id: 0, len: 1026, writable: 1025 })
         ));
+    }
+
+    /// The fuzz target `virtio_blk_reset`'s body on a deterministic stream of scripts.
+    #[test]
+    fn random_scripts_with_resets_hold_the_invariants() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..1500 {
+            let len = 16 + (x % 400) as usize;
+            let script: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            run_with_resets(&script);
+        }
+    }
+
+    #[test]
+    fn requests_in_flight_are_taken_back_by_a_reset_and_the_disk_serves_again() {
+        // Two reads in flight, abort (the reset completes), reinit, a read completed honestly.
+        let ops = [0, 1, 0, 1, 0, 2, 0, 1, 15, 0, 16, 0, 3, 0, 1, 5, 0, 13];
+        assert_eq!(run_with_resets(&script(&ops)), Outcome { init_error: None, completions: 1, broken: None });
+        // The device ignores resets for a while: abort and a reinit leave the reads with it
+        // (submissions refused); once it answers, the next reinit takes them back.
+        let ops = [0, 1, 0, 1, 17, 1, 15, 0, 16, 0, 2, 0, 1, 17, 0, 16, 0, 3, 0, 1, 5, 0, 13];
+        assert_eq!(run_with_resets(&script(&ops)), Outcome { init_error: None, completions: 1, broken: None });
+        // A reinit whose reset is ignored latches ResetIgnored; then an abort whose reset
+        // completes must say so (it returned the latched ResetIgnored: the reads were never
+        // taken back, the caller told the device still held them).
+        let ops = [0, 1, 0, 1, 17, 1, 16, 17, 0, 15, 0, 16, 0, 3, 0, 1, 5, 0, 13];
+        assert_eq!(run_with_resets(&script(&ops)), Outcome { init_error: None, completions: 1, broken: None });
+        // An abort latches its reason until the reinit.
+        assert_eq!(run_with_resets(&script(&[0, 1, 0, 1, 15, 0])).broken, Some(BrokenReason::RequestTimedOut { id: 0 }));
     }
 
     #[test]
