@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::debug::{DmaDebug, DmaDebugError};
 use super::device::{BouncePolicy, DmaDevice};
-use super::pools::BounceBuffers;
+use super::pools::{BounceBuffers, SlotLookup};
 use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, SwiotlbError};
 use super::{DmaAddr, DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch::{self, CacheOp};
@@ -268,21 +268,31 @@ impl<'a> DmaApi<'a> {
         candidates.into_iter().flatten().find(|p| p.is_swiotlb_buffer(dma))
     }
 
-    /// Refuses an unmap or sync of `dma` that no pool holds live but that lies in a *free* slot of
-    /// one of `dev`'s pools: a second unmap, or a stale address. Without this it would look like
-    /// a direct mapping and succeed. Checked whether or not `dma_debug` is on (which catches it
-    /// earlier, and more: once the slot is lent again or was a freed transient pool, only the
-    /// debug tracker knows). Counted with the misuse reports.
-    fn refuse_free_slot(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<(), DmaError> {
+    /// Which of `dev`'s pools holds `dma`, in one look at each (Linux `swiotlb_find_pool`):
+    /// `Ok(Some(pool))` for a live bounce slot; `Ok(None)` for memory no pool holds (a direct
+    /// mapping); and for a *free* slot of one of its pools an error, counted with the misuse
+    /// reports: a second unmap or a stale address, which would otherwise look like a direct
+    /// mapping and succeed. Checked whether or not `dma_debug` is on (which catches it earlier,
+    /// and more: once the slot is lent again or was a freed transient pool, only the debug
+    /// tracker knows).
+    fn find_pool(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<Option<&dyn BounceBuffers>, DmaError> {
         let candidates: [Option<&dyn BounceBuffers>; 2] = match dev.policy {
             BouncePolicy::Restricted(pool) => [Some(pool), None],
             _ => [dev.device_pool(), Some(self.default_pool)],
         };
-        if candidates.into_iter().flatten().any(|p| p.is_free_slot(dma)) {
+        let mut free = false;
+        for pool in candidates.into_iter().flatten() {
+            match pool.lookup(dma) {
+                SlotLookup::Live => return Ok(Some(pool)),
+                SlotLookup::Free => free = true,
+                SlotLookup::Outside => {}
+            }
+        }
+        if free {
             self.stats.misuse.fetch_add(1, Ordering::Relaxed);
             return Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
@@ -297,7 +307,7 @@ impl<'a> DmaApi<'a> {
         if let Some(debug) = self.debug {
             debug.unmap(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
-        match self.pool_of(dev, dma) {
+        match self.find_pool(dev, dma)? {
             Some(pool) => {
                 if dir.from_device() {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
@@ -305,7 +315,6 @@ impl<'a> DmaApi<'a> {
                 pool.unmap(self.mem, dma, size, dir, attrs)?;
             }
             None => {
-                self.refuse_free_slot(dev, dma)?;
                 if dir.from_device() && !attrs.skip_cpu_sync {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
                 }
@@ -323,10 +332,7 @@ impl<'a> DmaApi<'a> {
         if let Some(debug) = self.debug {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
-        let pool = self.pool_of(dev, dma);
-        if pool.is_none() {
-            self.refuse_free_slot(dev, dma)?;
-        }
+        let pool = self.find_pool(dev, dma)?;
         if dir.from_device() {
             self.cache(dev, CacheOp::Invalidate, dma, size);
         }
@@ -341,9 +347,8 @@ impl<'a> DmaApi<'a> {
         if let Some(debug) = self.debug {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
-        match self.pool_of(dev, dma) {
-            Some(pool) => pool.sync_for_device(self.mem, dma, size, dir)?,
-            None => self.refuse_free_slot(dev, dma)?,
+        if let Some(pool) = self.find_pool(dev, dma)? {
+            pool.sync_for_device(self.mem, dma, size, dir)?;
         }
         self.cache(dev, CacheOp::Clean, dma, size);
         Ok(())

@@ -6,7 +6,7 @@ use alloc::sync::Arc;
 use core::ops::Range;
 
 use super::swiotlb::lend::{DevicePool, LendError};
-use super::swiotlb::{SwiotlbError, SwiotlbPool};
+use super::swiotlb::{SlotState, SwiotlbError, SwiotlbPool};
 use super::{DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch;
 use crate::mm::phys::PhysMemory;
@@ -32,6 +32,18 @@ pub trait BounceBuffers: Sync {
     fn is_free_slot(&self, _pa: PhysAddr) -> bool {
         false
     }
+    /// Both questions in one look, for the unmap and sync paths: a live bounce slot, a free slot,
+    /// or neither (memory the set does not hold: a direct mapping). Override it where the two
+    /// separate looks would walk the same slots twice.
+    fn lookup(&self, pa: PhysAddr) -> SlotLookup {
+        if self.is_swiotlb_buffer(pa) {
+            SlotLookup::Live
+        } else if self.is_free_slot(pa) {
+            SlotLookup::Free
+        } else {
+            SlotLookup::Outside
+        }
+    }
     /// The physical range the set's slots may occupy (to route unmaps and for reports).
     fn range(&self) -> Range<PhysAddr>;
     /// Zeroed coherent memory from the slots (for devices behind a restricted pool). Task context.
@@ -42,6 +54,17 @@ pub trait BounceBuffers: Sync {
     fn free_coherent(&self, addr: PhysAddr) -> Result<(), SwiotlbError> {
         Err(SwiotlbError::NotMapped { tlb_addr: addr })
     }
+}
+
+/// What [`BounceBuffers::lookup`] found at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotLookup {
+    /// A slot of a live bounce mapping.
+    Live,
+    /// A free slot: no mapping lives there.
+    Free,
+    /// Not a slot of this set (or a lent one): memory of the page allocator's.
+    Outside,
 }
 
 impl BounceBuffers for SwiotlbPool {
@@ -62,6 +85,9 @@ impl BounceBuffers for SwiotlbPool {
     }
     fn is_free_slot(&self, pa: PhysAddr) -> bool {
         SwiotlbPool::is_free_slot(self, pa)
+    }
+    fn lookup(&self, pa: PhysAddr) -> SlotLookup {
+        slot_lookup(self, pa)
     }
     fn range(&self) -> Range<PhysAddr> {
         self.start()..self.end()
@@ -92,6 +118,20 @@ impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
     }
     fn is_free_slot(&self, pa: PhysAddr) -> bool {
         self.pools().any(|p| p.is_free_slot(pa))
+    }
+    fn lookup(&self, pa: PhysAddr) -> SlotLookup {
+        // One walk of the pool list: the first pool that holds `pa` in a used or free slot
+        // answers (a lent slot may sit under another pool's, as a released `cma` chunk's does).
+        for pool in self.pools() {
+            match slot_lookup(pool, pa) {
+                SlotLookup::Outside => continue,
+                found => return found,
+            }
+        }
+        if super::swiotlb::lend::SwiotlbManager::is_swiotlb_buffer(self, pa) {
+            return SlotLookup::Live; // a transient pool's
+        }
+        SlotLookup::Outside
     }
     fn range(&self) -> Range<PhysAddr> {
         let pool = self.default_pool();
@@ -232,7 +272,19 @@ impl BounceBuffers for DevicePoolSlot {
     fn is_free_slot(&self, pa: PhysAddr) -> bool {
         self.get(false).is_some_and(|p| p.pool().is_free_slot(pa))
     }
+    fn lookup(&self, pa: PhysAddr) -> SlotLookup {
+        self.get(false).map_or(SlotLookup::Outside, |p| slot_lookup(p.pool(), pa))
+    }
     fn range(&self) -> Range<PhysAddr> {
         self.get(false).map_or(0..0, |p| p.pool().start()..p.pool().end())
+    }
+}
+
+/// One pool's slot at `pa`: read once (an atomic byte), no lock.
+fn slot_lookup(pool: &SwiotlbPool, pa: PhysAddr) -> SlotLookup {
+    match pool.slot_index(pa).and_then(|i| pool.slot_state(i)) {
+        Some(SlotState::Used) => SlotLookup::Live,
+        Some(SlotState::Free) => SlotLookup::Free,
+        _ => SlotLookup::Outside,
     }
 }
