@@ -94,27 +94,66 @@ pub unsafe trait VirtioDma {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokenReason {
     /// The used ring's `idx` moved backwards.
-    UsedIdxBackwards { seen: u16, now: u16 },
+    UsedIdxBackwards {
+        /// The `idx` read last time.
+        seen: u16,
+        /// The `idx` read now, behind it.
+        now: u16,
+    },
     /// The used ring's `idx` claims more completions than chains are in flight.
-    UsedIdxAhead { last_used: u16, now: u16, in_flight: u16 },
+    UsedIdxAhead {
+        /// How far the driver has consumed the used ring.
+        last_used: u16,
+        /// The `idx` read now.
+        now: u16,
+        /// How many chains the device holds.
+        in_flight: u16,
+    },
     /// A used element names a descriptor outside the queue.
-    UsedIdOutOfRange { id: u32 },
+    UsedIdOutOfRange {
+        /// The used element's `id`, as the device wrote it.
+        id: u32,
+    },
     /// A used element names a descriptor that is not the head of a chain in flight.
-    UsedIdNotInFlight { id: u16 },
+    UsedIdNotInFlight {
+        /// The used element's `id`.
+        id: u16,
+    },
     /// A used element names a chain that was already completed.
-    UsedIdAlreadyCompleted { id: u16 },
+    UsedIdAlreadyCompleted {
+        /// The used element's `id`: the head of the completed chain.
+        id: u16,
+    },
     /// A used element claims more bytes written than the chain has device-writable bytes.
-    UsedLenTooLong { id: u16, len: u32, writable: u32 },
+    UsedLenTooLong {
+        /// The used element's `id`: the head of the chain.
+        id: u16,
+        /// The used element's `len`: bytes the device claims it wrote.
+        len: u32,
+        /// The device-writable bytes the chain has.
+        writable: u32,
+    },
     /// The configuration space kept changing while the driver read it.
     ConfigUnstable,
     /// A block request completed without the device writing its status byte.
-    StatusNotWritten { id: u16 },
+    StatusNotWritten {
+        /// The head descriptor of the request's chain (its [`Token`](blk::Token)).
+        id: u16,
+    },
     /// A block request completed with a status byte that is not a defined value.
-    BadStatus { id: u16, status: u8 },
+    BadStatus {
+        /// The head descriptor of the request's chain (its [`Token`](blk::Token)).
+        id: u16,
+        /// The status byte read back.
+        status: u8,
+    },
     /// The device never completed a reset (status did not read back 0).
     ResetIgnored,
     /// A request was not completed within the driver's timeout; the driver reset the device.
-    RequestTimedOut { id: u16 },
+    RequestTimedOut {
+        /// The head descriptor of the request's chain (its [`Token`](blk::Token)).
+        id: u16,
+    },
     /// The device was reset but its initialisation failed afterwards (features, config, queue).
     ReinitFailed,
 }
@@ -161,7 +200,12 @@ pub enum Error {
     /// The MMIO slot has no device behind it (device ID 0).
     NoDevice,
     /// The device is not of the type the driver expected.
-    WrongDeviceType { expected: DeviceType, found: DeviceType },
+    WrongDeviceType {
+        /// The type the driver drives.
+        expected: DeviceType,
+        /// The type the transport reports.
+        found: DeviceType,
+    },
     /// The device lacks a feature the driver requires (the missing bits).
     MissingFeatures(u64),
     /// The device cleared FEATURES_OK: it refuses the feature subset we chose.
@@ -171,7 +215,12 @@ pub enum Error {
     /// The queue is already live (QueueReady reads 1) before we set it up.
     QueueInUse(u16),
     /// The device's queue is smaller than ours.
-    QueueTooSmall { queue: u16, max: u16 },
+    QueueTooSmall {
+        /// The queue index.
+        queue: u16,
+        /// The device's QueueNumMax for it.
+        max: u16,
+    },
     /// A queue size that is zero, not a power of two, or larger than the queue's capacity.
     BadQueueSize(u16),
     /// The DMA seam could not provide ring memory.
@@ -184,7 +233,11 @@ pub enum Error {
     /// A completion token that does not name a request popped from the used ring.
     BadToken,
     /// A device-specific config read outside the config space.
-    ConfigOutOfRange { offset: usize },
+    ConfigOutOfRange {
+        /// The offset into the config space; when probing, the MMIO region's size, which is too
+        /// small to reach the config space.
+        offset: usize,
+    },
     /// A block request that is malformed: sector range, length, segment count or size.
     BadRequest,
     /// A write to a read-only block device.

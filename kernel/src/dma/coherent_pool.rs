@@ -25,9 +25,17 @@ pub enum CoherentPoolError {
     /// A zero-byte request.
     ZeroSize,
     /// No free block large enough.
-    Full { size: usize, free: usize },
+    Full {
+        /// The size asked for, in bytes.
+        size: usize,
+        /// Free bytes in the pool, in smaller or scattered blocks.
+        free: usize,
+    },
     /// A free of memory this pool did not hand out (or with another size).
-    BadFree { addr: PhysAddr },
+    BadFree {
+        /// The address freed.
+        addr: PhysAddr,
+    },
 }
 
 impl core::fmt::Display for CoherentPoolError {

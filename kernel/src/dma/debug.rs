@@ -22,23 +22,86 @@ pub type DeviceId = u32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DmaDebugError {
     /// "device driver tries to free DMA memory it has not allocated".
-    UnmapUnknown { dev: DeviceId, addr: DmaAddr },
+    UnmapUnknown {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address passed to unmap, which no live mapping of `dev` starts at.
+        addr: DmaAddr,
+    },
     /// The same mapping unmapped twice.
-    DoubleUnmap { dev: DeviceId, addr: DmaAddr },
+    DoubleUnmap {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address of the mapping, recently unmapped already.
+        addr: DmaAddr,
+    },
     /// "device driver frees DMA memory with different size".
-    UnmapWrongSize { dev: DeviceId, addr: DmaAddr, mapped: usize, unmapped: usize },
+    UnmapWrongSize {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address of the mapping.
+        addr: DmaAddr,
+        /// The size it was mapped with, in bytes.
+        mapped: usize,
+        /// The size passed to unmap, in bytes.
+        unmapped: usize,
+    },
     /// "device driver frees DMA memory with different direction".
-    UnmapWrongDirection { dev: DeviceId, addr: DmaAddr, mapped: DmaDirection, unmapped: DmaDirection },
+    UnmapWrongDirection {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address of the mapping.
+        addr: DmaAddr,
+        /// The direction it was mapped with.
+        mapped: DmaDirection,
+        /// The direction passed to unmap.
+        unmapped: DmaDirection,
+    },
     /// "device driver failed to check map error".
-    MapErrorNotChecked { dev: DeviceId, addr: DmaAddr },
+    MapErrorNotChecked {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address of the mapping, now unmapped.
+        addr: DmaAddr,
+    },
     /// "device driver tries to sync DMA memory it has not allocated".
-    SyncUnknown { dev: DeviceId, addr: DmaAddr },
+    SyncUnknown {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// The DMA address passed to sync, inside no live mapping of `dev`.
+        addr: DmaAddr,
+    },
     /// "device driver syncs DMA memory outside allocated range".
-    SyncOutOfRange { dev: DeviceId, addr: DmaAddr, size: usize, mapped_addr: DmaAddr, mapped_size: usize },
+    SyncOutOfRange {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// Where the sync starts (inside the mapping).
+        addr: DmaAddr,
+        /// How many bytes the sync covers.
+        size: usize,
+        /// Where the mapping the sync starts in begins.
+        mapped_addr: DmaAddr,
+        /// That mapping's size in bytes, which the sync runs past.
+        mapped_size: usize,
+    },
     /// "device driver syncs DMA memory with different direction".
-    SyncWrongDirection { dev: DeviceId, addr: DmaAddr, mapped: DmaDirection, synced: DmaDirection },
+    SyncWrongDirection {
+        /// The device whose driver made the call.
+        dev: DeviceId,
+        /// Where the sync starts.
+        addr: DmaAddr,
+        /// The direction the mapping was made with.
+        mapped: DmaDirection,
+        /// The direction passed to sync.
+        synced: DmaDirection,
+    },
     /// "device driver has pending DMA allocations while released from device".
-    LeakedAtRemove { dev: DeviceId, count: usize },
+    LeakedAtRemove {
+        /// The device going away.
+        dev: DeviceId,
+        /// How many of its mappings are still live.
+        count: usize,
+    },
     /// The tracker's table is full; this mapping is not tracked.
     TableFull,
 }

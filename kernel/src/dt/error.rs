@@ -9,77 +9,169 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtError<'a> {
     /// The slice is shorter than the 40-byte FDT header.
-    HeaderTruncated { len: usize },
+    HeaderTruncated {
+        /// How many bytes the slice has.
+        len: usize,
+    },
     /// The header's magic is not 0xd00dfeed.
-    BadMagic { found: u32 },
+    BadMagic {
+        /// The first word of the blob, big-endian.
+        found: u32,
+    },
     /// The header's `totalsize` is larger than the bytes we were given.
-    BlobTruncated { totalsize: usize, available: usize },
+    BlobTruncated {
+        /// The header's `totalsize`.
+        totalsize: usize,
+        /// How many bytes the caller's slice has.
+        available: usize,
+    },
     /// The FDT version is older than 17 (no `size_dt_struct`).
-    UnsupportedVersion { version: u32 },
+    UnsupportedVersion {
+        /// The header's `version`.
+        version: u32,
+    },
     /// A header offset/size points outside `totalsize`.
-    BlockOutOfRange { block: &'static str },
+    BlockOutOfRange {
+        /// Which block: `"header"`, `"structure"`, `"strings"` or `"memory reservation"`.
+        block: &'static str,
+    },
     /// The structure block is not a well-formed token stream.
-    MalformedStructure { offset: usize, reason: &'static str },
+    MalformedStructure {
+        /// Byte offset of the bad token from the start of the structure block.
+        offset: usize,
+        /// What is wrong there, e.g. `"missing FDT_END"`.
+        reason: &'static str,
+    },
     /// Nodes are nested deeper than we walk.
-    TooDeep { node: &'a str },
+    TooDeep {
+        /// The first node below the deepest level we walk.
+        node: &'a str,
+    },
     /// A node whose children have `reg` lacks `#address-cells`.
-    MissingAddressCells { node: &'a str },
+    MissingAddressCells {
+        /// The parent node without `#address-cells`.
+        node: &'a str,
+    },
     /// A node whose children have `reg` lacks `#size-cells`.
-    MissingSizeCells { node: &'a str },
+    MissingSizeCells {
+        /// The parent node without `#size-cells`.
+        node: &'a str,
+    },
     /// A cell count other than 1 or 2 where we decode 64-bit addresses or sizes.
     UnsupportedCells {
+        /// The node carrying the cell count.
         node: &'a str,
+        /// `#address-cells` or `#size-cells`.
         property: &'static str,
+        /// The count it gives.
         cells: u32,
     },
     /// A property's length does not fit its binding (e.g. `reg` not a multiple of one entry).
     BadPropertyLength {
+        /// The node whose property is bad.
         node: &'a str,
+        /// The property with the bad length.
         property: &'static str,
+        /// Its length in bytes.
         len: usize,
     },
     /// A property that must be a NUL-terminated UTF-8 string (list) is not one.
     BadString {
+        /// The node whose property is bad.
         node: &'a str,
+        /// The property that is not a string.
         property: &'static str,
     },
     /// A property has a value its binding does not allow.
     BadValue {
+        /// The node whose property is bad.
         node: &'a str,
+        /// The property with the bad value.
         property: &'static str,
     },
     /// `base + size` of a region does not fit in 64 bits.
-    RegionOverflow { node: &'a str },
+    RegionOverflow {
+        /// The node whose `reg` is bad.
+        node: &'a str,
+    },
     /// A node has more `reg` entries than a [`Device`](super::Device) holds.
-    TooManyRegs { node: &'a str },
+    TooManyRegs {
+        /// The node with too many `reg` entries.
+        node: &'a str,
+    },
     /// An address cannot be translated to a CPU address through the `ranges` of `bus`.
-    Untranslatable { node: &'a str, bus: &'a str },
+    Untranslatable {
+        /// The node whose address cannot be translated.
+        node: &'a str,
+        /// The ancestor bus whose `ranges` is missing or has no window for it.
+        bus: &'a str,
+    },
     /// A phandle does not name a node (of the kind the property requires).
     UnknownPhandle {
+        /// The node carrying the phandle.
         node: &'a str,
+        /// The property holding it, e.g. `interrupt-parent`.
         property: &'static str,
+        /// The phandle value that names nothing suitable.
         phandle: u32,
     },
     /// `/chosen/stdout-path` (or the alias it names) does not resolve to a node.
-    StdoutNotFound { path: &'a str },
+    StdoutNotFound {
+        /// The path (or alias) as written, without any `:options` suffix.
+        path: &'a str,
+    },
     /// A node the caller needs is absent.
-    NotFound { what: &'static str },
+    NotFound {
+        /// What was looked for, e.g. `"GIC node"`.
+        what: &'static str,
+    },
     /// A node required to have `reg` has none.
-    MissingReg { node: &'a str },
+    MissingReg {
+        /// The node without `reg`.
+        node: &'a str,
+    },
     /// `/reserved-memory` is missing `ranges` or has a non-empty one.
-    ReservedMemoryRanges { node: &'a str },
+    ReservedMemoryRanges {
+        /// The `/reserved-memory` node.
+        node: &'a str,
+    },
     /// A `/reserved-memory` child has neither `reg` nor `size`.
-    ReservedNoRegOrSize { node: &'a str },
+    ReservedNoRegOrSize {
+        /// The reserved-memory child.
+        node: &'a str,
+    },
     /// A reserved region has a zero size.
-    ReservedZeroSize { node: &'a str },
+    ReservedZeroSize {
+        /// The reserved-memory child.
+        node: &'a str,
+    },
     /// A reserved region is both `no-map` and `reusable`.
-    NoMapAndReusable { node: &'a str },
+    NoMapAndReusable {
+        /// The reserved-memory child.
+        node: &'a str,
+    },
     /// A `restricted-dma-pool` carries a flag Linux `rmem_swiotlb_setup()` rejects.
-    RestrictedPoolFlag { node: &'a str, flag: &'static str },
+    RestrictedPoolFlag {
+        /// The `restricted-dma-pool` node.
+        node: &'a str,
+        /// The offending property: `reusable`, `no-map`, `linux,cma-default` or
+        /// `linux,dma-default`.
+        flag: &'static str,
+    },
     /// A reserved region's `alignment` is zero or not a power of two.
-    BadAlignment { node: &'a str, alignment: u64 },
+    BadAlignment {
+        /// The reserved-memory child.
+        node: &'a str,
+        /// The `alignment` it gives.
+        alignment: u64,
+    },
     /// An interrupt specifier does not follow the GIC 3-cell binding.
-    BadInterrupt { node: &'a str, reason: &'static str },
+    BadInterrupt {
+        /// The node whose `interrupts` is bad.
+        node: &'a str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for DtError<'_> {

@@ -39,16 +39,34 @@ pub enum CmaError {
     /// Zero pageblocks asked for.
     ZeroCount,
     /// More pageblocks asked for than the area has.
-    TooLarge { count: usize, area: usize },
+    TooLarge {
+        /// Pageblocks asked for.
+        count: usize,
+        /// Pageblocks the area has.
+        area: usize,
+    },
     /// No free run of `count` pageblocks in the bitmap.
-    NoSpace { count: usize },
+    NoSpace {
+        /// Pageblocks asked for.
+        count: usize,
+    },
     /// Every free run tried held a page that could not move: `tried` runs, the last one's
     /// report.
-    Busy { tried: usize, last: ReclaimReport },
+    Busy {
+        /// How many free runs were tried.
+        tried: usize,
+        /// What reclaiming the last one found: the pages that failed or could not move.
+        last: ReclaimReport,
+    },
     /// A block of the area is not MIGRATE_CMA in the page allocator (never taken).
     NotCma(RangeError),
     /// `cma_release` of a range that is not inside the area or not pageblock aligned.
-    OutsideArea { addr: PhysAddr, count: usize },
+    OutsideArea {
+        /// The start of the range released.
+        addr: PhysAddr,
+        /// Its length in pageblocks.
+        count: usize,
+    },
     /// `cma_release` of a pageblock that is not allocated.
     NotAllocated(PhysAddr),
 }

@@ -33,7 +33,10 @@ pub const CMA_BOOTARG_LABEL: &str = "cma-default";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmaSource<'a> {
     /// `cma=<size>`.
-    Bootarg { size: u64 },
+    Bootarg {
+        /// The size asked for, in bytes.
+        size: u64,
+    },
     /// A `linux,cma-default` node of `/reserved-memory`.
     Node(ReservedRegion<'a>),
 }
@@ -44,9 +47,19 @@ pub enum CmaSetupError<'a> {
     /// `cma=` could not be parsed.
     Bootarg(&'static str),
     /// `cma=` asks for more than all RAM.
-    LargerThanRam { size: u64, ram: u64 },
+    LargerThanRam {
+        /// The size asked for, in bytes.
+        size: u64,
+        /// All RAM of the memory map, in bytes.
+        ram: u64,
+    },
     /// A fixed CMA node whose base or size is not a multiple of a pageblock.
-    Misaligned { node: &'a str, range: PhysRange },
+    Misaligned {
+        /// The node (the area's label).
+        node: &'a str,
+        /// Its `reg`.
+        range: PhysRange,
+    },
     /// A CMA node that overlaps another reserved region (the SWIOTLB pool included), lies
     /// outside RAM, or finds no room: the memory map's error names both regions.
     Memblock(MemblockError<'a>),

@@ -238,36 +238,70 @@ pub struct MemblockRegion<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemblockError<'a> {
     /// A region of zero bytes.
-    ZeroSize { label: &'a str },
+    ZeroSize {
+        /// Who the region is for, as in [`MemblockRegion::label`].
+        label: &'a str,
+    },
     /// `base + size` does not fit in 64 bits.
     Overflow {
+        /// Who the region is for, as in [`MemblockRegion::label`].
         label: &'a str,
+        /// The region's start.
         base: PhysAddr,
+        /// Its size in bytes.
         size: u64,
     },
     /// A label that is empty or contains whitespace (it would break the printed map).
-    BadLabel { label: &'a str },
+    BadLabel {
+        /// The label as given.
+        label: &'a str,
+    },
     /// A reservation not entirely inside one RAM bank.
-    OutsideRam { label: &'a str, range: PhysRange },
+    OutsideRam {
+        /// Who the region is for, as in [`MemblockRegion::label`].
+        label: &'a str,
+        /// The range asked for.
+        range: PhysRange,
+    },
     /// A reservation overlapping an existing one.
     Overlap {
+        /// Who the region is for, as in [`MemblockRegion::label`].
         label: &'a str,
+        /// The range asked for.
         range: PhysRange,
+        /// The label of the reservation already there.
         other: &'a str,
+        /// That reservation's range.
         other_range: PhysRange,
     },
     /// A `/reserved-memory` region whose label another region already has (or the reverse):
     /// [`Memblock::find`] must name one region, or a pool could be set up over another region
     /// (a restricted-dma-pool node named `kernel`, say).
-    DuplicateLabel { label: &'a str },
+    DuplicateLabel {
+        /// The label both regions have.
+        label: &'a str,
+    },
     /// A fixed-capacity table is full.
-    Capacity { table: &'static str, label: &'a str },
+    Capacity {
+        /// Which table: `"RAM"` (banks) or `"reserved"`.
+        table: &'static str,
+        /// Who the entry that did not fit is for (`"ram"` for a bank).
+        label: &'a str,
+    },
     /// An alignment that is zero or not a power of two.
-    BadAlignment { label: &'a str, align: u64 },
+    BadAlignment {
+        /// Who the region is for, as in [`MemblockRegion::label`].
+        label: &'a str,
+        /// The alignment asked for, in bytes.
+        align: u64,
+    },
     /// No free range can hold the allocation.
     NoSpace {
+        /// Who the region is for, as in [`MemblockRegion::label`].
         label: &'a str,
+        /// The size asked for, in bytes.
         size: u64,
+        /// The alignment asked for, in bytes.
         align: u64,
     },
     /// The device tree could not be read.

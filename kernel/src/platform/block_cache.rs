@@ -34,7 +34,12 @@ pub enum CacheIoError {
     /// The disk.
     Blk(BlkError),
     /// The block lies beyond the end of the disk.
-    OutOfRange { block: u64, blocks: u64 },
+    OutOfRange {
+        /// The block asked for.
+        block: u64,
+        /// The disk's size in blocks.
+        blocks: u64,
+    },
 }
 
 impl fmt::Display for CacheIoError {

@@ -41,17 +41,36 @@ pub enum DmaSetupError {
         region: &'static str,
     },
     /// A device's `memory-region` is not a restricted DMA pool we know.
-    NotRestrictedPool { device: &'static str, region: &'static str },
+    NotRestrictedPool {
+        /// The device's node (`"?"` when the pool is looked up for no particular device).
+        device: &'static str,
+        /// The node its `memory-region` names.
+        region: &'static str,
+    },
     /// A restricted pool is also `reusable`: it is shared with a device that may be hostile and
     /// must never be lent to the page allocator.
     ReusableRestrictedPool(&'static str),
     /// A device's restricted pool lies (partly) beyond the device's DMA limit: it could not
     /// reach its own bounce buffers.
-    RestrictedPoolBeyondDmaLimit { device: &'static str, region: &'static str, pool_end: PhysAddr, limit: PhysAddr },
+    RestrictedPoolBeyondDmaLimit {
+        /// The device's node.
+        device: &'static str,
+        /// The pool's node.
+        region: &'static str,
+        /// The end of the pool (exclusive).
+        pool_end: PhysAddr,
+        /// The highest address the device reaches (inclusive), from its `dma-ranges`.
+        limit: PhysAddr,
+    },
     /// Too many restricted pools.
     TooManyPools,
     /// The default pool lies beyond the reach of the most limited device.
-    PoolAboveDmaLimit { pool_end: PhysAddr, limit: PhysAddr },
+    PoolAboveDmaLimit {
+        /// The end of the pool (exclusive).
+        pool_end: PhysAddr,
+        /// The end (exclusive) of what every device reaches: the smallest `dma-ranges` limit.
+        limit: PhysAddr,
+    },
     /// The default pool's manager refused its geometry or policy.
     Manager(LendError),
 }

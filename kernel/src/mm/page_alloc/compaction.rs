@@ -64,14 +64,30 @@ pub enum CompactError {
     /// Not a whole pageblock inside the allocator's span, or one with unmanaged pages.
     Range(RangeError),
     /// The pageblock is not MOVABLE (compaction leaves other types alone); `None`: unmanaged.
-    NotMovable { addr: PhysAddr, mt: Option<MigrateType> },
+    NotMovable {
+        /// The pageblock's address.
+        addr: PhysAddr,
+        /// Its migrate type; `None` if the allocator does not manage it.
+        mt: Option<MigrateType>,
+    },
     /// Some page could not be moved; isolation was undone. The report says which.
-    Busy { reason: CompactFailure, report: ReclaimReport },
+    Busy {
+        /// The main reason, read from `report`: unmovable pages, then pins, then no target.
+        reason: CompactFailure,
+        /// What migration did and which pages stopped it.
+        report: ReclaimReport,
+    },
     /// Zero pageblocks were asked for.
     ZeroCount,
     /// No range of the zone could be emptied: `tried` candidates failed (at most
     /// [`MAX_CONTIG_CANDIDATES`]), the last one for `last`.
-    NoRange { tried: usize, last: Option<CompactFailure> },
+    NoRange {
+        /// Candidate ranges tried.
+        tried: usize,
+        /// Why the last candidate with a page that would not move failed; `None` if there was
+        /// none (no candidate, or each changed under the scan).
+        last: Option<CompactFailure>,
+    },
 }
 
 impl CompactFailure {

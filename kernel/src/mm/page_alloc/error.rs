@@ -10,7 +10,12 @@ pub enum InitError {
     /// The RAM span is empty or too large to index with 32 bits of page number.
     BadSpan,
     /// A free range is not page aligned or lies outside the RAM span.
-    BadRange { start: PhysAddr, end: PhysAddr },
+    BadRange {
+        /// The range's first byte.
+        start: PhysAddr,
+        /// The range's end (exclusive).
+        end: PhysAddr,
+    },
     /// Two free ranges overlap at this address.
     Overlap(PhysAddr),
 }
@@ -46,13 +51,25 @@ pub enum FreeError {
     /// The address is outside the memory this allocator manages.
     OutOfRange(PhysAddr),
     /// The address is not aligned to the order's size.
-    Misaligned { addr: PhysAddr, order: u8 },
+    Misaligned {
+        /// The address freed.
+        addr: PhysAddr,
+        /// The order it was freed with.
+        order: u8,
+    },
     /// Nothing was allocated at this address (a tail page, a hole, or memory never handed out).
     NotAllocated(PhysAddr),
     /// The block at this address is already free.
     DoubleFree(PhysAddr),
     /// The block was allocated with another order.
-    WrongOrder { addr: PhysAddr, allocated: u8, freed: u8 },
+    WrongOrder {
+        /// The block's address.
+        addr: PhysAddr,
+        /// The order it was allocated with.
+        allocated: u8,
+        /// The order it was freed with.
+        freed: u8,
+    },
     /// The block is a movable page: free it through its handle.
     IsMovable(PhysAddr),
     /// A handle error (stale or pinned).
@@ -63,7 +80,12 @@ pub enum FreeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RangeError {
     /// Not whole pageblocks, empty, or outside the RAM span.
-    NotPageblocks { start: PhysAddr, end: PhysAddr },
+    NotPageblocks {
+        /// The range's first byte.
+        start: PhysAddr,
+        /// The range's end (exclusive).
+        end: PhysAddr,
+    },
     /// This pageblock is already managed by the allocator (lend, free_contig).
     AlreadyManaged(PhysAddr),
     /// This pageblock is not a lent SWIOTLB block (reclaim).

@@ -144,7 +144,9 @@ pub struct ReclaimMode {
 /// A clean page reclaim dropped: its handle is stale now; `cookie` is the owner's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DroppedPage {
+    /// The page's handle, stale now.
     pub page: MovablePage,
+    /// The owner's cookie, from its [`PageOwner`](super::PageOwner).
     pub cookie: u64,
 }
 

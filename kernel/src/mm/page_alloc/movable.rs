@@ -34,7 +34,13 @@ pub enum OwnerKind {
 /// Who owns a movable page: its kind and an opaque cookie handed back when the page is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageOwner {
+    /// Whether reclaim may drop the page or must migrate it.
     pub kind: OwnerKind,
+    /// The owner's own name for the page (the page cache packs its [`CacheKey`] here), given
+    /// back in a [`DroppedPage`].
+    ///
+    /// [`CacheKey`]: super::page_cache::CacheKey
+    /// [`DroppedPage`]: super::DroppedPage
     pub cookie: u64,
 }
 
@@ -43,10 +49,13 @@ pub struct PageOwner {
 pub struct MovableInfo {
     /// The current frame. Only stable while the page is pinned.
     pub addr: PhysAddr,
+    /// The allocation's order (`2^order` pages).
     pub order: u8,
+    /// Who owns it.
     pub owner: PageOwner,
     /// Pins held, long-term ones included.
     pub pins: u32,
+    /// Of those, pins taken with `pin_longterm`.
     pub longterm_pins: u32,
 }
 

@@ -16,6 +16,7 @@ use crate::mm::PAGE_SIZE;
 /// A cached block: device number and block number (one 4 KiB page per block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CacheKey {
+    /// Device number.
     pub device: u16,
     /// Block number, below 2^48.
     pub block: u64,

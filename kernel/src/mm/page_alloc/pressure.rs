@@ -17,7 +17,14 @@ pub enum PressureError {
     /// The page's handle went stale (dirty pages must never be dropped).
     Stale(MovablePage),
     /// The content changed.
-    Corrupt { page: MovablePage, expected: u64, found: u64 },
+    Corrupt {
+        /// The page's handle.
+        page: MovablePage,
+        /// The checksum of what was written.
+        expected: u64,
+        /// The checksum of what was read back.
+        found: u64,
+    },
 }
 
 /// Dirty movable pages filled with pseudo-random content, and their checksums.
