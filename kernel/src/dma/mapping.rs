@@ -38,7 +38,12 @@ pub enum DmaError {
     /// The bounce pool refused (full, below the IRQ reserve, too large, not a mapping, ...).
     Swiotlb(SwiotlbError),
     /// The bounce slot itself is beyond the device's reach (a pool placed above its limit).
-    PoolUnreachable { tlb: PhysAddr, limit: PhysAddr },
+    PoolUnreachable {
+        /// The slot's address.
+        tlb: PhysAddr,
+        /// The highest address the device reaches.
+        limit: PhysAddr,
+    },
     /// The debug tracker found misuse; the operation was not done.
     Misuse(DmaDebugError),
     /// A coherent allocation for this device is not supported (why).

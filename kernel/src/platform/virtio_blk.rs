@@ -113,7 +113,12 @@ pub enum BlkError {
     /// it, the device was reset and every other request it held failed as well).
     Timeout,
     /// A buffer that is empty, not whole sectors, or larger than one mapping may be.
-    BadBuffer { len: usize, max: usize },
+    BadBuffer {
+        /// The buffer's length in bytes.
+        len: usize,
+        /// The most one request may carry ([`Disk::max_transfer`]).
+        max: usize,
+    },
     /// No disk with that index.
     NoSuchDisk(usize),
     /// The ticket names no request of this disk (collected already, or another disk's).
@@ -300,13 +305,30 @@ pub type CompletionFn = fn(cookie: u64, outcome: Result<(), BlkError>);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockRequest {
     /// Read `len` bytes (whole sectors) from `sector` into `buf`.
-    Read { sector: u64, buf: PhysAddr, len: usize },
+    Read {
+        /// The first sector.
+        sector: u64,
+        /// The buffer the data goes into (physical; the request maps it through the DMA API).
+        buf: PhysAddr,
+        /// Bytes, whole sectors.
+        len: usize,
+    },
     /// Write `len` bytes (whole sectors) from `buf` to `sector`.
-    Write { sector: u64, buf: PhysAddr, len: usize },
+    Write {
+        /// The first sector.
+        sector: u64,
+        /// The buffer the data goes from (physical; the request maps it through the DMA API).
+        buf: PhysAddr,
+        /// Bytes, whole sectors.
+        len: usize,
+    },
     /// Flush the device's write cache.
     Flush,
     /// Read the device's 20-byte identifier (its serial) into `buf`.
-    GetId { buf: PhysAddr },
+    GetId {
+        /// Where the 20 bytes go (physical).
+        buf: PhysAddr,
+    },
 }
 
 /// Counters of one disk.
