@@ -54,7 +54,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
 const TO: DmaDirection = DmaDirection::ToDevice;
 const FROM: DmaDirection = DmaDirection::FromDevice;
 const BIDI: DmaDirection = DmaDirection::Bidirectional;
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 /// The kernel's DMA layer.
 fn layer() -> &'static Dma {
