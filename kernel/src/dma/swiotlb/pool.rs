@@ -345,7 +345,7 @@ impl SwiotlbPool {
     /// Zeroes at most `max_slots` free dirty slots of one segment and marks them clean, so a
     /// later `no_copy_in` mapping of them may skip its copy-in; returns how many it zeroed (0:
     /// nothing to do, clean-slot tracking off, a lend or unlend under way, or free slots at the
-    /// IRQ reserve). Meant for idle CPUs and the worker, in task context, no lock held: the
+    /// IRQ reserve). Meant for idle CPUs (`platform::dma::scrub_step`), in task context, no lock held: the
     /// area lock is held twice, briefly, to take the run out of the free map and give it back;
     /// the zeros are written in between with interrupts enabled. Never touches a used or lent
     /// slot: the run is taken from the free map under the lock, and lend/unlend are excluded
