@@ -323,7 +323,12 @@ impl SwiotlbManager {
 
     /// One bounded scrub step over the pools (see [`SwiotlbPool::scrub_step`]): zeroes at most
     /// `max_slots` dirty free slots and returns how many. Task context, no lock held.
+    /// Only while the pools are quiet (usage under `swiotlb_high_wm`, no miss pending): a run
+    /// being scrubbed is out of use, and must not make a burst of mappings miss and the pool grow.
     pub fn scrub_step(&self, mem: &dyn PhysMemory, max_slots: usize) -> usize {
+        if self.miss_pending() || self.at_or_above_high_wm() {
+            return 0;
+        }
         self.pools().map(|p| p.scrub_step(mem, max_slots)).find(|&n| n != 0).unwrap_or(0)
     }
 
