@@ -432,4 +432,12 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!((p.swiotlb_low_wm, p.swiotlb_high_wm), (25, 10));
     }
+
+    #[test]
+    fn clean_slots_default_on_and_can_be_turned_off() {
+        assert!(parse("").0.swiotlb_clean_slots);
+        let (p, w) = parse("swiotlb_clean_slots=off");
+        assert!(w.is_empty() && !p.swiotlb_clean_slots);
+        assert_eq!(parse("swiotlb_clean_slots=maybe").1.len(), 1);
+    }
 }
