@@ -59,6 +59,10 @@ pub struct KernelParams {
     /// `swiotlb_keep=<pageblocks>`: pageblocks that always stay bounce slots (never lent; spread
     /// over the pool's areas; under `cma` the boot pool's size).
     pub swiotlb_keep: u32,
+    /// `swiotlb_clean_slots=on|off`: track which free slots hold zeros, scrub dirty ones on idle
+    /// CPUs, and let a `DmaAttrs::no_copy_in` read that gets clean slots skip its copy-in (on);
+    /// off: every bounced mapping copies in, as Linux.
+    pub swiotlb_clean_slots: bool,
     /// `swiotlb_transient=on|off`: under `dynamic`, a mapping that misses every pool gets a
     /// transient pool (on, as Linux 6.6) or fails and is deferred (off).
     pub swiotlb_transient: bool,
@@ -117,6 +121,7 @@ impl Default for KernelParams {
             swiotlb_shrink_delay_ms: 200,
             swiotlb_batch: 2,
             swiotlb_keep: 2,
+            swiotlb_clean_slots: true,
             swiotlb_transient: true,
             swiotlb_dyn_pool: 0,
             swiotlb_cma_chunk: 2,
@@ -180,6 +185,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_batch", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_batch = n as u32),
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
             ("swiotlb_transient", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_transient = b),
+            ("swiotlb_clean_slots", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_clean_slots = b),
             ("swiotlb_dyn_pool", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_dyn_pool = n as u32),
             ("swiotlb_cma_chunk", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_cma_chunk = n as u32),
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
@@ -206,7 +212,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 Ok(())
             }
             ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
-            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
+            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_clean_slots" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
             | "blk_event_idx" | "blk_retries" | "demo" | "cma" | "irq_affinity" | "irq_spurious" | "ktest" | "ktest_skip", _) => {
                 Err("needs a value (key=value)")
             }
@@ -463,5 +469,13 @@ mod tests {
         let (p, w) = parse("swiotlb_low_wm=10 swiotlb_high_wm=50");
         assert_eq!(w.len(), 1);
         assert_eq!((p.swiotlb_low_wm, p.swiotlb_high_wm), (25, 10));
+    }
+
+    #[test]
+    fn clean_slots_default_on_and_can_be_turned_off() {
+        assert!(parse("").0.swiotlb_clean_slots);
+        let (p, w) = parse("swiotlb_clean_slots=off");
+        assert!(w.is_empty() && !p.swiotlb_clean_slots);
+        assert_eq!(parse("swiotlb_clean_slots=maybe").1.len(), 1);
     }
 }

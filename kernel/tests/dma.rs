@@ -47,6 +47,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "device_pool_return_loses_no_irq_completion", run: device_pool_return_race },
             TestCase { name: "direct_mapping_pins_a_page_in_a_lent_block", run: direct_mapping_pins_lent_page },
             TestCase { name: "debug_mode_reports_misuse", run: debug_reports_misuse },
+            TestCase { name: "scrubbed_slots_let_a_read_skip_its_copy_in", run: clean_slots_skip_copy_in },
         ],
     )
 }
@@ -54,7 +55,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
 const TO: DmaDirection = DmaDirection::ToDevice;
 const FROM: DmaDirection = DmaDirection::FromDevice;
 const BIDI: DmaDirection = DmaDirection::Bidirectional;
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 /// The kernel's DMA layer.
 fn layer() -> &'static Dma {
@@ -102,6 +103,35 @@ fn bounces_only_beyond_window() -> TestResult {
     api.unmap_single(d, dma_low, 4096, TO, NOATTR).map_err(e)?;
     free(high, 0);
     free(low, 0);
+    Ok(())
+}
+
+/// Issue 14: once idle CPUs scrubbed the pool, a `no_copy_in` read bounced through clean slots
+/// skips its copy-in, and what the device did not write reads back as zeros.
+fn clean_slots_skip_copy_in() -> TestResult {
+    let d = disk0()?;
+    let api = &layer().api;
+    let skipped = || layer().manager.pools().map(|p| p.stats().reads_copy_in_skipped).sum::<u64>();
+    // Scrub everything now rather than wait for the idle loops.
+    let mut scrubbed = 0;
+    while kernel::platform::dma::scrub_step() != 0 {
+        scrubbed += 1;
+    }
+    kprintln!("scrub steps run by the test: {scrubbed}");
+    let high = buffer(0, true)?;
+    RAM.write(high, &pattern(3, 4096));
+    let before = skipped();
+    let attrs = DmaAttrs { no_copy_in: true, ..NOATTR };
+    let dma = api.map_single(d, high, 4096, FROM, attrs).map_err(e)?;
+    kassert!(api.is_swiotlb_buffer(d, dma));
+    kassert_eq!(skipped(), before + 1);
+    kassert!(read(dma, 4096).iter().all(|b| *b == 0), "the device sees zeros, not the caller's bytes");
+    RAM.write(dma, &pattern(4, 1000)); // the device writes part of the buffer
+    api.unmap_single(d, dma, 4096, FROM, NOATTR).map_err(e)?;
+    let back = read(high, 4096);
+    kassert!(back[..1000] == pattern(4, 1000)[..], "the device's bytes");
+    kassert!(back[1000..].iter().all(|b| *b == 0), "unwritten bytes read back as zeros");
+    free(high, 0);
     Ok(())
 }
 

@@ -289,7 +289,7 @@ fn queued_work_wakes_an_idle_cpu() -> TestResult {
 
 // ---- the stress case ---------------------------------------------------------------------------
 
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 const BIDI: DmaDirection = DmaDirection::Bidirectional;
 const TO: DmaDirection = DmaDirection::ToDevice;
 /// Largest IRQ-context mapping (its source buffer is this big).

@@ -59,7 +59,7 @@ const IO_CPUS: [usize; 3] = [1, 2, 3];
 /// Buffer order of one region (512 KiB).
 const REGION_ORDER: u8 = 7;
 const TIMEOUT: Duration = Duration::from_secs(60);
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 /// Word `i` of sector `s` of disk `d` in a fresh image (the script writes the same).
 fn initial_word(d: u64, s: u64, i: u64) -> u64 {

@@ -78,7 +78,7 @@ fn main(k: &'static Kernel) -> ExitStatus {
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SECTOR: usize = 512;
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 /// Where the DMA window of the root bus ends (dts/reserved-memory.dtsi).
 const DMA_WINDOW_END: PhysAddr = 0x5800_0000;
 

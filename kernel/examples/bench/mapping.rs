@@ -14,8 +14,8 @@ use kernel::platform::dma::dma;
 use super::json::{array, Obj};
 use super::measure::{iters_for, memcpy_ns, non_aliasing_dst, ns_per_op};
 
-const COPY: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
-const SKIP: DmaAttrs = DmaAttrs { skip_cpu_sync: true };
+const COPY: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
+const SKIP: DmaAttrs = DmaAttrs { skip_cpu_sync: true, no_copy_in: false };
 const LIVE: [usize; 3] = [1, 64, 512];
 const REPS: usize = 7;
 

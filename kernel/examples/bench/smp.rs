@@ -89,7 +89,7 @@ fn map_tick(_ctx: &IrqContext<'_>) {
     if src == 0 || t0 < start || t0 >= end {
         return;
     }
-    let attrs = DmaAttrs { skip_cpu_sync: !COPY_IN.load(Ordering::Relaxed) };
+    let attrs = DmaAttrs { skip_cpu_sync: !COPY_IN.load(Ordering::Relaxed), no_copy_in: false };
     let stop = end.min(t0 + SLICE_NS);
     let api = &dma().api;
     let pool = dma().manager.default_pool();

@@ -212,7 +212,7 @@ impl<'a> DmaApi<'a> {
             self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
         }
         let dma = if self.needs_bounce(dev, addr, size) {
-            let tlb = self.bounce(dev, addr, size, dir)?;
+            let tlb = self.bounce(dev, addr, size, dir, attrs)?;
             self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
             self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
             tlb
@@ -238,13 +238,14 @@ impl<'a> DmaApi<'a> {
         Ok(dma)
     }
 
-    fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<PhysAddr, DmaError> {
+    fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<PhysAddr, DmaError> {
         let align = SlotAlignment::min_align(dev.min_align_mask);
+        let map = |pool: &dyn BounceBuffers| pool.map_attrs(self.mem, addr, size, dir, align, attrs);
         let result = match dev.policy {
-            BouncePolicy::Restricted(pool) => pool.map(self.mem, addr, size, dir, align),
+            BouncePolicy::Restricted(pool) => map(pool),
             _ => match dev.device_pool() {
-                Some(pool) => pool.map(self.mem, addr, size, dir, align).or_else(|_| self.default_pool.map(self.mem, addr, size, dir, align)),
-                None => self.default_pool.map(self.mem, addr, size, dir, align),
+                Some(pool) => map(pool).or_else(|_| map(self.default_pool)),
+                None => map(self.default_pool),
             },
         };
         let tlb = result.inspect_err(|_| {
@@ -258,7 +259,7 @@ impl<'a> DmaApi<'a> {
         })?;
         if let Some(limit) = dev.dma_limit.filter(|_| !dev.dma_capable(tlb, size)) {
             // A pool above the device's limit is a configuration error: undo, report.
-            let _ = self.pool_of(dev, tlb).map(|p| p.unmap(self.mem, tlb, size, dir, DmaAttrs { skip_cpu_sync: true }));
+            let _ = self.pool_of(dev, tlb).map(|p| p.unmap(self.mem, tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }));
             return Err(DmaError::PoolUnreachable { tlb, limit });
         }
         Ok(tlb)
@@ -366,7 +367,7 @@ impl<'a> DmaApi<'a> {
             match self.map_single(dev, sg[i].addr, sg[i].len, dir, attrs) {
                 Ok(dma) => sg[i].dma_addr = dma,
                 Err(e) => {
-                    let _ = self.unmap_sg(dev, &sg[..i], dir, DmaAttrs { skip_cpu_sync: true });
+                    let _ = self.unmap_sg(dev, &sg[..i], dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
                     return Err(e);
                 }
             }
@@ -460,7 +461,7 @@ mod tests {
 
     const TO: DmaDirection = DmaDirection::ToDevice;
     const FROM: DmaDirection = DmaDirection::FromDevice;
-    const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+    const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
     #[test]
     fn reachable_buffers_of_a_coherent_device_are_not_bounced() {

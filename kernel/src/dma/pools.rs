@@ -18,6 +18,11 @@ use crate::sync::IrqSafeSpinLock;
 pub trait BounceBuffers: Sync {
     /// Bounces `[orig, orig + size)`: returns the slot address (copy-in done).
     fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError>;
+    /// [`map`](Self::map) with attributes (`DmaAttrs::no_copy_in` may skip the copy-in; see
+    /// [`SwiotlbPool::map_attrs`]). A set that does not track clean slots always copies in.
+    fn map_attrs(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, _attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+        self.map(mem, orig, size, dir, align)
+    }
     /// Ends a mapping (copy-back unless skipped), freeing its slots.
     fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError>;
     /// Copies slot to original for the CPU to read.
@@ -71,6 +76,9 @@ impl BounceBuffers for SwiotlbPool {
     fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
         SwiotlbPool::map(self, mem, orig, size, dir, align)
     }
+    fn map_attrs(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+        SwiotlbPool::map_attrs(self, mem, orig, size, dir, align, attrs)
+    }
     fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
         SwiotlbPool::unmap(self, mem, tlb, size, dir, attrs)
     }
@@ -103,6 +111,9 @@ impl BounceBuffers for SwiotlbPool {
 impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
     fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
         super::swiotlb::lend::SwiotlbManager::map(self, mem, orig, size, dir, align)
+    }
+    fn map_attrs(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+        super::swiotlb::lend::SwiotlbManager::map_attrs(self, mem, orig, size, dir, align, attrs)
     }
     fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
         super::swiotlb::lend::SwiotlbManager::unmap(self, mem, tlb, size, dir, attrs)
@@ -245,6 +256,12 @@ impl BounceBuffers for DevicePoolSlot {
     fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
         match self.get(true) {
             Some(p) => p.pool().map(mem, orig, size, dir, align),
+            None => Err(SwiotlbError::BufferFull { size, total: 0, used: 0 }),
+        }
+    }
+    fn map_attrs(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+        match self.get(true) {
+            Some(p) => p.pool().map_attrs(mem, orig, size, dir, align, attrs),
             None => Err(SwiotlbError::BufferFull { size, total: 0, used: 0 }),
         }
     }

@@ -10,7 +10,7 @@ use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
 use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
 use crate::dma::swiotlb::lend::{LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
-use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
+use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT, SCRUB_STEP_SLOTS};
 use crate::mm::page_alloc::LockedPageAllocator;
 use crate::dt::{self, DeviceTree, DtError, PoolKind};
 use crate::mm::memblock::{Memblock, RegionKind};
@@ -227,6 +227,14 @@ fn swiotlb_worker() {
     }
 }
 
+/// One bounded scrub step for an idle CPU (task context, IRQs enabled, no lock held): zeroes at
+/// most [`SCRUB_STEP_SLOTS`] dirty free bounce slots so that later block reads may skip their
+/// copy-in (`swiotlb_clean_slots=on`). Returns the slots zeroed; 0 when there is nothing to do.
+pub fn scrub_step() -> usize {
+    let Some(dma) = try_dma() else { return 0 };
+    dma.manager.scrub_step(&RAM, SCRUB_STEP_SLOTS)
+}
+
 /// Called at task context's scheduling points: kicks the worker when the pool runs low, and
 /// every `swiotlb_shrink_delay_ms / 4` so that an idle pool's shrink timer advances.
 pub fn maintenance() {
@@ -289,6 +297,7 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
     let manager = SwiotlbManager::new(geometry, tunables, false, pages).map_err(DmaSetupError::Manager)?;
     let manager: &'static SwiotlbManager = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
     manager.enable_transient_pools(pages);
+    manager.set_clean_slots(params.swiotlb_clean_slots);
     if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {
         manager.enable_cma(area);
     }

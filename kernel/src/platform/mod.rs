@@ -389,6 +389,9 @@ pub fn idle() {
 #[doc(hidden)]
 pub fn idle_with_window(in_window: fn()) {
     run_pending_work();
+    // One bounded step (64 KiB of zeros, IRQs enabled): a CPU waiting for I/O comes back here
+    // after each interrupt, so the scrub never delays it by more than one step.
+    dma::scrub_step();
     let irq = crate::arch::irq_save();
     let cpu = smp::cpu_id();
     smp::idle_enter(cpu); // before the check: work queued after it sends this CPU the IPI

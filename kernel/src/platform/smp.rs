@@ -260,6 +260,9 @@ fn cpu_idle_loop(cpu: usize) -> ! {
     loop {
         run_pending_call(cpu);
         super::run_pending_work();
+        // Scrub dirty free bounce slots while nothing else is asked of this CPU, one bounded
+        // step at a time with IRQs enabled (Linux has no such step; see DESIGN.md "Clean slots").
+        while !call_pending(cpu) && !crate::work::SYSTEM_WQ.has_pending() && super::dma::scrub_step() != 0 {}
         let irq = crate::arch::irq_save();
         idle_enter(cpu);
         if !call_pending(cpu) && !crate::work::SYSTEM_WQ.has_pending() {

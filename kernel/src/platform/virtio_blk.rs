@@ -98,7 +98,7 @@ const SCRATCH_SLOT: usize = 32;
 const STATUS_OFFSET: usize = HEADER_SIZE as usize;
 const _: () = assert!(MAX_IN_FLIGHT * SCRATCH_SLOT <= PAGE_SIZE as usize);
 
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 /// Errors of the block layer on the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,7 +272,7 @@ impl Mappings {
     /// Unmaps everything without copying back (the device never saw the request).
     fn undo(&self, dev: &DmaDevice) {
         for &(addr, len, dir) in self.list[..self.len].iter().rev() {
-            let _ = dma().api.unmap_single(dev, addr, len, dir, DmaAttrs { skip_cpu_sync: true });
+            let _ = dma().api.unmap_single(dev, addr, len, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
         }
     }
 }
@@ -999,7 +999,7 @@ impl Disk {
         RAM.write(status_pa, &[STATUS_UNWRITTEN]);
 
         let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0 };
-        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection| match api.map_single(dev, pa, len, dir, NOATTR) {
+        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match api.map_single(dev, pa, len, dir, attrs) {
             Ok(addr) => {
                 maps.push((addr, len, dir));
                 Ok(())
@@ -1010,17 +1010,21 @@ impl Disk {
             }
         };
         // The list's order is the chain's: header, the data segments, status.
-        map(header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice)?;
+        map(header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR)?;
         if let Some((buf, len, dir)) = data {
+            // A block read overwrites its whole buffer: its bounce needs no copy-in when its
+            // slots are clean (`DmaAttrs::no_copy_in`). Not the status byte: a device that
+            // does not write it must leave STATUS_UNWRITTEN.
+            let attrs = DmaAttrs { no_copy_in: kind == RequestType::In, ..NOATTR };
             let piece = self.segment_max();
             let mut offset = 0;
             while offset < len {
                 let n = (len - offset).min(piece);
-                map(buf + offset as u64, n, dir)?;
+                map(buf + offset as u64, n, dir, attrs)?;
                 offset += n;
             }
         }
-        map(status_pa, 1, DmaDirection::FromDevice)?;
+        map(status_pa, 1, DmaDirection::FromDevice, NOATTR)?;
         Ok(maps)
     }
 
@@ -1222,7 +1226,7 @@ impl Disk {
         let (reason, given_up) = (inner.reset_reason, inner.given_up.take());
         inner.requests.take_back(|slot, r| {
             if let Some(mapped) = r.mapped.take() {
-                let _ = self.unmap(&r.params, &mapped, DmaAttrs { skip_cpu_sync: true });
+                let _ = self.unmap(&r.params, &mapped, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
             }
             if given_up != Some(slot) && budget.charge(&mut r.retries) {
                 r.params.deadline = now + Duration::from_millis(u64::from(r.params.timeout_ms));

@@ -39,7 +39,7 @@ static SRC: AtomicU64 = AtomicU64::new(0);
 static NEXT: AtomicU32 = AtomicU32::new(0);
 static MAPPED: [AtomicU64; BURST] = [const { AtomicU64::new(0) }; BURST];
 static DEFERRED: [AtomicBool; BURST] = [const { AtomicBool::new(false) }; BURST];
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 /// What one cycle of the workload measured.
 #[derive(Debug, Default)]

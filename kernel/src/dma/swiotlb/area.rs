@@ -50,6 +50,14 @@ pub(super) struct AreaSlots {
     slots: Vec<Slot>,
     /// Free slots of each segment.
     free: Vec<SegmentMap>,
+    /// Clean slots of each segment: free slots known to hold zeros (a subset of `free`). A
+    /// from-device mapping with `DmaAttrs::no_copy_in` that gets only clean slots skips its
+    /// copy-in. Released and unscrubbed unlent slots are dirty; [`Self::take_dirty_run`] and
+    /// [`Self::finish_scrub`] make them clean.
+    clean: Vec<SegmentMap>,
+    /// The run being scrubbed, if any: (segment, mask). Taken out of `free` while its zeros are
+    /// written with the lock dropped; its slots stay in state Free.
+    scrubbing: Option<(usize, SegmentMap)>,
     /// Summary levels each segment is marked in ([`summary_levels`] of its map when it was last
     /// summarised).
     levels: Vec<u8>,
@@ -90,6 +98,9 @@ impl AreaSlots {
             lent: 0,
             slots: alloc::vec![Slot::EMPTY; nslots],
             free: alloc::vec![SegmentMap::MAX; nsegs],
+            // The pool does not touch its memory at creation: nothing is known clean.
+            clean: alloc::vec![0; nsegs],
+            scrubbing: None,
             levels: alloc::vec![SUMMARY_LEVELS as u8; nsegs],
             unsummarised: None,
             summary,
@@ -98,18 +109,26 @@ impl AreaSlots {
     }
 
     /// Finds and takes a run for `req` (Linux `swiotlb_area_find_slots`), records the mapping and
-    /// returns the area-local index of its head slot.
+    /// returns the area-local index of its head slot, and whether every slot of the run (pad
+    /// slots included) was clean. With `prefer_clean` a clean run of the cursor's segment is
+    /// taken before a dirty one (a few more shift-and steps; other segments are not searched
+    /// for one).
     pub(super) fn alloc(
         &mut self,
         base_addr: PhysAddr,
         req: &SlotRequest,
         dir: DmaDirection,
+        prefer_clean: bool,
         states: &[AtomicSlotState],
-    ) -> Option<usize> {
+    ) -> Option<(usize, bool)> {
         if req.nslots > self.slots.len() - self.used - self.lent {
             return None;
         }
-        let (seg, in_seg) = self.find_run(req.nslots, &req.run_starts(base_addr))?;
+        let (seg, in_seg) = self.find_run(req.nslots, &req.run_starts(base_addr), prefer_clean)?;
+        let run = run_mask(in_seg, req.nslots);
+        let clean = self.clean[seg] & run == run;
+        // The mapping writes its slots (the copy-in, the device): no longer known clean.
+        self.clean[seg] &= !run;
         self.take_run(seg, in_seg, req.nslots);
         let first = seg * IO_TLB_SEGSIZE + in_seg;
         self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
@@ -129,15 +148,21 @@ impl AreaSlots {
             dir,
         };
         self.used += req.nslots;
-        Some(head)
+        Some((head, clean))
     }
 
     /// A free run of `nslots` that starts where `starts` allows: (segment, first slot in it).
     /// First the cursor's segment, from the cursor on and then before it; then the next segment
     /// that surely fits; then the next one that may.
-    fn find_run(&mut self, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
+    fn find_run(&mut self, nslots: usize, starts: &RunStarts, prefer_clean: bool) -> Option<(usize, usize)> {
         let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
-        let fits = starts.fits(warm, self.free[warm], nslots);
+        let mut fits = starts.fits(warm, self.free[warm], nslots);
+        if prefer_clean && fits != 0 {
+            let clean_fits = starts.fits(warm, self.clean[warm], nslots);
+            if clean_fits != 0 {
+                fits = clean_fits;
+            }
+        }
         if fits != 0 {
             let after_cursor = fits & (SegmentMap::MAX << from);
             let pick = if after_cursor != 0 { after_cursor } else { fits };
@@ -272,6 +297,8 @@ impl AreaSlots {
         }
         // An allocation never crosses a segment.
         let seg = first / IO_TLB_SEGSIZE;
+        // Released slots are dirty: they hold what the mapping left (alloc cleared their bits).
+        debug_assert_eq!(self.clean[seg] & run_mask(first % IO_TLB_SEGSIZE, nslots), 0);
         self.give_back_run(seg, first % IO_TLB_SEGSIZE, nslots);
         self.used -= nslots;
         Some(nslots)
@@ -298,6 +325,7 @@ impl AreaSlots {
         }
         for (seg, first, n) in Self::segment_pieces(range.clone()) {
             self.take_run(seg, first, n);
+            self.clean[seg] &= !run_mask(first, n);
         }
         self.lent += range.len();
         Ok(())
@@ -305,7 +333,8 @@ impl AreaSlots {
 
     /// Turns the lent slots `range` back into free ones; fails, changing nothing, with the first
     /// slot that is not lent.
-    pub(super) fn unlend(&mut self, range: Range<usize>, states: &[AtomicSlotState]) -> Result<(), (usize, SlotState)> {
+    /// `scrubbed`: the caller filled them with zeros, so they come back clean.
+    pub(super) fn unlend(&mut self, range: Range<usize>, scrubbed: bool, states: &[AtomicSlotState]) -> Result<(), (usize, SlotState)> {
         if let Some(busy) = self.first_not(range.clone(), SlotState::Lent, states) {
             return Err(busy);
         }
@@ -314,9 +343,64 @@ impl AreaSlots {
         }
         for (seg, first, n) in Self::segment_pieces(range.clone()) {
             self.give_back_run(seg, first, n);
+            if scrubbed {
+                self.clean[seg] |= run_mask(first, n);
+            }
         }
         self.lent -= range.len();
         Ok(())
+    }
+
+    /// Takes out of the free maps a run of at most `max` free dirty slots of one segment, to be
+    /// zeroed with the lock dropped, and returns it as (area-local first slot, slots); `None` if
+    /// every free slot is clean or a scrub is already under way. The slots stay in state Free
+    /// (nothing else looks at a slot's memory), but no mapping and no lend can take them until
+    /// [`Self::finish_scrub`]. Walks the segments from the cursor's (warm slots are reused first):
+    /// O(segments) in the worst case, which runs only on an idle CPU.
+    pub(super) fn take_dirty_run(&mut self, max: usize) -> Option<(usize, usize)> {
+        if self.scrubbing.is_some() || max == 0 {
+            return None;
+        }
+        let nsegs = self.free.len();
+        let warm = self.index / IO_TLB_SEGSIZE;
+        let seg = (0..nsegs).map(|i| (warm + i) % nsegs).find(|&s| self.free[s] & !self.clean[s] != 0)?;
+        let dirty = self.free[seg] & !self.clean[seg];
+        let first = dirty.trailing_zeros() as usize;
+        // The dirty run from `first`: up to the first slot that is not free-and-dirty.
+        let len = ((!dirty) >> first).trailing_zeros().min(max as u32) as usize;
+        let len = len.min(IO_TLB_SEGSIZE - first);
+        let mask = run_mask(first, len);
+        self.take_run(seg, first, len);
+        self.scrubbing = Some((seg, mask));
+        Some((seg * IO_TLB_SEGSIZE + first, len))
+    }
+
+    /// Gives back the run [`Self::take_dirty_run`] took, now zeroed: free and clean.
+    pub(super) fn finish_scrub(&mut self) {
+        if let Some((seg, mask)) = self.scrubbing.take() {
+            self.free[seg] |= mask;
+            self.clean[seg] |= mask;
+            self.changed(seg);
+        }
+    }
+
+    /// Marks every free slot clean (their memory was just zeroed by the caller).
+    pub(super) fn mark_free_slots_clean(&mut self) {
+        self.clean.copy_from_slice(&self.free);
+    }
+
+    /// Gives back the run [`Self::take_dirty_run`] took, unscrubbed: free and still dirty.
+    pub(super) fn finish_scrub_aborted(&mut self) {
+        if let Some((seg, mask)) = self.scrubbing.take() {
+            self.free[seg] |= mask;
+            self.changed(seg);
+        }
+    }
+
+    /// Whether area-local slot `index` is known clean.
+    #[cfg(test)]
+    pub(super) fn is_clean(&self, index: usize) -> bool {
+        self.clean[index / IO_TLB_SEGSIZE] >> (index % IO_TLB_SEGSIZE) & 1 == 1
     }
 
     /// Slots held by mappings.
@@ -340,7 +424,9 @@ impl AreaSlots {
                     expected |= 1 << i;
                 }
             }
-            assert_eq!(free, expected, "free map of segment {seg} (area {area})");
+            let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
+            assert_eq!(free, expected & !scrubbing, "free map of segment {seg} (area {area})");
+            assert_eq!(self.clean[seg] & !free, 0, "clean slots of segment {seg} are free (area {area})");
             if self.unsummarised == Some(seg) {
                 continue;
             }

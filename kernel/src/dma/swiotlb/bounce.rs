@@ -52,7 +52,8 @@ impl SwiotlbPool {
     ///
     /// Always copies the original into the slots, whatever `dir` says: a device writing only part
     /// of the buffer must leave the rest as it was, and must never see what an earlier mapping
-    /// left in the slots (CVE-2022-0854). `DmaAttrs::skip_cpu_sync` does not apply here.
+    /// left in the slots (CVE-2022-0854). `DmaAttrs::skip_cpu_sync` does not apply here. See
+    /// [`map_attrs`](Self::map_attrs) for the one exception.
     pub fn map(
         &self,
         mem: &dyn PhysMemory,
@@ -61,10 +62,37 @@ impl SwiotlbPool {
         dir: DmaDirection,
         align: SlotAlignment,
     ) -> Result<PhysAddr, SwiotlbError> {
+        self.map_attrs(mem, orig_addr, size, dir, align, DmaAttrs::NONE)
+    }
+
+    /// [`map`](Self::map) with attributes. Only `no_copy_in` matters here: a `FromDevice`
+    /// mapping that asks for it, and gets slots that are all clean (zeros, see
+    /// [`scrub_step`](Self::scrub_step)), skips the copy-in; the bytes the device does not write
+    /// then read back as zeros, never an earlier mapping's data. Any other case copies in, as
+    /// `map` does (and as Linux always does).
+    pub fn map_attrs(
+        &self,
+        mem: &dyn PhysMemory,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
         let req = SlotRequest::new(orig_addr, size, align)?;
-        let head = self.alloc_slots(&req, dir)?;
+        let wants_clean = attrs.no_copy_in && dir == DmaDirection::FromDevice && self.clean_slots();
+        let (head, clean) = self.alloc_slots(&req, dir, wants_clean)?;
         let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
         let tlb_addr = head_addr + req.offset as u64;
+        if attrs.no_copy_in && dir == DmaDirection::FromDevice {
+            let counter = if clean { &self.counters().reads_copy_in_skipped } else { &self.counters().reads_copied_in };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if clean {
+            // Every byte of the allocation is already zero: nothing stale to hide, nothing of the
+            // caller's the device needs (it overwrites what the caller will read).
+            return Ok(tlb_addr);
+        }
         bounce_copy(mem, tlb_addr, orig_addr, size);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
@@ -117,7 +145,7 @@ impl SwiotlbPool {
     pub fn alloc_coherent(&self, mem: &dyn PhysMemory, size: usize) -> Result<PhysAddr, SwiotlbError> {
         let page_aligned = SlotAlignment { min_align_mask: 0, alloc_align_mask: crate::mm::PAGE_SIZE - 1 };
         let req = SlotRequest::new(0, size, page_aligned)?;
-        let head = self.alloc_slots(&req, DmaDirection::Bidirectional)?;
+        let (head, _) = self.alloc_slots(&req, DmaDirection::Bidirectional, false)?;
         let addr = self.start() + ((head as u64) << IO_TLB_SHIFT) + req.offset as u64;
         mem.fill(addr, 0, size);
         Ok(addr)

@@ -39,7 +39,7 @@ mod tests;
 
 pub use bounce::task_copy_stats;
 pub use error::SwiotlbError;
-pub use pool::{AreaUsage, SwiotlbPool};
+pub use pool::{AreaUsage, SwiotlbPool, SCRUB_STEP_SLOTS};
 pub use slots::SlotState;
 pub use stats::SwiotlbStats;
 
@@ -58,6 +58,18 @@ pub struct DmaAttrs {
     /// `DMA_ATTR_SKIP_CPU_SYNC`: unmap does not copy back. Map ignores it and always fills the
     /// slots (CVE-2022-0854: the device must never see stale slot data).
     pub skip_cpu_sync: bool,
+    /// Ours, Linux has no such attribute: a `FromDevice` mapping whose caller will not read the
+    /// bytes the device does not write (a block read overwrites its whole buffer) need not have
+    /// its buffer copied into the slots. If the slots it gets are all clean (zeros), the copy-in
+    /// is skipped and unwritten bytes read back as zeros; otherwise it copies in as without the
+    /// attribute, and the caller's own bytes survive. Never another mapping's stale data either
+    /// way. Ignored for other directions and by unmap and sync.
+    pub no_copy_in: bool,
+}
+
+impl DmaAttrs {
+    /// No attribute.
+    pub const NONE: Self = Self { skip_cpu_sync: false, no_copy_in: false };
 }
 
 /// Placement constraints for the bounce buffer.

@@ -36,7 +36,19 @@ pub struct SwiotlbPool {
     /// Set while a lend or unlend runs: they check slots, then change them, and must not
     /// interleave with each other (mappings never touch lent slots).
     lending: AtomicBool,
+    /// `swiotlb_clean_slots=on`: `DmaAttrs::no_copy_in` mappings may skip the copy-in when their
+    /// slots are clean, and idle CPUs scrub dirty free slots. Off: Linux's copy-in, always.
+    clean_slots: AtomicBool,
+    /// Set while [`Self::scrub_step`] has a run out of the free maps. A scrub backs off from a
+    /// lend or unlend under way; a lend or unlend waits for a scrub to finish (one bounded
+    /// memset), so the worker never sees a scrub as a conflict. Both set their flag, then read
+    /// the other's, SeqCst: at least one sees the other.
+    scrub_busy: AtomicBool,
 }
+
+/// Slots [`SwiotlbPool::scrub_step`] zeroes at most per call: 64 KiB, a few microseconds of
+/// memset, with interrupts enabled.
+pub const SCRUB_STEP_SLOTS: usize = 32;
 
 /// How much of one area bounce buffers may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +97,8 @@ impl SwiotlbPool {
             irq_reserve_slots: AtomicUsize::new(0),
             next_area: AtomicUsize::new(0),
             lending: AtomicBool::new(false),
+            clean_slots: AtomicBool::new(true),
+            scrub_busy: AtomicBool::new(false),
         })
     }
 
@@ -199,7 +213,7 @@ impl SwiotlbPool {
     /// reserve.
     pub fn lend(&self, slots: Range<usize>) -> Result<(), SwiotlbError> {
         self.check_range(&slots)?;
-        let _lending = LendingGuard::enter(&self.lending)?;
+        let _lending = LendingGuard::enter_after_scrub(&self.lending, &self.scrub_busy)?;
         let nslots = slots.len();
         let reserve = self.irq_reserve_slots();
         if let Err(free) = self.counters.take_free(nslots, reserve) {
@@ -213,7 +227,7 @@ impl SwiotlbPool {
             if let Err((busy, state)) = self.areas[area].lock().lend(local, self.area_states(area)) {
                 // Give back what this call lent so far: nothing else touches lent slots.
                 for (area, local) in self.area_chunks(slots.clone()).take(n) {
-                    let _ = self.areas[area].lock().unlend(local, self.area_states(area));
+                    let _ = self.areas[area].lock().unlend(local, false, self.area_states(area));
                 }
                 self.counters.put_free(nslots);
                 let slot = area * self.area_nslots + busy;
@@ -229,7 +243,7 @@ impl SwiotlbPool {
     /// there must not reach a device). Fails, changing nothing, if a slot is not lent.
     pub fn unlend(&self, mem: &dyn PhysMemory, slots: Range<usize>, scrub: bool) -> Result<(), SwiotlbError> {
         self.check_range(&slots)?;
-        let _lending = LendingGuard::enter(&self.lending)?;
+        let _lending = LendingGuard::enter_after_scrub(&self.lending, &self.scrub_busy)?;
         for (area, local) in self.area_chunks(slots.clone()) {
             let slots = self.areas[area].lock();
             if let Some((busy, state)) = slots.first_not(local, SlotState::Lent, self.area_states(area)) {
@@ -245,7 +259,7 @@ impl SwiotlbPool {
         for (area, local) in self.area_chunks(slots.clone()) {
             self.areas[area]
                 .lock()
-                .unlend(local, self.area_states(area))
+                .unlend(local, scrub, self.area_states(area))
                 .map_err(|(busy, state)| SwiotlbError::SlotNotLent { slot: area * self.area_nslots + busy, state })?;
         }
         self.counters.lent.fetch_sub(slots.len(), Ordering::Relaxed);
@@ -255,7 +269,9 @@ impl SwiotlbPool {
 
     /// Takes slots for `req` and returns the head slot's global index (Linux
     /// `swiotlb_pool_find_slots`). Honours the IRQ reserve.
-    pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection) -> Result<usize, SwiotlbError> {
+    /// With `prefer_clean`, also says whether every slot it took was clean (see
+    /// [`AreaSlots::alloc`]); without, the answer is `false`.
+    pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection, prefer_clean: bool) -> Result<(usize, bool), SwiotlbError> {
         let in_irq = arch::in_interrupt();
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
         if let Err(free) = self.counters.take_free(req.nslots, reserve) {
@@ -273,11 +289,11 @@ impl SwiotlbPool {
         let first_area = if crate::arch::smp_active() { crate::arch::cpu_id() } else { self.next_area.fetch_add(1, Ordering::Relaxed) } & (nareas - 1);
         for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
-            let found = self.areas[area].lock().alloc(base, req, dir, self.area_states(area));
-            if let Some(local) = found {
+            let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
+            if let Some((local, clean)) = found {
                 self.counters.add_used(req.nslots);
                 self.counters.count_map(in_irq);
-                return Ok(area * self.area_nslots + local);
+                return Ok((area * self.area_nslots + local, clean && prefer_clean));
             }
         }
         self.counters.put_free(req.nslots);
@@ -306,6 +322,76 @@ impl SwiotlbPool {
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
         Ok(())
+    }
+
+    /// Turns clean-slot tracking on or off (bootarg `swiotlb_clean_slots=`). Off, every bounced
+    /// mapping copies in, as Linux, and [`Self::scrub_step`] does nothing.
+    pub fn set_clean_slots(&self, on: bool) {
+        self.clean_slots.store(on, Ordering::Relaxed);
+    }
+
+    /// Marks every free slot clean: for a pool whose memory the caller has just zeroed.
+    pub fn mark_free_slots_clean(&self) {
+        for area in &self.areas {
+            area.lock().mark_free_slots_clean();
+        }
+    }
+
+    /// Whether clean-slot tracking is on.
+    pub fn clean_slots(&self) -> bool {
+        self.clean_slots.load(Ordering::Relaxed)
+    }
+
+    /// Zeroes at most `max_slots` free dirty slots of one segment and marks them clean, so a
+    /// later `no_copy_in` mapping of them may skip its copy-in; returns how many it zeroed (0:
+    /// nothing to do, clean-slot tracking off, a lend or unlend under way, or free slots at the
+    /// IRQ reserve). Meant for idle CPUs (`platform::dma::scrub_step`), in task context, no lock held: the
+    /// area lock is held twice, briefly, to take the run out of the free map and give it back;
+    /// the zeros are written in between with interrupts enabled. Never touches a used or lent
+    /// slot: the run is taken from the free map under the lock, and lend/unlend are excluded
+    /// meanwhile.
+    pub fn scrub_step(&self, mem: &dyn PhysMemory, max_slots: usize) -> usize {
+        if !self.clean_slots() {
+            return 0;
+        }
+        if self.scrub_busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return 0; // another CPU is scrubbing this pool
+        }
+        let _busy = ScrubGuard(&self.scrub_busy);
+        if self.lending.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let nareas = self.nareas();
+        let first_area = self.next_area.load(Ordering::Relaxed);
+        for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
+            let taken = {
+                let mut slots = self.areas[area].lock();
+                let run = slots.take_dirty_run(max_slots);
+                match run {
+                    // Honour the IRQ reserve as a mapping does: the run is out of use meanwhile.
+                    Some((_, n)) if self.counters.take_free(n, self.irq_reserve_slots()).is_err() => {
+                        slots.finish_scrub_aborted();
+                        return 0;
+                    }
+                    other => other,
+                }
+            };
+            let Some((local, n)) = taken else { continue };
+            let first = area * self.area_nslots + local;
+            mem.fill(self.start + ((first as u64) << IO_TLB_SHIFT), 0, n * IO_TLB_SIZE);
+            self.areas[area].lock().finish_scrub();
+            self.counters.put_free(n);
+            self.counters.slots_scrubbed.fetch_add(n as u64, Ordering::Relaxed);
+            return n;
+        }
+        0
+    }
+
+    /// Whether slot `index` is known clean.
+    #[cfg(test)]
+    pub(super) fn slot_clean(&self, index: usize) -> bool {
+        let pos = self.slot_pos(index);
+        self.areas[pos.area].lock().is_clean(pos.local)
     }
 
     pub(super) fn counters(&self) -> &super::stats::Counters {
@@ -366,10 +452,23 @@ impl SwiotlbPool {
 struct LendingGuard<'a>(&'a AtomicBool);
 
 impl<'a> LendingGuard<'a> {
-    fn enter(flag: &'a AtomicBool) -> Result<Self, SwiotlbError> {
-        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+    /// Fails if a lend or unlend is under way; waits for a scrub step (see `scrub_busy`).
+    fn enter_after_scrub(flag: &'a AtomicBool, scrub_busy: &AtomicBool) -> Result<Self, SwiotlbError> {
+        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
             .map_err(|_| SwiotlbError::LendInProgress)?;
+        while scrub_busy.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
         Ok(Self(flag))
+    }
+}
+
+/// Marks a scrub step in progress; dropping it ends it.
+struct ScrubGuard<'a>(&'a AtomicBool);
+
+impl Drop for ScrubGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -30,6 +30,14 @@ pub struct SwiotlbStats {
     pub bytes_to_device: u64,
     /// Bytes copied from slots back to original buffers (unmap, sync for CPU).
     pub bytes_to_cpu: u64,
+    /// Bounced from-device mappings with `DmaAttrs::no_copy_in` that got clean slots and skipped
+    /// the copy-in.
+    pub reads_copy_in_skipped: u64,
+    /// Bounced from-device mappings with `DmaAttrs::no_copy_in` that got a dirty slot (or ran
+    /// with `swiotlb_clean_slots=off`) and copied in.
+    pub reads_copied_in: u64,
+    /// Free slots zeroed by [`super::SwiotlbPool::scrub_step`].
+    pub slots_scrubbed: u64,
     /// Times an area lock was found taken (sum of the area locks' contention counts).
     pub area_lock_contention: u64,
 }
@@ -48,6 +56,9 @@ pub(super) struct Counters {
     pub(super) irq_failures: AtomicU64,
     pub(super) bytes_to_device: AtomicU64,
     pub(super) bytes_to_cpu: AtomicU64,
+    pub(super) reads_copy_in_skipped: AtomicU64,
+    pub(super) reads_copied_in: AtomicU64,
+    pub(super) slots_scrubbed: AtomicU64,
 }
 
 impl Counters {
@@ -115,6 +126,9 @@ impl Counters {
             irq_failures: self.irq_failures.load(Ordering::Relaxed),
             bytes_to_device: self.bytes_to_device.load(Ordering::Relaxed),
             bytes_to_cpu: self.bytes_to_cpu.load(Ordering::Relaxed),
+            reads_copy_in_skipped: self.reads_copy_in_skipped.load(Ordering::Relaxed),
+            reads_copied_in: self.reads_copied_in.load(Ordering::Relaxed),
+            slots_scrubbed: self.slots_scrubbed.load(Ordering::Relaxed),
             ..SwiotlbStats::default()
         }
     }

@@ -22,7 +22,6 @@ use super::manager::{slot_bytes, SwiotlbManager};
 use super::stats::add;
 use super::worker::WorkerReport;
 use super::SLOTS_PER_PAGEBLOCK;
-use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::cma::CmaArea;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, ReclaimMode};
 use crate::mm::phys::PhysMemory;
@@ -86,7 +85,7 @@ impl SwiotlbManager {
         } else {
             let n = self.nr_extra.load(Ordering::Relaxed);
             mem.fill(start, 0, slot_bytes(nslots));
-            let pool = match SwiotlbPool::new(start, nslots, self.areas_for(nslots)) {
+            let pool = match self.new_zeroed_pool(start, nslots) {
                 Ok(pool) if n < self.extra.len() => pool,
                 Ok(_) | Err(_) => {
                     log::error!("swiotlb: no room on the pool list for chunk {start:#x}");

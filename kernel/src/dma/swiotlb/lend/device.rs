@@ -67,7 +67,7 @@ impl SwiotlbManager {
         let range = self.block_addrs(blocks.clone());
         mem.fill(range.start, 0, slot_bytes(blocks.len() * SLOTS_PER_PAGEBLOCK));
         let nslots = blocks.len() * SLOTS_PER_PAGEBLOCK;
-        let pool = SwiotlbPool::new(range.start, nslots, self.areas_for(nslots))?;
+        let pool = self.new_zeroed_pool(range.start, nslots)?;
         add(&self.counters.device_pools_carved, 1);
         log::info!("swiotlb: device pool {:#x}-{:#x} carved", range.start, range.end);
         Ok(DevicePool { pool: Box::new(pool), blocks, manager_start: self.start })

@@ -286,9 +286,23 @@ impl SwiotlbManager {
         dir: DmaDirection,
         align: SlotAlignment,
     ) -> Result<PhysAddr, SwiotlbError> {
+        self.map_attrs(mem, orig, size, dir, align, DmaAttrs::NONE)
+    }
+
+    /// [`map`](Self::map) with attributes (see [`SwiotlbPool::map_attrs`]). A transient pool
+    /// always copies in: its pages come from the page allocator, never scrubbed ahead.
+    pub fn map_attrs(
+        &self,
+        mem: &dyn PhysMemory,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
         let mut no_room = None;
         for pool in self.pools() {
-            match pool.map(mem, orig, size, dir, align) {
+            match pool.map_attrs(mem, orig, size, dir, align, attrs) {
                 Ok(tlb_addr) => {
                     if self.at_or_above_high_wm() {
                         self.high_usage_seen.store(true, Ordering::Relaxed);
@@ -305,6 +319,22 @@ impl SwiotlbManager {
             return self.transient.map(mem, orig, size, dir, align).map_err(|_| no_room);
         }
         Err(no_room)
+    }
+
+    /// One bounded scrub step over the pools (see [`SwiotlbPool::scrub_step`]): zeroes at most
+    /// `max_slots` dirty free slots and returns how many. Task context, no lock held.
+    /// Only while the pools are quiet (usage under `swiotlb_high_wm`, no miss pending): a run
+    /// being scrubbed is out of use, and must not make a burst of mappings miss and the pool grow.
+    pub fn scrub_step(&self, mem: &dyn PhysMemory, max_slots: usize) -> usize {
+        if self.miss_pending() || self.at_or_above_high_wm() {
+            return 0;
+        }
+        self.pools().map(|p| p.scrub_step(mem, max_slots)).find(|&n| n != 0).unwrap_or(0)
+    }
+
+    /// Turns clean-slot tracking on or off in every pool (bootarg `swiotlb_clean_slots=`).
+    pub fn set_clean_slots(&self, on: bool) {
+        self.pools().for_each(|p| p.set_clean_slots(on));
     }
 
     /// Ends a mapping (see [`SwiotlbPool::unmap`]).
@@ -388,6 +418,15 @@ impl SwiotlbManager {
             n /= 2;
         }
         n.max(1)
+    }
+
+    /// A pool of `nslots` slots at `start`, for memory the caller has just filled with zeros:
+    /// every slot starts clean, and clean-slot tracking is as the default pool's.
+    pub(super) fn new_zeroed_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
+        let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots))?;
+        pool.set_clean_slots(self.pool.clean_slots());
+        pool.mark_free_slots_clean();
+        Ok(pool)
     }
 }
 

@@ -11,7 +11,6 @@ use super::stats::add;
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
 use crate::arch::in_interrupt;
 use crate::bootargs::SwiotlbPolicy;
-use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, ReclaimError, ReclaimMode, ReclaimReport, ZoneType};
 use crate::mm::phys::PhysMemory;
 
@@ -269,7 +268,7 @@ impl SwiotlbManager {
         let nslots = count * SLOTS_PER_PAGEBLOCK;
         // Whatever the pages' last owner left must not reach a device.
         mem.fill(start, 0, slot_bytes(nslots));
-        match SwiotlbPool::new(start, nslots, self.areas_for(nslots)) {
+        match self.new_zeroed_pool(start, nslots) {
             Ok(pool) => {
                 self.extra[n].call_once(|| pool);
                 self.nr_extra.store(n + 1, Ordering::Release);

@@ -39,7 +39,7 @@ fn skip_cpu_sync_leaves_the_original_alone() {
         let before = f.write_pattern(RAM_BASE, 3000, 1);
         let tlb = f.map(RAM_BASE, 3000, dir, SlotAlignment::default());
         f.write_pattern(tlb, 3000, 2);
-        f.pool.unmap(&f.mem, tlb, 3000, dir, DmaAttrs { skip_cpu_sync: true }).unwrap();
+        f.pool.unmap(&f.mem, tlb, 3000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
         assert_eq!(f.read(RAM_BASE, 3000), before, "{dir:?}");
         assert!(!f.pool.is_swiotlb_buffer(tlb), "slots freed anyway");
     }
@@ -68,7 +68,7 @@ fn sync_copies_only_the_ways_the_direction_allows() {
         let expected = if dir.to_device() { cpu } else { before };
         assert_eq!(f.read(tlb, 1000), expected, "sync_for_device {dir:?}");
 
-        f.pool.unmap(&f.mem, tlb, 1000, dir, DmaAttrs { skip_cpu_sync: true }).unwrap();
+        f.pool.unmap(&f.mem, tlb, 1000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
     }
 }
 

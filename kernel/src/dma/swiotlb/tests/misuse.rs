@@ -23,7 +23,7 @@ const LIMIT: PhysAddr = 0x40ff_ffff;
 const HIGH: PhysAddr = 0x4100_0000;
 const TO: DmaDirection = DmaDirection::ToDevice;
 const FROM: DmaDirection = DmaDirection::FromDevice;
-const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false };
+const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 
 struct Setup {
     api: DmaApi<'static>,

@@ -4,6 +4,7 @@
 
 mod alignment;
 mod bounce;
+mod clean;
 mod leak;
 mod misuse;
 mod occupancy;

@@ -84,7 +84,7 @@ proptest! {
                 }
                 Op::Unmap { which, skip_cpu_sync } if !live.is_empty() => {
                     let l = live.swap_remove(which % live.len());
-                    f.pool.unmap(&f.mem, l.tlb, l.size, l.dir, DmaAttrs { skip_cpu_sync }).unwrap();
+                    f.pool.unmap(&f.mem, l.tlb, l.size, l.dir, DmaAttrs { skip_cpu_sync, no_copy_in: false }).unwrap();
                     let expected = if l.dir.from_device() && !skip_cpu_sync { &l.slots } else { &l.original };
                     prop_assert_eq!(&f.read(l.orig, l.size), expected);
                     prop_assert!(!f.pool.is_swiotlb_buffer(l.tlb));
