@@ -58,8 +58,9 @@ step qemu-tests-smp4-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 
 step qemu-smp-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel --test smp
 step qemu-smp-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel --test smp
 # The DMA tests again under the policies we compare against: Linux's two, Linux's dynamic with
-# a small boot pool (so it grows: transient pools, compaction), and the CMA rival.
-for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M"; do
+# a small boot pool (so it grows: transient pools, compaction), the CMA rival, and lend with
+# Linux's copy-in for every bounced read (no clean slots).
+for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M" "lend swiotlb_clean_slots=off"; do
     step "qemu-dma-${policy// /-}" env QEMU_RUN_OPTS="--timeout 300 --bootargs dma_debug=on --bootargs swiotlb_policy=${policy// / --bootargs }" cargo test -p kernel --test dma
 done
 # virtio-blk on two fresh disk images (checked on the host afterwards), under every policy.
