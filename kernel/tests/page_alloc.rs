@@ -42,6 +42,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "clean_page_cache_pages_are_dropped_on_reclaim", run: page_cache_pages_dropped },
             TestCase { name: "irq_readers_never_see_a_half_moved_page", run: irq_during_migration },
             TestCase { name: "heap_grows_from_unmovable_pages", run: heap_grows },
+            TestCase { name: "memory_taken_to_the_last_page_fails_cleanly_and_comes_back", run: to_the_last_page },
             TestCase { name: "bad_frees_are_errors_not_corruption", run: bad_frees },
             TestCase { name: "cma_alloc_and_compaction_under_a_full_movable_workload", run: cma_and_compaction },
             TestCase { name: "the_boot_cma_area_serves_cma_alloc", run: boot_cma_area },
@@ -271,6 +272,46 @@ fn irq_during_migration() -> TestResult {
     kassert!(moved > 100, "only {moved} migrations succeeded");
     alloc.lock().free_movable(page).map_err(|e| alloc::format!("{e}"))?;
     Ok(())
+}
+
+/// The memory-pressure workload taken to the last page: every further allocation fails with a
+/// typed error (movable and unmovable, from the page allocator), nothing panics or hangs, the
+/// pages keep their contents, and once they are released allocations work again.
+fn to_the_last_page() -> TestResult {
+    use kernel::mm::page_alloc::{AllocError, MigrateType, OwnerKind, PageOwner};
+    let alloc = page_allocator();
+    let free_before = {
+        let a = alloc.lock();
+        a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
+    };
+    let pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 7);
+    let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
+    let movable = alloc.lock().alloc_movable(0, ZoneType::Normal, owner);
+    let unmovable = alloc.lock().alloc_pages(0, ZoneType::Normal, MigrateType::Unmovable);
+    let left = {
+        let a = alloc.lock();
+        a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
+    };
+    kprintln!("  {} pages taken of {free_before} free; then movable: {movable:?}, unmovable: {unmovable:?}; {left} pages left free", pressure.len());
+    let checked = pressure.verify(alloc, &RAM).map_err(|x| alloc::format!("{x:?}"));
+    pressure.release(alloc).map_err(|x| alloc::format!("{x:?}"))?;
+    if let Ok(p) = movable {
+        alloc.lock().free_movable(p).map_err(|x| alloc::format!("{x:?}"))?;
+    }
+    if let Ok(a) = unmovable {
+        let _ = alloc.lock().free_pages(a, 0);
+    }
+    kassert!(movable == Err(AllocError::NoMemory), "a movable allocation after the last page: {movable:?}");
+    kassert!(pressure_len_ok(checked?, free_before), "the pressure took too little of RAM");
+    let again = alloc.lock().alloc_movable(0, ZoneType::Normal, owner).map_err(|x| alloc::format!("after release: {x:?}"))?;
+    alloc.lock().free_movable(again).map_err(|x| alloc::format!("{x:?}"))?;
+    Ok(())
+}
+
+/// The pressure must have held most of what was free (pages kept for the heap's own growth and
+/// the unmovable reserve aside).
+fn pressure_len_ok(held: usize, free_before: usize) -> bool {
+    held * 10 >= free_before * 9
 }
 
 fn heap_grows() -> TestResult {

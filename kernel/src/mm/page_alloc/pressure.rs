@@ -34,7 +34,9 @@ pub struct MemoryPressure {
 
 impl MemoryPressure {
     /// Allocates up to `max_pages` dirty order-0 movable pages (fewer if memory runs out) and
-    /// fills each with a stream derived from `seed`.
+    /// fills each with a stream derived from `seed`. Taken to the last page (`usize::MAX`), it
+    /// stops at the first allocation that fails, or when its own list could not grow (the heap
+    /// grows from the pages it takes): out of memory is an answer, never a panic.
     pub fn fill<M: PhysMemory + ?Sized>(
         allocator: &LockedPageAllocator,
         mem: &M,
@@ -45,6 +47,9 @@ impl MemoryPressure {
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         let mut pages = Vec::new();
         for i in 0..max_pages {
+            if pages.try_reserve(1).is_err() {
+                break;
+            }
             let owner = PageOwner { kind: OwnerKind::Dirty, cookie: i as u64 };
             let page = match allocator.lock().alloc_movable(0, highest_zone, owner) {
                 Ok(page) => page,
