@@ -397,7 +397,8 @@ def mapping_section(runs, targets):
         direct = paired_ratios([(b[(1, 4096)]["direct_map_unmap_ns"], b[(1, 4096)]["memcpy_ns"]) for b in per_boot if (1, 4096) in b])
         book = paired_ratios([(b[(1, 4096)]["bounce_to_device_ns"] - b[(1, 4096)]["memcpy_ns"], b[(1, 4096)]["memcpy_ns"]) for b in per_boot if (1, 4096) in b])
         label = "TCG time" if config == "map" else "instructions"
-        targets.add(f"map+unmap without a copy (direct, buffer in the window) / 4 KiB memcpy, {label}", "≤ 0.2", fmt_summary(summary(direct), 2), None if not direct else median(direct) <= 0.2)
+        # Issue 6 asked ≤ 0.2; issue 14 tightened it to ≤ 0.1 (a few dozen instructions).
+        targets.add(f"map+unmap without a copy (direct, buffer in the window) / 4 KiB memcpy, {label}", "≤ 0.1", fmt_summary(summary(direct), 2), None if not direct else median(direct) <= 0.1)
         targets.add(f"bounced map+unmap minus its copy (bookkeeping) / 4 KiB memcpy, {label}", "≤ 0.2", fmt_summary(summary(book), 2), None if not book else median(book) <= 0.2)
         flat = []
         for b in per_boot:
@@ -449,10 +450,12 @@ def policy_section(runs, targets, plots_dir):
         irq = summary([d["irq_failures"] for _, d in lend])
         targets.add("`lend`: IRQ-context mapping failures, default reserve", "0", fmt_summary(irq), irq[2] == 0)
         grow = summary(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in lend]))
-        targets.add("`lend`: time to grow by 4 MiB / time to copy 4 MiB", "≤ 2", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 2)
+        # Issue 6 asked ≤ 2; issue 14 tightened it to ≤ 1.5 (migrating and scrubbing should cost
+        # little more than those copies).
+        targets.add("`lend`: time to grow by 4 MiB / time to copy 4 MiB", "≤ 1.5", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 1.5)
     if runs.get("policy-lend-icount"):
         grow = summary(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in runs["policy-lend-icount"]]))
-        targets.add("`lend`: grow by 4 MiB / copy 4 MiB, in instructions (`-icount`)", "≤ 2", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 2)
+        targets.add("`lend`: grow by 4 MiB / copy 4 MiB, in instructions (`-icount`)", "≤ 1.5", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 1.5)
     plots = [plot_timeline(runs, present, plots_dir), plot_pageblocks(runs, plots_dir)] if plots_dir else []
     return "\n".join(lines) + "\n", [p for p in plots if p]
 
@@ -1210,29 +1213,30 @@ def losses(runs, targets, machine):
             "reads again in the interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the "
             "host. The premise of the target, that the copy of one request overlaps the device's work on others, holds "
             "on hardware with a DMA engine and a CPU to spare; here the vCPU does the copies, so a deep queue exposes "
-            "them instead of hiding them. A read also copies twice (next item)."
+            "them instead of hiding them. A read whose slots were not clean also copies twice (next item)."
         ),
         "added": (
-            "A bounced *read* copies twice: at map the original buffer is copied into the slots whatever the "
-            "direction, so that a device writing only part of the buffer cannot expose stale slot contents "
-            "(CVE-2022-0854; Linux's `swiotlb_tbl_map_single` does the same), and at unmap the slots are copied "
-            "back. Two memcpys are the floor for a read, so the target cannot be met for reads by this design or "
-            "Linux's. A write copies once"
+            "A bounced *read* copies once when its slots are clean: free slots are zeroed while CPUs idle "
+            "(`swiotlb_clean_slots=on`, the default), and a virtio-blk read, mapped with `DmaAttrs::no_copy_in`, "
+            "then skips the copy-in that Linux makes for every mapping (so that a device writing only part of the "
+            "buffer cannot expose stale slot contents, CVE-2022-0854; `swiotlb_tbl_map_single`). When no clean "
+            "slot is free, or with `swiotlb_clean_slots=off`, it copies twice as Linux does. A write copies once"
             + (f": a one-copy map+unmap of {size_label(big)} took {fmt(one_copy('map-icount'), 2)} times the memcpy in "
                f"instructions (`-icount`) and {fmt(one_copy('map'), 2)} times in TCG time (section 2)" if big else "")
             + f"; the aliasing memcpy, whose buffers' pages evict each other from QEMU's softmmu TLB, took "
-            f"{fmt(aliasing, 2)} times the plain one (median over sizes), and a bounce into rotating slots meets that "
-            "now and then. QD 1 latencies also carry the host's I/O noise; see min–max."
+            f"{fmt(aliasing, 2)} times the plain one (median over sizes), and a bounce meets that now and then, "
+            "when its slots and the buffer fall on the same TLB entries. QD 1 latencies also carry the host's I/O noise; see min–max."
         ),
         "bookkeeping": (
             f"A bounced map+unmap of 4 KiB cost {fmt(book_insns)} instructions besides the copy (the `-icount` table, "
             f"median; the reference memcpy of 4 KiB took {fmt(memcpy_insns)}). Single-stepping one map+unmap in GDB "
-            "shows where they go: most of it is the walk back over the segment's free slots that re-counts their free "
-            "runs (`slots::relink_preceding`, on map and again on unmap; Linux's `swiotlb_area_find_slots` and "
-            "`swiotlb_release_slots` walk the same way), which grows to the whole segment as the next-fit cursor moves "
-            "through it; the rest is the slot search under an area lock (IRQs masked), a state byte per slot (atomics, "
-            "so that `is_swiotlb_buffer` needs no lock), the head record, the counters and the watermark check. A "
-            "bitmap of free slots per segment would make both walks constant; not done."
+            "shows where they go. The slot search itself is constant time (a `u128` free map per 128-slot segment "
+            "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
+            "the segment slot by slot) and is about a quarter of it, under an area lock (IRQs masked); the rest is "
+            "the layers around it: the DMA-API entry and the bounce decision, the policy manager's walk of its pool "
+            "list, the mapping's lookup at unmap (which takes the area lock a second time), the state byte per slot "
+            "(atomics, so that `is_swiotlb_buffer` needs no lock), the head record, the counters and the watermark "
+            "check."
         ),
         "direct": (
             f"The direct path (the DMA-API entry, the device's reach test and the bounce decision) took "
@@ -1618,7 +1622,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         f"other's entry: in this run the *aliasing memcpy* took {fmt(aliasing, 2)} times the plain one (median "
         "over the sizes). Buffers from a buddy allocator are naturally aligned, so a naive memcpy reference "
         "between two of them is the pathological case; the references here avoid it, and the bounce copies "
-        "meet it only now and then (when the rotating slot index lands on the buffer's TLB entries).\n"
+        "meet it only now and then (when a slot and the buffer land on the same TLB entries).\n"
         "- TCG executes a copy loop faster per instruction than branchy code, so ratios against a memcpy "
         "differ between real time and `-icount` instructions; both are shown where it matters.\n"
         "- The Linux guest figures quoted in issue 6 were not measured here; set them beside the QD 1 rows above.\n"
