@@ -85,6 +85,44 @@ def some(v):
     return field0(payload) if name == "Some" else None
 
 
+def field_at(t, path):
+    """(byte offset, type) of the field reached by `path` (field names; `None` steps into a
+    wrapper's only or first field) from the start of a value of type `t`, from the type alone."""
+    off = 0
+    for name in path:
+        t = t.strip_typedefs()
+        fields = t.fields()
+        f = fields[0] if name is None else next((f for f in fields if f.name == name), None)
+        if f is None:
+            raise ViewError(f"{t} has no field {name}")
+        off += f.bitpos // 8
+        t = f.type
+    return off, t
+
+
+def area_slots(lock_ptr, locks, what):
+    """The slot array (a `*Slot`) of the area whose lock `lock_ptr` points to, and whether that lock
+    was held, read by offsets: gdb cannot make a value of the area's type at all ("not available
+    on integers of more than 8 bytes": its segment maps are `u128`), but its fields' offsets and
+    the plain words inside are fine."""
+    t = lock_ptr.type.target()
+    base = int(lock_ptr)
+    locked_off, _ = field_at(t, ["locked", "v", "value"])
+    data_off, data_t = field_at(t, ["data"])
+    while str(data_t.strip_typedefs()).startswith(_WRAPPERS):
+        names = [f.name for f in data_t.strip_typedefs().fields()]
+        off, data_t = field_at(data_t, ["value" if "value" in names else None])
+        data_off += off
+    slots_off, vec_t = field_at(data_t, ["slots"])
+    buf_names = [f.name for f in field_at(vec_t, ["buf"])[1].strip_typedefs().fields()]
+    ptr_path = ["buf", "inner", "ptr", "pointer", "pointer"] if "inner" in buf_names else ["buf", "ptr", "pointer", "pointer"]
+    ptr_off, _ = field_at(vec_t, ptr_path)
+    elem = vec_t.template_argument(0)
+    locks.read.append((what, read_bytes(base + locked_off, 1)[0] != 0))
+    addr = int.from_bytes(read_bytes(base + data_off + slots_off + ptr_off, 8), "little")
+    return gdb.Value(addr).cast(elem.pointer())
+
+
 def vec_items(v):
     """(pointer to the first element, len) of a Vec<T>."""
     try:
@@ -357,7 +395,9 @@ def pool_view(pool, locks, what):
     states = [names.get(b, "Lent") for b in raw]
     areas_ptr, nareas = vec_items(pool["areas"])
     area_nslots = int(pool["area_nslots"])
-    area_slots = [vec_items(locks.inner(areas_ptr[a], f"{what} area locks")["slots"])[0] for a in range(nareas)]
+    lock_size = areas_ptr.type.target().sizeof
+    slots_of = [area_slots(gdb.Value(int(areas_ptr) + a * lock_size).cast(areas_ptr.type), locks, f"{what} area locks")
+                for a in range(nareas)]
     mappings = []
     i = 0
     while i < nslots:
@@ -365,7 +405,7 @@ def pool_view(pool, locks, what):
             i += 1
             continue
         area, local = divmod(i, area_nslots)
-        slots = area_slots[area]
+        slots = slots_of[area]
         head = int(slots[local]["head"])
         h = slots[head]
         first = head - int(h["pad_slots"])
