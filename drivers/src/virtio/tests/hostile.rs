@@ -500,22 +500,28 @@ impl Harness<'_> {
 mod tests {
     use super::*;
 
-    /// A deterministic xorshift stream of scripts: the fuzz target's body as a unit test.
-    #[test]
-    fn random_scripts_hold_the_invariants() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..1500 {
+    /// 1,500 scripts of 16 to 415 bytes from a xorshift stream seeded with `x`: deterministic
+    /// stand-ins for what the fuzz targets feed the harness.
+    fn random_scripts(mut x: u64) -> impl Iterator<Item = Vec<u8>> {
+        (0..1500).map(move |_| {
             let len = 16 + (x % 400) as usize;
-            let script: Vec<u8> = (0..len)
+            (0..len)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
                     (x >> 24) as u8
                 })
-                .collect();
+                .collect()
+        })
+    }
+
+    /// A deterministic xorshift stream of scripts: the fuzz target's body as a unit test.
+    #[test]
+    fn random_scripts_hold_the_invariants() {
+        random_scripts(0x9e37_79b9_7f4a_7c15).for_each(|script| {
             run(&script);
-        }
+        });
     }
 
     /// Features: EVENT_IDX|FLUSH; queue 8; capacity 64 sectors; no config changes (the last
@@ -634,19 +640,9 @@ mod tests {
     /// The fuzz target `virtio_blk_reset`'s body on a deterministic stream of scripts.
     #[test]
     fn random_scripts_with_resets_hold_the_invariants() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..1500 {
-            let len = 16 + (x % 400) as usize;
-            let script: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect();
+        random_scripts(0x2545_f491_4f6c_dd1d).for_each(|script| {
             run_with_resets(&script);
-        }
+        });
     }
 
     #[test]
