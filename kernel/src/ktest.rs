@@ -111,3 +111,20 @@ pub fn read_phys(addr: crate::mm::PhysAddr, len: usize) -> alloc::vec::Vec<u8> {
     crate::platform::dma::RAM.read(addr, &mut v);
     v
 }
+
+/// A 512-byte sector holding `s` as little-endian u64s: what the virtio-blk test scripts write
+/// into their disk images, sector by sector (`!s` marks what a test wrote itself).
+pub fn sector_pattern(s: u64) -> [u8; 512] {
+    let mut b = [0u8; 512];
+    for chunk in b.chunks_exact_mut(8) {
+        chunk.copy_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
+/// Whether the `count` sectors at physical `buf` hold `pattern(first)`, `pattern(first + 1)`, ...
+pub fn holds_sectors(buf: crate::mm::PhysAddr, first: u64, count: u64, pattern: impl Fn(u64) -> [u8; 512]) -> bool {
+    let bytes = read_phys(buf, (count * 512) as usize);
+    (0..count).all(|i| bytes[(i * 512) as usize..((i + 1) * 512) as usize] == pattern(first + i))
+}
+

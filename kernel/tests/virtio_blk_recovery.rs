@@ -19,9 +19,8 @@ use core::sync::atomic::Ordering;
 use core::time::Duration;
 
 use alloc::format;
-use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read_back, TestCase, TestResult};
+use kernel::ktest::{self, buffer, err as e, free_buffer as free, holds_sectors, read_phys as read_back, sector_pattern, TestCase, TestResult};
 use kernel::mm::phys::PhysMemory;
-use kernel::mm::PhysAddr;
 use kernel::platform::dma::{dma, RAM};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
@@ -47,19 +46,6 @@ fn main(k: &'static Kernel) -> ExitStatus {
             TestCase { name: "no_dma_api_misuse", run: no_misuse },
         ],
     )
-}
-
-fn sector_pattern(s: u64) -> [u8; 512] {
-    let mut b = [0u8; 512];
-    for chunk in b.chunks_exact_mut(8) {
-        chunk.copy_from_slice(&s.to_le_bytes());
-    }
-    b
-}
-
-fn holds_sectors(buf: PhysAddr, first: u64, count: u64, pattern: impl Fn(u64) -> [u8; 512]) -> bool {
-    let bytes = read_back(buf, (count * 512) as usize);
-    (0..count).all(|i| bytes[(i * 512) as usize..((i + 1) * 512) as usize] == pattern(first + i))
 }
 
 /// Polls until every ticket has an outcome (only the tick and the work queue act: no
