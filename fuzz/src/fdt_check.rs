@@ -4,9 +4,9 @@
 //! Errors are fine (the kernel stops with a message); a panic, a hang, an arithmetic overflow
 //! (the fuzz profile keeps overflow checks on) or a broken invariant is a finding.
 
-use kernel::dt::{DeviceTree, ReservedPlacement};
-use kernel::mm::memblock::{Memblock, PhysRange, RegionKind};
-use kernel::mm::PAGE_SIZE;
+use kernel::dt::{build_memblock, DeviceTree, ReservedPlacement};
+use kernel::mm::memblock::{Memblock, RegionKind};
+use kernel::mm::{PhysRange, PAGE_SIZE};
 
 /// Where QEMU's virt machine puts the DTB and where our image is linked (`linker.ld`).
 pub const DTB_BASE: u64 = 0x4000_0000;
@@ -58,7 +58,7 @@ pub fn check(blob: &[u8]) {
     // The boot memory map.
     let Some(kernel) = PhysRange::new(KERNEL_BASE, KERNEL_SIZE) else { return };
     let Some(dtb) = PhysRange::new(DTB_BASE, blob.len().max(1) as u64) else { return };
-    let Ok(map) = Memblock::from_device_tree(&dt, kernel, dtb) else { return };
+    let Ok(map) = build_memblock(&dt, kernel, dtb) else { return };
     check_memblock(&dt, &map);
 }
 

@@ -3,7 +3,7 @@
 use super::cells::{self, Node};
 use super::walk::walk;
 use super::{DeviceTree, DtError, MAX_DEPTH};
-use crate::mm::memblock::PhysRange;
+use crate::mm::PhysRange;
 
 /// `compatible` strings of a GICv2 (Linux `arm,gic.yaml`).
 pub(super) const GICV2_COMPATIBLE: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic"];

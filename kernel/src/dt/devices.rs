@@ -7,7 +7,7 @@ use super::cells::{
 use super::memory::{is_memory, is_special_root_child};
 use super::walk::{path_matches, walk};
 use super::{arm, dma, phys_range, DeviceTree, DtError};
-use crate::mm::memblock::PhysRange;
+use crate::mm::PhysRange;
 use crate::mm::PhysAddr;
 
 /// Most `reg` entries a [`Device`] holds (a GICv2 with virtualization extensions has 4).

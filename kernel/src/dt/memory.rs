@@ -2,7 +2,7 @@
 
 use super::cells::{self, base_name, child_cells, reg_entries, Node};
 use super::{phys_range, DeviceTree, DtError};
-use crate::mm::memblock::PhysRange;
+use crate::mm::PhysRange;
 
 impl<'a> DeviceTree<'a> {
     /// Every RAM bank: each `reg` entry of each enabled root child with

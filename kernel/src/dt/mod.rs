@@ -14,9 +14,11 @@ mod arm;
 mod blob;
 mod cells;
 mod chosen;
+mod contiguous;
 mod devices;
 mod dma;
 mod error;
+mod memblock;
 mod memory;
 mod reserved;
 mod walk;
@@ -27,16 +29,18 @@ mod tests;
 pub use arm::{ArchTimer, CpuNode, Gic, GicInterrupt, GicInterruptKind, PsciMethod};
 pub use blob::{blob_size, strip_nops, FDT_HEADER_SIZE, FDT_MAGIC};
 pub use cells::{CellSizes, StrList};
+pub use contiguous::{CmaSetupError, CmaSource, CMA_BOOTARG_LABEL};
 pub use devices::{Device, MAX_REGS};
 pub use error::DtError;
+pub use memblock::{build_memblock, BuildMemblockError};
 pub use reserved::{
-    PoolKind, ReservedPlacement, ReservedRegion, COMPATIBLE_RESTRICTED_DMA_POOL,
+    ReservedPlacement, ReservedRegion, COMPATIBLE_RESTRICTED_DMA_POOL,
     COMPATIBLE_SHARED_DMA_POOL, COMPATIBLE_SWIOTLB_POOL,
 };
 
 use fdt::Fdt;
 
-use crate::mm::memblock::PhysRange;
+use crate::mm::PhysRange;
 use cells::{base_name, Node};
 
 /// Deepest node nesting we walk (the root is depth 1). Real trees stay under 8.

@@ -5,14 +5,14 @@
 //! optional `alloc-ranges`, placed later by memblock). We check what the binding and Linux
 //! (`drivers/of/of_reserved_mem.c`, `kernel/dma/swiotlb.c`) check and refuse the rest. A
 //! reusable `shared-dma-pool` with `linux,cma-default` is the default CMA area: its place and
-//! alignment rules are `mm::contiguous`'s.
+//! alignment rules are `dt::contiguous`'s.
 
 use super::cells::{
     self, child_cells, has_prop, read_cells, reg_entries, str_list_prop, CellSizes, Node, StrList,
 };
 use super::{phys_range, DeviceTree, DtError};
-use crate::mm::memblock::PhysRange;
-use crate::mm::PhysAddr;
+use crate::mm::memblock::PoolKind;
+use crate::mm::{PhysAddr, PhysRange};
 
 /// `compatible` of a pool for restricted DMA (Linux `rmem_swiotlb_setup()`): a per-device bounce
 /// buffer the device may only reach.
@@ -23,42 +23,17 @@ pub const COMPATIBLE_SHARED_DMA_POOL: &str = "shared-dma-pool";
 /// pool from the `swiotlb=` command line instead).
 pub const COMPATIBLE_SWIOTLB_POOL: &str = "dmabounce,swiotlb-pool";
 
-/// What a reserved region is for, from its `compatible`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolKind {
-    /// `restricted-dma-pool`.
-    RestrictedDma,
-    /// `shared-dma-pool`.
-    SharedDma,
-    /// `dmabounce,swiotlb-pool`: the default SWIOTLB pool.
-    Swiotlb,
-    /// No `compatible` or one we do not know: just keep out of it.
-    Other,
-}
-
-impl PoolKind {
-    /// The first known string of a `compatible` list decides.
-    pub fn from_compatible(compatible: StrList<'_>) -> Self {
-        compatible
-            .iter()
-            .find_map(|c| match c {
-                COMPATIBLE_RESTRICTED_DMA_POOL => Some(Self::RestrictedDma),
-                COMPATIBLE_SHARED_DMA_POOL => Some(Self::SharedDma),
-                COMPATIBLE_SWIOTLB_POOL => Some(Self::Swiotlb),
-                _ => None,
-            })
-            .unwrap_or(Self::Other)
-    }
-
-    /// The binding's name for the kind (`"reserved"` for [`PoolKind::Other`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RestrictedDma => COMPATIBLE_RESTRICTED_DMA_POOL,
-            Self::SharedDma => COMPATIBLE_SHARED_DMA_POOL,
-            Self::Swiotlb => "swiotlb-pool",
-            Self::Other => "reserved",
-        }
-    }
+/// What a reserved region is for: the first known string of its `compatible` list decides.
+fn pool_kind(compatible: StrList<'_>) -> PoolKind {
+    compatible
+        .iter()
+        .find_map(|c| match c {
+            COMPATIBLE_RESTRICTED_DMA_POOL => Some(PoolKind::RestrictedDma),
+            COMPATIBLE_SHARED_DMA_POOL => Some(PoolKind::SharedDma),
+            COMPATIBLE_SWIOTLB_POOL => Some(PoolKind::Swiotlb),
+            _ => None,
+        })
+        .unwrap_or(PoolKind::Other)
 }
 
 /// Where a reserved region lives.
@@ -196,7 +171,7 @@ fn reserved_memory_cells<'a>(node: Node<'_, 'a>) -> Result<CellSizes, DtError<'a
 fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>, DtError<'a>> {
     let name = node.name;
     let compatible = str_list_prop(node, "compatible")?;
-    let kind = PoolKind::from_compatible(compatible);
+    let kind = pool_kind(compatible);
     let no_map = has_prop(node, "no-map");
     let reusable = has_prop(node, "reusable");
     let cma_default = has_prop(node, "linux,cma-default");

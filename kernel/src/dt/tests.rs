@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use vm_fdt::FdtWriter;
 
 use super::*;
+use crate::mm::memblock::PoolKind;
 use crate::mm::PhysAddr;
 
 const QEMU_VIRT: &[u8] = include_bytes!("testdata/qemu-virt.dtb");
@@ -279,7 +280,7 @@ proptest! {
             let _ = (dt.bootargs(), dt.stdout(), dt.gic(), dt.arch_timer(), dt.psci_method());
             let _ = dt.smallest_dma_limit();
             let _ = dt.memreserve_entries().count();
-            let _ = crate::mm::memblock::Memblock::from_device_tree(
+            let _ = build_memblock(
                 &dt, range(0x4020_0000, 0x10_0000), range(0x4000_0000, 0x2000));
         }
     }
@@ -1324,11 +1325,18 @@ fn qemu_virt_with_reserved_memory_fragment() {
     assert!(dt.devices().all(|d| d.is_ok()));
 }
 
-// ---- the default CMA area: `linux,cma-default` nodes and `cma=` (mm::contiguous) -----------
+/// The memory map prints a pool kind by the binding's name (the kind lives in `mm`, the
+/// `compatible` strings here).
+#[test]
+fn pool_kind_names_are_the_bindings() {
+    assert_eq!(PoolKind::RestrictedDma.as_str(), COMPATIBLE_RESTRICTED_DMA_POOL);
+    assert_eq!(PoolKind::SharedDma.as_str(), COMPATIBLE_SHARED_DMA_POOL);
+}
+
+// ---- the default CMA area: `linux,cma-default` nodes and `cma=` (dt::contiguous) -----------
 
 mod cma {
     use super::*;
-    use crate::mm::contiguous::{CmaSetupError, CmaSource, CMA_BOOTARG_LABEL};
     use crate::mm::memblock::{Memblock, MemblockError, RegionKind};
 
     const MIB: u64 = 1 << 20;
@@ -1369,14 +1377,14 @@ mod cma {
     /// The boot map of `blob` (which must build: a bad CMA area never stops it).
     fn map_of(blob: &'static [u8]) -> Memblock<'static> {
         let dt = DeviceTree::new(blob).unwrap();
-        Memblock::from_device_tree(&dt, range(0x4008_0000, 0x20_0000), range(0x4000_0000, 0x2000)).unwrap()
+        build_memblock(&dt, range(0x4008_0000, 0x20_0000), range(0x4000_0000, 0x2000)).unwrap()
     }
 
     fn area_of(blob: &'static [u8]) -> Option<(PhysRange, &'static str, bool)> {
         map_of(blob).cma_region().map(|r| (r.range, r.label, r.flags.dynamic))
     }
 
-    /// Why the boot map has no CMA area: the error `from_device_tree` logged, reproduced.
+    /// Why the boot map has no CMA area: the error `build_memblock` logged, reproduced.
     fn error_of(blob: &'static [u8]) -> CmaSetupError<'static> {
         let dt = DeviceTree::new(blob).unwrap();
         let mut map = map_of(blob);
@@ -1601,7 +1609,7 @@ fn qemu_virt_has_one_cpu() {
 /// otherwise the second node was reserved under the skipped one's name).
 #[test]
 fn reserved_region_wholly_outside_ram_is_skipped() {
-    use crate::mm::memblock::{Memblock, MemblockError, PhysRange};
+    use crate::mm::memblock::MemblockError;
     let kernel = PhysRange::new(0x4008_0000, 0x1000).unwrap();
     let dtb = PhysRange::new(0x4000_0000, 0x2000).unwrap();
     // RAM is [0x4000_0000, 0x5000_0000).
@@ -1611,14 +1619,15 @@ fn reserved_region_wholly_outside_ram_is_skipped() {
         region("kept@48000000", 0x4800_0000, 0x1000)(w);
     });
     let dt = DeviceTree::new(&beyond).unwrap();
-    let map = Memblock::from_device_tree(&dt, kernel, dtb).unwrap();
+    let map = build_memblock(&dt, kernel, dtb).unwrap();
     assert!(map.find("fw-log@60000000").is_none());
     assert!(map.find("kept@48000000").is_some());
     assert_eq!(map.skipped_outside_ram(), 1);
 
     let straddles = with_reserved(region("edge@4ff00000", 0x4ff0_0000, 0x20_0000));
     let dt = DeviceTree::new(&straddles).unwrap();
-    assert!(matches!(Memblock::from_device_tree(&dt, kernel, dtb), Err(MemblockError::OutsideRam { label: "edge@4ff00000", .. })));
+    let err = build_memblock(&dt, kernel, dtb).unwrap_err();
+    assert!(matches!(err, BuildMemblockError::Memblock(MemblockError::OutsideRam { label: "edge@4ff00000", .. })), "{err:?}");
 
     for order in [[0x6000_0000u64, 0x4800_0000], [0x4800_0000, 0x6000_0000]] {
         let namesakes = with_reserved(|w| {
@@ -1626,6 +1635,140 @@ fn reserved_region_wholly_outside_ram_is_skipped() {
             region("twin", order[1], 0x1000)(w);
         });
         let dt = DeviceTree::new(&namesakes).unwrap();
-        assert_eq!(Memblock::from_device_tree(&dt, kernel, dtb).unwrap_err(), MemblockError::DuplicateLabel { label: "twin" }, "{order:x?}");
+        let err = build_memblock(&dt, kernel, dtb).unwrap_err();
+        assert_eq!(err, BuildMemblockError::Memblock(MemblockError::DuplicateLabel { label: "twin" }), "{order:x?}");
+    }
+}
+
+// ---- the boot memory map from the device tree (dt::memblock, moved from mm::memblock) -----
+
+mod boot_map {
+    use std::string::ToString;
+
+    use super::*;
+    use crate::mm::memblock::{Memblock, MemblockError, RegionKind};
+
+    fn qemu_map(dtb: &[u8]) -> Result<Memblock<'_>, BuildMemblockError<'_>> {
+        let dt = DeviceTree::new(dtb).unwrap();
+        // Like our ELF boot: DTB at the start of RAM, the kernel linked at 0x4008_0000.
+        build_memblock(
+            &dt,
+            range(0x4008_0000, 0x20_0000),
+            range(0x4000_0000, 0x2000),
+        )
+    }
+
+    #[test]
+    fn qemu_boot_map_prints_one_line_per_region() {
+        let map = qemu_map(QEMU_VIRT_RESERVED).unwrap();
+        let expected = concat!(
+            "  [mem 0x0000000040000000-0x0000000040001fff] dtb dtb\n",
+            "  [mem 0x0000000040002000-0x000000004007ffff] usable\n",
+            "  [mem 0x0000000040080000-0x000000004027ffff] kernel kernel-image\n",
+            "  [mem 0x0000000040280000-0x0000000048dfffff] usable\n",
+            "  [mem 0x0000000048e00000-0x0000000048ffffff] restricted-dma restricted-dma-pool dynamic\n",
+            "  [mem 0x0000000049000000-0x000000004bffffff] usable\n",
+            "  [mem 0x000000004c000000-0x000000004c3fffff] swiotlb@4c000000 swiotlb-pool\n",
+            "  [mem 0x000000004c400000-0x000000004effffff] usable\n",
+            "  [mem 0x000000004f000000-0x000000004f0fffff] firmware@4f000000 reserved no-map\n",
+            "  [mem 0x000000004f100000-0x000000004f7fffff] usable\n",
+            "  [mem 0x000000004f800000-0x000000004fffffff] cma shared-dma-pool reusable dynamic\n",
+        );
+        assert_eq!(map.regions_for_print().to_string(), expected);
+        let pool = map.find("swiotlb@4c000000").unwrap();
+        assert_eq!(
+            pool.flags.kind,
+            RegionKind::ReservedMemory(PoolKind::Swiotlb)
+        );
+    }
+
+    #[test]
+    fn qemu_boot_map_without_reserved_memory() {
+        let map = qemu_map(QEMU_VIRT).unwrap();
+        assert_eq!(map.reserved().count(), 2);
+        assert_eq!(
+            map.free_ranges().map(|r| r.size()).sum::<u64>(),
+            0x1000_0000 - 0x20_2000
+        );
+    }
+
+    #[test]
+    fn kernel_overlapping_a_reserved_region_is_an_error() {
+        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
+        let kernel = range(0x4bf0_0000, 0x20_0000);
+        let err = build_memblock(&dt, kernel, range(0x4000_0000, 0x2000)).unwrap_err();
+        assert_eq!(
+            err,
+            BuildMemblockError::Memblock(MemblockError::Overlap {
+                label: "swiotlb@4c000000",
+                range: range(0x4c00_0000, 0x40_0000),
+                other: "kernel",
+                other_range: kernel,
+            })
+        );
+    }
+
+    #[test]
+    fn builder_reports_dtb_outside_ram_and_unplaceable_pools() {
+        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
+        let dtb = range(0x3fff_f000, 0x2000);
+        assert_eq!(
+            build_memblock(&dt, range(0x4008_0000, 0x1000), dtb).unwrap_err(),
+            BuildMemblockError::Memblock(MemblockError::OutsideRam {
+                label: "dtb",
+                range: dtb
+            })
+        );
+        // A kernel filling the restricted pool's alloc-ranges window leaves it nowhere to go.
+        let err = build_memblock(
+            &dt,
+            range(0x4800_0000, 0x100_0000),
+            range(0x4000_0000, 0x2000),
+        );
+        assert!(
+            matches!(
+                err,
+                Err(BuildMemblockError::Memblock(MemblockError::NoSpace {
+                    label: "restricted-dma",
+                    ..
+                }))
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn builder_passes_device_tree_errors_through() {
+        let mut blob = QEMU_VIRT_RESERVED.to_vec();
+        // Make `size = <0 0x800000>` of /reserved-memory/cma zero: find it after "cma".
+        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
+        let size = cma
+            + blob[cma..]
+                .windows(8)
+                .position(|w| w == [0, 0, 0, 0, 0, 0x80, 0, 0])
+                .unwrap();
+        blob[size + 5] = 0;
+        let dt = DeviceTree::new(&blob).unwrap();
+        let err =
+            build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        assert_eq!(
+            err.unwrap_err(),
+            BuildMemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" })
+        );
+    }
+
+    /// Found by the `fdt` fuzz target: a reserved-memory node named `dtb` (or `kernel`) shared
+    /// its label with the kernel's own region, so `find` (how the platform sets up a restricted
+    /// pool) could name the kernel image or the DTB instead of the pool. (The map's own half of
+    /// the check is memblock's `reserved_memory_labels_are_unique_in_the_map`.)
+    #[test]
+    fn reserved_memory_labels_are_unique() {
+        let mut blob = QEMU_VIRT_RESERVED.to_vec();
+        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
+        blob[cma..cma + 3].copy_from_slice(b"dtb");
+        let dt = DeviceTree::new(&blob).unwrap();
+        let err =
+            build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        assert_eq!(err.unwrap_err(), BuildMemblockError::Memblock(MemblockError::DuplicateLabel { label: "dtb" }));
     }
 }

@@ -1,83 +1,21 @@
 //! The boot memory map (Linux `mm/memblock.c`): RAM banks and labelled reserved regions.
 //!
-//! Built once from the device tree before the heap exists (so: fixed capacity, no allocation),
-//! then handed to the page allocator as [`Memblock::free_ranges`]. Unlike Linux we never merge
+//! Filled once before the heap exists (so: fixed capacity, no allocation) by the device-tree code
+//! (`build_memblock` in `dt/memblock.rs`, as Linux's `drivers/of/fdt.c` calls `memblock_add()`
+//! and `memblock_reserve()`; this file knows nothing of device trees), then handed to the page
+//! allocator as [`Memblock::free_ranges`]. Unlike Linux we never merge
 //! reserved regions: each keeps its label so the printed map says who owns what, and any overlap
 //! between reservations is an error rather than a silent merge.
 #![forbid(unsafe_code)]
 
 use core::fmt;
 
-use crate::dt::{DeviceTree, DtError, PoolKind, ReservedPlacement, ReservedRegion};
-use crate::mm::contiguous::CmaSource;
-use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
+use crate::mm::{align_down, align_up, PhysAddr, PhysRange, PAGE_SIZE};
 
 /// Most RAM banks the map holds (after merging adjacent ones).
 pub const MAX_RAM_BANKS: usize = 64;
 /// Most reserved regions the map holds.
 pub const MAX_RESERVED_REGIONS: usize = 64;
-
-/// A non-empty-or-empty physical range `[base, base + size)` whose end fits in 64 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PhysRange {
-    base: PhysAddr,
-    size: u64,
-}
-
-impl PhysRange {
-    /// `[base, base + size)`, or `None` if the end does not fit in 64 bits.
-    pub const fn new(base: PhysAddr, size: u64) -> Option<Self> {
-        match base.checked_add(size) {
-            Some(_) => Some(Self { base, size }),
-            None => None,
-        }
-    }
-
-    /// `[start, end)`, or `None` if `end < start`.
-    pub const fn from_bounds(start: PhysAddr, end: PhysAddr) -> Option<Self> {
-        match end.checked_sub(start) {
-            Some(size) => Some(Self { base: start, size }),
-            None => None,
-        }
-    }
-
-    /// First address.
-    pub const fn base(&self) -> PhysAddr {
-        self.base
-    }
-
-    /// Length in bytes.
-    pub const fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// One past the last address.
-    pub const fn end(&self) -> PhysAddr {
-        self.base + self.size
-    }
-
-    /// The last address (inclusive); `base - 1` wraps for an empty range, so check `size` first.
-    pub const fn last(&self) -> PhysAddr {
-        self.end().wrapping_sub(1)
-    }
-
-    /// Whether `other` lies entirely inside `self`.
-    pub const fn contains(&self, other: &PhysRange) -> bool {
-        self.base <= other.base && other.end() <= self.end()
-    }
-
-    /// Whether the two ranges share at least one address.
-    pub const fn overlaps(&self, other: &PhysRange) -> bool {
-        self.base < other.end() && other.base < self.end()
-    }
-
-    /// The common part, if any.
-    pub fn intersection(&self, other: &PhysRange) -> Option<PhysRange> {
-        let start = self.base.max(other.base);
-        let end = self.end().min(other.end());
-        PhysRange::from_bounds(start, end).filter(|r| r.size > 0)
-    }
-}
 
 /// A fixed-capacity list: the boot-time stand-in for `Vec`.
 #[derive(Clone, Copy)]
@@ -146,6 +84,32 @@ impl<T: Copy + Default, const N: usize> ArrayList<T, N> {
         self.items.copy_within(index + 1..self.len, index);
         self.len -= 1;
         Some(item)
+    }
+}
+
+/// What a `/reserved-memory` region is for, from its `compatible` (decoded by the device-tree
+/// code; the names are the binding's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// `restricted-dma-pool`.
+    RestrictedDma,
+    /// `shared-dma-pool`.
+    SharedDma,
+    /// `dmabounce,swiotlb-pool`: the default SWIOTLB pool.
+    Swiotlb,
+    /// No `compatible` or one we do not know: just keep out of it.
+    Other,
+}
+
+impl PoolKind {
+    /// The binding's name for the kind (`"reserved"` for [`PoolKind::Other`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RestrictedDma => "restricted-dma-pool",
+            Self::SharedDma => "shared-dma-pool",
+            Self::Swiotlb => "swiotlb-pool",
+            Self::Other => "reserved",
+        }
     }
 }
 
@@ -304,14 +268,6 @@ pub enum MemblockError<'a> {
         /// The alignment asked for, in bytes.
         align: u64,
     },
-    /// The device tree could not be read.
-    DeviceTree(DtError<'a>),
-}
-
-impl<'a> From<DtError<'a>> for MemblockError<'a> {
-    fn from(e: DtError<'a>) -> Self {
-        Self::DeviceTree(e)
-    }
 }
 
 impl fmt::Display for MemblockError<'_> {
@@ -359,7 +315,6 @@ impl fmt::Display for MemblockError<'_> {
                     "memblock: no free range for {label} ({size:#x} bytes, align {align:#x})"
                 )
             }
-            DeviceTree(e) => write!(f, "memblock: {e}"),
         }
     }
 }
@@ -545,6 +500,12 @@ impl<'a> Memblock<'a> {
         self.skipped_outside_ram
     }
 
+    /// Counts one more static region skipped because it lies wholly outside RAM (see
+    /// [`Memblock::outside_ram`]); the device-tree scan decides and logs the skip.
+    pub fn note_skipped_outside_ram(&mut self) {
+        self.skipped_outside_ram += 1;
+    }
+
     /// Bytes of RAM.
     pub fn total_ram(&self) -> u64 {
         self.ram().iter().map(PhysRange::size).sum()
@@ -556,136 +517,9 @@ impl<'a> Memblock<'a> {
         self
     }
 
-    /// Builds the boot map: RAM from `/memory`; reserves the kernel image, the DTB, the header's
-    /// `/memreserve/` entries and every static `/reserved-memory` region; then places every
-    /// dynamic one (Linux `fdt_init_reserved_mem()`). Stops at the first error, except for the
-    /// default CMA area (`linux,cma-default` node or `cma=`, see [`contiguous`](super::contiguous)):
-    /// reserved with the static or the dynamic regions, and if that fails a warning names the
-    /// node or bootarg and the map is built without it.
-    pub fn from_device_tree(
-        dt: &DeviceTree<'a>,
-        kernel: PhysRange,
-        dtb: PhysRange,
-    ) -> Result<Self, MemblockError<'a>> {
-        let mut map = Self::new();
-        for bank in dt.memory_banks() {
-            let bank = bank?;
-            map.add_ram(bank.base(), bank.size())?;
-        }
-        map.reserve(
-            kernel.base(),
-            kernel.size(),
-            "kernel",
-            RegionFlags::of(RegionKind::KernelImage),
-        )?;
-        map.reserve(
-            dtb.base(),
-            dtb.size(),
-            "dtb",
-            RegionFlags::of(RegionKind::Dtb),
-        )?;
-        for (base, size) in dt.memreserve_entries() {
-            map.reserve(
-                base,
-                size,
-                "memreserve",
-                RegionFlags::of(RegionKind::MemReserve),
-            )?;
-        }
-        let cma = CmaSource::find(dt).unwrap_or_else(|e| {
-            log::warn!("cma: {e}; booting without a CMA area");
-            None
-        });
-        for region in dt.reserved_regions() {
-            let region = region?;
-            if region.is_default_cma() {
-                continue;
-            }
-            if let ReservedPlacement::Static(range) = region.placement {
-                if map.outside_ram(&range) {
-                    // It describes nothing to protect (a fragment written for more RAM than
-                    // this machine has): skipped, as Linux's `memblock_is_region_memory()`
-                    // check skips it. Its name stays taken, so a namesake is still refused.
-                    if dt.reserved_regions().flatten().filter(|r| r.name == region.name).count() > 1 {
-                        return Err(MemblockError::DuplicateLabel { label: region.name });
-                    }
-                    log::warn!(
-                        "memblock: reserved region {} [{:#x}-{:#x}) lies wholly outside RAM: skipped",
-                        region.name,
-                        range.base(),
-                        range.end()
-                    );
-                    map.skipped_outside_ram += 1;
-                    continue;
-                }
-                map.reserve(
-                    range.base(),
-                    range.size(),
-                    region.name,
-                    region_flags(&region, false),
-                )?;
-            }
-        }
-        if let Some(c) = cma.filter(CmaSource::is_static) {
-            map.reserve_cma(c, None);
-        }
-        for region in dt.reserved_regions() {
-            let region = region?;
-            let ReservedPlacement::Dynamic {
-                size, alignment, ..
-            } = region.placement
-            else {
-                continue;
-            };
-            if region.is_default_cma() {
-                continue;
-            }
-            // We hand pages to the page allocator, so never place below page alignment.
-            let align = alignment.unwrap_or(PAGE_SIZE).max(PAGE_SIZE);
-            let flags = region_flags(&region, true);
-            let mut windows = region.alloc_ranges().peekable();
-            let placed = if windows.peek().is_none() {
-                map.alloc(size, align, None, region.name, flags)
-            } else {
-                // Like Linux `__reserved_mem_alloc_size()`: the first window that fits wins.
-                windows
-                    .map(|w| map.alloc(size, align, Some(w), region.name, flags))
-                    .find(Result::is_ok)
-                    .unwrap_or(Err(MemblockError::NoSpace {
-                        label: region.name,
-                        size,
-                        align,
-                    }))
-            };
-            placed?;
-        }
-        if let Some(c) = cma.filter(|c| !c.is_static()) {
-            let dma_limit = dt.smallest_dma_limit().ok().flatten().and_then(|last| last.checked_add(1));
-            map.reserve_cma(c, dma_limit);
-        }
-        Ok(map)
-    }
-
-    /// Reserves the default CMA area, or says why not: the boot goes on without one.
-    fn reserve_cma(&mut self, cma: CmaSource<'a>, dma_limit: Option<PhysAddr>) {
-        match cma.reserve(self, dma_limit) {
-            Ok(r) => log::info!("cma: reserved [{:#x}-{:#x}) ({} MiB) for the CMA area", r.base(), r.end(), r.size() >> 20),
-            Err(e) => log::warn!("cma: {e}; booting without a CMA area"),
-        }
-    }
-
     /// The default CMA area's region, if one was reserved.
     pub fn cma_region(&self) -> Option<&MemblockRegion<'a>> {
         self.reserved().find(|r| r.flags.kind == RegionKind::Cma)
-    }
-}
-
-fn region_flags(region: &ReservedRegion<'_>, dynamic: bool) -> RegionFlags {
-    RegionFlags {
-        kind: RegionKind::ReservedMemory(region.kind),
-        no_map: region.no_map,
-        reusable: region.reusable,
-        dynamic,
     }
 }
 
@@ -800,8 +634,6 @@ mod tests {
 
     use super::*;
 
-    const QEMU_VIRT_RESERVED: &[u8] = include_bytes!("../dt/testdata/qemu-virt-reserved.dtb");
-    const QEMU_VIRT: &[u8] = include_bytes!("../dt/testdata/qemu-virt.dtb");
     const ALLOCATED: RegionFlags = RegionFlags::of(RegionKind::Allocated);
 
     fn range(base: u64, size: u64) -> PhysRange {
@@ -1038,128 +870,10 @@ mod tests {
         assert!(map.is_ram(0x9fff) && !map.is_ram(0xa000) && !map.is_ram(0x5000));
     }
 
-    fn qemu_map(dtb: &[u8]) -> Result<Memblock<'_>, MemblockError<'_>> {
-        let dt = DeviceTree::new(dtb).unwrap();
-        // Like our ELF boot: DTB at the start of RAM, the kernel linked at 0x4008_0000.
-        Memblock::from_device_tree(
-            &dt,
-            range(0x4008_0000, 0x20_0000),
-            range(0x4000_0000, 0x2000),
-        )
-    }
-
+    /// A `/reserved-memory` region's label names it alone (the device-tree half of this check,
+    /// found by the `fdt` fuzz target, is in the device-tree tests).
     #[test]
-    fn qemu_boot_map_prints_one_line_per_region() {
-        let map = qemu_map(QEMU_VIRT_RESERVED).unwrap();
-        let expected = concat!(
-            "  [mem 0x0000000040000000-0x0000000040001fff] dtb dtb\n",
-            "  [mem 0x0000000040002000-0x000000004007ffff] usable\n",
-            "  [mem 0x0000000040080000-0x000000004027ffff] kernel kernel-image\n",
-            "  [mem 0x0000000040280000-0x0000000048dfffff] usable\n",
-            "  [mem 0x0000000048e00000-0x0000000048ffffff] restricted-dma restricted-dma-pool dynamic\n",
-            "  [mem 0x0000000049000000-0x000000004bffffff] usable\n",
-            "  [mem 0x000000004c000000-0x000000004c3fffff] swiotlb@4c000000 swiotlb-pool\n",
-            "  [mem 0x000000004c400000-0x000000004effffff] usable\n",
-            "  [mem 0x000000004f000000-0x000000004f0fffff] firmware@4f000000 reserved no-map\n",
-            "  [mem 0x000000004f100000-0x000000004f7fffff] usable\n",
-            "  [mem 0x000000004f800000-0x000000004fffffff] cma shared-dma-pool reusable dynamic\n",
-        );
-        assert_eq!(map.regions_for_print().to_string(), expected);
-        let pool = map.find("swiotlb@4c000000").unwrap();
-        assert_eq!(
-            pool.flags.kind,
-            RegionKind::ReservedMemory(PoolKind::Swiotlb)
-        );
-    }
-
-    #[test]
-    fn qemu_boot_map_without_reserved_memory() {
-        let map = qemu_map(QEMU_VIRT).unwrap();
-        assert_eq!(map.reserved().count(), 2);
-        assert_eq!(
-            map.free_ranges().map(|r| r.size()).sum::<u64>(),
-            0x1000_0000 - 0x20_2000
-        );
-    }
-
-    #[test]
-    fn kernel_overlapping_a_reserved_region_is_an_error() {
-        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
-        let kernel = range(0x4bf0_0000, 0x20_0000);
-        let err = Memblock::from_device_tree(&dt, kernel, range(0x4000_0000, 0x2000)).unwrap_err();
-        assert_eq!(
-            err,
-            MemblockError::Overlap {
-                label: "swiotlb@4c000000",
-                range: range(0x4c00_0000, 0x40_0000),
-                other: "kernel",
-                other_range: kernel,
-            }
-        );
-    }
-
-    #[test]
-    fn builder_reports_dtb_outside_ram_and_unplaceable_pools() {
-        let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
-        let dtb = range(0x3fff_f000, 0x2000);
-        assert_eq!(
-            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), dtb).unwrap_err(),
-            MemblockError::OutsideRam {
-                label: "dtb",
-                range: dtb
-            }
-        );
-        // A kernel filling the restricted pool's alloc-ranges window leaves it nowhere to go.
-        let err = Memblock::from_device_tree(
-            &dt,
-            range(0x4800_0000, 0x100_0000),
-            range(0x4000_0000, 0x2000),
-        );
-        assert!(
-            matches!(
-                err,
-                Err(MemblockError::NoSpace {
-                    label: "restricted-dma",
-                    ..
-                })
-            ),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn builder_passes_device_tree_errors_through() {
-        let mut blob = QEMU_VIRT_RESERVED.to_vec();
-        // Make `size = <0 0x800000>` of /reserved-memory/cma zero: find it after "cma".
-        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
-        let size = cma
-            + blob[cma..]
-                .windows(8)
-                .position(|w| w == [0, 0, 0, 0, 0, 0x80, 0, 0])
-                .unwrap();
-        blob[size + 5] = 0;
-        let dt = DeviceTree::new(&blob).unwrap();
-        let err =
-            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
-        assert_eq!(
-            err.unwrap_err(),
-            MemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" })
-        );
-    }
-
-    /// Found by the `fdt` fuzz target: a reserved-memory node named `dtb` (or `kernel`) shared
-    /// its label with the kernel's own region, so `find` (how the platform sets up a restricted
-    /// pool) could name the kernel image or the DTB instead of the pool.
-    #[test]
-    fn reserved_memory_labels_are_unique() {
-        let mut blob = QEMU_VIRT_RESERVED.to_vec();
-        let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
-        blob[cma..cma + 3].copy_from_slice(b"dtb");
-        let dt = DeviceTree::new(&blob).unwrap();
-        let err =
-            Memblock::from_device_tree(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
-        assert_eq!(err.unwrap_err(), MemblockError::DuplicateLabel { label: "dtb" });
-
+    fn reserved_memory_labels_are_unique_in_the_map() {
         let mut map = map_with_ram(&[(0x1000, 0x10000)]);
         map.reserve(0x1000, 0x1000, "kernel", RegionFlags::of(RegionKind::KernelImage)).unwrap();
         let pool = RegionFlags::of(RegionKind::ReservedMemory(PoolKind::RestrictedDma));

@@ -2,11 +2,13 @@
 //! the CMA area.
 
 pub mod cma;
-pub mod contiguous;
 pub mod heap;
 pub mod memblock;
 pub mod page_alloc;
 pub mod phys;
+mod range;
+
+pub use range::PhysRange;
 
 /// A physical address. The kernel runs identity-mapped, so it is also the virtual address.
 pub type PhysAddr = u64;

@@ -5,10 +5,9 @@ use core::ops::Range;
 
 use crate::mm::cma::CmaArea;
 use crate::mm::heap::HeapSource;
-use crate::mm::memblock::{Memblock, RegionKind};
+use crate::mm::memblock::{Memblock, PoolKind, RegionKind};
 use crate::mm::page_alloc::{InitError, LockedPageAllocator, MigrateType, PageAllocator, ZoneType, MAX_PAGE_ORDER, PAGEBLOCK_SIZE};
 use crate::mm::{align_down, align_up, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
-use crate::dt::PoolKind;
 
 static PAGE_ALLOCATOR: spin::Once<LockedPageAllocator> = spin::Once::new();
 static CMA_AREA: spin::Once<CmaArea> = spin::Once::new();

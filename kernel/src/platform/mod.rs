@@ -35,10 +35,10 @@ use boot::mmu::KernelPageTable;
 use drivers::irq::gic::GicRegs;
 use drivers::power::psci::Conduit;
 
-use crate::dt::{self, DeviceTree, DtError, PsciMethod};
+use crate::dt::{self, BuildMemblockError, DeviceTree, DtError, PsciMethod};
 use crate::mm::heap::KernelHeap;
-use crate::mm::memblock::{Memblock, MemblockError, PhysRange, RegionFlags, RegionKind};
-use crate::mm::{align_down, align_up, PhysAddr, PAGE_SIZE};
+use crate::mm::memblock::{Memblock, RegionFlags, RegionKind};
+use crate::mm::{align_down, align_up, PhysAddr, PhysRange, PAGE_SIZE};
 use exit::ExitStatus;
 
 /// The kernel heap (see [`crate::mm::heap`]).
@@ -91,7 +91,7 @@ pub enum BootError {
     /// The device tree is unusable.
     DeviceTree(DtError<'static>),
     /// The boot memory map is inconsistent.
-    Memblock(MemblockError<'static>),
+    Memblock(BuildMemblockError<'static>),
     /// No memory for the initial heap.
     NoHeap,
     /// `/chosen/stdout-path` names no PL011.
@@ -127,8 +127,8 @@ impl From<DtError<'static>> for BootError {
         BootError::DeviceTree(e)
     }
 }
-impl From<MemblockError<'static>> for BootError {
-    fn from(e: MemblockError<'static>) -> Self {
+impl From<BuildMemblockError<'static>> for BootError {
+    fn from(e: BuildMemblockError<'static>) -> Self {
         BootError::Memblock(e)
     }
 }
@@ -223,7 +223,7 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     let image = unsafe { (symbol(&__kernel_start), symbol(&__kernel_end)) };
     let dtb_base = blob.as_ptr() as PhysAddr;
     let range = |a: PhysAddr, b: PhysAddr| PhysRange::from_bounds(a, b).ok_or(BootError::NoDeviceTree(a as usize));
-    let mut memblock = Memblock::from_device_tree(&dt, range(image.0, image.1)?, range(dtb_base, dtb_base + blob.len() as u64)?)?;
+    let mut memblock = dt::build_memblock(&dt, range(image.0, image.1)?, range(dtb_base, dtb_base + blob.len() as u64)?)?;
 
     // The heap's first arena must lie in the 1 GiB block the early map made Normal memory.
     let early_block = PhysRange::new(align_down(image.0, 1 << 30), 1 << 30);

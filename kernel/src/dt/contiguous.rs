@@ -14,17 +14,18 @@
 //!   than RAM, no room) is a [`CmaSetupError`] naming the node or the bootarg; the boot goes on
 //!   without a CMA area.
 //!
-//! Runs before the heap exists: nothing here allocates.
+//! Runs before the heap exists: nothing here allocates. It lives in `dt` because it reads
+//! `/reserved-memory` nodes; it places the area through memblock's device-tree-free API.
 
 #![forbid(unsafe_code)]
 
 use core::fmt;
 
-use super::memblock::{Memblock, MemblockError, PhysRange, RegionFlags, RegionKind};
-use super::page_alloc::PAGEBLOCK_SIZE;
-use super::{align_up, PhysAddr};
+use super::{DeviceTree, DtError, ReservedPlacement, ReservedRegion};
 use crate::bootargs::early_cma;
-use crate::dt::{DeviceTree, DtError, ReservedPlacement, ReservedRegion};
+use crate::mm::memblock::{Memblock, MemblockError, RegionFlags, RegionKind};
+use crate::mm::page_alloc::PAGEBLOCK_SIZE;
+use crate::mm::{align_up, PhysAddr, PhysRange};
 
 /// The label of an area made by the `cma=` bootarg (a node's area carries the node's name).
 pub const CMA_BOOTARG_LABEL: &str = "cma-default";
