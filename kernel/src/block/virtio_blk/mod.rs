@@ -50,6 +50,8 @@
 mod complete;
 mod reset;
 mod submit;
+#[cfg(test)]
+mod tests;
 mod timeout;
 mod wait;
 
