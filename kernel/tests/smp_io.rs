@@ -191,7 +191,7 @@ fn both_disks_from_three_cpus() -> TestResult {
     kassert!(cpu0 != cpu1 && cpu0 != 0 && cpu1 != 0, "the disks' interrupts on two different secondaries: {cpu0}, {cpu1}");
     let m = dma().manager;
     let api = &dma().api;
-    let _ = d0.hint_inflight(0); // without its own pool, disk0 bounces through the default pool
+    let _ = virtio_blk::hint_inflight(d0, 0); // without its own pool, disk0 bounces through the default pool
     kassert!(d0.dma_dev.device_pool().is_none(), "disk0 bounces through the default pool");
     let (used0, live0) = (m.used_slots(), api.debug().map(|t| t.live()));
 

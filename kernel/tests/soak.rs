@@ -422,7 +422,7 @@ fn randomised_mix() -> TestResult {
     let Soak { disks, counters: c, before } = &mut soak;
     // The first cycle without disk0's per-device pool (the default pool must grow); the quiet
     // spell of each cycle gives it back or takes it again.
-    if disks[0].disk.hint_inflight(0).is_some_and(|o| o == kernel::platform::dma::HintOutcome::Returned) {
+    if virtio_blk::hint_inflight(disks[0].disk, 0).is_some_and(|o| o == kernel::platform::dma::HintOutcome::Returned) {
         c.hint_toggles += 1;
     }
     let mut toggled_in: Option<u64> = None;
@@ -487,7 +487,7 @@ fn randomised_mix() -> TestResult {
             let d = disks[0].disk;
             let bytes = if d.dma_dev.device_pool().is_some() { 0 } else { kernel::platform::kernel().params.blk_inflight_kib as usize * 1024 };
             // (Refused under `dynamic`: nothing changes, nothing is counted.)
-            if d.hint_inflight(bytes).is_some_and(|o| o != kernel::platform::dma::HintOutcome::Unchanged) {
+            if virtio_blk::hint_inflight(d, bytes).is_some_and(|o| o != kernel::platform::dma::HintOutcome::Unchanged) {
                 c.hint_toggles += 1;
             }
             toggled_in = Some(c.cycles);

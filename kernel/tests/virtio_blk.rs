@@ -502,7 +502,7 @@ fn reclaim_during_io() -> TestResult {
     let d = disk0()?;
     let m = dma().manager;
     let had_pool = d.dma_dev.device_pool().is_some();
-    d.hint_inflight(0); // without its own pool, disk0 bounces through the default pool
+    virtio_blk::hint_inflight(d, 0); // without its own pool, disk0 bounces through the default pool
     kassert!(d.dma_dev.device_pool().is_none());
     let bufs: Vec<PhysAddr> = (0..N).map(|_| buffer(6, true)).collect::<Result<_, _>>()?;
     let pages = page_allocator();
@@ -558,7 +558,7 @@ fn reclaim_during_io() -> TestResult {
     pressure.release(pages).map_err(|x| format!("{x:?}"))?;
     bufs.into_iter().for_each(|b| free(b, 6));
     if had_pool {
-        d.hint_inflight(kernel::platform::kernel().params.blk_inflight_kib as usize * 1024);
+        virtio_blk::hint_inflight(d, kernel::platform::kernel().params.blk_inflight_kib as usize * 1024);
     }
     result
 }

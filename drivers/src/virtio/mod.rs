@@ -18,6 +18,13 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
+/// Simulated hardware for host tests (feature `sim`): DMA memory, a transport with the device
+/// status state machine, the device side of a split virtqueue. The same file this crate's own
+/// tests (`tests::sim`) and the fuzz crate use.
+#[cfg(all(feature = "sim", not(test), not(target_os = "none")))]
+#[path = "tests/sim.rs"]
+pub mod sim;
+
 use core::fmt;
 use core::ptr::NonNull;
 

@@ -6,11 +6,15 @@
 //! - [`recovery`]: a disk's health across resets (live, resetting, dead) and the retry budget's
 //!   accounting, for a driver that re-initialises its device after a timeout.
 //!
-//! The virtio-blk driver on the machine that uses it is `platform::virtio_blk`.
+//! - [`virtio_blk`]: the virtio-blk request engine (submission, waiting requests, completion,
+//!   deadlines, reset and recovery) over the `drivers` crate's [`drivers::virtio::blk`]
+//!   protocol; the board (`platform::virtio_blk` on the machine) probes the disks and wires
+//!   their interrupts.
 #![forbid(unsafe_code)]
 
 pub mod inflight;
 pub mod recovery;
+pub mod virtio_blk;
 
 pub use inflight::{InflightTable, RetryBudget, TakeBack, Ticket};
 pub use recovery::{DiskHealth, Recovery};

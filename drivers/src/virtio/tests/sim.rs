@@ -100,14 +100,18 @@ pub fn write_bytes(addr: u64, bytes: &[u8]) {
 /// One descriptor as the device sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimDesc {
+    /// The buffer's address.
     pub addr: u64,
+    /// Its length in bytes.
     pub len: u32,
+    /// VIRTQ_DESC_F_WRITE: the device writes it.
     pub writable: bool,
 }
 
 /// A chain taken off the available ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimChain {
+    /// The head descriptor's index (the id the device returns it by).
     pub head: u16,
     /// The buffers, in chain order (from the indirect table for an indirect chain).
     pub descs: Vec<SimDesc>,
@@ -136,6 +140,7 @@ pub struct RingDevice {
 }
 
 impl RingDevice {
+    /// The device side of the queue in `mem`, from index 0.
     pub fn new(mem: &VirtqueueMemory) -> Self {
         Self {
             size: mem.size(),
@@ -157,6 +162,7 @@ impl RingDevice {
         unsafe { base.add(offset).cast::<u16>().write_volatile(value) }
     }
 
+    /// The available ring's idx as the driver last published it.
     pub fn avail_idx(&self) -> u16 {
         Self::read_u16(self.avail, 2)
     }
@@ -249,6 +255,7 @@ impl RingDevice {
         Self::write_u16(self.used, 2, idx);
     }
 
+    /// The used idx the device published last.
     pub fn used_idx(&self) -> u16 {
         self.used_idx
     }
@@ -275,7 +282,9 @@ pub type ActivatedQueue = (u16, u16, u64, u64, u64);
 /// A transport whose device follows the status state machine of §2.1 / §3.1.1, with knobs for
 /// hostile or unusual behaviour. Every status write is logged.
 pub struct FakeTransport {
+    /// The device ID (§5).
     pub device_type: u32,
+    /// The features the device offers.
     pub device_features: u64,
     /// The device clears FEATURES_OK when the driver accepts features outside this mask.
     pub acceptable_features: u64,
@@ -283,22 +292,34 @@ pub struct FakeTransport {
     pub ignores_reset: bool,
     /// The same, switched on while the device runs (a reset that starts failing later).
     pub ignores_reset_now: Cell<bool>,
+    /// QueueNumMax of queue 0 (other queues do not exist).
     pub queue_max: u16,
+    /// QueueReady of queue 0.
     pub queue_ready: Cell<bool>,
+    /// The last queue the driver activated.
     pub activated: Cell<Option<ActivatedQueue>>,
+    /// The device status register.
     pub status: Cell<u32>,
+    /// Every value written to the status register, in order.
     pub status_log: RefCell<Vec<u32>>,
+    /// The features the driver accepted.
     pub driver_features: Cell<u64>,
+    /// Queue notifications (kicks) received.
     pub notifications: Cell<usize>,
+    /// The interrupt status bits the next ack returns (and clears).
     pub interrupt: Cell<u32>,
+    /// The device-specific configuration space.
     pub config: RefCell<Vec<u8>>,
+    /// ConfigGeneration.
     pub generation: Cell<u32>,
+    /// How many times the driver read ConfigGeneration.
     pub generation_reads: Cell<usize>,
     /// Config reads that change the config (and the generation) under the driver.
     pub config_changes: Cell<u32>,
 }
 
 impl FakeTransport {
+    /// A device of `device_type` offering `device_features`, reset, with 64 bytes of zeroed config.
     pub fn new(device_type: DeviceType, device_features: u64) -> Self {
         Self {
             device_type: device_type.0,
@@ -321,14 +342,17 @@ impl FakeTransport {
         }
     }
 
+    /// True if the driver set FAILED.
     pub fn failed(&self) -> bool {
         self.status.get() & status::FAILED != 0
     }
 
+    /// Writes a little-endian u64 into the config space.
     pub fn set_config_u64(&self, offset: usize, value: u64) {
         self.config.borrow_mut()[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
     }
 
+    /// Writes a little-endian u32 into the config space.
     pub fn set_config_u32(&self, offset: usize, value: u32) {
         self.config.borrow_mut()[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
     }
