@@ -5,7 +5,7 @@
 use alloc::sync::Arc;
 use core::ops::Range;
 
-use super::swiotlb::lend::{DevicePool, LendError};
+use super::swiotlb::mem::{DevicePool, LendError};
 use super::swiotlb::{SlotState, SwiotlbError, SwiotlbPool};
 use super::{DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch;
@@ -108,24 +108,24 @@ impl BounceBuffers for SwiotlbPool {
     }
 }
 
-impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
+impl BounceBuffers for super::swiotlb::mem::SwiotlbMem {
     fn map(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
-        super::swiotlb::lend::SwiotlbManager::map(self, mem, orig, size, dir, align)
+        super::swiotlb::mem::SwiotlbMem::map(self, mem, orig, size, dir, align)
     }
     fn map_attrs(&self, mem: &dyn PhysMemory, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
-        super::swiotlb::lend::SwiotlbManager::map_attrs(self, mem, orig, size, dir, align, attrs)
+        super::swiotlb::mem::SwiotlbMem::map_attrs(self, mem, orig, size, dir, align, attrs)
     }
     fn unmap(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
-        super::swiotlb::lend::SwiotlbManager::unmap(self, mem, tlb, size, dir, attrs)
+        super::swiotlb::mem::SwiotlbMem::unmap(self, mem, tlb, size, dir, attrs)
     }
     fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        super::swiotlb::lend::SwiotlbManager::sync_for_cpu(self, mem, tlb, size, dir)
+        super::swiotlb::mem::SwiotlbMem::sync_for_cpu(self, mem, tlb, size, dir)
     }
     fn sync_for_device(&self, mem: &dyn PhysMemory, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        super::swiotlb::lend::SwiotlbManager::sync_for_device(self, mem, tlb, size, dir)
+        super::swiotlb::mem::SwiotlbMem::sync_for_device(self, mem, tlb, size, dir)
     }
     fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        super::swiotlb::lend::SwiotlbManager::is_swiotlb_buffer(self, pa)
+        super::swiotlb::mem::SwiotlbMem::is_swiotlb_buffer(self, pa)
     }
     fn is_free_slot(&self, pa: PhysAddr) -> bool {
         self.pools().any(|p| p.is_free_slot(pa))
@@ -139,7 +139,7 @@ impl BounceBuffers for super::swiotlb::lend::SwiotlbManager {
                 found => return found,
             }
         }
-        if super::swiotlb::lend::SwiotlbManager::is_swiotlb_buffer(self, pa) {
+        if super::swiotlb::mem::SwiotlbMem::is_swiotlb_buffer(self, pa) {
             return SlotLookup::Live; // a transient pool's
         }
         SlotLookup::Outside

@@ -9,7 +9,7 @@ use crate::dma::debug::{DeviceId, DmaDebug};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
 use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
-use crate::dma::swiotlb::lend::{LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
+use crate::dma::swiotlb::mem::{LendError, PoolGeometry, SwiotlbMem, Tunables, SLOTS_PER_PAGEBLOCK};
 use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT, SCRUB_STEP_SLOTS};
 use crate::mm::page_alloc::LockedPageAllocator;
 use crate::dt::{self, DeviceTree, DtError, PoolKind};
@@ -169,7 +169,7 @@ pub struct Dma {
     /// The streaming and coherent API.
     pub api: DmaApi<'static>,
     /// The default pool and its policy.
-    pub manager: &'static SwiotlbManager,
+    pub manager: &'static SwiotlbMem,
     /// Parameters from bootargs.
     pub params: &'static KernelParams,
 }
@@ -294,8 +294,8 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         log::warn!("swiotlb_policy=cma: no CMA area (neither a reusable linux,cma-default shared-dma-pool node nor cma=<size>); using swiotlb_policy=dynamic");
         tunables.policy = SwiotlbPolicy::Dynamic;
     }
-    let manager = SwiotlbManager::new(geometry, tunables, false, pages).map_err(DmaSetupError::Manager)?;
-    let manager: &'static SwiotlbManager = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
+    let manager = SwiotlbMem::new(geometry, tunables, false, pages).map_err(DmaSetupError::Manager)?;
+    let manager: &'static SwiotlbMem = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
     manager.enable_transient_pools(pages);
     manager.set_clean_slots(params.swiotlb_clean_slots);
     if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {

@@ -31,7 +31,7 @@ mod error;
 mod pool;
 mod slots;
 mod stats;
-pub mod lend;
+pub mod mem;
 pub mod transient;
 
 #[cfg(test)]

@@ -161,12 +161,12 @@ fn bad_geometry_is_an_error() {
     t.keep_pageblocks = 1;
     let pages = LockedPageAllocator::new(PageAllocator::new(BASE..block_addr(4), &[BASE..block_addr(2)], None).unwrap());
     let g = PoolGeometry { start: block_addr(2) + 0x1000, nslots: SLOTS_PER_PAGEBLOCK, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
     let g = PoolGeometry { start: block_addr(2), nslots: 512, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
     // A pool over RAM the page allocator already manages cannot be lent.
     let g = PoolGeometry { start: block_addr(0), nslots: 2 * SLOTS_PER_PAGEBLOCK, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::PageAlloc(_))));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages), Err(LendError::PageAlloc(_))));
 }
 
 #[test]

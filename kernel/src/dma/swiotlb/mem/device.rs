@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use core::ops::Range;
 
 use super::blocks::BlockState;
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::worker::{Exclusive, WorkerReport};
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
@@ -19,8 +19,8 @@ use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator};
 use crate::mm::phys::PhysMemory;
 
-/// A device's own bounce pool, carved from a [`SwiotlbManager`]. Give it back with
-/// [`SwiotlbManager::return_device_pool`]; dropping it instead leaks its pageblocks (they stay
+/// A device's own bounce pool, carved from a [`SwiotlbMem`]. Give it back with
+/// [`SwiotlbMem::return_device_pool`]; dropping it instead leaks its pageblocks (they stay
 /// carved).
 pub struct DevicePool {
     pool: Box<SwiotlbPool>,
@@ -42,7 +42,7 @@ impl DevicePool {
     }
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Carves `pageblocks` contiguous pageblocks into a device pool. Lent pageblocks are taken
     /// back first (reclaim, then scrub, as the worker grows); if no run of lent ones can be had,
     /// wholly free slot pageblocks are taken from the default pool. Task context only. Not under

@@ -18,7 +18,7 @@
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::worker::WorkerReport;
 use super::SLOTS_PER_PAGEBLOCK;
@@ -26,7 +26,7 @@ use crate::mm::cma::CmaArea;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, ReclaimMode};
 use crate::mm::phys::PhysMemory;
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Gives the `cma` policy its area. Task context, once.
     pub fn enable_cma(&self, area: &'static CmaArea) {
         self.cma.call_once(|| area);

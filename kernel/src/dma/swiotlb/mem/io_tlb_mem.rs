@@ -1,5 +1,5 @@
-//! The manager: construction under each policy, the mapping entry points over its pools, and the
-//! IRQ-safe tests that decide whether to schedule the worker.
+//! [`SwiotlbMem`] (Linux `struct io_tlb_mem`): construction under each policy, the mapping entry
+//! points over its pools, and the IRQ-safe tests that decide whether to schedule the worker.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,12 +17,13 @@ use crate::mm::page_alloc::{LockedPageAllocator, PAGEBLOCK_SIZE};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
 
-/// The default SWIOTLB pool and its policy (see the [module docs](super)).
+/// The default SWIOTLB: its pools and its policy (Linux `struct io_tlb_mem`, the set of
+/// `io_tlb_pool`s of the default SWIOTLB; see the [module docs](super)).
 ///
 /// Mapping, unmapping, syncing, [`should_kick`](Self::should_kick), [`note_miss`](Self::note_miss)
 /// and [`is_swiotlb_buffer`](Self::is_swiotlb_buffer) are safe in IRQ context and never allocate;
 /// construction, the worker and device pools are task context only.
-pub struct SwiotlbManager {
+pub struct SwiotlbMem {
     /// The default pool over the reserved range (under `cma`, over its first
     /// `min_slot_pageblocks` only).
     pub(super) pool: SwiotlbPool,
@@ -57,7 +58,7 @@ pub struct SwiotlbManager {
     pub(super) counters: LendCounters,
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Builds the default pool over `geometry` as `tunables.policy` says. Task context.
     ///
     /// - `static` and `dynamic`: every slot is a bounce slot (Linux keeps its boot pool whole
@@ -430,7 +431,7 @@ impl SwiotlbManager {
     }
 }
 
-impl fmt::Display for SwiotlbManager {
+impl fmt::Display for SwiotlbMem {
     /// The stats table: one line per pool, the pageblock states, the counters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(

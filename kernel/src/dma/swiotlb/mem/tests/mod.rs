@@ -61,7 +61,7 @@ struct Fixture {
     mem: SimMemory,
     /// Leaked so transient pools and CMA areas (which keep a `'static` reference) can use it.
     pages: &'static LockedPageAllocator,
-    mgr: SwiotlbManager,
+    mgr: SwiotlbMem,
     clock: FakeClock,
     pool_blocks: usize,
 }
@@ -92,7 +92,7 @@ impl Fixture {
         let pages: &'static LockedPageAllocator = alloc::boxed::Box::leak(alloc::boxed::Box::new(LockedPageAllocator::new(allocator)));
         let mem = SimMemory::new(BASE, (end - BASE) as usize);
         let geometry = PoolGeometry { start: cma_end, nslots: pool_blocks as usize * SLOTS_PER_PAGEBLOCK, nareas: 4 };
-        let mgr = SwiotlbManager::new(geometry, t, never_lend, pages)?;
+        let mgr = SwiotlbMem::new(geometry, t, never_lend, pages)?;
         Ok((Self { mem, pages, mgr, clock: FakeClock::new(0), pool_blocks: pool_blocks as usize }, ram_end..cma_end))
     }
 

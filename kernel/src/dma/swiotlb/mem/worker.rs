@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use super::blocks::BlockState;
 use super::config::Clock;
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
 use crate::arch::in_interrupt;
@@ -53,7 +53,7 @@ impl Drop for Exclusive<'_> {
     }
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Does at most one grow or shrink batch (grow first). Run it when
     /// [`should_kick`](Self::should_kick) says so and periodically (the shrink timer only
     /// advances when the worker looks). `on_drop` hears of every clean page reclaim drops.
