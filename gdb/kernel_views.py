@@ -516,7 +516,7 @@ class Swiotlb(gdb.Command):
         for p, _ in all_pools:
             print_pool(p, full)
         blocks_ptr, nblocks = vec_items(manager["blocks"]["states"])
-        names = enum_values("kernel::dma::swiotlb::lend::blocks::BlockState")
+        names = enum_values("kernel::dma::swiotlb::mem::blocks::BlockState")
         states = [names[b] for b in read_bytes(blocks_ptr, nblocks)]
         chars = {"AsSlots": "b", "Lent": "S", "Reclaiming": "r", "CarvedForDevice": "d", "Unused": "u"}
         start = int(manager["start"])

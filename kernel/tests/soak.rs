@@ -32,7 +32,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use kernel::block::Ticket;
 use kernel::bootargs::SwiotlbPolicy;
-use kernel::dma::swiotlb::lend::LendStats;
+use kernel::dma::swiotlb::mem::LendStats;
 use kernel::ktest::{self, buffer, err as e, TestCase, TestResult};
 use kernel::mm::page_alloc::pressure::MemoryPressure;
 use kernel::mm::page_alloc::ZoneType;

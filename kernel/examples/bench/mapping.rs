@@ -87,7 +87,6 @@ const POOL_COUNTS: [usize; 3] = [1, 8, 64];
 /// and `is_swiotlb_buffer` of a buffer outside every pool walks them all. Other policies are
 /// measured once, at the pool count they have.
 pub(crate) fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(), String> {
-    use kernel::platform::dma::RAM;
     use kernel::platform::mm::page_allocator;
     let api = &dma().api;
     let m = dma().manager;
@@ -110,7 +109,7 @@ pub(crate) fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(),
             }
             let before = pools();
             m.note_miss();
-            m.worker(page_allocator(), &RAM, &clock, &mut |_| {});
+            m.worker(page_allocator(), &clock, &mut |_| {});
             if pools() == before {
                 return Err(alloc::format!("the worker added no pool at {before} pools"));
             }

@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use kernel::dma::device::DmaDevice;
-use kernel::dma::swiotlb::lend::{BlockState, SLOTS_PER_PAGEBLOCK};
+use kernel::dma::swiotlb::mem::{BlockState, SLOTS_PER_PAGEBLOCK};
 use kernel::dma::swiotlb::IO_TLB_SIZE;
 use kernel::ktest;
 use kernel::mm::page_alloc::{Fragmentation, PAGEBLOCK_SIZE};

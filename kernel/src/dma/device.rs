@@ -4,7 +4,8 @@
 use core::fmt;
 
 use super::debug::DeviceId;
-use super::pools::BounceBuffers;
+use super::pools::DevicePoolSlot;
+use super::swiotlb::SwiotlbPool;
 use crate::mm::PhysAddr;
 use crate::sync::IrqSafeSpinLock;
 
@@ -17,7 +18,7 @@ pub enum BouncePolicy {
     Forced,
     /// A `restricted-dma-pool`: every mapping bounces through this pool, and nothing of the
     /// device's DMA may be outside it (no fallback to the default pool).
-    Restricted(&'static dyn BounceBuffers),
+    Restricted(&'static SwiotlbPool),
 }
 
 impl fmt::Debug for BouncePolicy {
@@ -47,7 +48,7 @@ pub struct DmaDevice {
     pub policy: BouncePolicy,
     /// A per-device pool carved for a device that bounces heavily (the seed's "local
     /// accelerator"), tried before the default pool.
-    device_pool: IrqSafeSpinLock<Option<&'static dyn BounceBuffers>>,
+    device_pool: IrqSafeSpinLock<Option<&'static DevicePoolSlot>>,
 }
 
 impl fmt::Debug for DmaDevice {
@@ -80,12 +81,12 @@ impl DmaDevice {
     }
 
     /// The per-device pool, if one is attached.
-    pub fn device_pool(&self) -> Option<&'static dyn BounceBuffers> {
+    pub fn device_pool(&self) -> Option<&'static DevicePoolSlot> {
         *self.device_pool.lock()
     }
 
     /// Attaches (or, with `None`, detaches) a per-device pool. Returns the previous one.
-    pub fn set_device_pool(&self, pool: Option<&'static dyn BounceBuffers>) -> Option<&'static dyn BounceBuffers> {
+    pub fn set_device_pool(&self, pool: Option<&'static DevicePoolSlot>) -> Option<&'static DevicePoolSlot> {
         core::mem::replace(&mut *self.device_pool.lock(), pool)
     }
 }

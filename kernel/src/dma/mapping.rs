@@ -22,8 +22,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::debug::{DmaDebug, DmaDebugError};
 use super::device::{BouncePolicy, DmaDevice};
-use super::pools::{BounceBuffers, SlotLookup};
-use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, SwiotlbError};
+use super::swiotlb::mem::SwiotlbMem;
+use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, FoundPool, SlotLookup, SwiotlbError};
 use super::{DmaAddr, DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch::{self, CacheOp};
 use crate::mm::page_alloc::{LockedPageAllocator, MigrateType, ZoneType};
@@ -120,8 +120,10 @@ pub struct ScatterEntry {
 
 /// The DMA API over one set of pools.
 pub struct DmaApi<'a> {
+    /// For coherent allocations from the page allocator (the pools have their own).
     mem: &'a dyn PhysMemory,
-    default_pool: &'a dyn BounceBuffers,
+    /// The default SWIOTLB (Linux `io_tlb_default_mem`).
+    default_mem: &'a SwiotlbMem,
     debug: Option<&'a DmaDebug>,
     on_pressure: Option<fn()>,
     /// The page allocator that holds the default pool's lent pageblocks, to pin what a direct
@@ -134,10 +136,12 @@ pub struct DmaApi<'a> {
 }
 
 impl<'a> DmaApi<'a> {
-    /// The API over `default_pool`; `debug` enables DMA-API debugging (bootarg `dma_debug=on`);
-    /// `on_pressure` is called (in any context) when a bounce fails, to kick the pool's worker.
-    pub fn new(mem: &'a dyn PhysMemory, default_pool: &'a dyn BounceBuffers, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
-        Self { mem, default_pool, debug, on_pressure, pages: None, cma_range: 0..0, stats: DmaStats::default() }
+    /// The API over the default SWIOTLB `default_mem`; `debug` enables DMA-API debugging
+    /// (bootarg `dma_debug=on`); `on_pressure` is called (in any context) when a bounce fails, to
+    /// kick the pool's worker.
+    pub fn new(default_mem: &'a SwiotlbMem, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
+        let mem = default_mem.phys();
+        Self { mem, default_mem, debug, on_pressure, pages: None, cma_range: 0..0, stats: DmaStats::default() }
     }
 
     /// Direct mappings of pages in the default pool's lent pageblocks (held by `pages`) pin them
@@ -158,7 +162,7 @@ impl<'a> DmaApi<'a> {
     fn lent_pages(&self, addr: PhysAddr, size: usize) -> Option<&'a LockedPageAllocator> {
         let end = addr.saturating_add(size as u64);
         let overlaps = |r: core::ops::Range<PhysAddr>| addr < r.end && end > r.start;
-        self.pages.filter(|_| overlaps(self.default_pool.range()) || overlaps(self.cma_range.clone()))
+        self.pages.filter(|_| overlaps(self.default_mem.default_pool().range()) || overlaps(self.cma_range.clone()))
     }
 
     /// The debug tracker, if debugging is on.
@@ -238,14 +242,17 @@ impl<'a> DmaApi<'a> {
         Ok(dma)
     }
 
+    /// Bounces through the device's SWIOTLB (Linux `swiotlb_map` with `dev->dma_io_tlb_mem`): its
+    /// restricted pool, or its carved pool then the default SWIOTLB, which picks a pool and may
+    /// grow.
     fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<PhysAddr, DmaError> {
         let align = SlotAlignment::min_align(dev.min_align_mask);
-        let map = |pool: &dyn BounceBuffers| pool.map_attrs(self.mem, addr, size, dir, align, attrs);
+        let to_default = || self.default_mem.map_attrs(addr, size, dir, align, attrs);
         let result = match dev.policy {
-            BouncePolicy::Restricted(pool) => map(pool),
+            BouncePolicy::Restricted(pool) => pool.map_attrs(addr, size, dir, align, attrs),
             _ => match dev.device_pool() {
-                Some(pool) => map(pool).or_else(|_| map(self.default_pool)),
-                None => map(self.default_pool),
+                Some(slot) => slot.map_attrs(addr, size, dir, align, attrs).or_else(|_| to_default()),
+                None => to_default(),
             },
         };
         let tlb = result.inspect_err(|_| {
@@ -259,52 +266,55 @@ impl<'a> DmaApi<'a> {
         })?;
         if let Some(limit) = dev.dma_limit.filter(|_| !dev.dma_capable(tlb, size)) {
             // A pool above the device's limit is a configuration error: undo, report.
-            let _ = self.pool_of(dev, tlb).map(|p| p.unmap(self.mem, tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }));
+            if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
+                let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
+            }
             return Err(DmaError::PoolUnreachable { tlb, limit });
         }
         Ok(tlb)
     }
 
-    /// The pool whose live slot `dma` is, if any (Linux `is_swiotlb_buffer` + `dev->dma_io_tlb_mem`).
-    fn pool_of(&self, dev: &DmaDevice, dma: DmaAddr) -> Option<&dyn BounceBuffers> {
-        let candidates: [Option<&dyn BounceBuffers>; 3] = match dev.policy {
-            BouncePolicy::Restricted(pool) => [Some(pool), None, None],
-            _ => [dev.device_pool(), Some(self.default_pool), None],
-        };
-        candidates.into_iter().flatten().find(|p| p.is_swiotlb_buffer(dma))
+    /// Which of `dev`'s pools holds `dma`, in one look at each (Linux `swiotlb_find_pool(dev,
+    /// paddr)`): its restricted pool; or its carved pool, then the default SWIOTLB. The first
+    /// live slot answers; a free slot in one of them answers `Free` if no other has it live.
+    fn lookup(&self, dev: &DmaDevice, dma: DmaAddr) -> SlotLookup<'a> {
+        match dev.policy {
+            BouncePolicy::Restricted(pool) => pool.lookup(dma),
+            _ => match dev.device_pool().map(|slot| slot.find_pool(dma)) {
+                Some(live @ SlotLookup::Live(_)) => live,
+                Some(SlotLookup::Free) => match self.default_mem.find_pool(dma) {
+                    live @ SlotLookup::Live(_) => live,
+                    _ => SlotLookup::Free,
+                },
+                Some(SlotLookup::Outside) | None => self.default_mem.find_pool(dma),
+            },
+        }
     }
 
-    /// Which of `dev`'s pools holds `dma`, in one look at each (Linux `swiotlb_find_pool`):
-    /// `Ok(Some(pool))` for a live bounce slot; `Ok(None)` for memory no pool holds (a direct
-    /// mapping); and for a *free* slot of one of its pools an error, counted with the misuse
-    /// reports: a second unmap or a stale address, which would otherwise look like a direct
-    /// mapping and succeed. Checked whether or not `dma_debug` is on (which catches it earlier,
-    /// and more: once the slot is lent again or was a freed transient pool, only the debug
-    /// tracker knows).
-    fn find_pool(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<Option<&dyn BounceBuffers>, DmaError> {
-        let candidates: [Option<&dyn BounceBuffers>; 2] = match dev.policy {
-            BouncePolicy::Restricted(pool) => [Some(pool), None],
-            _ => [dev.device_pool(), Some(self.default_pool)],
-        };
-        let mut free = false;
-        for pool in candidates.into_iter().flatten() {
-            match pool.lookup(dma) {
-                SlotLookup::Live => return Ok(Some(pool)),
-                SlotLookup::Free => free = true,
-                SlotLookup::Outside => {}
+    /// [`lookup`](Self::lookup) for the unmap and sync paths: `Ok(Some(pool))` for a live bounce
+    /// slot; `Ok(None)` for memory no pool holds (a direct mapping); and for a *free* slot of one
+    /// of its pools an error, counted with the misuse reports: a second unmap or a stale address,
+    /// which would otherwise look like a direct mapping and succeed. Checked whether or not
+    /// `dma_debug` is on (which catches it earlier, and more: once the slot is lent again or was
+    /// a freed transient pool, only the debug tracker knows).
+    fn find_pool(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<Option<FoundPool<'a>>, DmaError> {
+        match self.lookup(dev, dma) {
+            SlotLookup::Live(pool) => Ok(Some(pool)),
+            SlotLookup::Free => {
+                self.stats.misuse.fetch_add(1, Ordering::Relaxed);
+                Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }))
             }
+            SlotLookup::Outside => Ok(None),
         }
-        if free {
-            self.stats.misuse.fetch_add(1, Ordering::Relaxed);
-            return Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
-        }
-        Ok(None)
     }
 
     /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
     /// unmap and sync. A lent page inside a pool's range, mapped directly, is not.
     pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
-        self.pool_of(dev, dma).is_some()
+        match dev.policy {
+            BouncePolicy::Restricted(pool) => pool.is_swiotlb_buffer(dma),
+            _ => dev.device_pool().is_some_and(|slot| slot.is_swiotlb_buffer(dma)) || self.default_mem.is_swiotlb_buffer(dma),
+        }
     }
 
     /// Ends a mapping (Linux `dma_unmap_single`): for a bounce, copies back what the device
@@ -318,7 +328,7 @@ impl<'a> DmaApi<'a> {
                 if dir.from_device() {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
                 }
-                pool.unmap(self.mem, dma, size, dir, attrs)?;
+                pool.unmap(dma, size, dir, attrs)?;
             }
             None => {
                 if dir.from_device() && !attrs.skip_cpu_sync {
@@ -343,7 +353,7 @@ impl<'a> DmaApi<'a> {
             self.cache(dev, CacheOp::Invalidate, dma, size);
         }
         if let Some(pool) = pool {
-            pool.sync_for_cpu(self.mem, dma, size, dir)?;
+            pool.sync_for_cpu(dma, size, dir)?;
         }
         Ok(())
     }
@@ -354,7 +364,7 @@ impl<'a> DmaApi<'a> {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
         if let Some(pool) = self.find_pool(dev, dma)? {
-            pool.sync_for_device(self.mem, dma, size, dir)?;
+            pool.sync_for_device(dma, size, dir)?;
         }
         self.cache(dev, CacheOp::Clean, dma, size);
         Ok(())
@@ -402,7 +412,7 @@ impl<'a> DmaApi<'a> {
             return Err(DmaError::Unsupported("coherent memory for a non-coherent device needs a non-cacheable mapping"));
         }
         if let BouncePolicy::Restricted(pool) = dev.policy {
-            let addr = pool.alloc_coherent(self.mem, size)?;
+            let addr = pool.alloc_coherent(size)?;
             return Ok((addr, addr));
         }
         let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
@@ -433,6 +443,8 @@ impl<'a> DmaApi<'a> {
 mod tests {
     use super::*;
     use crate::arch::host::{take_cache_ops, IrqContextGuard};
+    use crate::dma::pools::DevicePoolSlot;
+    use crate::dma::swiotlb::mem::DevicePool;
     use crate::dma::swiotlb::SwiotlbPool;
     use crate::mm::phys::SimMemory;
     use std::boxed::Box;
@@ -445,14 +457,16 @@ mod tests {
 
     struct Setup {
         mem: &'static SimMemory,
+        /// A `static` SWIOTLB of one pool, `pool`.
+        swiotlb: &'static SwiotlbMem,
         pool: &'static SwiotlbPool,
     }
 
     fn setup() -> Setup {
         let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM, 32 << 20)));
-        let pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(POOL, 1024, 1).unwrap()));
+        let swiotlb: &'static SwiotlbMem = Box::leak(Box::new(SwiotlbMem::static_for_test(POOL, 1024, 1, mem)));
         take_cache_ops();
-        Setup { mem, pool }
+        Setup { mem, swiotlb, pool: swiotlb.default_pool() }
     }
 
     fn dev(policy: BouncePolicy, coherent: bool) -> DmaDevice {
@@ -466,7 +480,7 @@ mod tests {
     #[test]
     fn reachable_buffers_of_a_coherent_device_are_not_bounced() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         let dma = api.map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
         assert_eq!(dma, RAM + 0x1000);
@@ -480,7 +494,7 @@ mod tests {
     #[test]
     fn buffers_beyond_the_limit_bounce_and_come_back() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         s.mem.write(HIGH, &[7u8; 3000]);
         let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
@@ -502,7 +516,7 @@ mod tests {
     #[test]
     fn unmap_or_sync_of_a_free_slot_is_refused_without_debug() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
         api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
@@ -521,7 +535,7 @@ mod tests {
     #[test]
     fn non_coherent_devices_get_cache_maintenance_and_bounce_shared_lines() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, false);
         // Cache-line aligned: direct, clean on map, invalidate on unmap.
         let dma = api.map_single(&d, RAM + 0x2000, 256, FROM, NOATTR).unwrap();
@@ -538,13 +552,13 @@ mod tests {
     #[test]
     fn forced_and_restricted_devices_always_bounce_restricted_never_falls_back() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let forced = dev(BouncePolicy::Forced, true);
         let dma = api.map_single(&forced, RAM, 512, TO, NOATTR).unwrap();
         assert!(api.is_swiotlb_buffer(&forced, dma));
         api.unmap_single(&forced, dma, 512, TO, NOATTR).unwrap();
 
-        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1, s.mem).unwrap()));
         let r = dev(BouncePolicy::Restricted(restricted_pool), true);
         let mut maps = Vec::new();
         loop {
@@ -569,9 +583,10 @@ mod tests {
     #[test]
     fn the_device_pool_is_tried_first_then_the_default_pool() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
-        let own: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        let own: &'static DevicePoolSlot = Box::leak(Box::new(DevicePoolSlot::new()));
+        assert!(own.attach(DevicePool::for_test(SwiotlbPool::new(0x40c0_0000, 128, 1, s.mem).unwrap())).is_ok());
         assert!(d.set_device_pool(Some(own)).is_none());
         let a = api.map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
         assert!(own.is_swiotlb_buffer(a));
@@ -579,7 +594,8 @@ mod tests {
         assert!(s.pool.is_swiotlb_buffer(b), "the device pool is full: the default pool serves");
         api.unmap_single(&d, a, 200 * 1024, TO, NOATTR).unwrap();
         api.unmap_single(&d, b, 200 * 1024, TO, NOATTR).unwrap();
-        assert_eq!((own.used_slots(), s.pool.used_slots()), (0, 0));
+        assert_eq!(s.pool.used_slots(), 0);
+        assert!(own.detach().is_ok_and(|p| p.is_some_and(|p| p.pool().used_slots() == 0)), "the device pool is empty");
     }
 
     static KICKS: AtomicUsize = AtomicUsize::new(0);
@@ -587,7 +603,7 @@ mod tests {
     #[test]
     fn a_failed_bounce_in_irq_context_is_counted_and_kicks_the_worker() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, Some(|| {
+        let api = DmaApi::new(s.swiotlb, None, Some(|| {
             KICKS.fetch_add(1, Ordering::SeqCst);
         }));
         let d = dev(BouncePolicy::WhenNeeded, true);
@@ -614,7 +630,7 @@ mod tests {
     fn debug_mode_refuses_misuse_without_touching_the_pool() {
         let s = setup();
         let debug: &'static DmaDebug = Box::leak(Box::new(DmaDebug::new()));
-        let api = DmaApi::new(s.mem, s.pool, Some(debug), None);
+        let api = DmaApi::new(s.swiotlb, Some(debug), None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         let dma = api.map_single(&d, HIGH, 4096, FROM, NOATTR).unwrap();
         assert!(matches!(api.sync_single_for_cpu(&d, dma + 4000, 200, FROM), Err(DmaError::Misuse(DmaDebugError::SyncOutOfRange { .. }))));
@@ -631,7 +647,7 @@ mod tests {
     #[test]
     fn map_sg_is_all_or_nothing() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         let mut sg: Vec<ScatterEntry> = (0..10).map(|i| ScatterEntry { addr: HIGH + i * 0x40000, len: 240 * 1024, dma_addr: 0 }).collect();
         let err = api.map_sg(&d, &mut sg, TO, NOATTR).unwrap_err();
@@ -648,7 +664,7 @@ mod tests {
     fn a_lent_page_in_the_pool_range_mapped_directly_is_not_a_bounce_buffer() {
         let s = setup();
         s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         // A movable page the page allocator placed in the lent range, DMA-mapped directly.
         let page = POOL + 0x3000;
@@ -691,7 +707,7 @@ mod tests {
         let lent = POOL..POOL + (2 << 20);
         let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
         pages.lock().lend_swiotlb_pageblocks(lent.clone()).unwrap();
-        let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages);
+        let api = DmaApi::new(s.swiotlb, None, None).with_lent_page_pins(&pages);
         let d = dev(BouncePolicy::WhenNeeded, true);
         // Movable pages fill ZONE_DMA's movable blocks, then spill into the lent one.
         let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
@@ -734,7 +750,7 @@ mod tests {
         let area_range = RAM + (10 << 20)..RAM + (12 << 20);
         let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
         let area = CmaArea::activate("test", &pages, area_range.clone()).unwrap();
-        let api = DmaApi::new(s.mem, s.pool, None, None).with_lent_page_pins(&pages).with_cma_range(area_range.clone());
+        let api = DmaApi::new(s.swiotlb, None, None).with_lent_page_pins(&pages).with_cma_range(area_range.clone());
         let d = dev(BouncePolicy::WhenNeeded, true);
         let addr_of = |p| pages.lock().movable_info(p).unwrap().addr;
         let (page, others) = first_movable_page_in(&pages, &area_range);
@@ -757,8 +773,8 @@ mod tests {
     #[test]
     fn coherent_memory_of_a_restricted_device_comes_from_its_pool() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
-        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1).unwrap()));
+        let api = DmaApi::new(s.swiotlb, None, None);
+        let restricted_pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(0x40c0_0000, 128, 1, s.mem).unwrap()));
         let r = dev(BouncePolicy::Restricted(restricted_pool), true);
         let pages = crate::mm::page_alloc::LockedPageAllocator::new(
             crate::mm::page_alloc::PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap(),
@@ -784,7 +800,7 @@ mod tests {
     #[test]
     fn max_mapping_size_follows_the_bounce_limit() {
         let s = setup();
-        let api = DmaApi::new(s.mem, s.pool, None, None);
+        let api = DmaApi::new(s.swiotlb, None, None);
         assert_eq!(api.max_mapping_size(&dev(BouncePolicy::WhenNeeded, true)), 256 * 1024);
         let mut unlimited = DmaDevice::new(2, "x", None, true, BouncePolicy::WhenNeeded);
         assert_eq!(api.max_mapping_size(&unlimited), usize::MAX);

@@ -1,12 +1,13 @@
 //! The DMA API and its bounce-buffer pools.
 //!
 //! - [`swiotlb`]: the slot pools (one slot manager for every pool: default, per-device,
-//!   restricted) and the bounce copies.
+//!   restricted), the bounce copies, the pool lookup, and the default SWIOTLB with its policies
+//!   (`swiotlb::mem`, Linux `struct io_tlb_mem`).
 //! - [`coherent_pool`]: small coherent blocks (headers, status bytes, rings) from one chunk.
 //! - [`debug`]: the DMA-API debug tracker (Linux: `kernel/dma/debug.c`).
 //! - [`device`]: a device's DMA description (limit, coherence, which pools).
 //! - [`mapping`]: the streaming and coherent API: map/unmap/sync, bounce only when needed.
-//! - [`pools`]: the small trait the API needs of a bounce pool.
+//! - [`pools`]: where a device's carved pool lives while it is attached.
 #![forbid(unsafe_code)]
 
 pub mod coherent_pool;

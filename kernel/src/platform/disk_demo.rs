@@ -43,7 +43,7 @@ use super::mm::{in_swiotlb_region, page_allocator};
 use super::virtio_blk::{self, BlkError, Disk};
 use super::{idle, kernel, time};
 use crate::block::Ticket;
-use crate::dma::swiotlb::lend::LendStats;
+use crate::dma::swiotlb::mem::LendStats;
 use crate::mm::page_alloc::pressure::MemoryPressure;
 use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;

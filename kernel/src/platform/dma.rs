@@ -8,8 +8,8 @@ use crate::bootargs::{KernelParams, SwiotlbPolicy};
 use crate::dma::debug::{DeviceId, DmaDebug};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
-use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
-use crate::dma::swiotlb::lend::{LendError, PoolGeometry, SwiotlbManager, Tunables, SLOTS_PER_PAGEBLOCK};
+use crate::dma::pools::DevicePoolSlot;
+use crate::dma::swiotlb::mem::{LendError, PoolGeometry, SwiotlbMem, Tunables, SLOTS_PER_PAGEBLOCK};
 use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT, SCRUB_STEP_SLOTS};
 use crate::mm::page_alloc::LockedPageAllocator;
 use crate::dt::{self, DeviceTree, DtError};
@@ -119,7 +119,7 @@ fn restricted_pool(memblock: &Memblock<'static>, name: &'static str) -> Result<&
         return Ok(pool);
     }
     let slot = pools.iter_mut().find(|p| p.is_none()).ok_or(DmaSetupError::TooManyPools)?;
-    let pool = SwiotlbPool::new(base, slots_for(region.range.size(), 1), 1).map_err(|e| DmaSetupError::Pool(name, e))?;
+    let pool = SwiotlbPool::new(base, slots_for(region.range.size(), 1), 1, &RAM).map_err(|e| DmaSetupError::Pool(name, e))?;
     let pool: &'static SwiotlbPool = alloc::boxed::Box::leak(alloc::boxed::Box::new(pool));
     *slot = Some((base, pool));
     Ok(pool)
@@ -168,8 +168,8 @@ pub fn default_pool_region(memblock: &Memblock<'_>) -> Option<(PhysAddr, u64)> {
 pub struct Dma {
     /// The streaming and coherent API.
     pub api: DmaApi<'static>,
-    /// The default pool and its policy.
-    pub manager: &'static SwiotlbManager,
+    /// The default SWIOTLB (Linux `io_tlb_default_mem`): its pools and its policy.
+    pub manager: &'static SwiotlbMem,
     /// Parameters from bootargs.
     pub params: &'static KernelParams,
 }
@@ -206,7 +206,7 @@ fn swiotlb_worker() {
     let Some(dma) = try_dma() else { return };
     let clock: fn() -> core::time::Duration = uptime;
     LAST_WORKER_RUN_MS.store(uptime().as_millis() as u64, Ordering::Relaxed);
-    let report = dma.manager.worker(super::mm::page_allocator(), &RAM, &clock, &mut |_| {});
+    let report = dma.manager.worker(super::mm::page_allocator(), &clock, &mut |_| {});
     if report != Default::default() {
         log::debug!("swiotlb worker: {report:?}");
     }
@@ -232,7 +232,7 @@ fn swiotlb_worker() {
 /// copy-in (`swiotlb_clean_slots=on`). Returns the slots zeroed; 0 when there is nothing to do.
 pub fn scrub_step() -> usize {
     let Some(dma) = try_dma() else { return 0 };
-    dma.manager.scrub_step(&RAM, SCRUB_STEP_SLOTS)
+    dma.manager.scrub_step(SCRUB_STEP_SLOTS)
 }
 
 /// Called at task context's scheduling points: kicks the worker when the pool runs low, and
@@ -294,8 +294,8 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         log::warn!("swiotlb_policy=cma: no CMA area (neither a reusable linux,cma-default shared-dma-pool node nor cma=<size>); using swiotlb_policy=dynamic");
         tunables.policy = SwiotlbPolicy::Dynamic;
     }
-    let manager = SwiotlbManager::new(geometry, tunables, false, pages).map_err(DmaSetupError::Manager)?;
-    let manager: &'static SwiotlbManager = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
+    let manager = SwiotlbMem::new(geometry, tunables, false, pages, &RAM).map_err(DmaSetupError::Manager)?;
+    let manager: &'static SwiotlbMem = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
     manager.enable_transient_pools(pages);
     manager.set_clean_slots(params.swiotlb_clean_slots);
     if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {
@@ -315,7 +315,7 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         WORKER.store(id.raw(), Ordering::Relaxed);
     }
     let debug = params.dma_debug.then_some(&DEBUG);
-    let api = DmaApi::new(&RAM, manager, debug, Some(kick_worker)).with_lent_page_pins(pages);
+    let api = DmaApi::new(manager, debug, Some(kick_worker)).with_lent_page_pins(pages);
     let api = match cma {
         Some(area) => api.with_cma_range(area.range()),
         None => api,
@@ -357,16 +357,16 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
         (true, None) => {
             let slot = DEVICE_POOLS.iter().find(|s| s.is_empty()).ok_or(LendError::NotEnoughPageblocks { wanted: 1, available: 0 })?;
             let blocks = bytes.div_ceil(crate::mm::page_alloc::PAGEBLOCK_SIZE as usize);
-            let pool = dma.manager.carve_device_pool(super::mm::page_allocator(), &RAM, blocks, &mut |_| {})?;
+            let pool = dma.manager.carve_device_pool(super::mm::page_allocator(), blocks, &mut |_| {})?;
             if let Err(pool) = slot.attach(pool) {
                 // Cannot happen (hints are task context, one at a time); give the blocks back.
-                return dma.manager.return_device_pool(pool, super::mm::page_allocator(), &RAM).map_err(|(_, e)| e).map(|()| HintOutcome::Unchanged);
+                return dma.manager.return_device_pool(pool, super::mm::page_allocator()).map_err(|(_, e)| e).map(|()| HintOutcome::Unchanged);
             }
             dev.set_device_pool(Some(slot));
             Ok(HintOutcome::Carved(blocks))
         }
         (false, Some(current)) => {
-            let Some(slot) = DEVICE_POOLS.iter().find(|s| core::ptr::addr_eq(*s as *const DevicePoolSlot, current as *const dyn BounceBuffers)) else {
+            let Some(slot) = DEVICE_POOLS.iter().find(|s| core::ptr::eq(*s, current)) else {
                 return Ok(HintOutcome::Unchanged);
             };
             // The pool leaves the slot only once nothing is mapped in it (a completion in
@@ -374,7 +374,7 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
             // at it. Issue 13: detaching first lost such a completion's copy back.
             let Some(pool) = slot.detach()? else { return Ok(HintOutcome::Unchanged) };
             dev.set_device_pool(None);
-            match dma.manager.return_device_pool(pool, super::mm::page_allocator(), &RAM) {
+            match dma.manager.return_device_pool(pool, super::mm::page_allocator()) {
                 Ok(()) => Ok(HintOutcome::Returned),
                 Err((pool, e)) => {
                     // The manager is busy (its worker runs): the pool, empty, goes back in place.

@@ -22,7 +22,7 @@ use super::dma::{dma, RAM};
 use super::mm::page_allocator;
 use super::{run_pending_work, time};
 use crate::dma::device::DmaDevice;
-use crate::dma::swiotlb::lend::LendStats;
+use crate::dma::swiotlb::mem::LendStats;
 use crate::dma::{DmaAttrs, DmaDirection};
 use crate::mm::page_alloc::pressure::MemoryPressure;
 use crate::mm::page_alloc::{Fragmentation, MigrateType, ZoneType};

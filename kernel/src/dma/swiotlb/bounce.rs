@@ -56,13 +56,12 @@ impl SwiotlbPool {
     /// [`map_attrs`](Self::map_attrs) for the one exception.
     pub fn map(
         &self,
-        mem: &dyn PhysMemory,
         orig_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
         align: SlotAlignment,
     ) -> Result<PhysAddr, SwiotlbError> {
-        self.map_attrs(mem, orig_addr, size, dir, align, DmaAttrs::NONE)
+        self.map_attrs(orig_addr, size, dir, align, DmaAttrs::NONE)
     }
 
     /// [`map`](Self::map) with attributes. Only `no_copy_in` matters here: a `FromDevice`
@@ -72,7 +71,6 @@ impl SwiotlbPool {
     /// `map` does (and as Linux always does).
     pub fn map_attrs(
         &self,
-        mem: &dyn PhysMemory,
         orig_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -93,15 +91,15 @@ impl SwiotlbPool {
             // caller's the device needs (it overwrites what the caller will read).
             return Ok(tlb_addr);
         }
-        bounce_copy(mem, tlb_addr, orig_addr, size);
+        bounce_copy(self.phys(), tlb_addr, orig_addr, size);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
         // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
         let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
-        mem.fill(first, 0, (tlb_addr - first) as usize);
+        self.phys().fill(first, 0, (tlb_addr - first) as usize);
         let end = tlb_addr + size as u64;
         let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
-        mem.fill(end, 0, (slots_end - end) as usize);
+        self.phys().fill(end, 0, (slots_end - end) as usize);
         self.counters().count_bounce(true, size);
         Ok(tlb_addr)
     }
@@ -114,7 +112,6 @@ impl SwiotlbPool {
     /// nothing is copied and nothing freed.
     pub fn unmap(
         &self,
-        mem: &dyn PhysMemory,
         tlb_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -132,7 +129,7 @@ impl SwiotlbPool {
             return Err(SwiotlbError::Overflow { tlb_addr, size, available });
         }
         if !attrs.skip_cpu_sync && dir.from_device() {
-            bounce_copy(mem, mapping.head_slot.orig_addr, tlb_addr, size);
+            bounce_copy(self.phys(), mapping.head_slot.orig_addr, tlb_addr, size);
             self.counters().count_bounce(false, size);
         }
         self.release_slots(tlb_addr)
@@ -142,12 +139,12 @@ impl SwiotlbPool {
     /// `swiotlb_alloc`, which serves `dma_alloc_coherent` for devices behind a restricted pool:
     /// nothing of theirs may live outside it). Task context; free with
     /// [`free_coherent`](Self::free_coherent). At most one segment (256 KiB).
-    pub fn alloc_coherent(&self, mem: &dyn PhysMemory, size: usize) -> Result<PhysAddr, SwiotlbError> {
+    pub fn alloc_coherent(&self, size: usize) -> Result<PhysAddr, SwiotlbError> {
         let page_aligned = SlotAlignment { min_align_mask: 0, alloc_align_mask: crate::mm::PAGE_SIZE - 1 };
         let req = SlotRequest::new(0, size, page_aligned)?;
         let (head, _) = self.alloc_slots(&req, DmaDirection::Bidirectional, false)?;
         let addr = self.start() + ((head as u64) << IO_TLB_SHIFT) + req.offset as u64;
-        mem.fill(addr, 0, size);
+        self.phys().fill(addr, 0, size);
         Ok(addr)
     }
 
@@ -165,7 +162,6 @@ impl SwiotlbPool {
     /// for `ToDevice`.
     pub fn sync_for_cpu(
         &self,
-        mem: &dyn PhysMemory,
         tlb_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -173,14 +169,13 @@ impl SwiotlbPool {
         if !dir.from_device() {
             return Ok(());
         }
-        self.bounce(mem, tlb_addr, size, dir, BounceWay::FromSlots)
+        self.bounce(tlb_addr, size, dir, BounceWay::FromSlots)
     }
 
     /// Makes what the CPU wrote visible to the device: copies `size` bytes of the original into
     /// the slots at `tlb_addr` for `ToDevice` and `Bidirectional`; nothing to do for `FromDevice`.
     pub fn sync_for_device(
         &self,
-        mem: &dyn PhysMemory,
         tlb_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -188,7 +183,7 @@ impl SwiotlbPool {
         if !dir.to_device() {
             return Ok(());
         }
-        self.bounce(mem, tlb_addr, size, dir, BounceWay::ToSlots)
+        self.bounce(tlb_addr, size, dir, BounceWay::ToSlots)
     }
 
     /// Copies part of a mapping (Linux `swiotlb_bounce`): `tlb_addr` may point anywhere inside it;
@@ -196,7 +191,6 @@ impl SwiotlbPool {
     /// mapping or ends after it is refused without copying (Linux warns, then copies what fits).
     fn bounce(
         &self,
-        mem: &dyn PhysMemory,
         tlb_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -216,8 +210,8 @@ impl SwiotlbPool {
         }
         let orig_addr = head.orig_addr + position;
         match way {
-            BounceWay::ToSlots => bounce_copy(mem, tlb_addr, orig_addr, size),
-            BounceWay::FromSlots => bounce_copy(mem, orig_addr, tlb_addr, size),
+            BounceWay::ToSlots => bounce_copy(self.phys(), tlb_addr, orig_addr, size),
+            BounceWay::FromSlots => bounce_copy(self.phys(), orig_addr, tlb_addr, size),
         }
         self.counters().count_bounce(way == BounceWay::ToSlots, size);
         Ok(())

@@ -9,8 +9,11 @@
 //! - `area`: one area's segment maps, their summary, search cursor and counts;
 //! - `pool`: the pool, the IRQ reserve and lending spare slots to the page allocator;
 //! - `bounce`: `map`/`unmap`/`sync_*`, the copies between the original buffer and the slots;
+//! - `find`: which pool owns a bounce address (Linux `swiotlb_find_pool`);
 //! - `stats`: counters;
-//! - `transient`: one-mapping pools allocated when every pool misses (Linux 6.6 `SWIOTLB_DYNAMIC`).
+//! - `transient`: one-mapping pools allocated when every pool misses (Linux 6.6 `SWIOTLB_DYNAMIC`);
+//! - `mem`: [`mem::SwiotlbMem`], the default SWIOTLB's set of pools under its policy (Linux
+//!   `struct io_tlb_mem`), its worker and the per-device pools carved from it.
 //!
 //! Where we differ from Linux, and why:
 //! - Each slot has a state ([`SlotState`]): besides Free and Used, a slot may be Lent to the page
@@ -28,10 +31,11 @@
 mod area;
 mod bounce;
 mod error;
+mod find;
 mod pool;
 mod slots;
 mod stats;
-pub mod lend;
+pub mod mem;
 pub mod transient;
 
 #[cfg(test)]
@@ -39,6 +43,7 @@ mod tests;
 
 pub use bounce::task_copy_stats;
 pub use error::SwiotlbError;
+pub use find::{FoundPool, SlotLookup};
 pub use pool::{AreaUsage, SwiotlbPool, SCRUB_STEP_SLOTS};
 pub use slots::SlotState;
 pub use stats::SwiotlbStats;

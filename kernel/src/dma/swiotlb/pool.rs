@@ -20,6 +20,8 @@ use crate::sync::IrqSafeSpinLock;
 /// context and never allocates, except `lend`/`unlend`, meant for the task-context code that
 /// moves spare slots to and from the page allocator.
 pub struct SwiotlbPool {
+    /// Where the slots' memory is read and written (the bounce copies, scrubbing).
+    mem: &'static dyn PhysMemory,
     start: PhysAddr,
     end: PhysAddr,
     /// Slots per area, a multiple of [`IO_TLB_SEGSIZE`] so no segment spans two areas.
@@ -71,8 +73,8 @@ impl SwiotlbPool {
     /// `swiotlb_init_io_tlb_pool`). `start` is page aligned, `nareas` a power of two, and
     /// `nslots` a multiple of `IO_TLB_SEGSIZE * nareas`. Task context: allocates the metadata.
     /// The slot memory itself is not touched (Linux clears it here; the caller owns that memory
-    /// and scrubs it as it sees fit).
-    pub fn new(start: PhysAddr, nslots: usize, nareas: usize) -> Result<Self, SwiotlbError> {
+    /// and scrubs it as it sees fit); `mem` reaches it, and the original buffers, from then on.
+    pub fn new(start: PhysAddr, nslots: usize, nareas: usize, mem: &'static dyn PhysMemory) -> Result<Self, SwiotlbError> {
         let invalid = |reason| Err(SwiotlbError::InvalidGeometry { reason });
         if nareas == 0 || !nareas.is_power_of_two() {
             return invalid("the area count must be a power of two");
@@ -88,6 +90,7 @@ impl SwiotlbPool {
         };
         let area_nslots = nslots / nareas;
         Ok(Self {
+            mem,
             start,
             end,
             area_nslots,
@@ -110,6 +113,16 @@ impl SwiotlbPool {
     /// One past the last byte of the pool.
     pub fn end(&self) -> PhysAddr {
         self.end
+    }
+
+    /// The pool's address range, `start()..end()`.
+    pub fn range(&self) -> Range<PhysAddr> {
+        self.start..self.end
+    }
+
+    /// The physical-memory accessor the pool copies and scrubs through.
+    pub fn phys(&self) -> &'static dyn PhysMemory {
+        self.mem
     }
 
     /// Slots in the pool.
@@ -156,7 +169,9 @@ impl SwiotlbPool {
         self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Used)
     }
 
-    /// Whether `pa` is inside this pool in a free slot (see `BounceBuffers::is_free_slot`).
+    /// Whether `pa` is inside this pool in a free slot: an unmap or sync there is a second unmap
+    /// or a stale address, never a direct mapping (a page the page allocator lent out sits in
+    /// *lent* slots). Lock-free, like [`is_swiotlb_buffer`](Self::is_swiotlb_buffer).
     pub fn is_free_slot(&self, pa: PhysAddr) -> bool {
         self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Free)
     }
@@ -241,7 +256,7 @@ impl SwiotlbPool {
     /// Takes the lent slots `slots` back from the page allocator and makes them free bounce
     /// slots, first filling them with zeros if `scrub` (whatever the page allocator's users left
     /// there must not reach a device). Fails, changing nothing, if a slot is not lent.
-    pub fn unlend(&self, mem: &dyn PhysMemory, slots: Range<usize>, scrub: bool) -> Result<(), SwiotlbError> {
+    pub fn unlend(&self, slots: Range<usize>, scrub: bool) -> Result<(), SwiotlbError> {
         self.check_range(&slots)?;
         let _lending = LendingGuard::enter_after_scrub(&self.lending, &self.scrub_busy)?;
         for (area, local) in self.area_chunks(slots.clone()) {
@@ -254,7 +269,7 @@ impl SwiotlbPool {
         // Still lent: only lend/unlend change lent slots, and `_lending` excludes them. Scrub
         // without holding a lock: a page block takes a while to clear.
         if scrub {
-            mem.fill(self.start + ((slots.start as u64) << IO_TLB_SHIFT), 0, slots.len() * IO_TLB_SIZE);
+            self.mem.fill(self.start + ((slots.start as u64) << IO_TLB_SHIFT), 0, slots.len() * IO_TLB_SIZE);
         }
         for (area, local) in self.area_chunks(slots.clone()) {
             self.areas[area]
@@ -350,7 +365,7 @@ impl SwiotlbPool {
     /// the zeros are written in between with interrupts enabled. Never touches a used or lent
     /// slot: the run is taken from the free map under the lock, and lend/unlend are excluded
     /// meanwhile.
-    pub fn scrub_step(&self, mem: &dyn PhysMemory, max_slots: usize) -> usize {
+    pub fn scrub_step(&self, max_slots: usize) -> usize {
         if !self.clean_slots() {
             return 0;
         }
@@ -378,7 +393,7 @@ impl SwiotlbPool {
             };
             let Some((local, n)) = taken else { continue };
             let first = area * self.area_nslots + local;
-            mem.fill(self.start + ((first as u64) << IO_TLB_SHIFT), 0, n * IO_TLB_SIZE);
+            self.mem.fill(self.start + ((first as u64) << IO_TLB_SHIFT), 0, n * IO_TLB_SIZE);
             self.areas[area].lock().finish_scrub();
             self.counters.put_free(n);
             self.counters.slots_scrubbed.fetch_add(n as u64, Ordering::Relaxed);

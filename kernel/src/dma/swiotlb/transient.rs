@@ -86,6 +86,8 @@ pub struct TransientStats {
 
 /// The table of transient pools and where their pages come from.
 pub struct TransientPools {
+    /// Where the pages are filled and the bounce copies made.
+    mem: &'static dyn PhysMemory,
     entries: [Entry; MAX_TRANSIENT_POOLS],
     /// One past the highest entry ever used: lookups walk this far.
     high: AtomicUsize,
@@ -98,17 +100,12 @@ pub struct TransientPools {
     hiwater: AtomicU64,
 }
 
-impl Default for TransientPools {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl TransientPools {
     /// An empty table with no page source: [`map`](Self::map) fails until
-    /// [`enable`](Self::enable).
-    pub const fn new() -> Self {
+    /// [`enable`](Self::enable). `mem` reaches the pages and the original buffers.
+    pub const fn new(mem: &'static dyn PhysMemory) -> Self {
         Self {
+            mem,
             entries: [const { Entry::new() }; MAX_TRANSIENT_POOLS],
             high: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -155,7 +152,6 @@ impl TransientPools {
     /// copied in whatever `dir` says, and the rest of the pages is zeroed.
     pub fn map(
         &self,
-        mem: &dyn PhysMemory,
         orig_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -187,6 +183,7 @@ impl TransientPools {
         let tlb_addr = head_addr + req.offset as u64;
         let block_end = start + (PAGE_SIZE << order);
         // Whatever the pages' last owner left must not reach the device.
+        let mem = self.mem;
         mem.fill(start, 0, (tlb_addr - start) as usize);
         mem.copy(tlb_addr, orig_addr, size);
         let end = tlb_addr + size as u64;
@@ -227,7 +224,6 @@ impl TransientPools {
     /// `swiotlb_dyn_free`). All or nothing, with the pool mapping's checks.
     pub fn unmap(
         &self,
-        mem: &dyn PhysMemory,
         tlb_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -253,7 +249,7 @@ impl TransientPools {
             return restore(SwiotlbError::Overflow { tlb_addr, size, available });
         }
         if !attrs.skip_cpu_sync && dir.from_device() {
-            mem.copy(entry.orig_addr.load(Ordering::Relaxed), tlb_addr, size);
+            self.mem.copy(entry.orig_addr.load(Ordering::Relaxed), tlb_addr, size);
         }
         let pages = entry.pages();
         if let Some(allocator) = self.pages.get() {
@@ -268,7 +264,7 @@ impl TransientPools {
 
     /// Copies part of a transient mapping between the buffer and the original (Linux
     /// `swiotlb_bounce` on a transient pool): `to_device` copies the original in.
-    pub fn sync(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, to_device: bool) -> Result<(), SwiotlbError> {
+    pub fn sync(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, to_device: bool) -> Result<(), SwiotlbError> {
         let entry = self.find(tlb_addr).ok_or(SwiotlbError::NotMapped { tlb_addr })?;
         let (head, mapped) = (entry.tlb_addr.load(Ordering::Relaxed), entry.dir());
         if mapped != dir && mapped != DmaDirection::Bidirectional {
@@ -281,8 +277,8 @@ impl TransientPools {
         }
         let orig = entry.orig_addr.load(Ordering::Relaxed) + position;
         match (to_device, dir.to_device(), dir.from_device()) {
-            (true, true, _) => mem.copy(tlb_addr, orig, size),
-            (false, _, true) => mem.copy(orig, tlb_addr, size),
+            (true, true, _) => self.mem.copy(tlb_addr, orig, size),
+            (false, _, true) => self.mem.copy(orig, tlb_addr, size),
             _ => {}
         }
         Ok(())

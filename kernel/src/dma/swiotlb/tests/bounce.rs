@@ -39,7 +39,7 @@ fn skip_cpu_sync_leaves_the_original_alone() {
         let before = f.write_pattern(RAM_BASE, 3000, 1);
         let tlb = f.map(RAM_BASE, 3000, dir, SlotAlignment::default());
         f.write_pattern(tlb, 3000, 2);
-        f.pool.unmap(&f.mem, tlb, 3000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
+        f.pool.unmap(tlb, 3000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
         assert_eq!(f.read(RAM_BASE, 3000), before, "{dir:?}");
         assert!(!f.pool.is_swiotlb_buffer(tlb), "slots freed anyway");
     }
@@ -57,18 +57,18 @@ fn sync_copies_only_the_ways_the_direction_allows() {
         // Device writes, CPU syncs: the original sees it only if the device may write.
         let device = f.write_pattern(tlb, 1000, 2);
         let before = f.read(orig, 1000);
-        f.pool.sync_for_cpu(&f.mem, tlb, 1000, dir).unwrap();
+        f.pool.sync_for_cpu(tlb, 1000, dir).unwrap();
         let expected = if dir.from_device() { device } else { before };
         assert_eq!(f.read(orig, 1000), expected, "sync_for_cpu {dir:?}");
 
         // CPU writes, syncs for device: the slots see it only if the device may read.
         let cpu = f.write_pattern(orig, 1000, 3);
         let before = f.read(tlb, 1000);
-        f.pool.sync_for_device(&f.mem, tlb, 1000, dir).unwrap();
+        f.pool.sync_for_device(tlb, 1000, dir).unwrap();
         let expected = if dir.to_device() { cpu } else { before };
         assert_eq!(f.read(tlb, 1000), expected, "sync_for_device {dir:?}");
 
-        f.pool.unmap(&f.mem, tlb, 1000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
+        f.pool.unmap(tlb, 1000, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false }).unwrap();
     }
 }
 
@@ -81,19 +81,19 @@ fn partial_sync_copies_just_that_part() {
     let tlb = f.map(orig, 10_000, DmaDirection::FromDevice, align);
     let device = f.write_pattern(tlb, 10_000, 2);
 
-    f.pool.sync_for_cpu(&f.mem, tlb + 3000, 2000, DmaDirection::FromDevice).unwrap();
+    f.pool.sync_for_cpu(tlb + 3000, 2000, DmaDirection::FromDevice).unwrap();
     let mut expected = before.clone();
     expected[3000..5000].copy_from_slice(&device[3000..5000]);
     assert_eq!(f.read(orig, 10_000), expected);
 
     // A later slot, before the mapping's in-slot offset (Linux's "negative tlb_offset" case).
     let pos = IO_TLB_SIZE - 0x123 + 0x10;
-    f.pool.sync_for_cpu(&f.mem, tlb + pos as u64, 100, DmaDirection::FromDevice).unwrap();
+    f.pool.sync_for_cpu(tlb + pos as u64, 100, DmaDirection::FromDevice).unwrap();
     expected[pos..pos + 100].copy_from_slice(&device[pos..pos + 100]);
     assert_eq!(f.read(orig, 10_000), expected);
 
     // Up to the last byte is fine.
-    f.pool.sync_for_cpu(&f.mem, tlb + 9000, 1000, DmaDirection::FromDevice).unwrap();
+    f.pool.sync_for_cpu(tlb + 9000, 1000, DmaDirection::FromDevice).unwrap();
     expected[9000..].copy_from_slice(&device[9000..]);
     assert_eq!(f.read(orig, 10_000), expected);
 
@@ -103,7 +103,7 @@ fn partial_sync_copies_just_that_part() {
     let tlb = f2.map(orig, 10_000, DmaDirection::ToDevice, align);
     let cpu = f2.write_pattern(orig, 10_000, 3);
     let mut slots = f2.read(tlb, 10_000);
-    f2.pool.sync_for_device(&f2.mem, tlb + 4000, 3000, DmaDirection::ToDevice).unwrap();
+    f2.pool.sync_for_device(tlb + 4000, 3000, DmaDirection::ToDevice).unwrap();
     slots[4000..7000].copy_from_slice(&cpu[4000..7000]);
     assert_eq!(f2.read(tlb, 10_000), slots);
 }
@@ -119,32 +119,32 @@ fn sync_beyond_the_mapping_is_refused_without_copying() {
     f.write_pattern(tlb, 10_000, 2);
     let dir = DmaDirection::Bidirectional;
 
-    let err = f.pool.sync_for_cpu(&f.mem, tlb + 9000, 1001, dir).unwrap_err();
+    let err = f.pool.sync_for_cpu(tlb + 9000, 1001, dir).unwrap_err();
     assert_eq!(err, SwiotlbError::Overflow { tlb_addr: tlb + 9000, size: 1001, available: 1000 });
     // Past the end but still inside the (alignment-rounded) allocation.
     assert!(matches!(
-        f.pool.sync_for_cpu(&f.mem, tlb + 10_000, 1, dir),
+        f.pool.sync_for_cpu(tlb + 10_000, 1, dir),
         Err(SwiotlbError::Overflow { available: 0, .. })
     ));
     // Before the first byte: in the head slot, and in the pad slot.
     assert_eq!(
-        f.pool.sync_for_cpu(&f.mem, tlb - 1, 1, dir),
+        f.pool.sync_for_cpu(tlb - 1, 1, dir),
         Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 1 })
     );
     assert_eq!(
-        f.pool.sync_for_device(&f.mem, tlb - 0x400, 1, dir),
+        f.pool.sync_for_device(tlb - 0x400, 1, dir),
         Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 0x400 })
     );
     assert_eq!(f.read(orig - 0x923, 0x4000), before, "nothing copied");
     // Unmap too: wrong size or address changes nothing.
     let attrs = DmaAttrs::default();
-    assert!(matches!(f.pool.unmap(&f.mem, tlb, 10_001, dir, attrs), Err(SwiotlbError::Overflow { .. })));
-    assert_eq!(f.pool.unmap(&f.mem, tlb + 1, 10_000, dir, attrs), Err(SwiotlbError::NotMapped { tlb_addr: tlb + 1 }));
+    assert!(matches!(f.pool.unmap(tlb, 10_001, dir, attrs), Err(SwiotlbError::Overflow { .. })));
+    assert_eq!(f.pool.unmap(tlb + 1, 10_000, dir, attrs), Err(SwiotlbError::NotMapped { tlb_addr: tlb + 1 }));
     assert_eq!(f.read(orig - 0x923, 0x4000), before, "nothing copied");
     assert!(f.pool.is_swiotlb_buffer(tlb), "still mapped");
     f.unmap(tlb, 10_000, dir);
     f.assert_pristine();
-    assert_eq!(f.pool.unmap(&f.mem, tlb, 10_000, dir, attrs), Err(SwiotlbError::NotMapped { tlb_addr: tlb }));
+    assert_eq!(f.pool.unmap(tlb, 10_000, dir, attrs), Err(SwiotlbError::NotMapped { tlb_addr: tlb }));
 }
 
 #[test]
@@ -153,12 +153,12 @@ fn direction_must_match_the_mapping() {
     let tlb = f.map(RAM_BASE, 100, DmaDirection::ToDevice, SlotAlignment::default());
     let mismatch =
         Err(SwiotlbError::DirectionMismatch { mapped: DmaDirection::ToDevice, requested: DmaDirection::FromDevice });
-    assert_eq!(f.pool.sync_for_cpu(&f.mem, tlb, 100, DmaDirection::FromDevice), mismatch);
-    assert_eq!(f.pool.unmap(&f.mem, tlb, 100, DmaDirection::FromDevice, DmaAttrs::default()), mismatch);
+    assert_eq!(f.pool.sync_for_cpu(tlb, 100, DmaDirection::FromDevice), mismatch);
+    assert_eq!(f.pool.unmap(tlb, 100, DmaDirection::FromDevice, DmaAttrs::default()), mismatch);
     // A bidirectional mapping may be synced either way.
     let tlb2 = f.map(RAM_BASE, 100, DmaDirection::Bidirectional, SlotAlignment::default());
-    f.pool.sync_for_cpu(&f.mem, tlb2, 100, DmaDirection::FromDevice).unwrap();
-    f.pool.sync_for_device(&f.mem, tlb2, 100, DmaDirection::ToDevice).unwrap();
+    f.pool.sync_for_cpu(tlb2, 100, DmaDirection::FromDevice).unwrap();
+    f.pool.sync_for_device(tlb2, 100, DmaDirection::ToDevice).unwrap();
     f.unmap(tlb2, 100, DmaDirection::Bidirectional);
     f.unmap(tlb, 100, DmaDirection::ToDevice);
     f.assert_pristine();
@@ -168,12 +168,12 @@ fn direction_must_match_the_mapping() {
 fn zero_size_and_bad_masks_are_errors() {
     let f = Fixture::new(128, 1);
     assert_eq!(
-        f.pool.map(&f.mem, RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()),
+        f.pool.map(RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()),
         Err(SwiotlbError::ZeroSize)
     );
     let bad = SlotAlignment { min_align_mask: 0xf0, alloc_align_mask: 0 };
     assert_eq!(
-        f.pool.map(&f.mem, RAM_BASE, 8, DmaDirection::ToDevice, bad),
+        f.pool.map(RAM_BASE, 8, DmaDirection::ToDevice, bad),
         Err(SwiotlbError::InvalidAlignment { alignment: bad })
     );
     f.assert_pristine();

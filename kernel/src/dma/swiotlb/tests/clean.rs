@@ -28,7 +28,7 @@ fn dirty_every_slot(f: &Fixture) {
 fn scrub_all(f: &Fixture) -> usize {
     let mut total = 0;
     loop {
-        let n = f.pool.scrub_step(&f.mem, SCRUB_STEP_SLOTS);
+        let n = f.pool.scrub_step(SCRUB_STEP_SLOTS);
         assert!(n <= SCRUB_STEP_SLOTS);
         if n == 0 {
             return total;
@@ -39,7 +39,7 @@ fn scrub_all(f: &Fixture) -> usize {
 }
 
 fn map_no_copy_in(f: &Fixture, orig: PhysAddr, size: usize, align: SlotAlignment) -> PhysAddr {
-    f.pool.map_attrs(&f.mem, orig, size, FROM, align, NO_COPY_IN).expect("map")
+    f.pool.map_attrs(orig, size, FROM, align, NO_COPY_IN).expect("map")
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn scrubbing_makes_every_free_slot_clean_and_zero() {
     assert!((0..512).all(|i| f.pool.slot_clean(i)));
     assert!(f.read(POOL_START, 512 * IO_TLB_SIZE).iter().all(|b| *b == 0), "clean slots hold zeros");
     assert_eq!(f.pool.stats().slots_scrubbed, 512);
-    assert_eq!(f.pool.scrub_step(&f.mem, SCRUB_STEP_SLOTS), 0, "nothing left to scrub");
+    assert_eq!(f.pool.scrub_step(SCRUB_STEP_SLOTS), 0, "nothing left to scrub");
     f.assert_pristine();
 }
 
@@ -178,7 +178,7 @@ fn a_lent_page_s_data_never_reaches_the_caller() {
     scrub_all(&f);
     f.pool.lend(0..1024).unwrap();
     f.mem.fill(POOL_START, LENT_PAGE, 1024 * IO_TLB_SIZE);
-    f.pool.unlend(&f.mem, 0..1024, false).unwrap();
+    f.pool.unlend(0..1024, false).unwrap();
     assert!((0..1024).all(|i| !f.pool.slot_clean(i)));
     let orig = RAM_BASE;
     f.mem.fill(orig, MINE, 4096);
@@ -189,7 +189,7 @@ fn a_lent_page_s_data_never_reaches_the_caller() {
     let g = Fixture::new(1024, 1);
     g.pool.lend(0..1024).unwrap();
     g.mem.fill(POOL_START, LENT_PAGE, 1024 * IO_TLB_SIZE);
-    g.pool.unlend(&g.mem, 0..1024, true).unwrap();
+    g.pool.unlend(0..1024, true).unwrap();
     assert!((0..1024).all(|i| g.pool.slot_clean(i)), "reclaimed slots are clean");
     g.mem.fill(orig, MINE, 4096);
     let tlb = map_no_copy_in(&g, orig, 4096, SlotAlignment::default());
@@ -205,7 +205,7 @@ fn other_directions_and_attrs_off_copy_in_as_linux() {
     let orig = RAM_BASE;
     f.mem.fill(orig, MINE, 4096);
     for dir in [DmaDirection::ToDevice, DmaDirection::Bidirectional] {
-        let tlb = f.pool.map_attrs(&f.mem, orig, 4096, dir, SlotAlignment::default(), NO_COPY_IN).unwrap();
+        let tlb = f.pool.map_attrs(orig, 4096, dir, SlotAlignment::default(), NO_COPY_IN).unwrap();
         assert!(f.read(tlb, 4096).iter().all(|b| *b == MINE), "{dir:?} copies in");
         f.unmap(tlb, 4096, dir);
     }
@@ -219,7 +219,7 @@ fn other_directions_and_attrs_off_copy_in_as_linux() {
     let tlb = map_no_copy_in(&f, orig, 4096, SlotAlignment::default());
     assert!(f.read(tlb, 4096).iter().all(|b| *b == MINE), "off: copied in");
     f.unmap(tlb, 4096, FROM);
-    assert_eq!(f.pool.scrub_step(&f.mem, SCRUB_STEP_SLOTS), 0, "off: no scrubbing");
+    assert_eq!(f.pool.scrub_step(SCRUB_STEP_SLOTS), 0, "off: no scrubbing");
     let s = f.pool.stats();
     assert_eq!((s.reads_copy_in_skipped, s.reads_copied_in), (0, 1));
 }

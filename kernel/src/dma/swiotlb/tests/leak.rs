@@ -88,7 +88,7 @@ fn a_partial_device_write_returns_no_stale_data_to_the_cpu() {
             // The device writes only the first 1000 bytes.
             f.mem.fill(tlb, 0x22, 1000);
             if sync_first {
-                f.pool.sync_for_cpu(&f.mem, tlb, 4096, dir).unwrap();
+                f.pool.sync_for_cpu(tlb, 4096, dir).unwrap();
             }
             f.unmap(tlb, 4096, dir);
             let back = f.read(orig, 4096);

@@ -12,6 +12,7 @@ use std::boxed::Box;
 use crate::dma::debug::{DmaDebug, DmaDebugError, MAX_ENTRIES};
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::{DmaApi, DmaError};
+use crate::dma::swiotlb::mem::SwiotlbMem;
 use crate::dma::swiotlb::{DmaAttrs, DmaDirection, SwiotlbPool};
 use crate::mm::phys::SimMemory;
 use crate::mm::PhysAddr;
@@ -34,9 +35,10 @@ struct Setup {
 
 fn setup() -> Setup {
     let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM, 32 << 20)));
-    let pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(POOL, 1024, 1).unwrap()));
+    let swiotlb: &'static SwiotlbMem = Box::leak(Box::new(SwiotlbMem::static_for_test(POOL, 1024, 1, mem)));
+    let pool = swiotlb.default_pool();
     let debug: &'static DmaDebug = Box::leak(Box::new(DmaDebug::new()));
-    let api = DmaApi::new(mem, pool, Some(debug), None);
+    let api = DmaApi::new(swiotlb, Some(debug), None);
     let dev = DmaDevice::new(1, "disk0", Some(LIMIT), true, BouncePolicy::WhenNeeded);
     Setup { api, pool, debug, dev }
 }

@@ -24,14 +24,15 @@ const POOL_START: PhysAddr = RAM_BASE + ORIG_BYTES;
 
 /// A pool and the RAM around it.
 struct Fixture {
-    mem: SimMemory,
+    /// Leaked: the pool keeps a `'static` reference.
+    mem: &'static SimMemory,
     pool: SwiotlbPool,
 }
 
 impl Fixture {
     fn new(nslots: usize, nareas: usize) -> Self {
-        let mem = SimMemory::new(RAM_BASE, ORIG_BYTES as usize + nslots * IO_TLB_SIZE);
-        let pool = SwiotlbPool::new(POOL_START, nslots, nareas).expect("valid geometry");
+        let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM_BASE, ORIG_BYTES as usize + nslots * IO_TLB_SIZE)));
+        let pool = SwiotlbPool::new(POOL_START, nslots, nareas, mem).expect("valid geometry");
         Self { mem, pool }
     }
 
@@ -49,11 +50,11 @@ impl Fixture {
     }
 
     fn map(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> PhysAddr {
-        self.pool.map(&self.mem, orig, size, dir, align).expect("map")
+        self.pool.map(orig, size, dir, align).expect("map")
     }
 
     fn unmap(&self, tlb: PhysAddr, size: usize, dir: DmaDirection) {
-        self.pool.unmap(&self.mem, tlb, size, dir, DmaAttrs::default()).expect("unmap")
+        self.pool.unmap(tlb, size, dir, DmaAttrs::default()).expect("unmap")
     }
 
     /// Maps a small buffer so the next search starts somewhere else; returns (tlb, size).
@@ -68,6 +69,12 @@ impl Fixture {
         assert_eq!(self.pool.free_slots(), self.pool.nslots() - self.pool.lent_slots());
         assert_eq!(self.pool.used_slots(), 0);
     }
+}
+
+/// Simulated RAM for pools whose memory a test never touches (geometry checks).
+fn test_mem() -> &'static SimMemory {
+    static MEM: std::sync::OnceLock<SimMemory> = std::sync::OnceLock::new();
+    MEM.get_or_init(|| SimMemory::new(RAM_BASE, 0x1000))
 }
 
 /// `len` bytes that differ from their neighbours and from other seeds.

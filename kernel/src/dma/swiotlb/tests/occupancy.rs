@@ -14,14 +14,14 @@ fn fragmentation_then_free_all_restores_every_segment() {
     let mut live = Vec::new();
     let (mut small_failed, mut big_failed) = (false, false);
     while !(small_failed && big_failed) {
-        match f.pool.map(&f.mem, RAM_BASE, IO_TLB_SIZE, dir, none) {
+        match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
             Ok(tlb) => live.push((tlb, IO_TLB_SIZE)),
             Err(e) => {
                 assert!(matches!(e, SwiotlbError::BufferFull { size: 2048, total: 1024, .. }), "{e}");
                 small_failed = true;
             }
         }
-        match f.pool.map(&f.mem, RAM_BASE, big, dir, none) {
+        match f.pool.map(RAM_BASE, big, dir, none) {
             Ok(tlb) => {
                 assert_eq!((tlb - POOL_START) % (big as u64), 0, "256 KiB needs a whole segment");
                 live.push((tlb, big));
@@ -35,7 +35,7 @@ fn fragmentation_then_free_all_restores_every_segment() {
     }
     assert_eq!(f.pool.free_slots(), 0, "small maps fill every gap");
     assert_eq!(live.iter().filter(|(_, s)| *s == big).count(), 4, "every other segment");
-    let full = f.pool.map(&f.mem, RAM_BASE, 1, dir, none).unwrap_err();
+    let full = f.pool.map(RAM_BASE, 1, dir, none).unwrap_err();
     assert_eq!(full.to_string(), "swiotlb buffer is full (sz: 1 bytes), total 1024 (slots), used 1024 (slots)");
     for (tlb, size) in live {
         f.unmap(tlb, size, dir);
@@ -85,7 +85,7 @@ fn lend_and_unlend_with_scrub() {
 
     // Mapping everything fills only the other block.
     let mut live = Vec::new();
-    while let Ok(tlb) = f.pool.map(&f.mem, RAM_BASE, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default()) {
+    while let Ok(tlb) = f.pool.map(RAM_BASE, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default()) {
         assert!(f.pool.slot_index(tlb).unwrap() < PAGEBLOCK_SLOTS);
         live.push(tlb);
     }
@@ -95,7 +95,7 @@ fn lend_and_unlend_with_scrub() {
     let lent_addr = f.pool.slot_addr(block.start).unwrap();
     let bytes = PAGEBLOCK_SLOTS * IO_TLB_SIZE;
     f.write_pattern(lent_addr, bytes, 7);
-    f.pool.unlend(&f.mem, block.clone(), true).unwrap();
+    f.pool.unlend(block.clone(), true).unwrap();
     assert!(f.read(lent_addr, bytes).iter().all(|&b| b == 0), "scrubbed");
     assert_eq!((f.pool.lent_slots(), f.pool.free_slots()), (0, 1024));
     f.pool.assert_consistent();
@@ -106,7 +106,7 @@ fn lend_and_unlend_with_scrub() {
     // Without scrub the contents stay.
     f.pool.lend(block.clone()).unwrap();
     let data = f.write_pattern(lent_addr, bytes, 9);
-    f.pool.unlend(&f.mem, block, false).unwrap();
+    f.pool.unlend(block, false).unwrap();
     assert_eq!(f.read(lent_addr, bytes), data);
     for tlb in live {
         f.unmap(tlb, IO_TLB_SIZE, DmaDirection::ToDevice);
@@ -128,7 +128,7 @@ fn lend_refuses_used_slots_and_search_never_crosses_lent_ones() {
     assert_eq!(f.pool.lent_slots(), 0);
     f.pool.assert_consistent();
     assert_eq!(
-        f.pool.unlend(&f.mem, 1025..2048, true),
+        f.pool.unlend(1025..2048, true),
         Err(SwiotlbError::SlotNotLent { slot: 1025, state: SlotState::Free })
     );
     assert!(matches!(f.pool.lend(2000..2049), Err(SwiotlbError::InvalidSlotRange { .. })));
@@ -142,7 +142,7 @@ fn lend_refuses_used_slots_and_search_never_crosses_lent_ones() {
     let first = f.pool.slot_index(tlb).unwrap();
     assert_eq!(first, 20, "slots 1..10 are too short a run now");
     f.unmap(tlb, 11 * IO_TLB_SIZE - 1, DmaDirection::ToDevice);
-    f.pool.unlend(&f.mem, 10..20, false).unwrap();
+    f.pool.unlend(10..20, false).unwrap();
     f.assert_pristine();
 }
 
@@ -180,7 +180,7 @@ fn irq_context_may_use_the_reserve() {
     let none = SlotAlignment::default();
     let mut live = Vec::new();
     let err = loop {
-        match f.pool.map(&f.mem, RAM_BASE, IO_TLB_SIZE, dir, none) {
+        match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
             Ok(tlb) => live.push(tlb),
             Err(e) => break e,
         }
@@ -191,7 +191,7 @@ fn irq_context_may_use_the_reserve() {
     {
         let _irq = IrqContextGuard::enter();
         let err = loop {
-            match f.pool.map(&f.mem, RAM_BASE, IO_TLB_SIZE, dir, none) {
+            match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
                 Ok(tlb) => live.push(tlb),
                 Err(e) => break e,
             }
@@ -212,7 +212,7 @@ fn irq_context_may_use_the_reserve() {
 #[test]
 fn geometry_is_checked() {
     let bad = |start, nslots, nareas| {
-        matches!(SwiotlbPool::new(start, nslots, nareas), Err(SwiotlbError::InvalidGeometry { .. }))
+        matches!(SwiotlbPool::new(start, nslots, nareas, test_mem()), Err(SwiotlbError::InvalidGeometry { .. }))
     };
     assert!(bad(POOL_START, 384, 3));
     assert!(bad(POOL_START, 1024, 0));
@@ -220,7 +220,7 @@ fn geometry_is_checked() {
     assert!(bad(POOL_START, 256, 4));
     assert!(bad(POOL_START + 0x800, 256, 1));
     assert!(bad(u64::MAX - 0xfff, 128, 1));
-    assert!(SwiotlbPool::new(POOL_START, 512, 4).is_ok());
+    assert!(SwiotlbPool::new(POOL_START, 512, 4, test_mem()).is_ok());
 }
 
 #[test]
@@ -235,9 +235,9 @@ fn concurrent_maps_and_unmaps_keep_counts() {
                 for i in 0..300 {
                     let size = 1 + (i * 131) % 40_000;
                     let dir = DmaDirection::Bidirectional;
-                    let tlb = f.pool.map(&f.mem, orig, size, dir, SlotAlignment::min_align(0xfff)).unwrap();
+                    let tlb = f.pool.map(orig, size, dir, SlotAlignment::min_align(0xfff)).unwrap();
                     assert_eq!(f.read(tlb, size), data[..size]);
-                    f.pool.unmap(&f.mem, tlb, size, dir, DmaAttrs::default()).unwrap();
+                    f.pool.unmap(tlb, size, dir, DmaAttrs::default()).unwrap();
                 }
             })
         })

@@ -59,7 +59,7 @@ proptest! {
                     let original = f.write_pattern(orig, size, n as u8);
                     let align = ALIGNMENTS[align];
                     let dir = DIRECTIONS[dir];
-                    match f.pool.map(&f.mem, orig, size, dir, align) {
+                    match f.pool.map(orig, size, dir, align) {
                         Ok(tlb) => {
                             prop_assert_eq!(tlb & align.min_align_mask, orig & align.min_align_mask);
                             live.push(Live { window, orig, tlb, size, dir, slots: original.clone(), original });
@@ -77,14 +77,14 @@ proptest! {
                 Op::SyncForCpu { which } if !live.is_empty() => {
                     let count = live.len();
                     let l = &mut live[which % count];
-                    f.pool.sync_for_cpu(&f.mem, l.tlb, l.size, l.dir).unwrap();
+                    f.pool.sync_for_cpu(l.tlb, l.size, l.dir).unwrap();
                     if l.dir.from_device() {
                         l.original = l.slots.clone();
                     }
                 }
                 Op::Unmap { which, skip_cpu_sync } if !live.is_empty() => {
                     let l = live.swap_remove(which % live.len());
-                    f.pool.unmap(&f.mem, l.tlb, l.size, l.dir, DmaAttrs { skip_cpu_sync, no_copy_in: false }).unwrap();
+                    f.pool.unmap(l.tlb, l.size, l.dir, DmaAttrs { skip_cpu_sync, no_copy_in: false }).unwrap();
                     let expected = if l.dir.from_device() && !skip_cpu_sync { &l.slots } else { &l.original };
                     prop_assert_eq!(&f.read(l.orig, l.size), expected);
                     prop_assert!(!f.pool.is_swiotlb_buffer(l.tlb));

@@ -1,9 +1,12 @@
-//! Managing the default SWIOTLB pool: how much of it is bounce slots, and what happens to the rest
-//! (the MIGRATE_SWIOTLB design of the seed's May 2023 LKML thread), plus per-device pools.
+//! The default SWIOTLB (Linux `struct io_tlb_mem`: the set of pools a mapping may use, where a
+//! [`SwiotlbPool`](super::SwiotlbPool) is one `struct io_tlb_pool`), run under every policy:
+//! how much of the reserved range is bounce slots, how the set grows and shrinks, and what happens
+//! to the rest (the MIGRATE_SWIOTLB design of the seed's May 2023 LKML thread); plus per-device
+//! pools carved from it.
 //!
 //! The slot code ([`SwiotlbPool`](super::SwiotlbPool)) and the page allocator
 //! ([`LockedPageAllocator`](crate::mm::page_alloc::LockedPageAllocator)) each know one side; a
-//! [`SwiotlbManager`] owns the default pool and moves whole pageblocks (2 MiB = 1024 slots)
+//! [`SwiotlbMem`] owns the default pool and moves whole pageblocks (2 MiB = 1024 slots)
 //! between them as its [`SwiotlbPolicy`](crate::bootargs::SwiotlbPolicy) says:
 //! - `static` (classic Linux): every slot is a bounce slot, for ever.
 //! - `dynamic` (Linux 6.6 `CONFIG_SWIOTLB_DYNAMIC`): the boot pool is kept whole; a mapping that
@@ -17,14 +20,15 @@
 //!   dropping the movable pages there, then scrubbing) and lends idle free blocks again. The
 //!   blocks that are slots are spread over the pool's areas (`areas`).
 //!
-//! Interrupt context only maps, unmaps, syncs and asks [`SwiotlbManager::should_kick`]; growing
-//! and shrinking run in [`SwiotlbManager::worker`], in task context (migration is unbounded work).
+//! Interrupt context only maps, unmaps, syncs and asks [`SwiotlbMem::should_kick`]; growing
+//! and shrinking run in [`SwiotlbMem::worker`], in task context (migration is unbounded work).
 //!
 //! Where the code lives:
 //! - `config`: tunables from the command line, the pool geometry, the clock;
 //! - `blocks`: the per-pageblock state of the reserved range;
 //! - `areas`: which pageblocks are kept, reclaimed and lent again, spread over the pool's areas;
-//! - `manager`: the manager, its mapping entry points and the IRQ-safe kick test;
+//! - `io_tlb_mem`: [`SwiotlbMem`], its construction, the mapping entry points over its pools, the
+//!   pool lookup (`find_pool`) and the IRQ-safe kick test;
 //! - `worker`: grow and shrink;
 //! - `device`: per-device pools carved out of the default pool;
 //! - `cma`: the `cma` policy's chunks;
@@ -43,7 +47,7 @@ mod cma;
 mod config;
 mod device;
 mod error;
-mod manager;
+mod io_tlb_mem;
 mod stats;
 mod worker;
 
@@ -54,7 +58,7 @@ pub use blocks::BlockState;
 pub use config::{Clock, PoolGeometry, Tunables};
 pub use device::DevicePool;
 pub use error::LendError;
-pub use manager::SwiotlbManager;
+pub use io_tlb_mem::SwiotlbMem;
 pub use stats::LendStats;
 pub use worker::WorkerReport;
 

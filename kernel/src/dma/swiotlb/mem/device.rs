@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use core::ops::Range;
 
 use super::blocks::BlockState;
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::worker::{Exclusive, WorkerReport};
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
@@ -17,10 +17,9 @@ use crate::arch::in_interrupt;
 use crate::bootargs::SwiotlbPolicy;
 use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator};
-use crate::mm::phys::PhysMemory;
 
-/// A device's own bounce pool, carved from a [`SwiotlbManager`]. Give it back with
-/// [`SwiotlbManager::return_device_pool`]; dropping it instead leaks its pageblocks (they stay
+/// A device's own bounce pool, carved from a [`SwiotlbMem`]. Give it back with
+/// [`SwiotlbMem::return_device_pool`]; dropping it instead leaks its pageblocks (they stay
 /// carved).
 pub struct DevicePool {
     pool: Box<SwiotlbPool>,
@@ -40,9 +39,15 @@ impl DevicePool {
     pub fn pageblocks(&self) -> Range<usize> {
         self.blocks.clone()
     }
+
+    /// A device pool over `pool`, carved from no [`SwiotlbMem`] (host tests of the DMA API).
+    #[cfg(test)]
+    pub(crate) fn for_test(pool: SwiotlbPool) -> Self {
+        Self { pool: Box::new(pool), blocks: 0..0, manager_start: u64::MAX }
+    }
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Carves `pageblocks` contiguous pageblocks into a device pool. Lent pageblocks are taken
     /// back first (reclaim, then scrub, as the worker grows); if no run of lent ones can be had,
     /// wholly free slot pageblocks are taken from the default pool. Task context only. Not under
@@ -50,7 +55,6 @@ impl SwiotlbManager {
     pub fn carve_device_pool(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         pageblocks: usize,
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> Result<DevicePool, LendError> {
@@ -59,13 +63,13 @@ impl SwiotlbManager {
             return Err(LendError::PolicyForbids { policy: self.policy, what: "device pools" });
         }
         let _running = Exclusive::enter(&self.running)?;
-        let blocks = match self.carve_lent(pages, mem, pageblocks, on_drop) {
+        let blocks = match self.carve_lent(pages, pageblocks, on_drop) {
             Some(blocks) => blocks,
             None => self.carve_free(pageblocks)?,
         };
         // Scrub: lent blocks held the page allocator's data; free slots held old bounces.
         let range = self.block_addrs(blocks.clone());
-        mem.fill(range.start, 0, slot_bytes(blocks.len() * SLOTS_PER_PAGEBLOCK));
+        self.mem.fill(range.start, 0, slot_bytes(blocks.len() * SLOTS_PER_PAGEBLOCK));
         let nslots = blocks.len() * SLOTS_PER_PAGEBLOCK;
         let pool = self.new_zeroed_pool(range.start, nslots)?;
         add(&self.counters.device_pools_carved, 1);
@@ -80,7 +84,6 @@ impl SwiotlbManager {
         &self,
         device: DevicePool,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
     ) -> Result<(), (DevicePool, LendError)> {
         assert!(!in_interrupt(), "returning a device pool: task context only");
         let refuse = |device, e| Err((device, e));
@@ -98,9 +101,9 @@ impl SwiotlbManager {
             return refuse(device, LendError::LiveMappings { used_slots });
         }
         for block in device.blocks.clone() {
-            let lent = self.policy == SwiotlbPolicy::Lend && self.lend_block(pages, mem, block).is_ok();
+            let lent = self.policy == SwiotlbPolicy::Lend && self.lend_block(pages, block).is_ok();
             if !lent {
-                if let Err(e) = self.pool.unlend(mem, self.block_slots(block), true) {
+                if let Err(e) = self.pool.unlend(self.block_slots(block), true) {
                     log::error!("swiotlb: returned pageblock {block}: {e}");
                     continue;
                 }
@@ -116,7 +119,6 @@ impl SwiotlbManager {
     fn carve_lent(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         count: usize,
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> Option<Range<usize>> {
@@ -129,7 +131,7 @@ impl SwiotlbManager {
             }
             let mut report = WorkerReport::default();
             let mut done = first;
-            while done < run.end && self.reclaim_block(pages, mem, done, on_drop, &mut report).is_ok() {
+            while done < run.end && self.reclaim_block(pages, done, on_drop, &mut report).is_ok() {
                 self.blocks.set(done, BlockState::CarvedForDevice);
                 done += 1;
             }
@@ -137,7 +139,7 @@ impl SwiotlbManager {
                 return Some(run);
             }
             for block in first..done {
-                if self.lend_block(pages, mem, block).is_err() {
+                if self.lend_block(pages, block).is_err() {
                     // Cannot happen (the blocks just left the page allocator); keep them carved.
                     log::error!("swiotlb: pageblock {block} could not be lent again");
                 }

@@ -6,13 +6,12 @@ use core::time::Duration;
 
 use super::blocks::BlockState;
 use super::config::Clock;
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
 use crate::arch::in_interrupt;
 use crate::bootargs::SwiotlbPolicy;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, ReclaimError, ReclaimMode, ReclaimReport, ZoneType};
-use crate::mm::phys::PhysMemory;
 
 /// What one worker run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,7 +52,7 @@ impl Drop for Exclusive<'_> {
     }
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Does at most one grow or shrink batch (grow first). Run it when
     /// [`should_kick`](Self::should_kick) says so and periodically (the shrink timer only
     /// advances when the worker looks). `on_drop` hears of every clean page reclaim drops.
@@ -61,7 +60,6 @@ impl SwiotlbManager {
     pub fn worker(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         clock: &dyn Clock,
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> WorkerReport {
@@ -77,13 +75,13 @@ impl SwiotlbManager {
         match self.policy {
             SwiotlbPolicy::Static => {}
             SwiotlbPolicy::Lend if grow && self.blocks.count(BlockState::Lent) > 0 => {
-                self.grow_by_reclaim(pages, mem, clock, on_drop, &mut report);
+                self.grow_by_reclaim(pages, clock, on_drop, &mut report);
                 self.stop_shrink_timer();
             }
-            SwiotlbPolicy::Lend => self.shrink_when_idle(pages, mem, clock.now(), &mut report),
+            SwiotlbPolicy::Lend => self.shrink_when_idle(pages, clock.now(), &mut report),
             SwiotlbPolicy::Dynamic if grow => {
                 let started = clock.now();
-                self.grow_by_new_pool(pages, mem, on_drop, &mut report);
+                self.grow_by_new_pool(pages, on_drop, &mut report);
                 // Only growth that happened: a failed search for free pageblocks shows as misses.
                 if report.pageblocks_added > 0 {
                     add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
@@ -93,7 +91,7 @@ impl SwiotlbManager {
             SwiotlbPolicy::Dynamic => {}
             SwiotlbPolicy::Cma if grow => {
                 let started = clock.now();
-                self.grow_by_cma_chunk(pages, mem, on_drop, &mut report);
+                self.grow_by_cma_chunk(pages, on_drop, &mut report);
                 if report.pageblocks_added > 0 {
                     add(&self.counters.grow_time_ns, clock.now().saturating_sub(started).as_nanos() as usize);
                 }
@@ -110,7 +108,6 @@ impl SwiotlbManager {
     fn grow_by_reclaim(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         clock: &dyn Clock,
         on_drop: &mut dyn FnMut(DroppedPage),
         report: &mut WorkerReport,
@@ -120,11 +117,11 @@ impl SwiotlbManager {
         while report.pageblocks_reclaimed < self.tunables.batch {
             let Some(block) = self.next_to_reclaim(&tried) else { break };
             tried[block] = true;
-            match self.reclaim_block(pages, mem, block, on_drop, report) {
+            match self.reclaim_block(pages, block, on_drop, report) {
                 Ok(()) => {
                     // Information-leak protection: whatever the page allocator's users left in
                     // the block must not reach a device.
-                    match self.pool.unlend(mem, self.block_slots(block), true) {
+                    match self.pool.unlend(self.block_slots(block), true) {
                         Ok(()) => {
                             self.blocks.set(block, BlockState::AsSlots);
                             report.pageblocks_reclaimed += 1;
@@ -152,7 +149,6 @@ impl SwiotlbManager {
     pub(super) fn reclaim_block(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         block: usize,
         on_drop: &mut dyn FnMut(DroppedPage),
         report: &mut WorkerReport,
@@ -160,7 +156,7 @@ impl SwiotlbManager {
         self.blocks.set(block, BlockState::Reclaiming);
         add(&self.counters.reclaims, 1);
         let range = self.block_addrs(block..block + 1);
-        let result = pages.reclaim_swiotlb_pageblocks(range, mem, ReclaimMode { drop_clean: true }, on_drop);
+        let result = pages.reclaim_swiotlb_pageblocks(range, self.mem, ReclaimMode { drop_clean: true }, on_drop);
         let ReclaimReport { migrated, dropped, pinned, .. } = match &result {
             Ok(r) | Err(ReclaimError::Busy(r)) => r,
             Err(e @ ReclaimError::Range(_)) => {
@@ -188,7 +184,7 @@ impl SwiotlbManager {
     /// run) stops the shrink timer; under it the timer runs, and once it has run
     /// `shrink_delay`, up to `batch` wholly free slot pageblocks are lent, each from the area
     /// with the most free slots (`areas.rs`), and the timer restarts.
-    fn shrink_when_idle(&self, pages: &LockedPageAllocator, mem: &dyn PhysMemory, now: Duration, report: &mut WorkerReport) {
+    fn shrink_when_idle(&self, pages: &LockedPageAllocator, now: Duration, report: &mut WorkerReport) {
         if !self.shrink_due(now) {
             return;
         }
@@ -197,7 +193,7 @@ impl SwiotlbManager {
         while report.pageblocks_lent < self.tunables.batch && self.blocks.count(BlockState::AsSlots) > floor {
             let Some(block) = self.next_to_lend(&tried) else { break };
             tried[block] = true;
-            match self.lend_block(pages, mem, block) {
+            match self.lend_block(pages, block) {
                 Ok(()) => report.pageblocks_lent += 1,
                 Err(e) => log::debug!("swiotlb: pageblock {block} not lent: {e}"),
             }
@@ -210,7 +206,7 @@ impl SwiotlbManager {
     }
 
     /// Lends the free slot pageblock `block` to the page allocator.
-    pub(super) fn lend_block(&self, pages: &LockedPageAllocator, mem: &dyn PhysMemory, block: usize) -> Result<(), LendError> {
+    pub(super) fn lend_block(&self, pages: &LockedPageAllocator, block: usize) -> Result<(), LendError> {
         if self.never_lend {
             return Err(LendError::NeverLend);
         }
@@ -220,7 +216,7 @@ impl SwiotlbManager {
         }
         if let Err(e) = pages.lock().lend_swiotlb_pageblocks(self.block_addrs(block..block + 1)) {
             if self.blocks.get(block) == BlockState::AsSlots {
-                let _ = self.pool.unlend(mem, slots, false);
+                let _ = self.pool.unlend(slots, false);
             }
             return Err(e.into());
         }
@@ -235,7 +231,6 @@ impl SwiotlbManager {
     fn grow_by_new_pool(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         on_drop: &mut dyn FnMut(DroppedPage),
         report: &mut WorkerReport,
     ) {
@@ -249,7 +244,7 @@ impl SwiotlbManager {
         };
         let mut count = default_blocks.max(1);
         let got = loop {
-            match pages.alloc_contig_pageblocks_compact(count, ZoneType::Dma, mem, ReclaimMode { drop_clean: true }, on_drop) {
+            match pages.alloc_contig_pageblocks_compact(count, ZoneType::Dma, self.mem, ReclaimMode { drop_clean: true }, on_drop) {
                 Ok((start, compacted)) => {
                     report.pages_migrated += compacted.migrated;
                     report.pages_dropped += compacted.dropped;
@@ -267,7 +262,7 @@ impl SwiotlbManager {
         };
         let nslots = count * SLOTS_PER_PAGEBLOCK;
         // Whatever the pages' last owner left must not reach a device.
-        mem.fill(start, 0, slot_bytes(nslots));
+        self.mem.fill(start, 0, slot_bytes(nslots));
         match self.new_zeroed_pool(start, nslots) {
             Ok(pool) => {
                 self.extra[n].call_once(|| pool);

@@ -21,7 +21,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::blocks::BlockState;
-use super::manager::SwiotlbManager;
+use super::io_tlb_mem::SwiotlbMem;
 use super::SLOTS_PER_PAGEBLOCK;
 use crate::dma::swiotlb::AreaUsage;
 
@@ -34,7 +34,7 @@ pub(super) fn area_rank(area: usize, nareas: usize) -> usize {
     }
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// The area of pageblock `block` of the default pool: that of its first slot.
     pub(super) fn block_area(&self, block: usize) -> usize {
         self.pool.area_of_slot(block * SLOTS_PER_PAGEBLOCK)

@@ -58,10 +58,11 @@ fn tunables(policy: SwiotlbPolicy) -> Tunables {
 }
 
 struct Fixture {
-    mem: SimMemory,
+    /// Leaked: the pools keep a `'static` reference.
+    mem: &'static SimMemory,
     /// Leaked so transient pools and CMA areas (which keep a `'static` reference) can use it.
     pages: &'static LockedPageAllocator,
-    mgr: SwiotlbManager,
+    mgr: SwiotlbMem,
     clock: FakeClock,
     pool_blocks: usize,
 }
@@ -90,14 +91,14 @@ impl Fixture {
         let end = cma_end + pool_blocks * PAGEBLOCK_SIZE;
         let allocator = PageAllocator::new(BASE..end, &[block_addr(1)..ram_end], None).unwrap();
         let pages: &'static LockedPageAllocator = alloc::boxed::Box::leak(alloc::boxed::Box::new(LockedPageAllocator::new(allocator)));
-        let mem = SimMemory::new(BASE, (end - BASE) as usize);
+        let mem: &'static SimMemory = alloc::boxed::Box::leak(alloc::boxed::Box::new(SimMemory::new(BASE, (end - BASE) as usize)));
         let geometry = PoolGeometry { start: cma_end, nslots: pool_blocks as usize * SLOTS_PER_PAGEBLOCK, nareas: 4 };
-        let mgr = SwiotlbManager::new(geometry, t, never_lend, pages)?;
+        let mgr = SwiotlbMem::new(geometry, t, never_lend, pages, mem)?;
         Ok((Self { mem, pages, mgr, clock: FakeClock::new(0), pool_blocks: pool_blocks as usize }, ram_end..cma_end))
     }
 
     fn worker(&self) -> WorkerReport {
-        self.mgr.worker(self.pages, &self.mem, &self.clock, &mut |_| {})
+        self.mgr.worker(self.pages, &self.clock, &mut |_| {})
     }
 
     fn worker_at(&self, ms: u64) -> WorkerReport {
@@ -107,11 +108,19 @@ impl Fixture {
 
     /// Maps `nslots` whole slots from the original buffers.
     fn map_slots(&self, nslots: usize) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
-        self.mgr.map(&self.mem, ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
+        self.mgr.map(ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
     }
 
     fn unmap_slots(&self, tlb: PhysAddr, nslots: usize) {
-        self.mgr.unmap(&self.mem, tlb, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, DmaAttrs::default()).expect("unmap");
+        self.unmap(tlb, nslots * IO_TLB_SIZE, DmaDirection::ToDevice).expect("unmap");
+    }
+
+    /// Ends a mapping through the pool that owns it, as the DMA API does.
+    fn unmap(&self, tlb: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), crate::dma::swiotlb::SwiotlbError> {
+        match self.mgr.find_pool(tlb) {
+            crate::dma::swiotlb::SlotLookup::Live(pool) => pool.unmap(tlb, size, dir, DmaAttrs::default()),
+            _ => Err(crate::dma::swiotlb::SwiotlbError::NotMapped { tlb_addr: tlb }),
+        }
     }
 
     fn nr_free_swiotlb_pages(&self) -> usize {

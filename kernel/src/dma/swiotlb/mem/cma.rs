@@ -18,15 +18,14 @@
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::manager::{slot_bytes, SwiotlbManager};
+use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
 use super::stats::add;
 use super::worker::WorkerReport;
 use super::SLOTS_PER_PAGEBLOCK;
 use crate::mm::cma::CmaArea;
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator, ReclaimMode};
-use crate::mm::phys::PhysMemory;
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Gives the `cma` policy its area. Task context, once.
     pub fn enable_cma(&self, area: &'static CmaArea) {
         self.cma.call_once(|| area);
@@ -55,13 +54,12 @@ impl SwiotlbManager {
     pub(super) fn grow_by_cma_chunk(
         &self,
         pages: &LockedPageAllocator,
-        mem: &dyn PhysMemory,
         on_drop: &mut dyn FnMut(DroppedPage),
         report: &mut WorkerReport,
     ) {
         let Some(area) = self.cma.get() else { return };
         let count = self.tunables.cma_chunk_pageblocks;
-        let (start, got) = match area.cma_alloc(pages, mem, count, ReclaimMode { drop_clean: true }, on_drop) {
+        let (start, got) = match area.cma_alloc(pages, self.mem, count, ReclaimMode { drop_clean: true }, on_drop) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("swiotlb: cma_alloc of {count} pageblocks from {}: {e}", area.name());
@@ -78,13 +76,13 @@ impl SwiotlbManager {
         let nslots = count * SLOTS_PER_PAGEBLOCK;
         if let Some(pool) = self.extra_pools().find(|p| p.start() == start && p.nslots() == nslots) {
             // A chunk we had before: scrub what the page allocator's users left, then serve.
-            if let Err(e) = pool.unlend(mem, 0..nslots, true) {
+            if let Err(e) = pool.unlend(0..nslots, true) {
                 log::error!("swiotlb: chunk {start:#x} back from CMA but its slots were not lent: {e}");
                 return;
             }
         } else {
             let n = self.nr_extra.load(Ordering::Relaxed);
-            mem.fill(start, 0, slot_bytes(nslots));
+            self.mem.fill(start, 0, slot_bytes(nslots));
             let pool = match self.new_zeroed_pool(start, nslots) {
                 Ok(pool) if n < self.extra.len() => pool,
                 Ok(_) | Err(_) => {

@@ -48,7 +48,7 @@ fn a_full_pool_fails_in_task_context_keeps_the_reserve_for_irqs_then_fails_there
 fn no_migration_targets_leaves_the_blocks_lent_and_every_page_intact() {
     let f = Fixture::new(2, 6, tunables(SwiotlbPolicy::Lend), false);
     // Every free page, lent blocks included, holds checksummed data: nowhere to migrate to.
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 11);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 11);
     assert_eq!(f.nr_free_swiotlb_pages(), 0);
     let mut live = Vec::new();
     {
@@ -61,14 +61,14 @@ fn no_migration_targets_leaves_the_blocks_lent_and_every_page_intact() {
     assert!(report.pageblocks_busy > 0, "{report:?}");
     use BlockState::*;
     assert_eq!(f.states(), [AsSlots, Lent, Lent, AsSlots, Lent, Lent], "failed reclaims left the blocks lent");
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "no page lost or corrupted");
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "no page lost or corrupted");
     assert!(f.map_slots(32).is_err(), "still full: an error, no panic");
 
     // Memory comes back: the next run reclaims.
     work.release_every(f.pages, 2);
     f.mgr.note_miss();
     assert!(f.worker().pageblocks_reclaimed > 0);
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()));
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()));
     f.map_slots(32).expect("room after the reclaim");
     f.mgr.default_pool().assert_consistent();
 }
@@ -77,7 +77,7 @@ fn no_migration_targets_leaves_the_blocks_lent_and_every_page_intact() {
 fn pinned_pages_in_every_lent_block_block_reclaim_until_unpinned() {
     let t = Tunables { batch: 4, ..tunables(SwiotlbPolicy::Lend) };
     let f = Fixture::new(4, 6, t, false);
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 5);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 5);
     // Kept at boot: blocks 0 and 3 (areas 0 and 2 of 1.5 pageblocks each).
     let lent: Vec<usize> = (0..6).filter(|b| f.states()[*b] == BlockState::Lent).collect();
     assert_eq!(lent, [1, 2, 4, 5]);
@@ -96,9 +96,9 @@ fn pinned_pages_in_every_lent_block_block_reclaim_until_unpinned() {
     assert_eq!((report.pageblocks_reclaimed, report.pageblocks_busy, report.pages_pinned), (0, 4, 4), "{report:?}");
     use BlockState::*;
     assert_eq!(f.states(), [AsSlots, Lent, Lent, AsSlots, Lent, Lent]);
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()));
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()));
     // A device pool cannot be carved either: an error, and the blocks stay lent.
-    let err = f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).err();
+    let err = f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).err();
     assert!(matches!(err, Some(LendError::NotEnoughPageblocks { .. })), "{err:?}");
     assert_eq!(f.states(), [AsSlots, Lent, Lent, AsSlots, Lent, Lent]);
 
@@ -109,6 +109,6 @@ fn pinned_pages_in_every_lent_block_block_reclaim_until_unpinned() {
     f.mgr.note_miss();
     let report = f.worker();
     assert_eq!(report.pageblocks_reclaimed, 4, "{report:?}");
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "migration kept every page");
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "migration kept every page");
     f.mgr.default_pool().assert_consistent();
 }

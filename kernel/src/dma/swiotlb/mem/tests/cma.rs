@@ -32,7 +32,7 @@ fn cma_grows_by_chunks_migrating_movable_pages_and_gives_them_back_when_idle() {
     let (mut f, area) = cma_fixture(6, 4);
     f.clock = FakeClock::new(1_000);
     // Movable pages everywhere, the CMA area included, then room for migration targets.
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 5);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 5);
     work.release_every(f.pages, 3);
     let cma_start = f.pool_block(0) - 4 * PAGEBLOCK_SIZE;
     assert_eq!(f.pages.lock().pageblock_migratetype(cma_start), Some(MigrateType::Cma));
@@ -42,7 +42,7 @@ fn cma_grows_by_chunks_migrating_movable_pages_and_gives_them_back_when_idle() {
     let report = f.worker();
     assert_eq!(report.pageblocks_added, 2, "one chunk of swiotlb_cma_chunk=2: {report:?}");
     assert!(report.pages_migrated > 0, "pages migrated out of the chunk: {report:?}");
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "every migrated page intact");
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "every migrated page intact");
     let chunk = f.mgr.extra_pools().next().expect("a chunk pool");
     assert!((cma_start..cma_start + 4 * PAGEBLOCK_SIZE).contains(&chunk.start()), "the chunk comes from the CMA area");
     assert!(f.read(chunk.start(), 2 * PAGEBLOCK_SIZE as usize).iter().all(|b| *b == 0), "scrubbed");
@@ -87,9 +87,9 @@ fn cma_never_takes_a_lent_swiotlb_block() {
     // lent blocks never touches the area.
     let (f, range) = Fixture::try_new_with_cma(2, 2, 4, tunables(SwiotlbPolicy::Lend), false).expect("manager");
     let area = CmaArea::activate("test-cma", f.pages, range.clone()).expect("CMA area");
-    let (start, _) = area.cma_alloc(f.pages, &f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).expect("cma_alloc");
+    let (start, _) = area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).expect("cma_alloc");
     assert!(range.contains(&start));
-    assert!(area.cma_alloc(f.pages, &f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).is_err(), "the area is used up; lent SWIOTLB blocks are not CMA");
+    assert!(area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).is_err(), "the area is used up; lent SWIOTLB blocks are not CMA");
     assert_eq!(f.nr_free_swiotlb_pages(), 2 * BLOCK_PAGES, "the lent blocks are untouched");
 }
 

@@ -26,7 +26,7 @@ fn static_never_lends_grows_or_shrinks() {
 fn map_pattern(f: &Fixture, orig: PhysAddr, len: usize, dir: DmaDirection) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
     let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
     f.mem.write(orig, &data);
-    f.mgr.map(&f.mem, orig, len, dir, SlotAlignment::default())
+    f.mgr.map(orig, len, dir, SlotAlignment::default())
 }
 
 #[test]
@@ -62,18 +62,18 @@ fn dynamic_keeps_its_boot_pool_and_misses_get_transient_pools() {
     assert_eq!(f.mgr.transient_pools().stats().allocated_in_irq, 1);
     // The device writes; unmap copies back and frees the pages.
     f.mem.write(tlb + 100, &[0xAB; 64]);
-    f.mgr.unmap(&f.mem, tlb, 5000, DmaDirection::Bidirectional, DmaAttrs::default()).unwrap();
+    f.unmap(tlb, 5000, DmaDirection::Bidirectional).unwrap();
     assert_eq!(f.read(orig + 100, 64), vec![0xAB; 64]);
     assert!(!f.mgr.is_swiotlb_buffer(tlb));
-    assert!(f.mgr.unmap(&f.mem, tlb, 5000, DmaDirection::Bidirectional, DmaAttrs::default()).is_err(), "second unmap refused");
-    f.mgr.unmap(&f.mem, irq_tlb, 2048, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+    assert!(f.unmap(tlb, 5000, DmaDirection::Bidirectional).is_err(), "second unmap refused");
+    f.unmap(irq_tlb, 2048, DmaDirection::FromDevice).unwrap();
     assert_eq!(f.pages.lock().nr_free_pages(ZoneType::Dma), free_before, "transient pages freed at unmap");
     let s = f.mgr.transient_pools().stats();
     assert_eq!((s.allocated, s.freed, s.hiwater), (2, 2, 2));
     let (slot_maps, reserve_maps) = tlbs.split_at((4096 - 256) / 32);
     slot_maps.iter().for_each(|t| f.unmap_slots(*t, 32));
     for t in reserve_maps {
-        f.mgr.unmap(&f.mem, *t, 2048, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+        f.unmap(*t, 2048, DmaDirection::FromDevice).unwrap();
     }
     assert_eq!(f.mgr.used_slots(), 0);
 }
@@ -89,7 +89,7 @@ fn transient_pools_off_or_out_of_memory_fail_the_mapping() {
     // No free page in ZONE_DMA: the transient allocation fails, so does the mapping.
     let f = Fixture::new(1, 2, tunables(SwiotlbPolicy::Dynamic), false);
     f.mgr.enable_transient_pools(f.pages);
-    let _work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 3);
+    let _work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 3);
     let _tlbs: Vec<_> = (0..(2048 - 256) / 32).map(|_| f.map_slots(32).unwrap()).collect();
     assert!(f.map_slots(32).is_err());
     assert_eq!(f.mgr.transient_pools().stats().failed, 1);
@@ -100,7 +100,7 @@ fn dynamic_worker_adds_boot_sized_pools_with_compaction_and_never_shrinks() {
     let mut f = Fixture::new(8, 2, tunables(SwiotlbPolicy::Dynamic), false);
     f.clock = FakeClock::new(1_000);
     // Movable pages in every free block: no whole free pageblock is left.
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 11);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 11);
     work.release_every(f.pages, 2);
     assert!(f.pages.lock().alloc_contig_pageblocks(1, ZoneType::Dma).is_err(), "no free pageblock without compaction");
     let managed = f.pages.lock().managed_pages(ZoneType::Dma);
@@ -110,7 +110,7 @@ fn dynamic_worker_adds_boot_sized_pools_with_compaction_and_never_shrinks() {
     let report = f.worker_at(0);
     assert_eq!(report.pageblocks_added, 2, "the boot pool's size: {report:?}");
     assert!(report.pages_migrated > 0, "compaction migrated pages: {report:?}");
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "every migrated page intact");
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "every migrated page intact");
     let extra = f.mgr.extra_pools().next().expect("an extra pool");
     assert_eq!(f.pages.lock().managed_pages(ZoneType::Dma), managed - 2 * BLOCK_PAGES);
     assert!(f.read(extra.start(), (extra.end() - extra.start()) as usize).iter().all(|b| *b == 0), "scrubbed");
@@ -144,12 +144,12 @@ fn never_lend_pools_stay_unlent() {
     for ms in (0..5000).step_by(100) {
         f.worker_at(ms);
     }
-    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 2, &mut ignore_drop).unwrap();
-    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, 2, &mut ignore_drop).unwrap();
+    f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
     assert_eq!(f.count(BlockState::AsSlots), 6);
     assert_eq!(f.nr_free_swiotlb_pages(), 0);
     assert_eq!(f.mgr.default_pool().lent_slots(), 0);
-    assert_eq!(f.mgr.lend_block(f.pages, &f.mem, 5), Err(LendError::NeverLend));
+    assert_eq!(f.mgr.lend_block(f.pages, 5), Err(LendError::NeverLend));
 
     let refused = Fixture::try_new(2, 6, tunables(SwiotlbPolicy::Dynamic), true).err();
     assert!(matches!(refused, Some(LendError::PolicyForbids { .. })));
@@ -160,13 +160,14 @@ fn bad_geometry_is_an_error() {
     let mut t = tunables(SwiotlbPolicy::Lend);
     t.keep_pageblocks = 1;
     let pages = LockedPageAllocator::new(PageAllocator::new(BASE..block_addr(4), &[BASE..block_addr(2)], None).unwrap());
+    let mem: &'static SimMemory = alloc::boxed::Box::leak(alloc::boxed::Box::new(SimMemory::new(BASE, 4 * PAGEBLOCK_SIZE as usize)));
     let g = PoolGeometry { start: block_addr(2) + 0x1000, nslots: SLOTS_PER_PAGEBLOCK, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages, mem), Err(LendError::Geometry { .. })));
     let g = PoolGeometry { start: block_addr(2), nslots: 512, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::Geometry { .. })));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages, mem), Err(LendError::Geometry { .. })));
     // A pool over RAM the page allocator already manages cannot be lent.
     let g = PoolGeometry { start: block_addr(0), nslots: 2 * SLOTS_PER_PAGEBLOCK, nareas: 1 };
-    assert!(matches!(SwiotlbManager::new(g, t, false, &pages), Err(LendError::PageAlloc(_))));
+    assert!(matches!(SwiotlbMem::new(g, t, false, &pages, mem), Err(LendError::PageAlloc(_))));
 }
 
 #[test]

@@ -41,10 +41,10 @@ fn a_carved_device_pool_is_scrubbed() {
     for policy in [SwiotlbPolicy::Lend, SwiotlbPolicy::Static] {
         let f = Fixture::new(2, 8, tunables(policy), false);
         dirty_all_ram(&f);
-        let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 2, &mut ignore_drop).unwrap();
+        let dev = f.mgr.carve_device_pool(f.pages, 2, &mut ignore_drop).unwrap();
         let pool = dev.pool();
         assert_clean(&f, pool.start(), (pool.end() - pool.start()) as usize, "carved device pool");
-        f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+        f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
     }
 }
 
@@ -52,11 +52,11 @@ fn a_carved_device_pool_is_scrubbed() {
 fn a_returned_device_pool_is_scrubbed_before_the_default_pool_uses_it() {
     // `static`: the returned pageblocks become slots of the default pool again.
     let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Static), false);
-    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).unwrap();
     let (start, end) = (dev.pool().start(), dev.pool().end());
     // The device's data, left in its pool's slots by its mappings.
     f.mem.fill(start, SECRET, (end - start) as usize);
-    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
     assert_clean(&f, start, (end - start) as usize, "returned device pool");
 }
 

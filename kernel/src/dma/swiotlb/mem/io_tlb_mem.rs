@@ -1,5 +1,5 @@
-//! The manager: construction under each policy, the mapping entry points over its pools, and the
-//! IRQ-safe tests that decide whether to schedule the worker.
+//! [`SwiotlbMem`] (Linux `struct io_tlb_mem`): construction under each policy, the mapping entry
+//! points over its pools, and the IRQ-safe tests that decide whether to schedule the worker.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -12,17 +12,21 @@ use super::stats::{LendCounters, LendStats};
 use super::{LendError, MAX_EXTRA_POOLS, SLOTS_PER_PAGEBLOCK};
 use crate::bootargs::SwiotlbPolicy;
 use crate::dma::swiotlb::transient::TransientPools;
-use crate::dma::swiotlb::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SIZE};
+use crate::dma::swiotlb::{DmaAttrs, DmaDirection, FoundPool, SlotAlignment, SlotLookup, SwiotlbError, SwiotlbPool};
+use crate::dma::swiotlb::{IO_TLB_SEGSIZE, IO_TLB_SIZE};
 use crate::mm::page_alloc::{LockedPageAllocator, PAGEBLOCK_SIZE};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
 
-/// The default SWIOTLB pool and its policy (see the [module docs](super)).
+/// The default SWIOTLB: its pools and its policy (Linux `struct io_tlb_mem`, the set of
+/// `io_tlb_pool`s of the default SWIOTLB; see the [module docs](super)).
 ///
 /// Mapping, unmapping, syncing, [`should_kick`](Self::should_kick), [`note_miss`](Self::note_miss)
 /// and [`is_swiotlb_buffer`](Self::is_swiotlb_buffer) are safe in IRQ context and never allocate;
 /// construction, the worker and device pools are task context only.
-pub struct SwiotlbManager {
+pub struct SwiotlbMem {
+    /// Where the pools' memory is read and written; every pool added gets it too.
+    pub(super) mem: &'static dyn PhysMemory,
     /// The default pool over the reserved range (under `cma`, over its first
     /// `min_slot_pageblocks` only).
     pub(super) pool: SwiotlbPool,
@@ -57,7 +61,7 @@ pub struct SwiotlbManager {
     pub(super) counters: LendCounters,
 }
 
-impl SwiotlbManager {
+impl SwiotlbMem {
     /// Builds the default pool over `geometry` as `tunables.policy` says. Task context.
     ///
     /// - `static` and `dynamic`: every slot is a bounce slot (Linux keeps its boot pool whole
@@ -70,11 +74,13 @@ impl SwiotlbManager {
     ///
     /// `never_lend` marks a pool shared with an untrusted device by design: under `lend` it is
     /// managed as `static`, and `dynamic` is refused (its extra pools would not be shared memory).
+    /// `mem` reaches the reserved range, the pools added later and the original buffers.
     pub fn new(
         geometry: PoolGeometry,
         tunables: Tunables,
         never_lend: bool,
         pages: &LockedPageAllocator,
+        mem: &'static dyn PhysMemory,
     ) -> Result<Self, LendError> {
         let geometry_error = |reason| Err(LendError::Geometry { reason });
         if !geometry.start.is_multiple_of(PAGEBLOCK_SIZE) {
@@ -99,10 +105,11 @@ impl SwiotlbManager {
             SwiotlbPolicy::Cma => slot_blocks * SLOTS_PER_PAGEBLOCK,
             _ => geometry.nslots,
         };
-        let pool = SwiotlbPool::new(geometry.start, pool_slots, geometry.nareas)?;
+        let pool = SwiotlbPool::new(geometry.start, pool_slots, geometry.nareas, mem)?;
         pool.set_irq_reserve_slots(tunables.irq_reserve_slots.min(pool_slots));
         let blocks = BlockStates::new(nblocks, BlockState::AsSlots);
         let manager = Self {
+            mem,
             pool,
             start: geometry.start,
             policy,
@@ -111,7 +118,7 @@ impl SwiotlbManager {
             blocks,
             extra: (0..MAX_EXTRA_POOLS).map(|_| spin::Once::new()).collect(),
             nr_extra: AtomicUsize::new(0),
-            transient: TransientPools::new(),
+            transient: TransientPools::new(mem),
             cma: spin::Once::new(),
             miss_pending: AtomicBool::new(false),
             high_usage_seen: AtomicBool::new(false),
@@ -151,6 +158,33 @@ impl SwiotlbManager {
         Ok(manager)
     }
 
+    /// A `static` SWIOTLB of one pool of `nslots` slots at `start` in `nareas` areas, with no IRQ
+    /// reserve and no page allocator: for host tests of the DMA API.
+    #[cfg(test)]
+    pub(crate) fn static_for_test(start: PhysAddr, nslots: usize, nareas: usize, mem: &'static dyn PhysMemory) -> Self {
+        let params = crate::bootargs::KernelParams::default();
+        let tunables = Tunables { policy: SwiotlbPolicy::Static, irq_reserve_slots: 0, ..Tunables::from_params(&params) };
+        let nblocks = nslots.div_ceil(SLOTS_PER_PAGEBLOCK);
+        Self {
+            mem,
+            pool: SwiotlbPool::new(start, nslots, nareas, mem).expect("test pool geometry"),
+            start,
+            policy: SwiotlbPolicy::Static,
+            never_lend: false,
+            tunables,
+            blocks: BlockStates::new(nblocks, BlockState::AsSlots),
+            extra: (0..MAX_EXTRA_POOLS).map(|_| spin::Once::new()).collect(),
+            nr_extra: AtomicUsize::new(0),
+            transient: TransientPools::new(mem),
+            cma: spin::Once::new(),
+            miss_pending: AtomicBool::new(false),
+            high_usage_seen: AtomicBool::new(false),
+            low_since_ns: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            counters: LendCounters::default(),
+        }
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> SwiotlbPolicy {
         self.policy
@@ -169,6 +203,11 @@ impl SwiotlbManager {
     /// The default pool.
     pub fn default_pool(&self) -> &SwiotlbPool {
         &self.pool
+    }
+
+    /// The physical-memory accessor its pools copy and scrub through.
+    pub fn phys(&self) -> &'static dyn PhysMemory {
+        self.mem
     }
 
     /// Lets the dynamic policy allocate transient pools from `pages` when every pool misses
@@ -278,22 +317,14 @@ impl SwiotlbManager {
     /// true); under `dynamic` a transient pool is then allocated for this mapping (Linux
     /// `swiotlb_find_slots`), otherwise the last pool's error is returned: the caller defers or
     /// fails the request.
-    pub fn map(
-        &self,
-        mem: &dyn PhysMemory,
-        orig: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-    ) -> Result<PhysAddr, SwiotlbError> {
-        self.map_attrs(mem, orig, size, dir, align, DmaAttrs::NONE)
+    pub fn map(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
+        self.map_attrs(orig, size, dir, align, DmaAttrs::NONE)
     }
 
     /// [`map`](Self::map) with attributes (see [`SwiotlbPool::map_attrs`]). A transient pool
     /// always copies in: its pages come from the page allocator, never scrubbed ahead.
     pub fn map_attrs(
         &self,
-        mem: &dyn PhysMemory,
         orig: PhysAddr,
         size: usize,
         dir: DmaDirection,
@@ -302,7 +333,7 @@ impl SwiotlbManager {
     ) -> Result<PhysAddr, SwiotlbError> {
         let mut no_room = None;
         for pool in self.pools() {
-            match pool.map_attrs(mem, orig, size, dir, align, attrs) {
+            match pool.map_attrs(orig, size, dir, align, attrs) {
                 Ok(tlb_addr) => {
                     if self.at_or_above_high_wm() {
                         self.high_usage_seen.store(true, Ordering::Relaxed);
@@ -316,7 +347,7 @@ impl SwiotlbManager {
         self.note_miss();
         let no_room = no_room.expect("there is always a default pool");
         if self.transient.enabled() {
-            return self.transient.map(mem, orig, size, dir, align).map_err(|_| no_room);
+            return self.transient.map(orig, size, dir, align).map_err(|_| no_room);
         }
         Err(no_room)
     }
@@ -325,48 +356,16 @@ impl SwiotlbManager {
     /// `max_slots` dirty free slots and returns how many. Task context, no lock held.
     /// Only while the pools are quiet (usage under `swiotlb_high_wm`, no miss pending): a run
     /// being scrubbed is out of use, and must not make a burst of mappings miss and the pool grow.
-    pub fn scrub_step(&self, mem: &dyn PhysMemory, max_slots: usize) -> usize {
+    pub fn scrub_step(&self, max_slots: usize) -> usize {
         if self.miss_pending() || self.at_or_above_high_wm() {
             return 0;
         }
-        self.pools().map(|p| p.scrub_step(mem, max_slots)).find(|&n| n != 0).unwrap_or(0)
+        self.pools().map(|p| p.scrub_step(max_slots)).find(|&n| n != 0).unwrap_or(0)
     }
 
     /// Turns clean-slot tracking on or off in every pool (bootarg `swiotlb_clean_slots=`).
     pub fn set_clean_slots(&self, on: bool) {
         self.pools().for_each(|p| p.set_clean_slots(on));
-    }
-
-    /// Ends a mapping (see [`SwiotlbPool::unmap`]).
-    pub fn unmap(
-        &self,
-        mem: &dyn PhysMemory,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        attrs: DmaAttrs,
-    ) -> Result<(), SwiotlbError> {
-        match self.pool_of(tlb_addr) {
-            Ok(pool) => pool.unmap(mem, tlb_addr, size, dir, attrs),
-            // Not in a pool: a transient pool's, or `NotMapped` from there.
-            Err(_) => self.transient.unmap(mem, tlb_addr, size, dir, attrs),
-        }
-    }
-
-    /// See [`SwiotlbPool::sync_for_cpu`].
-    pub fn sync_for_cpu(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        match self.pool_of(tlb_addr) {
-            Ok(pool) => pool.sync_for_cpu(mem, tlb_addr, size, dir),
-            Err(_) => self.transient.sync(mem, tlb_addr, size, dir, false),
-        }
-    }
-
-    /// See [`SwiotlbPool::sync_for_device`].
-    pub fn sync_for_device(&self, mem: &dyn PhysMemory, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
-        match self.pool_of(tlb_addr) {
-            Ok(pool) => pool.sync_for_device(mem, tlb_addr, size, dir),
-            Err(_) => self.transient.sync(mem, tlb_addr, size, dir, true),
-        }
     }
 
     /// Whether `pa` is inside a live bounce buffer of one of the pools (Linux
@@ -383,13 +382,22 @@ impl SwiotlbManager {
         crate::dma::swiotlb::max_mapping_size(min_align_mask)
     }
 
-    /// The pool that owns `tlb_addr` (Linux `swiotlb_find_pool`): the first whose range holds it
-    /// and whose slot there is not lent (a released `cma` chunk's pool may overlap a live one).
-    fn pool_of(&self, tlb_addr: PhysAddr) -> Result<&SwiotlbPool, SwiotlbError> {
-        let lent = |p: &SwiotlbPool| p.slot_index(tlb_addr).and_then(|i| p.slot_state(i)) == Some(crate::dma::swiotlb::SlotState::Lent);
-        self.pools()
-            .find(|p| (p.start()..p.end()).contains(&tlb_addr) && !(self.policy == SwiotlbPolicy::Cma && lent(p)))
-            .ok_or(SwiotlbError::NotMapped { tlb_addr })
+    /// The pool that owns `pa` (Linux `swiotlb_find_pool`), in one walk of the pool list,
+    /// lock-free: the first pool whose slot at `pa` is used or free answers (a lent slot may sit
+    /// under another pool's, as a released `cma` chunk's does), then the transient pools. Unmap
+    /// and sync call the pool found directly. Device pools answer for themselves
+    /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
+    pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
+        for pool in self.pools() {
+            match pool.lookup(pa) {
+                SlotLookup::Outside => continue,
+                found => return found,
+            }
+        }
+        if self.transient.is_swiotlb_buffer(pa) {
+            return SlotLookup::Live(FoundPool::Transient(&self.transient));
+        }
+        SlotLookup::Outside
     }
 
     // ---- pageblock arithmetic ----
@@ -423,14 +431,14 @@ impl SwiotlbManager {
     /// A pool of `nslots` slots at `start`, for memory the caller has just filled with zeros:
     /// every slot starts clean, and clean-slot tracking is as the default pool's.
     pub(super) fn new_zeroed_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
-        let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots))?;
+        let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
         pool.set_clean_slots(self.pool.clean_slots());
         pool.mark_free_slots_clean();
         Ok(pool)
     }
 }
 
-impl fmt::Display for SwiotlbManager {
+impl fmt::Display for SwiotlbMem {
     /// The stats table: one line per pool, the pageblock states, the counters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn carve_from_lent_blocks_and_return_them_lent() {
     let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Lend), false);
-    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 2, &mut ignore_drop).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, 2, &mut ignore_drop).unwrap();
     use BlockState::*;
     // Kept at boot: blocks 0 and 4 (areas 0 and 2); the first run of two lent ones is 1..3.
     assert_eq!(dev.pageblocks(), 1..3);
@@ -14,15 +14,15 @@ fn carve_from_lent_blocks_and_return_them_lent() {
     assert_eq!(f.mgr.usable_slots(), 2 * SLOTS_PER_PAGEBLOCK, "the default pool does not use carved blocks");
 
     f.mem.write(ORIG, &[0x5a; 64]);
-    let tlb = dev.pool().map(&f.mem, ORIG, 64, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
+    let tlb = dev.pool().map(ORIG, 64, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
     assert!((f.pool_block(1)..f.pool_block(3)).contains(&tlb));
     assert!(dev.pool().is_swiotlb_buffer(tlb) && !f.mgr.is_swiotlb_buffer(tlb));
     assert_eq!(f.read(tlb + 64, 64), [0; 64], "carved slots are scrubbed");
 
-    let Err((dev, err)) = f.mgr.return_device_pool(dev, f.pages, &f.mem) else { panic!("returned with a live mapping") };
+    let Err((dev, err)) = f.mgr.return_device_pool(dev, f.pages) else { panic!("returned with a live mapping") };
     assert_eq!(err, LendError::LiveMappings { used_slots: 1 });
-    dev.pool().unmap(&f.mem, tlb, 64, DmaDirection::ToDevice, DmaAttrs::default()).unwrap();
-    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    dev.pool().unmap(tlb, 64, DmaDirection::ToDevice, DmaAttrs::default()).unwrap();
+    f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
     assert_eq!(f.states()[..5], [AsSlots, Lent, Lent, Lent, AsSlots]);
     assert_eq!(f.nr_free_swiotlb_pages(), 6 * BLOCK_PAGES);
     let s = f.mgr.stats();
@@ -33,13 +33,13 @@ fn carve_from_lent_blocks_and_return_them_lent() {
 #[test]
 fn carve_from_free_slots_when_nothing_is_lent() {
     let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Static), false);
-    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 3, &mut ignore_drop).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, 3, &mut ignore_drop).unwrap();
     assert_eq!(dev.pageblocks(), 5..8);
     assert_eq!(f.mgr.usable_slots(), 5 * SLOTS_PER_PAGEBLOCK);
     assert_eq!(f.nr_free_swiotlb_pages(), 0);
-    let err = f.mgr.carve_device_pool(f.pages, &f.mem, 4, &mut ignore_drop).err();
+    let err = f.mgr.carve_device_pool(f.pages, 4, &mut ignore_drop).err();
     assert_eq!(err, Some(LendError::NotEnoughPageblocks { wanted: 4, available: 3 }), "keeps swiotlb_keep");
-    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
     assert_eq!(f.mgr.usable_slots(), 8 * SLOTS_PER_PAGEBLOCK);
     assert_eq!(f.count(BlockState::AsSlots), 8);
     f.mgr.default_pool().assert_consistent();
@@ -50,18 +50,18 @@ fn carve_skips_used_blocks_and_refuses_what_it_cannot_do() {
     let f = Fixture::new(2, 4, tunables(SwiotlbPolicy::Static), false);
     // A mapping in every area (one per pageblock here) leaves no wholly free block.
     let tlbs: Vec<_> = (0..4).map(|_| f.map_slots(1).unwrap()).collect();
-    let err = f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).err();
+    let err = f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).err();
     assert_eq!(err, Some(LendError::NotEnoughPageblocks { wanted: 1, available: 0 }));
     tlbs.into_iter().for_each(|t| f.unmap_slots(t, 1));
-    let dev = f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).unwrap();
+    let dev = f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).unwrap();
 
     let other = Fixture::new(2, 4, tunables(SwiotlbPolicy::Static), false);
-    let Err((dev, err)) = other.mgr.return_device_pool(dev, other.pages, &other.mem) else { panic!("returned elsewhere") };
+    let Err((dev, err)) = other.mgr.return_device_pool(dev, other.pages) else { panic!("returned elsewhere") };
     assert_eq!(err, LendError::NotCarvedHere);
-    f.mgr.return_device_pool(dev, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap();
 
     let dynamic = Fixture::new(2, 4, tunables(SwiotlbPolicy::Dynamic), false);
-    let err = dynamic.mgr.carve_device_pool(dynamic.pages, &dynamic.mem, 1, &mut ignore_drop).err();
+    let err = dynamic.mgr.carve_device_pool(dynamic.pages, 1, &mut ignore_drop).err();
     assert!(matches!(err, Some(LendError::PolicyForbids { .. })));
 }
 
@@ -72,16 +72,16 @@ fn carve_skips_used_blocks_and_refuses_what_it_cannot_do() {
 fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
     use crate::dma::device::{BouncePolicy, DmaDevice};
     use crate::dma::mapping::DmaApi;
-    use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
+    use crate::dma::pools::DevicePoolSlot;
     use std::sync::atomic::{AtomicBool, AtomicU32};
 
     let f = Fixture::new(4, 8, tunables(SwiotlbPolicy::Lend), false);
     let slot: &'static DevicePoolSlot = Box::leak(Box::new(DevicePoolSlot::new()));
-    let api = DmaApi::new(&f.mem, &f.mgr, None, None);
+    let api = DmaApi::new(&f.mgr, None, None);
     // Forced: every mapping bounces, through the device pool while it is attached.
     let dev = DmaDevice::new(1, "dev", None, true, BouncePolicy::Forced);
     let carve = || {
-        assert!(slot.attach(f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).unwrap()).is_ok());
+        assert!(slot.attach(f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).unwrap()).is_ok());
         dev.set_device_pool(Some(slot));
     };
     carve();
@@ -131,7 +131,7 @@ fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
             match slot.detach() {
                 Ok(Some(pool)) => {
                     dev.set_device_pool(None);
-                    f.mgr.return_device_pool(pool, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+                    f.mgr.return_device_pool(pool, f.pages).map_err(|(_, e)| e).unwrap();
                     returned += 1;
                     carve();
                     if asked {
@@ -150,7 +150,7 @@ fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
     assert!(returned >= 6, "returned {returned} times, refused {refused} times");
     let pool = slot.detach().unwrap().expect("attached");
     assert_eq!(pool.pool().used_slots(), 0);
-    f.mgr.return_device_pool(pool, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    f.mgr.return_device_pool(pool, f.pages).map_err(|(_, e)| e).unwrap();
     assert_eq!(f.mgr.default_pool().used_slots(), 0, "nothing leaked in the default pool");
     assert!(slot.detach().unwrap().is_none());
 }
@@ -159,23 +159,31 @@ fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
 /// mappings are still served; with a live mapping the detach is refused and maps come back.
 #[test]
 fn a_detaching_slot_refuses_new_maps_and_serves_old_ones() {
-    use crate::dma::pools::{BounceBuffers, DevicePoolSlot};
+    use crate::dma::pools::DevicePoolSlot;
+    use crate::dma::swiotlb::{FoundPool, SlotLookup};
 
     let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Lend), false);
     let slot = DevicePoolSlot::new();
-    assert!(slot.attach(f.mgr.carve_device_pool(f.pages, &f.mem, 1, &mut ignore_drop).unwrap()).is_ok());
+    let map = |dir| slot.map_attrs(ORIG, 100, dir, SlotAlignment::default(), DmaAttrs::NONE);
+    let live = |tlb| -> FoundPool<'static> {
+        match slot.find_pool(tlb) {
+            SlotLookup::Live(pool) => pool,
+            _ => panic!("{tlb:#x} is no live slot of the device pool"),
+        }
+    };
+    assert!(slot.attach(f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).unwrap()).is_ok());
     f.mem.write(ORIG, &[7; 100]);
-    let tlb = slot.map(&f.mem, ORIG, 100, DmaDirection::Bidirectional, SlotAlignment::default()).unwrap();
+    let tlb = map(DmaDirection::Bidirectional).unwrap();
     assert_eq!(slot.detach().err(), Some(LendError::LiveMappings { used_slots: 1 }));
-    let again = slot.map(&f.mem, ORIG, 100, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
+    let again = map(DmaDirection::ToDevice).unwrap();
     assert!(slot.is_swiotlb_buffer(again), "a refused detach lets maps in again");
-    slot.unmap(&f.mem, again, 100, DmaDirection::ToDevice, DmaAttrs::default()).unwrap();
+    live(again).unmap(again, 100, DmaDirection::ToDevice, DmaAttrs::default()).unwrap();
     f.mem.write(tlb, &[8; 100]);
-    slot.sync_for_cpu(&f.mem, tlb, 100, DmaDirection::Bidirectional).unwrap();
+    live(tlb).sync_for_cpu(tlb, 100, DmaDirection::Bidirectional).unwrap();
     assert_eq!(f.read(ORIG, 100), [8; 100]);
-    slot.unmap(&f.mem, tlb, 100, DmaDirection::Bidirectional, DmaAttrs::default()).unwrap();
+    live(tlb).unmap(tlb, 100, DmaDirection::Bidirectional, DmaAttrs::default()).unwrap();
     let pool = slot.detach().unwrap().expect("attached, empty");
-    assert!(slot.map(&f.mem, ORIG, 100, DmaDirection::ToDevice, SlotAlignment::default()).is_err(), "nothing to map into");
+    assert!(map(DmaDirection::ToDevice).is_err(), "nothing to map into");
     assert!(!slot.is_swiotlb_buffer(tlb));
-    f.mgr.return_device_pool(pool, f.pages, &f.mem).map_err(|(_, e)| e).unwrap();
+    f.mgr.return_device_pool(pool, f.pages).map_err(|(_, e)| e).unwrap();
 }

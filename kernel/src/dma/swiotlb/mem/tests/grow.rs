@@ -38,7 +38,7 @@ fn fill_kept_slots(f: &Fixture) -> Vec<PhysAddr> {
 fn grow_under_full_movable_workload_keeps_data_and_scrubs() {
     let mut f = Fixture::new(8, 8, tunables(SwiotlbPolicy::Lend), false);
     f.clock = FakeClock::new(1_000);
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 7);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 7);
     assert_eq!(f.nr_free_swiotlb_pages(), 0, "the workload fills the lent blocks too");
     // Room for the migration targets outside the lent blocks.
     work.release_every(f.pages, 3);
@@ -52,7 +52,7 @@ fn grow_under_full_movable_workload_keeps_data_and_scrubs() {
     use BlockState::*;
     // The empty areas 1 and 3 grew first.
     assert_eq!(f.states(), [AsSlots, Lent, AsSlots, Lent, AsSlots, Lent, AsSlots, Lent]);
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()), "migration preserved every page");
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "migration preserved every page");
 
     // Scrubbed: the reclaimed blocks read zero until a mapping copies in.
     let grown = [f.pool_block(2)..f.pool_block(3), f.pool_block(6)..f.pool_block(7)];
@@ -85,7 +85,7 @@ fn grow_drops_clean_pages_and_tells_the_owner() {
     while f.pages.lock().alloc_movable(0, ZoneType::Dma, owner).is_ok() {}
     let mut dropped = Vec::new();
     f.mgr.note_miss();
-    let report = f.mgr.worker(f.pages, &f.mem, &f.clock, &mut |d| dropped.push(d.cookie));
+    let report = f.mgr.worker(f.pages, &f.clock, &mut |d| dropped.push(d.cookie));
     assert_eq!(report.pageblocks_reclaimed, 2);
     assert_eq!(report.pages_dropped, 2 * BLOCK_PAGES);
     assert_eq!(dropped.len(), 2 * BLOCK_PAGES);
@@ -97,7 +97,7 @@ fn grow_drops_clean_pages_and_tells_the_owner() {
 fn grow_skips_a_block_with_a_pinned_page() {
     let t = Tunables { batch: 1, ..tunables(SwiotlbPolicy::Lend) };
     let f = Fixture::new(4, 6, t, false);
-    let mut work = MemoryPressure::fill(f.pages, &f.mem, ZoneType::Dma, usize::MAX, 3);
+    let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 3);
     // Reclaim takes block 2 first (area 1 has no usable slots; see areas.rs).
     let first_lent = f.pool_block(2)..f.pool_block(3);
     let victim = work.pages().find(|p| first_lent.contains(&f.pages.pin(*p).unwrap().addr())).expect("a page in block 2");
@@ -112,7 +112,7 @@ fn grow_skips_a_block_with_a_pinned_page() {
     assert_eq!(f.mgr.stats().reclaims_busy, 1);
     assert_eq!(f.pages.lock().pageblock_migratetype(first_lent.start), Some(crate::mm::page_alloc::MigrateType::Swiotlb));
     drop(pin);
-    assert_eq!(work.verify(f.pages, &f.mem), Ok(work.len()));
+    assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()));
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn irq_context_miss_is_noted_and_kicks() {
 fn worker_refuses_interrupt_context() {
     let f = Fixture::new(2, 4, tunables(SwiotlbPolicy::Lend), false);
     let _irq = IrqContextGuard::enter();
-    f.mgr.worker(f.pages, &f.mem, &f.clock, &mut ignore_drop);
+    f.mgr.worker(f.pages, &f.clock, &mut ignore_drop);
 }
 
 #[test]
