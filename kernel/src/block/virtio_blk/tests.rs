@@ -23,6 +23,7 @@ use crate::arch::host::IrqContextGuard;
 use crate::block::DiskHealth;
 use crate::dma::device::{BouncePolicy, DmaDevice};
 use crate::dma::mapping::DmaApi;
+use crate::dma::swiotlb::mem::SwiotlbMem;
 use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::phys::{PhysMemory, SimMemory};
 use crate::mm::PhysAddr;
@@ -150,8 +151,9 @@ struct Setup {
 /// flight), `retries` resubmissions after resets.
 fn setup(queue_size: u16, retries: u8) -> Setup {
     let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM, 32 << 20)));
-    let pool: &'static SwiotlbPool = Box::leak(Box::new(SwiotlbPool::new(POOL, 1024, 1).unwrap()));
-    let api: &'static DmaApi<'static> = Box::leak(Box::new(DmaApi::new(mem, pool, None, None)));
+    let swiotlb: &'static SwiotlbMem = Box::leak(Box::new(SwiotlbMem::static_for_test(POOL, 1024, 1, mem)));
+    let pool = swiotlb.default_pool();
+    let api: &'static DmaApi<'static> = Box::leak(Box::new(DmaApi::new(swiotlb, None, None)));
     let dma_dev: &'static DmaDevice = Box::leak(Box::new(DmaDevice::new(1, "disk0", Some(LIMIT), true, BouncePolicy::WhenNeeded)));
     let mut transport = FakeTransport::new(DeviceType::BLOCK, feature::VERSION_1 | blk_feature::SEG_MAX | blk_feature::SIZE_MAX);
     transport.queue_max = queue_size;
