@@ -36,18 +36,18 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::block_cache::{BlockCache, CacheIoError, BLOCK_SIZE};
-use crate::mm::page_alloc::page_cache::CacheError;
-use super::dma::{dma, RAM};
-use super::mm::{in_swiotlb_region, page_allocator};
-use super::virtio_blk::{self, BlkError, Disk};
-use super::{idle, kernel, time};
+use super::pressure::MemoryPressure;
 use crate::block::Ticket;
 use crate::dma::swiotlb::lend::LendStats;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::mm::page_alloc::page_cache::CacheError;
 use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
+use crate::platform::block_cache::{BlockCache, CacheIoError, BLOCK_SIZE};
+use crate::platform::dma::{dma, RAM};
+use crate::platform::mm::{in_swiotlb_region, page_allocator};
+use crate::platform::virtio_blk::{self, BlkError, Disk};
+use crate::platform::{idle, kernel, time};
 
 const MIB: u64 = 1 << 20;
 /// Streaming request sizes: disk0 up to one full request, disk1 a quarter of a MiB.
