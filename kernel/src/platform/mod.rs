@@ -12,7 +12,6 @@
 //! 6. set up the GIC and the timer, unmask IRQs;
 //! 7. bring up the secondary CPUs ([`smp`]), run main, and exit with its status.
 
-pub mod block_cache;
 #[macro_use]
 pub mod console;
 pub mod dma;
