@@ -25,7 +25,7 @@ DMA_DEBUG = "kernel::platform::dma::DEBUG"
 RESTRICTED = "kernel::platform::dma::RESTRICTED"
 DEVICE_POOLS = "kernel::platform::dma::DEVICE_POOLS"
 DISKS = "kernel::platform::virtio_blk::DISKS"
-WORKLOAD_DEV = "kernel::platform::workload::DEV"
+WORKLOAD_DEV = "kernel::demo::workload::DEV"
 
 # The wrappers between a static and its data: spin::Once's storage and UnsafeCell.
 _WRAPPERS = ("core::cell::UnsafeCell<", "core::mem::maybe_uninit::MaybeUninit<",

@@ -2,7 +2,8 @@
 //!
 //! Everything in this crate builds for the host too, where it is unit-tested; the few pieces that
 //! need the CPU reach it through [`arch`]. The kernel images (the demo in `main.rs` and the
-//! in-QEMU tests in `tests/`) are assembled from this crate by [`platform`].
+//! in-QEMU tests in `tests/`) are assembled from this crate by [`platform`]; what they run on the
+//! machine (the demo's workloads, memory pressure) is in [`demo`].
 #![cfg_attr(target_os = "none", no_std)]
 
 extern crate alloc;
@@ -11,6 +12,7 @@ pub mod arch;
 pub mod block;
 pub mod bootargs;
 pub mod crc32;
+pub mod demo;
 pub mod dma;
 pub mod dt;
 pub mod irq;

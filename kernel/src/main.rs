@@ -1,7 +1,7 @@
 //! The demo kernel: `cargo run` boots it under QEMU (through qemu-run.sh).
 //!
 //! With two virtio-blk disks (qemu-run.sh makes them for `cargo run`) it runs the disk demo of
-//! [`kernel::platform::disk_demo`] and shows after each phase the RAM picture (one character
+//! [`kernel::demo::disks`] and shows after each phase the RAM picture (one character
 //! per 2 MiB pageblock), the SWIOTLB pools and the counters:
 //! 1. boot: memory map, zones, pools, how much of the SWIOTLB is lent (printed by the platform);
 //! 2. memory pressure: the page cache and movable pages fill RAM, lent MIGRATE_SWIOTLB blocks
@@ -12,7 +12,7 @@
 //! 5. verification: both disks read back and checked, one `disk<N> bytes=<size> crc32=<hex>` line
 //!    each (qemu-run.sh compares it with the image file); exit 0, or 1 with why.
 //!
-//! Without disks it runs the same phases with [`kernel::platform::workload`], the timer
+//! Without disks it runs the same phases with [`kernel::demo::workload`], the timer
 //! interrupt standing in for the disks. `swiotlb_policy=static|dynamic|lend` (e.g.
 //! `cargo run -- swiotlb_policy=static`) shows the demo under Linux's two policies.
 //!
@@ -26,11 +26,12 @@
 mod demo {
     extern crate alloc;
 
+    use kernel::demo::workload;
     use kernel::kprintln;
     use kernel::platform::dma::{dma, dma_device_from_dt};
     use kernel::platform::exit::ExitStatus;
     use kernel::platform::mm::{in_swiotlb_region, page_allocator};
-    use kernel::platform::{workload, Kernel};
+    use kernel::platform::Kernel;
 
 
     fn show(k: &Kernel, phase: &str) {
@@ -75,10 +76,10 @@ mod demo {
     }
 
     fn disk_demo(k: &'static Kernel) -> ExitStatus {
-        use kernel::platform::disk_demo;
+        use kernel::demo::disks;
         log::info!("demo: policy {:?}; disk0 behind the DMA window, disk1 behind the restricted pool", kernel::platform::dma::dma().manager.policy());
         show(k, "boot");
-        let report = match disk_demo::run(&mut |phase| show(k, phase)) {
+        let report = match disks::run(&mut |phase| show(k, phase)) {
             Ok(r) => r,
             Err(e) => {
                 log::error!("demo: FAILED: {e}");

@@ -16,19 +16,20 @@ use alloc::format;
 use alloc::string::String;
 use boot::exception::IrqContext;
 use kernel::bootargs::SwiotlbPolicy;
+use kernel::demo::pressure::MemoryPressure;
+use kernel::demo::workload;
 use kernel::dma::debug::DmaDebugError;
 use kernel::dma::device::{BouncePolicy, DmaDevice};
 use kernel::dma::mapping::DmaError;
 use kernel::dma::{DmaAttrs, DmaDirection};
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read, TestCase, TestResult};
-use kernel::mm::page_alloc::pressure::MemoryPressure;
 use kernel::mm::page_alloc::{ReclaimError, ReclaimMode, ZoneType, PAGEBLOCK_SIZE};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PAGE_SIZE;
 use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
-use kernel::platform::{kernel, time, workload, Kernel};
+use kernel::platform::{kernel, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
 kernel::entry!(main);
@@ -263,7 +264,7 @@ fn irq_maps_while_task_holds() -> TestResult {
     Ok(())
 }
 
-// ---- the scripted workload (kernel::platform::workload), checked per policy ----
+// ---- the scripted workload (kernel::demo::workload), checked per policy ----
 
 fn burst_from_irq_context() -> TestResult {
     let policy = kernel().params.swiotlb_policy;

@@ -15,9 +15,9 @@ use core::time::Duration;
 use alloc::vec;
 use alloc::vec::Vec;
 use boot::exception::IrqContext;
+use kernel::demo::pressure::MemoryPressure;
 use kernel::ktest::{self, TestCase, TestResult};
 use kernel::mm::page_alloc::page_cache::{CacheKey, PageCache};
-use kernel::mm::page_alloc::pressure::MemoryPressure;
 use kernel::mm::page_alloc::{
     FreeError, LockedPageAllocator, MigrateType, MovablePage, OwnerKind, PageOwner, ReclaimError, ReclaimMode, ZoneType,
     PAGEBLOCK_SIZE,

@@ -494,7 +494,7 @@ fn disk0_device_pool() -> TestResult {
 /// default pool: under `lend` the worker reclaims lent pageblocks (migrating the pressure's
 /// pages) while the other reads are in flight. Every read and every migrated page must be intact.
 fn reclaim_during_io() -> TestResult {
-    use kernel::mm::page_alloc::pressure::MemoryPressure;
+    use kernel::demo::pressure::MemoryPressure;
     use kernel::mm::page_alloc::ZoneType;
     use kernel::platform::mm::page_allocator;
     const N: usize = 20;

@@ -1585,7 +1585,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     md.append(mapping_md)
     md.append("## 3. The design question: the policies on one workload\n")
     md.append(
-        "The scripted workload of `platform::workload`: movable pages fill RAM (the lent blocks included; "
+        "The scripted workload of `demo::workload`: movable pages fill RAM (the lent blocks included; "
         f"part of them is then freed, room for migration targets), then {fmt(mapped)} bounce mappings are "
         "made from the timer interrupt and held (a mapping that fails in interrupt context is deferred to task "
         "context and retried), then everything is unmapped and the pool idles. Same device, same workload, "

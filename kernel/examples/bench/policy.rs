@@ -1,4 +1,4 @@
-//! The design question: the scripted workload of [`kernel::platform::workload`] (memory
+//! The design question: the scripted workload of [`kernel::demo::workload`] (memory
 //! pressure, a burst of 256 x 64 KiB bounce mappings from the timer interrupt, idle) under the
 //! policy the command line chose, as burst/idle cycles: cycle 0 without memory pressure, then
 //! `cycles=<N>` cycles under it. Each cycle's figures and the page allocator's fragmentation
@@ -10,6 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use kernel::demo::workload;
 use kernel::dma::device::DmaDevice;
 use kernel::dma::swiotlb::mem::{BlockState, SLOTS_PER_PAGEBLOCK};
 use kernel::dma::swiotlb::IO_TLB_SIZE;
@@ -17,7 +18,7 @@ use kernel::ktest;
 use kernel::mm::page_alloc::{Fragmentation, PAGEBLOCK_SIZE};
 use kernel::platform::dma::dma;
 use kernel::platform::mm::{in_swiotlb_region, page_allocator};
-use kernel::platform::{workload, Kernel};
+use kernel::platform::Kernel;
 
 use super::json::{array, numbers, Obj};
 use super::measure::{memcpy_ns, now_ns, ns};

@@ -12,10 +12,8 @@
 //! 6. set up the GIC and the timer, unmask IRQs;
 //! 7. bring up the secondary CPUs ([`smp`]), run main, and exit with its status.
 
-pub mod block_cache;
 #[macro_use]
 pub mod console;
-pub mod disk_demo;
 pub mod dma;
 pub mod exit;
 pub mod irq;
@@ -25,7 +23,6 @@ pub mod qemu_virt;
 pub mod smp;
 pub mod time;
 pub mod virtio_blk;
-pub mod workload;
 
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};

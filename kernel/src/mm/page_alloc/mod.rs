@@ -47,7 +47,6 @@ mod movable;
 mod page;
 mod pin_frame;
 pub mod page_cache;
-pub mod pressure;
 mod stats;
 mod zone;
 

@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
+use crate::demo::pressure::MemoryPressure;
 use crate::mm::cma::{CmaArea, CmaError};
 use crate::mm::PAGE_SIZE;
-use pressure::MemoryPressure;
 
 const MIGRATE_ALL: ReclaimMode = ReclaimMode { drop_clean: false };
 

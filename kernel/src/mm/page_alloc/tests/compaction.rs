@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
-use pressure::MemoryPressure;
+use crate::demo::pressure::MemoryPressure;
 
 const MIGRATE_ALL: ReclaimMode = ReclaimMode { drop_clean: false };
 

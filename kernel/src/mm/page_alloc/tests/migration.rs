@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
+use crate::demo::pressure::MemoryPressure;
 use crate::mm::phys::PhysMemory;
 use crate::mm::PAGE_SIZE;
 use page_cache::{CacheKey, PageCache};
-use pressure::MemoryPressure;
 
 const DIRTY: OwnerKind = OwnerKind::Dirty;
 const CLEAN: OwnerKind = OwnerKind::Clean;

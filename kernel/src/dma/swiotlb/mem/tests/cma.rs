@@ -4,7 +4,7 @@
 use super::*;
 use crate::arch::host::IrqContextGuard;
 use crate::mm::cma::CmaArea;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::demo::pressure::MemoryPressure;
 use crate::mm::page_alloc::MigrateType;
 
 /// A `cma` manager over a 4-pageblock pool (2 kept) with a CMA area of `cma_blocks`.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::demo::pressure::MemoryPressure;
 
 #[test]
 fn static_never_lends_grows_or_shrinks() {

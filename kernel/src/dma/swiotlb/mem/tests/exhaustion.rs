@@ -7,7 +7,7 @@
 use super::*;
 use crate::arch::host::IrqContextGuard;
 use crate::dma::swiotlb::SwiotlbError;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::demo::pressure::MemoryPressure;
 
 /// Maps 32-slot buffers, each from its own original with its own byte, until the pool refuses;
 /// returns the mappings and the error.

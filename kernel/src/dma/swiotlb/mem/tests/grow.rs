@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::demo::pressure::MemoryPressure;
 use crate::mm::page_alloc::{OwnerKind, PageOwner};
 
 #[test]

@@ -36,18 +36,18 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::block_cache::{BlockCache, CacheIoError, BLOCK_SIZE};
-use crate::mm::page_alloc::page_cache::CacheError;
-use super::dma::{dma, RAM};
-use super::mm::{in_swiotlb_region, page_allocator};
-use super::virtio_blk::{self, BlkError, Disk};
-use super::{idle, kernel, time};
+use super::pressure::MemoryPressure;
+use crate::block::cache::{BlockCache, CacheIoError, BLOCK_SIZE};
 use crate::block::Ticket;
 use crate::dma::swiotlb::mem::LendStats;
-use crate::mm::page_alloc::pressure::MemoryPressure;
+use crate::mm::page_alloc::page_cache::CacheError;
 use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
+use crate::platform::dma::{dma, RAM};
+use crate::platform::mm::{in_swiotlb_region, page_allocator};
+use crate::platform::virtio_blk::{self, BlkError, Disk};
+use crate::platform::{idle, kernel, time};
 
 const MIB: u64 = 1 << 20;
 /// Streaming request sizes: disk0 up to one full request, disk1 a quarter of a MiB.
@@ -211,7 +211,7 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     let mut lent_pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, lent_free, 11);
     lent_pressure.release_every(pages, 2);
     let cache_blocks = cache_bytes / BLOCK_SIZE as u64;
-    let mut cache = BlockCache::new(disks[0], TIMEOUT);
+    let mut cache = BlockCache::new(disks[0], pages, &RAM, TIMEOUT);
     let mut block = vec![0u8; BLOCK_SIZE];
     let mut released = false;
     for b in 0..cache_blocks {

@@ -4,10 +4,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::error::{AllocError, FreeError};
-use super::migrate::LockedPageAllocator;
-use super::movable::{MovablePage, OwnerKind, PageOwner};
-use super::zone::ZoneType;
+use crate::mm::page_alloc::{AllocError, FreeError, LockedPageAllocator, MovablePage, OwnerKind, PageOwner, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PAGE_SIZE;
 

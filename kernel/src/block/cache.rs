@@ -5,20 +5,22 @@
 //! moves on, and the device's DMA address stays valid. [`BlockCache::writeback`] writes every
 //! dirty page back, as many in flight as the disk takes, then flushes the disk's own cache.
 //!
-//! Task context only (it waits, and the cache's map allocates).
+//! Task context only (it waits, and the cache's map allocates). The board hands it the disk,
+//! the page allocator and the RAM access (`platform`'s singletons on the machine); the clock and
+//! the idle loop come from the disk's [`BlkEnv`].
 
 use core::fmt;
 use core::time::Duration;
 
 use alloc::vec::Vec;
 
-use super::dma::RAM;
-use super::mm::page_allocator;
-use super::phys::IdentityMappedRam;
-use super::virtio_blk::{BlkError, Disk};
+use drivers::virtio::Transport;
+
+use super::virtio_blk::{BlkEnv, BlkError, Disk};
+use super::Ticket;
 use crate::mm::page_alloc::migrate::PinGuard;
 use crate::mm::page_alloc::page_cache::{CacheError, CacheKey, PageCache};
-use crate::mm::page_alloc::ZoneType;
+use crate::mm::page_alloc::{LockedPageAllocator, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 
@@ -77,20 +79,22 @@ pub struct CacheStats {
     pub max_in_flight: usize,
 }
 
-/// The page cache of one disk.
-pub struct BlockCache {
-    disk: &'static Disk,
-    cache: PageCache<'static, IdentityMappedRam>,
+/// The page cache of one disk, its pages from `pages`, reached through `mem`.
+pub struct BlockCache<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> {
+    disk: &'a Disk<'a, T, E>,
+    cache: PageCache<'a, M>,
+    mem: &'a M,
     timeout: Duration,
     /// Counters.
     pub stats: CacheStats,
 }
 
-impl BlockCache {
-    /// An empty cache on `disk`; each request must complete within `timeout`.
-    pub fn new(disk: &'static Disk, timeout: Duration) -> Self {
-        let cache = PageCache::new(page_allocator(), &RAM, ZoneType::Normal);
-        BlockCache { disk, cache, timeout, stats: CacheStats::default() }
+impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M> {
+    /// An empty cache on `disk`, its pages movable ones (ZONE_NORMAL) from `pages`, read and
+    /// written through `mem`; each request must complete within `timeout`.
+    pub fn new(disk: &'a Disk<'a, T, E>, pages: &'a LockedPageAllocator, mem: &'a M, timeout: Duration) -> Self {
+        let cache = PageCache::new(pages, mem, ZoneType::Normal);
+        BlockCache { disk, cache, mem, timeout, stats: CacheStats::default() }
     }
 
     fn key(&self, block: u64) -> Result<CacheKey, CacheIoError> {
@@ -122,7 +126,7 @@ impl BlockCache {
         let pin = self.cache.insert_for_read(key)?;
         match self.disk.read(block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE, self.timeout) {
             Ok(()) => {
-                RAM.read(pin.addr(), buf);
+                self.mem.read(pin.addr(), buf);
                 drop(pin);
                 self.cache.mark_clean(key)?;
                 Ok(false)
@@ -141,11 +145,11 @@ impl BlockCache {
     pub fn writeback(&mut self) -> Result<usize, CacheIoError> {
         let keys = self.cache.dirty_keys();
         let max_in_flight = self.disk.max_in_flight();
-        let mut in_flight: Vec<(crate::block::Ticket, CacheKey, PinGuard<'static>)> = Vec::with_capacity(max_in_flight);
+        let mut in_flight: Vec<(Ticket, CacheKey, PinGuard<'a>)> = Vec::with_capacity(max_in_flight);
         let mut next = 0;
         let mut written = 0;
         let mut first_error: Option<CacheIoError> = None;
-        let give_up = super::time::uptime() + self.timeout;
+        let give_up = self.disk.env().uptime() + self.timeout;
         while (next < keys.len() && first_error.is_none()) || !in_flight.is_empty() {
             let mut busy = false;
             while next < keys.len() && in_flight.len() < max_in_flight && first_error.is_none() {
@@ -187,13 +191,13 @@ impl BlockCache {
                     }
                 }
             }
-            if busy && in_flight.is_empty() && super::time::uptime() > give_up {
+            if busy && in_flight.is_empty() && self.disk.env().uptime() > give_up {
                 first_error.get_or_insert(BlkError::Timeout.into());
             }
             if !in_flight.is_empty() || busy {
                 // Each request has its own deadline: the loop ends even if the device hangs.
                 self.disk.check_timeouts();
-                super::idle();
+                self.disk.env().idle();
             }
         }
         self.stats.written_back += written as u64;

@@ -18,15 +18,15 @@ use core::time::Duration;
 
 use boot::exception::IrqContext;
 
-use super::dma::{dma, RAM};
-use super::mm::page_allocator;
-use super::{run_pending_work, time};
+use super::pressure::MemoryPressure;
 use crate::dma::device::DmaDevice;
 use crate::dma::swiotlb::mem::LendStats;
 use crate::dma::{DmaAttrs, DmaDirection};
-use crate::mm::page_alloc::pressure::MemoryPressure;
 use crate::mm::page_alloc::{Fragmentation, MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
+use crate::platform::dma::{dma, RAM};
+use crate::platform::mm::page_allocator;
+use crate::platform::{run_pending_work, time};
 
 /// Requests in the burst: 256 x 64 KiB = 16 MiB of bounce buffers held at once.
 pub const BURST: usize = 256;
@@ -262,7 +262,7 @@ fn one_cycle(
     }
     let idle_from = time::uptime();
     while time::uptime() < idle_from + Duration::from_millis(dma().params.swiotlb_shrink_delay_ms * 6) {
-        super::idle();
+        crate::platform::idle();
         sample("idle");
     }
     report.slots.2 = m.usable_slots();
