@@ -12,9 +12,8 @@ use core::time::Duration;
 
 use alloc::vec::Vec;
 
-use super::dma::RAM;
 use super::mm::page_allocator;
-use super::phys::IdentityMappedRam;
+use super::phys::{ram, IdentityMappedRam};
 use super::virtio_blk::{BlkError, Disk};
 use crate::mm::page_alloc::migrate::PinGuard;
 use crate::mm::page_alloc::page_cache::{CacheError, CacheKey, PageCache};
@@ -81,6 +80,8 @@ pub struct CacheStats {
 pub struct BlockCache {
     disk: &'static Disk,
     cache: PageCache<'static, IdentityMappedRam>,
+    /// Reads the pages the disk filled (the cache's own pages).
+    mem: &'static IdentityMappedRam,
     timeout: Duration,
     /// Counters.
     pub stats: CacheStats,
@@ -89,8 +90,11 @@ pub struct BlockCache {
 impl BlockCache {
     /// An empty cache on `disk`; each request must complete within `timeout`.
     pub fn new(disk: &'static Disk, timeout: Duration) -> Self {
-        let cache = PageCache::new(page_allocator(), &RAM, ZoneType::Normal);
-        BlockCache { disk, cache, timeout, stats: CacheStats::default() }
+        // SAFETY: the cache and this wrapper write only the cache's pages, which it allocated and
+        // holds until it frees or drops them.
+        let mem = unsafe { ram() };
+        let cache = PageCache::new(page_allocator(), mem, ZoneType::Normal);
+        BlockCache { disk, cache, mem, timeout, stats: CacheStats::default() }
     }
 
     fn key(&self, block: u64) -> Result<CacheKey, CacheIoError> {
@@ -120,9 +124,12 @@ impl BlockCache {
         }
         self.stats.misses += 1;
         let pin = self.cache.insert_for_read(key)?;
-        match self.disk.read(block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE, self.timeout) {
+        // SAFETY: the page is the cache's, new and pinned (`pin`) until after the read returned;
+        // nothing else touches it meanwhile (`&mut self`).
+        let read = unsafe { self.disk.read(block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE, self.timeout) };
+        match read {
             Ok(()) => {
-                RAM.read(pin.addr(), buf);
+                self.mem.read(pin.addr(), buf);
                 drop(pin);
                 self.cache.mark_clean(key)?;
                 Ok(false)
@@ -155,7 +162,10 @@ impl BlockCache {
                     next += 1;
                     continue;
                 };
-                match self.disk.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) {
+                // SAFETY: the page is the cache's and stays pinned in `in_flight` until its ticket
+                // is collected below; nothing writes it meanwhile (`&mut self`).
+                let queued = unsafe { self.disk.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) };
+                match queued {
                     Ok(ticket) => {
                         in_flight.push((ticket, key, pin));
                         next += 1;
