@@ -108,7 +108,9 @@ pub fn free_buffer(addr: crate::mm::PhysAddr, order: u8) {
 pub fn read_phys(addr: crate::mm::PhysAddr, len: usize) -> alloc::vec::Vec<u8> {
     use crate::mm::phys::PhysMemory;
     let mut v = alloc::vec![0u8; len];
-    crate::platform::dma::RAM.read(addr, &mut v);
+    // SAFETY: only reads, and writes nothing.
+    let ram = unsafe { crate::platform::phys::ram() };
+    ram.read(addr, &mut v);
     v
 }
 

@@ -64,7 +64,8 @@ mod demo {
             return ExitStatus::Failure;
         }
         for disk in virtio_blk::disks() {
-            match virtio_blk::read_verify(disk, buf, 256 * 1024, core::time::Duration::from_secs(30)) {
+            // SAFETY: `buf` (256 KiB) was allocated above for this and nothing else touches it.
+            match unsafe { virtio_blk::read_verify(disk, buf, 256 * 1024, core::time::Duration::from_secs(30)) } {
                 Ok((bytes, crc)) => kprintln!("disk{} bytes={bytes} crc32={crc:08x}", disk.index),
                 Err(e) => {
                     log::error!("read-verify: disk{}: {e:?}", disk.index);

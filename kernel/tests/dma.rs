@@ -26,13 +26,45 @@ use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as re
 use kernel::mm::page_alloc::{ReclaimError, ReclaimMode, ZoneType, PAGEBLOCK_SIZE};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PAGE_SIZE;
-use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome, RAM};
+use kernel::platform::dma::{dma_device_from_dt, set_inflight_hint, Dma, HintOutcome};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
 use kernel::platform::{kernel, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::dma::device::DmaDevice;
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::dma::mapping::{DmaApi, DmaError};
+
+    /// `map_single` for this test kernel's buffers.
+    pub(super) trait TestMaps {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+    }
+
+    impl TestMaps for DmaApi<'_> {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+            // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
+            // frees only after the unmap; where a test writes one while it is mapped, it stands in
+            // for the device (or checks that a misuse is caught).
+            unsafe { self.map_single(dev, addr, size, dir, attrs) }
+        }
+    }
+}
+use owned::TestMaps;
 
 fn main(k: &'static Kernel) -> ExitStatus {
     kprintln!("dma tests: swiotlb_policy={:?} dma_debug={}", k.params.swiotlb_policy, k.params.dma_debug);
@@ -92,14 +124,14 @@ fn bounces_only_beyond_window() -> TestResult {
     let forced = matches!(d.policy, BouncePolicy::Forced);
     let (high, low) = (buffer(0, true)?, buffer(0, false)?);
     kassert!(high > 0x57ff_ffff && low <= 0x57ff_ffff);
-    RAM.write(high, &pattern(1, 4096));
-    let dma_high = api.map_single(d, high, 4096, BIDI, NOATTR).map_err(e)?;
+    mem().write(high, &pattern(1, 4096));
+    let dma_high = api.test_map_single(d, high, 4096, BIDI, NOATTR).map_err(e)?;
     kassert!(dma_high != high && api.is_swiotlb_buffer(d, dma_high) && d.dma_capable(dma_high, 4096));
     kassert!(read(dma_high, 4096) == pattern(1, 4096), "copy-in on map");
-    RAM.write(dma_high, &pattern(2, 4096)); // the device writes
+    mem().write(dma_high, &pattern(2, 4096)); // the device writes
     api.unmap_single(d, dma_high, 4096, BIDI, NOATTR).map_err(e)?;
     kassert!(read(high, 4096) == pattern(2, 4096), "copy-back on unmap");
-    let dma_low = api.map_single(d, low, 4096, TO, NOATTR).map_err(e)?;
+    let dma_low = api.test_map_single(d, low, 4096, TO, NOATTR).map_err(e)?;
     kassert_eq!(dma_low == low, !forced);
     api.unmap_single(d, dma_low, 4096, TO, NOATTR).map_err(e)?;
     free(high, 0);
@@ -123,10 +155,10 @@ fn clean_slots_skip_copy_in() -> TestResult {
     }
     kprintln!("scrub steps run by the test: {scrubbed}");
     let high = buffer(0, true)?;
-    RAM.write(high, &pattern(3, 4096));
+    mem().write(high, &pattern(3, 4096));
     let before = skipped();
     let attrs = DmaAttrs { no_copy_in: true, ..NOATTR };
-    let dma = api.map_single(d, high, 4096, FROM, attrs).map_err(e)?;
+    let dma = api.test_map_single(d, high, 4096, FROM, attrs).map_err(e)?;
     kassert!(api.is_swiotlb_buffer(d, dma));
     kassert_eq!(skipped(), before + u64::from(clean));
     if clean {
@@ -134,7 +166,7 @@ fn clean_slots_skip_copy_in() -> TestResult {
     } else {
         kassert!(read(dma, 4096) == pattern(3, 4096), "swiotlb_clean_slots=off: Linux's copy-in");
     }
-    RAM.write(dma, &pattern(4, 1000)); // the device writes part of the buffer
+    mem().write(dma, &pattern(4, 1000)); // the device writes part of the buffer
     api.unmap_single(d, dma, 4096, FROM, NOATTR).map_err(e)?;
     let back = read(high, 4096);
     kassert!(back[..1000] == pattern(4, 1000)[..], "the device's bytes");
@@ -158,7 +190,7 @@ fn restricted_pool_isolation() -> TestResult {
     let mut maps = alloc::vec::Vec::new();
     let failure = loop {
         let src = if maps.len() % 2 == 0 { high } else { low };
-        match api.map_single(d, src, 64 * 1024, TO, NOATTR) {
+        match api.test_map_single(d, src, 64 * 1024, TO, NOATTR) {
             Ok(dma) => {
                 kassert!(range.contains(&dma), "mapping {dma:#x} outside the restricted pool");
                 maps.push(dma);
@@ -210,18 +242,18 @@ fn irq_round_trip(_ctx: &IrqContext<'_>) {
     let n = IRQ_OK.load(Ordering::Relaxed) as u8;
     let mut block = [0u8; 512];
     block.iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8) ^ n);
-    RAM.write(buf, &block);
-    let Ok(dma) = api.map_single(d, buf, 512, BIDI, NOATTR) else {
+    mem().write(buf, &block);
+    let Ok(dma) = api.test_map_single(d, buf, 512, BIDI, NOATTR) else {
         IRQ_BAD.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let mut seen = [0u8; 512];
-    RAM.read(dma, &mut seen);
+    mem().read(dma, &mut seen);
     let copied_in = seen == block;
     block.iter_mut().for_each(|b| *b = !*b);
-    RAM.write(dma, &block);
+    mem().write(dma, &block);
     let unmapped = api.unmap_single(d, dma, 512, BIDI, NOATTR).is_ok();
-    RAM.read(buf, &mut seen);
+    mem().read(buf, &mut seen);
     if copied_in && unmapped && seen == block {
         IRQ_OK.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -233,10 +265,10 @@ fn irq_maps_while_task_holds() -> TestResult {
     let d = disk0()?;
     let api = &layer().api;
     let held_src = buffer(4, true)?;
-    RAM.write(held_src, &pattern(9, 64 * 1024));
+    mem().write(held_src, &pattern(9, 64 * 1024));
     let mut held = alloc::vec::Vec::new();
     for _ in 0..8 {
-        held.push(api.map_single(d, held_src, 64 * 1024, TO, NOATTR).map_err(e)?);
+        held.push(api.test_map_single(d, held_src, 64 * 1024, TO, NOATTR).map_err(e)?);
     }
     IRQ_DEV.call_once(|| d);
     IRQ_BUF.store(buffer(0, true)?, Ordering::Relaxed);
@@ -349,7 +381,7 @@ fn per_device_pool() -> TestResult {
     kassert_eq!(outcome.map_err(|x| format!("{x:?}"))?, HintOutcome::Carved(2));
     let own = d.device_pool().ok_or("no device pool attached")?;
     let src = buffer(0, true)?;
-    let dma = api.map_single(d, src, 4096, TO, NOATTR).map_err(e)?;
+    let dma = api.test_map_single(d, src, 4096, TO, NOATTR).map_err(e)?;
     kassert!(own.is_swiotlb_buffer(dma) && !layer().manager.is_swiotlb_buffer(dma), "the mapping did not use the device pool");
     // Returning it with a live mapping is refused; the pool stays attached.
     kassert!(set_inflight_hint(d, 0).is_err());
@@ -373,11 +405,11 @@ fn lent_page_not_bounce_buffer() -> TestResult {
     let range = pool.start()..pool.end();
     let pages = page_allocator();
     // Fill memory until movable pages sit in the default pool's lent blocks.
-    let pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 3);
+    let pressure = MemoryPressure::fill(pages, mem(), ZoneType::Normal, usize::MAX, 3);
     let lent_page = pressure.pages().find_map(|p| pages.pin(p).ok().map(|pin| pin.addr()).filter(|a| range.contains(a)));
     let result = (|| -> TestResult {
         let page = lent_page.ok_or("no movable page in the pool's lent blocks")?;
-        let dma = api.map_single(d, page, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        let dma = api.test_map_single(d, page, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
         kassert_eq!(dma, page); // reachable, aligned: mapped directly
         kassert!(!api.is_swiotlb_buffer(d, dma), "a lent page inside the pool's range taken for a bounce buffer");
         api.unmap_single(d, dma, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
@@ -386,7 +418,7 @@ fn lent_page_not_bounce_buffer() -> TestResult {
     pressure.release(pages).map_err(e)?;
     result?;
     let high = buffer(0, true)?;
-    let dma = api.map_single(d, high, 2048, TO, NOATTR).map_err(e)?;
+    let dma = api.test_map_single(d, high, 2048, TO, NOATTR).map_err(e)?;
     kassert!(range.contains(&dma) && api.is_swiotlb_buffer(d, dma));
     api.unmap_single(d, dma, 2048, TO, NOATTR).map_err(e)?;
     free(high, 0);
@@ -421,18 +453,18 @@ fn race_tick(_ctx: &IrqContext<'_>) {
     let dma = RACE_DMA.swap(0, Ordering::Relaxed);
     if dma != 0 {
         let block = race_block(n);
-        RAM.write(dma, &block);
+        mem().write(dma, &block);
         let unmapped = api.unmap_single(d, dma, 512, FROM, NOATTR).is_ok();
         let mut seen = [0u8; 512];
-        RAM.read(buf, &mut seen);
+        mem().read(buf, &mut seen);
         let counter = if unmapped && seen == block { &RACE_OK } else { &RACE_BAD };
         counter.fetch_add(1, Ordering::Relaxed);
     }
     if RACE_STOP.load(Ordering::Relaxed) || n % 4 == 3 {
         return;
     }
-    RAM.fill(buf, 0, 512);
-    if let Ok(dma) = api.map_single(d, buf, 512, FROM, NOATTR) {
+    mem().fill(buf, 0, 512);
+    if let Ok(dma) = api.test_map_single(d, buf, 512, FROM, NOATTR) {
         RACE_DMA.store(dma, Ordering::Relaxed);
     }
 }
@@ -478,7 +510,7 @@ fn device_pool_return_race() -> TestResult {
     let held = RACE_DMA.swap(0, Ordering::Relaxed);
     if held != 0 {
         let block = race_block(u32::MAX);
-        RAM.write(held, &block);
+        mem().write(held, &block);
         let unmapped = layer().api.unmap_single(d, held, 512, FROM, NOATTR);
         let counter = if unmapped.is_ok() && read(RACE_BUF.load(Ordering::Relaxed), 512) == block { &RACE_OK } else { &RACE_BAD };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -508,7 +540,7 @@ fn direct_mapping_pins_lent_page() -> TestResult {
     let pool = layer().manager.default_pool();
     let range = pool.start()..pool.end();
     let pages = page_allocator();
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 5);
+    let mut pressure = MemoryPressure::fill(pages, mem(), ZoneType::Normal, usize::MAX, 5);
     pressure.release_every(pages, 2); // room for migration targets
     let info = |p| pages.lock().movable_info(p).map_err(e);
     let lent = pressure.pages().find(|p| info(*p).is_ok_and(|i| range.contains(&i.addr)));
@@ -516,9 +548,9 @@ fn direct_mapping_pins_lent_page() -> TestResult {
         let page = lent.ok_or("no movable page in the pool's lent blocks")?;
         let addr = info(page)?.addr;
         let block = addr & !(PAGEBLOCK_SIZE - 1)..(addr & !(PAGEBLOCK_SIZE - 1)) + PAGEBLOCK_SIZE;
-        let dma = api.map_single(d, addr, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
+        let dma = api.test_map_single(d, addr, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
         kassert_eq!(dma, addr); // reachable, aligned: mapped directly
-        let reclaim = || pages.reclaim_swiotlb_pageblocks(block.clone(), &RAM, ReclaimMode { drop_clean: true }, &mut |_| {});
+        let reclaim = || pages.reclaim_swiotlb_pageblocks(block.clone(), mem(), ReclaimMode { drop_clean: true }, &mut |_| {});
         let first = reclaim();
         if first.is_ok() {
             // The block left the page allocator behind the pool manager's back: give it back.
@@ -534,12 +566,12 @@ fn direct_mapping_pins_lent_page() -> TestResult {
         kassert!(!moved, "the mapped page was migrated during DMA");
         kassert_eq!(info(page)?.pins, 0, "unmap left the page pinned");
         // Unmapped, the block comes back (and is lent again, as the pool manager expects).
-        pages.reclaim_swiotlb_pageblocks(block.clone(), &RAM, ReclaimMode { drop_clean: true }, &mut |_| {}).map_err(|x| format!("{x:?}"))?;
+        pages.reclaim_swiotlb_pageblocks(block.clone(), mem(), ReclaimMode { drop_clean: true }, &mut |_| {}).map_err(|x| format!("{x:?}"))?;
         pages.lock().lend_swiotlb_pageblocks(block.clone()).map_err(e)?;
         kassert!(info(page)?.addr != addr, "reclaim did not move the page out");
         Ok(())
     })();
-    let verified = pressure.verify(pages, &RAM).map_err(|x| format!("{x:?}"));
+    let verified = pressure.verify(pages, mem()).map_err(|x| format!("{x:?}"));
     pressure.release(pages).map_err(e)?;
     result?;
     verified?;
@@ -551,7 +583,7 @@ fn debug_reports_misuse() -> TestResult {
     let d = disk0()?;
     let api = &layer().api;
     let high = buffer(0, true)?;
-    let dma = api.map_single(d, high, 4096, FROM, NOATTR).map_err(e)?;
+    let dma = api.test_map_single(d, high, 4096, FROM, NOATTR).map_err(e)?;
     let r = api.unmap_single(d, dma, 1024, FROM, NOATTR);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::UnmapWrongSize { .. }))), "{r:?}");
     let r = api.unmap_single(d, dma, 4096, TO, NOATTR);
@@ -563,7 +595,7 @@ fn debug_reports_misuse() -> TestResult {
     kassert!(!api.is_swiotlb_buffer(d, dma));
     let r = api.unmap_single(d, dma, 4096, FROM, NOATTR);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::DoubleUnmap { .. }))), "{r:?}");
-    let dma = api.map_single(d, high, 4096, TO, NOATTR).map_err(e)?;
+    let dma = api.test_map_single(d, high, 4096, TO, NOATTR).map_err(e)?;
     let r = api.sync_single_for_cpu(d, dma, 4096, FROM);
     kassert!(matches!(r, Err(DmaError::Misuse(DmaDebugError::SyncWrongDirection { .. }))), "{r:?}");
     api.unmap_single(d, dma, 4096, TO, NOATTR).map_err(e)?;

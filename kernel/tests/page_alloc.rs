@@ -27,7 +27,7 @@ use kernel::mm::phys::PhysMemory;
 use kernel::mm::{PhysAddr, PAGE_SIZE};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::{cma_area, page_allocator};
-use kernel::platform::phys::IdentityMappedRam;
+use kernel::platform::phys::{ram, IdentityMappedRam};
 use kernel::platform::{time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
@@ -50,7 +50,12 @@ fn main(_k: &'static Kernel) -> ExitStatus {
     )
 }
 
-static RAM: IdentityMappedRam = IdentityMappedRam;
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
 
 static TEST_POOL: spin::Once<Range<PhysAddr>> = spin::Once::new();
 
@@ -89,7 +94,7 @@ fn reclaim_under_full_workload() -> TestResult {
 
     // Fill all movable memory (MOVABLE blocks first, then the lent SWIOTLB blocks).
     let t0 = time::uptime();
-    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0x5eed);
+    let mut pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 0x5eed);
     kassert_eq!(alloc.lock().nr_free_swiotlb_pages(ZoneType::Dma), 0);
     let in_pool = pages_in(&pressure, alloc, &pool);
     kassert!(in_pool as u64 == blocks * 512, "{in_pool} pages in the lent blocks, expected them full");
@@ -98,11 +103,11 @@ fn reclaim_under_full_workload() -> TestResult {
     let freed = pressure.release_every(alloc, 4);
     let in_pool = pages_in(&pressure, alloc, &pool);
     kprintln!("  filled {} pages in {:?}, freed {freed}; {in_pool} pages in lent blocks", pressure.len() + freed, time::uptime() - t0);
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
 
     let t1 = time::uptime();
     let report = alloc
-        .reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {})
+        .reclaim_swiotlb_pageblocks(pool.clone(), mem(), ReclaimMode { drop_clean: false }, &mut |_| {})
         .map_err(|e| alloc::format!("reclaim: {e}"))?;
     let took = time::uptime() - t1;
     kprintln!(
@@ -115,7 +120,7 @@ fn reclaim_under_full_workload() -> TestResult {
     kassert_eq!(report.migrated, in_pool);
     kassert!(report.pinned.is_empty() && report.failed.is_empty());
     kassert_eq!(pages_in(&pressure, alloc, &pool), 0);
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
     kassert_eq!(alloc.lock().pageblock_migratetype(pool.start), None);
     pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
     Ok(())
@@ -125,19 +130,19 @@ fn pinned_page_blocks_reclaim() -> TestResult {
     let alloc = page_allocator();
     let pool = pool_range()?;
     alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
-    let pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 7);
+    let pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 7);
     let mut pressure = pressure;
     pressure.release_every(alloc, 2);
     let victim = pressure.pages().find(|p| alloc.pin(*p).is_ok_and(|pin| pool.contains(&pin.addr()))).ok_or("no page in the lent blocks")?;
     let guard = alloc.pin(victim).map_err(|e| alloc::format!("{e}"))?;
-    let first = alloc.reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {});
+    let first = alloc.reclaim_swiotlb_pageblocks(pool.clone(), mem(), ReclaimMode { drop_clean: false }, &mut |_| {});
     let ok = matches!(&first, Err(ReclaimError::Busy(r)) if r.pinned.contains(&victim));
     kassert!(ok, "reclaim with a pinned page: {first:?}");
     kassert_eq!(alloc.lock().pageblock_migratetype(pool.start), Some(MigrateType::Swiotlb));
     drop(guard);
-    let second = alloc.reclaim_swiotlb_pageblocks(pool.clone(), &RAM, ReclaimMode { drop_clean: false }, &mut |_| {});
+    let second = alloc.reclaim_swiotlb_pageblocks(pool.clone(), mem(), ReclaimMode { drop_clean: false }, &mut |_| {});
     kassert!(second.is_ok(), "reclaim after unpinning: {second:?}");
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
     pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
     Ok(())
 }
@@ -147,9 +152,9 @@ fn page_cache_pages_dropped() -> TestResult {
     let pool = pool_range()?;
     // Fill all memory first, then lend the test blocks: the cache's pages can only land there.
     // Afterwards every 8th pressure page is freed, room for the one dirty page to migrate to.
-    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 9);
+    let mut pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 9);
     alloc.lock().lend_swiotlb_pageblocks(pool.clone()).map_err(|e| alloc::format!("lend: {e}"))?;
-    let mut cache = PageCache::new(alloc, &RAM, ZoneType::Normal);
+    let mut cache = PageCache::new(alloc, mem(), ZoneType::Normal);
     let block = |i: u64| vec![(i % 251) as u8; PAGE_SIZE as usize];
     let mut result = (|| -> TestResult {
         for i in 0..3000u64 {
@@ -162,7 +167,7 @@ fn page_cache_pages_dropped() -> TestResult {
     if result.is_ok() {
         let mut dropped = Vec::new();
         result = alloc
-            .reclaim_swiotlb_pageblocks(pool, &RAM, ReclaimMode { drop_clean: true }, &mut |d| dropped.push(d))
+            .reclaim_swiotlb_pageblocks(pool, mem(), ReclaimMode { drop_clean: true }, &mut |d| dropped.push(d))
             .map_err(|e| alloc::format!("reclaim: {e}"))
             .and_then(|report| {
                 for d in dropped {
@@ -204,7 +209,7 @@ fn check_page(ctx: &IrqContext<'_>) {
     let Some(page) = *PAGE_HANDLE.lock() else { return };
     let Ok(pin) = page_allocator().pin(page) else { return };
     let mut buf = [0u8; PAGE_SIZE as usize];
-    RAM.read(pin.addr(), &mut buf);
+    mem().read(pin.addr(), &mut buf);
     let first = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
     let seq = first >> 32;
     let ok = buf.chunks_exact(8).enumerate().all(|(i, w)| u64::from_le_bytes(w.try_into().unwrap_or_default()) == (seq << 32 | i as u64));
@@ -226,7 +231,7 @@ fn write_seq(page: MovablePage, seq: u64) -> TestResult {
         w.copy_from_slice(&(seq << 32 | i as u64).to_le_bytes());
     }
     let irq = kernel::arch::irq_save();
-    RAM.write(pin.addr(), &buf);
+    mem().write(pin.addr(), &buf);
     kernel::arch::irq_restore(irq);
     Ok(())
 }
@@ -250,7 +255,7 @@ fn irq_during_migration() -> TestResult {
         }
         write_seq(page, seq)?; // the old frame, freed after the move, keeps an older sequence
         MIGRATING.store(true, Ordering::Relaxed);
-        let r = alloc.migrate_page(page, &RAM);
+        let r = alloc.migrate_page(page, mem());
         MIGRATING.store(false, Ordering::Relaxed);
         match r {
             Ok(()) => moved += 1,
@@ -284,7 +289,7 @@ fn to_the_last_page() -> TestResult {
         let a = alloc.lock();
         a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
     };
-    let pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 7);
+    let pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 7);
     let owner = PageOwner { kind: OwnerKind::Dirty, cookie: 0 };
     let movable = alloc.lock().alloc_movable(0, ZoneType::Normal, owner);
     let unmovable = alloc.lock().alloc_pages(0, ZoneType::Normal, MigrateType::Unmovable);
@@ -293,7 +298,7 @@ fn to_the_last_page() -> TestResult {
         a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
     };
     kprintln!("  {} pages taken of {free_before} free; then movable: {movable:?}, unmovable: {unmovable:?}; {left} pages left free", pressure.len());
-    let checked = pressure.verify(alloc, &RAM).map_err(|x| alloc::format!("{x:?}"));
+    let checked = pressure.verify(alloc, mem()).map_err(|x| alloc::format!("{x:?}"));
     pressure.release(alloc).map_err(|x| alloc::format!("{x:?}"))?;
     if let Ok(p) = movable {
         alloc.lock().free_movable(p).map_err(|x| alloc::format!("{x:?}"))?;
@@ -362,14 +367,14 @@ fn cma_and_compaction() -> TestResult {
     let base = alloc.lock().alloc_contig_pageblocks(8, ZoneType::Dma).map_err(|e| alloc::format!("carve: {e}"))?;
     let area = CmaArea::activate("test-cma", alloc, base..base + 8 * PAGEBLOCK_SIZE).map_err(|e| alloc::format!("{e}"))?;
     let swiotlb_blocks = pageblocks_of(MigrateType::Swiotlb);
-    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0xc3a);
+    let mut pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 0xc3a);
     kassert_eq!(alloc.lock().nr_free_cma_pages(ZoneType::Dma), 0);
     pressure.release_every(alloc, 4);
     let in_area = pages_in(&pressure, alloc, &area.range());
     picture("cma full");
     kassert!(in_area > 0, "no movable page borrowed the CMA blocks");
 
-    let (addr, report) = area.cma_alloc(alloc, &RAM, 4, mode, &mut |_| {}).map_err(|e| alloc::format!("cma_alloc: {e}"))?;
+    let (addr, report) = area.cma_alloc(alloc, mem(), 4, mode, &mut |_| {}).map_err(|e| alloc::format!("cma_alloc: {e}"))?;
     let taken = addr..addr + 4 * PAGEBLOCK_SIZE;
     kprintln!("  cma_alloc: 4 pageblocks at {addr:#x}, {} pages migrated; {area}", report.migrated);
     picture("cma 4");
@@ -377,7 +382,7 @@ fn cma_and_compaction() -> TestResult {
     kassert_eq!(pages_in(&pressure, alloc, &taken), 0);
     kassert_eq!(alloc.lock().pageblock_migratetype(addr), None);
     kassert_eq!(pageblocks_of(MigrateType::Swiotlb), swiotlb_blocks);
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
 
     // Compaction of partly used MOVABLE blocks (some may hold a heap page: those fail).
     let mut tried = Vec::new();
@@ -388,7 +393,7 @@ fn cma_and_compaction() -> TestResult {
             continue;
         }
         tried.push(block);
-        if let Ok(r) = alloc.compact_pageblock(block, &RAM) {
+        if let Ok(r) = alloc.compact_pageblock(block, mem()) {
             compacted += 1;
             kassert_eq!(pages_in(&pressure, alloc, &(block..block + PAGEBLOCK_SIZE)), 0);
             kassert!(r.migrated > 0);
@@ -401,11 +406,11 @@ fn cma_and_compaction() -> TestResult {
     kprintln!("  {compacted} of {} blocks compacted; {stats}", tried.len());
     kassert!(compacted > 0);
     let (contig, r) = alloc
-        .alloc_contig_pageblocks_compact(2, ZoneType::Normal, &RAM, mode, &mut |_| {})
+        .alloc_contig_pageblocks_compact(2, ZoneType::Normal, mem(), mode, &mut |_| {})
         .map_err(|e| alloc::format!("contig: {e}"))?;
     kprintln!("  alloc_contig_pageblocks_compact: 2 pageblocks at {contig:#x}, {} pages migrated", r.migrated);
     kassert_eq!(pages_in(&pressure, alloc, &(contig..contig + 2 * PAGEBLOCK_SIZE)), 0);
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
     alloc.lock().free_contig_pageblocks(contig, 2).map_err(|e| alloc::format!("{e}"))?;
     area.cma_release(alloc, addr, 4).map_err(|e| alloc::format!("{e}"))?;
     kassert_eq!(area.allocated_pageblocks(), 0);
@@ -422,16 +427,16 @@ fn boot_cma_area() -> TestResult {
     };
     let alloc = page_allocator();
     kassert_eq!(alloc.lock().pageblock_migratetype(area.range().start), Some(MigrateType::Cma));
-    let mut pressure = MemoryPressure::fill(alloc, &RAM, ZoneType::Normal, usize::MAX, 0xb007);
+    let mut pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 0xb007);
     pressure.release_every(alloc, 4);
     let in_area = pages_in(&pressure, alloc, &area.range());
     let (addr, report) = area
-        .cma_alloc(alloc, &RAM, area.pageblocks(), ReclaimMode { drop_clean: false }, &mut |_| {})
+        .cma_alloc(alloc, mem(), area.pageblocks(), ReclaimMode { drop_clean: false }, &mut |_| {})
         .map_err(|e| alloc::format!("cma_alloc: {e}"))?;
     kprintln!("  {area}; {in_area} pages were in it, {} migrated", report.migrated);
     kassert_eq!((addr, report.migrated), (area.range().start, in_area));
     kassert_eq!(pages_in(&pressure, alloc, &area.range()), 0);
-    kassert_eq!(pressure.verify(alloc, &RAM).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
+    kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());
     area.cma_release(alloc, addr, area.pageblocks()).map_err(|e| alloc::format!("{e}"))?;
     pressure.release(alloc).map_err(|e| alloc::format!("{e}"))?;
     Ok(())

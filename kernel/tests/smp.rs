@@ -24,14 +24,46 @@ use kernel::dma::{DmaAttrs, DmaDirection};
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, TestCase, TestResult};
 use kernel::mm::page_alloc::ZoneType;
 use kernel::mm::phys::PhysMemory;
-use kernel::platform::dma::{dma_device_from_dt, Dma, RAM};
+use kernel::platform::dma::{dma_device_from_dt, Dma};
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
 use kernel::platform::smp::{self, cpu_id, smp_call_function_single as call_on, MAX_CPUS};
 use kernel::platform::{kernel, run_pending_work, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::dma::device::DmaDevice;
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::dma::mapping::{DmaApi, DmaError};
+
+    /// `map_single` for this test kernel's buffers.
+    pub(super) trait TestMaps {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+    }
+
+    impl TestMaps for DmaApi<'_> {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+            // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
+            // frees only after the unmap; where a test writes one while it is mapped, it stands in
+            // for the device (or checks that a misuse is caught).
+            unsafe { self.map_single(dev, addr, size, dir, attrs) }
+        }
+    }
+}
+use owned::TestMaps;
 
 fn main(_k: &'static Kernel) -> ExitStatus {
     kprintln!("smp tests: {} of {} CPUs online", smp::num_online_cpus(), smp::nr_listed_cpus());
@@ -349,7 +381,7 @@ fn fill(addr: u64, len: usize, seed: u64, kind: u64) {
     for off in (0..len).step_by(chunk.len()) {
         let n = chunk.len().min(len - off);
         chunk[..n].iter_mut().enumerate().for_each(|(j, b)| *b = byte(seed, kind, off + j));
-        RAM.write(addr + off as u64, &chunk[..n]);
+        mem().write(addr + off as u64, &chunk[..n]);
     }
 }
 
@@ -358,7 +390,7 @@ fn holds(addr: u64, len: usize, seed: u64, kind: u64) -> bool {
     let mut chunk = [0u8; 512];
     (0..len).step_by(chunk.len()).all(|off| {
         let n = chunk.len().min(len - off);
-        RAM.read(addr + off as u64, &mut chunk[..n]);
+        mem().read(addr + off as u64, &mut chunk[..n]);
         chunk[..n].iter().enumerate().all(|(j, &b)| b == byte(seed, kind, off + j))
     })
 }
@@ -414,7 +446,7 @@ fn stress_tick(_ctx: &IrqContext<'_>) {
     m.seed.store(seed, Ordering::Relaxed);
     m.len.store(len, Ordering::Relaxed);
     fill(src, len, seed, CPU_BYTES);
-    match layer().api.map_single(d, src, len, BIDI, NOATTR) {
+    match layer().api.test_map_single(d, src, len, BIDI, NOATTR) {
         Ok(dma) => {
             m.maps.fetch_add(1, Ordering::Relaxed);
             if dma == src || !holds(dma, len, seed, CPU_BYTES) {
@@ -441,7 +473,7 @@ fn reclaimer() {
     let pages = page_allocator();
     let mut fills = Vec::with_capacity(16);
     let fill_all = |seed: u64| {
-        let mut p = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, seed);
+        let mut p = MemoryPressure::fill(pages, mem(), ZoneType::Normal, usize::MAX, seed);
         p.release_every(pages, 4); // room for migration targets
         p
     };
@@ -458,7 +490,7 @@ fn reclaimer() {
     }
     let mut result = Ok((0, 0));
     for p in fills {
-        let checked = p.verify(pages, &RAM).map_err(|x| format!("movable pages corrupted: {x:?}"));
+        let checked = p.verify(pages, mem()).map_err(|x| format!("movable pages corrupted: {x:?}"));
         let released = p.release(pages).map_err(|x| format!("{x:?}"));
         if let (Ok((filled, total)), Ok(n), Ok(())) = (&result, &checked, &released) {
             result = Ok((filled + n, total + n));
@@ -497,7 +529,7 @@ fn resize_cycles() -> Result<ResizeReport, String> {
         let give_up = time::uptime() + Duration::from_secs(3);
         while held.len() < RESIZE_MAPS && !STOP.load(Ordering::Acquire) && time::uptime() < give_up {
             let i = held.len() % RESIZE_SOURCES;
-            match api.map_single(d, RESIZE_SRC[i].load(Ordering::Relaxed), RESIZE_LEN, TO, NOATTR) {
+            match api.test_map_single(d, RESIZE_SRC[i].load(Ordering::Relaxed), RESIZE_LEN, TO, NOATTR) {
                 Ok(dma) => held.push((dma, i)),
                 Err(_) => {
                     run_pending_work(); // the worker grows the pool

@@ -31,7 +31,7 @@ use kernel::ktest::{self, buffer, err as e, free_buffer as free, TestCase, TestR
 use kernel::mm::page_alloc::ZoneType;
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
-use kernel::platform::dma::{dma, RAM};
+use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
 use kernel::platform::smp::{self, cpu_id, smp_call_function_single as call_on, MAX_CPUS};
@@ -39,7 +39,16 @@ use kernel::platform::virtio_blk::{self, wait_for, BlkError, Disk};
 use kernel::platform::{kernel, run_pending_work, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
 
 fn main(_k: &'static Kernel) -> ExitStatus {
     kprintln!("smp_io tests: {} CPUs online, {} disks", smp::num_online_cpus(), virtio_blk::probe_all());
@@ -82,7 +91,7 @@ fn pattern(len: usize, first_sector: u64, word: impl Fn(u64, u64) -> u64) -> Vec
 
 fn read_back(pa: PhysAddr, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    RAM.read(pa, &mut v);
+    mem().read(pa, &mut v);
     v
 }
 
@@ -109,9 +118,13 @@ fn run_all(reqs: &[(&'static Disk, Op, u64, PhysAddr, usize)]) -> Result<(), Str
     let mut outstanding: VecDeque<(&'static Disk, kernel::block::Ticket)> = VecDeque::new();
     for &(d, op, sector, buf, len) in reqs {
         loop {
-            let queued = match op {
-                Op::Read => d.queue_read(sector, buf, len),
-                Op::Write => d.queue_write(sector, buf, len),
+            // SAFETY: the callers pass pieces of this CPU's own `BUFS`, each in one request at a
+            // time, untouched until every request was waited for below.
+            let queued = unsafe {
+                match op {
+                    Op::Read => d.queue_read(sector, buf, len),
+                    Op::Write => d.queue_write(sector, buf, len),
+                }
             };
             match queued {
                 Ok(t) => {
@@ -154,8 +167,8 @@ fn io_worker() -> Result<u64, String> {
     moved += 2 * len as u64;
     for r in 1..=ROUNDS {
         for d in 0..2 {
-            RAM.write(b.write[d], &pattern(len, first, |s, i| written_word(d as u64, r, s, i)));
-            RAM.fill(b.read[d], 0xee, len);
+            mem().write(b.write[d], &pattern(len, first, |s, i| written_word(d as u64, r, s, i)));
+            mem().fill(b.read[d], 0xee, len);
         }
         run_all(&reqs(Op::Write, b.write))?;
         run_all(&reqs(Op::Read, b.read))?;
@@ -213,7 +226,7 @@ fn both_disks_from_three_cpus() -> TestResult {
     // RAM full of checksummed movable pages (the lent pageblocks too), every fourth page freed
     // again as room for migration targets and the heap.
     let pages = page_allocator();
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 0x5a10);
+    let mut pressure = MemoryPressure::fill(pages, mem(), ZoneType::Normal, usize::MAX, 0x5a10);
     pressure.release_every(pages, 4);
     kassert!(!pressure.is_empty(), "no memory pressure");
 
@@ -222,7 +235,8 @@ fn both_disks_from_three_cpus() -> TestResult {
     let before = m.stats();
     let mut held = Vec::new();
     for size in [256 * 1024, 2048] {
-        while let Ok(dma_addr) = api.map_single(d0.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) {
+        // SAFETY: `filler` is this test's buffer, only read (`ToDevice`) while mapped.
+        while let Ok(dma_addr) = unsafe { api.map_single(d0.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) } {
             held.push((dma_addr, size));
         }
     }
@@ -243,7 +257,7 @@ fn both_disks_from_three_cpus() -> TestResult {
     for (dma_addr, size) in held.drain(..) {
         api.unmap_single(d0.dma_dev, dma_addr, size, DmaDirection::ToDevice, NOATTR).map_err(e)?;
     }
-    let checked = pressure.verify(pages, &RAM).map_err(|x| format!("movable pages corrupted: {x:?}"));
+    let checked = pressure.verify(pages, mem()).map_err(|x| format!("movable pages corrupted: {x:?}"));
     pressure.release(pages).map_err(|x| format!("{x:?}"))?;
     owned.iter().for_each(|&b| free(b, REGION_ORDER));
     free(filler, 6);

@@ -38,14 +38,60 @@ use kernel::ktest::{self, buffer, err as e, TestCase, TestResult};
 use kernel::mm::page_alloc::ZoneType;
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
-use kernel::platform::dma::{dma, RAM};
+use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::mm::page_allocator;
 use kernel::platform::virtio_blk::{self, BlkError, Disk, DIRECT_MAX_IN_FLIGHT};
 use kernel::platform::{idle, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::block::Ticket;
+    use core::time::Duration;
+    use kernel::platform::virtio_blk::{BlkError, Disk};
+
+    /// The disk calls this file makes, on its own buffers.
+    pub(super) trait TestIo {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+    }
+
+    impl TestIo for Disk {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_read(sector, buf, len) }
+        }
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_write(sector, buf, len) }
+        }
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.read(sector, buf, len, timeout) }
+        }
+    }
+}
+use owned::TestIo;
 
 /// The PRNG's seed unless `demo=<seconds>,<seed>` names one.
 const DEFAULT_SEED: u64 = 0x5eed_d15c_0b0c_e007;
@@ -322,8 +368,8 @@ fn submit_one(i: usize, d: &mut DiskState, rng: &mut Rng, sizes: Sizes, c: &mut 
     let mut generation = 0;
     let ticket = match op {
         Op::Read => {
-            RAM.fill(buf, 0xee, sectors as usize * SECTOR); // a read that writes nothing shows
-            d.disk.queue_read(sector, buf, sectors as usize * SECTOR)
+            mem().fill(buf, 0xee, sectors as usize * SECTOR); // a read that writes nothing shows
+            d.disk.test_queue_read(sector, buf, sectors as usize * SECTOR)
         }
         Op::Write => {
             generation = d.next_generation;
@@ -331,9 +377,9 @@ fn submit_one(i: usize, d: &mut DiskState, rng: &mut Rng, sizes: Sizes, c: &mut 
             let mut pattern = [0u8; SECTOR];
             for k in 0..sectors {
                 sector_pattern(i, sector + k, generation, &mut pattern);
-                RAM.write(buf + k * SECTOR as u64, &pattern);
+                mem().write(buf + k * SECTOR as u64, &pattern);
             }
-            d.disk.queue_write(sector, buf, sectors as usize * SECTOR)
+            d.disk.test_queue_write(sector, buf, sectors as usize * SECTOR)
         }
         Op::Flush => d.disk.queue_flush(),
     };
@@ -393,7 +439,7 @@ fn collect(i: usize, d: &mut DiskState, c: &mut Counters) -> usize {
                     if generation == u32::MAX {
                         continue;
                     }
-                    RAM.read(d.slots[s].buf + k * SECTOR as u64, &mut got);
+                    mem().read(d.slots[s].buf + k * SECTOR as u64, &mut got);
                     sector_pattern(i, sector, generation, &mut want);
                     if got != want {
                         let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
@@ -442,7 +488,7 @@ fn randomised_mix() -> TestResult {
                 a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
             };
             let headroom = 1024 + free / 32;
-            let mut p = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, free.saturating_sub(headroom), seed ^ c.cycles);
+            let mut p = MemoryPressure::fill(pages, mem(), ZoneType::Normal, free.saturating_sub(headroom), seed ^ c.cycles);
             p.release_every(pages, 4);
             c.pressure_pages += p.len() as u64;
             c.fills += 1;
@@ -450,7 +496,7 @@ fn randomised_mix() -> TestResult {
         }
         if let Some(p) = pressure.take_if(|_| !submitting || in_cycle >= PRESSURE_HELD) {
             // Every page the reclaims migrated must have kept its bytes.
-            if let Err(x) = p.verify(pages, &RAM) {
+            if let Err(x) = p.verify(pages, mem()) {
                 c.error(format!("memory pressure pages after cycle {}: {x:?}", c.cycles));
             }
             if let Err(x) = p.release(pages) {
@@ -563,7 +609,7 @@ const RESET_AT: Duration = Duration::from_secs(5);
 /// been done already, or still waiting: then nothing is reset and the caller tries again).
 fn force_reset(disk: &'static Disk, buf: PhysAddr) -> bool {
     let before = disk.resets();
-    if let Ok(ticket) = disk.queue_read(0, buf, 4096) {
+    if let Ok(ticket) = disk.test_queue_read(0, buf, 4096) {
         if virtio_blk::wait_for(disk, ticket, time::uptime()) == Err(BlkError::Timeout) {
             GIVEN_UP.fetch_add(1, Ordering::Relaxed);
         }
@@ -590,10 +636,10 @@ fn read_back_whole_disks() -> TestResult {
         let mut sector = 0;
         while sector < capacity {
             let n = chunk.min(capacity - sector);
-            d.disk.read(sector, buf, n as usize * SECTOR, REQUEST_TIMEOUT).map_err(|x| format!("disk{i}: read back at sector {sector}: {x}"))?;
+            d.disk.test_read(sector, buf, n as usize * SECTOR, REQUEST_TIMEOUT).map_err(|x| format!("disk{i}: read back at sector {sector}: {x}"))?;
             for k in 0..n {
                 let s = sector + k;
-                RAM.read(buf + k * SECTOR as u64, &mut got);
+                mem().read(buf + k * SECTOR as u64, &mut got);
                 sector_pattern(i, s, d.generations[s as usize], &mut want);
                 model_crc.update(&want);
                 disk_crc.update(&got);

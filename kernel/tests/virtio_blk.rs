@@ -27,14 +27,106 @@ use kernel::dma::{DmaAttrs, DmaDirection};
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, read_phys as read_back, TestCase, TestResult};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
-use kernel::platform::dma::{dma, RAM};
+use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, read_verify, wait_for, BlkError, Disk, DIRECT_MAX_IN_FLIGHT, QUEUE_SIZE};
 use kernel::platform::{time, Kernel};
 use kernel::sync::IrqSafeSpinLock;
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::block::Ticket;
+    use core::time::Duration;
+    use kernel::block::virtio_blk::{BlockRequest, CompletionFn};
+    use kernel::dma::device::DmaDevice;
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::dma::mapping::{DmaApi, DmaError};
+    use kernel::platform::virtio_blk::{BlkError, Disk};
+
+    /// The disk calls this file makes, on its own buffers.
+    pub(super) trait TestIo {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError>;
+    }
+
+    impl TestIo for Disk {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_read(sector, buf, len) }
+        }
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_write(sector, buf, len) }
+        }
+        fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.submit_read(sector, buf, len) }
+        }
+        fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.submit_write(sector, buf, len) }
+        }
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.read(sector, buf, len, timeout) }
+        }
+        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.write(sector, buf, len, timeout) }
+        }
+        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_with_callback(request, callback, cookie) }
+        }
+    }
+
+    /// `map_single` for this test kernel's buffers.
+    pub(super) trait TestMaps {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+    }
+
+    impl TestMaps for DmaApi<'_> {
+        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+            // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
+            // frees only after the unmap; where a test writes one while it is mapped, it stands in
+            // for the device (or checks that a misuse is caught).
+            unsafe { self.map_single(dev, addr, size, dir, attrs) }
+        }
+    }
+}
+use owned::{TestIo, TestMaps};
 
 fn main(k: &'static Kernel) -> ExitStatus {
     kprintln!("virtio_blk tests: swiotlb_policy={:?} dma_debug={}", k.params.swiotlb_policy, k.params.dma_debug);
@@ -124,7 +216,8 @@ fn probe_finds_both_disks() -> TestResult {
 fn read_verify_whole_disks() -> TestResult {
     let buf = buffer(6, true)?;
     for (d, expect) in [(disk0()?, Some(pattern_crc(disk0()?.config.capacity))), (disk1()?, None)] {
-        let (bytes, crc) = read_verify(d, buf, 256 * 1024, TIMEOUT).map_err(e)?;
+        // SAFETY: `buf` (256 KiB) is this test's, untouched until the call returns.
+        let (bytes, crc) = unsafe { read_verify(d, buf, 256 * 1024, TIMEOUT) }.map_err(e)?;
         kprintln!("disk{} bytes={} crc32={:08x}", d.index, bytes, crc);
         kassert_eq!(bytes, d.size_bytes());
         if let Some(expect) = expect {
@@ -151,9 +244,9 @@ fn reads_known_pattern() -> TestResult {
     for high in [true, false] {
         let buf = buffer(6, high)?;
         for (sector, len) in cases {
-            RAM.fill(buf, 0xee, len);
+            mem().fill(buf, 0xee, len);
             let (bounced, direct) = (d.stats.data_bounced.load(Ordering::Relaxed), d.stats.data_direct.load(Ordering::Relaxed));
-            d.read(sector, buf, len, TIMEOUT).map_err(|x| format!("read {len} at {sector}: {x}"))?;
+            d.test_read(sector, buf, len, TIMEOUT).map_err(|x| format!("read {len} at {sector}: {x}"))?;
             kassert!(read_back(buf, len) == sector_pattern(sector, len), "data of {len} bytes at sector {sector} (high={high})");
             // Beyond the window it bounces; inside it only under swiotlb=force.
             let bounces = high || matches!(d.dma_dev.policy, BouncePolicy::Forced);
@@ -165,9 +258,9 @@ fn reads_known_pattern() -> TestResult {
     }
     // Not whole sectors, or more than one mapping: refused before anything is mapped.
     let buf = buffer(0, true)?;
-    kassert!(matches!(d.submit_read(0, buf, 100), Err(BlkError::BadBuffer { .. })));
-    kassert!(matches!(d.submit_read(0, buf, d.max_transfer() + 512), Err(BlkError::BadBuffer { .. })));
-    kassert!(matches!(d.submit_read(last, buf, 512), Err(BlkError::Virtio(_))), "past the end");
+    kassert!(matches!(d.test_submit_read(0, buf, 100), Err(BlkError::BadBuffer { .. })));
+    kassert!(matches!(d.test_submit_read(0, buf, d.max_transfer() + 512), Err(BlkError::BadBuffer { .. })));
+    kassert!(matches!(d.test_submit_read(last, buf, 512), Err(BlkError::Virtio(_))), "past the end");
     free(buf, 0);
     kassert_eq!(d.in_flight(), 0);
     Ok(())
@@ -179,17 +272,17 @@ fn write_then_read_back() -> TestResult {
     let (src, dst) = (buffer(4, true)?, buffer(4, false)?);
     // 128 sectors in two writes: one from above the window (bounced), one from inside it.
     let half = 64 * SECTOR;
-    RAM.write(src, &written_pattern(base, half));
-    d.write(base, src, half, TIMEOUT).map_err(e)?;
-    RAM.write(dst, &written_pattern(base + 64, half));
-    d.write(base + 64, dst, half, TIMEOUT).map_err(e)?;
-    RAM.fill(src, 0, 2 * half);
-    d.read(base, src, 2 * half, TIMEOUT).map_err(e)?;
+    mem().write(src, &written_pattern(base, half));
+    d.test_write(base, src, half, TIMEOUT).map_err(e)?;
+    mem().write(dst, &written_pattern(base + 64, half));
+    d.test_write(base + 64, dst, half, TIMEOUT).map_err(e)?;
+    mem().fill(src, 0, 2 * half);
+    d.test_read(base, src, 2 * half, TIMEOUT).map_err(e)?;
     kassert!(read_back(src, 2 * half) == written_pattern(base, 2 * half), "read back what was written");
     // The sectors around it are untouched.
-    d.read(base - 1, dst, SECTOR, TIMEOUT).map_err(e)?;
+    d.test_read(base - 1, dst, SECTOR, TIMEOUT).map_err(e)?;
     kassert!(read_back(dst, SECTOR) == sector_pattern(base - 1, SECTOR));
-    d.read(base + 128, dst, SECTOR, TIMEOUT).map_err(e)?;
+    d.test_read(base + 128, dst, SECTOR, TIMEOUT).map_err(e)?;
     kassert!(read_back(dst, SECTOR) == sector_pattern(base + 128, SECTOR));
     free(src, 4);
     free(dst, 4);
@@ -214,7 +307,7 @@ fn many_in_flight() -> TestResult {
     const LEN: usize = 4096;
     let bufs = buffer(8, true)?; // n * 4 KiB, above the window
     kassert!(n * LEN <= 4096 << 8);
-    RAM.fill(bufs, 0xee, n * LEN);
+    mem().fill(bufs, 0xee, n * LEN);
     let kicks_before = d.stats.kicks.load(Ordering::Relaxed);
     let irqs_before = d.stats.irqs.load(Ordering::Relaxed);
     let completed_before = d.stats.completed_in_irq.load(Ordering::Relaxed);
@@ -223,10 +316,10 @@ fn many_in_flight() -> TestResult {
     {
         let _off = IRQS_OFF.lock();
         for i in 0..max {
-            tickets.push(d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN).map_err(e)?);
+            tickets.push(d.test_submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN).map_err(e)?);
         }
         kassert_eq!(d.in_flight(), max);
-        kassert_eq!(d.submit_read(0, bufs, LEN), Err(BlkError::Busy));
+        kassert_eq!(d.test_submit_read(0, bufs, LEN), Err(BlkError::Busy));
     }
     // The rest as slots free up: the handler completes requests while we submit, and we
     // collect their outcomes (a completed request holds its slot until collected).
@@ -246,7 +339,7 @@ fn many_in_flight() -> TestResult {
     };
     while tickets.len() < n {
         let i = tickets.len();
-        match d.submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN) {
+        match d.test_submit_read(i as u64 * 8, bufs + (i * LEN) as u64, LEN) {
             Ok(t) => tickets.push(t),
             Err(BlkError::Busy) if time::uptime() < deadline => {
                 kernel::platform::idle();
@@ -282,14 +375,14 @@ fn disk1_restricted() -> TestResult {
     let range = pool.range();
     let (src, dst) = (buffer(6, true)?, buffer(6, false)?);
     let len = 128 * 1024;
-    RAM.write(src, &written_pattern(0, len));
-    d.write(0, src, len, TIMEOUT).map_err(e)?;
-    RAM.write(dst, &written_pattern(256, len));
-    d.write(256, dst, len, TIMEOUT).map_err(e)?;
-    RAM.fill(src, 0, len);
-    RAM.fill(dst, 0, len);
-    d.read(0, dst, len, TIMEOUT).map_err(e)?;
-    d.read(256, src, len, TIMEOUT).map_err(e)?;
+    mem().write(src, &written_pattern(0, len));
+    d.test_write(0, src, len, TIMEOUT).map_err(e)?;
+    mem().write(dst, &written_pattern(256, len));
+    d.test_write(256, dst, len, TIMEOUT).map_err(e)?;
+    mem().fill(src, 0, len);
+    mem().fill(dst, 0, len);
+    d.test_read(0, dst, len, TIMEOUT).map_err(e)?;
+    d.test_read(256, src, len, TIMEOUT).map_err(e)?;
     kassert!(read_back(dst, len) == written_pattern(0, len));
     kassert!(read_back(src, len) == written_pattern(256, len));
     let (lo, hi) = (d.stats.dma_lowest.load(Ordering::Relaxed), d.stats.dma_highest.load(Ordering::Relaxed));
@@ -310,7 +403,7 @@ fn disk1_pool_full_retry() -> TestResult {
     let mut bufs = Vec::new();
     for _ in 0..N {
         let b = buffer(6, true)?; // 256 KiB each
-        RAM.fill(b, 0xee, LEN);
+        mem().fill(b, 0xee, LEN);
         bufs.push(b);
     }
     let failures_before = dma().api.stats.map_failures.load(Ordering::Relaxed);
@@ -319,7 +412,7 @@ fn disk1_pool_full_retry() -> TestResult {
         let _off = IRQS_OFF.lock();
         loop {
             let i = tickets.len();
-            match d.submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
+            match d.test_submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
                 Ok(t) => tickets.push(t),
                 Err(BlkError::Busy) => {
                     kassert_eq!(d.in_flight(), i); // IRQs masked: nothing completed yet
@@ -337,7 +430,7 @@ fn disk1_pool_full_retry() -> TestResult {
     let deadline = time::uptime() + TIMEOUT;
     while tickets.len() < N {
         let i = tickets.len();
-        match d.submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
+        match d.test_submit_read((i * LEN / SECTOR) as u64 % 2048, bufs[i], LEN) {
             Ok(t) => tickets.push(t),
             Err(BlkError::Busy) if time::uptime() < deadline => kernel::platform::idle(),
             Err(x) => return Err(format!("request {i}: {x}")),
@@ -372,7 +465,7 @@ fn disk1_queued_started_from_irq() -> TestResult {
     let mut bufs = Vec::new();
     for _ in 0..N {
         let b = buffer(6, true)?;
-        RAM.fill(b, 0xee, LEN);
+        mem().fill(b, 0xee, LEN);
         bufs.push(b);
     }
     let started_in_irq_before = d.stats.started_in_irq.load(Ordering::Relaxed);
@@ -381,7 +474,7 @@ fn disk1_queued_started_from_irq() -> TestResult {
     {
         let _off = IRQS_OFF.lock();
         for (i, buf) in bufs.iter().enumerate() {
-            tickets.push(d.queue_read((i * LEN / SECTOR) as u64 % 2048, *buf, LEN).map_err(e)?);
+            tickets.push(d.test_queue_read((i * LEN / SECTOR) as u64 % 2048, *buf, LEN).map_err(e)?);
         }
         kprintln!("  {} started, {} waiting for bounce slots", d.in_flight(), d.waiting());
         kassert!(d.waiting() > 0 && d.in_flight() + d.waiting() == N);
@@ -407,24 +500,24 @@ fn disk1_irq_deferral() -> TestResult {
     let api = &dma().api;
     const BIG: usize = 256 * 1024;
     let (small, big, filler) = (buffer(0, true)?, buffer(6, true)?, buffer(6, false)?);
-    RAM.fill(small, 0xee, SECTOR);
-    RAM.fill(big, 0xee, BIG);
+    mem().fill(small, 0xee, SECTOR);
+    mem().fill(big, 0xee, BIG);
     let deferred_before = d.stats.deferred_to_task.load(Ordering::Relaxed);
     let by_work_before = d.stats.started_by_work.load(Ordering::Relaxed);
     let irq_failures_before = api.stats.irq_failures.load(Ordering::Relaxed);
     let mut fillers = Vec::new();
     let (a, b) = {
         let _off = IRQS_OFF.lock();
-        let a = d.queue_read(0, small, SECTOR).map_err(e)?;
+        let a = d.test_queue_read(0, small, SECTOR).map_err(e)?;
         kassert_eq!(d.in_flight(), 1);
         // Fill the restricted pool from task context, large mappings first, then single slots.
         for size in [BIG, 2048] {
-            while let Ok(dma_addr) = api.map_single(d.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) {
+            while let Ok(dma_addr) = api.test_map_single(d.dma_dev, filler, size, DmaDirection::ToDevice, NOATTR) {
                 fillers.push((dma_addr, size));
             }
         }
         // Accepted, but it cannot be mapped: it waits in its slot.
-        let b = d.queue_read(512, big, BIG).map_err(e)?;
+        let b = d.test_queue_read(512, big, BIG).map_err(e)?;
         kassert_eq!((d.in_flight(), d.waiting()), (1, 1));
         (a, b)
     };
@@ -477,7 +570,7 @@ fn disk0_device_pool() -> TestResult {
     let default = dma().manager.default_pool();
     let (before, bounced) = (default.used_slots(), d.stats.data_bounced.load(Ordering::Relaxed));
     let irqs = IRQS_OFF.lock(); // the request stays in flight while we look
-    let t = d.submit_read(0, buf, LEN);
+    let t = d.test_submit_read(0, buf, LEN);
     let during = default.used_slots();
     drop(irqs);
     let t = t.map_err(e)?;
@@ -513,7 +606,7 @@ fn reclaim_during_io() -> TestResult {
     // Fill RAM to the last 512 pages, the lent pageblocks included, then free every fourth page:
     // every lent pageblock holds pages, so whichever the pool reclaims (it prefers no particular
     // one), it must migrate some.
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, nfree.saturating_sub(512), 99);
+    let mut pressure = MemoryPressure::fill(pages, mem(), ZoneType::Normal, nfree.saturating_sub(512), 99);
     pressure.release_every(pages, 4);
     let sector = |i: usize| (i * LEN / SECTOR) as u64 % (d.config.capacity - (LEN / SECTOR) as u64);
     let before = m.stats();
@@ -525,7 +618,7 @@ fn reclaim_during_io() -> TestResult {
         // flight (their data in bounce slots) while the worker reclaims, as on a slow device.
         let irqs = IRQS_OFF.lock();
         for (i, b) in bufs.iter().enumerate() {
-            tickets.push(d.queue_read(sector(i), *b, LEN).map_err(e)?);
+            tickets.push(d.test_queue_read(sector(i), *b, LEN).map_err(e)?);
         }
         let (in_flight, waiting) = (d.in_flight(), d.waiting());
         // The worker runs here or on another CPU (every idle loop runs the queue): each pass
@@ -548,7 +641,7 @@ fn reclaim_during_io() -> TestResult {
         for (i, b) in bufs.iter().enumerate() {
             kassert!(read_back(*b, LEN) == sector_pattern(sector(i), LEN), "read {i} intact");
         }
-        kassert!(pressure.verify(pages, &RAM).is_ok(), "every migrated page intact");
+        kassert!(pressure.verify(pages, mem()).is_ok(), "every migrated page intact");
         if m.policy() == kernel::bootargs::SwiotlbPolicy::Lend {
             kassert!(reclaimed > 0 && migrated > 0, "the pool grew by reclaim during the reads");
         }
@@ -582,10 +675,10 @@ fn completion_callbacks() -> TestResult {
     const LEN: usize = 64 * 1024;
     let d = disk0()?;
     let buf = buffer(9, true)?; // 8 x 64 KiB, bounced
-    RAM.fill(buf, 0xee, 8 * LEN);
+    mem().fill(buf, 0xee, 8 * LEN);
     for i in 0..8u64 {
         let sector = i * (LEN / SECTOR) as u64;
-        d.queue_with_callback(BlockRequest::Read { sector, buf: buf + i * LEN as u64, len: LEN }, on_complete, i).map_err(e)?;
+        d.test_queue_with_callback(BlockRequest::Read { sector, buf: buf + i * LEN as u64, len: LEN }, on_complete, i).map_err(e)?;
     }
     let t0 = time::uptime();
     while CALLED.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u32>() < 8 && time::uptime() < t0 + TIMEOUT {
@@ -629,7 +722,7 @@ fn copies_with_interrupts_on() -> TestResult {
     for d in [disk0()?, disk1()?] {
         let size = (d.size_bytes() as usize).min(2 << 20);
         // One request submitted now, mapped by its submitter.
-        let ticket = d.submit_read(0, buf, d.max_transfer()).map_err(e)?;
+        let ticket = d.test_submit_read(0, buf, d.max_transfer()).map_err(e)?;
         wait_for(d, ticket, time::uptime() + TIMEOUT).map_err(e)?;
         // More requests than the table holds at once: the later ones wait and are started by
         // the interrupt handler or the retry work item, and requests queued behind waiting
@@ -637,7 +730,7 @@ fn copies_with_interrupts_on() -> TestResult {
         let piece = 16 * 1024;
         let mut tickets = Vec::new();
         for i in 0..(d.max_in_flight() + 8).min(size / piece) {
-            match d.queue_read((i * piece / SECTOR) as u64, buf + (i * piece) as u64, piece) {
+            match d.test_queue_read((i * piece / SECTOR) as u64, buf + (i * piece) as u64, piece) {
                 Ok(t) => tickets.push(t),
                 Err(BlkError::Busy) => break,
                 Err(x) => return Err(e(x)),
@@ -647,7 +740,7 @@ fn copies_with_interrupts_on() -> TestResult {
             wait_for(d, t, time::uptime() + TIMEOUT).map_err(e)?;
         }
         // The synchronous call: split, queued, refilled as it collects.
-        d.read(0, buf, size, TIMEOUT).map_err(e)?;
+        d.test_read(0, buf, size, TIMEOUT).map_err(e)?;
         if d.index == 0 {
             kassert!(read_back(buf, size) == sector_pattern(0, size), "disk0 read back");
         }
@@ -670,9 +763,9 @@ fn large_read_split() -> TestResult {
     let len = (d.size_bytes() as usize).min(4096 << order);
     kassert!(len > d.max_transfer(), "{len} bytes are more than one request ({})", d.max_transfer());
     let buf = buffer(order, true)?;
-    RAM.fill(buf, 0xee, len);
+    mem().fill(buf, 0xee, len);
     let (submitted, bounced) = (d.stats.submitted.load(Ordering::Relaxed), d.stats.data_bounced.load(Ordering::Relaxed));
-    d.read(0, buf, len, Duration::from_secs(60)).map_err(e)?;
+    d.test_read(0, buf, len, Duration::from_secs(60)).map_err(e)?;
     kassert!(read_back(buf, len) == sector_pattern(0, len), "{len} bytes read in one call");
     let requests = d.stats.submitted.load(Ordering::Relaxed) - submitted;
     let segments = d.stats.data_bounced.load(Ordering::Relaxed) - bounced;
@@ -687,16 +780,16 @@ fn read_only_disk() -> TestResult {
     let d = virtio_blk::disk(3).map_err(|x| format!("{x}; run with scripts/virtio-blk-tests.sh (four --disk)"))?;
     kassert!(d.readonly(), "disk3 attached readonly=on offers VIRTIO_BLK_F_RO");
     let buf = buffer(4, true)?;
-    RAM.fill(buf, 0x11, 4096);
+    mem().fill(buf, 0x11, 4096);
     let submitted = d.stats.submitted.load(Ordering::Relaxed);
     let refused = |r: Result<(), BlkError>| r == Err(BlkError::Virtio(drivers::virtio::Error::ReadOnly));
-    kassert!(refused(d.write(0, buf, 4096, TIMEOUT)), "write refused");
-    kassert!(refused(d.submit_write(0, buf, 4096).map(|_| ())), "submit_write refused");
-    kassert!(refused(d.queue_write(8, buf, 512).map(|_| ())), "queue_write refused");
+    kassert!(refused(d.test_write(0, buf, 4096, TIMEOUT)), "write refused");
+    kassert!(refused(d.test_submit_write(0, buf, 4096).map(|_| ())), "submit_write refused");
+    kassert!(refused(d.test_queue_write(8, buf, 512).map(|_| ())), "queue_write refused");
     kassert_eq!(d.stats.submitted.load(Ordering::Relaxed), submitted, "nothing reached the device");
     kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
     // Reads work, and show what the host put there.
-    d.read(0, buf, 64 * 1024, TIMEOUT).map_err(e)?;
+    d.test_read(0, buf, 64 * 1024, TIMEOUT).map_err(e)?;
     kassert!(read_back(buf, 64 * 1024).iter().all(|&b| b == 0x5a), "disk3 reads back its 0x5a bytes");
     free(buf, 4);
     Ok(())
@@ -706,8 +799,8 @@ fn request_timeout() -> TestResult {
     let d = virtio_blk::disk(2).map_err(|x| format!("{x}; run with scripts/virtio-blk-tests.sh (four --disk)"))?;
     let (a, b) = (buffer(4, true)?, buffer(4, true)?);
     const LEN: usize = 64 * 1024;
-    RAM.fill(a, 0xa5, LEN);
-    RAM.fill(b, 0xa5, LEN);
+    mem().fill(a, 0xa5, LEN);
+    mem().fill(b, 0xa5, LEN);
     // Live mappings as the DMA-API debug tracker counts them (every pool, the per-device one a
     // DMA-limited disk bounces through first included); the default pool's used slots alone
     // would not see a leak there.
@@ -719,8 +812,8 @@ fn request_timeout() -> TestResult {
     d.set_retries(0);
     // QEMU lets the first request through the throttle and holds the second for ~16 s.
     let t0 = time::uptime();
-    let ta = d.queue_read(0, a, LEN).map_err(e)?;
-    let tb = d.queue_read(128, b, LEN).map_err(e)?;
+    let ta = d.test_queue_read(0, a, LEN).map_err(e)?;
+    let tb = d.test_queue_read(128, b, LEN).map_err(e)?;
     // Only the tick (interrupt context) can time the request out here: poll, do not wait_for.
     let mut outcomes = [None, None];
     while outcomes.iter().any(Option::is_none) && time::uptime() < t0 + Duration::from_secs(10) {

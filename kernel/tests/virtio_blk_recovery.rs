@@ -21,7 +21,7 @@ use core::time::Duration;
 use alloc::format;
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, holds_sectors, read_phys as read_back, sector_pattern, TestCase, TestResult};
 use kernel::mm::phys::PhysMemory;
-use kernel::platform::dma::{dma, RAM};
+use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{time, Kernel};
@@ -29,7 +29,61 @@ use kernel::block::DiskHealth;
 use kernel::sync::IrqSafeSpinLock;
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::block::Ticket;
+    use core::time::Duration;
+    use kernel::block::virtio_blk::{BlockRequest, CompletionFn};
+    use kernel::platform::virtio_blk::{BlkError, Disk};
+
+    /// The disk calls this file makes, on its own buffers.
+    pub(super) trait TestIo {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError>;
+    }
+
+    impl TestIo for Disk {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_read(sector, buf, len) }
+        }
+        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.read(sector, buf, len, timeout) }
+        }
+        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.write(sector, buf, len, timeout) }
+        }
+        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_with_callback(request, callback, cookie) }
+        }
+    }
+}
+use owned::TestIo;
 
 fn main(k: &'static Kernel) -> ExitStatus {
     kprintln!("virtio_blk_recovery tests: blk_retries={} dma_debug={}", k.params.blk_retries, k.params.dma_debug);
@@ -84,13 +138,13 @@ fn stalled_then_completes() -> TestResult {
     d.set_retries(8);
     d.set_default_timeout(Duration::from_millis(1800));
     let (a, b) = (buffer(2, true)?, buffer(0, true)?);
-    RAM.fill(a, 0xa5, 16 * 1024);
-    RAM.fill(b, 0xa5, 512);
+    mem().fill(a, 0xa5, 16 * 1024);
+    mem().fill(b, 0xa5, 512);
     let used_before = held()?;
     let resets_before = d.resets();
     let t0 = time::uptime();
-    let ta = d.queue_read(0, a, 16 * 1024).map_err(e)?;
-    let tb = d.queue_read(64, b, 512).map_err(e)?;
+    let ta = d.test_queue_read(0, a, 16 * 1024).map_err(e)?;
+    let tb = d.test_queue_read(64, b, 512).map_err(e)?;
     let [oa, ob] = poll_all(d, [ta, tb], Duration::from_secs(30));
     let took = time::uptime() - t0;
     kprintln!("  outcomes {oa:?} {ob:?} after {took:?}; resets {}; health {:?}; stats {:?}", d.resets() - resets_before, d.health(), d.stats);
@@ -122,12 +176,12 @@ fn out_of_retries() -> TestResult {
     d.set_retries(1);
     d.set_default_timeout(Duration::from_millis(1000));
     let (a, b) = (buffer(3, true)?, buffer(0, true)?);
-    RAM.fill(b, 0xa5, 512);
+    mem().fill(b, 0xa5, 512);
     let used_before = held()?;
     let (resets_before, exhausted_before) = (d.resets(), d.stats.retries_exhausted.load(Ordering::Relaxed));
     let t0 = time::uptime();
-    let ta = d.queue_read(128, a, 32 * 1024).map_err(e)?;
-    let tb = d.queue_read(300, b, 512).map_err(e)?;
+    let ta = d.test_queue_read(128, a, 32 * 1024).map_err(e)?;
+    let tb = d.test_queue_read(300, b, 512).map_err(e)?;
     let [oa, ob] = poll_all(d, [ta, tb], Duration::from_secs(10));
     let took = time::uptime() - t0;
     kprintln!("  outcomes {oa:?} {ob:?} after {took:?}; resets {}; stats {:?}", d.resets() - resets_before, d.stats);
@@ -142,11 +196,11 @@ fn out_of_retries() -> TestResult {
     d.set_retries(3);
     let slow = Duration::from_secs(30);
     for i in 0..8u64 {
-        RAM.write(a + i * 512, &sector_pattern(!(100 + i)));
+        mem().write(a + i * 512, &sector_pattern(!(100 + i)));
     }
-    d.write(100, a, 4096, slow).map_err(e)?;
-    RAM.fill(a, 0, 4096);
-    d.read(100, a, 4096, slow).map_err(e)?;
+    d.test_write(100, a, 4096, slow).map_err(e)?;
+    mem().fill(a, 0, 4096);
+    d.test_read(100, a, 4096, slow).map_err(e)?;
     kassert!(holds_sectors(a, 100, 8, |s| sector_pattern(!s)), "the write reads back");
     kassert_eq!(d.health(), DiskHealth::Live);
     kassert_eq!(held()?, used_before);
@@ -178,8 +232,8 @@ fn dead_disk() -> TestResult {
     let (a, b) = (buffer(3, true)?, buffer(0, true)?);
     let before = held()?;
     let t0 = time::uptime();
-    let ta = d.queue_read(128, a, 32 * 1024).map_err(e)?;
-    d.queue_with_callback(virtio_blk::BlockRequest::Read { sector: 300, buf: b, len: 512 }, count_callback, 1).map_err(e)?;
+    let ta = d.test_queue_read(128, a, 32 * 1024).map_err(e)?;
+    d.test_queue_with_callback(virtio_blk::BlockRequest::Read { sector: 300, buf: b, len: 512 }, count_callback, 1).map_err(e)?;
     while d.health() != DiskHealth::Dead && time::uptime() < t0 + Duration::from_secs(10) {
         kernel::platform::idle();
     }
@@ -199,8 +253,8 @@ fn dead_disk() -> TestResult {
     // A dead disk fails new requests at once, before anything is mapped.
     let submitted = d.stats.submitted.load(Ordering::Relaxed);
     let t1 = time::uptime();
-    kassert_eq!(d.read(0, a, 512, Duration::from_secs(5)), Err(BlkError::DiskDead));
-    kassert_eq!(d.queue_read(0, a, 512).map(|_| ()), Err(BlkError::DiskDead));
+    kassert_eq!(d.test_read(0, a, 512, Duration::from_secs(5)), Err(BlkError::DiskDead));
+    kassert_eq!(d.test_queue_read(0, a, 512).map(|_| ()), Err(BlkError::DiskDead));
     kassert!(time::uptime() - t1 < Duration::from_millis(100), "at once");
     kassert_eq!(d.stats.submitted.load(Ordering::Relaxed), submitted);
     free(a, 3);

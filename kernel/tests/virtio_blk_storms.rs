@@ -24,13 +24,51 @@ use kernel::block::DiskHealth;
 use kernel::ktest::{self, buffer, err as e, free_buffer as free, holds_sectors, sector_pattern, TestCase, TestResult};
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::PhysAddr;
-use kernel::platform::dma::{dma, RAM};
+use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{irq, smp, time, Kernel};
 use kernel::{kassert, kassert_eq, kprintln};
 
+use kernel::platform::phys::{ram, IdentityMappedRam};
+
 kernel::entry!(main);
+
+/// RAM, for this test kernel: it writes only memory it allocated (its buffers, the pages of its
+/// memory pressure and page caches) or, standing in for a device, what a mapping handed that device.
+fn mem() -> &'static IdentityMappedRam {
+    // SAFETY: see the doc comment: every write of this file goes to such memory.
+    unsafe { ram() }
+}
+
+/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
+mod owned {
+    use kernel::mm::PhysAddr;
+    use kernel::block::Ticket;
+    use kernel::platform::virtio_blk::{BlkError, Disk};
+
+    /// The disk calls this file makes, on its own buffers.
+    pub(super) trait TestIo {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+    }
+
+    impl TestIo for Disk {
+        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_read(sector, buf, len) }
+        }
+        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
+            // only after its outcome is collected; where a test reads one while the request is in
+            // flight, it checks on purpose what the device or a bounce did.
+            unsafe { self.queue_write(sector, buf, len) }
+        }
+    }
+}
+use owned::TestIo;
 
 /// Interrupts the stuck line is given at most: far more than a window, so that without the
 /// detection the test sees them all (and fails) instead of hanging for good.
@@ -86,16 +124,16 @@ fn poll_all<const N: usize>(d: &Disk, tickets: [kernel::block::Ticket; N], limit
 fn write_then_read(d: &Disk, first: u64, deadline: Duration) -> Result<([Option<Result<(), BlkError>>; 3], Duration, [PhysAddr; 3]), alloc::string::String> {
     let (w, r, z) = (buffer(0, true)?, buffer(0, true)?, buffer(0, true)?);
     for i in 0..8u64 {
-        RAM.write(w + i * 512, &sector_pattern(!(first + i)));
+        mem().write(w + i * 512, &sector_pattern(!(first + i)));
     }
-    RAM.fill(r, 0xa5, 4096);
-    RAM.fill(z, 0xa5, 4096);
+    mem().fill(r, 0xa5, 4096);
+    mem().fill(z, 0xa5, 4096);
     d.set_default_timeout(deadline);
     let t0 = time::uptime();
-    let tw = d.queue_write(first, w, 4096).map_err(e)?;
+    let tw = d.test_queue_write(first, w, 4096).map_err(e)?;
     let [ow] = poll_all(d, [tw], deadline * 2);
-    let tr = d.queue_read(first, r, 4096).map_err(e)?;
-    let tz = d.queue_read(0, z, 4096).map_err(e)?;
+    let tr = d.test_queue_read(first, r, 4096).map_err(e)?;
+    let tz = d.test_queue_read(0, z, 4096).map_err(e)?;
     let [or, oz] = poll_all(d, [tr, tz], deadline * 2);
     Ok(([ow, or, oz], time::uptime() - t0, [w, r, z]))
 }

@@ -83,9 +83,13 @@ impl Stream {
                 continue;
             }
             let sector = self.next_offset() / SECTOR;
-            let queued = match self.op {
-                Op::Read => self.disk.queue_read(sector, self.bufs[i], self.size),
-                Op::Write => self.disk.queue_write(sector, self.bufs[i], self.size),
+            // SAFETY: place `i`'s buffer is the stream's (allocated by `alloc_bufs`), used by
+            // this one request until its ticket is collected (`tickets[i]`), read by nobody.
+            let queued = unsafe {
+                match self.op {
+                    Op::Read => self.disk.queue_read(sector, self.bufs[i], self.size),
+                    Op::Write => self.disk.queue_write(sector, self.bufs[i], self.size),
+                }
             };
             match queued {
                 Ok(t) => self.tickets[i] = Some(t),

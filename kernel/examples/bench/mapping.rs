@@ -20,10 +20,12 @@ const LIVE: [usize; 3] = [1, 64, 512];
 const REPS: usize = 7;
 
 /// Map then unmap `len` bytes at `addr`; panics on failure (the benchmark keeps the pool far
-/// from full, so a failure is a bug worth stopping for).
+/// from full, so a failure is a bug worth stopping for). Only for the benchmark's own buffers.
 fn map_unmap(dev: &DmaDevice, addr: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs) {
     let api = &dma().api;
-    let dma_addr = api.map_single(dev, addr, len, dir, attrs).expect("map_single");
+    // SAFETY: every caller in this file passes a buffer `mapping_cost` allocated (`inside`,
+    // `beyond`), which nothing else touches, and unmapped before this returns.
+    let dma_addr = unsafe { api.map_single(dev, addr, len, dir, attrs) }.expect("map_single");
     api.unmap_single(dev, dma_addr, len, dir, attrs).expect("unmap_single");
 }
 
@@ -40,7 +42,9 @@ pub(crate) fn mapping_cost(dev: &'static DmaDevice, out: &mut Obj) -> Result<(),
     for &live in &LIVE {
         // Hold `live` bounced 4 KiB mappings (2 slots each) while measuring.
         while held.len() < live {
-            held.push(api.map_single(dev, live_src, 4096, DmaDirection::ToDevice, COPY).map_err(ktest::err)?);
+            // SAFETY: `live_src` is the benchmark's, only read (`ToDevice`) while mapped, and freed
+            // never (a test kernel's buffer).
+            held.push(unsafe { api.map_single(dev, live_src, 4096, DmaDirection::ToDevice, COPY) }.map_err(ktest::err)?);
         }
         let probe = held[held.len() / 2];
         let is_buf = ns_per_op(REPS, 20_000, || {
@@ -100,7 +104,8 @@ pub(crate) fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(),
         let pools = || m.pools().count();
         while grows && pools() < want {
             // Fill what exists (64 KiB mappings), then let the worker add one pool.
-            while let Ok(a) = api.map_single(dev, beyond, 64 << 10, DmaDirection::ToDevice, COPY) {
+            // SAFETY: `beyond` is the benchmark's, only read (`ToDevice`) while mapped.
+            while let Ok(a) = unsafe { api.map_single(dev, beyond, 64 << 10, DmaDirection::ToDevice, COPY) } {
                 if !m.is_swiotlb_buffer(a) || m.transient_pools().contains(a) {
                     api.unmap_single(dev, a, 64 << 10, DmaDirection::ToDevice, COPY).map_err(ktest::err)?;
                     break;

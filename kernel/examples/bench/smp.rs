@@ -98,7 +98,8 @@ fn map_tick(_ctx: &IrqContext<'_>) {
     let (mut ops, mut failures, mut outside) = (0u64, 0u64, 0u64);
     let mut now = t0;
     while now < stop {
-        match api.map_single(dev, src, MAP_LEN, DmaDirection::ToDevice, attrs) {
+        // SAFETY: `src` is this CPU's source buffer (the benchmark's), only read while mapped.
+        match unsafe { api.map_single(dev, src, MAP_LEN, DmaDirection::ToDevice, attrs) } {
             Ok(addr) => {
                 if pool.slot_index(addr).is_some_and(|i| i / area_nslots != own_area) {
                     outside += 1;

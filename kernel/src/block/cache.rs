@@ -113,6 +113,7 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
 
     /// Reads a whole block: from the cache, or from the disk straight into a new cache page
     /// (pinned while the device writes it). Returns whether it was a hit.
+    #[allow(unsafe_code)] // the block seam: reads into its own pinned pages
     pub fn read(&mut self, block: u64, buf: &mut [u8]) -> Result<bool, CacheIoError> {
         let key = self.key(block)?;
         if self.cache.read(key, buf)? {
@@ -124,7 +125,10 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
         }
         self.stats.misses += 1;
         let pin = self.cache.insert_for_read(key)?;
-        match self.disk.read(block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE, self.timeout) {
+        // SAFETY: the page is the cache's, new and pinned (`pin`) until after the read returned;
+        // nothing else touches it meanwhile (`&mut self`).
+        let read = unsafe { self.disk.read(block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE, self.timeout) };
+        match read {
             Ok(()) => {
                 self.mem.read(pin.addr(), buf);
                 drop(pin);
@@ -142,6 +146,7 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
     /// Writes every dirty block back (each page pinned while its write is in flight), then
     /// flushes the disk. Returns how many blocks were written. On an error the blocks not
     /// written stay dirty; every request started is waited for before returning.
+    #[allow(unsafe_code)] // the block seam: writes its own pinned pages back
     pub fn writeback(&mut self) -> Result<usize, CacheIoError> {
         let keys = self.cache.dirty_keys();
         let max_in_flight = self.disk.max_in_flight();
@@ -159,7 +164,10 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
                     next += 1;
                     continue;
                 };
-                match self.disk.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) {
+                // SAFETY: the page is the cache's and stays pinned in `in_flight` until its ticket
+                // is collected below; nothing writes it meanwhile (`&mut self`).
+                let queued = unsafe { self.disk.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) };
+                match queued {
                     Ok(ticket) => {
                         in_flight.push((ticket, key, pin));
                         next += 1;

@@ -8,6 +8,7 @@
 //! handler or task context, whichever finds room first: exactly once. Its outcome stays in the slot until the submitter collects it with the [`Ticket`] it
 //! was given; the ticket's generation makes a stale ticket (collected already, slot reused)
 //! harmless. Fixed size, no allocation: every operation is safe in an interrupt handler.
+#![forbid(unsafe_code)]
 
 /// What becomes of a request taken back from a reset device ([`InflightTable::take_back`]).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //!   deadlines, reset and recovery) over the `drivers` crate's [`drivers::virtio::blk`]
 //!   protocol; the board (`platform::virtio_blk` on the machine) probes the disks and wires
 //!   their interrupts.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod cache;
 pub mod inflight;

@@ -8,6 +8,7 @@
 //! (a work item) and reports each attempt: [`Recovery::reinit_succeeded`] or
 //! [`Recovery::reinit_failed`]; after [`MAX_FAILED_REINITS`] failures in a row the disk is dead.
 //! Fixed size, no allocation.
+#![forbid(unsafe_code)]
 
 /// Failed re-initialisations in a row after which a disk is declared dead.
 pub const MAX_FAILED_REINITS: u32 = 3;

@@ -27,6 +27,7 @@
 //! What is written: disk0's first half (up to 8 MiB) through the page cache, the rest (up to
 //! 8 MiB more) streamed; disk1's first 4 MiB streamed. Any attached raw images work (their
 //! first megabytes are overwritten); qemu-run.sh makes fresh ones for `cargo run`.
+#![allow(unsafe_code)] // the demo hands buffers it allocated to the disks and reads them back through the RAM capability
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -44,7 +45,8 @@ use crate::mm::page_alloc::page_cache::CacheError;
 use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
-use crate::platform::dma::{dma, RAM};
+use crate::platform::dma::dma;
+use crate::platform::phys::ram;
 use crate::platform::mm::{in_swiotlb_region, page_allocator};
 use crate::platform::virtio_blk::{self, BlkError, Disk};
 use crate::platform::{idle, kernel, time};
@@ -155,6 +157,9 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         return Err("the demo writes to its disks: attach them writable".to_string());
     }
     let pages = page_allocator();
+    // SAFETY: the demo writes through it only the stream buffers it allocates below, and hands
+    // it to `MemoryPressure` and the page cache, which write only the pages they allocate.
+    let ram = unsafe { ram() };
     let m = dma().manager;
     let api = &dma().api;
     let mut report = DiskDemoReport::default();
@@ -185,7 +190,7 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
                 let mut block = vec![0u8; BLOCK_SIZE];
                 for off in (0..len).step_by(BLOCK_SIZE) {
                     pattern(i, offset + off, &mut block);
-                    RAM.write(buf + at + off, &block);
+                    ram.write(buf + at + off, &block);
                 }
                 at += len;
                 offset += len;
@@ -206,12 +211,14 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         let a = pages.lock();
         (a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma), a.nr_free_swiotlb_pages(ZoneType::Dma))
     };
-    let mut pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, free.saturating_sub(lent_free), 7);
+    let mut pressure = MemoryPressure::fill(pages, ram, ZoneType::Normal, free.saturating_sub(lent_free), 7);
     let lent_free = pages.lock().nr_free_swiotlb_pages(ZoneType::Dma);
-    let mut lent_pressure = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, lent_free, 11);
+    let mut lent_pressure = MemoryPressure::fill(pages, ram, ZoneType::Normal, lent_free, 11);
     lent_pressure.release_every(pages, 2);
     let cache_blocks = cache_bytes / BLOCK_SIZE as u64;
-    let mut cache = BlockCache::new(disks[0], pages, &RAM, TIMEOUT);
+    // The cache writes through `ram` only the pages it allocates from `pages` and holds until
+    // it frees or drops them.
+    let mut cache = BlockCache::new(disks[0], pages, ram, TIMEOUT);
     let mut block = vec![0u8; BLOCK_SIZE];
     let mut released = false;
     for b in 0..cache_blocks {
@@ -275,7 +282,9 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
             if busy[p.disk] || first_error.is_some() {
                 continue;
             }
-            match disks[p.disk].queue_write(p.offset / 512, p.addr, p.len as usize) {
+            // SAFETY: the piece is part of a stream buffer the demo allocated and filled above,
+            // not written again and freed only after every request completed.
+            match unsafe { disks[p.disk].queue_write(p.offset / 512, p.addr, p.len as usize) } {
                 Ok(t) => p.ticket = Some(t),
                 Err(BlkError::Busy) => busy[p.disk] = true,
                 Err(e) => first_error = Some(format!("disk{}: write at {:#x}: {e}", p.disk, p.offset)),
@@ -319,7 +328,7 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
         report.deferred += d_now - deferred;
         report.started_in_irq += s_now - started;
     }
-    report.pressure_intact = pressure.verify(pages, &RAM).is_ok() && lent_pressure.verify(pages, &RAM).is_ok();
+    report.pressure_intact = pressure.verify(pages, ram).is_ok() && lent_pressure.verify(pages, ram).is_ok();
     let (cache_in_lent, cache_live) = cache.count_pages(in_lent);
     report.after_burst_in_lent = (pressure_in_lent(&pressure) + pressure_in_lent(&lent_pressure), cache_in_lent);
     report.cache_live_after_burst = cache_live;
@@ -338,7 +347,7 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     //    migration that lost a byte would now reach the disk), the pressure goes, then both
     //    disks are read back whole.
     report.written_back_after = cache.writeback().map_err(|e| format!("page-cache writeback after the burst: {e}"))?;
-    report.pressure_intact &= pressure.verify(pages, &RAM).is_ok() && lent_pressure.verify(pages, &RAM).is_ok();
+    report.pressure_intact &= pressure.verify(pages, ram).is_ok() && lent_pressure.verify(pages, ram).is_ok();
     pressure.release(pages).map_err(|e| format!("{e:?}"))?;
     lent_pressure.release(pages).map_err(|e| format!("{e:?}"))?;
     for (i, d) in disks.iter().enumerate() {
@@ -361,10 +370,13 @@ fn read_back(i: usize, d: &Disk, buf: PhysAddr, written: core::ops::Range<u64>, 
     let mut offset = 0;
     while offset < size {
         let len = (size - offset).min(chunk);
-        d.read(offset / 512, buf, len as usize, TIMEOUT).map_err(|e| format!("disk{i}: read back at {offset:#x}: {e}"))?;
+        // SAFETY: `buf` is the demo's stream buffer (at least `chunk` bytes), its writes all
+        // completed; nothing touches it until the read returns.
+        unsafe { d.read(offset / 512, buf, len as usize, TIMEOUT) }.map_err(|e| format!("disk{i}: read back at {offset:#x}: {e}"))?;
         for off in (0..len).step_by(BLOCK_SIZE) {
             let n = (len - off).min(BLOCK_SIZE as u64) as usize;
-            RAM.read(buf + off, &mut seen[..n]);
+            // SAFETY: only reads.
+            unsafe { ram() }.read(buf + off, &mut seen[..n]);
             crc.update(&seen[..n]);
             let at = offset + off;
             if written.contains(&at) {

@@ -1,5 +1,6 @@
 //! A memory-pressure workload: fills movable memory with checksummed pages so migration and
 //! reclaim can be checked to preserve every byte.
+#![forbid(unsafe_code)]
 
 use alloc::vec;
 use alloc::vec::Vec;

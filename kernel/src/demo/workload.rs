@@ -10,6 +10,7 @@
 //!
 //! The handler side uses fixed statics only: it never allocates and never waits. Task context
 //! resets them before each burst, while no tick hook runs.
+#![allow(unsafe_code)] // the workload maps buffers it allocated through the DMA API
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -24,7 +25,8 @@ use crate::dma::swiotlb::mem::LendStats;
 use crate::dma::{DmaAttrs, DmaDirection};
 use crate::mm::page_alloc::{Fragmentation, MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
-use crate::platform::dma::{dma, RAM};
+use crate::platform::dma::dma;
+use crate::platform::phys::ram;
 use crate::platform::mm::page_allocator;
 use crate::platform::{run_pending_work, time};
 
@@ -92,7 +94,9 @@ fn burst_irq(_ctx: &IrqContext<'_>) {
         return;
     }
     NEXT.store(i as u32 + 1, Ordering::Relaxed);
-    match dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) {
+    // SAFETY: `src` is the workload's `Source`, mapped only `ToDevice`, never written after
+    // `Source::alloc` and freed only after the last cycle unmapped every mapping.
+    match unsafe { dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) } {
         Ok(addr) => MAPPED[i].store(addr, Ordering::Relaxed),
         Err(_) => DEFERRED[i].store(true, Ordering::Relaxed),
     }
@@ -109,7 +113,8 @@ fn drive(d: &DmaDevice, src: u64, until: Duration, t0: Duration, report: &mut Wo
         }
         for i in 0..BURST {
             if DEFERRED[i].load(Ordering::Relaxed) {
-                if let Ok(addr) = dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) {
+                // SAFETY: as in `burst_irq`: the workload's `Source`, only read while mapped.
+                if let Ok(addr) = unsafe { dma().api.map_single(d, src, BURST_LEN, DmaDirection::ToDevice, NOATTR) } {
                     MAPPED[i].store(addr, Ordering::Relaxed);
                     DEFERRED[i].store(false, Ordering::Relaxed);
                     report.deferred_done += 1;
@@ -171,7 +176,8 @@ impl Source {
     fn alloc() -> Result<Self, String> {
         let addr = page_allocator().lock().alloc_pages(SRC_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| e.to_string())?;
         let data: Vec<u8> = (0..BURST_LEN).map(pattern).collect();
-        RAM.write(addr, &data);
+        // SAFETY: the pages were just allocated for the source.
+        unsafe { ram() }.write(addr, &data);
         Ok(Source { addr, data })
     }
 
@@ -204,6 +210,9 @@ fn one_cycle(
     let api = &dma().api;
     let m = dma().manager;
     let pages = page_allocator();
+    // SAFETY: written only through `MemoryPressure`, which fills pages it allocates; the bounce
+    // slots are only read.
+    let ram = unsafe { ram() };
     if !core::ptr::eq(*DEV.call_once(|| d), d) {
         return Err("the workload runs on one device per boot".to_string());
     }
@@ -213,7 +222,7 @@ fn one_cycle(
     let mut pressure = None;
     let mut pressure_pages = 0;
     if under_pressure {
-        let mut p = MemoryPressure::fill(pages, &RAM, ZoneType::Normal, usize::MAX, 42 + cycle as u64);
+        let mut p = MemoryPressure::fill(pages, ram, ZoneType::Normal, usize::MAX, 42 + cycle as u64);
         pressure_pages = p.len();
         p.release_every(pages, 4); // room for migration targets
         pressure = Some(p);
@@ -231,7 +240,7 @@ fn one_cycle(
     }
     time::start_tick(Duration::from_micros(300));
     report.done_under_pressure = drive(d, src.addr, t0 + Duration::from_secs(10), t0, &mut report, sample);
-    report.pressure_intact = pressure.as_ref().is_none_or(|p| p.verify(pages, &RAM).is_ok());
+    report.pressure_intact = pressure.as_ref().is_none_or(|p| p.verify(pages, ram).is_ok());
     if !report.done_under_pressure {
         // The pool could not grow under memory pressure: the requests wait; once the pressure
         // goes they must complete.
@@ -248,7 +257,7 @@ fn one_cycle(
     report.mapped = MAPPED.iter().filter(|a| a.load(Ordering::Relaxed) != 0).count();
     let mut seen = alloc::vec![0u8; BURST_LEN];
     report.data_ok = MAPPED.iter().map(|a| a.load(Ordering::Relaxed)).filter(|&a| a != 0).all(|a| {
-        RAM.read(a, &mut seen);
+        ram.read(a, &mut seen);
         seen == src.data
     });
     phase("I/O burst from interrupt handlers");

@@ -8,6 +8,7 @@
 //! blocks of a power-of-two number of units and merge them back on free. Its lists live on the
 //! heap, so allocating and freeing are task-context operations (asserted); the memory itself may
 //! be used by the device and by interrupt handlers freely.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

@@ -4,6 +4,7 @@
 //! driver's misuse is reported where it happens instead of corrupting memory later. The tracker
 //! works in interrupt context: a fixed-size table behind an IRQ-masking lock, no allocation.
 //! Each report is returned as a [`DmaDebugError`] (and counted); the DMA API logs it.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

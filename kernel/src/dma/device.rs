@@ -1,5 +1,6 @@
 //! A device as the DMA API sees it (Linux: the DMA fields of `struct device`): how far it can
 //! reach, whether it snoops the CPU caches, which bounce pools it must or may use.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

@@ -208,7 +208,16 @@ impl<'a> DmaApi<'a> {
     /// Maps `[addr, addr + size)` for `dev` (Linux `dma_map_single` / `dma_map_page`). The
     /// returned address is what the device must use; the buffer belongs to the device until
     /// [`unmap_single`](Self::unmap_single) (or a `sync_for_cpu`).
-    pub fn map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[addr, addr + size)` until the matching unmap: the device (directly) or
+    /// the unmap's copy-back (for a bounce) writes it. Meanwhile the caller does not touch it
+    /// (for `FromDevice` and `Bidirectional` neither reads nor writes it; for `ToDevice` does not
+    /// write it), and the memory stays allocated until the unmap. (virtio-drivers' `unsafe fn
+    /// share` asks the same.)
+    #[allow(unsafe_code)]
+    pub unsafe fn map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
         if size == 0 {
             return Err(DmaError::ZeroSize);
         }
@@ -216,7 +225,8 @@ impl<'a> DmaApi<'a> {
             self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
         }
         let dma = if self.needs_bounce(dev, addr, size) {
-            let tlb = self.bounce(dev, addr, size, dir, attrs)?;
+            // SAFETY: the caller owns the buffer until the unmap (this function's contract).
+            let tlb = unsafe { self.bounce(dev, addr, size, dir, attrs) }?;
             self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
             self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
             tlb
@@ -245,13 +255,22 @@ impl<'a> DmaApi<'a> {
     /// Bounces through the device's SWIOTLB (Linux `swiotlb_map` with `dev->dma_io_tlb_mem`): its
     /// restricted pool, or its carved pool then the default SWIOTLB, which picks a pool and may
     /// grow.
-    fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<PhysAddr, DmaError> {
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single).
+    #[allow(unsafe_code)]
+    unsafe fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<PhysAddr, DmaError> {
         let align = SlotAlignment::min_align(dev.min_align_mask);
-        let to_default = || self.default_mem.map_attrs(addr, size, dir, align, attrs);
+        // SAFETY: the caller owns the buffer until the unmap (this function's contract, handed
+        // on unchanged to whichever pool maps it, here and below).
+        let to_default = || unsafe { self.default_mem.map_attrs(addr, size, dir, align, attrs) };
         let result = match dev.policy {
-            BouncePolicy::Restricted(pool) => pool.map_attrs(addr, size, dir, align, attrs),
+            // SAFETY: as above.
+            BouncePolicy::Restricted(pool) => unsafe { pool.map_attrs(addr, size, dir, align, attrs) },
             _ => match dev.device_pool() {
-                Some(slot) => slot.map_attrs(addr, size, dir, align, attrs).or_else(|_| to_default()),
+                // SAFETY: as above.
+                Some(slot) => unsafe { slot.map_attrs(addr, size, dir, align, attrs) }.or_else(|_| to_default()),
                 None => to_default(),
             },
         };
@@ -372,9 +391,16 @@ impl<'a> DmaApi<'a> {
 
     /// Maps every entry of `sg` (Linux `dma_map_sg`), all or nothing: on failure the entries
     /// mapped so far are unmapped and the error returned.
-    pub fn map_sg(&self, dev: &DmaDevice, sg: &mut [ScatterEntry], dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single), for every entry's `[addr, addr + len)`, until the
+    /// matching [`unmap_sg`](Self::unmap_sg).
+    #[allow(unsafe_code)]
+    pub unsafe fn map_sg(&self, dev: &DmaDevice, sg: &mut [ScatterEntry], dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         for i in 0..sg.len() {
-            match self.map_single(dev, sg[i].addr, sg[i].len, dir, attrs) {
+            // SAFETY: the caller owns every entry's buffer until the unmap (this function's contract).
+            match unsafe { self.map_single(dev, sg[i].addr, sg[i].len, dir, attrs) } {
                 Ok(dma) => sg[i].dma_addr = dma,
                 Err(e) => {
                     let _ = self.unmap_sg(dev, &sg[..i], dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
@@ -442,6 +468,7 @@ impl<'a> DmaApi<'a> {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+    use crate::dma::sim_maps::SimApiMaps;
     use crate::arch::host::{take_cache_ops, IrqContextGuard};
     use crate::dma::pools::DevicePoolSlot;
     use crate::dma::swiotlb::mem::DevicePool;
@@ -482,7 +509,7 @@ mod tests {
         let s = setup();
         let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
-        let dma = api.map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
         assert_eq!(dma, RAM + 0x1000);
         assert!(!api.is_swiotlb_buffer(&d, dma));
         api.unmap_single(&d, dma, 4096, TO, NOATTR).unwrap();
@@ -497,7 +524,7 @@ mod tests {
         let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         s.mem.write(HIGH, &[7u8; 3000]);
-        let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
         assert!((POOL..POOL + (2 << 20)).contains(&dma) && d.dma_capable(dma, 3000));
         assert!(api.is_swiotlb_buffer(&d, dma));
         let mut seen = [0u8; 3000];
@@ -518,7 +545,7 @@ mod tests {
         let s = setup();
         let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
-        let dma = api.map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, HIGH, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
         api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR).unwrap();
         let refused = Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
         assert_eq!(api.unmap_single(&d, dma, 3000, DmaDirection::Bidirectional, NOATTR), refused);
@@ -527,7 +554,7 @@ mod tests {
         assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
         assert_eq!(s.pool.used_slots(), 0);
         // A direct mapping beside the pool is still served.
-        let direct = api.map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
+        let direct = api.sim_map_single(&d, RAM + 0x1000, 4096, TO, NOATTR).unwrap();
         api.unmap_single(&d, direct, 4096, TO, NOATTR).unwrap();
         assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
     }
@@ -538,12 +565,12 @@ mod tests {
         let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, false);
         // Cache-line aligned: direct, clean on map, invalidate on unmap.
-        let dma = api.map_single(&d, RAM + 0x2000, 256, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, RAM + 0x2000, 256, FROM, NOATTR).unwrap();
         assert_eq!(dma, RAM + 0x2000);
         api.unmap_single(&d, dma, 256, FROM, NOATTR).unwrap();
         assert_eq!(take_cache_ops(), [(CacheOp::Clean, RAM + 0x2000, 256), (CacheOp::Invalidate, RAM + 0x2000, 256)]);
         // Sharing a cache line with other data: bounced, and the slot maintained instead.
-        let dma = api.map_single(&d, RAM + 0x2010, 100, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, RAM + 0x2010, 100, FROM, NOATTR).unwrap();
         assert!(api.is_swiotlb_buffer(&d, dma));
         api.unmap_single(&d, dma, 100, FROM, NOATTR).unwrap();
         assert_eq!(take_cache_ops(), [(CacheOp::Clean, dma, 100), (CacheOp::Invalidate, dma, 100)]);
@@ -554,7 +581,7 @@ mod tests {
         let s = setup();
         let api = DmaApi::new(s.swiotlb, None, None);
         let forced = dev(BouncePolicy::Forced, true);
-        let dma = api.map_single(&forced, RAM, 512, TO, NOATTR).unwrap();
+        let dma = api.sim_map_single(&forced, RAM, 512, TO, NOATTR).unwrap();
         assert!(api.is_swiotlb_buffer(&forced, dma));
         api.unmap_single(&forced, dma, 512, TO, NOATTR).unwrap();
 
@@ -562,7 +589,7 @@ mod tests {
         let r = dev(BouncePolicy::Restricted(restricted_pool), true);
         let mut maps = Vec::new();
         loop {
-            match api.map_single(&r, RAM, 64 * 1024, TO, NOATTR) {
+            match api.sim_map_single(&r, RAM, 64 * 1024, TO, NOATTR) {
                 Ok(dma) => {
                     assert!((0x40c0_0000..0x40c0_0000 + 128 * 2048).contains(&dma), "outside the restricted pool");
                     maps.push(dma);
@@ -588,9 +615,9 @@ mod tests {
         let own: &'static DevicePoolSlot = Box::leak(Box::new(DevicePoolSlot::new()));
         assert!(own.attach(DevicePool::for_test(SwiotlbPool::new(0x40c0_0000, 128, 1, s.mem).unwrap())).is_ok());
         assert!(d.set_device_pool(Some(own)).is_none());
-        let a = api.map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
+        let a = api.sim_map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
         assert!(own.is_swiotlb_buffer(a));
-        let b = api.map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
+        let b = api.sim_map_single(&d, HIGH, 200 * 1024, TO, NOATTR).unwrap();
         assert!(s.pool.is_swiotlb_buffer(b), "the device pool is full: the default pool serves");
         api.unmap_single(&d, a, 200 * 1024, TO, NOATTR).unwrap();
         api.unmap_single(&d, b, 200 * 1024, TO, NOATTR).unwrap();
@@ -610,7 +637,7 @@ mod tests {
         let mut live = Vec::new();
         let _irq = IrqContextGuard::enter();
         let err = loop {
-            match api.map_single(&d, HIGH, 256 * 1024, TO, NOATTR) {
+            match api.sim_map_single(&d, HIGH, 256 * 1024, TO, NOATTR) {
                 Ok(dma) => live.push(dma),
                 Err(e) => break e,
             }
@@ -620,7 +647,7 @@ mod tests {
         assert_eq!(api.stats.irq_failures.load(Ordering::Relaxed), 1);
         assert_eq!(api.stats.maps_in_irq.load(Ordering::Relaxed), 9);
         assert_eq!(KICKS.load(Ordering::SeqCst), 1);
-        assert!(matches!(api.map_single(&d, RAM, 0, TO, NOATTR), Err(DmaError::ZeroSize)));
+        assert!(matches!(api.sim_map_single(&d, RAM, 0, TO, NOATTR), Err(DmaError::ZeroSize)));
         for dma in live {
             api.unmap_single(&d, dma, 256 * 1024, TO, NOATTR).unwrap();
         }
@@ -632,7 +659,7 @@ mod tests {
         let debug: &'static DmaDebug = Box::leak(Box::new(DmaDebug::new()));
         let api = DmaApi::new(s.swiotlb, Some(debug), None);
         let d = dev(BouncePolicy::WhenNeeded, true);
-        let dma = api.map_single(&d, HIGH, 4096, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, HIGH, 4096, FROM, NOATTR).unwrap();
         assert!(matches!(api.sync_single_for_cpu(&d, dma + 4000, 200, FROM), Err(DmaError::Misuse(DmaDebugError::SyncOutOfRange { .. }))));
         assert!(matches!(api.sync_single_for_device(&d, dma, 16, TO), Err(DmaError::Misuse(DmaDebugError::SyncWrongDirection { .. }))));
         api.sync_single_for_cpu(&d, dma, 16, FROM).unwrap();
@@ -650,11 +677,11 @@ mod tests {
         let api = DmaApi::new(s.swiotlb, None, None);
         let d = dev(BouncePolicy::WhenNeeded, true);
         let mut sg: Vec<ScatterEntry> = (0..10).map(|i| ScatterEntry { addr: HIGH + i * 0x40000, len: 240 * 1024, dma_addr: 0 }).collect();
-        let err = api.map_sg(&d, &mut sg, TO, NOATTR).unwrap_err();
+        let err = api.sim_map_sg(&d, &mut sg, TO, NOATTR).unwrap_err();
         assert!(matches!(err, DmaError::Swiotlb(SwiotlbError::BufferFull { .. })));
         assert_eq!(s.pool.used_slots(), 0, "the entries mapped before the failure were unmapped");
         sg.truncate(4);
-        api.map_sg(&d, &mut sg, TO, NOATTR).unwrap();
+        api.sim_map_sg(&d, &mut sg, TO, NOATTR).unwrap();
         assert!(sg.iter().all(|e| api.is_swiotlb_buffer(&d, e.dma_addr)));
         api.unmap_sg(&d, &sg, TO, NOATTR).unwrap();
         assert_eq!(s.pool.used_slots(), 0);
@@ -669,7 +696,7 @@ mod tests {
         // A movable page the page allocator placed in the lent range, DMA-mapped directly.
         let page = POOL + 0x3000;
         s.mem.write(page, &[1u8; 4096]);
-        let dma = api.map_single(&d, page, 4096, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, page, 4096, FROM, NOATTR).unwrap();
         assert_eq!(dma, page);
         assert!(!api.is_swiotlb_buffer(&d, dma));
         s.mem.write(dma, &[2u8; 4096]);
@@ -714,13 +741,13 @@ mod tests {
         let (page, others) = first_movable_page_in(&pages, &lent);
         // A page outside the lent block, mapped directly, is not pinned.
         let outside = others[0];
-        let dma = api.map_single(&d, addr_of(outside), 4096, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, addr_of(outside), 4096, FROM, NOATTR).unwrap();
         assert_eq!(pages.lock().movable_info(outside).unwrap().pins, 0);
         api.unmap_single(&d, dma, 4096, FROM, NOATTR).unwrap();
         others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
 
         let addr = addr_of(page);
-        let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
         assert_eq!(dma, addr, "mapped directly");
         assert_eq!(pages.lock().movable_info(page).unwrap().pins, 1);
         assert_eq!(api.stats.direct_pins.load(Ordering::Relaxed), 1);
@@ -756,7 +783,7 @@ mod tests {
         let (page, others) = first_movable_page_in(&pages, &area_range);
         others.into_iter().for_each(|p| pages.lock().free_movable(p).unwrap()); // migration targets
         let addr = addr_of(page);
-        let dma = api.map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
+        let dma = api.sim_map_single(&d, addr, 4096, FROM, NOATTR).unwrap();
         assert_eq!((dma, pages.lock().movable_info(page).unwrap().pins), (addr, 1), "mapped directly and pinned");
         s.mem.write(dma, &[9u8; 4096]);
         let alloc = || area.cma_alloc(&pages, s.mem, 1, ReclaimMode { drop_clean: true }, &mut |_| {});

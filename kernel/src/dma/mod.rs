@@ -8,13 +8,15 @@
 //! - [`device`]: a device's DMA description (limit, coherence, which pools).
 //! - [`mapping`]: the streaming and coherent API: map/unmap/sync, bounce only when needed.
 //! - [`pools`]: where a device's carved pool lives while it is attached.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod coherent_pool;
 pub mod debug;
 pub mod device;
 pub mod mapping;
 pub mod pools;
+#[cfg(test)]
+pub(crate) mod sim_maps;
 pub mod swiotlb;
 
 /// A bus address as the device sees it. Our devices sit behind identity-mapped buses (the

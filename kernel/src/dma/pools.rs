@@ -119,7 +119,13 @@ impl DevicePoolSlot {
     /// the default SWIOTLB.
     ///
     /// [`SwiotlbPool::map_attrs`]: super::swiotlb::SwiotlbPool::map_attrs
-    pub fn map_attrs(
+    ///
+    /// # Safety
+    ///
+    /// As [`SwiotlbPool::map_attrs`]: the caller owns `[orig, orig + size)` until the matching
+    /// unmap and does not touch it meanwhile.
+    #[allow(unsafe_code)]
+    pub unsafe fn map_attrs(
         &self,
         orig: PhysAddr,
         size: usize,
@@ -128,7 +134,8 @@ impl DevicePoolSlot {
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
         match self.get(true) {
-            Some(p) => p.pool().map_attrs(orig, size, dir, align, attrs),
+            // SAFETY: this function's contract, handed on.
+            Some(p) => unsafe { p.pool().map_attrs(orig, size, dir, align, attrs) },
             None => Err(SwiotlbError::BufferFull { size, total: 0, used: 0 }),
         }
     }

@@ -9,6 +9,12 @@ use super::PhysAddr;
 
 /// Byte access to physical memory. Every method panics if asked to touch memory outside what the
 /// implementation covers: callers only pass ranges they own.
+///
+/// A value is a capability: one that covers real RAM (`platform::phys::ram`, unsafe to obtain)
+/// can write any byte of it, so whoever holds one writes only what it owns (pages it allocated,
+/// a mapping's original buffer under the DMA contract, its own slots) and hands it only to code
+/// bound by the same rule. Code given it at construction (page migration, bounce copies) uses it
+/// safely. [`SimMemory`] covers only its own buffer and is safe to build.
 pub trait PhysMemory: Sync {
     /// Copies `buf.len()` bytes from physical address `pa` into `buf`.
     fn read(&self, pa: PhysAddr, buf: &mut [u8]);

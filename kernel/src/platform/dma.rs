@@ -18,10 +18,7 @@ use crate::mm::PhysAddr;
 use crate::sync::IrqSafeSpinLock;
 use crate::work::{WorkId, SYSTEM_WQ};
 
-use super::phys::IdentityMappedRam;
-
-/// Physical memory for the DMA layer's copies.
-pub static RAM: IdentityMappedRam = IdentityMappedRam;
+use super::phys::ram;
 
 /// Why the DMA layer could not be set up, or a device could not be described.
 #[derive(Debug)]
@@ -119,7 +116,11 @@ fn restricted_pool(memblock: &Memblock<'static>, name: &'static str) -> Result<&
         return Ok(pool);
     }
     let slot = pools.iter_mut().find(|p| p.is_none()).ok_or(DmaSetupError::TooManyPools)?;
-    let pool = SwiotlbPool::new(base, slots_for(region.range.size(), 1), 1, &RAM).map_err(|e| DmaSetupError::Pool(name, e))?;
+    // SAFETY: the pool writes only its own slots (the reserved region `name`, which memblock
+    // keeps from everyone else) and the original buffers its callers hand it under the DMA
+    // contract (`SwiotlbPool::map`'s `# Safety`).
+    let mem = unsafe { ram() };
+    let pool = SwiotlbPool::new(base, slots_for(region.range.size(), 1), 1, mem).map_err(|e| DmaSetupError::Pool(name, e))?;
     let pool: &'static SwiotlbPool = alloc::boxed::Box::leak(alloc::boxed::Box::new(pool));
     *slot = Some((base, pool));
     Ok(pool)
@@ -294,7 +295,12 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
         log::warn!("swiotlb_policy=cma: no CMA area (neither a reusable linux,cma-default shared-dma-pool node nor cma=<size>); using swiotlb_policy=dynamic");
         tunables.policy = SwiotlbPolicy::Dynamic;
     }
-    let manager = SwiotlbMem::new(geometry, tunables, false, pages, &RAM).map_err(DmaSetupError::Manager)?;
+    // SAFETY: the manager writes only its pools' slots (the reserved region, and pageblocks it
+    // took back from the page allocator or allocated), pages it migrates while it holds both
+    // ends (the page allocator's migration), and the original buffers its callers hand it under
+    // the DMA contract (`SwiotlbMem::map`'s `# Safety`).
+    let mem = unsafe { ram() };
+    let manager = SwiotlbMem::new(geometry, tunables, false, pages, mem).map_err(DmaSetupError::Manager)?;
     let manager: &'static SwiotlbMem = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
     manager.enable_transient_pools(pages);
     manager.set_clean_slots(params.swiotlb_clean_slots);

@@ -27,7 +27,8 @@ use drivers::virtio::blk::{BlkOptions, VirtioBlk};
 use drivers::virtio::mmio::VirtioMmio;
 use drivers::virtio::{feature, Error as VirtioError, Transport, VirtioDma};
 
-use super::dma::{dma, dma_device_from_dt, DmaSetupError, RAM};
+use super::dma::{dma, dma_device_from_dt, DmaSetupError};
+use super::phys::ram;
 use super::irq::{request_irq_spread, IrqError, IrqReturn};
 use super::mm::page_allocator;
 use crate::block::virtio_blk::{BlkEnv, DiskParts};
@@ -263,6 +264,10 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         .map_err(|_| ProbeError::NoMemory)?;
     // Built inside `call_once`, in place as far as the compiler can: the in-flight table is
     // kilobytes, and each copy on the probe's stack counts (64 KiB in all).
+    // SAFETY: the engine writes through it only its scratch page (allocated above, the disk's
+    // from now on) and the GET_ID page it allocates; request buffers are written by the DMA API
+    // under the callers' contract (`Disk::submit_read`'s `# Safety`).
+    let mem = unsafe { ram() };
     let disk = DISKS[index].call_once(|| {
         Disk::new(DiskParts {
             index,
@@ -271,7 +276,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
             blk,
             dma_dev,
             api: &dma().api,
-            mem: &RAM,
+            mem,
             scratch,
             retries: k.params.blk_retries,
             env: Board,

@@ -2,6 +2,7 @@
 //! every chain the device used is taken from it under the disk's lock, unmapped with the lock
 //! dropped (a bounced read's copy back), its status byte read and its outcome recorded; then
 //! waiting requests start and callbacks run. Bounded, no allocation.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 

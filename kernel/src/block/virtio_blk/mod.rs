@@ -211,7 +211,9 @@ pub struct DiskParts<'a, T: Transport, E: BlkEnv> {
     pub env: E,
 }
 
-/// What a request asks for.
+/// What a request asks for. Its buffer was handed over by the caller of an unsafe entry
+/// (`submit_*`, `queue_*`, `read`, `write`: owned until the request completes), or is the disk's
+/// own page (GET_ID): the one reason [`Disk::map_request`]'s mapping is sound.
 #[derive(Clone, Copy, Debug)]
 struct Params {
     kind: RequestType,

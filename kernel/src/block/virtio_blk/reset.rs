@@ -2,6 +2,7 @@
 //! a device that timed out or broke the protocol is reset, the requests it held are taken back
 //! and requeued while their retry budget lasts, and the recovery work initialises it again; a
 //! device that keeps failing is declared dead.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 use core::time::Duration;

@@ -41,13 +41,26 @@ impl Mappings {
 impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// Submits a read of `len` bytes from `sector` into the physical buffer `buf`, now or not at
     /// all: [`BlkError::Busy`] if the table, the queue or the bounce pool is full.
-    pub fn submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until the request completes (its ticket collected, by
+    /// [`poll`](Self::poll) or [`wait_for`](super::wait_for)): the device or the bounce's
+    /// copy-back writes it. It does not touch it meanwhile, and the memory stays allocated.
+    #[allow(unsafe_code)]
+    pub unsafe fn submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
         self.submit(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None))
     }
 
     /// Submits a write of `len` bytes from the physical buffer `buf` to `sector` (see
     /// [`submit_read`](Self::submit_read)).
-    pub fn submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until the request completes (its ticket collected): it
+    /// does not write it meanwhile, and the memory stays allocated.
+    #[allow(unsafe_code)]
+    pub unsafe fn submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
         self.submit(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None))
     }
 
@@ -59,12 +72,25 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// Queues a read: started now if there is room, else as soon as there is, from the
     /// interrupt handler when a completion frees room or from task context (the retry work item)
     /// when a mapping failed in interrupt context. [`BlkError::Busy`] only if the table is full.
-    pub fn queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until the request completes (its ticket collected, by
+    /// [`poll`](Self::poll) or [`wait_for`](super::wait_for)): the device or the bounce's
+    /// copy-back writes it. It does not touch it meanwhile, and the memory stays allocated.
+    #[allow(unsafe_code)]
+    pub unsafe fn queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
         self.queue(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None))
     }
 
     /// Queues a write (see [`queue_read`](Self::queue_read)).
-    pub fn queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until the request completes (its ticket collected): it
+    /// does not write it meanwhile, and the memory stays allocated.
+    #[allow(unsafe_code)]
+    pub unsafe fn queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
         self.queue(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None))
     }
 
@@ -76,7 +102,14 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// Queues `request` (see [`queue_read`](Self::queue_read)); when it ends, `callback` gets
     /// `cookie` and the outcome (see [`CompletionFn`]) and the request's slot is free again: no
     /// ticket to collect. [`BlkError::Busy`] if the table is full (the callback is not called).
-    pub fn queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+    ///
+    /// # Safety
+    ///
+    /// For a request with a buffer: the caller owns it until `callback` runs (it does not
+    /// touch a read's or GET_ID's buffer meanwhile, nor write a write's), and the memory stays
+    /// allocated until then.
+    #[allow(unsafe_code)]
+    pub unsafe fn queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
         let params = match request {
             BlockRequest::Read { sector, buf, len } => self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None),
             BlockRequest::Write { sector, buf, len } => self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None),
@@ -205,7 +238,12 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         self.mem.write(status_pa, &[STATUS_UNWRITTEN]);
 
         let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0 };
-        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match api.map_single(dev, pa, len, dir, attrs) {
+        // SAFETY: the header and status bytes are this slot's part of the disk's scratch page;
+        // a data buffer was handed over by the caller of `submit_*`/`queue_*`/`read`/`write`
+        // (their `# Safety`: owned until the request completes, not touched meanwhile), or is
+        // GET_ID's page, the disk's. Unmapped before the request completes.
+        #[allow(unsafe_code)]
+        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match unsafe { api.map_single(dev, pa, len, dir, attrs) } {
             Ok(addr) => {
                 maps.push((addr, len, dir));
                 Ok(())

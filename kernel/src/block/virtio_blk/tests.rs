@@ -80,6 +80,25 @@ impl BlkEnv for TestEnv {
 
 type TestDisk = Disk<'static, &'static FakeTransport, TestEnv>;
 
+/// The unsafe queue entries called safely: a test's disk maps through a DMA API over the test's
+/// own [`SimMemory`] and a simulated device, so a request can only touch the test's simulated RAM.
+trait SimQueue {
+    fn sim_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<crate::block::Ticket, BlkError>;
+    fn sim_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<crate::block::Ticket, BlkError>;
+}
+
+#[allow(unsafe_code)]
+impl SimQueue for TestDisk {
+    fn sim_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<crate::block::Ticket, BlkError> {
+        // SAFETY: only the test's simulated RAM is reached (see the trait).
+        unsafe { self.queue_read(sector, buf, len) }
+    }
+    fn sim_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<crate::block::Ticket, BlkError> {
+        // SAFETY: only the test's simulated RAM is reached (see the trait).
+        unsafe { self.queue_write(sector, buf, len) }
+    }
+}
+
 /// The device side: takes chains off the ring and executes them against its sectors, reading
 /// and writing the buffers through physical memory (what a DMA master does).
 struct SimBlockDevice {
@@ -210,7 +229,7 @@ fn a_write_then_a_read_bounce_and_come_back() {
     let data: Vec<u8> = (0..2048).map(|i| (i * 7 + 3) as u8).collect();
     s.mem.write(HIGH, &data);
 
-    let write = disk.queue_write(5, HIGH, data.len()).unwrap();
+    let write = disk.sim_queue_write(5, HIGH, data.len()).unwrap();
     let chains = s.dev.take_all();
     assert_eq!(chains.len(), 1);
     // Header, one data segment (size_max 4096), status: the data is in the bounce pool, not at
@@ -225,7 +244,7 @@ fn a_write_then_a_read_bounce_and_come_back() {
 
     let buf = HIGH + 0x10_0000;
     s.mem.fill(buf, 0, data.len());
-    let read = disk.queue_read(5, buf, data.len()).unwrap();
+    let read = disk.sim_queue_read(5, buf, data.len()).unwrap();
     assert_eq!(s.dev.serve(), 1);
     assert!(interrupt(disk));
     assert_eq!(disk.poll(read), Some(Ok(())));
@@ -247,7 +266,7 @@ fn a_waiting_request_is_started_by_the_completion_path() {
     const LEN: usize = 8192; // two segments of size_max
     let bufs: Vec<PhysAddr> = (0..5).map(|i| HIGH + i * 0x4000).collect();
     let sector = |i: usize| 8 + 16 * i as u64;
-    let tickets: Vec<_> = bufs.iter().enumerate().map(|(i, &b)| disk.queue_read(sector(i), b, LEN).unwrap()).collect();
+    let tickets: Vec<_> = bufs.iter().enumerate().map(|(i, &b)| disk.sim_queue_read(sector(i), b, LEN).unwrap()).collect();
     let held = disk.in_flight();
     assert!(held < 5);
     assert_eq!(disk.waiting(), 5 - held, "the rest find the queue full and wait in their slots");
@@ -281,7 +300,7 @@ fn a_request_that_times_out_resets_the_device_and_is_requeued_until_its_budget_e
     let mut s = setup(64, 1);
     let disk = s.disk;
     disk.set_default_timeout(Duration::from_millis(100));
-    let ticket = disk.queue_read(7, HIGH, 512).unwrap();
+    let ticket = disk.sim_queue_read(7, HIGH, 512).unwrap();
     assert_eq!(s.dev.take_all().len(), 1, "the device took it and never answers");
 
     disk.env().advance(99);
@@ -311,7 +330,7 @@ fn a_request_that_times_out_resets_the_device_and_is_requeued_until_its_budget_e
     assert!(read_mem(s.mem, HIGH, 512) == sector_bytes(7, 512));
 
     // Another one times out twice: requeued once (the budget), then failed with Timeout.
-    let ticket = disk.queue_read(8, HIGH, 512).unwrap();
+    let ticket = disk.sim_queue_read(8, HIGH, 512).unwrap();
     dev.take_all();
     disk.env().advance(100);
     tick(disk);
@@ -331,8 +350,8 @@ fn a_request_that_times_out_resets_the_device_and_is_requeued_until_its_budget_e
 fn garbage_fails_the_request_with_its_reason_and_failed_reinits_kill_the_disk() {
     let mut s = setup(64, 0);
     let disk = s.disk;
-    let garbage = disk.queue_read(1, HIGH, 512).unwrap();
-    let held = disk.queue_read(2, HIGH + 0x1000, 512).unwrap();
+    let garbage = disk.sim_queue_read(1, HIGH, 512).unwrap();
+    let held = disk.sim_queue_read(2, HIGH + 0x1000, 512).unwrap();
     let chains = s.dev.take_all();
     assert_eq!(chains.len(), 2);
     // The device answers the first with a status byte that is no status.
@@ -349,7 +368,7 @@ fn garbage_fails_the_request_with_its_reason_and_failed_reinits_kill_the_disk() 
 
     // The device comes back as another (its capacity changed): every re-initialisation fails.
     s.transport.set_config_u64(0, CAPACITY * 2);
-    let waiting = disk.queue_read(3, HIGH, 512).unwrap();
+    let waiting = disk.sim_queue_read(3, HIGH, 512).unwrap();
     assert_eq!(disk.waiting(), 1, "waits for the re-initialisation");
     assert!(disk.recover(), "failed once: run again");
     assert!(disk.recover(), "backing off: nothing tried");
@@ -362,7 +381,7 @@ fn garbage_fails_the_request_with_its_reason_and_failed_reinits_kill_the_disk() 
     assert_eq!(disk.stats.reinit_failures.load(Ordering::Relaxed), 3);
     assert_eq!(disk.health(), DiskHealth::Dead);
     assert_eq!(disk.poll(waiting), Some(Err(BlkError::DiskDead)));
-    assert_eq!(disk.queue_read(4, HIGH, 512), Err(BlkError::DiskDead));
+    assert_eq!(disk.sim_queue_read(4, HIGH, 512), Err(BlkError::DiskDead));
     assert!(s.transport.failed(), "FAILED set on the device");
     assert_eq!(s.pool.used_slots(), 0);
 }

@@ -1,6 +1,7 @@
 //! Deadlines (Linux `blk_mq_timeout_work`): checked on the board's background tick and by
 //! waiters. A late waiting request fails; a device holding a late request is reset
 //! ([`Disk::begin_reset`]).
+#![forbid(unsafe_code)]
 
 use core::time::Duration;
 

@@ -29,13 +29,27 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// as the table takes. Each request must complete within `timeout` of being queued. On an
     /// error the requests already queued are still waited for (none is abandoned), then the
     /// first error is returned.
-    pub fn read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.transfer(RequestType::In, sector, buf, len, timeout)
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until this returns and does not touch it meanwhile;
+    /// the memory stays allocated until then.
+    #[allow(unsafe_code)]
+    pub unsafe fn read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+        // SAFETY: this function's contract, handed on.
+        unsafe { self.transfer(RequestType::In, sector, buf, len, timeout) }
     }
 
     /// Writes synchronously (see [`read`](Self::read)).
-    pub fn write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-        self.transfer(RequestType::Out, sector, buf, len, timeout)
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[buf, buf + len)` until this returns and does not write it meanwhile;
+    /// the memory stays allocated until then.
+    #[allow(unsafe_code)]
+    pub unsafe fn write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+        // SAFETY: this function's contract, handed on.
+        unsafe { self.transfer(RequestType::Out, sector, buf, len, timeout) }
     }
 
     /// Flushes synchronously (see [`read`](Self::read)).
@@ -55,7 +69,13 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     }
 
 
-    fn transfer(&self, kind: RequestType, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+    /// Queues and waits for `len` bytes at `buf` in pieces (see [`read`](Self::read)).
+    ///
+    /// # Safety
+    ///
+    /// As [`read`](Self::read) for `In`, [`write`](Self::write) for `Out`.
+    #[allow(unsafe_code)]
+    unsafe fn transfer(&self, kind: RequestType, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
         let dir = if kind == RequestType::In { DmaDirection::FromDevice } else { DmaDirection::ToDevice };
         if len == 0 || !len.is_multiple_of(SECTOR_SIZE as usize) {
             return Err(BlkError::BadBuffer { len, max: usize::MAX / 2 });
@@ -132,7 +152,13 @@ pub fn wait_for<T: Transport, E: BlkEnv>(disk: &Disk<'_, T, E>, ticket: Ticket, 
 
 /// Reads the whole of `disk` in chunks of `chunk` bytes into `buf` (physical, at least `chunk`
 /// bytes; above the DMA window it bounces) and returns (bytes, CRC-32).
-pub fn read_verify<T: Transport, E: BlkEnv>(
+///
+/// # Safety
+///
+/// The caller owns `[buf, buf + chunk)` until this returns and does not touch it meanwhile;
+/// the memory stays allocated until then.
+#[allow(unsafe_code)]
+pub unsafe fn read_verify<T: Transport, E: BlkEnv>(
     disk: &Disk<'_, T, E>,
     buf: PhysAddr,
     chunk: usize,
@@ -145,7 +171,8 @@ pub fn read_verify<T: Transport, E: BlkEnv>(
     let mut offset = 0u64;
     while offset < size {
         let len = (size - offset).min(chunk as u64) as usize;
-        disk.read(offset / u64::from(SECTOR_SIZE), buf, len, timeout)?;
+        // SAFETY: this function's contract, handed on (`len <= chunk`).
+        unsafe { disk.read(offset / u64::from(SECTOR_SIZE), buf, len, timeout) }?;
         let mut done = 0;
         while done < len {
             let n = (len - done).min(bytes.len());

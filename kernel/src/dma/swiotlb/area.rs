@@ -25,6 +25,7 @@
 //! not at once: strict LIFO reuse would hand a just-unmapped address straight back to the same
 //! driver, and a second unmap of it could no longer be told from a good one
 //! (`tests::misuse::double_unmap_is_refused`).
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use core::ops::Range;

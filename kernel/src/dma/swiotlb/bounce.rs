@@ -54,14 +54,23 @@ impl SwiotlbPool {
     /// of the buffer must leave the rest as it was, and must never see what an earlier mapping
     /// left in the slots (CVE-2022-0854). `DmaAttrs::skip_cpu_sync` does not apply here. See
     /// [`map_attrs`](Self::map_attrs) for the one exception.
-    pub fn map(
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `[orig_addr, orig_addr + size)` until the matching unmap (whose copy-back
+    /// writes it): it does not touch it meanwhile (for `FromDevice` and `Bidirectional` neither
+    /// reads nor writes it; for `ToDevice` does not write it), and the memory stays allocated
+    /// until the unmap.
+    #[allow(unsafe_code)]
+    pub unsafe fn map(
         &self,
         orig_addr: PhysAddr,
         size: usize,
         dir: DmaDirection,
         align: SlotAlignment,
     ) -> Result<PhysAddr, SwiotlbError> {
-        self.map_attrs(orig_addr, size, dir, align, DmaAttrs::NONE)
+        // SAFETY: this function's contract, handed on.
+        unsafe { self.map_attrs(orig_addr, size, dir, align, DmaAttrs::NONE) }
     }
 
     /// [`map`](Self::map) with attributes. Only `no_copy_in` matters here: a `FromDevice`
@@ -69,7 +78,12 @@ impl SwiotlbPool {
     /// [`scrub_step`](Self::scrub_step)), skips the copy-in; the bytes the device does not write
     /// then read back as zeros, never an earlier mapping's data. Any other case copies in, as
     /// `map` does (and as Linux always does).
-    pub fn map_attrs(
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    pub unsafe fn map_attrs(
         &self,
         orig_addr: PhysAddr,
         size: usize,

@@ -1,4 +1,5 @@
 //! The errors of the SWIOTLB pool.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 use core::ops::Range;

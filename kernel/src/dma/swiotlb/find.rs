@@ -5,6 +5,7 @@
 //! holds. A second unmap or a stale address lands on a free slot, and must be refused; it would
 //! otherwise pass for a direct mapping (a lent page the page allocator handed out sits in *lent*
 //! slots, which no pool claims).
+#![forbid(unsafe_code)]
 
 use alloc::sync::Arc;
 

@@ -26,7 +26,7 @@
 //! - A sync or unmap that reaches past the mapping is refused without copying (Linux warns and
 //!   clamps).
 //! - No segment boundary mask (`dma_get_seg_boundary`): our devices have none.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod area;
 mod bounce;

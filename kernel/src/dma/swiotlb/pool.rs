@@ -1,5 +1,6 @@
 //! The pool: areas, slot states, the IRQ reserve and lending spare slots to the page allocator
 //! (Linux `struct io_tlb_pool`; lending is this kernel's MIGRATE_SWIOTLB design).
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use core::ops::Range;

@@ -9,6 +9,7 @@
 //! area keeps a summary of its segments on top (`area.rs`).
 //!
 //! Nothing here takes a lock or allocates.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU8, Ordering};
 

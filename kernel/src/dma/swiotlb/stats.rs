@@ -1,4 +1,5 @@
 //! Pool counters: atomics updated from any context, read as a [`SwiotlbStats`] snapshot.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

@@ -150,7 +150,13 @@ impl TransientPools {
     /// `swiotlb_find_slots`). Any context: the page allocator's lock is IRQ-safe and the
     /// allocation neither waits nor compacts. Same copy rules as a pool mapping: the original is
     /// copied in whatever `dir` says, and the rest of the pages is zeroed.
-    pub fn map(
+    ///
+    /// # Safety
+    ///
+    /// As [`SwiotlbPool::map`](super::SwiotlbPool::map): the caller owns `[orig_addr, orig_addr
+    /// + size)` until the matching unmap and does not touch it meanwhile.
+    #[allow(unsafe_code)]
+    pub unsafe fn map(
         &self,
         orig_addr: PhysAddr,
         size: usize,

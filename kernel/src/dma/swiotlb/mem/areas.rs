@@ -16,6 +16,7 @@
 //! pageblocks than areas, or areas that are not whole pageblocks) is placed by that area only;
 //! the usable and free counts read from the pool are exact. Linux has no lending: its areas are
 //! full from boot and stay so.
+#![forbid(unsafe_code)]
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -1,5 +1,6 @@
 //! The state of each pageblock of the reserved range, readable without a lock. Written only by
 //! the task that holds the manager's worker guard.
+#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

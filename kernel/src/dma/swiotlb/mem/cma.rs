@@ -14,6 +14,7 @@
 //! RCU and `synchronize_rcu()` for that); when `cma_alloc` returns the same chunk again its pool
 //! is scrubbed and reused. The list holds at most one pool per start pageblock of the area; a
 //! new chunk may overlap a released one, so lookups skip pools whose slot at the address is lent.
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 use core::time::Duration;

@@ -1,4 +1,5 @@
 //! What the manager is told: the pool's place, the tunables from the command line, a clock.
+#![forbid(unsafe_code)]
 
 use core::time::Duration;
 

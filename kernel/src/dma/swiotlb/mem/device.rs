@@ -4,6 +4,7 @@
 //!
 //! Carved pageblocks stay `Lent` in the default pool's slot states, so its slot search skips
 //! them and its `is_swiotlb_buffer` says no; the device pool answers for them.
+#![forbid(unsafe_code)]
 
 use alloc::boxed::Box;
 use core::ops::Range;

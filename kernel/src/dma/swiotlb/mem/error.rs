@@ -1,4 +1,5 @@
 //! The errors of the pool manager.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

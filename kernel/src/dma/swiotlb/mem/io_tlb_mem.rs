@@ -317,13 +317,25 @@ impl SwiotlbMem {
     /// true); under `dynamic` a transient pool is then allocated for this mapping (Linux
     /// `swiotlb_find_slots`), otherwise the last pool's error is returned: the caller defers or
     /// fails the request.
-    pub fn map(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
-        self.map_attrs(orig, size, dir, align, DmaAttrs::NONE)
+    ///
+    /// # Safety
+    ///
+    /// As [`SwiotlbPool::map`]: the caller owns `[orig, orig + size)` until the matching unmap
+    /// and does not touch it meanwhile.
+    #[allow(unsafe_code)]
+    pub unsafe fn map(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
+        // SAFETY: this function's contract, handed on.
+        unsafe { self.map_attrs(orig, size, dir, align, DmaAttrs::NONE) }
     }
 
     /// [`map`](Self::map) with attributes (see [`SwiotlbPool::map_attrs`]). A transient pool
     /// always copies in: its pages come from the page allocator, never scrubbed ahead.
-    pub fn map_attrs(
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    pub unsafe fn map_attrs(
         &self,
         orig: PhysAddr,
         size: usize,
@@ -333,7 +345,8 @@ impl SwiotlbMem {
     ) -> Result<PhysAddr, SwiotlbError> {
         let mut no_room = None;
         for pool in self.pools() {
-            match pool.map_attrs(orig, size, dir, align, attrs) {
+            // SAFETY: this function's contract, handed on to the pool that maps.
+            match unsafe { pool.map_attrs(orig, size, dir, align, attrs) } {
                 Ok(tlb_addr) => {
                     if self.at_or_above_high_wm() {
                         self.high_usage_seen.store(true, Ordering::Relaxed);
@@ -347,7 +360,8 @@ impl SwiotlbMem {
         self.note_miss();
         let no_room = no_room.expect("there is always a default pool");
         if self.transient.enabled() {
-            return self.transient.map(orig, size, dir, align).map_err(|_| no_room);
+            // SAFETY: this function's contract, handed on to the transient pool.
+            return unsafe { self.transient.map(orig, size, dir, align) }.map_err(|_| no_room);
         }
         Err(no_room)
     }

@@ -39,7 +39,7 @@
 //!   do we under `dynamic` (`swiotlb_transient=off` makes such a miss fail and be deferred, as
 //!   every miss is under `lend` and `cma`, where interrupt context never allocates).
 //! - Linux has no lending; the reclaim side is `alloc_contig_range()` on CMA in spirit.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod areas;
 mod blocks;

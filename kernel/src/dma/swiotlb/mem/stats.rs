@@ -1,4 +1,5 @@
 //! Manager counters (atomics, any context) and the stats table for the boot log and shutdown.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,5 @@
 //! The worker: grows the pools under pressure, shrinks them when idle. Task context only.
+#![forbid(unsafe_code)]
 
 use alloc::vec;
 use core::sync::atomic::{AtomicBool, Ordering};

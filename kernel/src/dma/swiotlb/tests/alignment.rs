@@ -3,6 +3,7 @@
 //! Every placement check runs many times with small mappings in between, so the search starts
 //! at many different slots and a lucky first slot cannot make a test pass.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::mm::PAGE_SIZE;
 
@@ -153,13 +154,13 @@ fn mappings_are_limited_to_one_segment() {
     let none = SlotAlignment::default();
     let tlb = f.map(RAM_BASE, max, dir, none);
     assert_eq!(
-        f.pool.map(RAM_BASE, max + 1, dir, none),
+        f.pool.sim_map(RAM_BASE, max + 1, dir, none),
         Err(SwiotlbError::MappingTooLarge { size: max + 1, max })
     );
     // With a kept offset, a full segment no longer fits; max_mapping_size always does.
     let align = SlotAlignment::min_align(0xfff);
     assert_eq!(max_mapping_size(0xfff), max - PAGE_SIZE as usize);
-    assert!(matches!(f.pool.map(RAM_BASE + 0x10, max, dir, align), Err(SwiotlbError::MappingTooLarge { .. })));
+    assert!(matches!(f.pool.sim_map(RAM_BASE + 0x10, max, dir, align), Err(SwiotlbError::MappingTooLarge { .. })));
     let tlb2 = f.map(RAM_BASE + 0xfff, max_mapping_size(0xfff), dir, align);
     f.unmap(tlb2, max_mapping_size(0xfff), dir);
     f.unmap(tlb, max, dir);

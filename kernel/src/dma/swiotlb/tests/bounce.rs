@@ -1,5 +1,6 @@
 //! Copy rules of map, unmap and sync; partial syncs and overflow detection.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 
 #[test]
@@ -168,12 +169,12 @@ fn direction_must_match_the_mapping() {
 fn zero_size_and_bad_masks_are_errors() {
     let f = Fixture::new(128, 1);
     assert_eq!(
-        f.pool.map(RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()),
+        f.pool.sim_map(RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()),
         Err(SwiotlbError::ZeroSize)
     );
     let bad = SlotAlignment { min_align_mask: 0xf0, alloc_align_mask: 0 };
     assert_eq!(
-        f.pool.map(RAM_BASE, 8, DmaDirection::ToDevice, bad),
+        f.pool.sim_map(RAM_BASE, 8, DmaDirection::ToDevice, bad),
         Err(SwiotlbError::InvalidAlignment { alignment: bad })
     );
     f.assert_pristine();

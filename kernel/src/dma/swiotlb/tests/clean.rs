@@ -4,6 +4,7 @@
 //! slots fall back to the copy-in. Scrubbing makes free slots clean and never touches a used or
 //! lent slot.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 
 const SECRET: u8 = 0xEE;
@@ -39,7 +40,7 @@ fn scrub_all(f: &Fixture) -> usize {
 }
 
 fn map_no_copy_in(f: &Fixture, orig: PhysAddr, size: usize, align: SlotAlignment) -> PhysAddr {
-    f.pool.map_attrs(orig, size, FROM, align, NO_COPY_IN).expect("map")
+    f.pool.sim_map_attrs(orig, size, FROM, align, NO_COPY_IN).expect("map")
 }
 
 #[test]
@@ -205,7 +206,7 @@ fn other_directions_and_attrs_off_copy_in_as_linux() {
     let orig = RAM_BASE;
     f.mem.fill(orig, MINE, 4096);
     for dir in [DmaDirection::ToDevice, DmaDirection::Bidirectional] {
-        let tlb = f.pool.map_attrs(orig, 4096, dir, SlotAlignment::default(), NO_COPY_IN).unwrap();
+        let tlb = f.pool.sim_map_attrs(orig, 4096, dir, SlotAlignment::default(), NO_COPY_IN).unwrap();
         assert!(f.read(tlb, 4096).iter().all(|b| *b == MINE), "{dir:?} copies in");
         f.unmap(tlb, 4096, dir);
     }

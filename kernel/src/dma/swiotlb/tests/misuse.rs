@@ -7,6 +7,7 @@
 //! `Result`, which Rust makes the caller look at, so the API marks the mapping checked (the
 //! tracker's test commits it directly).
 
+use crate::dma::sim_maps::SimApiMaps;
 use std::boxed::Box;
 
 use crate::dma::debug::{DmaDebug, DmaDebugError, MAX_ENTRIES};
@@ -81,7 +82,7 @@ fn refused_unmap_leaves_the_slots_mapped(s: &Setup, dma: PhysAddr, dir: DmaDirec
 #[test]
 fn unmap_with_another_size_is_refused() {
     let s = setup();
-    let dma = s.api.map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
+    let dma = s.api.sim_map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
     let e = misuse(s.api.unmap_single(&s.dev, dma, 100, FROM, NOATTR));
     assert_eq!(e, DmaDebugError::UnmapWrongSize { dev: 1, addr: dma, mapped: 4096, unmapped: 100 });
     refused_unmap_leaves_the_slots_mapped(&s, dma, FROM);
@@ -90,7 +91,7 @@ fn unmap_with_another_size_is_refused() {
 #[test]
 fn unmap_with_another_direction_is_refused() {
     let s = setup();
-    let dma = s.api.map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
+    let dma = s.api.sim_map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
     let e = misuse(s.api.unmap_single(&s.dev, dma, 4096, TO, NOATTR));
     assert_eq!(e, DmaDebugError::UnmapWrongDirection { dev: 1, addr: dma, mapped: FROM, unmapped: TO });
     refused_unmap_leaves_the_slots_mapped(&s, dma, FROM);
@@ -99,10 +100,10 @@ fn unmap_with_another_direction_is_refused() {
 #[test]
 fn double_unmap_is_refused() {
     let s = setup();
-    let dma = s.api.map_single(&s.dev, HIGH, 512, TO, NOATTR).unwrap();
+    let dma = s.api.sim_map_single(&s.dev, HIGH, 512, TO, NOATTR).unwrap();
     s.api.unmap_single(&s.dev, dma, 512, TO, NOATTR).unwrap();
     // The slots may be someone else's by now: a second unmap must not free them.
-    let other = s.api.map_single(&s.dev, HIGH + 0x1000, 512, TO, NOATTR).unwrap();
+    let other = s.api.sim_map_single(&s.dev, HIGH + 0x1000, 512, TO, NOATTR).unwrap();
     assert_eq!(misuse(s.api.unmap_single(&s.dev, dma, 512, TO, NOATTR)), DmaDebugError::DoubleUnmap { dev: 1, addr: dma });
     assert!(s.api.is_swiotlb_buffer(&s.dev, other));
     s.api.unmap_single(&s.dev, other, 512, TO, NOATTR).unwrap();
@@ -112,7 +113,7 @@ fn double_unmap_is_refused() {
 #[test]
 fn sync_outside_the_mapping_unknown_or_in_the_wrong_direction_is_refused() {
     let s = setup();
-    let dma = s.api.map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
+    let dma = s.api.sim_map_single(&s.dev, HIGH, 4096, FROM, NOATTR).unwrap();
     let out = misuse(s.api.sync_single_for_cpu(&s.dev, dma + 4000, 200, FROM));
     assert!(matches!(out, DmaDebugError::SyncOutOfRange { size: 200, mapped_size: 4096, .. }), "{out:?}");
     let unknown = misuse(s.api.sync_single_for_cpu(&s.dev, dma + 8192, 16, FROM));
@@ -131,8 +132,8 @@ fn sync_outside_the_mapping_unknown_or_in_the_wrong_direction_is_refused() {
 #[test]
 fn mappings_live_when_the_device_goes_away_are_reported() {
     let s = setup();
-    let a = s.api.map_single(&s.dev, HIGH, 64, TO, NOATTR).unwrap();
-    let b = s.api.map_single(&s.dev, RAM + 0x1000, 64, TO, NOATTR).unwrap(); // direct
+    let a = s.api.sim_map_single(&s.dev, HIGH, 64, TO, NOATTR).unwrap();
+    let b = s.api.sim_map_single(&s.dev, RAM + 0x1000, 64, TO, NOATTR).unwrap(); // direct
     assert_eq!(s.debug.device_removed(1), Err(DmaDebugError::LeakedAtRemove { dev: 1, count: 2 }));
     s.api.unmap_single(&s.dev, a, 64, TO, NOATTR).unwrap();
     s.api.unmap_single(&s.dev, b, 64, TO, NOATTR).unwrap();
@@ -145,10 +146,10 @@ fn a_full_tracker_does_not_turn_correct_unmaps_into_misuse() {
     let s = setup();
     // Fill the tracker with direct mappings (no slots used).
     let direct: Vec<_> = (0..MAX_ENTRIES as u64)
-        .map(|i| s.api.map_single(&s.dev, RAM + 0x10_0000 + i * 64, 64, TO, NOATTR).unwrap())
+        .map(|i| s.api.sim_map_single(&s.dev, RAM + 0x10_0000 + i * 64, 64, TO, NOATTR).unwrap())
         .collect();
     // One more mapping, a bounce: it works, but the tracker has no room for it.
-    let dma = s.api.map_single(&s.dev, HIGH, 4096, FROM, NOATTR).expect("the mapping itself works");
+    let dma = s.api.sim_map_single(&s.dev, HIGH, 4096, FROM, NOATTR).expect("the mapping itself works");
     assert_eq!(s.debug.errors().1, Some(DmaDebugError::TableFull));
     s.api.unmap_single(&s.dev, dma, 4096, FROM, NOATTR).expect("an untracked mapping's unmap is no misuse");
     assert_eq!(s.pool.used_slots(), 0, "its slots came back");

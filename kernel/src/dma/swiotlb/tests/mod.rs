@@ -11,6 +11,7 @@ mod occupancy;
 mod random;
 mod slot_search;
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::mm::phys::{PhysMemory, SimMemory};
 use crate::mm::PhysAddr;
@@ -50,7 +51,7 @@ impl Fixture {
     }
 
     fn map(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> PhysAddr {
-        self.pool.map(orig, size, dir, align).expect("map")
+        self.pool.sim_map(orig, size, dir, align).expect("map")
     }
 
     fn unmap(&self, tlb: PhysAddr, size: usize, dir: DmaDirection) {

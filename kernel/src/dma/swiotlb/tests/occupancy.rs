@@ -1,5 +1,6 @@
 //! Filling the pool: fragmentation, `is_swiotlb_buffer`, lending, the IRQ reserve, counters.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::arch::host::IrqContextGuard;
 
@@ -14,14 +15,14 @@ fn fragmentation_then_free_all_restores_every_segment() {
     let mut live = Vec::new();
     let (mut small_failed, mut big_failed) = (false, false);
     while !(small_failed && big_failed) {
-        match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
+        match f.pool.sim_map(RAM_BASE, IO_TLB_SIZE, dir, none) {
             Ok(tlb) => live.push((tlb, IO_TLB_SIZE)),
             Err(e) => {
                 assert!(matches!(e, SwiotlbError::BufferFull { size: 2048, total: 1024, .. }), "{e}");
                 small_failed = true;
             }
         }
-        match f.pool.map(RAM_BASE, big, dir, none) {
+        match f.pool.sim_map(RAM_BASE, big, dir, none) {
             Ok(tlb) => {
                 assert_eq!((tlb - POOL_START) % (big as u64), 0, "256 KiB needs a whole segment");
                 live.push((tlb, big));
@@ -35,7 +36,7 @@ fn fragmentation_then_free_all_restores_every_segment() {
     }
     assert_eq!(f.pool.free_slots(), 0, "small maps fill every gap");
     assert_eq!(live.iter().filter(|(_, s)| *s == big).count(), 4, "every other segment");
-    let full = f.pool.map(RAM_BASE, 1, dir, none).unwrap_err();
+    let full = f.pool.sim_map(RAM_BASE, 1, dir, none).unwrap_err();
     assert_eq!(full.to_string(), "swiotlb buffer is full (sz: 1 bytes), total 1024 (slots), used 1024 (slots)");
     for (tlb, size) in live {
         f.unmap(tlb, size, dir);
@@ -85,7 +86,7 @@ fn lend_and_unlend_with_scrub() {
 
     // Mapping everything fills only the other block.
     let mut live = Vec::new();
-    while let Ok(tlb) = f.pool.map(RAM_BASE, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default()) {
+    while let Ok(tlb) = f.pool.sim_map(RAM_BASE, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default()) {
         assert!(f.pool.slot_index(tlb).unwrap() < PAGEBLOCK_SLOTS);
         live.push(tlb);
     }
@@ -180,7 +181,7 @@ fn irq_context_may_use_the_reserve() {
     let none = SlotAlignment::default();
     let mut live = Vec::new();
     let err = loop {
-        match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
+        match f.pool.sim_map(RAM_BASE, IO_TLB_SIZE, dir, none) {
             Ok(tlb) => live.push(tlb),
             Err(e) => break e,
         }
@@ -191,7 +192,7 @@ fn irq_context_may_use_the_reserve() {
     {
         let _irq = IrqContextGuard::enter();
         let err = loop {
-            match f.pool.map(RAM_BASE, IO_TLB_SIZE, dir, none) {
+            match f.pool.sim_map(RAM_BASE, IO_TLB_SIZE, dir, none) {
                 Ok(tlb) => live.push(tlb),
                 Err(e) => break e,
             }
@@ -235,7 +236,7 @@ fn concurrent_maps_and_unmaps_keep_counts() {
                 for i in 0..300 {
                     let size = 1 + (i * 131) % 40_000;
                     let dir = DmaDirection::Bidirectional;
-                    let tlb = f.pool.map(orig, size, dir, SlotAlignment::min_align(0xfff)).unwrap();
+                    let tlb = f.pool.sim_map(orig, size, dir, SlotAlignment::min_align(0xfff)).unwrap();
                     assert_eq!(f.read(tlb, size), data[..size]);
                     f.pool.unmap(tlb, size, dir, DmaAttrs::default()).unwrap();
                 }

@@ -1,5 +1,6 @@
 //! Random map/unmap/sync sequences against a model of what every buffer should hold.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use proptest::prelude::*;
 
@@ -59,7 +60,7 @@ proptest! {
                     let original = f.write_pattern(orig, size, n as u8);
                     let align = ALIGNMENTS[align];
                     let dir = DIRECTIONS[dir];
-                    match f.pool.map(orig, size, dir, align) {
+                    match f.pool.sim_map(orig, size, dir, align) {
                         Ok(tlb) => {
                             prop_assert_eq!(tlb & align.min_align_mask, orig & align.min_align_mask);
                             live.push(Live { window, orig, tlb, size, dir, slots: original.clone(), original });

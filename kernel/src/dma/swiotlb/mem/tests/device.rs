@@ -1,5 +1,6 @@
 //! Per-device pools.
 
+use crate::dma::sim_maps::{SimApiMaps, SimPoolMaps};
 use super::*;
 
 #[test]
@@ -14,7 +15,7 @@ fn carve_from_lent_blocks_and_return_them_lent() {
     assert_eq!(f.mgr.usable_slots(), 2 * SLOTS_PER_PAGEBLOCK, "the default pool does not use carved blocks");
 
     f.mem.write(ORIG, &[0x5a; 64]);
-    let tlb = dev.pool().map(ORIG, 64, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
+    let tlb = dev.pool().sim_map(ORIG, 64, DmaDirection::ToDevice, SlotAlignment::default()).unwrap();
     assert!((f.pool_block(1)..f.pool_block(3)).contains(&tlb));
     assert!(dev.pool().is_swiotlb_buffer(tlb) && !f.mgr.is_swiotlb_buffer(tlb));
     assert_eq!(f.read(tlb + 64, 64), [0; 64], "carved slots are scrubbed");
@@ -97,7 +98,7 @@ fn a_device_pool_returned_while_mappings_complete_loses_no_copy_back() {
     let complete = |n: u32| {
         let orig = ORIG + u64::from(n % 64) * 512;
         f.mem.write(orig, &[0; 512]);
-        let dma = api.map_single(&dev, orig, 512, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
+        let dma = api.sim_map_single(&dev, orig, 512, DmaDirection::FromDevice, DmaAttrs::default()).unwrap();
         let in_device_pool = slot.is_swiotlb_buffer(dma);
         let written = [(n as u8) | 1; 512];
         f.mem.write(dma, &written); // the device writes
@@ -164,7 +165,7 @@ fn a_detaching_slot_refuses_new_maps_and_serves_old_ones() {
 
     let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Lend), false);
     let slot = DevicePoolSlot::new();
-    let map = |dir| slot.map_attrs(ORIG, 100, dir, SlotAlignment::default(), DmaAttrs::NONE);
+    let map = |dir| slot.sim_map_attrs(ORIG, 100, dir, SlotAlignment::default(), DmaAttrs::NONE);
     let live = |tlb| -> FoundPool<'static> {
         match slot.find_pool(tlb) {
             SlotLookup::Live(pool) => pool,

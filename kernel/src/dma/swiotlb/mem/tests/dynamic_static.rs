@@ -1,5 +1,6 @@
 //! The `static` and `dynamic` policies, and pools that must never be lent.
 
+use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::arch::host::IrqContextGuard;
 use crate::demo::pressure::MemoryPressure;
@@ -26,7 +27,7 @@ fn static_never_lends_grows_or_shrinks() {
 fn map_pattern(f: &Fixture, orig: PhysAddr, len: usize, dir: DmaDirection) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
     let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
     f.mem.write(orig, &data);
-    f.mgr.map(orig, len, dir, SlotAlignment::default())
+    f.mgr.sim_map(orig, len, dir, SlotAlignment::default())
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod grow;
 mod leak;
 mod shrink;
 
+use crate::dma::sim_maps::SimPoolMaps;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
@@ -108,7 +109,7 @@ impl Fixture {
 
     /// Maps `nslots` whole slots from the original buffers.
     fn map_slots(&self, nslots: usize) -> Result<PhysAddr, crate::dma::swiotlb::SwiotlbError> {
-        self.mgr.map(ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
+        self.mgr.sim_map(ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
     }
 
     fn unmap_slots(&self, tlb: PhysAddr, nslots: usize) {
