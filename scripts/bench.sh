@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issues 6 and 14 (and the virtio-blk feature comparison) in QEMU and writes
+# Runs the benchmarks (and the virtio-blk feature comparison) in QEMU and writes
 # EVALUATION.md with its tables and plots. Not a test: the numbers depend on the machine;
 # nothing here fails on a slow result. See docs/EVALUATION.md for the method.
 #

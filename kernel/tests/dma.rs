@@ -139,7 +139,7 @@ fn bounces_only_beyond_window() -> TestResult {
     Ok(())
 }
 
-/// Issue 14: once idle CPUs scrubbed the pool, a `no_copy_in` read bounced through clean slots
+/// Regression: once idle CPUs scrubbed the pool, a `no_copy_in` read bounced through clean slots
 /// skips its copy-in, and what the device did not write reads back as zeros. Booted with
 /// `swiotlb_clean_slots=off` (Linux's behaviour), the same read is copied in: the device sees the
 /// caller's bytes and the unwritten ones survive.
@@ -469,7 +469,7 @@ fn race_tick(_ctx: &IrqContext<'_>) {
     }
 }
 
-/// Issue 13: returning a device pool detached it before checking for live mappings, so a
+/// Regression: returning a device pool detached it before checking for live mappings, so a
 /// completion in between unmapped as if direct (no copy back, slots leaked, reported Ok).
 fn device_pool_return_race() -> TestResult {
     if matches!(layer().manager.policy(), SwiotlbPolicy::Dynamic | SwiotlbPolicy::Cma) {
@@ -529,7 +529,7 @@ fn device_pool_return_race() -> TestResult {
 
 // ---- direct mappings of pages inside lent blocks ----
 
-/// Issue 13: a movable page of a lent pageblock, mapped directly, must not be migrated (and its
+/// Regression: a movable page of a lent pageblock, mapped directly, must not be migrated (and its
 /// frame turned into bounce slots) while the device may still write to it.
 fn direct_mapping_pins_lent_page() -> TestResult {
     if kernel().params.swiotlb_policy != SwiotlbPolicy::Lend {

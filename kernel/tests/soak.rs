@@ -1,4 +1,4 @@
-//! A bounded soak of the virtio-blk driver and the SWIOTLB (issue 7): a long, deterministic,
+//! A bounded soak of the virtio-blk driver and the SWIOTLB: a long, deterministic,
 //! randomised mix of reads, writes and flushes on both disks, many requests in flight, while
 //! memory pressure comes and goes so that the default pool grows by reclaiming lent pageblocks
 //! and shrinks by lending them again. Every byte read is checked against an in-kernel model of

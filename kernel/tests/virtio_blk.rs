@@ -712,7 +712,7 @@ fn get_id() -> TestResult {
     Ok(())
 }
 
-/// Issue 13: no bounce copy in task context runs with interrupts masked (under a disk's, a
+/// Regression: no bounce copy in task context runs with interrupts masked (under a disk's, a
 /// device pool's or any other IRQ-safe lock). The bounce routine counts such copies, so the
 /// verdict does not depend on timer ticks landing between copies (the old version of this
 /// test counted ticks during a submission and failed once on a loaded machine).

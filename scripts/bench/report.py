@@ -3,7 +3,7 @@
 
 Every number in the document comes from the JSON of the run: medians over the rounds with min
 and max, ratios taken inside one boot (paired) and then summarised. Targets are checked here
-and reported as met or missed; nothing is hard-coded but the targets themselves (issue 6). The
+and reported as met or missed; nothing is hard-coded but the targets themselves. The
 prose too: each figure in it is computed from the run, and each claim that rests on a
 comparison is worded from the comparison's outcome (`test_report.py` feeds two different
 synthetic runs and checks that). Without matplotlib (`--no-plots`, the unit tests) the text is
@@ -397,7 +397,7 @@ def mapping_section(runs, targets):
         direct = paired_ratios([(b[(1, 4096)]["direct_map_unmap_ns"], b[(1, 4096)]["memcpy_ns"]) for b in per_boot if (1, 4096) in b])
         book = paired_ratios([(b[(1, 4096)]["bounce_to_device_ns"] - b[(1, 4096)]["memcpy_ns"], b[(1, 4096)]["memcpy_ns"]) for b in per_boot if (1, 4096) in b])
         label = "TCG time" if config == "map" else "instructions"
-        # Issue 6 asked ≤ 0.2; issue 14 tightened it to ≤ 0.1 (a few dozen instructions).
+        # First target ≤ 0.2, tightened to ≤ 0.1 (a few dozen instructions).
         targets.add(f"map+unmap without a copy (direct, buffer in the window) / 4 KiB memcpy, {label}", "≤ 0.1", fmt_summary(summary(direct), 2), None if not direct else median(direct) <= 0.1)
         targets.add(f"bounced map+unmap minus its copy (bookkeeping) / 4 KiB memcpy, {label}", "≤ 0.2", fmt_summary(summary(book), 2), None if not book else median(book) <= 0.2)
         flat = []
@@ -450,7 +450,7 @@ def policy_section(runs, targets, plots_dir):
         irq = summary([d["irq_failures"] for _, d in lend])
         targets.add("`lend`: IRQ-context mapping failures, default reserve", "0", fmt_summary(irq), irq[2] == 0)
         grow = summary(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in lend]))
-        # Issue 6 asked ≤ 2; issue 14 tightened it to ≤ 1.5 (migrating and scrubbing should cost
+        # First target ≤ 2, tightened to ≤ 1.5 (migrating and scrubbing should cost
         # little more than those copies).
         targets.add("`lend`: time to grow by 4 MiB / time to copy 4 MiB", "≤ 1.5", fmt_summary(grow, 2), None if grow[0] is None else grow[0] <= 1.5)
     if runs.get("policy-lend-icount"):
@@ -1536,7 +1536,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         "swiotlb chunks from CMA?\" and \"who decides how much to reserve?\". What this run measured:\n"
     )
     md.append(design_discussion(runs))
-    md.append("## The targets (issues 6 and 14)\n")
+    md.append("## The targets\n")
     md.append(targets.table() + "\n")
     md.append("## Method\n")
     md.append(
@@ -1626,7 +1626,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         "meet it only now and then (when a slot and the buffer land on the same TLB entries).\n"
         "- TCG executes a copy loop faster per instruction than branchy code, so ratios against a memcpy "
         "differ between real time and `-icount` instructions; both are shown where it matters.\n"
-        "- The Linux guest figures quoted in issue 6 were not measured here; set them beside the QD 1 rows above.\n"
+        "- The Linux guest figures quoted when the targets were set were not measured here; set them beside the QD 1 rows above.\n"
     )
     plots = [p for p in [throughput_png, pools_png] + policy_pngs if p]
     return "\n".join(md), plots

@@ -1,4 +1,4 @@
-"""The "Scaling over CPUs" section of EVALUATION.md (issue 13), from the `smp-map-*` and
+"""The "Scaling over CPUs" section of EVALUATION.md, from the `smp-map-*` and
 `smp-io-*` results of scripts/bench.sh.
 
 - `bench-smp-map`: map+unmap throughput from every CPU's timer interrupt with 1, 2 and 4 vCPUs,

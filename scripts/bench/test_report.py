@@ -74,7 +74,7 @@ def result_set_b(base):
             m["aliasing_ns"] = m["ns"] * 7.25
     for _, d in runs["features-idx-ind"] + runs["features-noidx-ind"]:
         d["max_in_flight"] = 48
-    # Issue 14's rows: a throttled copy of the `io` boots whose bounced 64 KiB QD 16 reads fell
+    # The throttled rows: a throttled copy of the `io` boots whose bounced 64 KiB QD 16 reads fell
     # short of the direct ones, with busy times, kicks and interrupts per request.
     runs["io-throttled"] = copy.deepcopy(runs["io"])
     for _, d in runs["io-throttled"]:

@@ -1,4 +1,4 @@
-//! The benchmark kernel (issue 6): `scripts/bench.sh` boots it once per configuration and round.
+//! The benchmark kernel: `scripts/bench.sh` boots it once per configuration and round.
 //!
 //! `demo=bench-<kind>[,<option>...]` on the command line picks what one boot measures:
 //! - `bench-io`: bounce cost on disk 0 (sequential and random reads and writes, 4 KiB and

@@ -1,4 +1,4 @@
-//! Scaling over CPUs (issue 13, "Measure"): what Linux's SWIOTLB areas and spreading device
+//! Scaling over CPUs: what Linux's SWIOTLB areas and spreading device
 //! interrupts over CPUs buy, on however many CPUs the boot has (`qemu-run.sh --smp N`).
 //!
 //! - `bench-smp-map`: every online CPU maps and unmaps 4 KiB bounce buffers from its own timer

@@ -10,7 +10,7 @@
 //! A direct mapping of memory inside the default pool's range (a movable page the page allocator
 //! placed in a lent MIGRATE_SWIOTLB pageblock) pins that page until the unmap
 //! ([`LockedPageAllocator::pin_frames`]): reclaim must not migrate it and turn its frame into
-//! bounce slots while the device writes to it (issue 13). Pinning rather than refusing: the
+//! bounce slots while the device writes to it. Pinning rather than refusing: the
 //! page cache puts dirty pages in lent blocks, and their writeback maps them directly.
 //!
 //! Everything here may run in interrupt context except [`DmaApi::alloc_coherent`]: no
@@ -724,7 +724,7 @@ mod tests {
         }
     }
 
-    /// Issue 13: a movable page of a lent pageblock, mapped directly, is pinned until the
+    /// Regression: a movable page of a lent pageblock, mapped directly, is pinned until the
     /// unmap: reclaim reports its block busy and does not move it; after the unmap it does.
     #[test]
     fn a_direct_mapping_pins_a_page_of_a_lent_block_until_unmap() {

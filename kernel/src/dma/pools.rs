@@ -17,7 +17,7 @@ use crate::sync::IrqSafeSpinLock;
 /// static place, so the device can hold a `&'static DevicePoolSlot` (the seed's per-device
 /// pools; Linux hangs `dev->dma_io_tlb_mem` off the device).
 ///
-/// Two rules, both from issue 13:
+/// Two rules, both learnt from SMP defects:
 /// - The copies run with no lock held: the lock only hands out a reference (an `Arc` clone: an
 ///   atomic increment, no allocation, fine in interrupt context), and the map, unmap or sync
 ///   runs after it is dropped.

@@ -377,7 +377,7 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
             };
             // The pool leaves the slot only once nothing is mapped in it (a completion in
             // interrupt context meanwhile still finds it); until then the device keeps pointing
-            // at it. Issue 13: detaching first lost such a completion's copy back.
+            // at it. Regression: detaching first lost such a completion's copy back.
             let Some(pool) = slot.detach()? else { return Ok(HintOutcome::Unchanged) };
             dev.set_device_pool(None);
             match dma.manager.return_device_pool(pool, super::mm::page_allocator()) {

@@ -50,7 +50,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// interrupt context (the handler, the tick's poll). Each is taken from the device under
     /// the disk's lock and unmapped with the lock dropped: the copy back of a bounced read (up
     /// to a segment per data buffer) never holds up task context submitting to this disk on
-    /// another CPU (issue 13).
+    /// another CPU.
     fn complete_used(&self) -> usize {
         let mut completed = 0;
         // Bounded: each pop retires one of at most QUEUE_SIZE chains in flight.

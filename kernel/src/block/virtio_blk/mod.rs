@@ -16,7 +16,7 @@
 //!   (bounced if the device cannot reach them), and the chain is handed to the device. The slot
 //!   is claimed first, so the mapping (the bounce copies) runs with no lock held and interrupts
 //!   enabled; only the hand-off takes the disk's lock. The same holds wherever a request is
-//!   started: no bounce copy runs under the disk's lock (issue 13). A full table, queue or
+//!   started: no bounce copy runs under the disk's lock. A full table, queue or
 //!   bounce pool is [`BlkError::Busy`]: nothing was submitted, nothing is left mapped. With
 //!   indirect descriptors each request takes one ring descriptor, so the whole queue
 //!   ([`QUEUE_SIZE`]) can be in flight; without, a third of it.

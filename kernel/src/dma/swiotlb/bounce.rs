@@ -19,8 +19,8 @@ static TASK_COPIES: AtomicU64 = AtomicU64::new(0);
 static TASK_COPIES_IRQS_MASKED: AtomicU64 = AtomicU64::new(0);
 
 /// Bounce copies made so far in task context, and how many of them ran with interrupts masked
-/// (under an IRQ-safe lock: a pool's, a disk's). The I/O path keeps the second at 0 (issue 13:
-/// a copy of up to 256 KiB would delay every interrupt of this CPU); the virtio-blk test checks
+/// (under an IRQ-safe lock: a pool's, a disk's). The I/O path keeps the second at 0
+/// (a copy of up to 256 KiB would delay every interrupt of this CPU); the virtio-blk test checks
 /// it, deterministically, where counting timer ticks depended on the machine's load.
 pub fn task_copy_stats() -> (u64, u64) {
     (TASK_COPIES.load(Ordering::Relaxed), TASK_COPIES_IRQS_MASKED.load(Ordering::Relaxed))

@@ -1,4 +1,4 @@
-//! Pins by physical address, for the DMA API's direct mappings (issue 13).
+//! Pins by physical address, for the DMA API's direct mappings.
 //!
 //! The DMA API maps a physical range, not a handle: a movable page inside a lent
 //! MIGRATE_SWIOTLB pageblock that a driver maps directly would otherwise stay migratable, and

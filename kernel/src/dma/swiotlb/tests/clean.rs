@@ -1,4 +1,4 @@
-//! Clean slots (issue 14, "Reads are copied twice"): a `FromDevice` mapping with
+//! Clean slots: a `FromDevice` mapping with
 //! `DmaAttrs::no_copy_in` that gets clean slots skips its copy-in; bytes the device does not
 //! write then read back as zeros, never another mapping's stale data nor a lent page's. Dirty
 //! slots fall back to the copy-in. Scrubbing makes free slots clean and never touches a used or

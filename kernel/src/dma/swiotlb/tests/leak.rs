@@ -1,4 +1,4 @@
-//! Information leaks (issue 7): a device reading the slots of its mapping sees only its own
+//! Information leaks: a device reading the slots of its mapping sees only its own
 //! buffer's bytes or zeros, never an earlier mapping's data nor the memory around the original;
 //! and what the CPU gets back after a partial device write is never stale slot data
 //! (CVE-2022-0854). The reclaim/carve scrubbing is tested in `lend/tests/`.

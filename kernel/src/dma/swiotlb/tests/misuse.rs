@@ -1,4 +1,4 @@
-//! DMA-API debugging through the API a driver calls (issue 7): each kind of misuse the SWIOTLB
+//! DMA-API debugging through the API a driver calls: each kind of misuse the SWIOTLB
 //! issue lists is committed on purpose and must be reported and refused, without losing the
 //! mapping: the correct call afterwards still works and every slot comes back. The tracker's own
 //! unit tests are in `dma/debug.rs`.

@@ -66,7 +66,7 @@ fn carve_skips_used_blocks_and_refuses_what_it_cannot_do() {
     assert!(matches!(err, Some(LendError::PolicyForbids { .. })));
 }
 
-/// Issue 13: a device pool handed back while mappings complete on another CPU. The slot lets
+/// Regression: a device pool handed back while mappings complete on another CPU. The slot lets
 /// the pool go only once nothing is mapped, and serves unmaps until then: every completion
 /// finds its slots and copies back, and nothing leaks.
 #[test]

@@ -1,4 +1,4 @@
-//! Exhaustion (issue 7): the pool full in task and in interrupt context, the page allocator
+//! Exhaustion: the pool full in task and in interrupt context, the page allocator
 //! unable to supply migration targets, pinned pages blocking reclaim, a device pool that cannot
 //! be carved. Each is an error or a deferral, never a panic, and nothing is lost: every mapping
 //! keeps its data and comes back, every movable page keeps its contents, every pageblock ends in

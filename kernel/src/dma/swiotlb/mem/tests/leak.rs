@@ -1,4 +1,4 @@
-//! Information leaks (issue 7): memory that becomes bounce slots (a reclaimed lent pageblock, a
+//! Information leaks: memory that becomes bounce slots (a reclaimed lent pageblock, a
 //! carved or returned device pool, a `dynamic` extra pool) holds nothing of its last owner.
 //! Every test first fills all of simulated RAM with `SECRET`, as the page allocator's users or
 //! earlier mappings would have left it.
