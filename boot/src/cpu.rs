@@ -1,7 +1,7 @@
 //! CPU state the generic kernel needs: interrupt masking (DAIF) and waiting for interrupts.
 
 use aarch64_cpu::asm;
-use aarch64_cpu::registers::{Readable, Writeable, CurrentEL, DAIF};
+use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, DAIF};
 
 /// The saved DAIF bits of [`local_irq_save`].
 #[derive(Clone, Copy, Debug)]

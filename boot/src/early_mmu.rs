@@ -88,9 +88,7 @@ extern "C" fn boot_early_mmu_enable(dtb: u64) {
     // translation cached by the loader before we install ours.
     unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", options(nostack, preserves_flags)) };
     barrier::isb(barrier::SY);
-    SCTLR_EL1.modify(
-        SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable
-            + SCTLR_EL1::A::Disable,
-    );
+    SCTLR_EL1
+        .modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable + SCTLR_EL1::A::Disable);
     barrier::isb(barrier::SY);
 }

@@ -57,10 +57,22 @@ impl Esr {
         let fsc = self.iss() & 0x3f;
         let level = fsc & 0b11;
         match fsc & !0b11 {
-            0b00_0000 => ["address size fault, level 0", "address size fault, level 1", "address size fault, level 2", "address size fault, level 3"][level as usize],
-            0b00_0100 => ["translation fault, level 0", "translation fault, level 1", "translation fault, level 2", "translation fault, level 3"][level as usize],
-            0b00_1000 => ["access flag fault, level 0", "access flag fault, level 1", "access flag fault, level 2", "access flag fault, level 3"][level as usize],
-            0b00_1100 => ["permission fault, level 0", "permission fault, level 1", "permission fault, level 2", "permission fault, level 3"][level as usize],
+            0b00_0000 => {
+                ["address size fault, level 0", "address size fault, level 1", "address size fault, level 2", "address size fault, level 3"]
+                    [level as usize]
+            }
+            0b00_0100 => {
+                ["translation fault, level 0", "translation fault, level 1", "translation fault, level 2", "translation fault, level 3"]
+                    [level as usize]
+            }
+            0b00_1000 => {
+                ["access flag fault, level 0", "access flag fault, level 1", "access flag fault, level 2", "access flag fault, level 3"]
+                    [level as usize]
+            }
+            0b00_1100 => {
+                ["permission fault, level 0", "permission fault, level 1", "permission fault, level 2", "permission fault, level 3"]
+                    [level as usize]
+            }
             0b01_0000 if fsc == 0b01_0000 => "synchronous external abort",
             0b10_0000 if fsc == 0b10_0001 => "alignment fault",
             _ => "other fault status",

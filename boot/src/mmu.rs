@@ -5,8 +5,8 @@
 //! executable. The tables come from the heap (`aarch64-paging` allocates them), so the heap must
 //! already sit in memory the early map covers as Normal.
 
-use aarch64_paging::idmap::IdMap;
 use aarch64_paging::descriptor::El1Attributes;
+use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{El1And0, MemoryRegion};
 use aarch64_paging::MapError;
 
@@ -112,7 +112,7 @@ pub fn probe(va: u64) -> Option<(u8, bool)> {
         return None;
     }
     let attr = (PAR_EL1.get() >> 56) as u8; // PAR_EL1.ATTR, the MAIR byte of the mapping
-    // SAFETY: as above, for a write translation.
+                                            // SAFETY: as above, for a write translation.
     unsafe { core::arch::asm!("at s1e1w, {0}", "isb", in(reg) va, options(nostack, preserves_flags)) };
     let read_only = PAR_EL1.is_set(PAR_EL1::F);
     Some((attr, read_only))

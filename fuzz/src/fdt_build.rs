@@ -8,13 +8,38 @@ use vm_fdt::FdtWriter;
 const RAM_BASE: u64 = 0x4000_0000;
 
 /// Compatible strings of reserved-memory children, the known ones first.
-const POOL_COMPATIBLES: &[&str] =
-    &["dmabounce,swiotlb-pool", "restricted-dma-pool", "shared-dma-pool", "vendor,other", ""];
+const POOL_COMPATIBLES: &[&str] = &["dmabounce,swiotlb-pool", "restricted-dma-pool", "shared-dma-pool", "vendor,other", ""];
 const BOOTARG_WORDS: &[&str] = &[
-    "swiotlb=", "swiotlb_policy=", "dma_debug=", "swiotlb_keep=", "swiotlb_reserve=", "swiotlb_low_wm=",
-    "swiotlb_high_wm=", "swiotlb_shrink_delay_ms=", "swiotlb_batch=", "loglevel=", "demo=", "force", ",",
-    "noforce", "on", "off", "lend", "static", "dynamic", "0", "1", "4", "18446744073709551616", "-1", "0x10",
-    "debug", " ", "=", "read-verify", "65536",
+    "swiotlb=",
+    "swiotlb_policy=",
+    "dma_debug=",
+    "swiotlb_keep=",
+    "swiotlb_reserve=",
+    "swiotlb_low_wm=",
+    "swiotlb_high_wm=",
+    "swiotlb_shrink_delay_ms=",
+    "swiotlb_batch=",
+    "loglevel=",
+    "demo=",
+    "force",
+    ",",
+    "noforce",
+    "on",
+    "off",
+    "lend",
+    "static",
+    "dynamic",
+    "0",
+    "1",
+    "4",
+    "18446744073709551616",
+    "-1",
+    "0x10",
+    "debug",
+    " ",
+    "=",
+    "read-verify",
+    "65536",
 ];
 
 /// An address or size: mostly near QEMU's RAM, sometimes anything.
@@ -118,11 +143,7 @@ fn write_tree(w: &mut FdtWriter, u: &mut Unstructured<'_>) -> Result<Option<()>>
         if u.ratio(7, 8)? {
             t!(w.property_string("device_type", "memory"));
         }
-        let reg = if i == 0 && u.ratio(3, 4)? {
-            vec![(RAM_BASE, u64::from(u.int_in_range(1u32..=1024)?) << 20)]
-        } else {
-            entries(u, 3)?
-        };
+        let reg = if i == 0 && u.ratio(3, 4)? { vec![(RAM_BASE, u64::from(u.int_in_range(1u32..=1024)?) << 20)] } else { entries(u, 3)? };
         t!(tuples(w, "reg", &reg, ac, sc));
         t!(w.end_node(n));
     }

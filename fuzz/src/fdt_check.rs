@@ -170,8 +170,7 @@ pub fn check_memblock(dt: &DeviceTree<'_>, map: &Memblock<'_>) {
                 let windows: Vec<PhysRange> = region.alloc_ranges().collect();
                 assert!(placed.flags.dynamic && placed.range.size() == size, "{}: {placed:?}", region.name);
                 assert!(
-                    placed.range.base() % align == 0
-                        && (windows.is_empty() || windows.iter().any(|w| w.contains(&placed.range))),
+                    placed.range.base() % align == 0 && (windows.is_empty() || windows.iter().any(|w| w.contains(&placed.range))),
                     "{}: placed at {:?}, outside its alignment {align:#x} or alloc-ranges {windows:?}",
                     region.name,
                     placed.range

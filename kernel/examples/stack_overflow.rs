@@ -31,7 +31,13 @@ mod image {
     }
 
     fn main(k: &'static Kernel) -> ExitStatus {
-        let cpu = k.params.demo.as_deref().and_then(|d| d.split(',').find_map(|w| w.strip_prefix("cpu="))).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let cpu = k
+            .params
+            .demo
+            .as_deref()
+            .and_then(|d| d.split(',').find_map(|w| w.strip_prefix("cpu=")))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         if cpu == 0 {
             overflow();
         } else if let Err(e) = smp::smp_call_function_single(cpu, overflow, true) {

@@ -211,11 +211,33 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 p.demo = Some(String::from(v));
                 Ok(())
             }
-            ("loglevel" | "swiotlb" | "dma_debug" | "swiotlb_policy" | "swiotlb_reserve" | "swiotlb_low_wm"
-            | "swiotlb_high_wm" | "swiotlb_shrink_delay_ms" | "swiotlb_batch" | "swiotlb_keep" | "swiotlb_transient" | "swiotlb_clean_slots" | "swiotlb_dyn_pool" | "swiotlb_cma_chunk" | "blk_inflight_kib" | "blk_indirect"
-            | "blk_event_idx" | "blk_retries" | "demo" | "cma" | "irq_affinity" | "irq_spurious" | "ktest" | "ktest_skip", _) => {
-                Err("needs a value (key=value)")
-            }
+            (
+                "loglevel"
+                | "swiotlb"
+                | "dma_debug"
+                | "swiotlb_policy"
+                | "swiotlb_reserve"
+                | "swiotlb_low_wm"
+                | "swiotlb_high_wm"
+                | "swiotlb_shrink_delay_ms"
+                | "swiotlb_batch"
+                | "swiotlb_keep"
+                | "swiotlb_transient"
+                | "swiotlb_clean_slots"
+                | "swiotlb_dyn_pool"
+                | "swiotlb_cma_chunk"
+                | "blk_inflight_kib"
+                | "blk_indirect"
+                | "blk_event_idx"
+                | "blk_retries"
+                | "demo"
+                | "cma"
+                | "irq_affinity"
+                | "irq_spurious"
+                | "ktest"
+                | "ktest_skip",
+                _,
+            ) => Err("needs a value (key=value)"),
             _ => Err("unknown parameter"),
         };
         if let Err(why) = result {
@@ -224,7 +246,10 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
     }
     if p.swiotlb_high_wm > p.swiotlb_low_wm && p.swiotlb_low_wm != 0 {
         // Shrinking above the grow mark would oscillate: keep the defaults.
-        warnings.push(Warning { word: alloc::format!("swiotlb_high_wm={}", p.swiotlb_high_wm), why: "must not exceed swiotlb_low_wm (the pool would grow and shrink in turn); using the defaults" });
+        warnings.push(Warning {
+            word: alloc::format!("swiotlb_high_wm={}", p.swiotlb_high_wm),
+            why: "must not exceed swiotlb_low_wm (the pool would grow and shrink in turn); using the defaults",
+        });
         let d = KernelParams::default();
         p.swiotlb_low_wm = d.swiotlb_low_wm;
         p.swiotlb_high_wm = d.swiotlb_high_wm;

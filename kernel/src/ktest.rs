@@ -46,7 +46,11 @@ pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
         kprintln!("{filtered_out} filtered out by ktest=/ktest_skip=");
     }
     kprintln!("\n{suite}: {passed} passed, {failed} failed");
-    if failed == 0 { ExitStatus::Success } else { ExitStatus::Failure }
+    if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
 }
 
 /// Fails the case with a message unless `cond` holds.
@@ -129,4 +133,3 @@ pub fn holds_sectors(buf: crate::mm::PhysAddr, first: u64, count: u64, pattern: 
     let bytes = read_phys(buf, (count * 512) as usize);
     (0..count).all(|i| bytes[(i * 512) as usize..((i + 1) * 512) as usize] == pattern(first + i))
 }
-

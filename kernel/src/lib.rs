@@ -16,9 +16,9 @@ pub mod demo;
 pub mod dma;
 pub mod dt;
 pub mod irq;
-pub mod mm;
 #[cfg(target_os = "none")]
 pub mod ktest;
+pub mod mm;
 #[cfg(target_os = "none")]
 #[macro_use]
 pub mod platform;

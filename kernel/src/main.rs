@@ -33,7 +33,6 @@ mod demo {
     use kernel::platform::mm::{in_swiotlb_region, page_allocator};
     use kernel::platform::Kernel;
 
-
     fn show(k: &Kernel, phase: &str) {
         kprintln!("\n==== demo: after {phase} ====");
         let picture = {
@@ -78,7 +77,10 @@ mod demo {
 
     fn disk_demo(k: &'static Kernel) -> ExitStatus {
         use kernel::demo::disks;
-        log::info!("demo: policy {:?}; disk0 behind the DMA window, disk1 behind the restricted pool", kernel::platform::dma::dma().manager.policy());
+        log::info!(
+            "demo: policy {:?}; disk0 behind the DMA window, disk1 behind the restricted pool",
+            kernel::platform::dma::dma().manager.policy()
+        );
         show(k, "boot");
         let report = match disks::run(&mut |phase| show(k, phase)) {
             Ok(r) => r,
@@ -112,7 +114,12 @@ mod demo {
                 Some("read-verify") => break 'demo read_verify(),
                 Some(other) => log::warn!("demo={other}: unknown mode (known: read-verify); running the default demo"),
             }
-            let dev = match k.dt.find_path("/virtio_mmio@a003e00").map_err(|e| alloc::format!("{e}")).and_then(|n| n.ok_or_else(|| "no virtio_mmio@a003e00".into())) {
+            let dev = match k
+                .dt
+                .find_path("/virtio_mmio@a003e00")
+                .map_err(|e| alloc::format!("{e}"))
+                .and_then(|n| n.ok_or_else(|| "no virtio_mmio@a003e00".into()))
+            {
                 Ok(node) => match dma_device_from_dt(&k.dt, &k.memblock, &node, false) {
                     Ok(dev) => &*alloc::boxed::Box::leak(alloc::boxed::Box::new(dev)),
                     Err(e) => {

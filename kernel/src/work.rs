@@ -65,7 +65,13 @@ impl Default for WorkQueue {
 impl WorkQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        Self { pending: AtomicU32::new(0), running: AtomicU32::new(0), items: IrqSafeSpinLock::new([None; MAX_WORK]), runs: AtomicU32::new(0), waker: spin::Once::new() }
+        Self {
+            pending: AtomicU32::new(0),
+            running: AtomicU32::new(0),
+            items: IrqSafeSpinLock::new([None; MAX_WORK]),
+            runs: AtomicU32::new(0),
+            waker: spin::Once::new(),
+        }
     }
 
     /// Registers `work` under `name` (task context, at init).

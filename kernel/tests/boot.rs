@@ -273,7 +273,7 @@ fn memcpy_and_memset_match_a_byte_loop() -> TestResult {
         kassert!(dst[..d].iter().chain(&dst[d + n..]).all(|&b| b == 0), "memcpy of {n} bytes (+{s_off}, +{d_off}) wrote outside");
 
         let c = 0x100 | (n as i32 & 0xff) | 1; // only the low byte counts
-        // SAFETY: inside the destination vector, as above.
+                                               // SAFETY: inside the destination vector, as above.
         let ret = unsafe { memset(dst.as_mut_ptr().add(d), c, core::hint::black_box(n)) };
         kassert_eq!(ret as usize, dst.as_ptr() as usize + d, "memset's return value, n {n}");
         kassert!(dst[d..d + n].iter().all(|&b| b == c as u8), "memset of {n} bytes at +{d_off}: wrong bytes");

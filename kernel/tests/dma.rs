@@ -45,18 +45,32 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
     use kernel::dma::device::DmaDevice;
-    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
     use kernel::dma::mapping::{DmaApi, DmaError};
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::mm::PhysAddr;
 
     /// `map_single` for this test kernel's buffers.
     pub(super) trait TestMaps {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError>;
     }
 
     impl TestMaps for DmaApi<'_> {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError> {
             // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
             // frees only after the unmap; where a test writes one while it is mapped, it stands in
             // for the device (or checks that a misuse is caught).
@@ -95,7 +109,6 @@ fn layer() -> &'static Dma {
     kernel::platform::dma::dma()
 }
 
-
 /// The DMA description of device-tree node `path`, leaked so interrupt handlers can use it.
 fn device(path: &str) -> Result<&'static DmaDevice, String> {
     let k = kernel();
@@ -109,12 +122,9 @@ fn disk0() -> Result<&'static DmaDevice, String> {
     device("/virtio_mmio@a003e00")
 }
 
-
-
 fn pattern(seed: u8, len: usize) -> alloc::vec::Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
-
 
 fn bounces_only_beyond_window() -> TestResult {
     let d = disk0()?;
@@ -285,7 +295,10 @@ fn irq_maps_while_task_holds() -> TestResult {
     time::stop_tick();
     time::remove_tick_hook(irq_round_trip);
     let (ok, bad) = (IRQ_OK.load(Ordering::Relaxed), IRQ_BAD.load(Ordering::Relaxed));
-    kprintln!("  {ok} round trips in interrupt context, {bad} bad; {} maps in IRQ context", api.stats.maps_in_irq.load(Ordering::Relaxed) - irq_maps_before);
+    kprintln!(
+        "  {ok} round trips in interrupt context, {bad} bad; {} maps in IRQ context",
+        api.stats.maps_in_irq.load(Ordering::Relaxed) - irq_maps_before
+    );
     kassert_eq!(bad, 0);
     kassert_eq!(ok, 200);
     for dma in held {
@@ -349,7 +362,12 @@ fn check_burst_cycle(policy: SwiotlbPolicy, r: &workload::WorkloadReport) -> Tes
             // Every miss tried a transient pool (under pressure GFP_NOWAIT may find no page:
             // then it counts a failure), and the worker added pools after the misses.
             if a.misses > b.misses && kernel().params.swiotlb_transient {
-                kassert!(t.allocated + t.failed >= a.misses - b.misses, "{} misses but only {} transient pools tried", a.misses - b.misses, t.allocated + t.failed);
+                kassert!(
+                    t.allocated + t.failed >= a.misses - b.misses,
+                    "{} misses but only {} transient pools tried",
+                    a.misses - b.misses,
+                    t.allocated + t.failed
+                );
                 kassert!(a.extra_pools > b.extra_pools, "pools missed but the worker added none");
             }
         }
@@ -559,14 +577,18 @@ fn direct_mapping_pins_lent_page() -> TestResult {
         let moved = info(page)?.addr != addr;
         api.unmap_single(d, dma, PAGE_SIZE as usize, FROM, NOATTR).map_err(e)?;
         match first {
-            Err(ReclaimError::Busy(report)) => kassert!(report.pinned.contains(&page), "reclaim did not report the mapped page pinned: {report:?}"),
+            Err(ReclaimError::Busy(report)) => {
+                kassert!(report.pinned.contains(&page), "reclaim did not report the mapped page pinned: {report:?}")
+            }
             Ok(report) => return Err(format!("reclaim took the pageblock of a page mapped for DMA ({} pages migrated)", report.migrated)),
             Err(other) => return Err(format!("reclaim: {other:?}")),
         }
         kassert!(!moved, "the mapped page was migrated during DMA");
         kassert_eq!(info(page)?.pins, 0, "unmap left the page pinned");
         // Unmapped, the block comes back (and is lent again, as the pool manager expects).
-        pages.reclaim_swiotlb_pageblocks(block.clone(), mem(), ReclaimMode { drop_clean: true }, &mut |_| {}).map_err(|x| format!("{x:?}"))?;
+        pages
+            .reclaim_swiotlb_pageblocks(block.clone(), mem(), ReclaimMode { drop_clean: true }, &mut |_| {})
+            .map_err(|x| format!("{x:?}"))?;
         pages.lock().lend_swiotlb_pageblocks(block.clone()).map_err(e)?;
         kassert!(info(page)?.addr != addr, "reclaim did not move the page out");
         Ok(())

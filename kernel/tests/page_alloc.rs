@@ -17,12 +17,11 @@ use alloc::vec::Vec;
 use boot::exception::IrqContext;
 use kernel::demo::pressure::MemoryPressure;
 use kernel::ktest::{self, TestCase, TestResult};
+use kernel::mm::cma::CmaArea;
 use kernel::mm::page_alloc::page_cache::{CacheKey, PageCache};
 use kernel::mm::page_alloc::{
-    FreeError, LockedPageAllocator, MigrateType, MovablePage, OwnerKind, PageOwner, ReclaimError, ReclaimMode, ZoneType,
-    PAGEBLOCK_SIZE,
+    FreeError, LockedPageAllocator, MigrateType, MovablePage, OwnerKind, PageOwner, ReclaimError, ReclaimMode, ZoneType, PAGEBLOCK_SIZE,
 };
-use kernel::mm::cma::CmaArea;
 use kernel::mm::phys::PhysMemory;
 use kernel::mm::{PhysAddr, PAGE_SIZE};
 use kernel::platform::exit::ExitStatus;
@@ -133,7 +132,8 @@ fn pinned_page_blocks_reclaim() -> TestResult {
     let pressure = MemoryPressure::fill(alloc, mem(), ZoneType::Normal, usize::MAX, 7);
     let mut pressure = pressure;
     pressure.release_every(alloc, 2);
-    let victim = pressure.pages().find(|p| alloc.pin(*p).is_ok_and(|pin| pool.contains(&pin.addr()))).ok_or("no page in the lent blocks")?;
+    let victim =
+        pressure.pages().find(|p| alloc.pin(*p).is_ok_and(|pin| pool.contains(&pin.addr()))).ok_or("no page in the lent blocks")?;
     let guard = alloc.pin(victim).map_err(|e| alloc::format!("{e}"))?;
     let first = alloc.reclaim_swiotlb_pageblocks(pool.clone(), mem(), ReclaimMode { drop_clean: false }, &mut |_| {});
     let ok = matches!(&first, Err(ReclaimError::Busy(r)) if r.pinned.contains(&victim));
@@ -173,7 +173,12 @@ fn page_cache_pages_dropped() -> TestResult {
                 for d in dropped {
                     cache.page_dropped(d);
                 }
-                kprintln!("  page cache reclaim: {} dropped, {} migrated; {} pages still cached", report.dropped, report.migrated, cache.len());
+                kprintln!(
+                    "  page cache reclaim: {} dropped, {} migrated; {} pages still cached",
+                    report.dropped,
+                    report.migrated,
+                    cache.len()
+                );
                 kassert!(report.dropped > 2900, "only {} clean pages dropped", report.dropped);
                 kassert_eq!(cache.len(), 3001 - report.dropped);
                 // What is still cached reads back right; the dirty page was migrated, not dropped.
@@ -238,7 +243,10 @@ fn write_seq(page: MovablePage, seq: u64) -> TestResult {
 
 fn irq_during_migration() -> TestResult {
     let alloc = page_allocator();
-    let page = alloc.lock().alloc_movable(0, ZoneType::Normal, PageOwner { kind: OwnerKind::Dirty, cookie: 1 }).map_err(|e| alloc::format!("{e}"))?;
+    let page = alloc
+        .lock()
+        .alloc_movable(0, ZoneType::Normal, PageOwner { kind: OwnerKind::Dirty, cookie: 1 })
+        .map_err(|e| alloc::format!("{e}"))?;
     write_seq(page, 1)?;
     *PAGE_HANDLE.lock() = Some(page);
     TARGET.store(0, Ordering::Relaxed);
@@ -270,7 +278,8 @@ fn irq_during_migration() -> TestResult {
     time::stop_tick();
     time::remove_tick_hook(check_page);
     *PAGE_HANDLE.lock() = None;
-    let (reads, during, torn) = (READS.load(Ordering::Relaxed), READS_DURING_MIGRATION.load(Ordering::Relaxed), TORN.load(Ordering::Relaxed));
+    let (reads, during, torn) =
+        (READS.load(Ordering::Relaxed), READS_DURING_MIGRATION.load(Ordering::Relaxed), TORN.load(Ordering::Relaxed));
     kprintln!("  {moved} migrations ({refused} refused: pinned), {reads} IRQ reads, {during} during a migration, {torn} torn");
     kassert_eq!(torn, 0);
     kassert!(during > 0, "no interrupt fired during a migration: the test proved nothing");
@@ -297,7 +306,10 @@ fn to_the_last_page() -> TestResult {
         let a = alloc.lock();
         a.nr_free_pages(ZoneType::Normal) + a.nr_free_pages(ZoneType::Dma)
     };
-    kprintln!("  {} pages taken of {free_before} free; then movable: {movable:?}, unmovable: {unmovable:?}; {left} pages left free", pressure.len());
+    kprintln!(
+        "  {} pages taken of {free_before} free; then movable: {movable:?}, unmovable: {unmovable:?}; {left} pages left free",
+        pressure.len()
+    );
     let checked = pressure.verify(alloc, mem()).map_err(|x| alloc::format!("{x:?}"));
     pressure.release(alloc).map_err(|x| alloc::format!("{x:?}"))?;
     if let Ok(p) = movable {
@@ -405,9 +417,8 @@ fn cma_and_compaction() -> TestResult {
     let stats = alloc.lock().compact_stats();
     kprintln!("  {compacted} of {} blocks compacted; {stats}", tried.len());
     kassert!(compacted > 0);
-    let (contig, r) = alloc
-        .alloc_contig_pageblocks_compact(2, ZoneType::Normal, mem(), mode, &mut |_| {})
-        .map_err(|e| alloc::format!("contig: {e}"))?;
+    let (contig, r) =
+        alloc.alloc_contig_pageblocks_compact(2, ZoneType::Normal, mem(), mode, &mut |_| {}).map_err(|e| alloc::format!("contig: {e}"))?;
     kprintln!("  alloc_contig_pageblocks_compact: 2 pageblocks at {contig:#x}, {} pages migrated", r.migrated);
     kassert_eq!(pages_in(&pressure, alloc, &(contig..contig + 2 * PAGEBLOCK_SIZE)), 0);
     kassert_eq!(pressure.verify(alloc, mem()).map_err(|e| alloc::format!("{e:?}"))?, pressure.len());

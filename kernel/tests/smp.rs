@@ -44,18 +44,32 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
     use kernel::dma::device::DmaDevice;
-    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
     use kernel::dma::mapping::{DmaApi, DmaError};
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::mm::PhysAddr;
 
     /// `map_single` for this test kernel's buffers.
     pub(super) trait TestMaps {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError>;
     }
 
     impl TestMaps for DmaApi<'_> {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError> {
             // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
             // frees only after the unmap; where a test writes one while it is mapped, it stands in
             // for the device (or checks that a misuse is caught).
@@ -122,7 +136,10 @@ fn stack_guard_pages_are_unmapped() -> TestResult {
         let fault = fault.ok_or_else(|| format!("CPU {cpu}'s stack guard page {guard:#x} is mapped"))?;
         kassert!(fault.esr.fault_status_name().starts_with("translation fault"), "{}", fault.esr);
         let (bottom, top) = boot::smp::stack_bounds(cpu);
-        kassert!(boot::mmu::probe(bottom as u64).is_some() && boot::mmu::probe(top as u64 - 8).is_some(), "CPU {cpu}'s stack is not mapped");
+        kassert!(
+            boot::mmu::probe(bottom as u64).is_some() && boot::mmu::probe(top as u64 - 8).is_some(),
+            "CPU {cpu}'s stack is not mapped"
+        );
     }
     Ok(())
 }
@@ -193,7 +210,10 @@ fn irq_depth_is_per_cpu() -> TestResult {
     time::remove_tick_hook(count_hits);
     r.map_err(e)?;
     let hits: u64 = HOOK_HITS.iter().map(|h| h.load(Ordering::Relaxed)).sum::<u64>() - hits_before;
-    kprintln!("  CPU{sampler} sampled in_interrupt() {} times while other CPUs took {hits} interrupts", TASK_SAMPLES.load(Ordering::Relaxed));
+    kprintln!(
+        "  CPU{sampler} sampled in_interrupt() {} times while other CPUs took {hits} interrupts",
+        TASK_SAMPLES.load(Ordering::Relaxed)
+    );
     kassert_eq!(TASK_SAW_IRQ.load(Ordering::Relaxed), 0, "task context on CPU {sampler} saw another CPU's interrupt depth");
     kassert_eq!(DEPTH_IN_HOOK_WRONG.load(Ordering::Relaxed), 0);
     kassert_eq!(irq_depth(), 0);
@@ -269,7 +289,9 @@ fn fire_timer_in_window() {
 }
 
 fn idle_does_not_sleep_past_work() -> TestResult {
-    IDLE_WORK.call_once(|| kernel::work::SYSTEM_WQ.register("idle test", || IDLE_WORK_RAN.store(true, Ordering::SeqCst)).expect("a free work slot"));
+    IDLE_WORK.call_once(|| {
+        kernel::work::SYSTEM_WQ.register("idle test", || IDLE_WORK_RAN.store(true, Ordering::SeqCst)).expect("a free work slot")
+    });
     kassert!(time::add_tick_hook(idle_hook));
     // A slow tick: after the forced interrupt the next one is seconds away.
     time::start_tick(Duration::from_secs(2));
@@ -297,7 +319,9 @@ fn queued_work_wakes_an_idle_cpu() -> TestResult {
         kprintln!("  needs 2 CPUs; {} online: skipped", cpus.len());
         return Ok(());
     }
-    let id = *WAKE_WORK.call_once(|| kernel::work::SYSTEM_WQ.register("wake test", || WAKE_RAN_ON.store(cpu_id(), Ordering::SeqCst)).expect("a free work slot"));
+    let id = *WAKE_WORK.call_once(|| {
+        kernel::work::SYSTEM_WQ.register("wake test", || WAKE_RAN_ON.store(cpu_id(), Ordering::SeqCst)).expect("a free work slot")
+    });
     on_each_cpu(time::stop_tick)?; // no tick wakes anyone
     let secondaries = cpus.iter().filter(|&&c| c != cpu_id()).fold(0u32, |m, &c| m | 1 << c);
     let deadline = time::uptime() + Duration::from_secs(10);
@@ -643,7 +667,12 @@ fn stress() -> TestResult {
     }
     for &cpu in &cpus {
         let x = &MAPPER[cpu];
-        kassert_eq!(x.bad.load(Ordering::Relaxed), 0, "CPU {cpu}: a bounce held the wrong bytes (first check failed: {})", x.first_bad.load(Ordering::Relaxed));
+        kassert_eq!(
+            x.bad.load(Ordering::Relaxed),
+            0,
+            "CPU {cpu}: a bounce held the wrong bytes (first check failed: {})",
+            x.first_bad.load(Ordering::Relaxed)
+        );
         kassert!(x.maps.load(Ordering::Relaxed) > 0, "CPU {cpu} never mapped from its interrupt handler");
         kassert_eq!(x.maps.load(Ordering::Relaxed), x.unmaps.load(Ordering::Relaxed), "CPU {cpu}: a mapping was lost");
     }

@@ -154,7 +154,10 @@ fn io_worker() -> Result<u64, String> {
     let first = cpu as u64 * REGION;
     let reqs = |op: Op, bufs: [PhysAddr; 2]| -> Vec<(&'static Disk, Op, u64, PhysAddr, usize)> {
         // Interleaved: disk0 chunk 0, disk1 chunk 0, disk0 chunk 1, ...
-        (0..CHUNKS).flat_map(|c| (0..2).map(move |d| (d, c))).map(|(d, c)| (disks[d], op, first + (c * CHUNK / SECTOR) as u64, bufs[d] + (c * CHUNK) as u64, CHUNK)).collect()
+        (0..CHUNKS)
+            .flat_map(|c| (0..2).map(move |d| (d, c)))
+            .map(|(d, c)| (disks[d], op, first + (c * CHUNK / SECTOR) as u64, bufs[d] + (c * CHUNK) as u64, CHUNK))
+            .collect()
     };
     let len = REGION as usize * SECTOR;
     let mut moved = 0;
@@ -200,7 +203,8 @@ fn both_disks_from_three_cpus() -> TestResult {
     kassert!(cpus >= 4, "needs 4 CPUs (run with --smp 4): {cpus} online");
     let (d0, d1) = (virtio_blk::disk(0).map_err(e)?, virtio_blk::disk(1).map_err(e)?);
     kassert_eq!((d0.config.capacity, d1.config.capacity), (8192, 8192), "two fresh 4 MiB images (scripts/smp-io-tests.sh)");
-    let (cpu0, cpu1) = (routed_to(d0.irq).ok_or("irq_affinity= does not route disk0")?, routed_to(d1.irq).ok_or("irq_affinity= does not route disk1")?);
+    let (cpu0, cpu1) =
+        (routed_to(d0.irq).ok_or("irq_affinity= does not route disk0")?, routed_to(d1.irq).ok_or("irq_affinity= does not route disk1")?);
     kassert!(cpu0 != cpu1 && cpu0 != 0 && cpu1 != 0, "the disks' interrupts on two different secondaries: {cpu0}, {cpu1}");
     let m = dma().manager;
     let api = &dma().api;
@@ -241,7 +245,11 @@ fn both_disks_from_three_cpus() -> TestResult {
         }
     }
     let held_slots = m.used_slots() - used0;
-    kprintln!("  CPU0 holds {} mappings ({held_slots} slots) of the default pool; {} movable pages checksummed", held.len(), pressure.len());
+    kprintln!(
+        "  CPU0 holds {} mappings ({held_slots} slots) of the default pool; {} movable pages checksummed",
+        held.len(),
+        pressure.len()
+    );
 
     for &cpu in &IO_CPUS {
         call_on(cpu, io_cpu, false).map_err(e)?;
@@ -276,7 +284,11 @@ fn both_disks_from_three_cpus() -> TestResult {
     );
     // Routed at request_irq time, so every interrupt since boot counts.
     let (irq_cpus0, irq_cpus1) = (d0.stats.irq_cpus.load(Ordering::Relaxed), d1.stats.irq_cpus.load(Ordering::Relaxed));
-    kprintln!("  disk0's interrupts taken on CPUs {irq_cpus0:#b}, disk1's on {irq_cpus1:#b}; disk lock contention {} / {}", d0.lock_contention(), d1.lock_contention());
+    kprintln!(
+        "  disk0's interrupts taken on CPUs {irq_cpus0:#b}, disk1's on {irq_cpus1:#b}; disk lock contention {} / {}",
+        d0.lock_contention(),
+        d1.lock_contention()
+    );
     checked?;
     kassert!(migrated > 0, "the pool never grew by migrating pages");
     kassert_eq!(irq_cpus0, 1 << cpu0, "disk0's interrupt only on CPU {cpu0}");

@@ -58,9 +58,9 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
-    use kernel::block::Ticket;
     use core::time::Duration;
+    use kernel::block::Ticket;
+    use kernel::mm::PhysAddr;
     use kernel::platform::virtio_blk::{BlkError, Disk};
 
     /// The disk calls this file makes, on its own buffers.
@@ -290,7 +290,11 @@ struct Soak {
 
 fn lend_delta(before: &LendStats) -> (u64, u64, u64) {
     let now = dma().manager.stats();
-    (now.pageblocks_reclaimed - before.pageblocks_reclaimed, now.pageblocks_lent_again - before.pageblocks_lent_again, now.pages_migrated - before.pages_migrated)
+    (
+        now.pageblocks_reclaimed - before.pageblocks_reclaimed,
+        now.pageblocks_lent_again - before.pageblocks_lent_again,
+        now.pages_migrated - before.pages_migrated,
+    )
 }
 
 fn setup() -> Result<Soak, String> {
@@ -443,7 +447,10 @@ fn collect(i: usize, d: &mut DiskState, c: &mut Counters) -> usize {
                     sector_pattern(i, sector, generation, &mut want);
                     if got != want {
                         let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
-                        c.error(format!("disk{i}: sector {sector} (generation {generation}) read back wrong from byte {at}: {:#04x} != {:#04x}", got[at], want[at]));
+                        c.error(format!(
+                            "disk{i}: sector {sector} (generation {generation}) read back wrong from byte {at}: {:#04x} != {:#04x}",
+                            got[at], want[at]
+                        ));
                     }
                 }
             }
@@ -517,7 +524,12 @@ fn randomised_mix() -> TestResult {
         }
         // Once a cycle, a disk reset in the mix: disk0 reset with the soak's requests in flight,
         // which are taken back and requeued (and must still match the model).
-        if submitting && reset_cycle != Some(c.cycles) && in_cycle >= RESET_AT && disks[0].disk.in_flight() > 0 && force_reset(disks[0].disk, reset_buf) {
+        if submitting
+            && reset_cycle != Some(c.cycles)
+            && in_cycle >= RESET_AT
+            && disks[0].disk.in_flight() > 0
+            && force_reset(disks[0].disk, reset_buf)
+        {
             reset_cycle = Some(c.cycles);
             c.resets += 1;
         }
@@ -531,7 +543,8 @@ fn randomised_mix() -> TestResult {
         if quiet && in_flight == 0 && toggled_in != Some(c.cycles) {
             // Disk 0 idle: give back or take again its per-device pool (carve / return cycles).
             let d = disks[0].disk;
-            let bytes = if d.dma_dev.device_pool().is_some() { 0 } else { kernel::platform::kernel().params.blk_inflight_kib as usize * 1024 };
+            let bytes =
+                if d.dma_dev.device_pool().is_some() { 0 } else { kernel::platform::kernel().params.blk_inflight_kib as usize * 1024 };
             // (Refused under `dynamic`: nothing changes, nothing is counted.)
             if virtio_blk::hint_inflight(d, bytes).is_some_and(|o| o != kernel::platform::dma::HintOutcome::Unchanged) {
                 c.hint_toggles += 1;
@@ -636,7 +649,9 @@ fn read_back_whole_disks() -> TestResult {
         let mut sector = 0;
         while sector < capacity {
             let n = chunk.min(capacity - sector);
-            d.disk.test_read(sector, buf, n as usize * SECTOR, REQUEST_TIMEOUT).map_err(|x| format!("disk{i}: read back at sector {sector}: {x}"))?;
+            d.disk
+                .test_read(sector, buf, n as usize * SECTOR, REQUEST_TIMEOUT)
+                .map_err(|x| format!("disk{i}: read back at sector {sector}: {x}"))?;
             for k in 0..n {
                 let s = sector + k;
                 mem().read(buf + k * SECTOR as u64, &mut got);
@@ -645,7 +660,8 @@ fn read_back_whole_disks() -> TestResult {
                 disk_crc.update(&got);
                 if got != want {
                     mismatches += 1;
-                    soak.counters.error(format!("disk{i}: sector {s} (generation {}) differs from the model at the end", d.generations[s as usize]));
+                    soak.counters
+                        .error(format!("disk{i}: sector {s} (generation {}) differs from the model at the end", d.generations[s as usize]));
                 }
             }
             sector += n;

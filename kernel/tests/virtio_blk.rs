@@ -47,13 +47,13 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
-    use kernel::block::Ticket;
     use core::time::Duration;
     use kernel::block::virtio_blk::{BlockRequest, CompletionFn};
+    use kernel::block::Ticket;
     use kernel::dma::device::DmaDevice;
-    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
     use kernel::dma::mapping::{DmaApi, DmaError};
+    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
+    use kernel::mm::PhysAddr;
     use kernel::platform::virtio_blk::{BlkError, Disk};
 
     /// The disk calls this file makes, on its own buffers.
@@ -114,11 +114,25 @@ mod owned {
 
     /// `map_single` for this test kernel's buffers.
     pub(super) trait TestMaps {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError>;
     }
 
     impl TestMaps for DmaApi<'_> {
-        fn test_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+        fn test_map_single(
+            &self,
+            dev: &DmaDevice,
+            addr: PhysAddr,
+            size: usize,
+            dir: DmaDirection,
+            attrs: DmaAttrs,
+        ) -> Result<DmaAddr, DmaError> {
             // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
             // frees only after the unmap; where a test writes one while it is mapped, it stands in
             // for the device (or checks that a misuse is caught).
@@ -174,7 +188,6 @@ const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
 /// Where the DMA window of the root bus ends (dts/reserved-memory.dtsi).
 const DMA_WINDOW_END: PhysAddr = 0x5800_0000;
 
-
 /// Byte `i` of sector `sector` as the script writes disk0.
 fn sector_pattern(sector: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (sector + (i / SECTOR) as u64).to_le_bytes()[i % 8]).collect()
@@ -184,9 +197,6 @@ fn sector_pattern(sector: u64, len: usize) -> Vec<u8> {
 fn written_pattern(sector: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (!(sector + (i / SECTOR) as u64)).to_le_bytes()[i % 8]).collect()
 }
-
-
-
 
 fn disk0() -> Result<&'static Disk, String> {
     virtio_blk::disk(0).map_err(e)
@@ -203,7 +213,15 @@ fn probe_finds_both_disks() -> TestResult {
     kassert_eq!(d0.name, "virtio_mmio@a003e00");
     kassert_eq!(d1.name, "virtio_mmio@a003c00");
     for d in [d0, d1] {
-        kprintln!("  disk{}: {} sectors, features {:#x}, irq {}, max transfer {} ({:?})", d.index, d.config.capacity, d.features, d.irq, d.max_transfer(), d.dma_dev);
+        kprintln!(
+            "  disk{}: {} sectors, features {:#x}, irq {}, max transfer {} ({:?})",
+            d.index,
+            d.config.capacity,
+            d.features,
+            d.irq,
+            d.max_transfer(),
+            d.dma_dev
+        );
         kassert!(d.access_platform(), "iommu_platform=on: ACCESS_PLATFORM negotiated");
         kassert!(!d.readonly());
     }
@@ -540,7 +558,10 @@ fn disk1_irq_deferral() -> TestResult {
     kassert!(read_back(big, BIG).iter().all(|&x| x == 0), "disk1 sectors 512.. are zeros");
     kassert_eq!(d.stats.started_by_work.load(Ordering::Relaxed), by_work_before + 1);
     kassert_eq!(d.poll(b), None); // completed once, collected once
-    kprintln!("  deferred {} time(s) from IRQ context, started by the work item", d.stats.deferred_to_task.load(Ordering::Relaxed) - deferred_before);
+    kprintln!(
+        "  deferred {} time(s) from IRQ context, started by the work item",
+        d.stats.deferred_to_task.load(Ordering::Relaxed) - deferred_before
+    );
     free(small, 0);
     free(big, 6);
     free(filler, 6);
@@ -562,7 +583,11 @@ fn disk0_device_pool() -> TestResult {
     let policy = dma().manager.policy();
     let Some(pool) = d.dma_dev.device_pool() else {
         // Under `dynamic` and `cma` the hint is refused (Linux has no per-device pools).
-        kassert!(matches!(policy, kernel::bootargs::SwiotlbPolicy::Dynamic | kernel::bootargs::SwiotlbPolicy::Cma), "disk0 hinted {} KiB but has no device pool under {policy:?}", kernel::platform::kernel().params.blk_inflight_kib);
+        kassert!(
+            matches!(policy, kernel::bootargs::SwiotlbPolicy::Dynamic | kernel::bootargs::SwiotlbPolicy::Cma),
+            "disk0 hinted {} KiB but has no device pool under {policy:?}",
+            kernel::platform::kernel().params.blk_inflight_kib
+        );
         return Ok(());
     };
     const LEN: usize = 64 * 1024;
@@ -687,14 +712,19 @@ fn completion_callbacks() -> TestResult {
     // A little longer: a second call would show up now.
     time::delay(Duration::from_millis(20));
     let calls: Vec<u32> = CALLED.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    kprintln!("  calls per request {calls:?}, {} in interrupt context, {} ok", CALLED_IN_IRQ.load(Ordering::Relaxed), CALLED_OK.load(Ordering::Relaxed));
+    kprintln!(
+        "  calls per request {calls:?}, {} in interrupt context, {} ok",
+        CALLED_IN_IRQ.load(Ordering::Relaxed),
+        CALLED_OK.load(Ordering::Relaxed)
+    );
     kassert!(calls.iter().all(|&c| c == 1), "each callback ran exactly once: {calls:?}");
     kassert_eq!(CALLED_OK.load(Ordering::Relaxed), 8);
     kassert_eq!(CALLED_IN_IRQ.load(Ordering::Relaxed), 8, "completed by the interrupt handler");
     kassert!(read_back(buf, 8 * LEN) == sector_pattern(0, 8 * LEN), "data read back");
     kassert_eq!((d.in_flight(), d.waiting()), (0, 0));
     // The slots were freed without a ticket: the table is whole again.
-    let tickets: Vec<_> = (0..d.max_in_flight()).map(|_| d.queue_flush()).collect::<Result<_, _>>().map_err(|x| format!("a slot was not freed: {x}"))?;
+    let tickets: Vec<_> =
+        (0..d.max_in_flight()).map(|_| d.queue_flush()).collect::<Result<_, _>>().map_err(|x| format!("a slot was not freed: {x}"))?;
     for t in tickets {
         wait_for(d, t, time::uptime() + TIMEOUT).map_err(e)?;
     }

@@ -19,13 +19,15 @@ use core::sync::atomic::Ordering;
 use core::time::Duration;
 
 use alloc::format;
-use kernel::ktest::{self, buffer, err as e, free_buffer as free, holds_sectors, read_phys as read_back, sector_pattern, TestCase, TestResult};
+use kernel::block::DiskHealth;
+use kernel::ktest::{
+    self, buffer, err as e, free_buffer as free, holds_sectors, read_phys as read_back, sector_pattern, TestCase, TestResult,
+};
 use kernel::mm::phys::PhysMemory;
 use kernel::platform::dma::dma;
 use kernel::platform::exit::ExitStatus;
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{time, Kernel};
-use kernel::block::DiskHealth;
 use kernel::sync::IrqSafeSpinLock;
 use kernel::{kassert, kassert_eq, kprintln};
 
@@ -42,10 +44,10 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
-    use kernel::block::Ticket;
     use core::time::Duration;
     use kernel::block::virtio_blk::{BlockRequest, CompletionFn};
+    use kernel::block::Ticket;
+    use kernel::mm::PhysAddr;
     use kernel::platform::virtio_blk::{BlkError, Disk};
 
     /// The disk calls this file makes, on its own buffers.
@@ -147,7 +149,12 @@ fn stalled_then_completes() -> TestResult {
     let tb = d.test_queue_read(64, b, 512).map_err(e)?;
     let [oa, ob] = poll_all(d, [ta, tb], Duration::from_secs(30));
     let took = time::uptime() - t0;
-    kprintln!("  outcomes {oa:?} {ob:?} after {took:?}; resets {}; health {:?}; stats {:?}", d.resets() - resets_before, d.health(), d.stats);
+    kprintln!(
+        "  outcomes {oa:?} {ob:?} after {took:?}; resets {}; health {:?}; stats {:?}",
+        d.resets() - resets_before,
+        d.health(),
+        d.stats
+    );
     kassert_eq!(oa, Some(Ok(())), "the first read went through");
     kassert_eq!(ob, Some(Ok(())), "the held read completed after its retries");
     kassert!(d.resets() > resets_before, "the device was reset");
@@ -242,7 +249,13 @@ fn dead_disk() -> TestResult {
         kernel::platform::idle(); // let late callbacks run, were there any
     }
     let oa = d.poll(ta);
-    kprintln!("  health {:?} after {took:?}; first read {oa:?}; callbacks {:?} last {:?}; stats {:?}", d.health(), *CALLBACKS.lock(), *LAST_OUTCOME.lock(), d.stats);
+    kprintln!(
+        "  health {:?} after {took:?}; first read {oa:?}; callbacks {:?} last {:?}; stats {:?}",
+        d.health(),
+        *CALLBACKS.lock(),
+        *LAST_OUTCOME.lock(),
+        d.stats
+    );
     kassert_eq!(d.health(), DiskHealth::Dead);
     kassert_eq!(d.stats.reinit_failures.load(Ordering::Relaxed), 3);
     kassert_eq!(*CALLBACKS.lock(), [0, 1], "the callback ran exactly once");

@@ -43,8 +43,8 @@ fn mem() -> &'static IdentityMappedRam {
 
 /// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
 mod owned {
-    use kernel::mm::PhysAddr;
     use kernel::block::Ticket;
+    use kernel::mm::PhysAddr;
     use kernel::platform::virtio_blk::{BlkError, Disk};
 
     /// The disk calls this file makes, on its own buffers.
@@ -121,7 +121,11 @@ fn poll_all<const N: usize>(d: &Disk, tickets: [kernel::block::Ticket; N], limit
 
 /// A write of sectors `first..first+8` (`!s`) then a read of them and of sectors 0..8, each
 /// with a `deadline`, collected by polling; returns the outcomes and how long they took.
-fn write_then_read(d: &Disk, first: u64, deadline: Duration) -> Result<([Option<Result<(), BlkError>>; 3], Duration, [PhysAddr; 3]), alloc::string::String> {
+fn write_then_read(
+    d: &Disk,
+    first: u64,
+    deadline: Duration,
+) -> Result<([Option<Result<(), BlkError>>; 3], Duration, [PhysAddr; 3]), alloc::string::String> {
     let (w, r, z) = (buffer(0, true)?, buffer(0, true)?, buffer(0, true)?);
     for i in 0..8u64 {
         mem().write(w + i * 512, &sector_pattern(!(first + i)));
@@ -157,7 +161,10 @@ fn silent_device() -> TestResult {
     kassert_eq!(polled, 3, "all three found by the tick's poll");
     kassert_eq!(d.resets(), resets, "no reset: nothing reached its deadline");
     kassert!(took < Duration::from_secs(2), "each well before its 2 s deadline ({took:?})");
-    kassert!(holds_sectors(bufs[1], 200, 8, |s| sector_pattern(!s)) && holds_sectors(bufs[2], 0, 8, sector_pattern), "the reads hold the disk's bytes");
+    kassert!(
+        holds_sectors(bufs[1], 200, 8, |s| sector_pattern(!s)) && holds_sectors(bufs[2], 0, 8, sector_pattern),
+        "the reads hold the disk's bytes"
+    );
     kassert_eq!(d.health(), DiskHealth::Live);
     kassert_eq!(live()?, before, "every mapping released");
     for b in bufs {
@@ -183,11 +190,18 @@ fn storm() -> TestResult {
     let s = irq::spurious_stats(d.irq).ok_or("no stats")?;
     let (total, unhandled) = (s.total - s0.total, s.total_unhandled - s0.total_unhandled);
     let disk_unhandled = d.stats.irqs_unhandled.load(Ordering::Relaxed) - unhandled0;
-    kprintln!("  storm: {total} interrupts ({unhandled} unhandled, the disk says {disk_unhandled}) in {back:?}, {} ticks; {s:?}", time::tick_count() - ticks0);
+    kprintln!(
+        "  storm: {total} interrupts ({unhandled} unhandled, the disk says {disk_unhandled}) in {back:?}, {} ticks; {s:?}",
+        time::tick_count() - ticks0
+    );
     kassert!(s.spurious_disabled, "the line was disabled ({total} interrupts, {unhandled} unhandled)");
     // The window began before the storm (`s0.irq_count` interrupts in it already).
     let in_window = total + u64::from(s0.irq_count);
-    kassert!(in_window >= u64::from(config.window) && in_window <= u64::from(config.window) + 16, "disabled after one window of {} ({in_window})", config.window);
+    kassert!(
+        in_window >= u64::from(config.window) && in_window <= u64::from(config.window) + 16,
+        "disabled after one window of {} ({in_window})",
+        config.window
+    );
     kassert_eq!(unhandled, total, "every storm interrupt unhandled");
     kassert_eq!(disk_unhandled, total, "the disk's handler said IRQ_NONE to each");
     kassert!(back < Duration::from_secs(2), "task context back soon ({back:?})");
@@ -205,7 +219,10 @@ fn storm() -> TestResult {
     kassert_eq!(outcomes, [const { Some(Ok(())) }; 3], "each request completed");
     kassert_eq!(polled, 3, "by the tick's poll");
     kassert_eq!(d.resets(), resets, "no reset");
-    kassert!(holds_sectors(bufs[1], 300, 8, |s| sector_pattern(!s)) && holds_sectors(bufs[2], 0, 8, sector_pattern), "the reads hold the disk's bytes");
+    kassert!(
+        holds_sectors(bufs[1], 300, 8, |s| sector_pattern(!s)) && holds_sectors(bufs[2], 0, 8, sector_pattern),
+        "the reads hold the disk's bytes"
+    );
     kassert_eq!(live()?, before, "every mapping released");
     for b in bufs {
         free(b, 0);

@@ -256,11 +256,19 @@ impl Gic {
         match &mut self.version {
             Version::V2(gic, _) => gic.send_sgi(
                 IntId::sgi(sgi),
-                arm_gic::gicv2::SgiTarget::List { target_list_filter: SgiTargetListFilter::CPUTargetList, target_list: target.target_mask.into() },
+                arm_gic::gicv2::SgiTarget::List {
+                    target_list_filter: SgiTargetListFilter::CPUTargetList,
+                    target_list: target.target_mask.into(),
+                },
             ),
             Version::V3(_) => {
                 let aff = |n: u32| (target.mpidr >> n) as u8;
-                let list = arm_gic::gicv3::SgiTarget::List { affinity3: aff(32), affinity2: aff(16), affinity1: aff(8), target_list: 1 << (aff(0) & 15) };
+                let list = arm_gic::gicv3::SgiTarget::List {
+                    affinity3: aff(32),
+                    affinity2: aff(16),
+                    affinity1: aff(8),
+                    target_list: 1 << (aff(0) & 15),
+                };
                 GicCpuInterface::send_sgi(IntId::sgi(sgi), list, SgiTargetGroup::CurrentGroup1).map_err(|_| GicError::InvalidIrq(sgi))?;
             }
         }
@@ -402,9 +410,7 @@ unsafe fn count_redistributors(gicr: usize, size: usize) -> usize {
 
 /// The index of the redistributor frame whose GICR_TYPER affinity is `mpidr` (GICv3 §9.11.35).
 fn redistributor_of(gic: &mut GicV3<'static>, mpidr: u64) -> Result<usize, GicError> {
-    (0..MAX_CPUS)
-        .find(|&r| gic.gicr_typer(r).is_ok_and(|t| t.core_mpidr() == mpidr))
-        .ok_or(GicError::NoRedistributorFor(mpidr))
+    (0..MAX_CPUS).find(|&r| gic.gicr_typer(r).is_ok_and(|t| t.core_mpidr() == mpidr)).ok_or(GicError::NoRedistributorFor(mpidr))
 }
 
 fn intid(irq: IrqNumber) -> Result<IntId, GicError> {

@@ -208,16 +208,14 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     /// `required` names features the device must offer beyond VERSION_1 (e.g. ACCESS_PLATFORM
     /// in a confidential VM). Every supported feature the device offers is negotiated.
     pub fn new(transport: T, dma: &impl VirtioDma, required: u64) -> Result<Self> {
-        let options =
-            BlkOptions { required, declined: 0, max_segments: DEFAULT_MAX_SEGMENTS };
+        let options = BlkOptions { required, declined: 0, max_segments: DEFAULT_MAX_SEGMENTS };
         Self::with_options(transport, dma, options)
     }
 
     /// [`new`](Self::new) with features declined and the indirect tables sized by `options`.
     pub fn with_options(transport: T, dma: &impl VirtioDma, options: BlkOptions) -> Result<Self> {
         let supported = SUPPORTED_FEATURES & !options.declined;
-        let mut init =
-            DeviceInit::begin(&transport, DeviceType::BLOCK, supported, options.required)?;
+        let mut init = DeviceInit::begin(&transport, DeviceType::BLOCK, supported, options.required)?;
         let features = init.features();
         // 7. Device-specific setup: config, then the request queue.
         let config = BlkConfig::read(&transport, features)?;
@@ -226,7 +224,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             return Err(Error::QueueUnavailable(0));
         }
         let size = 1u16 << (15 - max.leading_zeros()); // largest power of two <= max
-        // An indirect table holds the longest request: header, data segments, status.
+                                                       // An indirect table holds the longest request: header, data segments, status.
         let segments = match config.seg_max {
             Some(seg_max) if seg_max != 0 => u32::from(options.max_segments).min(seg_max) as u16,
             _ => options.max_segments,
@@ -354,22 +352,21 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     /// [`RESET_POLLS`] times.
     pub fn reinit(&mut self) -> Result<()> {
         let supported = SUPPORTED_FEATURES & !self.options.declined;
-        let result = DeviceInit::begin(&self.transport, DeviceType::BLOCK, supported, self.options.required)
-            .and_then(|mut init| {
-                if init.features() != self.features {
-                    return Err(Error::DeviceChanged); // dropping `init` sets FAILED
-                }
-                let config = BlkConfig::read(&self.transport, self.features)?;
-                if config.capacity != self.config.capacity {
-                    return Err(Error::DeviceChanged);
-                }
-                // The device is reset (`begin` waited for it): the rings are ours again.
-                self.queue.reset();
-                init.setup_queue(0, &self.queue)?;
-                init.driver_ok();
-                self.config = config;
-                Ok(())
-            });
+        let result = DeviceInit::begin(&self.transport, DeviceType::BLOCK, supported, self.options.required).and_then(|mut init| {
+            if init.features() != self.features {
+                return Err(Error::DeviceChanged); // dropping `init` sets FAILED
+            }
+            let config = BlkConfig::read(&self.transport, self.features)?;
+            if config.capacity != self.config.capacity {
+                return Err(Error::DeviceChanged);
+            }
+            // The device is reset (`begin` waited for it): the rings are ours again.
+            self.queue.reset();
+            init.setup_queue(0, &self.queue)?;
+            init.driver_ok();
+            self.config = config;
+            Ok(())
+        });
         if let Err(e) = result {
             // Until a later reinit succeeds, nothing is handed to the device.
             self.queue.mark_broken(match e {
@@ -421,8 +418,7 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
             }
             total += u64::from(segment.len);
         }
-        let too_many =
-            self.config.seg_max.is_some_and(|max| max != 0 && data.len() as u64 > u64::from(max));
+        let too_many = self.config.seg_max.is_some_and(|max| max != 0 && data.len() as u64 > u64::from(max));
         // The data must be whole sectors, at least one (§5.2.6.1).
         if total == 0 || !total.is_multiple_of(u64::from(SECTOR_SIZE)) || too_many {
             return Err(Error::BadRequest);

@@ -171,18 +171,15 @@ impl fmt::Display for BrokenReason {
             Self::UsedIdxBackwards { seen, now } => {
                 write!(f, "used idx moved backwards from {seen} to {now}")
             }
-            Self::UsedIdxAhead { last_used, now, in_flight } => write!(
-                f,
-                "used idx {now} is {} past last used {last_used}, only {in_flight} chains in flight",
-                now.wrapping_sub(last_used)
-            ),
+            Self::UsedIdxAhead { last_used, now, in_flight } => {
+                write!(f, "used idx {now} is {} past last used {last_used}, only {in_flight} chains in flight", now.wrapping_sub(last_used))
+            }
             Self::UsedIdOutOfRange { id } => write!(f, "used id {id} out of range"),
             Self::UsedIdNotInFlight { id } => write!(f, "used id {id} is not an in-flight head"),
             Self::UsedIdAlreadyCompleted { id } => write!(f, "used id {id} completed twice"),
-            Self::UsedLenTooLong { id, len, writable } => write!(
-                f,
-                "used id {id} claims {len} bytes written, chain has {writable} writable"
-            ),
+            Self::UsedLenTooLong { id, len, writable } => {
+                write!(f, "used id {id} claims {len} bytes written, chain has {writable} writable")
+            }
             Self::ConfigUnstable => write!(f, "config generation never settled"),
             Self::StatusNotWritten { id } => write!(f, "request {id}: status byte not written"),
             Self::BadStatus { id, status } => write!(f, "request {id}: status {status:#x}"),
@@ -268,10 +265,7 @@ impl fmt::Display for Error {
         match self {
             Self::BadMagic(m) => write!(f, "bad virtio-mmio magic {m:#x}"),
             Self::LegacyDevice => {
-                write!(
-                    f,
-                    "legacy virtio-mmio device (QEMU: -global virtio-mmio.force-legacy=false)"
-                )
+                write!(f, "legacy virtio-mmio device (QEMU: -global virtio-mmio.force-legacy=false)")
             }
             Self::UnknownVersion(v) => write!(f, "unknown virtio-mmio version {v}"),
             Self::NoDevice => write!(f, "no device in this virtio-mmio slot"),

@@ -123,9 +123,7 @@ impl VirtqueueMemory {
             return Err(Error::BadQueueSize(size));
         }
         let region = |(bytes, align): (usize, usize)| {
-            dma.alloc_coherent(bytes, align)
-                .map(|(ptr, dma_addr)| RingRegion { ptr, dma_addr })
-                .ok_or(Error::OutOfDmaMemory)
+            dma.alloc_coherent(bytes, align).map(|(ptr, dma_addr)| RingRegion { ptr, dma_addr }).ok_or(Error::OutOfDmaMemory)
         };
         let desc = region(Self::desc_layout(size))?;
         let avail = region(Self::avail_layout(size))?;
@@ -150,12 +148,7 @@ impl VirtqueueMemory {
     /// alignment given by `desc_layout`, `avail_layout` and `used_layout` for `size`: valid,
     /// aligned, zeroed, coherent, owned by the returned value for the rest of the program, and
     /// reachable by the device at `dma_addr`. `size` must be a power of two, at most 32768.
-    pub unsafe fn from_parts(
-        size: u16,
-        desc: RingRegion,
-        avail: RingRegion,
-        used: RingRegion,
-    ) -> Self {
+    pub unsafe fn from_parts(size: u16, desc: RingRegion, avail: RingRegion, used: RingRegion) -> Self {
         Self { size, desc, avail, used, indirect: None, indirect_len: 0 }
     }
 
@@ -508,9 +501,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
             DescState::Head { writable, .. } if len <= writable => return Ok(id),
             DescState::Head { writable, .. } => BrokenReason::UsedLenTooLong { id, len, writable },
             DescState::Free { completed: true } => BrokenReason::UsedIdAlreadyCompleted { id },
-            DescState::Free { completed: false } | DescState::Body => {
-                BrokenReason::UsedIdNotInFlight { id }
-            }
+            DescState::Free { completed: false } | DescState::Body => BrokenReason::UsedIdNotInFlight { id },
         };
         Err(self.mark_broken(reason))
     }
@@ -627,8 +618,7 @@ impl<const MAX: usize> Virtqueue<MAX> {
 
     fn read_used_elem(&self, slot: u16) -> (u32, u32) {
         debug_assert!(slot < self.mem.size);
-        let elem =
-            self.mem.used.ptr.as_ptr().wrapping_add(4 + 8 * usize::from(slot)).cast::<[u32; 2]>();
+        let elem = self.mem.used.ptr.as_ptr().wrapping_add(4 + 8 * usize::from(slot)).cast::<[u32; 2]>();
         // SAFETY: `slot < size`: the element is inside the used ring, 4-aligned.
         let [id, len] = unsafe { elem.read_volatile() };
         (u32::from_le(id), u32::from_le(len))

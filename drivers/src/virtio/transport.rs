@@ -161,12 +161,7 @@ impl<'a, T: Transport + ?Sized> DeviceInit<'a, T> {
     /// addresses. `required | VERSION_1` must all be offered, or the device is refused (a
     /// confidential VM passes ACCESS_PLATFORM in `required`, like Linux's
     /// `virtio_features_ok` under restricted memory access).
-    pub fn begin(
-        transport: &'a T,
-        expected: DeviceType,
-        supported: u64,
-        required: u64,
-    ) -> Result<Self> {
+    pub fn begin(transport: &'a T, expected: DeviceType, supported: u64, required: u64) -> Result<Self> {
         // Not our device: leave it alone, without touching its status.
         let found = transport.device_type();
         if found != expected {

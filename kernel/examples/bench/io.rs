@@ -56,7 +56,19 @@ impl Stream {
     pub(super) fn new(disk: &'static Disk, op: Op, random: bool, size: usize, qd: usize, bufs: &[PhysAddr]) -> Self {
         let mut b = [0; MAX_QD];
         b[..qd].copy_from_slice(&bufs[..qd]);
-        Self { disk, op, random, size, qd, bufs: b, tickets: [None; MAX_QD], rng: 0x9e37_79b9_7f4a_7c15, next_seq: 0, ops: 0, first_error: None }
+        Self {
+            disk,
+            op,
+            random,
+            size,
+            qd,
+            bufs: b,
+            tickets: [None; MAX_QD],
+            rng: 0x9e37_79b9_7f4a_7c15,
+            next_seq: 0,
+            ops: 0,
+            first_error: None,
+        }
     }
 
     /// The next request's byte offset: sequential, or uniformly random, aligned to the size.
@@ -360,14 +372,17 @@ pub(crate) fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -
             if hinted {
                 hint = format!("{:?}", set_inflight_hint(disks[0].dma_dev, hint_bytes).map_err(|e| format!("hint: {e:?}"))?);
             }
-            let c0 = (
-                pool_contention(),
-                dma().manager.stats().misses,
-                dma().api.stats.map_failures.load(Ordering::Relaxed),
-            );
+            let c0 = (pool_contention(), dma().manager.stats().misses, dma().api.stats.map_failures.load(Ordering::Relaxed));
             let disk_before: Vec<(u64, u64, u64, u64)> = disks[..3]
                 .iter()
-                .map(|d| (d.stats.busy.load(Ordering::Relaxed), d.stats.deferred_to_task.load(Ordering::Relaxed), d.stats.started_in_irq.load(Ordering::Relaxed), d.lock_contention()))
+                .map(|d| {
+                    (
+                        d.stats.busy.load(Ordering::Relaxed),
+                        d.stats.deferred_to_task.load(Ordering::Relaxed),
+                        d.stats.started_in_irq.load(Ordering::Relaxed),
+                        d.lock_contention(),
+                    )
+                })
                 .collect();
             let qds = [8, 4, 8];
             let mut streams: Vec<Stream> = (0..3).map(|i| Stream::new(disks[i], Op::Read, false, 64 * 1024, qds[i], &bufs[i])).collect();
@@ -393,7 +408,10 @@ pub(crate) fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -
                 .int("default_pool_lock_contended", pool_contention() - c0.0)
                 .int("pool_misses", dma().manager.stats().misses - c0.1)
                 .int("map_failures", dma().api.stats.map_failures.load(Ordering::Relaxed) - c0.2)
-                .num("total_mib_s", streams.iter().map(|s| (s.ops * s.size as u64) as f64).sum::<f64>() / (elapsed as f64 / 1e9) / (1024.0 * 1024.0))
+                .num(
+                    "total_mib_s",
+                    streams.iter().map(|s| (s.ops * s.size as u64) as f64).sum::<f64>() / (elapsed as f64 / 1e9) / (1024.0 * 1024.0),
+                )
                 .raw("disks", array(per_disk));
             runs.push(r.finish());
             if hinted {

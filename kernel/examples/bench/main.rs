@@ -87,15 +87,21 @@ mod image {
     fn options(k: &Kernel) -> Result<Options, String> {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
-        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
-        let mut o = Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3, throttle_bps: 0, warmup_ms: 0 };
+        let kind = words
+            .next()
+            .and_then(|w| w.strip_prefix("bench-"))
+            .ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
+        let mut o =
+            Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3, throttle_bps: 0, warmup_ms: 0 };
         for w in words {
             match w.split_once('=') {
                 Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
                 Some(("rounds", v)) => o.pool_rounds = v.parse().map_err(|_| format!("rounds={v}: not a number"))?,
                 Some(("warmup", v)) => o.warmup_ms = v.parse().map_err(|_| format!("warmup={v}: not a number of ms"))?,
                 Some(("throttle", v)) => o.throttle_bps = v.parse().map_err(|_| format!("throttle={v}: not a number of bytes/s"))?,
-                Some(("cycles", v)) => o.cycles = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| format!("cycles={v}: not a number of cycles (0..=16)"))?,
+                Some(("cycles", v)) => {
+                    o.cycles = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| format!("cycles={v}: not a number of cycles (0..=16)"))?
+                }
                 None if w == "qd1" => o.qd1_only = true,
                 _ => return Err(format!("demo=...,{w}: unknown benchmark option")),
             }
@@ -159,7 +165,13 @@ mod image {
         };
         match semihosting::fs::write(OUT, json.as_bytes()) {
             Ok(()) => {
-                kprintln!("bench-{}: {} bytes of results written to {} in {:?}", o.kind, json.len(), OUT.to_string_lossy(), time::uptime() - t0);
+                kprintln!(
+                    "bench-{}: {} bytes of results written to {} in {:?}",
+                    o.kind,
+                    json.len(),
+                    OUT.to_string_lossy(),
+                    time::uptime() - t0
+                );
                 ExitStatus::Success
             }
             Err(e) => {

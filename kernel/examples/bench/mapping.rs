@@ -124,9 +124,12 @@ pub(crate) fn pool_scaling(dev: &'static DmaDevice, out: &mut Obj) -> Result<(),
         o.int("pools", pools() as u64)
             .num("bounce_map_unmap_4k_ns", ns_per_op(REPS, n, || map_unmap(dev, beyond, 4096, DmaDirection::ToDevice, SKIP)))
             .num("memcpy_4k_ns", memcpy_ns(inside, beyond, 4096))
-            .num("is_swiotlb_buffer_miss_ns", ns_per_op(REPS, 20_000, || {
-                core::hint::black_box(api.is_swiotlb_buffer(dev, core::hint::black_box(beyond)));
-            }));
+            .num(
+                "is_swiotlb_buffer_miss_ns",
+                ns_per_op(REPS, 20_000, || {
+                    core::hint::black_box(api.is_swiotlb_buffer(dev, core::hint::black_box(beyond)));
+                }),
+            );
         rows.push(o.finish());
         if !grows {
             break;

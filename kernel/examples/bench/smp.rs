@@ -141,7 +141,12 @@ fn area_lock_contention() -> u64 {
 pub(crate) fn irq_map(dev: &'static DmaDevice, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let cpus: Vec<usize> = smp::online_cpus().collect();
     let pool = dma().manager.default_pool();
-    out.int("cpus", cpus.len() as u64).int("nareas", pool.nareas() as u64).raw("area_free_slots", area_free_slots()).int("tick_us", TICK.as_micros() as u64).int("slice_us", SLICE_NS / 1000).int("map_len", MAP_LEN as u64);
+    out.int("cpus", cpus.len() as u64)
+        .int("nareas", pool.nareas() as u64)
+        .raw("area_free_slots", area_free_slots())
+        .int("tick_us", TICK.as_micros() as u64)
+        .int("slice_us", SLICE_NS / 1000)
+        .int("map_len", MAP_LEN as u64);
     DEV.call_once(|| dev);
     let mut srcs = Vec::new();
     for &cpu in &cpus {
@@ -227,7 +232,9 @@ fn area_free_slots() -> String {
     use kernel::dma::swiotlb::SlotState;
     let pool = dma().manager.default_pool();
     let per = pool.nslots() / pool.nareas();
-    super::json::numbers((0..pool.nareas()).map(|a| (a * per..(a + 1) * per).filter(|&i| pool.slot_state(i) == Some(SlotState::Free)).count() as f64))
+    super::json::numbers(
+        (0..pool.nareas()).map(|a| (a * per..(a + 1) * per).filter(|&i| pool.slot_state(i) == Some(SlotState::Free)).count() as f64),
+    )
 }
 
 /// The CPU disk `d`'s interrupt goes to, as `platform::irq::request_irq_spread` chose it:

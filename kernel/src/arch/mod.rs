@@ -72,4 +72,6 @@ pub mod host;
 pub use target::*;
 
 #[cfg(not(target_os = "none"))]
-pub use host::{cpu_id, cpu_relax, smp_active, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, CacheOp, IrqState};
+pub use host::{
+    cpu_id, cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, smp_active, CacheOp, IrqState,
+};

@@ -59,14 +59,24 @@ impl Ticket {
 enum SlotState<R, O> {
     Free,
     /// Accepted, not yet handed to the device; `seq` orders the waiting requests.
-    Waiting { seq: u64, request: R },
+    Waiting {
+        seq: u64,
+        request: R,
+    },
     /// Taken by one submitter, which maps its buffers without holding the table's lock; nobody
     /// else starts it. It goes on to the device ([`InflightTable::start`]), back to waiting
     /// ([`InflightTable::unclaim`]) or ends ([`InflightTable::fail_claimed`]).
-    Claimed { seq: u64, request: R },
+    Claimed {
+        seq: u64,
+        request: R,
+    },
     /// Owned by the device; `tag` is how the device names it, `seq` its place in the order
     /// should it be requeued.
-    InFlight { tag: u16, seq: u64, request: R },
+    InFlight {
+        tag: u16,
+        seq: u64,
+        request: R,
+    },
     /// The device returned it (its tag is free again); the interrupt handler is unmapping its
     /// buffers with the table's lock dropped (the copy back of a bounced read). Nobody else
     /// touches it: no timeout, no abort, no collector sees it done yet.
@@ -97,7 +107,15 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> Default for InflightT
 impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N, TAGS> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { slots: [const { SlotState::Free }; N], limit: N, generation: [0; N], by_tag: [None; TAGS], in_flight: 0, waiting: 0, next_seq: 0 }
+        Self {
+            slots: [const { SlotState::Free }; N],
+            limit: N,
+            generation: [0; N],
+            by_tag: [None; TAGS],
+            in_flight: 0,
+            waiting: 0,
+            next_seq: 0,
+        }
     }
 
     /// An empty table that hands out only the first `limit` slots (1..=N; clamped).
@@ -321,8 +339,7 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
 
     /// True if `ticket` names a request still owned by the device.
     pub fn is_in_flight(&self, ticket: Ticket) -> bool {
-        self.generation.get(ticket.slot()) == Some(&ticket.generation)
-            && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. })
+        self.generation.get(ticket.slot()) == Some(&ticket.generation) && matches!(self.slots[ticket.slot()], SlotState::InFlight { .. })
     }
 
     /// Requests the device holds.

@@ -68,7 +68,10 @@ fn garbage_warns_and_keeps_defaults() {
     let (p, w) = parse("swiotlb_policy=fast swiotlb=12,3 dma_debug bogus swiotlb_low_wm=500 swiotlb=x,force \u{1F600}=1");
     assert_eq!(p, KernelParams::default());
     let words: Vec<&str> = w.iter().map(|w| w.word.as_str()).collect();
-    assert_eq!(words, ["swiotlb_policy=fast", "swiotlb=12,3", "dma_debug", "bogus", "swiotlb_low_wm=500", "swiotlb=x,force", "\u{1F600}=1"]);
+    assert_eq!(
+        words,
+        ["swiotlb_policy=fast", "swiotlb=12,3", "dma_debug", "bogus", "swiotlb_low_wm=500", "swiotlb=x,force", "\u{1F600}=1"]
+    );
     assert!(w[1].to_string().contains("power of two"));
 }
 

@@ -46,8 +46,8 @@ use crate::mm::page_alloc::{MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
 use crate::platform::dma::dma;
-use crate::platform::phys::ram;
 use crate::platform::mm::{in_swiotlb_region, page_allocator};
+use crate::platform::phys::ram;
 use crate::platform::virtio_blk::{self, BlkError, Disk};
 use crate::platform::{idle, kernel, time};
 
@@ -169,7 +169,11 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     let stream_end = [size0.min(cache_bytes + 24 * MIB), (disks[1].size_bytes() / MIB * MIB).min(4 * MIB)];
     let stream_start = [cache_bytes, 0];
     if cache_bytes == 0 || stream_end[1] == 0 {
-        return Err(format!("disks too small: disk0 needs at least 2 MiB, disk1 1 MiB (have {} and {} bytes)", disks[0].size_bytes(), disks[1].size_bytes()));
+        return Err(format!(
+            "disks too small: disk0 needs at least 2 MiB, disk1 1 MiB (have {} and {} bytes)",
+            disks[0].size_bytes(),
+            disks[1].size_bytes()
+        ));
     }
     // The streams' data, taken and written before the pressure takes everything. Ready before
     // the burst, as an application's buffers would be: filling 1 MiB with the pattern under TCG
@@ -181,7 +185,10 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
     for i in 0..2 {
         let mut offset = stream_start[i];
         while offset < stream_end[i] {
-            let buf = pages.lock().alloc_pages(BUFFER_ORDER, ZoneType::Normal, MigrateType::Unmovable).map_err(|e| format!("stream buffer: {e}"))?;
+            let buf = pages
+                .lock()
+                .alloc_pages(BUFFER_ORDER, ZoneType::Normal, MigrateType::Unmovable)
+                .map_err(|e| format!("stream buffer: {e}"))?;
             buffers.push(buf);
             let mut at = 0;
             while at < BUFFER_BYTES && offset < stream_end[i] {
@@ -362,7 +369,13 @@ pub fn run(phase: &mut dyn FnMut(&str)) -> Result<DiskDemoReport, String> {
 
 /// Reads disk `i` whole through `buf` (2 MiB, above the DMA window: every chunk bounces),
 /// compares the bytes in `written` with the demo's pattern, and returns (bytes, CRC-32).
-fn read_back(i: usize, d: &Disk, buf: PhysAddr, written: core::ops::Range<u64>, mismatches: &mut Vec<String>) -> Result<(u64, u32), String> {
+fn read_back(
+    i: usize,
+    d: &Disk,
+    buf: PhysAddr,
+    written: core::ops::Range<u64>,
+    mismatches: &mut Vec<String>,
+) -> Result<(u64, u32), String> {
     let size = d.size_bytes();
     let chunk = (256 * 1024u64).min(BUFFER_BYTES);
     let mut crc = crate::crc32::Crc32::new();

@@ -26,8 +26,8 @@ use crate::dma::{DmaAttrs, DmaDirection};
 use crate::mm::page_alloc::{Fragmentation, MigrateType, ZoneType};
 use crate::mm::phys::PhysMemory;
 use crate::platform::dma::dma;
-use crate::platform::phys::ram;
 use crate::platform::mm::page_allocator;
+use crate::platform::phys::ram;
 use crate::platform::{run_pending_work, time};
 
 /// Requests in the burst: 256 x 64 KiB = 16 MiB of bounce buffers held at once.
@@ -227,7 +227,8 @@ fn one_cycle(
         p.release_every(pages, 4); // room for migration targets
         pressure = Some(p);
     }
-    let mut report = WorkloadReport { cycle, under_pressure, slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
+    let mut report =
+        WorkloadReport { cycle, under_pressure, slots: (m.usable_slots(), 0, 0), pressure_pages, before: m.stats(), ..Default::default() };
     phase("memory pressure");
     sample("pressure");
 

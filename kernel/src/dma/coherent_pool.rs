@@ -92,7 +92,10 @@ impl CoherentPool {
         assert!(!crate::arch::in_interrupt(), "coherent pool frees are task-context operations");
         let units = units_for(size.max(1), align);
         let offset = addr.checked_sub(self.base).ok_or(CoherentPoolError::BadFree { addr })? as usize;
-        if !offset.is_multiple_of(units * UNIT) || offset / UNIT + units > self.units || self.free_units.load(Ordering::Relaxed) + units > self.units {
+        if !offset.is_multiple_of(units * UNIT)
+            || offset / UNIT + units > self.units
+            || self.free_units.load(Ordering::Relaxed) + units > self.units
+        {
             return Err(CoherentPoolError::BadFree { addr });
         }
         self.buddy.lock().dealloc(offset / UNIT, units);

@@ -217,7 +217,14 @@ impl<'a> DmaApi<'a> {
     /// write it), and the memory stays allocated until the unmap. (virtio-drivers' `unsafe fn
     /// share` asks the same.)
     #[allow(unsafe_code)]
-    pub unsafe fn map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+    pub unsafe fn map_single(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<DmaAddr, DmaError> {
         if size == 0 {
             return Err(DmaError::ZeroSize);
         }
@@ -260,7 +267,14 @@ impl<'a> DmaApi<'a> {
     ///
     /// As [`map_single`](Self::map_single).
     #[allow(unsafe_code)]
-    unsafe fn bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<PhysAddr, DmaError> {
+    unsafe fn bounce(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, DmaError> {
         let align = SlotAlignment::min_align(dev.min_align_mask);
         // SAFETY: the caller owns the buffer until the unmap (this function's contract, handed
         // on unchanged to whichever pool maps it, here and below).

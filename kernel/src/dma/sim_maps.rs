@@ -19,12 +19,26 @@ pub(crate) trait SimPoolMaps {
         self.sim_map_attrs(orig, size, dir, align, DmaAttrs::NONE)
     }
     /// The pool's `map_attrs`.
-    fn sim_map_attrs(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError>;
+    fn sim_map_attrs(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError>;
 }
 
 #[allow(unsafe_code)]
 impl SimPoolMaps for SwiotlbPool {
-    fn sim_map_attrs(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+    fn sim_map_attrs(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
         // SAFETY: a test's pool copies only within the test's own simulated RAM (module doc).
         unsafe { self.map_attrs(orig, size, dir, align, attrs) }
     }
@@ -32,7 +46,14 @@ impl SimPoolMaps for SwiotlbPool {
 
 #[allow(unsafe_code)]
 impl SimPoolMaps for SwiotlbMem {
-    fn sim_map_attrs(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+    fn sim_map_attrs(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
         // SAFETY: a test's pools copy only within the test's own simulated RAM (module doc).
         unsafe { self.map_attrs(orig, size, dir, align, attrs) }
     }
@@ -40,7 +61,14 @@ impl SimPoolMaps for SwiotlbMem {
 
 #[allow(unsafe_code)]
 impl SimPoolMaps for DevicePoolSlot {
-    fn sim_map_attrs(&self, orig: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment, attrs: DmaAttrs) -> Result<PhysAddr, SwiotlbError> {
+    fn sim_map_attrs(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
         // SAFETY: a test's pools copy only within the test's own simulated RAM (module doc).
         unsafe { self.map_attrs(orig, size, dir, align, attrs) }
     }
@@ -49,14 +77,22 @@ impl SimPoolMaps for DevicePoolSlot {
 /// `map_single` and `map_sg` of a DMA API, over simulated RAM.
 pub(crate) trait SimApiMaps {
     /// The API's `map_single`.
-    fn sim_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError>;
+    fn sim_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs)
+        -> Result<DmaAddr, DmaError>;
     /// The API's `map_sg`.
     fn sim_map_sg(&self, dev: &DmaDevice, sg: &mut [ScatterEntry], dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError>;
 }
 
 #[allow(unsafe_code)]
 impl SimApiMaps for DmaApi<'_> {
-    fn sim_map_single(&self, dev: &DmaDevice, addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<DmaAddr, DmaError> {
+    fn sim_map_single(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<DmaAddr, DmaError> {
         // SAFETY: a test's API bounces only within the test's own simulated RAM, and its devices
         // are fakes (module doc).
         unsafe { self.map_single(dev, addr, size, dir, attrs) }

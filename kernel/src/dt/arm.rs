@@ -56,17 +56,10 @@ pub(super) fn gic_interrupts<'a>(
     parent_cells: Option<u32>,
 ) -> Result<impl Iterator<Item = GicInterrupt> + 'a, DtError<'a>> {
     if !raw.is_empty() && parent_cells != Some(3) {
-        return Err(DtError::BadInterrupt {
-            node,
-            reason: "interrupt parent does not use 3 cells",
-        });
+        return Err(DtError::BadInterrupt { node, reason: "interrupt parent does not use 3 cells" });
     }
     if !raw.len().is_multiple_of(12) {
-        return Err(DtError::BadPropertyLength {
-            node,
-            property: "interrupts",
-            len: raw.len(),
-        });
+        return Err(DtError::BadPropertyLength { node, property: "interrupts", len: raw.len() });
     }
     let decode = |e: &[u8]| {
         let mut c = cells::u32_cells(e);
@@ -76,17 +69,10 @@ pub(super) fn gic_interrupts<'a>(
             1 if number < 16 => GicInterruptKind::Ppi,
             _ => return None,
         };
-        Some(GicInterrupt {
-            kind,
-            number,
-            flags,
-        })
+        Some(GicInterrupt { kind, number, flags })
     };
     if raw.chunks_exact(12).any(|e| decode(e).is_none()) {
-        return Err(DtError::BadInterrupt {
-            node,
-            reason: "type is not SPI (0) or PPI (1), or number out of range",
-        });
+        return Err(DtError::BadInterrupt { node, reason: "type is not SPI (0) or PPI (1), or number out of range" });
     }
     Ok(raw.chunks_exact(12).filter_map(decode))
 }
@@ -94,10 +80,7 @@ pub(super) fn gic_interrupts<'a>(
 /// `#interrupt-cells` of the interrupt parent of `chain.last()`, found like Linux
 /// `of_irq_find_parent()`: follow `interrupt-parent`, else the tree parent, until a node with
 /// `#interrupt-cells`. `None` if the search runs out.
-pub(super) fn interrupt_parent_cells<'a>(
-    dt: &DeviceTree<'a>,
-    chain: &[Node<'_, 'a>],
-) -> Result<Option<u32>, DtError<'a>> {
+pub(super) fn interrupt_parent_cells<'a>(dt: &DeviceTree<'a>, chain: &[Node<'_, 'a>]) -> Result<Option<u32>, DtError<'a>> {
     let mut index = chain.len().checked_sub(1);
     let Some(mut current) = index.map(|i| chain[i]) else {
         return Ok(None);
@@ -105,11 +88,8 @@ pub(super) fn interrupt_parent_cells<'a>(
     // Bounded: a phandle cycle must not hang the boot.
     for _ in 0..2 * MAX_DEPTH {
         if let Some(phandle) = cells::u32_prop(current, "interrupt-parent")? {
-            current = dt.node_by_phandle(phandle).ok_or(DtError::UnknownPhandle {
-                node: current.name,
-                property: "interrupt-parent",
-                phandle,
-            })?;
+            current =
+                dt.node_by_phandle(phandle).ok_or(DtError::UnknownPhandle { node: current.name, property: "interrupt-parent", phandle })?;
             index = None; // off the chain: only `interrupt-parent` can lead further
         } else if let Some(i) = index.filter(|&i| i > 0) {
             index = Some(i - 1);
@@ -189,7 +169,11 @@ impl<'a> DeviceTree<'a> {
         while let Some(chain) = walk.next_node() {
             let chain = chain?;
             let [.., parent, node] = chain else { continue };
-            if chain.len() != 3 || parent.name != "cpus" || cells::str_prop(*node, "device_type")? != Some("cpu") || !cells::is_enabled(*node) {
+            if chain.len() != 3
+                || parent.name != "cpus"
+                || cells::str_prop(*node, "device_type")? != Some("cpu")
+                || !cells::is_enabled(*node)
+            {
                 continue;
             }
             let address_cells = cells::u32_prop(*parent, "#address-cells")?.ok_or(DtError::MissingAddressCells { node: parent.name })?;
@@ -215,32 +199,20 @@ impl<'a> DeviceTree<'a> {
     pub fn gic(&self) -> Result<Gic, DtError<'a>> {
         let mut all = [GICV3_COMPATIBLE; 3];
         all[..2].copy_from_slice(GICV2_COMPATIBLE);
-        let gic = self
-            .find_compatible(&all)?
-            .ok_or(DtError::NotFound { what: "GIC node" })?;
+        let gic = self.find_compatible(&all)?.ok_or(DtError::NotFound { what: "GIC node" })?;
         let [first, second, ..] = gic.regs() else {
             return Err(DtError::MissingReg { node: gic.name() });
         };
         Ok(if gic.is_compatible(GICV3_COMPATIBLE) {
-            Gic::V3 {
-                distributor: *first,
-                redistributor: *second,
-            }
+            Gic::V3 { distributor: *first, redistributor: *second }
         } else {
-            Gic::V2 {
-                distributor: *first,
-                cpu_interface: *second,
-            }
+            Gic::V2 { distributor: *first, cpu_interface: *second }
         })
     }
 
     /// The architected timer's interrupts (the first 4 of its `interrupts`).
     pub fn arch_timer(&self) -> Result<ArchTimer, DtError<'a>> {
-        let timer = self
-            .find_compatible(TIMER_COMPATIBLE)?
-            .ok_or(DtError::NotFound {
-                what: "architected timer node",
-            })?;
+        let timer = self.find_compatible(TIMER_COMPATIBLE)?.ok_or(DtError::NotFound { what: "architected timer node" })?;
         let mut irqs = timer.gic_interrupts()?;
         let mut next = || {
             irqs.next().ok_or(DtError::BadPropertyLength {
@@ -249,26 +221,16 @@ impl<'a> DeviceTree<'a> {
                 len: timer.interrupt_cells().count() * 4,
             })
         };
-        Ok(ArchTimer {
-            secure_phys: next()?,
-            nonsecure_phys: next()?,
-            virt: next()?,
-            hyp_phys: next()?,
-        })
+        Ok(ArchTimer { secure_phys: next()?, nonsecure_phys: next()?, virt: next()?, hyp_phys: next()? })
     }
 
     /// The PSCI conduit from the PSCI node's `method`.
     pub fn psci_method(&self) -> Result<PsciMethod, DtError<'a>> {
-        let node = self
-            .find_compatible_node(PSCI_COMPATIBLE)?
-            .ok_or(DtError::NotFound { what: "PSCI node" })?;
+        let node = self.find_compatible_node(PSCI_COMPATIBLE)?.ok_or(DtError::NotFound { what: "PSCI node" })?;
         match cells::str_prop(node, "method")? {
             Some("hvc") => Ok(PsciMethod::Hvc),
             Some("smc") => Ok(PsciMethod::Smc),
-            _ => Err(DtError::BadValue {
-                node: node.name,
-                property: "method",
-            }),
+            _ => Err(DtError::BadValue { node: node.name, property: "method" }),
         }
     }
 }

@@ -90,10 +90,7 @@ pub fn strip_nops(blob: &mut [u8]) -> Result<usize, DtError<'static>> {
 pub(super) fn validate(blob: &[u8]) -> Result<(), DtError<'static>> {
     let totalsize = blob_size(blob)?;
     if totalsize > blob.len() {
-        return Err(DtError::BlobTruncated {
-            totalsize,
-            available: blob.len(),
-        });
+        return Err(DtError::BlobTruncated { totalsize, available: blob.len() });
     }
     let blob = &blob[..totalsize];
     let field = |i: usize| be32(blob, 4 * i).unwrap_or(0) as usize;
@@ -114,15 +111,8 @@ fn be32(data: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
-fn block<'b>(
-    blob: &'b [u8],
-    offset: usize,
-    size: usize,
-    name: &'static str,
-) -> Result<&'b [u8], DtError<'static>> {
-    let end = offset
-        .checked_add(size)
-        .ok_or(DtError::BlockOutOfRange { block: name })?;
+fn block<'b>(blob: &'b [u8], offset: usize, size: usize, name: &'static str) -> Result<&'b [u8], DtError<'static>> {
+    let end = offset.checked_add(size).ok_or(DtError::BlockOutOfRange { block: name })?;
     if offset < FDT_HEADER_SIZE || end > blob.len() {
         return Err(DtError::BlockOutOfRange { block: name });
     }
@@ -131,9 +121,7 @@ fn block<'b>(
 
 /// The memory reservation block (§5.3): 16-byte entries ended by an all-zero entry.
 fn validate_rsvmap(blob: &[u8], offset: usize) -> Result<(), DtError<'static>> {
-    const ERR: DtError<'static> = DtError::BlockOutOfRange {
-        block: "memory reservation",
-    };
+    const ERR: DtError<'static> = DtError::BlockOutOfRange { block: "memory reservation" };
     if offset < FDT_HEADER_SIZE || !offset.is_multiple_of(8) {
         return Err(ERR);
     }
@@ -162,12 +150,8 @@ fn validate_structure(structs: &[u8], strings: &[u8]) -> Result<(), DtError<'sta
                     return Err(bad(at, "node outside the root node"));
                 }
                 let rest = structs.get(pos..).unwrap_or_default();
-                let len = rest
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or(bad(at, "unterminated name"))?;
-                let name = core::str::from_utf8(&rest[..len])
-                    .map_err(|_| bad(at, "non-UTF-8 node name"))?;
+                let len = rest.iter().position(|&b| b == 0).ok_or(bad(at, "unterminated name"))?;
+                let name = core::str::from_utf8(&rest[..len]).map_err(|_| bad(at, "non-UTF-8 node name"))?;
                 if depth > 0 && name.is_empty() {
                     return Err(bad(at, "empty node name"));
                 }
@@ -200,13 +184,8 @@ fn validate_structure(structs: &[u8], strings: &[u8]) -> Result<(), DtError<'sta
                 if pos.checked_add(len).is_none_or(|end| end > structs.len()) {
                     return Err(bad(at, "property value past the structure block"));
                 }
-                let name = strings
-                    .get(name_off as usize..)
-                    .ok_or(bad(at, "bad name offset"))?;
-                let nlen = name
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or(bad(at, "unterminated name"))?;
+                let name = strings.get(name_off as usize..).ok_or(bad(at, "bad name offset"))?;
+                let nlen = name.iter().position(|&b| b == 0).ok_or(bad(at, "unterminated name"))?;
                 core::str::from_utf8(&name[..nlen]).map_err(|_| bad(at, "non-UTF-8 name"))?;
                 pos = align4(pos + len);
             }
@@ -215,11 +194,7 @@ fn validate_structure(structs: &[u8], strings: &[u8]) -> Result<(), DtError<'sta
             // emit them; refuse rather than risk it.
             FDT_NOP => return Err(bad(at, "FDT_NOP tokens are not supported")),
             FDT_END => {
-                return if root_closed {
-                    Ok(())
-                } else {
-                    Err(bad(at, "FDT_END inside a node"))
-                };
+                return if root_closed { Ok(()) } else { Err(bad(at, "FDT_END inside a node")) };
             }
             _ => return Err(bad(at, "unknown token")),
         }

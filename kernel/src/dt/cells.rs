@@ -31,37 +31,23 @@ impl CellSizes {
 /// The DT spec gives defaults (2 and 1) but Linux warns on reliance on them and a wrong guess
 /// silently misplaces every region, so a missing property is an error here.
 pub(crate) fn child_cells<'a>(bus: Node<'_, 'a>) -> Result<CellSizes, DtError<'a>> {
-    let address =
-        u32_prop(bus, "#address-cells")?.ok_or(DtError::MissingAddressCells { node: bus.name })?;
+    let address = u32_prop(bus, "#address-cells")?.ok_or(DtError::MissingAddressCells { node: bus.name })?;
     let size = u32_prop(bus, "#size-cells")?.ok_or(DtError::MissingSizeCells { node: bus.name })?;
     check_cells(bus.name, "#address-cells", address)?;
     check_cells(bus.name, "#size-cells", size)?;
     Ok(CellSizes { address, size })
 }
 
-pub(crate) fn check_cells<'a>(
-    node: &'a str,
-    property: &'static str,
-    cells: u32,
-) -> Result<u32, DtError<'a>> {
+pub(crate) fn check_cells<'a>(node: &'a str, property: &'static str, cells: u32) -> Result<u32, DtError<'a>> {
     match cells {
         1 | 2 => Ok(cells),
-        _ => Err(DtError::UnsupportedCells {
-            node,
-            property,
-            cells,
-        }),
+        _ => Err(DtError::UnsupportedCells { node, property, cells }),
     }
 }
 
 /// A big-endian value of `cells` 32-bit cells (1 or 2) from the front of `bytes`.
 pub(crate) fn read_cells(bytes: &[u8], cells: u32) -> u64 {
-    bytes
-        .chunks_exact(4)
-        .take(cells as usize)
-        .fold(0, |acc, c| {
-            (acc << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        })
+    bytes.chunks_exact(4).take(cells as usize).fold(0, |acc, c| (acc << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
 }
 
 /// Finds property `name` of `node`.
@@ -75,33 +61,20 @@ pub(crate) fn has_prop(node: Node<'_, '_>, name: &str) -> bool {
 }
 
 /// A one-cell property; wrong length is an error.
-pub(crate) fn u32_prop<'a>(
-    node: Node<'_, 'a>,
-    name: &'static str,
-) -> Result<Option<u32>, DtError<'a>> {
+pub(crate) fn u32_prop<'a>(node: Node<'_, 'a>, name: &'static str) -> Result<Option<u32>, DtError<'a>> {
     match prop(node, name) {
         None => Ok(None),
         Some(v) if v.len() == 4 => Ok(Some(read_cells(v, 1) as u32)),
-        Some(v) => Err(DtError::BadPropertyLength {
-            node: node.name,
-            property: name,
-            len: v.len(),
-        }),
+        Some(v) => Err(DtError::BadPropertyLength { node: node.name, property: name, len: v.len() }),
     }
 }
 
 /// A string property (one NUL-terminated UTF-8 string).
-pub(crate) fn str_prop<'a>(
-    node: Node<'_, 'a>,
-    name: &'static str,
-) -> Result<Option<&'a str>, DtError<'a>> {
+pub(crate) fn str_prop<'a>(node: Node<'_, 'a>, name: &'static str) -> Result<Option<&'a str>, DtError<'a>> {
     let Some(v) = prop(node, name) else {
         return Ok(None);
     };
-    let bad = DtError::BadString {
-        node: node.name,
-        property: name,
-    };
+    let bad = DtError::BadString { node: node.name, property: name };
     let (last, body) = v.split_last().ok_or(bad)?;
     if *last != 0 || body.contains(&0) {
         return Err(bad);
@@ -110,16 +83,10 @@ pub(crate) fn str_prop<'a>(
 }
 
 /// A string-list property such as `compatible` (DT spec §2.2.4.2), validated up front.
-pub(crate) fn str_list_prop<'a>(
-    node: Node<'_, 'a>,
-    name: &'static str,
-) -> Result<StrList<'a>, DtError<'a>> {
+pub(crate) fn str_list_prop<'a>(node: Node<'_, 'a>, name: &'static str) -> Result<StrList<'a>, DtError<'a>> {
     match prop(node, name) {
         None => Ok(StrList::EMPTY),
-        Some(v) => StrList::new(v).ok_or(DtError::BadString {
-            node: node.name,
-            property: name,
-        }),
+        Some(v) => StrList::new(v).ok_or(DtError::BadString { node: node.name, property: name }),
     }
 }
 
@@ -149,9 +116,7 @@ impl<'a> StrList<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
         let data = self.data;
         // Validated in `new`: UTF-8 and NUL-terminated, so splitting at NUL keeps UTF-8.
-        data.split(|&b| b == 0)
-            .take(data.iter().filter(|&&b| b == 0).count())
-            .map(|s| core::str::from_utf8(s).unwrap_or(""))
+        data.split(|&b| b == 0).take(data.iter().filter(|&&b| b == 0).count()).map(|s| core::str::from_utf8(s).unwrap_or(""))
     }
 
     /// The first string, if any (the most specific `compatible`).
@@ -180,19 +145,10 @@ pub(crate) fn reg_entries<'a>(
     cells: CellSizes,
 ) -> Result<impl Iterator<Item = (u64, u64)> + 'a, DtError<'a>> {
     if !value.len().is_multiple_of(cells.entry_bytes()) {
-        return Err(DtError::BadPropertyLength {
-            node,
-            property,
-            len: value.len(),
-        });
+        return Err(DtError::BadPropertyLength { node, property, len: value.len() });
     }
     let split = 4 * cells.address as usize;
-    Ok(value.chunks_exact(cells.entry_bytes()).map(move |e| {
-        (
-            read_cells(e, cells.address),
-            read_cells(&e[split..], cells.size),
-        )
-    }))
+    Ok(value.chunks_exact(cells.entry_bytes()).map(move |e| (read_cells(e, cells.address), read_cells(&e[split..], cells.size))))
 }
 
 /// Iterates `(child address, parent address, size)` triples of `ranges`/`dma-ranges`.
@@ -206,30 +162,17 @@ pub(crate) fn range_entries<'a>(
 ) -> Result<impl Iterator<Item = (u64, u64, u64)> + 'a, DtError<'a>> {
     let entry = 4 * (child_address + parent_address + size) as usize;
     if !value.len().is_multiple_of(entry) {
-        return Err(DtError::BadPropertyLength {
-            node,
-            property,
-            len: value.len(),
-        });
+        return Err(DtError::BadPropertyLength { node, property, len: value.len() });
     }
-    let (c, p) = (
-        4 * child_address as usize,
-        4 * (child_address + parent_address) as usize,
-    );
-    Ok(value.chunks_exact(entry).map(move |e| {
-        (
-            read_cells(e, child_address),
-            read_cells(&e[c..], parent_address),
-            read_cells(&e[p..], size),
-        )
-    }))
+    let (c, p) = (4 * child_address as usize, 4 * (child_address + parent_address) as usize);
+    Ok(value
+        .chunks_exact(entry)
+        .map(move |e| (read_cells(e, child_address), read_cells(&e[c..], parent_address), read_cells(&e[p..], size))))
 }
 
 /// Iterates the 32-bit cells of a property (already length-checked to a multiple of 4).
 pub(crate) fn u32_cells(value: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    value
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    value.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// Whether a node is enabled: `status` absent, "okay" or "ok" (DT spec §2.3.4).

@@ -33,22 +33,15 @@ impl<'a> DeviceTree<'a> {
             let aliases = self.root_child("aliases")?;
             let alias = aliases.and_then(|a| a.properties().find(|p| p.name == path));
             match alias {
-                Some(p) => cells::StrList::new(p.value).and_then(|l| l.first()).ok_or(
-                    DtError::BadString {
-                        node: "aliases",
-                        property: "alias",
-                    },
-                )?,
+                Some(p) => {
+                    cells::StrList::new(p.value).and_then(|l| l.first()).ok_or(DtError::BadString { node: "aliases", property: "alias" })?
+                }
                 None => return Err(DtError::StdoutNotFound { path }),
             }
         };
-        let device = self
-            .find_path(full)?
-            .ok_or(DtError::StdoutNotFound { path })?;
+        let device = self.find_path(full)?.ok_or(DtError::StdoutNotFound { path })?;
         if device.regs().is_empty() {
-            return Err(DtError::MissingReg {
-                node: device.name(),
-            });
+            return Err(DtError::MissingReg { node: device.name() });
         }
         Ok(Some(device))
     }

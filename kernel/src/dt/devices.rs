@@ -1,14 +1,11 @@
 //! Device nodes: `reg` translated to CPU addresses, interrupts, `memory-region`, DMA properties.
 
-use super::cells::{
-    self, child_cells, has_prop, range_entries, reg_entries, str_list_prop, u32_cells, Node,
-    StrList,
-};
+use super::cells::{self, child_cells, has_prop, range_entries, reg_entries, str_list_prop, u32_cells, Node, StrList};
 use super::memory::{is_memory, is_special_root_child};
 use super::walk::{path_matches, walk};
 use super::{arm, dma, phys_range, DeviceTree, DtError};
-use crate::mm::PhysRange;
 use crate::mm::PhysAddr;
+use crate::mm::PhysRange;
 
 /// Most `reg` entries a [`Device`] holds (a GICv2 with virtualization extensions has 4).
 pub const MAX_REGS: usize = 8;
@@ -62,9 +59,7 @@ impl<'a> Device<'a> {
     }
 
     /// `interrupts` decoded with the GIC binding (3 cells: type, number, flags).
-    pub fn gic_interrupts(
-        &self,
-    ) -> Result<impl Iterator<Item = arm::GicInterrupt> + 'a, DtError<'a>> {
+    pub fn gic_interrupts(&self) -> Result<impl Iterator<Item = arm::GicInterrupt> + 'a, DtError<'a>> {
         arm::gic_interrupts(self.name, self.interrupts, self.interrupt_cells)
     }
 
@@ -120,13 +115,8 @@ impl<'a> DeviceTree<'a> {
     }
 
     /// The enabled devices with `compatible = "virtio,mmio"`.
-    pub fn virtio_mmio_devices(
-        &self,
-    ) -> impl Iterator<Item = Result<Device<'a>, DtError<'a>>> + '_ {
-        self.devices().filter(|d| {
-            d.as_ref()
-                .map_or(true, |d| d.enabled() && d.is_compatible("virtio,mmio"))
-        })
+    pub fn virtio_mmio_devices(&self) -> impl Iterator<Item = Result<Device<'a>, DtError<'a>>> + '_ {
+        self.devices().filter(|d| d.as_ref().map_or(true, |d| d.enabled() && d.is_compatible("virtio,mmio")))
     }
 
     /// The first enabled node (device or not) with one of the `compatible` strings.
@@ -141,10 +131,7 @@ impl<'a> DeviceTree<'a> {
 
     /// The raw first enabled node with one of the `compatible` strings, for properties a
     /// [`Device`] does not keep.
-    pub(super) fn find_compatible_node(
-        &self,
-        compatible: &[&str],
-    ) -> Result<Option<Node<'_, 'a>>, DtError<'a>> {
+    pub(super) fn find_compatible_node(&self, compatible: &[&str]) -> Result<Option<Node<'_, 'a>>, DtError<'a>> {
         let mut walk = walk(&self.fdt)?;
         while let Some(chain) = walk.next_node() {
             if let Some(&node) = chain?.last() {
@@ -158,9 +145,7 @@ impl<'a> DeviceTree<'a> {
 
     /// The node at `path` (`/soc/uart@1000`; components without `@` match the base name).
     pub fn find_path(&self, path: &str) -> Result<Option<Device<'a>>, DtError<'a>> {
-        self.nodes_where(|chain| path_matches(path, chain))
-            .next()
-            .transpose()
+        self.nodes_where(|chain| path_matches(path, chain)).next().transpose()
     }
 
     /// The highest DMA-reachable CPU address over the whole tree (the bound of ZONE_DMA, like
@@ -177,10 +162,7 @@ impl<'a> DeviceTree<'a> {
     }
 
     /// Decodes every node for which `select(chain)` holds (`chain`: root first, node last).
-    fn nodes_where<'s, F>(
-        &'s self,
-        select: F,
-    ) -> impl Iterator<Item = Result<Device<'a>, DtError<'a>>> + 's
+    fn nodes_where<'s, F>(&'s self, select: F) -> impl Iterator<Item = Result<Device<'a>, DtError<'a>>> + 's
     where
         F: Fn(&[Node<'_, 'a>]) -> bool + 's,
     {
@@ -207,25 +189,18 @@ impl<'a> DeviceTree<'a> {
 }
 
 fn has_compatible(node: Node<'_, '_>, compatible: &[&str]) -> bool {
-    cells::prop(node, "compatible")
-        .and_then(StrList::new)
-        .is_some_and(|list| list.iter().any(|c| compatible.contains(&c)))
+    cells::prop(node, "compatible").and_then(StrList::new).is_some_and(|list| list.iter().any(|c| compatible.contains(&c)))
 }
 
 /// Nodes that are not devices: RAM, and anything under `/cpus`, `/chosen`, `/reserved-memory`.
 fn excluded(chain: &[Node<'_, '_>]) -> bool {
     let node = chain[chain.len() - 1];
-    is_memory(node)
-        || chain
-            .get(1)
-            .is_some_and(|top| is_special_root_child(top.name))
+    is_memory(node) || chain.get(1).is_some_and(|top| is_special_root_child(top.name))
 }
 
 /// Decodes the last node of `chain` (root first).
 fn decode<'a>(dt: &DeviceTree<'a>, chain: &[Node<'_, 'a>]) -> Result<Device<'a>, DtError<'a>> {
-    let (&node, ancestors) = chain
-        .split_last()
-        .ok_or(DtError::NotFound { what: "node" })?;
+    let (&node, ancestors) = chain.split_last().ok_or(DtError::NotFound { what: "node" })?;
     let name = node.name;
     let mut device = Device {
         name,
@@ -244,30 +219,19 @@ fn decode<'a>(dt: &DeviceTree<'a>, chain: &[Node<'_, 'a>]) -> Result<Device<'a>,
         for (base, size) in reg_entries(name, "reg", reg, child_cells(bus)?)? {
             phys_range(name, base, size)?;
             let cpu = to_cpu(ancestors, name, base, size)?;
-            let slot = device
-                .regs
-                .get_mut(device.reg_count)
-                .ok_or(DtError::TooManyRegs { node: name })?;
+            let slot = device.regs.get_mut(device.reg_count).ok_or(DtError::TooManyRegs { node: name })?;
             *slot = phys_range(name, cpu, size)?;
             device.reg_count += 1;
         }
     }
     if !device.interrupts.is_empty() {
         if !device.interrupts.len().is_multiple_of(4) {
-            return Err(DtError::BadPropertyLength {
-                node: name,
-                property: "interrupts",
-                len: device.interrupts.len(),
-            });
+            return Err(DtError::BadPropertyLength { node: name, property: "interrupts", len: device.interrupts.len() });
         }
         device.interrupt_cells = arm::interrupt_parent_cells(dt, chain)?;
     }
     if !device.memory_regions.len().is_multiple_of(4) {
-        return Err(DtError::BadPropertyLength {
-            node: name,
-            property: "memory-region",
-            len: device.memory_regions.len(),
-        });
+        return Err(DtError::BadPropertyLength { node: name, property: "memory-region", len: device.memory_regions.len() });
     }
     // A `memory-region` phandle naming no node is not checked here: the node is still a device
     // whose registers must be mapped. The DMA configuration that uses the phandles
@@ -278,41 +242,21 @@ fn decode<'a>(dt: &DeviceTree<'a>, chain: &[Node<'_, 'a>]) -> Result<Device<'a>,
 /// Translates `addr` (with `size`), an address in the child address space of `chain.last()`,
 /// to a CPU physical address by applying each bus's `ranges` up to the root (DT spec §2.3.8,
 /// Linux `of_translate_address()`).
-pub(super) fn to_cpu<'a>(
-    chain: &[Node<'_, 'a>],
-    node: &'a str,
-    mut addr: u64,
-    size: u64,
-) -> Result<u64, DtError<'a>> {
+pub(super) fn to_cpu<'a>(chain: &[Node<'_, 'a>], node: &'a str, mut addr: u64, size: u64) -> Result<u64, DtError<'a>> {
     for pair in chain.windows(2).rev() {
         let (parent, bus) = (pair[0], pair[1]);
-        let untranslatable = DtError::Untranslatable {
-            node,
-            bus: bus.name,
-        };
+        let untranslatable = DtError::Untranslatable { node, bus: bus.name };
         let ranges = cells::prop(bus, "ranges").ok_or(untranslatable)?;
         if ranges.is_empty() {
             continue; // identity mapping
         }
         let child = child_cells(bus)?;
         let parent_address = child_cells(parent)?.address;
-        let end = addr
-            .checked_add(size)
-            .ok_or(DtError::RegionOverflow { node })?;
-        let window = range_entries(
-            bus.name,
-            "ranges",
-            ranges,
-            child.address,
-            parent_address,
-            child.size,
-        )?
-        .find(|&(c, _, len)| c <= addr && c.checked_add(len).is_some_and(|c_end| end <= c_end))
-        .ok_or(untranslatable)?;
-        addr = window
-            .1
-            .checked_add(addr - window.0)
-            .ok_or(DtError::RegionOverflow { node })?;
+        let end = addr.checked_add(size).ok_or(DtError::RegionOverflow { node })?;
+        let window = range_entries(bus.name, "ranges", ranges, child.address, parent_address, child.size)?
+            .find(|&(c, _, len)| c <= addr && c.checked_add(len).is_some_and(|c_end| end <= c_end))
+            .ok_or(untranslatable)?;
+        addr = window.1.checked_add(addr - window.0).ok_or(DtError::RegionOverflow { node })?;
     }
     Ok(addr)
 }

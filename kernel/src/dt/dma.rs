@@ -14,9 +14,7 @@ use super::DtError;
 use crate::mm::PhysAddr;
 
 /// The DMA limit a device under `ancestors` (root first, parent last) inherits.
-pub(super) fn device_limit<'a>(
-    ancestors: &[Node<'_, 'a>],
-) -> Result<Option<PhysAddr>, DtError<'a>> {
+pub(super) fn device_limit<'a>(ancestors: &[Node<'_, 'a>]) -> Result<Option<PhysAddr>, DtError<'a>> {
     let mut limit: Option<PhysAddr> = None;
     for depth in 1..=ancestors.len() {
         if let Some(bus) = bus_limit(&ancestors[..depth])? {
@@ -41,26 +39,14 @@ pub(super) fn bus_limit<'a>(chain: &[Node<'_, 'a>]) -> Result<Option<PhysAddr>, 
     let child = child_cells(bus)?;
     let parent_address = child_cells(parent)?.address;
     let mut highest: Option<PhysAddr> = None;
-    let entries = range_entries(
-        bus.name,
-        "dma-ranges",
-        ranges,
-        child.address,
-        parent_address,
-        child.size,
-    )?;
+    let entries = range_entries(bus.name, "dma-ranges", ranges, child.address, parent_address, child.size)?;
     for (_, parent_addr, len) in entries {
         if len == 0 {
-            return Err(DtError::BadValue {
-                node: bus.name,
-                property: "dma-ranges",
-            });
+            return Err(DtError::BadValue { node: bus.name, property: "dma-ranges" });
         }
         // The parent-bus side of the window, in CPU terms.
         let cpu = to_cpu(above, bus.name, parent_addr, len)?;
-        let last = cpu
-            .checked_add(len - 1)
-            .ok_or(DtError::RegionOverflow { node: bus.name })?;
+        let last = cpu.checked_add(len - 1).ok_or(DtError::RegionOverflow { node: bus.name })?;
         highest = Some(highest.map_or(last, |h| h.max(last)));
     }
     Ok(highest)

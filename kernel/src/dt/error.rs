@@ -182,77 +182,38 @@ impl fmt::Display for DtError<'_> {
                 write!(f, "FDT: {len} bytes is too short for the 40-byte header")
             }
             BadMagic { found } => write!(f, "FDT: bad magic {found:#010x} (want 0xd00dfeed)"),
-            BlobTruncated {
-                totalsize,
-                available,
-            } => {
-                write!(
-                    f,
-                    "FDT: totalsize {totalsize} but only {available} bytes available"
-                )
+            BlobTruncated { totalsize, available } => {
+                write!(f, "FDT: totalsize {totalsize} but only {available} bytes available")
             }
             UnsupportedVersion { version } => {
                 write!(f, "FDT: version {version} unsupported (need >= 17)")
             }
             BlockOutOfRange { block } => write!(f, "FDT: {block} block lies outside totalsize"),
             MalformedStructure { offset, reason } => {
-                write!(
-                    f,
-                    "FDT: malformed structure block at offset {offset:#x}: {reason}"
-                )
+                write!(f, "FDT: malformed structure block at offset {offset:#x}: {reason}")
             }
             TooDeep { node } => write!(f, "{node}: nodes nested too deeply"),
             MissingAddressCells { node } => {
-                write!(
-                    f,
-                    "{node}: missing #address-cells, needed to decode its children's reg"
-                )
+                write!(f, "{node}: missing #address-cells, needed to decode its children's reg")
             }
             MissingSizeCells { node } => {
-                write!(
-                    f,
-                    "{node}: missing #size-cells, needed to decode its children's reg"
-                )
+                write!(f, "{node}: missing #size-cells, needed to decode its children's reg")
             }
-            UnsupportedCells {
-                node,
-                property,
-                cells,
-            } => {
-                write!(
-                    f,
-                    "{node}: {property} uses {cells} cells, only 1 or 2 are supported"
-                )
+            UnsupportedCells { node, property, cells } => {
+                write!(f, "{node}: {property} uses {cells} cells, only 1 or 2 are supported")
             }
-            BadPropertyLength {
-                node,
-                property,
-                len,
-            } => {
+            BadPropertyLength { node, property, len } => {
                 write!(f, "{node}: property {property} has invalid length {len}")
             }
             BadString { node, property } => {
-                write!(
-                    f,
-                    "{node}: property {property} is not a NUL-terminated UTF-8 string"
-                )
+                write!(f, "{node}: property {property} is not a NUL-terminated UTF-8 string")
             }
             BadValue { node, property } => write!(f, "{node}: property {property} has a bad value"),
             RegionOverflow { node } => write!(f, "{node}: region base + size overflows 64 bits"),
             TooManyRegs { node } => write!(f, "{node}: too many reg entries"),
-            Untranslatable { node, bus } => write!(
-                f,
-                "{node}: address cannot be translated through bus {bus} (no ranges, or no window)"
-            ),
-            UnknownPhandle {
-                node,
-                property,
-                phandle,
-            } => {
-                write!(
-                    f,
-                    "{node}: {property} phandle {phandle:#x} does not name a valid node"
-                )
+            Untranslatable { node, bus } => write!(f, "{node}: address cannot be translated through bus {bus} (no ranges, or no window)"),
+            UnknownPhandle { node, property, phandle } => {
+                write!(f, "{node}: {property} phandle {phandle:#x} does not name a valid node")
             }
             StdoutNotFound { path } => write!(f, "/chosen: stdout-path {path:?} does not resolve"),
             NotFound { what } => write!(f, "device tree has no {what}"),

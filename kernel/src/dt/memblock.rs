@@ -49,35 +49,16 @@ impl fmt::Display for BuildMemblockError<'_> {
 /// default CMA area (`linux,cma-default` node or `cma=`, see [`CmaSource`]):
 /// reserved with the static or the dynamic regions, and if that fails a warning names the
 /// node or bootarg and the map is built without it.
-pub fn build_memblock<'a>(
-    dt: &DeviceTree<'a>,
-    kernel: PhysRange,
-    dtb: PhysRange,
-) -> Result<Memblock<'a>, BuildMemblockError<'a>> {
+pub fn build_memblock<'a>(dt: &DeviceTree<'a>, kernel: PhysRange, dtb: PhysRange) -> Result<Memblock<'a>, BuildMemblockError<'a>> {
     let mut map = Memblock::new();
     for bank in dt.memory_banks() {
         let bank = bank?;
         map.add_ram(bank.base(), bank.size())?;
     }
-    map.reserve(
-        kernel.base(),
-        kernel.size(),
-        "kernel",
-        RegionFlags::of(RegionKind::KernelImage),
-    )?;
-    map.reserve(
-        dtb.base(),
-        dtb.size(),
-        "dtb",
-        RegionFlags::of(RegionKind::Dtb),
-    )?;
+    map.reserve(kernel.base(), kernel.size(), "kernel", RegionFlags::of(RegionKind::KernelImage))?;
+    map.reserve(dtb.base(), dtb.size(), "dtb", RegionFlags::of(RegionKind::Dtb))?;
     for (base, size) in dt.memreserve_entries() {
-        map.reserve(
-            base,
-            size,
-            "memreserve",
-            RegionFlags::of(RegionKind::MemReserve),
-        )?;
+        map.reserve(base, size, "memreserve", RegionFlags::of(RegionKind::MemReserve))?;
     }
     let cma = CmaSource::find(dt).unwrap_or_else(|e| {
         log::warn!("cma: {e}; booting without a CMA area");
@@ -105,12 +86,7 @@ pub fn build_memblock<'a>(
                 map.note_skipped_outside_ram();
                 continue;
             }
-            map.reserve(
-                range.base(),
-                range.size(),
-                region.name,
-                region_flags(&region, false),
-            )?;
+            map.reserve(range.base(), range.size(), region.name, region_flags(&region, false))?;
         }
     }
     if let Some(c) = cma.filter(CmaSource::is_static) {
@@ -118,10 +94,7 @@ pub fn build_memblock<'a>(
     }
     for region in dt.reserved_regions() {
         let region = region?;
-        let ReservedPlacement::Dynamic {
-            size, alignment, ..
-        } = region.placement
-        else {
+        let ReservedPlacement::Dynamic { size, alignment, .. } = region.placement else {
             continue;
         };
         if region.is_default_cma() {
@@ -138,11 +111,7 @@ pub fn build_memblock<'a>(
             windows
                 .map(|w| map.alloc(size, align, Some(w), region.name, flags))
                 .find(Result::is_ok)
-                .unwrap_or(Err(MemblockError::NoSpace {
-                    label: region.name,
-                    size,
-                    align,
-                }))
+                .unwrap_or(Err(MemblockError::NoSpace { label: region.name, size, align }))
         };
         placed?;
     }
@@ -162,10 +131,5 @@ fn reserve_cma<'a>(map: &mut Memblock<'a>, cma: CmaSource<'a>, dma_limit: Option
 }
 
 fn region_flags(region: &ReservedRegion<'_>, dynamic: bool) -> RegionFlags {
-    RegionFlags {
-        kind: RegionKind::ReservedMemory(region.kind),
-        no_map: region.no_map,
-        reusable: region.reusable,
-        dynamic,
-    }
+    RegionFlags { kind: RegionKind::ReservedMemory(region.kind), no_map: region.no_map, reusable: region.reusable, dynamic }
 }

@@ -11,11 +11,7 @@ impl<'a> DeviceTree<'a> {
     pub fn memory_banks(&self) -> impl Iterator<Item = Result<PhysRange, DtError<'a>>> + '_ {
         let root = self.root();
         let cells = root.and_then(|r| child_cells(r));
-        let mut nodes = root
-            .ok()
-            .into_iter()
-            .flat_map(|r| r.children())
-            .filter(|n| is_memory(*n));
+        let mut nodes = root.ok().into_iter().flat_map(|r| r.children()).filter(|n| is_memory(*n));
         let mut current_node: &'a str = "";
         let mut current = None;
         let mut failed = false;
@@ -57,8 +53,5 @@ pub(super) fn is_memory(node: Node<'_, '_>) -> bool {
 
 /// Whether `name` is a root child we never treat as a device.
 pub(super) fn is_special_root_child(name: &str) -> bool {
-    matches!(
-        base_name(name),
-        "chosen" | "cpus" | "reserved-memory" | "aliases"
-    )
+    matches!(base_name(name), "chosen" | "cpus" | "reserved-memory" | "aliases")
 }

@@ -34,8 +34,7 @@ pub use devices::{Device, MAX_REGS};
 pub use error::DtError;
 pub use memblock::{build_memblock, BuildMemblockError};
 pub use reserved::{
-    ReservedPlacement, ReservedRegion, COMPATIBLE_RESTRICTED_DMA_POOL,
-    COMPATIBLE_SHARED_DMA_POOL, COMPATIBLE_SWIOTLB_POOL,
+    ReservedPlacement, ReservedRegion, COMPATIBLE_RESTRICTED_DMA_POOL, COMPATIBLE_SHARED_DMA_POOL, COMPATIBLE_SWIOTLB_POOL,
 };
 
 use fdt::Fdt;
@@ -55,9 +54,7 @@ pub struct DeviceTree<'a> {
 
 impl core::fmt::Debug for DeviceTree<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("DeviceTree")
-            .field("total_size", &self.blob.len())
-            .finish()
+        f.debug_struct("DeviceTree").field("total_size", &self.blob.len()).finish()
     }
 }
 
@@ -68,10 +65,7 @@ impl<'a> DeviceTree<'a> {
     pub fn new(blob: &'a [u8]) -> Result<Self, DtError<'a>> {
         blob::validate(blob)?;
         let blob = &blob[..blob_size(blob)?];
-        let fdt = Fdt::new(blob).map_err(|_| DtError::BlobTruncated {
-            totalsize: blob.len(),
-            available: blob.len(),
-        })?;
+        let fdt = Fdt::new(blob).map_err(|_| DtError::BlobTruncated { totalsize: blob.len(), available: blob.len() })?;
         Ok(Self { fdt, blob })
     }
 
@@ -97,10 +91,7 @@ impl<'a> DeviceTree<'a> {
     }
 
     fn root(&self) -> Result<Node<'_, 'a>, DtError<'a>> {
-        self.fdt
-            .all_nodes()
-            .next()
-            .ok_or(DtError::NotFound { what: "root node" })
+        self.fdt.all_nodes().next().ok_or(DtError::NotFound { what: "root node" })
     }
 
     /// The child of the root whose base name is `name` (`chosen`, `reserved-memory` ...).

@@ -7,9 +7,7 @@
 //! reusable `shared-dma-pool` with `linux,cma-default` is the default CMA area: its place and
 //! alignment rules are `dt::contiguous`'s.
 
-use super::cells::{
-    self, child_cells, has_prop, read_cells, reg_entries, str_list_prop, CellSizes, Node, StrList,
-};
+use super::cells::{self, child_cells, has_prop, read_cells, reg_entries, str_list_prop, CellSizes, Node, StrList};
 use super::{phys_range, DeviceTree, DtError};
 use crate::mm::memblock::PoolKind;
 use crate::mm::{PhysAddr, PhysRange};
@@ -86,26 +84,13 @@ impl<'a> ReservedRegion<'a> {
     /// The `alloc-ranges` windows of a dynamic region (empty for a static one, or if absent).
     pub fn alloc_ranges(&self) -> impl Iterator<Item = PhysRange> + 'a {
         let (raw, cells) = match self.placement {
-            ReservedPlacement::Dynamic {
-                alloc_ranges,
-                cells,
-                ..
-            } => (alloc_ranges, cells),
-            ReservedPlacement::Static(_) => (
-                &[][..],
-                CellSizes {
-                    address: 2,
-                    size: 2,
-                },
-            ),
+            ReservedPlacement::Dynamic { alloc_ranges, cells, .. } => (alloc_ranges, cells),
+            ReservedPlacement::Static(_) => (&[][..], CellSizes { address: 2, size: 2 }),
         };
         // Length and overflow were checked when the region was decoded.
         raw.chunks_exact(cells.entry_bytes()).filter_map(move |e| {
             let base = read_cells(e, cells.address);
-            PhysRange::new(
-                base,
-                read_cells(&e[4 * cells.address as usize..], cells.size),
-            )
+            PhysRange::new(base, read_cells(&e[4 * cells.address as usize..], cells.size))
         })
     }
 }
@@ -114,21 +99,14 @@ impl<'a> DeviceTree<'a> {
     /// The enabled children of `/reserved-memory` in tree order; none if the node is absent.
     ///
     /// `/reserved-memory` must have `#address-cells`, `#size-cells` and an empty `ranges`.
-    pub fn reserved_regions(
-        &self,
-    ) -> impl Iterator<Item = Result<ReservedRegion<'a>, DtError<'a>>> + '_ {
+    pub fn reserved_regions(&self) -> impl Iterator<Item = Result<ReservedRegion<'a>, DtError<'a>>> + '_ {
         let parent = self.root_child("reserved-memory");
         let cells = match parent {
             Ok(Some(p)) => reserved_memory_cells(p).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        let mut children = parent
-            .ok()
-            .flatten()
-            .into_iter()
-            .flat_map(|p| p.children())
-            .filter(|n| cells::is_enabled(*n));
+        let mut children = parent.ok().flatten().into_iter().flat_map(|p| p.children()).filter(|n| cells::is_enabled(*n));
         let mut failed = false;
         core::iter::from_fn(move || {
             if failed {
@@ -145,10 +123,7 @@ impl<'a> DeviceTree<'a> {
     }
 
     /// The reserved region whose node has `phandle`, if any.
-    pub fn reserved_by_phandle(
-        &self,
-        phandle: u32,
-    ) -> Result<Option<ReservedRegion<'a>>, DtError<'a>> {
+    pub fn reserved_by_phandle(&self, phandle: u32) -> Result<Option<ReservedRegion<'a>>, DtError<'a>> {
         for region in self.reserved_regions() {
             let region = region?;
             if region.phandle == Some(phandle) {
@@ -180,12 +155,7 @@ fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>
     }
     if kind == PoolKind::RestrictedDma {
         // Linux `rmem_swiotlb_setup()` refuses these: the pool must stay mapped and exclusive.
-        for flag in [
-            "reusable",
-            "no-map",
-            "linux,cma-default",
-            "linux,dma-default",
-        ] {
+        for flag in ["reusable", "no-map", "linux,cma-default", "linux,dma-default"] {
             if has_prop(node, flag) {
                 return Err(DtError::RestrictedPoolFlag { node: name, flag });
             }
@@ -194,11 +164,7 @@ fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>
     // `reg` wins over `size` when both are present, as in Linux `__reserved_mem_reserve_reg()`.
     let placement = if let Some(reg) = cells::prop(node, "reg") {
         let mut entries = reg_entries(name, "reg", reg, cells)?;
-        let (base, size) = entries.next().ok_or(DtError::BadPropertyLength {
-            node: name,
-            property: "reg",
-            len: 0,
-        })?;
+        let (base, size) = entries.next().ok_or(DtError::BadPropertyLength { node: name, property: "reg", len: 0 })?;
         if entries.next().is_some() {
             return Err(DtError::TooManyRegs { node: name });
         }
@@ -214,57 +180,29 @@ fn decode<'a>(node: Node<'_, 'a>, cells: CellSizes) -> Result<ReservedRegion<'a>
         let alignment = sized_prop(node, "alignment", cells.size)?;
         if let Some(a) = alignment {
             if !a.is_power_of_two() {
-                return Err(DtError::BadAlignment {
-                    node: name,
-                    alignment: a,
-                });
+                return Err(DtError::BadAlignment { node: name, alignment: a });
             }
         }
         let alloc_ranges = cells::prop(node, "alloc-ranges").unwrap_or(&[]);
         for (base, size) in reg_entries(name, "alloc-ranges", alloc_ranges, cells)? {
             phys_range(name, base, size)?;
             if size == 0 {
-                return Err(DtError::BadValue {
-                    node: name,
-                    property: "alloc-ranges",
-                });
+                return Err(DtError::BadValue { node: name, property: "alloc-ranges" });
             }
         }
-        ReservedPlacement::Dynamic {
-            size,
-            alignment,
-            alloc_ranges,
-            cells,
-        }
+        ReservedPlacement::Dynamic { size, alignment, alloc_ranges, cells }
     } else {
         return Err(DtError::ReservedNoRegOrSize { node: name });
     };
     let phandle = cells::u32_prop(node, "phandle")?;
-    Ok(ReservedRegion {
-        name,
-        compatible,
-        kind,
-        placement,
-        no_map,
-        reusable,
-        cma_default,
-        phandle,
-    })
+    Ok(ReservedRegion { name, compatible, kind, placement, no_map, reusable, cma_default, phandle })
 }
 
 /// A property holding exactly one value of `cells` cells (`size`, `alignment`).
-fn sized_prop<'a>(
-    node: Node<'_, 'a>,
-    property: &'static str,
-    cells: u32,
-) -> Result<Option<PhysAddr>, DtError<'a>> {
+fn sized_prop<'a>(node: Node<'_, 'a>, property: &'static str, cells: u32) -> Result<Option<PhysAddr>, DtError<'a>> {
     match cells::prop(node, property) {
         None => Ok(None),
         Some(v) if v.len() == 4 * cells as usize => Ok(Some(read_cells(v, cells))),
-        Some(v) => Err(DtError::BadPropertyLength {
-            node: node.name,
-            property,
-            len: v.len(),
-        }),
+        Some(v) => Err(DtError::BadPropertyLength { node: node.name, property, len: v.len() }),
     }
 }

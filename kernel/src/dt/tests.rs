@@ -44,8 +44,7 @@ fn reg64(w: &mut FdtWriter, name: &str, entries: &[(u64, u64)]) {
 }
 
 fn strs(w: &mut FdtWriter, name: &str, values: &[&str]) {
-    w.property_string_list(name, values.iter().map(|s| s.to_string()).collect())
-        .unwrap();
+    w.property_string_list(name, values.iter().map(|s| s.to_string()).collect()).unwrap();
 }
 
 /// Root with 2/2 cells and 256 MiB of RAM at 0x4000_0000.
@@ -97,87 +96,53 @@ fn be32_at(blob: &[u8], offset: usize) -> u32 {
 
 #[test]
 fn blob_size_reads_totalsize_from_the_header_alone() {
-    assert_eq!(
-        blob_size(&QEMU_VIRT[..FDT_HEADER_SIZE]),
-        Ok(QEMU_VIRT.len())
-    );
+    assert_eq!(blob_size(&QEMU_VIRT[..FDT_HEADER_SIZE]), Ok(QEMU_VIRT.len()));
 }
 
 #[test]
 fn short_header_is_an_error() {
-    assert_eq!(
-        blob_size(&QEMU_VIRT[..39]),
-        Err(DtError::HeaderTruncated { len: 39 })
-    );
-    assert_eq!(
-        DeviceTree::new(&[]).unwrap_err(),
-        DtError::HeaderTruncated { len: 0 }
-    );
+    assert_eq!(blob_size(&QEMU_VIRT[..39]), Err(DtError::HeaderTruncated { len: 39 }));
+    assert_eq!(DeviceTree::new(&[]).unwrap_err(), DtError::HeaderTruncated { len: 0 });
 }
 
 #[test]
 fn bad_magic_is_an_error() {
     let mut blob = QEMU_VIRT.to_vec();
     blob[0] = 0;
-    assert_eq!(
-        DeviceTree::new(&blob).unwrap_err(),
-        DtError::BadMagic { found: 0x000d_feed }
-    );
+    assert_eq!(DeviceTree::new(&blob).unwrap_err(), DtError::BadMagic { found: 0x000d_feed });
 }
 
 #[test]
 fn totalsize_larger_than_the_slice_is_an_error() {
     let short = &QEMU_VIRT[..QEMU_VIRT.len() - 1];
-    assert_eq!(
-        DeviceTree::new(short).unwrap_err(),
-        DtError::BlobTruncated {
-            totalsize: QEMU_VIRT.len(),
-            available: QEMU_VIRT.len() - 1
-        }
-    );
+    assert_eq!(DeviceTree::new(short).unwrap_err(), DtError::BlobTruncated { totalsize: QEMU_VIRT.len(), available: QEMU_VIRT.len() - 1 });
 }
 
 #[test]
 fn trailing_bytes_after_totalsize_are_ignored() {
     let mut blob = QEMU_VIRT.to_vec();
     blob.extend_from_slice(&[0xff; 64]);
-    assert_eq!(
-        DeviceTree::new(&blob).unwrap().total_size(),
-        QEMU_VIRT.len()
-    );
+    assert_eq!(DeviceTree::new(&blob).unwrap().total_size(), QEMU_VIRT.len());
 }
 
 #[test]
 fn block_offsets_outside_totalsize_are_errors() {
-    for (field, block) in [
-        (8, "structure"),
-        (12, "strings"),
-        (16, "memory reservation"),
-    ] {
+    for (field, block) in [(8, "structure"), (12, "strings"), (16, "memory reservation")] {
         let mut blob = QEMU_VIRT.to_vec();
         set_be32(&mut blob, field, QEMU_VIRT.len() as u32 - 4);
-        assert_eq!(
-            DeviceTree::new(&blob).unwrap_err(),
-            DtError::BlockOutOfRange { block }
-        );
+        assert_eq!(DeviceTree::new(&blob).unwrap_err(), DtError::BlockOutOfRange { block });
     }
     // A size that pushes the block past the end.
     let mut blob = QEMU_VIRT.to_vec();
     set_be32(&mut blob, 36, 0xffff_fff0);
-    assert_eq!(
-        DeviceTree::new(&blob).unwrap_err(),
-        DtError::BlockOutOfRange { block: "structure" }
-    );
+    assert_eq!(DeviceTree::new(&blob).unwrap_err(), DtError::BlockOutOfRange { block: "structure" });
 }
 
 #[test]
 fn old_versions_are_refused() {
     let mut blob = QEMU_VIRT.to_vec();
     set_be32(&mut blob, 20, 16);
-    assert_eq!(
-        DeviceTree::new(&blob).unwrap_err(),
-        DtError::UnsupportedVersion { version: 16 }
-    );
+    assert_eq!(DeviceTree::new(&blob).unwrap_err(), DtError::UnsupportedVersion { version: 16 });
 }
 
 #[test]
@@ -213,11 +178,7 @@ fn corrupt_structure_blocks_are_errors() {
     let prop = off_struct + 8;
     assert_eq!(be32_at(QEMU_VIRT, prop), 3);
     let cases: [(usize, u32, &str); 4] = [
-        (
-            prop + 4,
-            0x00ff_ffff,
-            "property value past the structure block",
-        ),
+        (prop + 4, 0x00ff_ffff, "property value past the structure block"),
         (prop + 8, 0x00ff_ffff, "bad name offset"),
         (prop, 4, "FDT_NOP tokens are not supported"),
         (prop, 7, "unknown token"),
@@ -233,10 +194,7 @@ fn corrupt_structure_blocks_are_errors() {
     // Cut the structure block short: no FDT_END.
     let mut blob = QEMU_VIRT.to_vec();
     set_be32(&mut blob, 36, 64);
-    assert!(matches!(
-        DeviceTree::new(&blob),
-        Err(DtError::MalformedStructure { .. })
-    ));
+    assert!(matches!(DeviceTree::new(&blob), Err(DtError::MalformedStructure { .. })));
 }
 
 #[test]
@@ -249,13 +207,7 @@ fn nesting_deeper_than_the_walk_is_refused() {
     let ok = build(|w| nest(w, MAX_DEPTH - 1));
     assert!(DeviceTree::new(&ok).unwrap().devices().all(|d| d.is_ok()));
     let deep = build(|w| nest(w, MAX_DEPTH));
-    assert!(matches!(
-        DeviceTree::new(&deep),
-        Err(DtError::MalformedStructure {
-            reason: "nodes nested too deeply",
-            ..
-        })
-    ));
+    assert!(matches!(DeviceTree::new(&deep), Err(DtError::MalformedStructure { reason: "nodes nested too deeply", .. })));
 }
 
 proptest! {
@@ -301,26 +253,14 @@ fn soc(parent_cells: impl FnOnce(&mut FdtWriter), child: impl FnOnce(&mut FdtWri
 
 #[test]
 fn missing_address_cells_on_the_parent_is_an_error() {
-    let blob = soc(
-        |w| w.property_u32("#size-cells", 1).unwrap(),
-        |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap(),
-    );
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::MissingAddressCells { node: "soc" }
-    );
+    let blob = soc(|w| w.property_u32("#size-cells", 1).unwrap(), |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap());
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::MissingAddressCells { node: "soc" });
 }
 
 #[test]
 fn missing_size_cells_on_the_parent_is_an_error() {
-    let blob = soc(
-        |w| w.property_u32("#address-cells", 1).unwrap(),
-        |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap(),
-    );
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::MissingSizeCells { node: "soc" }
-    );
+    let blob = soc(|w| w.property_u32("#address-cells", 1).unwrap(), |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap());
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::MissingSizeCells { node: "soc" });
 }
 
 #[test]
@@ -333,57 +273,21 @@ fn missing_cells_on_the_root_is_an_error_for_memory() {
     });
     let dt = DeviceTree::new(&blob).unwrap();
     let banks: Result<Vec<_>, _> = dt.memory_banks().collect();
-    assert_eq!(
-        banks.unwrap_err(),
-        DtError::MissingAddressCells { node: "/" }
-    );
+    assert_eq!(banks.unwrap_err(), DtError::MissingAddressCells { node: "/" });
 }
 
 #[test]
 fn cells_other_than_one_or_two_are_errors() {
-    let blob = soc(
-        |w| cells(w, 3, 1),
-        |w| w.property_array_u32("reg", &[0, 0, 0x1000, 0x100]).unwrap(),
-    );
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::UnsupportedCells {
-            node: "soc",
-            property: "#address-cells",
-            cells: 3
-        }
-    );
-    let blob = soc(
-        |w| cells(w, 1, 0),
-        |w| w.property_array_u32("reg", &[0x1000]).unwrap(),
-    );
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::UnsupportedCells {
-            node: "soc",
-            property: "#size-cells",
-            cells: 0
-        }
-    );
+    let blob = soc(|w| cells(w, 3, 1), |w| w.property_array_u32("reg", &[0, 0, 0x1000, 0x100]).unwrap());
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::UnsupportedCells { node: "soc", property: "#address-cells", cells: 3 });
+    let blob = soc(|w| cells(w, 1, 0), |w| w.property_array_u32("reg", &[0x1000]).unwrap());
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::UnsupportedCells { node: "soc", property: "#size-cells", cells: 0 });
 }
 
 #[test]
 fn reg_length_not_a_multiple_of_the_entry_is_an_error() {
-    let blob = soc(
-        |w| cells(w, 1, 1),
-        |w| {
-            w.property_array_u32("reg", &[0x1000, 0x100, 0x2000])
-                .unwrap()
-        },
-    );
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::BadPropertyLength {
-            node: "uart@1000",
-            property: "reg",
-            len: 12
-        }
-    );
+    let blob = soc(|w| cells(w, 1, 1), |w| w.property_array_u32("reg", &[0x1000, 0x100, 0x2000]).unwrap());
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::BadPropertyLength { node: "uart@1000", property: "reg", len: 12 });
 }
 
 #[test]
@@ -392,25 +296,17 @@ fn reg_that_overflows_is_an_error() {
         base(w);
         node(w, "big@0", |w| reg64(w, "reg", &[(u64::MAX - 0xff, 0x200)]));
     });
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::RegionOverflow { node: "big@0" }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::RegionOverflow { node: "big@0" });
 }
 
 #[test]
 fn more_reg_entries_than_a_device_holds_is_an_error() {
     let blob = build(|w| {
         base(w);
-        let entries: Vec<_> = (0..=MAX_REGS as u64)
-            .map(|i| (i * 0x1000, 0x1000))
-            .collect();
+        let entries: Vec<_> = (0..=MAX_REGS as u64).map(|i| (i * 0x1000, 0x1000)).collect();
         node(w, "many@0", |w| reg64(w, "reg", &entries));
     });
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::TooManyRegs { node: "many@0" }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::TooManyRegs { node: "many@0" });
 }
 
 #[test]
@@ -424,20 +320,8 @@ fn string_properties_must_be_terminated_utf8() {
         });
     });
     let dt = DeviceTree::new(&blob).unwrap();
-    assert_eq!(
-        dt.bootargs(),
-        Err(DtError::BadString {
-            node: "chosen",
-            property: "bootargs"
-        })
-    );
-    assert_eq!(
-        dt.devices().next().unwrap(),
-        Err(DtError::BadString {
-            node: "dev@0",
-            property: "compatible"
-        })
-    );
+    assert_eq!(dt.bootargs(), Err(DtError::BadString { node: "chosen", property: "bootargs" }));
+    assert_eq!(dt.devices().next().unwrap(), Err(DtError::BadString { node: "dev@0", property: "compatible" }));
 }
 
 // ---- memory --------------------------------------------------------------------------------
@@ -448,15 +332,7 @@ fn several_memory_nodes_with_several_entries_are_all_banks() {
         cells(w, 2, 2);
         node(w, "memory@40000000", |w| {
             w.property_string("device_type", "memory").unwrap();
-            reg64(
-                w,
-                "reg",
-                &[
-                    (0x4000_0000, 0x1000_0000),
-                    (0x6000_0000, 0),
-                    (0x8000_0000, 0x100_0000),
-                ],
-            );
+            reg64(w, "reg", &[(0x4000_0000, 0x1000_0000), (0x6000_0000, 0), (0x8000_0000, 0x100_0000)]);
         });
         node(w, "memory@100000000", |w| {
             w.property_string("device_type", "memory").unwrap();
@@ -471,34 +347,18 @@ fn several_memory_nodes_with_several_entries_are_all_banks() {
     });
     let dt = DeviceTree::new(&blob).unwrap();
     let banks: Vec<_> = dt.memory_banks().collect::<Result<_, _>>().unwrap();
-    assert_eq!(
-        banks,
-        [
-            range(0x4000_0000, 0x1000_0000),
-            range(0x8000_0000, 0x100_0000),
-            range(0x1_0000_0000, 0x4000_0000)
-        ]
-    );
+    assert_eq!(banks, [range(0x4000_0000, 0x1000_0000), range(0x8000_0000, 0x100_0000), range(0x1_0000_0000, 0x4000_0000)]);
 }
 
 #[test]
 fn memory_node_without_reg_is_an_error() {
     let blob = build(|w| {
         cells(w, 2, 2);
-        node(w, "memory", |w| {
-            w.property_string("device_type", "memory").unwrap()
-        });
+        node(w, "memory", |w| w.property_string("device_type", "memory").unwrap());
     });
     let dt = DeviceTree::new(&blob).unwrap();
-    assert_eq!(
-        dt.memory_banks().next(),
-        Some(Err(DtError::MissingReg { node: "memory" }))
-    );
-    assert_eq!(
-        dt.memory_banks().count(),
-        1,
-        "iteration stops after an error"
-    );
+    assert_eq!(dt.memory_banks().next(), Some(Err(DtError::MissingReg { node: "memory" })));
+    assert_eq!(dt.memory_banks().count(), 1, "iteration stops after an error");
 }
 
 // ---- chosen --------------------------------------------------------------------------------
@@ -506,14 +366,11 @@ fn memory_node_without_reg_is_an_error() {
 fn with_uart(chosen: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
     build(|w| {
         base(w);
-        node(w, "aliases", |w| {
-            w.property_string("serial0", "/soc/serial@1000").unwrap()
-        });
+        node(w, "aliases", |w| w.property_string("serial0", "/soc/serial@1000").unwrap());
         node(w, "chosen", chosen);
         node(w, "soc", |w| {
             cells(w, 1, 1);
-            w.property_array_u32("ranges", &[0, 0, 0x900_0000, 0x10_0000])
-                .unwrap();
+            w.property_array_u32("ranges", &[0, 0, 0x900_0000, 0x10_0000]).unwrap();
             node(w, "serial@1000", |w| {
                 strs(w, "compatible", &["arm,pl011", "arm,primecell"]);
                 w.property_array_u32("reg", &[0x1000, 0x1000]).unwrap();
@@ -525,25 +382,16 @@ fn with_uart(chosen: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
 #[test]
 fn bootargs_and_stdout_by_alias_with_options() {
     let blob = with_uart(|w| {
-        w.property_string("bootargs", "console=ttyAMA0 swiotlb=64")
-            .unwrap();
-        w.property_string("stdout-path", "serial0:115200n8")
-            .unwrap();
+        w.property_string("bootargs", "console=ttyAMA0 swiotlb=64").unwrap();
+        w.property_string("stdout-path", "serial0:115200n8").unwrap();
     });
     let dt = DeviceTree::new(&blob).unwrap();
     assert_eq!(dt.bootargs(), Ok(Some("console=ttyAMA0 swiotlb=64")));
     assert_eq!(dt.stdout_path(), Ok(Some("serial0")));
     let uart = dt.stdout().unwrap().unwrap();
     assert_eq!(uart.name(), "serial@1000");
-    assert_eq!(
-        uart.regs(),
-        [range(0x900_1000, 0x1000)],
-        "translated through /soc ranges"
-    );
-    assert_eq!(
-        uart.compatible().iter().collect::<Vec<_>>(),
-        ["arm,pl011", "arm,primecell"]
-    );
+    assert_eq!(uart.regs(), [range(0x900_1000, 0x1000)], "translated through /soc ranges");
+    assert_eq!(uart.compatible().iter().collect::<Vec<_>>(), ["arm,pl011", "arm,primecell"]);
 }
 
 #[test]
@@ -562,11 +410,7 @@ fn unresolvable_stdout_is_an_error() {
         assert_eq!(dt.stdout(), Err(DtError::StdoutNotFound { path }), "{path}");
     }
     let blob = build(base);
-    assert_eq!(
-        DeviceTree::new(&blob).unwrap().stdout(),
-        Ok(None),
-        "no /chosen"
-    );
+    assert_eq!(DeviceTree::new(&blob).unwrap().stdout(), Ok(None), "no /chosen");
 }
 
 // ---- reserved-memory -----------------------------------------------------------------------
@@ -575,11 +419,7 @@ fn unresolvable_stdout_is_an_error() {
 fn reserved_regions_decode_and_classify() {
     let blob = with_reserved(|w| {
         node(w, "bounce@48000000", |w| {
-            strs(
-                w,
-                "compatible",
-                &["vendor,special", COMPATIBLE_RESTRICTED_DMA_POOL],
-            );
+            strs(w, "compatible", &["vendor,special", COMPATIBLE_RESTRICTED_DMA_POOL]);
             reg64(w, "reg", &[(0x4800_0000, 0x40_0000)]);
             w.property_phandle(7).unwrap();
         });
@@ -587,11 +427,7 @@ fn reserved_regions_decode_and_classify() {
             strs(w, "compatible", &[COMPATIBLE_SWIOTLB_POOL]);
             w.property_u64("size", 0x80_0000).unwrap();
             w.property_u64("alignment", 0x20_0000).unwrap();
-            reg64(
-                w,
-                "alloc-ranges",
-                &[(0x4000_0000, 0x800_0000), (0x4c00_0000, 0x100_0000)],
-            );
+            reg64(w, "alloc-ranges", &[(0x4000_0000, 0x800_0000), (0x4c00_0000, 0x100_0000)]);
             w.property_null("no-map").unwrap();
         });
         node(w, "cma", |w| {
@@ -599,9 +435,7 @@ fn reserved_regions_decode_and_classify() {
             w.property_u64("size", 0x10_0000).unwrap();
             w.property_null("reusable").unwrap();
         });
-        node(w, "fw@4f000000", |w| {
-            reg64(w, "reg", &[(0x4f00_0000, 0x1000)])
-        });
+        node(w, "fw@4f000000", |w| reg64(w, "reg", &[(0x4f00_0000, 0x1000)]));
         node(w, "off@4e000000", |w| {
             w.property_string("status", "disabled").unwrap();
             reg64(w, "reg", &[(0x4e00_0000, 0)]);
@@ -609,41 +443,21 @@ fn reserved_regions_decode_and_classify() {
     });
     let regions = reserved_of(&blob).unwrap();
     assert_eq!(regions.len(), 4, "disabled child skipped");
-    let [bounce, swiotlb, cma, fw] = regions.as_slice() else {
-        unreachable!()
-    };
+    let [bounce, swiotlb, cma, fw] = regions.as_slice() else { unreachable!() };
     assert_eq!(bounce.kind, PoolKind::RestrictedDma);
     assert_eq!(bounce.compatible.first(), Some("vendor,special"));
-    assert_eq!(
-        bounce.placement,
-        ReservedPlacement::Static(range(0x4800_0000, 0x40_0000))
-    );
+    assert_eq!(bounce.placement, ReservedPlacement::Static(range(0x4800_0000, 0x40_0000)));
     assert_eq!(bounce.phandle, Some(7));
     assert_eq!(swiotlb.kind, PoolKind::Swiotlb);
     assert!(swiotlb.no_map && !swiotlb.reusable);
-    assert!(matches!(
-        swiotlb.placement,
-        ReservedPlacement::Dynamic {
-            size: 0x80_0000,
-            alignment: Some(0x20_0000),
-            ..
-        }
-    ));
-    assert_eq!(
-        swiotlb.alloc_ranges().collect::<Vec<_>>(),
-        [
-            range(0x4000_0000, 0x800_0000),
-            range(0x4c00_0000, 0x100_0000)
-        ]
-    );
+    assert!(matches!(swiotlb.placement, ReservedPlacement::Dynamic { size: 0x80_0000, alignment: Some(0x20_0000), .. }));
+    assert_eq!(swiotlb.alloc_ranges().collect::<Vec<_>>(), [range(0x4000_0000, 0x800_0000), range(0x4c00_0000, 0x100_0000)]);
     assert_eq!((cma.kind, cma.reusable), (PoolKind::SharedDma, true));
     assert_eq!(fw.kind, PoolKind::Other);
     assert!(fw.compatible.is_empty() && fw.alloc_ranges().next().is_none());
 }
 
-fn one_reserved(
-    f: impl FnOnce(&mut FdtWriter),
-) -> Result<Vec<ReservedRegion<'static>>, DtError<'static>> {
+fn one_reserved(f: impl FnOnce(&mut FdtWriter)) -> Result<Vec<ReservedRegion<'static>>, DtError<'static>> {
     let blob: &'static [u8] = with_reserved(|w| node(w, "r@0", f)).leak();
     reserved_of(blob)
 }
@@ -651,10 +465,7 @@ fn one_reserved(
 #[test]
 fn zero_size_reserved_regions_are_errors() {
     let e = DtError::ReservedZeroSize { node: "r@0" };
-    assert_eq!(
-        one_reserved(|w| reg64(w, "reg", &[(0x4800_0000, 0)])),
-        Err(e)
-    );
+    assert_eq!(one_reserved(|w| reg64(w, "reg", &[(0x4800_0000, 0)])), Err(e));
     assert_eq!(one_reserved(|w| w.property_u64("size", 0).unwrap()), Err(e));
 }
 
@@ -687,13 +498,7 @@ fn alignment_must_be_a_power_of_two() {
             w.property_u64("size", 0x1000).unwrap();
             w.property_u64("alignment", alignment).unwrap();
         });
-        assert_eq!(
-            got,
-            Err(DtError::BadAlignment {
-                node: "r@0",
-                alignment
-            })
-        );
+        assert_eq!(got, Err(DtError::BadAlignment { node: "r@0", alignment }));
     }
 }
 
@@ -709,35 +514,18 @@ fn reserved_memory_needs_cells_and_empty_ranges() {
                     Some(r) => w.property_array_u32("ranges", r).unwrap(),
                     None => {}
                 }
-                node(w, "r@0", |w| {
-                    w.property_array_u32("reg", &[0x4800_0000, 0x1000]).unwrap()
-                });
+                node(w, "r@0", |w| w.property_array_u32("reg", &[0x4800_0000, 0x1000]).unwrap());
             });
         })
         .leak();
         reserved_of(blob)
     };
     let node = "reserved-memory";
-    assert_eq!(
-        mk(|w| w.property_u32("#size-cells", 1).unwrap(), Some(&[])),
-        Err(DtError::MissingAddressCells { node })
-    );
-    assert_eq!(
-        mk(|w| w.property_u32("#address-cells", 1).unwrap(), Some(&[])),
-        Err(DtError::MissingSizeCells { node })
-    );
-    assert_eq!(
-        mk(|w| cells(w, 1, 1), None),
-        Err(DtError::ReservedMemoryRanges { node })
-    );
-    assert_eq!(
-        mk(|w| cells(w, 1, 1), Some(&[0, 0, 0, 0x1000])),
-        Err(DtError::ReservedMemoryRanges { node })
-    );
-    assert_eq!(
-        mk(|w| cells(w, 1, 1), Some(&[])).unwrap()[0].placement,
-        ReservedPlacement::Static(range(0x4800_0000, 0x1000))
-    );
+    assert_eq!(mk(|w| w.property_u32("#size-cells", 1).unwrap(), Some(&[])), Err(DtError::MissingAddressCells { node }));
+    assert_eq!(mk(|w| w.property_u32("#address-cells", 1).unwrap(), Some(&[])), Err(DtError::MissingSizeCells { node }));
+    assert_eq!(mk(|w| cells(w, 1, 1), None), Err(DtError::ReservedMemoryRanges { node }));
+    assert_eq!(mk(|w| cells(w, 1, 1), Some(&[0, 0, 0, 0x1000])), Err(DtError::ReservedMemoryRanges { node }));
+    assert_eq!(mk(|w| cells(w, 1, 1), Some(&[])).unwrap()[0].placement, ReservedPlacement::Static(range(0x4800_0000, 0x1000)));
 }
 
 #[test]
@@ -751,27 +539,13 @@ fn reserved_size_cells_that_overflow_are_errors() {
         });
     })
     .leak();
-    assert_eq!(
-        reserved_of(blob),
-        Err(DtError::UnsupportedCells {
-            node: "reserved-memory",
-            property: "#size-cells",
-            cells: 3
-        })
-    );
+    assert_eq!(reserved_of(blob), Err(DtError::UnsupportedCells { node: "reserved-memory", property: "#size-cells", cells: 3 }));
     // A size that runs past 2^64.
-    assert_eq!(
-        one_reserved(|w| reg64(w, "reg", &[(0xffff_ffff_ffff_0000, 0x1_0000)])),
-        Err(DtError::RegionOverflow { node: "r@0" })
-    );
+    assert_eq!(one_reserved(|w| reg64(w, "reg", &[(0xffff_ffff_ffff_0000, 0x1_0000)])), Err(DtError::RegionOverflow { node: "r@0" }));
     // `size` of the wrong width for #size-cells = 2.
     assert_eq!(
         one_reserved(|w| w.property_u32("size", 0x1000).unwrap()),
-        Err(DtError::BadPropertyLength {
-            node: "r@0",
-            property: "size",
-            len: 4
-        })
+        Err(DtError::BadPropertyLength { node: "r@0", property: "size", len: 4 })
     );
     // alloc-ranges that overflow.
     assert_eq!(
@@ -785,10 +559,7 @@ fn reserved_size_cells_that_overflow_are_errors() {
 
 #[test]
 fn reserved_child_without_reg_or_size_is_an_error() {
-    assert_eq!(
-        one_reserved(|w| w.property_null("no-map").unwrap()),
-        Err(DtError::ReservedNoRegOrSize { node: "r@0" })
-    );
+    assert_eq!(one_reserved(|w| w.property_null("no-map").unwrap()), Err(DtError::ReservedNoRegOrSize { node: "r@0" }));
 }
 
 // ---- devices, translation, DMA -------------------------------------------------------------
@@ -800,43 +571,21 @@ fn simple_bus_ranges_translate_nested_addresses() {
         node(w, "soc", |w| {
             cells(w, 1, 1);
             strs(w, "compatible", &["simple-bus"]);
-            w.property_array_u32(
-                "ranges",
-                &[
-                    0x0,
-                    0x0,
-                    0x1000_0000,
-                    0x10_0000,
-                    0x8000_0000,
-                    0x1,
-                    0x0,
-                    0x1000,
-                ],
-            )
-            .unwrap();
+            w.property_array_u32("ranges", &[0x0, 0x0, 0x1000_0000, 0x10_0000, 0x8000_0000, 0x1, 0x0, 0x1000]).unwrap();
             node(w, "bridge@80000", |w| {
                 cells(w, 1, 1);
                 w.property_array_u32("reg", &[0x8_0000, 0x100]).unwrap();
-                w.property_array_u32("ranges", &[0x0, 0x8_0000, 0x1_0000])
-                    .unwrap();
-                node(w, "dev@200", |w| {
-                    w.property_array_u32("reg", &[0x200, 0x10]).unwrap()
-                });
+                w.property_array_u32("ranges", &[0x0, 0x8_0000, 0x1_0000]).unwrap();
+                node(w, "dev@200", |w| w.property_array_u32("reg", &[0x200, 0x10]).unwrap());
             });
-            node(w, "hi@80000000", |w| {
-                w.property_array_u32("reg", &[0x8000_0000, 0x1000]).unwrap()
-            });
+            node(w, "hi@80000000", |w| w.property_array_u32("reg", &[0x8000_0000, 0x1000]).unwrap());
         });
     });
     let devices = devices_of(&blob).unwrap();
     let regs: Vec<_> = devices.iter().map(|d| (d.name(), d.regs()[0])).collect();
     assert_eq!(
         regs,
-        [
-            ("bridge@80000", range(0x1008_0000, 0x100)),
-            ("dev@200", range(0x1008_0200, 0x10)),
-            ("hi@80000000", range(0x1_0000_0000, 0x1000)),
-        ]
+        [("bridge@80000", range(0x1008_0000, 0x100)), ("dev@200", range(0x1008_0200, 0x10)), ("hi@80000000", range(0x1_0000_0000, 0x1000)),]
     );
 }
 
@@ -848,21 +597,13 @@ fn untranslatable_addresses_are_errors() {
         node(w, "i2c@0", |w| {
             cells(w, 1, 1);
             reg64(w, "reg", &[(0x100_0000, 0x1000)]);
-            node(w, "eeprom@50", |w| {
-                w.property_array_u32("reg", &[0x50, 1]).unwrap()
-            });
+            node(w, "eeprom@50", |w| w.property_array_u32("reg", &[0x50, 1]).unwrap());
         });
     });
     let dt = DeviceTree::new(&blob).unwrap();
     let mut it = dt.devices();
     assert!(it.next().unwrap().is_ok());
-    assert_eq!(
-        it.next().unwrap(),
-        Err(DtError::Untranslatable {
-            node: "eeprom@50",
-            bus: "i2c@0"
-        })
-    );
+    assert_eq!(it.next().unwrap(), Err(DtError::Untranslatable { node: "eeprom@50", bus: "i2c@0" }));
     // An address outside every window.
     let blob = soc(
         |w| {
@@ -875,20 +616,11 @@ fn untranslatable_addresses_are_errors() {
         base(w);
         node(w, "soc", |w| {
             cells(w, 1, 1);
-            w.property_array_u32("ranges", &[0, 0, 0x1000_0000, 0x1000])
-                .unwrap();
-            node(w, "dev@800", |w| {
-                w.property_array_u32("reg", &[0x800, 0x1000]).unwrap()
-            });
+            w.property_array_u32("ranges", &[0, 0, 0x1000_0000, 0x1000]).unwrap();
+            node(w, "dev@800", |w| w.property_array_u32("reg", &[0x800, 0x1000]).unwrap());
         });
     });
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::Untranslatable {
-            node: "dev@800",
-            bus: "soc"
-        }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::Untranslatable { node: "dev@800", bus: "soc" });
 }
 
 fn dma_tree(outer: Option<&[u32]>, inner: Option<&[u32]>) -> Vec<u8> {
@@ -911,9 +643,7 @@ fn dma_tree(outer: Option<&[u32]>, inner: Option<&[u32]>) -> Vec<u8> {
                     Some(r) => w.property_array_u32("dma-ranges", r).unwrap(),
                     None => {}
                 }
-                node(w, "dev@1000", |w| {
-                    w.property_array_u32("reg", &[0x1000, 0x100]).unwrap()
-                });
+                node(w, "dev@1000", |w| w.property_array_u32("reg", &[0x1000, 0x100]).unwrap());
             });
         });
         node(w, "top@2000", |w| reg64(w, "reg", &[(0x2000, 0x100)]));
@@ -922,11 +652,7 @@ fn dma_tree(outer: Option<&[u32]>, inner: Option<&[u32]>) -> Vec<u8> {
 
 fn dev_limit(blob: &[u8]) -> Option<PhysAddr> {
     let devices = devices_of(blob).unwrap();
-    devices
-        .iter()
-        .find(|d| d.name() == "dev@1000")
-        .unwrap()
-        .dma_limit()
+    devices.iter().find(|d| d.name() == "dev@1000").unwrap().dma_limit()
 }
 
 #[test]
@@ -936,60 +662,22 @@ fn dma_limit_is_the_smallest_window_end_among_ancestors() {
     let outer: &[u32] = &[0x0, 0x0, 0x4000_0000, 0x4000_0000];
     let inner: &[u32] = &[0x4000_0000, 0x4000_0000, 0x100_0000];
     assert_eq!(dev_limit(&dma_tree(Some(outer), None)), Some(0x7fff_ffff));
-    assert_eq!(
-        dev_limit(&dma_tree(Some(outer), Some(inner))),
-        Some(0x40ff_ffff)
-    );
-    assert_eq!(
-        dev_limit(&dma_tree(Some(&[]), Some(inner))),
-        Some(0x40ff_ffff)
-    );
-    assert_eq!(
-        dev_limit(&dma_tree(Some(&[]), Some(&[]))),
-        None,
-        "empty is identity"
-    );
-    assert_eq!(
-        dev_limit(&dma_tree(None, None)),
-        None,
-        "absent everywhere: no limit"
-    );
+    assert_eq!(dev_limit(&dma_tree(Some(outer), Some(inner))), Some(0x40ff_ffff));
+    assert_eq!(dev_limit(&dma_tree(Some(&[]), Some(inner))), Some(0x40ff_ffff));
+    assert_eq!(dev_limit(&dma_tree(Some(&[]), Some(&[]))), None, "empty is identity");
+    assert_eq!(dev_limit(&dma_tree(None, None)), None, "absent everywhere: no limit");
     // Two windows on one bus: the bus reaches up to the higher one.
-    let two: &[u32] = &[
-        0x0,
-        0x0,
-        0x4000_0000,
-        0x1000,
-        0x8000_0000,
-        0x0,
-        0x8000_0000,
-        0x1000_0000,
-    ];
+    let two: &[u32] = &[0x0, 0x0, 0x4000_0000, 0x1000, 0x8000_0000, 0x0, 0x8000_0000, 0x1000_0000];
     assert_eq!(dev_limit(&dma_tree(Some(two), None)), Some(0x8fff_ffff));
 
     let dt_blob = dma_tree(Some(outer), Some(inner));
     let dt = DeviceTree::new(&dt_blob).unwrap();
     assert_eq!(dt.smallest_dma_limit(), Ok(Some(0x40ff_ffff)));
-    let top = dt
-        .devices()
-        .map(Result::unwrap)
-        .find(|d| d.name() == "top@2000")
-        .unwrap();
-    assert_eq!(
-        top.dma_limit(),
-        None,
-        "a root device has no dma-ranges above it"
-    );
+    let top = dt.devices().map(Result::unwrap).find(|d| d.name() == "top@2000").unwrap();
+    assert_eq!(top.dma_limit(), None, "a root device has no dma-ranges above it");
     assert!(!top.dma_coherent());
-    let dev = dt
-        .devices()
-        .map(Result::unwrap)
-        .find(|d| d.name() == "dev@1000")
-        .unwrap();
-    assert!(
-        dev.dma_coherent(),
-        "inherited from soc, like of_dma_is_coherent()"
-    );
+    let dev = dt.devices().map(Result::unwrap).find(|d| d.name() == "dev@1000").unwrap();
+    assert!(dev.dma_coherent(), "inherited from soc, like of_dma_is_coherent()");
 }
 
 #[test]
@@ -1013,22 +701,9 @@ fn root_dma_ranges_limit_every_device() {
 #[test]
 fn malformed_dma_ranges_are_errors() {
     let blob = dma_tree(Some(&[0x0, 0x4000_0000]), None);
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::BadPropertyLength {
-            node: "soc",
-            property: "dma-ranges",
-            len: 8
-        }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::BadPropertyLength { node: "soc", property: "dma-ranges", len: 8 });
     let blob = dma_tree(Some(&[0x0, 0x0, 0x4000_0000, 0x0]), None);
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::BadValue {
-            node: "soc",
-            property: "dma-ranges"
-        }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::BadValue { node: "soc", property: "dma-ranges" });
 }
 
 fn irq_tree(interrupts: &[u32], gic_cells: u32) -> Vec<u8> {
@@ -1059,28 +734,14 @@ fn gic_interrupts_decode_with_the_parent_found_through_the_root() {
     assert_eq!(
         irqs,
         [
-            GicInterrupt {
-                kind: GicInterruptKind::Spi,
-                number: 1,
-                flags: 4
-            },
-            GicInterrupt {
-                kind: GicInterruptKind::Ppi,
-                number: 11,
-                flags: 0x104
-            },
+            GicInterrupt { kind: GicInterruptKind::Spi, number: 1, flags: 4 },
+            GicInterrupt { kind: GicInterruptKind::Ppi, number: 11, flags: 0x104 },
         ]
     );
     assert_eq!((irqs[0].intid(), irqs[1].intid()), (33, 27));
     assert!(irqs[0].is_level());
     let dt = DeviceTree::new(&blob).unwrap();
-    assert_eq!(
-        dt.gic(),
-        Ok(Gic::V2 {
-            distributor: range(0x800_0000, 0x1_0000),
-            cpu_interface: range(0x801_0000, 0x1_0000)
-        })
-    );
+    assert_eq!(dt.gic(), Ok(Gic::V2 { distributor: range(0x800_0000, 0x1_0000), cpu_interface: range(0x801_0000, 0x1_0000) }));
 }
 
 #[test]
@@ -1088,33 +749,18 @@ fn bad_gic_interrupts_are_errors() {
     let blob = irq_tree(&[2, 1, 4], 3);
     let devices = devices_of(&blob).unwrap();
     let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
-    assert!(matches!(
-        uart.gic_interrupts(),
-        Err(DtError::BadInterrupt {
-            node: "uart@9000000",
-            ..
-        })
-    ));
+    assert!(matches!(uart.gic_interrupts(), Err(DtError::BadInterrupt { node: "uart@9000000", .. })));
 
     let blob = irq_tree(&[0, 1], 3);
     let devices = devices_of(&blob).unwrap();
     let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
-    assert!(matches!(
-        uart.gic_interrupts(),
-        Err(DtError::BadPropertyLength {
-            property: "interrupts",
-            ..
-        })
-    ));
+    assert!(matches!(uart.gic_interrupts(), Err(DtError::BadPropertyLength { property: "interrupts", .. })));
 
     let blob = irq_tree(&[5], 1);
     let devices = devices_of(&blob).unwrap();
     let uart = devices.iter().find(|d| d.name() == "uart@9000000").unwrap();
     assert_eq!(uart.interrupt_cells().collect::<Vec<_>>(), [5]);
-    assert!(matches!(
-        uart.gic_interrupts(),
-        Err(DtError::BadInterrupt { .. })
-    ));
+    assert!(matches!(uart.gic_interrupts(), Err(DtError::BadInterrupt { .. })));
 }
 
 #[test]
@@ -1127,14 +773,7 @@ fn interrupt_parent_phandle_must_exist() {
             w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
         });
     });
-    assert_eq!(
-        devices_of(&blob).unwrap_err(),
-        DtError::UnknownPhandle {
-            node: "dev@0",
-            property: "interrupt-parent",
-            phandle: 99
-        }
-    );
+    assert_eq!(devices_of(&blob).unwrap_err(), DtError::UnknownPhandle { node: "dev@0", property: "interrupt-parent", phandle: 99 });
 }
 
 #[test]
@@ -1163,10 +802,7 @@ fn memory_region_is_looked_up_in_reserved_memory() {
     let dev = devices.iter().find(|d| d.name() == "dev@1000").unwrap();
     assert_eq!(dev.memory_region_phandles().collect::<Vec<_>>(), [5]);
     let dt = DeviceTree::new(&blob).unwrap();
-    assert_eq!(
-        dt.reserved_by_phandle(5).unwrap().unwrap().name,
-        "pool@48000000"
-    );
+    assert_eq!(dt.reserved_by_phandle(5).unwrap().unwrap().name, "pool@48000000");
     // A phandle naming a node outside /reserved-memory, or no node: the device still decodes
     // (its registers get mapped) and the lookup its DMA configuration makes finds nothing, so
     // only that device fails to probe.
@@ -1186,16 +822,8 @@ fn helpers_report_missing_nodes() {
     let blob = build(base);
     let dt = DeviceTree::new(&blob).unwrap();
     assert_eq!(dt.gic(), Err(DtError::NotFound { what: "GIC node" }));
-    assert_eq!(
-        dt.arch_timer(),
-        Err(DtError::NotFound {
-            what: "architected timer node"
-        })
-    );
-    assert_eq!(
-        dt.psci_method(),
-        Err(DtError::NotFound { what: "PSCI node" })
-    );
+    assert_eq!(dt.arch_timer(), Err(DtError::NotFound { what: "architected timer node" }));
+    assert_eq!(dt.psci_method(), Err(DtError::NotFound { what: "PSCI node" }));
     let blob = build(|w| {
         base(w);
         node(w, "psci", |w| {
@@ -1204,27 +832,14 @@ fn helpers_report_missing_nodes() {
         });
     });
     let dt = DeviceTree::new(&blob).unwrap();
-    assert_eq!(
-        dt.psci_method(),
-        Err(DtError::BadValue {
-            node: "psci",
-            property: "method"
-        })
-    );
+    assert_eq!(dt.psci_method(), Err(DtError::BadValue { node: "psci", property: "method" }));
 }
 
 #[test]
 fn error_messages_name_the_node() {
     let e = DtError::MissingAddressCells { node: "soc" };
-    assert_eq!(
-        e.to_string(),
-        "soc: missing #address-cells, needed to decode its children's reg"
-    );
-    let e = DtError::UnknownPhandle {
-        node: "virtio@0",
-        property: "memory-region",
-        phandle: 3,
-    };
+    assert_eq!(e.to_string(), "soc: missing #address-cells, needed to decode its children's reg");
+    let e = DtError::UnknownPhandle { node: "virtio@0", property: "memory-region", phandle: 3 };
     assert!(e.to_string().contains("virtio@0") && e.to_string().contains("memory-region"));
 }
 
@@ -1240,18 +855,9 @@ fn qemu_virt_memory_chosen_and_boot_helpers() {
     assert_eq!(uart.name(), "pl011@9000000");
     assert_eq!(uart.regs(), [range(0x900_0000, 0x1000)]);
     assert_eq!(uart.compatible().first(), Some("arm,pl011"));
-    assert_eq!(
-        dt.gic(),
-        Ok(Gic::V2 {
-            distributor: range(0x800_0000, 0x1_0000),
-            cpu_interface: range(0x801_0000, 0x1_0000)
-        })
-    );
+    assert_eq!(dt.gic(), Ok(Gic::V2 { distributor: range(0x800_0000, 0x1_0000), cpu_interface: range(0x801_0000, 0x1_0000) }));
     let timer = dt.arch_timer().unwrap();
-    assert_eq!(
-        (timer.virt.kind, timer.virt.number, timer.virt.intid()),
-        (GicInterruptKind::Ppi, 11, 27)
-    );
+    assert_eq!((timer.virt.kind, timer.virt.number, timer.virt.intid()), (GicInterruptKind::Ppi, 11, 27));
     assert_eq!(timer.nonsecure_phys.intid(), 30);
     assert_eq!(dt.psci_method(), Ok(PsciMethod::Hvc));
     assert_eq!(dt.smallest_dma_limit(), Ok(None));
@@ -1263,25 +869,13 @@ fn qemu_virt_devices() {
     let dt = DeviceTree::new(QEMU_VIRT).unwrap();
     let devices: Vec<_> = dt.devices().collect::<Result<_, _>>().unwrap();
     let names: Vec<_> = devices.iter().map(|d| d.name()).collect();
-    assert!(
-        names.contains(&"v2m@8020000"),
-        "child of the GIC, through `ranges;`"
-    );
+    assert!(names.contains(&"v2m@8020000"), "child of the GIC, through `ranges;`");
     assert!(names.contains(&"pcie@10000000"));
-    for excluded in [
-        "memory@40000000",
-        "cpu@0",
-        "platform-bus@c000000",
-        "timer",
-        "chosen",
-    ] {
+    for excluded in ["memory@40000000", "cpu@0", "platform-bus@c000000", "timer", "chosen"] {
         assert!(!names.contains(&excluded), "{excluded}");
     }
     let flash = devices.iter().find(|d| d.name() == "flash@0").unwrap();
-    assert_eq!(
-        flash.regs(),
-        [range(0, 0x400_0000), range(0x400_0000, 0x400_0000)]
-    );
+    assert_eq!(flash.regs(), [range(0, 0x400_0000), range(0x400_0000, 0x400_0000)]);
 
     let virtio: Vec<_> = dt.virtio_mmio_devices().collect::<Result<_, _>>().unwrap();
     assert_eq!(virtio.len(), 32);
@@ -1303,10 +897,7 @@ fn qemu_virt_devices() {
 fn qemu_virt_with_reserved_memory_fragment() {
     let dt = DeviceTree::new(QEMU_VIRT_RESERVED).unwrap();
     let regions: Vec<_> = dt.reserved_regions().collect::<Result<_, _>>().unwrap();
-    let summary: Vec<_> = regions
-        .iter()
-        .map(|r| (r.name, r.kind, r.no_map, r.reusable))
-        .collect();
+    let summary: Vec<_> = regions.iter().map(|r| (r.name, r.kind, r.no_map, r.reusable)).collect();
     assert_eq!(
         summary,
         [
@@ -1318,10 +909,7 @@ fn qemu_virt_with_reserved_memory_fragment() {
     );
     let virtio = dt.find_path("/virtio_mmio@a003e00").unwrap().unwrap();
     let phandle = virtio.memory_region_phandles().next().unwrap();
-    assert_eq!(
-        dt.reserved_by_phandle(phandle).unwrap().unwrap().name,
-        "restricted-dma"
-    );
+    assert_eq!(dt.reserved_by_phandle(phandle).unwrap().unwrap().name, "restricted-dma");
     assert!(dt.devices().all(|d| d.is_ok()));
 }
 
@@ -1651,11 +1239,7 @@ mod boot_map {
     fn qemu_map(dtb: &[u8]) -> Result<Memblock<'_>, BuildMemblockError<'_>> {
         let dt = DeviceTree::new(dtb).unwrap();
         // Like our ELF boot: DTB at the start of RAM, the kernel linked at 0x4008_0000.
-        build_memblock(
-            &dt,
-            range(0x4008_0000, 0x20_0000),
-            range(0x4000_0000, 0x2000),
-        )
+        build_memblock(&dt, range(0x4008_0000, 0x20_0000), range(0x4000_0000, 0x2000))
     }
 
     #[test]
@@ -1676,20 +1260,14 @@ mod boot_map {
         );
         assert_eq!(map.regions_for_print().to_string(), expected);
         let pool = map.find("swiotlb@4c000000").unwrap();
-        assert_eq!(
-            pool.flags.kind,
-            RegionKind::ReservedMemory(PoolKind::Swiotlb)
-        );
+        assert_eq!(pool.flags.kind, RegionKind::ReservedMemory(PoolKind::Swiotlb));
     }
 
     #[test]
     fn qemu_boot_map_without_reserved_memory() {
         let map = qemu_map(QEMU_VIRT).unwrap();
         assert_eq!(map.reserved().count(), 2);
-        assert_eq!(
-            map.free_ranges().map(|r| r.size()).sum::<u64>(),
-            0x1000_0000 - 0x20_2000
-        );
+        assert_eq!(map.free_ranges().map(|r| r.size()).sum::<u64>(), 0x1000_0000 - 0x20_2000);
     }
 
     #[test]
@@ -1714,27 +1292,11 @@ mod boot_map {
         let dtb = range(0x3fff_f000, 0x2000);
         assert_eq!(
             build_memblock(&dt, range(0x4008_0000, 0x1000), dtb).unwrap_err(),
-            BuildMemblockError::Memblock(MemblockError::OutsideRam {
-                label: "dtb",
-                range: dtb
-            })
+            BuildMemblockError::Memblock(MemblockError::OutsideRam { label: "dtb", range: dtb })
         );
         // A kernel filling the restricted pool's alloc-ranges window leaves it nowhere to go.
-        let err = build_memblock(
-            &dt,
-            range(0x4800_0000, 0x100_0000),
-            range(0x4000_0000, 0x2000),
-        );
-        assert!(
-            matches!(
-                err,
-                Err(BuildMemblockError::Memblock(MemblockError::NoSpace {
-                    label: "restricted-dma",
-                    ..
-                }))
-            ),
-            "{err:?}"
-        );
+        let err = build_memblock(&dt, range(0x4800_0000, 0x100_0000), range(0x4000_0000, 0x2000));
+        assert!(matches!(err, Err(BuildMemblockError::Memblock(MemblockError::NoSpace { label: "restricted-dma", .. }))), "{err:?}");
     }
 
     #[test]
@@ -1742,19 +1304,11 @@ mod boot_map {
         let mut blob = QEMU_VIRT_RESERVED.to_vec();
         // Make `size = <0 0x800000>` of /reserved-memory/cma zero: find it after "cma".
         let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
-        let size = cma
-            + blob[cma..]
-                .windows(8)
-                .position(|w| w == [0, 0, 0, 0, 0, 0x80, 0, 0])
-                .unwrap();
+        let size = cma + blob[cma..].windows(8).position(|w| w == [0, 0, 0, 0, 0, 0x80, 0, 0]).unwrap();
         blob[size + 5] = 0;
         let dt = DeviceTree::new(&blob).unwrap();
-        let err =
-            build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
-        assert_eq!(
-            err.unwrap_err(),
-            BuildMemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" })
-        );
+        let err = build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        assert_eq!(err.unwrap_err(), BuildMemblockError::DeviceTree(DtError::ReservedZeroSize { node: "cma" }));
     }
 
     /// Found by the `fdt` fuzz target: a reserved-memory node named `dtb` (or `kernel`) shared
@@ -1767,8 +1321,7 @@ mod boot_map {
         let cma = blob.windows(4).position(|w| w == b"cma\0").unwrap();
         blob[cma..cma + 3].copy_from_slice(b"dtb");
         let dt = DeviceTree::new(&blob).unwrap();
-        let err =
-            build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
+        let err = build_memblock(&dt, range(0x4008_0000, 0x1000), range(0x4000_0000, 0x2000));
         assert_eq!(err.unwrap_err(), BuildMemblockError::Memblock(MemblockError::DuplicateLabel { label: "dtb" }));
     }
 }

@@ -38,13 +38,8 @@ pub(crate) struct Walk<'b, 'a: 'b, C: ChildrenOf<'b, 'a>> {
 }
 
 /// Starts a walk at the root of `fdt`.
-pub(crate) fn walk<'b, 'a: 'b>(
-    fdt: &'b Fdt<'a>,
-) -> Result<Walk<'b, 'a, impl ChildrenOf<'b, 'a>>, DtError<'a>> {
-    let root = fdt
-        .all_nodes()
-        .next()
-        .ok_or(DtError::NotFound { what: "root node" })?;
+pub(crate) fn walk<'b, 'a: 'b>(fdt: &'b Fdt<'a>) -> Result<Walk<'b, 'a, impl ChildrenOf<'b, 'a>>, DtError<'a>> {
+    let root = fdt.all_nodes().next().ok_or(DtError::NotFound { what: "root node" })?;
     Ok(Walk {
         // Slots past `depth` are stale; the root is just a filler.
         path: [root; MAX_DEPTH],
@@ -107,7 +102,5 @@ pub(crate) fn path_matches(path: &str, chain: &[Node<'_, '_>]) -> bool {
     let names = chain.iter().skip(1).map(|n| n.name);
     let parts = rel.split('/');
     parts.clone().count() == chain.len() - 1
-        && parts
-            .zip(names)
-            .all(|(part, name)| part == name || (!part.contains('@') && part == base_name(name)))
+        && parts.zip(names).all(|(part, name)| part == name || (!part.contains('@') && part == base_name(name)))
 }

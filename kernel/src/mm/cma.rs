@@ -24,7 +24,9 @@ use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::page_alloc::{DroppedPage, LockedPageAllocator, MigrateType, RangeError, ReclaimError, ReclaimMode, ReclaimReport, PAGEBLOCK_SIZE};
+use super::page_alloc::{
+    DroppedPage, LockedPageAllocator, MigrateType, RangeError, ReclaimError, ReclaimMode, ReclaimReport, PAGEBLOCK_SIZE,
+};
 use super::phys::PhysMemory;
 use super::PhysAddr;
 use crate::arch::in_interrupt;

@@ -30,10 +30,7 @@ pub struct CapacityError;
 
 impl<T: Copy + Default, const N: usize> Default for ArrayList<T, N> {
     fn default() -> Self {
-        Self {
-            items: [T::default(); N],
-            len: 0,
-        }
+        Self { items: [T::default(); N], len: 0 }
     }
 }
 
@@ -162,23 +159,14 @@ pub struct RegionFlags {
 impl RegionFlags {
     /// Just a kind, no flags.
     pub const fn of(kind: RegionKind) -> Self {
-        Self {
-            kind,
-            no_map: false,
-            reusable: false,
-            dynamic: false,
-        }
+        Self { kind, no_map: false, reusable: false, dynamic: false }
     }
 }
 
 impl fmt::Display for RegionFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind.as_str())?;
-        for (set, word) in [
-            (self.no_map, "no-map"),
-            (self.reusable, "reusable"),
-            (self.dynamic, "dynamic"),
-        ] {
+        for (set, word) in [(self.no_map, "no-map"), (self.reusable, "reusable"), (self.dynamic, "dynamic")] {
             if set {
                 write!(f, " {word}")?;
             }
@@ -282,38 +270,21 @@ impl fmt::Display for MemblockError<'_> {
             BadLabel { label } => write!(f, "memblock: bad label {label:?}"),
             OutsideRam { label, range } => {
                 let (s, e) = r(range);
-                write!(
-                    f,
-                    "memblock: {label} [{s:#x}-{e:#x}) is not inside one RAM bank"
-                )
+                write!(f, "memblock: {label} [{s:#x}-{e:#x}) is not inside one RAM bank")
             }
-            Overlap {
-                label,
-                range,
-                other,
-                other_range,
-            } => {
+            Overlap { label, range, other, other_range } => {
                 let ((s, e), (os, oe)) = (r(range), r(other_range));
-                write!(
-                    f,
-                    "memblock: {label} [{s:#x}-{e:#x}) overlaps {other} [{os:#x}-{oe:#x})"
-                )
+                write!(f, "memblock: {label} [{s:#x}-{e:#x}) overlaps {other} [{os:#x}-{oe:#x})")
             }
             DuplicateLabel { label } => {
                 write!(f, "memblock: two regions are labelled {label:?} (reserved-memory node names must be unique)")
             }
             Capacity { table, label } => write!(f, "memblock: {table} table full adding {label}"),
             BadAlignment { label, align } => {
-                write!(
-                    f,
-                    "memblock: {label}: alignment {align:#x} is not a power of two"
-                )
+                write!(f, "memblock: {label}: alignment {align:#x} is not a power of two")
             }
             NoSpace { label, size, align } => {
-                write!(
-                    f,
-                    "memblock: no free range for {label} ({size:#x} bytes, align {align:#x})"
-                )
+                write!(f, "memblock: no free range for {label} ({size:#x} bytes, align {align:#x})")
             }
         }
     }
@@ -343,36 +314,19 @@ impl<'a> Memblock<'a> {
             let bank = self.ram.as_slice()[i];
             if bank.base() <= new.end() && new.base() <= bank.end() {
                 let start = bank.base().min(new.base());
-                new = PhysRange {
-                    base: start,
-                    size: bank.end().max(new.end()) - start,
-                };
+                new = PhysRange { base: start, size: bank.end().max(new.end()) - start };
                 self.ram.remove(i);
             } else {
                 i += 1;
             }
         }
-        let at = self
-            .ram
-            .as_slice()
-            .partition_point(|b| b.base() < new.base());
-        self.ram
-            .insert(at, new)
-            .map_err(|_| MemblockError::Capacity {
-                table: "RAM",
-                label,
-            })
+        let at = self.ram.as_slice().partition_point(|b| b.base() < new.base());
+        self.ram.insert(at, new).map_err(|_| MemblockError::Capacity { table: "RAM", label })
     }
 
     /// Reserves `[base, base + size)` for `label`. It must lie inside one RAM bank and overlap
     /// no existing reservation (the error names both).
-    pub fn reserve(
-        &mut self,
-        base: PhysAddr,
-        size: u64,
-        label: &'a str,
-        flags: RegionFlags,
-    ) -> Result<(), MemblockError<'a>> {
+    pub fn reserve(&mut self, base: PhysAddr, size: u64, label: &'a str, flags: RegionFlags) -> Result<(), MemblockError<'a>> {
         check_label(label)?;
         let range = checked_range(label, base, size)?;
         // Regions of the kernel's own kinds may share a label ("memreserve"); a reserved-memory
@@ -384,35 +338,13 @@ impl<'a> Memblock<'a> {
         if !self.ram.as_slice().iter().any(|bank| bank.contains(&range)) {
             return Err(MemblockError::OutsideRam { label, range });
         }
-        let at = self
-            .reserved
-            .as_slice()
-            .partition_point(|r| r.range.base() < range.base());
+        let at = self.reserved.as_slice().partition_point(|r| r.range.base() < range.base());
         // Sorted and disjoint: only the neighbours can overlap.
-        let neighbours = self.reserved.as_slice()[at.saturating_sub(1)..]
-            .iter()
-            .take(2);
+        let neighbours = self.reserved.as_slice()[at.saturating_sub(1)..].iter().take(2);
         if let Some(other) = neighbours.into_iter().find(|r| r.range.overlaps(&range)) {
-            return Err(MemblockError::Overlap {
-                label,
-                range,
-                other: other.label,
-                other_range: other.range,
-            });
+            return Err(MemblockError::Overlap { label, range, other: other.label, other_range: other.range });
         }
-        self.reserved
-            .insert(
-                at,
-                MemblockRegion {
-                    range,
-                    label,
-                    flags,
-                },
-            )
-            .map_err(|_| MemblockError::Capacity {
-                table: "reserved",
-                label,
-            })
+        self.reserved.insert(at, MemblockRegion { range, label, flags }).map_err(|_| MemblockError::Capacity { table: "reserved", label })
     }
 
     /// Finds and reserves `size` bytes aligned to `align` (a power of two) inside `within` if
@@ -465,24 +397,12 @@ impl<'a> Memblock<'a> {
 
     /// RAM minus every reservation, sorted.
     pub fn free_ranges(&self) -> FreeRanges<'_, 'a> {
-        FreeRanges {
-            map: self,
-            bank: 0,
-            cursor: None,
-            next_reserved: 0,
-            subtract: |_| true,
-        }
+        FreeRanges { map: self, bank: 0, cursor: None, next_reserved: 0, subtract: |_| true }
     }
 
     /// RAM minus the `no-map` reservations, sorted: what the kernel's page tables map.
     pub fn mapped_ranges(&self) -> FreeRanges<'_, 'a> {
-        FreeRanges {
-            map: self,
-            bank: 0,
-            cursor: None,
-            next_reserved: 0,
-            subtract: |r| r.flags.no_map,
-        }
+        FreeRanges { map: self, bank: 0, cursor: None, next_reserved: 0, subtract: |r| r.flags.no_map }
     }
 
     /// True if `addr` is in a RAM bank.
@@ -523,11 +443,7 @@ impl<'a> Memblock<'a> {
     }
 }
 
-fn checked_range<'a>(
-    label: &'a str,
-    base: PhysAddr,
-    size: u64,
-) -> Result<PhysRange, MemblockError<'a>> {
+fn checked_range<'a>(label: &'a str, base: PhysAddr, size: u64) -> Result<PhysRange, MemblockError<'a>> {
     if size == 0 {
         return Err(MemblockError::ZeroSize { label });
     }
@@ -567,10 +483,7 @@ impl Iterator for FreeRanges<'_, '_> {
                 self.cursor = None;
                 continue;
             }
-            while reserved
-                .get(self.next_reserved)
-                .is_some_and(|r| r.range.end() <= start || !(self.subtract)(r))
-            {
+            while reserved.get(self.next_reserved).is_some_and(|r| r.range.end() <= start || !(self.subtract)(r)) {
                 self.next_reserved += 1;
             }
             // Reservations lie inside one bank, sorted and disjoint.
@@ -592,9 +505,7 @@ impl Iterator for FreeRanges<'_, '_> {
 impl fmt::Display for Memblock<'_> {
     /// `  [mem 0x%016x-0x%016x] label kind flags`, inclusive end, sorted; free RAM is `usable`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let line = |f: &mut fmt::Formatter<'_>, r: &PhysRange| {
-            write!(f, "  [mem {:#018x}-{:#018x}]", r.base(), r.last())
-        };
+        let line = |f: &mut fmt::Formatter<'_>, r: &PhysRange| write!(f, "  [mem {:#018x}-{:#018x}]", r.base(), r.last());
         let mut free = self.free_ranges().peekable();
         let mut reserved = self.reserved().peekable();
         loop {
@@ -619,10 +530,7 @@ impl fmt::Display for Memblock<'_> {
 pub fn page_aligned_inner(range: PhysRange) -> Option<PhysRange> {
     let start = align_up(range.base(), PAGE_SIZE)?;
     let end = align_down(range.end(), PAGE_SIZE);
-    (start < end).then(|| PhysRange {
-        base: start,
-        size: end - start,
-    })
+    (start < end).then(|| PhysRange { base: start, size: end - start })
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@ use crate::dma::mapping::DmaApi;
 use crate::dma::pools::DevicePoolSlot;
 use crate::dma::swiotlb::mem::{LendError, PoolGeometry, SwiotlbMem, Tunables, SLOTS_PER_PAGEBLOCK};
 use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool, IO_TLB_SEGSIZE, IO_TLB_SHIFT, SCRUB_STEP_SLOTS};
-use crate::mm::page_alloc::LockedPageAllocator;
 use crate::dt::{self, DeviceTree, DtError};
 use crate::mm::memblock::{Memblock, PoolKind, RegionKind};
+use crate::mm::page_alloc::LockedPageAllocator;
 use crate::mm::PhysAddr;
 use crate::sync::IrqSafeSpinLock;
 use crate::work::{WorkId, SYSTEM_WQ};
@@ -76,16 +76,26 @@ impl fmt::Display for DmaSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DmaSetupError::DeviceTree(e) => write!(f, "{e}"),
-            DmaSetupError::NoPool => write!(f, "no default SWIOTLB pool (a /reserved-memory node compatible with \"dmabounce,swiotlb-pool\")"),
+            DmaSetupError::NoPool => {
+                write!(f, "no default SWIOTLB pool (a /reserved-memory node compatible with \"dmabounce,swiotlb-pool\")")
+            }
             DmaSetupError::Pool(name, e) => write!(f, "SWIOTLB pool {name}: {e}"),
-            DmaSetupError::PoolNotInMemoryMap { device, region } => write!(f, "{device}: restricted-dma-pool {region} is not in the memory map (it lies outside RAM)"),
-            DmaSetupError::NotRestrictedPool { device, region } => write!(f, "{device}: memory-region {region} is not a restricted-dma-pool"),
-            DmaSetupError::ReusableRestrictedPool(name) => write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)"),
+            DmaSetupError::PoolNotInMemoryMap { device, region } => {
+                write!(f, "{device}: restricted-dma-pool {region} is not in the memory map (it lies outside RAM)")
+            }
+            DmaSetupError::NotRestrictedPool { device, region } => {
+                write!(f, "{device}: memory-region {region} is not a restricted-dma-pool")
+            }
+            DmaSetupError::ReusableRestrictedPool(name) => {
+                write!(f, "{name}: a restricted-dma-pool must not be reusable (it is shared with the device and is never lent)")
+            }
             DmaSetupError::RestrictedPoolBeyondDmaLimit { device, region, pool_end, limit } => {
                 write!(f, "{device}: restricted-dma-pool {region} ends at {pool_end:#x}, beyond the device's DMA limit {limit:#x} (it could not reach its bounce buffers)")
             }
             DmaSetupError::TooManyPools => write!(f, "too many restricted DMA pools"),
-            DmaSetupError::PoolAboveDmaLimit { pool_end, limit } => write!(f, "the default SWIOTLB pool ends at {pool_end:#x}, above the DMA limit {limit:#x}"),
+            DmaSetupError::PoolAboveDmaLimit { pool_end, limit } => {
+                write!(f, "the default SWIOTLB pool ends at {pool_end:#x}, above the DMA limit {limit:#x}")
+            }
             DmaSetupError::Manager(e) => write!(f, "default SWIOTLB pool: {e:?}"),
         }
     }
@@ -98,7 +108,8 @@ impl From<DtError<'static>> for DmaSetupError {
 }
 
 const MAX_RESTRICTED: usize = 8;
-static RESTRICTED: IrqSafeSpinLock<[Option<(PhysAddr, &'static SwiotlbPool)>; MAX_RESTRICTED]> = IrqSafeSpinLock::new([None; MAX_RESTRICTED]);
+static RESTRICTED: IrqSafeSpinLock<[Option<(PhysAddr, &'static SwiotlbPool)>; MAX_RESTRICTED]> =
+    IrqSafeSpinLock::new([None; MAX_RESTRICTED]);
 static NEXT_DEVICE_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Slots for `bytes` of pool, rounded down to whole segments of every area.
@@ -143,10 +154,18 @@ pub fn dma_device_from_dt(
         match region.kind {
             PoolKind::RestrictedDma if region.reusable => return Err(DmaSetupError::ReusableRestrictedPool(region.name)),
             PoolKind::RestrictedDma => {
-                let range = memblock.find(region.name).map(|r| r.range).ok_or(DmaSetupError::PoolNotInMemoryMap { device: dev.name(), region: region.name })?;
+                let range = memblock
+                    .find(region.name)
+                    .map(|r| r.range)
+                    .ok_or(DmaSetupError::PoolNotInMemoryMap { device: dev.name(), region: region.name })?;
                 if !dev.dma_reaches(range) {
                     let limit = dev.dma_limit().unwrap_or(PhysAddr::MAX);
-                    return Err(DmaSetupError::RestrictedPoolBeyondDmaLimit { device: dev.name(), region: region.name, pool_end: range.end(), limit });
+                    return Err(DmaSetupError::RestrictedPoolBeyondDmaLimit {
+                        device: dev.name(),
+                        region: region.name,
+                        pool_end: range.end(),
+                        limit,
+                    });
                 }
                 policy = BouncePolicy::Restricted(restricted_pool(memblock, region.name)?);
             }
@@ -250,7 +269,12 @@ pub fn maintenance() {
 /// Sets up the DMA layer (Linux: `swiotlb_init` + `dma_debug_init`): the default pool from its
 /// `/reserved-memory` region, managed by `swiotlb_policy=`, and the worker on the system work
 /// queue, kicked whenever a bounce fails.
-pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'static LockedPageAllocator, params: &'static KernelParams) -> Result<&'static Dma, DmaSetupError> {
+pub fn init(
+    memblock: &Memblock<'_>,
+    dma_limit: Option<PhysAddr>,
+    pages: &'static LockedPageAllocator,
+    params: &'static KernelParams,
+) -> Result<&'static Dma, DmaSetupError> {
     let (base, size) = default_pool_region(memblock).ok_or(DmaSetupError::NoPool)?;
     if let Some(limit) = dma_limit.filter(|l| base + size > *l) {
         return Err(DmaSetupError::PoolAboveDmaLimit { pool_end: base + size, limit });
@@ -282,7 +306,9 @@ pub fn init(memblock: &Memblock<'_>, dma_limit: Option<PhysAddr>, pages: &'stati
     if tunables.policy == SwiotlbPolicy::Lend {
         let region = memblock.reserved().find(|r| matches!(r.flags.kind, RegionKind::ReservedMemory(PoolKind::Swiotlb)));
         match region {
-            Some(r) if r.flags.reusable => log::info!("swiotlb: {} is reusable: its spare pageblocks are lent to the page allocator as MIGRATE_SWIOTLB", r.label),
+            Some(r) if r.flags.reusable => {
+                log::info!("swiotlb: {} is reusable: its spare pageblocks are lent to the page allocator as MIGRATE_SWIOTLB", r.label)
+            }
             Some(r) => {
                 log::warn!("swiotlb: {} is not reusable: nothing is lent (swiotlb_policy=lend runs as static)", r.label);
                 tunables.policy = SwiotlbPolicy::Static;
@@ -366,7 +392,11 @@ pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, L
             let pool = dma.manager.carve_device_pool(super::mm::page_allocator(), blocks, &mut |_| {})?;
             if let Err(pool) = slot.attach(pool) {
                 // Cannot happen (hints are task context, one at a time); give the blocks back.
-                return dma.manager.return_device_pool(pool, super::mm::page_allocator()).map_err(|(_, e)| e).map(|()| HintOutcome::Unchanged);
+                return dma
+                    .manager
+                    .return_device_pool(pool, super::mm::page_allocator())
+                    .map_err(|(_, e)| e)
+                    .map(|()| HintOutcome::Unchanged);
             }
             dev.set_device_pool(Some(slot));
             Ok(HintOutcome::Carved(blocks))

@@ -127,9 +127,8 @@ fn request_irq_on(irq: IrqNumber, edge: bool, handler: IrqHandler, default_cpu: 
     if irq < SPI_BASE {
         return Ok(());
     }
-    let chosen = super::try_kernel()
-        .and_then(|k| k.params.irq_affinity.iter().rev().find(|(n, _)| *n == irq).map(|(_, cpu)| *cpu))
-        .or(default_cpu);
+    let chosen =
+        super::try_kernel().and_then(|k| k.params.irq_affinity.iter().rev().find(|(n, _)| *n == irq).map(|(_, cpu)| *cpu)).or(default_cpu);
     match chosen {
         Some(cpu) if cpu != cpu_id() => {
             match set_affinity(irq, cpu) {

@@ -70,7 +70,8 @@ impl HeapSource for PageHeapSource {
         } else {
             // Whole pageblocks, taken out of the allocator; prefer ZONE_NORMAL, keep ZONE_DMA for DMA.
             let blocks = (min_bytes as u64).div_ceil(PAGEBLOCK_SIZE) as usize;
-            let addr = pa.alloc_contig_pageblocks(blocks, ZoneType::Normal).or_else(|_| pa.alloc_contig_pageblocks(blocks, ZoneType::Dma)).ok()?;
+            let addr =
+                pa.alloc_contig_pageblocks(blocks, ZoneType::Normal).or_else(|_| pa.alloc_contig_pageblocks(blocks, ZoneType::Dma)).ok()?;
             Some((addr as usize, blocks * PAGEBLOCK_SIZE as usize))
         }
     }

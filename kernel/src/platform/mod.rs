@@ -214,7 +214,12 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     if !exit::probe_semihosting() {
         log::info!("semihosting: not available; results and the exit status go to the UART, then PSCI SYSTEM_OFF");
     }
-    log::info!("dmabounce kernel: entered at EL{}, DTB at {:#x} ({} bytes, {nops} NOPs removed)", entry_el(), blob.as_ptr() as usize, blob.len());
+    log::info!(
+        "dmabounce kernel: entered at EL{}, DTB at {:#x} ({} bytes, {nops} NOPs removed)",
+        entry_el(),
+        blob.as_ptr() as usize,
+        blob.len()
+    );
 
     // SAFETY: the linker script defines these symbols; only their addresses are used.
     let image = unsafe { (symbol(&__kernel_start), symbol(&__kernel_end)) };
@@ -225,9 +230,8 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     // The heap's first arena must lie in the 1 GiB block the early map made Normal memory.
     let early_block = PhysRange::new(align_down(image.0, 1 << 30), 1 << 30);
     let heap_size = align_up(mm::metadata_bytes(memblock.total_ram()) + INITIAL_HEAP_SPARE, PAGE_SIZE).ok_or(BootError::NoHeap)?;
-    let heap_base = memblock
-        .alloc(heap_size, PAGE_SIZE, early_block, "heap", RegionFlags::of(RegionKind::Allocated))
-        .map_err(|_| BootError::NoHeap)?;
+    let heap_base =
+        memblock.alloc(heap_size, PAGE_SIZE, early_block, "heap", RegionFlags::of(RegionKind::Allocated)).map_err(|_| BootError::NoHeap)?;
     // SAFETY: memblock just reserved this range for the heap; it is RAM inside the early map's
     // Normal block, and nothing else will use it.
     unsafe { HEAP.add_arena(heap_base as usize, heap_size as usize) };
@@ -262,8 +266,15 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     {
         let pa = pages.lock();
         let span = pa.span();
-        kprintln!("Zones: DMA {} pages, Normal {} pages (DMA limit {})", pa.managed_pages(crate::mm::page_alloc::ZoneType::Dma),
-            pa.managed_pages(crate::mm::page_alloc::ZoneType::Normal), match dma_limit { Some(l) => alloc::format!("{l:#x}"), None => alloc::string::String::from("none: all RAM") });
+        kprintln!(
+            "Zones: DMA {} pages, Normal {} pages (DMA limit {})",
+            pa.managed_pages(crate::mm::page_alloc::ZoneType::Dma),
+            pa.managed_pages(crate::mm::page_alloc::ZoneType::Normal),
+            match dma_limit {
+                Some(l) => alloc::format!("{l:#x}"),
+                None => alloc::string::String::from("none: all RAM"),
+            }
+        );
         kprint!("{}", pa.pagetypeinfo());
         kprintln!("RAM {:#x}-{:#x}, one character per 2 MiB pageblock:", span.start, span.end);
         kprintln!("  [{}]", pa.ram_picture(|addr| mm::in_swiotlb_region(&memblock, addr)));
@@ -327,7 +338,11 @@ fn activate_final_map(dt: &DeviceTree<'static>, memblock: &Memblock<'static>, im
         // RAM around the image is data; the image is split text / rodata / data.
         let mut map_part = |s: PhysAddr, e: PhysAddr, f: fn(&mut KernelPageTable, u64, u64) -> Result<(), aarch64_paging::MapError>| {
             let (s, e) = (s.max(start), e.min(end));
-            if s < e { f(&mut table, s, e).map_err(BootError::Mmu) } else { Ok(()) }
+            if s < e {
+                f(&mut table, s, e).map_err(BootError::Mmu)
+            } else {
+                Ok(())
+            }
         };
         map_part(start, image.0, KernelPageTable::map_data)?;
         map_part(image.0, text_end, KernelPageTable::map_code)?;

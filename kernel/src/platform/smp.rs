@@ -25,8 +25,8 @@ use drivers::irq::gic::IrqNumber;
 use super::irq::IrqHandler;
 use drivers::power::psci::{self, Conduit};
 
-pub use boot::smp::MAX_CPUS;
 pub use crate::arch::cpu_id;
+pub use boot::smp::MAX_CPUS;
 
 use super::{irq, time};
 use crate::dt::{CpuNode, DeviceTree, DtError};
@@ -176,7 +176,9 @@ fn irq_setup_ipi() {
             Ok(()) => {
                 IPIS_REGISTERED.fetch_or(1 << ipi, Ordering::Release);
             }
-            Err(e) => log::warn!("smp: no handler for IPI {ipi} ({e}); other CPUs run without it (calls and work wait for their next interrupt)"),
+            Err(e) => {
+                log::warn!("smp: no handler for IPI {ipi} ({e}); other CPUs run without it (calls and work wait for their next interrupt)")
+            }
         }
     }
     crate::work::SYSTEM_WQ.set_waker(wake_up_idle_cpu);
@@ -207,7 +209,8 @@ fn __cpu_up(cpu: usize, conduit: Conduit) -> Result<(), SmpError> {
     }
     // The hand-over stays valid for the kernel's life (the CPU reads it once; leaking 64 bytes
     // per CPU is simpler than proving when it has).
-    let data: &'static SecondaryBootData = alloc::boxed::Box::leak(alloc::boxed::Box::new(SecondaryBootData::new(cpu, secondary_start_kernel)));
+    let data: &'static SecondaryBootData =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(SecondaryBootData::new(cpu, secondary_start_kernel)));
     data.clean_to_poc();
     CPU_STATE[cpu].store(CPU_BOOTING, Ordering::Release);
     let mpidr = CPU_MPIDR[cpu].load(Ordering::Relaxed);

@@ -28,9 +28,9 @@ use drivers::virtio::mmio::VirtioMmio;
 use drivers::virtio::{feature, Error as VirtioError, Transport, VirtioDma};
 
 use super::dma::{dma, dma_device_from_dt, DmaSetupError};
-use super::phys::ram;
 use super::irq::{request_irq_spread, IrqError, IrqReturn};
 use super::mm::page_allocator;
+use super::phys::ram;
 use crate::block::virtio_blk::{BlkEnv, DiskParts};
 use crate::dma::device::DmaDevice;
 use crate::mm::page_alloc::{MigrateType, ZoneType};
@@ -38,8 +38,8 @@ use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::work::{WorkId, SYSTEM_WQ};
 
 pub use crate::block::virtio_blk::{
-    read_verify, wait_for, BlkError, BlockRequest, CompletionFn, DiskStats, DEFAULT_TIMEOUT, DIRECT_MAX_IN_FLIGHT, MAX_IN_FLIGHT, MAX_SEGMENTS,
-    QUEUE_SIZE,
+    read_verify, wait_for, BlkError, BlockRequest, CompletionFn, DiskStats, DEFAULT_TIMEOUT, DIRECT_MAX_IN_FLIGHT, MAX_IN_FLIGHT,
+    MAX_SEGMENTS, QUEUE_SIZE,
 };
 
 /// A virtio block disk of the machine: the request engine over virtio-mmio, on this board.
@@ -51,7 +51,6 @@ pub const TIMEOUT_TICK: Duration = Duration::from_millis(10);
 pub const MAX_DISKS: usize = 4;
 /// virtio-mmio nodes looked at (QEMU virt has 32).
 const MAX_TRANSPORTS: usize = 32;
-
 
 /// Why probing a virtio-mmio node failed.
 #[derive(Debug)]
@@ -191,8 +190,15 @@ pub fn probe_all() -> usize {
                 Err(e) => log::warn!("{}: {e}", node.name()),
             }
         }
-        RETRY_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk retry", retry_waiting).inspect_err(|e| log::warn!("virtio-blk: no retry work item: {e:?}")).ok());
-        RECOVER_WORK.call_once(|| SYSTEM_WQ.register("virtio-blk recover", recover_disks).inspect_err(|e| log::warn!("virtio-blk: no recovery work item: {e:?}")).ok());
+        RETRY_WORK.call_once(|| {
+            SYSTEM_WQ.register("virtio-blk retry", retry_waiting).inspect_err(|e| log::warn!("virtio-blk: no retry work item: {e:?}")).ok()
+        });
+        RECOVER_WORK.call_once(|| {
+            SYSTEM_WQ
+                .register("virtio-blk recover", recover_disks)
+                .inspect_err(|e| log::warn!("virtio-blk: no recovery work item: {e:?}"))
+                .ok()
+        });
         if found > 0 {
             // Deadlines are checked on a slow background tick; callers waiting in task context
             // check them too (`wait_for`), so a lost tick hook only makes timeouts later.
@@ -253,8 +259,7 @@ fn probe(node: &crate::dt::Device<'static>, index: usize) -> Result<Option<&'sta
         declined |= feature::RING_EVENT_IDX;
     }
     let options = BlkOptions { required: 0, declined, max_segments: MAX_SEGMENTS as u16 };
-    let blk = VirtioBlk::<_, QUEUE_SIZE>::with_options(transport, &CoherentRings { dev: dma_dev }, options)
-        .map_err(ProbeError::Virtio)?;
+    let blk = VirtioBlk::<_, QUEUE_SIZE>::with_options(transport, &CoherentRings { dev: dma_dev }, options).map_err(ProbeError::Virtio)?;
     // The scratch page comes from ZONE_NORMAL like any kernel data: for a DMA-limited device
     // the headers and status bytes bounce too.
     let scratch = page_allocator()

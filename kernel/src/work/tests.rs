@@ -7,12 +7,16 @@ static B: AtomicUsize = AtomicUsize::new(0);
 #[test]
 fn scheduled_work_runs_once_in_task_context() {
     let wq = WorkQueue::new();
-    let a = wq.register("a", || {
-        A.fetch_add(1, Ordering::SeqCst);
-    }).unwrap();
-    let _b = wq.register("b", || {
-        B.fetch_add(1, Ordering::SeqCst);
-    }).unwrap();
+    let a = wq
+        .register("a", || {
+            A.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let _b = wq
+        .register("b", || {
+            B.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
     {
         let _irq = crate::arch::host::IrqContextGuard::enter();
         wq.schedule(a);
@@ -39,14 +43,16 @@ fn an_item_never_runs_on_two_cpus_at_once() {
     static INSIDE: AtomicUsize = AtomicUsize::new(0);
     static OVERLAPS: AtomicUsize = AtomicUsize::new(0);
     static RUNS: AtomicUsize = AtomicUsize::new(0);
-    let id = WQ.register("slow", || {
-        if INSIDE.fetch_add(1, Ordering::SeqCst) != 0 {
-            OVERLAPS.fetch_add(1, Ordering::SeqCst);
-        }
-        std::thread::sleep(std::time::Duration::from_micros(50));
-        RUNS.fetch_add(1, Ordering::SeqCst);
-        INSIDE.fetch_sub(1, Ordering::SeqCst);
-    }).unwrap();
+    let id = WQ
+        .register("slow", || {
+            if INSIDE.fetch_add(1, Ordering::SeqCst) != 0 {
+                OVERLAPS.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        })
+        .unwrap();
     let threads: std::vec::Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {

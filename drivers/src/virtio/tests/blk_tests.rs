@@ -7,8 +7,7 @@ use std::vec::Vec;
 
 use super::sim::{read_bytes, write_bytes, FakeTransport, RingDevice, SimChain, SimDma};
 use crate::virtio::blk::{
-    feature, req_status, BlkOptions, Completion, DmaSegment, RequestDma, RequestHeader,
-    RequestType, Token, VirtioBlk, STATUS_UNWRITTEN,
+    feature, req_status, BlkOptions, Completion, DmaSegment, RequestDma, RequestHeader, RequestType, Token, VirtioBlk, STATUS_UNWRITTEN,
 };
 use crate::virtio::queue::VirtqueueMemory;
 use crate::virtio::status::{DRIVER_OK, FAILED};
@@ -45,9 +44,7 @@ impl SimDisk {
             let len = segment.len as usize;
             match request_type {
                 0 => write_bytes(segment.addr, &self.disk[offset..offset + len]),
-                1 => {
-                    self.disk[offset..offset + len].copy_from_slice(&read_bytes(segment.addr, len))
-                }
+                1 => self.disk[offset..offset + len].copy_from_slice(&read_bytes(segment.addr, len)),
                 8 => write_bytes(segment.addr, b"sim-disk-0\0\0\0\0\0\0\0\0\0\0"),
                 _ => return (req_status::UNSUPP, 1),
             }
@@ -78,10 +75,7 @@ impl Request {
     pub(super) fn new(dma: &SimDma, request_type: RequestType, sector: u64, segments: &[(u32, u8)]) -> Self {
         let header = dma.buffer(16, 0);
         write_bytes(header, &RequestHeader { request_type, sector }.to_bytes());
-        let data = segments
-            .iter()
-            .map(|&(len, fill)| DmaSegment { dma_addr: dma.buffer(len as usize, fill), len })
-            .collect();
+        let data = segments.iter().map(|&(len, fill)| DmaSegment { dma_addr: dma.buffer(len as usize, fill), len }).collect();
         let status = dma.buffer(1, STATUS_UNWRITTEN);
         Self { header, data, status }
     }
@@ -122,12 +116,8 @@ pub(super) fn finish(blk: &mut Blk, request: &Request) -> (Token, Result<(), Err
 #[test]
 fn init_negotiates_features_and_reads_config() {
     let topology = 1 << 10; // offered, not understood
-    let (dma, dev, blk, _disk) =
-        setup(feature::SIZE_MAX | feature::BLK_SIZE | feature::FLUSH | topology);
-    assert_eq!(
-        blk.features(),
-        common::VERSION_1 | feature::SIZE_MAX | feature::BLK_SIZE | feature::FLUSH
-    );
+    let (dma, dev, blk, _disk) = setup(feature::SIZE_MAX | feature::BLK_SIZE | feature::FLUSH | topology);
+    assert_eq!(blk.features(), common::VERSION_1 | feature::SIZE_MAX | feature::BLK_SIZE | feature::FLUSH);
     assert_eq!(blk.capacity(), CAPACITY);
     assert_eq!(blk.config().size_max, Some(4096));
     assert_eq!(blk.config().seg_max, None, "SEG_MAX not offered: field not read");
@@ -167,18 +157,9 @@ fn queue_size_is_the_largest_power_of_two_both_allow() {
 fn reads_and_writes_complete_out_of_order() {
     let (dma, dev, mut blk, mut disk) = setup(feature::SEG_MAX);
     // Three writes in flight, two segments each.
-    let writes: Vec<Request> = (0..3u8)
-        .map(|i| {
-            Request::new(
-                &dma,
-                RequestType::Out,
-                8 * u64::from(i),
-                &[(512, 0xa0 + i), (1024, 0xb0 + i)],
-            )
-        })
-        .collect();
-    let tokens: Vec<Token> =
-        (0..3).map(|i| blk.write_blocks_nb(8 * i as u64, &writes[i].dma()).unwrap()).collect();
+    let writes: Vec<Request> =
+        (0..3u8).map(|i| Request::new(&dma, RequestType::Out, 8 * u64::from(i), &[(512, 0xa0 + i), (1024, 0xb0 + i)])).collect();
+    let tokens: Vec<Token> = (0..3).map(|i| blk.write_blocks_nb(8 * i as u64, &writes[i].dma()).unwrap()).collect();
     assert_eq!(tokens.len(), 3);
     let chains = disk.take_all();
     for chain in chains.iter().rev() {
@@ -214,9 +195,7 @@ fn reads_and_writes_complete_out_of_order() {
 #[test]
 fn error_statuses_are_typed() {
     let (dma, _dev, mut blk, mut disk) = setup(0);
-    for (status, expected) in
-        [(req_status::IOERR, Error::IoError), (req_status::UNSUPP, Error::RequestUnsupported)]
-    {
+    for (status, expected) in [(req_status::IOERR, Error::IoError), (req_status::UNSUPP, Error::RequestUnsupported)] {
         let read = Request::new(&dma, RequestType::In, 1, &[(512, 0)]);
         blk.read_blocks_nb(1, &read.dma()).unwrap();
         let chain = disk.take_all().pop().unwrap();
@@ -233,10 +212,7 @@ fn read_only_device_refuses_writes_before_the_queue() {
     assert!(blk.readonly());
     let write = Request::new(&dma, RequestType::Out, 0, &[(512, 1)]);
     assert_eq!(blk.write_blocks_nb(0, &write.dma()), Err(Error::ReadOnly));
-    assert_eq!(
-        (blk.queue().num_free(), disk.ring.avail_idx(), dev.notifications.get()),
-        (Q as u16, 0, 0)
-    );
+    assert_eq!((blk.queue().num_free(), disk.ring.avail_idx(), dev.notifications.get()), (Q as u16, 0, 0));
     let read = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
     assert!(blk.read_blocks_nb(0, &read.dma()).is_ok());
 }
@@ -295,11 +271,7 @@ fn malformed_requests_are_refused_before_the_queue() {
     ];
     for (sector, segments) in cases {
         let request = Request::new(&dma, RequestType::In, sector, segments);
-        assert_eq!(
-            blk.read_blocks_nb(sector, &request.dma()),
-            Err(Error::BadRequest),
-            "{sector} {segments:?}"
-        );
+        assert_eq!(blk.read_blocks_nb(sector, &request.dma()), Err(Error::BadRequest), "{sector} {segments:?}");
     }
     let last = Request::new(&dma, RequestType::In, CAPACITY - 2, &[(1024, 0)]);
     assert!(blk.read_blocks_nb(CAPACITY - 2, &last.dma()).is_ok(), "ends exactly at capacity");
@@ -309,10 +281,7 @@ fn malformed_requests_are_refused_before_the_queue() {
     assert_eq!(blk.flush_nb(&empty), Err(Error::Unsupported));
     let short_id = Request::new(&dma, RequestType::GetId, 0, &[(16, 0)]);
     assert_eq!(blk.get_id_nb(&short_id.dma()), Err(Error::BadRequest));
-    assert_eq!(
-        (blk.queue().num_free(), disk.ring.avail_idx(), dev.notifications.get()),
-        (free, 1, notified)
-    );
+    assert_eq!((blk.queue().num_free(), disk.ring.avail_idx(), dev.notifications.get()), (free, 1, notified));
 }
 
 #[test]
@@ -388,11 +357,8 @@ fn indirect_and_event_idx_are_negotiated_unless_declined() {
 fn full_queue_of_indirect_requests() {
     let (dma, dev, mut blk, mut disk) = setup(feature::SEG_MAX | common::INDIRECT_DESC);
     // Q requests of header + 2 segments + status: 4 descriptors each direct, 1 indirect.
-    let reads: Vec<Request> = (0..Q as u64)
-        .map(|i| Request::new(&dma, RequestType::In, 2 * i, &[(512, 0), (512, 0)]))
-        .collect();
-    let tokens: Vec<Token> =
-        reads.iter().enumerate().map(|(i, r)| blk.read_blocks_nb(2 * i as u64, &r.dma()).unwrap()).collect();
+    let reads: Vec<Request> = (0..Q as u64).map(|i| Request::new(&dma, RequestType::In, 2 * i, &[(512, 0), (512, 0)])).collect();
+    let tokens: Vec<Token> = reads.iter().enumerate().map(|(i, r)| blk.read_blocks_nb(2 * i as u64, &r.dma()).unwrap()).collect();
     assert_eq!((blk.queue().num_free(), blk.queue().in_flight()), (0, Q as u16));
     let one_more = Request::new(&dma, RequestType::In, 0, &[(512, 0)]);
     assert_eq!(blk.read_blocks_nb(0, &one_more.dma()), Err(Error::QueueFull));

@@ -31,10 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::vec::Vec;
 
 use super::sim::{read_bytes, write_bytes, FakeTransport, RingDevice, SimChain, SimDesc, SimDma};
-use crate::virtio::blk::{
-    feature, req_status, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk,
-    STATUS_UNWRITTEN,
-};
+use crate::virtio::blk::{feature, req_status, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, STATUS_UNWRITTEN};
 use crate::virtio::{feature as common, BrokenReason, DeviceType, Error};
 
 /// Queue capacity of the driver under test.
@@ -166,11 +163,7 @@ fn run_script(script: &[u8], resets: bool) -> Outcome {
         // Drain: whatever the device left, the driver neither panics nor invents completions.
         h.poll();
         dma.check_guards();
-        assert_eq!(
-            h.submitted,
-            h.ended.len() as u64 + h.in_flight.len() as u64,
-            "every request ended once or is still in flight"
-        );
+        assert_eq!(h.submitted, h.ended.len() as u64 + h.in_flight.len() as u64, "every request ended once or is still in flight");
         Outcome { init_error: None, completions: h.completions, broken: h.broken }
     };
     // SAFETY: the driver (and its rings) and the device model are dropped above.
@@ -307,11 +300,7 @@ impl Harness<'_> {
                 self.assert_not_broken("a submission succeeded");
                 let device_writes = matches!(kind, RequestType::In | RequestType::GetId);
                 let mut descs = std::vec![SimDesc { addr: header, len: 16, writable: false }];
-                descs.extend(data.iter().map(|d| SimDesc {
-                    addr: d.dma_addr,
-                    len: d.len,
-                    writable: device_writes,
-                }));
+                descs.extend(data.iter().map(|d| SimDesc { addr: d.dma_addr, len: d.len, writable: device_writes }));
                 descs.push(SimDesc { addr: status, len: 1, writable: true });
                 let writable = descs.iter().filter(|d| d.writable).map(|d| d.len).sum();
                 let id = self.submitted;
@@ -331,9 +320,10 @@ impl Harness<'_> {
     /// flight, with exactly its own buffers.
     fn take_available(&mut self) {
         while let Some(chain) = self.ring.pop_avail() {
-            let request = self.in_flight.get(&chain.head).unwrap_or_else(|| {
-                panic!("driver published chain {} that is not a request in flight", chain.head)
-            });
+            let request = self
+                .in_flight
+                .get(&chain.head)
+                .unwrap_or_else(|| panic!("driver published chain {} that is not a request in flight", chain.head));
             assert_eq!(chain.descs, request.descs, "chain {} is not its request's buffers", chain.head);
             self.taken.push(chain);
         }
@@ -394,9 +384,10 @@ impl Harness<'_> {
                     self.assert_not_broken("pop_completed returned a completion");
                     let token = completion.token().0;
                     let written = completion.written_len();
-                    let request = self.in_flight.remove(&token).unwrap_or_else(|| {
-                        panic!("completion of {token}, which is not in flight (or completed twice)")
-                    });
+                    let request = self
+                        .in_flight
+                        .remove(&token)
+                        .unwrap_or_else(|| panic!("completion of {token}, which is not in flight (or completed twice)"));
                     assert!(written <= request.writable, "{written} bytes for {token}: more than its buffers");
                     assert!(self.ended.insert(request.id), "request {} ended twice", request.id);
                     self.completions += 1;
@@ -555,10 +546,7 @@ mod tests {
         }
         ops.push(13);
         assert_eq!(run(&script(&ops)).completions, 2, "direct: the queue holds two requests");
-        assert_eq!(
-            run(&indirect_script(&ops)),
-            Outcome { init_error: None, completions: 8, broken: None }
-        );
+        assert_eq!(run(&indirect_script(&ops)), Outcome { init_error: None, completions: 8, broken: None });
     }
 
     #[test]
@@ -567,25 +555,16 @@ mod tests {
         // Used id 1: the second buffer's descriptor were the chain direct, here a free one.
         assert_eq!(broken(&[0, 1, 0, 1, 7, 0, 1, 0, 0, 0, 0, 13]), Some(BrokenReason::UsedIdNotInFlight { id: 1 }));
         // Out of range.
-        assert_eq!(
-            broken(&[0, 1, 0, 1, 7, 0, 17, 0, 0, 0, 0, 13]),
-            Some(BrokenReason::UsedIdOutOfRange { id: 17 })
-        );
+        assert_eq!(broken(&[0, 1, 0, 1, 7, 0, 17, 0, 0, 0, 0, 13]), Some(BrokenReason::UsedIdOutOfRange { id: 17 }));
         // Submit two, complete the first honestly, poll, repeat its element, poll.
-        assert_eq!(
-            broken(&[0, 1, 0, 1, 0, 2, 0, 1, 5, 0, 13, 8, 13]),
-            Some(BrokenReason::UsedIdAlreadyCompleted { id: 0 })
-        );
+        assert_eq!(broken(&[0, 1, 0, 1, 0, 2, 0, 1, 5, 0, 13, 8, 13]), Some(BrokenReason::UsedIdAlreadyCompleted { id: 0 }));
         // Length larger than the buffers: checked against the driver's record, not the table.
         assert!(matches!(
             broken(&[0, 1, 0, 1, 6, 0, 4, 1, 0, 0, 0, 0, 13]),
             Some(BrokenReason::UsedLenTooLong { id: 0, len: 1026, writable: 1025 })
         ));
         // Used idx far ahead.
-        assert!(matches!(
-            broken(&[0, 1, 0, 1, 9, 0x2c, 0x01, 13]),
-            Some(BrokenReason::UsedIdxAhead { now: 300, in_flight: 1, .. })
-        ));
+        assert!(matches!(broken(&[0, 1, 0, 1, 9, 0x2c, 0x01, 13]), Some(BrokenReason::UsedIdxAhead { now: 300, in_flight: 1, .. })));
     }
 
     #[test]
@@ -599,37 +578,19 @@ mod tests {
     fn hostile_used_elements_break_the_device() {
         let broken = |ops: &[u8]| run(&script(ops)).broken;
         // submit, then used id 17 (out of range for a queue of 8), poll; then more submissions.
-        assert_eq!(
-            broken(&[0, 1, 0, 1, 7, 0, 17, 0, 0, 0, 0, 13, 0, 1, 0, 1, 13]),
-            Some(BrokenReason::UsedIdOutOfRange { id: 17 })
-        );
+        assert_eq!(broken(&[0, 1, 0, 1, 7, 0, 17, 0, 0, 0, 0, 13, 0, 1, 0, 1, 13]), Some(BrokenReason::UsedIdOutOfRange { id: 17 }));
         // submit two, complete the first honestly, poll, repeat its element, poll.
-        assert_eq!(
-            broken(&[0, 1, 0, 1, 0, 2, 0, 1, 5, 0, 13, 8, 13]),
-            Some(BrokenReason::UsedIdAlreadyCompleted { id: 0 })
-        );
+        assert_eq!(broken(&[0, 1, 0, 1, 0, 2, 0, 1, 5, 0, 13, 8, 13]), Some(BrokenReason::UsedIdAlreadyCompleted { id: 0 }));
         // used idx jumps 300 ahead (past the queue size); 40000 ahead reads as backwards in
         // 16-bit serial arithmetic, broken either way.
-        assert!(matches!(
-            broken(&[0, 1, 0, 1, 9, 0x2c, 0x01, 13]),
-            Some(BrokenReason::UsedIdxAhead { now: 300, in_flight: 1, .. })
-        ));
-        assert!(matches!(
-            broken(&[0, 1, 0, 1, 9, 0x40, 0x9c, 13]),
-            Some(BrokenReason::UsedIdxBackwards { seen: 0, now: 40000 })
-        ));
+        assert!(matches!(broken(&[0, 1, 0, 1, 9, 0x2c, 0x01, 13]), Some(BrokenReason::UsedIdxAhead { now: 300, in_flight: 1, .. })));
+        assert!(matches!(broken(&[0, 1, 0, 1, 9, 0x40, 0x9c, 13]), Some(BrokenReason::UsedIdxBackwards { seen: 0, now: 40000 })));
         // used idx moves backwards.
-        assert!(matches!(
-            broken(&[0, 1, 0, 1, 5, 0, 13, 9, 0xff, 0xff, 13]),
-            Some(BrokenReason::UsedIdxBackwards { seen: 1, now: 0 })
-        ));
+        assert!(matches!(broken(&[0, 1, 0, 1, 5, 0, 13, 9, 0xff, 0xff, 13]), Some(BrokenReason::UsedIdxBackwards { seen: 1, now: 0 })));
         // status never written, length 0.
         assert_eq!(broken(&[0, 1, 0, 1, 6, 0, 0, 0, 13]), Some(BrokenReason::StatusNotWritten { id: 0 }));
         // status never written, full length: the 0xff fill is caught.
-        assert_eq!(
-            broken(&[0, 1, 0, 1, 6, 0, 0, 4, 13]),
-            Some(BrokenReason::BadStatus { id: 0, status: STATUS_UNWRITTEN })
-        );
+        assert_eq!(broken(&[0, 1, 0, 1, 6, 0, 0, 4, 13]), Some(BrokenReason::BadStatus { id: 0, status: STATUS_UNWRITTEN }));
         // length larger than the buffers.
         assert!(matches!(
             broken(&[0, 1, 0, 1, 6, 0, 4, 1, 0, 0, 0, 0, 13]),

@@ -98,9 +98,6 @@ fn config_space_reads_are_bounded_and_aligned() {
     assert_eq!(mmio.read_config_u32(2), Err(Error::ConfigOutOfRange { offset: 2 }));
     assert_eq!(mmio.read_config_u32(0xfc), Ok(0));
     assert_eq!(mmio.read_config_u32(0x100), Err(Error::ConfigOutOfRange { offset: 0x100 }));
-    assert_eq!(
-        mmio.read_config_u8(usize::MAX),
-        Err(Error::ConfigOutOfRange { offset: usize::MAX })
-    );
+    assert_eq!(mmio.read_config_u8(usize::MAX), Err(Error::ConfigOutOfRange { offset: usize::MAX }));
     dma.check_guards();
 }

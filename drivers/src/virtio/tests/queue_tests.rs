@@ -37,18 +37,14 @@ fn add_pair(queue: &mut Virtqueue<MAX>, dma: &SimDma, writable: u32) -> u16 {
 #[test]
 fn chain_reaches_device_and_comes_back() {
     let (dma, mut queue, mut device) = setup(8);
-    let chain =
-        [Buffer::readable(0x1000, 16), Buffer::readable(0x2000, 512), Buffer::writable(0x3000, 1)];
+    let chain = [Buffer::readable(0x1000, 16), Buffer::readable(0x2000, 512), Buffer::writable(0x3000, 1)];
     let head = queue.add(&chain).unwrap();
     assert_eq!(queue.num_free(), 5);
     assert!(queue.kick_prepare().unwrap());
 
     let seen = device.pop_avail().unwrap();
     assert_eq!(seen.head, head);
-    let expected: Vec<SimDesc> = chain
-        .iter()
-        .map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable })
-        .collect();
+    let expected: Vec<SimDesc> = chain.iter().map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable }).collect();
     assert_eq!(seen.descs, expected);
     assert_eq!(queue.pop_used().unwrap(), None);
 
@@ -285,16 +281,17 @@ fn request_chain(dma: &SimDma, n: usize, fill: u8) -> Vec<Buffer> {
         .map(|i| {
             let len = 16 + 16 * i as u32;
             let addr = dma.buffer(len as usize, fill);
-            if i == 0 { Buffer::readable(addr, len) } else { Buffer::writable(addr, len) }
+            if i == 0 {
+                Buffer::readable(addr, len)
+            } else {
+                Buffer::writable(addr, len)
+            }
         })
         .collect()
 }
 
 fn sim_descs(chain: &[Buffer]) -> Vec<SimDesc> {
-    chain
-        .iter()
-        .map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable })
-        .collect()
+    chain.iter().map(|b| SimDesc { addr: b.dma_addr, len: b.len, writable: b.device_writable }).collect()
 }
 
 /// Where head `head`'s indirect table must be.

@@ -170,8 +170,7 @@ impl RingDevice {
     fn desc(&self, index: u16) -> (SimDesc, u16, u16) {
         assert!(index < self.size, "driver gave a descriptor index out of range");
         // SAFETY: `index < size` and the table holds `size` 16-byte descriptors.
-        let raw =
-            unsafe { self.desc.add(16 * usize::from(index)).cast::<[u8; 16]>().read_volatile() };
+        let raw = unsafe { self.desc.add(16 * usize::from(index)).cast::<[u8; 16]>().read_volatile() };
         let addr = u64::from_le_bytes(raw[0..8].try_into().unwrap());
         let len = u32::from_le_bytes(raw[8..12].try_into().unwrap());
         let flags = u16::from_le_bytes(raw[12..14].try_into().unwrap());
@@ -401,8 +400,7 @@ impl Transport for FakeTransport {
             }
         }
         let mut value = value;
-        let newly_features_ok =
-            value & status::FEATURES_OK != 0 && self.status.get() & status::FEATURES_OK == 0;
+        let newly_features_ok = value & status::FEATURES_OK != 0 && self.status.get() & status::FEATURES_OK == 0;
         if newly_features_ok && self.driver_features.get() & !self.acceptable_features != 0 {
             value &= !status::FEATURES_OK;
         }

@@ -23,13 +23,7 @@ fn sequence_follows_the_spec_steps() {
     init.setup_queue(0, &queue).unwrap();
     assert_eq!(init.driver_ok(), feature::VERSION_1 | A);
 
-    let steps = [
-        0,
-        ACKNOWLEDGE,
-        ACKNOWLEDGE | DRIVER,
-        ACKNOWLEDGE | DRIVER | FEATURES_OK,
-        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
-    ];
+    let steps = [0, ACKNOWLEDGE, ACKNOWLEDGE | DRIVER, ACKNOWLEDGE | DRIVER | FEATURES_OK, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK];
     assert_eq!(*dev.status_log.borrow(), steps);
     let (desc, driver, device) = queue.ring_dma_addresses();
     assert_eq!(dev.activated.get(), Some((0, 16, desc, driver, device)));
@@ -94,11 +88,9 @@ fn reset_never_completing_is_refused() {
 fn queue_errors_set_failed() {
     let dma = SimDma::default();
     let queue = Virtqueue::<16>::allocate(&dma, 16, RingFeatures::default()).unwrap();
-    for (max, ready, expected) in [
-        (0, false, Error::QueueUnavailable(0)),
-        (8, false, Error::QueueTooSmall { queue: 0, max: 8 }),
-        (16, true, Error::QueueInUse(0)),
-    ] {
+    for (max, ready, expected) in
+        [(0, false, Error::QueueUnavailable(0)), (8, false, Error::QueueTooSmall { queue: 0, max: 8 }), (16, true, Error::QueueInUse(0))]
+    {
         let mut dev = FakeTransport::new(BLOCK, feature::VERSION_1);
         dev.queue_max = max;
         let mut init = DeviceInit::begin(&dev, BLOCK, 0, 0).unwrap();

@@ -139,7 +139,13 @@ fn take_back_leaves_what_the_device_does_not_hold() {
     let completing = t.start(t.free_slot().unwrap(), 3, Req { mapping: Some(9), retries: 0 }).unwrap();
     t.begin_completion(completing.slot()).unwrap();
     let mut seen = 0;
-    assert_eq!(t.take_back(|_, _| { seen += 1; TakeBack::Requeue }), (0, 0));
+    assert_eq!(
+        t.take_back(|_, _| {
+            seen += 1;
+            TakeBack::Requeue
+        }),
+        (0, 0)
+    );
     assert_eq!(seen, 0);
     assert!(t.is_pending(waiting) && t.is_pending(claimed) && t.is_pending(completing));
     assert!(t.end_completion(completing.slot(), Ok(())), "the completion still ends normally");

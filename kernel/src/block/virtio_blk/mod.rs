@@ -536,13 +536,11 @@ impl<'a, T: Transport, E: BlkEnv> Disk<'a, T, E> {
         self.default_timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-
     fn params(&self, kind: RequestType, sector: u64, data: Option<(PhysAddr, usize, DmaDirection)>, timeout: Option<Duration>) -> Params {
         let timeout = timeout.unwrap_or_else(|| Duration::from_millis(self.default_timeout_ms.load(Ordering::Relaxed)));
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         Params { kind, sector, data, deadline: self.env.uptime() + timeout, timeout_ms }
     }
-
 
     fn refused(&self, e: BlkError) -> BlkError {
         if e == BlkError::Busy {

@@ -111,15 +111,22 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     #[allow(unsafe_code)]
     pub unsafe fn queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
         let params = match request {
-            BlockRequest::Read { sector, buf, len } => self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None),
-            BlockRequest::Write { sector, buf, len } => self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None),
+            BlockRequest::Read { sector, buf, len } => {
+                self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None)
+            }
+            BlockRequest::Write { sector, buf, len } => {
+                self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None)
+            }
             BlockRequest::Flush => self.params(RequestType::Flush, 0, None, None),
-            BlockRequest::GetId { buf } => self.params(RequestType::GetId, 0, Some((buf, ID_BYTES as usize, DmaDirection::FromDevice)), None),
+            BlockRequest::GetId { buf } => {
+                self.params(RequestType::GetId, 0, Some((buf, ID_BYTES as usize, DmaDirection::FromDevice)), None)
+            }
         };
         self.check(&params)?;
         {
             let mut inner = self.inner.lock();
-            let ticket = inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
+            let ticket =
+                inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
             inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
         }
         self.start_waiting();
@@ -151,7 +158,6 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         Ok(())
     }
 
-
     fn submit(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
         let mut inner = self.inner.lock();
@@ -176,10 +182,10 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         }
     }
 
-
     pub(super) fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
         self.check(&params)?;
-        let ticket = self.inner.lock().requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
+        let ticket =
+            self.inner.lock().requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
         // Older waiting requests go first; this one is started now if there is room (the
         // outcome is in its slot either way).
         self.start_waiting();
@@ -243,16 +249,17 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         // (their `# Safety`: owned until the request completes, not touched meanwhile), or is
         // GET_ID's page, the disk's. Unmapped before the request completes.
         #[allow(unsafe_code)]
-        let mut map = |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match unsafe { api.map_single(dev, pa, len, dir, attrs) } {
-            Ok(addr) => {
-                maps.push((addr, len, dir));
-                Ok(())
-            }
-            Err(e) => {
-                maps.undo(self.api, dev);
-                Err(BlkError::from(e))
-            }
-        };
+        let mut map =
+            |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match unsafe { api.map_single(dev, pa, len, dir, attrs) } {
+                Ok(addr) => {
+                    maps.push((addr, len, dir));
+                    Ok(())
+                }
+                Err(e) => {
+                    maps.undo(self.api, dev);
+                    Err(BlkError::from(e))
+                }
+            };
         // The list's order is the chain's: header, the data segments, status.
         map(header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR)?;
         if let Some((buf, len, dir)) = data {
@@ -361,7 +368,6 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         }
         result
     }
-
 
     fn note_dma(&self, addr: DmaAddr, len: usize) {
         self.stats.dma_lowest.fetch_min(addr, Ordering::Relaxed);

@@ -68,7 +68,6 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         }
     }
 
-
     /// Queues and waits for `len` bytes at `buf` in pieces (see [`read`](Self::read)).
     ///
     /// # Safety

@@ -1,7 +1,7 @@
 use super::*;
-use crate::dma::sim_maps::SimApiMaps;
 use crate::arch::host::{take_cache_ops, IrqContextGuard};
 use crate::dma::pools::DevicePoolSlot;
+use crate::dma::sim_maps::SimApiMaps;
 use crate::dma::swiotlb::mem::DevicePool;
 use crate::dma::swiotlb::SwiotlbPool;
 use crate::mm::phys::SimMemory;
@@ -161,9 +161,13 @@ static KICKS: AtomicUsize = AtomicUsize::new(0);
 #[test]
 fn a_failed_bounce_in_irq_context_is_counted_and_kicks_the_worker() {
     let s = setup();
-    let api = DmaApi::new(s.swiotlb, None, Some(|| {
-        KICKS.fetch_add(1, Ordering::SeqCst);
-    }));
+    let api = DmaApi::new(
+        s.swiotlb,
+        None,
+        Some(|| {
+            KICKS.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     let d = dev(BouncePolicy::WhenNeeded, true);
     let mut live = Vec::new();
     let _irq = IrqContextGuard::enter();
@@ -263,7 +267,9 @@ fn a_direct_mapping_pins_a_page_of_a_lent_block_until_unmap() {
     let s = setup();
     s.pool.lend(0..1024).unwrap(); // the whole pool lent to the page allocator
     let lent = POOL..POOL + (2 << 20);
-    let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
+    let pages = LockedPageAllocator::new(
+        PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap(),
+    );
     pages.lock().lend_swiotlb_pageblocks(lent.clone()).unwrap();
     let api = DmaApi::new(s.swiotlb, None, None).with_lent_page_pins(&pages);
     let d = dev(BouncePolicy::WhenNeeded, true);
@@ -306,7 +312,9 @@ fn a_direct_mapping_pins_a_page_borrowed_from_the_cma_area_until_unmap() {
     use crate::mm::page_alloc::{PageAllocator, ReclaimMode};
     let s = setup();
     let area_range = RAM + (10 << 20)..RAM + (12 << 20);
-    let pages = LockedPageAllocator::new(PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap());
+    let pages = LockedPageAllocator::new(
+        PageAllocator::new(RAM..RAM + (32 << 20), &[RAM + (12 << 20)..RAM + (32 << 20)], Some(LIMIT + 1)).unwrap(),
+    );
     let area = CmaArea::activate("test", &pages, area_range.clone()).unwrap();
     let api = DmaApi::new(s.swiotlb, None, None).with_lent_page_pins(&pages).with_cma_range(area_range.clone());
     let d = dev(BouncePolicy::WhenNeeded, true);

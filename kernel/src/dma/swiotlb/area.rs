@@ -30,9 +30,9 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::slots::{run_mask, summary_levels, AtomicSlotState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
 #[cfg(test)]
 use super::slots::free_run_starts;
+use super::slots::{run_mask, summary_levels, AtomicSlotState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
 use super::{DmaDirection, SlotState, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::mm::PhysAddr;
 
@@ -306,12 +306,7 @@ impl AreaSlots {
     }
 
     /// The first slot of `range` not in `state`, with its state.
-    pub(super) fn first_not(
-        &self,
-        range: Range<usize>,
-        state: SlotState,
-        states: &[AtomicSlotState],
-    ) -> Option<(usize, SlotState)> {
+    pub(super) fn first_not(&self, range: Range<usize>, state: SlotState, states: &[AtomicSlotState]) -> Option<(usize, SlotState)> {
         range.map(|i| (i, states[i].load())).find(|&(_, s)| s != state)
     }
 

@@ -62,13 +62,7 @@ impl SwiotlbPool {
     /// reads nor writes it; for `ToDevice` does not write it), and the memory stays allocated
     /// until the unmap.
     #[allow(unsafe_code)]
-    pub unsafe fn map(
-        &self,
-        orig_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-    ) -> Result<PhysAddr, SwiotlbError> {
+    pub unsafe fn map(&self, orig_addr: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
         // SAFETY: this function's contract, handed on.
         unsafe { self.map_attrs(orig_addr, size, dir, align, DmaAttrs::NONE) }
     }
@@ -124,13 +118,7 @@ impl SwiotlbPool {
     ///
     /// All or nothing: on error (not a mapping start, wrong direction, `size` past the mapping)
     /// nothing is copied and nothing freed.
-    pub fn unmap(
-        &self,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        attrs: DmaAttrs,
-    ) -> Result<(), SwiotlbError> {
+    pub fn unmap(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
         let mapping = self.find_mapping(tlb_addr)?;
         if mapping.position != 0 {
             return Err(SwiotlbError::NotMapped { tlb_addr });
@@ -174,12 +162,7 @@ impl SwiotlbPool {
     /// Makes what the device wrote visible to the CPU: copies `size` bytes at `tlb_addr` (anywhere
     /// inside a mapping) back to the original for `FromDevice` and `Bidirectional`; nothing to do
     /// for `ToDevice`.
-    pub fn sync_for_cpu(
-        &self,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-    ) -> Result<(), SwiotlbError> {
+    pub fn sync_for_cpu(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
         if !dir.from_device() {
             return Ok(());
         }
@@ -188,12 +171,7 @@ impl SwiotlbPool {
 
     /// Makes what the CPU wrote visible to the device: copies `size` bytes of the original into
     /// the slots at `tlb_addr` for `ToDevice` and `Bidirectional`; nothing to do for `FromDevice`.
-    pub fn sync_for_device(
-        &self,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-    ) -> Result<(), SwiotlbError> {
+    pub fn sync_for_device(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
         if !dir.to_device() {
             return Ok(());
         }
@@ -203,13 +181,7 @@ impl SwiotlbPool {
     /// Copies part of a mapping (Linux `swiotlb_bounce`): `tlb_addr` may point anywhere inside it;
     /// the original address is found from the mapping's head. A range that starts before the
     /// mapping or ends after it is refused without copying (Linux warns, then copies what fits).
-    fn bounce(
-        &self,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        way: BounceWay,
-    ) -> Result<(), SwiotlbError> {
+    fn bounce(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, way: BounceWay) -> Result<(), SwiotlbError> {
         let mapping = self.find_mapping(tlb_addr)?;
         let head = mapping.head_slot;
         if head.dir != dir && head.dir != DmaDirection::Bidirectional {

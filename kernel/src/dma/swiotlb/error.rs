@@ -101,11 +101,9 @@ impl fmt::Display for SwiotlbError {
         match self {
             Self::InvalidGeometry { reason } => write!(f, "invalid swiotlb pool: {reason}"),
             Self::ZeroSize => write!(f, "swiotlb mapping of zero bytes"),
-            Self::InvalidAlignment { alignment } => write!(
-                f,
-                "swiotlb alignment masks {:#x}/{:#x} are not 2^k - 1",
-                alignment.min_align_mask, alignment.alloc_align_mask
-            ),
+            Self::InvalidAlignment { alignment } => {
+                write!(f, "swiotlb alignment masks {:#x}/{:#x} are not 2^k - 1", alignment.min_align_mask, alignment.alloc_align_mask)
+            }
             Self::MappingTooLarge { size, max } => {
                 write!(f, "swiotlb mapping too large ({size} bytes, max {max})")
             }

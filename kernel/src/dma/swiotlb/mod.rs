@@ -32,10 +32,10 @@ mod area;
 mod bounce;
 mod error;
 mod find;
+pub mod mem;
 mod pool;
 mod slots;
 mod stats;
-pub mod mem;
 pub mod transient;
 
 #[cfg(test)]

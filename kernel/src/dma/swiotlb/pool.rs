@@ -302,7 +302,8 @@ impl SwiotlbPool {
         // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
         // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks.
         // With one CPU, rotate over the areas as before.
-        let first_area = if crate::arch::smp_active() { crate::arch::cpu_id() } else { self.next_area.fetch_add(1, Ordering::Relaxed) } & (nareas - 1);
+        let first_area =
+            if crate::arch::smp_active() { crate::arch::cpu_id() } else { self.next_area.fetch_add(1, Ordering::Relaxed) } & (nareas - 1);
         for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
@@ -470,8 +471,7 @@ struct LendingGuard<'a>(&'a AtomicBool);
 impl<'a> LendingGuard<'a> {
     /// Fails if a lend or unlend is under way; waits for a scrub step (see `scrub_busy`).
     fn enter_after_scrub(flag: &'a AtomicBool, scrub_busy: &AtomicBool) -> Result<Self, SwiotlbError> {
-        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
-            .map_err(|_| SwiotlbError::LendInProgress)?;
+        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).map_err(|_| SwiotlbError::LendInProgress)?;
         while scrub_busy.load(Ordering::SeqCst) {
             core::hint::spin_loop();
         }

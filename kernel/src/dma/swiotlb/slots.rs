@@ -80,15 +80,8 @@ pub(super) struct Slot {
 
 impl Slot {
     /// A slot that holds no mapping.
-    pub(super) const EMPTY: Self = Self {
-        head: 0,
-        orig_addr: INVALID_PHYS_ADDR,
-        alloc_size: 0,
-        offset: 0,
-        pad_slots: 0,
-        nslots: 0,
-        dir: DmaDirection::Bidirectional,
-    };
+    pub(super) const EMPTY: Self =
+        Self { head: 0, orig_addr: INVALID_PHYS_ADDR, alloc_size: 0, offset: 0, pad_slots: 0, nslots: 0, dir: DmaDirection::Bidirectional };
 }
 
 /// What a mapping needs from the slot search, computed once from the request (Linux: the
@@ -118,8 +111,7 @@ impl SlotRequest {
     pub(super) fn new(orig_addr: PhysAddr, mapping_size: usize, align: SlotAlignment) -> Result<Self, SwiotlbError> {
         let slot_mask = IO_TLB_SIZE as u64 - 1;
         // Built only on the error path: the map path never pays for `max_mapping_size`.
-        let too_large =
-            || SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
+        let too_large = || SwiotlbError::MappingTooLarge { size: mapping_size, max: max_mapping_size(align.min_align_mask) };
         if mapping_size == 0 {
             return Err(SwiotlbError::ZeroSize);
         }
@@ -168,8 +160,7 @@ impl SlotRequest {
     /// block (then it depends on the block's address). Transient pools place their run with it.
     pub(super) fn run_offset_in_block(&self, block_bytes: u64) -> Option<u64> {
         let block_mask = block_bytes - 1;
-        (self.alloc_align_mask <= block_mask && self.iotlb_align_mask <= block_mask)
-            .then_some(self.orig_addr & self.iotlb_align_mask)
+        (self.alloc_align_mask <= block_mask && self.iotlb_align_mask <= block_mask).then_some(self.orig_addr & self.iotlb_align_mask)
     }
 
     /// The slots where a run for this request may start, in an area whose first slot is at

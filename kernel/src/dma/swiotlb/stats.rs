@@ -103,9 +103,7 @@ impl Counters {
     /// failure.
     pub(super) fn take_free(&self, nslots: usize, keep: usize) -> Result<(), usize> {
         self.free
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
-                (free >= nslots.saturating_add(keep)).then(|| free - nslots)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| (free >= nslots.saturating_add(keep)).then(|| free - nslots))
             .map(drop)
     }
 

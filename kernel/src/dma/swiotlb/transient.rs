@@ -156,13 +156,7 @@ impl TransientPools {
     /// As [`SwiotlbPool::map`](super::SwiotlbPool::map): the caller owns `[orig_addr, orig_addr
     /// + size)` until the matching unmap and does not touch it meanwhile.
     #[allow(unsafe_code)]
-    pub unsafe fn map(
-        &self,
-        orig_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-    ) -> Result<PhysAddr, SwiotlbError> {
+    pub unsafe fn map(&self, orig_addr: PhysAddr, size: usize, dir: DmaDirection, align: SlotAlignment) -> Result<PhysAddr, SwiotlbError> {
         let req = SlotRequest::new(orig_addr, size, align)?;
         let full = || SwiotlbError::BufferFull { size: req.alloc_size, total: 0, used: 0 };
         let Some(pages) = self.pages.get() else { return Err(full()) };
@@ -228,13 +222,7 @@ impl TransientPools {
     /// Ends the mapping at `tlb_addr`: copies back for `FromDevice`/`Bidirectional` unless
     /// `attrs.skip_cpu_sync`, then frees the pages (Linux `swiotlb_del_transient` +
     /// `swiotlb_dyn_free`). All or nothing, with the pool mapping's checks.
-    pub fn unmap(
-        &self,
-        tlb_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        attrs: DmaAttrs,
-    ) -> Result<(), SwiotlbError> {
+    pub fn unmap(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
         let entry = self.find(tlb_addr).ok_or(SwiotlbError::NotMapped { tlb_addr })?;
         // Exactly one unmap tears it down.
         if entry.state.compare_exchange(LIVE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -292,10 +280,7 @@ impl TransientPools {
 
     /// Takes a free entry (lowest first, so the walked part of the table stays short).
     fn claim(&self) -> Option<(usize, &Entry)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.state.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok())
+        self.entries.iter().enumerate().find(|(_, e)| e.state.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok())
     }
 
     /// The live entry whose pages hold `pa`.

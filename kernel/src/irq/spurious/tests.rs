@@ -75,7 +75,9 @@ fn linux_numbers_and_off() {
     let mut verdict = None;
     for i in 0..100_000u32 {
         let ret = if i < 99_901 { IrqReturn::None } else { IrqReturn::Handled };
-        if let Verdict::NobodyCared { unhandled, window } = s.note_interrupt(ret, Duration::from_micros(u64::from(i)), SpuriousConfig::LINUX) {
+        if let Verdict::NobodyCared { unhandled, window } =
+            s.note_interrupt(ret, Duration::from_micros(u64::from(i)), SpuriousConfig::LINUX)
+        {
             verdict = Some((i, unhandled, window));
         }
     }

@@ -62,7 +62,12 @@ impl PageAllocator {
         let mut pages = Vec::with_capacity(free.len());
         for r in free {
             let bad = InitError::BadRange { start: r.start, end: r.end };
-            if !r.start.is_multiple_of(PAGE_SIZE) || !r.end.is_multiple_of(PAGE_SIZE) || r.start > r.end || r.start < ram.start || r.end > ram.end {
+            if !r.start.is_multiple_of(PAGE_SIZE)
+                || !r.end.is_multiple_of(PAGE_SIZE)
+                || r.start > r.end
+                || r.start < ram.start
+                || r.end > ram.end
+            {
                 return Err(bad);
             }
             let (first, last) = (pa.idx_of(r.start).ok_or(bad.clone())?, ((r.end - base) >> PAGE_SHIFT) as usize);
@@ -78,8 +83,7 @@ impl PageAllocator {
         for r in pages {
             let mut idx = r.start;
             while idx < r.end {
-                let order = (idx.trailing_zeros().min(MAX_PAGE_ORDER as u32))
-                    .min((r.end - idx).ilog2()) as u8;
+                let order = (idx.trailing_zeros().min(MAX_PAGE_ORDER as u32)).min((r.end - idx).ilog2()) as u8;
                 pa.zone_mut(idx).managed_pages += 1 << order;
                 pa.free_one_page(idx, order);
                 idx += 1 << order;

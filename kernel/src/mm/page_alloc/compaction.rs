@@ -134,11 +134,12 @@ impl PageAllocator {
     /// `pfn_range_valid_contig()`; checking pins here saves migrating a range that would fail).
     fn contig_candidate(&self, blocks: Range<usize>) -> bool {
         blocks.into_iter().all(|b| {
-            let movable = self.pageblock_fully_managed(b) && match self.pageblock_type[b] {
-                Some(MigrateType::Movable) => true,
-                Some(MigrateType::Unmovable) => self.pageblock_is_free(b),
-                _ => false,
-            };
+            let movable = self.pageblock_fully_managed(b)
+                && match self.pageblock_type[b] {
+                    Some(MigrateType::Movable) => true,
+                    Some(MigrateType::Unmovable) => self.pageblock_is_free(b),
+                    _ => false,
+                };
             movable
                 && self.pageblock_heads(b).all(|(_, d)| match d {
                     PageDesc::Allocated { .. } => false,
@@ -195,12 +196,7 @@ impl LockedPageAllocator {
             let z = &a.zones[zone as usize];
             (z.start >> PAGEBLOCK_ORDER)..(z.end >> PAGEBLOCK_ORDER)
         };
-        let request = ContigRequest {
-            accept: Accept::MovableOrFree,
-            mode,
-            take: true,
-            fail_fast: true,
-        };
+        let request = ContigRequest { accept: Accept::MovableOrFree, mode, take: true, fail_fast: true };
         let (mut first, mut tried, mut last) = (zone_blocks.start, 0, None);
         while first + count <= zone_blocks.end && tried < MAX_CONTIG_CANDIDATES {
             // One window per lock section: interrupts stay masked for one window's scan only.
@@ -236,7 +232,13 @@ impl LockedPageAllocator {
         match result {
             Ok(r) => {
                 a.compact_stats.count_success(blocks, &r);
-                Ok(CompactReport { pageblocks: blocks, migrated: r.migrated, dropped: r.dropped, freed_meanwhile: r.freed_meanwhile, failed_candidates: 0 })
+                Ok(CompactReport {
+                    pageblocks: blocks,
+                    migrated: r.migrated,
+                    dropped: r.dropped,
+                    freed_meanwhile: r.freed_meanwhile,
+                    failed_candidates: 0,
+                })
             }
             Err(ContigError::Busy(r)) => {
                 a.compact_stats.count_failure(CompactFailure::of(&r), &r);

@@ -176,7 +176,9 @@ impl core::fmt::Display for FreeError {
             FreeError::Misaligned { addr, order } => write!(f, "free of {addr:#x}: not aligned to order {order}"),
             FreeError::NotAllocated(a) => write!(f, "free of {a:#x}: nothing allocated there"),
             FreeError::DoubleFree(a) => write!(f, "double free of {a:#x}"),
-            FreeError::WrongOrder { addr, allocated, freed } => write!(f, "free of {addr:#x} with order {freed}, allocated with order {allocated}"),
+            FreeError::WrongOrder { addr, allocated, freed } => {
+                write!(f, "free of {addr:#x} with order {freed}, allocated with order {allocated}")
+            }
             FreeError::IsMovable(a) => write!(f, "free of {a:#x}: a movable page, free it through its handle"),
             FreeError::Handle(e) => write!(f, "{e}"),
         }
@@ -218,7 +220,9 @@ impl core::fmt::Display for ReclaimError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ReclaimError::Range(e) => write!(f, "reclaim: {e}"),
-            ReclaimError::Busy(r) => write!(f, "reclaim blocked: {} pinned, {} failed, {} unmovable pages", r.pinned.len(), r.failed.len(), r.unmovable.len()),
+            ReclaimError::Busy(r) => {
+                write!(f, "reclaim blocked: {} pinned, {} failed, {} unmovable pages", r.pinned.len(), r.failed.len(), r.unmovable.len())
+            }
         }
     }
 }

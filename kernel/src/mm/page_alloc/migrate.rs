@@ -71,9 +71,7 @@ impl PageAllocator {
         if e.pins > 0 {
             return Err(MigrateError::Pinned(page));
         }
-        let dst = self
-            .rmqueue(e.order, e.highest_zone, MigrateType::Movable, false)
-            .map_err(|_| MigrateError::NoMemory(page))?;
+        let dst = self.rmqueue(e.order, e.highest_zone, MigrateType::Movable, false).map_err(|_| MigrateError::NoMemory(page))?;
         Ok(MigrationTicket { page, src: e.idx, dst, order: e.order, pin_seq: e.pin_seq })
     }
 
@@ -111,9 +109,7 @@ impl PageAllocator {
         while let Some((idx, desc)) = self.next_head(cursor, end) {
             match desc {
                 PageDesc::Free { order, .. } => cursor = idx + (1 << order),
-                PageDesc::Allocated { order } => {
-                    return ReclaimStep::Unmovable { addr: self.addr_of(idx), next: idx + (1 << order) }
-                }
+                PageDesc::Allocated { order } => return ReclaimStep::Unmovable { addr: self.addr_of(idx), next: idx + (1 << order) },
                 PageDesc::Movable { order, slot } => {
                     let next = idx + (1 << order);
                     let page = self.movable.handle(slot);
@@ -201,8 +197,8 @@ impl LockedPageAllocator {
             {
                 let mut a = self.inner.lock();
                 let idx = a.entry(page).map_err(|_| PinError::Stale(page))?.idx;
-                let in_lent_block = a.pageblock_type[idx >> PAGEBLOCK_ORDER]
-                    .is_some_and(|mt| mt.is_borrowed_only() || mt == MigrateType::Isolate);
+                let in_lent_block =
+                    a.pageblock_type[idx >> PAGEBLOCK_ORDER].is_some_and(|mt| mt.is_borrowed_only() || mt == MigrateType::Isolate);
                 if !in_lent_block {
                     let addr = a.pin_longterm_here(page).map_err(|_| PinError::Stale(page))?;
                     return Ok(PinGuard { allocator: self, page, addr, longterm: true });

@@ -95,11 +95,7 @@ pub(super) const fn fallbacks(request: MigrateType) -> &'static [Fallback] {
     match request {
         MigrateType::Unmovable => &[Fallback::Steal(MigrateType::Movable)],
         MigrateType::Movable => {
-            &[
-                Fallback::Borrow(MigrateType::Swiotlb),
-                Fallback::Borrow(MigrateType::Cma),
-                Fallback::Steal(MigrateType::Unmovable),
-            ]
+            &[Fallback::Borrow(MigrateType::Swiotlb), Fallback::Borrow(MigrateType::Cma), Fallback::Steal(MigrateType::Unmovable)]
         }
         MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate => &[],
     }

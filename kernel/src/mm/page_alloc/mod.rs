@@ -45,8 +45,8 @@ pub mod migrate;
 pub mod migratetype;
 mod movable;
 mod page;
-mod pin_frame;
 pub mod page_cache;
+mod pin_frame;
 mod stats;
 mod zone;
 

@@ -130,9 +130,10 @@ impl MovableTable {
     /// Live handles (for the invariant checks of the tests).
     #[cfg(test)]
     pub(super) fn live(&self) -> impl Iterator<Item = (MovablePage, &MovableEntry)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.entry.as_ref().map(|e| (MovablePage { slot: i as u32, generation: s.generation }, e))
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.entry.as_ref().map(|e| (MovablePage { slot: i as u32, generation: s.generation }, e)))
     }
 }
 
@@ -144,7 +145,13 @@ impl PageAllocator {
         self.alloc_movable_inner(order, highest_zone, owner, true)
     }
 
-    pub(super) fn alloc_movable_inner(&mut self, order: u8, highest_zone: ZoneType, owner: PageOwner, allow_borrow: bool) -> Result<MovablePage, AllocError> {
+    pub(super) fn alloc_movable_inner(
+        &mut self,
+        order: u8,
+        highest_zone: ZoneType,
+        owner: PageOwner,
+        allow_borrow: bool,
+    ) -> Result<MovablePage, AllocError> {
         let idx = self.rmqueue(order, highest_zone, MigrateType::Movable, allow_borrow)?;
         let entry = MovableEntry { idx, order, highest_zone, owner, pins: 0, longterm_pins: 0, pin_seq: 0 };
         let Some(page) = self.movable.insert(entry) else {

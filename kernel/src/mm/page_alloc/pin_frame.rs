@@ -43,7 +43,10 @@ impl PageAllocator {
         while let Some((head, desc)) = self.next_head(idx, last + 1) {
             let order = match desc {
                 PageDesc::Movable { order, slot } => {
-                    if matches!(self.pageblock_type[head >> PAGEBLOCK_ORDER], Some(MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate)) {
+                    if matches!(
+                        self.pageblock_type[head >> PAGEBLOCK_ORDER],
+                        Some(MigrateType::Swiotlb | MigrateType::Cma | MigrateType::Isolate)
+                    ) {
                         f(self, slot);
                         count += 1;
                     }

@@ -238,7 +238,8 @@ pub struct RamPicture<'a, F> {
 
 impl PageAllocator {
     /// The legend of [`RamPicture`] in one line (the GDB view `pageblocks` prints the same).
-    pub const RAM_PICTURE_LEGEND: &'static str = "M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, \
+    pub const RAM_PICTURE_LEGEND: &'static str =
+        "M movable, U unmovable, S lent to the page allocator as MIGRATE_SWIOTLB and holding pages, \
          s lent and empty, C CMA area, I isolated, b bounce slots, . reserved, | end of ZONE_DMA";
 
     /// True if pageblock `block` is one free buddy block of the pageblock's order. Each

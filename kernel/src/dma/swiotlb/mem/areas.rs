@@ -81,13 +81,10 @@ impl SwiotlbMem {
     /// highest first; `tried` ones are skipped. Task context (takes each area lock in turn).
     pub(super) fn next_to_lend(&self, tried: &[bool]) -> Option<usize> {
         let usage = self.area_usages();
-        self.blocks
-            .in_state(BlockState::AsSlots)
-            .filter(|b| !tried[*b] && self.block_all_free(*b))
-            .max_by_key(|b| {
-                let area = self.block_area(*b);
-                (usage[area].free, self.rank(area), *b)
-            })
+        self.blocks.in_state(BlockState::AsSlots).filter(|b| !tried[*b] && self.block_all_free(*b)).max_by_key(|b| {
+            let area = self.block_area(*b);
+            (usage[area].free, self.rank(area), *b)
+        })
     }
 }
 

@@ -25,8 +25,7 @@ pub enum BlockState {
 
 impl BlockState {
     /// Every state, in table order.
-    pub const ALL: [BlockState; 5] =
-        [Self::AsSlots, Self::Lent, Self::Reclaiming, Self::CarvedForDevice, Self::Unused];
+    pub const ALL: [BlockState; 5] = [Self::AsSlots, Self::Lent, Self::Reclaiming, Self::CarvedForDevice, Self::Unused];
 
     /// Short name for the stats table.
     pub const fn name(self) -> &'static str {

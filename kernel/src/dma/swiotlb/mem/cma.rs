@@ -52,12 +52,7 @@ impl SwiotlbMem {
     }
 
     /// Allocates one chunk from the CMA area and adds (or revives) its pool.
-    pub(super) fn grow_by_cma_chunk(
-        &self,
-        pages: &LockedPageAllocator,
-        on_drop: &mut dyn FnMut(DroppedPage),
-        report: &mut WorkerReport,
-    ) {
+    pub(super) fn grow_by_cma_chunk(&self, pages: &LockedPageAllocator, on_drop: &mut dyn FnMut(DroppedPage), report: &mut WorkerReport) {
         let Some(area) = self.cma.get() else { return };
         let count = self.tunables.cma_chunk_pageblocks;
         let (start, got) = match area.cma_alloc(pages, self.mem, count, ReclaimMode { drop_clean: true }, on_drop) {

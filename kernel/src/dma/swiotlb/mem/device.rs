@@ -81,11 +81,7 @@ impl SwiotlbMem {
     /// Gives a device pool back: its pageblocks are lent again under `lend` (unless the pool is
     /// never lent), or become free slots of the default pool (scrubbed). Refused, handing the
     /// pool back, while it has live mappings. Task context only.
-    pub fn return_device_pool(
-        &self,
-        device: DevicePool,
-        pages: &LockedPageAllocator,
-    ) -> Result<(), (DevicePool, LendError)> {
+    pub fn return_device_pool(&self, device: DevicePool, pages: &LockedPageAllocator) -> Result<(), (DevicePool, LendError)> {
         assert!(!in_interrupt(), "returning a device pool: task context only");
         let refuse = |device, e| Err((device, e));
         let Ok(_running) = Exclusive::enter(&self.running) else {
@@ -117,12 +113,7 @@ impl SwiotlbMem {
 
     /// Reclaims the first run of `count` lent pageblocks that comes back whole; `None` if none.
     /// A run that fails half-way is lent again.
-    fn carve_lent(
-        &self,
-        pages: &LockedPageAllocator,
-        count: usize,
-        on_drop: &mut dyn FnMut(DroppedPage),
-    ) -> Option<Range<usize>> {
+    fn carve_lent(&self, pages: &LockedPageAllocator, count: usize, on_drop: &mut dyn FnMut(DroppedPage)) -> Option<Range<usize>> {
         let mut first = 0;
         while first + count <= self.blocks.len() {
             let run = first..first + count;

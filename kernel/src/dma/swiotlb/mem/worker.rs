@@ -58,12 +58,7 @@ impl SwiotlbMem {
     /// [`should_kick`](Self::should_kick) says so and periodically (the shrink timer only
     /// advances when the worker looks). `on_drop` hears of every clean page reclaim drops.
     /// Task context only: reclaim migrates pages.
-    pub fn worker(
-        &self,
-        pages: &LockedPageAllocator,
-        clock: &dyn Clock,
-        on_drop: &mut dyn FnMut(DroppedPage),
-    ) -> WorkerReport {
+    pub fn worker(&self, pages: &LockedPageAllocator, clock: &dyn Clock, on_drop: &mut dyn FnMut(DroppedPage)) -> WorkerReport {
         assert!(!in_interrupt(), "the swiotlb worker migrates pages: task context only");
         let mut report = WorkerReport::default();
         let Ok(_running) = Exclusive::enter(&self.running) else {
@@ -229,12 +224,7 @@ impl SwiotlbMem {
     /// boot pool's, or `swiotlb_dyn_pool=`) from ZONE_DMA, halving the size down to one pageblock
     /// when that much contiguous memory cannot be had, compacting movable pages out of the way as
     /// a `GFP_KERNEL` allocation does. Never freed.
-    fn grow_by_new_pool(
-        &self,
-        pages: &LockedPageAllocator,
-        on_drop: &mut dyn FnMut(DroppedPage),
-        report: &mut WorkerReport,
-    ) {
+    fn grow_by_new_pool(&self, pages: &LockedPageAllocator, on_drop: &mut dyn FnMut(DroppedPage), report: &mut WorkerReport) {
         let n = self.nr_extra.load(Ordering::Relaxed);
         if n == self.extra.len() {
             return;

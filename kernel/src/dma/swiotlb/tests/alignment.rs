@@ -3,8 +3,8 @@
 //! Every placement check runs many times with small mappings in between, so the search starts
 //! at many different slots and a lucky first slot cannot make a test pass.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
+use crate::dma::sim_maps::SimPoolMaps;
 use crate::mm::PAGE_SIZE;
 
 /// Runs `check` after each of many spacer mappings, keeping everything mapped, then unmaps it all
@@ -153,10 +153,7 @@ fn mappings_are_limited_to_one_segment() {
     let dir = DmaDirection::ToDevice;
     let none = SlotAlignment::default();
     let tlb = f.map(RAM_BASE, max, dir, none);
-    assert_eq!(
-        f.pool.sim_map(RAM_BASE, max + 1, dir, none),
-        Err(SwiotlbError::MappingTooLarge { size: max + 1, max })
-    );
+    assert_eq!(f.pool.sim_map(RAM_BASE, max + 1, dir, none), Err(SwiotlbError::MappingTooLarge { size: max + 1, max }));
     // With a kept offset, a full segment no longer fits; max_mapping_size always does.
     let align = SlotAlignment::min_align(0xfff);
     assert_eq!(max_mapping_size(0xfff), max - PAGE_SIZE as usize);

@@ -1,7 +1,7 @@
 //! Copy rules of map, unmap and sync; partial syncs and overflow detection.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
+use crate::dma::sim_maps::SimPoolMaps;
 
 #[test]
 fn map_copies_original_in_for_every_direction() {
@@ -123,19 +123,10 @@ fn sync_beyond_the_mapping_is_refused_without_copying() {
     let err = f.pool.sync_for_cpu(tlb + 9000, 1001, dir).unwrap_err();
     assert_eq!(err, SwiotlbError::Overflow { tlb_addr: tlb + 9000, size: 1001, available: 1000 });
     // Past the end but still inside the (alignment-rounded) allocation.
-    assert!(matches!(
-        f.pool.sync_for_cpu(tlb + 10_000, 1, dir),
-        Err(SwiotlbError::Overflow { available: 0, .. })
-    ));
+    assert!(matches!(f.pool.sync_for_cpu(tlb + 10_000, 1, dir), Err(SwiotlbError::Overflow { available: 0, .. })));
     // Before the first byte: in the head slot, and in the pad slot.
-    assert_eq!(
-        f.pool.sync_for_cpu(tlb - 1, 1, dir),
-        Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 1 })
-    );
-    assert_eq!(
-        f.pool.sync_for_device(tlb - 0x400, 1, dir),
-        Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 0x400 })
-    );
+    assert_eq!(f.pool.sync_for_cpu(tlb - 1, 1, dir), Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 1 }));
+    assert_eq!(f.pool.sync_for_device(tlb - 0x400, 1, dir), Err(SwiotlbError::AccessBeforeStart { tlb_addr: tlb - 0x400 }));
     assert_eq!(f.read(orig - 0x923, 0x4000), before, "nothing copied");
     // Unmap too: wrong size or address changes nothing.
     let attrs = DmaAttrs::default();
@@ -152,8 +143,7 @@ fn sync_beyond_the_mapping_is_refused_without_copying() {
 fn direction_must_match_the_mapping() {
     let f = Fixture::new(256, 1);
     let tlb = f.map(RAM_BASE, 100, DmaDirection::ToDevice, SlotAlignment::default());
-    let mismatch =
-        Err(SwiotlbError::DirectionMismatch { mapped: DmaDirection::ToDevice, requested: DmaDirection::FromDevice });
+    let mismatch = Err(SwiotlbError::DirectionMismatch { mapped: DmaDirection::ToDevice, requested: DmaDirection::FromDevice });
     assert_eq!(f.pool.sync_for_cpu(tlb, 100, DmaDirection::FromDevice), mismatch);
     assert_eq!(f.pool.unmap(tlb, 100, DmaDirection::FromDevice, DmaAttrs::default()), mismatch);
     // A bidirectional mapping may be synced either way.
@@ -168,14 +158,8 @@ fn direction_must_match_the_mapping() {
 #[test]
 fn zero_size_and_bad_masks_are_errors() {
     let f = Fixture::new(128, 1);
-    assert_eq!(
-        f.pool.sim_map(RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()),
-        Err(SwiotlbError::ZeroSize)
-    );
+    assert_eq!(f.pool.sim_map(RAM_BASE, 0, DmaDirection::ToDevice, SlotAlignment::default()), Err(SwiotlbError::ZeroSize));
     let bad = SlotAlignment { min_align_mask: 0xf0, alloc_align_mask: 0 };
-    assert_eq!(
-        f.pool.sim_map(RAM_BASE, 8, DmaDirection::ToDevice, bad),
-        Err(SwiotlbError::InvalidAlignment { alignment: bad })
-    );
+    assert_eq!(f.pool.sim_map(RAM_BASE, 8, DmaDirection::ToDevice, bad), Err(SwiotlbError::InvalidAlignment { alignment: bad }));
     f.assert_pristine();
 }

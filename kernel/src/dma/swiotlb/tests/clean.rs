@@ -4,8 +4,8 @@
 //! slots fall back to the copy-in. Scrubbing makes free slots clean and never touches a used or
 //! lent slot.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
+use crate::dma::sim_maps::SimPoolMaps;
 
 const SECRET: u8 = 0xEE;
 const MINE: u8 = 0x11;

@@ -16,9 +16,7 @@ const NEIGHBOUR: u8 = 0xCC;
 fn dirty_every_slot(f: &Fixture) {
     let orig = RAM_BASE + ORIG_BYTES - IO_TLB_SIZE as u64;
     f.mem.fill(orig, SECRET, IO_TLB_SIZE);
-    let maps: Vec<_> = (0..f.pool.nslots())
-        .map(|_| f.map(orig, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default()))
-        .collect();
+    let maps: Vec<_> = (0..f.pool.nslots()).map(|_| f.map(orig, IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())).collect();
     for tlb in maps {
         f.unmap(tlb, IO_TLB_SIZE, DmaDirection::ToDevice);
     }
@@ -93,10 +91,7 @@ fn a_partial_device_write_returns_no_stale_data_to_the_cpu() {
             f.unmap(tlb, 4096, dir);
             let back = f.read(orig, 4096);
             assert!(back[..1000].iter().all(|b| *b == 0x22), "{dir:?}");
-            assert!(
-                back[1000..].iter().all(|b| *b == MINE),
-                "{dir:?} (sync first: {sync_first}): stale slot data reached the CPU buffer"
-            );
+            assert!(back[1000..].iter().all(|b| *b == MINE), "{dir:?} (sync first: {sync_first}): stale slot data reached the CPU buffer");
         }
     }
 }

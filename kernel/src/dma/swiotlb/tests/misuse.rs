@@ -145,9 +145,8 @@ fn mappings_live_when_the_device_goes_away_are_reported() {
 fn a_full_tracker_does_not_turn_correct_unmaps_into_misuse() {
     let s = setup();
     // Fill the tracker with direct mappings (no slots used).
-    let direct: Vec<_> = (0..MAX_ENTRIES as u64)
-        .map(|i| s.api.sim_map_single(&s.dev, RAM + 0x10_0000 + i * 64, 64, TO, NOATTR).unwrap())
-        .collect();
+    let direct: Vec<_> =
+        (0..MAX_ENTRIES as u64).map(|i| s.api.sim_map_single(&s.dev, RAM + 0x10_0000 + i * 64, 64, TO, NOATTR).unwrap()).collect();
     // One more mapping, a bounce: it works, but the tracker has no room for it.
     let dma = s.api.sim_map_single(&s.dev, HIGH, 4096, FROM, NOATTR).expect("the mapping itself works");
     assert_eq!(s.debug.errors().1, Some(DmaDebugError::TableFull));

@@ -11,8 +11,8 @@ mod occupancy;
 mod random;
 mod slot_search;
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
+use crate::dma::sim_maps::SimPoolMaps;
 use crate::mm::phys::{PhysMemory, SimMemory};
 use crate::mm::PhysAddr;
 

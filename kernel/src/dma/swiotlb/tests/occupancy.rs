@@ -1,8 +1,8 @@
 //! Filling the pool: fragmentation, `is_swiotlb_buffer`, lending, the IRQ reserve, counters.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::arch::host::IrqContextGuard;
+use crate::dma::sim_maps::SimPoolMaps;
 
 const PAGEBLOCK_SLOTS: usize = 1024;
 
@@ -128,10 +128,7 @@ fn lend_refuses_used_slots_and_search_never_crosses_lent_ones() {
     assert_eq!(f.pool.lend(1000..1100), Err(SwiotlbError::SlotNotFree { slot: used2, state: SlotState::Used }));
     assert_eq!(f.pool.lent_slots(), 0);
     f.pool.assert_consistent();
-    assert_eq!(
-        f.pool.unlend(1025..2048, true),
-        Err(SwiotlbError::SlotNotLent { slot: 1025, state: SlotState::Free })
-    );
+    assert_eq!(f.pool.unlend(1025..2048, true), Err(SwiotlbError::SlotNotLent { slot: 1025, state: SlotState::Free }));
     assert!(matches!(f.pool.lend(2000..2049), Err(SwiotlbError::InvalidSlotRange { .. })));
     f.unmap(tlb, 100, DmaDirection::ToDevice);
     f.unmap(tlb2, 100, DmaDirection::ToDevice);
@@ -212,9 +209,8 @@ fn irq_context_may_use_the_reserve() {
 
 #[test]
 fn geometry_is_checked() {
-    let bad = |start, nslots, nareas| {
-        matches!(SwiotlbPool::new(start, nslots, nareas, test_mem()), Err(SwiotlbError::InvalidGeometry { .. }))
-    };
+    let bad =
+        |start, nslots, nareas| matches!(SwiotlbPool::new(start, nslots, nareas, test_mem()), Err(SwiotlbError::InvalidGeometry { .. }));
     assert!(bad(POOL_START, 384, 3));
     assert!(bad(POOL_START, 1024, 0));
     assert!(bad(POOL_START, 1000, 1));

@@ -1,7 +1,7 @@
 //! Random map/unmap/sync sequences against a model of what every buffer should hold.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
+use crate::dma::sim_maps::SimPoolMaps;
 use proptest::prelude::*;
 
 /// Original buffers get a window each, so live mappings never share original bytes.

@@ -33,14 +33,31 @@ const ALIGNMENTS: [SlotAlignment; 11] = [
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, orig_low: u64, align: usize },
-    Free { which: usize },
+    Alloc {
+        size: usize,
+        orig_low: u64,
+        align: usize,
+    },
+    Free {
+        which: usize,
+    },
     /// Release of a slot that heads no live mapping: refused.
-    BadFree { slot: usize },
-    Lend { start: usize, len: usize },
+    BadFree {
+        slot: usize,
+    },
+    Lend {
+        start: usize,
+        len: usize,
+    },
     /// Whole segments: big enough to empty the first summary word of a large pool.
-    LendSegments { seg: usize, nsegs: usize },
-    Unlend { which: usize, part: bool },
+    LendSegments {
+        seg: usize,
+        nsegs: usize,
+    },
+    Unlend {
+        which: usize,
+        part: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

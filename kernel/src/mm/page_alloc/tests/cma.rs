@@ -55,7 +55,8 @@ fn activation_gives_the_range_to_the_allocator_as_cma() {
 fn movable_allocations_borrow_cma_pages_and_unmovable_never_do() {
     let (la, _mem, _area) = with_cma(1, 0, 1);
     let mut a = la.lock();
-    let movable: Vec<_> = (0..PAGEBLOCK_NR_PAGES + 1).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(OwnerKind::Dirty)).unwrap()).collect();
+    let movable: Vec<_> =
+        (0..PAGEBLOCK_NR_PAGES + 1).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(OwnerKind::Dirty)).unwrap()).collect();
     let last = a.movable_info(movable[PAGEBLOCK_NR_PAGES]).unwrap().addr;
     assert_eq!(a.pageblock_migratetype(last), Some(MigrateType::Cma), "MOVABLE full: borrowed from CMA");
     assert_eq!(a.pageblock_migratetype(a.movable_info(movable[0]).unwrap().addr), Some(MigrateType::Movable), "MOVABLE first");
@@ -157,7 +158,8 @@ fn cma_alloc_drops_clean_pages_when_allowed() {
     let (la, mem, area) = with_cma(1, 0, 1);
     let mut a = la.lock();
     let hog: Vec<_> = (0..PAGEBLOCK_NR_PAGES).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(OwnerKind::Dirty)).unwrap()).collect();
-    let clean: Vec<_> = (0..5).map(|i| a.alloc_movable(0, ZoneType::Dma, PageOwner { kind: OwnerKind::Clean, cookie: i }).unwrap()).collect();
+    let clean: Vec<_> =
+        (0..5).map(|i| a.alloc_movable(0, ZoneType::Dma, PageOwner { kind: OwnerKind::Clean, cookie: i }).unwrap()).collect();
     drop(a);
     let mut told = Vec::new();
     let (_, report) = area.cma_alloc(&la, &mem, 1, ReclaimMode { drop_clean: true }, &mut |d| told.push(d.cookie)).unwrap();
@@ -174,11 +176,18 @@ fn cma_alloc_never_takes_a_swiotlb_block_and_reclaim_never_takes_a_cma_block() {
     // Block 0 MOVABLE, blocks 1-2 lent SWIOTLB (wholly free), blocks 3-4 the CMA area.
     let (la, mem, area) = with_cma(1, 2, 2);
     assert_eq!(area.cma_alloc(&la, &mem, 2, MIGRATE_ALL, &mut |_| {}).map(|(a, _)| a), Ok(block(3)));
-    assert_eq!(area.cma_alloc(&la, &mem, 1, MIGRATE_ALL, &mut |_| {}), Err(CmaError::NoSpace { count: 1 }), "free SWIOTLB blocks do not serve it");
+    assert_eq!(
+        area.cma_alloc(&la, &mem, 1, MIGRATE_ALL, &mut |_| {}),
+        Err(CmaError::NoSpace { count: 1 }),
+        "free SWIOTLB blocks do not serve it"
+    );
     area.cma_release(&la, block(3), 2).unwrap();
     {
         let a = la.lock();
-        assert_eq!((a.pageblock_migratetype(block(1)), a.pageblock_migratetype(block(2))), (Some(MigrateType::Swiotlb), Some(MigrateType::Swiotlb)));
+        assert_eq!(
+            (a.pageblock_migratetype(block(1)), a.pageblock_migratetype(block(2))),
+            (Some(MigrateType::Swiotlb), Some(MigrateType::Swiotlb))
+        );
         assert_eq!(a.nr_free_swiotlb_pages(ZoneType::Dma), 2 * PAGEBLOCK_NR_PAGES);
         assert_eq!(a.ram_picture(|_| false).to_string(), "MssCC", "lent and wholly free: s");
     }

@@ -146,7 +146,8 @@ fn contig_with_compaction_succeeds_where_plain_contig_fails() {
     let (la, mem, load) = spread_load(4, 1);
     assert!((0..4).all(|b| load.pages().any(|p| block_of(&la, p) == block(b))), "every block partly used");
     assert_eq!(la.lock().alloc_contig_pageblocks(2, ZoneType::Dma), Err(AllocError::NoMemory));
-    let (addr, report) = la.alloc_contig_pageblocks_compact(2, ZoneType::Dma, &mem, MIGRATE_ALL, &mut |_| panic!("nothing dropped")).unwrap();
+    let (addr, report) =
+        la.alloc_contig_pageblocks_compact(2, ZoneType::Dma, &mem, MIGRATE_ALL, &mut |_| panic!("nothing dropped")).unwrap();
     assert_eq!(addr, block(0), "the first candidate range of the zone");
     assert_eq!((report.pageblocks, report.migrated, report.failed_candidates), (2, PAGEBLOCK_NR_PAGES, 0));
     assert!(load.pages().all(|p| !(block(0)..block(2)).contains(&block_of(&la, p))));
@@ -225,7 +226,8 @@ fn contig_drops_clean_pages_when_allowed() {
         .collect();
     let in_block0 = clean.iter().filter(|p| block_of(&la, **p) == block(0)).count();
     let mut told = Vec::new();
-    let (addr, report) = la.alloc_contig_pageblocks_compact(1, ZoneType::Dma, &mem, ReclaimMode { drop_clean: true }, &mut |d| told.push(d)).unwrap();
+    let (addr, report) =
+        la.alloc_contig_pageblocks_compact(1, ZoneType::Dma, &mem, ReclaimMode { drop_clean: true }, &mut |d| told.push(d)).unwrap();
     assert_eq!(addr, block(0));
     assert_eq!((report.dropped, report.migrated), (in_block0, 0));
     assert_eq!(told.len(), in_block0);

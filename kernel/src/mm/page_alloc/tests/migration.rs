@@ -21,9 +21,7 @@ fn pages_in_lent_blocks(la: &LockedPageAllocator, free: u64, lent: u64, n: usize
     let mut a = la.lock();
     a.lend_swiotlb_pageblocks(blocks(free, lent)).unwrap();
     let hog: Vec<_> = (0..free as usize * PAGEBLOCK_NR_PAGES).map(|_| a.alloc_movable(0, ZoneType::Dma, owner(DIRTY)).unwrap()).collect();
-    let pages: Vec<_> = (0..n)
-        .map(|i| a.alloc_movable(0, ZoneType::Dma, PageOwner { kind, cookie: i as u64 }).unwrap())
-        .collect();
+    let pages: Vec<_> = (0..n).map(|i| a.alloc_movable(0, ZoneType::Dma, PageOwner { kind, cookie: i as u64 }).unwrap()).collect();
     hog.into_iter().for_each(|p| a.free_movable(p).unwrap());
     for p in &pages {
         assert_eq!(a.pageblock_migratetype(a.movable_info(*p).unwrap().addr), Some(MigrateType::Swiotlb));
@@ -343,7 +341,7 @@ fn page_cache_pages_pinned_for_io_are_neither_dropped_nor_moved() {
     let reading = cache.insert_for_read(key(0)).unwrap();
     let frame = reading.addr();
     mem.fill(frame, 0x42, PAGE_SIZE as usize); // the device's DMA
-    // A clean block being written back: pinned for the duration.
+                                               // A clean block being written back: pinned for the duration.
     cache.insert_clean(key(1), &vec![0x11; PAGE_SIZE as usize]).unwrap();
     let writing = cache.pin(key(1)).unwrap();
     assert!(cache.pin(key(7)).is_none(), "not cached");

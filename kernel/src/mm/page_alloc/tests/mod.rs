@@ -177,4 +177,3 @@ impl<F: Fn() + Sync> PhysMemory for CopyHook<'_, F> {
         self.mem.fill(pa, byte, len)
     }
 }
-

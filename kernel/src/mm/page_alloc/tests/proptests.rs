@@ -18,10 +18,19 @@ const CMA_BLOCK: u64 = 4;
 
 #[derive(Clone, Debug)]
 enum Op {
-    AllocUnmovable { order: u8, normal: bool },
-    AllocMovable { order: u8, normal: bool, clean: bool },
+    AllocUnmovable {
+        order: u8,
+        normal: bool,
+    },
+    AllocMovable {
+        order: u8,
+        normal: bool,
+        clean: bool,
+    },
     /// Order-0 unmovable pages until memory runs out.
-    FillUnmovable { normal: bool },
+    FillUnmovable {
+        normal: bool,
+    },
     FreeUnmovable(usize),
     FreeMovable(usize),
     Write(usize),
@@ -30,8 +39,13 @@ enum Op {
     Unpin(usize),
     Migrate(usize),
     Lend(usize),
-    Reclaim { pool: usize, drop_clean: bool },
-    CmaAlloc { drop_clean: bool },
+    Reclaim {
+        pool: usize,
+        drop_clean: bool,
+    },
+    CmaAlloc {
+        drop_clean: bool,
+    },
     CmaRelease,
     BadFree(usize),
 }

@@ -55,7 +55,10 @@ fn pagetypeinfo_counts_free_blocks_per_order_and_type() {
     assert_eq!(info.pageblocks[normal], [1, 0, 0, 0, 0]);
     assert_eq!(info.free_pages[normal][un], PAGEBLOCK_NR_PAGES - 1);
     let text = info.to_string();
-    assert!(text.contains("Node    0, zone   Normal, type    Unmovable       1     1     1     1     1     1     1     1     1     0"), "{text}");
+    assert!(
+        text.contains("Node    0, zone   Normal, type    Unmovable       1     1     1     1     1     1     1     1     1     0"),
+        "{text}"
+    );
     assert!(text.contains("Node 0, zone      DMA                     0          1          0          0          0"), "{text}");
     assert!(text.contains("compaction: 0 pageblocks compacted"), "{text}");
     a.free_pages(p, 0).unwrap();

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
-use crate::mm::cma::CmaArea;
 use crate::demo::pressure::MemoryPressure;
+use crate::mm::cma::CmaArea;
 use crate::mm::page_alloc::MigrateType;
 
 /// A `cma` manager over a 4-pageblock pool (2 kept) with a CMA area of `cma_blocks`.
@@ -87,9 +87,13 @@ fn cma_never_takes_a_lent_swiotlb_block() {
     // lent blocks never touches the area.
     let (f, range) = Fixture::try_new_with_cma(2, 2, 4, tunables(SwiotlbPolicy::Lend), false).expect("manager");
     let area = CmaArea::activate("test-cma", f.pages, range.clone()).expect("CMA area");
-    let (start, _) = area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).expect("cma_alloc");
+    let (start, _) =
+        area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).expect("cma_alloc");
     assert!(range.contains(&start));
-    assert!(area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).is_err(), "the area is used up; lent SWIOTLB blocks are not CMA");
+    assert!(
+        area.cma_alloc(f.pages, f.mem, 2, crate::mm::page_alloc::ReclaimMode { drop_clean: true }, &mut ignore_drop).is_err(),
+        "the area is used up; lent SWIOTLB blocks are not CMA"
+    );
     assert_eq!(f.nr_free_swiotlb_pages(), 2 * BLOCK_PAGES, "the lent blocks are untouched");
 }
 

@@ -1,7 +1,7 @@
 //! Per-device pools.
 
-use crate::dma::sim_maps::{SimApiMaps, SimPoolMaps};
 use super::*;
+use crate::dma::sim_maps::{SimApiMaps, SimPoolMaps};
 
 #[test]
 fn carve_from_lent_blocks_and_return_them_lent() {

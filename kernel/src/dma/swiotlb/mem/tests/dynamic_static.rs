@@ -1,9 +1,9 @@
 //! The `static` and `dynamic` policies, and pools that must never be lent.
 
-use crate::dma::sim_maps::SimPoolMaps;
 use super::*;
 use crate::arch::host::IrqContextGuard;
 use crate::demo::pressure::MemoryPressure;
+use crate::dma::sim_maps::SimPoolMaps;
 
 #[test]
 fn static_never_lends_grows_or_shrinks() {

@@ -6,8 +6,8 @@
 
 use super::*;
 use crate::arch::host::IrqContextGuard;
-use crate::dma::swiotlb::SwiotlbError;
 use crate::demo::pressure::MemoryPressure;
+use crate::dma::swiotlb::SwiotlbError;
 
 /// Maps 32-slot buffers, each from its own original with its own byte, until the pool refuses;
 /// returns the mappings and the error.
