@@ -30,16 +30,18 @@ host_unit_tests() {
     return $status
 }
 step host-unit-tests host_unit_tests
-# The style, enforced: clippy with every warning an error (the workspace's lints include
-# undocumented_unsafe_blocks, missing_safety_doc, missing_docs and unreachable_pub) for the kernel
-# images and for the host-tested libraries with their tests, and shellcheck on every script.
-# (rustfmt comes with the layout moves: formatting the tree is one mechanical pass over every
-# file, made in the same go.)
+# The style, enforced: rustfmt (rustfmt.toml) on the workspace and the fuzz crate, clippy with
+# every warning an error (the workspace's lints include undocumented_unsafe_blocks,
+# missing_safety_doc, missing_docs and unreachable_pub) for the kernel images, every test kernel
+# (those outside plain `cargo test` named) and the host-tested libraries with their tests, and
+# every script through shellcheck.
 lints() {
     local name=$1; shift
     if "$@"; then echo "$name: 1 passed, 0 failed"; else echo "$name: 0 passed, 1 failed"; return 1; fi
 }
-step clippy-target lints clippy-target cargo clippy -q --workspace --lib --bins --tests --examples -- -D warnings
+step rustfmt lints rustfmt sh -c 'cargo fmt --all --check && cd fuzz && cargo fmt --check'
+step clippy-target lints clippy-target cargo clippy -q --workspace --lib --bins --tests --examples \
+    --test virtio_blk --test virtio_blk_recovery --test virtio_blk_storms --test smp --test smp_io --test soak -- -D warnings
 step clippy-host lints clippy-host cargo clippy -q --target host-tuple -p kernel -p drivers -p boot --lib --profile test -- -D warnings
 step shellcheck lints shellcheck shellcheck -x qemu-run.sh scripts/*.sh fuzz/seeds/*.sh .ci/run
 # The benchmark report's prose comes from the data: its unit tests.
