@@ -133,3 +133,97 @@ pub fn holds_sectors(buf: crate::mm::PhysAddr, first: u64, count: u64, pattern: 
     let bytes = read_phys(buf, (count * 512) as usize);
     (0..count).all(|i| bytes[(i * 512) as usize..((i + 1) * 512) as usize] == pattern(first + i))
 }
+
+/// Declares `mod owned` in a test kernel: the traits `TestMaps` (on `DmaApi`) and `TestIo` (on
+/// the board's `Disk`), safe wrappers of the DMA and block seams' `unsafe fn`s, named `test_*`.
+///
+/// Invoking it is the test kernel's promise, to be written as a `// SAFETY:` comment at the
+/// invocation: every buffer it maps or hands a disk is one it allocated, freed only after the
+/// unmap or after the request's outcome was collected; where a test touches such a buffer
+/// meanwhile, it stands in for the device or checks on purpose what the device or a bounce did.
+/// The wrappers live in the test kernel that makes the promise, never in the library.
+#[macro_export]
+macro_rules! test_kernel_owns_its_buffers {
+    () => {
+        #[allow(dead_code)]
+        mod owned {
+            use core::time::Duration;
+            use $crate::block::virtio_blk::{BlockRequest, CompletionFn};
+            use $crate::block::Ticket;
+            use $crate::dma::device::DmaDevice;
+            use $crate::dma::mapping::{DmaApi, DmaError};
+            use $crate::dma::{DmaAddr, DmaAttrs, DmaDirection};
+            use $crate::mm::PhysAddr;
+            use $crate::platform::virtio_blk::{BlkError, Disk};
+
+            /// `map_single` for this test kernel's buffers.
+            pub(super) trait TestMaps {
+                fn test_map_single(
+                    &self,
+                    dev: &DmaDevice,
+                    addr: PhysAddr,
+                    size: usize,
+                    dir: DmaDirection,
+                    attrs: DmaAttrs,
+                ) -> Result<DmaAddr, DmaError>;
+            }
+
+            impl TestMaps for DmaApi<'_> {
+                fn test_map_single(
+                    &self,
+                    dev: &DmaDevice,
+                    addr: PhysAddr,
+                    size: usize,
+                    dir: DmaDirection,
+                    attrs: DmaAttrs,
+                ) -> Result<DmaAddr, DmaError> {
+                    // SAFETY: the invoking test kernel's promise (see the macro's doc).
+                    unsafe { self.map_single(dev, addr, size, dir, attrs) }
+                }
+            }
+
+            /// The disk's requests for this test kernel's buffers.
+            pub(super) trait TestIo {
+                fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+                fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+                fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+                fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
+                fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+                fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
+                fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError>;
+            }
+
+            // SAFETY (every block below): the invoking test kernel's promise (see the macro's doc).
+            impl TestIo for Disk {
+                fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.queue_read(sector, buf, len) }
+                }
+                fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.queue_write(sector, buf, len) }
+                }
+                fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.submit_read(sector, buf, len) }
+                }
+                fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.submit_write(sector, buf, len) }
+                }
+                fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.read(sector, buf, len, timeout) }
+                }
+                fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.write(sector, buf, len, timeout) }
+                }
+                fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+                    // SAFETY: as above.
+                    unsafe { self.queue_with_callback(request, callback, cookie) }
+                }
+            }
+        }
+    };
+}

@@ -42,41 +42,10 @@ fn mem() -> &'static IdentityMappedRam {
     unsafe { ram() }
 }
 
-/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
-mod owned {
-    use kernel::dma::device::DmaDevice;
-    use kernel::dma::mapping::{DmaApi, DmaError};
-    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
-    use kernel::mm::PhysAddr;
-
-    /// `map_single` for this test kernel's buffers.
-    pub(super) trait TestMaps {
-        fn test_map_single(
-            &self,
-            dev: &DmaDevice,
-            addr: PhysAddr,
-            size: usize,
-            dir: DmaDirection,
-            attrs: DmaAttrs,
-        ) -> Result<DmaAddr, DmaError>;
-    }
-
-    impl TestMaps for DmaApi<'_> {
-        fn test_map_single(
-            &self,
-            dev: &DmaDevice,
-            addr: PhysAddr,
-            size: usize,
-            dir: DmaDirection,
-            attrs: DmaAttrs,
-        ) -> Result<DmaAddr, DmaError> {
-            // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
-            // frees only after the unmap; where a test writes one while it is mapped, it stands in
-            // for the device (or checks that a misuse is caught).
-            unsafe { self.map_single(dev, addr, size, dir, attrs) }
-        }
-    }
-}
+// SAFETY: every buffer this test kernel maps or hands a disk is one it allocated, freed only
+// after the unmap or after the request's outcome was collected; where a test touches one
+// meanwhile, it stands in for the device or checks on purpose what the device or a bounce did.
+kernel::test_kernel_owns_its_buffers!();
 use owned::TestMaps;
 
 fn main(_k: &'static Kernel) -> ExitStatus {

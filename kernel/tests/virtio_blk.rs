@@ -45,101 +45,10 @@ fn mem() -> &'static IdentityMappedRam {
     unsafe { ram() }
 }
 
-/// The unsafe calls this file makes, each on memory it owns (one `SAFETY` comment per kind).
-mod owned {
-    use core::time::Duration;
-    use kernel::block::virtio_blk::{BlockRequest, CompletionFn};
-    use kernel::block::Ticket;
-    use kernel::dma::device::DmaDevice;
-    use kernel::dma::mapping::{DmaApi, DmaError};
-    use kernel::dma::{DmaAddr, DmaAttrs, DmaDirection};
-    use kernel::mm::PhysAddr;
-    use kernel::platform::virtio_blk::{BlkError, Disk};
-
-    /// The disk calls this file makes, on its own buffers.
-    pub(super) trait TestIo {
-        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
-        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
-        fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
-        fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError>;
-        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
-        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError>;
-        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError>;
-    }
-
-    impl TestIo for Disk {
-        fn test_queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.queue_read(sector, buf, len) }
-        }
-        fn test_queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.queue_write(sector, buf, len) }
-        }
-        fn test_submit_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.submit_read(sector, buf, len) }
-        }
-        fn test_submit_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.submit_write(sector, buf, len) }
-        }
-        fn test_read(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.read(sector, buf, len, timeout) }
-        }
-        fn test_write(&self, sector: u64, buf: PhysAddr, len: usize, timeout: Duration) -> Result<(), BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.write(sector, buf, len, timeout) }
-        }
-        fn test_queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
-            // SAFETY: every buffer this file hands a disk is one it allocated for the request, freed
-            // only after its outcome is collected; where a test reads one while the request is in
-            // flight, it checks on purpose what the device or a bounce did.
-            unsafe { self.queue_with_callback(request, callback, cookie) }
-        }
-    }
-
-    /// `map_single` for this test kernel's buffers.
-    pub(super) trait TestMaps {
-        fn test_map_single(
-            &self,
-            dev: &DmaDevice,
-            addr: PhysAddr,
-            size: usize,
-            dir: DmaDirection,
-            attrs: DmaAttrs,
-        ) -> Result<DmaAddr, DmaError>;
-    }
-
-    impl TestMaps for DmaApi<'_> {
-        fn test_map_single(
-            &self,
-            dev: &DmaDevice,
-            addr: PhysAddr,
-            size: usize,
-            dir: DmaDirection,
-            attrs: DmaAttrs,
-        ) -> Result<DmaAddr, DmaError> {
-            // SAFETY: every buffer this file maps is one it allocated (`buffer`, pressure pages) and
-            // frees only after the unmap; where a test writes one while it is mapped, it stands in
-            // for the device (or checks that a misuse is caught).
-            unsafe { self.map_single(dev, addr, size, dir, attrs) }
-        }
-    }
-}
+// SAFETY: every buffer this test kernel maps or hands a disk is one it allocated, freed only
+// after the unmap or after the request's outcome was collected; where a test touches one
+// meanwhile, it stands in for the device or checks on purpose what the device or a bounce did.
+kernel::test_kernel_owns_its_buffers!();
 use owned::{TestIo, TestMaps};
 
 fn main(k: &'static Kernel) -> ExitStatus {
