@@ -1,8 +1,9 @@
 //! The in-QEMU test harness. Stable Rust has no custom test frameworks, so each test kernel
 //! (`kernel/tests/*.rs`, `harness = false`) lists its cases and calls [`run`]: every case runs on
-//! the real (emulated) machine, prints `test NAME ... ok` or `FAILED: why`, and the run ends with
-//! `N passed, N failed` and a semihosting exit status (nonzero on any failure). A panic or an
-//! unexpected exception inside a case fails the whole run with its report.
+//! the real (emulated) machine, prints `test NAME ... ok`, `skipped: why` (a case that cannot
+//! mean anything on this machine, see [`skip`]) or `FAILED: why`, and the run ends with
+//! `N passed, N failed` (`, N skipped` if any were) and a semihosting exit status (nonzero on any
+//! failure). A panic or an unexpected exception inside a case fails the whole run with its report.
 
 use alloc::string::String;
 
@@ -27,15 +28,22 @@ pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
     let chosen = || cases.iter().filter(|c| params.ktest_selects(c.name));
     let filtered_out = cases.len() - chosen().count();
     kprintln!("\nrunning {} tests ({suite})", cases.len() - filtered_out);
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for case in chosen() {
         crate::platform::set_current_test(case.name);
-        match (case.run)() {
-            Ok(()) => {
+        SKIPPED.lock().take();
+        let result = (case.run)();
+        match (result, SKIPPED.lock().take()) {
+            (Ok(()), None) => {
                 passed += 1;
                 kprintln!("test {} ... ok", case.name);
             }
-            Err(why) => {
+            (Ok(()), Some(why)) => {
+                skipped += 1;
+                kprintln!("test {} ... skipped: {why}", case.name);
+            }
+            // A failure stands, whether or not the case also asked to be skipped.
+            (Err(why), _) => {
                 failed += 1;
                 kprintln!("test {} ... FAILED: {why}", case.name);
             }
@@ -45,12 +53,29 @@ pub fn run(suite: &str, cases: &[TestCase]) -> ExitStatus {
     if filtered_out > 0 {
         kprintln!("{filtered_out} filtered out by ktest=/ktest_skip=");
     }
-    kprintln!("\n{suite}: {passed} passed, {failed} failed");
+    if skipped > 0 {
+        kprintln!("\n{suite}: {passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        kprintln!("\n{suite}: {passed} passed, {failed} failed");
+    }
     if failed == 0 {
         ExitStatus::Success
     } else {
         ExitStatus::Failure
     }
+}
+
+/// The reason the running case gave for skipping itself (see [`skip`]).
+static SKIPPED: spin::Mutex<Option<String>> = spin::Mutex::new(None);
+
+/// Ends a case that cannot mean anything on this machine (too little RAM for what it needs, a
+/// DMA window that covers all of it, ...): `return ktest::skip(why)`. The case is reported as
+/// `skipped: why` and counted apart from the passed ones; it never turns a failure into a pass
+/// (a case that returns `Err` after calling this still fails), and the run's status is unchanged
+/// by skips.
+pub fn skip(why: impl core::fmt::Display) -> TestResult {
+    *SKIPPED.lock() = Some(alloc::format!("{why}"));
+    Ok(())
 }
 
 /// Fails the case with a message unless `cond` holds.
