@@ -4,7 +4,7 @@
 //! slot states live in the pool (so `is_swiotlb_buffer` can read them without this lock) and are
 //! passed in as the area's share, written only here, under the lock.
 //!
-//! The slot search (Linux `swiotlb_area_find_slots`), constant time in the number of slots:
+//! The slot search (Linux `swiotlb_search_pool_area`), constant time in the number of slots:
 //! - each segment has a map of its free slots ([`SegmentMap`]); a run is found in it with a few
 //!   shift-and steps (`slots.rs`);
 //! - the area keeps a summary: level `l` is a bitmap with one bit per segment that has a free
@@ -109,7 +109,7 @@ impl AreaSlots {
         }
     }
 
-    /// Finds and takes a run for `req` (Linux `swiotlb_area_find_slots`), records the mapping and
+    /// Finds and takes a run for `req` (Linux `swiotlb_search_pool_area`), records the mapping and
     /// returns the area-local index of its head slot, and whether every slot of the run (pad
     /// slots included) was clean. With `prefer_clean` a clean run of the cursor's segment is
     /// taken before a dirty one (a few more shift-and steps; other segments are not searched

@@ -1,5 +1,5 @@
 //! Slot metadata, what a request needs from the slot search, and the search inside one segment
-//! (Linux `struct io_tlb_slot` and the loop of `swiotlb_area_find_slots`).
+//! (Linux `struct io_tlb_slot` and the loop of `swiotlb_search_pool_area`).
 //!
 //! Where we differ from Linux, and why: Linux keeps in every slot the count of free slots from it
 //! to the end of its segment (`list`), walks a segment slot by slot to find a run, and walks back
@@ -85,7 +85,7 @@ impl Slot {
 }
 
 /// What a mapping needs from the slot search, computed once from the request (Linux: the
-/// prologues of `swiotlb_tbl_map_single` and `swiotlb_area_find_slots`).
+/// prologues of `swiotlb_tbl_map_single` and `swiotlb_search_pool_area`).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct SlotRequest {
     /// The original buffer.
@@ -134,7 +134,7 @@ impl SlotRequest {
         let mut alloc_align_mask = align.alloc_align_mask;
         let mut iotlb_align_mask = align.min_align_mask;
         // Mappings of a page or more were always page aligned; keep that when nothing else is
-        // asked for, in case a driver relies on it (Linux 6.10 swiotlb_area_find_slots).
+        // asked for, in case a driver relies on it (Linux 6.10 swiotlb_search_pool_area).
         if alloc_align_mask == 0 && iotlb_align_mask == 0 && alloc_size >= PAGE_SIZE as usize {
             alloc_align_mask = PAGE_SIZE - 1;
         }
@@ -164,7 +164,7 @@ impl SlotRequest {
     }
 
     /// The slots where a run for this request may start, in an area whose first slot is at
-    /// `base_addr` (Linux tests each candidate's address in `swiotlb_area_find_slots`).
+    /// `base_addr` (Linux tests each candidate's address in `swiotlb_search_pool_area`).
     ///
     /// A run may start at slot `i` when its address has the `alloc_align_mask` bits clear and the
     /// `iotlb_align_mask` bits of the original: both masks are low masks (the second with the

@@ -91,7 +91,7 @@ impl Model {
     }
 
     /// Whether an allocation for `req` with `align` may start at `slot`, by the rules a device
-    /// sees (Linux `swiotlb_area_find_slots`): the allocation starts on the allocation alignment
+    /// sees (Linux `swiotlb_search_pool_area`): the allocation starts on the allocation alignment
     /// (a page for a page or more when nothing is asked for), and the address handed out keeps
     /// the original's `min_align_mask` bits.
     fn may_start(&self, slot: usize, req: &SlotRequest, align: SlotAlignment) -> bool {
