@@ -205,12 +205,20 @@ try:
     # instruction, where the arguments are still in their registers).
     pool = restricted_pool()
     start, end = int(pool["start"]), int(pool["end"])
+    # The name also has inlined locations (callers generic over the memory type inline it):
+    # take the out-of-line function, the one whose block sits directly in the static block.
     probe = gdb.Breakpoint("kernel::platform::phys::{impl#0}::copy")
-    block = gdb.block_for_pc(probe.locations[0].address)
-    while block.function is None:
-        block = block.superblock
+    entries = []
+    for loc in probe.locations:
+        block = gdb.block_for_pc(loc.address)
+        while block is not None and not (block.function is not None and block.superblock.is_static):
+            block = block.superblock
+        if block is not None and block.function.name.endswith("::copy"):
+            entries.append(block.start)
     probe.delete()
-    stop2 = gdb.Breakpoint(f"*{block.start:#x}")
+    if not entries:
+        raise gdb.error("no out-of-line IdentityMappedRam::copy")
+    stop2 = gdb.Breakpoint(f"*{entries[0]:#x}")
     stop2.condition = f"$x3 > 4096 && $x2 >= {start:#x} && $x2 < {end:#x} && boot::exception::IRQ_DEPTH[0].v.value > 0"
     gdb.execute("continue")
     bt = gdb.execute("bt", to_string=True)
