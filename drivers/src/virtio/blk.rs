@@ -6,6 +6,12 @@
 //! DMA addresses and gets a [`Token`]. From the interrupt handler it pops [`Completion`]s, unmaps
 //! (copying the status byte back), and hands each completion back with the status byte to learn
 //! the request's outcome. The driver never touches the buffers themselves.
+//!
+//! A batch of requests takes one notification: [`VirtioBlk::add_request`] publishes a chain
+//! without notifying, [`VirtioBlk::kick`] notifies once for everything published since the last
+//! (if the device wants it: NO_NOTIFY, or RING_EVENT_IDX's `avail_event` checked against the
+//! whole batch). That is Linux's `virtio_queue_rq` with `bd->last` false, then `commit_rqs`
+//! (`virtio_commit_rqs`); the `*_nb` calls are one of each.
 
 use super::queue::{Buffer, RingFeatures, Virtqueue};
 use super::transport::{read_config, DeviceInit, InterruptStatus, Transport, RESET_POLLS};
@@ -282,38 +288,85 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
     }
 
     /// Submits a read of `sector..` into `dma.data`; the header holds `RequestType::In`.
+    /// Publishes and notifies: [`add_request`](Self::add_request) then [`kick`](Self::kick).
     pub fn read_blocks_nb(&mut self, sector: u64, dma: &RequestDma<'_>) -> Result<Token> {
-        self.check_data(sector, dma.data)?;
-        self.submit(dma, true)
+        self.submit(RequestHeader { request_type: RequestType::In, sector }, dma)
     }
 
     /// Submits a write of `dma.data` to `sector..`; the header holds `RequestType::Out`.
     /// Refused on a read-only device before the queue is touched.
     pub fn write_blocks_nb(&mut self, sector: u64, dma: &RequestDma<'_>) -> Result<Token> {
-        if self.readonly() {
-            return Err(Error::ReadOnly);
-        }
-        self.check_data(sector, dma.data)?;
-        self.submit(dma, false)
+        self.submit(RequestHeader { request_type: RequestType::Out, sector }, dma)
     }
 
     /// Submits a cache flush (`dma.data` must be empty); needs the FLUSH feature.
     pub fn flush_nb(&mut self, dma: &RequestDma<'_>) -> Result<Token> {
-        if self.features & feature::FLUSH == 0 {
-            return Err(Error::Unsupported);
-        }
-        if !dma.data.is_empty() {
-            return Err(Error::BadRequest);
-        }
-        self.submit(dma, false)
+        self.submit(RequestHeader { request_type: RequestType::Flush, sector: 0 }, dma)
     }
 
     /// Submits a GET_ID request; `dma.data` is one 20-byte segment.
     pub fn get_id_nb(&mut self, dma: &RequestDma<'_>) -> Result<Token> {
-        if !matches!(dma.data, [segment] if segment.len == ID_BYTES) {
-            return Err(Error::BadRequest);
+        self.submit(RequestHeader { request_type: RequestType::GetId, sector: 0 }, dma)
+    }
+
+    /// Checks the request `header` describes (the header buffer at `dma.header` must hold
+    /// [`RequestHeader::to_bytes`] of it) and makes its chain available to the device
+    /// **without notifying it** (Linux `virtio_queue_rq` with `bd->last` false). The device
+    /// may not see it until [`kick`](Self::kick): publish a batch, then kick once.
+    pub fn add_request(&mut self, header: RequestHeader, dma: &RequestDma<'_>) -> Result<Token> {
+        let device_writes_data = match header.request_type {
+            RequestType::In => {
+                self.check_data(header.sector, dma.data)?;
+                true
+            }
+            RequestType::Out => {
+                if self.readonly() {
+                    return Err(Error::ReadOnly);
+                }
+                self.check_data(header.sector, dma.data)?;
+                false
+            }
+            RequestType::Flush => {
+                if self.features & feature::FLUSH == 0 {
+                    return Err(Error::Unsupported);
+                }
+                if !dma.data.is_empty() {
+                    return Err(Error::BadRequest);
+                }
+                false
+            }
+            RequestType::GetId => {
+                if !matches!(dma.data, [segment] if segment.len == ID_BYTES) {
+                    return Err(Error::BadRequest);
+                }
+                true
+            }
+        };
+        self.add(dma, device_writes_data)
+    }
+
+    /// Notifies the device of the requests added since the last kick, if there are any and
+    /// it wants a notification (virtio 1.2 §2.7.13.4; NO_NOTIFY or, under RING_EVENT_IDX,
+    /// `avail_event` checked against the whole batch, §2.7.10). Linux `virtqueue_kick`:
+    /// `virtqueue_kick_prepare` then `virtqueue_notify`; blk-mq's `commit_rqs`. True if the
+    /// device was notified (counted in [`notifications`](Self::notifications)). One MMIO write
+    /// at most: safe in an interrupt handler.
+    pub fn kick(&mut self) -> Result<bool> {
+        if self.queue.added_since_kick() == 0 {
+            return Ok(false); // nothing new: a notification would only cost the device a look
         }
-        self.submit(dma, true)
+        if !self.queue.kick_prepare()? {
+            return Ok(false);
+        }
+        self.transport.notify(0);
+        self.notifications += 1;
+        Ok(true)
+    }
+
+    /// Requests added since the last [`kick`](Self::kick): published, but the device may not
+    /// know of them yet.
+    pub fn unkicked(&self) -> u16 {
+        self.queue.added_since_kick()
     }
 
     /// Gives up on the device: latches the queue broken with `reason` and resets the device, so
@@ -430,8 +483,17 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         Ok(())
     }
 
-    /// Header (device-readable), data, status (device-writable) as one chain, then notify.
-    fn submit(&mut self, dma: &RequestDma<'_>, device_writes_data: bool) -> Result<Token> {
+    /// [`add_request`](Self::add_request), then [`kick`](Self::kick): one request, one
+    /// notification (if the device wants it).
+    fn submit(&mut self, header: RequestHeader, dma: &RequestDma<'_>) -> Result<Token> {
+        let token = self.add_request(header, dma)?;
+        self.kick()?;
+        Ok(token)
+    }
+
+    /// Header (device-readable), data, status (device-writable) as one chain, published
+    /// without a notification.
+    fn add(&mut self, dma: &RequestDma<'_>, device_writes_data: bool) -> Result<Token> {
         let header = core::iter::once(Buffer::readable(dma.header, HEADER_SIZE));
         let data = dma.data.iter().map(move |segment| Buffer {
             dma_addr: segment.dma_addr,
@@ -440,10 +502,6 @@ impl<T: Transport, const Q: usize> VirtioBlk<T, Q> {
         });
         let status = core::iter::once(Buffer::writable(dma.status, 1));
         let head = self.queue.add_chain(header.chain(data).chain(status))?;
-        if self.queue.kick_prepare()? {
-            self.transport.notify(0);
-            self.notifications += 1;
-        }
         Ok(Token(head))
     }
 }

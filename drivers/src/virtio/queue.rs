@@ -316,6 +316,13 @@ impl<const MAX: usize> Virtqueue<MAX> {
         self.in_flight
     }
 
+    /// Chains made available since the last [`Self::kick_prepare`]: the device may not know
+    /// of them until the caller notifies it (a batch published with one notification, Linux's
+    /// `num_added`).
+    pub fn added_since_kick(&self) -> u16 {
+        self.added_since_kick
+    }
+
     /// Why the queue is broken, if it is.
     pub fn broken(&self) -> Option<BrokenReason> {
         self.broken
@@ -436,7 +443,10 @@ impl<const MAX: usize> Virtqueue<MAX> {
 
     /// Decides whether the device needs a notification for the chains added since the last
     /// call (§2.7.13.4; Linux `virtqueue_kick_prepare_split`). The caller then notifies through
-    /// the transport.
+    /// the transport. Several [`Self::add`]s then one call publish a batch with at most one
+    /// notification: under RING_EVENT_IDX the whole batch `[old, new)` is checked against
+    /// `avail_event` (§2.7.10), so a device that asked for a notification at any chain of the
+    /// batch gets one.
     pub fn kick_prepare(&mut self) -> Result<bool> {
         self.check_broken()?;
         // The new avail idx must be visible before we read the device's suppression state, a

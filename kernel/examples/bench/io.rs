@@ -88,8 +88,11 @@ impl Stream {
         n * self.size as u64
     }
 
-    /// Queues requests into every free place.
+    /// Queues requests into every free place, as one batch: published as they are queued,
+    /// the device notified once when the plug ends (Linux `blk_start_plug`/`blk_finish_plug`).
     fn fill(&mut self) {
+        let disk = self.disk;
+        let plug = disk.plug();
         for i in 0..self.qd {
             if self.tickets[i].is_some() || self.first_error.is_some() {
                 continue;
@@ -99,8 +102,8 @@ impl Stream {
             // this one request until its ticket is collected (`tickets[i]`), read by nobody.
             let queued = unsafe {
                 match self.op {
-                    Op::Read => self.disk.queue_read(sector, self.bufs[i], self.size),
-                    Op::Write => self.disk.queue_write(sector, self.bufs[i], self.size),
+                    Op::Read => plug.queue_read(sector, self.bufs[i], self.size),
+                    Op::Write => plug.queue_write(sector, self.bufs[i], self.size),
                 }
             };
             match queued {
@@ -111,6 +114,7 @@ impl Stream {
                 Err(e) => self.first_error = Some(e),
             }
         }
+        plug.finish();
     }
 
     /// Collects finished requests; returns how many.

@@ -157,6 +157,8 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
         let give_up = self.disk.env().uptime() + self.timeout;
         while (next < keys.len() && first_error.is_none()) || !in_flight.is_empty() {
             let mut busy = false;
+            // One notification for the pages queued in this pass (Linux writeback plugs too).
+            let plug = self.disk.plug();
             while next < keys.len() && in_flight.len() < max_in_flight && first_error.is_none() {
                 let key = keys[next];
                 // A dirty page is never dropped; if it is gone, it was removed meanwhile.
@@ -166,7 +168,7 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
                 };
                 // SAFETY: the page is the cache's and stays pinned in `in_flight` until its ticket
                 // is collected below; nothing writes it meanwhile (`&mut self`).
-                let queued = unsafe { self.disk.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) };
+                let queued = unsafe { plug.queue_write(key.block * SECTORS_PER_BLOCK, pin.addr(), BLOCK_SIZE) };
                 match queued {
                     Ok(ticket) => {
                         in_flight.push((ticket, key, pin));
@@ -179,6 +181,7 @@ impl<'a, T: Transport, E: BlkEnv, M: PhysMemory + ?Sized> BlockCache<'a, T, E, M
                     Err(e) => first_error = Some(e.into()),
                 }
             }
+            plug.finish();
             self.stats.max_in_flight = self.stats.max_in_flight.max(in_flight.len());
             let mut i = 0;
             while i < in_flight.len() {

@@ -45,6 +45,10 @@ pub use crate::block::virtio_blk::{
 /// A virtio block disk of the machine: the request engine over virtio-mmio, on this board.
 pub type Disk = crate::block::virtio_blk::Disk<'static, VirtioMmio, Board>;
 
+/// A batch of requests to one of the machine's disks, notified once when it ends
+/// ([`Disk::plug`]).
+pub type Plug<'d> = crate::block::virtio_blk::Plug<'d, 'static, VirtioMmio, Board>;
+
 /// The background tick on which request deadlines are checked (interrupt context).
 pub const TIMEOUT_TICK: Duration = Duration::from_millis(10);
 /// Disks the kernel drives.

@@ -193,6 +193,39 @@ fn reads_and_writes_complete_out_of_order() {
 }
 
 #[test]
+fn requests_added_as_a_batch_take_one_notification() {
+    let (dma, dev, mut blk, mut disk) = setup(feature::FLUSH);
+    let reads: Vec<Request> = (0..3).map(|i| Request::new(&dma, RequestType::In, 2 * i, &[(512, 0)])).collect();
+    let tokens: Vec<Token> = reads
+        .iter()
+        .enumerate()
+        .map(|(i, r)| blk.add_request(RequestHeader { request_type: RequestType::In, sector: 2 * i as u64 }, &r.dma()).unwrap())
+        .collect();
+    let flush = Request::new(&dma, RequestType::Flush, 0, &[]);
+    blk.add_request(RequestHeader { request_type: RequestType::Flush, sector: 0 }, &flush.dma()).unwrap();
+    assert_eq!((blk.unkicked(), dev.notifications.get()), (4, 0), "published, not notified");
+    assert_eq!(blk.kick(), Ok(true));
+    assert_eq!((blk.unkicked(), dev.notifications.get(), blk.notifications()), (0, 1, 1));
+    assert_eq!(blk.kick(), Ok(false), "nothing new: no notification");
+    assert_eq!(dev.notifications.get(), 1);
+    // Refused requests publish nothing.
+    let bad = Request::new(&dma, RequestType::In, CAPACITY, &[(512, 0)]);
+    let header = RequestHeader { request_type: RequestType::In, sector: CAPACITY };
+    assert_eq!(blk.add_request(header, &bad.dma()), Err(Error::BadRequest));
+    assert_eq!(blk.unkicked(), 0);
+
+    for chain in disk.take_all() {
+        disk.complete(&chain, None);
+    }
+    for (i, read) in reads.iter().enumerate() {
+        assert_eq!(finish(&mut blk, read), (tokens[i], Ok(())));
+        assert_eq!(read_bytes(read.data[0].dma_addr, 512), disk.disk[1024 * i..1024 * i + 512]);
+    }
+    assert_eq!(finish(&mut blk, &flush).1, Ok(()));
+    dma.check_guards();
+}
+
+#[test]
 fn error_statuses_are_typed() {
     let (dma, _dev, mut blk, mut disk) = setup(0);
     for (status, expected) in [(req_status::IOERR, Error::IoError), (req_status::UNSUPP, Error::RequestUnsupported)] {

@@ -149,6 +149,52 @@ fn event_idx_suppression() {
     dma.check_guards();
 }
 
+#[test]
+fn a_batch_of_chains_takes_one_kick() {
+    let (dma, mut queue, mut device) = setup(8);
+    let heads: Vec<u16> = (0..3).map(|_| add_pair(&mut queue, &dma, 1)).collect();
+    // Published (the device may already take them), not yet notified.
+    assert_eq!((queue.added_since_kick(), device.avail_idx()), (3, 3));
+    assert!(queue.kick_prepare().unwrap(), "one notification for the batch");
+    assert_eq!(queue.added_since_kick(), 0);
+    let seen: Vec<u16> = std::iter::from_fn(|| device.pop_avail()).map(|c| c.head).collect();
+    assert_eq!(seen, heads);
+    dma.check_guards();
+}
+
+#[test]
+fn event_idx_checks_the_whole_batch_against_avail_event() {
+    let (dma, mut queue, mut device) = setup_with(16, true);
+    let batch = |queue: &mut Virtqueue<MAX>, n: usize| {
+        for _ in 0..n {
+            add_pair(queue, &dma, 1);
+        }
+        queue.kick_prepare().unwrap()
+    };
+    // The device asks for a notification at idx 0, the batch's first chain ([0, 3)).
+    device.set_avail_event(0);
+    assert!(batch(&mut queue, 3), "avail_event at the batch's start: notify");
+    // It consumed one and asks at idx 4, the middle of the next batch ([3, 6)).
+    device.set_avail_event(4);
+    assert!(batch(&mut queue, 3), "avail_event inside the batch: notify");
+    // At 9, beyond the next batch ([6, 8)): it is still busy with the ring, no notification.
+    device.set_avail_event(9);
+    assert!(!batch(&mut queue, 2), "avail_event ahead: suppressed");
+    // Left behind at an idx an earlier batch passed (notified then): suppressed.
+    let chains: Vec<_> = std::iter::from_fn(|| device.pop_avail()).collect();
+    assert_eq!(chains.len(), 8);
+    for chain in &chains {
+        device.push_used(chain.head.into(), 1);
+    }
+    while queue.pop_used().unwrap().is_some() {}
+    device.set_avail_event(4);
+    assert!(!batch(&mut queue, 2), "avail_event behind the batch ([8, 10)): suppressed");
+    // And one that names the batch's last chain ([10, 14), event 13).
+    device.set_avail_event(13);
+    assert!(batch(&mut queue, 4), "avail_event at the batch's last chain: notify");
+    dma.check_guards();
+}
+
 /// Runs a hostile scenario and checks the queue breaks with `reason`, stays broken, and that
 /// nothing was written outside the rings and buffers.
 fn assert_breaks(dma: &SimDma, queue: &mut Virtqueue<MAX>, reason: BrokenReason) {

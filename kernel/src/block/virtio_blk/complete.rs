@@ -10,8 +10,8 @@ use drivers::virtio::blk::{HEADER_SIZE, STATUS_UNWRITTEN};
 use drivers::virtio::Transport;
 
 use super::{
-    BlkEnv, BlkError, CompletionFn, Disk, DiskInner, Mapped, Outcome, Params, Request, MAX_IN_FLIGHT, NOATTR, QUEUE_SIZE, SCRATCH_SLOT,
-    STATUS_OFFSET,
+    BlkEnv, BlkError, CompletionFn, Disk, DiskInner, Kick, Mapped, Outcome, Params, Request, MAX_IN_FLIGHT, NOATTR, QUEUE_SIZE,
+    SCRATCH_SLOT, STATUS_OFFSET,
 };
 use crate::block::{DiskHealth, Ticket};
 use crate::dma::mapping::DmaError;
@@ -94,9 +94,11 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
                 self.begin_reset(&mut inner, reason, None);
             }
         }
-        // Completions freed descriptors and bounce slots: start what waits for them.
+        // Completions freed descriptors and bounce slots: start what waits for them, every one
+        // that fits, with one notification at the end (Linux `virtblk_done` runs the stopped
+        // hardware queue, whose dispatch marks its last request `bd->last`).
         if self.inner.lock().requests.waiting() > 0 {
-            self.start_waiting();
+            self.start_waiting(Kick::Now);
         }
         self.deliver_callbacks();
         completed

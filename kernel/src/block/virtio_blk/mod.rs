@@ -25,6 +25,12 @@
 //!   completions free room (mapping in interrupt context), or, if a mapping fails there, by a
 //!   work item in task context (Linux: `BLK_STS_RESOURCE` and a delayed queue run). Busy only
 //!   if the table is full.
+//! - Batch ([`Disk::plug`], `plug.rs`; Linux `blk_start_plug` / `blk_finish_plug`, `bd->last`
+//!   and `commit_rqs`): a chain is published to the available ring without a notification, and
+//!   whoever started a batch notifies once at its end: the completion handler's refill after
+//!   every waiting request that fits, a [`Plug`] when it ends (requests queued through it are
+//!   started at once, published, and notified together). The device is never left unaware of a
+//!   published request: waiting (`wait.rs`) and the tick notify for a plug still held.
 //! - Complete (the interrupt handler; `complete.rs`, Linux `virtblk_done`): ack, pop every used
 //!   chain and take its request from the device under the disk's lock, then unmap with the lock
 //!   dropped (for a read the bounce copy back happens here: task context on another CPU does not
@@ -48,6 +54,7 @@
 //!   failures in a row the disk is dead: every request fails at once with [`BlkError::DiskDead`].
 
 mod complete;
+mod plug;
 mod reset;
 mod submit;
 #[cfg(test)]
@@ -72,6 +79,7 @@ use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::sync::IrqSafeSpinLock;
 
+pub use plug::Plug;
 pub use wait::{read_verify, wait_for};
 
 /// Descriptors in each disk's request queue (QEMU offers up to 1024; this bounds the table).
@@ -96,6 +104,15 @@ const STATUS_OFFSET: usize = HEADER_SIZE as usize;
 const _: () = assert!(MAX_IN_FLIGHT * SCRATCH_SLOT <= PAGE_SIZE as usize);
 
 const NOATTR: DmaAttrs = DmaAttrs { skip_cpu_sync: false, no_copy_in: false };
+
+/// Who notifies the device of requests a call starts (published to the available ring).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kick {
+    /// The call, once, after the last request it started (Linux `bd->last` / `commit_rqs`).
+    Now,
+    /// The caller's [`Plug`], when it ends (Linux `blk_finish_plug`).
+    Plugged,
+}
 
 /// Errors of the block layer on the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -344,8 +361,9 @@ pub struct DiskStats {
     pub data_bounced: AtomicU64,
     /// Data buffers the device reached directly.
     pub data_direct: AtomicU64,
-    /// Notifications (kicks) sent to the device; with RING_EVENT_IDX or NO_NOTIFY the device
-    /// may spare some.
+    /// Notifications (kicks) written to the device: one per batch of requests published (a
+    /// plug's end, the completion handler's refill, a `queue_*` call), none if the device did
+    /// not want one (RING_EVENT_IDX's `avail_event`, NO_NOTIFY).
     pub kicks: AtomicU64,
     /// Lowest and highest DMA address handed to the device (rings excluded), for isolation checks.
     pub dma_lowest: AtomicU64,

@@ -9,7 +9,7 @@ use core::time::Duration;
 
 use drivers::virtio::{BrokenReason, Error as VirtioError, Transport};
 
-use super::{BlkEnv, BlkError, Disk, DiskInner};
+use super::{BlkEnv, BlkError, Disk, DiskInner, Kick};
 use crate::block::{DiskHealth, RetryBudget, TakeBack};
 use crate::dma::DmaAttrs;
 
@@ -119,7 +119,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         let health = inner.recovery.health();
         drop(inner);
         if health == DiskHealth::Live {
-            self.start_waiting();
+            self.start_waiting(Kick::Now);
         }
         self.deliver_callbacks();
         health == DiskHealth::Resetting

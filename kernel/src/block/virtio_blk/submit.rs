@@ -2,6 +2,12 @@
 //! table, is mapped with no lock held (the bounce copies) and handed to the device under the
 //! disk's lock; one that finds no room waits in its slot and is started later, oldest first
 //! ([`Disk::start_waiting`]), from the completion path or the retry work.
+//!
+//! A chain is published to the available ring without a notification ([`Disk::hand_to_device`],
+//! Linux `virtio_queue_rq` with `bd->last` false); whoever started a batch notifies once at its
+//! end ([`Disk::kick_published`], Linux `virtio_commit_rqs`): [`Disk::start_waiting`] after the
+//! requests it started, a [`Plug`](super::Plug) when it ends, the now-or-never `submit_*` after
+//! its one request.
 
 use core::sync::atomic::Ordering;
 
@@ -9,7 +15,7 @@ use drivers::virtio::blk::{DmaSegment, RequestDma, RequestHeader, RequestType, H
 use drivers::virtio::{Error as VirtioError, Transport};
 
 use super::{
-    BlkEnv, BlkError, BlockRequest, CompletionFn, Disk, DiskInner, Mapped, Params, Request, MAX_IN_FLIGHT, MAX_SEGMENTS, NOATTR,
+    BlkEnv, BlkError, BlockRequest, CompletionFn, Disk, DiskInner, Kick, Mapped, Params, Request, MAX_IN_FLIGHT, MAX_SEGMENTS, NOATTR,
     SCRATCH_SLOT, STATUS_OFFSET,
 };
 use crate::block::{DiskHealth, Ticket};
@@ -80,7 +86,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// copy-back writes it. It does not touch it meanwhile, and the memory stays allocated.
     #[allow(unsafe_code)]
     pub unsafe fn queue_read(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.queue(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None))
+        self.queue(self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None), Kick::Now)
     }
 
     /// Queues a write (see [`queue_read`](Self::queue_read)).
@@ -91,12 +97,12 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// does not write it meanwhile, and the memory stays allocated.
     #[allow(unsafe_code)]
     pub unsafe fn queue_write(&self, sector: u64, buf: PhysAddr, len: usize) -> Result<Ticket, BlkError> {
-        self.queue(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None))
+        self.queue(self.params(RequestType::Out, sector, Some((buf, len, DmaDirection::ToDevice)), None), Kick::Now)
     }
 
     /// Queues a flush (see [`queue_read`](Self::queue_read)).
     pub fn queue_flush(&self) -> Result<Ticket, BlkError> {
-        self.queue(self.params(RequestType::Flush, 0, None, None))
+        self.queue(self.params(RequestType::Flush, 0, None, None), Kick::Now)
     }
 
     /// Queues `request` (see [`queue_read`](Self::queue_read)); when it ends, `callback` gets
@@ -110,6 +116,12 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// allocated until then.
     #[allow(unsafe_code)]
     pub unsafe fn queue_with_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64) -> Result<(), BlkError> {
+        self.queue_callback(request, callback, cookie, Kick::Now)
+    }
+
+    /// [`queue_with_callback`](Self::queue_with_callback), notifying as `kick` says. Its
+    /// caller's `# Safety` covers the buffer.
+    pub(super) fn queue_callback(&self, request: BlockRequest, callback: CompletionFn, cookie: u64, kick: Kick) -> Result<(), BlkError> {
         let params = match request {
             BlockRequest::Read { sector, buf, len } => {
                 self.params(RequestType::In, sector, Some((buf, len, DmaDirection::FromDevice)), None)
@@ -129,7 +141,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
                 inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
             inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
         }
-        self.start_waiting();
+        self.start_waiting(kick);
         self.deliver_callbacks();
         Ok(())
     }
@@ -172,6 +184,8 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         match result {
             Ok(mapped) => {
                 inner.requests.start(slot, mapped.tag, Request { params, mapped: Some(mapped), retries: 0 });
+                // Now or not at all, so not batched: notified at once.
+                self.kick_published(&mut inner);
                 Ok(ticket)
             }
             Err(e) => {
@@ -182,13 +196,15 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         }
     }
 
-    pub(super) fn queue(&self, params: Params) -> Result<Ticket, BlkError> {
+    /// Queues a request (see [`queue_read`](Self::queue_read)); `kick` says whether the
+    /// requests this starts are notified now or left to a plug's end.
+    pub(super) fn queue(&self, params: Params, kick: Kick) -> Result<Ticket, BlkError> {
         self.check(&params)?;
         let ticket =
             self.inner.lock().requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
         // Older waiting requests go first; this one is started now if there is room (the
         // outcome is in its slot either way).
-        self.start_waiting();
+        self.start_waiting(kick);
         Ok(ticket)
     }
 
@@ -198,7 +214,12 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// task context (interrupts stay enabled) or in the interrupt handler (task context on
     /// another CPU does not wait behind them). A request that finds no room goes back to
     /// waiting in its place; from interrupt context task context retries it.
-    pub(super) fn start_waiting(&self) -> usize {
+    ///
+    /// The requests it starts are published without a notification; with [`Kick::Now`] one
+    /// notification follows for all of them (Linux: `blk_mq_dispatch_rq_list` marks the last
+    /// request `bd->last`, or calls `commit_rqs` when it stops early). With [`Kick::Plugged`]
+    /// the caller's plug notifies when it ends.
+    pub(super) fn start_waiting(&self, kick: Kick) -> usize {
         let mut started = 0;
         // Bounded: each round starts or ends one request, or stops.
         for _ in 0..MAX_IN_FLIGHT {
@@ -229,7 +250,22 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
                 Err(_) => {} // it ended with its error
             }
         }
+        if kick == Kick::Now {
+            self.kick_published(&mut self.inner.lock());
+        }
         started
+    }
+
+    /// Notifies the device once for every chain published since the last notification, if
+    /// there is one and the device wants it ([`VirtioBlk::kick`](drivers::virtio::blk::VirtioBlk::kick):
+    /// NO_NOTIFY, or RING_EVENT_IDX's `avail_event` against the whole batch). Under the disk's
+    /// lock, any context: one MMIO write at most, nothing allocated or waited for. `kicks`
+    /// counts the notifications written. A queue latched broken is not notified: a reset is
+    /// coming, and the recovery publishes its requests again.
+    pub(super) fn kick_published(&self, inner: &mut DiskInner<T>) {
+        if let Ok(true) = inner.blk.kick() {
+            self.stats.kicks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Maps request `slot`'s buffers (the bounce copies happen here). Needs no lock: the slot's
@@ -279,8 +315,9 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         Ok(maps)
     }
 
-    /// Hands a mapped request to the device (under the disk's lock). On failure it unmaps
-    /// everything (no copy back) and nothing reaches the device.
+    /// Hands a mapped request to the device (under the disk's lock): its chain is published
+    /// without a notification (the caller kicks, [`kick_published`](Self::kick_published)). On
+    /// failure it unmaps everything (no copy back) and nothing reaches the device.
     fn hand_to_device(&self, inner: &mut DiskInner<T>, params: Params, maps: Mappings) -> Result<Mapped, BlkError> {
         let dev = self.dma_dev;
         match inner.recovery.health() {
@@ -311,19 +348,8 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         }
         let nsegs = data.len();
         let request = RequestDma { header, data: &segments[..nsegs], status };
-        let sector = params.sector;
-        let kicks_before = inner.blk.notifications();
-        let submitted = match params.kind {
-            RequestType::In => inner.blk.read_blocks_nb(sector, &request),
-            RequestType::Out => inner.blk.write_blocks_nb(sector, &request),
-            RequestType::Flush => inner.blk.flush_nb(&request),
-            RequestType::GetId => inner.blk.get_id_nb(&request),
-        };
-        let token = submitted.inspect_err(|_| maps.undo(self.api, dev))?;
-        let kicks = inner.blk.notifications() - kicks_before;
-        if kicks > 0 {
-            self.stats.kicks.fetch_add(kicks, Ordering::Relaxed);
-        }
+        let described = RequestHeader { request_type: params.kind, sector: params.sector };
+        let token = inner.blk.add_request(described, &request).inspect_err(|_| maps.undo(self.api, dev))?;
         for &(addr, len, _) in list {
             self.note_dma(addr, len);
         }
@@ -379,7 +405,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// none is in flight (no completion interrupt would retry them); with requests in flight
     /// the next completion does.
     pub fn retry_waiting(&self) -> bool {
-        let started = self.start_waiting();
+        let started = self.start_waiting(Kick::Now);
         self.stats.started_by_work.fetch_add(started as u64, Ordering::Relaxed);
         let inner = self.inner.lock();
         // A resetting disk's requests are started by the recovery work.

@@ -99,6 +99,15 @@ impl SimQueue for TestDisk {
     }
 }
 
+type TestPlug<'d> = super::Plug<'d, 'static, &'static FakeTransport, TestEnv>;
+
+/// [`SimQueue`] for a plug.
+#[allow(unsafe_code)]
+fn sim_plug_read(plug: &TestPlug<'_>, sector: u64, buf: PhysAddr, len: usize) -> Result<crate::block::Ticket, BlkError> {
+    // SAFETY: only the test's simulated RAM is reached (see `SimQueue`).
+    unsafe { plug.queue_read(sector, buf, len) }
+}
+
 /// The device side: takes chains off the ring and executes them against its sectors, reading
 /// and writing the buffers through physical memory (what a DMA master does).
 struct SimBlockDevice {
@@ -169,19 +178,26 @@ struct Setup {
 /// `queue_size` descriptors without indirect descriptors (so `queue_size / 3` requests in
 /// flight), `retries` resubmissions after resets.
 fn setup(queue_size: u16, retries: u8) -> Setup {
+    setup_with(queue_size, retries, false)
+}
+
+/// [`setup`], with RING_EVENT_IDX negotiated if `event_idx`.
+fn setup_with(queue_size: u16, retries: u8, event_idx: bool) -> Setup {
     let mem: &'static SimMemory = Box::leak(Box::new(SimMemory::new(RAM, 32 << 20)));
     let swiotlb: &'static SwiotlbMem = Box::leak(Box::new(SwiotlbMem::static_for_test(POOL, 1024, 1, mem)));
     let pool = swiotlb.default_pool();
     let api: &'static DmaApi<'static> = Box::leak(Box::new(DmaApi::new(swiotlb, None, None)));
     let dma_dev: &'static DmaDevice = Box::leak(Box::new(DmaDevice::new(1, "disk0", Some(LIMIT), true, BouncePolicy::WhenNeeded)));
-    let mut transport = FakeTransport::new(DeviceType::BLOCK, feature::VERSION_1 | blk_feature::SEG_MAX | blk_feature::SIZE_MAX);
+    let offered = if event_idx { feature::RING_EVENT_IDX } else { 0 };
+    let mut transport = FakeTransport::new(DeviceType::BLOCK, feature::VERSION_1 | blk_feature::SEG_MAX | blk_feature::SIZE_MAX | offered);
     transport.queue_max = queue_size;
     transport.set_config_u64(0, CAPACITY);
     transport.set_config_u32(8, 4096); // size_max
     transport.set_config_u32(12, 2); // seg_max
     let transport: &'static FakeTransport = Box::leak(Box::new(transport));
     let rings: &'static SimDma = Box::leak(Box::new(SimDma::default()));
-    let options = BlkOptions { required: 0, declined: feature::INDIRECT_DESC | feature::RING_EVENT_IDX, max_segments: 4 };
+    let declined = if event_idx { 0 } else { feature::RING_EVENT_IDX };
+    let options = BlkOptions { required: 0, declined: feature::INDIRECT_DESC | declined, max_segments: 4 };
     let blk = VirtioBlk::<_, QUEUE_SIZE>::with_options(transport, rings, options).unwrap();
     let disk: &'static TestDisk = Box::leak(Box::new(Disk::new(DiskParts {
         index: 0,
@@ -384,4 +400,153 @@ fn garbage_fails_the_request_with_its_reason_and_failed_reinits_kill_the_disk() 
     assert_eq!(disk.sim_queue_read(4, HIGH, 512), Err(BlkError::DiskDead));
     assert!(s.transport.failed(), "FAILED set on the device");
     assert_eq!(s.pool.used_slots(), 0);
+}
+
+#[test]
+fn requests_queued_under_a_plug_take_one_notification() {
+    let mut s = setup(64, 3);
+    let disk = s.disk;
+    let buf = |i: u64| HIGH + i * 0x1000;
+    let plug = disk.plug();
+    let tickets: Vec<_> = (0..8).map(|i| sim_plug_read(&plug, 3 * i, buf(i), 1024).unwrap()).collect();
+    // Started (mapped, bounced, published), the device not told yet.
+    assert_eq!((disk.in_flight(), s.dev.ring.avail_idx()), (8, 8));
+    assert_eq!(s.transport.notifications.get(), 0, "no notification while the plug is held");
+    plug.finish();
+    assert_eq!(s.transport.notifications.get(), 1, "one for the batch");
+    assert_eq!(disk.stats.kicks.load(Ordering::Relaxed), 1, "kicks counts what the device got");
+
+    assert_eq!(s.dev.serve(), 8);
+    assert!(interrupt(disk));
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(disk.poll(t), Some(Ok(())));
+        assert!(read_mem(s.mem, buf(i as u64), 1024) == sector_bytes(3 * i as u64, 1024), "request {i}");
+    }
+    assert_eq!(s.transport.notifications.get(), 1, "nothing waited: the completion notified nothing");
+    // An empty plug notifies nothing; an unplugged request still notifies at once.
+    disk.plug().finish();
+    assert_eq!(s.transport.notifications.get(), 1);
+    let t = disk.sim_queue_read(1, buf(0), 512).unwrap();
+    assert_eq!(s.transport.notifications.get(), 2);
+    assert_eq!(s.dev.serve(), 1);
+    assert!(interrupt(disk));
+    assert_eq!(disk.poll(t), Some(Ok(())));
+    assert_eq!(s.pool.used_slots(), 0);
+}
+
+#[test]
+fn the_refill_after_a_completion_notifies_once_for_the_requests_it_starts() {
+    // 64 descriptors without indirect tables, 21 slots: sixteen requests of two segments
+    // (four descriptors each) fill the ring, five wait.
+    let mut s = setup(64, 3);
+    let disk = s.disk;
+    const LEN: usize = 8192;
+    let buf = |i: usize| HIGH + (i * LEN) as u64;
+    let sector = |i: usize| (i * 8 % 240) as u64;
+    let tickets: Vec<_> = (0..21).map(|i| disk.sim_queue_read(sector(i), buf(i), LEN).unwrap()).collect();
+    assert_eq!((disk.in_flight(), disk.waiting()), (16, 5));
+    assert_eq!(s.transport.notifications.get(), 16, "unplugged: one per request started");
+
+    // Three complete: their descriptors make room for three of the five, started by the
+    // interrupt handler with one notification.
+    let chains = s.dev.take_all();
+    for chain in &chains[..3] {
+        s.dev.complete(chain, None);
+    }
+    assert!(interrupt(disk));
+    assert_eq!(disk.stats.started_in_irq.load(Ordering::Relaxed), 3);
+    assert_eq!((disk.in_flight(), disk.waiting()), (16, 2));
+    assert_eq!(s.transport.notifications.get(), 17, "one notification for the three");
+
+    // The rest: all thirteen complete, the last two start, one more notification.
+    for chain in &chains[3..] {
+        s.dev.complete(chain, None);
+    }
+    assert!(interrupt(disk));
+    assert_eq!((disk.in_flight(), disk.waiting()), (5, 0));
+    assert_eq!(s.transport.notifications.get(), 18);
+    assert_eq!(s.dev.serve(), 5);
+    assert!(interrupt(disk));
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(disk.poll(t), Some(Ok(())));
+        assert!(read_mem(s.mem, buf(i), LEN) == sector_bytes(sector(i), LEN), "request {i}");
+    }
+    assert_eq!(disk.stats.kicks.load(Ordering::Relaxed), 18);
+    assert_eq!(s.pool.used_slots(), 0);
+}
+
+/// A device like QEMU's under RING_EVENT_IDX: it looks at the ring only when notified, takes
+/// everything, and asks for a notification at the next chain (`avail_event` = its next idx).
+fn serve_if_notified(s: &mut Setup, seen: &mut usize) -> usize {
+    if s.transport.notifications.get() == *seen {
+        return 0;
+    }
+    *seen = s.transport.notifications.get();
+    let served = s.dev.serve();
+    let next = s.dev.ring.avail_idx();
+    s.dev.ring.set_avail_event(next);
+    served
+}
+
+#[test]
+fn with_event_idx_no_published_request_is_left_without_a_notification() {
+    let mut s = setup_with(64, 3, true);
+    let disk = s.disk;
+    assert!(disk.event_idx());
+    let mut seen = 0;
+    let buf = |i: u64| HIGH + i * 0x1000;
+    let mut tickets = Vec::new();
+
+    // avail_event 0 (a fresh ring): the batch [0, 4) passes it.
+    let plug = disk.plug();
+    tickets.extend((0..4).map(|i| sim_plug_read(&plug, i, buf(i), 512).unwrap()));
+    drop(plug);
+    assert_eq!(serve_if_notified(&mut s, &mut seen), 4);
+    assert_eq!(s.transport.notifications.get(), 1);
+    assert!(interrupt(disk));
+
+    // A batch whose first half reaches the device before the plug ends: an unplugged request
+    // (another CPU, or the completion handler's refill) notifies for everything published
+    // ([4, 7)), the device takes it and moves avail_event to 7, behind the plug's end (9).
+    let plug = disk.plug();
+    tickets.extend((4..6).map(|i| sim_plug_read(&plug, i, buf(i), 512).unwrap()));
+    tickets.push(disk.sim_queue_read(6, buf(6), 512).unwrap());
+    assert_eq!(serve_if_notified(&mut s, &mut seen), 3);
+    tickets.extend((7..9).map(|i| sim_plug_read(&plug, i, buf(i), 512).unwrap()));
+    plug.finish();
+    assert_eq!(serve_if_notified(&mut s, &mut seen), 2, "the plug's end notified for [7, 9)");
+    assert!(interrupt(disk));
+
+    // The device asks for a notification only at the last chain of the next batch ([9, 13)).
+    s.dev.ring.set_avail_event(12);
+    let plug = disk.plug();
+    tickets.extend((9..13).map(|i| sim_plug_read(&plug, i, buf(i), 512).unwrap()));
+    drop(plug);
+    assert_eq!(serve_if_notified(&mut s, &mut seen), 4);
+    assert!(interrupt(disk));
+
+    assert_eq!(s.transport.notifications.get(), 4, "one per batch, and the unplugged request's");
+    assert_eq!(disk.stats.kicks.load(Ordering::Relaxed), 4);
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(disk.poll(t), Some(Ok(())), "request {i}");
+        assert!(read_mem(s.mem, buf(i as u64), 512) == sector_bytes(i as u64, 512), "request {i}");
+    }
+    assert_eq!(s.pool.used_slots(), 0);
+}
+
+#[test]
+fn a_leaked_plug_is_notified_by_the_tick() {
+    let mut s = setup(64, 3);
+    let disk = s.disk;
+    let plug = disk.plug();
+    let ticket = sim_plug_read(&plug, 2, HIGH, 512).unwrap();
+    core::mem::forget(plug);
+    assert_eq!(s.transport.notifications.get(), 0);
+    tick(disk);
+    assert_eq!(s.transport.notifications.get(), 1, "the tick notified for it");
+    tick(disk);
+    assert_eq!(s.transport.notifications.get(), 1, "once");
+    assert_eq!(s.dev.serve(), 1);
+    assert!(interrupt(disk));
+    assert_eq!(disk.poll(ticket), Some(Ok(())));
 }

@@ -14,8 +14,15 @@ use core::sync::atomic::Ordering;
 impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
     /// Fails what is past its deadline (interrupt context from the tick, or task context).
     pub fn check_timeouts(&self) {
+        let in_flight = {
+            let mut inner = self.inner.lock();
+            // A request published under a plug its holder never ended (a leaked `Plug`) still
+            // reaches the device: the tick notifies for it (at worst one tick late).
+            self.kick_published(&mut inner);
+            inner.requests.in_flight()
+        };
         // What the device finished is not late, interrupt or none: look first.
-        if self.inner.lock().requests.in_flight() > 0 {
+        if in_flight > 0 {
             self.poll_used();
         }
         let mut inner = self.inner.lock();

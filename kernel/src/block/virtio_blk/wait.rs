@@ -6,7 +6,7 @@ use core::time::Duration;
 use drivers::virtio::blk::{RequestType, ID_BYTES, SECTOR_SIZE};
 use drivers::virtio::Transport;
 
-use super::{BlkEnv, BlkError, Disk, Params, MAX_IN_FLIGHT};
+use super::{BlkEnv, BlkError, Disk, Kick, Params, MAX_IN_FLIGHT};
 use crate::block::Ticket;
 use crate::dma::DmaDirection;
 use crate::mm::PhysAddr;
@@ -58,11 +58,20 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         wait_for(self, ticket, self.env.uptime() + timeout)
     }
 
+    /// Idles (task context) after notifying the device of every request published and not yet
+    /// notified: a request queued under a [`Plug`](super::Plug) still held (by this caller or
+    /// another) is not waited for without the device knowing of it (Linux flushes a task's
+    /// plug before it sleeps, `sched_submit_work`).
+    fn idle_unplugged(&self) {
+        self.kick_published(&mut self.inner.lock());
+        self.env.idle();
+    }
+
     /// Queues `params`, idling while the table is full, until its deadline.
     fn queue_patiently(&self, params: Params) -> Result<Ticket, BlkError> {
         loop {
-            match self.queue(params) {
-                Err(BlkError::Busy) if self.env.uptime() < params.deadline => self.env.idle(),
+            match self.queue(params, Kick::Now) {
+                Err(BlkError::Busy) if self.env.uptime() < params.deadline => self.idle_unplugged(),
                 other => return other,
             }
         }
@@ -90,14 +99,14 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
                 let n = (len - offset).min(max);
                 let sector = sector + (offset / SECTOR_SIZE as usize) as u64;
                 let params = self.params(kind, sector, Some((buf + offset as u64, n, dir)), Some(timeout));
-                match self.queue(params) {
+                match self.queue(params, Kick::Now) {
                     Ok(t) => {
                         tickets[place] = Some(t);
                         offset += n;
                     }
                     Err(BlkError::Busy) if tickets.iter().any(Option::is_some) => break,
                     Err(BlkError::Busy) if self.env.uptime() < params.deadline => {
-                        self.env.idle();
+                        self.idle_unplugged();
                         break;
                     }
                     Err(e) => first_error = Some(e),
@@ -118,7 +127,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
             }
             if pending {
                 self.check_timeouts();
-                self.env.idle();
+                self.idle_unplugged();
             }
         }
     }
@@ -145,7 +154,7 @@ pub fn wait_for<T: Transport, E: BlkEnv>(disk: &Disk<'_, T, E>, ticket: Ticket, 
         if let Some(outcome) = outcome {
             return outcome;
         }
-        disk.env.idle(); // the completion interrupt, or at worst the background tick, wakes us
+        disk.idle_unplugged(); // the completion interrupt, or at worst the background tick, wakes us
     }
 }
 
