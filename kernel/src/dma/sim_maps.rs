@@ -29,50 +29,26 @@ pub(crate) trait SimPoolMaps {
     ) -> Result<PhysAddr, SwiotlbError>;
 }
 
-#[allow(unsafe_code)]
-impl SimPoolMaps for SwiotlbPool {
-    fn sim_map_attrs(
-        &self,
-        orig: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-        attrs: DmaAttrs,
-    ) -> Result<PhysAddr, SwiotlbError> {
-        // SAFETY: a test's pool copies only within the test's own simulated RAM (module doc).
-        unsafe { self.map_attrs(orig, size, dir, align, attrs) }
-    }
+// The three sets of slots a test maps through, each forwarding to its own `map_attrs`.
+macro_rules! sim_pool_maps {
+    ($($set:ty),*) => {$(
+        #[allow(unsafe_code)]
+        impl SimPoolMaps for $set {
+            fn sim_map_attrs(
+                &self,
+                orig: PhysAddr,
+                size: usize,
+                dir: DmaDirection,
+                align: SlotAlignment,
+                attrs: DmaAttrs,
+            ) -> Result<PhysAddr, SwiotlbError> {
+                // SAFETY: a test's pools copy only within the test's own simulated RAM (module doc).
+                unsafe { self.map_attrs(orig, size, dir, align, attrs) }
+            }
+        }
+    )*};
 }
-
-#[allow(unsafe_code)]
-impl SimPoolMaps for SwiotlbMem {
-    fn sim_map_attrs(
-        &self,
-        orig: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-        attrs: DmaAttrs,
-    ) -> Result<PhysAddr, SwiotlbError> {
-        // SAFETY: a test's pools copy only within the test's own simulated RAM (module doc).
-        unsafe { self.map_attrs(orig, size, dir, align, attrs) }
-    }
-}
-
-#[allow(unsafe_code)]
-impl SimPoolMaps for DevicePoolSlot {
-    fn sim_map_attrs(
-        &self,
-        orig: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-        attrs: DmaAttrs,
-    ) -> Result<PhysAddr, SwiotlbError> {
-        // SAFETY: a test's pools copy only within the test's own simulated RAM (module doc).
-        unsafe { self.map_attrs(orig, size, dir, align, attrs) }
-    }
-}
+sim_pool_maps!(SwiotlbPool, SwiotlbMem, DevicePoolSlot);
 
 /// `map_single` and `map_sg` of a DMA API, over simulated RAM.
 pub(crate) trait SimApiMaps {

@@ -107,25 +107,7 @@ impl SwiotlbMem {
         };
         let pool = SwiotlbPool::new(geometry.start, pool_slots, geometry.nareas, mem)?;
         pool.set_irq_reserve_slots(tunables.irq_reserve_slots.min(pool_slots));
-        let blocks = BlockStates::new(nblocks, BlockState::AsSlots);
-        let manager = Self {
-            mem,
-            pool,
-            start: geometry.start,
-            policy,
-            never_lend,
-            tunables,
-            blocks,
-            extra: (0..MAX_EXTRA_POOLS).map(|_| spin::Once::new()).collect(),
-            nr_extra: AtomicUsize::new(0),
-            transient: TransientPools::new(mem),
-            cma: spin::Once::new(),
-            miss_pending: AtomicBool::new(false),
-            high_usage_seen: AtomicBool::new(false),
-            low_since_ns: AtomicU64::new(0),
-            running: AtomicBool::new(false),
-            counters: LendCounters::default(),
-        };
+        let manager = Self::with_pool(mem, pool, geometry.start, policy, never_lend, tunables, nblocks);
         match policy {
             SwiotlbPolicy::Static | SwiotlbPolicy::Dynamic => {}
             SwiotlbPolicy::Cma if slot_blocks < nblocks => {
@@ -165,12 +147,26 @@ impl SwiotlbMem {
         let params = crate::bootargs::KernelParams::default();
         let tunables = Tunables { policy: SwiotlbPolicy::Static, irq_reserve_slots: 0, ..Tunables::from_params(&params) };
         let nblocks = nslots.div_ceil(SLOTS_PER_PAGEBLOCK);
+        let pool = SwiotlbPool::new(start, nslots, nareas, mem).expect("test pool geometry");
+        Self::with_pool(mem, pool, start, SwiotlbPolicy::Static, false, tunables, nblocks)
+    }
+
+    /// The manager around its first pool, every pageblock still slots, nothing grown yet.
+    fn with_pool(
+        mem: &'static dyn PhysMemory,
+        pool: SwiotlbPool,
+        start: PhysAddr,
+        policy: SwiotlbPolicy,
+        never_lend: bool,
+        tunables: Tunables,
+        nblocks: usize,
+    ) -> Self {
         Self {
             mem,
-            pool: SwiotlbPool::new(start, nslots, nareas, mem).expect("test pool geometry"),
+            pool,
             start,
-            policy: SwiotlbPolicy::Static,
-            never_lend: false,
+            policy,
+            never_lend,
             tunables,
             blocks: BlockStates::new(nblocks, BlockState::AsSlots),
             extra: (0..MAX_EXTRA_POOLS).map(|_| spin::Once::new()).collect(),
