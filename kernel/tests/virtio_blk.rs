@@ -242,6 +242,7 @@ fn many_in_flight() -> TestResult {
     let kicks_before = d.stats.kicks.load(Ordering::Relaxed);
     let irqs_before = d.stats.irqs.load(Ordering::Relaxed);
     let completed_before = d.stats.completed_in_irq.load(Ordering::Relaxed);
+    let polled_before = d.stats.completed_by_poll.load(Ordering::Relaxed);
     let mut tickets = Vec::new();
     // Fill the queue with interrupts masked: every request stays in flight, one more is Busy.
     {
@@ -290,9 +291,16 @@ fn many_in_flight() -> TestResult {
     }
     let irqs = d.stats.irqs.load(Ordering::Relaxed) - irqs_before;
     let completed = d.stats.completed_in_irq.load(Ordering::Relaxed) - completed_before;
+    // The tick's used-ring poll may find a request the device used before its interrupt
+    // arrives (a host thread busy elsewhere delays the interrupt): it counts as completed too,
+    // but the handler must have done most of the work.
+    let polled = d.stats.completed_by_poll.load(Ordering::Relaxed) - polled_before;
     let kicks = d.stats.kicks.load(Ordering::Relaxed) - kicks_before;
-    kprintln!("  {n} reads, {irqs} interrupts, {kicks} kicks, up to {max_in_flight_later} in flight while refilling");
-    kassert_eq!(completed, n as u64);
+    kprintln!(
+        "  {n} reads, {irqs} interrupts, {completed} completed by the handler, {polled} by the tick's poll, {kicks} kicks, up to {max_in_flight_later} in flight while refilling"
+    );
+    kassert_eq!(completed + polled, n as u64);
+    kassert!(completed >= n as u64 / 2, "only {completed} of {n} completed by the interrupt handler");
     kassert!(irqs >= 1 && irqs <= n as u64);
     kassert!(kicks >= 1 && kicks <= n as u64);
     kassert_eq!(d.in_flight(), 0);
