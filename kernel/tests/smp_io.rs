@@ -23,7 +23,6 @@ use core::time::Duration;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use kernel::demo::pressure::MemoryPressure;
 use kernel::dma::{DmaAttrs, DmaDirection};
@@ -81,18 +80,45 @@ fn written_word(d: u64, r: u64, s: u64, i: u64) -> u64 {
     (0xd0 + d) << 56 | r << 48 | s << 8 | i
 }
 
-fn pattern(len: usize, first_sector: u64, word: impl Fn(u64, u64) -> u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    for n in 0..(len / 8) as u64 {
-        out.extend_from_slice(&word(first_sector + n / 64, n % 64).to_le_bytes());
+// The regions are written and compared a sector at a time, on the stack: the heap has little
+// room while the memory pressure holds RAM (the pressure takes pages until the heap cannot grow,
+// and what it leaves the heap shrinks with RAM: at 128 MiB three CPUs' 512 KiB copies did not
+// fit).
+
+/// Sector `s` of a region as `word(s, i)` gives its words.
+fn sector_of(s: u64, word: &impl Fn(u64, u64) -> u64) -> [u8; SECTOR] {
+    let mut out = [0u8; SECTOR];
+    for (i, w) in out.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&word(s, i as u64).to_le_bytes());
     }
     out
 }
 
-fn read_back(pa: PhysAddr, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    mem().read(pa, &mut v);
-    v
+/// Writes [`REGION`] sectors from `first_sector` into the buffer at `pa`, as `word` gives them.
+fn write_region(pa: PhysAddr, first_sector: u64, word: impl Fn(u64, u64) -> u64) {
+    for k in 0..REGION {
+        mem().write(pa + k * SECTOR as u64, &sector_of(first_sector + k, &word));
+    }
+}
+
+/// The first sector of the region in the buffer at `pa` (sectors from `first_sector`) that is
+/// not as `word` gives it.
+fn region_differs(pa: PhysAddr, first_sector: u64, word: impl Fn(u64, u64) -> u64) -> Option<u64> {
+    let mut got = [0u8; SECTOR];
+    (0..REGION).find(|&k| {
+        mem().read(pa + k * SECTOR as u64, &mut got);
+        got != sector_of(first_sector + k, &word)
+    })
+}
+
+/// The first sector at which the regions in the buffers at `a` and `b` differ.
+fn regions_differ(a: PhysAddr, b: PhysAddr) -> Option<u64> {
+    let (mut x, mut y) = ([0u8; SECTOR], [0u8; SECTOR]);
+    (0..REGION).find(|&k| {
+        mem().read(a + k * SECTOR as u64, &mut x);
+        mem().read(b + k * SECTOR as u64, &mut y);
+        x != y
+    })
 }
 
 /// A worker CPU's buffers, one region per disk, allocated by CPU 0 before the pressure.
@@ -163,21 +189,21 @@ fn io_worker() -> Result<u64, String> {
     let mut moved = 0;
     run_all(&reqs(Op::Read, b.read))?;
     for d in 0..2 {
-        if read_back(b.read[d], len) != pattern(len, first, |s, i| initial_word(d as u64, s, i)) {
-            return Err(format!("CPU{cpu}: disk{d} region's fresh content read wrong"));
+        if let Some(k) = region_differs(b.read[d], first, |s, i| initial_word(d as u64, s, i)) {
+            return Err(format!("CPU{cpu}: disk{d} region's fresh content read wrong (sector {})", first + k));
         }
     }
     moved += 2 * len as u64;
     for r in 1..=ROUNDS {
         for d in 0..2 {
-            mem().write(b.write[d], &pattern(len, first, |s, i| written_word(d as u64, r, s, i)));
+            write_region(b.write[d], first, |s, i| written_word(d as u64, r, s, i));
             mem().fill(b.read[d], 0xee, len);
         }
         run_all(&reqs(Op::Write, b.write))?;
         run_all(&reqs(Op::Read, b.read))?;
         for d in 0..2 {
-            if read_back(b.read[d], len) != read_back(b.write[d], len) {
-                return Err(format!("CPU{cpu}: round {r}: disk{d} region read back differs from what was written"));
+            if let Some(k) = regions_differ(b.read[d], b.write[d]) {
+                return Err(format!("CPU{cpu}: round {r}: disk{d} region read back differs from what was written (sector {})", first + k));
             }
         }
         moved += 4 * len as u64;
