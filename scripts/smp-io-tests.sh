@@ -6,7 +6,7 @@
 #   virtio_mmio@a003c00, behind the restricted DMA pool, irq 78): 4 MiB each; word i (u64 LE)
 #   of sector s of disk d is (0x10+d)<<56 | s<<8 | i when fresh; CPU c (1..3) rewrites sectors
 #   c*1024 .. (c+1)*1024 of both, the last round (5) leaving (0xd0+d)<<56 | 5<<48 | s<<8 | i.
-# Usage: scripts/smp-io-tests.sh [EXTRA_QEMU_RUN_OPTS...]   (e.g. --gic 3 --el2)
+# Usage: scripts/smp-io-tests.sh [EXTRA_QEMU_RUN_OPTS...]   (e.g. --gic 3 --el2, --mem 128M)
 # Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the images and the log.
 set -euo pipefail
 

@@ -7,7 +7,7 @@
 #   disk1: 8 MiB, behind the restricted DMA pool
 # Usage: scripts/soak.sh [SECONDS [SEED]]   (default 150 s: the bounded run of test-all.sh;
 #        README.md "Soak" has the long run). Extra bootargs: SOAK_BOOTARGS="swiotlb_policy=static";
-#        extra qemu-run.sh options: SOAK_QEMU_OPTS="--smp 4".
+#        extra qemu-run.sh options: SOAK_QEMU_OPTS="--smp 4" (or "--mem 128M").
 # Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the images and the log.
 set -euo pipefail
 

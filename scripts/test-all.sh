@@ -64,6 +64,8 @@ step qemu-tests-smp4-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootar
 step qemu-tests-smp4-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step qemu-smp-gicv2-el1 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --bootargs dma_debug=on" cargo test -p kernel --test smp
 step qemu-smp-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 --bootargs dma_debug=on" cargo test -p kernel --test smp
+# The SMP kernel at 128 MiB (the pressure fills the smaller RAM, the pool grows within its window).
+step qemu-smp-128m env QEMU_RUN_OPTS="--timeout 300 --smp 4 --mem 128M --bootargs dma_debug=on" cargo test -p kernel --test smp
 # The DMA tests again under the policies we compare against: Linux's two, Linux's dynamic with
 # a small boot pool (so it grows: transient pools, compaction), the CMA rival, and lend with
 # Linux's copy-in for every bounced read (no clean slots).
@@ -82,20 +84,25 @@ step virtio-blk-cma ./scripts/virtio-blk-tests.sh swiotlb_policy=cma cma=28M
 # IRQs holds completions back; the worker may run on any CPU).
 step virtio-blk-smp4 env VIRTIO_BLK_QEMU_OPTS="--smp 4" ./scripts/virtio-blk-tests.sh
 # Both disks from three CPUs at once, their interrupts on CPUs 1 and 2, while CPU 0 holds most of
-# the bounce pool under memory pressure (the pool grows by migrating pages); images checked.
+# the bounce pool under memory pressure (the pool grows by migrating pages); images checked; and
+# once at 128 MiB of RAM.
 step smp-io-gicv2-el1 ./scripts/smp-io-tests.sh
 step smp-io-gicv3-el2 ./scripts/smp-io-tests.sh --gic 3 --el2
+step smp-io-128m ./scripts/smp-io-tests.sh --mem 128M
 # And with the virtio features flipped from their defaults: INDIRECT_DESC declined (direct chains,
 # 21 requests in flight), RING_EVENT_IDX negotiated.
 step virtio-blk-features-on ./scripts/virtio-blk-tests.sh blk_indirect=on blk_event_idx=on
 # virtio-blk recovery on a throttled disk (reset, requeue, retries exhausted, dead disk; checked
-# on the host), with the features off and on.
+# on the host), with the features off and on, and at 128 MiB of RAM.
 step virtio-blk-recovery ./scripts/virtio-blk-recovery-tests.sh
 step virtio-blk-recovery-features-on ./scripts/virtio-blk-recovery-tests.sh blk_indirect=on blk_event_idx=on
+step virtio-blk-recovery-128m env VIRTIO_BLK_QEMU_OPTS="--mem 128M" ./scripts/virtio-blk-recovery-tests.sh
 # A disk whose interrupt misbehaves: silent (completed by the tick's poll), stuck (disabled as
-# "nobody cared", then polled); both GICs (the storm pends the SPI through GICD_ISPENDR).
+# "nobody cared", then polled); both GICs (the storm pends the SPI through GICD_ISPENDR), and at
+# 128 MiB of RAM.
 step virtio-blk-storms-gicv2-el1 ./scripts/virtio-blk-storm-tests.sh
 step virtio-blk-storms-gicv3-el2 env VIRTIO_BLK_QEMU_OPTS="--gic 3 --el2" ./scripts/virtio-blk-storm-tests.sh
+step virtio-blk-storms-128m env VIRTIO_BLK_QEMU_OPTS="--mem 128M" ./scripts/virtio-blk-storm-tests.sh
 # The README's first command: the two-disk demo, its images checked on the host.
 step demo ./scripts/demo-check.sh
 # The same demo under the CMA rival: chunks cma_alloc'ed from the area, pages migrated out of it.
@@ -103,9 +110,12 @@ step demo-cma ./scripts/demo-check.sh swiotlb_policy=cma cma=28M
 # The bounded soak: a randomised read/write/flush mix on both disks with memory pressure and
 # reclaim/shrink cycles, every byte checked against a model and the images on the host.
 step soak ./scripts/soak.sh
-# A shorter soak on four CPUs (the disks' interrupts on CPUs 0 and 1), and one under the CMA rival.
+# A shorter soak on four CPUs (the disks' interrupts on CPUs 0 and 1), one under the CMA rival,
+# and one at 128 MiB of RAM (40 s: a pressure cycle with its grow, shrink and reset, and the
+# next cycle's fill).
 step soak-smp4 env SOAK_QEMU_OPTS="--smp 4" ./scripts/soak.sh 60
 step soak-cma env SOAK_BOOTARGS="swiotlb_policy=cma cma=28M" ./scripts/soak.sh 60
+step soak-128m env SOAK_QEMU_OPTS="--mem 128M" ./scripts/soak.sh 40
 # Coverage-guided fuzzing of the FDT interpretation and of the virtio-blk driver against a
 # hostile device, a short bounded run (scripts/fuzz.sh 600 for a long one).
 step fuzz ./scripts/fuzz.sh

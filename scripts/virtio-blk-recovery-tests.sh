@@ -4,7 +4,8 @@
 #   disk0 (virtio_mmio@a003e00): 1 MiB, sector s = the little-endian u64 s, 64 times;
 #   QEMU throttles it to 4 KiB/s, so a request behind a large one is held past its deadline.
 # Usage: scripts/virtio-blk-recovery-tests.sh [EXTRA_BOOTARGS...]
-# Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the image and the log.
+# Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the image and the log;
+# VIRTIO_BLK_QEMU_OPTS adds qemu-run.sh options (e.g. "--mem 128M").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +21,7 @@ with open(sys.argv[1], "wb") as f:
 PY
 
 opts="--timeout 180 --disk $disk0,throttling.bps-total=4096 --bootargs dma_debug=on"
+opts+=" ${VIRTIO_BLK_QEMU_OPTS:-}" # e.g. --mem 128M
 for arg in "$@"; do opts+=" --bootargs $arg"; done
 cd "$here"
 set +e

@@ -5,7 +5,7 @@
 #   disk0 (virtio_mmio@a003e00): 1 MiB, sector s = the little-endian u64 s, 64 times.
 # Usage: scripts/virtio-blk-storm-tests.sh [EXTRA_BOOTARGS...]   (noirqdebug: the storm case fails)
 # Environment: CARGO_TARGET_DIR as for cargo; KEEP_DISKS=1 keeps the image and the log;
-# VIRTIO_BLK_QEMU_OPTS adds qemu-run.sh options ("--gic 3 --el2", "--smp 4").
+# VIRTIO_BLK_QEMU_OPTS adds qemu-run.sh options ("--gic 3 --el2", "--smp 4", "--mem 128M").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +21,7 @@ with open(sys.argv[1], "wb") as f:
 PY
 
 opts="--timeout 180 --disk $disk0 --bootargs dma_debug=on"
-opts+=" ${VIRTIO_BLK_QEMU_OPTS:-}" # e.g. --gic 3 --el2, --smp 4
+opts+=" ${VIRTIO_BLK_QEMU_OPTS:-}" # e.g. --gic 3 --el2, --smp 4, --mem 128M
 for arg in "$@"; do opts+=" --bootargs $arg"; done
 cd "$here"
 set +e
