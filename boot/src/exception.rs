@@ -65,12 +65,15 @@ fn hooks() -> Option<&'static Hooks> {
     unsafe { ptr.as_ref() }
 }
 
-/// True while an IRQ handler runs on this CPU (Linux: `in_interrupt()`).
+/// True while an IRQ handler runs on this CPU (Linux: `in_interrupt()`). Inline: the DMA API's
+/// direct path asks on every mapping.
+#[inline]
 pub fn in_interrupt() -> bool {
     irq_depth() > 0
 }
 
 /// This CPU's interrupt nesting depth (0 in task context).
+#[inline]
 pub fn irq_depth() -> u32 {
     IRQ_DEPTH[cpu_id()].load(Ordering::Relaxed)
 }

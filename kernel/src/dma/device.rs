@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::debug::DeviceId;
 use super::pools::DevicePoolSlot;
@@ -50,6 +51,9 @@ pub struct DmaDevice {
     /// A per-device pool carved for a device that bounces heavily (the seed's "local
     /// accelerator"), tried before the default pool.
     device_pool: IrqSafeSpinLock<Option<&'static DevicePoolSlot>>,
+    /// Whether `device_pool` holds a slot: read without the lock by the unmap of a direct
+    /// mapping, which needs no pool lookup when the device has no pool of its own.
+    has_device_pool: AtomicBool,
 }
 
 impl fmt::Debug for DmaDevice {
@@ -70,10 +74,20 @@ impl fmt::Debug for DmaDevice {
 impl DmaDevice {
     /// A device description.
     pub fn new(id: DeviceId, name: &'static str, dma_limit: Option<PhysAddr>, coherent: bool, policy: BouncePolicy) -> Self {
-        Self { id, name, dma_limit, coherent, min_align_mask: 0, policy, device_pool: IrqSafeSpinLock::new(None) }
+        Self {
+            id,
+            name,
+            dma_limit,
+            coherent,
+            min_align_mask: 0,
+            policy,
+            device_pool: IrqSafeSpinLock::new(None),
+            has_device_pool: AtomicBool::new(false),
+        }
     }
 
     /// True if the device can reach all of `[addr, addr + size)` (Linux `dma_capable`).
+    #[inline]
     pub fn dma_capable(&self, addr: PhysAddr, size: usize) -> bool {
         match self.dma_limit {
             None => true,
@@ -88,6 +102,14 @@ impl DmaDevice {
 
     /// Attaches (or, with `None`, detaches) a per-device pool. Returns the previous one.
     pub fn set_device_pool(&self, pool: Option<&'static DevicePoolSlot>) -> Option<&'static DevicePoolSlot> {
-        core::mem::replace(&mut *self.device_pool.lock(), pool)
+        let mut slot = self.device_pool.lock();
+        self.has_device_pool.store(pool.is_some(), Ordering::Release);
+        core::mem::replace(&mut *slot, pool)
+    }
+
+    /// Whether a per-device pool slot is attached, lock-free (see [`device_pool`](Self::device_pool)).
+    #[inline]
+    pub fn has_device_pool(&self) -> bool {
+        self.has_device_pool.load(Ordering::Acquire)
     }
 }

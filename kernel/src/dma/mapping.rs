@@ -131,6 +131,9 @@ pub struct DmaApi<'a> {
     pages: Option<&'a LockedPageAllocator>,
     /// A CMA area whose borrowed pages a direct mapping pins too (`cma_alloc` migrates them).
     cma_range: core::ops::Range<PhysAddr>,
+    /// The smallest range holding the default pool and the CMA area, empty without `pages`: a
+    /// direct mapping outside it pins nothing, which the inline direct path checks in two compares.
+    pin_hull: core::ops::Range<PhysAddr>,
     /// Counters.
     pub stats: DmaStats,
 }
@@ -141,19 +144,30 @@ impl<'a> DmaApi<'a> {
     /// kick the pool's worker.
     pub fn new(default_mem: &'a SwiotlbMem, debug: Option<&'a DmaDebug>, on_pressure: Option<fn()>) -> Self {
         let mem = default_mem.phys();
-        Self { mem, default_mem, debug, on_pressure, pages: None, cma_range: 0..0, stats: DmaStats::default() }
+        Self { mem, default_mem, debug, on_pressure, pages: None, cma_range: 0..0, pin_hull: 0..0, stats: DmaStats::default() }
+    }
+
+    /// [`pin_hull`](Self::pin_hull) of this API's pools and CMA area.
+    fn with_pin_hull(self) -> Self {
+        let pool = self.default_mem.default_pool().range();
+        let hull = match (&self.pages, self.cma_range.is_empty()) {
+            (None, _) => 0..0,
+            (Some(_), true) => pool,
+            (Some(_), false) => pool.start.min(self.cma_range.start)..pool.end.max(self.cma_range.end),
+        };
+        Self { pin_hull: hull, ..self }
     }
 
     /// Direct mappings of pages in the default pool's lent pageblocks (held by `pages`) pin them
     /// for the mapping's life.
     pub fn with_lent_page_pins(self, pages: &'a LockedPageAllocator) -> Self {
-        Self { pages: Some(pages), ..self }
+        Self { pages: Some(pages), ..self }.with_pin_hull()
     }
 
     /// Direct mappings of pages borrowed from the CMA area `range` pin them too (with
     /// [`with_lent_page_pins`](Self::with_lent_page_pins)).
     pub fn with_cma_range(self, range: core::ops::Range<PhysAddr>) -> Self {
-        Self { cma_range: range, ..self }
+        Self { cma_range: range, ..self }.with_pin_hull()
     }
 
     /// The page allocator to pin in, if `[addr, addr + size)` may hold lent or CMA pages: only
@@ -165,6 +179,13 @@ impl<'a> DmaApi<'a> {
         self.pages.filter(|_| overlaps(self.default_mem.default_pool().range()) || overlaps(self.cma_range.clone()))
     }
 
+    /// False if a direct mapping of `[addr, addr + size)` certainly pins nothing (outside
+    /// [`pin_hull`](Self::pin_hull)); true sends it to [`lent_pages`](Self::lent_pages).
+    #[inline]
+    fn may_pin(&self, addr: PhysAddr, size: usize) -> bool {
+        addr < self.pin_hull.end && addr.saturating_add(size as u64) > self.pin_hull.start
+    }
+
     /// The debug tracker, if debugging is on.
     pub fn debug(&self) -> Option<&'a DmaDebug> {
         self.debug
@@ -172,13 +193,16 @@ impl<'a> DmaApi<'a> {
 
     /// True if a mapping of `[addr, addr+size)` for `dev` must bounce (Linux: the checks of
     /// `dma_direct_map_page`).
+    #[inline]
     pub fn needs_bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize) -> bool {
         match dev.policy {
             BouncePolicy::Restricted(_) | BouncePolicy::Forced => true,
             BouncePolicy::WhenNeeded => {
-                let line = arch::dma_alignment() as u64;
-                let shares_lines = !addr.is_multiple_of(line) || !(size as u64).is_multiple_of(line);
-                !dev.dma_capable(addr, size) || (!dev.coherent && shares_lines)
+                let shares_lines = || {
+                    let line = arch::dma_alignment() as u64;
+                    !addr.is_multiple_of(line) || !(size as u64).is_multiple_of(line)
+                };
+                !dev.dma_capable(addr, size) || (!dev.coherent && shares_lines())
             }
         }
     }
@@ -217,7 +241,40 @@ impl<'a> DmaApi<'a> {
     /// write it), and the memory stays allocated until the unmap. (virtio-drivers' `unsafe fn
     /// share` asks the same.)
     #[allow(unsafe_code)]
+    #[inline]
     pub unsafe fn map_single(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<DmaAddr, DmaError> {
+        // The direct path's common case (Linux `dma_direct_map_page` when it neither bounces nor
+        // syncs), inline and in registers: nothing to pin, no cache to clean, no tracker, task
+        // context. Everything else, bounces included, takes the full path below.
+        if size != 0
+            && self.debug.is_none()
+            && !self.needs_bounce(dev, addr, size)
+            && (dev.coherent || attrs.skip_cpu_sync)
+            && !self.may_pin(addr, size)
+            && !arch::in_interrupt()
+        {
+            self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
+            return Ok(addr);
+        }
+        // SAFETY: this function's contract, handed on unchanged.
+        unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
+    }
+
+    /// [`map_single`](Self::map_single) in full, out of line.
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn map_single_slow(
         &self,
         dev: &DmaDevice,
         addr: PhysAddr,
@@ -233,14 +290,11 @@ impl<'a> DmaApi<'a> {
         }
         let dma = if self.needs_bounce(dev, addr, size) {
             // SAFETY: the caller owns the buffer until the unmap (this function's contract).
-            let tlb = unsafe { self.bounce(dev, addr, size, dir, attrs) }?;
-            self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
-            self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
-            tlb
+            unsafe { self.bounce(dev, addr, size, dir, attrs) }?
         } else {
+            // The direct path's other cases: a page to pin, caches to clean, interrupt context.
             if let Some(pages) = self.lent_pages(addr, size) {
-                let pinned = pages.pin_frames(addr, size);
-                self.stats.direct_pins.fetch_add(pinned as u64, Ordering::Relaxed);
+                self.pin_direct(pages, addr, size);
             }
             if !attrs.skip_cpu_sync {
                 self.cache(dev, CacheOp::Clean, addr, size);
@@ -249,14 +303,28 @@ impl<'a> DmaApi<'a> {
             addr
         };
         if let Some(debug) = self.debug {
-            match debug.map(dev.id, dma, size, dir) {
-                // A `Result` cannot be used without looking at it: the Rust API checks for you
-                // what Linux's `dma_mapping_error()` asks drivers to check.
-                Ok(()) => debug.mapping_error_checked(dev.id, dma),
-                Err(e) => log::warn!("{e}"),
-            }
+            Self::debug_map(debug, dev, dma, size, dir);
         }
         Ok(dma)
+    }
+
+    /// Pins the lent or CMA pages a direct mapping covers (out of the direct path's line).
+    #[inline(never)]
+    fn pin_direct(&self, pages: &LockedPageAllocator, addr: PhysAddr, size: usize) {
+        let pinned = pages.pin_frames(addr, size);
+        self.stats.direct_pins.fetch_add(pinned as u64, Ordering::Relaxed);
+    }
+
+    /// Tells the debug tracker of a new mapping.
+    #[cold]
+    #[inline(never)]
+    fn debug_map(debug: &DmaDebug, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection) {
+        match debug.map(dev.id, dma, size, dir) {
+            // A `Result` cannot be used without looking at it: the Rust API checks for you
+            // what Linux's `dma_mapping_error()` asks drivers to check.
+            Ok(()) => debug.mapping_error_checked(dev.id, dma),
+            Err(e) => log::warn!("{e}"),
+        }
     }
 
     /// Bounces through the device's SWIOTLB (Linux `swiotlb_map` with `dev->dma_io_tlb_mem`): its
@@ -304,6 +372,8 @@ impl<'a> DmaApi<'a> {
             }
             return Err(DmaError::PoolUnreachable { tlb, limit });
         }
+        self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+        self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
         Ok(tlb)
     }
 
@@ -313,6 +383,8 @@ impl<'a> DmaApi<'a> {
     fn lookup(&self, dev: &DmaDevice, dma: DmaAddr) -> SlotLookup<'a> {
         match dev.policy {
             BouncePolicy::Restricted(pool) => pool.lookup(dma),
+            // No pool of `dev`'s can hold it (a direct mapping), found without the device-pool lock.
+            _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => SlotLookup::Outside,
             _ => match dev.device_pool().map(|slot| slot.find_pool(dma)) {
                 Some(live @ SlotLookup::Live(_)) => live,
                 Some(SlotLookup::Free) => match self.default_mem.find_pool(dma) {
@@ -346,34 +418,77 @@ impl<'a> DmaApi<'a> {
     pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
         match dev.policy {
             BouncePolicy::Restricted(pool) => pool.is_swiotlb_buffer(dma),
+            _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => false,
             _ => dev.device_pool().is_some_and(|slot| slot.is_swiotlb_buffer(dma)) || self.default_mem.is_swiotlb_buffer(dma),
         }
     }
 
     /// Ends a mapping (Linux `dma_unmap_single`): for a bounce, copies back what the device
     /// wrote (unless `skip_cpu_sync`) and frees the slots.
+    #[inline]
     pub fn unmap_single(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        // The common direct case inline (as in `map_single`): no pool can hold `dma`, nothing
+        // to invalidate or unpin, no tracker.
+        if self.debug.is_none()
+            && !matches!(dev.policy, BouncePolicy::Restricted(_))
+            && !dev.has_device_pool()
+            && !self.default_mem.may_hold(dma)
+            && (dev.coherent || !dir.from_device() || attrs.skip_cpu_sync)
+            && !self.may_pin(dma, size)
+        {
+            return Ok(());
+        }
+        self.unmap_single_slow(dev, dma, size, dir, attrs)
+    }
+
+    /// [`unmap_single`](Self::unmap_single) in full, out of line.
+    #[inline(never)]
+    fn unmap_single_slow(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         if let Some(debug) = self.debug {
-            debug.unmap(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
+            self.debug_unmap(debug, dev, dma, size, dir)?;
         }
         match self.find_pool(dev, dma)? {
-            Some(pool) => {
-                if dir.from_device() {
-                    self.cache(dev, CacheOp::Invalidate, dma, size);
-                }
-                pool.unmap(dma, size, dir, attrs)?;
-            }
+            Some(pool) => self.unmap_bounced(dev, pool, dma, size, dir, attrs),
             None => {
                 if dir.from_device() && !attrs.skip_cpu_sync {
                     self.cache(dev, CacheOp::Invalidate, dma, size);
                 }
                 // The device is done with the pages: reclaim may move them again.
                 if let Some(pages) = self.lent_pages(dma, size) {
-                    pages.unpin_frames(dma, size);
+                    Self::unpin_direct(pages, dma, size);
                 }
+                Ok(())
             }
         }
-        Ok(())
+    }
+
+    /// Tells the debug tracker a mapping ends; misuse refuses the unmap.
+    #[cold]
+    #[inline(never)]
+    fn debug_unmap(&self, debug: &DmaDebug, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection) -> Result<(), DmaError> {
+        debug.unmap(dev.id, dma, size, dir).map_err(|e| self.misuse(e))
+    }
+
+    /// The bounced half of [`unmap_single`](Self::unmap_single): copy back, free the slots.
+    fn unmap_bounced(
+        &self,
+        dev: &DmaDevice,
+        pool: FoundPool<'_>,
+        dma: DmaAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<(), DmaError> {
+        if dir.from_device() {
+            self.cache(dev, CacheOp::Invalidate, dma, size);
+        }
+        Ok(pool.unmap(dma, size, dir, attrs)?)
+    }
+
+    /// Unpins what [`pin_direct`](Self::pin_direct) pinned.
+    #[inline(never)]
+    fn unpin_direct(pages: &LockedPageAllocator, dma: DmaAddr, size: usize) {
+        pages.unpin_frames(dma, size);
     }
 
     /// Gives the CPU a (part of a) mapping the device wrote (Linux `dma_sync_single_for_cpu`).

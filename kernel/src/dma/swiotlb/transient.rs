@@ -129,6 +129,7 @@ impl TransientPools {
     }
 
     /// Transient pools alive now.
+    #[inline]
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }

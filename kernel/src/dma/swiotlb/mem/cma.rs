@@ -87,8 +87,7 @@ impl SwiotlbMem {
                     return;
                 }
             };
-            self.extra[n].call_once(|| pool);
-            self.nr_extra.store(n + 1, Ordering::Release);
+            self.publish_extra(n, pool);
             add(&self.counters.extra_pools, 1);
         }
         add(&self.counters.extra_pageblocks, count);

@@ -46,6 +46,12 @@ pub struct SwiotlbMem {
     /// On the heap: `MAX_EXTRA_POOLS` pools inline would not fit the boot stack.
     pub(super) extra: alloc::boxed::Box<[spin::Once<SwiotlbPool>]>,
     pub(super) nr_extra: AtomicUsize,
+    /// The smallest range holding every pool of this SWIOTLB: the reserved range (the default
+    /// pool, the device pools carved from it) and the extra pools, widened before each is
+    /// published. An address outside it (and no transient pool live) is no bounce slot of
+    /// ours, which the unmap of a direct mapping learns in two loads ([`may_hold`](Self::may_hold)).
+    span_start: AtomicU64,
+    span_end: AtomicU64,
     /// Transient pools (dynamic policy): one mapping each, allocated when every pool missed.
     pub(super) transient: TransientPools,
     /// The CMA area the `cma` policy takes its chunks from.
@@ -161,8 +167,12 @@ impl SwiotlbMem {
         tunables: Tunables,
         nblocks: usize,
     ) -> Self {
+        let reserved = start..start + nblocks as u64 * PAGEBLOCK_SIZE;
+        let pool_range = pool.range();
         Self {
             mem,
+            span_start: AtomicU64::new(reserved.start.min(pool_range.start)),
+            span_end: AtomicU64::new(reserved.end.max(pool_range.end)),
             pool,
             start,
             policy,
@@ -223,6 +233,27 @@ impl SwiotlbMem {
     pub fn extra_pools(&self) -> impl Iterator<Item = &SwiotlbPool> + '_ {
         let n = self.nr_extra.load(Ordering::Acquire);
         self.extra[..n].iter().filter_map(spin::Once::get)
+    }
+
+    /// Publishes `pool` as extra pool `n` (the next free entry; the worker and the cma chunk
+    /// path, never at once: both hold `running`), after widening the span
+    /// [`may_hold`](Self::may_hold) checks to cover it.
+    pub(super) fn publish_extra(&self, n: usize, pool: SwiotlbPool) {
+        let range = pool.range();
+        self.span_start.fetch_min(range.start, Ordering::Release);
+        self.span_end.fetch_max(range.end, Ordering::Release);
+        self.extra[n].call_once(|| pool);
+        self.nr_extra.store(n + 1, Ordering::Release);
+    }
+
+    /// False if no pool of this SWIOTLB can hold `pa`: not the default pool, a device pool
+    /// carved from the reserved range, an extra pool or a live transient pool. Lock-free, a few
+    /// loads: the check an unmap or sync of a direct mapping makes before any pool lookup
+    /// (Linux checks `dev->dma_uses_io_tlb` first, for the same reason). True says nothing:
+    /// look the pool up.
+    #[inline]
+    pub fn may_hold(&self, pa: PhysAddr) -> bool {
+        (self.span_start.load(Ordering::Acquire) <= pa && pa < self.span_end.load(Ordering::Acquire)) || self.transient.live() > 0
     }
 
     /// The default pool, then the extra pools: the order mappings try them in.
@@ -383,7 +414,7 @@ impl SwiotlbMem {
     /// O(number of pools), transient ones included. Device pools answer for themselves
     /// ([`super::DevicePool`]).
     pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        self.pools().any(|p| p.is_swiotlb_buffer(pa)) || self.transient.is_swiotlb_buffer(pa)
+        self.may_hold(pa) && self.pools().any(|p| p.is_swiotlb_buffer(pa)) || self.transient.is_swiotlb_buffer(pa)
     }
 
     /// The largest mapping a device with this `min_align_mask` can always get (Linux
@@ -398,6 +429,9 @@ impl SwiotlbMem {
     /// and sync call the pool found directly. Device pools answer for themselves
     /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
     pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
+        if !self.may_hold(pa) {
+            return SlotLookup::Outside;
+        }
         for pool in self.pools() {
             match pool.lookup(pa) {
                 SlotLookup::Outside => continue,

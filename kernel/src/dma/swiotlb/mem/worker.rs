@@ -256,8 +256,7 @@ impl SwiotlbMem {
         self.mem.fill(start, 0, slot_bytes(nslots));
         match self.new_zeroed_pool(start, nslots) {
             Ok(pool) => {
-                self.extra[n].call_once(|| pool);
-                self.nr_extra.store(n + 1, Ordering::Release);
+                self.publish_extra(n, pool);
                 add(&self.counters.extra_pools, 1);
                 add(&self.counters.extra_pageblocks, count);
                 report.pageblocks_added = count;
