@@ -61,6 +61,10 @@ def load(results):
     if os.path.exists(mpath):
         with open(mpath) as f:
             machine = json.load(f)
+    tpath = os.path.join(results, "insn-trace.json")
+    if os.path.exists(tpath):
+        with open(tpath) as f:
+            machine["insn_trace"] = json.load(f)
     failed = sorted(os.path.basename(p) for p in glob.glob(os.path.join(results, "*.failed.log")))
     return runs, machine, failed
 
@@ -369,7 +373,52 @@ def call_figure(runs, config, scale):
     return fmt_summary(summary(calls), scale=scale) if calls else "not measured in these results"
 
 
-def mapping_section(runs, targets):
+COPY_FUNCTIONS = ("memcpy", "memset")
+
+
+def trace_split(trace, kind):
+    """(total, copy, [(function, instructions)] besides the copy, most first) of one traced
+    map+unmap (`direct` or `bounced`), or None without a trace."""
+    t = (trace or {}).get(kind)
+    if not t:
+        return None
+    copy = sum(n for f, n in t["functions"] if f in COPY_FUNCTIONS)
+    rest = sorted(((f, n) for f, n in t["functions"] if f not in COPY_FUNCTIONS), key=lambda fn: -fn[1])
+    return t["total"], copy, rest
+
+
+def short_function(name):
+    """A function's name without the crate's module path: `SwiotlbPool::alloc_slots`."""
+    name = re.sub(r"<impl [\w:]*?(\w+)>", r"\1", name)  # `<impl kernel::..::SwiotlbPool>` -> `SwiotlbPool`
+    m = re.match(r"<(.+) as (.+)>::(\w+)$", name)
+    if m:
+        return f"<{m.group(1).split('::')[-1]} as {m.group(2).split('::')[-1]}>::{m.group(3)}"
+    return "::".join(name.split("::")[-2:])
+
+
+def trace_table(trace):
+    """Per function, the instructions of one direct and one bounced 4 KiB map+unmap."""
+    if not trace or "direct" not in trace or "bounced" not in trace:
+        return []
+    d = dict(map(tuple, trace["direct"]["functions"]))
+    b = dict(map(tuple, trace["bounced"]["functions"]))
+    order = list(dict.fromkeys([f for f, _ in trace["bounced"]["functions"]] + [f for f, _ in trace["direct"]["functions"]]))
+    out = [
+        f"*Where the instructions of one {size_label(trace.get('size', 4096))} map+unmap go*, single-stepped in GDB "
+        "(`scripts/bench/insn_trace.py`, one call of each kind after a few of the same loop): per function, in the "
+        "order first reached; the benchmark's `map_unmap` is the caller (a driver would be), with the inline "
+        "direct path. Instruction counts, exact.",
+        "",
+        "| function | direct | bounced (to the device, copied) |",
+        "|---|---|---|",
+    ]
+    for f in order:
+        out.append(f"| `{short_function(f)}` | {fmt(d.get(f)) if f in d else '-'} | {fmt(b.get(f)) if f in b else '-'} |")
+    out += [f"| total | {fmt(trace['direct']['total'])} | {fmt(trace['bounced']['total'])} |", ""]
+    return out
+
+
+def mapping_section(runs, targets, trace=None):
     out = []
     for config, unit, scale, title in [
         ("map", "µs", 1e-3, "Real time under TCG (generic timer), µs per operation"),
@@ -420,6 +469,8 @@ def mapping_section(runs, targets):
             if len(hits) >= 2 and min(hits) > 0:
                 flat.append(max(hits) / min(hits))
         targets.add(f"`is_swiotlb_buffer` slowest / fastest over 1, 64, 512 live mappings, {label}", "flat (≤ 1.2)", fmt_summary(summary(flat), 3), None if not flat else median(flat) <= 1.2)
+    if out:
+        out += trace_table(trace)
     return "\n".join(out) + "\n" if out else "No `map` results.\n"
 
 
@@ -1200,6 +1251,7 @@ def losses(runs, targets, machine):
     direct_insns = map_figure(runs, "map-icount", direct_net)
     direct_ratio = map_figure(runs, "map-icount", lambda r: direct_net(r) / r["memcpy_ns"])
     direct_call = map_figure(runs, "map-icount", lambda r: r.get("direct_call_ns"))
+    traced = trace_split(machine.get("insn_trace"), "bounced")
     one_copy = lambda cfg: map_figure(runs, cfg, lambda r: r["bounce_to_device_ns"] / r["memcpy_ns"], (1, big)) if big else None
     hit_ns = map_figure(runs, "map", lambda r: r["is_swiotlb_buffer_hit_ns"])
     timer_hz = median([d.get("timer_hz") for _, d in runs.get("map", [])])
@@ -1245,8 +1297,13 @@ def losses(runs, targets, machine):
         ),
         "bookkeeping": (
             f"A bounced map+unmap of 4 KiB cost {fmt(book_insns)} instructions besides the copy (the `-icount` table, "
-            f"median; the reference memcpy of 4 KiB took {fmt(memcpy_insns)}). Single-stepping one map+unmap in GDB "
-            "shows where they go. The slot search itself is constant time (a `u128` free map per 128-slot segment "
+            f"median; the reference memcpy of 4 KiB took {fmt(memcpy_insns)})."
+            + (f" Single-stepped in GDB (section 2's last table), one bounced map+unmap ran {fmt(traced[0])} instructions, "
+               f"{fmt(traced[1])} of them in `memcpy`/`memset`; the most of the rest: "
+               + "; ".join(f"`{short_function(f)}` {fmt(n)}" for f, n in traced[2][:4])
+               + f" (the other {fmt(len(traced[2]) - 4)} functions {fmt(sum(n for _, n in traced[2][4:]))})."
+               if traced and len(traced[2]) > 4 else " Single-stepping one map+unmap in GDB shows where they go.")
+            + " The slot search itself is constant time (a `u128` free map per 128-slot segment "
             "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
             "the segment slot by slot), run under an area lock (IRQs masked); most of the instructions are in the "
             "layers around it: the DMA-API entry and the bounce decision, the policy manager's walk of its pool "
@@ -1531,7 +1588,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     targets = Targets()
 
     bounce_md, throughput_png = bounce_section(runs, targets, plots_dir)
-    mapping_md = mapping_section(runs, targets)
+    mapping_md = mapping_section(runs, targets, machine.get("insn_trace"))
     policy_md, policy_pngs = policy_section(runs, targets, plots_dir)
     pools_md, pools_png = pools_section(runs, plots_dir)
     features_md, features = features_section(runs)

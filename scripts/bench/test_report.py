@@ -262,6 +262,46 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class InstructionTrace(unittest.TestCase):
+    """The single-stepped map+unmap (insn-trace.json): its table and the bookkeeping reason
+    come from the trace, and without one the report says so instead."""
+
+    TRACE = {
+        "size": 4096,
+        "direct": {"total": 57, "functions": [["bench::mapping::map_unmap", 57]]},
+        "bounced": {"total": 913, "functions": [
+            ["bench::mapping::map_unmap", 61], ["kernel::dma::swiotlb::area::AreaSlots::alloc", 151],
+            ["memcpy", 503], ["<kernel::platform::phys::IdentityMappedRam as kernel::mm::phys::PhysMemory>::copy", 9],
+            ["kernel::dma::swiotlb::bounce::<impl kernel::dma::swiotlb::pool::SwiotlbPool>::map_attrs", 97],
+            ["memset", 11], ["kernel::dma::swiotlb::area::AreaSlots::release", 81]]},
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        base, cls.machine, _ = report.load(FIXTURE)
+        if not base:
+            raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
+        cls.runs = one_round(base)
+
+    def test_table_and_reason_from_the_trace(self):
+        machine = dict(self.machine, insn_trace=self.TRACE)
+        text = generate(self.runs, machine)
+        self.assertIn("| `AreaSlots::alloc` | - | 151 |", text)
+        self.assertIn("| `mapping::map_unmap` | 57 | 61 |", text)
+        self.assertIn("| `SwiotlbPool::map_attrs` | - | 97 |", text)
+        self.assertIn("| `<IdentityMappedRam as PhysMemory>::copy` | - | 9 |", text)
+        self.assertIn("| total | 57 | 913 |", text)
+        self.assertIn("one bounced map+unmap ran 913 instructions, 514 of them in `memcpy`/`memset`; the most of the rest: "
+                      "`AreaSlots::alloc` 151; `SwiotlbPool::map_attrs` 97; `AreaSlots::release` 81; `mapping::map_unmap` 61 "
+                      "(the other 1 functions 9)", text)
+
+    def test_without_a_trace(self):
+        machine = {k: v for k, v in self.machine.items() if k != "insn_trace"}
+        text = generate(self.runs, machine)
+        self.assertNotIn("Where the instructions of one", text)
+        self.assertIn("Single-stepping one map+unmap in GDB shows where they go.", text)
+
+
 class CmaComparison(unittest.TestCase):
     """The answer to "what is the advantage over swiotlb chunks from CMA?" is worded from the data,
     and says where `lend` is worse."""

@@ -1,0 +1,84 @@
+# GDB script (gdb-multiarch -batch -x): single-steps one direct and one bounced 4 KiB
+# map+unmap of the mapping benchmark (`demo=bench-map`) and writes, per function, how many
+# instructions each executed, to the JSON file named by $INSN_TRACE_OUT. Run by
+# scripts/bench.sh (`insn_trace` below); `report.py` turns it into the "where the instructions
+# go" table.
+#
+# It breaks on the benchmark's own `bench::mapping::map_unmap`, which calls `map_single` and
+# `unmap_single` the way a driver does, and steps to its return: the counts include that
+# caller's prologue, as a driver's would. The first calls the benchmark makes are the direct
+# ones (buffer inside the DMA window); a call at another address is the bounced one, to the
+# device, copying. A few calls of each are skipped so that neither is the first of its loop.
+import json
+import os
+
+import gdb
+
+SKIP = 3
+
+
+def pc():
+    return int(gdb.parse_and_eval("$pc"))
+
+
+def function_of(address):
+    text = gdb.execute(f"info symbol {address:#x}", to_string=True)
+    if text.startswith("No symbol"):
+        return f"{address:#x}"
+    name = text.split(" in section")[0].rsplit(" + ", 1)[0].strip()
+    # Rust's hash suffix and LLVM's clone suffixes say nothing to a reader.
+    name = name.split(" (.llvm.")[0]
+    head, _, tail = name.rpartition("::h")
+    return head if len(tail) == 16 and all(c in "0123456789abcdef" for c in tail) else name
+
+
+def trace_call():
+    """Steps from a breakpoint at a function's entry to its return; counts per function."""
+    ret = int(gdb.parse_and_eval("$x30"))
+    sp = int(gdb.parse_and_eval("$sp"))
+    counts, order, total = {}, [], 0
+    while True:
+        f = function_of(pc())
+        if f not in counts:
+            counts[f] = 0
+            order.append(f)
+        counts[f] += 1
+        total += 1
+        gdb.execute("stepi", to_string=True)
+        # Back in the caller, with its stack: the call returned (not a recursive re-entry).
+        if pc() == ret and int(gdb.parse_and_eval("$sp")) == sp:
+            break
+        if total > 200_000:
+            raise gdb.GdbError("insn_trace: the call did not return within 200,000 instructions")
+    return {"total": total, "functions": [[f, counts[f]] for f in order]}
+
+
+def main():
+    gdb.execute("set pagination off")
+    gdb.execute("set confirm off")
+    # At the entry itself (a breakpoint on the name would land after the prologue).
+    symbol = gdb.lookup_static_symbol("bench::mapping::map_unmap")
+    if symbol is None:
+        raise gdb.GdbError("insn_trace: no bench::mapping::map_unmap in this kernel")
+    entry = int(symbol.value().address)
+    bp = gdb.Breakpoint(f"*{entry:#x}")
+    gdb.execute(f"ignore {bp.number} {SKIP}")
+    gdb.execute("continue")
+    inside = int(gdb.parse_and_eval("$x2"))
+    size = int(gdb.parse_and_eval("$x3"))
+    result = {"size": size, "direct": trace_call()}
+    bp.condition = f"$x2 != {inside:#x} && $x3 == {size}"
+    gdb.execute(f"ignore {bp.number} {SKIP}")
+    gdb.execute("continue")
+    result["bounced"] = trace_call()
+    with open(os.environ["INSN_TRACE_OUT"], "w") as f:
+        json.dump(result, f, indent=1)
+    gdb.execute("kill")
+
+
+try:
+    main()
+except Exception as e:  # a batch gdb would otherwise go on and hang on the running target
+    print(f"insn_trace: {e}")
+    gdb.execute("kill")
+gdb.execute("quit")
