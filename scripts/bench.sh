@@ -215,4 +215,29 @@ for ((round = 1; round <= rounds; round++)); do
     done
 done
 echo "bench.sh: $((rounds * ${#configs[@]} - failed)) boots done, $failed failed, in $(($(date +%s) - start))s" >&2
+
+# Where the instructions of one 4 KiB map+unmap go, direct and bounced: GDB single-steps one of
+# each in a boot of the mapping benchmark (scripts/bench/insn_trace.py) and counts per function.
+# Instruction counts do not depend on the host's load. With the mapping benchmark chosen only.
+if [[ -z $only || map =~ $only ]]; then
+    if command -v gdb-multiarch >/dev/null; then
+        run=$work/insn-trace
+        mkdir -p "$run"
+        port=$((20000 + RANDOM % 20000))
+        (cd "$run" && exec "$here/qemu-run.sh" --gdb --gdb-port "$port" --timeout 600 "${disks[@]}" "$elf" blk_inflight_kib=0 demo=bench-map > "$run/console.log" 2>&1) &
+        qemu_pid=$!
+        sleep 2
+        INSN_TRACE_OUT=$out/insn-trace.json timeout 900 gdb-multiarch -q -batch -ex "target remote :$port" \
+            -x "$here/scripts/bench/insn_trace.py" "$elf" > "$run/gdb.log" 2>&1
+        wait "$qemu_pid" 2>/dev/null
+        if [[ -s $out/insn-trace.json ]]; then
+            echo "bench.sh: instruction trace of one map+unmap in $out/insn-trace.json" >&2
+        else
+            echo "bench.sh: the instruction trace failed (its GDB log follows); the report goes without it" >&2
+            tail -5 "$run/gdb.log" >&2
+        fi
+    else
+        echo "bench.sh: no gdb-multiarch (scripts/setup.sh installs it): no instruction trace" >&2
+    fi
+fi
 report "$out"
