@@ -55,6 +55,9 @@ step qemu-tests-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --gic 3 --el2 --boota
 # and virtio-blk runs on both disks.
 step qemu-tests-128m env QEMU_RUN_OPTS="--timeout 300 --mem 128M --bootargs dma_debug=on" cargo test -p kernel "${qemu_tests[@]}"
 step virtio-blk-128m env VIRTIO_BLK_QEMU_OPTS="--mem 128M" ./scripts/virtio-blk-tests.sh
+# The DMA suite with the debug tracker off, as the demo and the benchmarks run: the direct path's
+# inline common case and a direct unmap's span check run in the kernel (the debug-mode case skips).
+step qemu-dma-debug-off env QEMU_RUN_OPTS="--timeout 300" cargo test -p kernel --test dma
 # Without semihosting (a VMM that has none): results and the exit status on the UART, then PSCI.
 step qemu-tests-no-semihosting env QEMU_RUN_OPTS="--timeout 300 --no-semihosting --bootargs dma_debug=on" cargo test -p kernel --test boot --test dma
 # The same suites on four CPUs (secondaries idle, the worker may run on any CPU), and the SMP test
