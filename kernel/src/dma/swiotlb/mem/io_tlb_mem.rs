@@ -414,7 +414,7 @@ impl SwiotlbMem {
     /// O(number of pools), transient ones included. Device pools answer for themselves
     /// ([`super::DevicePool`]).
     pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        self.may_hold(pa) && self.pools().any(|p| p.is_swiotlb_buffer(pa)) || self.transient.is_swiotlb_buffer(pa)
+        self.may_hold(pa) && (self.pools().any(|p| p.is_swiotlb_buffer(pa)) || self.transient.is_swiotlb_buffer(pa))
     }
 
     /// The largest mapping a device with this `min_align_mask` can always get (Linux
