@@ -5,7 +5,7 @@
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--ms N] [--cycles N] [--only REGEX]
 #                         [--out DIR] [--update-docs] [--report-only RESULTS_DIR]
-#   --quick         2 rounds, 100 ms I/O cells, 2 cycles, no keep1 or -icount policy runs
+#   --quick         2 rounds, 100 ms I/O cells, 2 cycles, no keep1, scrub or -icount policy runs
 #   --rounds N      rounds of the configurations, run alternated: A B C ... A B C ... (default 7)
 #   --ms N          milliseconds per I/O cell (default 300)
 #   --cycles N      burst/idle cycles under memory pressure per policy boot, after the one
@@ -139,6 +139,7 @@ configs=(
 if ((!quick)); then
     configs+=(
         "policy-lend-keep1|demo=bench-policy,cycles=$cycles swiotlb_policy=lend swiotlb_keep=1|"
+        "policy-lend-scrub|demo=bench-policy,cycles=$cycles swiotlb_policy=lend swiotlb_reclaim_scrub=on|"
         "policy-lend-icount|demo=bench-policy,cycles=$cycles swiotlb_policy=lend|-icount shift=0"
     )
 fi

@@ -63,6 +63,11 @@ pub struct KernelParams {
     /// CPUs, and let a `DmaAttrs::no_copy_in` read that gets clean slots skip its copy-in (on);
     /// off: every bounced mapping copies in, as Linux.
     pub swiotlb_clean_slots: bool,
+    /// `swiotlb_reclaim_scrub=on|off`: zero a pageblock the pool takes back from the page
+    /// allocator (a reclaimed lent block, a CMA chunk) before its slots serve (on), or hand its
+    /// slots out dirty and leave the zeroing to idle CPUs (off): a mapping on dirty slots copies
+    /// in and zeroes the rest of its slots, so no stale byte reaches a device either way.
+    pub swiotlb_reclaim_scrub: bool,
     /// `swiotlb_transient=on|off`: under `dynamic`, a mapping that misses every pool gets a
     /// transient pool (on, as Linux 6.6) or fails and is deferred (off).
     pub swiotlb_transient: bool,
@@ -122,6 +127,7 @@ impl Default for KernelParams {
             swiotlb_batch: 2,
             swiotlb_keep: 2,
             swiotlb_clean_slots: true,
+            swiotlb_reclaim_scrub: false,
             swiotlb_transient: true,
             swiotlb_dyn_pool: 0,
             swiotlb_cma_chunk: 2,
@@ -186,6 +192,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
             ("swiotlb_transient", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_transient = b),
             ("swiotlb_clean_slots", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_clean_slots = b),
+            ("swiotlb_reclaim_scrub", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_reclaim_scrub = b),
             ("swiotlb_dyn_pool", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_dyn_pool = n as u32),
             ("swiotlb_cma_chunk", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_cma_chunk = n as u32),
             ("blk_inflight_kib", Some(v)) => parse_num(v, 0, 1 << 20).map(|n| p.blk_inflight_kib = n),
@@ -224,6 +231,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 | "swiotlb_keep"
                 | "swiotlb_transient"
                 | "swiotlb_clean_slots"
+                | "swiotlb_reclaim_scrub"
                 | "swiotlb_dyn_pool"
                 | "swiotlb_cma_chunk"
                 | "blk_inflight_kib"

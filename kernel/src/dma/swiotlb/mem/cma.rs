@@ -19,7 +19,7 @@
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
+use super::io_tlb_mem::SwiotlbMem;
 use super::stats::add;
 use super::worker::WorkerReport;
 use super::SLOTS_PER_PAGEBLOCK;
@@ -71,15 +71,15 @@ impl SwiotlbMem {
         add(&self.counters.pages_pinned_blocking, got.pinned.len());
         let nslots = count * SLOTS_PER_PAGEBLOCK;
         if let Some(pool) = self.extra_pools().find(|p| p.start() == start && p.nslots() == nslots) {
-            // A chunk we had before: scrub what the page allocator's users left, then serve.
-            if let Err(e) = pool.unlend(0..nslots, true) {
+            // A chunk we had before: what the page allocator's users left is zeroed now or
+            // its slots come back dirty, as for a reclaimed lent block (`grow_by_reclaim`).
+            if let Err(e) = pool.unlend(0..nslots, self.tunables.reclaim_scrub) {
                 log::error!("swiotlb: chunk {start:#x} back from CMA but its slots were not lent: {e}");
                 return;
             }
         } else {
             let n = self.nr_extra.load(Ordering::Relaxed);
-            self.mem.fill(start, 0, slot_bytes(nslots));
-            let pool = match self.new_zeroed_pool(start, nslots) {
+            let pool = match self.new_grown_pool(start, nslots) {
                 Ok(pool) if n < self.extra.len() => pool,
                 Ok(_) | Err(_) => {
                     log::error!("swiotlb: no room on the pool list for chunk {start:#x}");

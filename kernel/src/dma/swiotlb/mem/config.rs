@@ -41,6 +41,9 @@ pub struct Tunables {
     pub dyn_pool_pageblocks: usize,
     /// `cma`: pageblocks per chunk.
     pub cma_chunk_pageblocks: usize,
+    /// Zero a reclaimed pageblock or CMA chunk before its slots serve (`swiotlb_reclaim_scrub`);
+    /// otherwise its slots come back dirty and idle CPUs zero them.
+    pub reclaim_scrub: bool,
 }
 
 impl Tunables {
@@ -57,6 +60,7 @@ impl Tunables {
             transient: p.swiotlb_transient,
             dyn_pool_pageblocks: p.swiotlb_dyn_pool as usize,
             cma_chunk_pageblocks: (p.swiotlb_cma_chunk as usize).max(1),
+            reclaim_scrub: p.swiotlb_reclaim_scrub,
         }
     }
 

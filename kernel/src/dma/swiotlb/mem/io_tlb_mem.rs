@@ -480,6 +480,20 @@ impl SwiotlbMem {
         pool.mark_free_slots_clean();
         Ok(pool)
     }
+
+    /// A pool of `nslots` slots at `start` for memory the pool has just taken from the page
+    /// allocator (an extra pool, a CMA chunk): zeroed first and clean with
+    /// `swiotlb_reclaim_scrub=on`, otherwise dirty, for idle CPUs to zero (what the pages' last
+    /// owner left never reaches a device: a mapping on dirty slots copies in and zeroes the rest).
+    pub(super) fn new_grown_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
+        if self.tunables.reclaim_scrub {
+            self.mem.fill(start, 0, slot_bytes(nslots));
+            return self.new_zeroed_pool(start, nslots);
+        }
+        let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
+        pool.set_clean_slots(self.pool.clean_slots());
+        Ok(pool)
+    }
 }
 
 impl fmt::Display for SwiotlbMem {

@@ -7,7 +7,7 @@ use core::time::Duration;
 
 use super::blocks::BlockState;
 use super::config::Clock;
-use super::io_tlb_mem::{slot_bytes, SwiotlbMem};
+use super::io_tlb_mem::SwiotlbMem;
 use super::stats::add;
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
 use crate::arch::in_interrupt;
@@ -100,7 +100,7 @@ impl SwiotlbMem {
 
     /// Takes up to `batch` lent pageblocks back, each from the area with the fewest usable
     /// slots (`areas.rs`), skipping blocks with pinned pages: reclaim (migrate or drop), then
-    /// scrub and make them free slots.
+    /// make them free slots (dirty, or zeroed first with `swiotlb_reclaim_scrub=on`).
     fn grow_by_reclaim(
         &self,
         pages: &LockedPageAllocator,
@@ -115,9 +115,11 @@ impl SwiotlbMem {
             tried[block] = true;
             match self.reclaim_block(pages, block, on_drop, report) {
                 Ok(()) => {
-                    // Information-leak protection: whatever the page allocator's users left in
-                    // the block must not reach a device.
-                    match self.pool.unlend(self.block_slots(block), true) {
+                    // Whatever the page allocator's users left in the block must not reach a
+                    // device. Either it is zeroed now (`swiotlb_reclaim_scrub=on`), or the slots
+                    // come back dirty: a mapping on dirty slots copies in and zeroes the rest of
+                    // its slots, and idle CPUs zero them off the critical path (`scrub_step`).
+                    match self.pool.unlend(self.block_slots(block), self.tunables.reclaim_scrub) {
                         Ok(()) => {
                             self.blocks.set(block, BlockState::AsSlots);
                             report.pageblocks_reclaimed += 1;
@@ -252,9 +254,7 @@ impl SwiotlbMem {
             return;
         };
         let nslots = count * SLOTS_PER_PAGEBLOCK;
-        // Whatever the pages' last owner left must not reach a device.
-        self.mem.fill(start, 0, slot_bytes(nslots));
-        match self.new_zeroed_pool(start, nslots) {
+        match self.new_grown_pool(start, nslots) {
             Ok(pool) => {
                 self.publish_extra(n, pool);
                 add(&self.counters.extra_pools, 1);

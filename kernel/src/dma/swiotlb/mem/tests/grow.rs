@@ -35,7 +35,7 @@ fn fill_kept_slots(f: &Fixture) -> Vec<PhysAddr> {
 }
 
 #[test]
-fn grow_under_full_movable_workload_keeps_data_and_scrubs() {
+fn grow_under_full_movable_workload_keeps_data() {
     let mut f = Fixture::new(8, 8, tunables(SwiotlbPolicy::Lend), false);
     f.clock = FakeClock::new(1_000);
     let mut work = MemoryPressure::fill(f.pages, f.mem, ZoneType::Dma, usize::MAX, 7);
@@ -54,11 +54,10 @@ fn grow_under_full_movable_workload_keeps_data_and_scrubs() {
     assert_eq!(f.states(), [AsSlots, Lent, AsSlots, Lent, AsSlots, Lent, AsSlots, Lent]);
     assert_eq!(work.verify(f.pages, f.mem), Ok(work.len()), "migration preserved every page");
 
-    // Scrubbed: the reclaimed blocks read zero until a mapping copies in.
+    // Not scrubbed on the way (`swiotlb_reclaim_scrub=off`): the workload's pages are still
+    // there, and each mapping copies in over them (`leak.rs` checks what a device can see).
     let grown = [f.pool_block(2)..f.pool_block(3), f.pool_block(6)..f.pool_block(7)];
-    for block in &grown {
-        assert!(f.read(block.start, PAGEBLOCK_SIZE as usize).iter().all(|b| *b == 0));
-    }
+    assert!(grown.iter().any(|block| f.read(block.start, PAGEBLOCK_SIZE as usize).iter().any(|b| *b != 0)));
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
     f.mem.write(ORIG, &data);
     let mut in_grown = 0;
