@@ -46,6 +46,7 @@ def result_set_a(base):
                 row.pop("direct_call_ns", None)
     set_all(runs, "policy-lend", grow_4m_pages_migrated=768, grow_4m_pages_dropped=0, pages_migrated=3840)
     set_all(runs, "policy-dynamic", done_under_pressure=False, irq_failures=192, given_back_bytes=0)
+    set_all(runs, "policy-lend-icount", grow_4m_ns=1_000_000.0, memcpy_4m_ns=500_000.0, grow_4m_pages_migrated=500)
     return runs
 
 
@@ -57,6 +58,7 @@ def result_set_b(base):
             lent_pageblocks_boot=13, lent_pageblocks_after_idle=13, idle_pool_lent_share_boot=0.8125,
             idle_pool_lent_share_after=0.8125, grown_after_ms=47.25, irq_failures=7, grow_4m_ns=5123456.0,
             memcpy_4m_ns=1234567.0)
+    set_all(runs, "policy-lend-icount", grow_4m_pages_migrated=0)
     set_all(runs, "policy-dynamic", done_under_pressure=True, irq_failures=11, given_back_bytes=6 * MIB)
     # The fair variants, where the fixture has them: other figures than set A's too.
     if runs.get("policy-dynamic-small"):
@@ -150,6 +152,9 @@ class ProseFromDataTest(unittest.TestCase):
 
     def test_figures_follow_the_data(self):
         self.assertIn("768 of their 1024 pages migrated", self.prose_a)
+        # 500 pages of 500,000 / 1024 instructions each against 1,000,000: 24.4 %, the rest per page.
+        self.assertIn("make 24.4 % of it; the rest, 1,512 instructions per migrated page", self.prose_a)
+        self.assertNotIn("per migrated page", self.prose_b, "set B migrated nothing")
         self.assertNotIn("768", self.prose_b)
         self.assertIn("no page migrated (the blocks taken were empty)", self.prose_b)
         self.assertIn("87.5 % of it was lent at the end of the idle phase", self.prose_a)
@@ -235,6 +240,13 @@ class ProseFromDataTest(unittest.TestCase):
         out |= {str(i) for i, c in enumerate(ram.replace("|", "")) if c == "b"}  # restricted pool blocks
         out |= spellings(4)  # restricted pool MiB: two 'b' blocks outside the region
         out |= {str(4 * MIB // 4096)}  # pages in 4 MiB
+        # Growth in instructions: the migrated pages' copies against the rest, per migrated page.
+        grow = [(d["grow_4m_ns"], d["memcpy_4m_ns"], d["grow_4m_pages_migrated"]) for _, d in runs.get("policy-lend-icount", [])
+                if d.get("grow_4m_ns") and d.get("grow_4m_pages_migrated")]
+        if grow:
+            out |= spellings(100 * median([p * m / 1024 / g for g, m, p in grow]))
+            out |= spellings(median([(g - p * m / 1024) / p for g, m, p in grow]))
+            out |= {"1024", "1.5"}  # the 4 KiB copy's share of the 4 MiB one; the target
         kicks = lambda c: median([x["kicks_per_req"] for _, d in runs.get(c, []) for x in d["cells"]])
         if runs.get("features-idx-ind"):
             out |= spellings(kicks("features-noidx-ind") - kicks("features-idx-ind"))
