@@ -70,9 +70,10 @@ step qemu-smp-gicv3-el2 env QEMU_RUN_OPTS="--timeout 300 --smp 4 --gic 3 --el2 -
 # The SMP kernel at 128 MiB (the pressure fills the smaller RAM, the pool grows within its window).
 step qemu-smp-128m env QEMU_RUN_OPTS="--timeout 300 --smp 4 --mem 128M --bootargs dma_debug=on" cargo test -p kernel --test smp
 # The DMA tests again under the policies we compare against: Linux's two, Linux's dynamic with
-# a small boot pool (so it grows: transient pools, compaction), the CMA rival, and lend with
-# Linux's copy-in for every bounced read (no clean slots).
-for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M" "lend swiotlb_clean_slots=off"; do
+# a small boot pool (so it grows: transient pools, compaction), the CMA rival, lend with
+# Linux's copy-in for every bounced read (no clean slots), and lend zeroing what it reclaims
+# before its slots serve (the behaviour before grown slots came back dirty).
+for policy in static dynamic "dynamic swiotlb=2048" "cma cma=28M" "lend swiotlb_clean_slots=off" "lend swiotlb_reclaim_scrub=on"; do
     tests=(--test dma)
     # page_alloc's boot-CMA-area case runs only when a cma= area exists (it skips otherwise).
     [[ $policy == cma* ]] && tests+=(--test page_alloc)
