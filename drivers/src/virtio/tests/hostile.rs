@@ -27,10 +27,9 @@
 
 extern crate std;
 
-use std::collections::{HashMap, HashSet};
 use std::vec::Vec;
 
-use super::sim::{read_bytes, write_bytes, FakeTransport, RingDevice, SimChain, SimDesc, SimDma};
+use super::sim::{fill_bytes, read_byte, write_bytes, FakeTransport, RingDevice, SimChain, SimDesc, SimDma};
 use crate::virtio::blk::{feature, req_status, DmaSegment, RequestDma, RequestHeader, RequestType, VirtioBlk, STATUS_UNWRITTEN};
 use crate::virtio::{feature as common, BrokenReason, DeviceType, Error};
 
@@ -78,8 +77,12 @@ struct Harness<'d> {
     dma: &'d SimDma,
     blk: VirtioBlk<&'d FakeTransport, Q>,
     ring: RingDevice,
-    /// Submitted and not yet returned by `pop_completed`, by token.
-    in_flight: HashMap<u16, Request>,
+    /// Submitted and not yet returned by `pop_completed`, indexed by token (a descriptor index,
+    /// below the queue size: a small vector, not a hash map, whose hashing under the fuzzers'
+    /// comparison tracing cost more than the lookups).
+    in_flight: Vec<Option<Request>>,
+    /// Requests in `in_flight`.
+    in_flight_len: usize,
     /// Chains the device took off the available ring and has not completed.
     taken: Vec<SimChain>,
     /// The last used element the device wrote (to repeat it).
@@ -89,9 +92,11 @@ struct Harness<'d> {
     completions: u64,
     /// Resets and re-initialisations are in the script ([`run_with_resets`]).
     resets: bool,
-    /// Requests submitted, and those that ended (completed or taken back), by id.
+    /// Requests submitted, and whether each ended (completed or taken back), indexed by id.
     submitted: u64,
-    ended: HashSet<u64>,
+    ended: Vec<bool>,
+    /// Requests that ended.
+    ended_len: u64,
     /// The device ignored the last reset: it may still use every buffer in flight.
     device_holds: bool,
 }
@@ -140,14 +145,16 @@ fn run_script(script: &[u8], resets: bool) -> Outcome {
             dma: &dma,
             blk,
             ring,
-            in_flight: HashMap::new(),
+            in_flight: Vec::new(),
+            in_flight_len: 0,
             taken: Vec::new(),
             last_used: None,
             broken: None,
             completions: 0,
             resets,
             submitted: 0,
-            ended: HashSet::new(),
+            ended: Vec::new(),
+            ended_len: 0,
             device_holds: false,
         };
         let mut steps = 0u32;
@@ -165,7 +172,9 @@ fn run_script(script: &[u8], resets: bool) -> Outcome {
         // Drain: whatever the device left, the driver neither panics nor invents completions.
         h.poll();
         dma.check_guards();
-        assert_eq!(h.submitted, h.ended.len() as u64 + h.in_flight.len() as u64, "every request ended once or is still in flight");
+        assert_eq!(h.in_flight_len, h.in_flight.iter().flatten().count());
+        assert_eq!(h.ended_len, h.ended.iter().filter(|&&e| e).count() as u64);
+        assert_eq!(h.submitted, h.ended_len + h.in_flight_len as u64, "every request ended once or is still in flight");
         Outcome { init_error: None, completions: h.completions, broken: h.broken }
     };
     // SAFETY: the driver (and its rings) and the device model are dropped above.
@@ -278,19 +287,19 @@ impl Harness<'_> {
             RequestType::Flush => usize::from(s.u8().is_multiple_of(8)),
             _ => 1 + usize::from(s.u8() % 3),
         };
-        let data: Vec<DmaSegment> = (0..nsegs)
-            .map(|_| {
-                let len = match (kind, s.u8() % 8) {
-                    (RequestType::GetId, 0) => 512,
-                    (RequestType::GetId, _) => 20,
-                    (_, 0) => u32::from(s.u8()),
-                    (_, n) => 512 * u32::from(n % 3 + 1),
-                };
-                DmaSegment { dma_addr: self.dma.buffer(len.max(1) as usize, 0x5a), len }
-            })
-            .collect();
+        let mut segments = [DmaSegment { dma_addr: 0, len: 0 }; 3];
+        for segment in &mut segments[..nsegs] {
+            let len = match (kind, s.u8() % 8) {
+                (RequestType::GetId, 0) => 512,
+                (RequestType::GetId, _) => 20,
+                (_, 0) => u32::from(s.u8()),
+                (_, n) => 512 * u32::from(n % 3 + 1),
+            };
+            *segment = DmaSegment { dma_addr: self.dma.buffer(len.max(1) as usize, 0x5a), len };
+        }
+        let data = &segments[..nsegs];
         let status = self.dma.buffer(1, STATUS_UNWRITTEN);
-        let dma = RequestDma { header, data: &data, status };
+        let dma = RequestDma { header, data, status };
         let result = match kind {
             RequestType::In => self.blk.read_blocks_nb(sector, &dma),
             RequestType::Out => self.blk.write_blocks_nb(sector, &dma),
@@ -301,14 +310,21 @@ impl Harness<'_> {
             Ok(token) => {
                 self.assert_not_broken("a submission succeeded");
                 let device_writes = matches!(kind, RequestType::In | RequestType::GetId);
-                let mut descs = std::vec![SimDesc { addr: header, len: 16, writable: false }];
+                let mut descs = Vec::with_capacity(nsegs + 2);
+                descs.push(SimDesc { addr: header, len: 16, writable: false });
                 descs.extend(data.iter().map(|d| SimDesc { addr: d.dma_addr, len: d.len, writable: device_writes }));
                 descs.push(SimDesc { addr: status, len: 1, writable: true });
                 let writable = descs.iter().filter(|d| d.writable).map(|d| d.len).sum();
                 let id = self.submitted;
                 self.submitted += 1;
-                let old = self.in_flight.insert(token.0, Request { id, descs, status, writable });
+                self.ended.push(false);
+                let slot = usize::from(token.0);
+                if slot >= self.in_flight.len() {
+                    self.in_flight.resize_with(slot + 1, || None);
+                }
+                let old = self.in_flight[slot].replace(Request { id, descs, status, writable });
                 assert!(old.is_none(), "token {} handed out while still in flight", token.0);
+                self.in_flight_len += 1;
                 // The device reads the descriptors as soon as they are published (a device
                 // reading them late could see them reused after a spurious completion).
                 self.take_available();
@@ -324,7 +340,8 @@ impl Harness<'_> {
         while let Some(chain) = self.ring.pop_avail() {
             let request = self
                 .in_flight
-                .get(&chain.head)
+                .get(usize::from(chain.head))
+                .and_then(Option::as_ref)
                 .unwrap_or_else(|| panic!("driver published chain {} that is not a request in flight", chain.head));
             assert_eq!(chain.descs, request.descs, "chain {} is not its request's buffers", chain.head);
             self.taken.push(chain);
@@ -361,7 +378,7 @@ impl Harness<'_> {
         // Writable data gets a pattern, within each descriptor's length only.
         let (last, data) = chain.descs.split_last().expect("chains are never empty");
         for d in data.iter().filter(|d| d.writable) {
-            write_bytes(d.addr, &std::vec![0xd7; d.len as usize]);
+            fill_bytes(d.addr, 0xd7, d.len as usize);
         }
         if let Some(status) = status {
             write_bytes(last.addr, &[status]);
@@ -388,12 +405,14 @@ impl Harness<'_> {
                     let written = completion.written_len();
                     let request = self
                         .in_flight
-                        .remove(&token)
+                        .get_mut(usize::from(token))
+                        .and_then(Option::take)
                         .unwrap_or_else(|| panic!("completion of {token}, which is not in flight (or completed twice)"));
+                    self.in_flight_len -= 1;
                     assert!(written <= request.writable, "{written} bytes for {token}: more than its buffers");
-                    assert!(self.ended.insert(request.id), "request {} ended twice", request.id);
+                    self.end(request.id, "ended twice");
                     self.completions += 1;
-                    let status = read_bytes(request.status, 1)[0];
+                    let status = read_byte(request.status);
                     match self.blk.complete(completion, status) {
                         Ok(()) => assert!(
                             status == req_status::OK && written > 0,
@@ -465,11 +484,22 @@ impl Harness<'_> {
     /// After a completed reset: every request in flight ends here, once (the kernel's
     /// `take_back`); the device has forgotten the chains it held.
     fn take_back(&mut self) {
-        for (_, request) in self.in_flight.drain() {
-            assert!(self.ended.insert(request.id), "request {} ended twice (taken back)", request.id);
+        for slot in 0..self.in_flight.len() {
+            if let Some(request) = self.in_flight[slot].take() {
+                self.end(request.id, "ended twice (taken back)");
+            }
         }
+        self.in_flight_len = 0;
         self.taken.clear();
         self.device_holds = false;
+    }
+
+    /// Records that request `id` ended; panics with `what` if it had already.
+    fn end(&mut self, id: u64, what: &str) {
+        let ended = &mut self.ended[usize::try_from(id).unwrap()];
+        assert!(!*ended, "request {id} {what}");
+        *ended = true;
+        self.ended_len += 1;
     }
 
     fn saw_broken(&mut self, reason: BrokenReason) {
