@@ -63,10 +63,11 @@ pub struct KernelParams {
     /// CPUs, and let a `DmaAttrs::no_copy_in` read that gets clean slots skip its copy-in (on);
     /// off: every bounced mapping copies in, as Linux.
     pub swiotlb_clean_slots: bool,
-    /// `swiotlb_reclaim_scrub=on|off`: zero a pageblock the pool takes back from the page
-    /// allocator (a reclaimed lent block, a CMA chunk) before its slots serve (on), or hand its
-    /// slots out dirty and leave the zeroing to idle CPUs (off): a mapping on dirty slots copies
-    /// in and zeroes the rest of its slots, so no stale byte reaches a device either way.
+    /// `swiotlb_reclaim_scrub=on|off`: zero memory the pool takes from the page allocator to
+    /// grow (a reclaimed lent block, a `dynamic` extra pool, a CMA chunk) before its slots serve
+    /// (on), or hand its slots out dirty and leave the zeroing to idle CPUs (off): a mapping on
+    /// dirty slots copies in and zeroes the rest of its slots, so no stale byte reaches a device
+    /// either way.
     pub swiotlb_reclaim_scrub: bool,
     /// `swiotlb_transient=on|off`: under `dynamic`, a mapping that misses every pool gets a
     /// transient pool (on, as Linux 6.6) or fails and is deferred (off).

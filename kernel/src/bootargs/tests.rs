@@ -126,3 +126,14 @@ fn clean_slots_default_on_and_can_be_turned_off() {
     assert!(w.is_empty() && !p.swiotlb_clean_slots);
     assert_eq!(parse("swiotlb_clean_slots=maybe").1.len(), 1);
 }
+
+#[test]
+fn reclaim_scrub_default_off_and_can_be_turned_on() {
+    let params = parse("").0;
+    assert!(!params.swiotlb_reclaim_scrub);
+    assert!(!crate::dma::swiotlb::mem::Tunables::from_params(&params).reclaim_scrub);
+    let (p, w) = parse("swiotlb_reclaim_scrub=on");
+    assert!(w.is_empty() && p.swiotlb_reclaim_scrub);
+    assert!(crate::dma::swiotlb::mem::Tunables::from_params(&p).reclaim_scrub, "the tunable follows the bootarg");
+    assert_eq!(parse("swiotlb_reclaim_scrub=always").1.len(), 1);
+}

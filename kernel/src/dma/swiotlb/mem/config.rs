@@ -41,8 +41,8 @@ pub struct Tunables {
     pub dyn_pool_pageblocks: usize,
     /// `cma`: pageblocks per chunk.
     pub cma_chunk_pageblocks: usize,
-    /// Zero a reclaimed pageblock or CMA chunk before its slots serve (`swiotlb_reclaim_scrub`);
-    /// otherwise its slots come back dirty and idle CPUs zero them.
+    /// Zero a reclaimed pageblock, an extra pool or a CMA chunk before its slots serve
+    /// (`swiotlb_reclaim_scrub`); otherwise its slots come back dirty and idle CPUs zero them.
     pub reclaim_scrub: bool,
 }
 
