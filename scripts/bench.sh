@@ -118,6 +118,9 @@ configs=(
     "io-icount|demo=bench-io,ms=$ms,qd1|-icount shift=0"
     "map|demo=bench-map|"
     "map-icount|demo=bench-map|-icount shift=0"
+    # What clean slots save: bounced reads with swiotlb_clean_slots on and off, alternated.
+    "clean|demo=bench-clean,ms=$ms|"
+    "clean-icount|demo=bench-clean,ms=$ms,qd1|-icount shift=0"
     "policy-lend|demo=bench-policy,cycles=$cycles swiotlb_policy=lend|"
     "policy-static|demo=bench-policy,cycles=$cycles swiotlb_policy=static|"
     "policy-dynamic|demo=bench-policy,cycles=$cycles swiotlb_policy=dynamic|"

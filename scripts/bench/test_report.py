@@ -247,6 +247,24 @@ class ProseFromDataTest(unittest.TestCase):
             out |= spellings(100 * median([p * m / 1024 / g for g, m, p in grow]))
             out |= spellings(median([(g - p * m / 1024) / p for g, m, p in grow]))
             out |= {"1024", "1.5"}  # the 4 KiB copy's share of the 4 MiB one; the target
+        # What clean slots save: per cell the paired on/off ratios of throughput and busy time
+        # per request (TCG time); the prose gives the median of the cells' medians and counts.
+        clean = {}
+        for r, d in runs.get("clean", []):
+            for c in d["cells"]:
+                clean.setdefault((c["pattern"], c["size"], c["qd"]), {}).setdefault(c["clean_slots"], {})[r] = c
+        if clean:
+            def cell_ratios(field):
+                per_cell = []
+                for by in clean.values():
+                    on, off = by.get(True, {}), by.get(False, {})
+                    ratios = [on[r][field] / off[r][field] for r in on if r in off and off[r][field]]
+                    per_cell.append((median(ratios), min(ratios), max(ratios), len(ratios) > 1))
+                return per_cell
+            mib = cell_ratios("mib_s")
+            out |= spellings(median([c[0] for c in mib]))
+            out |= spellings(median([c[0] for c in cell_ratios("busy_ns_per_req")]))
+            out |= {str(sum(c[0] > 1 for c in mib)), str(len(mib)), str(sum(c[3] and (c[1] > 1 or c[2] < 1) for c in mib))}
         kicks = lambda c: median([x["kicks_per_req"] for _, d in runs.get(c, []) for x in d["cells"]])
         if runs.get("features-idx-ind"):
             out |= spellings(kicks("features-noidx-ind") - kicks("features-idx-ind"))

@@ -3,6 +3,8 @@
 //! `demo=bench-<kind>[,<option>...]` on the command line picks what one boot measures:
 //! - `bench-io`: bounce cost on disk 0 (sequential and random reads and writes, 4 KiB and
 //!   64 KiB, queue depth 1 and 16, direct and bounced buffers alternated in the same boot);
+//! - `bench-clean`: what clean bounce slots save: bounced reads on disk 0 with
+//!   `swiotlb_clean_slots` on (the loop scrubs while idle) and off, alternated in the same boot;
 //! - `bench-features`: what INDIRECT_DESC and RING_EVENT_IDX buy (random I/O at queue depths
 //!   1 to 64, interrupts and kicks per request), under the boot's `blk_indirect=` and
 //!   `blk_event_idx=`;
@@ -87,10 +89,9 @@ mod image {
     fn options(k: &Kernel) -> Result<Options, String> {
         let spec = k.params.demo.as_deref().unwrap_or("");
         let mut words = spec.split(',');
-        let kind = words
-            .next()
-            .and_then(|w| w.strip_prefix("bench-"))
-            .ok_or_else(|| format!("demo={spec}: expected demo=bench-<io|features|map|scaling|policy|pools|smp-map|smp-io>[,options]"))?;
+        let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| {
+            format!("demo={spec}: expected demo=bench-<io|clean|features|map|scaling|policy|pools|smp-map|smp-io>[,options]")
+        })?;
         let mut o =
             Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3, throttle_bps: 0, warmup_ms: 0 };
         for w in words {
@@ -129,6 +130,7 @@ mod image {
         time::start_tick(Duration::from_millis(10));
         let result = match o.kind.as_str() {
             "io" => super::io::bounce_cost(k, o, &mut out),
+            "clean" => super::io::clean_slots(o, &mut out),
             "features" => super::io::virtio_features(k, o, &mut out),
             "map" => limited_device(k).and_then(|d| super::mapping::mapping_cost(d, &mut out)),
             "scaling" => limited_device(k).and_then(|d| super::mapping::pool_scaling(d, &mut out)),
