@@ -152,6 +152,8 @@ class ProseFromDataTest(unittest.TestCase):
 
     def test_figures_follow_the_data(self):
         self.assertIn("768 of their 1024 pages migrated", self.prose_a)
+        self.assertIn("**What clean slots save**", self.text_a, "the committed run has the clean-slot cells")
+        self.assertIn("| `clean-icount` | instructions | seq | 64 KiB | 1 |", self.text_a)
         # 500 pages of 500,000 / 1024 instructions each against 1,000,000: 24.4 %, the rest per page.
         self.assertIn("make 24.4 % of it; the rest, 1,512 instructions per migrated page", self.prose_a)
         self.assertNotIn("per migrated page", self.prose_b, "set B migrated nothing")
