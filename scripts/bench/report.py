@@ -1715,7 +1715,7 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
     md.append("## Method\n")
     md.append(
         f"- One benchmark kernel (`kernel/examples/bench/`), booted once per configuration and round by "
-        f"`scripts/bench.sh`; the command line picks the benchmark (`demo=bench-io|features|map|scaling|policy|pools|smp-map|smp-io`) and "
+        f"`scripts/bench.sh`; the command line picks the benchmark (`demo=bench-io|clean|features|map|scaling|policy|pools|smp-map|smp-io`) and "
         f"the configuration (`swiotlb_policy=`, `swiotlb=`, `cma=`, `swiotlb_keep=`, `blk_event_idx=`, `blk_indirect=`, "
         f"`irq_affinity=`, and the vCPU count given to `qemu-run.sh --smp`). The configurations run "
         f"alternated, A B C … A B C …, {machine.get('rounds', '?')} rounds "
