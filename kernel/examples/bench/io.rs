@@ -157,6 +157,17 @@ struct RunTime {
     idle_ns: u64,
 }
 
+impl RunTime {
+    /// The busy-time fields of a cell that completed `ops` requests: time asleep, time busy,
+    /// and busy time per request.
+    fn add_busy(&self, o: &mut Obj, ops: u64) {
+        let busy_ns = self.elapsed_ns - self.idle_ns;
+        o.int("idle_ns", self.idle_ns)
+            .int("busy_ns", busy_ns)
+            .num("busy_ns_per_req", if ops > 0 { busy_ns as f64 / ops as f64 } else { f64::NAN });
+    }
+}
+
 /// How long a polling [`run_waiting`] waits after a pass that found nothing done.
 const POLL_BACKOFF_NS: u64 = 5_000;
 
@@ -295,7 +306,6 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                         let after = counters();
                         let [irqs, kicks, completed] = [0, 1, 2].map(|i| after[i] - counted[i]);
                         let per = |n: u64| if completed > 0 { n as f64 / completed as f64 } else { f64::NAN };
-                        let busy_ns = t.elapsed_ns - t.idle_ns;
                         let mut o = stream_json(&s[0], t.elapsed_ns);
                         o.str("placement", placement)
                             .int("data_bounced", disk.stats.data_bounced.load(Ordering::Relaxed) - before.0)
@@ -304,10 +314,8 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                             .int("kicks", kicks)
                             .int("completed", completed)
                             .num("irqs_per_req", per(irqs))
-                            .num("kicks_per_req", per(kicks))
-                            .int("idle_ns", t.idle_ns)
-                            .int("busy_ns", busy_ns)
-                            .num("busy_ns_per_req", if s[0].ops > 0 { busy_ns as f64 / s[0].ops as f64 } else { f64::NAN });
+                            .num("kicks_per_req", per(kicks));
+                        t.add_busy(&mut o, s[0].ops);
                         cells.push(o.finish());
                     }
                 }
@@ -348,15 +356,12 @@ pub(crate) fn clean_slots(opts: &Options, out: &mut Obj) -> Result<(), String> {
                     let mut s = [Stream::new(disk, Op::Read, random, size, qd, &bounced)];
                     let t = run_timed(&mut s, budget, true, clean)?;
                     let after = counters();
-                    let busy_ns = t.elapsed_ns - t.idle_ns;
                     let mut o = stream_json(&s[0], t.elapsed_ns);
                     o.bool("clean_slots", clean)
                         .int("reads_copy_in_skipped", after[0] - before[0])
                         .int("reads_copied_in", after[1] - before[1])
-                        .int("slots_scrubbed", after[2] - before[2])
-                        .int("idle_ns", t.idle_ns)
-                        .int("busy_ns", busy_ns)
-                        .num("busy_ns_per_req", if s[0].ops > 0 { busy_ns as f64 / s[0].ops as f64 } else { f64::NAN });
+                        .int("slots_scrubbed", after[2] - before[2]);
+                    t.add_busy(&mut o, s[0].ops);
                     cells.push(o.finish());
                 }
             }

@@ -475,9 +475,16 @@ impl SwiotlbMem {
     /// A pool of `nslots` slots at `start`, for memory the caller has just filled with zeros:
     /// every slot starts clean, and clean-slot tracking is as the default pool's.
     pub(super) fn new_zeroed_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
+        let pool = self.new_dirty_pool(start, nslots)?;
+        pool.mark_free_slots_clean();
+        Ok(pool)
+    }
+
+    /// A pool of `nslots` slots at `start` whose memory nobody zeroed: no slot is known clean;
+    /// clean-slot tracking is as the default pool's.
+    fn new_dirty_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
         let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
         pool.set_clean_slots(self.pool.clean_slots());
-        pool.mark_free_slots_clean();
         Ok(pool)
     }
 
@@ -488,11 +495,10 @@ impl SwiotlbMem {
     pub(super) fn new_grown_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
         if self.tunables.reclaim_scrub {
             self.mem.fill(start, 0, slot_bytes(nslots));
-            return self.new_zeroed_pool(start, nslots);
+            self.new_zeroed_pool(start, nslots)
+        } else {
+            self.new_dirty_pool(start, nslots)
         }
-        let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
-        pool.set_clean_slots(self.pool.clean_slots());
-        Ok(pool)
     }
 }
 
