@@ -109,10 +109,10 @@ fn bounces_only_beyond_window() -> TestResult {
     // The device tree's DMA window (qemu-run.sh fits it to RAM below 512 MiB): it must leave
     // RAM beyond it, or nothing could bounce.
     let limit = window()?;
-    kassert_eq!(d.dma_limit, Some(limit));
-    kassert!(d.coherent, "QEMU's virtio-mmio nodes are dma-coherent");
+    kassert_eq!(d.dma_limit(), Some(limit));
+    kassert!(d.coherent(), "QEMU's virtio-mmio nodes are dma-coherent");
     let api = &layer().api;
-    let forced = matches!(d.policy, BouncePolicy::Forced);
+    let forced = matches!(d.policy(), BouncePolicy::Forced);
     let (high, low) = (buffer(0, true)?, buffer(0, false)?);
     kassert!(high > limit && low <= limit);
     mem().write(high, &pattern(1, 4096));
@@ -177,7 +177,7 @@ fn clean_slots_skip_copy_in() -> TestResult {
 
 fn restricted_pool_isolation() -> TestResult {
     let d = device("/virtio_mmio@a003c00")?;
-    let BouncePolicy::Restricted(pool) = d.policy else { return Err(format!("{d:?} is not behind its restricted pool")) };
+    let BouncePolicy::Restricted(pool) = d.policy() else { return Err(format!("{d:?} is not behind its restricted pool")) };
     let range = pool.range();
     // Where the device tree puts it (qemu-run.sh moves it into the DMA window below 512 MiB).
     let k = kernel();

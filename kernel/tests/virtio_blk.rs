@@ -139,8 +139,8 @@ fn probe_finds_both_disks() -> TestResult {
     let k = kernel::platform::kernel();
     let limit = k.dt.smallest_dma_limit().map_err(e)?.ok_or("no DMA window in the device tree")?;
     kassert!(k.memblock.ram().iter().any(|r| r.end() > limit + 1), "the DMA window (to {limit:#x}) covers all RAM");
-    kassert_eq!(d0.dma_dev.dma_limit, Some(limit));
-    kassert!(matches!(d1.dma_dev.policy, BouncePolicy::Restricted(_)), "disk1 behind the restricted pool");
+    kassert_eq!(d0.dma_dev.dma_limit(), Some(limit));
+    kassert!(matches!(d1.dma_dev.policy(), BouncePolicy::Restricted(_)), "disk1 behind the restricted pool");
     Ok(())
 }
 
@@ -180,7 +180,7 @@ fn reads_known_pattern() -> TestResult {
             d.test_read(sector, buf, len, TIMEOUT).map_err(|x| format!("read {len} at {sector}: {x}"))?;
             kassert!(read_back(buf, len) == sector_pattern(sector, len), "data of {len} bytes at sector {sector} (high={high})");
             // Beyond the window it bounces; inside it only under swiotlb=force.
-            let bounces = high || matches!(d.dma_dev.policy, BouncePolicy::Forced);
+            let bounces = high || matches!(d.dma_dev.policy(), BouncePolicy::Forced);
             let counter = if bounces { &d.stats.data_bounced } else { &d.stats.data_direct };
             let before = if bounces { bounced } else { direct };
             kassert_eq!(counter.load(Ordering::Relaxed), before + 1);
@@ -310,7 +310,7 @@ fn many_in_flight() -> TestResult {
 
 fn disk1_restricted() -> TestResult {
     let d = disk1()?;
-    let BouncePolicy::Restricted(pool) = d.dma_dev.policy else { return Err("disk1 not restricted".into()) };
+    let BouncePolicy::Restricted(pool) = d.dma_dev.policy() else { return Err("disk1 not restricted".into()) };
     let range = pool.range();
     let (src, dst) = (buffer(6, true)?, buffer(6, false)?);
     let len = 128 * 1024;

@@ -439,15 +439,25 @@ def plot_throughput(cells, fcells, keys, plots_dir):
 
 
 def direct_net(row):
-    """A direct map+unmap without the benchmark loop's own call (`direct_call_ns`, where the
-    results have it; older results give the raw figure)."""
+    """A direct map+unmap as the DMA API adds it to its caller: inline in the measuring loop, net
+    of the same loop with nothing in it (`direct_inline_ns` − `direct_loop_ns`); results without
+    those give the call through a function of its own (`direct_called`)."""
+    if "direct_inline_ns" in row:
+        return row["direct_inline_ns"] - row["direct_loop_ns"]
+    return direct_called(row)
+
+
+def direct_called(row):
+    """A direct map+unmap called through a function of its own, net of the same call to a
+    function that does nothing (`direct_call_ns`, where the results have it)."""
     return row["direct_map_unmap_ns"] - row.get("direct_call_ns", 0.0)
 
 
-def call_figure(runs, config, scale):
-    """The loop's own call, median [min–max] over the boots, for the mapping table's caption."""
-    calls = [r["direct_call_ns"] for _, d in runs.get(config, []) for r in d["rows"] if "direct_call_ns" in r]
-    return fmt_summary(summary(calls), scale=scale) if calls else "not measured in these results"
+def call_figure(runs, config, scale, f=lambda r: r.get("direct_call_ns")):
+    """A per-row figure (by default the loop's own call), median [min–max] over the rows of every
+    boot, for the mapping table's caption."""
+    vals = [v for _, d in runs.get(config, []) for r in d["rows"] if (v := f(r)) is not None]
+    return fmt_summary(summary(vals), scale=scale) if vals else "not measured in these results"
 
 
 COPY_FUNCTIONS = ("memcpy", "memset")
@@ -508,9 +518,13 @@ def mapping_section(runs, targets, trace=None):
         if not rows:
             continue
         out += [
-            f"*{title}.* `live`: other bounced 4 KiB mappings held meanwhile. *direct map+unmap*: net of "
-            "the benchmark loop's own call (the same call to a function that does nothing, measured in the same "
-            f"boot: {call_figure(runs, config, scale)}). *bookkeeping* = bounced "
+            f"*{title}.* `live`: other bounced 4 KiB mappings held meanwhile. *direct map+unmap*: what a "
+            "direct map+unmap adds to its caller: inline in the measuring loop (as a driver's submit path "
+            "inlines `map_single`/`unmap_single`), net of the same loop with the same opaque arguments and "
+            f"nothing else ({call_figure(runs, config, scale, lambda r: r.get('direct_loop_ns'))}). Called "
+            "instead through a function of its own, which saves the registers the out-of-line slow paths need, "
+            f"it took {call_figure(runs, config, scale, lambda r: direct_called(r) if 'direct_call_ns' in r else None)} "
+            f"(net of the same call to a function that does nothing, {call_figure(runs, config, scale)}). *bookkeeping* = bounced "
             "map+unmap (one copy, to the device) minus the memcpy; *2 copies* = bidirectional without "
             "`skip_cpu_sync` (copied in at map and back at unmap), *1 copy* = the same with "
             "`DmaAttrs { skip_cpu_sync: true }` (the copy at map is always made: a device must not see "
@@ -1311,8 +1325,9 @@ def per_boot_rows(runs, config):
 
 
 def map_figure(runs, config, f, key=(1, 4096)):
-    """The median over the boots of `f(row)` for the `map` row `key` of `config`."""
-    return median([f(b[key]) for b in per_boot_rows(runs, config) if key in b])
+    """The median over the boots of `f(row)` for the `map` row `key` of `config` (rows where `f`
+    gives None left out)."""
+    return median([v for b in per_boot_rows(runs, config) if key in b and (v := f(b[key])) is not None])
 
 
 def losses(runs, targets, machine):
@@ -1327,7 +1342,7 @@ def losses(runs, targets, machine):
     book_insns = map_figure(runs, "map-icount", lambda r: r["bounce_to_device_ns"] - r["memcpy_ns"])
     direct_insns = map_figure(runs, "map-icount", direct_net)
     direct_ratio = map_figure(runs, "map-icount", lambda r: direct_net(r) / r["memcpy_ns"])
-    direct_call = map_figure(runs, "map-icount", lambda r: r.get("direct_call_ns"))
+    direct_called_insns = map_figure(runs, "map-icount", lambda r: direct_called(r) if "direct_call_ns" in r else None)
     traced = trace_split(machine.get("insn_trace"), "bounced")
     one_copy = lambda cfg: map_figure(runs, cfg, lambda r: r["bounce_to_device_ns"] / r["memcpy_ns"], (1, big)) if big else None
     hit_ns = map_figure(runs, "map", lambda r: r["is_swiotlb_buffer_hit_ns"])
@@ -1364,14 +1379,7 @@ def losses(runs, targets, machine):
             "The driver notifies the device after each request it queues; section 5 says what RING_EVENT_IDX "
             "spares under TCG. Batching the kicks (one per batch of requests) is what this target asks for."
         ),
-        "qd16": (
-            f"QEMU's TCG runs the guest on one vCPU, on a host of {machine.get('nproc', '?')} CPUs shared with QEMU's own I/O "
-            "threads and other work: every bounce copy is guest instructions on that one CPU (at submission, and for "
-            "reads again in the interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the "
-            "host. The premise of the target, that the copy of one request overlaps the device's work on others, holds "
-            "on hardware with a DMA engine and a CPU to spare; here the vCPU does the copies, so a deep queue exposes "
-            "them instead of hiding them. A read whose slots were not clean also copies twice (next item)."
-        ),
+        "qd16": qd16_reason(runs, machine),
         "added": (
             "A bounced *read* copies once when its slots are clean: free slots are zeroed while CPUs idle "
             "(`swiotlb_clean_slots=on`, the default), and a virtio-blk read, mapped with `DmaAttrs::no_copy_in`, "
@@ -1401,15 +1409,14 @@ def losses(runs, targets, machine):
             "check."
         ),
         "direct": (
-            f"The direct path took {fmt(direct_insns)} instructions per map+unmap"
-            + (f" (net of the loop's own call, {fmt(direct_call)})" if direct_call is not None else "")
+            f"The direct path added {fmt(direct_insns)} instructions per map+unmap to its caller"
+            + (f" ({fmt(direct_called_insns)} through a function of its own)" if direct_called_insns is not None else "")
             + f" against {fmt(memcpy_insns)} for the 4 KiB memcpy: {fmt(direct_ratio, 2)} of it (median of the "
             "per-boot ratios). Its common case is inline in the caller (`DmaApi::map_single`/`unmap_single`), "
             "everything else out of line; what is left: the checks themselves (zero size, the debug tracker, the "
-            "device's policy and reach, coherence, the lent-page and CMA span a pin would need, interrupt context, and "
-            "at unmap the device pool flag and the SWIOTLB's span), the direct-maps counter's atomic increment, and the "
-            "registers the caller saves because the slow paths are calls. In TCG time a memcpy also runs faster "
-            "per instruction than this branchy code."
+            "device's reach as one compare, the lent-page and CMA span a pin would need, interrupt context, and "
+            "at unmap the device pool flag and the SWIOTLB's span), the direct-maps counter's atomic increment. "
+            "In TCG time a memcpy also runs faster per instruction than this branchy code."
         ),
         "flat": (
             f"Timer noise: one call took {fmt(hit_ns)} ns, {fmt(ticks, 2)} ticks of the {fmt(timer_hz / 1e6 if timer_hz else None)} MHz "
@@ -1502,6 +1509,77 @@ def losses(runs, targets, machine):
             "A RAM full of pinned or unmovable pages would leave `lend` nothing to migrate into (not measured here)."
         )
     return "\n".join(out) + "\n"
+
+
+def qd16_figures(runs):
+    """The figures behind the unthrottled 64 KiB QD 16 cells that missed, or None if none did:
+    per placement the vCPU's busy share (busy time per request × requests ÷ the cell's elapsed
+    time) and busy time per request, medians over those cells and rounds; the bounced/direct
+    throughput a guest that its one CPU alone held would show (busy per request direct ÷
+    bounced, per boot) next to the measured one; and the CPU a bounce added per request against
+    the same boot's 64 KiB memcpy."""
+    cells, memcpy = io_cells(runs, "io")
+    keys = sorted(k for k in {k[:4] for k in cells} if k[2] == 64 * KIB and k[3] == 16 and (pair_ratio(cells, k, "mib_s")[0] or 1) < 0.9)
+    if not keys:
+        return None
+
+    def share(c):
+        busy, ops, elapsed = c.get("busy_ns_per_req"), c.get("ops"), c.get("elapsed_ns")
+        return busy * ops / elapsed if busy is not None and ops and elapsed else None
+
+    copy = {rnd: m["ns"] for rnd, m in memcpy.get(64 * KIB, [])}
+    cpu_bound, measured, added = [], [], []
+    for k in keys:
+        d, b = dict(cells.get(k + ("direct",), [])), dict(cells.get(k + ("bounced",), []))
+        for rnd in d.keys() & b.keys():
+            bd, bb = d[rnd].get("busy_ns_per_req"), b[rnd].get("busy_ns_per_req")
+            cpu_bound += paired_ratios([(bd, bb)])
+            measured += paired_ratios([(b[rnd].get("mib_s"), d[rnd].get("mib_s"))])
+            if bd is not None and bb is not None and copy.get(rnd):
+                added.append((bb - bd) / copy[rnd])
+    get = lambda placement, f: median([f(c) for k in keys for _, c in cells.get(k + (placement,), [])])
+    return {
+        "cells": keys,
+        "share_direct": get("direct", share),
+        "share_bounced": get("bounced", share),
+        "busy_direct": get("direct", lambda c: c.get("busy_ns_per_req")),
+        "busy_bounced": get("bounced", lambda c: c.get("busy_ns_per_req")),
+        "cpu_bound": median(cpu_bound),
+        "measured": median(measured),
+        "added_copies": median(added),
+    }
+
+
+def qd16_reason(runs, machine):
+    """Why the unthrottled 64 KiB QD 16 cells missed, from their figures and section 6's."""
+    f = qd16_figures(runs)
+    text = ""
+    if f and f["share_bounced"] is not None and f["cpu_bound"] is not None:
+        text += (
+            f"In the missed cells ({', '.join(f'{k[0]} {k[1]}' for k in f['cells'])}) the vCPU was busy "
+            f"{fmt(100 * f['share_bounced'])} % of the time bounced and {fmt(100 * f['share_direct'])} % direct "
+            f"({fmt(f['busy_bounced'] / 1e3)} µs per bounced request against {fmt(f['busy_direct'] / 1e3)} µs; medians over "
+            "those cells and rounds): the one vCPU, not the device, set the pace. A guest held by its CPU alone would "
+            f"run bounced/direct at the ratio of those busy times, {fmt(f['cpu_bound'], 2)}; measured: "
+            f"{fmt(f['measured'], 2)} (medians of the per-boot ratios). "
+            + (f"The bounce added {fmt(f['added_copies'], 2)} 64 KiB memcpys' worth of CPU per request (same boot). "
+               if f["added_copies"] is not None else "")
+        )
+    text += (
+        f"Every bounce copy is guest instructions on that one vCPU (at submission, and for reads again in the "
+        "interrupt handler), while the direct path's data is copied by QEMU's I/O threads on the host's "
+        f"{machine.get('nproc', '?')} CPUs; the premise of the target, that the copy of one request overlaps the "
+        "device's work on others, needs a CPU to spare. "
+    )
+    spread = [s for cpus, what, s in report_smp.io_section(runs)[1] if cpus == 2 and "64 KiB" in what and s[0] is not None]
+    if spread:
+        text += (
+            f"Giving the copies a second vCPU does not provide one on this host: with 2 vCPUs and each disk's "
+            f"completions (where reads copy back) on its own vCPU, two disks' 64 KiB reads ran {fmt_summary(spread[0])} "
+            "times as fast as with both on one vCPU (section 6), the second vCPU's host thread competing with QEMU's "
+            "I/O threads for the host's cores. "
+        )
+    return text + "A read whose slots were not clean also copies twice (next item)."
 
 
 def throttled_figures(runs):

@@ -87,6 +87,24 @@ class ThrottledCells(unittest.TestCase):
         self.assertEqual(report.throttled_section({}, report.Targets()), "No `io-throttled` results.\n")
 
 
+class Qd16Reason(unittest.TestCase):
+    def test_figures_from_data(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                c["elapsed_ns"], c["ops"] = 1e9, c["iops"]  # one second per cell
+        text = report.qd16_reason(runs, {"nproc": 2})
+        # Direct: 20 us busy per request at 400 MiB/s of 64 KiB (6400/s); bounced: 20 us + 1.5 ns/B
+        # * 64 KiB = 118.3 us at 3200/s; the 64 KiB memcpy 0.25 ns/B = 16.4 us.
+        self.assertIn("busy 37.9 % of the time bounced and 12.8 % direct (118 µs per bounced request against 20 µs", text)
+        self.assertIn("at the ratio of those busy times, 0.17; measured: 0.5 ", text)
+        self.assertIn("The bounce added 6 64 KiB memcpys' worth of CPU per request", text)
+        self.assertIn("host's 2 CPUs", text)
+        self.assertNotIn("second vCPU", text, "no smp-io results in these runs")
+        runs["io"] = [(r, io_boot(0, 0.95, 20_000.0, 1.5, 0.25)) for r in (1, 2)]
+        self.assertNotIn("busy", report.qd16_reason(runs, {}), "no cell missed: no figures")
+
+
 class CpuPerByte(unittest.TestCase):
     def test_bounce_and_memcpy_per_byte_with_ratio(self):
         text = report.cpu_per_byte_section(runs_with(524_288_000, [1, 1, 1]))

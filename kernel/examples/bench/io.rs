@@ -266,7 +266,7 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
     let force = k.params.swiotlb.force == Some(true);
     // The throttle bench.sh gave disk 0 (QEMU `throttling.bps-total`, bytes/s; 0: none): the
     // kernel cannot see it, so the command line says it and the results carry it.
-    out.str("device_policy", &format!("{:?}", disk.dma_dev.policy))
+    out.str("device_policy", &format!("{:?}", disk.dma_dev.policy()))
         .bool("force", force)
         .int("disk_bytes", disk.size_bytes())
         .int("throttle_bps", opts.throttle_bps)
@@ -426,7 +426,7 @@ pub(crate) fn device_pools(_k: &'static Kernel, opts: &Options, out: &mut Obj) -
     if disks.len() < 3 {
         return Err(format!("the pools benchmark needs three disks, found {}", disks.len()));
     }
-    if !matches!(disks[1].dma_dev.policy, BouncePolicy::Restricted(_)) {
+    if !matches!(disks[1].dma_dev.policy(), BouncePolicy::Restricted(_)) {
         return Err(String::from("disk1 is not behind the restricted pool"));
     }
     let bufs: Vec<Vec<PhysAddr>> = (0..3).map(|_| alloc_bufs(8, true)).collect::<Result<_, _>>()?;

@@ -40,14 +40,20 @@ pub struct DmaDevice {
     /// Its name (the device-tree node name).
     pub name: &'static str,
     /// The highest physical address it can reach (inclusive), from `dma-ranges`; `None`: all.
-    pub dma_limit: Option<PhysAddr>,
+    /// Fixed at construction, as `coherent` and `policy` ([`Self::direct_end`] is derived).
+    dma_limit: Option<PhysAddr>,
     /// `dma-coherent`: the device snoops the CPU caches, so no cache maintenance is needed.
-    pub coherent: bool,
+    coherent: bool,
     /// Low address bits the device needs preserved in a bounce buffer (Linux
     /// `dma_get_min_align_mask`).
     pub min_align_mask: u64,
     /// How its DMA is bounced.
-    pub policy: BouncePolicy,
+    policy: BouncePolicy,
+    /// The end (exclusive) of the addresses a mapping may use as they are, with no bounce and no
+    /// cache maintenance, as far as the device is concerned: a coherent `WhenNeeded` device's
+    /// reach (`dma_limit + 1`, or `PhysAddr::MAX`); 0 for every other device. One compare on
+    /// the DMA API's inline direct path instead of the policy, the limit and coherence.
+    direct_end: PhysAddr,
     /// A per-device pool carved for a device that bounces heavily (the seed's "local
     /// accelerator"), tried before the default pool.
     device_pool: IrqSafeSpinLock<Option<&'static DevicePoolSlot>>,
@@ -74,6 +80,10 @@ impl fmt::Debug for DmaDevice {
 impl DmaDevice {
     /// A device description.
     pub fn new(id: DeviceId, name: &'static str, dma_limit: Option<PhysAddr>, coherent: bool, policy: BouncePolicy) -> Self {
+        let direct_end = match policy {
+            BouncePolicy::WhenNeeded if coherent => dma_limit.map_or(PhysAddr::MAX, |last| last.saturating_add(1)),
+            _ => 0,
+        };
         Self {
             id,
             name,
@@ -81,9 +91,43 @@ impl DmaDevice {
             coherent,
             min_align_mask: 0,
             policy,
+            direct_end,
             device_pool: IrqSafeSpinLock::new(None),
             has_device_pool: AtomicBool::new(false),
         }
+    }
+
+    /// The highest physical address it can reach (inclusive); `None`: all of memory.
+    #[inline]
+    pub fn dma_limit(&self) -> Option<PhysAddr> {
+        self.dma_limit
+    }
+
+    /// Whether it snoops the CPU caches (`dma-coherent`).
+    #[inline]
+    pub fn coherent(&self) -> bool {
+        self.coherent
+    }
+
+    /// How its DMA is bounced.
+    #[inline]
+    pub fn policy(&self) -> BouncePolicy {
+        self.policy
+    }
+
+    /// True if a mapping of `[addr, addr + size)` (`size` > 0) needs, as far as the device is
+    /// concerned, neither a bounce nor cache maintenance: a coherent device that bounces only
+    /// what it cannot reach, and reaches all of it. False says nothing (the full checks decide).
+    #[inline]
+    pub fn direct_as_is(&self, addr: PhysAddr, size: usize) -> bool {
+        addr.checked_add(size as u64).is_some_and(|end| end <= self.direct_end)
+    }
+
+    /// True if the device's mappings may all be direct and need no cache maintenance (see
+    /// [`direct_as_is`](Self::direct_as_is)).
+    #[inline]
+    pub fn maps_direct_as_is(&self) -> bool {
+        self.direct_end != 0
     }
 
     /// True if the device can reach all of `[addr, addr + size)` (Linux `dma_capable`).

@@ -183,7 +183,8 @@ impl<'a> DmaApi<'a> {
     /// [`pin_hull`](Self::pin_hull)); true sends it to [`lent_pages`](Self::lent_pages).
     #[inline]
     fn may_pin(&self, addr: PhysAddr, size: usize) -> bool {
-        addr < self.pin_hull.end && addr.saturating_add(size as u64) > self.pin_hull.start
+        // The end first: buffers mostly lie below the pools (which sit at the top of the window).
+        addr.saturating_add(size as u64) > self.pin_hull.start && addr < self.pin_hull.end
     }
 
     /// The debug tracker, if debugging is on.
@@ -195,21 +196,21 @@ impl<'a> DmaApi<'a> {
     /// `dma_direct_map_page`).
     #[inline]
     pub fn needs_bounce(&self, dev: &DmaDevice, addr: PhysAddr, size: usize) -> bool {
-        match dev.policy {
+        match dev.policy() {
             BouncePolicy::Restricted(_) | BouncePolicy::Forced => true,
             BouncePolicy::WhenNeeded => {
                 let shares_lines = || {
                     let line = arch::dma_alignment() as u64;
                     !addr.is_multiple_of(line) || !(size as u64).is_multiple_of(line)
                 };
-                !dev.dma_capable(addr, size) || (!dev.coherent && shares_lines())
+                !dev.dma_capable(addr, size) || (!dev.coherent() && shares_lines())
             }
         }
     }
 
     /// The largest mapping `dev` may make in one piece (Linux `dma_max_mapping_size`).
     pub fn max_mapping_size(&self, dev: &DmaDevice) -> usize {
-        let may_bounce = !matches!(dev.policy, BouncePolicy::WhenNeeded) || dev.dma_limit.is_some() || !dev.coherent;
+        let may_bounce = !matches!(dev.policy(), BouncePolicy::WhenNeeded) || dev.dma_limit().is_some() || !dev.coherent();
         if may_bounce {
             swiotlb_max_mapping_size(dev.min_align_mask)
         } else {
@@ -224,7 +225,7 @@ impl<'a> DmaApi<'a> {
     }
 
     fn cache(&self, dev: &DmaDevice, op: CacheOp, addr: PhysAddr, size: usize) {
-        if !dev.coherent {
+        if !dev.coherent() {
             arch::dcache_range(op, addr, size);
         }
     }
@@ -251,15 +252,11 @@ impl<'a> DmaApi<'a> {
         attrs: DmaAttrs,
     ) -> Result<DmaAddr, DmaError> {
         // The direct path's common case (Linux `dma_direct_map_page` when it neither bounces nor
-        // syncs), inline and in registers: nothing to pin, no cache to clean, no tracker, task
-        // context. Everything else, bounces included, takes the full path below.
-        if size != 0
-            && self.debug.is_none()
-            && !self.needs_bounce(dev, addr, size)
-            && (dev.coherent || attrs.skip_cpu_sync)
-            && !self.may_pin(addr, size)
-            && !arch::in_interrupt()
-        {
+        // syncs), inline and in registers: a coherent device that bounces only what it cannot
+        // reach, the buffer within its reach (one compare, `DmaDevice::direct_as_is`), nothing
+        // to pin, no tracker, task context. Everything else, bounces included, takes the full
+        // path below.
+        if size != 0 && self.debug.is_none() && dev.direct_as_is(addr, size) && !self.may_pin(addr, size) && !arch::in_interrupt() {
             self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
             return Ok(addr);
         }
@@ -347,7 +344,7 @@ impl<'a> DmaApi<'a> {
         // SAFETY: the caller owns the buffer until the unmap (this function's contract, handed
         // on unchanged to whichever pool maps it, here and below).
         let to_default = || unsafe { self.default_mem.map_attrs(addr, size, dir, align, attrs) };
-        let result = match dev.policy {
+        let result = match dev.policy() {
             // SAFETY: as above.
             BouncePolicy::Restricted(pool) => unsafe { pool.map_attrs(addr, size, dir, align, attrs) },
             _ => match dev.device_pool() {
@@ -365,7 +362,7 @@ impl<'a> DmaApi<'a> {
                 kick();
             }
         })?;
-        if let Some(limit) = dev.dma_limit.filter(|_| !dev.dma_capable(tlb, size)) {
+        if let Some(limit) = dev.dma_limit().filter(|_| !dev.dma_capable(tlb, size)) {
             // A pool above the device's limit is a configuration error: undo, report.
             if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
                 let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
@@ -381,7 +378,7 @@ impl<'a> DmaApi<'a> {
     /// paddr)`): its restricted pool; or its carved pool, then the default SWIOTLB. The first
     /// live slot answers; a free slot in one of them answers `Free` if no other has it live.
     fn lookup(&self, dev: &DmaDevice, dma: DmaAddr) -> SlotLookup<'a> {
-        match dev.policy {
+        match dev.policy() {
             BouncePolicy::Restricted(pool) => pool.lookup(dma),
             // No pool of `dev`'s can hold it (a direct mapping), found without the device-pool lock.
             _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => SlotLookup::Outside,
@@ -416,7 +413,7 @@ impl<'a> DmaApi<'a> {
     /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
     /// unmap and sync. A lent page inside a pool's range, mapped directly, is not.
     pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
-        match dev.policy {
+        match dev.policy() {
             BouncePolicy::Restricted(pool) => pool.is_swiotlb_buffer(dma),
             _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => false,
             _ => dev.device_pool().is_some_and(|slot| slot.is_swiotlb_buffer(dma)) || self.default_mem.is_swiotlb_buffer(dma),
@@ -427,13 +424,12 @@ impl<'a> DmaApi<'a> {
     /// wrote (unless `skip_cpu_sync`) and frees the slots.
     #[inline]
     pub fn unmap_single(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
-        // The common direct case inline (as in `map_single`): no pool can hold `dma`, nothing
-        // to invalidate or unpin, no tracker.
+        // The common direct case inline (as in `map_single`): a coherent `WhenNeeded` device
+        // without a pool of its own, no pool can hold `dma`, nothing to unpin, no tracker.
         if self.debug.is_none()
-            && !matches!(dev.policy, BouncePolicy::Restricted(_))
+            && dev.maps_direct_as_is()
             && !dev.has_device_pool()
             && !self.default_mem.may_hold(dma)
-            && (dev.coherent || !dir.from_device() || attrs.skip_cpu_sync)
             && !self.may_pin(dma, size)
         {
             return Ok(());
@@ -563,20 +559,20 @@ impl<'a> DmaApi<'a> {
         if size == 0 {
             return Err(DmaError::ZeroSize);
         }
-        if !dev.coherent {
+        if !dev.coherent() {
             return Err(DmaError::Unsupported("coherent memory for a non-coherent device needs a non-cacheable mapping"));
         }
-        if let BouncePolicy::Restricted(pool) = dev.policy {
+        if let BouncePolicy::Restricted(pool) = dev.policy() {
             let addr = pool.alloc_coherent(size)?;
             return Ok((addr, addr));
         }
         let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
-        let zone = if dev.dma_limit.is_some() { ZoneType::Dma } else { ZoneType::Normal };
+        let zone = if dev.dma_limit().is_some() { ZoneType::Dma } else { ZoneType::Normal };
         let addr = pages.lock().alloc_pages(order, zone, MigrateType::Unmovable).map_err(|_| DmaError::NoMemory)?;
         let len = (PAGE_SIZE as usize) << order;
         if !dev.dma_capable(addr, len) {
             let _ = pages.lock().free_pages(addr, order);
-            return Err(DmaError::PoolUnreachable { tlb: addr, limit: dev.dma_limit.unwrap_or(0) });
+            return Err(DmaError::PoolUnreachable { tlb: addr, limit: dev.dma_limit().unwrap_or(0) });
         }
         self.mem.fill(addr, 0, len);
         Ok((addr, addr))
@@ -584,7 +580,7 @@ impl<'a> DmaApi<'a> {
 
     /// Frees memory from [`alloc_coherent`](Self::alloc_coherent) with the same device and size.
     pub fn free_coherent(&self, dev: &DmaDevice, pages: &LockedPageAllocator, addr: PhysAddr, size: usize) -> Result<(), DmaError> {
-        if let BouncePolicy::Restricted(pool) = dev.policy {
+        if let BouncePolicy::Restricted(pool) = dev.policy() {
             return pool.free_coherent(addr).map_err(DmaError::Swiotlb);
         }
         let order = (size as u64).div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;

@@ -383,7 +383,7 @@ pub enum HintOutcome {
 pub fn set_inflight_hint(dev: &DmaDevice, bytes: usize) -> Result<HintOutcome, LendError> {
     assert!(!crate::arch::in_interrupt(), "set_inflight_hint: task context only");
     let dma = dma();
-    let wants = dev.dma_limit.is_some() && !matches!(dev.policy, BouncePolicy::Restricted(_)) && bytes >= DEVICE_POOL_HINT_THRESHOLD;
+    let wants = dev.dma_limit().is_some() && !matches!(dev.policy(), BouncePolicy::Restricted(_)) && bytes >= DEVICE_POOL_HINT_THRESHOLD;
     let current = dev.device_pool();
     match (wants, current) {
         (true, None) => {

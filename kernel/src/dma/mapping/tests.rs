@@ -368,9 +368,39 @@ fn max_mapping_size_follows_the_bounce_limit() {
     let s = setup();
     let api = DmaApi::new(s.swiotlb, None, None);
     assert_eq!(api.max_mapping_size(&dev(BouncePolicy::WhenNeeded, true)), 256 * 1024);
-    let mut unlimited = DmaDevice::new(2, "x", None, true, BouncePolicy::WhenNeeded);
+    let unlimited = DmaDevice::new(2, "x", None, true, BouncePolicy::WhenNeeded);
     assert_eq!(api.max_mapping_size(&unlimited), usize::MAX);
-    unlimited.min_align_mask = 0xfff;
-    unlimited.policy = BouncePolicy::Forced;
-    assert_eq!(api.max_mapping_size(&unlimited), 256 * 1024 - 4096);
+    let mut forced = DmaDevice::new(2, "x", None, true, BouncePolicy::Forced);
+    forced.min_align_mask = 0xfff;
+    assert_eq!(api.max_mapping_size(&forced), 256 * 1024 - 4096);
+}
+
+/// `DmaDevice::direct_as_is`, the inline direct path's one compare, says yes exactly where the
+/// full checks would map as is with no cache maintenance: a coherent `WhenNeeded` device and a
+/// buffer it reaches (at the limit's edges, with no limit, with a limit at the top of the address
+/// space); never for a forced, restricted or non-coherent device.
+#[test]
+fn direct_as_is_agrees_with_the_full_checks() {
+    let s = setup();
+    let api = DmaApi::new(s.swiotlb, None, None);
+    let restricted = BouncePolicy::Restricted(s.pool);
+    for limit in [Some(LIMIT), None, Some(PhysAddr::MAX), Some(0)] {
+        for (policy, coherent) in
+            [(BouncePolicy::WhenNeeded, true), (BouncePolicy::WhenNeeded, false), (BouncePolicy::Forced, true), (restricted, true)]
+        {
+            let d = DmaDevice::new(1, "d", limit, coherent, policy);
+            let edge = limit.unwrap_or(PhysAddr::MAX);
+            for addr in [0, 64, RAM, edge.saturating_sub(4096), edge.saturating_sub(63), edge, edge.saturating_add(1), PhysAddr::MAX - 4095]
+            {
+                for size in [1usize, 64, 4096, 1 << 20] {
+                    let full = matches!(policy, BouncePolicy::WhenNeeded) && coherent && !api.needs_bounce(&d, addr, size);
+                    let as_is = d.direct_as_is(addr, size);
+                    // The one compare may send a mappable buffer at the very top of the address
+                    // space to the full path (its end does not fit), never the other way round.
+                    let top = addr.checked_add(size as u64).is_none_or(|end| end == PhysAddr::MAX);
+                    assert!(as_is == full || (top && !as_is), "{d:?}: addr {addr:#x} size {size:#x}: as is {as_is}, full checks {full}");
+                }
+            }
+        }
+    }
 }
