@@ -288,6 +288,26 @@ class ProseFromDataTest(unittest.TestCase):
             out |= spellings(median([b["direct"][0]["busy_ns_per_req"] / b["bounced"][0]["busy_ns_per_req"] for b in pairs]))
             out |= spellings(median([b["bounced"][0]["mib_s"] / b["direct"][0]["mib_s"] for b in pairs]))
             out |= spellings(median([(b["bounced"][0]["busy_ns_per_req"] - b["direct"][0]["busy_ns_per_req"]) / b["bounced"][1] for b in pairs]))
+        # What a bounce added at QD 1 in instructions (`io-icount`, 64 KiB): per op, in memcpys,
+        # the copies (reads: one plus the share that copied in) and the rest.
+        for op in ("read", "write"):
+            added, copies, rest, share = [], [], [], []
+            for _, d in runs.get("io-icount", []):
+                copy = {m["size"]: m["ns"] for m in d["memcpy"]}[64 * 1024]
+                by = {(c["pattern"], c["placement"]): c for c in d["cells"] if c["op"] == op and c["size"] == 64 * 1024 and c["qd"] == 1}
+                for pattern in ("seq", "rand"):
+                    dc, bc = by[(pattern, "direct")], by[(pattern, "bounced")]
+                    n = 1.0
+                    if op == "read":
+                        if "reads_copied_in" not in bc:
+                            continue
+                        share.append(bc["reads_copied_in"] / (bc["reads_copied_in"] + bc["reads_copy_in_skipped"]))
+                        n += share[-1]
+                    a = (bc["busy_ns_per_req"] - dc["busy_ns_per_req"]) / copy
+                    added, copies, rest = added + [a], copies + [n], rest + [a - n]
+            if added:
+                out |= spellings(median(added)) | spellings(median(copies)) | spellings(median(rest))
+                out |= spellings(100 * median(share)) if share else set()
         kicks = lambda c: median([x["kicks_per_req"] for _, d in runs.get(c, []) for x in d["cells"]])
         if runs.get("features-idx-ind"):
             out |= spellings(kicks("features-noidx-ind") - kicks("features-idx-ind"))

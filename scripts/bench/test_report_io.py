@@ -105,6 +105,21 @@ class Qd16Reason(unittest.TestCase):
         self.assertNotIn("busy", report.qd16_reason(runs, {}), "no cell missed: no figures")
 
 
+class AddedReason(unittest.TestCase):
+    def test_copies_and_the_rest_from_data(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        self.assertNotIn("read added", report.added_reason(runs), "results without the read counts: no split for reads")
+        for _, d in runs["io-icount"]:
+            for c in d["cells"]:
+                if c["op"] == "read" and c["placement"] == "bounced":
+                    c["reads_copy_in_skipped"], c["reads_copied_in"] = 1, 3
+        text = report.added_reason(runs)
+        # 0.5 instructions per byte more than direct: 32,768 for 64 KiB, against an 8,192 memcpy.
+        self.assertIn("read added 4 memcpys' worth: 1.75 copies (the copy back, and the copy-in of the 75 % of reads", text)
+        self.assertIn("and 2.25 besides; a write added 4 memcpys' worth: one copy and 3 besides.", text)
+        self.assertIn("without scrubbing", text)
+
+
 class CpuPerByte(unittest.TestCase):
     def test_bounce_and_memcpy_per_byte_with_ratio(self):
         text = report.cpu_per_byte_section(runs_with(524_288_000, [1, 1, 1]))

@@ -235,6 +235,14 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
     Ok(RunTime { elapsed_ns: elapsed, idle_ns })
 }
 
+/// The default SWIOTLB's pools' counts of bounced reads that skipped their copy-in (clean slots)
+/// and that copied in, and of slots scrubbed, summed.
+fn read_copy_counters() -> [u64; 3] {
+    dma().manager.pools().map(|p| p.stats()).fold([0u64; 3], |[skipped, copied, scrubbed], s| {
+        [skipped + s.reads_copy_in_skipped, copied + s.reads_copied_in, scrubbed + s.slots_scrubbed]
+    })
+}
+
 pub(super) fn alloc_bufs(n: usize, beyond_window: bool) -> Result<Vec<PhysAddr>, String> {
     (0..n).map(|_| ktest::buffer(BUF_ORDER, beyond_window)).collect()
 }
@@ -301,9 +309,11 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                         }
                         let before = (disk.stats.data_bounced.load(Ordering::Relaxed), disk.stats.data_direct.load(Ordering::Relaxed));
                         let counted = counters();
+                        let reads_before = read_copy_counters();
                         let mut s = [Stream::new(disk, op, random, size, qd, bufs)];
                         let t = run_timed(&mut s, budget, true, false)?;
                         let after = counters();
+                        let reads_after = read_copy_counters();
                         let [irqs, kicks, completed] = [0, 1, 2].map(|i| after[i] - counted[i]);
                         let per = |n: u64| if completed > 0 { n as f64 / completed as f64 } else { f64::NAN };
                         let mut o = stream_json(&s[0], t.elapsed_ns);
@@ -314,7 +324,12 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                             .int("kicks", kicks)
                             .int("completed", completed)
                             .num("irqs_per_req", per(irqs))
-                            .num("kicks_per_req", per(kicks));
+                            .num("kicks_per_req", per(kicks))
+                            // Bounced read data buffers (mapped `no_copy_in`; not the header or
+                            // the status byte) that found clean slots and skipped their copy-in,
+                            // and that copied in.
+                            .int("reads_copy_in_skipped", reads_after[0] - reads_before[0])
+                            .int("reads_copied_in", reads_after[1] - reads_before[1]);
                         t.add_busy(&mut o, s[0].ops);
                         cells.push(o.finish());
                     }
@@ -339,11 +354,7 @@ pub(crate) fn clean_slots(opts: &Options, out: &mut Obj) -> Result<(), String> {
     let budget = Duration::from_millis(opts.cell_ms);
     let m = dma().manager;
     let was_on = m.default_pool().clean_slots();
-    let counters = || {
-        m.pools().map(|p| p.stats()).fold([0u64; 3], |[skipped, copied, scrubbed], s| {
-            [skipped + s.reads_copy_in_skipped, copied + s.reads_copied_in, scrubbed + s.slots_scrubbed]
-        })
-    };
+    let counters = read_copy_counters;
     let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
     let mut cells = Vec::new();
     for random in [false, true] {
