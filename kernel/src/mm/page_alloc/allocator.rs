@@ -179,13 +179,25 @@ impl PageAllocator {
 
     // ---- free lists ----
 
+    /// Puts the free block at `idx` on `free_area[order].free_list[mt]`. The ISOLATE "lists"
+    /// are counters only: a free block of an isolated pageblock is counted (per order, and in
+    /// the zone's free pages of ISOLATE) and merged with its buddies, but linked into no list
+    /// (`prev` and `next` stay `NIL`). Nothing allocates from an isolated block, and its free
+    /// blocks are only ever found by walking the block (`move_freepages_block`,
+    /// `take_free_pageblock`), so a list would only cost: reclaim frees every migrated page's
+    /// old frame into an isolated block.
     pub(super) fn add_to_free_list(&mut self, idx: usize, order: u8, mt: MigrateType) {
         let zone = self.zone_of(idx);
-        let area = &mut self.zones[zone as usize].free_area[order as usize];
+        let z = &mut self.zones[zone as usize];
+        let area = &mut z.free_area[order as usize];
+        area.nr_free[mt.index()] += 1;
+        z.nr_free_pages[mt.index()] += 1 << order;
+        if mt == MigrateType::Isolate {
+            self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
+            return;
+        }
         let next = area.free_list[mt.index()];
         area.free_list[mt.index()] = idx as u32;
-        area.nr_free[mt.index()] += 1;
-        self.zones[zone as usize].nr_free_pages[mt.index()] += 1 << order;
         self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next };
         if let Some(PageDesc::Free { prev, .. }) = self.mem_map.get_mut(next as usize) {
             *prev = idx as u32;
@@ -193,30 +205,38 @@ impl PageAllocator {
     }
 
     /// Unlinks the free block at `idx`; its head becomes a `Tail` until the caller says more.
+    /// For ISOLATE only the counters change (see [`add_to_free_list`](Self::add_to_free_list)).
     pub(super) fn del_from_free_list(&mut self, idx: usize, order: u8, mt: MigrateType) {
         let PageDesc::Free { order: o, prev, next } = self.mem_map[idx] else {
             unreachable!("page {idx} is not on a free list");
         };
         debug_assert_eq!(o, order);
         let zone = self.zone_of(idx);
+        let z = &mut self.zones[zone as usize];
+        z.free_area[order as usize].nr_free[mt.index()] -= 1;
+        z.nr_free_pages[mt.index()] -= 1 << order;
+        self.mem_map[idx] = PageDesc::Tail;
+        if mt == MigrateType::Isolate {
+            return;
+        }
         if prev == NIL {
-            self.zones[zone as usize].free_area[order as usize].free_list[mt.index()] = next;
+            z.free_area[order as usize].free_list[mt.index()] = next;
         } else if let PageDesc::Free { next: n, .. } = &mut self.mem_map[prev as usize] {
             *n = next;
         }
         if let Some(PageDesc::Free { prev: p, .. }) = self.mem_map.get_mut(next as usize) {
             *p = prev;
         }
-        let z = &mut self.zones[zone as usize];
-        z.free_area[order as usize].nr_free[mt.index()] -= 1;
-        z.nr_free_pages[mt.index()] -= 1 << order;
-        self.mem_map[idx] = PageDesc::Tail;
     }
 
     /// Frees the block at `idx` and merges it with its free buddies (Linux: `__free_one_page`).
     /// Buddies never cross a pageblock because `MAX_PAGE_ORDER == PAGEBLOCK_ORDER`.
     pub(super) fn free_one_page(&mut self, mut idx: usize, mut order: u8) {
         let mt = self.pageblock_type[idx >> PAGEBLOCK_ORDER].expect("freeing into an unmanaged pageblock");
+        if mt == MigrateType::Isolate {
+            self.free_isolated_page(idx, order);
+            return;
+        }
         while order < MAX_PAGE_ORDER {
             let buddy = idx ^ (1 << order);
             if !matches!(self.mem_map[buddy], PageDesc::Free { order: o, .. } if o == order) {
@@ -230,9 +250,32 @@ impl PageAllocator {
         self.add_to_free_list(idx, order, mt);
     }
 
+    /// [`free_one_page`](Self::free_one_page) into an isolated pageblock: the same merging, but
+    /// with no list to unlink from or link into (see [`add_to_free_list`](Self::add_to_free_list)),
+    /// only the ISOLATE counters. Reclaim frees every migrated page's old frame here.
+    fn free_isolated_page(&mut self, mut idx: usize, mut order: u8) {
+        let zone = self.zone_of(idx);
+        let z = &mut self.zones[zone as usize];
+        let isolate = MigrateType::Isolate.index();
+        z.nr_free_pages[isolate] += 1 << order;
+        while order < MAX_PAGE_ORDER {
+            let buddy = idx ^ (1 << order);
+            if !matches!(self.mem_map[buddy], PageDesc::Free { order: o, .. } if o == order) {
+                break;
+            }
+            z.free_area[order as usize].nr_free[isolate] -= 1;
+            // The higher of the two becomes a tail; the lower is the merged block's head.
+            self.mem_map[idx.max(buddy)] = PageDesc::Tail;
+            idx = idx.min(buddy);
+            order += 1;
+        }
+        z.free_area[order as usize].nr_free[isolate] += 1;
+        self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
+    }
+
     /// Splits a free block of order `high` at `idx` down to `low`, putting the upper halves back
     /// on the lists of `mt` (Linux: `expand`).
-    fn expand(&mut self, idx: usize, low: u8, mut high: u8, mt: MigrateType) {
+    pub(super) fn expand(&mut self, idx: usize, low: u8, mut high: u8, mt: MigrateType) {
         while high > low {
             high -= 1;
             self.add_to_free_list(idx + (1 << high), high, mt);
@@ -255,7 +298,7 @@ impl PageAllocator {
 
     /// Other types' lists, as the table in [`migratetype`](super::migratetype) says (Linux:
     /// `__rmqueue_fallback` and `__rmqueue_cma_fallback`).
-    fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_borrow: bool) -> Option<usize> {
+    pub(super) fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_borrow: bool) -> Option<usize> {
         for fallback in fallbacks(request) {
             match *fallback {
                 Fallback::Borrow(mt) => {

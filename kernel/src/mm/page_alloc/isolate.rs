@@ -1,7 +1,9 @@
 //! Changing a pageblock's type and isolating it (Linux: `move_freepages_block`,
 //! `set_migratetype_isolate`, `unset_migratetype_isolate` in `mm/page_isolation.c`).
 
+use super::migrate::{ReclaimMode, ReclaimReport};
 use super::migratetype::MigrateType;
+use super::movable::OwnerKind;
 use super::page::PageDesc;
 use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_ORDER};
 
@@ -47,9 +49,58 @@ impl PageAllocator {
     }
 
     /// Isolates a pageblock: no allocation lands there any more and its free pages (and pages
-    /// freed later) wait on the ISOLATE lists.
+    /// freed later) are counted as ISOLATE, merged but on no list (see `add_to_free_list`).
+    /// Reclaim and compaction use [`isolate_pageblock_checked`](Self::isolate_pageblock_checked).
+    #[cfg(test)]
     pub(super) fn start_isolate_pageblock(&mut self, block: usize) {
         self.move_freepages_block(block, MigrateType::Isolate);
+    }
+
+    /// Isolates a pageblock (its free pages counted as ISOLATE, on no list, as
+    /// `move_freepages_block` to ISOLATE does) and, in the same walk of the block's heads, Linux's `has_unmovable_pages()` check: notes in `report` the unmovable
+    /// blocks and, if `pinned_too`, the pinned movable pages. Linux checks before it isolates;
+    /// here one walk does both, and a caller whose report says busy undoes the isolation
+    /// ([`undo_isolate_pageblock`](Self::undo_isolate_pageblock)) before it drops the lock, so
+    /// nobody sees the difference. Returns the order-0 movable pages reclaim will migrate (not
+    /// pinned, not dropped as clean under `mode`): how many migration targets to take at once.
+    pub(super) fn isolate_pageblock_checked(
+        &mut self,
+        block: usize,
+        pinned_too: bool,
+        mode: ReclaimMode,
+        report: &mut ReclaimReport,
+    ) -> usize {
+        let from = self.pageblock_type[block].expect("isolating an unmanaged pageblock");
+        let (mut idx, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
+        let mut to_migrate = 0;
+        while idx < end {
+            idx += match self.mem_map[idx] {
+                PageDesc::Free { order, .. } => {
+                    self.del_from_free_list(idx, order, from);
+                    self.add_to_free_list(idx, order, MigrateType::Isolate);
+                    1 << order
+                }
+                PageDesc::Allocated { order } => {
+                    report.unmovable.push(self.addr_of(idx));
+                    1 << order
+                }
+                PageDesc::Movable { order, slot } => {
+                    let page = self.movable.handle(slot);
+                    let e = self.movable.get(page).expect("movable page without a live handle");
+                    if e.pins > 0 {
+                        if pinned_too {
+                            report.pinned.push(page);
+                        }
+                    } else if order == 0 && !(mode.drop_clean && e.owner.kind == OwnerKind::Clean) {
+                        to_migrate += 1;
+                    }
+                    1 << order
+                }
+                PageDesc::Tail | PageDesc::Unmanaged => 1,
+            };
+        }
+        self.pageblock_type[block] = Some(MigrateType::Isolate);
+        to_migrate
     }
 
     /// Ends isolation, giving the block (and its free pages) back to type `mt`.

@@ -11,7 +11,10 @@
 //!   accepts and falls back to lower ones (Linux: the zonelist).
 //! - Free lists are `zone.free_area[order].free_list[migratetype]`. A free page always sits on the
 //!   list of its own pageblock's type, and each zone keeps free-page counters per type (the
-//!   SWIOTLB one is our `NR_FREE_CMA_PAGES`).
+//!   SWIOTLB one is our `NR_FREE_CMA_PAGES`). One exception, unlike Linux: the free pages of an
+//!   isolated pageblock are merged and counted as ISOLATE but linked into no list (nothing
+//!   allocates from them; reclaim frees every migrated page's old frame there, and undoing the
+//!   isolation walks the block). See `PageAllocator::add_to_free_list`.
 //! - SWIOTLB blocks follow CMA's rules: only movable allocations use them, fallback stealing never
 //!   converts them, and a long-term pin first migrates the page out of them. See
 //!   [`migratetype`] for the fallback table.

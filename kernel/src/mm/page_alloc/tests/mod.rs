@@ -72,6 +72,7 @@ pub(super) fn check_invariants(a: &PageAllocator) {
     let mut managed = [0usize; 2];
     let mut heads: BTreeMap<(ZoneType, u8, MigrateType), usize> = BTreeMap::new();
     let mut movable_heads = 0;
+    let mut isolated_unlinked: BTreeMap<(ZoneType, u8), usize> = BTreeMap::new();
     let mut idx = 0;
     while idx < n {
         let desc = a.mem_map[idx];
@@ -91,8 +92,12 @@ pub(super) fn check_invariants(a: &PageAllocator) {
         let zone = a.zone_of(idx);
         managed[zone as usize] += 1 << order;
         match desc {
-            PageDesc::Free { .. } => {
+            PageDesc::Free { prev, next, .. } => {
                 *heads.entry((zone, order, mt)).or_default() += 1;
+                if mt == MigrateType::Isolate {
+                    assert_eq!((prev, next), (NIL, NIL), "isolated free block {idx} linked");
+                    *isolated_unlinked.entry((zone, order)).or_default() += 1;
+                }
                 if order < MAX_PAGE_ORDER {
                     let buddy = idx ^ (1 << order);
                     assert!(
@@ -126,6 +131,11 @@ pub(super) fn check_invariants(a: &PageAllocator) {
                 let mut prev = NIL;
                 let mut cur = z.free_area[order as usize].free_list[mt.index()];
                 let mut count = 0;
+                if mt == MigrateType::Isolate {
+                    // Isolated free blocks are counted but on no list (`add_to_free_list`).
+                    assert_eq!(cur, NIL, "an ISOLATE free list is not empty");
+                    count = isolated_unlinked.get(&(zone, order)).copied().unwrap_or(0);
+                }
                 while cur != NIL {
                     let PageDesc::Free { order: o, prev: p, next } = a.mem_map[cur as usize] else {
                         panic!("page {cur} on a free list is not free");
