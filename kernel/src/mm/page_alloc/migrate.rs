@@ -22,7 +22,7 @@ use core::ops::Range;
 
 use super::error::{HandleError, MigrateError, PinError, RangeError, ReclaimError};
 use super::migratetype::MigrateType;
-use super::movable::{MovableEntry, MovablePage, OwnerKind};
+use super::movable::{MovablePage, OwnerKind};
 use super::page::{PageDesc, NIL};
 use super::zone::ZoneType;
 use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
@@ -56,10 +56,20 @@ pub(super) struct MigrationTicket {
 /// allocator's structure stays whole.
 #[derive(Debug, Default)]
 pub(super) struct MigrationTargets {
+    /// Order-0 pages taken off a free list at once; `singles[next_single..nr_singles]` unused.
+    singles: [u32; TARGET_BATCH],
+    next_single: usize,
+    nr_singles: usize,
+    /// The unused rest `next..end` of a larger free block.
     next: usize,
     end: usize,
+    /// Pages still to migrate, as counted when the range was isolated.
     need: usize,
 }
+
+/// Order-0 free pages [`MigrationTargets`] takes off a free list at once (fragmented free
+/// memory: the smallest free blocks are single pages).
+const TARGET_BATCH: usize = 32;
 
 /// How a committed migration ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,35 +85,56 @@ pub(super) enum Migrated {
 /// What reclaim found at the next used block of an isolated pageblock.
 enum ReclaimStep {
     Done,
-    Unmovable { addr: PhysAddr, next: usize },
-    Pinned { page: MovablePage, next: usize },
-    Dropped { dropped: DroppedPage, next: usize },
-    Migrate { page: MovablePage, entry: MovableEntry, next: usize },
+    Unmovable {
+        addr: PhysAddr,
+        next: usize,
+    },
+    Pinned {
+        page: MovablePage,
+        next: usize,
+    },
+    Dropped {
+        dropped: DroppedPage,
+        next: usize,
+    },
+    /// Its migration is prepared: copy, then commit.
+    Migrate {
+        ticket: MigrationTicket,
+        next: usize,
+    },
+    /// No target for it.
+    Failed {
+        error: MigrateError,
+        next: usize,
+    },
 }
 
 impl PageAllocator {
     /// Migration step 1: choose the target frame, from `targets` if it has one that suits.
     pub(super) fn prepare_migration(&mut self, page: MovablePage, targets: &mut MigrationTargets) -> Result<MigrationTicket, MigrateError> {
         let e = *self.movable.get(page).ok_or(MigrateError::Stale(page))?;
-        self.prepare_migration_of(page, &e, targets)
-    }
-
-    /// [`prepare_migration`](Self::prepare_migration) for a page whose live entry the caller
-    /// has just read under the same lock hold.
-    fn prepare_migration_of(
-        &mut self,
-        page: MovablePage,
-        e: &MovableEntry,
-        targets: &mut MigrationTargets,
-    ) -> Result<MigrationTicket, MigrateError> {
         if e.pins > 0 {
             return Err(MigrateError::Pinned(page));
         }
-        let dst = match self.take_target(targets, e.order, e.highest_zone) {
+        self.prepare_migration_at(page, e.idx, e.order, e.highest_zone, e.pin_seq, targets)
+    }
+
+    /// [`prepare_migration`](Self::prepare_migration) for an unpinned page whose entry the
+    /// caller has just read under the same lock hold.
+    fn prepare_migration_at(
+        &mut self,
+        page: MovablePage,
+        src: usize,
+        order: u8,
+        highest_zone: ZoneType,
+        pin_seq: u32,
+        targets: &mut MigrationTargets,
+    ) -> Result<MigrationTicket, MigrateError> {
+        let dst = match self.take_target(targets, order, highest_zone) {
             Some(dst) => dst,
-            None => self.rmqueue(e.order, e.highest_zone, MigrateType::Movable, false).map_err(|_| MigrateError::NoMemory(page))?,
+            None => self.rmqueue(order, highest_zone, MigrateType::Movable, false).map_err(|_| MigrateError::NoMemory(page))?,
         };
-        Ok(MigrationTicket { page, src: e.idx, dst, order: e.order, pin_seq: e.pin_seq })
+        Ok(MigrationTicket { page, src, dst, order, pin_seq })
     }
 
     /// An order-0 target frame from `targets`, refilled with one chunk of up to `targets.need`
@@ -113,10 +144,18 @@ impl PageAllocator {
         if order != 0 {
             return None;
         }
-        if targets.next == targets.end && targets.need > 1 {
+        if targets.next_single == targets.nr_singles && targets.next == targets.end && targets.need > 1 {
             self.refill_targets(targets, highest_zone);
         }
         targets.need = targets.need.saturating_sub(1);
+        if targets.next_single < targets.nr_singles {
+            let idx = targets.singles[targets.next_single] as usize;
+            if self.zone_of(idx) > highest_zone {
+                return None;
+            }
+            targets.next_single += 1;
+            return Some(idx);
+        }
         if targets.next == targets.end || self.zone_of(targets.next) > highest_zone {
             return None;
         }
@@ -136,11 +175,36 @@ impl PageAllocator {
 
     /// Takes one free block of at most `2^floor(log2(need))` pages for `targets`: the smallest
     /// on MOVABLE's lists (split as `rmqueue` would, only the rest goes back), zone by zone as
-    /// `rmqueue` walks them; if a zone has none, `rmqueue`'s fallbacks give one page.
+    /// `rmqueue` walks them; if a zone has none, `rmqueue`'s fallbacks give one page. If the
+    /// smallest are single pages, up to [`TARGET_BATCH`] of them (and at most `need`) come
+    /// off the order-0 list in one go, in the order `rmqueue` would have taken them.
     fn refill_targets(&mut self, targets: &mut MigrationTargets, highest_zone: ZoneType) {
         let want = (targets.need.ilog2() as u8).min(MAX_PAGE_ORDER);
+        let movable = MigrateType::Movable.index();
         for zone in highest_zone.zonelist() {
-            for o in 0..=MAX_PAGE_ORDER {
+            let z = &mut self.zones[zone as usize];
+            let mut head = z.free_area[0].free_list[movable];
+            if head != NIL {
+                let mut n = 0;
+                while n < TARGET_BATCH.min(targets.need) && head != NIL {
+                    let PageDesc::Free { next, .. } = self.mem_map[head as usize] else {
+                        unreachable!("page {head} on a free list is not free");
+                    };
+                    self.mem_map[head as usize] = PageDesc::Allocated { order: 0 };
+                    targets.singles[n] = head;
+                    n += 1;
+                    head = next;
+                }
+                z.free_area[0].free_list[movable] = head;
+                z.free_area[0].nr_free[movable] -= n;
+                z.nr_free_pages[movable] -= n;
+                if let Some(PageDesc::Free { prev, .. }) = self.mem_map.get_mut(head as usize) {
+                    *prev = NIL;
+                }
+                (targets.next_single, targets.nr_singles) = (0, n);
+                return;
+            }
+            for o in 1..=MAX_PAGE_ORDER {
                 let head = self.zones[zone as usize].free_area[o as usize].free_list[MigrateType::Movable.index()];
                 if head != NIL {
                     let (idx, take) = (head as usize, o.min(want));
@@ -161,6 +225,10 @@ impl PageAllocator {
 
     /// Frees the targets nobody used.
     pub(super) fn release_targets(&mut self, targets: &mut MigrationTargets) {
+        while targets.next_single < targets.nr_singles {
+            self.free_one_page(targets.singles[targets.next_single] as usize, 0);
+            targets.next_single += 1;
+        }
         while targets.next < targets.end {
             let idx = targets.next;
             let PageDesc::Allocated { order } = self.mem_map[idx] else {
@@ -202,7 +270,7 @@ impl PageAllocator {
 
     /// Looks at the used blocks of an isolated pageblock from `cursor` and decides what to do
     /// with the first one. Clean unpinned pages are dropped right here, under the lock.
-    fn reclaim_step(&mut self, mut cursor: usize, end: usize, mode: ReclaimMode) -> ReclaimStep {
+    fn reclaim_step(&mut self, mut cursor: usize, end: usize, mode: ReclaimMode, targets: &mut MigrationTargets) -> ReclaimStep {
         while let Some((idx, desc)) = self.next_head(cursor, end) {
             match desc {
                 PageDesc::Free { order, .. } => cursor = idx + (1 << order),
@@ -210,15 +278,19 @@ impl PageAllocator {
                 PageDesc::Movable { order, slot } => {
                     let next = idx + (1 << order);
                     let page = self.movable.handle(slot);
-                    let e = *self.movable.get(page).expect("movable page without a live handle");
-                    if e.pins > 0 {
+                    let e = self.movable.get(page).expect("movable page without a live handle");
+                    let (pins, owner, highest_zone, pin_seq) = (e.pins, e.owner, e.highest_zone, e.pin_seq);
+                    if pins > 0 {
                         return ReclaimStep::Pinned { page, next };
                     }
-                    if mode.drop_clean && e.owner.kind == OwnerKind::Clean {
+                    if mode.drop_clean && owner.kind == OwnerKind::Clean {
                         self.drop_movable(page);
-                        return ReclaimStep::Dropped { dropped: DroppedPage { page, cookie: e.owner.cookie }, next };
+                        return ReclaimStep::Dropped { dropped: DroppedPage { page, cookie: owner.cookie }, next };
                     }
-                    return ReclaimStep::Migrate { page, entry: e, next };
+                    return match self.prepare_migration_at(page, idx, order, highest_zone, pin_seq, targets) {
+                        Ok(ticket) => ReclaimStep::Migrate { ticket, next },
+                        Err(error) => ReclaimStep::Failed { error, next },
+                    };
                 }
                 PageDesc::Tail | PageDesc::Unmanaged => unreachable!("next_head returns block heads"),
             }
@@ -439,7 +511,7 @@ impl LockedPageAllocator {
                 }
                 let prepared = match retry {
                     Some((page, tries)) => a.prepare_migration(page, &mut targets).map(|t| (t, tries)),
-                    None => match a.reclaim_step(cursor, end, request.mode) {
+                    None => match a.reclaim_step(cursor, end, request.mode, &mut targets) {
                         ReclaimStep::Done => break,
                         ReclaimStep::Unmovable { addr, next } => {
                             report.unmovable.push(addr);
@@ -458,9 +530,13 @@ impl LockedPageAllocator {
                             cursor = next;
                             continue;
                         }
-                        ReclaimStep::Migrate { page, entry, next } => {
+                        ReclaimStep::Migrate { ticket, next } => {
                             cursor = next;
-                            a.prepare_migration_of(page, &entry, &mut targets).map(|t| (t, 0))
+                            Ok((ticket, 0))
+                        }
+                        ReclaimStep::Failed { error, next } => {
+                            cursor = next;
+                            Err(error)
                         }
                     },
                 };

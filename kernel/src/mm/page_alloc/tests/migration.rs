@@ -134,8 +134,29 @@ fn a_pinned_page_blocks_reclaim_which_is_undone_and_reported() {
 /// used go back on MOVABLE's, and every counter matches.
 #[test]
 fn an_aborted_reclaim_puts_every_free_page_back_merged() {
+    aborted_reclaim_puts_every_free_page_back_merged(false);
+}
+
+/// The same with MOVABLE's free memory in single pages: the targets come off the order-0 list
+/// in batches.
+#[test]
+fn an_aborted_reclaim_puts_every_free_page_back_merged_fragmented() {
+    aborted_reclaim_puts_every_free_page_back_merged(true);
+}
+
+fn aborted_reclaim_puts_every_free_page_back_merged(fragmented: bool) {
     let (la, mem) = with_pool(2, 1);
     let pages = pages_in_lent_blocks(&la, 2, 1, 300, DIRTY);
+    let _every_other: Vec<MovablePage> = if fragmented {
+        let mut a = la.lock();
+        let hog: Vec<_> = core::iter::from_fn(|| a.alloc_movable_inner(0, ZoneType::Dma, owner(DIRTY), false).ok()).collect();
+        let (keep, free): (Vec<_>, Vec<_>) = hog.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        free.into_iter().for_each(|(_, p)| a.free_movable(p).unwrap());
+        assert_eq!(a.zones[ZoneType::Dma as usize].free_area[1].nr_free[MigrateType::Movable.index()], 0);
+        keep.into_iter().map(|(_, p)| p).collect()
+    } else {
+        Vec::new()
+    };
     let movable_free = la.lock().nr_free(ZoneType::Dma, MigrateType::Movable);
     let pin = la.pin(pages[150]).unwrap();
     // Owners free ten pages while the first is copied: targets were taken for them, unused.
