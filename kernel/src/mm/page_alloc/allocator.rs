@@ -231,12 +231,19 @@ impl PageAllocator {
 
     /// Frees the block at `idx` and merges it with its free buddies (Linux: `__free_one_page`).
     /// Buddies never cross a pageblock because `MAX_PAGE_ORDER == PAGEBLOCK_ORDER`.
-    pub(super) fn free_one_page(&mut self, mut idx: usize, mut order: u8) {
+    #[inline]
+    pub(super) fn free_one_page(&mut self, idx: usize, order: u8) {
         let mt = self.pageblock_type[idx >> PAGEBLOCK_ORDER].expect("freeing into an unmanaged pageblock");
         if mt == MigrateType::Isolate {
             self.free_isolated_page(idx, order);
-            return;
+        } else {
+            self.free_one_page_listed(idx, order, mt);
         }
+    }
+
+    /// [`free_one_page`](Self::free_one_page) into a pageblock of type `mt`, not isolated.
+    #[inline(never)]
+    fn free_one_page_listed(&mut self, mut idx: usize, mut order: u8, mt: MigrateType) {
         while order < MAX_PAGE_ORDER {
             let buddy = idx ^ (1 << order);
             if !matches!(self.mem_map[buddy], PageDesc::Free { order: o, .. } if o == order) {
@@ -253,6 +260,7 @@ impl PageAllocator {
     /// [`free_one_page`](Self::free_one_page) into an isolated pageblock: the same merging, but
     /// with no list to unlink from or link into (see [`add_to_free_list`](Self::add_to_free_list)),
     /// only the ISOLATE counters. Reclaim frees every migrated page's old frame here.
+    #[inline]
     fn free_isolated_page(&mut self, mut idx: usize, mut order: u8) {
         let zone = self.zone_of(idx);
         let z = &mut self.zones[zone as usize];

@@ -1,9 +1,8 @@
 //! Changing a pageblock's type and isolating it (Linux: `move_freepages_block`,
 //! `set_migratetype_isolate`, `unset_migratetype_isolate` in `mm/page_isolation.c`).
 
-use super::migrate::{ReclaimMode, ReclaimReport};
+use super::migrate::ReclaimReport;
 use super::migratetype::MigrateType;
-use super::movable::OwnerKind;
 use super::page::PageDesc;
 use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_ORDER};
 
@@ -61,15 +60,9 @@ impl PageAllocator {
     /// blocks and, if `pinned_too`, the pinned movable pages. Linux checks before it isolates;
     /// here one walk does both, and a caller whose report says busy undoes the isolation
     /// ([`undo_isolate_pageblock`](Self::undo_isolate_pageblock)) before it drops the lock, so
-    /// nobody sees the difference. Returns the order-0 movable pages reclaim will migrate (not
-    /// pinned, not dropped as clean under `mode`): how many migration targets to take at once.
-    pub(super) fn isolate_pageblock_checked(
-        &mut self,
-        block: usize,
-        pinned_too: bool,
-        mode: ReclaimMode,
-        report: &mut ReclaimReport,
-    ) -> usize {
+    /// nobody sees the difference. Returns the order-0 movable pages: how many migration
+    /// targets reclaim may need (it counts down the pinned and dropped ones as it meets them).
+    pub(super) fn isolate_pageblock_checked(&mut self, block: usize, pinned_too: bool, report: &mut ReclaimReport) -> usize {
         let from = self.pageblock_type[block].expect("isolating an unmanaged pageblock");
         let (mut idx, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
         let mut to_migrate = 0;
@@ -85,14 +78,12 @@ impl PageAllocator {
                     1 << order
                 }
                 PageDesc::Movable { order, slot } => {
-                    let page = self.movable.handle(slot);
-                    let e = self.movable.get(page).expect("movable page without a live handle");
-                    if e.pins > 0 {
-                        if pinned_too {
+                    to_migrate += usize::from(order == 0);
+                    if pinned_too {
+                        let page = self.movable.handle(slot);
+                        if self.movable.get(page).expect("movable page without a live handle").pins > 0 {
                             report.pinned.push(page);
                         }
-                    } else if order == 0 && !(mode.drop_clean && e.owner.kind == OwnerKind::Clean) {
-                        to_migrate += 1;
                     }
                     1 << order
                 }

@@ -48,9 +48,10 @@ pub(super) struct MigrationTicket {
 /// Target frames for the order-0 pages of one reclaim, taken from the free lists a chunk at a
 /// time instead of one `rmqueue` per page (the idea of Linux's `rmqueue_bulk`, which fills the
 /// per-CPU lists under one lock hold; compaction's `cc->freepages` is a private list of targets
-/// too). The chunk is at most `need` pages (the pages still to migrate, counted when the range
-/// was isolated), so it holds no more memory than the migrations would take anyway; what is
-/// left (pages freed by their owners meanwhile) goes back at the end with
+/// too). The chunk is at most `need` pages (the order-0 movable pages counted when the range
+/// was isolated, less those met since: migrated, pinned or dropped), so it holds no more
+/// memory than the migrations would take anyway; what is left (pages freed by their owners
+/// meanwhile) goes back at the end with
 /// [`release_targets`](PageAllocator::release_targets). While held, the unused pages
 /// `next..end` are `Allocated` blocks (aligned, each twice the size of the one before), so the
 /// allocator's structure stays whole.
@@ -280,6 +281,10 @@ impl PageAllocator {
                     let page = self.movable.handle(slot);
                     let e = self.movable.get(page).expect("movable page without a live handle");
                     let (pins, owner, highest_zone, pin_seq) = (e.pins, e.owner, e.highest_zone, e.pin_seq);
+                    if pins > 0 || (mode.drop_clean && owner.kind == OwnerKind::Clean) {
+                        // No target for it: one fewer to take.
+                        targets.need = targets.need.saturating_sub(usize::from(order == 0));
+                    }
                     if pins > 0 {
                         return ReclaimStep::Pinned { page, next };
                     }
@@ -482,7 +487,7 @@ impl LockedPageAllocator {
                 }
             }
             for b in blocks.clone() {
-                targets.need += a.isolate_pageblock_checked(b, request.fail_fast, request.mode, &mut report);
+                targets.need += a.isolate_pageblock_checked(b, request.fail_fast, &mut report);
             }
             if report.is_busy() {
                 blocks.zip(types).for_each(|(b, mt)| a.undo_isolate_pageblock(b, mt));
