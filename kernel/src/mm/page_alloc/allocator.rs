@@ -24,6 +24,9 @@ pub struct PageAllocator {
     /// Migrate type of each pageblock; `None` while the block is not managed (hole, reserved,
     /// handed out whole). Linux keeps this in `pageblock_flags`.
     pub(super) pageblock_type: Vec<Option<MigrateType>>,
+    /// Free pages of each isolated pageblock (0 for the others): the block is wholly free when
+    /// this reaches `PAGEBLOCK_NR_PAGES`. See [`add_to_free_list`](Self::add_to_free_list).
+    pub(super) isolated_free: Vec<u16>,
     pub(super) zones: [Zone; NR_ZONES],
     /// The handles of movable pages.
     pub(super) movable: MovableTable,
@@ -55,6 +58,7 @@ impl PageAllocator {
             base,
             mem_map: vec![PageDesc::Unmanaged; nr_pages],
             pageblock_type: vec![None; nr_pages / PAGEBLOCK_NR_PAGES],
+            isolated_free: vec![0; nr_pages / PAGEBLOCK_NR_PAGES],
             zones: [Zone::new(0, dma_end), Zone::new(dma_end, nr_pages)],
             movable: MovableTable::new(nr_pages),
             compact_stats: CompactStats::default(),
@@ -179,29 +183,39 @@ impl PageAllocator {
 
     // ---- free lists ----
 
-    /// Puts the free block at `idx` on `free_area[order].free_list[mt]`. The ISOLATE "lists"
-    /// are counters only: a free block of an isolated pageblock is counted (per order, and in
-    /// the zone's free pages of ISOLATE) and merged with its buddies, but linked into no list
-    /// (`prev` and `next` stay `NIL`). Nothing allocates from an isolated block, and its free
-    /// blocks are only ever found by walking the block (`move_freepages_block`,
-    /// `take_free_pageblock`), so a list would only cost: reclaim frees every migrated page's
-    /// old frame into an isolated block.
+    /// Puts the free block at `idx` on `free_area[order].free_list[mt]`. ISOLATE has no lists:
+    /// a free block of an isolated pageblock is linked into no list (`prev` and `next` stay
+    /// `NIL`), not merged with its buddies, and counted only in pages (the zone's free pages
+    /// of ISOLATE and the block's `isolated_free`; `free_area[..].nr_free` of ISOLATE stays 0).
+    /// Nothing allocates from an isolated block, and reclaim frees every migrated page's old
+    /// frame into one, then takes the whole block once `isolated_free` says it is all free; so
+    /// lists and merging would only cost. Undoing the isolation merges the free blocks onto
+    /// their type's lists ([`undo_isolate_pageblock`](Self::undo_isolate_pageblock)).
     pub(super) fn add_to_free_list(&mut self, idx: usize, order: u8, mt: MigrateType) {
+        if mt == MigrateType::Isolate {
+            self.add_isolated(idx, order);
+            return;
+        }
         let zone = self.zone_of(idx);
         let z = &mut self.zones[zone as usize];
         let area = &mut z.free_area[order as usize];
         area.nr_free[mt.index()] += 1;
         z.nr_free_pages[mt.index()] += 1 << order;
-        if mt == MigrateType::Isolate {
-            self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
-            return;
-        }
         let next = area.free_list[mt.index()];
         area.free_list[mt.index()] = idx as u32;
         self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next };
         if let Some(PageDesc::Free { prev, .. }) = self.mem_map.get_mut(next as usize) {
             *prev = idx as u32;
         }
+    }
+
+    /// A free block of an isolated pageblock, on no list (see [`add_to_free_list`](Self::add_to_free_list)).
+    #[inline]
+    fn add_isolated(&mut self, idx: usize, order: u8) {
+        let zone = self.zone_of(idx);
+        self.zones[zone as usize].nr_free_pages[MigrateType::Isolate.index()] += 1 << order;
+        self.isolated_free[idx >> PAGEBLOCK_ORDER] += 1 << order;
+        self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
     }
 
     /// Unlinks the free block at `idx`; its head becomes a `Tail` until the caller says more.
@@ -213,12 +227,13 @@ impl PageAllocator {
         debug_assert_eq!(o, order);
         let zone = self.zone_of(idx);
         let z = &mut self.zones[zone as usize];
-        z.free_area[order as usize].nr_free[mt.index()] -= 1;
         z.nr_free_pages[mt.index()] -= 1 << order;
         self.mem_map[idx] = PageDesc::Tail;
         if mt == MigrateType::Isolate {
+            self.isolated_free[idx >> PAGEBLOCK_ORDER] -= 1 << order;
             return;
         }
+        z.free_area[order as usize].nr_free[mt.index()] -= 1;
         if prev == NIL {
             z.free_area[order as usize].free_list[mt.index()] = next;
         } else if let PageDesc::Free { next: n, .. } = &mut self.mem_map[prev as usize] {
@@ -235,7 +250,8 @@ impl PageAllocator {
     pub(super) fn free_one_page(&mut self, idx: usize, order: u8) {
         let mt = self.pageblock_type[idx >> PAGEBLOCK_ORDER].expect("freeing into an unmanaged pageblock");
         if mt == MigrateType::Isolate {
-            self.free_isolated_page(idx, order);
+            // No merging, no list: see `add_to_free_list`.
+            self.add_isolated(idx, order);
         } else {
             self.free_one_page_listed(idx, order, mt);
         }
@@ -255,30 +271,6 @@ impl PageAllocator {
             order += 1;
         }
         self.add_to_free_list(idx, order, mt);
-    }
-
-    /// [`free_one_page`](Self::free_one_page) into an isolated pageblock: the same merging, but
-    /// with no list to unlink from or link into (see [`add_to_free_list`](Self::add_to_free_list)),
-    /// only the ISOLATE counters. Reclaim frees every migrated page's old frame here.
-    #[inline]
-    fn free_isolated_page(&mut self, mut idx: usize, mut order: u8) {
-        let zone = self.zone_of(idx);
-        let z = &mut self.zones[zone as usize];
-        let isolate = MigrateType::Isolate.index();
-        z.nr_free_pages[isolate] += 1 << order;
-        while order < MAX_PAGE_ORDER {
-            let buddy = idx ^ (1 << order);
-            if !matches!(self.mem_map[buddy], PageDesc::Free { order: o, .. } if o == order) {
-                break;
-            }
-            z.free_area[order as usize].nr_free[isolate] -= 1;
-            // The higher of the two becomes a tail; the lower is the merged block's head.
-            self.mem_map[idx.max(buddy)] = PageDesc::Tail;
-            idx = idx.min(buddy);
-            order += 1;
-        }
-        z.free_area[order as usize].nr_free[isolate] += 1;
-        self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
     }
 
     /// Splits a free block of order `high` at `idx` down to `low`, putting the upper halves back
@@ -434,7 +426,14 @@ impl PageAllocator {
     pub(super) fn take_free_pageblock(&mut self, block: usize) {
         let head = block << PAGEBLOCK_ORDER;
         let mt = self.pageblock_type[block].expect("taking an unmanaged pageblock");
-        self.del_from_free_list(head, MAX_PAGE_ORDER, mt);
+        if mt == MigrateType::Isolate {
+            // Wholly free, as unmerged blocks on no list (`add_to_free_list`): only counters.
+            debug_assert_eq!(self.isolated_free[block] as usize, PAGEBLOCK_NR_PAGES);
+            self.zone_mut(head).nr_free_pages[mt.index()] -= PAGEBLOCK_NR_PAGES;
+            self.isolated_free[block] = 0;
+        } else {
+            self.del_from_free_list(head, MAX_PAGE_ORDER, mt);
+        }
         self.mem_map[head..head + PAGEBLOCK_NR_PAGES].fill(PageDesc::Unmanaged);
         self.pageblock_type[block] = None;
         self.zone_mut(head).managed_pages -= PAGEBLOCK_NR_PAGES;

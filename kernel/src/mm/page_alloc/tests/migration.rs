@@ -160,7 +160,11 @@ fn aborted_reclaim_puts_every_free_page_back_merged(fragmented: bool) {
     let movable_free = la.lock().nr_free(ZoneType::Dma, MigrateType::Movable);
     let pin = la.pin(pages[150]).unwrap();
     // Owners free ten pages while the first is copied: targets were taken for them, unused.
-    let hooked = CopyHook::new(&mem, || pages[200..210].iter().for_each(|p| la.lock().free_movable(*p).unwrap()));
+    let hooked = CopyHook::new(&mem, || {
+        let mut a = la.lock();
+        pages[200..210].iter().for_each(|p| a.free_movable(*p).unwrap());
+        check_invariants(&a);
+    });
     let err = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &hooked, MIGRATE_ALL, &mut |_| {}).unwrap_err();
     let ReclaimError::Busy(report) = err else { panic!("{err:?}") };
     assert_eq!((report.migrated, report.pinned.as_slice()), (289, [pages[150]].as_slice()));
