@@ -24,6 +24,9 @@ pub struct PageAllocator {
     /// Migrate type of each pageblock; `None` while the block is not managed (hole, reserved,
     /// handed out whole). Linux keeps this in `pageblock_flags`.
     pub(super) pageblock_type: Vec<Option<MigrateType>>,
+    /// Free pages of each isolated pageblock (0 for the others): the block is wholly free when
+    /// this reaches `PAGEBLOCK_NR_PAGES`. See [`add_to_free_list`](Self::add_to_free_list).
+    pub(super) isolated_free: Vec<u16>,
     pub(super) zones: [Zone; NR_ZONES],
     /// The handles of movable pages.
     pub(super) movable: MovableTable,
@@ -55,6 +58,7 @@ impl PageAllocator {
             base,
             mem_map: vec![PageDesc::Unmanaged; nr_pages],
             pageblock_type: vec![None; nr_pages / PAGEBLOCK_NR_PAGES],
+            isolated_free: vec![0; nr_pages / PAGEBLOCK_NR_PAGES],
             zones: [Zone::new(0, dma_end), Zone::new(dma_end, nr_pages)],
             movable: MovableTable::new(nr_pages),
             compact_stats: CompactStats::default(),
@@ -179,44 +183,83 @@ impl PageAllocator {
 
     // ---- free lists ----
 
+    /// Puts the free block at `idx` on `free_area[order].free_list[mt]`. ISOLATE has no lists:
+    /// a free block of an isolated pageblock is linked into no list (`prev` and `next` stay
+    /// `NIL`), not merged with its buddies, and counted only in pages (the zone's free pages
+    /// of ISOLATE and the block's `isolated_free`; `free_area[..].nr_free` of ISOLATE stays 0).
+    /// Nothing allocates from an isolated block, and reclaim frees every migrated page's old
+    /// frame into one, then takes the whole block once `isolated_free` says it is all free; so
+    /// lists and merging would only cost. Undoing the isolation merges the free blocks onto
+    /// their type's lists ([`undo_isolate_pageblock`](Self::undo_isolate_pageblock)).
     pub(super) fn add_to_free_list(&mut self, idx: usize, order: u8, mt: MigrateType) {
+        if mt == MigrateType::Isolate {
+            self.add_isolated(idx, order);
+            return;
+        }
         let zone = self.zone_of(idx);
-        let area = &mut self.zones[zone as usize].free_area[order as usize];
+        let z = &mut self.zones[zone as usize];
+        let area = &mut z.free_area[order as usize];
+        area.nr_free[mt.index()] += 1;
+        z.nr_free_pages[mt.index()] += 1 << order;
         let next = area.free_list[mt.index()];
         area.free_list[mt.index()] = idx as u32;
-        area.nr_free[mt.index()] += 1;
-        self.zones[zone as usize].nr_free_pages[mt.index()] += 1 << order;
         self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next };
         if let Some(PageDesc::Free { prev, .. }) = self.mem_map.get_mut(next as usize) {
             *prev = idx as u32;
         }
     }
 
+    /// A free block of an isolated pageblock, on no list (see [`add_to_free_list`](Self::add_to_free_list)).
+    #[inline]
+    fn add_isolated(&mut self, idx: usize, order: u8) {
+        let zone = self.zone_of(idx);
+        self.zones[zone as usize].nr_free_pages[MigrateType::Isolate.index()] += 1 << order;
+        self.isolated_free[idx >> PAGEBLOCK_ORDER] += 1 << order;
+        self.mem_map[idx] = PageDesc::Free { order, prev: NIL, next: NIL };
+    }
+
     /// Unlinks the free block at `idx`; its head becomes a `Tail` until the caller says more.
+    /// For ISOLATE only the counters change (see [`add_to_free_list`](Self::add_to_free_list)).
     pub(super) fn del_from_free_list(&mut self, idx: usize, order: u8, mt: MigrateType) {
         let PageDesc::Free { order: o, prev, next } = self.mem_map[idx] else {
             unreachable!("page {idx} is not on a free list");
         };
         debug_assert_eq!(o, order);
         let zone = self.zone_of(idx);
+        let z = &mut self.zones[zone as usize];
+        z.nr_free_pages[mt.index()] -= 1 << order;
+        self.mem_map[idx] = PageDesc::Tail;
+        if mt == MigrateType::Isolate {
+            self.isolated_free[idx >> PAGEBLOCK_ORDER] -= 1 << order;
+            return;
+        }
+        z.free_area[order as usize].nr_free[mt.index()] -= 1;
         if prev == NIL {
-            self.zones[zone as usize].free_area[order as usize].free_list[mt.index()] = next;
+            z.free_area[order as usize].free_list[mt.index()] = next;
         } else if let PageDesc::Free { next: n, .. } = &mut self.mem_map[prev as usize] {
             *n = next;
         }
         if let Some(PageDesc::Free { prev: p, .. }) = self.mem_map.get_mut(next as usize) {
             *p = prev;
         }
-        let z = &mut self.zones[zone as usize];
-        z.free_area[order as usize].nr_free[mt.index()] -= 1;
-        z.nr_free_pages[mt.index()] -= 1 << order;
-        self.mem_map[idx] = PageDesc::Tail;
     }
 
     /// Frees the block at `idx` and merges it with its free buddies (Linux: `__free_one_page`).
     /// Buddies never cross a pageblock because `MAX_PAGE_ORDER == PAGEBLOCK_ORDER`.
-    pub(super) fn free_one_page(&mut self, mut idx: usize, mut order: u8) {
+    #[inline]
+    pub(super) fn free_one_page(&mut self, idx: usize, order: u8) {
         let mt = self.pageblock_type[idx >> PAGEBLOCK_ORDER].expect("freeing into an unmanaged pageblock");
+        if mt == MigrateType::Isolate {
+            // No merging, no list: see `add_to_free_list`.
+            self.add_isolated(idx, order);
+        } else {
+            self.free_one_page_listed(idx, order, mt);
+        }
+    }
+
+    /// [`free_one_page`](Self::free_one_page) into a pageblock of type `mt`, not isolated.
+    #[inline(never)]
+    fn free_one_page_listed(&mut self, mut idx: usize, mut order: u8, mt: MigrateType) {
         while order < MAX_PAGE_ORDER {
             let buddy = idx ^ (1 << order);
             if !matches!(self.mem_map[buddy], PageDesc::Free { order: o, .. } if o == order) {
@@ -232,7 +275,7 @@ impl PageAllocator {
 
     /// Splits a free block of order `high` at `idx` down to `low`, putting the upper halves back
     /// on the lists of `mt` (Linux: `expand`).
-    fn expand(&mut self, idx: usize, low: u8, mut high: u8, mt: MigrateType) {
+    pub(super) fn expand(&mut self, idx: usize, low: u8, mut high: u8, mt: MigrateType) {
         while high > low {
             high -= 1;
             self.add_to_free_list(idx + (1 << high), high, mt);
@@ -255,7 +298,7 @@ impl PageAllocator {
 
     /// Other types' lists, as the table in [`migratetype`](super::migratetype) says (Linux:
     /// `__rmqueue_fallback` and `__rmqueue_cma_fallback`).
-    fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_borrow: bool) -> Option<usize> {
+    pub(super) fn rmqueue_fallback(&mut self, zone: ZoneType, order: u8, request: MigrateType, allow_borrow: bool) -> Option<usize> {
         for fallback in fallbacks(request) {
             match *fallback {
                 Fallback::Borrow(mt) => {
@@ -383,7 +426,14 @@ impl PageAllocator {
     pub(super) fn take_free_pageblock(&mut self, block: usize) {
         let head = block << PAGEBLOCK_ORDER;
         let mt = self.pageblock_type[block].expect("taking an unmanaged pageblock");
-        self.del_from_free_list(head, MAX_PAGE_ORDER, mt);
+        if mt == MigrateType::Isolate {
+            // Wholly free, as unmerged blocks on no list (`add_to_free_list`): only counters.
+            debug_assert_eq!(self.isolated_free[block] as usize, PAGEBLOCK_NR_PAGES);
+            self.zone_mut(head).nr_free_pages[mt.index()] -= PAGEBLOCK_NR_PAGES;
+            self.isolated_free[block] = 0;
+        } else {
+            self.del_from_free_list(head, MAX_PAGE_ORDER, mt);
+        }
         self.mem_map[head..head + PAGEBLOCK_NR_PAGES].fill(PageDesc::Unmanaged);
         self.pageblock_type[block] = None;
         self.zone_mut(head).managed_pages -= PAGEBLOCK_NR_PAGES;

@@ -23,7 +23,8 @@ use core::ops::Range;
 use super::error::{HandleError, MigrateError, PinError, RangeError, ReclaimError};
 use super::migratetype::MigrateType;
 use super::movable::{MovablePage, OwnerKind};
-use super::page::PageDesc;
+use super::page::{PageDesc, NIL};
+use super::zone::ZoneType;
 use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::arch::in_interrupt;
 use crate::mm::phys::PhysMemory;
@@ -44,6 +45,33 @@ pub(super) struct MigrationTicket {
     pin_seq: u32,
 }
 
+/// Target frames for the order-0 pages of one reclaim, taken from the free lists a chunk at a
+/// time instead of one `rmqueue` per page (the idea of Linux's `rmqueue_bulk`, which fills the
+/// per-CPU lists under one lock hold; compaction's `cc->freepages` is a private list of targets
+/// too). The chunk is at most `need` pages (the order-0 movable pages counted when the range
+/// was isolated, less those met since: migrated, pinned or dropped), so it holds no more
+/// memory than the migrations would take anyway; what is left (pages freed by their owners
+/// meanwhile) goes back at the end with
+/// [`release_targets`](PageAllocator::release_targets). While held, the unused pages
+/// `next..end` are `Allocated` blocks (aligned, each twice the size of the one before), so the
+/// allocator's structure stays whole.
+#[derive(Debug, Default)]
+pub(super) struct MigrationTargets {
+    /// Order-0 pages taken off a free list at once; `singles[next_single..nr_singles]` unused.
+    singles: [u32; TARGET_BATCH],
+    next_single: usize,
+    nr_singles: usize,
+    /// The unused rest `next..end` of a larger free block.
+    next: usize,
+    end: usize,
+    /// Pages still to migrate, as counted when the range was isolated.
+    need: usize,
+}
+
+/// Order-0 free pages [`MigrationTargets`] takes off a free list at once (fragmented free
+/// memory: the smallest free blocks are single pages).
+const TARGET_BATCH: usize = 32;
+
 /// How a committed migration ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Migrated {
@@ -58,21 +86,159 @@ pub(super) enum Migrated {
 /// What reclaim found at the next used block of an isolated pageblock.
 enum ReclaimStep {
     Done,
-    Unmovable { addr: PhysAddr, next: usize },
-    Pinned { page: MovablePage, next: usize },
-    Dropped { dropped: DroppedPage, next: usize },
-    Migrate { page: MovablePage, next: usize },
+    Unmovable {
+        addr: PhysAddr,
+        next: usize,
+    },
+    Pinned {
+        page: MovablePage,
+        next: usize,
+    },
+    Dropped {
+        dropped: DroppedPage,
+        next: usize,
+    },
+    /// Its migration is prepared: copy, then commit.
+    Migrate {
+        ticket: MigrationTicket,
+        next: usize,
+    },
+    /// No target for it.
+    Failed {
+        error: MigrateError,
+        next: usize,
+    },
 }
 
 impl PageAllocator {
-    /// Migration step 1: choose the target frame.
-    pub(super) fn prepare_migration(&mut self, page: MovablePage) -> Result<MigrationTicket, MigrateError> {
+    /// Migration step 1: choose the target frame, from `targets` if it has one that suits.
+    pub(super) fn prepare_migration(&mut self, page: MovablePage, targets: &mut MigrationTargets) -> Result<MigrationTicket, MigrateError> {
         let e = *self.movable.get(page).ok_or(MigrateError::Stale(page))?;
         if e.pins > 0 {
             return Err(MigrateError::Pinned(page));
         }
-        let dst = self.rmqueue(e.order, e.highest_zone, MigrateType::Movable, false).map_err(|_| MigrateError::NoMemory(page))?;
-        Ok(MigrationTicket { page, src: e.idx, dst, order: e.order, pin_seq: e.pin_seq })
+        self.prepare_migration_at(page, e.idx, e.order, e.highest_zone, e.pin_seq, targets)
+    }
+
+    /// [`prepare_migration`](Self::prepare_migration) for an unpinned page whose entry the
+    /// caller has just read under the same lock hold.
+    fn prepare_migration_at(
+        &mut self,
+        page: MovablePage,
+        src: usize,
+        order: u8,
+        highest_zone: ZoneType,
+        pin_seq: u32,
+        targets: &mut MigrationTargets,
+    ) -> Result<MigrationTicket, MigrateError> {
+        let dst = match self.take_target(targets, order, highest_zone) {
+            Some(dst) => dst,
+            None => self.rmqueue(order, highest_zone, MigrateType::Movable, false).map_err(|_| MigrateError::NoMemory(page))?,
+        };
+        Ok(MigrationTicket { page, src, dst, order, pin_seq })
+    }
+
+    /// An order-0 target frame from `targets`, refilled with one chunk of up to `targets.need`
+    /// pages when empty; `None` if it has none for this page (another order, a zone the page
+    /// may not use, or no free MOVABLE block): then the caller allocates the usual way.
+    fn take_target(&mut self, targets: &mut MigrationTargets, order: u8, highest_zone: ZoneType) -> Option<usize> {
+        if order != 0 {
+            return None;
+        }
+        if targets.next_single == targets.nr_singles && targets.next == targets.end && targets.need > 1 {
+            self.refill_targets(targets, highest_zone);
+        }
+        targets.need = targets.need.saturating_sub(1);
+        if targets.next_single < targets.nr_singles {
+            let idx = targets.singles[targets.next_single] as usize;
+            if self.zone_of(idx) > highest_zone {
+                return None;
+            }
+            targets.next_single += 1;
+            return Some(idx);
+        }
+        if targets.next == targets.end || self.zone_of(targets.next) > highest_zone {
+            return None;
+        }
+        // The chunk's rest `next..end` is a row of aligned `Allocated` blocks, each twice the
+        // previous: split the first into its first page and the halves after it.
+        let idx = targets.next;
+        let PageDesc::Allocated { order: o } = self.mem_map[idx] else {
+            unreachable!("migration target {idx} is not allocated");
+        };
+        for h in 0..o {
+            self.mem_map[idx + (1 << h)] = PageDesc::Allocated { order: h };
+        }
+        self.mem_map[idx] = PageDesc::Allocated { order: 0 };
+        targets.next += 1;
+        Some(idx)
+    }
+
+    /// Takes one free block of at most `2^floor(log2(need))` pages for `targets`: the smallest
+    /// on MOVABLE's lists (split as `rmqueue` would, only the rest goes back), zone by zone as
+    /// `rmqueue` walks them; if a zone has none, `rmqueue`'s fallbacks give one page. If the
+    /// smallest are single pages, up to [`TARGET_BATCH`] of them (and at most `need`) come
+    /// off the order-0 list in one go, in the order `rmqueue` would have taken them.
+    fn refill_targets(&mut self, targets: &mut MigrationTargets, highest_zone: ZoneType) {
+        let want = (targets.need.ilog2() as u8).min(MAX_PAGE_ORDER);
+        let movable = MigrateType::Movable.index();
+        for zone in highest_zone.zonelist() {
+            let z = &mut self.zones[zone as usize];
+            let mut head = z.free_area[0].free_list[movable];
+            if head != NIL {
+                let mut n = 0;
+                while n < TARGET_BATCH.min(targets.need) && head != NIL {
+                    let PageDesc::Free { next, .. } = self.mem_map[head as usize] else {
+                        unreachable!("page {head} on a free list is not free");
+                    };
+                    self.mem_map[head as usize] = PageDesc::Allocated { order: 0 };
+                    targets.singles[n] = head;
+                    n += 1;
+                    head = next;
+                }
+                z.free_area[0].free_list[movable] = head;
+                z.free_area[0].nr_free[movable] -= n;
+                z.nr_free_pages[movable] -= n;
+                if let Some(PageDesc::Free { prev, .. }) = self.mem_map.get_mut(head as usize) {
+                    *prev = NIL;
+                }
+                (targets.next_single, targets.nr_singles) = (0, n);
+                return;
+            }
+            for o in 1..=MAX_PAGE_ORDER {
+                let head = self.zones[zone as usize].free_area[o as usize].free_list[MigrateType::Movable.index()];
+                if head != NIL {
+                    let (idx, take) = (head as usize, o.min(want));
+                    self.del_from_free_list(idx, o, MigrateType::Movable);
+                    self.expand(idx, take, o, MigrateType::Movable);
+                    self.mem_map[idx] = PageDesc::Allocated { order: take };
+                    (targets.next, targets.end) = (idx, idx + (1 << take));
+                    return;
+                }
+            }
+            if let Some(idx) = self.rmqueue_fallback(zone, 0, MigrateType::Movable, false) {
+                self.mem_map[idx] = PageDesc::Allocated { order: 0 };
+                (targets.next, targets.end) = (idx, idx + 1);
+                return;
+            }
+        }
+    }
+
+    /// Frees the targets nobody used.
+    pub(super) fn release_targets(&mut self, targets: &mut MigrationTargets) {
+        while targets.next_single < targets.nr_singles {
+            self.free_one_page(targets.singles[targets.next_single] as usize, 0);
+            targets.next_single += 1;
+        }
+        while targets.next < targets.end {
+            let idx = targets.next;
+            let PageDesc::Allocated { order } = self.mem_map[idx] else {
+                unreachable!("migration target {idx} is not allocated");
+            };
+            self.free_one_page(idx, order);
+            targets.next += 1 << order;
+        }
+        targets.need = 0;
     }
 
     /// Migration step 3: switch the handle to the copied frame if nothing raced the copy.
@@ -105,7 +271,7 @@ impl PageAllocator {
 
     /// Looks at the used blocks of an isolated pageblock from `cursor` and decides what to do
     /// with the first one. Clean unpinned pages are dropped right here, under the lock.
-    fn reclaim_step(&mut self, mut cursor: usize, end: usize, mode: ReclaimMode) -> ReclaimStep {
+    fn reclaim_step(&mut self, mut cursor: usize, end: usize, mode: ReclaimMode, targets: &mut MigrationTargets) -> ReclaimStep {
         while let Some((idx, desc)) = self.next_head(cursor, end) {
             match desc {
                 PageDesc::Free { order, .. } => cursor = idx + (1 << order),
@@ -113,15 +279,23 @@ impl PageAllocator {
                 PageDesc::Movable { order, slot } => {
                     let next = idx + (1 << order);
                     let page = self.movable.handle(slot);
-                    let e = *self.movable.get(page).expect("movable page without a live handle");
-                    if e.pins > 0 {
+                    let e = self.movable.get(page).expect("movable page without a live handle");
+                    let (pins, owner, highest_zone, pin_seq) = (e.pins, e.owner, e.highest_zone, e.pin_seq);
+                    if pins > 0 || (mode.drop_clean && owner.kind == OwnerKind::Clean) {
+                        // No target for it: one fewer to take.
+                        targets.need = targets.need.saturating_sub(usize::from(order == 0));
+                    }
+                    if pins > 0 {
                         return ReclaimStep::Pinned { page, next };
                     }
-                    if mode.drop_clean && e.owner.kind == OwnerKind::Clean {
+                    if mode.drop_clean && owner.kind == OwnerKind::Clean {
                         self.drop_movable(page);
-                        return ReclaimStep::Dropped { dropped: DroppedPage { page, cookie: e.owner.cookie }, next };
+                        return ReclaimStep::Dropped { dropped: DroppedPage { page, cookie: owner.cookie }, next };
                     }
-                    return ReclaimStep::Migrate { page, next };
+                    return match self.prepare_migration_at(page, idx, order, highest_zone, pin_seq, targets) {
+                        Ok(ticket) => ReclaimStep::Migrate { ticket, next },
+                        Err(error) => ReclaimStep::Failed { error, next },
+                    };
                 }
                 PageDesc::Tail | PageDesc::Unmanaged => unreachable!("next_head returns block heads"),
             }
@@ -221,7 +395,7 @@ impl LockedPageAllocator {
         for _ in 0..MIGRATE_RETRIES {
             let (ticket, dst, src) = {
                 let mut a = self.inner.lock();
-                let t = a.prepare_migration(page)?;
+                let t = a.prepare_migration(page, &mut MigrationTargets::default())?;
                 (t, a.addr_of(t.dst), a.addr_of(t.src))
             };
             mem.copy(dst, src, (PAGE_SIZE << ticket.order) as usize);
@@ -297,6 +471,7 @@ impl LockedPageAllocator {
         on_drop: &mut dyn FnMut(DroppedPage),
     ) -> Result<ReclaimReport, ContigError> {
         let mut report = ReclaimReport::default();
+        let mut targets = MigrationTargets::default();
         let (blocks, types) = {
             let mut a = self.inner.lock();
             let blocks = a.pageblock_range(range).map_err(ContigError::Range)?;
@@ -311,48 +486,81 @@ impl LockedPageAllocator {
                     return Err(ContigError::Range(RangeError::PartlyManaged(addr)));
                 }
             }
-            blocks.clone().for_each(|b| a.find_unmovable_pages(b, request.fail_fast, &mut report));
+            for b in blocks.clone() {
+                targets.need += a.isolate_pageblock_checked(b, request.fail_fast, &mut report);
+            }
             if report.is_busy() {
+                blocks.zip(types).for_each(|(b, mt)| a.undo_isolate_pageblock(b, mt));
                 return Err(ContigError::Busy(report));
             }
-            blocks.clone().for_each(|b| a.start_isolate_pageblock(b));
             (blocks, types)
         };
+        // One lock section per page: commit the previous page's migration, find the next page,
+        // take its target; then copy with the lock dropped.
+        let mut pending: Option<(MigrationTicket, usize)> = None;
         'blocks: for block in blocks.clone() {
             let (mut cursor, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
             loop {
+                let mut a = self.inner.lock();
+                let mut retry = None;
+                if let Some((t, tries)) = pending.take() {
+                    match a.commit_migration(t) {
+                        Migrated::Moved => report.migrated += 1,
+                        Migrated::FreedMeanwhile => report.freed_meanwhile += 1,
+                        Migrated::Raced if tries + 1 < MIGRATE_RETRIES => retry = Some((t.page, tries + 1)),
+                        Migrated::Raced => report.pinned.push(t.page),
+                    }
+                }
                 if request.fail_fast && report.is_busy() {
                     break 'blocks;
                 }
-                let step = self.inner.lock().reclaim_step(cursor, end, request.mode);
-                cursor = match step {
-                    ReclaimStep::Done => break,
-                    ReclaimStep::Unmovable { addr, next } => {
-                        report.unmovable.push(addr);
-                        next
-                    }
-                    ReclaimStep::Pinned { page, next } => {
-                        report.pinned.push(page);
-                        next
-                    }
-                    ReclaimStep::Dropped { dropped, next } => {
-                        report.dropped += 1;
-                        on_drop(dropped);
-                        next
-                    }
-                    ReclaimStep::Migrate { page, next } => {
-                        match self.migrate_one(page, mem) {
-                            Ok(Migrated::FreedMeanwhile) | Err(MigrateError::Stale(_)) => report.freed_meanwhile += 1,
-                            Ok(_) => report.migrated += 1,
-                            Err(MigrateError::Pinned(p)) => report.pinned.push(p),
-                            Err(e) => report.failed.push(e),
+                let prepared = match retry {
+                    Some((page, tries)) => a.prepare_migration(page, &mut targets).map(|t| (t, tries)),
+                    None => match a.reclaim_step(cursor, end, request.mode, &mut targets) {
+                        ReclaimStep::Done => break,
+                        ReclaimStep::Unmovable { addr, next } => {
+                            report.unmovable.push(addr);
+                            cursor = next;
+                            continue;
                         }
-                        next
-                    }
+                        ReclaimStep::Pinned { page, next } => {
+                            report.pinned.push(page);
+                            cursor = next;
+                            continue;
+                        }
+                        ReclaimStep::Dropped { dropped, next } => {
+                            drop(a);
+                            report.dropped += 1;
+                            on_drop(dropped);
+                            cursor = next;
+                            continue;
+                        }
+                        ReclaimStep::Migrate { ticket, next } => {
+                            cursor = next;
+                            Ok((ticket, 0))
+                        }
+                        ReclaimStep::Failed { error, next } => {
+                            cursor = next;
+                            Err(error)
+                        }
+                    },
                 };
+                match prepared {
+                    Ok((t, tries)) => {
+                        let (dst, src) = (a.addr_of(t.dst), a.addr_of(t.src));
+                        drop(a);
+                        mem.copy(dst, src, (PAGE_SIZE << t.order) as usize);
+                        pending = Some((t, tries));
+                    }
+                    Err(MigrateError::Stale(_)) => report.freed_meanwhile += 1,
+                    Err(MigrateError::Pinned(p)) => report.pinned.push(p),
+                    Err(e) => report.failed.push(e),
+                }
             }
         }
+        debug_assert!(pending.is_none(), "every copy is committed before its block's walk ends");
         let mut a = self.inner.lock();
+        a.release_targets(&mut targets);
         if !report.is_busy() && blocks.clone().all(|b| a.isolated_pageblock_is_free(b)) {
             if request.take {
                 blocks.for_each(|b| a.take_free_pageblock(b));
@@ -430,23 +638,6 @@ impl PageAllocator {
     pub(super) fn pageblock_fully_managed(&self, block: usize) -> bool {
         let head = block << PAGEBLOCK_ORDER;
         !self.mem_map[head..head + PAGEBLOCK_NR_PAGES].contains(&PageDesc::Unmanaged)
-    }
-
-    /// Notes in `report` the unmovable blocks of a pageblock and, if `pinned_too`, its pinned
-    /// movable pages (Linux: `has_unmovable_pages()`, which isolation checks first).
-    pub(super) fn find_unmovable_pages(&self, block: usize, pinned_too: bool, report: &mut ReclaimReport) {
-        for (idx, desc) in self.pageblock_heads(block) {
-            match desc {
-                PageDesc::Allocated { .. } => report.unmovable.push(self.addr_of(idx)),
-                PageDesc::Movable { slot, .. } if pinned_too => {
-                    let page = self.movable.handle(slot);
-                    if self.movable.get(page).is_some_and(|e| e.pins > 0) {
-                        report.pinned.push(page);
-                    }
-                }
-                _ => {}
-            }
-        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! | `Movable`   | `Movable`    | borrow from `Swiotlb`, then `Cma` (1) | steal from `Unmovable` |
 //! | `Swiotlb`   | never requested: blocks only enter this type by being lent                 |
 //! | `Cma`       | never requested: blocks only enter this type from a CMA area's activation   |
-//! | `Isolate`   | never requested, never allocated from (its lists hold an isolated block)  |
+//! | `Isolate`   | never requested, never allocated from (free pages counted, on no list)    |
 //!
 //! - *steal*: take the largest free page of the other type; if it is at least half a pageblock or
 //!   half the block is free, claim the whole block for the requester (change its type and move its

@@ -11,7 +11,12 @@
 //!   accepts and falls back to lower ones (Linux: the zonelist).
 //! - Free lists are `zone.free_area[order].free_list[migratetype]`. A free page always sits on the
 //!   list of its own pageblock's type, and each zone keeps free-page counters per type (the
-//!   SWIOTLB one is our `NR_FREE_CMA_PAGES`).
+//!   SWIOTLB one is our `NR_FREE_CMA_PAGES`). One exception, unlike Linux: the free blocks of an
+//!   isolated pageblock are on no list and not merged, counted in pages only (the zone's
+//!   ISOLATE free pages and the block's `isolated_free`): nothing allocates from them, reclaim
+//!   frees every migrated page's old frame there and takes the block once it is all free, and
+//!   undoing the isolation merges them onto their type's lists. See
+//!   `PageAllocator::add_to_free_list`.
 //! - SWIOTLB blocks follow CMA's rules: only movable allocations use them, fallback stealing never
 //!   converts them, and a long-term pin first migrates the page out of them. See
 //!   [`migratetype`] for the fallback table.

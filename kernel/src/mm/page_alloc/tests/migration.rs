@@ -128,6 +128,66 @@ fn a_pinned_page_blocks_reclaim_which_is_undone_and_reported() {
     check_invariants(&la.lock());
 }
 
+/// A reclaim that a pinned page stops puts every page back: the old frames freed into the
+/// isolated block (counted as ISOLATE but on no list while it was isolated) go back on
+/// SWIOTLB's lists merged with their buddies, the migration targets taken in chunks and not
+/// used go back on MOVABLE's, and every counter matches.
+#[test]
+fn an_aborted_reclaim_puts_every_free_page_back_merged() {
+    aborted_reclaim_puts_every_free_page_back_merged(false);
+}
+
+/// The same with MOVABLE's free memory in single pages: the targets come off the order-0 list
+/// in batches.
+#[test]
+fn an_aborted_reclaim_puts_every_free_page_back_merged_fragmented() {
+    aborted_reclaim_puts_every_free_page_back_merged(true);
+}
+
+fn aborted_reclaim_puts_every_free_page_back_merged(fragmented: bool) {
+    let (la, mem) = with_pool(2, 1);
+    let pages = pages_in_lent_blocks(&la, 2, 1, 300, DIRTY);
+    let _every_other: Vec<MovablePage> = if fragmented {
+        let mut a = la.lock();
+        let hog: Vec<_> = core::iter::from_fn(|| a.alloc_movable_inner(0, ZoneType::Dma, owner(DIRTY), false).ok()).collect();
+        let (keep, free): (Vec<_>, Vec<_>) = hog.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        free.into_iter().for_each(|(_, p)| a.free_movable(p).unwrap());
+        assert_eq!(a.zones[ZoneType::Dma as usize].free_area[1].nr_free[MigrateType::Movable.index()], 0);
+        keep.into_iter().map(|(_, p)| p).collect()
+    } else {
+        Vec::new()
+    };
+    let movable_free = la.lock().nr_free(ZoneType::Dma, MigrateType::Movable);
+    let pin = la.pin(pages[150]).unwrap();
+    // Owners free ten pages while the first is copied: targets were taken for them, unused.
+    let hooked = CopyHook::new(&mem, || {
+        let mut a = la.lock();
+        pages[200..210].iter().for_each(|p| a.free_movable(*p).unwrap());
+        check_invariants(&a);
+    });
+    let err = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &hooked, MIGRATE_ALL, &mut |_| {}).unwrap_err();
+    let ReclaimError::Busy(report) = err else { panic!("{err:?}") };
+    assert_eq!((report.migrated, report.pinned.as_slice()), (289, [pages[150]].as_slice()));
+    let a = la.lock();
+    check_invariants(&a);
+    assert_eq!(a.pageblock_migratetype(block(2)), Some(MigrateType::Swiotlb), "isolation undone");
+    assert_eq!(a.nr_free_swiotlb_pages(ZoneType::Dma), PAGEBLOCK_NR_PAGES - 1);
+    assert_eq!(a.nr_free(ZoneType::Dma, MigrateType::Isolate), 0);
+    let isolate = MigrateType::Isolate.index();
+    assert!(a.zones[ZoneType::Dma as usize].free_area.iter().all(|area| area.nr_free[isolate] == 0));
+    // All but the pinned page free and merged: one free block of each order below the block's.
+    let mut orders: Vec<u8> = free_blocks(&a).into_iter().filter(|(addr, _)| (block(2)..block(3)).contains(addr)).map(|(_, o)| o).collect();
+    orders.sort();
+    assert_eq!(orders, (0..MAX_PAGE_ORDER).collect::<Vec<_>>());
+    assert_eq!(a.nr_free(ZoneType::Dma, MigrateType::Movable), movable_free - 289, "unused targets given back");
+    assert!(a.pageblock_migratetype(a.movable_info(pages[0]).unwrap().addr) == Some(MigrateType::Movable));
+    drop(a);
+    drop(pin);
+    let report = la.reclaim_swiotlb_pageblocks(blocks(2, 1), &mem, MIGRATE_ALL, &mut |_| {}).unwrap();
+    assert_eq!(report.migrated, 1);
+    check_invariants(&la.lock());
+}
+
 #[test]
 fn reclaim_drops_clean_pages_when_allowed() {
     let (la, mem) = with_pool(2, 1);

@@ -72,6 +72,8 @@ pub(super) fn check_invariants(a: &PageAllocator) {
     let mut managed = [0usize; 2];
     let mut heads: BTreeMap<(ZoneType, u8, MigrateType), usize> = BTreeMap::new();
     let mut movable_heads = 0;
+    let mut isolated_pages: BTreeMap<ZoneType, usize> = BTreeMap::new();
+    let mut isolated_in_block: BTreeMap<usize, usize> = BTreeMap::new();
     let mut idx = 0;
     while idx < n {
         let desc = a.mem_map[idx];
@@ -91,6 +93,12 @@ pub(super) fn check_invariants(a: &PageAllocator) {
         let zone = a.zone_of(idx);
         managed[zone as usize] += 1 << order;
         match desc {
+            PageDesc::Free { prev, next, .. } if mt == MigrateType::Isolate => {
+                // Isolated free blocks: on no list, not merged, counted in pages only.
+                assert_eq!((prev, next), (NIL, NIL), "isolated free block {idx} linked");
+                *isolated_pages.entry(zone).or_default() += 1 << order;
+                *isolated_in_block.entry(idx >> PAGEBLOCK_ORDER).or_default() += 1 << order;
+            }
             PageDesc::Free { .. } => {
                 *heads.entry((zone, order, mt)).or_default() += 1;
                 if order < MAX_PAGE_ORDER {
@@ -116,6 +124,11 @@ pub(super) fn check_invariants(a: &PageAllocator) {
         idx += 1 << order;
     }
     assert_eq!(a.movable.live().count(), movable_heads, "live handles without a movable page");
+    for (block, free) in a.isolated_free.iter().enumerate() {
+        let expected =
+            if a.pageblock_type[block] == Some(MigrateType::Isolate) { isolated_in_block.get(&block).copied().unwrap_or(0) } else { 0 };
+        assert_eq!(*free as usize, expected, "isolated_free of pageblock {block}");
+    }
     // Free lists: well linked, right zone, order and type, counters equal a recount.
     for zone in ZoneType::ALL {
         let z = &a.zones[zone as usize];
@@ -126,6 +139,9 @@ pub(super) fn check_invariants(a: &PageAllocator) {
                 let mut prev = NIL;
                 let mut cur = z.free_area[order as usize].free_list[mt.index()];
                 let mut count = 0;
+                if mt == MigrateType::Isolate {
+                    assert_eq!(cur, NIL, "an ISOLATE free list is not empty");
+                }
                 while cur != NIL {
                     let PageDesc::Free { order: o, prev: p, next } = a.mem_map[cur as usize] else {
                         panic!("page {cur} on a free list is not free");
@@ -140,6 +156,9 @@ pub(super) fn check_invariants(a: &PageAllocator) {
                 assert_eq!(count, z.free_area[order as usize].nr_free[mt.index()], "nr_free {zone:?} {order} {mt:?}");
                 assert_eq!(count, heads.get(&(zone, order, mt)).copied().unwrap_or(0), "free heads not on a list");
                 pages += count << order;
+            }
+            if mt == MigrateType::Isolate {
+                pages = isolated_pages.get(&zone).copied().unwrap_or(0);
             }
             assert_eq!(pages, z.nr_free_pages[mt.index()], "nr_free_pages {zone:?} {mt:?}");
         }
