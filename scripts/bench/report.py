@@ -156,6 +156,17 @@ def bounce_section(runs, targets, plots_dir):
             None if s[0] is None else s[0] >= 0.9,
         )
 
+    # Targets at QD 1, sequential: every cell.
+    for k in keys:
+        if k[3] == 1 and k[0] == "seq":
+            s = ratio_by_key[k]
+            targets.add(
+                f"QD 1 seq {k[1]} {size_label(k[2])}: bounced/direct",
+                "≥ 0.9",
+                fmt_summary(s, 2),
+                None if s[0] is None else s[0] >= 0.9,
+            )
+
     # The time a bounce adds at QD 1, against a memcpy of the same size in the same boot.
     lines += [
         "",
@@ -1473,6 +1484,8 @@ def losses(runs, targets, machine):
             return "throttled"
         if "kicks" in what:
             return "kicks"
+        if "QD 1 " in what:
+            return "added"
         if "bounced/direct" in what:
             return "qd16"
         if "adds" in what:

@@ -105,6 +105,22 @@ class Qd16Reason(unittest.TestCase):
         self.assertNotIn("busy", report.qd16_reason(runs, {}), "no cell missed: no figures")
 
 
+class Qd1SequentialTargets(unittest.TestCase):
+    def test_one_row_per_sequential_cell(self):
+        targets = report.Targets()
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        runs["io"][1][1]["cells"] = [
+            dict(c, mib_s=c["mib_s"] * (1.9 if c["placement"] == "bounced" and c["size"] == 4 * KIB else 1.0))
+            for c in runs["io"][1][1]["cells"]
+        ]
+        report.bounce_section(runs, targets, None)
+        rows = {r[0]: r for r in target(targets, "QD 1 seq") if "bounced/direct" in r[0]}
+        self.assertEqual(sorted(rows), sorted(f"QD 1 seq {op} {size}: bounced/direct" for op in ("read", "write") for size in ("4 KiB", "64 KiB")))
+        # Bounced at 0.5 of direct in both boots, but 0.95 for 4 KiB in the second: median 0.725.
+        self.assertEqual(rows["QD 1 seq read 64 KiB: bounced/direct"][2:], ("0.5", False))
+        self.assertEqual(rows["QD 1 seq write 4 KiB: bounced/direct"][1:], ("≥ 0.9", "0.72 [0.5–0.95]", False))
+
+
 class AddedReason(unittest.TestCase):
     def test_copies_and_the_rest_from_data(self):
         runs = runs_with(0, [1.0, 1.0, 1.0])
