@@ -331,6 +331,31 @@ impl SwiotlbPool {
         self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)
     }
 
+    /// Frees the allocation whose head slot holds `tlb_addr` if `check` accepts the live mapping
+    /// there ([`find_mapping`](Self::find_mapping)'s answer), all under one hold of the area lock:
+    /// [`find_mapping`](Self::find_mapping) then [`release_slots`](Self::release_slots) without
+    /// the second lock round, for an unmap that copies nothing back. `check` must refuse a
+    /// mapping whose `position` is not 0 (not the head); nothing is freed if it refuses.
+    pub(super) fn release_checked(
+        &self,
+        tlb_addr: PhysAddr,
+        check: impl FnOnce(&MappingInfo) -> Result<(), SwiotlbError>,
+    ) -> Result<(), SwiotlbError> {
+        let not_mapped = || SwiotlbError::NotMapped { tlb_addr };
+        let pos = self.slot_index(tlb_addr).map(|i| self.slot_pos(i)).ok_or_else(not_mapped)?;
+        let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
+        let nslots = {
+            let states = self.area_states(pos.area);
+            let mut area = self.areas[pos.area].lock();
+            let mapping = area.mapping(pos.local, in_slot, states).ok_or_else(not_mapped)?;
+            check(&mapping)?;
+            area.release(pos.local, states).ok_or_else(not_mapped)?
+        };
+        self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
+        self.counters.put_free(nslots);
+        Ok(())
+    }
+
     /// Frees the allocation whose head slot holds `tlb_addr`.
     pub(super) fn release_slots(&self, tlb_addr: PhysAddr) -> Result<(), SwiotlbError> {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
