@@ -347,6 +347,9 @@ impl<'a> DmaApi<'a> {
         let result = match dev.policy() {
             // SAFETY: as above.
             BouncePolicy::Restricted(pool) => unsafe { pool.map_attrs(addr, size, dir, align, attrs) },
+            // No pool of its own, known without the device-pool lock (as `lookup`): a pool
+            // attached meanwhile serves the next mapping.
+            _ if !dev.has_device_pool() => to_default(),
             _ => match dev.device_pool() {
                 // SAFETY: as above.
                 Some(slot) => unsafe { slot.map_attrs(addr, size, dir, align, attrs) }.or_else(|_| to_default()),
@@ -380,8 +383,9 @@ impl<'a> DmaApi<'a> {
     fn lookup(&self, dev: &DmaDevice, dma: DmaAddr) -> SlotLookup<'a> {
         match dev.policy() {
             BouncePolicy::Restricted(pool) => pool.lookup(dma),
-            // No pool of `dev`'s can hold it (a direct mapping), found without the device-pool lock.
-            _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => SlotLookup::Outside,
+            // No pool of its own, known without the device-pool lock: the default SWIOTLB's
+            // answer (`Outside` for a direct mapping, from `may_hold`).
+            _ if !dev.has_device_pool() => self.default_mem.find_pool(dma),
             _ => match dev.device_pool().map(|slot| slot.find_pool(dma)) {
                 Some(live @ SlotLookup::Live(_)) => live,
                 Some(SlotLookup::Free) => match self.default_mem.find_pool(dma) {

@@ -302,8 +302,14 @@ impl SwiotlbPool {
         // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
         // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks.
         // With one CPU, rotate over the areas as before.
-        let first_area =
-            if crate::arch::smp_active() { crate::arch::cpu_id() } else { self.next_area.fetch_add(1, Ordering::Relaxed) } & (nareas - 1);
+        // One area (one CPU): nothing to choose, no rotation to count.
+        let first_area = if nareas == 1 {
+            0
+        } else if crate::arch::smp_active() {
+            crate::arch::cpu_id() & (nareas - 1)
+        } else {
+            self.next_area.fetch_add(1, Ordering::Relaxed) & (nareas - 1)
+        };
         for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));

@@ -444,7 +444,12 @@ impl SwiotlbMem {
         if !self.may_hold(pa) {
             return SlotLookup::Outside;
         }
-        for pool in self.pools() {
+        // The default pool first, outside the walk over the extra ones (as `map_attrs`).
+        match self.pool.lookup(pa) {
+            SlotLookup::Outside => {}
+            found => return found,
+        }
+        for pool in self.extra_pools() {
             match pool.lookup(pa) {
                 SlotLookup::Outside => continue,
                 found => return found,
