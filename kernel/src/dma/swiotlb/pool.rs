@@ -287,6 +287,7 @@ impl SwiotlbPool {
     /// `swiotlb_pool_find_slots`). Honours the IRQ reserve.
     /// With `prefer_clean`, also says whether every slot it took was clean (see
     /// [`AreaSlots::alloc`]); without, the answer is `false`.
+    #[inline(always)]
     pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection, prefer_clean: bool) -> Result<(usize, bool), SwiotlbError> {
         let in_irq = arch::in_interrupt();
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };

@@ -373,12 +373,36 @@ impl SwiotlbMem {
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
         // The default pool first, outside the walk over the extra ones: the common case, in
-        // one call.
+        // one call; the rest out of line.
         // SAFETY: this function's contract, handed on to the pool that maps.
-        let mut no_room = match unsafe { self.pool.map_attrs(orig, size, dir, align, attrs) } {
-            Ok(tlb_addr) => return Ok(self.mapped(tlb_addr)),
-            Err(e @ (SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. })) => e,
-            Err(e) => return Err(e),
+        match unsafe { self.pool.map_attrs(orig, size, dir, align, attrs) } {
+            Ok(tlb_addr) => Ok(self.mapped(tlb_addr)),
+            // SAFETY: as above.
+            Err(e) => unsafe { self.map_attrs_missed(e, orig, size, dir, align, attrs) },
+        }
+    }
+
+    /// The rest of [`map_attrs`](Self::map_attrs) once the default pool refused with `e`: the
+    /// extra pools, then a transient pool.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[cold]
+    #[inline(never)]
+    unsafe fn map_attrs_missed(
+        &self,
+        e: SwiotlbError,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        let mut no_room = match e {
+            SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. } => e,
+            e => return Err(e),
         };
         for pool in self.extra_pools() {
             // SAFETY: this function's contract, handed on to the pool that maps.
@@ -440,6 +464,7 @@ impl SwiotlbMem {
     /// under another pool's, as a released `cma` chunk's does), then the transient pools. Unmap
     /// and sync call the pool found directly. Device pools answer for themselves
     /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
+    #[inline]
     pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
         if !self.may_hold(pa) {
             return SlotLookup::Outside;
