@@ -347,21 +347,19 @@ impl<'a> DmaApi<'a> {
         let result = match dev.policy() {
             // SAFETY: as above.
             BouncePolicy::Restricted(pool) => unsafe { pool.map_attrs(addr, size, dir, align, attrs) },
+            // No pool of its own, known without the device-pool lock (as `lookup`): a pool
+            // attached meanwhile serves the next mapping.
+            _ if !dev.has_device_pool() => to_default(),
             _ => match dev.device_pool() {
                 // SAFETY: as above.
                 Some(slot) => unsafe { slot.map_attrs(addr, size, dir, align, attrs) }.or_else(|_| to_default()),
                 None => to_default(),
             },
         };
-        let tlb = result.inspect_err(|_| {
-            self.stats.map_failures.fetch_add(1, Ordering::Relaxed);
-            if arch::in_interrupt() {
-                self.stats.irq_failures.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(kick) = self.on_pressure {
-                kick();
-            }
-        })?;
+        let tlb = match result {
+            Ok(tlb) => tlb,
+            Err(e) => return Err(self.bounce_failed(e)),
+        };
         if let Some(limit) = dev.dma_limit().filter(|_| !dev.dma_capable(tlb, size)) {
             // A pool above the device's limit is a configuration error: undo, report.
             if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
@@ -374,14 +372,30 @@ impl<'a> DmaApi<'a> {
         Ok(tlb)
     }
 
+    /// Counts a bounce that failed with `e` and kicks the pool's worker (out of line).
+    #[cold]
+    #[inline(never)]
+    fn bounce_failed(&self, e: SwiotlbError) -> DmaError {
+        self.stats.map_failures.fetch_add(1, Ordering::Relaxed);
+        if arch::in_interrupt() {
+            self.stats.irq_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(kick) = self.on_pressure {
+            kick();
+        }
+        DmaError::Swiotlb(e)
+    }
+
     /// Which of `dev`'s pools holds `dma`, in one look at each (Linux `swiotlb_find_pool(dev,
     /// paddr)`): its restricted pool; or its carved pool, then the default SWIOTLB. The first
     /// live slot answers; a free slot in one of them answers `Free` if no other has it live.
+    #[inline(always)]
     fn lookup(&self, dev: &DmaDevice, dma: DmaAddr) -> SlotLookup<'a> {
         match dev.policy() {
             BouncePolicy::Restricted(pool) => pool.lookup(dma),
-            // No pool of `dev`'s can hold it (a direct mapping), found without the device-pool lock.
-            _ if !dev.has_device_pool() && !self.default_mem.may_hold(dma) => SlotLookup::Outside,
+            // No pool of its own, known without the device-pool lock: the default SWIOTLB's
+            // answer (`Outside` for a direct mapping, from `may_hold`).
+            _ if !dev.has_device_pool() => self.default_mem.find_pool(dma),
             _ => match dev.device_pool().map(|slot| slot.find_pool(dma)) {
                 Some(live @ SlotLookup::Live(_)) => live,
                 Some(SlotLookup::Free) => match self.default_mem.find_pool(dma) {
@@ -399,15 +413,21 @@ impl<'a> DmaApi<'a> {
     /// which would otherwise look like a direct mapping and succeed. Checked whether or not
     /// `dma_debug` is on (which catches it earlier, and more: once the slot is lent again or was
     /// a freed transient pool, only the debug tracker knows).
+    #[inline(always)]
     fn find_pool(&self, dev: &DmaDevice, dma: DmaAddr) -> Result<Option<FoundPool<'a>>, DmaError> {
         match self.lookup(dev, dma) {
             SlotLookup::Live(pool) => Ok(Some(pool)),
-            SlotLookup::Free => {
-                self.stats.misuse.fetch_add(1, Ordering::Relaxed);
-                Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }))
-            }
+            SlotLookup::Free => Err(self.free_slot_misuse(dma)),
             SlotLookup::Outside => Ok(None),
         }
+    }
+
+    /// Counts an unmap or sync of the free slot at `dma` with the misuse reports (out of line).
+    #[cold]
+    #[inline(never)]
+    fn free_slot_misuse(&self, dma: DmaAddr) -> DmaError {
+        self.stats.misuse.fetch_add(1, Ordering::Relaxed);
+        DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma })
     }
 
     /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every

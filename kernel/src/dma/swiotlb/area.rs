@@ -122,15 +122,54 @@ impl AreaSlots {
         prefer_clean: bool,
         states: &[AtomicSlotState],
     ) -> Option<(usize, bool)> {
+        // The usual case first, with no call (so no stack frame): a run in the cursor's
+        // segment, which is already the unsummarised one (taking the run changes no other
+        // segment's summary). The same choice `find_run` makes there.
+        let warm = self.index / IO_TLB_SEGSIZE;
+        if self.unsummarised == Some(warm) && req.nslots <= self.slots.len() - self.used - self.lent {
+            if let Some(in_seg) = self.find_in_warm(req.nslots, &req.run_starts(base_addr), prefer_clean) {
+                let run = run_mask(in_seg, req.nslots);
+                self.free[warm] &= !run;
+                return Some(self.record(warm, in_seg, run, req, dir, states));
+            }
+        }
+        self.alloc_slow(base_addr, req, dir, prefer_clean, states)
+    }
+
+    /// [`Self::alloc`] in full, out of line.
+    #[inline(never)]
+    fn alloc_slow(
+        &mut self,
+        base_addr: PhysAddr,
+        req: &SlotRequest,
+        dir: DmaDirection,
+        prefer_clean: bool,
+        states: &[AtomicSlotState],
+    ) -> Option<(usize, bool)> {
         if req.nslots > self.slots.len() - self.used - self.lent {
             return None;
         }
         let (seg, in_seg) = self.find_run(req.nslots, &req.run_starts(base_addr), prefer_clean)?;
-        let run = run_mask(in_seg, req.nslots);
+        self.take_run(seg, in_seg, req.nslots);
+        Some(self.record(seg, in_seg, run_mask(in_seg, req.nslots), req, dir, states))
+    }
+
+    /// The rest of an allocation once its run (`run`, slots `in_seg..` of segment `seg`) is out
+    /// of the free map: the clean map, the cursor, the slot states and the mapping's record.
+    /// Returns the head slot and whether every slot of the run was clean.
+    #[inline(always)]
+    fn record(
+        &mut self,
+        seg: usize,
+        in_seg: usize,
+        run: SegmentMap,
+        req: &SlotRequest,
+        dir: DmaDirection,
+        states: &[AtomicSlotState],
+    ) -> (usize, bool) {
         let clean = self.clean[seg] & run == run;
         // The mapping writes its slots (the copy-in, the device): no longer known clean.
         self.clean[seg] &= !run;
-        self.take_run(seg, in_seg, req.nslots);
         let first = seg * IO_TLB_SEGSIZE + in_seg;
         self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
         let head = first + req.pad_slots;
@@ -149,13 +188,25 @@ impl AreaSlots {
             dir,
         };
         self.used += req.nslots;
-        Some((head, clean))
+        (head, clean)
     }
 
     /// A free run of `nslots` that starts where `starts` allows: (segment, first slot in it).
     /// First the cursor's segment, from the cursor on and then before it; then the next segment
     /// that surely fits; then the next one that may.
     fn find_run(&mut self, nslots: usize, starts: &RunStarts, prefer_clean: bool) -> Option<(usize, usize)> {
+        let warm = self.index / IO_TLB_SEGSIZE;
+        if let Some(in_seg) = self.find_in_warm(nslots, starts, prefer_clean) {
+            return Some((warm, in_seg));
+        }
+        self.find_run_elsewhere(warm, nslots, starts)
+    }
+
+    /// The cursor's part of [`Self::find_run`]: the first slot of a free run in the cursor's
+    /// segment, from the cursor on, then from the segment's start (clean runs first with
+    /// `prefer_clean`).
+    #[inline(always)]
+    fn find_in_warm(&self, nslots: usize, starts: &RunStarts, prefer_clean: bool) -> Option<usize> {
         let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
         let mut fits = starts.fits(warm, self.free[warm], nslots);
         if prefer_clean && fits != 0 {
@@ -167,9 +218,9 @@ impl AreaSlots {
         if fits != 0 {
             let after_cursor = fits & (SegmentMap::MAX << from);
             let pick = if after_cursor != 0 { after_cursor } else { fits };
-            return Some((warm, pick.trailing_zeros() as usize));
+            return Some(pick.trailing_zeros() as usize);
         }
-        self.find_run_elsewhere(warm, nslots, starts)
+        None
     }
 
     /// The rest of [`Self::find_run`], out of line: the search of the cursor's segment stays

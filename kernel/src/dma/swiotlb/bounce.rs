@@ -8,6 +8,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::area::MappingInfo;
 use super::slots::SlotRequest;
 use super::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SHIFT, IO_TLB_SIZE};
 use crate::arch;
@@ -103,11 +104,16 @@ impl SwiotlbPool {
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
         // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
+        // Most mappings have neither (no offset kept, whole slots): no call for nothing.
         let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
-        self.phys().fill(first, 0, (tlb_addr - first) as usize);
+        if first != tlb_addr {
+            self.phys().fill(first, 0, (tlb_addr - first) as usize);
+        }
         let end = tlb_addr + size as u64;
         let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
-        self.phys().fill(end, 0, (slots_end - end) as usize);
+        if slots_end != end {
+            self.phys().fill(end, 0, (slots_end - end) as usize);
+        }
         self.counters().count_bounce(true, size);
         Ok(tlb_addr)
     }
@@ -119,21 +125,28 @@ impl SwiotlbPool {
     /// All or nothing: on error (not a mapping start, wrong direction, `size` past the mapping)
     /// nothing is copied and nothing freed.
     pub fn unmap(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
+        let check = |mapping: &MappingInfo| {
+            if mapping.position != 0 {
+                return Err(SwiotlbError::NotMapped { tlb_addr });
+            }
+            if mapping.head_slot.dir != dir {
+                return Err(SwiotlbError::DirectionMismatch { mapped: mapping.head_slot.dir, requested: dir });
+            }
+            let available = mapping.head_slot.alloc_size as usize;
+            if size > available {
+                return Err(SwiotlbError::Overflow { tlb_addr, size, available });
+            }
+            Ok(())
+        };
+        if attrs.skip_cpu_sync || !dir.from_device() {
+            // Nothing to copy back: check and free in one hold of the area lock.
+            return self.release_checked(tlb_addr, check);
+        }
+        // The copy-back runs with no lock held, between the check and the release.
         let mapping = self.find_mapping(tlb_addr)?;
-        if mapping.position != 0 {
-            return Err(SwiotlbError::NotMapped { tlb_addr });
-        }
-        if mapping.head_slot.dir != dir {
-            return Err(SwiotlbError::DirectionMismatch { mapped: mapping.head_slot.dir, requested: dir });
-        }
-        let available = mapping.head_slot.alloc_size as usize;
-        if size > available {
-            return Err(SwiotlbError::Overflow { tlb_addr, size, available });
-        }
-        if !attrs.skip_cpu_sync && dir.from_device() {
-            bounce_copy(self.phys(), mapping.head_slot.orig_addr, tlb_addr, size);
-            self.counters().count_bounce(false, size);
-        }
+        check(&mapping)?;
+        bounce_copy(self.phys(), mapping.head_slot.orig_addr, tlb_addr, size);
+        self.counters().count_bounce(false, size);
         self.release_slots(tlb_addr)
     }
 

@@ -287,6 +287,7 @@ impl SwiotlbPool {
     /// `swiotlb_pool_find_slots`). Honours the IRQ reserve.
     /// With `prefer_clean`, also says whether every slot it took was clean (see
     /// [`AreaSlots::alloc`]); without, the answer is `false`.
+    #[inline(always)]
     pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection, prefer_clean: bool) -> Result<(usize, bool), SwiotlbError> {
         let in_irq = arch::in_interrupt();
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
@@ -302,8 +303,14 @@ impl SwiotlbPool {
         // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
         // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks.
         // With one CPU, rotate over the areas as before.
-        let first_area =
-            if crate::arch::smp_active() { crate::arch::cpu_id() } else { self.next_area.fetch_add(1, Ordering::Relaxed) } & (nareas - 1);
+        // One area (one CPU): nothing to choose, no rotation to count.
+        let first_area = if nareas == 1 {
+            0
+        } else if crate::arch::smp_active() {
+            crate::arch::cpu_id() & (nareas - 1)
+        } else {
+            self.next_area.fetch_add(1, Ordering::Relaxed) & (nareas - 1)
+        };
         for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
@@ -329,6 +336,31 @@ impl SwiotlbPool {
         let pos = self.slot_pos(index);
         let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
         self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)
+    }
+
+    /// Frees the allocation whose head slot holds `tlb_addr` if `check` accepts the live mapping
+    /// there ([`find_mapping`](Self::find_mapping)'s answer), all under one hold of the area lock:
+    /// [`find_mapping`](Self::find_mapping) then [`release_slots`](Self::release_slots) without
+    /// the second lock round, for an unmap that copies nothing back. `check` must refuse a
+    /// mapping whose `position` is not 0 (not the head); nothing is freed if it refuses.
+    pub(super) fn release_checked(
+        &self,
+        tlb_addr: PhysAddr,
+        check: impl FnOnce(&MappingInfo) -> Result<(), SwiotlbError>,
+    ) -> Result<(), SwiotlbError> {
+        let not_mapped = || SwiotlbError::NotMapped { tlb_addr };
+        let pos = self.slot_index(tlb_addr).map(|i| self.slot_pos(i)).ok_or_else(not_mapped)?;
+        let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
+        let nslots = {
+            let states = self.area_states(pos.area);
+            let mut area = self.areas[pos.area].lock();
+            let mapping = area.mapping(pos.local, in_slot, states).ok_or_else(not_mapped)?;
+            check(&mapping)?;
+            area.release(pos.local, states).ok_or_else(not_mapped)?
+        };
+        self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
+        self.counters.put_free(nslots);
+        Ok(())
     }
 
     /// Frees the allocation whose head slot holds `tlb_addr`.

@@ -108,6 +108,8 @@ pub(super) struct SlotRequest {
 
 impl SlotRequest {
     /// Works out padding, size and alignment of a mapping of `mapping_size` bytes at `orig_addr`.
+    /// Inline: built in the caller's frame, not returned through memory.
+    #[inline]
     pub(super) fn new(orig_addr: PhysAddr, mapping_size: usize, align: SlotAlignment) -> Result<Self, SwiotlbError> {
         let slot_mask = IO_TLB_SIZE as u64 - 1;
         // Built only on the error path: the map path never pays for `max_mapping_size`.

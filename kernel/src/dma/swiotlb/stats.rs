@@ -74,7 +74,10 @@ impl Counters {
     /// `inc_used_and_hiwater`).
     pub(super) fn add_used(&self, nslots: usize) {
         let used = self.used.fetch_add(nslots, Ordering::Relaxed) + nslots;
-        self.used_hiwater.fetch_max(used, Ordering::Relaxed);
+        // A read first: the mark only rises, and mostly it is already above.
+        if used > self.used_hiwater.load(Ordering::Relaxed) {
+            self.used_hiwater.fetch_max(used, Ordering::Relaxed);
+        }
     }
 
     /// Records a successful mapping.

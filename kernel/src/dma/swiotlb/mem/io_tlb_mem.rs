@@ -305,7 +305,9 @@ impl SwiotlbMem {
 
     /// Used slots at or over `swiotlb_high_wm`% of usable slots.
     pub fn at_or_above_high_wm(&self) -> bool {
-        self.used_slots() * 100 >= self.tunables.high_wm_percent as usize * self.usable_slots()
+        // One walk of the pools for both sums (the map path asks after every mapping).
+        let (used, usable) = self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.nslots() - p.lent_slots()));
+        used * 100 >= self.tunables.high_wm_percent as usize * usable
     }
 
     /// Whether the policy could add slots now.
@@ -370,27 +372,61 @@ impl SwiotlbMem {
         align: SlotAlignment,
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
-        let mut no_room = None;
-        for pool in self.pools() {
+        // The default pool first, outside the walk over the extra ones: the common case, in
+        // one call; the rest out of line.
+        // SAFETY: this function's contract, handed on to the pool that maps.
+        match unsafe { self.pool.map_attrs(orig, size, dir, align, attrs) } {
+            Ok(tlb_addr) => Ok(self.mapped(tlb_addr)),
+            // SAFETY: as above.
+            Err(e) => unsafe { self.map_attrs_missed(e, orig, size, dir, align, attrs) },
+        }
+    }
+
+    /// The rest of [`map_attrs`](Self::map_attrs) once the default pool refused with `e`: the
+    /// extra pools, then a transient pool.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[cold]
+    #[inline(never)]
+    unsafe fn map_attrs_missed(
+        &self,
+        e: SwiotlbError,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        let mut no_room = match e {
+            SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. } => e,
+            e => return Err(e),
+        };
+        for pool in self.extra_pools() {
             // SAFETY: this function's contract, handed on to the pool that maps.
             match unsafe { pool.map_attrs(orig, size, dir, align, attrs) } {
-                Ok(tlb_addr) => {
-                    if self.at_or_above_high_wm() {
-                        self.high_usage_seen.store(true, Ordering::Relaxed);
-                    }
-                    return Ok(tlb_addr);
-                }
-                Err(e @ (SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. })) => no_room = Some(e),
+                Ok(tlb_addr) => return Ok(self.mapped(tlb_addr)),
+                Err(e @ (SwiotlbError::BufferFull { .. } | SwiotlbError::BelowReserve { .. })) => no_room = e,
                 Err(e) => return Err(e),
             }
         }
         self.note_miss();
-        let no_room = no_room.expect("there is always a default pool");
         if self.transient.enabled() {
             // SAFETY: this function's contract, handed on to the transient pool.
             return unsafe { self.transient.map(orig, size, dir, align) }.map_err(|_| no_room);
         }
         Err(no_room)
+    }
+
+    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on.
+    #[inline]
+    fn mapped(&self, tlb_addr: PhysAddr) -> PhysAddr {
+        if self.at_or_above_high_wm() {
+            self.high_usage_seen.store(true, Ordering::Relaxed);
+        }
+        tlb_addr
     }
 
     /// One bounded scrub step over the pools (see [`SwiotlbPool::scrub_step`]): zeroes at most
@@ -428,11 +464,17 @@ impl SwiotlbMem {
     /// under another pool's, as a released `cma` chunk's does), then the transient pools. Unmap
     /// and sync call the pool found directly. Device pools answer for themselves
     /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
+    #[inline]
     pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
         if !self.may_hold(pa) {
             return SlotLookup::Outside;
         }
-        for pool in self.pools() {
+        // The default pool first, outside the walk over the extra ones (as `map_attrs`).
+        match self.pool.lookup(pa) {
+            SlotLookup::Outside => {}
+            found => return found,
+        }
+        for pool in self.extra_pools() {
             match pool.lookup(pa) {
                 SlotLookup::Outside => continue,
                 found => return found,

@@ -163,3 +163,34 @@ fn zero_size_and_bad_masks_are_errors() {
     assert_eq!(f.pool.sim_map(RAM_BASE, 8, DmaDirection::ToDevice, bad), Err(SwiotlbError::InvalidAlignment { alignment: bad }));
     f.assert_pristine();
 }
+
+/// An unmap that copies nothing back (`ToDevice`, or `skip_cpu_sync`) checks the mapping and
+/// frees it in one hold of the area lock (`SwiotlbPool::release_checked`): it refuses what the
+/// copy-back path refuses (a wrong size, direction or address, a second unmap) and frees
+/// nothing then.
+#[test]
+fn unmap_without_copy_back_refuses_misuse_and_frees_nothing() {
+    use DmaDirection::{Bidirectional, FromDevice, ToDevice};
+    let f = Fixture::new(256, 1);
+    let skip = DmaAttrs { skip_cpu_sync: true, no_copy_in: false };
+    // One pad slot in front of the head (as in `sync_beyond_the_mapping_is_refused_without_copying`).
+    let align = SlotAlignment { min_align_mask: 0xfff, alloc_align_mask: 0xfff };
+    for (dir, attrs) in [(ToDevice, DmaAttrs::NONE), (ToDevice, skip), (FromDevice, skip), (Bidirectional, skip)] {
+        let tlb = f.map(RAM_BASE + 0x923, 10_000, dir, align);
+        let used = f.pool.used_slots();
+        let other = if dir == ToDevice { FromDevice } else { ToDevice };
+        let not_mapped = |tlb_addr| Err(SwiotlbError::NotMapped { tlb_addr });
+        assert!(matches!(f.pool.unmap(tlb, 10_001, dir, attrs), Err(SwiotlbError::Overflow { .. })), "{dir:?}");
+        assert_eq!(f.pool.unmap(tlb + 1, 10_000, dir, attrs), not_mapped(tlb + 1), "{dir:?}");
+        assert_eq!(f.pool.unmap(tlb - 0x400, 10_000, dir, attrs), not_mapped(tlb - 0x400), "{dir:?}: the pad slot");
+        assert_eq!(f.pool.unmap(tlb + IO_TLB_SIZE as u64, 5_000, dir, attrs), not_mapped(tlb + IO_TLB_SIZE as u64), "{dir:?}");
+        let mismatch = Err(SwiotlbError::DirectionMismatch { mapped: dir, requested: other });
+        assert_eq!(f.pool.unmap(tlb, 10_000, other, skip), mismatch, "{dir:?}");
+        assert_eq!(f.pool.used_slots(), used, "{dir:?}: nothing freed");
+        assert!(f.pool.is_swiotlb_buffer(tlb), "{dir:?}: still mapped");
+        f.pool.assert_consistent();
+        assert_eq!(f.pool.unmap(tlb, 10_000, dir, attrs), Ok(()), "{dir:?}");
+        assert_eq!(f.pool.unmap(tlb, 10_000, dir, attrs), not_mapped(tlb), "{dir:?}: second unmap");
+        f.assert_pristine();
+    }
+}

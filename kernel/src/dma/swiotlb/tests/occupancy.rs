@@ -245,3 +245,33 @@ fn concurrent_maps_and_unmaps_keep_counts() {
     f.assert_pristine();
     assert_eq!(f.pool.stats().maps, 1200);
 }
+
+/// `AreaSlots::alloc`'s fast path (a run in the cursor's segment when that segment is already
+/// the unsummarised one) takes the same runs as the full search: consecutive mappings follow
+/// the cursor through a segment, wrap inside it, and move on only when it is full; the maps,
+/// the summary and the counters stay consistent after every step, and a freed run comes back
+/// after one lap, not at once.
+#[test]
+fn consecutive_maps_follow_the_cursor_through_a_segment() {
+    let f = Fixture::new(256, 1);
+    let dir = DmaDirection::ToDevice;
+    let none = SlotAlignment::default();
+    let slot = |tlb: PhysAddr| ((tlb - POOL_START) / IO_TLB_SIZE as u64) as usize;
+    // 4 KiB mappings (2 slots, page aligned): the first segment, two slots at a time.
+    let mut live: Vec<PhysAddr> = Vec::new();
+    for i in 0..IO_TLB_SEGSIZE / 2 {
+        let tlb = f.map(RAM_BASE, 4096, dir, none);
+        assert_eq!(slot(tlb), 2 * i, "map {i} follows the cursor");
+        f.pool.assert_consistent();
+        live.push(tlb);
+    }
+    // Segment 0 is full: the next goes to segment 1 (the full search), then on from there.
+    let next = f.map(RAM_BASE, 4096, dir, none);
+    assert_eq!(slot(next), IO_TLB_SEGSIZE);
+    assert_eq!(slot(f.map(RAM_BASE, 4096, dir, none)), IO_TLB_SEGSIZE + 2, "fast path in segment 1");
+    f.pool.assert_consistent();
+    // Free slots 10..12 of segment 0 and the cursor stays in segment 1 (its slots after it).
+    f.unmap(live[5], 4096, dir);
+    assert_eq!(slot(f.map(RAM_BASE, 4096, dir, none)), IO_TLB_SEGSIZE + 4);
+    f.pool.assert_consistent();
+}
