@@ -127,6 +127,7 @@ impl PageAllocator {
 
     /// [`prepare_migration`](Self::prepare_migration) for an unpinned page whose entry the
     /// caller has just read under the same lock hold.
+    #[inline]
     fn prepare_migration_at(
         &mut self,
         page: MovablePage,
@@ -146,6 +147,7 @@ impl PageAllocator {
     /// An order-0 target frame from `targets`, refilled with one chunk of up to `targets.need`
     /// pages when empty; `None` if it has none for this page (another order, a zone the page
     /// may not use, or no free MOVABLE block): then the caller allocates the usual way.
+    #[inline]
     fn take_target(&mut self, targets: &mut MigrationTargets, order: u8, highest_zone: ZoneType) -> Option<usize> {
         if order != 0 {
             return None;
@@ -247,6 +249,7 @@ impl PageAllocator {
     }
 
     /// Migration step 3: switch the handle to the copied frame if nothing raced the copy.
+    #[inline]
     pub(super) fn commit_migration(&mut self, t: MigrationTicket) -> Migrated {
         let outcome = match self.movable.get_mut(t.page) {
             None => Migrated::FreedMeanwhile,
