@@ -28,7 +28,7 @@ use super::zone::ZoneType;
 use super::{PageAllocator, MAX_PAGE_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::arch::in_interrupt;
 use crate::mm::phys::PhysMemory;
-use crate::mm::{PhysAddr, PAGE_SIZE};
+use crate::mm::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use crate::sync::{IrqSafeSpinLock, IrqSafeSpinLockGuard};
 
 /// Copy attempts per page before a page that keeps being pinned counts as pinned (Linux:
@@ -67,6 +67,11 @@ pub(super) struct MigrationTargets {
     /// Pages still to migrate, as counted when the range was isolated.
     need: usize,
 }
+
+/// Steps (pages prepared for migration, dropped or reported) reclaim takes per hold of the
+/// allocator lock, and so migrations it commits per hold: the lock masks IRQs, so its hold time
+/// stays bounded (no copy is made under it).
+const RECLAIM_BATCH: usize = 16;
 
 /// Order-0 free pages [`MigrationTargets`] takes off a free list at once (fragmented free
 /// memory: the smallest free blocks are single pages).
@@ -122,6 +127,7 @@ impl PageAllocator {
 
     /// [`prepare_migration`](Self::prepare_migration) for an unpinned page whose entry the
     /// caller has just read under the same lock hold.
+    #[inline]
     fn prepare_migration_at(
         &mut self,
         page: MovablePage,
@@ -141,6 +147,7 @@ impl PageAllocator {
     /// An order-0 target frame from `targets`, refilled with one chunk of up to `targets.need`
     /// pages when empty; `None` if it has none for this page (another order, a zone the page
     /// may not use, or no free MOVABLE block): then the caller allocates the usual way.
+    #[inline]
     fn take_target(&mut self, targets: &mut MigrationTargets, order: u8, highest_zone: ZoneType) -> Option<usize> {
         if order != 0 {
             return None;
@@ -242,6 +249,7 @@ impl PageAllocator {
     }
 
     /// Migration step 3: switch the handle to the copied frame if nothing raced the copy.
+    #[inline]
     pub(super) fn commit_migration(&mut self, t: MigrationTicket) -> Migrated {
         let outcome = match self.movable.get_mut(t.page) {
             None => Migrated::FreedMeanwhile,
@@ -252,7 +260,9 @@ impl PageAllocator {
             }
         };
         let unused = if outcome == Migrated::Moved {
-            self.mem_map[t.dst] = PageDesc::Movable { order: t.order, slot: self.mem_map_slot(t.src) };
+            // A movable page's descriptor names its handle's slot (`alloc_movable`).
+            debug_assert_eq!(self.mem_map_slot(t.src), t.page.slot());
+            self.mem_map[t.dst] = PageDesc::Movable { order: t.order, slot: t.page.slot() };
             self.mem_map[t.src] = PageDesc::Allocated { order: t.order };
             t.src
         } else {
@@ -495,29 +505,46 @@ impl LockedPageAllocator {
             }
             (blocks, types)
         };
-        // One lock section per page: commit the previous page's migration, find the next page,
-        // take its target; then copy with the lock dropped.
-        let mut pending: Option<(MigrationTicket, usize)> = None;
-        'blocks: for block in blocks.clone() {
-            let (mut cursor, end) = (block << PAGEBLOCK_ORDER, (block + 1) << PAGEBLOCK_ORDER);
-            loop {
-                let mut a = self.inner.lock();
-                let mut retry = None;
-                if let Some((t, tries)) = pending.take() {
-                    match a.commit_migration(t) {
-                        Migrated::Moved => report.migrated += 1,
-                        Migrated::FreedMeanwhile => report.freed_meanwhile += 1,
-                        Migrated::Raced if tries + 1 < MIGRATE_RETRIES => retry = Some((t.page, tries + 1)),
-                        Migrated::Raced => report.pinned.push(t.page),
-                    }
+        // One lock section per batch of up to RECLAIM_BATCH pages: commit the previous batch's
+        // migrations, find the next pages and take their targets; then, with the lock dropped,
+        // tell the owners of dropped pages and copy. The Vecs are sized once, here: nothing
+        // allocates under the lock for them.
+        let mut pending: Vec<(MigrationTicket, usize)> = Vec::with_capacity(RECLAIM_BATCH);
+        let mut retries: Vec<(MovablePage, usize)> = Vec::with_capacity(RECLAIM_BATCH);
+        let mut dropped: Vec<DroppedPage> = Vec::with_capacity(RECLAIM_BATCH);
+        let (mut block, mut walk_done) = (blocks.start, blocks.is_empty());
+        let mut cursor = block << PAGEBLOCK_ORDER;
+        loop {
+            let mut a = self.inner.lock();
+            for (t, tries) in pending.drain(..) {
+                match a.commit_migration(t) {
+                    Migrated::Moved => report.migrated += 1,
+                    Migrated::FreedMeanwhile => report.freed_meanwhile += 1,
+                    Migrated::Raced if tries + 1 < MIGRATE_RETRIES => retries.push((t.page, tries + 1)),
+                    Migrated::Raced => report.pinned.push(t.page),
                 }
+            }
+            if (request.fail_fast && report.is_busy()) || (walk_done && retries.is_empty()) {
+                break;
+            }
+            // At most RECLAIM_BATCH steps (each one page prepared, dropped or reported, or one
+            // block's walk ended) per lock hold; the tickets are at most as many.
+            for _ in 0..RECLAIM_BATCH {
                 if request.fail_fast && report.is_busy() {
-                    break 'blocks;
+                    break;
                 }
-                let prepared = match retry {
-                    Some((page, tries)) => a.prepare_migration(page, &mut targets).map(|t| (t, tries)),
-                    None => match a.reclaim_step(cursor, end, request.mode, &mut targets) {
-                        ReclaimStep::Done => break,
+                let prepared = if let Some((page, tries)) = retries.pop() {
+                    a.prepare_migration(page, &mut targets).map(|t| (t, tries))
+                } else if walk_done {
+                    break;
+                } else {
+                    match a.reclaim_step(cursor, (block + 1) << PAGEBLOCK_ORDER, request.mode, &mut targets) {
+                        ReclaimStep::Done => {
+                            block += 1;
+                            walk_done = block == blocks.end;
+                            cursor = block << PAGEBLOCK_ORDER;
+                            continue;
+                        }
                         ReclaimStep::Unmovable { addr, next } => {
                             report.unmovable.push(addr);
                             cursor = next;
@@ -528,10 +555,9 @@ impl LockedPageAllocator {
                             cursor = next;
                             continue;
                         }
-                        ReclaimStep::Dropped { dropped, next } => {
-                            drop(a);
+                        ReclaimStep::Dropped { dropped: d, next } => {
                             report.dropped += 1;
-                            on_drop(dropped);
+                            dropped.push(d);
                             cursor = next;
                             continue;
                         }
@@ -543,22 +569,26 @@ impl LockedPageAllocator {
                             cursor = next;
                             Err(error)
                         }
-                    },
+                    }
                 };
                 match prepared {
-                    Ok((t, tries)) => {
-                        let (dst, src) = (a.addr_of(t.dst), a.addr_of(t.src));
-                        drop(a);
-                        mem.copy(dst, src, (PAGE_SIZE << t.order) as usize);
-                        pending = Some((t, tries));
-                    }
+                    Ok(pending_one) => pending.push(pending_one),
                     Err(MigrateError::Stale(_)) => report.freed_meanwhile += 1,
                     Err(MigrateError::Pinned(p)) => report.pinned.push(p),
                     Err(e) => report.failed.push(e),
                 }
             }
+            let base = a.base;
+            drop(a);
+            if !dropped.is_empty() {
+                dropped.drain(..).for_each(&mut *on_drop);
+            }
+            for (t, _) in &pending {
+                let (dst, src) = (base + ((t.dst as u64) << PAGE_SHIFT), base + ((t.src as u64) << PAGE_SHIFT));
+                mem.copy(dst, src, (PAGE_SIZE << t.order) as usize);
+            }
         }
-        debug_assert!(pending.is_none(), "every copy is committed before its block's walk ends");
+        debug_assert!(pending.is_empty(), "every copy is committed before the walk ends");
         let mut a = self.inner.lock();
         a.release_targets(&mut targets);
         if !report.is_busy() && blocks.clone().all(|b| a.isolated_pageblock_is_free(b)) {

@@ -22,6 +22,13 @@ pub struct MovablePage {
     generation: u32,
 }
 
+impl MovablePage {
+    /// The handle table slot; a movable page's descriptor (`PageDesc::Movable`) names it.
+    pub(super) fn slot(self) -> u32 {
+        self.slot
+    }
+}
+
 /// Whether the owner can rebuild a page's content, which decides what reclaim does with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerKind {

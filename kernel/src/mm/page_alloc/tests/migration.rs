@@ -309,6 +309,27 @@ fn an_interrupt_handler_mid_migration_sees_the_old_frame_whole() {
 }
 
 #[test]
+fn writes_during_a_reclaim_batchs_copies_make_its_pages_retry() {
+    // Reclaim prepares a batch of pages under one lock hold, then copies them all; a write to
+    // any of them during the first copy (copied already or not yet) must make its commit fail
+    // and its migration retry, and pages after the batch must see the writes too.
+    let (la, mem) = with_pool(1, 1);
+    let pages = pages_in_lent_blocks(&la, 1, 1, 40, DIRTY);
+    for (i, p) in pages.iter().enumerate() {
+        write_page(&la, &mem, *p, i as u8);
+    }
+    let hooked = CopyHook::new(&mem, || pages.iter().enumerate().for_each(|(i, p)| write_page(&la, &mem, *p, 0x80 + i as u8)));
+    let report = la.reclaim_swiotlb_pageblocks(blocks(1, 1), &hooked, MIGRATE_ALL, &mut |_| panic!("nothing to drop")).unwrap();
+    assert!(hooked.fired.load(Ordering::SeqCst));
+    assert_eq!(report.migrated, 40);
+    check_invariants(&la.lock());
+    for (i, p) in pages.iter().enumerate() {
+        assert!(addr(&la, *p) < block(1));
+        assert!(read_page(&la, &mem, *p).iter().all(|b| *b == 0x80 + i as u8), "page {i}: the write is not lost");
+    }
+}
+
+#[test]
 fn a_page_freed_during_its_copy_is_not_resurrected() {
     let (la, mem) = with_pool(1, 1);
     let page = pages_in_lent_blocks(&la, 1, 1, 1, DIRTY)[0];
