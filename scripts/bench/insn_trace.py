@@ -32,6 +32,18 @@ def function_of(address):
     return head if len(tail) == 16 and all(c in "0123456789abcdef" for c in tail) else name
 
 
+def step():
+    """One instruction. QEMU 7.2's gdbstub can lose a single step over a load-acquire (LDAR*:
+    the target then runs on to the next breakpoint), so those, never branches, are stepped by a
+    temporary breakpoint on the next instruction instead."""
+    here = pc()
+    if gdb.execute(f"x/i {here:#x}", to_string=True).split(":", 1)[-1].split()[0].startswith("ldar"):
+        gdb.execute(f"tbreak *{here + 4:#x}", to_string=True)
+        gdb.execute("continue", to_string=True)
+    else:
+        gdb.execute("stepi", to_string=True)
+
+
 def trace_call():
     """Steps from a breakpoint at a function's entry to its return; counts per function."""
     ret = int(gdb.parse_and_eval("$x30"))
@@ -44,7 +56,7 @@ def trace_call():
             order.append(f)
         counts[f] += 1
         total += 1
-        gdb.execute("stepi", to_string=True)
+        step()
         # Back in the caller, with its stack: the call returned (not a recursive re-entry).
         if pc() == ret and int(gdb.parse_and_eval("$sp")) == sp:
             break
