@@ -164,7 +164,7 @@ class ProseFromDataTest(unittest.TestCase):
         self.assertIn("no page migrated (the blocks taken were empty)", self.prose_b)
         self.assertIn("87.5 % of it was lent at the end of the idle phase", self.prose_a)
         self.assertIn("81.2 % of it was lent at the end of the idle phase", self.prose_b)
-        self.assertNotIn("87.5", self.prose_b)
+        self.assertNotIn("87.5 % of it was lent", self.prose_b)
         self.assertIn("rest (3 pageblocks)", self.prose_b, "pool minus lent pageblocks of set B")
         self.assertIn("62.5 MHz", self.prose_a)
         self.assertIn("24 MHz", self.prose_b)

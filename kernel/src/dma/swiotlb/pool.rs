@@ -260,11 +260,17 @@ impl SwiotlbPool {
     pub fn unlend(&self, slots: Range<usize>, scrub: bool) -> Result<(), SwiotlbError> {
         self.check_range(&slots)?;
         let _lending = LendingGuard::enter_after_scrub(&self.lending, &self.scrub_busy)?;
-        for (area, local) in self.area_chunks(slots.clone()) {
-            let slots = self.areas[area].lock();
-            if let Some((busy, state)) = slots.first_not(local, SlotState::Lent, self.area_states(area)) {
-                let slot = area * self.area_nslots + busy;
-                return Err(SwiotlbError::SlotNotLent { slot, state });
+        // All or nothing: check every slot before zeroing any or freeing any area's. A range
+        // in one area, not zeroed here, needs no separate pass: that area's `unlend` checks
+        // under the same lock hold and changes nothing on failure.
+        let one_area = slots.start / self.area_nslots == (slots.end - 1) / self.area_nslots;
+        if scrub || !one_area {
+            for (area, local) in self.area_chunks(slots.clone()) {
+                let slots = self.areas[area].lock();
+                if let Some((busy, state)) = slots.first_not(local, SlotState::Lent, self.area_states(area)) {
+                    let slot = area * self.area_nslots + busy;
+                    return Err(SwiotlbError::SlotNotLent { slot, state });
+                }
             }
         }
         // Still lent: only lend/unlend change lent slots, and `_lending` excludes them. Scrub
