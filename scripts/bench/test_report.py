@@ -286,6 +286,7 @@ class ProseFromDataTest(unittest.TestCase):
                 out |= spellings(100 * median([b[p][0]["busy_ns_per_req"] * b[p][0]["ops"] / b[p][0]["elapsed_ns"] for b in pairs]))
                 out |= spellings(median([b[p][0]["busy_ns_per_req"] for b in pairs]) / 1e3)
             out |= spellings(median([b["direct"][0]["busy_ns_per_req"] / b["bounced"][0]["busy_ns_per_req"] for b in pairs]))
+            out |= spellings(median([b["direct"][0]["elapsed_ns"] / (b["bounced"][0]["busy_ns_per_req"] * b["direct"][0]["ops"]) for b in pairs]))
             out |= spellings(median([b["bounced"][0]["mib_s"] / b["direct"][0]["mib_s"] for b in pairs]))
             out |= spellings(median([(b["bounced"][0]["busy_ns_per_req"] - b["direct"][0]["busy_ns_per_req"]) / b["bounced"][1] for b in pairs]))
         # What a bounce added at QD 1 in instructions (`io-icount`, 64 KiB): per op, in memcpys,
