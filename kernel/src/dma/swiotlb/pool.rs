@@ -203,6 +203,11 @@ impl SwiotlbPool {
         self.counters.lent.load(Ordering::Relaxed)
     }
 
+    /// Slots that serve as bounce slots (all but the lent ones), used or free.
+    pub fn usable_slots(&self) -> usize {
+        self.nslots() - self.lent_slots()
+    }
+
     /// Most slots used at once (Linux `used_hiwater`).
     pub fn used_hiwater(&self) -> usize {
         self.counters.used_hiwater.load(Ordering::Relaxed)

@@ -285,7 +285,7 @@ impl SwiotlbMem {
 
     /// Slots that bounce buffers may use now: neither lent, carved nor unused.
     pub fn usable_slots(&self) -> usize {
-        self.pools().map(|p| p.nslots() - p.lent_slots()).sum()
+        self.pools().map(SwiotlbPool::usable_slots).sum()
     }
 
     /// Free slots over all pools.
@@ -306,7 +306,7 @@ impl SwiotlbMem {
     /// Used slots at or over `swiotlb_high_wm`% of usable slots.
     pub fn at_or_above_high_wm(&self) -> bool {
         // One walk of the pools for both sums (the map path asks after every mapping).
-        let (used, usable) = self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.nslots() - p.lent_slots()));
+        let (used, usable) = self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()));
         used * 100 >= self.tunables.high_wm_percent as usize * usable
     }
 
