@@ -1,8 +1,17 @@
 //! One area of a pool: a share of the slots behind its own lock (Linux `struct io_tlb_area`).
 //!
 //! Every method runs with the area lock held and never allocates; indices are area-local. The
-//! slot states live in the pool (so `is_swiotlb_buffer` can read them without this lock) and are
-//! passed in as the area's share, written only here, under the lock.
+//! slot states live in the pool (so `is_swiotlb_buffer` can read them without this lock), as
+//! per-segment used and lent bitmaps ([`AtomicSegmentState`]), and are passed in as the area's
+//! share, written only here, under the lock.
+//!
+//! Bookkeeping of a mapping is constant in its slot count: taking or giving back a run is a mask
+//! on the segment's free map, its used bits (at most two words) and its start bitmap (one bit at
+//! the allocation's first slot), and the mapping's one record ([`Slot`]) sits in that first slot.
+//! The record of any used slot `i` is at the highest start bit of its segment at or below `i`
+//! (allocations in a segment are disjoint runs, so none starts between that one's first slot and
+//! `i`): a sync of part of a mapping, or a lookup in a pad slot, finds it with one count of
+//! leading zeros.
 //!
 //! The slot search (Linux `swiotlb_search_pool_area`), constant time in the number of slots:
 //! - each segment has a map of its free slots ([`SegmentMap`]); a run is found in it with a few
@@ -32,7 +41,7 @@ use core::ops::Range;
 
 #[cfg(test)]
 use super::slots::free_run_starts;
-use super::slots::{run_mask, summary_levels, AtomicSlotState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
+use super::slots::{run_mask, summary_levels, AtomicSegmentState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
 use super::{DmaDirection, SlotState, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::mm::PhysAddr;
 
@@ -48,7 +57,12 @@ pub(super) struct AreaSlots {
     used: usize,
     /// Slots lent to the page allocator.
     lent: usize,
+    /// The record of each live mapping, in the slot its allocation starts at (pad slots
+    /// included); [`Slot::EMPTY`] elsewhere.
     slots: Vec<Slot>,
+    /// First slots of the live allocations of each segment: bit i set when an allocation (pad
+    /// slots included) starts at slot i of the segment and `slots` holds its record there.
+    starts: Vec<SegmentMap>,
     /// Free slots of each segment.
     free: Vec<SegmentMap>,
     /// Clean slots of each segment: free slots known to hold zeros (a subset of `free`). A
@@ -80,6 +94,8 @@ pub(super) struct MappingInfo {
     pub(super) head_slot: Slot,
     /// Byte position of the looked-up address inside the mapping (negative: before it).
     pub(super) position: i64,
+    /// Area-local first slot of the allocation (pad slots included), where its record is.
+    first: usize,
 }
 
 impl AreaSlots {
@@ -98,6 +114,7 @@ impl AreaSlots {
             used: 0,
             lent: 0,
             slots: alloc::vec![Slot::EMPTY; nslots],
+            starts: alloc::vec![0; nsegs],
             free: alloc::vec![SegmentMap::MAX; nsegs],
             // The pool does not touch its memory at creation: nothing is known clean.
             clean: alloc::vec![0; nsegs],
@@ -120,7 +137,7 @@ impl AreaSlots {
         req: &SlotRequest,
         dir: DmaDirection,
         prefer_clean: bool,
-        states: &[AtomicSlotState],
+        states: &[AtomicSegmentState],
     ) -> Option<(usize, bool)> {
         // The usual case first, with no call (so no stack frame): a run in the cursor's
         // segment, which is already the unsummarised one (taking the run changes no other
@@ -144,7 +161,7 @@ impl AreaSlots {
         req: &SlotRequest,
         dir: DmaDirection,
         prefer_clean: bool,
-        states: &[AtomicSlotState],
+        states: &[AtomicSegmentState],
     ) -> Option<(usize, bool)> {
         if req.nslots > self.slots.len() - self.used - self.lent {
             return None;
@@ -155,7 +172,8 @@ impl AreaSlots {
     }
 
     /// The rest of an allocation once its run (`run`, slots `in_seg..` of segment `seg`) is out
-    /// of the free map: the clean map, the cursor, the slot states and the mapping's record.
+    /// of the free map: the clean map, the cursor, the used bits, the start bit and the mapping's
+    /// record. Constant in the run's length: masks, no loop over its slots.
     /// Returns the head slot and whether every slot of the run was clean.
     #[inline(always)]
     fn record(
@@ -165,21 +183,17 @@ impl AreaSlots {
         run: SegmentMap,
         req: &SlotRequest,
         dir: DmaDirection,
-        states: &[AtomicSlotState],
+        states: &[AtomicSegmentState],
     ) -> (usize, bool) {
         let clean = self.clean[seg] & run == run;
         // The mapping writes its slots (the copy-in, the device): no longer known clean.
         self.clean[seg] &= !run;
         let first = seg * IO_TLB_SEGSIZE + in_seg;
         self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
-        let head = first + req.pad_slots;
-        for (slot, state) in self.slots[first..first + req.nslots].iter_mut().zip(&states[first..]) {
-            slot.head = head as u32;
-            state.store(SlotState::Used);
-        }
+        states[seg].set_used(run);
+        self.starts[seg] |= 1 << in_seg;
         // SlotRequest::new bounds the mapping to one segment, so the narrowing casts hold.
-        self.slots[head] = Slot {
-            head: head as u32,
+        self.slots[first] = Slot {
             orig_addr: req.orig_addr,
             alloc_size: req.mapping_size as u32,
             offset: req.offset as u16,
@@ -188,7 +202,7 @@ impl AreaSlots {
             dir,
         };
         self.used += req.nslots;
-        (head, clean)
+        (first + req.pad_slots, clean)
     }
 
     /// A free run of `nslots` that starts where `starts` allows: (segment, first slot in it).
@@ -321,56 +335,93 @@ impl AreaSlots {
         })
     }
 
-    /// The live mapping that covers byte `in_slot` of slot `index`, if any.
-    pub(super) fn mapping(&self, index: usize, in_slot: usize, states: &[AtomicSlotState]) -> Option<MappingInfo> {
-        if states[index].load() != SlotState::Used {
+    /// The first slot of the live allocation (pad slots included) that holds slot `index`, if
+    /// any: the highest start bit of the segment at or below `index`, if that allocation reaches
+    /// `index`. Reads no slot state: an allocation's start bit and record live exactly as long as
+    /// it does.
+    #[inline(always)]
+    fn allocation_of(&self, index: usize) -> Option<usize> {
+        let (seg, in_seg) = (index / IO_TLB_SEGSIZE, index % IO_TLB_SEGSIZE);
+        // Bits 0..=in_seg.
+        let at_or_below = self.starts[seg] & (SegmentMap::MAX >> (IO_TLB_SEGSIZE - 1 - in_seg));
+        if at_or_below == 0 {
             return None;
         }
-        let head = self.slots[index].head as usize;
-        let head_slot = self.slots[head];
+        let first = seg * IO_TLB_SEGSIZE + (IO_TLB_SEGSIZE - 1 - at_or_below.leading_zeros() as usize);
+        (index < first + usize::from(self.slots[first].nslots)).then_some(first)
+    }
+
+    /// The live mapping that covers byte `in_slot` of slot `index`, if any.
+    pub(super) fn mapping(&self, index: usize, in_slot: usize, states: &[AtomicSegmentState]) -> Option<MappingInfo> {
+        let first = self.allocation_of(index)?;
+        debug_assert!(states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE));
+        let head_slot = self.slots[first];
+        let head = first + usize::from(head_slot.pad_slots);
         let from_head = ((index as i64 - head as i64) << IO_TLB_SHIFT) + in_slot as i64;
-        Some(MappingInfo { head_slot, position: from_head - i64::from(head_slot.offset) })
+        Some(MappingInfo { head_slot, position: from_head - i64::from(head_slot.offset), first })
     }
 
     /// Frees the allocation whose head slot is `head` and returns how many slots it held, or
     /// `None` if `head` is not the head of a live mapping (Linux `swiotlb_release_slots`, pad slots
-    /// included).
-    pub(super) fn release(&mut self, head: usize, states: &[AtomicSlotState]) -> Option<usize> {
-        if states[head].load() != SlotState::Used || self.slots[head].head as usize != head {
+    /// included). Constant in the allocation's length: masks on its segment's maps.
+    pub(super) fn release(&mut self, head: usize, states: &[AtomicSegmentState]) -> Option<usize> {
+        let first = self.allocation_of(head)?;
+        if first + usize::from(self.slots[first].pad_slots) != head {
             return None;
         }
-        let first = head - usize::from(self.slots[head].pad_slots);
-        let nslots = usize::from(self.slots[head].nslots);
-        // The other slots keep stale `head`s: a state other than Used hides them, and the next
-        // allocation of a slot writes its `head`.
-        self.slots[head] = Slot::EMPTY;
-        for state in &states[first..first + nslots] {
-            state.store(SlotState::Free);
-        }
+        Some(self.release_allocation(first, states))
+    }
+
+    /// Frees the allocation `mapping` was looked up in (with [`Self::mapping`], under this same
+    /// hold of the lock) and returns how many slots it held: [`Self::release`] without a second
+    /// lookup. `None`, freeing nothing, unless `mapping` was looked up at the head's first byte
+    /// (`position` 0).
+    pub(super) fn release_mapping(&mut self, mapping: &MappingInfo, states: &[AtomicSegmentState]) -> Option<usize> {
+        (mapping.position == 0).then(|| self.release_allocation(mapping.first, states))
+    }
+
+    /// Frees the live allocation whose first slot is `first`; returns its slots.
+    #[inline(always)]
+    fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
+        let nslots = usize::from(self.slots[first].nslots);
+        self.slots[first] = Slot::EMPTY;
         // An allocation never crosses a segment.
-        let seg = first / IO_TLB_SEGSIZE;
+        let (seg, in_seg) = (first / IO_TLB_SEGSIZE, first % IO_TLB_SEGSIZE);
+        let run = run_mask(in_seg, nslots);
+        self.starts[seg] &= !(1 << in_seg);
+        states[seg].clear_used(run);
         // Released slots are dirty: they hold what the mapping left (alloc cleared their bits).
-        debug_assert_eq!(self.clean[seg] & run_mask(first % IO_TLB_SEGSIZE, nslots), 0);
-        self.give_back_run(seg, first % IO_TLB_SEGSIZE, nslots);
+        debug_assert_eq!(self.clean[seg] & run, 0);
+        self.give_back_run(seg, in_seg, nslots);
         self.used -= nslots;
-        Some(nslots)
+        nslots
     }
 
     /// The first slot of `range` not in `state`, with its state.
-    pub(super) fn first_not(&self, range: Range<usize>, state: SlotState, states: &[AtomicSlotState]) -> Option<(usize, SlotState)> {
-        range.map(|i| (i, states[i].load())).find(|&(_, s)| s != state)
+    pub(super) fn first_not(&self, range: Range<usize>, state: SlotState, states: &[AtomicSegmentState]) -> Option<(usize, SlotState)> {
+        Self::segment_pieces(range).find_map(|(seg, first, n)| {
+            let (used, lent) = (states[seg].used(), states[seg].lent());
+            let in_state = match state {
+                SlotState::Free => !(used | lent),
+                SlotState::Used => used,
+                SlotState::Lent => lent,
+            };
+            let others = run_mask(first, n) & !in_state;
+            (others != 0).then(|| {
+                let i = others.trailing_zeros() as usize;
+                (seg * IO_TLB_SEGSIZE + i, states[seg].load(i))
+            })
+        })
     }
 
     /// Lends the free slots `range` to the page allocator; fails, changing nothing, with the first
     /// slot that is not free.
-    pub(super) fn lend(&mut self, range: Range<usize>, states: &[AtomicSlotState]) -> Result<(), (usize, SlotState)> {
+    pub(super) fn lend(&mut self, range: Range<usize>, states: &[AtomicSegmentState]) -> Result<(), (usize, SlotState)> {
         if let Some(busy) = self.first_not(range.clone(), SlotState::Free, states) {
             return Err(busy);
         }
-        for state in &states[range.clone()] {
-            state.store(SlotState::Lent);
-        }
         for (seg, first, n) in Self::segment_pieces(range.clone()) {
+            states[seg].set_lent(run_mask(first, n));
             self.take_run(seg, first, n);
             self.clean[seg] &= !run_mask(first, n);
         }
@@ -381,14 +432,12 @@ impl AreaSlots {
     /// Turns the lent slots `range` back into free ones; fails, changing nothing, with the first
     /// slot that is not lent.
     /// `scrubbed`: the caller filled them with zeros, so they come back clean.
-    pub(super) fn unlend(&mut self, range: Range<usize>, scrubbed: bool, states: &[AtomicSlotState]) -> Result<(), (usize, SlotState)> {
+    pub(super) fn unlend(&mut self, range: Range<usize>, scrubbed: bool, states: &[AtomicSegmentState]) -> Result<(), (usize, SlotState)> {
         if let Some(busy) = self.first_not(range.clone(), SlotState::Lent, states) {
             return Err(busy);
         }
-        for state in &states[range.clone()] {
-            state.store(SlotState::Free);
-        }
         for (seg, first, n) in Self::segment_pieces(range.clone()) {
+            states[seg].clear_lent(run_mask(first, n));
             self.give_back_run(seg, first, n);
             if scrubbed {
                 self.clean[seg] |= run_mask(first, n);
@@ -460,20 +509,40 @@ impl AreaSlots {
         self.slots.len() - self.lent
     }
 
-    /// Checks the segment maps against the slot states and the summary against the maps (but
-    /// for the unsummarised segment's, which may lag).
+    /// Checks the segment maps against the slot states, the start bitmaps and records against
+    /// the used slots, and the summary against the maps (but for the unsummarised segment's,
+    /// which may lag).
     #[cfg(test)]
-    pub(super) fn assert_consistent(&self, states: &[AtomicSlotState], area: usize) {
+    pub(super) fn assert_consistent(&self, states: &[AtomicSegmentState], area: usize) {
+        let mut used_slots = 0;
         for (seg, &free) in self.free.iter().enumerate() {
-            let mut expected: SegmentMap = 0;
-            for (i, state) in states[seg * IO_TLB_SEGSIZE..][..IO_TLB_SEGSIZE].iter().enumerate() {
-                if state.load() == SlotState::Free {
-                    expected |= 1 << i;
+            let (used, lent) = (states[seg].used(), states[seg].lent());
+            assert_eq!(used & lent, 0, "no slot both used and lent in segment {seg} (area {area})");
+            let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
+            assert_eq!(free, !(used | lent) & !scrubbing, "free map of segment {seg} (area {area})");
+            assert_eq!(self.clean[seg] & !free, 0, "clean slots of segment {seg} are free (area {area})");
+            // The allocations of the start bits tile the used slots exactly.
+            let mut covered: SegmentMap = 0;
+            let mut starts = self.starts[seg];
+            while starts != 0 {
+                let first = starts.trailing_zeros() as usize;
+                starts &= starts - 1;
+                let record = self.slots[seg * IO_TLB_SEGSIZE + first];
+                let nslots = usize::from(record.nslots);
+                assert!(nslots > 0 && first + nslots <= IO_TLB_SEGSIZE, "record at start {first} of segment {seg} (area {area})");
+                assert!(usize::from(record.pad_slots) < nslots, "pad slots of the record at {first}, segment {seg}");
+                let run = run_mask(first, nslots);
+                assert_eq!(covered & run, 0, "allocations overlap at {first}, segment {seg} (area {area})");
+                assert_eq!(self.starts[seg] & run, 1 << first, "a start inside the allocation at {first}, segment {seg}");
+                covered |= run;
+            }
+            assert_eq!(covered, used, "start bitmap against the used slots of segment {seg} (area {area})");
+            for i in 0..IO_TLB_SEGSIZE {
+                if self.starts[seg] >> i & 1 == 0 {
+                    assert_eq!(self.slots[seg * IO_TLB_SEGSIZE + i].nslots, 0, "a record without a start bit, slot {i} of segment {seg}");
                 }
             }
-            let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
-            assert_eq!(free, expected & !scrubbing, "free map of segment {seg} (area {area})");
-            assert_eq!(self.clean[seg] & !free, 0, "clean slots of segment {seg} are free (area {area})");
+            used_slots += used.count_ones() as usize;
             if self.unsummarised == Some(seg) {
                 continue;
             }
@@ -485,5 +554,6 @@ impl AreaSlots {
                 assert_eq!(marked, free_run_starts(free, 1 << level) != 0, "level {level} means a run of 2^{level}");
             }
         }
+        assert_eq!(used_slots, self.used, "used count of area {area}");
     }
 }

@@ -7,7 +7,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::area::{AreaSlots, MappingInfo};
-use super::slots::{AtomicSlotState, SlotRequest};
+use super::slots::{AtomicSegmentState, SlotRequest};
 use super::IO_TLB_SIZE;
 use super::{DmaDirection, SlotState, SwiotlbError, SwiotlbStats, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::arch;
@@ -28,8 +28,9 @@ pub struct SwiotlbPool {
     /// Slots per area, a multiple of [`IO_TLB_SEGSIZE`] so no segment spans two areas.
     area_nslots: usize,
     areas: Vec<IrqSafeSpinLock<AreaSlots>>,
-    /// One state per slot, readable without a lock; written under the slot's area lock.
-    states: Vec<AtomicSlotState>,
+    /// The slot states, one [`AtomicSegmentState`] (used and lent bitmaps) per segment: readable
+    /// without a lock; written under the lock of the segment's area, the only one that holds it.
+    states: Vec<AtomicSegmentState>,
     counters: super::stats::Counters,
     /// Free slots only IRQ-context mappings may take.
     irq_reserve_slots: AtomicUsize,
@@ -96,7 +97,7 @@ impl SwiotlbPool {
             end,
             area_nslots,
             areas: (0..nareas).map(|_| IrqSafeSpinLock::new(AreaSlots::new(area_nslots))).collect(),
-            states: (0..nslots).map(|_| AtomicSlotState::new()).collect(),
+            states: (0..nslots / IO_TLB_SEGSIZE).map(|_| AtomicSegmentState::new()).collect(),
             counters: super::stats::Counters::new(nslots),
             irq_reserve_slots: AtomicUsize::new(0),
             next_area: AtomicUsize::new(0),
@@ -128,7 +129,7 @@ impl SwiotlbPool {
 
     /// Slots in the pool.
     pub fn nslots(&self) -> usize {
-        self.states.len()
+        self.states.len() * IO_TLB_SEGSIZE
     }
 
     /// Areas (locks) in the pool.
@@ -160,21 +161,21 @@ impl SwiotlbPool {
 
     /// State of slot `index`; `None` past the end.
     pub fn slot_state(&self, index: usize) -> Option<SlotState> {
-        self.states.get(index).map(AtomicSlotState::load)
+        self.states.get(index / IO_TLB_SEGSIZE).map(|seg| seg.load(index % IO_TLB_SEGSIZE))
     }
 
     /// Whether `pa` is inside a live bounce buffer of this pool (Linux `is_swiotlb_buffer`). Looks
     /// at the slot, not only the range: a lent page in the range belongs to the page allocator.
     /// Lock-free and O(1): it runs on every unmap and sync of the DMA layer.
     pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
-        self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Used)
+        self.slot_index(pa).is_some_and(|i| self.states[i / IO_TLB_SEGSIZE].is_used(i % IO_TLB_SEGSIZE))
     }
 
     /// Whether `pa` is inside this pool in a free slot: an unmap or sync there is a second unmap
     /// or a stale address, never a direct mapping (a page the page allocator lent out sits in
     /// *lent* slots). Lock-free, like [`is_swiotlb_buffer`](Self::is_swiotlb_buffer).
     pub fn is_free_slot(&self, pa: PhysAddr) -> bool {
-        self.slot_index(pa).is_some_and(|i| self.states[i].load() == SlotState::Free)
+        self.slot_index(pa).is_some_and(|i| self.states[i / IO_TLB_SEGSIZE].is_free(i % IO_TLB_SEGSIZE))
     }
 
     /// Keeps `nslots` free slots for IRQ-context mappings: task-context mappings (and lending)
@@ -239,7 +240,7 @@ impl SwiotlbPool {
         let reserve = self.irq_reserve_slots();
         if let Err(free) = self.counters.take_free(nslots, reserve) {
             // Name the slot in the way if there is one: more useful than the count.
-            return Err(match slots.clone().map(|i| (i, self.states[i].load())).find(|s| s.1 != SlotState::Free) {
+            return Err(match slots.clone().filter_map(|i| Some((i, self.slot_state(i)?))).find(|s| s.1 != SlotState::Free) {
                 Some((slot, state)) => SwiotlbError::SlotNotFree { slot, state },
                 None => SwiotlbError::BelowReserve { nslots, free, reserve },
             });
@@ -341,7 +342,7 @@ impl SwiotlbPool {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
         let index = self.slot_index(tlb_addr).ok_or(not_mapped.clone())?;
         // Lock-free early out for addresses that are plainly not mapped.
-        if self.states[index].load() != SlotState::Used {
+        if !self.states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE) {
             return Err(not_mapped);
         }
         let pos = self.slot_pos(index);
@@ -367,7 +368,7 @@ impl SwiotlbPool {
             let mut area = self.areas[pos.area].lock();
             let mapping = area.mapping(pos.local, in_slot, states).ok_or_else(not_mapped)?;
             check(&mapping)?;
-            area.release(pos.local, states).ok_or_else(not_mapped)?
+            area.release_mapping(&mapping, states).ok_or_else(not_mapped)?
         };
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
@@ -466,8 +467,10 @@ impl SwiotlbPool {
         SlotPos { area: index / self.area_nslots, local: index % self.area_nslots }
     }
 
-    fn area_states(&self, area: usize) -> &[AtomicSlotState] {
-        &self.states[area * self.area_nslots..(area + 1) * self.area_nslots]
+    /// The segment states of area `area`, indexed by area-local segment.
+    fn area_states(&self, area: usize) -> &[AtomicSegmentState] {
+        let segs = self.area_nslots / IO_TLB_SEGSIZE;
+        &self.states[area * segs..(area + 1) * segs]
     }
 
     fn check_range(&self, slots: &Range<usize>) -> Result<(), SwiotlbError> {
@@ -500,7 +503,7 @@ impl SwiotlbPool {
             used += slots.used();
             slots.assert_consistent(self.area_states(area), area);
         }
-        let count = |s| self.states.iter().filter(|st| st.load() == s).count();
+        let count = |s| (0..self.nslots()).filter(|&i| self.slot_state(i) == Some(s)).count();
         assert_eq!(used, count(SlotState::Used), "area used counts");
         assert_eq!(self.used_slots(), count(SlotState::Used), "used counter");
         assert_eq!(self.lent_slots(), count(SlotState::Lent), "lent counter");

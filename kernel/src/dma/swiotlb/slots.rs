@@ -11,7 +11,7 @@
 //! Nothing here takes a lock or allocates.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{max_mapping_size, IO_TLB_SIZE};
 use super::{nr_slots, DmaDirection, SlotAlignment, SwiotlbError, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
@@ -32,56 +32,129 @@ pub enum SlotState {
     Lent = 2,
 }
 
-/// A slot state readable without the area lock (by `is_swiotlb_buffer`). Written only with the
-/// area lock held.
+/// The states of one segment's slots, readable without the area lock (by `is_swiotlb_buffer`):
+/// a `used` and a `lent` bit per slot, each map as two 64-bit words (bit i of the segment: bit
+/// `i % 64` of word `i / 64`). A slot is Lent if its lent bit is set, Used if its used bit is,
+/// Free otherwise; never both.
+///
+/// A segment never spans two areas, so every word is written only with ONE area lock held: a
+/// change is a Relaxed load and a Release store (the lock orders the writers; no read-modify-write
+/// atomics needed), and a lock-free reader loads with Acquire. A run of up to 128 slots changes at
+/// most two words of a map.
 #[derive(Debug)]
-pub(super) struct AtomicSlotState(AtomicU8);
+pub(super) struct AtomicSegmentState {
+    used: [AtomicU64; 2],
+    lent: [AtomicU64; 2],
+}
 
-impl AtomicSlotState {
+impl AtomicSegmentState {
+    /// Every slot free.
     pub(super) const fn new() -> Self {
-        Self(AtomicU8::new(SlotState::Free as u8))
+        Self { used: [AtomicU64::new(0), AtomicU64::new(0)], lent: [AtomicU64::new(0), AtomicU64::new(0)] }
     }
 
-    pub(super) fn load(&self) -> SlotState {
-        match self.0.load(Ordering::Acquire) {
-            0 => SlotState::Free,
-            1 => SlotState::Used,
-            _ => SlotState::Lent,
+    /// The state of slot `i` of the segment (`i` < 128). Lock-free.
+    #[inline]
+    pub(super) fn load(&self, i: usize) -> SlotState {
+        let (word, bit) = (i / 64, i % 64);
+        if self.lent[word].load(Ordering::Acquire) >> bit & 1 != 0 {
+            SlotState::Lent
+        } else if self.used[word].load(Ordering::Acquire) >> bit & 1 != 0 {
+            SlotState::Used
+        } else {
+            SlotState::Free
         }
     }
 
-    pub(super) fn store(&self, state: SlotState) {
-        self.0.store(state as u8, Ordering::Release);
+    /// Whether slot `i` of the segment (`i` < 128) is Used: one load. Lock-free.
+    #[inline]
+    pub(super) fn is_used(&self, i: usize) -> bool {
+        self.used[i / 64].load(Ordering::Acquire) >> (i % 64) & 1 != 0
+    }
+
+    /// Whether slot `i` of the segment (`i` < 128) is Free. Lock-free.
+    #[inline]
+    pub(super) fn is_free(&self, i: usize) -> bool {
+        let (word, bit) = (i / 64, i % 64);
+        (self.used[word].load(Ordering::Acquire) | self.lent[word].load(Ordering::Acquire)) >> bit & 1 == 0
+    }
+
+    /// The used slots of the segment.
+    pub(super) fn used(&self) -> SegmentMap {
+        Self::load_map(&self.used)
+    }
+
+    /// The lent slots of the segment.
+    pub(super) fn lent(&self) -> SegmentMap {
+        Self::load_map(&self.lent)
+    }
+
+    /// Marks the slots of `run` Used (they were Free). Area lock held.
+    #[inline]
+    pub(super) fn set_used(&self, run: SegmentMap) {
+        Self::update(&self.used, run, true);
+    }
+
+    /// Marks the Used slots of `run` Free. Area lock held.
+    #[inline]
+    pub(super) fn clear_used(&self, run: SegmentMap) {
+        Self::update(&self.used, run, false);
+    }
+
+    /// Marks the slots of `run` Lent (they were Free). Area lock held.
+    pub(super) fn set_lent(&self, run: SegmentMap) {
+        Self::update(&self.lent, run, true);
+    }
+
+    /// Marks the Lent slots of `run` Free. Area lock held.
+    pub(super) fn clear_lent(&self, run: SegmentMap) {
+        Self::update(&self.lent, run, false);
+    }
+
+    fn load_map(words: &[AtomicU64; 2]) -> SegmentMap {
+        SegmentMap::from(words[0].load(Ordering::Acquire)) | SegmentMap::from(words[1].load(Ordering::Acquire)) << 64
+    }
+
+    /// Sets (or clears) the bits of `mask` in `words`, touching only the words it reaches. Only
+    /// the holder of the area lock writes: a plain load and store, no read-modify-write.
+    /// Both words are stored, whatever the mask: a word the mask misses gets its own value back,
+    /// which a lock-free reader cannot tell from no store, and the path has no branch.
+    #[inline(always)]
+    fn update(words: &[AtomicU64; 2], mask: SegmentMap, set: bool) {
+        for (word, part) in words.iter().zip([mask as u64, (mask >> 64) as u64]) {
+            let old = word.load(Ordering::Relaxed);
+            word.store(if set { old | part } else { old & !part }, Ordering::Release);
+        }
     }
 }
 
-/// Metadata of one slot. The fields marked "head" are meaningful only in the first data slot of a
-/// mapping (the slot the returned bounce address points into). Whether a slot is free is not
-/// here: the slot's state and its area's segment bitmap say so.
+/// The record of one mapping, kept in the slot where its allocation starts (its first pad slot,
+/// or its head slot without padding); the other slots of the allocation hold [`Slot::EMPTY`].
+/// The area finds the record of any used slot through its segment's start bitmap (`area.rs`).
+/// Whether a slot is free is not here: the slot's state and its area's segment bitmap say so.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
-    /// Used slots: area-local index of the mapping's head slot.
-    pub(super) head: u32,
-    /// Head: the original buffer (Linux stores `orig_addr + i * IO_TLB_SIZE` in every slot; we
-    /// reach the head through `head` instead).
+    /// The original buffer (Linux stores `orig_addr + i * IO_TLB_SIZE` in every slot; we reach
+    /// the record through the start bitmap instead).
     pub(super) orig_addr: PhysAddr,
-    /// Head: bytes mapped. Linux's `alloc_size` counts the aligned allocation; bounding syncs by
+    /// Bytes mapped. Linux's `alloc_size` counts the aligned allocation; bounding syncs by
     /// what the caller mapped means a sync can never write past the caller's buffer.
     pub(super) alloc_size: u32,
-    /// Head: offset of the first mapped byte inside the head slot.
+    /// Offset of the first mapped byte inside the head slot (the first data slot, the one the
+    /// returned bounce address points into).
     pub(super) offset: u16,
-    /// Head: slots before the head that belong to the allocation (Linux `pad_slots`).
+    /// Slots before the head that belong to the allocation (Linux `pad_slots`).
     pub(super) pad_slots: u16,
-    /// Head: slots of the whole allocation, pad slots included.
+    /// Slots of the whole allocation, pad slots included (0: no mapping).
     pub(super) nslots: u16,
-    /// Head: the direction given at map time.
+    /// The direction given at map time.
     pub(super) dir: DmaDirection,
 }
 
 impl Slot {
-    /// A slot that holds no mapping.
+    /// A slot that holds no mapping's record.
     pub(super) const EMPTY: Self =
-        Self { head: 0, orig_addr: INVALID_PHYS_ADDR, alloc_size: 0, offset: 0, pad_slots: 0, nslots: 0, dir: DmaDirection::Bidirectional };
+        Self { orig_addr: INVALID_PHYS_ADDR, alloc_size: 0, offset: 0, pad_slots: 0, nslots: 0, dir: DmaDirection::Bidirectional };
 }
 
 /// What a mapping needs from the slot search, computed once from the request (Linux: the
@@ -220,8 +293,9 @@ impl RunStarts {
     }
 }
 
-/// The free slots of one segment: bit i is slot i of the segment. The segment is the unit of the
-/// search because no mapping crosses one (Linux `IO_TLB_SEGSIZE`).
+/// A set of slots of one segment (its free slots, clean slots, used slots, allocation starts):
+/// bit i is slot i of the segment. The segment is the unit of the search because no mapping
+/// crosses one (Linux `IO_TLB_SEGSIZE`).
 pub(super) type SegmentMap = u128;
 const _: () = assert!(SegmentMap::BITS as usize == IO_TLB_SEGSIZE);
 

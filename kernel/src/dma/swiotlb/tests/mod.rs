@@ -6,6 +6,7 @@ mod alignment;
 mod bounce;
 mod clean;
 mod leak;
+mod lookup;
 mod misuse;
 mod occupancy;
 mod random;
