@@ -29,7 +29,13 @@ pub fn task_copy_stats() -> (u64, u64) {
 
 /// Copies `size` bytes for a bounce, noting the context (see [`task_copy_stats`]).
 fn bounce_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) {
-    if !arch::in_interrupt() {
+    bounce_copy_in(mem, dst, src, size, arch::in_interrupt());
+}
+
+/// [`bounce_copy`] for a caller that already knows whether it runs in interrupt context.
+#[inline(always)]
+fn bounce_copy_in(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize, in_irq: bool) {
+    if !in_irq {
         TASK_COPIES.fetch_add(1, Ordering::Relaxed);
         if arch::irqs_masked() {
             TASK_COPIES_IRQS_MASKED.fetch_add(1, Ordering::Relaxed);
@@ -88,7 +94,9 @@ impl SwiotlbPool {
     ) -> Result<PhysAddr, SwiotlbError> {
         let req = SlotRequest::new(orig_addr, size, align)?;
         let wants_clean = attrs.no_copy_in && dir == DmaDirection::FromDevice && self.clean_slots();
-        let (head, clean) = self.alloc_slots(&req, dir, wants_clean)?;
+        // Read once for the slot search's reserve and counters and for the copy's statistics.
+        let in_irq = arch::in_interrupt();
+        let (head, clean) = self.alloc_slots_in(&req, dir, wants_clean, in_irq)?;
         let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
         let tlb_addr = head_addr + req.offset as u64;
         if attrs.no_copy_in && dir == DmaDirection::FromDevice {
@@ -100,7 +108,7 @@ impl SwiotlbPool {
             // caller's the device needs (it overwrites what the caller will read).
             return Ok(tlb_addr);
         }
-        bounce_copy(self.phys(), tlb_addr, orig_addr, size);
+        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
         // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.

@@ -301,7 +301,18 @@ impl SwiotlbPool {
     /// [`AreaSlots::alloc`]); without, the answer is `false`.
     #[inline(always)]
     pub(super) fn alloc_slots(&self, req: &SlotRequest, dir: DmaDirection, prefer_clean: bool) -> Result<(usize, bool), SwiotlbError> {
-        let in_irq = arch::in_interrupt();
+        self.alloc_slots_in(req, dir, prefer_clean, arch::in_interrupt())
+    }
+
+    /// [`Self::alloc_slots`] for a caller that has read `in_irq = arch::in_interrupt()`.
+    #[inline(always)]
+    pub(super) fn alloc_slots_in(
+        &self,
+        req: &SlotRequest,
+        dir: DmaDirection,
+        prefer_clean: bool,
+        in_irq: bool,
+    ) -> Result<(usize, bool), SwiotlbError> {
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
         if let Err(free) = self.counters.take_free(req.nslots, reserve) {
             self.counters.count_failure(in_irq);
