@@ -86,7 +86,7 @@ impl SwiotlbPool {
         align: SlotAlignment,
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
-        let req = SlotRequest::new(orig_addr, size, align)?;
+        let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
         let wants_clean = attrs.no_copy_in && dir == DmaDirection::FromDevice && self.clean_slots();
         let (head, clean) = self.alloc_slots(&req, dir, wants_clean)?;
         let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);

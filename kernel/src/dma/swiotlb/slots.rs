@@ -104,6 +104,8 @@ pub(super) struct SlotRequest {
     alloc_align_mask: u64,
     /// The first slot's address has these bits equal to the original's.
     iotlb_align_mask: u64,
+    /// Slots per colour period (see [`Self::with_colour`]); 0: runs are not coloured.
+    colour_slots: u64,
 }
 
 impl SlotRequest {
@@ -154,7 +156,21 @@ impl SlotRequest {
             offset: offset & (IO_TLB_SIZE - 1),
             alloc_align_mask,
             iotlb_align_mask,
+            colour_slots: 0,
         })
+    }
+
+    /// Asks the search to prefer a run whose pages do not share a colour with the original's:
+    /// pages `period` bytes apart (a power of two, at least [`MIN_COLOUR_PERIOD`]) have the same
+    /// colour; 0 turns it off. With a period of QEMU's softmmu TLB reach (1 MiB: 256 entries,
+    /// direct-mapped), a copy between two pages of one colour evicts the TLB entry it has just
+    /// filled on every access (`swiotlb_colour_kib=`, `docs/DESIGN.md` "Slot colouring").
+    #[inline]
+    pub(super) fn with_colour(mut self, period: u64) -> Self {
+        if period >= MIN_COLOUR_PERIOD && period.is_power_of_two() {
+            self.colour_slots = period >> IO_TLB_SHIFT;
+        }
+        self
     }
 
     /// Where a run may start inside a block of `block_bytes` (a power of two) aligned on its
@@ -189,8 +205,46 @@ impl SlotRequest {
             seg_mask: seg_period - 1,
             seg_phase: (residue / segsize) & (seg_period - 1),
             sure_level: sure_level(self.nslots, stride),
+            colour: self.colour(base_addr),
         }
     }
+
+    /// The starts of runs that share a page colour with the original, as a window of the colour
+    /// cycle (see [`Colour`]); `None` when not coloured, or when every start would.
+    #[inline]
+    fn colour(&self, base_addr: PhysAddr) -> Option<Colour> {
+        let cycle = self.colour_slots;
+        if cycle == 0 {
+            return None;
+        }
+        // In slots, absolute: the original spans [o, o + m). A run of n slots from slot a
+        // shares a page colour with it when the two, each widened to whole pages (at most a
+        // slot on each side: a page is two slots), overlap modulo the cycle: when
+        // [a - 1, a + n + 1) meets [o - 1, o + m + 1), that is when
+        // (a - (o - n - 1)) mod cycle < n + m + 3. (Slightly more than the exact page test.)
+        let slot = IO_TLB_SIZE as u64;
+        let orig_first = self.orig_addr >> IO_TLB_SHIFT;
+        let orig_slots = (self.orig_addr + self.mapping_size as u64).div_ceil(slot) - orig_first;
+        let len = self.nslots as u64 + orig_slots + 3;
+        if len >= cycle {
+            return None;
+        }
+        let from = orig_first.wrapping_sub(self.nslots as u64 + 1);
+        Some(Colour { base: (base_addr >> IO_TLB_SHIFT).wrapping_sub(from) & (cycle - 1), cycle, len })
+    }
+}
+
+/// The smallest colour period (bytes) [`SlotRequest::with_colour`] takes: twice a segment, so that
+/// the colour window meets a segment at most twice (see [`RunStarts::same_colour`]).
+pub const MIN_COLOUR_PERIOD: u64 = 2 * (IO_TLB_SEGSIZE << IO_TLB_SHIFT) as u64;
+
+/// Where runs share a page colour with the original, for one request in one area: the run
+/// starting at area slot `i` does when `(base + i) mod cycle < len`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Colour {
+    base: u64,
+    cycle: u64,
+    len: u64,
 }
 
 /// Where a run may start, worked out once per request for one area (see
@@ -207,6 +261,8 @@ pub(super) struct RunStarts {
     /// A summary level whose segments surely hold a fitting run, if there is one (see
     /// [`sure_level`]).
     pub(super) sure_level: Option<usize>,
+    /// Starts to avoid if others fit (see [`SlotRequest::with_colour`]).
+    colour: Option<Colour>,
 }
 
 impl RunStarts {
@@ -217,6 +273,37 @@ impl RunStarts {
             return 0;
         }
         free_run_starts(free, nslots) & self.in_segment
+    }
+
+    /// `fits` (starts in segment `seg`) without the runs that share a page colour with the
+    /// original, unless every one does.
+    #[inline]
+    pub(super) fn prefer_other_colour(&self, seg: usize, fits: SegmentMap) -> SegmentMap {
+        let other = fits & !self.same_colour(seg);
+        if other != 0 {
+            other
+        } else {
+            fits
+        }
+    }
+
+    /// The starts in segment `seg` of runs that share a page colour with the original.
+    pub(super) fn same_colour(&self, seg: usize) -> SegmentMap {
+        let Some(Colour { base, cycle, len }) = self.colour else { return 0 };
+        let segsize = IO_TLB_SEGSIZE as u64;
+        // Slot i of the segment is at cycle position (off + i) mod cycle, off + i < 2 * cycle
+        // (the cycle is at least two segments): in the window when off + i < len, or when
+        // cycle <= off + i < cycle + len.
+        let off = (base + seg as u64 * segsize) & (cycle - 1);
+        let span = |lo: u64, hi: u64| -> SegmentMap {
+            let hi = hi.min(segsize);
+            if lo >= hi {
+                0
+            } else {
+                run_mask(lo as usize, (hi - lo) as usize)
+            }
+        };
+        span(0, len.saturating_sub(off)) | span(cycle - off, cycle - off + len)
     }
 }
 
