@@ -165,9 +165,10 @@ impl SlotRequest {
     /// colour; 0 turns it off. With a period of QEMU's softmmu TLB reach (1 MiB: 256 entries,
     /// direct-mapped), a copy between two pages of one colour evicts the TLB entry it has just
     /// filled on every access (`swiotlb_colour_kib=`, `docs/DESIGN.md` "Slot colouring").
+    /// Mappings under [`MIN_COLOURED_BYTES`] are not coloured.
     #[inline]
     pub(super) fn with_colour(mut self, period: u64) -> Self {
-        if period >= MIN_COLOUR_PERIOD && period.is_power_of_two() {
+        if period >= MIN_COLOUR_PERIOD && period.is_power_of_two() && self.mapping_size >= MIN_COLOURED_BYTES {
             self.colour_slots = period >> IO_TLB_SHIFT;
         }
         self
@@ -237,6 +238,13 @@ impl SlotRequest {
 /// The smallest colour period (bytes) [`SlotRequest::with_colour`] takes: twice a segment, so that
 /// the colour window meets a segment at most twice (see [`RunStarts::same_colour`]).
 pub const MIN_COLOUR_PERIOD: u64 = 2 * (IO_TLB_SEGSIZE << IO_TLB_SHIFT) as u64;
+
+/// The smallest mapping [`SlotRequest::with_colour`] colours. Working out which runs to avoid
+/// costs a bounce about 70 instructions; a 4 KiB mapping's run shares a colour with its buffer
+/// by chance about once in 70 (7 slots of the 512 of a 1 MiB cycle), and the slower copy it
+/// then makes costs, averaged over all of them, less than those instructions. From 16 KiB on,
+/// the chance and the copy grow and colouring pays.
+pub const MIN_COLOURED_BYTES: usize = 16 * 1024;
 
 /// Where runs share a page colour with the original, for one request in one area: the run
 /// starting at area slot `i` does when `(base + i) mod cycle < len`.

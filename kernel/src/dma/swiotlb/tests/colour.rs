@@ -3,7 +3,7 @@
 //! softmmu TLB is direct-mapped: pages 1 MiB apart share an entry).
 
 use super::*;
-use crate::dma::swiotlb::slots::SlotRequest;
+use crate::dma::swiotlb::slots::{SlotRequest, MIN_COLOURED_BYTES};
 use crate::mm::PAGE_SIZE;
 
 const PERIOD: u64 = 1 << 20;
@@ -21,7 +21,7 @@ fn share_colour(a: PhysAddr, a_len: u64, b: PhysAddr, b_len: u64, period: u64) -
 fn the_colour_mask_marks_every_run_that_shares_a_page_colour_and_no_far_one() {
     let slot = IO_TLB_SIZE as u64;
     for period in [MIN_COLOUR_PERIOD, PERIOD, 4 * PERIOD] {
-        for size in [1usize, 600, 2048, 4096, 6000, 65536, 200_000] {
+        for size in [MIN_COLOURED_BYTES, 20_000, 65536, 200_000] {
             for orig in [RAM_BASE, RAM_BASE + 0x800, RAM_BASE + 0x3_1234, RAM_BASE + 0xf_f000, RAM_BASE + 0x1f_c100] {
                 let req = SlotRequest::new(orig, size, SlotAlignment::default()).unwrap().with_colour(period);
                 for base in [POOL_START, POOL_START + 0x2_0000, POOL_START + 0x7_f800] {
@@ -59,6 +59,9 @@ fn no_colour_when_off_or_when_every_run_would_share_one() {
     assert_eq!(req.run_starts(POOL_START).same_colour(0), 0, "off by default");
     assert_eq!(req.with_colour(PERIOD / 4).run_starts(POOL_START).same_colour(0), 0, "a period below the minimum is off");
     assert_eq!(req.with_colour(PERIOD + 4096).run_starts(POOL_START).same_colour(0), 0, "a period not a power of two is off");
+    // Small mappings are not coloured.
+    let small = SlotRequest::new(RAM_BASE, MIN_COLOURED_BYTES - 1, SlotAlignment::default()).unwrap().with_colour(PERIOD);
+    assert_eq!(small.run_starts(POOL_START).same_colour(0), 0);
     // A mapping as long as the period shares a colour with every run: nothing to prefer.
     let whole = SlotRequest::new(RAM_BASE, 256 << 10, SlotAlignment::default()).unwrap().with_colour(MIN_COLOUR_PERIOD);
     assert_eq!(whole.run_starts(POOL_START).same_colour(0), 0);
@@ -73,7 +76,7 @@ fn shared_colours(period: u64) -> usize {
     let mut shared = 0;
     for round in 0..64usize {
         let (spacer, spacer_size) = f.spacer(round);
-        let size = [4096, 16384, 65536][round % 3];
+        let size = [16384, 40000, 65536][round % 3];
         let orig = RAM_BASE + ((round as u64 * 0x2_3000) % (ORIG_BYTES - 0x1_0000));
         let data = f.write_pattern(orig, size, round as u8);
         let tlb = f.map(orig, size, DmaDirection::ToDevice, SlotAlignment::default());
