@@ -244,7 +244,7 @@ pub const MIN_COLOUR_PERIOD: u64 = 2 * (IO_TLB_SEGSIZE << IO_TLB_SHIFT) as u64;
 /// by chance about once in 70 (7 slots of the 512 of a 1 MiB cycle), and the slower copy it
 /// then makes costs, averaged over all of them, less than those instructions. From 16 KiB on,
 /// the chance and the copy grow and colouring pays.
-pub const MIN_COLOURED_BYTES: usize = 16 * 1024;
+pub(super) const MIN_COLOURED_BYTES: usize = 16 * 1024;
 
 /// Where runs share a page colour with the original, for one request in one area: the run
 /// starting at area slot `i` does when `(base + i) mod cycle < len`.
