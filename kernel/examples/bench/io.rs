@@ -289,6 +289,9 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
     let mut cells = Vec::new();
     let mut memcpy = Vec::new();
     let sizes: &[usize] = &[4096, 64 * 1024];
+    // Each bounce copy reads the timer twice: what the copies cost in place (cell field
+    // `bounce_copy_ns`), beside the memcpy references measured on their own.
+    kernel::dma::swiotlb::set_copy_timing(true);
     let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
     let ref_src = ktest::buffer(6, false)?;
     for &size in sizes {
@@ -314,11 +317,13 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                         let before = (disk.stats.data_bounced.load(Ordering::Relaxed), disk.stats.data_direct.load(Ordering::Relaxed));
                         let counted = counters();
                         while kernel::platform::dma::scrub_step() != 0 {}
+                        let copies_before = kernel::dma::swiotlb::copy_timing();
                         let reads_before = read_copy_counters();
                         let mut s = [Stream::new(disk, op, random, size, qd, bufs)];
                         let t = run_timed(&mut s, budget, true, true)?;
                         let after = counters();
                         let reads_after = read_copy_counters();
+                        let copies_after = kernel::dma::swiotlb::copy_timing();
                         let [irqs, kicks, completed] = [0, 1, 2].map(|i| after[i] - counted[i]);
                         let per = |n: u64| if completed > 0 { n as f64 / completed as f64 } else { f64::NAN };
                         let mut o = stream_json(&s[0], t.elapsed_ns);
@@ -335,7 +340,12 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                             // and that copied in.
                             .int("reads_copy_in_skipped", reads_after[0] - reads_before[0])
                             .int("reads_copied_in", reads_after[1] - reads_before[1])
-                            .int("slots_scrubbed", reads_after[2] - reads_before[2]);
+                            .int("slots_scrubbed", reads_after[2] - reads_before[2])
+                            // Every bounce copy of the cell (data, and the header's and status
+                            // byte's), timed where it ran.
+                            .int("bounce_copies", copies_after.0 - copies_before.0)
+                            .int("bounce_copy_bytes", copies_after.1 - copies_before.1)
+                            .int("bounce_copy_ns", ticks_ns(copies_after.2 - copies_before.2));
                         t.add_busy(&mut o, s[0].ops);
                         cells.push(o.finish());
                     }
@@ -343,8 +353,14 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
             }
         }
     }
+    kernel::dma::swiotlb::set_copy_timing(false);
     out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
     Ok(())
+}
+
+/// Generic-timer ticks in nanoseconds.
+fn ticks_ns(ticks: u64) -> u64 {
+    drivers::timer::arch_timer::ticks_to_duration(ticks).as_nanos() as u64
 }
 
 /// What clean slots save (`swiotlb_clean_slots`, `docs/DESIGN.md` "Clean slots"): bounced reads

@@ -41,7 +41,7 @@ pub mod transient;
 #[cfg(test)]
 mod tests;
 
-pub use bounce::task_copy_stats;
+pub use bounce::{copy_timing, set_copy_timing, task_copy_stats};
 pub use error::SwiotlbError;
 pub use find::{FoundPool, SlotLookup};
 pub use pool::{AreaUsage, SwiotlbPool, SCRUB_STEP_SLOTS};
