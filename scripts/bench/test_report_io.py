@@ -165,6 +165,19 @@ class AddedReason(unittest.TestCase):
         report.added_targets(runs, targets)
         self.assertEqual(target(targets, "seq write 64 KiB: instructions")[0][2:], ("1.05", True))
 
+    def test_copies_timed_in_place(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        self.assertNotIn("timed where they ran", report.added_reason(runs), "results without copy timing")
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                c["ops"] = 10
+                # 1.5 memcpys of 64 KiB (16,384 ns each) per request bounced, 0.1 direct.
+                c["bounce_copy_ns"] = 10 * 16_384 * (1.5 if c["placement"] == "bounced" else 0.1)
+        text = report.added_reason(runs)
+        # io: 400 MiB/s direct, 200 bounced: 156,250 ns more per 64 KiB request, 9.54 memcpys.
+        self.assertIn("took 1.4 of the 9.5 memcpys a bounce added (seq read)", text)
+        self.assertIn("A write's one copy took 1.4 memcpys' time where it ran", text)
+
     def test_one_copy_ceiling_from_direct_latency(self):
         text = report.added_reason(runs_with(0, [1.0, 1.0, 1.0]))
         # 64 KiB at 400 MiB/s: 156,250 ns direct; memcpy 16,384 ns: 0.905.
