@@ -97,3 +97,34 @@ fn a_bounce_run_avoids_its_originals_page_colours() {
     // The test means something: without colouring the same mappings do share colours.
     assert!(shared_colours(0) > 0);
 }
+
+/// Maps `size` bytes from buffers of changing colours until the pool is full; returns how many
+/// mappings it took.
+fn fill(period: u64, size: usize) -> usize {
+    let f = Fixture::new(2 * (PERIOD as usize) / IO_TLB_SIZE, 1);
+    f.pool.set_colour_period(period);
+    let mut live = Vec::new();
+    loop {
+        let orig = RAM_BASE + ((live.len() as u64 * 0x3_5000) % (ORIG_BYTES - 0x1_0000));
+        match f.pool.sim_map(orig, size, DmaDirection::ToDevice, SlotAlignment::default()) {
+            Ok(tlb) => live.push(tlb),
+            Err(SwiotlbError::BufferFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let n = live.len();
+    for tlb in live {
+        f.unmap(tlb, size, DmaDirection::ToDevice);
+    }
+    f.assert_pristine();
+    n
+}
+
+#[test]
+fn colouring_costs_no_capacity() {
+    for size in [16384, 65536, 128 << 10] {
+        let whole = 2 * PERIOD as usize / size;
+        assert_eq!(fill(0, size), whole, "{size} without colouring");
+        assert_eq!(fill(PERIOD, size), whole, "{size} coloured");
+    }
+}
