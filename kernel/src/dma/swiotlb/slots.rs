@@ -288,11 +288,12 @@ impl RunStarts {
     /// tightly: against a slot that is not free, or the segment's edge, on one side at least.
     /// A run placed anywhere else would cut a free stretch in three and leave holes too short
     /// for mappings that would otherwise fit (a pool filled with 64 KiB mappings took 60 where
-    /// 64 fit). Unchanged if no start is both.
+    /// 64 fit). Unchanged if no start shares a colour, or none is both.
     #[inline]
     pub(super) fn prefer_other_colour(&self, seg: usize, fits: SegmentMap, free: SegmentMap, nslots: usize) -> SegmentMap {
         let other = fits & !self.same_colour(seg);
-        if other == 0 {
+        // Nothing to avoid (no colouring, or no start shares a colour), or nothing else fits.
+        if other == fits || other == 0 {
             return fits;
         }
         // Bit s: slot s - 1 is not free (or s is 0); slot s + nslots is not free (or past the end).
