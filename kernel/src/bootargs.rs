@@ -63,6 +63,10 @@ pub struct KernelParams {
     /// CPUs, and let a `DmaAttrs::no_copy_in` read that gets clean slots skip its copy-in (on);
     /// off: every bounced mapping copies in, as Linux.
     pub swiotlb_clean_slots: bool,
+    /// `swiotlb_colour_kib=<KiB>`: prefer bounce slots whose pages do not share a colour with the
+    /// original buffer's, pages this far apart sharing one (a power of two of at least 512; the
+    /// default 1024 is QEMU's softmmu TLB reach); 0: place slots without regard to it (Linux).
+    pub swiotlb_colour_kib: u64,
     /// `swiotlb_reclaim_scrub=on|off`: zero memory the pool takes from the page allocator to
     /// grow (a reclaimed lent block, a `dynamic` extra pool, a CMA chunk) before its slots serve
     /// (on), or hand its slots out dirty and leave the zeroing to idle CPUs (off): a mapping on
@@ -128,6 +132,7 @@ impl Default for KernelParams {
             swiotlb_batch: 2,
             swiotlb_keep: 2,
             swiotlb_clean_slots: true,
+            swiotlb_colour_kib: 1024,
             swiotlb_reclaim_scrub: false,
             swiotlb_transient: true,
             swiotlb_dyn_pool: 0,
@@ -193,6 +198,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_keep", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_keep = n as u32),
             ("swiotlb_transient", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_transient = b),
             ("swiotlb_clean_slots", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_clean_slots = b),
+            ("swiotlb_colour_kib", Some(v)) => parse_colour_kib(v).map(|n| p.swiotlb_colour_kib = n),
             ("swiotlb_reclaim_scrub", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_reclaim_scrub = b),
             ("swiotlb_dyn_pool", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_dyn_pool = n as u32),
             ("swiotlb_cma_chunk", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_cma_chunk = n as u32),
@@ -232,6 +238,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 | "swiotlb_keep"
                 | "swiotlb_transient"
                 | "swiotlb_clean_slots"
+                | "swiotlb_colour_kib"
                 | "swiotlb_reclaim_scrub"
                 | "swiotlb_dyn_pool"
                 | "swiotlb_cma_chunk"
@@ -275,6 +282,16 @@ fn parse_irq_spurious(v: &str) -> Result<crate::irq::spurious::SpuriousConfig, &
         return Err("unhandled must be below window");
     }
     Ok(crate::irq::spurious::SpuriousConfig { window, unhandled })
+}
+
+/// `swiotlb_colour_kib=`: 0, or a power of two no smaller than the SWIOTLB's smallest period.
+fn parse_colour_kib(v: &str) -> Result<u64, &'static str> {
+    let min = crate::dma::swiotlb::MIN_COLOUR_PERIOD / 1024;
+    match parse_num(v, 0, 1 << 30)? {
+        0 => Ok(0),
+        n if n >= min && n.is_power_of_two() => Ok(n),
+        _ => Err("expected 0 or a power of two of at least 512"),
+    }
 }
 
 fn parse_num(v: &str, min: u64, max: u64) -> Result<u64, &'static str> {

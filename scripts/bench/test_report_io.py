@@ -132,9 +132,56 @@ class AddedReason(unittest.TestCase):
                     c["reads_copy_in_skipped"], c["reads_copied_in"] = 1, 3
         text = report.added_reason(runs)
         # 0.5 instructions per byte more than direct: 32,768 for 64 KiB, against an 8,192 memcpy.
-        self.assertIn("read added 4 memcpys' worth: 1.75 copies (the copy back, and the copy-in of the 75 % of reads", text)
-        self.assertIn("and 2.25 besides; a write added 4 memcpys' worth: one copy and 3 besides.", text)
-        self.assertIn("without scrubbing", text)
+        self.assertIn(
+            "read added 4 memcpys' worth of CPU: 0 in idle scrubbing (zeroing its slots while the CPU waited for the "
+            "device), and on the request's path 1.75 copies (the copy back, and the copy-in of the 75 % of reads", text)
+        self.assertIn("and 2.25 besides; a write added 4: 0 in idle scrubbing, and on its path one copy and 3 besides.", text)
+        self.assertIn("waits as the kernel's idle does", text)
+
+    def test_idle_scrubbing_is_set_apart(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        for _, d in runs["io-icount"]:
+            for m in d["memcpy"]:
+                m["memset_ns"] = m["ns"] / 2
+            for c in d["cells"]:
+                c["ops"] = 100
+                c["slots_scrubbed"] = 3400 if c["placement"] == "bounced" else 200
+        f = report.added_figures(runs)
+        # 32 slots (64 KiB) per request beyond direct's 2, at half a memcpy's cost: 0.5 memcpy.
+        self.assertAlmostEqual(f["write"]["scrub"], 0.5)
+        self.assertAlmostEqual(f["write"]["path"], 3.5)
+        self.assertAlmostEqual(f["write"]["rest"], 2.5)
+
+    def test_instruction_rows_per_cell_with_verdict(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        targets = report.Targets()
+        report.added_targets(runs, targets)
+        rows = target(targets, "instructions a bounce adds to the request's path")
+        self.assertEqual([r[0].split(":")[0] for r in rows], ["QD 1 seq read 64 KiB", "QD 1 seq write 64 KiB", "QD 1 rand read 64 KiB", "QD 1 rand write 64 KiB"][1::2])
+        self.assertEqual(rows[0][1:], ("≤ 1.1", "4", False))
+        # A bounce of 1.05 memcpys' worth of instructions meets it.
+        runs["io-icount"] = [(r, io_boot(0, 0.6, 11_000.0, 0.13125, 0.125)) for r in (1, 2)]
+        targets = report.Targets()
+        report.added_targets(runs, targets)
+        self.assertEqual(target(targets, "seq write 64 KiB: instructions")[0][2:], ("1.05", True))
+
+    def test_copies_timed_in_place(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        self.assertNotIn("timed where they ran", report.added_reason(runs), "results without copy timing")
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                c["ops"] = 10
+                # 1.5 memcpys of 64 KiB (16,384 ns each) per request bounced, 0.1 direct.
+                c["bounce_copy_ns"] = 10 * 16_384 * (1.5 if c["placement"] == "bounced" else 0.1)
+        text = report.added_reason(runs)
+        # io: 400 MiB/s direct, 200 bounced: 156,250 ns more per 64 KiB request, 9.54 memcpys.
+        self.assertIn("took 1.4 of the 9.5 memcpys a bounce added (seq read)", text)
+        self.assertIn("A write's one copy took 1.4 memcpys' time where it ran", text)
+
+    def test_one_copy_ceiling_from_direct_latency(self):
+        text = report.added_reason(runs_with(0, [1.0, 1.0, 1.0]))
+        # 64 KiB at 400 MiB/s: 156,250 ns direct; memcpy 16,384 ns: 0.905.
+        self.assertIn("would have been 0.91 (seq read), 0.91 (seq write), 0.91 (rand read), 0.91 (rand write)", text)
 
 
 class CpuPerByte(unittest.TestCase):

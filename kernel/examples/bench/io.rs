@@ -22,7 +22,7 @@ use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{run_pending_work, Kernel};
 
 use super::json::{array, Obj};
-use super::measure::{memcpy_ns, non_aliasing_dst, now_ns};
+use super::measure::{memcpy_ns, memset_ns, non_aliasing_dst, now_ns};
 use super::Options;
 
 const SECTOR: u64 = 512;
@@ -264,8 +264,11 @@ pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
 }
 
 /// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
-/// same boot, with the memcpy of each size measured in between. Per cell also the interrupts and
-/// kicks per request and the CPU's busy time (the run minus its time asleep in WFI).
+/// same boot, with the memcpy (and memset) of each size measured in between. Per cell also the
+/// interrupts and kicks per request and the CPU's busy time (the run minus its time asleep in
+/// WFI). The loop waits as the kernel's idle does (`platform::idle()`: a bounded scrub step of
+/// free bounce slots before it sleeps), and the pool is scrubbed before each cell, as idle time
+/// between bursts would have done; the scrub steps count as busy time.
 pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disk = virtio_blk::disk(0).map_err(ktest::err)?;
     let direct = alloc_bufs(MAX_QD, false)?;
@@ -286,6 +289,9 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
     let mut cells = Vec::new();
     let mut memcpy = Vec::new();
     let sizes: &[usize] = &[4096, 64 * 1024];
+    // Each bounce copy reads the timer twice: what the copies cost in place (cell field
+    // `bounce_copy_ns`), beside the memcpy references measured on their own.
+    kernel::dma::swiotlb::set_copy_timing(true);
     let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
     let ref_src = ktest::buffer(6, false)?;
     for &size in sizes {
@@ -293,8 +299,9 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
         // place whose pages do not alias the buffer's in QEMU's TLB; see measure.rs).
         let ns = memcpy_ns(bounced[0], non_aliasing_dst(ref_src, 256 << 10, bounced[0], size), size);
         let aliasing = memcpy_ns(bounced[0], direct[0], size);
+        let memset = memset_ns(bounced[0], size);
         let mut m = Obj::new();
-        m.int("size", size as u64).num("ns", ns).num("aliasing_ns", aliasing);
+        m.int("size", size as u64).num("ns", ns).num("aliasing_ns", aliasing).num("memset_ns", memset);
         memcpy.push(m.finish());
     }
     ktest::free_buffer(ref_src, 6);
@@ -309,11 +316,14 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                         }
                         let before = (disk.stats.data_bounced.load(Ordering::Relaxed), disk.stats.data_direct.load(Ordering::Relaxed));
                         let counted = counters();
+                        while kernel::platform::dma::scrub_step() != 0 {}
+                        let copies_before = kernel::dma::swiotlb::copy_timing();
                         let reads_before = read_copy_counters();
                         let mut s = [Stream::new(disk, op, random, size, qd, bufs)];
-                        let t = run_timed(&mut s, budget, true, false)?;
+                        let t = run_timed(&mut s, budget, true, true)?;
                         let after = counters();
                         let reads_after = read_copy_counters();
+                        let copies_after = kernel::dma::swiotlb::copy_timing();
                         let [irqs, kicks, completed] = [0, 1, 2].map(|i| after[i] - counted[i]);
                         let per = |n: u64| if completed > 0 { n as f64 / completed as f64 } else { f64::NAN };
                         let mut o = stream_json(&s[0], t.elapsed_ns);
@@ -329,7 +339,13 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                             // the status byte) that found clean slots and skipped their copy-in,
                             // and that copied in.
                             .int("reads_copy_in_skipped", reads_after[0] - reads_before[0])
-                            .int("reads_copied_in", reads_after[1] - reads_before[1]);
+                            .int("reads_copied_in", reads_after[1] - reads_before[1])
+                            .int("slots_scrubbed", reads_after[2] - reads_before[2])
+                            // Every bounce copy of the cell (data, and the header's and status
+                            // byte's), timed where it ran.
+                            .int("bounce_copies", copies_after.0 - copies_before.0)
+                            .int("bounce_copy_bytes", copies_after.1 - copies_before.1)
+                            .int("bounce_copy_ns", ticks_ns(copies_after.2 - copies_before.2));
                         t.add_busy(&mut o, s[0].ops);
                         cells.push(o.finish());
                     }
@@ -337,8 +353,14 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
             }
         }
     }
+    kernel::dma::swiotlb::set_copy_timing(false);
     out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
     Ok(())
+}
+
+/// Generic-timer ticks in nanoseconds.
+fn ticks_ns(ticks: u64) -> u64 {
+    drivers::timer::arch_timer::ticks_to_duration(ticks).as_nanos() as u64
 }
 
 /// What clean slots save (`swiotlb_clean_slots`, `docs/DESIGN.md` "Clean slots"): bounced reads

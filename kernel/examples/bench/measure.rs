@@ -55,6 +55,14 @@ pub(crate) fn memcpy_ns(dst: PhysAddr, src: PhysAddr, len: usize) -> f64 {
     ns_per_op(5, iters_for(len), || ram.copy(dst, src, len))
 }
 
+/// Nanoseconds to fill `len` bytes at `dst` with zeros (the scrub's memset).
+pub(crate) fn memset_ns(dst: PhysAddr, len: usize) -> f64 {
+    // SAFETY: the callers pass a buffer the benchmark allocated for this.
+    let ram = unsafe { ram() };
+    // `black_box`: the same zeros over and over would otherwise be written once.
+    ns_per_op(5, iters_for(len), || ram.fill(core::hint::black_box(dst), 0, len))
+}
+
 /// Entries of QEMU's softmmu TLB (direct-mapped by virtual page number; 256 is its default
 /// size). Two buffers whose pages fall on the same entries evict each other on every access
 /// and a copy between them runs ~10x slower under TCG: two 1 MiB-aligned buffers always do.

@@ -63,6 +63,12 @@ mod target {
     pub fn dma_alignment() -> usize {
         boot::cpu::dcache_line_size()
     }
+
+    /// The generic timer's count (CNTVCT_EL0): for measuring, not for time of day.
+    #[inline]
+    pub fn counter_ticks() -> u64 {
+        drivers::timer::arch_timer::ticks()
+    }
 }
 
 #[cfg(not(target_os = "none"))]
@@ -73,5 +79,6 @@ pub use target::*;
 
 #[cfg(not(target_os = "none"))]
 pub use host::{
-    cpu_id, cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, smp_active, CacheOp, IrqState,
+    counter_ticks, cpu_id, cpu_relax, dcache_range, dma_alignment, in_interrupt, irq_restore, irq_save, irqs_masked, smp_active, CacheOp,
+    IrqState,
 };

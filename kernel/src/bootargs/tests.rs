@@ -137,3 +137,18 @@ fn reclaim_scrub_default_off_and_can_be_turned_on() {
     assert!(crate::dma::swiotlb::mem::Tunables::from_params(&p).reclaim_scrub, "the tunable follows the bootarg");
     assert_eq!(parse("swiotlb_reclaim_scrub=always").1.len(), 1);
 }
+
+#[test]
+fn colour_defaults_to_qemus_tlb_reach_and_takes_0_or_a_large_power_of_two() {
+    assert_eq!(parse("").0.swiotlb_colour_kib, 1024);
+    for (arg, kib) in [("0", 0), ("512", 512), ("4096", 4096)] {
+        let (p, w) = parse(&format!("swiotlb_colour_kib={arg}"));
+        assert!(w.is_empty(), "{arg}: {w:?}");
+        assert_eq!(p.swiotlb_colour_kib, kib);
+    }
+    for bad in ["256", "1000", "x", "-1"] {
+        let (p, w) = parse(&format!("swiotlb_colour_kib={bad}"));
+        assert_eq!(w.len(), 1, "{bad} accepted");
+        assert_eq!(p.swiotlb_colour_kib, 1024, "{bad} changed the default");
+    }
+}

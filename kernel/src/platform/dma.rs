@@ -118,6 +118,9 @@ pub fn slots_for(bytes: u64, nareas: usize) -> usize {
     ((bytes >> IO_TLB_SHIFT) as usize) / per * per
 }
 
+/// `swiotlb_colour_kib=` in bytes, for the restricted pools made after [`init`].
+static COLOUR_PERIOD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The restricted pool over the reserved region `name` (created once, shared by its devices).
 fn restricted_pool(memblock: &Memblock<'static>, name: &'static str) -> Result<&'static SwiotlbPool, DmaSetupError> {
     let region = memblock.find(name).ok_or(DmaSetupError::NotRestrictedPool { device: "?", region: name })?;
@@ -132,6 +135,7 @@ fn restricted_pool(memblock: &Memblock<'static>, name: &'static str) -> Result<&
     // contract (`SwiotlbPool::map`'s `# Safety`).
     let mem = unsafe { ram() };
     let pool = SwiotlbPool::new(base, slots_for(region.range.size(), 1), 1, mem).map_err(|e| DmaSetupError::Pool(name, e))?;
+    pool.set_colour_period(COLOUR_PERIOD.load(core::sync::atomic::Ordering::Relaxed));
     let pool: &'static SwiotlbPool = alloc::boxed::Box::leak(alloc::boxed::Box::new(pool));
     *slot = Some((base, pool));
     Ok(pool)
@@ -330,6 +334,8 @@ pub fn init(
     let manager: &'static SwiotlbMem = alloc::boxed::Box::leak(alloc::boxed::Box::new(manager));
     manager.enable_transient_pools(pages);
     manager.set_clean_slots(params.swiotlb_clean_slots);
+    manager.set_colour_period(params.swiotlb_colour_kib * 1024);
+    COLOUR_PERIOD.store(params.swiotlb_colour_kib * 1024, core::sync::atomic::Ordering::Relaxed);
     if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {
         manager.enable_cma(area);
     }

@@ -223,6 +223,9 @@ impl AreaSlots {
     fn find_in_warm(&self, nslots: usize, starts: &RunStarts, prefer_clean: bool) -> Option<usize> {
         let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
         let mut fits = starts.fits(warm, self.free[warm], nslots);
+        if fits != 0 {
+            fits = starts.prefer_other_colour(warm, fits, self.free[warm], nslots);
+        }
         if prefer_clean && fits != 0 {
             let clean_fits = starts.fits(warm, self.clean[warm], nslots);
             if clean_fits != 0 {
@@ -245,7 +248,7 @@ impl AreaSlots {
         self.summarise();
         let lowest_fit = |seg: usize| {
             let fits = starts.fits(seg, self.free[seg], nslots);
-            (fits != 0).then(|| (seg, fits.trailing_zeros() as usize))
+            (fits != 0).then(|| (seg, starts.prefer_other_colour(seg, fits, self.free[seg], nslots).trailing_zeros() as usize))
         };
         let next = if warm + 1 == self.free.len() { 0 } else { warm + 1 };
         if let Some(level) = starts.sure_level {

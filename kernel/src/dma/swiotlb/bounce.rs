@@ -6,7 +6,7 @@
 //! copies done without any lock held (and callers in task context must hold none either:
 //! [`task_copy_stats`] counts the copies that ran with interrupts masked).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::area::MappingInfo;
 use super::slots::SlotRequest;
@@ -27,6 +27,26 @@ pub fn task_copy_stats() -> (u64, u64) {
     (TASK_COPIES.load(Ordering::Relaxed), TASK_COPIES_IRQS_MASKED.load(Ordering::Relaxed))
 }
 
+/// Whether bounce copies are timed (see [`set_copy_timing`]).
+static TIME_COPIES: AtomicBool = AtomicBool::new(false);
+static TIMED_COPIES: AtomicU64 = AtomicU64::new(0);
+static TIMED_COPY_BYTES: AtomicU64 = AtomicU64::new(0);
+static TIMED_COPY_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Turns the timing of bounce copies on or off (off at boot). On, each copy reads the generic
+/// timer before and after, and [`copy_timing`] sums them: what the copies cost where they run
+/// (their pages as the TLB and caches find them then), against a memcpy measured on its own.
+/// For benchmarks; off, it costs a bounce one load and branch.
+pub fn set_copy_timing(on: bool) {
+    TIME_COPIES.store(on, Ordering::Relaxed);
+}
+
+/// Bounce copies timed so far, their bytes, and the generic-timer ticks they took (see
+/// [`set_copy_timing`]).
+pub fn copy_timing() -> (u64, u64, u64) {
+    (TIMED_COPIES.load(Ordering::Relaxed), TIMED_COPY_BYTES.load(Ordering::Relaxed), TIMED_COPY_TICKS.load(Ordering::Relaxed))
+}
+
 /// Copies `size` bytes for a bounce, noting the context (see [`task_copy_stats`]).
 fn bounce_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) {
     bounce_copy_in(mem, dst, src, size, arch::in_interrupt());
@@ -41,7 +61,23 @@ fn bounce_copy_in(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usiz
             TASK_COPIES_IRQS_MASKED.fetch_add(1, Ordering::Relaxed);
         }
     }
+    if TIME_COPIES.load(Ordering::Relaxed) {
+        timed_copy(mem, dst, src, size);
+    } else {
+        mem.copy(dst, src, size);
+    }
+}
+
+/// [`bounce_copy`]'s copy, timed.
+#[cold]
+#[inline(never)]
+fn timed_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) {
+    let t0 = arch::counter_ticks();
     mem.copy(dst, src, size);
+    let ticks = arch::counter_ticks() - t0;
+    TIMED_COPIES.fetch_add(1, Ordering::Relaxed);
+    TIMED_COPY_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    TIMED_COPY_TICKS.fetch_add(ticks, Ordering::Relaxed);
 }
 
 /// Which way a bounce copies.
@@ -92,7 +128,7 @@ impl SwiotlbPool {
         align: SlotAlignment,
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
-        let req = SlotRequest::new(orig_addr, size, align)?;
+        let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
         let wants_clean = attrs.no_copy_in && dir == DmaDirection::FromDevice && self.clean_slots();
         // Read once for the slot search's reserve and counters and for the copy's statistics.
         let in_irq = arch::in_interrupt();

@@ -41,11 +41,11 @@ pub mod transient;
 #[cfg(test)]
 mod tests;
 
-pub use bounce::task_copy_stats;
+pub use bounce::{copy_timing, set_copy_timing, task_copy_stats};
 pub use error::SwiotlbError;
 pub use find::{FoundPool, SlotLookup};
 pub use pool::{AreaUsage, SwiotlbPool, SCRUB_STEP_SLOTS};
-pub use slots::SlotState;
+pub use slots::{SlotState, MIN_COLOUR_PERIOD};
 pub use stats::SwiotlbStats;
 
 /// log2 of the slot size (Linux `IO_TLB_SHIFT`).

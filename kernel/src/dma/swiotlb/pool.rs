@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::area::{AreaSlots, MappingInfo};
 use super::slots::{AtomicSegmentState, SlotRequest};
@@ -43,6 +43,9 @@ pub struct SwiotlbPool {
     /// `swiotlb_clean_slots=on`: `DmaAttrs::no_copy_in` mappings may skip the copy-in when their
     /// slots are clean, and idle CPUs scrub dirty free slots. Off: Linux's copy-in, always.
     clean_slots: AtomicBool,
+    /// Bytes between two pages of one colour (`swiotlb_colour_kib=`): the slot search prefers
+    /// runs whose pages do not share the original's colours. 0: off.
+    colour_period: AtomicU64,
     /// Set while [`Self::scrub_step`] has a run out of the free maps. A scrub backs off from a
     /// lend or unlend under way; a lend or unlend waits for a scrub to finish (one bounded
     /// memset), so the worker never sees a scrub as a conflict. Both set their flag, then read
@@ -103,6 +106,7 @@ impl SwiotlbPool {
             next_area: AtomicUsize::new(0),
             lending: AtomicBool::new(false),
             clean_slots: AtomicBool::new(true),
+            colour_period: AtomicU64::new(0),
             scrub_busy: AtomicBool::new(false),
         })
     }
@@ -400,6 +404,19 @@ impl SwiotlbPool {
     /// mapping copies in, as Linux, and [`Self::scrub_step`] does nothing.
     pub fn set_clean_slots(&self, on: bool) {
         self.clean_slots.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets the colour period in bytes (bootarg `swiotlb_colour_kib=`; 0: off): mappings then
+    /// prefer slots whose pages lie at other positions modulo it than the original's (see
+    /// `SlotRequest::with_colour`). A period that is not a power of two of at least
+    /// [`MIN_COLOUR_PERIOD`](super::MIN_COLOUR_PERIOD) turns it off.
+    pub fn set_colour_period(&self, bytes: u64) {
+        self.colour_period.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The colour period in bytes (0: off).
+    pub fn colour_period(&self) -> u64 {
+        self.colour_period.load(Ordering::Relaxed)
     }
 
     /// Marks every free slot clean: for a pool whose memory the caller has just zeroed.

@@ -177,6 +177,8 @@ pub(super) struct SlotRequest {
     alloc_align_mask: u64,
     /// The first slot's address has these bits equal to the original's.
     iotlb_align_mask: u64,
+    /// Slots per colour period (see [`Self::with_colour`]); 0: runs are not coloured.
+    colour_slots: u64,
 }
 
 impl SlotRequest {
@@ -227,7 +229,22 @@ impl SlotRequest {
             offset: offset & (IO_TLB_SIZE - 1),
             alloc_align_mask,
             iotlb_align_mask,
+            colour_slots: 0,
         })
+    }
+
+    /// Asks the search to prefer a run whose pages do not share a colour with the original's:
+    /// pages `period` bytes apart (a power of two, at least [`MIN_COLOUR_PERIOD`]) have the same
+    /// colour; 0 turns it off. With a period of QEMU's softmmu TLB reach (1 MiB: 256 entries,
+    /// direct-mapped), a copy between two pages of one colour evicts the TLB entry it has just
+    /// filled on every access (`swiotlb_colour_kib=`, `docs/DESIGN.md` "Slot colouring").
+    /// Mappings under [`MIN_COLOURED_BYTES`] are not coloured.
+    #[inline]
+    pub(super) fn with_colour(mut self, period: u64) -> Self {
+        if period >= MIN_COLOUR_PERIOD && period.is_power_of_two() && self.mapping_size >= MIN_COLOURED_BYTES {
+            self.colour_slots = period >> IO_TLB_SHIFT;
+        }
+        self
     }
 
     /// Where a run may start inside a block of `block_bytes` (a power of two) aligned on its
@@ -262,8 +279,53 @@ impl SlotRequest {
             seg_mask: seg_period - 1,
             seg_phase: (residue / segsize) & (seg_period - 1),
             sure_level: sure_level(self.nslots, stride),
+            colour: self.colour(base_addr),
         }
     }
+
+    /// The starts of runs that share a page colour with the original, as a window of the colour
+    /// cycle (see [`Colour`]); `None` when not coloured, or when every start would.
+    #[inline]
+    fn colour(&self, base_addr: PhysAddr) -> Option<Colour> {
+        let cycle = self.colour_slots;
+        if cycle == 0 {
+            return None;
+        }
+        // In slots, absolute: the original spans [o, o + m). A run of n slots from slot a
+        // shares a page colour with it when the two, each widened to whole pages (at most a
+        // slot on each side: a page is two slots), overlap modulo the cycle: when
+        // [a - 1, a + n + 1) meets [o - 1, o + m + 1), that is when
+        // (a - (o - n - 1)) mod cycle < n + m + 3. (Slightly more than the exact page test.)
+        let slot = IO_TLB_SIZE as u64;
+        let orig_first = self.orig_addr >> IO_TLB_SHIFT;
+        let orig_slots = (self.orig_addr + self.mapping_size as u64).div_ceil(slot) - orig_first;
+        let len = self.nslots as u64 + orig_slots + 3;
+        if len >= cycle {
+            return None;
+        }
+        let from = orig_first.wrapping_sub(self.nslots as u64 + 1);
+        Some(Colour { base: (base_addr >> IO_TLB_SHIFT).wrapping_sub(from) & (cycle - 1), cycle, len })
+    }
+}
+
+/// The smallest colour period (bytes) [`SlotRequest::with_colour`] takes: twice a segment, so that
+/// the colour window meets a segment at most twice (see [`RunStarts::same_colour`]).
+pub const MIN_COLOUR_PERIOD: u64 = 2 * (IO_TLB_SEGSIZE << IO_TLB_SHIFT) as u64;
+
+/// The smallest mapping [`SlotRequest::with_colour`] colours. Working out which runs to avoid
+/// costs a bounce about 70 instructions; a 4 KiB mapping's run shares a colour with its buffer
+/// by chance about once in 70 (7 slots of the 512 of a 1 MiB cycle), and the slower copy it
+/// then makes costs, averaged over all of them, less than those instructions. From 16 KiB on,
+/// the chance and the copy grow and colouring pays.
+pub(super) const MIN_COLOURED_BYTES: usize = 16 * 1024;
+
+/// Where runs share a page colour with the original, for one request in one area: the run
+/// starting at area slot `i` does when `(base + i) mod cycle < len`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Colour {
+    base: u64,
+    cycle: u64,
+    len: u64,
 }
 
 /// Where a run may start, worked out once per request for one area (see
@@ -280,6 +342,8 @@ pub(super) struct RunStarts {
     /// A summary level whose segments surely hold a fitting run, if there is one (see
     /// [`sure_level`]).
     pub(super) sure_level: Option<usize>,
+    /// Starts to avoid if others fit (see [`SlotRequest::with_colour`]).
+    colour: Option<Colour>,
 }
 
 impl RunStarts {
@@ -290,6 +354,49 @@ impl RunStarts {
             return 0;
         }
         free_run_starts(free, nslots) & self.in_segment
+    }
+
+    /// `fits` (starts of free runs of `nslots` in segment `seg`, whose free slots are `free`)
+    /// narrowed to the runs that do not share a page colour with the original and that fit
+    /// tightly: against a slot that is not free, or the segment's edge, on one side at least.
+    /// A run placed anywhere else would cut a free stretch in three and leave holes too short
+    /// for mappings that would otherwise fit (a pool filled with 64 KiB mappings took 60 where
+    /// 64 fit). Unchanged if no start shares a colour, or none is both.
+    #[inline]
+    pub(super) fn prefer_other_colour(&self, seg: usize, fits: SegmentMap, free: SegmentMap, nslots: usize) -> SegmentMap {
+        let other = fits & !self.same_colour(seg);
+        // Nothing to avoid (no colouring, or no start shares a colour), or nothing else fits.
+        if other == fits || other == 0 {
+            return fits;
+        }
+        // Bit s: slot s - 1 is not free (or s is 0); slot s + nslots is not free (or past the end).
+        let after_taken = !(free << 1);
+        let before_taken = !free.checked_shr(nslots as u32).unwrap_or(0);
+        let tight = other & (after_taken | before_taken);
+        if tight != 0 {
+            tight
+        } else {
+            fits
+        }
+    }
+
+    /// The starts in segment `seg` of runs that share a page colour with the original.
+    pub(super) fn same_colour(&self, seg: usize) -> SegmentMap {
+        let Some(Colour { base, cycle, len }) = self.colour else { return 0 };
+        let segsize = IO_TLB_SEGSIZE as u64;
+        // Slot i of the segment is at cycle position (off + i) mod cycle, off + i < 2 * cycle
+        // (the cycle is at least two segments): in the window when off + i < len, or when
+        // cycle <= off + i < cycle + len.
+        let off = (base + seg as u64 * segsize) & (cycle - 1);
+        let span = |lo: u64, hi: u64| -> SegmentMap {
+            let hi = hi.min(segsize);
+            if lo >= hi {
+                0
+            } else {
+                run_mask(lo as usize, (hi - lo) as usize)
+            }
+        };
+        span(0, len.saturating_sub(off)) | span(cycle - off, cycle - off + len)
     }
 }
 

@@ -445,6 +445,12 @@ impl SwiotlbMem {
         self.pools().for_each(|p| p.set_clean_slots(on));
     }
 
+    /// Sets the colour period of every pool (bootarg `swiotlb_colour_kib=`, see
+    /// [`SwiotlbPool::set_colour_period`]); pools made later take the default pool's.
+    pub fn set_colour_period(&self, bytes: u64) {
+        self.pools().for_each(|p| p.set_colour_period(bytes));
+    }
+
     /// Whether `pa` is inside a live bounce buffer of one of the pools (Linux
     /// `is_swiotlb_buffer`): a lent page the page allocator handed out is not. Lock-free,
     /// O(number of pools), transient ones included. Device pools answer for themselves
@@ -527,6 +533,7 @@ impl SwiotlbMem {
     fn new_dirty_pool(&self, start: PhysAddr, nslots: usize) -> Result<SwiotlbPool, SwiotlbError> {
         let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
         pool.set_clean_slots(self.pool.clean_slots());
+        pool.set_colour_period(self.pool.colour_period());
         Ok(pool)
     }
 

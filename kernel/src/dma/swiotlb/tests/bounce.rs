@@ -194,3 +194,22 @@ fn unmap_without_copy_back_refuses_misuse_and_frees_nothing() {
         f.assert_pristine();
     }
 }
+
+#[test]
+fn timed_copies_are_counted_and_still_copy() {
+    let f = Fixture::new(256, 1);
+    let before = copy_timing();
+    set_copy_timing(true);
+    let data = f.write_pattern(RAM_BASE, 5000, 3);
+    let tlb = f.map(RAM_BASE, 5000, DmaDirection::Bidirectional, SlotAlignment::default());
+    assert_eq!(f.read(tlb, 5000), data, "the timed copy-in copied");
+    let device = f.write_pattern(tlb, 5000, 4);
+    f.unmap(tlb, 5000, DmaDirection::Bidirectional);
+    set_copy_timing(false);
+    assert_eq!(f.read(RAM_BASE, 5000), device, "the timed copy-back copied");
+    let after = copy_timing();
+    // Other tests may bounce meanwhile: at least this test's two copies.
+    assert!(after.0 >= before.0 + 2, "{before:?} -> {after:?}");
+    assert!(after.1 >= before.1 + 2 * 5000, "{before:?} -> {after:?}");
+    assert!(after.2 >= before.2, "{before:?} -> {after:?}");
+}

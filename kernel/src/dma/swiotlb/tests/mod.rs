@@ -5,6 +5,7 @@
 mod alignment;
 mod bounce;
 mod clean;
+mod colour;
 mod leak;
 mod lookup;
 mod misuse;
