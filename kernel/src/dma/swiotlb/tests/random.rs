@@ -49,8 +49,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operations_keep_counts_and_contents(ops in proptest::collection::vec(op(), 1..80)) {
+    fn random_operations_keep_counts_and_contents(coloured: bool, ops in proptest::collection::vec(op(), 1..80)) {
         let f = Fixture::new(1024, 2);
+        f.pool.set_colour_period(if coloured { MIN_COLOUR_PERIOD } else { 0 });
         let mut live: Vec<Live> = Vec::new();
         for (n, op) in ops.into_iter().enumerate() {
             match op {

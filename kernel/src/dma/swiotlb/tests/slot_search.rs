@@ -131,6 +131,9 @@ fn check_against_model(pool: &SwiotlbPool, model: &Model) {
     }
 }
 
+/// Colour periods the property test runs with: off, the smallest, QEMU's softmmu TLB reach.
+const COLOURS: [u64; 3] = [0, MIN_COLOUR_PERIOD, 1 << 20];
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -138,6 +141,7 @@ proptest! {
     fn slot_search_matches_the_model(
         geometry in 0..GEOMETRIES.len(),
         start_page in 0..4u64,
+        colour in 0..COLOURS.len(),
         ops in proptest::collection::vec(op(), 1..120),
     ) {
         let (nareas, segs) = GEOMETRIES[geometry];
@@ -154,8 +158,9 @@ proptest! {
                 Op::Alloc { size, orig_low, align } => {
                     let align = ALIGNMENTS[align];
                     let orig = RAM_BASE + orig_low;
-                    let Ok(req) = SlotRequest::new(orig, size, align) else { continue };
-                    // Preferring clean runs must not change what the search may return.
+                    // Colouring, like preferring clean runs, must not change what the search may
+                    // return, nor make it fail where the model has a fit.
+                    let Ok(req) = SlotRequest::new(orig, size, align).map(|r| r.with_colour(COLOURS[colour])) else { continue };
                     match pool.alloc_slots(&req, DmaDirection::ToDevice, size % 2 == 1) {
                         Ok((head, _)) => {
                             let first = head - req.pad_slots;
