@@ -274,13 +274,21 @@ def throttled_section(runs, targets):
 IO_CPU_CONFIGS = [("io", "ns"), ("io-throttled", "ns"), ("io-icount", "instructions")]
 
 
+def io_scrubs(runs):
+    """Whether the `io` benchmark's loop scrubbed while it waited (results that record a memset
+    reference and the slots scrubbed per cell; older ones slept in WFI only)."""
+    return any("memset_ns" in m for _, d in runs.get("io", []) for m in d.get("memcpy", []))
+
+
 def cpu_per_byte_section(runs):
     """The guest CPU time a bounce costs per byte, next to memcpy per byte of the same boot."""
     lines = [
         "**The CPU time a bounce costs per bounced byte, next to a memcpy per byte.** Per cell the guest's "
         "*busy time* is the cell's elapsed time minus the time its loop slept in WFI waiting for a completion: "
         "submissions (map, copy to the slots, descriptors, the kick), the interrupt handler (completion, unmap, "
-        "copy back) and the loop itself. Under TCG the time of QEMU's device emulation that runs on the vCPU's "
+        "copy back) and the loop itself"
+        + (", its scrubbing of free bounce slots while it waits included" if io_scrubs(runs) else "")
+        + ". Under TCG the time of QEMU's device emulation that runs on the vCPU's "
         "thread (the MMIO kick) counts as busy too; under `-icount` (`io-icount`, queue depth 1) busy time is "
         "guest instructions. *bounce per byte* = (busy per request bounced − busy per request direct) ÷ request "
         "bytes, both in the same boot; *memcpy per byte* = the same boot's memcpy of that size ÷ its bytes; "
@@ -2001,8 +2009,12 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         f"guest side is what is measured"
         + (f"; except `io-throttled`, whose disk 0 QEMU limits to {throttle_label(throttle_of(runs, 'io-throttled'))}" if throttle_of(runs, "io-throttled") else "")
         + f"); {machine.get('cell_ms', '?')} ms per cell; requests complete in the "
-        "disk's interrupt handler; the loop waits in WFI between completions.\n"
-        "- The results leave the guest as JSON through semihosting `SYS_OPEN`/`SYS_WRITE` "
+        "disk's interrupt handler; "
+        + ("the loop waits as the kernel's idle does: with nothing to collect it zeroes free bounce slots, a bounded "
+           "step at a time (`platform::dma::scrub_step`, which reads with clean slots then skip their copy-in), and "
+           "sleeps in WFI once there is nothing to zero; the pool is scrubbed before each cell.\n"
+           if io_scrubs(runs) else "the loop waits in WFI between completions.\n")
+        + "- The results leave the guest as JSON through semihosting `SYS_OPEN`/`SYS_WRITE` "
         "(`bench.json` in QEMU's working directory); `scripts/bench/report.py` makes this page and its plots.\n"
     )
     md.append("## The machine\n")

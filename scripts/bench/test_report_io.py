@@ -192,6 +192,15 @@ class CpuPerByte(unittest.TestCase):
         self.assertIn("| `io-throttled` | ns | rand | write | 4 KiB | 1 | 30,000 | 33,072 | 0.75 | 0.25 | 3 |", text)
         self.assertIn("| `io-icount` | instructions | seq | write | 64 KiB | 1 | 11,000 | 43,768 | 0.5 | 0.125 | 4 |", text)
 
+    def test_scrubbing_loop_named_when_the_results_show_it(self):
+        runs = runs_with(524_288_000, [1, 1, 1])
+        self.assertNotIn("scrubbing of free bounce slots", report.cpu_per_byte_section(runs))
+        for _, d in runs["io"]:
+            for m in d["memcpy"]:
+                m["memset_ns"] = m["ns"] / 2
+        self.assertTrue(report.io_scrubs(runs))
+        self.assertIn("its scrubbing of free bounce slots while it waits included", report.cpu_per_byte_section(runs))
+
     def test_old_results_without_busy_time(self):
         runs = runs_with(524_288_000, [1, 1, 1])
         for rs in runs.values():
