@@ -1425,8 +1425,9 @@ def losses(runs, targets, machine):
             + " The slot search itself is constant time (a `u128` free map per 128-slot segment "
             "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
             "the segment slot by slot), run under an area lock (IRQs masked); the rest is in the layers around it: "
-            "the DMA-API entry and the bounce decision, the request's alignment, the state byte per slot (atomics, so "
-            "that `is_swiotlb_buffer` needs no lock), the head record, the counters and the watermark check, and at "
+            "the DMA-API entry and the bounce decision, the request's alignment (and for mappings of 16 KiB or more "
+            "the slot colouring), the slot states (per-segment atomic bitmaps, so that `is_swiotlb_buffer` needs no "
+            "lock, changed with masks), the mapping's record, the counters and the watermark check, and at "
             "unmap the mapping's lookup (in the same hold of the area lock as the release when nothing is copied back; "
             "a copy back takes the lock twice, so that the copy runs with it released)."
         ),
@@ -1443,7 +1444,7 @@ def losses(runs, targets, machine):
         "flat": (
             f"Timer noise: one call took {fmt(hit_ns)} ns, {fmt(ticks, 2)} ticks of the {fmt(timer_hz / 1e6 if timer_hz else None)} MHz "
             "counter, and the loop's median moves with the host."
-            + (" In instructions it is exactly flat (the `-icount` rows): the test reads one atomic state byte, "
+            + (" In instructions it is exactly flat (the `-icount` rows): the test reads one atomic state word, "
                "whatever the number of live mappings." if icount_flat else "")
         ),
         "grow": (
