@@ -136,7 +136,7 @@ class AddedReason(unittest.TestCase):
             "read added 4 memcpys' worth of CPU: 0 in idle scrubbing (zeroing its slots while the CPU waited for the "
             "device), and on the request's path 1.75 copies (the copy back, and the copy-in of the 75 % of reads", text)
         self.assertIn("and 2.25 besides; a write added 4: 0 in idle scrubbing, and on its path one copy and 3 besides.", text)
-        self.assertIn("waits as the kernel's idle does", text)
+        self.assertIn("loop zeroes free slots while it waits", text)
 
     def test_idle_scrubbing_is_set_apart(self):
         runs = runs_with(0, [1.0, 1.0, 1.0])
