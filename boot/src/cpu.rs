@@ -28,6 +28,7 @@ pub fn local_irq_enable() {
 }
 
 /// True when IRQs are masked.
+#[inline]
 pub fn irqs_disabled() -> bool {
     DAIF.is_set(DAIF::I)
 }

@@ -326,14 +326,23 @@ impl SwiotlbPool {
                 self.buffer_full(req)
             });
         }
+        // One area (one CPU), the usual case: no area to choose, no loop, no slicing of the
+        // states (the area's are all of them).
+        if let [area] = &self.areas[..] {
+            if let Some((head, clean)) = area.lock().alloc(self.start, req, dir, prefer_clean, &self.states) {
+                self.counters.add_used(req.nslots);
+                self.counters.count_map(in_irq);
+                return Ok((head, clean && prefer_clean));
+            }
+            self.counters.put_free(req.nslots);
+            self.counters.count_failure(in_irq);
+            return Err(self.buffer_full(req));
+        }
         let nareas = self.nareas();
         // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
         // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks.
         // With one CPU, rotate over the areas as before.
-        // One area (one CPU): nothing to choose, no rotation to count.
-        let first_area = if nareas == 1 {
-            0
-        } else if crate::arch::smp_active() {
+        let first_area = if crate::arch::smp_active() {
             crate::arch::cpu_id() & (nareas - 1)
         } else {
             self.next_area.fetch_add(1, Ordering::Relaxed) & (nareas - 1)

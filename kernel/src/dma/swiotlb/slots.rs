@@ -417,14 +417,34 @@ pub(super) const fn run_mask(first: usize, nslots: usize) -> SegmentMap {
 /// Bit i set when the slots `i..i + nslots` of `free` are all free (`nslots` in 1..=128): the
 /// starts of free runs of `nslots`. Runs never reach past the segment (the shifts bring in
 /// zeros). At most eight shift-and steps: runs of 2^k by doubling, then two of them overlapped.
+/// The doubling steps are unrolled: each shifts by a constant (a 128-bit shift by a variable
+/// costs about three times the instructions), and a small run stops after its few steps.
+#[inline]
 pub(super) fn free_run_starts(free: SegmentMap, nslots: usize) -> SegmentMap {
     let mut runs = free;
     let mut len = 1;
-    while 2 * len <= nslots {
-        runs &= runs >> len;
-        len *= 2;
+    // Runs of 2, 4, .. 128 slots while they fit in `nslots`: as a loop doubling `len`.
+    macro_rules! double {
+        ($step:literal, $($rest:literal),*) => {
+            if nslots >= 2 * $step {
+                runs &= runs >> $step;
+                len = 2 * $step;
+                double!($($rest),*);
+            }
+        };
+        ($step:literal) => {
+            if nslots >= 2 * $step {
+                runs &= runs >> $step;
+                len = 2 * $step;
+            }
+        };
     }
-    runs & (runs >> (nslots - len))
+    double!(1, 2, 4, 8, 16, 32, 64);
+    // Two runs of `len` overlapped; nothing to do for a power of two (most mappings).
+    if nslots != len {
+        runs &= runs >> (nslots - len);
+    }
+    runs
 }
 
 /// How many summary levels mark a segment whose free slots are `free`: one more than log2 of
