@@ -1462,7 +1462,8 @@ def losses(runs, targets, machine):
                f"same boot) make {fmt(100 * grow_copy_share)} % of it; the rest, {fmt(grow_rest_per_page)} instructions per "
                "migrated page, is the page allocator's bookkeeping: walking and isolating the blocks, taking each target "
                "frame from the buddy lists, freeing each source frame and merging it with its buddies, switching the "
-               "handle. A ratio of 1.5 needs that bookkeeping cut, not the copies. " if grow_copy_share is not None else "")
+               "handle. " + ("A ratio of 1.5 needs that bookkeeping cut, not the copies. " if grow_insns is not None and grow_insns > 1.5 else "")
+               if grow_copy_share is not None else "")
             + ("TCG runs a copy loop much faster per instruction than the allocator's branchy code, and the real-time "
                "memcpy reference itself moves with the host (see its min–max). " if grow_insns is not None and grow_time is not None and grow_time > grow_insns else "")
             + (f"Zeroing the 4 MiB on the way as well (`swiotlb_reclaim_scrub=on`, its column) took "
@@ -1654,7 +1655,7 @@ def added_reason(runs):
             r = f["read"]
             parts.append(
                 f"read added {fmt(r['added'], 3)} memcpys' worth of CPU: {fmt(r['scrub'], 3)} in idle scrubbing (zeroing its slots "
-                f"while the CPU waited for the device), and on the request's path {fmt(r['copies'], 3)} copies (the copy back, and "
+                f"while the CPU waited for the device), and on the request's path {fmt(r['copies'], 3)} copies' worth (the copy back, and "
                 f"the copy-in of the {fmt(100 * r['copied_in'])} % of reads whose slots were not clean) and {fmt(r['rest'], 3)} besides"
             )
         if "write" in f:

@@ -235,6 +235,10 @@ class ProseFromDataTest(unittest.TestCase):
         for c in ("map", "map-icount"):
             out |= spellings(median([r["bounce_to_device_ns"] / r["memcpy_ns"] for r in rows(c, (1, big))]))
             out |= spellings(median([r["bounce_to_device_ns"] - r["memcpy_ns"] for r in rows(c, (1, 4096))]))
+            # The direct map+unmap through a function of its own, net of the empty call (ns, µs).
+            called = [r["direct_map_unmap_ns"] - r["direct_call_ns"] for r in rows(c, (1, 4096)) if "direct_call_ns" in r]
+            if called:
+                out |= spellings(median(called)) | spellings(median(called) / 1e3)
             out |= spellings(big // 1024)
         hit = median([r["is_swiotlb_buffer_hit_ns"] for r in rows("map", (1, 4096))])
         out |= spellings(hit * median([d["timer_hz"] for _, d in runs["map"]]) / 1e9)
@@ -290,11 +294,13 @@ class ProseFromDataTest(unittest.TestCase):
             out |= spellings(median([b["bounced"][0]["mib_s"] / b["direct"][0]["mib_s"] for b in pairs]))
             out |= spellings(median([(b["bounced"][0]["busy_ns_per_req"] - b["direct"][0]["busy_ns_per_req"]) / b["bounced"][1] for b in pairs]))
         # What a bounce added at QD 1 in instructions (`io-icount`, 64 KiB): per op, in memcpys,
-        # the copies (reads: one plus the share that copied in) and the rest.
+        # the idle scrubbing (slots zeroed per request beyond direct's, at the memset's cost), the
+        # copies (reads: one plus the share that copied in) and the rest.
         for op in ("read", "write"):
-            added, copies, rest, share = [], [], [], []
+            added, copies, rest, share, scrub = [], [], [], [], []
             for _, d in runs.get("io-icount", []):
                 copy = {m["size"]: m["ns"] for m in d["memcpy"]}[64 * 1024]
+                memset = {m["size"]: m.get("memset_ns") for m in d["memcpy"]}[64 * 1024]
                 by = {(c["pattern"], c["placement"]): c for c in d["cells"] if c["op"] == op and c["size"] == 64 * 1024 and c["qd"] == 1}
                 for pattern in ("seq", "rand"):
                     dc, bc = by[(pattern, "direct")], by[(pattern, "bounced")]
@@ -305,9 +311,13 @@ class ProseFromDataTest(unittest.TestCase):
                         share.append(bc["reads_copied_in"] / (bc["reads_copied_in"] + bc["reads_copy_in_skipped"]))
                         n += share[-1]
                     a = (bc["busy_ns_per_req"] - dc["busy_ns_per_req"]) / copy
-                    added, copies, rest = added + [a], copies + [n], rest + [a - n]
+                    z = 0.0
+                    if memset:
+                        slots = bc.get("slots_scrubbed", 0) / bc["ops"] - dc.get("slots_scrubbed", 0) / dc["ops"]
+                        z = max(slots, 0.0) * 2048 / (64 * 1024) * memset / copy
+                    added, copies, rest, scrub = added + [a], copies + [n], rest + [a - z - n], scrub + [z]
             if added:
-                out |= spellings(median(added)) | spellings(median(copies)) | spellings(median(rest))
+                out |= spellings(median(added)) | spellings(median(copies)) | spellings(median(rest)) | spellings(median(scrub))
                 out |= spellings(100 * median(share)) if share else set()
         kicks = lambda c: median([x["kicks_per_req"] for _, d in runs.get(c, []) for x in d["cells"]])
         if runs.get("features-idx-ind"):

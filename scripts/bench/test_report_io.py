@@ -134,7 +134,7 @@ class AddedReason(unittest.TestCase):
         # 0.5 instructions per byte more than direct: 32,768 for 64 KiB, against an 8,192 memcpy.
         self.assertIn(
             "read added 4 memcpys' worth of CPU: 0 in idle scrubbing (zeroing its slots while the CPU waited for the "
-            "device), and on the request's path 1.75 copies (the copy back, and the copy-in of the 75 % of reads", text)
+            "device), and on the request's path 1.75 copies' worth (the copy back, and the copy-in of the 75 % of reads", text)
         self.assertIn("and 2.25 besides; a write added 4: 0 in idle scrubbing, and on its path one copy and 3 besides.", text)
         self.assertIn("loop zeroes free slots while it waits", text)
 
