@@ -298,7 +298,7 @@ impl SlotRequest {
         // (a - (o - n - 1)) mod cycle < n + m + 3. (Slightly more than the exact page test.)
         let slot = IO_TLB_SIZE as u64;
         let orig_first = self.orig_addr >> IO_TLB_SHIFT;
-        let orig_slots = (self.orig_addr + self.mapping_size as u64).div_ceil(slot) - orig_first;
+        let orig_slots = self.orig_addr.saturating_add(self.mapping_size as u64).div_ceil(slot) - orig_first;
         let len = self.nslots as u64 + orig_slots + 3;
         if len >= cycle {
             return None;

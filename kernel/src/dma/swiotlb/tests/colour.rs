@@ -59,6 +59,10 @@ fn no_colour_when_off_or_when_every_run_would_share_one() {
     assert_eq!(req.run_starts(POOL_START).same_colour(0), 0, "off by default");
     assert_eq!(req.with_colour(PERIOD / 4).run_starts(POOL_START).same_colour(0), 0, "a period below the minimum is off");
     assert_eq!(req.with_colour(PERIOD + 4096).run_starts(POOL_START).same_colour(0), 0, "a period not a power of two is off");
+    // A buffer at the top of the address space (a caller's mistake the map refuses elsewhere)
+    // must not overflow the colour arithmetic.
+    let top = SlotRequest::new(u64::MAX - 100, 65536, SlotAlignment::default()).unwrap().with_colour(PERIOD);
+    let _ = top.run_starts(POOL_START).same_colour(0);
     // Small mappings are not coloured.
     let small = SlotRequest::new(RAM_BASE, MIN_COLOURED_BYTES - 1, SlotAlignment::default()).unwrap().with_colour(PERIOD);
     assert_eq!(small.run_starts(POOL_START).same_colour(0), 0);
