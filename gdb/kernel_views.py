@@ -16,6 +16,7 @@ import gdb
 PAGE_SHIFT = 12
 PAGEBLOCK_ORDER = 9
 IO_TLB_SHIFT = 11
+IO_TLB_SEGSIZE = 128
 NIL = 0xFFFF_FFFF  # page::NIL, the end of a free list
 
 PAGE_ALLOCATOR = "kernel::platform::mm::PAGE_ALLOCATOR"
@@ -386,18 +387,28 @@ SLOT_CHARS = {"Free": ".", "Used": "#", "Lent": "L"}
 
 
 def pool_view(pool, locks, what):
-    """A pool's slots, read from its state array and its areas: a dict for the printers."""
+    """A pool's slots, read from its segment states and its areas: a dict for the printers."""
     start, end = int(pool["start"]), int(pool["end"])
-    states_ptr, nslots = vec_items(pool["states"])
-    names = enum_values("kernel::dma::swiotlb::slots::SlotState")
-    # AtomicSlotState::load reads anything but Free and Used as Lent.
-    raw = read_bytes(states_ptr, nslots)
-    states = [names.get(b, "Lent") for b in raw]
+    # One AtomicSegmentState per 128-slot segment: `used` and `lent` bitmaps, two u64 each.
+    segs_ptr, nsegs = vec_items(pool["states"])
+    seg_t = segs_ptr.type.target().strip_typedefs()
+    seg_size = seg_t.sizeof
+    offs = {f.name: f.bitpos // 8 for f in seg_t.fields()}
+    raw = read_bytes(segs_ptr, nsegs * seg_size)
+    states = []
+    for seg in range(nsegs):
+        at = seg * seg_size
+        used = int.from_bytes(raw[at + offs["used"]:at + offs["used"] + 16], "little")
+        lent = int.from_bytes(raw[at + offs["lent"]:at + offs["lent"] + 16], "little")
+        states += ["Lent" if lent >> i & 1 else "Used" if used >> i & 1 else "Free" for i in range(IO_TLB_SEGSIZE)]
+    nslots = len(states)
     areas_ptr, nareas = vec_items(pool["areas"])
     area_nslots = int(pool["area_nslots"])
     lock_size = areas_ptr.type.target().sizeof
     slots_of = [area_slots(gdb.Value(int(areas_ptr) + a * lock_size).cast(areas_ptr.type), locks, f"{what} area locks")
                 for a in range(nareas)]
+    # Each live allocation keeps its record in its first slot (pad slots included), and the
+    # allocations tile the used slots: walk from each used stretch's first slot, record to record.
     mappings = []
     i = 0
     while i < nslots:
@@ -405,15 +416,16 @@ def pool_view(pool, locks, what):
             i += 1
             continue
         area, local = divmod(i, area_nslots)
-        slots = slots_of[area]
-        head = int(slots[local]["head"])
-        h = slots[head]
-        first = head - int(h["pad_slots"])
-        n = max(int(h["nslots"]), 1)
-        tlb = start + ((area * area_nslots + head) << IO_TLB_SHIFT) + int(h["offset"])
-        mappings.append({"slot": area * area_nslots + head, "tlb": tlb, "orig": int(h["orig_addr"]),
-                         "size": int(h["alloc_size"]), "nslots": n, "dir": variant(h["dir"])[0]})
-        i = max(area * area_nslots + first + n, i + 1)
+        rec = slots_of[area][local]
+        n = int(rec["nslots"])
+        if n == 0:  # no record here: a mapping being made or freed
+            i += 1
+            continue
+        head = local + int(rec["pad_slots"])
+        tlb = start + ((area * area_nslots + head) << IO_TLB_SHIFT) + int(rec["offset"])
+        mappings.append({"slot": area * area_nslots + head, "tlb": tlb, "orig": int(rec["orig_addr"]),
+                         "size": int(rec["alloc_size"]), "nslots": n, "dir": variant(rec["dir"])[0]})
+        i += n
     c = pool["counters"]
     counters = {k: atomic(c[k]) for k in ("free", "used", "lent", "used_hiwater", "maps", "maps_in_irq",
                                           "map_failures", "irq_failures", "bytes_to_device", "bytes_to_cpu")}
