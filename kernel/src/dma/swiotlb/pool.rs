@@ -329,14 +329,8 @@ impl SwiotlbPool {
         // One area (one CPU), the usual case: no area to choose, no loop, no slicing of the
         // states (the area's are all of them).
         if let [area] = &self.areas[..] {
-            if let Some((head, clean)) = area.lock().alloc(self.start, req, dir, prefer_clean, &self.states) {
-                self.counters.add_used(req.nslots);
-                self.counters.count_map(in_irq);
-                return Ok((head, clean && prefer_clean));
-            }
-            self.counters.put_free(req.nslots);
-            self.counters.count_failure(in_irq);
-            return Err(self.buffer_full(req));
+            let found = area.lock().alloc(self.start, req, dir, prefer_clean, &self.states);
+            return self.search_ended(found, req, prefer_clean, in_irq);
         }
         let nareas = self.nareas();
         // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
@@ -351,14 +345,34 @@ impl SwiotlbPool {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
             if let Some((local, clean)) = found {
-                self.counters.add_used(req.nslots);
-                self.counters.count_map(in_irq);
-                return Ok((area * self.area_nslots + local, clean && prefer_clean));
+                return self.search_ended(Some((area * self.area_nslots + local, clean)), req, prefer_clean, in_irq);
             }
         }
-        self.counters.put_free(req.nslots);
-        self.counters.count_failure(in_irq);
-        Err(self.buffer_full(req))
+        self.search_ended(None, req, prefer_clean, in_irq)
+    }
+
+    /// The counters' side of a slot search that took its slots from the free count: a run found
+    /// (`found`: head slot, clean) is counted used and mapped; none gives the slots back.
+    #[inline(always)]
+    fn search_ended(
+        &self,
+        found: Option<(usize, bool)>,
+        req: &SlotRequest,
+        prefer_clean: bool,
+        in_irq: bool,
+    ) -> Result<(usize, bool), SwiotlbError> {
+        match found {
+            Some((head, clean)) => {
+                self.counters.add_used(req.nslots);
+                self.counters.count_map(in_irq);
+                Ok((head, clean && prefer_clean))
+            }
+            None => {
+                self.counters.put_free(req.nslots);
+                self.counters.count_failure(in_irq);
+                Err(self.buffer_full(req))
+            }
+        }
     }
 
     /// The live mapping covering `tlb_addr`.
