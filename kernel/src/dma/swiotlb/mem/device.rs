@@ -16,7 +16,7 @@ use super::worker::{Exclusive, WorkerReport};
 use super::{LendError, SLOTS_PER_PAGEBLOCK};
 use crate::arch::in_interrupt;
 use crate::bootargs::SwiotlbPolicy;
-use crate::dma::swiotlb::SwiotlbPool;
+use crate::dma::swiotlb::{SwiotlbError, SwiotlbPool};
 use crate::mm::page_alloc::{DroppedPage, LockedPageAllocator};
 
 /// A device's own bounce pool, carved from a [`SwiotlbMem`]. Give it back with
@@ -158,9 +158,16 @@ impl SwiotlbMem {
                 Some(busy) => end = busy,
                 None => {
                     let slots = run.start * SLOTS_PER_PAGEBLOCK..run.end * SLOTS_PER_PAGEBLOCK;
-                    self.pool.lend(slots)?;
-                    run.clone().for_each(|b| self.blocks.set(b, BlockState::CarvedForDevice));
-                    return Ok(run);
+                    match self.pool.lend(slots) {
+                        Ok(()) => {
+                            run.clone().for_each(|b| self.blocks.set(b, BlockState::CarvedForDevice));
+                            return Ok(run);
+                        }
+                        // A mapping (from interrupt context, or another CPU) took a slot of the
+                        // run since it was found free; `lend` changed nothing: go on below it.
+                        Err(SwiotlbError::SlotNotFree { slot, .. }) => end = slot / SLOTS_PER_PAGEBLOCK,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }

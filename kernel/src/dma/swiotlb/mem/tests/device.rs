@@ -188,3 +188,35 @@ fn a_detaching_slot_refuses_new_maps_and_serves_old_ones() {
     assert!(!slot.is_swiotlb_buffer(tlb));
     f.mgr.return_device_pool(pool, f.pages).map_err(|(_, e)| e).unwrap();
 }
+
+/// Regression: `carve_free` found a run of wholly free blocks, then lent it; a mapping made in
+/// between (another CPU, an interrupt) made the lend fail and the carve fail with it
+/// (`SlotNotFree`, seen in the QEMU `dma` test under `static`). The carve now goes on below the
+/// busy block. Here a second thread maps and unmaps all along while this one carves and returns.
+#[test]
+fn carve_survives_mappings_made_meanwhile() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    let f = Fixture::new(2, 8, tunables(SwiotlbPolicy::Static), false);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                // Several at once, so that the mappings reach every area and many slots.
+                let tlbs: Vec<_> = (0..8).filter_map(|_| f.map_slots(1).ok()).collect();
+                tlbs.into_iter().for_each(|t| f.unmap_slots(t, 1));
+            }
+        });
+        for round in 0..3000 {
+            match f.mgr.carve_device_pool(f.pages, 2, &mut ignore_drop) {
+                Ok(dev) => f.mgr.return_device_pool(dev, f.pages).map_err(|(_, e)| e).unwrap(),
+                Err(LendError::NotEnoughPageblocks { .. }) => {} // the mappings left no two wholly free blocks
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    f.mgr.default_pool().assert_consistent();
+}
