@@ -48,9 +48,10 @@ def trace_call():
     """Steps from a breakpoint at a function's entry to its return; counts per function."""
     ret = int(gdb.parse_and_eval("$x30"))
     sp = int(gdb.parse_and_eval("$sp"))
-    counts, order, total = {}, [], 0
+    counts, order, total, pcs = {}, [], 0, []
     while True:
-        f = function_of(pc())
+        pcs.append(pc())
+        f = function_of(pcs[-1])
         if f not in counts:
             counts[f] = 0
             order.append(f)
@@ -62,7 +63,12 @@ def trace_call():
             break
         if total > 200_000:
             raise gdb.GdbError("insn_trace: the call did not return within 200,000 instructions")
-    return {"total": total, "functions": [[f, counts[f]] for f in order]}
+    result = {"total": total, "functions": [[f, counts[f]] for f in order]}
+    # INSN_TRACE_PCS=1: every address stepped too, in order (for reading the trace against
+    # `objdump -d`).
+    if os.environ.get("INSN_TRACE_PCS"):
+        result["pcs"] = [f"{a:#x}" for a in pcs]
+    return result
 
 
 def main():
