@@ -179,14 +179,16 @@ pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -
 }
 
 /// [`run_waiting`], also counting the time asleep in WFI. The interrupt handlers run after the
-/// WFI, once IRQs are unmasked, so their time counts as busy. With `scrub`, a pass that follows
-/// one with nothing to collect first runs one bounded scrub step, as `platform::idle()` does
-/// before its WFI (a CPU waiting for I/O zeroes free bounce slots), and sleeps only once a step
-/// finds nothing to zero; the steps count as busy time.
+/// WFI, once IRQs are unmasked, so their time counts as busy. With `scrub`, a pass with nothing
+/// to collect runs one bounded scrub step where it would sleep, as `platform::idle()` does
+/// before its WFI (a CPU waiting for I/O zeroes free bounce slots while the device works), then
+/// looks for completions again; it sleeps only once a step finds nothing to zero, and a
+/// completion makes it scrub again. The steps count as busy time.
 fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -> Result<RunTime, String> {
     let t0 = now_ns();
     let mut idle_ns = 0;
-    let mut was_idle = false;
+    // No dirty free slot was left at the last step; a completion frees (dirty) slots again.
+    let mut scrubbed_all = !scrub;
     let deadline = t0 + budget.as_nanos() as u64;
     let hard_deadline = deadline + 10_000_000_000;
     loop {
@@ -202,14 +204,20 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
         }
         // The deferred-request retry, the SWIOTLB worker.
         run_pending_work();
-        // After a pass with nothing to collect, one scrub step with IRQs enabled; while steps
-        // find dirty slots the loop comes back here instead of sleeping.
-        let scrubbed = scrub && was_idle && kernel::platform::dma::scrub_step() != 0;
         let daif = boot::cpu::local_irq_save();
         let done: usize = streams.iter_mut().map(Stream::collect).sum();
         let idle = done == 0 && !kernel::work::SYSTEM_WQ.has_pending();
-        was_idle = idle;
-        if wfi && idle && !scrubbed {
+        if done != 0 {
+            scrubbed_all = !scrub;
+        }
+        if idle && !scrubbed_all {
+            // Where it would sleep: one scrub step with IRQs enabled, then a new look for
+            // completions (one that came meanwhile must not wait for the next tick).
+            boot::cpu::local_irq_restore(daif);
+            scrubbed_all = kernel::platform::dma::scrub_step() == 0;
+            continue;
+        }
+        if wfi && idle {
             // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
             // tick is the safety net.
             let asleep = now_ns();

@@ -28,15 +28,18 @@ pub struct SwiotlbPool {
     /// Slots per area, a multiple of [`IO_TLB_SEGSIZE`] so no segment spans two areas.
     area_nslots: usize,
     areas: Vec<IrqSafeSpinLock<AreaSlots>>,
+    /// Slots of each area that are not lent, readable without the area's lock: a search skips an
+    /// area that could not hold the request even empty (under `lend`, whole areas are lent at
+    /// times) without taking its lock. Changed only by `lend`/`unlend`, after the area's own
+    /// count and before the free counter's release (so a search that sees the slots as free
+    /// sees them here too).
+    area_usable: Vec<AtomicUsize>,
     /// The slot states, one [`AtomicSegmentState`] (used and lent bitmaps) per segment: readable
     /// without a lock; written under the lock of the segment's area, the only one that holds it.
     states: Vec<AtomicSegmentState>,
     counters: super::stats::Counters,
     /// Free slots only IRQ-context mappings may take.
     irq_reserve_slots: AtomicUsize,
-    /// Area where the next search starts with one CPU: round robin, which spreads searches over
-    /// the locks. With several, a search starts at the CPU's own area (see `alloc_slots`).
-    next_area: AtomicUsize,
     /// Set while a lend or unlend runs: they check slots, then change them, and must not
     /// interleave with each other (mappings never touch lent slots).
     lending: AtomicBool,
@@ -100,10 +103,10 @@ impl SwiotlbPool {
             end,
             area_nslots,
             areas: (0..nareas).map(|_| IrqSafeSpinLock::new(AreaSlots::new(area_nslots))).collect(),
+            area_usable: (0..nareas).map(|_| AtomicUsize::new(area_nslots)).collect(),
             states: (0..nslots / IO_TLB_SEGSIZE).map(|_| AtomicSegmentState::new()).collect(),
             counters: super::stats::Counters::new(nslots),
             irq_reserve_slots: AtomicUsize::new(0),
-            next_area: AtomicUsize::new(0),
             lending: AtomicBool::new(false),
             clean_slots: AtomicBool::new(true),
             colour_period: AtomicU64::new(0),
@@ -260,6 +263,9 @@ impl SwiotlbPool {
                 return Err(SwiotlbError::SlotNotFree { slot, state });
             }
         }
+        for (area, local) in self.area_chunks(slots) {
+            self.area_usable[area].fetch_sub(local.len(), Ordering::Relaxed);
+        }
         self.counters.lent.fetch_add(nslots, Ordering::Relaxed);
         Ok(())
     }
@@ -289,10 +295,12 @@ impl SwiotlbPool {
             self.mem.fill(self.start + ((slots.start as u64) << IO_TLB_SHIFT), 0, slots.len() * IO_TLB_SIZE);
         }
         for (area, local) in self.area_chunks(slots.clone()) {
+            let n = local.len();
             self.areas[area]
                 .lock()
                 .unlend(local, scrub, self.area_states(area))
                 .map_err(|(busy, state)| SwiotlbError::SlotNotLent { slot: area * self.area_nslots + busy, state })?;
+            self.area_usable[area].fetch_add(n, Ordering::Relaxed);
         }
         self.counters.lent.fetch_sub(slots.len(), Ordering::Relaxed);
         self.counters.put_free(slots.len());
@@ -333,15 +341,14 @@ impl SwiotlbPool {
             return self.search_ended(found, req, prefer_clean, in_irq);
         }
         let nareas = self.nareas();
-        // With several CPUs, start in this CPU's area (Linux `swiotlb_search_area` starts at
-        // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks.
-        // With one CPU, rotate over the areas as before.
-        let first_area = if crate::arch::smp_active() {
-            crate::arch::cpu_id() & (nareas - 1)
-        } else {
-            self.next_area.fetch_add(1, Ordering::Relaxed) & (nareas - 1)
-        };
+        // Start in this CPU's area (Linux `swiotlb_search_area` starts at
+        // `raw_smp_processor_id() & (nareas - 1)`): CPUs mapping at once take different locks,
+        // and one CPU keeps to one area's warm segment while it has room.
+        let first_area = crate::arch::cpu_id() & (nareas - 1);
         for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
+            if self.area_usable[area].load(Ordering::Relaxed) < req.nslots {
+                continue; // lent whole, or nearly: no lock to take
+            }
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
             if let Some((local, clean)) = found {
@@ -473,9 +480,8 @@ impl SwiotlbPool {
         if self.lending.load(Ordering::SeqCst) {
             return 0;
         }
-        let nareas = self.nareas();
-        let first_area = self.next_area.load(Ordering::Relaxed);
-        for area in (0..nareas).map(|i| (first_area + i) & (nareas - 1)) {
+        // From area 0, where one CPU's mappings go first.
+        for area in 0..self.nareas() {
             let taken = {
                 let mut slots = self.areas[area].lock();
                 let run = slots.take_dirty_run(max_slots);

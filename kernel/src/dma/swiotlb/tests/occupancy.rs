@@ -121,10 +121,14 @@ fn lend_refuses_used_slots_and_search_never_crosses_lent_ones() {
     let tlb = f.map(RAM_BASE, 100, DmaDirection::ToDevice, SlotAlignment::default());
     let used = f.pool.slot_index(tlb).unwrap();
     assert_eq!(f.pool.lend(0..1024), Err(SwiotlbError::SlotNotFree { slot: used, state: SlotState::Used }));
-    // Across two areas, failing in the second: the first area's part is given back.
+    // Across two areas, failing in the second: the first area's part is given back. One CPU
+    // starts every search in its own area (0): lend the rest of area 0 so that the second map
+    // goes on to area 1, then take it back.
+    f.pool.lend(used + 1..1024).unwrap();
     let tlb2 = f.map(RAM_BASE, 100, DmaDirection::ToDevice, SlotAlignment::default());
     let used2 = f.pool.slot_index(tlb2).unwrap();
-    assert_eq!(used2, 1024, "round-robin areas: the second map starts in area 1");
+    assert_eq!(used2, 1024, "area 0 full: the second map goes on to area 1");
+    f.pool.unlend(used + 1..1024, false).unwrap();
     assert_eq!(f.pool.lend(1000..1100), Err(SwiotlbError::SlotNotFree { slot: used2, state: SlotState::Used }));
     assert_eq!(f.pool.lent_slots(), 0);
     f.pool.assert_consistent();
@@ -273,5 +277,28 @@ fn consecutive_maps_follow_the_cursor_through_a_segment() {
     // Free slots 10..12 of segment 0 and the cursor stays in segment 1 (its slots after it).
     f.unmap(live[5], 4096, dir);
     assert_eq!(slot(f.map(RAM_BASE, 4096, dir, none)), IO_TLB_SEGSIZE + 4);
+    f.pool.assert_consistent();
+}
+
+/// A search skips an area lent whole without taking its lock; once the area's slots come back
+/// it must search it again.
+#[test]
+fn an_area_lent_whole_is_skipped_and_serves_again_when_unlent() {
+    let f = Fixture::new(2048, 2);
+    f.pool.lend(1024..2048).unwrap();
+    let seg = IO_TLB_SIZE * IO_TLB_SEGSIZE;
+    let held: Vec<_> = (0..8).map(|_| f.map(RAM_BASE, seg, DmaDirection::ToDevice, SlotAlignment::default())).collect();
+    assert!(held.iter().all(|&t| f.pool.slot_index(t).unwrap() < 1024), "area 0 first");
+    assert!(matches!(
+        f.pool.sim_map(RAM_BASE, seg, DmaDirection::ToDevice, SlotAlignment::default()),
+        Err(SwiotlbError::BufferFull { .. })
+    ));
+    f.pool.unlend(1024..2048, false).unwrap();
+    let tlb = f.map(RAM_BASE, seg, DmaDirection::ToDevice, SlotAlignment::default());
+    assert!(f.pool.slot_index(tlb).unwrap() >= 1024, "area 1 serves again");
+    f.unmap(tlb, seg, DmaDirection::ToDevice);
+    for t in held {
+        f.unmap(t, seg, DmaDirection::ToDevice);
+    }
     f.pool.assert_consistent();
 }

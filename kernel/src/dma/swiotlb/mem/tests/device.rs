@@ -50,7 +50,7 @@ fn carve_from_free_slots_when_nothing_is_lent() {
 fn carve_skips_used_blocks_and_refuses_what_it_cannot_do() {
     let f = Fixture::new(2, 4, tunables(SwiotlbPolicy::Static), false);
     // A mapping in every area (one per pageblock here) leaves no wholly free block.
-    let tlbs: Vec<_> = (0..4).map(|_| f.map_slots(1).unwrap()).collect();
+    let tlbs = f.one_mapping_per_block(4);
     let err = f.mgr.carve_device_pool(f.pages, 1, &mut ignore_drop).err();
     assert_eq!(err, Some(LendError::NotEnoughPageblocks { wanted: 1, available: 0 }));
     tlbs.into_iter().for_each(|t| f.unmap_slots(t, 1));

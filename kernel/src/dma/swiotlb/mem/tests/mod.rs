@@ -112,6 +112,25 @@ impl Fixture {
         self.mgr.sim_map(ORIG, nslots * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default())
     }
 
+    /// One 1-slot mapping in each of the pool's first `nblocks` pageblocks, returned in block
+    /// order. One CPU starts every search in its own area and moves on only when that is full:
+    /// 1-slot mappings fill the blocks in turn, and all but the first of each block are given
+    /// back.
+    fn one_mapping_per_block(&self, nblocks: usize) -> Vec<PhysAddr> {
+        let block_of = |tlb: PhysAddr| ((tlb - self.pool_block(0)) / PAGEBLOCK_SIZE) as usize;
+        let mut kept: Vec<Option<PhysAddr>> = alloc::vec![None; nblocks];
+        let mut filler = Vec::new();
+        while kept.iter().any(Option::is_none) {
+            let tlb = self.map_slots(1).expect("a free slot");
+            match kept.get_mut(block_of(tlb)) {
+                Some(slot @ None) => *slot = Some(tlb),
+                _ => filler.push(tlb),
+            }
+        }
+        filler.into_iter().for_each(|tlb| self.unmap_slots(tlb, 1));
+        kept.into_iter().flatten().collect()
+    }
+
     fn unmap_slots(&self, tlb: PhysAddr, nslots: usize) {
         self.unmap(tlb, nslots * IO_TLB_SIZE, DmaDirection::ToDevice).expect("unmap");
     }

@@ -50,7 +50,7 @@ fn shrink_lends_only_wholly_free_blocks() {
     let f = grown(tunables(SwiotlbPolicy::Lend), 4, 1);
     assert_eq!(f.count(BlockState::AsSlots), 4);
     // One small mapping in each area, here one area per pageblock.
-    let tlbs: Vec<_> = (0..4).map(|_| f.map_slots(1).unwrap()).collect();
+    let tlbs = f.one_mapping_per_block(4);
     let busy: Vec<usize> = tlbs.iter().map(|t| ((t - f.pool_block(0)) / PAGEBLOCK_SIZE) as usize).collect();
     f.worker_at(0);
     assert_eq!(f.worker_at(1000).pageblocks_lent, 0, "mappings in every block: {busy:?}");
