@@ -90,7 +90,10 @@ if [[ -n $report_only ]]; then report "$(cd "$report_only" && pwd)"; exit 0; fi
 echo "bench.sh: building the benchmark kernel" >&2
 # The release profile (opt-level 3, debug info kept, no overflow checks or debug assertions):
 # what a measurement of the design should see. `cargo run` and the tests use the dev profile.
-(cd "$here" && cargo build -q --release -p kernel --example bench)
+if ! (cd "$here" && cargo build -q --release -p kernel --example bench); then
+    echo "bench.sh: the benchmark kernel does not build; nothing measured" >&2
+    exit 1
+fi
 elf=$target_dir/aarch64-unknown-none/release/examples/bench
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")

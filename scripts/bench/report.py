@@ -1667,8 +1667,9 @@ def added_reason(runs):
         text += "; a ".join(parts) + ". "
         if "read" in f and f["read"]["copied_in"]:
             text += (
-                "The benchmark's loop zeroes free slots while it waits (a bounded step at a time, after the next request "
-                "is already submitted): a read finds clean slots only where the scrubbing of earlier waits reached. "
+                "The benchmark's loop zeroes free slots while it waits (a bounded step at a time where it would otherwise "
+                "sleep, the next request already with the device): a read finds clean slots only where the scrubbing of "
+                "earlier waits reached. "
             )
         text += (
             "A target of 1.1 leaves a tenth of a memcpy besides the one copy; what a bounce spends besides its copies "
