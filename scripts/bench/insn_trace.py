@@ -25,11 +25,41 @@ def function_of(address):
     text = gdb.execute(f"info symbol {address:#x}", to_string=True)
     if text.startswith("No symbol"):
         return f"{address:#x}"
-    name = text.split(" in section")[0].rsplit(" + ", 1)[0].strip()
+    return clean(text.split(" in section")[0].rsplit(" + ", 1)[0].strip())
+
+
+def clean(name):
     # Rust's hash suffix and LLVM's clone suffixes say nothing to a reader.
     name = name.split(" (.llvm.")[0]
     head, _, tail = name.rpartition("::h")
     return head if len(tail) == 16 and all(c in "0123456789abcdef" for c in tail) else name
+
+
+INNERMOST = {}
+
+
+# Library code inlined into the kernel's (atomics, slices, options, register accessors) is
+# counted to the kernel function that used it.
+LIBRARIES = ("core::", "alloc::", "aarch64_cpu::", "tock_registers::", "spin::")
+
+
+def innermost_of(address):
+    """The innermost function of this workspace, inlined ones included, whose code is at
+    `address` (from the DWARF inline records: the first named block up from the address's
+    block that is not library code); the symbol's function when there is no debug
+    information."""
+    if address not in INNERMOST:
+        name = None
+        try:
+            block = gdb.block_for_pc(address)
+        except RuntimeError:
+            block = None
+        while block is not None and name is None:
+            if block.function is not None and not block.function.name.startswith(LIBRARIES):
+                name = block.function.name
+            block = block.superblock
+        INNERMOST[address] = clean(name) if name else function_of(address)
+    return INNERMOST[address]
 
 
 def step():
@@ -49,6 +79,7 @@ def trace_call():
     ret = int(gdb.parse_and_eval("$x30"))
     sp = int(gdb.parse_and_eval("$sp"))
     counts, order, total, pcs = {}, [], 0, []
+    inlined, inlined_order = {}, []
     while True:
         pcs.append(pc())
         f = function_of(pcs[-1])
@@ -56,6 +87,11 @@ def trace_call():
             counts[f] = 0
             order.append(f)
         counts[f] += 1
+        g = innermost_of(pcs[-1])
+        if g not in inlined:
+            inlined[g] = 0
+            inlined_order.append(g)
+        inlined[g] += 1
         total += 1
         step()
         # Back in the caller, with its stack: the call returned (not a recursive re-entry).
@@ -63,7 +99,13 @@ def trace_call():
             break
         if total > 200_000:
             raise gdb.GdbError("insn_trace: the call did not return within 200,000 instructions")
-    result = {"total": total, "functions": [[f, counts[f]] for f in order]}
+    result = {
+        "total": total,
+        "functions": [[f, counts[f]] for f in order],
+        # The same instructions by the innermost function their code came from, inlined ones
+        # included (what the optimiser merged into `functions`' entries, taken apart again).
+        "inlined": [[g, inlined[g]] for g in inlined_order],
+    }
     # INSN_TRACE_PCS=1: every address stepped too, in order (for reading the trace against
     # `objdump -d`).
     if os.environ.get("INSN_TRACE_PCS"):
