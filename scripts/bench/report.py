@@ -497,6 +497,15 @@ def trace_split(trace, kind):
 def short_function(name):
     """A function's name without the crate's module path: `SwiotlbPool::alloc_slots`."""
     name = re.sub(r"<impl [\w:]*?(\w+)>", r"\1", name)  # `<impl kernel::..::SwiotlbPool>` -> `SwiotlbPool`
+    if not name.startswith("<"):
+        # A generic instance's parameters: `release_checked<..::{closure_env#0}>` -> `release_checked`.
+        depth, cut = 0, len(name)
+        for i in range(len(name) - 1, -1, -1):
+            depth += {">": 1, "<": -1}.get(name[i], 0)
+            if depth == 0:
+                cut = i if name[i] == "<" else cut
+                break
+        name = name[:cut] if name.endswith(">") else name
     m = re.match(r"<(.+) as (.+)>::(\w+)$", name)
     if m:
         return f"<{m.group(1).split('::')[-1]} as {m.group(2).split('::')[-1]}>::{m.group(3)}"
@@ -522,6 +531,44 @@ def trace_table(trace):
     for f in order:
         out.append(f"| `{short_function(f)}` | {fmt(d.get(f)) if f in d else '-'} | {fmt(b.get(f)) if f in b else '-'} |")
     out += [f"| total | {fmt(trace['direct']['total'])} | {fmt(trace['bounced']['total'])} |", ""]
+    return out
+
+
+def inlined_split(trace, kind="bounced"):
+    """[(function, instructions)] of one traced map+unmap by the innermost workspace function
+    the code came from (inlined ones taken apart), besides the copy, most first; None for a
+    trace without that attribution."""
+    t = (trace or {}).get(kind)
+    if not t or "inlined" not in t:
+        return None
+    return sorted(((f, n) for f, n in t["inlined"] if f not in COPY_FUNCTIONS), key=lambda fn: -fn[1])
+
+
+# Rows of the inlined table: functions with at least this many instructions; the rest summed.
+INLINED_MIN = 8
+
+
+def inlined_table(trace):
+    """The bounced map+unmap's instructions besides the copy, by source function with inlined
+    ones taken apart."""
+    rest = inlined_split(trace)
+    if not rest:
+        return []
+    shown = [(f, n) for f, n in rest if n >= INLINED_MIN]
+    others = rest[len(shown):]
+    out = [
+        "*The same bounced map+unmap, by the source function each instruction's code came from*, inlined "
+        "functions taken apart (DWARF inline records; library code such as atomics and slice indexing counted to "
+        "the function that used it; a function's own prologue and epilogue to itself); besides the copy, most "
+        f"first, functions under {INLINED_MIN} instructions summed.",
+        "",
+        "| source function | instructions |",
+        "|---|---|",
+    ]
+    out += [f"| `{short_function(f)}` | {fmt(n)} |" for f, n in shown]
+    if others:
+        out.append(f"| {fmt(len(others))} others | {fmt(sum(n for _, n in others))} |")
+    out += [f"| total besides the copy | {fmt(sum(n for _, n in rest))} |", ""]
     return out
 
 
@@ -582,6 +629,7 @@ def mapping_section(runs, targets, trace=None):
         targets.add(f"`is_swiotlb_buffer` slowest / fastest over 1, 64, 512 live mappings, {label}", "flat (≤ 1.2)", fmt_summary(summary(flat), 3), None if not flat else median(flat) <= 1.2)
     if out:
         out += trace_table(trace)
+        out += inlined_table(trace)
     return "\n".join(out) + "\n" if out else "No `map` results.\n"
 
 
@@ -1364,6 +1412,7 @@ def losses(runs, targets, machine):
     direct_ratio = map_figure(runs, "map-icount", lambda r: direct_net(r) / r["memcpy_ns"])
     direct_called_insns = map_figure(runs, "map-icount", lambda r: direct_called(r) if "direct_call_ns" in r else None)
     traced = trace_split(machine.get("insn_trace"), "bounced")
+    inlined = inlined_split(machine.get("insn_trace"))
     one_copy = lambda cfg: map_figure(runs, cfg, lambda r: r["bounce_to_device_ns"] / r["memcpy_ns"], (1, big)) if big else None
     hit_ns = map_figure(runs, "map", lambda r: r["is_swiotlb_buffer_hit_ns"])
     timer_hz = median([d.get("timer_hz") for _, d in runs.get("map", [])])
@@ -1422,6 +1471,12 @@ def losses(runs, targets, machine):
                + "; ".join(f"`{short_function(f)}` {fmt(n)}" for f, n in traced[2][:4])
                + f" (the other {fmt(len(traced[2]) - 4)} functions {fmt(sum(n for _, n in traced[2][4:]))})."
                if traced and len(traced[2]) > 4 else " Single-stepping one map+unmap in GDB shows where they go.")
+            + (f" Taken apart by the source function the code came from (inlining undone, section 2's table after it), "
+               f"{fmt(len(inlined))} functions share them, the largest "
+               + "; ".join(f"`{short_function(f)}` {fmt(n)}" for f, n in inlined[:6])
+               + f"; the largest is {fmt(100 * inlined[0][1] / sum(n for _, n in inlined))} % of them: the cost is spread over the "
+               "layers, with no one piece whose removal would bring it near the target."
+               if inlined and len(inlined) > 6 else "")
             + " The slot search itself is constant time (a `u128` free map per 128-slot segment "
             "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
             "the segment slot by slot), run under an area lock (IRQs masked); the rest is in the layers around it: "

@@ -216,7 +216,11 @@ class ProseFromDataTest(unittest.TestCase):
         fs = trace["bounced"]["functions"]
         copy = sum(n for f, n in fs if f in ("memcpy", "memset"))
         rest = sorted((n for f, n in fs if f not in ("memcpy", "memset")), reverse=True)
-        return spellings(copy) | spellings(sum(rest[4:])) | spellings(len(rest) - 4)
+        out = spellings(copy) | spellings(sum(rest[4:])) | spellings(len(rest) - 4)
+        inlined = [n for f, n in trace["bounced"].get("inlined", []) if f not in ("memcpy", "memset")]
+        if inlined:
+            out |= spellings(len(inlined)) | spellings(100 * max(inlined) / sum(inlined))
+        return out
 
     @staticmethod
     def derived(runs):
@@ -395,6 +399,23 @@ class InstructionTrace(unittest.TestCase):
         self.assertIn("one bounced map+unmap ran 913 instructions, 514 of them in `memcpy`/`memset`; the most of the rest: "
                       "`AreaSlots::alloc` 151; `SwiotlbPool::map_attrs` 97; `AreaSlots::release` 81; `mapping::map_unmap` 61 "
                       "(the other 1 functions 9)", text)
+
+    def test_inlined_table_and_reason_from_the_trace(self):
+        trace = copy.deepcopy(self.TRACE)
+        self.assertNotIn("by the source function", generate(self.runs, dict(self.machine, insn_trace=trace)), "no inline records")
+        names = ["kernel::dma::swiotlb::area::AreaSlots::record", "kernel::dma::swiotlb::slots::run_mask",
+                 "kernel::dma::swiotlb::pool::SwiotlbPool::release_checked<kernel::dma::swiotlb::bounce::{impl#0}::unmap::{closure_env#0}>",
+                 "kernel::dma::mapping::DmaApi::bounce", "kernel::dma::swiotlb::stats::Counters::add_used",
+                 "kernel::dma::swiotlb::pool::SwiotlbPool::unmap", "kernel::dma::swiotlb::slots::SlotRequest::new"]
+        trace["bounced"]["inlined"] = [["memcpy", 503], *([n, c] for n, c in zip(names, [40, 30, 20, 20, 5, 3, 2]))]
+        text = generate(self.runs, dict(self.machine, insn_trace=trace))
+        self.assertIn("| `AreaSlots::record` | 40 |", text)
+        self.assertIn("| `SwiotlbPool::release_checked` | 20 |", text)
+        self.assertIn("| 3 others | 10 |", text)
+        self.assertIn("| total besides the copy | 120 |", text)
+        self.assertIn("7 functions share them, the largest `AreaSlots::record` 40; `slots::run_mask` 30; "
+                      "`SwiotlbPool::release_checked` 20; `DmaApi::bounce` 20; `Counters::add_used` 5; `SwiotlbPool::unmap` 3; "
+                      "the largest is 33.3 % of them", text)
 
     def test_without_a_trace(self):
         machine = {k: v for k, v in self.machine.items() if k != "insn_trace"}
