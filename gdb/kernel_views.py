@@ -452,7 +452,7 @@ MAPPINGS_SHOWN = 32  # per pool, unless `swiotlb full`
 def print_pool(p, full):
     c = p["counters"]
     used = p["states"].count("Used")
-    print(f"{p['what']}: {p['start']:#x}-{p['end']:#x}, {p['nslots']} slots in {p['nareas']} areas, "
+    print(f"{p['what']}: {p['start']:#x}-{p['end']:#x}, {p['nslots']} slots in {p['nareas']} area{'' if p['nareas'] == 1 else 's'}, "
           f"irq reserve {p['irq_reserve']}")
     print(f"  slot states: used {used}, free {p['states'].count('Free')}, lent {p['states'].count('Lent')}; "
           f"counters: used {c['used']}, free {c['free']}, lent {c['lent']}, hiwater {c['used_hiwater']}"

@@ -46,10 +46,6 @@ pub static HEAP: KernelHeap = KernelHeap::new();
 /// page allocator's metadata; later the heap grows from the page allocator.
 pub const INITIAL_HEAP_SPARE: u64 = 4 * 1024 * 1024;
 
-/// SWIOTLB areas of the default pool with up to 4 CPUs (`swiotlb=<slots>,<areas>` overrides;
-/// more CPUs get one area each).
-const DEFAULT_SWIOTLB_AREAS: usize = 4;
-
 /// What the platform found at boot, for the rest of the kernel.
 pub struct Kernel {
     /// The device tree.
@@ -254,8 +250,8 @@ fn boot(x0: usize) -> Result<&'static Kernel, BootError> {
     let mut params = params;
     if params.swiotlb.areas.is_none() {
         // Linux `swiotlb_adjust_nareas(num_possible_cpus())`: an area (lock) per CPU, rounded up
-        // to a power of two; never fewer than the 4 areas one CPU has always had here.
-        params.swiotlb.areas = Some(nr_cpus.next_power_of_two().max(DEFAULT_SWIOTLB_AREAS) as u32);
+        // to a power of two (`swiotlb=<slots>,<areas>` overrides).
+        params.swiotlb.areas = Some(nr_cpus.next_power_of_two() as u32);
     }
     let params: &'static crate::bootargs::KernelParams = alloc::boxed::Box::leak(alloc::boxed::Box::new(params));
     kprintln!("Boot memory map:");
