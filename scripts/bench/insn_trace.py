@@ -11,6 +11,7 @@
 # device, copying. A few calls of each are skipped so that neither is the first of its loop.
 import json
 import os
+import re
 
 import gdb
 
@@ -67,7 +68,10 @@ def step():
     the target then runs on to the next breakpoint), so those, never branches, are stepped by a
     temporary breakpoint on the next instruction instead."""
     here = pc()
-    if gdb.execute(f"x/i {here:#x}", to_string=True).split(":", 1)[-1].split()[0].startswith("ldar"):
+    # `=> 0x.. <kernel::dma::..+8>:\tldar\tx9, [x12]`: the mnemonic follows the first colon that
+    # whitespace follows (Rust paths have colons of their own).
+    mnemonic = re.search(r":\s+(\S+)", gdb.execute(f"x/i {here:#x}", to_string=True))
+    if mnemonic and mnemonic.group(1).startswith("ldar"):
         gdb.execute(f"tbreak *{here + 4:#x}", to_string=True)
         gdb.execute("continue", to_string=True)
     else:

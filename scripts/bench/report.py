@@ -523,7 +523,9 @@ def trace_table(trace):
         f"*Where the instructions of one {size_label(trace.get('size', 4096))} map+unmap go*, single-stepped in GDB "
         "(`scripts/bench/insn_trace.py`, one call of each kind after a few of the same loop): per function, in the "
         "order first reached; the benchmark's `map_unmap` is the caller (a driver would be), with the inline "
-        "direct path. Instruction counts, exact.",
+        "direct path. Instruction counts, exact but for the atomics: QEMU's gdbstub steps a load-exclusive ... "
+        "store-exclusive sequence as one instruction, so each atomic read-modify-write counts a few short (the "
+        "`-icount` figures above count them all).",
         "",
         "| function | direct | bounced (to the device, copied) |",
         "|---|---|---|",

@@ -298,8 +298,9 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
     let mut memcpy = Vec::new();
     let sizes: &[usize] = &[4096, 64 * 1024];
     // Each bounce copy reads the timer twice: what the copies cost in place (cell field
-    // `bounce_copy_ns`), beside the memcpy references measured on their own.
-    kernel::dma::swiotlb::set_copy_timing(true);
+    // `bounce_copy_ns`), beside the memcpy references measured on their own. Not under
+    // `untimed` (`-icount` runs: the timer reads would count as the bounce's instructions).
+    kernel::dma::swiotlb::set_copy_timing(opts.time_copies);
     let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
     let ref_src = ktest::buffer(6, false)?;
     for &size in sizes {

@@ -22,7 +22,8 @@
 //! pressure in `bench-policy`, after its cycle 0 without pressure (default 3), `throttle=<B/s>`
 //! the limit `scripts/bench.sh` put on disk 0 (QEMU `throttling.bps-total`), recorded in the
 //! results of `bench-io`, `warmup=<N>` milliseconds each `bench-io` cell first runs unmeasured
-//! (default 0).
+//! (default 0), `untimed` no timing of `bench-io`'s bounce copies (for `-icount` runs, where the
+//! timer reads would count as the bounce's instructions).
 //!
 //! The results go to `bench.json` in QEMU's working directory through semihosting
 //! (`SYS_OPEN`/`SYS_WRITE`), with the command line, the timer frequency and what ran; the
@@ -54,6 +55,8 @@ pub struct Options {
     pub cell_ms: u64,
     /// Only queue depth 1 (for `-icount` runs, where deep queues add little).
     pub qd1_only: bool,
+    /// `bench-io` times each bounce copy where it runs (off with `untimed`, for `-icount` runs).
+    pub time_copies: bool,
     /// Hint off/on pairs in the pools benchmark.
     pub pool_rounds: usize,
     /// Burst/idle cycles under memory pressure in the policy benchmark, after cycle 0.
@@ -92,8 +95,16 @@ mod image {
         let kind = words.next().and_then(|w| w.strip_prefix("bench-")).ok_or_else(|| {
             format!("demo={spec}: expected demo=bench-<io|clean|features|map|scaling|policy|pools|smp-map|smp-io>[,options]")
         })?;
-        let mut o =
-            Options { kind: kind.to_string(), cell_ms: 300, qd1_only: false, pool_rounds: 2, cycles: 3, throttle_bps: 0, warmup_ms: 0 };
+        let mut o = Options {
+            kind: kind.to_string(),
+            cell_ms: 300,
+            qd1_only: false,
+            time_copies: true,
+            pool_rounds: 2,
+            cycles: 3,
+            throttle_bps: 0,
+            warmup_ms: 0,
+        };
         for w in words {
             match w.split_once('=') {
                 Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
@@ -104,6 +115,7 @@ mod image {
                     o.cycles = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| format!("cycles={v}: not a number of cycles (0..=16)"))?
                 }
                 None if w == "qd1" => o.qd1_only = true,
+                None if w == "untimed" => o.time_copies = false,
                 _ => return Err(format!("demo=...,{w}: unknown benchmark option")),
             }
         }

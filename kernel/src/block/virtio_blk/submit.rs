@@ -28,6 +28,9 @@ use crate::mm::PhysAddr;
 struct Mappings {
     list: [(DmaAddr, usize, DmaDirection); MAX_SEGMENTS + 2],
     len: usize,
+    /// Data segments that bounced (the DMA API handed back another address than the buffer's:
+    /// a direct mapping is the buffer's own address), for the disk's statistics.
+    data_bounced: usize,
 }
 
 impl Mappings {
@@ -279,7 +282,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         self.mem.write(header_pa, &RequestHeader { request_type: kind, sector }.to_bytes());
         self.mem.write(status_pa, &[STATUS_UNWRITTEN]);
 
-        let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0 };
+        let mut maps = Mappings { list: [(0, 0, DmaDirection::ToDevice); MAX_SEGMENTS + 2], len: 0, data_bounced: 0 };
         // SAFETY: the header and status bytes are this slot's part of the disk's scratch page;
         // a data buffer was handed over by the caller of `submit_*`/`queue_*`/`read`/`write`
         // (their `# Safety`: owned until the request completes, not touched meanwhile), or is
@@ -289,13 +292,14 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
             |pa: PhysAddr, len: usize, dir: DmaDirection, attrs: DmaAttrs| match unsafe { api.map_single(dev, pa, len, dir, attrs) } {
                 Ok(addr) => {
                     maps.push((addr, len, dir));
-                    Ok(())
+                    Ok(addr)
                 }
                 Err(e) => {
                     maps.undo(self.api, dev);
                     Err(BlkError::from(e))
                 }
             };
+        let mut bounced = 0;
         // The list's order is the chain's: header, the data segments, status.
         map(header_pa, HEADER_SIZE as usize, DmaDirection::ToDevice, NOATTR)?;
         if let Some((buf, len, dir)) = data {
@@ -307,11 +311,15 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
             let mut offset = 0;
             while offset < len {
                 let n = (len - offset).min(piece);
-                map(buf + offset as u64, n, dir, attrs)?;
+                let pa = buf + offset as u64;
+                if map(pa, n, dir, attrs)? != pa {
+                    bounced += 1;
+                }
                 offset += n;
             }
         }
         map(status_pa, 1, DmaDirection::FromDevice, NOATTR)?;
+        maps.data_bounced = bounced;
         Ok(maps)
     }
 
@@ -353,9 +361,11 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
         for &(addr, len, _) in list {
             self.note_dma(addr, len);
         }
-        for &(addr, _) in &segs[..nsegs] {
-            let counter = if self.api.is_swiotlb_buffer(dev, addr) { &self.stats.data_bounced } else { &self.stats.data_direct };
-            counter.fetch_add(1, Ordering::Relaxed);
+        if maps.data_bounced != 0 {
+            self.stats.data_bounced.fetch_add(maps.data_bounced as u64, Ordering::Relaxed);
+        }
+        if nsegs != maps.data_bounced {
+            self.stats.data_direct.fetch_add((nsegs - maps.data_bounced) as u64, Ordering::Relaxed);
         }
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(Mapped { tag: token.0, header, status, segs, nsegs })

@@ -54,6 +54,11 @@ pub struct SwiotlbPool {
     /// memset), so the worker never sees a scrub as a conflict. Both set their flag, then read
     /// the other's, SeqCst: at least one sees the other.
     scrub_busy: AtomicBool,
+    /// False once a scrub step found no dirty free slot in any area, until slots are released
+    /// or given back unscrubbed: the steps of an idle CPU with nothing to zero then return at
+    /// once instead of walking every segment. Cleared before a step searches, so a release
+    /// during the search sends the next step searching again.
+    maybe_dirty: AtomicBool,
 }
 
 /// Slots [`SwiotlbPool::scrub_step`] zeroes at most per call: 64 KiB, a few microseconds of
@@ -111,6 +116,7 @@ impl SwiotlbPool {
             clean_slots: AtomicBool::new(true),
             colour_period: AtomicU64::new(0),
             scrub_busy: AtomicBool::new(false),
+            maybe_dirty: AtomicBool::new(true),
         })
     }
 
@@ -302,6 +308,9 @@ impl SwiotlbPool {
                 .map_err(|(busy, state)| SwiotlbError::SlotNotLent { slot: area * self.area_nslots + busy, state })?;
             self.area_usable[area].fetch_add(n, Ordering::Relaxed);
         }
+        if !scrub {
+            self.maybe_dirty.store(true, Ordering::Relaxed);
+        }
         self.counters.lent.fetch_sub(slots.len(), Ordering::Relaxed);
         self.counters.put_free(slots.len());
         Ok(())
@@ -415,6 +424,7 @@ impl SwiotlbPool {
             check(&mapping)?;
             area.release_mapping(&mapping, states).ok_or_else(not_mapped)?
         };
+        self.maybe_dirty.store(true, Ordering::Relaxed);
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
         Ok(())
@@ -425,6 +435,7 @@ impl SwiotlbPool {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
         let pos = self.slot_index(tlb_addr).map(|i| self.slot_pos(i)).ok_or(not_mapped.clone())?;
         let nslots = self.areas[pos.area].lock().release(pos.local, self.area_states(pos.area)).ok_or(not_mapped)?;
+        self.maybe_dirty.store(true, Ordering::Relaxed);
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
         Ok(())
@@ -477,7 +488,7 @@ impl SwiotlbPool {
             return 0; // another CPU is scrubbing this pool
         }
         let _busy = ScrubGuard(&self.scrub_busy);
-        if self.lending.load(Ordering::SeqCst) {
+        if self.lending.load(Ordering::SeqCst) || !self.maybe_dirty.swap(false, Ordering::Relaxed) {
             return 0;
         }
         // From area 0, where one CPU's mappings go first.
@@ -489,6 +500,7 @@ impl SwiotlbPool {
                     // Honour the IRQ reserve as a mapping does: the run is out of use meanwhile.
                     Some((_, n)) if self.counters.take_free(n, self.irq_reserve_slots()).is_err() => {
                         slots.finish_scrub_aborted();
+                        self.maybe_dirty.store(true, Ordering::Relaxed);
                         return 0;
                     }
                     other => other,
@@ -500,6 +512,8 @@ impl SwiotlbPool {
             self.areas[area].lock().finish_scrub();
             self.counters.put_free(n);
             self.counters.slots_scrubbed.fetch_add(n as u64, Ordering::Relaxed);
+            // There may be more.
+            self.maybe_dirty.store(true, Ordering::Relaxed);
             return n;
         }
         0

@@ -56,6 +56,27 @@ fn scrubbing_makes_every_free_slot_clean_and_zero() {
     f.assert_pristine();
 }
 
+/// A step that found nothing to zero is not repeated until slots come back dirty: an unmap, a
+/// lend given back unscrubbed.
+#[test]
+fn scrubbing_resumes_after_each_way_slots_come_back_dirty() {
+    let f = Fixture::new(512, 2);
+    dirty_every_slot(&f);
+    assert_eq!(scrub_all(&f), 512);
+    assert_eq!(f.pool.scrub_step(SCRUB_STEP_SLOTS), 0, "nothing left");
+    let tlb = f.map(RAM_BASE, 3 * IO_TLB_SIZE, DmaDirection::ToDevice, SlotAlignment::default());
+    assert_eq!(f.pool.scrub_step(SCRUB_STEP_SLOTS), 0, "a mapping leaves no free slot dirty");
+    f.unmap(tlb, 3 * IO_TLB_SIZE, DmaDirection::ToDevice);
+    assert_eq!(scrub_all(&f), 3, "the unmapped slots");
+    f.pool.lend(256..384).unwrap();
+    f.pool.unlend(256..384, false).unwrap();
+    assert_eq!(scrub_all(&f), 128, "given back unscrubbed");
+    f.pool.lend(256..384).unwrap();
+    f.pool.unlend(256..384, true).unwrap();
+    assert_eq!(f.pool.scrub_step(SCRUB_STEP_SLOTS), 0, "given back scrubbed");
+    f.assert_pristine();
+}
+
 #[test]
 fn a_hostile_device_that_writes_nothing_or_part_leaves_zeros_with_clean_slots() {
     for (size, align) in [
