@@ -457,27 +457,25 @@ pub(super) const fn slots_below(end: usize) -> SegmentMap {
 #[inline]
 pub(super) fn free_run_starts(free: SegmentMap, nslots: usize) -> SegmentMap {
     let mut runs = free;
-    let mut len = 1;
-    // Runs of 2, 4, .. 128 slots while they fit in `nslots`: as a loop doubling `len`.
+    // Runs of 2, 4, .. 128 slots while they fit in `nslots`: as a loop doubling the length.
     macro_rules! double {
         ($step:literal, $($rest:literal),*) => {
             if nslots >= 2 * $step {
                 runs &= runs >> $step;
-                len = 2 * $step;
                 double!($($rest),*);
             }
         };
         ($step:literal) => {
             if nslots >= 2 * $step {
                 runs &= runs >> $step;
-                len = 2 * $step;
             }
         };
     }
     double!(1, 2, 4, 8, 16, 32, 64);
-    // Two runs of `len` overlapped; nothing to do for a power of two (most mappings).
-    if nslots != len {
-        runs &= runs >> (nslots - len);
+    // Two runs of the largest power of two in `nslots` overlapped; nothing to do for a power of
+    // two (most mappings).
+    if !nslots.is_power_of_two() {
+        runs &= runs >> (nslots - (1 << nslots.ilog2()));
     }
     runs
 }
