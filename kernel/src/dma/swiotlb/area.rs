@@ -42,7 +42,8 @@ use core::ops::Range;
 #[cfg(test)]
 use super::slots::free_run_starts;
 use super::slots::{
-    run_mask, slots_below, slots_from, summary_levels, AtomicSegmentState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS,
+    has_slot, run_mask, slots_below, slots_from, summary_levels, AtomicSegmentState, RunStarts, SegmentMap, Slot, SlotRequest,
+    SUMMARY_LEVELS,
 };
 use super::{DmaDirection, SlotState, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::mm::PhysAddr;
@@ -356,7 +357,13 @@ impl AreaSlots {
     #[inline(always)]
     fn allocation_of(&self, index: usize) -> Option<usize> {
         let (seg, in_seg) = (index / IO_TLB_SEGSIZE, index % IO_TLB_SEGSIZE);
-        let at_or_below = self.segs[seg].starts & slots_below(in_seg + 1);
+        let starts = self.segs[seg].starts;
+        // The usual lookup, an unmap of a mapping without pad slots: an allocation starts at
+        // `index` itself (and holds it: every allocation has a slot).
+        if has_slot(starts, in_seg) {
+            return Some(index);
+        }
+        let at_or_below = starts & slots_below(in_seg + 1);
         if at_or_below == 0 {
             return None;
         }
@@ -364,7 +371,9 @@ impl AreaSlots {
         (index < first + usize::from(self.slots[first].nslots)).then_some(first)
     }
 
-    /// The live mapping that covers byte `in_slot` of slot `index`, if any.
+    /// The live mapping that covers byte `in_slot` of slot `index`, if any. Inline: the unmap
+    /// path checks the mapping and frees it under one hold of the lock.
+    #[inline(always)]
     pub(super) fn mapping(&self, index: usize, in_slot: usize, states: &[AtomicSegmentState]) -> Option<MappingInfo> {
         let first = self.allocation_of(index)?;
         debug_assert!(states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE));

@@ -449,6 +449,14 @@ pub(super) const fn slots_below(end: usize) -> SegmentMap {
     (high as SegmentMap) << 64 | low as SegmentMap
 }
 
+/// Whether `map` holds slot `i` of the segment (`i` < 128): the half `i` falls in, shifted by
+/// `i % 64` (a 128-bit shift by a variable costs three times that).
+#[inline(always)]
+pub(super) const fn has_slot(map: SegmentMap, i: usize) -> bool {
+    let word = if i < 64 { map as u64 } else { (map >> 64) as u64 };
+    word >> (i % 64) & 1 != 0
+}
+
 /// Bit i set when the slots `i..i + nslots` of `free` are all free (`nslots` in 1..=128): the
 /// starts of free runs of `nslots`. Runs never reach past the segment (the shifts bring in
 /// zeros). At most eight shift-and steps: runs of 2^k by doubling, then two of them overlapped.

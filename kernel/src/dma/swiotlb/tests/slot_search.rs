@@ -278,13 +278,17 @@ proptest! {
     }
 }
 
-/// The segment masks built a 64-bit half at a time (`slots_from`, `slots_below`, `run_mask`)
-/// against the 128-bit shifts they stand for, for every first slot, end and length.
+/// The segment masks built a 64-bit half at a time (`slots_from`, `slots_below`, `run_mask`) and
+/// the one-slot test `has_slot`, against the 128-bit shifts they stand for, for every first
+/// slot, end and length.
 #[test]
 fn segment_masks_match_128_bit_shifts() {
-    use super::super::slots::{run_mask, slots_below, slots_from};
+    use super::super::slots::{has_slot, run_mask, slots_below, slots_from};
     for first in 0..IO_TLB_SEGSIZE {
         assert_eq!(slots_from(first), u128::MAX << first, "slots_from({first})");
+        for map in [u128::MAX, 0x5555_0000_ffff_0000_1234_5678_9abc_def0, 1 << first, !(1 << first)] {
+            assert_eq!(has_slot(map, first), map >> first & 1 == 1, "has_slot({map:#x}, {first})");
+        }
         for nslots in 1..=IO_TLB_SEGSIZE - first {
             assert_eq!(run_mask(first, nslots), (u128::MAX >> (IO_TLB_SEGSIZE - nslots)) << first, "run_mask({first}, {nslots})");
         }
