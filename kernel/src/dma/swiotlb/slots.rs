@@ -449,11 +449,13 @@ pub(super) const fn slots_below(end: usize) -> SegmentMap {
     (high as SegmentMap) << 64 | low as SegmentMap
 }
 
-/// Whether `map` holds slot `i` of the segment (`i` < 128): the half `i` falls in, shifted by
-/// `i % 64` (a 128-bit shift by a variable costs three times that).
+/// Whether `map` holds slot `i` of the segment (`i` < 128): a one-bit mask on the half `i`
+/// falls in (a 128-bit shift by a variable costs three times that).
 #[inline(always)]
 pub(super) const fn has_slot(map: SegmentMap, i: usize) -> bool {
-    let word = if i < 64 { map as u64 } else { (map >> 64) as u64 };
+    let half = (i / 64) as u64;
+    // The half as a masked merge: written as a select, it is folded back into the 128-bit shift.
+    let word = map as u64 ^ ((map as u64 ^ (map >> 64) as u64) & half.wrapping_neg());
     word >> (i % 64) & 1 != 0
 }
 
