@@ -41,7 +41,10 @@ use core::ops::Range;
 
 #[cfg(test)]
 use super::slots::free_run_starts;
-use super::slots::{run_mask, summary_levels, AtomicSegmentState, RunStarts, SegmentMap, Slot, SlotRequest, SUMMARY_LEVELS};
+use super::slots::{
+    has_slot, run_mask, slots_below, slots_from, summary_levels, AtomicSegmentState, RunStarts, SegmentMap, Slot, SlotRequest,
+    SUMMARY_LEVELS,
+};
 use super::{DmaDirection, SlotState, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::mm::PhysAddr;
 
@@ -60,16 +63,8 @@ pub(super) struct AreaSlots {
     /// The record of each live mapping, in the slot its allocation starts at (pad slots
     /// included); [`Slot::EMPTY`] elsewhere.
     slots: Vec<Slot>,
-    /// First slots of the live allocations of each segment: bit i set when an allocation (pad
-    /// slots included) starts at slot i of the segment and `slots` holds its record there.
-    starts: Vec<SegmentMap>,
-    /// Free slots of each segment.
-    free: Vec<SegmentMap>,
-    /// Clean slots of each segment: free slots known to hold zeros (a subset of `free`). A
-    /// from-device mapping with `DmaAttrs::no_copy_in` that gets only clean slots skips its
-    /// copy-in. Released and unscrubbed unlent slots are dirty; [`Self::take_dirty_run`] and
-    /// [`Self::finish_scrub`] make them clean.
-    clean: Vec<SegmentMap>,
+    /// The maps of each segment: its free slots, clean slots and allocation starts.
+    segs: Vec<SegmentMaps>,
     /// The run being scrubbed, if any: (segment, mask). Taken out of `free` while its zeros are
     /// written with the lock dropped; its slots stay in state Free.
     scrubbing: Option<(usize, SegmentMap)>,
@@ -85,6 +80,22 @@ pub(super) struct AreaSlots {
     summary: Vec<u64>,
     /// Words per summary level.
     words: usize,
+}
+
+/// The maps of one segment of an area (bit i: slot i of the segment), side by side: the fast
+/// path of a map or unmap reaches all three through one index.
+#[derive(Clone, Copy)]
+struct SegmentMaps {
+    /// Free slots.
+    free: SegmentMap,
+    /// Clean slots: free slots known to hold zeros (a subset of `free`). A from-device mapping
+    /// with `DmaAttrs::no_copy_in` that gets only clean slots skips its copy-in. Released and
+    /// unscrubbed unlent slots are dirty; [`AreaSlots::take_dirty_run`] and
+    /// [`AreaSlots::finish_scrub`] make them clean.
+    clean: SegmentMap,
+    /// First slots of the live allocations: bit i set when an allocation (pad slots included)
+    /// starts at slot i and `slots` holds its record there.
+    starts: SegmentMap,
 }
 
 /// A live mapping as seen from one of its slots.
@@ -114,10 +125,8 @@ impl AreaSlots {
             used: 0,
             lent: 0,
             slots: alloc::vec![Slot::EMPTY; nslots],
-            starts: alloc::vec![0; nsegs],
-            free: alloc::vec![SegmentMap::MAX; nsegs],
             // The pool does not touch its memory at creation: nothing is known clean.
-            clean: alloc::vec![0; nsegs],
+            segs: alloc::vec![SegmentMaps { free: SegmentMap::MAX, clean: 0, starts: 0 }; nsegs],
             scrubbing: None,
             levels: alloc::vec![SUMMARY_LEVELS as u8; nsegs],
             unsummarised: None,
@@ -141,12 +150,13 @@ impl AreaSlots {
     ) -> Option<(usize, bool)> {
         // The usual case first, with no call (so no stack frame): a run in the cursor's
         // segment, which is already the unsummarised one (taking the run changes no other
-        // segment's summary). The same choice `find_run` makes there.
+        // segment's summary). The same choice `find_run` makes there. A run found there is of
+        // free slots, so the area's count of them needs no check first.
         let warm = self.index / IO_TLB_SEGSIZE;
-        if self.unsummarised == Some(warm) && req.nslots <= self.slots.len() - self.used - self.lent {
+        if self.unsummarised == Some(warm) {
             if let Some(in_seg) = self.find_in_warm(req.nslots, &req.run_starts(base_addr), prefer_clean) {
                 let run = run_mask(in_seg, req.nslots);
-                self.free[warm] &= !run;
+                self.segs[warm].free &= !run;
                 return Some(self.record(warm, in_seg, run, req, dir, states));
             }
         }
@@ -185,13 +195,14 @@ impl AreaSlots {
         dir: DmaDirection,
         states: &[AtomicSegmentState],
     ) -> (usize, bool) {
-        let clean = self.clean[seg] & run == run;
+        let maps = &mut self.segs[seg];
+        let clean = maps.clean & run == run;
         // The mapping writes its slots (the copy-in, the device): no longer known clean.
-        self.clean[seg] &= !run;
+        maps.clean &= !run;
+        maps.starts |= 1 << in_seg;
         let first = seg * IO_TLB_SEGSIZE + in_seg;
         self.index = if first + req.nslots >= self.slots.len() { 0 } else { first + req.nslots };
         states[seg].set_used(run);
-        self.starts[seg] |= 1 << in_seg;
         // SlotRequest::new bounds the mapping to one segment, so the narrowing casts hold.
         self.slots[first] = Slot {
             orig_addr: req.orig_addr,
@@ -222,18 +233,19 @@ impl AreaSlots {
     #[inline(always)]
     fn find_in_warm(&self, nslots: usize, starts: &RunStarts, prefer_clean: bool) -> Option<usize> {
         let (warm, from) = (self.index / IO_TLB_SEGSIZE, self.index % IO_TLB_SEGSIZE);
-        let mut fits = starts.fits(warm, self.free[warm], nslots);
+        let maps = &self.segs[warm];
+        let mut fits = starts.fits(warm, maps.free, nslots);
         if fits != 0 {
-            fits = starts.prefer_other_colour(warm, fits, self.free[warm], nslots);
+            fits = starts.prefer_other_colour(warm, fits, maps.free, nslots);
         }
         if prefer_clean && fits != 0 {
-            let clean_fits = starts.fits(warm, self.clean[warm], nslots);
+            let clean_fits = starts.fits(warm, maps.clean, nslots);
             if clean_fits != 0 {
                 fits = clean_fits;
             }
         }
         if fits != 0 {
-            let after_cursor = fits & (SegmentMap::MAX << from);
+            let after_cursor = fits & slots_from(from);
             let pick = if after_cursor != 0 { after_cursor } else { fits };
             return Some(pick.trailing_zeros() as usize);
         }
@@ -247,10 +259,10 @@ impl AreaSlots {
     fn find_run_elsewhere(&mut self, warm: usize, nslots: usize, starts: &RunStarts) -> Option<(usize, usize)> {
         self.summarise();
         let lowest_fit = |seg: usize| {
-            let fits = starts.fits(seg, self.free[seg], nslots);
-            (fits != 0).then(|| (seg, starts.prefer_other_colour(seg, fits, self.free[seg], nslots).trailing_zeros() as usize))
+            let fits = starts.fits(seg, self.segs[seg].free, nslots);
+            (fits != 0).then(|| (seg, starts.prefer_other_colour(seg, fits, self.segs[seg].free, nslots).trailing_zeros() as usize))
         };
-        let next = if warm + 1 == self.free.len() { 0 } else { warm + 1 };
+        let next = if warm + 1 == self.segs.len() { 0 } else { warm + 1 };
         if let Some(level) = starts.sure_level {
             if let Some(found) = self.find_segment(level, next, lowest_fit) {
                 return Some(found);
@@ -286,13 +298,13 @@ impl AreaSlots {
 
     /// Clears the free bits of `[first, first + nslots)` of segment `seg` (all free).
     fn take_run(&mut self, seg: usize, first: usize, nslots: usize) {
-        self.free[seg] &= !run_mask(first, nslots);
+        self.segs[seg].free &= !run_mask(first, nslots);
         self.changed(seg);
     }
 
     /// Sets the free bits of `[first, first + nslots)` of segment `seg`.
     fn give_back_run(&mut self, seg: usize, first: usize, nslots: usize) {
-        self.free[seg] |= run_mask(first, nslots);
+        self.segs[seg].free |= run_mask(first, nslots);
         self.changed(seg);
     }
 
@@ -313,7 +325,7 @@ impl AreaSlots {
 
     /// Marks segment `seg` in the summary levels its free map now reaches, and only those.
     fn update_summary(&mut self, seg: usize) {
-        let new = summary_levels(self.free[seg]);
+        let new = summary_levels(self.segs[seg].free);
         let old = usize::from(self.levels[seg]);
         if new == old {
             return;
@@ -345,8 +357,13 @@ impl AreaSlots {
     #[inline(always)]
     fn allocation_of(&self, index: usize) -> Option<usize> {
         let (seg, in_seg) = (index / IO_TLB_SEGSIZE, index % IO_TLB_SEGSIZE);
-        // Bits 0..=in_seg.
-        let at_or_below = self.starts[seg] & (SegmentMap::MAX >> (IO_TLB_SEGSIZE - 1 - in_seg));
+        let starts = self.segs[seg].starts;
+        // The usual lookup, an unmap of a mapping without pad slots: an allocation starts at
+        // `index` itself (and holds it: every allocation has a slot).
+        if has_slot(starts, in_seg) {
+            return Some(index);
+        }
+        let at_or_below = starts & slots_below(in_seg + 1);
         if at_or_below == 0 {
             return None;
         }
@@ -354,7 +371,9 @@ impl AreaSlots {
         (index < first + usize::from(self.slots[first].nslots)).then_some(first)
     }
 
-    /// The live mapping that covers byte `in_slot` of slot `index`, if any.
+    /// The live mapping that covers byte `in_slot` of slot `index`, if any. Inline: the unmap
+    /// path checks the mapping and frees it under one hold of the lock.
+    #[inline(always)]
     pub(super) fn mapping(&self, index: usize, in_slot: usize, states: &[AtomicSegmentState]) -> Option<MappingInfo> {
         let first = self.allocation_of(index)?;
         debug_assert!(states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE));
@@ -391,10 +410,10 @@ impl AreaSlots {
         // An allocation never crosses a segment.
         let (seg, in_seg) = (first / IO_TLB_SEGSIZE, first % IO_TLB_SEGSIZE);
         let run = run_mask(in_seg, nslots);
-        self.starts[seg] &= !(1 << in_seg);
+        self.segs[seg].starts &= !(1 << in_seg);
         states[seg].clear_used(run);
         // Released slots are dirty: they hold what the mapping left (alloc cleared their bits).
-        debug_assert_eq!(self.clean[seg] & run, 0);
+        debug_assert_eq!(self.segs[seg].clean & run, 0);
         self.give_back_run(seg, in_seg, nslots);
         self.used -= nslots;
         nslots
@@ -426,7 +445,7 @@ impl AreaSlots {
         for (seg, first, n) in Self::segment_pieces(range.clone()) {
             states[seg].set_lent(run_mask(first, n));
             self.take_run(seg, first, n);
-            self.clean[seg] &= !run_mask(first, n);
+            self.segs[seg].clean &= !run_mask(first, n);
         }
         self.lent += range.len();
         Ok(())
@@ -443,7 +462,7 @@ impl AreaSlots {
             states[seg].clear_lent(run_mask(first, n));
             self.give_back_run(seg, first, n);
             if scrubbed {
-                self.clean[seg] |= run_mask(first, n);
+                self.segs[seg].clean |= run_mask(first, n);
             }
         }
         self.lent -= range.len();
@@ -460,10 +479,10 @@ impl AreaSlots {
         if self.scrubbing.is_some() || max == 0 {
             return None;
         }
-        let nsegs = self.free.len();
+        let nsegs = self.segs.len();
         let warm = self.index / IO_TLB_SEGSIZE;
-        let seg = (0..nsegs).map(|i| (warm + i) % nsegs).find(|&s| self.free[s] & !self.clean[s] != 0)?;
-        let dirty = self.free[seg] & !self.clean[seg];
+        let seg = (0..nsegs).map(|i| (warm + i) % nsegs).find(|&s| self.segs[s].free & !self.segs[s].clean != 0)?;
+        let dirty = self.segs[seg].free & !self.segs[seg].clean;
         let first = dirty.trailing_zeros() as usize;
         // The dirty run from `first`: up to the first slot that is not free-and-dirty.
         let len = ((!dirty) >> first).trailing_zeros().min(max as u32) as usize;
@@ -477,21 +496,23 @@ impl AreaSlots {
     /// Gives back the run [`Self::take_dirty_run`] took, now zeroed: free and clean.
     pub(super) fn finish_scrub(&mut self) {
         if let Some((seg, mask)) = self.scrubbing.take() {
-            self.free[seg] |= mask;
-            self.clean[seg] |= mask;
+            self.segs[seg].free |= mask;
+            self.segs[seg].clean |= mask;
             self.changed(seg);
         }
     }
 
     /// Marks every free slot clean (their memory was just zeroed by the caller).
     pub(super) fn mark_free_slots_clean(&mut self) {
-        self.clean.copy_from_slice(&self.free);
+        for seg in &mut self.segs {
+            seg.clean = seg.free;
+        }
     }
 
     /// Gives back the run [`Self::take_dirty_run`] took, unscrubbed: free and still dirty.
     pub(super) fn finish_scrub_aborted(&mut self) {
         if let Some((seg, mask)) = self.scrubbing.take() {
-            self.free[seg] |= mask;
+            self.segs[seg].free |= mask;
             self.changed(seg);
         }
     }
@@ -499,7 +520,7 @@ impl AreaSlots {
     /// Whether area-local slot `index` is known clean.
     #[cfg(test)]
     pub(super) fn is_clean(&self, index: usize) -> bool {
-        self.clean[index / IO_TLB_SEGSIZE] >> (index % IO_TLB_SEGSIZE) & 1 == 1
+        self.segs[index / IO_TLB_SEGSIZE].clean >> (index % IO_TLB_SEGSIZE) & 1 == 1
     }
 
     /// Slots held by mappings.
@@ -518,15 +539,15 @@ impl AreaSlots {
     #[cfg(test)]
     pub(super) fn assert_consistent(&self, states: &[AtomicSegmentState], area: usize) {
         let mut used_slots = 0;
-        for (seg, &free) in self.free.iter().enumerate() {
+        for (seg, &SegmentMaps { free, .. }) in self.segs.iter().enumerate() {
             let (used, lent) = (states[seg].used(), states[seg].lent());
             assert_eq!(used & lent, 0, "no slot both used and lent in segment {seg} (area {area})");
             let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
             assert_eq!(free, !(used | lent) & !scrubbing, "free map of segment {seg} (area {area})");
-            assert_eq!(self.clean[seg] & !free, 0, "clean slots of segment {seg} are free (area {area})");
+            assert_eq!(self.segs[seg].clean & !free, 0, "clean slots of segment {seg} are free (area {area})");
             // The allocations of the start bits tile the used slots exactly.
             let mut covered: SegmentMap = 0;
-            let mut starts = self.starts[seg];
+            let mut starts = self.segs[seg].starts;
             while starts != 0 {
                 let first = starts.trailing_zeros() as usize;
                 starts &= starts - 1;
@@ -536,12 +557,12 @@ impl AreaSlots {
                 assert!(usize::from(record.pad_slots) < nslots, "pad slots of the record at {first}, segment {seg}");
                 let run = run_mask(first, nslots);
                 assert_eq!(covered & run, 0, "allocations overlap at {first}, segment {seg} (area {area})");
-                assert_eq!(self.starts[seg] & run, 1 << first, "a start inside the allocation at {first}, segment {seg}");
+                assert_eq!(self.segs[seg].starts & run, 1 << first, "a start inside the allocation at {first}, segment {seg}");
                 covered |= run;
             }
             assert_eq!(covered, used, "start bitmap against the used slots of segment {seg} (area {area})");
             for i in 0..IO_TLB_SEGSIZE {
-                if self.starts[seg] >> i & 1 == 0 {
+                if self.segs[seg].starts >> i & 1 == 0 {
                     assert_eq!(self.slots[seg * IO_TLB_SEGSIZE + i].nslots, 0, "a record without a start bit, slot {i} of segment {seg}");
                 }
             }

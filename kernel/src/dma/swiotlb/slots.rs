@@ -261,6 +261,8 @@ impl SlotRequest {
     /// A run may start at slot `i` when its address has the `alloc_align_mask` bits clear and the
     /// `iotlb_align_mask` bits of the original: both masks are low masks (the second with the
     /// first's bits cleared), so together they pin `i` modulo a power of two, `stride`.
+    /// Inline: the search of the cursor's segment uses only part of it.
+    #[inline(always)]
     pub(super) fn run_starts(&self, base_addr: PhysAddr) -> RunStarts {
         let mask = self.alloc_align_mask | self.iotlb_align_mask;
         let want = self.orig_addr & self.iotlb_align_mask;
@@ -269,7 +271,10 @@ impl SlotRequest {
         let stride = (mask >> IO_TLB_SHIFT) + 1;
         let segsize = IO_TLB_SEGSIZE as u64;
         let (in_segment, seg_period) = if stride < segsize {
-            (EVERY_NTH_SLOT[stride.trailing_zeros() as usize] << residue, 1)
+            // A stride divides 64: both words of the segment see the same pattern, and a shift
+            // by `residue` (less than the stride) loses none of it.
+            let word = EVERY_NTH_SLOT[stride.trailing_zeros() as usize] << residue;
+            (SegmentMap::from(word) << 64 | SegmentMap::from(word), 1)
         } else {
             // At most one start per segment, in every (stride / 128)th segment.
             (1u128 << (residue % segsize), stride / segsize)
@@ -309,7 +314,7 @@ impl SlotRequest {
 }
 
 /// The smallest colour period (bytes) [`SlotRequest::with_colour`] takes: twice a segment, so that
-/// the colour window meets a segment at most twice (see [`RunStarts::same_colour`]).
+/// the colour window meets a segment at most twice (see [`Colour::same_colour`]).
 pub const MIN_COLOUR_PERIOD: u64 = 2 * (IO_TLB_SEGSIZE << IO_TLB_SHIFT) as u64;
 
 /// The smallest mapping [`SlotRequest::with_colour`] colours. Working out which runs to avoid
@@ -364,8 +369,10 @@ impl RunStarts {
     /// 64 fit). Unchanged if no start shares a colour, or none is both.
     #[inline]
     pub(super) fn prefer_other_colour(&self, seg: usize, fits: SegmentMap, free: SegmentMap, nslots: usize) -> SegmentMap {
-        let other = fits & !self.same_colour(seg);
-        // Nothing to avoid (no colouring, or no start shares a colour), or nothing else fits.
+        // Not coloured (every mapping under MIN_COLOURED_BYTES): one branch.
+        let Some(colour) = self.colour else { return fits };
+        let other = fits & !colour.same_colour(seg);
+        // Nothing to avoid (no start shares a colour), or nothing else fits.
         if other == fits || other == 0 {
             return fits;
         }
@@ -381,8 +388,16 @@ impl RunStarts {
     }
 
     /// The starts in segment `seg` of runs that share a page colour with the original.
+    #[cfg(test)]
     pub(super) fn same_colour(&self, seg: usize) -> SegmentMap {
-        let Some(Colour { base, cycle, len }) = self.colour else { return 0 };
+        self.colour.map_or(0, |colour| colour.same_colour(seg))
+    }
+}
+
+impl Colour {
+    /// The starts in segment `seg` of runs that share a page colour with the original.
+    fn same_colour(self, seg: usize) -> SegmentMap {
+        let Self { base, cycle, len } = self;
         let segsize = IO_TLB_SEGSIZE as u64;
         // Slot i of the segment is at cycle position (off + i) mod cycle, off + i < 2 * cycle
         // (the cycle is at least two segments): in the window when off + i < len, or when
@@ -409,9 +424,39 @@ const _: () = assert!(SegmentMap::BITS as usize == IO_TLB_SEGSIZE);
 /// Summary levels of an area: level `l` marks the segments with a free run of `2^l` slots.
 pub(super) const SUMMARY_LEVELS: usize = IO_TLB_SEGSIZE.trailing_zeros() as usize + 1;
 
-/// The slots `[first, first + nslots)` of a segment as a mask (`nslots` in 1..=128).
+/// The slots `[first, first + nslots)` of a segment as a mask (`nslots` in 1..=128, the run
+/// inside the segment).
+#[inline(always)]
 pub(super) const fn run_mask(first: usize, nslots: usize) -> SegmentMap {
-    (SegmentMap::MAX >> (IO_TLB_SEGSIZE - nslots)) << first
+    slots_from(first) & slots_below(first + nslots)
+}
+
+/// The slots `first..` of a segment (`first` in 0..128). Each half of the map with one 64-bit
+/// shift and a select: a 128-bit shift by a variable costs twice that and more.
+#[inline(always)]
+pub(super) const fn slots_from(first: usize) -> SegmentMap {
+    let ones = u64::MAX << (first % 64);
+    let (low, high) = if first < 64 { (ones, u64::MAX) } else { (0, ones) };
+    (high as SegmentMap) << 64 | low as SegmentMap
+}
+
+/// The slots `..end` of a segment (`end` in 1..=128), as [`slots_from`].
+#[inline(always)]
+pub(super) const fn slots_below(end: usize) -> SegmentMap {
+    // u64::MAX >> (128 - end) % 64: the ones of the half that `end` falls in.
+    let ones = u64::MAX >> (end.wrapping_neg() % 64);
+    let (low, high) = if end > 64 { (u64::MAX, ones) } else { (ones, 0) };
+    (high as SegmentMap) << 64 | low as SegmentMap
+}
+
+/// Whether `map` holds slot `i` of the segment (`i` < 128): a one-bit mask on the half `i`
+/// falls in (a 128-bit shift by a variable costs three times that).
+#[inline(always)]
+pub(super) const fn has_slot(map: SegmentMap, i: usize) -> bool {
+    let half = (i / 64) as u64;
+    // The half as a masked merge: written as a select, it is folded back into the 128-bit shift.
+    let word = map as u64 ^ ((map as u64 ^ (map >> 64) as u64) & half.wrapping_neg());
+    word >> (i % 64) & 1 != 0
 }
 
 /// Bit i set when the slots `i..i + nslots` of `free` are all free (`nslots` in 1..=128): the
@@ -422,27 +467,25 @@ pub(super) const fn run_mask(first: usize, nslots: usize) -> SegmentMap {
 #[inline]
 pub(super) fn free_run_starts(free: SegmentMap, nslots: usize) -> SegmentMap {
     let mut runs = free;
-    let mut len = 1;
-    // Runs of 2, 4, .. 128 slots while they fit in `nslots`: as a loop doubling `len`.
+    // Runs of 2, 4, .. 128 slots while they fit in `nslots`: as a loop doubling the length.
     macro_rules! double {
         ($step:literal, $($rest:literal),*) => {
             if nslots >= 2 * $step {
                 runs &= runs >> $step;
-                len = 2 * $step;
                 double!($($rest),*);
             }
         };
         ($step:literal) => {
             if nslots >= 2 * $step {
                 runs &= runs >> $step;
-                len = 2 * $step;
             }
         };
     }
     double!(1, 2, 4, 8, 16, 32, 64);
-    // Two runs of `len` overlapped; nothing to do for a power of two (most mappings).
-    if nslots != len {
-        runs &= runs >> (nslots - len);
+    // Two runs of the largest power of two in `nslots` overlapped; nothing to do for a power of
+    // two (most mappings).
+    if !nslots.is_power_of_two() {
+        runs &= runs >> (nslots - (1 << nslots.ilog2()));
     }
     runs
 }
@@ -471,13 +514,14 @@ fn sure_level(nslots: usize, stride: u64) -> Option<usize> {
     (len <= IO_TLB_SEGSIZE as u64).then(|| len.next_power_of_two().trailing_zeros() as usize)
 }
 
-/// `EVERY_NTH_SLOT[k]`: a 1 every `2^k` bits from bit 0 (all ones divided by `2^(2^k) - 1`; a
-/// table, because a 128-bit division is a library call).
-const EVERY_NTH_SLOT: [SegmentMap; SUMMARY_LEVELS - 1] = {
+/// `EVERY_NTH_SLOT[k]`: a 1 every `2^k` bits of a 64-bit word from bit 0 (all ones divided by
+/// `2^(2^k) - 1`), for the strides below a segment; a segment's starts are this word in both
+/// halves.
+const EVERY_NTH_SLOT: [u64; SUMMARY_LEVELS - 1] = {
     let mut table = [0; SUMMARY_LEVELS - 1];
     let mut k = 0;
     while k < table.len() {
-        table[k] = SegmentMap::MAX / ((1 << (1 << k)) - 1);
+        table[k] = if k == 6 { 1 } else { u64::MAX / ((1 << (1 << k)) - 1) };
         k += 1;
     }
     table

@@ -277,3 +277,57 @@ proptest! {
         prop_assert_eq!(summary_levels(free), levels, "free {:#x}", free);
     }
 }
+
+/// The segment masks built a 64-bit half at a time (`slots_from`, `slots_below`, `run_mask`) and
+/// the one-slot test `has_slot`, against the 128-bit shifts they stand for, for every first
+/// slot, end and length.
+#[test]
+fn segment_masks_match_128_bit_shifts() {
+    use super::super::slots::{has_slot, run_mask, slots_below, slots_from};
+    for first in 0..IO_TLB_SEGSIZE {
+        assert_eq!(slots_from(first), u128::MAX << first, "slots_from({first})");
+        for map in [u128::MAX, 0x5555_0000_ffff_0000_1234_5678_9abc_def0, 1 << first, !(1 << first)] {
+            assert_eq!(has_slot(map, first), map >> first & 1 == 1, "has_slot({map:#x}, {first})");
+        }
+        for nslots in 1..=IO_TLB_SEGSIZE - first {
+            assert_eq!(run_mask(first, nslots), (u128::MAX >> (IO_TLB_SEGSIZE - nslots)) << first, "run_mask({first}, {nslots})");
+        }
+    }
+    for end in 1..=IO_TLB_SEGSIZE {
+        assert_eq!(slots_below(end), u128::MAX >> (IO_TLB_SEGSIZE - end), "slots_below({end})");
+    }
+}
+
+/// The slots where a run may start (`RunStarts::fits` on an all-free segment, one slot), for
+/// every allocation alignment from a slot to a segment, with and without a `min_align_mask` (up
+/// to twice a segment), from originals and area bases at many slot phases, against the address
+/// rules of [`Model::may_start`] slot by slot: the 64-bit pattern of the strides below a segment,
+/// and the one start per segment (or per other segment) from there up.
+#[test]
+fn run_starts_allow_exactly_the_aligned_slots() {
+    let model = Model { start: POOL_START, states: vec![SlotState::Free; 4 * IO_TLB_SEGSIZE] };
+    for align_slots in (0..=7).map(|k| 1u64 << k) {
+        for min_align_mask in [0, 0x7ff, 0xfff, 0x3fff, 0x3_ffff, 0x7_ffff] {
+            let align = SlotAlignment { min_align_mask, alloc_align_mask: (align_slots << IO_TLB_SHIFT) - 1 };
+            for orig_slot in [0, 1, 3, 5, 6, 7, 100, 128, 200] {
+                let orig = RAM_BASE + (orig_slot << IO_TLB_SHIFT) + 0x123;
+                let req = SlotRequest::new(orig, 3000, align).expect("request");
+                for base_slot in [0, 1, 2, 5, 64, 127, 128, 200] {
+                    let base = POOL_START + (base_slot << IO_TLB_SHIFT);
+                    let starts = req.run_starts(base);
+                    for seg in 0..4 {
+                        let fits = starts.fits(seg, u128::MAX, 1);
+                        for i in 0..IO_TLB_SEGSIZE {
+                            let slot = base_slot as usize + seg * IO_TLB_SEGSIZE + i;
+                            assert_eq!(
+                                fits >> i & 1 == 1,
+                                model.may_start(slot, &req, align),
+                                "align {align:?} orig {orig:#x} base {base:#x}: slot {i} of segment {seg}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
