@@ -316,7 +316,9 @@ class ProseFromDataTest(unittest.TestCase):
                         n += share[-1]
                     a = (bc["busy_ns_per_req"] - dc["busy_ns_per_req"]) / copy
                     z = 0.0
-                    if memset:
+                    if "scrub_ns" in bc and "scrub_ns" in dc:
+                        z = (bc["scrub_ns"] / bc["ops"] - dc["scrub_ns"] / dc["ops"]) / copy
+                    elif memset:
                         slots = bc.get("slots_scrubbed", 0) / bc["ops"] - dc.get("slots_scrubbed", 0) / dc["ops"]
                         z = max(slots, 0.0) * 2048 / (64 * 1024) * memset / copy
                     added, copies, rest, scrub = added + [a], copies + [n], rest + [a - z - n], scrub + [z]

@@ -46,6 +46,18 @@ pub(super) struct Stream {
     qd: usize,
     bufs: [PhysAddr; MAX_QD],
     tickets: [Option<Ticket>; MAX_QD],
+    /// When each place's request was queued (`now_ns`).
+    queued_at: [u64; MAX_QD],
+    /// Each completed request's latency: from its queueing to its collection, where the caller
+    /// sees it (the median is robust to the host's stalls, which a mean over the cell is not).
+    latencies: Vec<u64>,
+    /// With [`Self::alternating`]: a second buffer every other request uses in place of place
+    /// 0's, whether the next request uses it, whether each place's request did, and those
+    /// requests' latencies (kept apart from `latencies`).
+    alternate: Option<PhysAddr>,
+    next_alternate: bool,
+    queued_alternate: [bool; MAX_QD],
+    alternate_latencies: Vec<u64>,
     rng: u64,
     next_seq: u64,
     pub(super) ops: u64,
@@ -64,11 +76,27 @@ impl Stream {
             qd,
             bufs: b,
             tickets: [None; MAX_QD],
+            queued_at: [0; MAX_QD],
+            latencies: Vec::with_capacity(1 << 14),
+            alternate: None,
+            next_alternate: false,
+            queued_alternate: [false; MAX_QD],
+            alternate_latencies: Vec::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
             next_seq: 0,
             ops: 0,
             first_error: None,
         }
+    }
+
+    /// A queue-depth-1 stream whose requests take turns between place 0's buffer and `other`,
+    /// one by one: two placements measured under the same conditions of the host, request by
+    /// request (cells run one after the other see the host's I/O speed drift between them).
+    pub(super) fn alternating(mut self, other: PhysAddr) -> Self {
+        assert_eq!(self.qd, 1, "alternating streams have one request in flight");
+        self.alternate = Some(other);
+        self.alternate_latencies = Vec::with_capacity(1 << 14);
+        self
     }
 
     /// The next request's byte offset: sequential, or uniformly random, aligned to the size.
@@ -90,24 +118,37 @@ impl Stream {
 
     /// Queues requests into every free place, as one batch: published as they are queued,
     /// the device notified once when the plug ends (Linux `blk_start_plug`/`blk_finish_plug`).
-    fn fill(&mut self) {
+    /// Queues a request in every free place; returns how many it queued.
+    fn fill(&mut self) -> usize {
         let disk = self.disk;
         let plug = disk.plug();
+        let mut queued_now = 0;
         for i in 0..self.qd {
             if self.tickets[i].is_some() || self.first_error.is_some() {
                 continue;
             }
             let sector = self.next_offset() / SECTOR;
-            // SAFETY: place `i`'s buffer is the stream's (allocated by `alloc_bufs`), used by
-            // this one request until its ticket is collected (`tickets[i]`), read by nobody.
+            let alternate = self.alternate.filter(|_| self.next_alternate);
+            let buf = alternate.unwrap_or(self.bufs[i]);
+            // Before the queueing: it maps the buffer (a bounce copies here).
+            let queued_at = now_ns();
+            // SAFETY: place `i`'s buffer, or the alternate one, is the stream's (allocated by
+            // `alloc_bufs`), used by this one request until its ticket is collected
+            // (`tickets[i]`; an alternating stream has one place), read by nobody.
             let queued = unsafe {
                 match self.op {
-                    Op::Read => plug.queue_read(sector, self.bufs[i], self.size),
-                    Op::Write => plug.queue_write(sector, self.bufs[i], self.size),
+                    Op::Read => plug.queue_read(sector, buf, self.size),
+                    Op::Write => plug.queue_write(sector, buf, self.size),
                 }
             };
             match queued {
-                Ok(t) => self.tickets[i] = Some(t),
+                Ok(t) => {
+                    self.tickets[i] = Some(t);
+                    self.queued_at[i] = queued_at;
+                    self.queued_alternate[i] = alternate.is_some();
+                    self.next_alternate = self.alternate.is_some() && !self.next_alternate;
+                    queued_now += 1;
+                }
                 // The disk's table is full (a stream deeper than the disk takes): the rest wait
                 // for the next pass, without hammering the lock meanwhile.
                 Err(BlkError::Busy) => break,
@@ -115,18 +156,23 @@ impl Stream {
             }
         }
         plug.finish();
+        queued_now
     }
 
     /// Collects finished requests; returns how many.
     fn collect(&mut self) -> usize {
         let mut n = 0;
-        for t in self.tickets.iter_mut() {
+        for ((t, queued_at), alternate) in self.tickets.iter_mut().zip(self.queued_at).zip(self.queued_alternate) {
             if let Some(ticket) = *t {
                 if let Some(outcome) = self.disk.poll(ticket) {
                     *t = None;
                     n += 1;
                     match outcome {
-                        Ok(()) => self.ops += 1,
+                        Ok(()) => {
+                            self.ops += 1;
+                            let latencies = if alternate { &mut self.alternate_latencies } else { &mut self.latencies };
+                            latencies.push(now_ns() - queued_at);
+                        }
                         Err(e) => {
                             self.first_error.get_or_insert(e);
                         }
@@ -155,6 +201,10 @@ fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
 struct RunTime {
     elapsed_ns: u64,
     idle_ns: u64,
+    /// Busy time the loop spent for scrubbing: its scrub steps (their search and locks as well as
+    /// the zeros), and the whole of the passes that only scrubbed (submitted and collected
+    /// nothing).
+    scrub_ns: u64,
 }
 
 impl RunTime {
@@ -163,6 +213,7 @@ impl RunTime {
     fn add_busy(&self, o: &mut Obj, ops: u64) {
         let busy_ns = self.elapsed_ns - self.idle_ns;
         o.int("idle_ns", self.idle_ns)
+            .int("scrub_ns", self.scrub_ns)
             .int("busy_ns", busy_ns)
             .num("busy_ns_per_req", if ops > 0 { busy_ns as f64 / ops as f64 } else { f64::NAN });
     }
@@ -179,23 +230,23 @@ pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -
 }
 
 /// [`run_waiting`], also counting the time asleep in WFI. The interrupt handlers run after the
-/// WFI, once IRQs are unmasked, so their time counts as busy. With `scrub`, a pass with nothing
-/// to collect runs one bounded scrub step where it would sleep, as `platform::idle()` does
-/// before its WFI (a CPU waiting for I/O zeroes free bounce slots while the device works), then
-/// looks for completions again; it sleeps only once a step finds nothing to zero, and a
-/// completion makes it scrub again. The steps count as busy time.
+/// WFI, once IRQs are unmasked, so their time counts as busy. With `scrub`, each pass runs one
+/// bounded scrub step after it submitted what it could and before it looks for completions, as
+/// `platform::idle()` does before its WFI (a CPU waiting for I/O zeroes free bounce slots while
+/// the device works on the requests just submitted, not between a completion and the next
+/// submission); it sleeps only once a step finds nothing to zero, and a completion makes it
+/// scrub again. The steps count as busy time.
 fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -> Result<RunTime, String> {
     let t0 = now_ns();
     let mut idle_ns = 0;
+    let mut scrub_ns = 0;
     // No dirty free slot was left at the last step; a completion frees (dirty) slots again.
     let mut scrubbed_all = !scrub;
     let deadline = t0 + budget.as_nanos() as u64;
     let hard_deadline = deadline + 10_000_000_000;
     loop {
         let now = now_ns();
-        if now < deadline {
-            streams.iter_mut().for_each(Stream::fill);
-        }
+        let submitted = if now < deadline { streams.iter_mut().map(Stream::fill).sum() } else { 0 };
         if !streams.iter().any(Stream::outstanding) {
             break;
         }
@@ -204,20 +255,26 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
         }
         // The deferred-request retry, the SWIOTLB worker.
         run_pending_work();
+        // The device has the requests just submitted: one scrub step, IRQs enabled (what
+        // completes meanwhile is collected below, before any sleep).
+        let mut step_ns = None;
+        if !scrubbed_all {
+            let t = now_ns();
+            scrubbed_all = kernel::platform::dma::scrub_step() == 0;
+            step_ns = Some(now_ns() - t);
+        }
         let daif = boot::cpu::local_irq_save();
         let done: usize = streams.iter_mut().map(Stream::collect).sum();
         let idle = done == 0 && !kernel::work::SYSTEM_WQ.has_pending();
+        if let Some(step) = step_ns {
+            // A pass that submitted and collected nothing ran for the scrubbing: all of it is
+            // scrub time (up to here, before any sleep); otherwise the step alone is.
+            scrub_ns += if submitted == 0 && done == 0 { now_ns() - now } else { step };
+        }
         if done != 0 {
             scrubbed_all = !scrub;
         }
-        if idle && !scrubbed_all {
-            // Where it would sleep: one scrub step with IRQs enabled, then a new look for
-            // completions (one that came meanwhile must not wait for the next tick).
-            boot::cpu::local_irq_restore(daif);
-            scrubbed_all = kernel::platform::dma::scrub_step() == 0;
-            continue;
-        }
-        if wfi && idle {
+        if wfi && idle && scrubbed_all {
             // Wakes on the pending completion IRQ even though IRQs are masked; the periodic
             // tick is the safety net.
             let asleep = now_ns();
@@ -225,7 +282,7 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
             idle_ns += now_ns() - asleep;
         }
         boot::cpu::local_irq_restore(daif);
-        if !wfi && idle {
+        if !wfi && idle && scrubbed_all {
             // Polling: back off a little, off the disks' locks, that the completion handlers
             // on other CPUs take.
             let until = now_ns() + POLL_BACKOFF_NS;
@@ -240,7 +297,7 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
             return Err(format!("disk{}: {e}", s.disk.index));
         }
     }
-    Ok(RunTime { elapsed_ns: elapsed, idle_ns })
+    Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns })
 }
 
 /// The default SWIOTLB's pools' counts of bounced reads that skipped their copy-in (clean slots)
@@ -268,11 +325,24 @@ pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
         .num("iops", s.ops as f64 / secs)
         .num("mib_s", (s.ops * s.size as u64) as f64 / secs / (1024.0 * 1024.0))
         .num("lat_ns", if s.ops > 0 { elapsed_ns as f64 * s.qd as f64 / s.ops as f64 } else { f64::NAN });
+    if let Some(p50) = median(&s.latencies) {
+        // The median request, from its queueing to its collection.
+        o.int("lat_p50_ns", p50);
+    }
     o
 }
 
+/// The median of `xs`, if any.
+fn median(xs: &[u64]) -> Option<u64> {
+    let mut sorted = xs.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
 /// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
-/// same boot, with the memcpy (and memset) of each size measured in between. Per cell also the
+/// same boot, with the memcpy (and memset) of each size measured in between; then, at queue
+/// depth 1, each pattern x op x size once more with direct and bounced requests alternated one
+/// by one in one stream (`pairs`: the two placements' median latencies). Per cell also the
 /// interrupts and kicks per request and the CPU's busy time (the run minus its time asleep in
 /// WFI). The loop waits as the kernel's idle does (`platform::idle()`: a bounded scrub step of
 /// free bounce slots before it sleeps), and the pool is scrubbed before each cell, as idle time
@@ -362,8 +432,32 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
             }
         }
     }
+    // Queue depth 1 again, direct and bounced requests alternated one by one in one stream:
+    // the two placements' median latencies under the same conditions of the host.
+    let mut pairs = Vec::new();
+    for random in [false, true] {
+        for op in [Op::Read, Op::Write] {
+            for &size in sizes {
+                while kernel::platform::dma::scrub_step() != 0 {}
+                let mut s = [Stream::new(disk, op, random, size, 1, &direct).alternating(bounced[0])];
+                run_timed(&mut s, budget, true, true)?;
+                let (Some(d), Some(b)) = (median(&s[0].latencies), median(&s[0].alternate_latencies)) else {
+                    return Err(format!("paired QD 1 cell of {size} bytes completed no request of one placement"));
+                };
+                let mut o = Obj::new();
+                o.str("op", if op == Op::Read { "read" } else { "write" })
+                    .str("pattern", if random { "rand" } else { "seq" })
+                    .int("size", size as u64)
+                    .int("direct_requests", s[0].latencies.len() as u64)
+                    .int("bounced_requests", s[0].alternate_latencies.len() as u64)
+                    .int("direct_p50_ns", d)
+                    .int("bounced_p50_ns", b);
+                pairs.push(o.finish());
+            }
+        }
+    }
     kernel::dma::swiotlb::set_copy_timing(false);
-    out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
+    out.raw("memcpy", array(memcpy)).raw("cells", array(cells)).raw("pairs", array(pairs));
     Ok(())
 }
 
