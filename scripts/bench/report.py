@@ -1452,6 +1452,10 @@ def losses(runs, targets, machine):
     ticks = None if hit_ns is None or not timer_hz else hit_ns * timer_hz / 1e9
     icount_hits = [b[(live, 4096)]["is_swiotlb_buffer_hit_ns"] for b in per_boot_rows(runs, "map-icount") for live in (1, 64, 512) if (live, 4096) in b]
     icount_flat = bool(icount_hits) and max(icount_hits) == min(icount_hits)
+    # Per boot, the live count whose row was slowest in TCG time.
+    tcg_rows = [{live: b[(live, 4096)]["is_swiotlb_buffer_hit_ns"] for live in (1, 64, 512) if (live, 4096) in b} for b in per_boot_rows(runs, "map")]
+    slowest_live = [max(r, key=r.get) for r in tcg_rows if r]
+    all_hits = [h for r in tcg_rows for h in r.values()]
     grow_ratio = lambda p: median(paired_ratios([(d.get("grow_4m_ns"), d["memcpy_4m_ns"]) for _, d in runs.get(p, [])]))
     grow_insns, grow_time = grow_ratio("policy-lend-icount"), grow_ratio("policy-lend")
     grow_scrub = grow_ratio("policy-lend-scrub") if runs.get("policy-lend-scrub") else None
@@ -1532,6 +1536,10 @@ def losses(runs, targets, machine):
         "flat": (
             f"Timer noise: one call took {fmt(hit_ns)} ns, {fmt(ticks, 2)} ticks of the {fmt(timer_hz / 1e6 if timer_hz else None)} MHz "
             "counter, and the loop's median moves with the host."
+            + (f" The time does not follow the number of live mappings: the slowest row was the one with "
+               f"{', '.join(fmt(x) for x in slowest_live)} live mappings in the {fmt(len(slowest_live))} boots, and the rows took "
+               f"{fmt(min(all_hits))} to {fmt(max(all_hits))} ns whatever the number."
+               if len(set(slowest_live)) > 1 else "")
             + (" In instructions it is exactly flat (the `-icount` rows): the test reads one atomic state word, "
                "whatever the number of live mappings." if icount_flat else "")
         ),
@@ -1770,16 +1778,17 @@ def added_reason(runs):
                 "sleep, the next request already with the device): a read finds clean slots only where the scrubbing of "
                 "earlier waits reached. "
             )
-        text += (
-            "A target of 1.1 leaves a tenth of a memcpy besides the one copy; what a bounce spends besides its copies "
-            "(the slots, the completion) is the bookkeeping item below, at 64 KiB. "
-        )
+        if any(x["path"] > 1.1 for x in f.values()):
+            text += (
+                "A target of 1.1 leaves a tenth of a memcpy besides the one copy; what a bounce spends besides its copies "
+                "(the slots, the completion) is the bookkeeping item below, at 64 KiB. "
+            )
     in_place = copies_in_place(runs)
     if in_place:
         text += (
             "In TCG time, the bounce's copies, timed where they ran (the copy-in and copy-back of the data; "
             "the header's and status byte's cancel out against the direct cell's), took "
-            + ", ".join(f"{fmt(x['copies'], 2)} of the {fmt(x['added'], 2)} memcpys a bounce added ({p} {o})" for (p, o), x in in_place.items())
+            + ", ".join(f"{fmt(x['copies'], 2)} memcpys' time against the {fmt(x['added'], 2)} a bounce added ({p} {o})" for (p, o), x in in_place.items())
             + " (medians over the rounds)"
         )
         over = [f"{p} {o}" for (p, o), x in in_place.items() if x["copies"] > x["added"]]

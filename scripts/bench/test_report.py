@@ -419,6 +419,20 @@ class InstructionTrace(unittest.TestCase):
                       "`SwiotlbPool::release_checked` 20; `DmaApi::bounce` 20; `Counters::add_used` 5; `SwiotlbPool::unmap` 3; "
                       "the largest is 33.3 % of them", text)
 
+    def test_flat_reason_says_when_the_slowest_row_moves(self):
+        base = report.load(FIXTURE)[0]
+        runs = {c: [(r, copy.deepcopy(d)) for r, d in v] for c, v in base.items()}
+        for slow in ((512, 512, 512), (1, 64, 512)):
+            for (_, d), live in zip(runs["map"], slow):
+                for r in d["rows"]:
+                    r["is_swiotlb_buffer_hit_ns"] = 300.0 if r["live"] == live else 150.0
+            text = generate(runs, self.machine)
+            if len(set(slow)) == 1:
+                self.assertNotIn("does not follow the number of live mappings", text)
+            else:
+                self.assertIn("the slowest row was the one with 1, 64, 512 live mappings in the 3 boots, and the rows took 150 "
+                              "to 300 ns whatever the number.", text)
+
     def test_without_a_trace(self):
         machine = {k: v for k, v in self.machine.items() if k != "insn_trace"}
         text = generate(self.runs, machine)

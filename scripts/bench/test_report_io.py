@@ -183,7 +183,7 @@ class AddedReason(unittest.TestCase):
                 c["bounce_copy_ns"] = 10 * 16_384 * (1.5 if c["placement"] == "bounced" else 0.1)
         text = report.added_reason(runs)
         # io: 400 MiB/s direct, 200 bounced: 156,250 ns more per 64 KiB request, 9.54 memcpys.
-        self.assertIn("took 1.4 of the 9.5 memcpys a bounce added (seq read)", text)
+        self.assertIn("took 1.4 memcpys' time against the 9.5 a bounce added (seq read)", text)
         self.assertIn("A write's one copy took 1.4 memcpys' time where it ran", text)
 
     def test_one_copy_ceiling_from_direct_latency(self):
