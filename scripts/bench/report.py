@@ -114,28 +114,6 @@ def io_cells(runs, config):
     return cells, memcpy
 
 
-def io_pairs(runs, config="io"):
-    """{(pattern, op, size): [(round, pair)]}: the queue-depth-1 cells whose requests alternated
-    between a direct and a bounced buffer one by one (`pairs`; older results have none)."""
-    out = {}
-    for rnd, d in runs.get(config, []):
-        for p in d.get("pairs", []):
-            out.setdefault((p["pattern"], p["op"], p["size"]), []).append((rnd, p))
-    return out
-
-
-def qd1_latencies(runs, pattern, op, size):
-    """{round: (direct, bounced)} request latencies at queue depth 1: the alternated pair's
-    medians where the results have them, else the two cells' (`request_latency`)."""
-    pairs = dict(io_pairs(runs).get((pattern, op, size), []))
-    if pairs:
-        return {r: (p["direct_p50_ns"], p["bounced_p50_ns"]) for r, p in pairs.items()}
-    cells, _ = io_cells(runs, "io")
-    d = dict(cells.get((pattern, op, size, 1, "direct"), []))
-    b = dict(cells.get((pattern, op, size, 1, "bounced"), []))
-    return {r: (request_latency(d[r]), request_latency(b[r])) for r in d if r in b and request_latency(d[r]) and request_latency(b[r])}
-
-
 def bounce_section(runs, targets, plots_dir):
     cells, memcpy = io_cells(runs, "io")
     fcells, _ = io_cells(runs, "io-force")
@@ -178,14 +156,10 @@ def bounce_section(runs, targets, plots_dir):
             None if s[0] is None else s[0] >= 0.9,
         )
 
-    # Targets at QD 1, sequential: every cell; from the alternated pairs where the results have
-    # them (direct / bounced median latency: at queue depth 1 the throughput ratio).
-    paired = bool(io_pairs(runs))
+    # Targets at QD 1, sequential: every cell.
     for k in keys:
         if k[3] == 1 and k[0] == "seq":
             s = ratio_by_key[k]
-            if paired:
-                s = summary(paired_ratios([(d, b) for d, b in qd1_latencies(runs, k[0], k[1], k[2]).values()]))
             targets.add(
                 f"QD 1 seq {k[1]} {size_label(k[2])}: bounced/direct",
                 "≥ 0.9",
@@ -197,13 +171,7 @@ def bounce_section(runs, targets, plots_dir):
     lines += [
         "",
         "**The time a bounce adds to one request at queue depth 1** (nothing overlaps): the "
-        + ("median latency of bounced requests minus that of direct ones, the two alternated request by request "
-           "in one stream (direct, bounced, direct, ...; each request timed from its queueing, which maps it, to "
-           "its collection by the waiting loop), so that both meet the host alike: cells run one after the other "
-           "see the host's I/O speed drift between them by more than a memcpy. The QD 1 bounced/direct targets "
-           "above are taken from the same pairs (direct / bounced median latency), "
-           if paired else "bounced request's latency minus the direct one's, ")
-        + "in the same boot, set against a plain "
+        "bounced request's latency minus the direct one's, in the same boot, set against a plain "
         "memcpy of the same size measured in that boot. Two memcpy references: *memcpy* copies "
         "between pages that do not share QEMU's softmmu TLB entries (the usual case for a bounce, "
         "whose slot and buffer rarely alias), *aliasing memcpy* between two 1 MiB-aligned buffers "
@@ -217,15 +185,16 @@ def bounce_section(runs, targets, plots_dir):
     for k in keys:
         if k[3] != 1:
             continue
+        d = dict(cells.get(k + ("direct",), []))
+        b = dict(cells.get(k + ("bounced",), []))
         m = mc.get(k[2], {})
-        lats = qd1_latencies(runs, k[0], k[1], k[2])
-        added = [b - d for d, b in lats.values()]
-        ratios = paired_ratios([(b - d, m[r]["ns"]) for r, (d, b) in lats.items() if r in m])
+        added = [(b[r]["lat_ns"] - d[r]["lat_ns"]) for r in d if r in b]
+        ratios = paired_ratios([(b[r]["lat_ns"] - d[r]["lat_ns"], m[r]["ns"]) for r in d if r in b and r in m])
         added_ratio[k] = summary(ratios)
         lines.append(
             f"| {k[0]} | {k[1]} | {size_label(k[2])} | "
-            f"{fmt_summary(summary([d for d, _ in lats.values()]), scale=1e-3)} | "
-            f"{fmt_summary(summary([b for _, b in lats.values()]), scale=1e-3)} | "
+            f"{fmt_summary(summary([c['lat_ns'] for c in d.values()]), scale=1e-3)} | "
+            f"{fmt_summary(summary([c['lat_ns'] for c in b.values()]), scale=1e-3)} | "
             f"{fmt_summary(summary(added), scale=1e-3)} | "
             f"{fmt_summary(summary([x['ns'] for x in m.values()]), scale=1e-3)} | "
             f"{fmt_summary(added_ratio[k], 2)} | "
@@ -1700,23 +1669,17 @@ def added_targets(runs, targets):
         )
 
 
-def request_latency(c):
-    """A cell's request latency: the median request's (`lat_p50_ns`, from its queueing to its
-    collection) where the results have it, robust to the host's stalls; else the cell's mean."""
-    return c.get("lat_p50_ns") or c.get("lat_ns")
-
-
 def one_copy_ceilings(runs):
     """Per QD 1 64 KiB (pattern, op), the bounced/direct throughput a bounce adding exactly one
     memcpy to each request would give: direct latency / (direct latency + the boot's 64 KiB
     memcpy), per boot, summarised."""
-    _, memcpy = io_cells(runs, "io")
+    cells, memcpy = io_cells(runs, "io")
     refs = {rnd: m["ns"] for rnd, m in memcpy.get(64 * KIB, [])}
     out = {}
     for pattern in ("seq", "rand"):
         for op in ("read", "write"):
-            lats = qd1_latencies(runs, pattern, op, 64 * KIB)
-            xs = [d / (d + refs[rnd]) for rnd, (d, _) in lats.items() if refs.get(rnd)]
+            d = dict(cells.get((pattern, op, 64 * KIB, 1, "direct"), []))
+            xs = [c["lat_ns"] / (c["lat_ns"] + refs[rnd]) for rnd, c in d.items() if refs.get(rnd) and c.get("lat_ns")]
             if xs:
                 out[(pattern, op)] = summary(xs)
     return out
@@ -1726,8 +1689,10 @@ def copies_in_place(runs, config="io"):
     """Per QD 1 64 KiB (pattern, op) of `config`, per boot, in 64 KiB memcpys of that boot: the
     time a bounce added to a request (bounced latency minus direct), and the part of it its
     copies took where they ran (`bounce_copy_ns` per request, bounced minus direct: the direct
-    cell bounces the header and status byte too). Medians over the rounds, or {} for results
-    without copy timing."""
+    cell bounces the header and status byte too); and where the results have it, the loop's
+    scrub steps after which it collected a completion (`scrub_before_collect_ns`, bounced minus
+    direct: the most the scrubbing can have held a request back), as "scrub_held". Medians over
+    the rounds, or {} for results without copy timing."""
     cells, memcpy = io_cells(runs, config)
     refs = {rnd: m["ns"] for rnd, m in memcpy.get(64 * KIB, [])}
     out = {}
@@ -1735,17 +1700,20 @@ def copies_in_place(runs, config="io"):
         for op in ("read", "write"):
             k = (pattern, op, 64 * KIB, 1)
             d, b = dict(cells.get(k + ("direct",), [])), dict(cells.get(k + ("bounced",), []))
-            added, copies = [], []
-            lats = qd1_latencies(runs, pattern, op, 64 * KIB) if config == "io" else {}
+            added, copies, held = [], [], []
             for rnd in d.keys() & b.keys():
                 c = refs.get(rnd)
                 if not c or "bounce_copy_ns" not in b[rnd] or not b[rnd].get("ops") or not d[rnd].get("ops"):
                     continue
-                dl, bl = lats.get(rnd, (request_latency(d[rnd]), request_latency(b[rnd])))
-                added.append((bl - dl) / c)
-                copies.append((b[rnd]["bounce_copy_ns"] / b[rnd]["ops"] - d[rnd]["bounce_copy_ns"] / d[rnd]["ops"]) / c)
+                per_req = lambda field: (b[rnd][field] / b[rnd]["ops"] - d[rnd][field] / d[rnd]["ops"]) / c
+                added.append((b[rnd]["lat_ns"] - d[rnd]["lat_ns"]) / c)
+                copies.append(per_req("bounce_copy_ns"))
+                if "scrub_before_collect_ns" in b[rnd] and "scrub_before_collect_ns" in d[rnd]:
+                    held.append(per_req("scrub_before_collect_ns"))
             if added:
                 out[(pattern, op)] = {"added": median(added), "copies": median(copies)}
+                if len(held) == len(added):
+                    out[(pattern, op)]["scrub_held"] = median(held)
     return out
 
 
@@ -1797,6 +1765,13 @@ def added_reason(runs):
                 f"; where the copies alone took longer than the time added ({', '.join(over)}), the rest of the bounced "
                 "request took less time than the direct one's: medians of two latency distributions need not differ "
                 "by the copy, and the copies' own time moves with the host (see min–max)"
+            )
+        if all("scrub_held" in x for x in in_place.values()):
+            text += (
+                "; the loop's scrub steps after which it found the request done (a completion that came during "
+                "such a step waited for its end: the most the scrubbing of earlier requests' slots can have held a "
+                "request back) took "
+                + ", ".join(f"{fmt(x['scrub_held'], 2)} ({p} {o})" for (p, o), x in in_place.items())
             )
         if len(over) < len(in_place):
             text += "; what is left besides is the bookkeeping, the completion's share and the host's I/O noise"

@@ -185,6 +185,13 @@ class AddedReason(unittest.TestCase):
         # io: 400 MiB/s direct, 200 bounced: 156,250 ns more per 64 KiB request, 9.54 memcpys.
         self.assertIn("took 1.4 memcpys' time against the 9.5 a bounce added (seq read)", text)
         self.assertIn("A write's one copy took 1.4 memcpys' time where it ran", text)
+        self.assertNotIn("scrub steps after which", text, "results without the scrub steps' timing")
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                # 0.75 memcpys per request bounced, 0.25 direct: 0.5 held back at most.
+                c["scrub_before_collect_ns"] = 10 * 16_384 * (0.75 if c["placement"] == "bounced" else 0.25)
+        text = report.added_reason(runs)
+        self.assertIn("held a request back) took 0.5 (seq read), 0.5 (seq write)", text)
 
     def test_one_copy_ceiling_from_direct_latency(self):
         text = report.added_reason(runs_with(0, [1.0, 1.0, 1.0]))

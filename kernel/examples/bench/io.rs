@@ -46,18 +46,6 @@ pub(super) struct Stream {
     qd: usize,
     bufs: [PhysAddr; MAX_QD],
     tickets: [Option<Ticket>; MAX_QD],
-    /// When each place's request was queued (`now_ns`).
-    queued_at: [u64; MAX_QD],
-    /// Each completed request's latency: from its queueing to its collection, where the caller
-    /// sees it (the median is robust to the host's stalls, which a mean over the cell is not).
-    latencies: Vec<u64>,
-    /// With [`Self::alternating`]: a second buffer every other request uses in place of place
-    /// 0's, whether the next request uses it, whether each place's request did, and those
-    /// requests' latencies (kept apart from `latencies`).
-    alternate: Option<PhysAddr>,
-    next_alternate: bool,
-    queued_alternate: [bool; MAX_QD],
-    alternate_latencies: Vec<u64>,
     rng: u64,
     next_seq: u64,
     pub(super) ops: u64,
@@ -76,27 +64,11 @@ impl Stream {
             qd,
             bufs: b,
             tickets: [None; MAX_QD],
-            queued_at: [0; MAX_QD],
-            latencies: Vec::with_capacity(1 << 14),
-            alternate: None,
-            next_alternate: false,
-            queued_alternate: [false; MAX_QD],
-            alternate_latencies: Vec::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
             next_seq: 0,
             ops: 0,
             first_error: None,
         }
-    }
-
-    /// A queue-depth-1 stream whose requests take turns between place 0's buffer and `other`,
-    /// one by one: two placements measured under the same conditions of the host, request by
-    /// request (cells run one after the other see the host's I/O speed drift between them).
-    pub(super) fn alternating(mut self, other: PhysAddr) -> Self {
-        assert_eq!(self.qd, 1, "alternating streams have one request in flight");
-        self.alternate = Some(other);
-        self.alternate_latencies = Vec::with_capacity(1 << 14);
-        self
     }
 
     /// The next request's byte offset: sequential, or uniformly random, aligned to the size.
@@ -128,25 +100,17 @@ impl Stream {
                 continue;
             }
             let sector = self.next_offset() / SECTOR;
-            let alternate = self.alternate.filter(|_| self.next_alternate);
-            let buf = alternate.unwrap_or(self.bufs[i]);
-            // Before the queueing: it maps the buffer (a bounce copies here).
-            let queued_at = now_ns();
-            // SAFETY: place `i`'s buffer, or the alternate one, is the stream's (allocated by
-            // `alloc_bufs`), used by this one request until its ticket is collected
-            // (`tickets[i]`; an alternating stream has one place), read by nobody.
+            // SAFETY: place `i`'s buffer is the stream's (allocated by `alloc_bufs`), used by
+            // this one request until its ticket is collected (`tickets[i]`), read by nobody.
             let queued = unsafe {
                 match self.op {
-                    Op::Read => plug.queue_read(sector, buf, self.size),
-                    Op::Write => plug.queue_write(sector, buf, self.size),
+                    Op::Read => plug.queue_read(sector, self.bufs[i], self.size),
+                    Op::Write => plug.queue_write(sector, self.bufs[i], self.size),
                 }
             };
             match queued {
                 Ok(t) => {
                     self.tickets[i] = Some(t);
-                    self.queued_at[i] = queued_at;
-                    self.queued_alternate[i] = alternate.is_some();
-                    self.next_alternate = self.alternate.is_some() && !self.next_alternate;
                     queued_now += 1;
                 }
                 // The disk's table is full (a stream deeper than the disk takes): the rest wait
@@ -162,17 +126,13 @@ impl Stream {
     /// Collects finished requests; returns how many.
     fn collect(&mut self) -> usize {
         let mut n = 0;
-        for ((t, queued_at), alternate) in self.tickets.iter_mut().zip(self.queued_at).zip(self.queued_alternate) {
+        for t in self.tickets.iter_mut() {
             if let Some(ticket) = *t {
                 if let Some(outcome) = self.disk.poll(ticket) {
                     *t = None;
                     n += 1;
                     match outcome {
-                        Ok(()) => {
-                            self.ops += 1;
-                            let latencies = if alternate { &mut self.alternate_latencies } else { &mut self.latencies };
-                            latencies.push(now_ns() - queued_at);
-                        }
+                        Ok(()) => self.ops += 1,
                         Err(e) => {
                             self.first_error.get_or_insert(e);
                         }
@@ -205,6 +165,10 @@ struct RunTime {
     /// the zeros), and the whole of the passes that only scrubbed (submitted and collected
     /// nothing).
     scrub_ns: u64,
+    /// The scrub steps after which the loop found a completion to collect: the most the
+    /// scrubbing can have delayed the collection of requests (a completion that came during
+    /// such a step waited for its end).
+    scrub_before_collect_ns: u64,
 }
 
 impl RunTime {
@@ -214,6 +178,7 @@ impl RunTime {
         let busy_ns = self.elapsed_ns - self.idle_ns;
         o.int("idle_ns", self.idle_ns)
             .int("scrub_ns", self.scrub_ns)
+            .int("scrub_before_collect_ns", self.scrub_before_collect_ns)
             .int("busy_ns", busy_ns)
             .num("busy_ns_per_req", if ops > 0 { busy_ns as f64 / ops as f64 } else { f64::NAN });
     }
@@ -240,6 +205,7 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
     let t0 = now_ns();
     let mut idle_ns = 0;
     let mut scrub_ns = 0;
+    let mut scrub_before_collect_ns = 0;
     // No dirty free slot was left at the last step; a completion frees (dirty) slots again.
     let mut scrubbed_all = !scrub;
     let deadline = t0 + budget.as_nanos() as u64;
@@ -270,6 +236,9 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
             // A pass that submitted and collected nothing ran for the scrubbing: all of it is
             // scrub time (up to here, before any sleep); otherwise the step alone is.
             scrub_ns += if submitted == 0 && done == 0 { now_ns() - now } else { step };
+            if done != 0 {
+                scrub_before_collect_ns += step;
+            }
         }
         if done != 0 {
             scrubbed_all = !scrub;
@@ -297,7 +266,7 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
             return Err(format!("disk{}: {e}", s.disk.index));
         }
     }
-    Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns })
+    Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns, scrub_before_collect_ns })
 }
 
 /// The default SWIOTLB's pools' counts of bounced reads that skipped their copy-in (clean slots)
@@ -325,24 +294,11 @@ pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
         .num("iops", s.ops as f64 / secs)
         .num("mib_s", (s.ops * s.size as u64) as f64 / secs / (1024.0 * 1024.0))
         .num("lat_ns", if s.ops > 0 { elapsed_ns as f64 * s.qd as f64 / s.ops as f64 } else { f64::NAN });
-    if let Some(p50) = median(&s.latencies) {
-        // The median request, from its queueing to its collection.
-        o.int("lat_p50_ns", p50);
-    }
     o
 }
 
-/// The median of `xs`, if any.
-fn median(xs: &[u64]) -> Option<u64> {
-    let mut sorted = xs.to_vec();
-    sorted.sort_unstable();
-    sorted.get(sorted.len() / 2).copied()
-}
-
 /// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
-/// same boot, with the memcpy (and memset) of each size measured in between; then, at queue
-/// depth 1, each pattern x op x size once more with direct and bounced requests alternated one
-/// by one in one stream (`pairs`: the two placements' median latencies). Per cell also the
+/// same boot, with the memcpy (and memset) of each size measured in between. Per cell also the
 /// interrupts and kicks per request and the CPU's busy time (the run minus its time asleep in
 /// WFI). The loop waits as the kernel's idle does (`platform::idle()`: a bounded scrub step of
 /// free bounce slots before it sleeps), and the pool is scrubbed before each cell, as idle time
@@ -432,32 +388,8 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
             }
         }
     }
-    // Queue depth 1 again, direct and bounced requests alternated one by one in one stream:
-    // the two placements' median latencies under the same conditions of the host.
-    let mut pairs = Vec::new();
-    for random in [false, true] {
-        for op in [Op::Read, Op::Write] {
-            for &size in sizes {
-                while kernel::platform::dma::scrub_step() != 0 {}
-                let mut s = [Stream::new(disk, op, random, size, 1, &direct).alternating(bounced[0])];
-                run_timed(&mut s, budget, true, true)?;
-                let (Some(d), Some(b)) = (median(&s[0].latencies), median(&s[0].alternate_latencies)) else {
-                    return Err(format!("paired QD 1 cell of {size} bytes completed no request of one placement"));
-                };
-                let mut o = Obj::new();
-                o.str("op", if op == Op::Read { "read" } else { "write" })
-                    .str("pattern", if random { "rand" } else { "seq" })
-                    .int("size", size as u64)
-                    .int("direct_requests", s[0].latencies.len() as u64)
-                    .int("bounced_requests", s[0].alternate_latencies.len() as u64)
-                    .int("direct_p50_ns", d)
-                    .int("bounced_p50_ns", b);
-                pairs.push(o.finish());
-            }
-        }
-    }
     kernel::dma::swiotlb::set_copy_timing(false);
-    out.raw("memcpy", array(memcpy)).raw("cells", array(cells)).raw("pairs", array(pairs));
+    out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
     Ok(())
 }
 
