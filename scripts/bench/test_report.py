@@ -45,7 +45,8 @@ def result_set_a(base):
             for row in d["rows"]:
                 for key in ("direct_call_ns", "direct_inline_ns", "direct_loop_ns"):
                     row.pop(key, None)
-    set_all(runs, "policy-lend", grow_4m_pages_migrated=768, grow_4m_pages_dropped=0, pages_migrated=3840)
+    set_all(runs, "policy-lend", grow_4m_pages_migrated=768, grow_4m_pages_dropped=0, pages_migrated=3840,
+            lent_pageblocks_after_idle=14, idle_pool_lent_share_after=0.875)
     set_all(runs, "policy-dynamic", done_under_pressure=False, irq_failures=192, given_back_bytes=0)
     set_all(runs, "policy-lend-icount", grow_4m_ns=1_000_000.0, memcpy_4m_ns=500_000.0, grow_4m_pages_migrated=500)
     return runs
