@@ -424,9 +424,7 @@ impl SwiotlbPool {
             check(&mapping)?;
             area.release_mapping(&mapping, states).ok_or_else(not_mapped)?
         };
-        self.maybe_dirty.store(true, Ordering::Relaxed);
-        self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
-        self.counters.put_free(nslots);
+        self.slots_released(nslots);
         Ok(())
     }
 
@@ -435,10 +433,17 @@ impl SwiotlbPool {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
         let pos = self.slot_index(tlb_addr).map(|i| self.slot_pos(i)).ok_or(not_mapped.clone())?;
         let nslots = self.areas[pos.area].lock().release(pos.local, self.area_states(pos.area)).ok_or(not_mapped)?;
+        self.slots_released(nslots);
+        Ok(())
+    }
+
+    /// The pool's side of `nslots` slots an area just released: they are free again, and dirty
+    /// (what the mapping left), so the next scrub step searches.
+    #[inline(always)]
+    fn slots_released(&self, nslots: usize) {
         self.maybe_dirty.store(true, Ordering::Relaxed);
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
-        Ok(())
     }
 
     /// Turns clean-slot tracking on or off (bootarg `swiotlb_clean_slots=`). Off, every bounced
