@@ -402,6 +402,17 @@ impl AreaSlots {
         (mapping.position == 0).then(|| self.release_allocation(mapping.first, states))
     }
 
+    /// Frees the allocation `mapping` was looked up in (with [`Self::mapping`], under an earlier
+    /// hold of the lock) if it still lives there, unchanged, and `mapping` was looked up at the
+    /// head's first byte; returns how many slots it held, or `None`, freeing nothing. For an
+    /// unmap that copies back between the lookup and the release: no second lookup.
+    pub(super) fn release_found(&mut self, mapping: &MappingInfo, states: &[AtomicSegmentState]) -> Option<usize> {
+        let (seg, in_seg) = (mapping.first / IO_TLB_SEGSIZE, mapping.first % IO_TLB_SEGSIZE);
+        let still_there =
+            mapping.position == 0 && has_slot(self.segs[seg].starts, in_seg) && self.slots[mapping.first] == mapping.head_slot;
+        still_there.then(|| self.release_allocation(mapping.first, states))
+    }
+
     /// Frees the live allocation whose first slot is `first`; returns its slots.
     #[inline(always)]
     fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {

@@ -187,11 +187,11 @@ impl SwiotlbPool {
             return self.release_checked(tlb_addr, check);
         }
         // The copy-back runs with no lock held, between the check and the release.
-        let mapping = self.find_mapping(tlb_addr)?;
+        let (mapping, area) = self.find_mapping_in(tlb_addr)?;
         check(&mapping)?;
         bounce_copy(self.phys(), mapping.head_slot.orig_addr, tlb_addr, size);
         self.counters().count_bounce(false, size);
-        self.release_slots(tlb_addr)
+        self.release_found(tlb_addr, &mapping, area)
     }
 
     /// Takes page-aligned slots for `size` bytes of DMA-coherent memory, zeroed (Linux

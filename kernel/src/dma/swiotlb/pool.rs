@@ -393,6 +393,13 @@ impl SwiotlbPool {
 
     /// The live mapping covering `tlb_addr`.
     pub(super) fn find_mapping(&self, tlb_addr: PhysAddr) -> Result<MappingInfo, SwiotlbError> {
+        self.find_mapping_in(tlb_addr).map(|(mapping, _)| mapping)
+    }
+
+    /// [`find_mapping`](Self::find_mapping), with the area the mapping lives in (for
+    /// [`release_found`](Self::release_found)).
+    #[inline(always)]
+    pub(super) fn find_mapping_in(&self, tlb_addr: PhysAddr) -> Result<(MappingInfo, usize), SwiotlbError> {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
         let index = self.slot_index(tlb_addr).ok_or(not_mapped.clone())?;
         // Lock-free early out for addresses that are plainly not mapped.
@@ -401,7 +408,8 @@ impl SwiotlbPool {
         }
         let pos = self.slot_pos(index);
         let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
-        self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)
+        let mapping = self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)?;
+        Ok((mapping, pos.area))
     }
 
     /// Frees the allocation whose head slot holds `tlb_addr` if `check` accepts the live mapping
@@ -425,6 +433,16 @@ impl SwiotlbPool {
             area.release_mapping(&mapping, states).ok_or_else(not_mapped)?
         };
         self.slots_released(nslots);
+        Ok(())
+    }
+
+    /// Frees the allocation that [`find_mapping_in`](Self::find_mapping_in) found as `mapping`
+    /// in area `area`, if it still lives there unchanged (the unmap that copies back released
+    /// the lock meanwhile): [`release_slots`](Self::release_slots) without a second lookup.
+    /// `mapping` must have been looked up at the head's first byte (`position` 0).
+    pub(super) fn release_found(&self, tlb_addr: PhysAddr, mapping: &MappingInfo, area: usize) -> Result<(), SwiotlbError> {
+        let nslots = self.areas[area].lock().release_found(mapping, self.area_states(area));
+        self.slots_released(nslots.ok_or(SwiotlbError::NotMapped { tlb_addr })?);
         Ok(())
     }
 

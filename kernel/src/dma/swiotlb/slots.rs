@@ -132,7 +132,7 @@ impl AtomicSegmentState {
 /// or its head slot without padding); the other slots of the allocation hold [`Slot::EMPTY`].
 /// The area finds the record of any used slot through its segment's start bitmap (`area.rs`).
 /// Whether a slot is free is not here: the slot's state and its area's segment bitmap say so.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Slot {
     /// The original buffer (Linux stores `orig_addr + i * IO_TLB_SIZE` in every slot; we reach
     /// the record through the start bitmap instead).

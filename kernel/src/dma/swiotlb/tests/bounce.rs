@@ -213,3 +213,39 @@ fn timed_copies_are_counted_and_still_copy() {
     assert!(after.1 >= before.1 + 2 * 5000, "{before:?} -> {after:?}");
     assert!(after.2 >= before.2, "{before:?} -> {after:?}");
 }
+
+/// The unmap that copies back looks the mapping up, copies with the area lock released, then
+/// frees what it found (`SwiotlbPool::release_found`) only if that allocation still lives there
+/// unchanged: a racing second unmap that freed it, and a new mapping made in its slots
+/// meanwhile, are not freed in its place.
+#[test]
+fn copy_back_unmap_frees_only_the_allocation_it_looked_up() {
+    let f = Fixture::new(128, 1);
+    let tlb = f.map(RAM_BASE, 5000, DmaDirection::FromDevice, SlotAlignment::default());
+    let (found, area) = f.pool.find_mapping_in(tlb).unwrap();
+    // Meanwhile: another unmap of the same address frees it, and a mapping of another buffer
+    // takes the same slots (mappings are made until one does; the others stay).
+    f.unmap(tlb, 5000, DmaDirection::FromDevice);
+    let others: Vec<PhysAddr> = (0..f.pool.nslots() / 3)
+        .map(|i| f.map(RAM_BASE + 0x2000 * (i as u64 + 1), 5000, DmaDirection::FromDevice, SlotAlignment::default()))
+        .take_while(|&t| t != tlb)
+        .collect();
+    assert!(f.pool.is_swiotlb_buffer(tlb), "a new mapping took the slots");
+    let used = f.pool.used_slots();
+    assert_eq!(f.pool.release_found(tlb, &found, area), Err(SwiotlbError::NotMapped { tlb_addr: tlb }));
+    assert_eq!(f.pool.used_slots(), used, "the new mapping stays");
+    assert!(f.pool.is_swiotlb_buffer(tlb));
+    // Found again, it is freed; a second time, nothing is there.
+    let (found, area) = f.pool.find_mapping_in(tlb).unwrap();
+    assert_eq!(f.pool.release_found(tlb, &found, area), Ok(()));
+    assert_eq!(f.pool.release_found(tlb, &found, area), Err(SwiotlbError::NotMapped { tlb_addr: tlb }));
+    for t in others {
+        f.unmap(t, 5000, DmaDirection::FromDevice);
+    }
+    // A lookup away from the head's first byte frees nothing either.
+    let tlb = f.map(RAM_BASE, 5000, DmaDirection::FromDevice, SlotAlignment::default());
+    let (inside, area) = f.pool.find_mapping_in(tlb + 1).unwrap();
+    assert_eq!(f.pool.release_found(tlb, &inside, area), Err(SwiotlbError::NotMapped { tlb_addr: tlb }));
+    f.unmap(tlb, 5000, DmaDirection::FromDevice);
+    f.assert_pristine();
+}
