@@ -175,6 +175,9 @@ impl<R: Copy, O: Clone, const N: usize, const TAGS: usize> InflightTable<R, O, N
 
     /// The oldest waiting request and its slot.
     pub fn oldest_waiting(&self) -> Option<(usize, R)> {
+        if self.waiting == 0 {
+            return None; // the usual case: no walk
+        }
         self.slots
             .iter()
             .enumerate()

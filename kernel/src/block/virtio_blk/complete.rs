@@ -128,14 +128,19 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
 
     /// Calls the callbacks of requests that ended (with no lock held), freeing their slots.
     pub(super) fn deliver_callbacks(&self) {
+        // Requests collected by ticket have no callback: nothing to look for, no list to build.
+        if self.inner.lock().nr_callbacks == 0 {
+            return;
+        }
         let mut due: [Option<(CompletionFn, u64, Outcome)>; MAX_IN_FLIGHT] = [const { None }; MAX_IN_FLIGHT];
         {
             let mut inner = self.inner.lock();
-            let DiskInner { requests, callbacks, .. } = &mut **inner;
+            let DiskInner { requests, callbacks, nr_callbacks, .. } = &mut **inner;
             for (slot, entry) in callbacks.iter_mut().enumerate() {
                 if let Some((callback, cookie, ticket)) = *entry {
                     if let Some(outcome) = requests.collect(ticket) {
                         *entry = None;
+                        *nr_callbacks -= 1;
                         due[slot] = Some((callback, cookie, outcome));
                     }
                 }

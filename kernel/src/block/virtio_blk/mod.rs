@@ -273,6 +273,8 @@ struct DiskInner<T: Transport> {
     requests: InflightTable<Request, Outcome, MAX_IN_FLIGHT, QUEUE_SIZE>,
     /// Per slot: whom to call when that slot's request ends, and the ticket to collect it by.
     callbacks: [Option<(CompletionFn, u64, Ticket)>; MAX_IN_FLIGHT],
+    /// The `Some` entries of `callbacks`: with none, a completion has no callback to look for.
+    nr_callbacks: usize,
     /// Live, resetting or dead.
     recovery: Recovery,
     /// Why the device was last reset: the reason a request that runs out of retries fails with
@@ -433,6 +435,7 @@ impl<'a, T: Transport, E: BlkEnv> Disk<'a, T, E> {
                 blk,
                 requests: InflightTable::with_limit(max_in_flight),
                 callbacks: [None; MAX_IN_FLIGHT],
+                nr_callbacks: 0,
                 recovery: Recovery::new(),
                 reset_reason: BrokenReason::ResetIgnored,
                 given_up: None,

@@ -143,6 +143,7 @@ impl<T: Transport, E: BlkEnv> Disk<'_, T, E> {
             let ticket =
                 inner.requests.reserve(Request { params, mapped: None, retries: 0 }).ok_or_else(|| self.refused(BlkError::Busy))?;
             inner.callbacks[ticket.slot()] = Some((callback, cookie, ticket));
+            inner.nr_callbacks += 1;
         }
         self.start_waiting(kick);
         self.deliver_callbacks();
