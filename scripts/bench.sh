@@ -113,13 +113,15 @@ throttle_bps=524288000
 # in the demo= options also limits disk 0 to that many bytes/s (QEMU's throttling.bps-total):
 # the kernel writes the figure into its results, the host applies it.
 configs=(
-    "io|demo=bench-io,ms=$ms|"
+    # Bounce cost: each cell's time in 4 slices, direct and bounced alternated ABBA (the host's
+    # I/O speed drifts between cells run one after the other by more than a memcpy).
+    "io|demo=bench-io,ms=$ms,slices=4|"
     "io-force|demo=bench-io,ms=$ms swiotlb=force|"
     "io-throttled|demo=bench-io,ms=$ms,warmup=200,throttle=$throttle_bps|"
     # The guest's instructions per request (its busy time under -icount), direct and bounced,
     # and the memcpy of each size in instructions; queue depth 1 only; the bounce copies not
     # timed (the timer reads would count as the bounce's instructions).
-    "io-icount|demo=bench-io,ms=$ms,qd1,untimed|-icount shift=0"
+    "io-icount|demo=bench-io,ms=$ms,qd1,untimed,slices=4|-icount shift=0"
     "map|demo=bench-map|"
     "map-icount|demo=bench-map|-icount shift=0"
     # What clean slots save: bounced reads with swiotlb_clean_slots on and off, alternated.

@@ -124,7 +124,7 @@ def bounce_section(runs, targets, plots_dir):
         "Disk 0, one stream; **direct**: the buffers lie inside the DMA window (only the request "
         "header and the status byte bounce, as always for this DMA-limited device); **bounced**: the "
         "buffers lie beyond the window, so every data buffer is copied through the SWIOTLB; both in the "
-        "same boot, alternated cell by cell. **forced**: `swiotlb=force` (another boot), the in-window "
+        f"same boot, {'alternated in slices (see the method)' if any(c.get('slices', 1) > 1 for v in cells.values() for _, c in v) else 'alternated cell by cell'}. **forced**: `swiotlb=force` (another boot), the in-window "
         "buffers bounced too. Throughput in MiB/s; the ratio is bounced/direct taken inside each boot.",
         "",
         "| pattern | op | size | QD | direct MiB/s | bounced MiB/s | forced MiB/s | bounced/direct | direct IOPS | bounced IOPS |",
@@ -212,6 +212,37 @@ def bounce_section(runs, targets, plots_dir):
     plot = plot_throughput(cells, fcells, keys, plots_dir) if plots_dir else None
     extra = [throttled_section(runs, targets), cpu_per_byte_section(runs), clean_section(runs), kicks_section(runs, targets)]
     return "\n".join(lines) + "\n\n" + "\n".join(extra), plot
+
+
+def io_slicing(runs):
+    """How the `bench-io` configurations ran their cells, for the Method: those whose cells were
+    split into slices (the cells' `slices`), direct and bounced alternated ABBA, with the slice
+    count and length from the results; the others, direct and bounced one after the other."""
+    by_n, whole = {}, []
+    for config in ("io", "io-icount", "io-force", "io-throttled"):
+        boots = [(d, c) for _, d in runs.get(config, []) for c in d.get("cells", [])]
+        if not boots:
+            continue
+        ns = {c.get("slices", 1) for _, c in boots}
+        if ns == {1}:
+            whole.append(f"`{config}`")
+            continue
+        qds = sorted({c["qd"] for _, c in boots})
+        ms = {d["cell_ms"] / c["slices"] for d, c in boots if d.get("cell_ms") and c.get("slices")}
+        key = (tuple(sorted(ns)), tuple(sorted(ms)))
+        by_n.setdefault(key, []).append(f"the {' and '.join(f'QD {q}' for q in qds)} cells of `{config}`")
+    parts = []
+    for (ns, ms), what in by_n.items():
+        length = f" of {' or '.join(fmt(x) for x in ms)} ms" if ms else ""
+        parts.append(
+            f"{' and '.join(what)} run in {' or '.join(str(n) for n in ns)} slices{length}, direct and bounced "
+            "alternated ABBA (direct then bounced in the even slices, bounced then direct in the odd ones), each "
+            "placement's cell the sum of its slices (one stream going on, the counters taken around each slice), "
+            "so that a drift of the host's I/O speed hits both placements alike"
+        )
+    if whole:
+        parts.append(f"in {', '.join(whole)} direct and bounced run one after the other, direct first")
+    return "; ".join(parts)
 
 
 def throttle_of(runs, config):
@@ -2103,7 +2134,9 @@ def build_doc(runs, machine, failed, results_rel, plots_dir, doc_dir):
         f"(QEMU's default cache, so reads come mostly from the host's page cache: the device is fast and the "
         f"guest side is what is measured"
         + (f"; except `io-throttled`, whose disk 0 QEMU limits to {throttle_label(throttle_of(runs, 'io-throttled'))}" if throttle_of(runs, "io-throttled") else "")
-        + f"); {machine.get('cell_ms', '?')} ms per cell; requests complete in the "
+        + f"); {machine.get('cell_ms', '?')} ms per cell"
+        + (f"; {io_slicing(runs)}" if io_slicing(runs) else "")
+        + "; requests complete in the "
         "disk's interrupt handler; "
         + ("the loop waits as the kernel's idle does: after it has submitted what it can and before it looks for "
            "completions it zeroes free bounce slots, a bounded step at a time (`platform::dma::scrub_step`, which "

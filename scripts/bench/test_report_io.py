@@ -256,5 +256,39 @@ class IcountTwins(unittest.TestCase):
         self.assertIn("| `lend` | instructions (`-icount`) | 1 | 2,500 | 5 | 12 |", text)
 
 
+class IoSlices(unittest.TestCase):
+    @staticmethod
+    def sliced(slices, cell_ms=300):
+        """`runs_with`, the `io` and `io-icount` cells run in `slices` slices of `cell_ms` / slices
+        (`io-icount` at QD 1 only, as `bench.sh` runs it); `io-throttled` in one."""
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        for config in ("io", "io-icount"):
+            for _, d in runs[config]:
+                d["cell_ms"] = cell_ms
+                d["cells"] = [dict(c, slices=slices) for c in d["cells"] if config == "io" or c["qd"] == 1]
+        return runs
+
+    def method(self, runs):
+        text, _ = report.build_doc(runs, {"cell_ms": 300}, [], "results", None, "/tmp")
+        return text[text.index("## Method"):text.index("## The machine")]
+
+    def test_method_gives_the_slices_of_the_results(self):
+        text = self.method(self.sliced(4))
+        self.assertIn(
+            "the QD 1 and QD 16 cells of `io` and the QD 1 cells of `io-icount` run in 4 slices of 75 ms, "
+            "direct and bounced alternated ABBA (direct then bounced in the even slices, bounced then direct in the odd ones)", text)
+        self.assertIn("in `io-throttled` direct and bounced run one after the other, direct first", text)
+        # The count comes from the cells, not from a fixed figure.
+        text = self.method(self.sliced(3, cell_ms=600))
+        self.assertIn("cells of `io-icount` run in 3 slices of 200 ms, direct and bounced alternated ABBA", text)
+        self.assertNotIn("4 slices", text)
+
+    def test_cells_in_one_slice(self):
+        for runs in (runs_with(0, [1.0, 1.0, 1.0]), self.sliced(1)):
+            text = self.method(runs)
+            self.assertNotIn("ABBA", text, "results without slices, or one slice: one after the other")
+            self.assertIn("in `io`, `io-icount`, `io-throttled` direct and bounced run one after the other, direct first", text)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -21,7 +21,7 @@ use kernel::platform::dma::{dma, set_inflight_hint, HintOutcome};
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{run_pending_work, Kernel};
 
-use super::json::{array, Obj};
+use super::json::{array, numbers, Obj};
 use super::measure::{memcpy_ns, memset_ns, non_aliasing_dst, now_ns};
 use super::Options;
 
@@ -157,7 +157,7 @@ fn run(streams: &mut [Stream], budget: Duration) -> Result<u64, String> {
 /// Nanoseconds of a run: from the first request to the last completion, and the part of it the
 /// CPU spent asleep in WFI waiting for a completion (so `elapsed_ns - idle_ns` is the CPU time
 /// of the submissions, the interrupt handlers and the loop: the guest side of the I/O).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct RunTime {
     elapsed_ns: u64,
     idle_ns: u64,
@@ -169,6 +169,16 @@ struct RunTime {
     /// scrubbing can have delayed the collection of requests (a completion that came during
     /// such a step waited for its end).
     scrub_before_collect_ns: u64,
+}
+
+impl core::ops::AddAssign for RunTime {
+    /// Sums the runs' times (the slices of one placement's cell).
+    fn add_assign(&mut self, t: RunTime) {
+        self.elapsed_ns += t.elapsed_ns;
+        self.idle_ns += t.idle_ns;
+        self.scrub_ns += t.scrub_ns;
+        self.scrub_before_collect_ns += t.scrub_before_collect_ns;
+    }
 }
 
 impl RunTime {
@@ -269,6 +279,26 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
     Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns, scrub_before_collect_ns })
 }
 
+/// One placement's slices of a [`bounce_cost`] cell, summed: their run times, the disk's counters
+/// (interrupts, kicks, completions, bounced and direct data buffers), the pools' read and scrub
+/// counters ([`read_copy_counters`]), the bounce copies (count, bytes, timer ticks); and each
+/// slice's latency.
+#[derive(Default)]
+struct Sums {
+    time: RunTime,
+    disk: [u64; 5],
+    reads: [u64; 3],
+    copies: [u64; 3],
+    slice_lat_ns: Vec<f64>,
+}
+
+/// Adds `after - before` to `sum`, counter by counter.
+fn add_deltas<const N: usize>(sum: &mut [u64; N], before: &[u64; N], after: &[u64; N]) {
+    for ((s, b), a) in sum.iter_mut().zip(before).zip(after) {
+        *s += a - b;
+    }
+}
+
 /// The default SWIOTLB's pools' counts of bounced reads that skipped their copy-in (clean slots)
 /// and that copied in, and of slots scrubbed, summed.
 fn read_copy_counters() -> [u64; 3] {
@@ -298,11 +328,15 @@ pub(super) fn stream_json(s: &Stream, elapsed_ns: u64) -> Obj {
 }
 
 /// Bounce cost: every pattern x op x size x queue depth, direct and bounced alternated in the
-/// same boot, with the memcpy (and memset) of each size measured in between. Per cell also the
-/// interrupts and kicks per request and the CPU's busy time (the run minus its time asleep in
-/// WFI). The loop waits as the kernel's idle does (`platform::idle()`: a bounded scrub step of
-/// free bounce slots before it sleeps), and the pool is scrubbed before each cell, as idle time
-/// between bursts would have done; the scrub steps count as busy time.
+/// same boot, with the memcpy (and memset) of each size measured in between. With `slices=<N>`
+/// each cell's time is split into N slices, the placements alternated ABBA (direct then bounced
+/// in the even slices, bounced then direct in the odd ones), so that a drift of the host's I/O
+/// speed hits both alike; each placement's cell sums its slices (one stream, the counters taken
+/// around each slice) and lists each slice's latency. Per cell also the interrupts and kicks per
+/// request and the CPU's busy time (the run minus its time asleep in WFI). The loop waits as the
+/// kernel's idle does (`platform::idle()`: a bounded scrub step of free bounce slots before it
+/// sleeps), and the pool is scrubbed before each slice, as idle time between bursts would have
+/// done; the scrub steps count as busy time.
 pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> Result<(), String> {
     let disk = virtio_blk::disk(0).map_err(ktest::err)?;
     let direct = alloc_bufs(MAX_QD, false)?;
@@ -316,9 +350,15 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
         .int("disk_bytes", disk.size_bytes())
         .int("throttle_bps", opts.throttle_bps)
         .int("warmup_ms", opts.warmup_ms);
-    let counters = || {
+    // Interrupts, kicks, completions, bounced and direct data buffers.
+    let disk_counters = || {
         let s = &disk.stats;
-        [&s.irqs, &s.kicks, &s.completed_in_irq].map(|c| c.load(Ordering::Relaxed))
+        [&s.irqs, &s.kicks, &s.completed_in_irq, &s.data_bounced, &s.data_direct].map(|c| c.load(Ordering::Relaxed))
+    };
+    // Bounce copies, their bytes and timer ticks.
+    let copy_timing = || {
+        let (n, bytes, ticks) = kernel::dma::swiotlb::copy_timing();
+        [n, bytes, ticks]
     };
     let mut cells = Vec::new();
     let mut memcpy = Vec::new();
@@ -340,31 +380,50 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
         memcpy.push(m.finish());
     }
     ktest::free_buffer(ref_src, 6);
+    let slices = opts.slices;
+    let slice_budget = budget / slices;
     for random in [false, true] {
         for op in [Op::Read, Op::Write] {
             for &size in sizes {
                 for &qd in qds {
-                    for placement in ["direct", "bounced"] {
-                        let bufs = if placement == "direct" { &direct } else { &bounced };
-                        if opts.warmup_ms > 0 {
-                            run(&mut [Stream::new(disk, op, random, size, qd, bufs)], Duration::from_millis(opts.warmup_ms))?;
+                    // One stream per placement for all its slices: the offsets and the random
+                    // sequence go on, the ops add up.
+                    let mut streams = [&direct, &bounced].map(|bufs| Stream::new(disk, op, random, size, qd, bufs));
+                    let mut sums = [Sums::default(), Sums::default()];
+                    for slice in 0..slices {
+                        // ABBA: direct first in the even slices, bounced first in the odd ones.
+                        for p in if slice % 2 == 0 { [0, 1] } else { [1, 0] } {
+                            let bufs = if p == 0 { &direct } else { &bounced };
+                            if slice == 0 && opts.warmup_ms > 0 {
+                                run(&mut [Stream::new(disk, op, random, size, qd, bufs)], Duration::from_millis(opts.warmup_ms))?;
+                            }
+                            let disk_before = disk_counters();
+                            while kernel::platform::dma::scrub_step() != 0 {}
+                            let copies_before = copy_timing();
+                            let reads_before = read_copy_counters();
+                            let ops_before = streams[p].ops;
+                            let t = run_timed(core::slice::from_mut(&mut streams[p]), slice_budget, true, true)?;
+                            let disk_after = disk_counters();
+                            let reads_after = read_copy_counters();
+                            let copies_after = copy_timing();
+                            let sum = &mut sums[p];
+                            sum.time += t;
+                            add_deltas(&mut sum.disk, &disk_before, &disk_after);
+                            add_deltas(&mut sum.reads, &reads_before, &reads_after);
+                            add_deltas(&mut sum.copies, &copies_before, &copies_after);
+                            let ops = streams[p].ops - ops_before;
+                            sum.slice_lat_ns.push(if ops > 0 { t.elapsed_ns as f64 * qd as f64 / ops as f64 } else { f64::NAN });
                         }
-                        let before = (disk.stats.data_bounced.load(Ordering::Relaxed), disk.stats.data_direct.load(Ordering::Relaxed));
-                        let counted = counters();
-                        while kernel::platform::dma::scrub_step() != 0 {}
-                        let copies_before = kernel::dma::swiotlb::copy_timing();
-                        let reads_before = read_copy_counters();
-                        let mut s = [Stream::new(disk, op, random, size, qd, bufs)];
-                        let t = run_timed(&mut s, budget, true, true)?;
-                        let after = counters();
-                        let reads_after = read_copy_counters();
-                        let copies_after = kernel::dma::swiotlb::copy_timing();
-                        let [irqs, kicks, completed] = [0, 1, 2].map(|i| after[i] - counted[i]);
+                    }
+                    for (p, placement) in ["direct", "bounced"].into_iter().enumerate() {
+                        let (s, sum) = (&streams[p], &sums[p]);
+                        let [irqs, kicks, completed, data_bounced, data_direct] = sum.disk;
                         let per = |n: u64| if completed > 0 { n as f64 / completed as f64 } else { f64::NAN };
-                        let mut o = stream_json(&s[0], t.elapsed_ns);
+                        let mut o = stream_json(s, sum.time.elapsed_ns);
                         o.str("placement", placement)
-                            .int("data_bounced", disk.stats.data_bounced.load(Ordering::Relaxed) - before.0)
-                            .int("data_direct", disk.stats.data_direct.load(Ordering::Relaxed) - before.1)
+                            .int("slices", slices)
+                            .int("data_bounced", data_bounced)
+                            .int("data_direct", data_direct)
                             .int("irqs", irqs)
                             .int("kicks", kicks)
                             .int("completed", completed)
@@ -373,15 +432,16 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
                             // Bounced read data buffers (mapped `no_copy_in`; not the header or
                             // the status byte) that found clean slots and skipped their copy-in,
                             // and that copied in.
-                            .int("reads_copy_in_skipped", reads_after[0] - reads_before[0])
-                            .int("reads_copied_in", reads_after[1] - reads_before[1])
-                            .int("slots_scrubbed", reads_after[2] - reads_before[2])
+                            .int("reads_copy_in_skipped", sum.reads[0])
+                            .int("reads_copied_in", sum.reads[1])
+                            .int("slots_scrubbed", sum.reads[2])
                             // Every bounce copy of the cell (data, and the header's and status
                             // byte's), timed where it ran.
-                            .int("bounce_copies", copies_after.0 - copies_before.0)
-                            .int("bounce_copy_bytes", copies_after.1 - copies_before.1)
-                            .int("bounce_copy_ns", ticks_ns(copies_after.2 - copies_before.2));
-                        t.add_busy(&mut o, s[0].ops);
+                            .int("bounce_copies", sum.copies[0])
+                            .int("bounce_copy_bytes", sum.copies[1])
+                            .int("bounce_copy_ns", ticks_ns(sum.copies[2]))
+                            .raw("slice_lat_ns", numbers(sum.slice_lat_ns.iter().copied()));
+                        sum.time.add_busy(&mut o, s.ops);
                         cells.push(o.finish());
                     }
                 }

@@ -17,13 +17,15 @@
 //!   SWIOTLB area or one per CPU);
 //! - `bench-smp-io`: disks 0 and 2 reading at once, their interrupts where `irq_affinity=` says.
 //!
-//! Options: `ms=<N>` time per I/O cell (default 300), `qd1` only queue depth 1, `rounds=<N>`
-//! hint on/off pairs in `bench-pools` (default 2), `cycles=<N>` burst/idle cycles under memory
-//! pressure in `bench-policy`, after its cycle 0 without pressure (default 3), `throttle=<B/s>`
-//! the limit `scripts/bench.sh` put on disk 0 (QEMU `throttling.bps-total`), recorded in the
-//! results of `bench-io`, `warmup=<N>` milliseconds each `bench-io` cell first runs unmeasured
-//! (default 0), `untimed` no timing of `bench-io`'s bounce copies (for `-icount` runs, where the
-//! timer reads would count as the bounce's instructions).
+//! Options: `ms=<N>` time per I/O cell (default 300), `slices=<N>` each `bench-io` cell's time
+//! split into N slices, direct and bounced alternated ABBA (direct first in the even slices,
+//! bounced first in the odd ones; default 1: one after the other), `qd1` only queue depth 1,
+//! `rounds=<N>` hint on/off pairs in `bench-pools` (default 2), `cycles=<N>` burst/idle cycles
+//! under memory pressure in `bench-policy`, after its cycle 0 without pressure (default 3),
+//! `throttle=<B/s>` the limit `scripts/bench.sh` put on disk 0 (QEMU `throttling.bps-total`),
+//! recorded in the results of `bench-io`, `warmup=<N>` milliseconds each `bench-io` cell first runs
+//! unmeasured (default 0), `untimed` no timing of `bench-io`'s bounce copies (for `-icount` runs,
+//! where the timer reads would count as the bounce's instructions).
 //!
 //! The results go to `bench.json` in QEMU's working directory through semihosting
 //! (`SYS_OPEN`/`SYS_WRITE`), with the command line, the timer frequency and what ran; the
@@ -53,6 +55,8 @@ pub struct Options {
     kind: alloc::string::String,
     /// Milliseconds per I/O cell.
     pub cell_ms: u64,
+    /// Slices of each `bench-io` cell, the placements alternated ABBA (1: one after the other).
+    pub slices: u32,
     /// Only queue depth 1 (for `-icount` runs, where deep queues add little).
     pub qd1_only: bool,
     /// `bench-io` times each bounce copy where it runs (off with `untimed`, for `-icount` runs).
@@ -98,6 +102,7 @@ mod image {
         let mut o = Options {
             kind: kind.to_string(),
             cell_ms: 300,
+            slices: 1,
             qd1_only: false,
             time_copies: true,
             pool_rounds: 2,
@@ -108,6 +113,13 @@ mod image {
         for w in words {
             match w.split_once('=') {
                 Some(("ms", v)) => o.cell_ms = v.parse().map_err(|_| format!("ms={v}: not a number"))?,
+                Some(("slices", v)) => {
+                    o.slices = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| (1..=64).contains(&n))
+                        .ok_or_else(|| format!("slices={v}: not a number of slices (1..=64)"))?
+                }
                 Some(("rounds", v)) => o.pool_rounds = v.parse().map_err(|_| format!("rounds={v}: not a number"))?,
                 Some(("warmup", v)) => o.warmup_ms = v.parse().map_err(|_| format!("warmup={v}: not a number of ms"))?,
                 Some(("throttle", v)) => o.throttle_bps = v.parse().map_err(|_| format!("throttle={v}: not a number of bytes/s"))?,
