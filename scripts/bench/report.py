@@ -168,10 +168,18 @@ def bounce_section(runs, targets, plots_dir):
             )
 
     # The time a bounce adds at QD 1, against a memcpy of the same size in the same boot.
+    sliced = any(c.get("slice_lat_ns") for v in cells.values() for _, c in v)
     lines += [
         "",
         "**The time a bounce adds to one request at queue depth 1** (nothing overlaps): the "
-        "bounced request's latency minus the direct one's, in the same boot, set against a plain "
+        "bounced request's latency minus the direct one's, in the same boot"
+        + (
+            " (the cells ran in slices: the median over the slices of a bounced slice's latency minus that of "
+            "the direct slice run next to it, so that a slice the host slowed down does not carry the cell)"
+            if sliced
+            else ""
+        )
+        + ", set against a plain "
         "memcpy of the same size measured in that boot. Two memcpy references: *memcpy* copies "
         "between pages that do not share QEMU's softmmu TLB entries (the usual case for a bounce, "
         "whose slot and buffer rarely alias), *aliasing memcpy* between two 1 MiB-aligned buffers "
@@ -188,8 +196,8 @@ def bounce_section(runs, targets, plots_dir):
         d = dict(cells.get(k + ("direct",), []))
         b = dict(cells.get(k + ("bounced",), []))
         m = mc.get(k[2], {})
-        added = [(b[r]["lat_ns"] - d[r]["lat_ns"]) for r in d if r in b]
-        ratios = paired_ratios([(b[r]["lat_ns"] - d[r]["lat_ns"], m[r]["ns"]) for r in d if r in b and r in m])
+        added = [added_latency(d[r], b[r]) for r in d if r in b]
+        ratios = paired_ratios([(added_latency(d[r], b[r]), m[r]["ns"]) for r in d if r in b and r in m])
         added_ratio[k] = summary(ratios)
         lines.append(
             f"| {k[0]} | {k[1]} | {size_label(k[2])} | "
@@ -1633,6 +1641,24 @@ def losses(runs, targets, machine):
     return "\n".join(out) + "\n"
 
 
+def io_sliced(runs, config="io"):
+    """Whether `config`'s cells ran in slices (`slice_lat_ns`)."""
+    return any(c.get("slice_lat_ns") for _, d in runs.get(config, []) for c in d.get("cells", []))
+
+
+def added_latency(direct, bounced):
+    """The latency a bounce added to a request in one boot: the bounced cell's minus the direct
+    one's; for cells run in slices (`slice_lat_ns`, direct and bounced alternated ABBA), the median
+    over the slices of the bounced slice's latency minus that of the direct slice of the same
+    index (the one run next to it)."""
+    ds, bs = direct.get("slice_lat_ns"), bounced.get("slice_lat_ns")
+    if ds and bs and len(ds) == len(bs):
+        diffs = [b - d for d, b in zip(ds, bs) if d is not None and b is not None and d == d and b == b]
+        if diffs:
+            return median(diffs)
+    return bounced["lat_ns"] - direct["lat_ns"]
+
+
 def added_samples(runs, config="io-icount"):
     """Per (pattern, op) of the 64 KiB QD 1 cells of `config`, one sample per round: what a
     bounce added to a request's busy time in 64 KiB memcpys (same boot), and its parts: the
@@ -1737,7 +1763,7 @@ def copies_in_place(runs, config="io"):
                 if not c or "bounce_copy_ns" not in b[rnd] or not b[rnd].get("ops") or not d[rnd].get("ops"):
                     continue
                 per_req = lambda field: (b[rnd][field] / b[rnd]["ops"] - d[rnd][field] / d[rnd]["ops"]) / c
-                added.append((b[rnd]["lat_ns"] - d[rnd]["lat_ns"]) / c)
+                added.append(added_latency(d[rnd], b[rnd]) / c)
                 copies.append(per_req("bounce_copy_ns"))
                 if "scrub_before_collect_ns" in b[rnd] and "scrub_before_collect_ns" in d[rnd]:
                     held.append(per_req("scrub_before_collect_ns"))
@@ -1795,8 +1821,12 @@ def added_reason(runs):
         if over:
             text += (
                 f"; where the copies alone took longer than the time added ({', '.join(over)}), the rest of the bounced "
-                "request took less time than the direct one's: the two cells ran one after the other, and the host's "
-                "I/O speed drifts between cells by that much (see min–max)"
+                "request took less time than the direct one's: "
+                + (
+                    "the host's I/O speed drifts between the slices run next to each other by that much (see min–max)"
+                    if io_sliced(runs)
+                    else "the two cells ran one after the other, and the host's I/O speed drifts between cells by that much (see min–max)"
+                )
             )
         if all("scrub_held" in x for x in in_place.values()):
             text += (

@@ -289,6 +289,27 @@ class IoSlices(unittest.TestCase):
             self.assertNotIn("ABBA", text, "results without slices, or one slice: one after the other")
             self.assertIn("in `io`, `io-icount`, `io-throttled` direct and bounced run one after the other, direct first", text)
 
+    def test_added_time_is_the_median_of_the_slices(self):
+        runs = self.sliced(4)
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                # Direct slices at 100 µs; bounced 20 µs more in three slices, and one slice the
+                # host slowed down by 500 µs more: the sum would say 145 µs, the median 20.
+                if c["placement"] == "direct":
+                    c["slice_lat_ns"] = [100_000.0] * 4
+                else:
+                    c["slice_lat_ns"] = [120_000.0, 620_000.0, 120_000.0, 120_000.0]
+                c["lat_ns"] = sum(c["slice_lat_ns"]) / 4
+        targets = report.Targets()
+        text, _ = report.bounce_section(runs, targets, None)
+        # The 64 KiB memcpy of the fixture: 0.25 ns a byte, 16,384 ns; 20 µs: 1.22 memcpys.
+        rows = {r[0]: r for r in target(targets, "time a bounce adds / memcpy")}
+        self.assertEqual(rows["QD 1 rand read 64 KiB: time a bounce adds / memcpy"][2:], ("1.2", False))
+        self.assertIn("the median over the slices of a bounced slice's latency minus that of the direct slice", text)
+        self.assertIn("| 20 | 16.4 | 1.2 |", text)
+        # Without slices the cells' latencies as they are.
+        self.assertNotIn("median over the slices", report.bounce_section(runs_with(0, [1.0, 1.0, 1.0]), report.Targets(), None)[0])
+
 
 if __name__ == "__main__":
     unittest.main()
