@@ -1666,7 +1666,11 @@ def added_samples(runs, config="io-icount"):
     cell's, `scrub_ns`; in older results the slots zeroed per request beyond the direct cell's
     at the boot's memset speed; 0 for results without either), the rest (the request's own
     path), the copies per request (one, plus for reads the share that copied in) and that
-    share. Reads without copy-in counts are left out."""
+    share. Where the cells timed the request's own path apart (`submit_ns`, `collect_ns`,
+    `irq_ns`: the fills that queued, the collections that found, the interrupt handlers), "path"
+    is that, exact under `-icount`, and "scrub" the rest of the busy time the bounce added (the
+    loop around the requests: its scrub steps and the passes that waited); "exact" says which.
+    Reads without copy-in counts are left out."""
     cells, memcpy = io_cells(runs, config)
     refs = {rnd: m for rnd, m in memcpy.get(64 * KIB, [])}
     out = {}
@@ -1694,8 +1698,14 @@ def added_samples(runs, config="io-icount"):
                     scrubbed_bytes = max(per_req(b[rnd]) - per_req(d[rnd]), 0.0) * 2 * KIB
                     scrub = scrubbed_bytes / (64 * KIB) * ref["memset_ns"] / c
                 added = (bb - bd) / c
+                path_fields = ("submit_ns", "collect_ns", "irq_ns")
+                exact = all(f in x for f in path_fields for x in (b[rnd], d[rnd])) and b[rnd].get("ops") and d[rnd].get("ops")
+                if exact:
+                    own = lambda x: sum(x[f] for f in path_fields) / x["ops"]
+                    scrub = added - (own(b[rnd]) - own(d[rnd])) / c
                 out.setdefault((pattern, op), []).append(
-                    {"added": added, "scrub": scrub, "path": added - scrub, "copies": copies, "rest": added - scrub - copies, "copied_in": copied_in}
+                    {"added": added, "scrub": scrub, "path": added - scrub, "copies": copies, "rest": added - scrub - copies, "copied_in": copied_in,
+                     "exact": bool(exact)}
                 )
     return out
 
@@ -1709,12 +1719,14 @@ def added_figures(runs, config="io-icount"):
         xs = [x for (_, o), v in samples.items() if o == op for x in v]
         if xs:
             out[op] = {key: median([x[key] for x in xs if x[key] is not None]) for key in ("added", "scrub", "path", "copies", "rest", "copied_in")}
+            out[op]["exact"] = all(x["exact"] for x in xs)
     return out or None
 
 
 def added_targets(runs, targets):
     """The instruction twins of the QD 1 "time a bounce adds" rows: the guest instructions a
-    bounce added to the request's own path (its busy time under `-icount`, the idle scrubbing
+    bounce added to the request's own path (under `-icount`: its submission, interrupt handler
+    and collection timed apart from the loop; in older results its busy time, the idle scrubbing
     it caused set apart), in 64 KiB memcpys."""
     for (pattern, op), xs in sorted(added_samples(runs).items(), key=lambda kv: (kv[0][0] != "seq", kv[0][1])):
         s = summary([x["path"] for x in xs])
@@ -1783,17 +1795,29 @@ def added_reason(runs):
     if f:
         text = "In instructions (`io-icount`, the same cells at QD 1, exact), a bounced 64 KiB "
         parts = []
+        exact = all(x["exact"] for x in f.values())
+        loop = (
+            "in the loop around it (its idle scrubbing, zeroing the slots while the CPU waited for the device, and the passes that "
+            "waited)"
+            if exact
+            else "in idle scrubbing (zeroing its slots while the CPU waited for the device)"
+        )
+        path = (
+            "on the request's own path (its submission, its interrupt handler and its collection, each timed apart from the loop)"
+            if exact
+            else "on the request's path"
+        )
         if "read" in f:
             r = f["read"]
             parts.append(
-                f"read added {fmt(r['added'], 3)} memcpys' worth of CPU: {fmt(r['scrub'], 3)} in idle scrubbing (zeroing its slots "
-                f"while the CPU waited for the device), and on the request's path {fmt(r['copies'], 3)} copies' worth (the copy back, and "
-                f"the copy-in of the {fmt(100 * r['copied_in'])} % of reads whose slots were not clean) and {fmt(r['rest'], 3)} besides"
+                f"read added {fmt(r['added'], 3)} memcpys' worth of CPU: {fmt(r['scrub'], 3)} {loop}, and {path} {fmt(r['copies'], 3)} "
+                f"copies' worth (the copy back, and the copy-in of the {fmt(100 * r['copied_in'])} % of reads whose slots were not "
+                f"clean) and {fmt(r['rest'], 3)} besides"
             )
         if "write" in f:
             w = f["write"]
             parts.append(
-                f"write added {fmt(w['added'], 3)}: {fmt(w['scrub'], 3)} in idle scrubbing, and on its path one copy and "
+                f"write added {fmt(w['added'], 3)}: {fmt(w['scrub'], 3)} {loop.split(' (')[0]}, and on its path one copy and "
                 f"{fmt(w['rest'], 3)} besides"
             )
         text += "; a ".join(parts) + ". "

@@ -160,6 +160,34 @@ class AddedReason(unittest.TestCase):
         self.assertAlmostEqual(f["write"]["scrub"], 1.0)
         self.assertAlmostEqual(f["write"]["rest"], 2.0)
 
+    def test_the_path_timed_apart_from_the_loop(self):
+        runs = runs_with(0, [1.0, 1.0, 1.0])
+        for _, d in runs["io-icount"]:
+            for c in d["cells"]:
+                c["ops"] = 100
+                c["scrub_ns"] = 100 * 8192 * (1.25 if c["placement"] == "bounced" else 0.25)
+                if c["op"] == "read" and c["placement"] == "bounced":
+                    c["reads_copy_in_skipped"], c["reads_copied_in"] = 4, 0
+                # Per request: direct 1,000 submitting, 500 collecting, 1,500 in the handler;
+                # bounced 9,100 more submitting (one copy of 8,192 and 908 besides).
+                extra = 9100 if c["placement"] == "bounced" else 0
+                c["submit_ns"], c["collect_ns"], c["irq_ns"] = 100 * (1000 + extra), 100 * 500, 100 * 1500
+        f = report.added_figures(runs)
+        # Busy time added: 4 memcpys (as above); the path 9,100 / 8,192; the loop the rest.
+        self.assertAlmostEqual(f["write"]["path"], 9100 / 8192)
+        self.assertAlmostEqual(f["write"]["scrub"], 4 - 9100 / 8192)
+        self.assertTrue(f["write"]["exact"])
+        text = report.added_reason(runs)
+        self.assertIn("in the loop around it (its idle scrubbing", text)
+        self.assertIn("on the request's own path (its submission, its interrupt handler and its collection", text)
+        targets = report.Targets()
+        report.added_targets(runs, targets)
+        self.assertEqual(target(targets, "seq write 64 KiB: instructions")[0][2:], ("1.11", False))
+        # One boot without the fields: the figure is not called exact.
+        for c in runs["io-icount"][0][1]["cells"]:
+            del c["irq_ns"]
+        self.assertFalse(report.added_figures(runs)["read"]["exact"])
+
     def test_instruction_rows_per_cell_with_verdict(self):
         runs = runs_with(0, [1.0, 1.0, 1.0])
         targets = report.Targets()

@@ -19,6 +19,8 @@ use kernel::ktest;
 use kernel::mm::PhysAddr;
 use kernel::platform::dma::{dma, set_inflight_hint, HintOutcome};
 use kernel::platform::virtio_blk::{self, BlkError, Disk};
+use drivers::timer::arch_timer;
+use kernel::platform::irq::{irq_time_ticks, set_irq_time_accounting};
 use kernel::platform::{run_pending_work, Kernel};
 
 use super::json::{array, numbers, Obj};
@@ -169,6 +171,13 @@ struct RunTime {
     /// scrubbing can have delayed the collection of requests (a completion that came during
     /// such a step waited for its end).
     scrub_before_collect_ns: u64,
+    /// The requests' own path, apart from the loop that waits for them: the time of the fills
+    /// that queued something and of the collections that found something (each less the
+    /// interrupt handlers that ran meanwhile), and of the interrupt handlers
+    /// (`platform::irq::irq_time_ticks`). Under `-icount`, exact instruction counts.
+    submit_ns: u64,
+    collect_ns: u64,
+    irq_ns: u64,
 }
 
 impl core::ops::AddAssign for RunTime {
@@ -178,6 +187,9 @@ impl core::ops::AddAssign for RunTime {
         self.idle_ns += t.idle_ns;
         self.scrub_ns += t.scrub_ns;
         self.scrub_before_collect_ns += t.scrub_before_collect_ns;
+        self.submit_ns += t.submit_ns;
+        self.collect_ns += t.collect_ns;
+        self.irq_ns += t.irq_ns;
     }
 }
 
@@ -190,7 +202,10 @@ impl RunTime {
             .int("scrub_ns", self.scrub_ns)
             .int("scrub_before_collect_ns", self.scrub_before_collect_ns)
             .int("busy_ns", busy_ns)
-            .num("busy_ns_per_req", if ops > 0 { busy_ns as f64 / ops as f64 } else { f64::NAN });
+            .num("busy_ns_per_req", if ops > 0 { busy_ns as f64 / ops as f64 } else { f64::NAN })
+            .int("submit_ns", self.submit_ns)
+            .int("collect_ns", self.collect_ns)
+            .int("irq_ns", self.irq_ns);
     }
 }
 
@@ -213,6 +228,8 @@ pub(super) fn run_waiting(streams: &mut [Stream], budget: Duration, wfi: bool) -
 /// scrub again. The steps count as busy time.
 fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -> Result<RunTime, String> {
     let t0 = now_ns();
+    let irq_ticks_before = irq_time_ticks();
+    let (mut submit_ns, mut collect_ns) = (0, 0);
     let mut idle_ns = 0;
     let mut scrub_ns = 0;
     let mut scrub_before_collect_ns = 0;
@@ -222,7 +239,15 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
     let hard_deadline = deadline + 10_000_000_000;
     loop {
         let now = now_ns();
-        let submitted = if now < deadline { streams.iter_mut().map(Stream::fill).sum() } else { 0 };
+        let submitted = if now < deadline {
+            let (n, ns) = apart_from_irqs(|| streams.iter_mut().map(Stream::fill).sum());
+            if n > 0 {
+                submit_ns += ns;
+            }
+            n
+        } else {
+            0
+        };
         if !streams.iter().any(Stream::outstanding) {
             break;
         }
@@ -231,16 +256,23 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
         }
         // The deferred-request retry, the SWIOTLB worker.
         run_pending_work();
-        // The device has the requests just submitted: one scrub step, IRQs enabled (what
-        // completes meanwhile is collected below, before any sleep).
+        // The device has the requests just submitted: one scrub step. IRQs are masked for it, so
+        // that a completion's handler (for a bounced read, the copy back) is never timed as
+        // scrubbing; a completion that comes meanwhile is handled when the step ends, before the
+        // collection below, which comes after the step in either case.
         let mut step_ns = None;
         if !scrubbed_all {
+            let daif = boot::cpu::local_irq_save();
             let t = now_ns();
             scrubbed_all = kernel::platform::dma::scrub_step() == 0;
             step_ns = Some(now_ns() - t);
+            boot::cpu::local_irq_restore(daif);
         }
         let daif = boot::cpu::local_irq_save();
-        let done: usize = streams.iter_mut().map(Stream::collect).sum();
+        let (done, ns) = apart_from_irqs(|| streams.iter_mut().map(Stream::collect).sum::<usize>());
+        if done != 0 {
+            collect_ns += ns;
+        }
         let idle = done == 0 && !kernel::work::SYSTEM_WQ.has_pending();
         if let Some(step) = step_ns {
             // A pass that submitted and collected nothing ran for the scrubbing: all of it is
@@ -276,7 +308,17 @@ fn run_timed(streams: &mut [Stream], budget: Duration, wfi: bool, scrub: bool) -
             return Err(format!("disk{}: {e}", s.disk.index));
         }
     }
-    Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns, scrub_before_collect_ns })
+    let irq_ns = ticks_ns(irq_time_ticks() - irq_ticks_before);
+    Ok(RunTime { elapsed_ns: elapsed, idle_ns, scrub_ns, scrub_before_collect_ns, submit_ns, collect_ns, irq_ns })
+}
+
+/// What `f` returns, and the nanoseconds it took less those of the interrupt handlers that ran
+/// meanwhile (which [`run_timed`] counts apart).
+fn apart_from_irqs<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let (t0, irq0) = (arch_timer::ticks(), irq_time_ticks());
+    let r = f();
+    let ticks = (arch_timer::ticks() - t0).saturating_sub(irq_time_ticks() - irq0);
+    (r, ticks_ns(ticks))
 }
 
 /// One placement's slices of a [`bounce_cost`] cell, summed: their run times, the disk's counters
@@ -367,6 +409,8 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
     // `bounce_copy_ns`), beside the memcpy references measured on their own. Not under
     // `untimed` (`-icount` runs: the timer reads would count as the bounce's instructions).
     kernel::dma::swiotlb::set_copy_timing(opts.time_copies);
+    // The completion handlers' time, for the requests' own path (`RunTime::irq_ns`).
+    set_irq_time_accounting(true);
     let qds: &[usize] = if opts.qd1_only { &[1] } else { &[1, 16] };
     let ref_src = ktest::buffer(6, false)?;
     for &size in sizes {
@@ -449,6 +493,7 @@ pub(crate) fn bounce_cost(k: &'static Kernel, opts: &Options, out: &mut Obj) -> 
         }
     }
     kernel::dma::swiotlb::set_copy_timing(false);
+    set_irq_time_accounting(false);
     out.raw("memcpy", array(memcpy)).raw("cells", array(cells));
     Ok(())
 }

@@ -19,8 +19,11 @@
 //! used rings on every tick; Linux's `poll_spurious_irqs` runs a disabled line's handlers every
 //! 100 ms instead).
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use boot::exception::IrqContext;
 use drivers::irq::gic::{Gic, GicError, GicRegs, IrqNumber, SPI_BASE};
+use drivers::timer::arch_timer;
 
 use crate::arch::cpu_id;
 pub use crate::irq::spurious::IrqReturn;
@@ -249,9 +252,40 @@ fn note_interrupt(irq: IrqNumber, ret: IrqReturn) {
     }
 }
 
+/// Whether interrupt time is accounted (see [`set_irq_time_accounting`]).
+static IRQ_TIME_ACCOUNTING: AtomicBool = AtomicBool::new(false);
+/// Generic-timer ticks spent in [`handle_irq`] while accounted.
+static IRQ_TIME_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Turns interrupt time accounting on or off (off at boot; Linux `CONFIG_IRQ_TIME_ACCOUNTING`,
+/// reduced to one sum for all CPUs). On, [`handle_irq`] reads the generic timer at entry and
+/// exit and [`irq_time_ticks`] sums the difference: the benchmarks' time of completion
+/// handlers, apart from the loop that waits for them. Off, it costs an interrupt one load and
+/// branch.
+pub fn set_irq_time_accounting(on: bool) {
+    IRQ_TIME_ACCOUNTING.store(on, Ordering::Relaxed);
+}
+
+/// Generic-timer ticks spent handling interrupts while [`set_irq_time_accounting`] was on.
+pub fn irq_time_ticks() -> u64 {
+    IRQ_TIME_TICKS.load(Ordering::Relaxed)
+}
+
 /// Called by the exception code for every IRQ: acknowledge, dispatch, count, end, until none
 /// pending.
 pub fn handle_irq(ctx: &IrqContext<'_>) {
+    if IRQ_TIME_ACCOUNTING.load(Ordering::Relaxed) {
+        let start = arch_timer::ticks();
+        dispatch_pending(ctx);
+        IRQ_TIME_TICKS.fetch_add(arch_timer::ticks() - start, Ordering::Relaxed);
+    } else {
+        dispatch_pending(ctx);
+    }
+}
+
+/// [`handle_irq`]'s loop.
+#[inline(always)]
+fn dispatch_pending(ctx: &IrqContext<'_>) {
     loop {
         let Some(ack) = GIC.lock().as_mut().and_then(Gic::acknowledge) else { return };
         let irq = ack.irq();
