@@ -13,14 +13,14 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
+use drivers::timer::arch_timer;
 use kernel::block::Ticket;
 use kernel::dma::device::BouncePolicy;
 use kernel::ktest;
 use kernel::mm::PhysAddr;
 use kernel::platform::dma::{dma, set_inflight_hint, HintOutcome};
-use kernel::platform::virtio_blk::{self, BlkError, Disk};
-use drivers::timer::arch_timer;
 use kernel::platform::irq::{irq_time_ticks, set_irq_time_accounting};
+use kernel::platform::virtio_blk::{self, BlkError, Disk};
 use kernel::platform::{run_pending_work, Kernel};
 
 use super::json::{array, numbers, Obj};
