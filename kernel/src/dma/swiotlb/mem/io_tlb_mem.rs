@@ -472,13 +472,15 @@ impl SwiotlbMem {
     /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
     #[inline]
     pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
-        if !self.may_hold(pa) {
-            return SlotLookup::Outside;
-        }
-        // The default pool first, outside the walk over the extra ones (as `map_attrs`).
+        // The default pool first, outside the walk over the extra ones (as `map_attrs`), and
+        // before `may_hold`: its lookup checks its own range, so a slot of it (the common case)
+        // is found without the span's loads; `may_hold` then spares the rest the walk.
         match self.pool.lookup(pa) {
             SlotLookup::Outside => {}
             found => return found,
+        }
+        if !self.may_hold(pa) {
+            return SlotLookup::Outside;
         }
         for pool in self.extra_pools() {
             match pool.lookup(pa) {
