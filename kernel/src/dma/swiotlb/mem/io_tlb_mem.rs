@@ -364,6 +364,7 @@ impl SwiotlbMem {
     ///
     /// As [`map`](Self::map).
     #[allow(unsafe_code)]
+    #[inline]
     pub unsafe fn map_attrs(
         &self,
         orig: PhysAddr,
@@ -420,8 +421,10 @@ impl SwiotlbMem {
         Err(no_room)
     }
 
-    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on.
-    #[inline]
+    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on. Out of
+    /// line, so that [`map_attrs`](Self::map_attrs), inline in its caller, is a call to the pool
+    /// and one to this (the caller already holds the arguments the miss path needs).
+    #[inline(never)]
     fn mapped(&self, tlb_addr: PhysAddr) -> PhysAddr {
         if self.at_or_above_high_wm() {
             self.high_usage_seen.store(true, Ordering::Relaxed);
