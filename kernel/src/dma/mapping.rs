@@ -360,16 +360,25 @@ impl<'a> DmaApi<'a> {
             Ok(tlb) => tlb,
             Err(e) => return Err(self.bounce_failed(e)),
         };
-        if let Some(limit) = dev.dma_limit().filter(|_| !dev.dma_capable(tlb, size)) {
-            // A pool above the device's limit is a configuration error: undo, report.
-            if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
-                let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
-            }
-            return Err(DmaError::PoolUnreachable { tlb, limit });
+        if !dev.dma_capable(tlb, size) {
+            return Err(self.pool_unreachable(dev, tlb, size, dir));
         }
         self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
         self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
         Ok(tlb)
+    }
+
+    /// A pool above the device's limit gave it the slot at `tlb`, a configuration error: undoes
+    /// the mapping and reports it (out of line).
+    #[cold]
+    #[inline(never)]
+    fn pool_unreachable(&self, dev: &DmaDevice, tlb: PhysAddr, size: usize, dir: DmaDirection) -> DmaError {
+        if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
+            let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
+        }
+        // Only a device with a limit reaches no slot: `dma_capable` is true for every address
+        // otherwise.
+        DmaError::PoolUnreachable { tlb, limit: dev.dma_limit().unwrap_or(PhysAddr::MAX) }
     }
 
     /// Counts a bounce that failed with `e` and kicks the pool's worker (out of line).
