@@ -466,9 +466,23 @@ impl<'a> DmaApi<'a> {
         self.unmap_single_slow(dev, dma, size, dir, attrs)
     }
 
-    /// [`unmap_single`](Self::unmap_single) in full, out of line.
+    /// [`unmap_single`](Self::unmap_single) out of line. The common bounce first, in a small
+    /// frame: no tracker, a device without a pool of its own, and `dma` a live slot of the
+    /// default pool (the first answer [`lookup`](Self::lookup) would give). Everything else in
+    /// [`unmap_single_full`](Self::unmap_single_full).
     #[inline(never)]
     fn unmap_single_slow(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        if self.debug.is_none() && !matches!(dev.policy(), BouncePolicy::Restricted(_)) && !dev.has_device_pool() {
+            if let SlotLookup::Live(pool) = self.default_mem.default_pool().lookup(dma) {
+                return self.unmap_bounced(dev, pool, dma, size, dir, attrs);
+            }
+        }
+        self.unmap_single_full(dev, dma, size, dir, attrs)
+    }
+
+    /// [`unmap_single`](Self::unmap_single) in full, out of line.
+    #[inline(never)]
+    fn unmap_single_full(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         if let Some(debug) = self.debug {
             self.debug_unmap(debug, dev, dma, size, dir)?;
         }
