@@ -264,7 +264,11 @@ impl<'a> DmaApi<'a> {
         unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
     }
 
-    /// [`map_single`](Self::map_single) in full, out of line.
+    /// [`map_single`](Self::map_single) out of line. The common bounce first, in a small frame:
+    /// no tracker, a coherent device that bounces only what it cannot reach (so the buffer is
+    /// beyond its reach, the one reason it bounces) and has no pool of its own, so the default
+    /// SWIOTLB maps (what [`bounce`](Self::bounce) does for it). Everything else in
+    /// [`map_single_full`](Self::map_single_full).
     ///
     /// # Safety
     ///
@@ -272,6 +276,35 @@ impl<'a> DmaApi<'a> {
     #[allow(unsafe_code)]
     #[inline(never)]
     unsafe fn map_single_slow(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<DmaAddr, DmaError> {
+        if size != 0 && self.debug.is_none() && dev.maps_direct_as_is() && !dev.dma_capable(addr, size) && !dev.has_device_pool() {
+            if arch::in_interrupt() {
+                self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
+            }
+            let align = SlotAlignment::min_align(dev.min_align_mask);
+            // SAFETY: the caller owns the buffer until the unmap (this function's contract).
+            let result = unsafe { self.default_mem.map_attrs(addr, size, dir, align, attrs) };
+            // Coherent (`maps_direct_as_is`): no cache to clean.
+            return self.bounced(dev, result, size, dir, true);
+        }
+        // SAFETY: this function's contract, handed on unchanged.
+        unsafe { self.map_single_full(dev, addr, size, dir, attrs) }
+    }
+
+    /// [`map_single`](Self::map_single) in full, out of line.
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn map_single_full(
         &self,
         dev: &DmaDevice,
         addr: PhysAddr,
@@ -356,6 +389,21 @@ impl<'a> DmaApi<'a> {
                 None => to_default(),
             },
         };
+        self.bounced(dev, result, size, dir, false)
+    }
+
+    /// The end of a bounce whose pool answered `result`: counts a failure, checks that the slot
+    /// is within the device's reach, cleans the slot's new contents to memory for a non-coherent
+    /// device (`coherent`: the caller knows `dev` is coherent, so there is nothing to clean).
+    #[inline(always)]
+    fn bounced(
+        &self,
+        dev: &DmaDevice,
+        result: Result<PhysAddr, SwiotlbError>,
+        size: usize,
+        dir: DmaDirection,
+        coherent: bool,
+    ) -> Result<PhysAddr, DmaError> {
         let tlb = match result {
             Ok(tlb) => tlb,
             Err(e) => return Err(self.bounce_failed(e)),
@@ -363,7 +411,9 @@ impl<'a> DmaApi<'a> {
         if !dev.dma_capable(tlb, size) {
             return Err(self.pool_unreachable(dev, tlb, size, dir));
         }
-        self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+        if !coherent {
+            self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+        }
         self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
         Ok(tlb)
     }
