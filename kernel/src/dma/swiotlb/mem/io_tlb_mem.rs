@@ -305,8 +305,12 @@ impl SwiotlbMem {
 
     /// Used slots at or over `swiotlb_high_wm`% of usable slots.
     pub fn at_or_above_high_wm(&self) -> bool {
-        // One walk of the pools for both sums (the map path asks after every mapping).
-        let (used, usable) = self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()));
+        // One walk of the pools for both sums (the map path asks after every mapping), and no
+        // walk while the default pool is the only one (`static` and `lend` always).
+        let (used, usable) = match self.nr_extra.load(Ordering::Acquire) {
+            0 => (self.pool.used_slots(), self.pool.usable_slots()),
+            _ => self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots())),
+        };
         used * 100 >= self.tunables.high_wm_percent as usize * usable
     }
 
