@@ -505,15 +505,27 @@ impl<'a> DmaApi<'a> {
     pub fn unmap_single(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         // The common direct case inline (as in `map_single`): a coherent `WhenNeeded` device
         // without a pool of its own, no pool can hold `dma`, nothing to unpin, no tracker.
-        if self.debug.is_none()
-            && dev.maps_direct_as_is()
-            && !dev.has_device_pool()
-            && !self.default_mem.may_hold(dma)
-            && !self.may_pin(dma, size)
-        {
-            return Ok(());
+        // Such a device's bounces (the default SWIOTLB's) go to `unmap_as_is`, which need not
+        // ask again what was asked here.
+        if self.debug.is_none() && dev.maps_direct_as_is() && !dev.has_device_pool() {
+            if !self.default_mem.may_hold(dma) && !self.may_pin(dma, size) {
+                return Ok(());
+            }
+            return self.unmap_as_is(dev, dma, size, dir, attrs);
         }
         self.unmap_single_slow(dev, dma, size, dir, attrs)
+    }
+
+    /// [`unmap_single`](Self::unmap_single) out of line for what its inline part checked: no
+    /// tracker, a coherent `WhenNeeded` device without a pool of its own. A live slot of the
+    /// default pool (the first answer [`lookup`](Self::lookup) gives) is unmapped here, with no
+    /// cache maintenance; everything else in [`unmap_single_full`](Self::unmap_single_full).
+    #[inline(never)]
+    fn unmap_as_is(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        if let SlotLookup::Live(pool) = self.default_mem.default_pool().lookup(dma) {
+            return Ok(pool.unmap(dma, size, dir, attrs)?);
+        }
+        self.unmap_single_full(dev, dma, size, dir, attrs)
     }
 
     /// [`unmap_single`](Self::unmap_single) out of line. The common bounce first, in a small
