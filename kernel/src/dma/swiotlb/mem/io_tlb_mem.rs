@@ -304,14 +304,21 @@ impl SwiotlbMem {
     }
 
     /// Used slots at or over `swiotlb_high_wm`% of usable slots.
+    #[inline]
     pub fn at_or_above_high_wm(&self) -> bool {
-        // One walk of the pools for both sums (the map path asks after every mapping), and no
-        // walk while the default pool is the only one (`static` and `lend` always).
+        // No walk while the default pool is the only one (`static` and `lend` always): the map
+        // path asks after every mapping.
         let (used, usable) = match self.nr_extra.load(Ordering::Acquire) {
             0 => (self.pool.used_slots(), self.pool.usable_slots()),
-            _ => self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots())),
+            _ => self.usage_of_all_pools(),
         };
         used * 100 >= self.tunables.high_wm_percent as usize * usable
+    }
+
+    /// Used and usable slots over all pools, in one walk (out of line).
+    #[inline(never)]
+    fn usage_of_all_pools(&self) -> (usize, usize) {
+        self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()))
     }
 
     /// Whether the policy could add slots now.
@@ -425,10 +432,10 @@ impl SwiotlbMem {
         Err(no_room)
     }
 
-    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on. Out of
-    /// line, so that [`map_attrs`](Self::map_attrs), inline in its caller, is a call to the pool
-    /// and one to this (the caller already holds the arguments the miss path needs).
-    #[inline(never)]
+    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on. Inline
+    /// in [`map_attrs`](Self::map_attrs), itself inline in its caller: a call to the pool and a
+    /// few loads (the caller already holds the arguments the miss path needs).
+    #[inline]
     fn mapped(&self, tlb_addr: PhysAddr) -> PhysAddr {
         if self.at_or_above_high_wm() {
             self.high_usage_seen.store(true, Ordering::Relaxed);
