@@ -254,28 +254,37 @@ impl<'a> DmaApi<'a> {
         // The direct path's common case (Linux `dma_direct_map_page` when it neither bounces nor
         // syncs), inline and in registers: a coherent device that bounces only what it cannot
         // reach, the buffer within its reach (one compare, `DmaDevice::direct_as_is`), nothing
-        // to pin, no tracker, task context. Everything else, bounces included, takes the full
-        // path below.
-        if size != 0 && self.debug.is_none() && dev.direct_as_is(addr, size) && !self.may_pin(addr, size) && !arch::in_interrupt() {
-            self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
-            return Ok(addr);
+        // to pin, no tracker, task context. Such a device's buffer beyond its reach goes to
+        // `map_beyond_reach`, which need not ask again what was asked here; everything else
+        // takes the full path.
+        if size != 0 && self.debug.is_none() {
+            if dev.direct_as_is(addr, size) {
+                if !self.may_pin(addr, size) && !arch::in_interrupt() {
+                    self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
+                    return Ok(addr);
+                }
+            } else if dev.maps_direct_as_is() {
+                // SAFETY: this function's contract, handed on unchanged.
+                return unsafe { self.map_beyond_reach(dev, addr, size, dir, attrs) };
+            }
         }
         // SAFETY: this function's contract, handed on unchanged.
         unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
     }
 
-    /// [`map_single`](Self::map_single) out of line. The common bounce first, in a small frame:
-    /// no tracker, a coherent device that bounces only what it cannot reach (so the buffer is
-    /// beyond its reach, the one reason it bounces) and has no pool of its own, so the default
-    /// SWIOTLB maps (what [`bounce`](Self::bounce) does for it). Everything else in
-    /// [`map_single_full`](Self::map_single_full).
+    /// [`map_single`](Self::map_single) out of line for what its inline part checked: a mapping
+    /// of some bytes, no tracker, a coherent device that bounces only what it cannot reach, the
+    /// buffer not within its reach as is. The common bounce here: the buffer is beyond the
+    /// device's limit (the one reason such a device bounces) and the device has no pool of its
+    /// own, so the default SWIOTLB maps (what [`bounce`](Self::bounce) does for it), and there
+    /// are no caches to clean. Everything else in [`map_single_slow`](Self::map_single_slow).
     ///
     /// # Safety
     ///
     /// As [`map_single`](Self::map_single).
     #[allow(unsafe_code)]
     #[inline(never)]
-    unsafe fn map_single_slow(
+    unsafe fn map_beyond_reach(
         &self,
         dev: &DmaDevice,
         addr: PhysAddr,
@@ -283,7 +292,7 @@ impl<'a> DmaApi<'a> {
         dir: DmaDirection,
         attrs: DmaAttrs,
     ) -> Result<DmaAddr, DmaError> {
-        if size != 0 && self.debug.is_none() && dev.maps_direct_as_is() && !dev.dma_capable(addr, size) && !dev.has_device_pool() {
+        if !dev.dma_capable(addr, size) && !dev.has_device_pool() {
             if arch::in_interrupt() {
                 self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
             }
@@ -294,7 +303,7 @@ impl<'a> DmaApi<'a> {
             return self.bounced(dev, result, size, dir, true);
         }
         // SAFETY: this function's contract, handed on unchanged.
-        unsafe { self.map_single_full(dev, addr, size, dir, attrs) }
+        unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
     }
 
     /// [`map_single`](Self::map_single) in full, out of line.
@@ -304,7 +313,7 @@ impl<'a> DmaApi<'a> {
     /// As [`map_single`](Self::map_single).
     #[allow(unsafe_code)]
     #[inline(never)]
-    unsafe fn map_single_full(
+    unsafe fn map_single_slow(
         &self,
         dev: &DmaDevice,
         addr: PhysAddr,
