@@ -75,7 +75,11 @@ pub fn in_interrupt() -> bool {
 /// This CPU's interrupt nesting depth (0 in task context).
 #[inline]
 pub fn irq_depth() -> u32 {
-    IRQ_DEPTH[cpu_id()].load(Ordering::Relaxed)
+    // Unchecked: a bounced DMA mapping asks several times (the DMA API, the pool, the copy),
+    // and the bounds check was two of the few instructions each question takes.
+    // SAFETY: `cpu_id()` < `MAX_CPUS`: TPIDR_EL1 holds 0 on the boot CPU (`_start`) and, on a
+    // secondary, the index `SecondaryBootData::new` checked against `MAX_CPUS`.
+    unsafe { IRQ_DEPTH.get_unchecked(cpu_id()) }.load(Ordering::Relaxed)
 }
 
 /// What [`catch_fault`] saw.

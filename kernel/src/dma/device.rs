@@ -40,8 +40,12 @@ pub struct DmaDevice {
     /// Its name (the device-tree node name).
     pub name: &'static str,
     /// The highest physical address it can reach (inclusive), from `dma-ranges`; `None`: all.
-    /// Fixed at construction, as `coherent` and `policy` ([`Self::direct_end`] is derived).
+    /// Fixed at construction, as `coherent` and `policy` ([`Self::direct_end`] and
+    /// [`Self::last_reachable`] are derived).
     dma_limit: Option<PhysAddr>,
+    /// `dma_limit`, or `PhysAddr::MAX` without one: [`dma_capable`](Self::dma_capable) in one
+    /// compare, without looking at the `Option` first.
+    last_reachable: PhysAddr,
     /// `dma-coherent`: the device snoops the CPU caches, so no cache maintenance is needed.
     coherent: bool,
     /// Low address bits the device needs preserved in a bounce buffer (Linux
@@ -88,6 +92,7 @@ impl DmaDevice {
             id,
             name,
             dma_limit,
+            last_reachable: dma_limit.unwrap_or(PhysAddr::MAX),
             coherent,
             min_align_mask: 0,
             policy,
@@ -133,9 +138,11 @@ impl DmaDevice {
     /// True if the device can reach all of `[addr, addr + size)` (Linux `dma_capable`).
     #[inline]
     pub fn dma_capable(&self, addr: PhysAddr, size: usize) -> bool {
-        match self.dma_limit {
-            None => true,
-            Some(limit) => size == 0 || addr.checked_add(size as u64 - 1).is_some_and(|last| last <= limit),
+        match addr.checked_add((size as u64).wrapping_sub(1)) {
+            _ if size == 0 => true,
+            Some(last) => last <= self.last_reachable,
+            // Past the end of the address space: only a device without a limit takes it.
+            None => self.dma_limit.is_none(),
         }
     }
 

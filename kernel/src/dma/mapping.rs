@@ -254,11 +254,53 @@ impl<'a> DmaApi<'a> {
         // The direct path's common case (Linux `dma_direct_map_page` when it neither bounces nor
         // syncs), inline and in registers: a coherent device that bounces only what it cannot
         // reach, the buffer within its reach (one compare, `DmaDevice::direct_as_is`), nothing
-        // to pin, no tracker, task context. Everything else, bounces included, takes the full
-        // path below.
-        if size != 0 && self.debug.is_none() && dev.direct_as_is(addr, size) && !self.may_pin(addr, size) && !arch::in_interrupt() {
-            self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
-            return Ok(addr);
+        // to pin, no tracker, task context. Such a device's buffer beyond its reach goes to
+        // `map_beyond_reach`, which need not ask again what was asked here; everything else
+        // takes the full path.
+        if size != 0 && self.debug.is_none() {
+            if dev.direct_as_is(addr, size) {
+                if !self.may_pin(addr, size) && !arch::in_interrupt() {
+                    self.stats.maps_direct.fetch_add(1, Ordering::Relaxed);
+                    return Ok(addr);
+                }
+            } else if dev.maps_direct_as_is() {
+                // SAFETY: this function's contract, handed on unchanged.
+                return unsafe { self.map_beyond_reach(dev, addr, size, dir, attrs) };
+            }
+        }
+        // SAFETY: this function's contract, handed on unchanged.
+        unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
+    }
+
+    /// [`map_single`](Self::map_single) out of line for what its inline part checked: a mapping
+    /// of some bytes, no tracker, a coherent device that bounces only what it cannot reach, the
+    /// buffer not within its reach as is. The common bounce here: the buffer is beyond the
+    /// device's limit (the one reason such a device bounces) and the device has no pool of its
+    /// own, so the default SWIOTLB maps (what [`bounce`](Self::bounce) does for it), and there
+    /// are no caches to clean. Everything else in [`map_single_slow`](Self::map_single_slow).
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn map_beyond_reach(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<DmaAddr, DmaError> {
+        if !dev.dma_capable(addr, size) && !dev.has_device_pool() {
+            if arch::in_interrupt() {
+                self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
+            }
+            let align = SlotAlignment::min_align(dev.min_align_mask);
+            // SAFETY: the caller owns the buffer until the unmap (this function's contract).
+            let result = unsafe { self.default_mem.map_attrs(addr, size, dir, align, attrs) };
+            // Coherent (`maps_direct_as_is`): no cache to clean.
+            return self.bounced(dev, result, size, dir, true);
         }
         // SAFETY: this function's contract, handed on unchanged.
         unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
@@ -356,20 +398,46 @@ impl<'a> DmaApi<'a> {
                 None => to_default(),
             },
         };
+        self.bounced(dev, result, size, dir, false)
+    }
+
+    /// The end of a bounce whose pool answered `result`: counts a failure, checks that the slot
+    /// is within the device's reach, cleans the slot's new contents to memory for a non-coherent
+    /// device (`coherent`: the caller knows `dev` is coherent, so there is nothing to clean).
+    #[inline(always)]
+    fn bounced(
+        &self,
+        dev: &DmaDevice,
+        result: Result<PhysAddr, SwiotlbError>,
+        size: usize,
+        dir: DmaDirection,
+        coherent: bool,
+    ) -> Result<PhysAddr, DmaError> {
         let tlb = match result {
             Ok(tlb) => tlb,
             Err(e) => return Err(self.bounce_failed(e)),
         };
-        if let Some(limit) = dev.dma_limit().filter(|_| !dev.dma_capable(tlb, size)) {
-            // A pool above the device's limit is a configuration error: undo, report.
-            if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
-                let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
-            }
-            return Err(DmaError::PoolUnreachable { tlb, limit });
+        if !dev.dma_capable(tlb, size) {
+            return Err(self.pool_unreachable(dev, tlb, size, dir));
         }
-        self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+        if !coherent {
+            self.cache(dev, CacheOp::Clean, tlb, size); // the slot's new contents reach memory
+        }
         self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
         Ok(tlb)
+    }
+
+    /// A pool above the device's limit gave it the slot at `tlb`, a configuration error: undoes
+    /// the mapping and reports it (out of line).
+    #[cold]
+    #[inline(never)]
+    fn pool_unreachable(&self, dev: &DmaDevice, tlb: PhysAddr, size: usize, dir: DmaDirection) -> DmaError {
+        if let SlotLookup::Live(pool) = self.lookup(dev, tlb) {
+            let _ = pool.unmap(tlb, size, dir, DmaAttrs { skip_cpu_sync: true, no_copy_in: false });
+        }
+        // Only a device with a limit reaches no slot: `dma_capable` is true for every address
+        // otherwise.
+        DmaError::PoolUnreachable { tlb, limit: dev.dma_limit().unwrap_or(PhysAddr::MAX) }
     }
 
     /// Counts a bounce that failed with `e` and kicks the pool's worker (out of line).
@@ -446,20 +514,46 @@ impl<'a> DmaApi<'a> {
     pub fn unmap_single(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         // The common direct case inline (as in `map_single`): a coherent `WhenNeeded` device
         // without a pool of its own, no pool can hold `dma`, nothing to unpin, no tracker.
-        if self.debug.is_none()
-            && dev.maps_direct_as_is()
-            && !dev.has_device_pool()
-            && !self.default_mem.may_hold(dma)
-            && !self.may_pin(dma, size)
-        {
-            return Ok(());
+        // Such a device's bounces (the default SWIOTLB's) go to `unmap_as_is`, which need not
+        // ask again what was asked here.
+        if self.debug.is_none() && dev.maps_direct_as_is() && !dev.has_device_pool() {
+            if !self.default_mem.may_hold(dma) && !self.may_pin(dma, size) {
+                return Ok(());
+            }
+            return self.unmap_as_is(dev, dma, size, dir, attrs);
         }
         self.unmap_single_slow(dev, dma, size, dir, attrs)
     }
 
-    /// [`unmap_single`](Self::unmap_single) in full, out of line.
+    /// [`unmap_single`](Self::unmap_single) out of line for what its inline part checked: no
+    /// tracker, a coherent `WhenNeeded` device without a pool of its own. A live slot of the
+    /// default pool (the first answer [`lookup`](Self::lookup) gives) is unmapped here, with no
+    /// cache maintenance; everything else in [`unmap_single_full`](Self::unmap_single_full).
+    #[inline(never)]
+    fn unmap_as_is(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        if let SlotLookup::Live(pool) = self.default_mem.default_pool().lookup(dma) {
+            return Ok(pool.unmap(dma, size, dir, attrs)?);
+        }
+        self.unmap_single_full(dev, dma, size, dir, attrs)
+    }
+
+    /// [`unmap_single`](Self::unmap_single) out of line. The common bounce first, in a small
+    /// frame: no tracker, a device without a pool of its own, and `dma` a live slot of the
+    /// default pool (the first answer [`lookup`](Self::lookup) would give). Everything else in
+    /// [`unmap_single_full`](Self::unmap_single_full).
     #[inline(never)]
     fn unmap_single_slow(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+        if self.debug.is_none() && !matches!(dev.policy(), BouncePolicy::Restricted(_)) && !dev.has_device_pool() {
+            if let SlotLookup::Live(pool) = self.default_mem.default_pool().lookup(dma) {
+                return self.unmap_bounced(dev, pool, dma, size, dir, attrs);
+            }
+        }
+        self.unmap_single_full(dev, dma, size, dir, attrs)
+    }
+
+    /// [`unmap_single`](Self::unmap_single) in full, out of line.
+    #[inline(never)]
+    fn unmap_single_full(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
         if let Some(debug) = self.debug {
             self.debug_unmap(debug, dev, dma, size, dir)?;
         }

@@ -69,6 +69,44 @@ fn buffers_beyond_the_limit_bounce_and_come_back() {
     assert_eq!(s.pool.used_slots(), 0);
 }
 
+/// A pool above the device's limit is a configuration error: the bounce is undone (the slot
+/// freed) and reported, on the coherent device's short path and on the full one alike.
+#[test]
+fn a_pool_above_the_device_limit_is_refused_and_the_slot_freed() {
+    let s = setup();
+    let api = DmaApi::new(s.swiotlb, None, None);
+    let low_limit = RAM + (1 << 20) - 1; // the pool (at POOL) is beyond it
+    for coherent in [true, false] {
+        let d = DmaDevice::new(1, "disk0", Some(low_limit), coherent, BouncePolicy::WhenNeeded);
+        let err = api.sim_map_single(&d, HIGH, 4096, TO, NOATTR).unwrap_err();
+        match err {
+            DmaError::PoolUnreachable { tlb, limit } => {
+                assert!((POOL..POOL + (2 << 20)).contains(&tlb), "{tlb:#x}");
+                assert_eq!(limit, low_limit);
+            }
+            e => panic!("coherent {coherent}: {e}"),
+        }
+        assert_eq!(s.pool.used_slots(), 0, "coherent {coherent}: the slot is freed");
+    }
+    assert_eq!(api.stats.maps_bounced.load(Ordering::Relaxed), 0);
+}
+
+/// `dma_capable` checks the last byte against the limit; a range that wraps the address space
+/// is reachable only without a limit; zero bytes always are.
+#[test]
+fn dma_capable_checks_the_last_byte() {
+    let limited = dev(BouncePolicy::WhenNeeded, true);
+    assert!(limited.dma_capable(LIMIT, 1));
+    assert!(limited.dma_capable(LIMIT - 4095, 4096));
+    assert!(!limited.dma_capable(LIMIT - 4095, 4097));
+    assert!(!limited.dma_capable(PhysAddr::MAX, 2));
+    assert!(limited.dma_capable(PhysAddr::MAX, 0));
+    let unlimited = DmaDevice::new(2, "disk1", None, true, BouncePolicy::WhenNeeded);
+    assert!(unlimited.dma_capable(PhysAddr::MAX, 1));
+    assert!(unlimited.dma_capable(PhysAddr::MAX, 2));
+    assert!(unlimited.dma_capable(0, usize::MAX));
+}
+
 /// A second unmap of a bounce, or a sync after the unmap, is refused and counted with
 /// `dma_debug` off: the slot is free, so it is no direct mapping either.
 #[test]

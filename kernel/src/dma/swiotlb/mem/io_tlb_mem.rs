@@ -304,10 +304,21 @@ impl SwiotlbMem {
     }
 
     /// Used slots at or over `swiotlb_high_wm`% of usable slots.
+    #[inline]
     pub fn at_or_above_high_wm(&self) -> bool {
-        // One walk of the pools for both sums (the map path asks after every mapping).
-        let (used, usable) = self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()));
+        // No walk while the default pool is the only one (`static` and `lend` always): the map
+        // path asks after every mapping.
+        let (used, usable) = match self.nr_extra.load(Ordering::Acquire) {
+            0 => (self.pool.used_slots(), self.pool.usable_slots()),
+            _ => self.usage_of_all_pools(),
+        };
         used * 100 >= self.tunables.high_wm_percent as usize * usable
+    }
+
+    /// Used and usable slots over all pools, in one walk (out of line).
+    #[inline(never)]
+    fn usage_of_all_pools(&self) -> (usize, usize) {
+        self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()))
     }
 
     /// Whether the policy could add slots now.
@@ -364,6 +375,7 @@ impl SwiotlbMem {
     ///
     /// As [`map`](Self::map).
     #[allow(unsafe_code)]
+    #[inline]
     pub unsafe fn map_attrs(
         &self,
         orig: PhysAddr,
@@ -420,7 +432,9 @@ impl SwiotlbMem {
         Err(no_room)
     }
 
-    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on.
+    /// A pool mapped `tlb_addr`: notes high usage for the worker, hands the address on. Inline
+    /// in [`map_attrs`](Self::map_attrs), itself inline in its caller: a call to the pool and a
+    /// few loads (the caller already holds the arguments the miss path needs).
     #[inline]
     fn mapped(&self, tlb_addr: PhysAddr) -> PhysAddr {
         if self.at_or_above_high_wm() {
@@ -472,13 +486,15 @@ impl SwiotlbMem {
     /// ([`DevicePoolSlot::find_pool`](crate::dma::pools::DevicePoolSlot::find_pool)).
     #[inline]
     pub fn find_pool(&self, pa: PhysAddr) -> SlotLookup<'_> {
-        if !self.may_hold(pa) {
-            return SlotLookup::Outside;
-        }
-        // The default pool first, outside the walk over the extra ones (as `map_attrs`).
+        // The default pool first, outside the walk over the extra ones (as `map_attrs`), and
+        // before `may_hold`: its lookup checks its own range, so a slot of it (the common case)
+        // is found without the span's loads; `may_hold` then spares the rest the walk.
         match self.pool.lookup(pa) {
             SlotLookup::Outside => {}
             found => return found,
+        }
+        if !self.may_hold(pa) {
+            return SlotLookup::Outside;
         }
         for pool in self.extra_pools() {
             match pool.lookup(pa) {
