@@ -372,11 +372,11 @@ impl AreaSlots {
     }
 
     /// The live mapping that covers byte `in_slot` of slot `index`, if any. Inline: the unmap
-    /// path checks the mapping and frees it under one hold of the lock.
+    /// path checks the mapping and frees it under one hold of the lock. Reads no slot state
+    /// (as `allocation_of`), so its callers need not find the area's states for it.
     #[inline(always)]
-    pub(super) fn mapping(&self, index: usize, in_slot: usize, states: &[AtomicSegmentState]) -> Option<MappingInfo> {
+    pub(super) fn mapping(&self, index: usize, in_slot: usize) -> Option<MappingInfo> {
         let first = self.allocation_of(index)?;
-        debug_assert!(states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE));
         let head_slot = self.slots[first];
         let head = first + usize::from(head_slot.pad_slots);
         let from_head = ((index as i64 - head as i64) << IO_TLB_SHIFT) + in_slot as i64;

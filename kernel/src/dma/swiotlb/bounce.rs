@@ -48,6 +48,7 @@ pub fn copy_timing() -> (u64, u64, u64) {
 }
 
 /// Copies `size` bytes for a bounce, noting the context (see [`task_copy_stats`]).
+#[inline(always)]
 fn bounce_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) {
     bounce_copy_in(mem, dst, src, size, arch::in_interrupt());
 }

@@ -401,14 +401,12 @@ impl SwiotlbPool {
     #[inline(always)]
     pub(super) fn find_mapping_in(&self, tlb_addr: PhysAddr) -> Result<(MappingInfo, usize), SwiotlbError> {
         let not_mapped = SwiotlbError::NotMapped { tlb_addr };
+        // No lock-free look at the slot's state first: the callers (unmap, sync) found the pool
+        // by that look (`lookup`) just before.
         let index = self.slot_index(tlb_addr).ok_or(not_mapped.clone())?;
-        // Lock-free early out for addresses that are plainly not mapped.
-        if !self.states[index / IO_TLB_SEGSIZE].is_used(index % IO_TLB_SEGSIZE) {
-            return Err(not_mapped);
-        }
         let pos = self.slot_pos(index);
         let in_slot = ((tlb_addr - self.start) as usize) & (IO_TLB_SIZE - 1);
-        let mapping = self.areas[pos.area].lock().mapping(pos.local, in_slot, self.area_states(pos.area)).ok_or(not_mapped)?;
+        let mapping = self.areas[pos.area].lock().mapping(pos.local, in_slot).ok_or(not_mapped)?;
         Ok((mapping, pos.area))
     }
 
@@ -428,7 +426,7 @@ impl SwiotlbPool {
         let nslots = {
             let states = self.area_states(pos.area);
             let mut area = self.areas[pos.area].lock();
-            let mapping = area.mapping(pos.local, in_slot, states).ok_or_else(not_mapped)?;
+            let mapping = area.mapping(pos.local, in_slot).ok_or_else(not_mapped)?;
             check(&mapping)?;
             area.release_mapping(&mapping, states).ok_or_else(not_mapped)?
         };

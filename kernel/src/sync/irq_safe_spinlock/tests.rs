@@ -42,3 +42,26 @@ fn excludes_across_threads() {
     }
     assert_eq!(*lock.lock(), 40_000);
 }
+
+/// A `lock` that finds the lock held waits (out of line) and counts it in `contended`; one that
+/// finds it free does not.
+#[test]
+fn a_wait_for_the_lock_is_counted() {
+    let lock = std::sync::Arc::new(IrqSafeSpinLock::new(0u32));
+    *lock.lock() += 1;
+    assert_eq!(lock.contended(), 0, "a free lock: no wait");
+    // The other thread must reach `lock` while this one holds it: held longer on each try.
+    for attempt in 1..=20u64 {
+        let guard = lock.lock();
+        let other = lock.clone();
+        let t = std::thread::spawn(move || *other.lock() += 1);
+        std::thread::sleep(std::time::Duration::from_millis(5 * attempt));
+        drop(guard);
+        t.join().unwrap();
+        if lock.contended() > 0 {
+            assert_eq!(*lock.lock(), 1 + attempt as u32, "every waiter got the lock once");
+            return;
+        }
+    }
+    panic!("no wait counted in 20 tries");
+}
