@@ -1588,11 +1588,24 @@ def losses(runs, targets, machine):
     if runs.get("policy-lend"):
         pool, lent = med("policy-lend", "pool_pageblocks"), med("policy-lend", "lent_pageblocks_boot")
         share = med("policy-lend", "idle_pool_lent_share_boot")
+        after = med("policy-lend", "idle_pool_lent_share_after")
         reasons["idle"] = (
             f"The default `swiotlb_keep` keeps {fmt(pool - lent)} of the {fmt(pool)} pageblocks as slots: {fmt(100 * share)} % "
-            "is the most that can be lent with that setting."
-            + (f" `swiotlb_keep=1` lent {fmt(100 * med('policy-lend-keep1', 'idle_pool_lent_share_boot'))} %; see its column "
-               "for what it costs." if runs.get("policy-lend-keep1") else "")
+            "is the most that can be lent with that setting, and was lent at boot, before the first burst"
+            + (
+                f"; at the end of the idle phase after the burst (the row's figure) {fmt(100 * after)} % was (median): what the "
+                "burst took back, the shrink lends again `swiotlb_batch` pageblocks per `swiotlb_shrink_delay_ms`, and had not "
+                "finished when the idle phase ended."
+                if after < share
+                else "."
+            )
+            + (
+                f" `swiotlb_keep=1` lent {fmt(100 * med('policy-lend-keep1', 'idle_pool_lent_share_boot'))} % at boot and "
+                f"{fmt(100 * med('policy-lend-keep1', 'idle_pool_lent_share_after'))} % at the end of the idle phase; see its "
+                "column for what it costs."
+                if runs.get("policy-lend-keep1")
+                else ""
+            )
         )
 
     def kind(what):
@@ -1760,8 +1773,10 @@ def copies_in_place(runs, config="io"):
     copies took where they ran (`bounce_copy_ns` per request, bounced minus direct: the direct
     cell bounces the header and status byte too); and where the results have it, the loop's
     scrub steps after which it collected a completion (`scrub_before_collect_ns`, bounced minus
-    direct: the most the scrubbing can have held a request back), as "scrub_held". Medians over
-    the rounds, or {} for results without copy timing."""
+    direct: the most the scrubbing can have held a request back), as "scrub_held"; and where the
+    cells timed the request's own path apart from the loop (`submit_ns`, `collect_ns`, `irq_ns`),
+    that path, bounced minus direct, as "path". Medians over the rounds, or {} for results
+    without copy timing."""
     cells, memcpy = io_cells(runs, config)
     refs = {rnd: m["ns"] for rnd, m in memcpy.get(64 * KIB, [])}
     out = {}
@@ -1769,7 +1784,8 @@ def copies_in_place(runs, config="io"):
         for op in ("read", "write"):
             k = (pattern, op, 64 * KIB, 1)
             d, b = dict(cells.get(k + ("direct",), [])), dict(cells.get(k + ("bounced",), []))
-            added, copies, held = [], [], []
+            added, copies, held, path = [], [], [], []
+            own = ("submit_ns", "collect_ns", "irq_ns")
             for rnd in d.keys() & b.keys():
                 c = refs.get(rnd)
                 if not c or "bounce_copy_ns" not in b[rnd] or not b[rnd].get("ops") or not d[rnd].get("ops"):
@@ -1779,10 +1795,14 @@ def copies_in_place(runs, config="io"):
                 copies.append(per_req("bounce_copy_ns"))
                 if "scrub_before_collect_ns" in b[rnd] and "scrub_before_collect_ns" in d[rnd]:
                     held.append(per_req("scrub_before_collect_ns"))
+                if all(f in x for f in own for x in (b[rnd], d[rnd])):
+                    path.append(sum(per_req(f) for f in own))
             if added:
                 out[(pattern, op)] = {"added": median(added), "copies": median(copies)}
                 if len(held) == len(added):
                     out[(pattern, op)]["scrub_held"] = median(held)
+                if len(path) == len(added):
+                    out[(pattern, op)]["path"] = median(path)
     return out
 
 
@@ -1862,6 +1882,25 @@ def added_reason(runs):
         if len(over) < len(in_place):
             text += "; what is left besides is the bookkeeping, the completion's share and the host's I/O noise"
         text += ". "
+        if all("path" in x for x in in_place.values()):
+            text += (
+                "The bounced request's own path (its submission, its interrupt handler and its collection, timed apart from "
+                "the loop as in `io-icount`, here in TCG time) took, beyond the direct one's, "
+                + ", ".join(
+                    f"{fmt(x['path'], 2)} memcpys' time ({p} {o}; the copies {fmt(x['copies'], 2)}, the rest {fmt(x['path'] - x['copies'], 2)})"
+                    for (p, o), x in in_place.items()
+                )
+                + ": the CPU time the bounce spends on the request's path"
+                + (
+                    " (in instructions, above: "
+                    + ", ".join(f"{fmt(v['path'], 3)} memcpys for {op}s" for op, v in f.items())
+                    + ")"
+                    if f
+                    else ""
+                )
+                + "; TCG runs the bookkeeping's branchy code slower per instruction than a copy loop (see the notes on "
+                "measuring under TCG). "
+            )
         writes = [x["copies"] for (_, o), x in in_place.items() if o == "write"]
         if writes and median(writes) > 1.1:
             text += (

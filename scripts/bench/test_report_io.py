@@ -220,6 +220,15 @@ class AddedReason(unittest.TestCase):
                 c["scrub_before_collect_ns"] = 10 * 16_384 * (0.75 if c["placement"] == "bounced" else 0.25)
         text = report.added_reason(runs)
         self.assertIn("held a request back) took 0.5 (seq read), 0.5 (seq write)", text)
+        self.assertNotIn("own path (its submission", text, "results without the path timed apart")
+        for _, d in runs["io"]:
+            for c in d["cells"]:
+                # The path: 2 memcpys per request bounced (1.5 of them the copies), 0.25 direct.
+                c["submit_ns"], c["collect_ns"] = 10 * 16_384 * (1.5 if c["placement"] == "bounced" else 0.1), 0
+                c["irq_ns"] = 10 * 16_384 * (0.5 if c["placement"] == "bounced" else 0.15)
+        text = report.added_reason(runs)
+        self.assertIn("beyond the direct one's, 1.8 memcpys' time (seq read; the copies 1.4, the rest 0.35)", text)
+        self.assertIn("on the request's path (in instructions, above: 4 memcpys for writes)", text)
 
     def test_one_copy_ceiling_from_direct_latency(self):
         text = report.added_reason(runs_with(0, [1.0, 1.0, 1.0]))
