@@ -29,6 +29,7 @@ fn main(_k: &'static Kernel) -> ExitStatus {
             TestCase { name: "write_to_text_is_a_permission_fault", run: write_to_text_faults },
             TestCase { name: "timer_interrupt_fires", run: timer_interrupt_fires },
             TestCase { name: "periodic_tick_counts", run: periodic_tick_counts },
+            TestCase { name: "interrupt_time_is_accounted_only_when_on", run: interrupt_time_accounting },
             TestCase { name: "interrupts_preserve_fp_simd_state", run: interrupts_preserve_fp_simd_state },
             TestCase { name: "memcpy_and_memset_match_a_byte_loop", run: memcpy_and_memset_match_a_byte_loop },
             TestCase { name: "mmu_attributes_follow_the_device_tree", run: mmu_attributes },
@@ -121,6 +122,47 @@ fn periodic_tick_counts() -> TestResult {
     let stopped = time::tick_count();
     time::delay(PERIOD * 5);
     kassert_eq!(time::tick_count(), stopped, "ticks after stop_tick");
+    Ok(())
+}
+
+/// How long [`slow_tick`] holds each tick's handler.
+const SLOW_TICK: Duration = Duration::from_micros(300);
+static SLOW_TICKS: AtomicU32 = AtomicU32::new(0);
+
+/// A tick hook that takes [`SLOW_TICK`] of the handler's time.
+fn slow_tick(_: &IrqContext<'_>) {
+    time::delay(SLOW_TICK);
+    SLOW_TICKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `platform::irq`'s interrupt time (the benchmarks' completion-handler time): off, ticks add
+/// nothing to it; on, at least the time the handlers took (a hook holds each tick's handler for
+/// 300 µs) and at most the time that passed. Bounds only, never a fixed window.
+fn interrupt_time_accounting() -> TestResult {
+    let ticks = |n: u32| -> TestResult {
+        let before = SLOW_TICKS.load(Ordering::Relaxed);
+        let t0 = time::uptime();
+        while SLOW_TICKS.load(Ordering::Relaxed) - before < n {
+            kassert!(time::uptime() - t0 < Duration::from_secs(20), "no tick within 20 s");
+            core::hint::spin_loop();
+        }
+        Ok(())
+    };
+    kassert!(time::add_tick_hook(slow_tick), "no tick hook free");
+    time::start_tick(Duration::from_millis(2));
+    let off = irq::irq_time_ticks();
+    ticks(5)?;
+    kassert_eq!(irq::irq_time_ticks(), off, "accounted while off");
+    irq::set_irq_time_accounting(true);
+    let (on, t0) = (irq::irq_time_ticks(), time::uptime());
+    ticks(5)?;
+    irq::set_irq_time_accounting(false);
+    let (accounted, took) = (drivers::timer::arch_timer::ticks_to_duration(irq::irq_time_ticks() - on), time::uptime() - t0);
+    time::stop_tick();
+    time::remove_tick_hook(slow_tick);
+    // The first counted tick may have started before accounting was on: four whole ones at least.
+    kassert!(accounted >= SLOW_TICK * 4, "{accounted:?} accounted for 5 ticks of {SLOW_TICK:?} each");
+    kassert!(accounted <= took, "{accounted:?} accounted in {took:?}");
     Ok(())
 }
 
