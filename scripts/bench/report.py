@@ -168,7 +168,7 @@ def bounce_section(runs, targets, plots_dir):
             )
 
     # The time a bounce adds at QD 1, against a memcpy of the same size in the same boot.
-    sliced = any(c.get("slice_lat_ns") for v in cells.values() for _, c in v)
+    sliced = io_sliced(runs)
     lines += [
         "",
         "**The time a bounce adds to one request at queue depth 1** (nothing overlaps): the "
@@ -1654,6 +1654,11 @@ def losses(runs, targets, machine):
     return "\n".join(out) + "\n"
 
 
+# The fields of an I/O cell that time the requests' own path apart from the loop around them:
+# the fills that queued, the collections that found, the interrupt handlers.
+PATH_FIELDS = ("submit_ns", "collect_ns", "irq_ns")
+
+
 def io_sliced(runs, config="io"):
     """Whether `config`'s cells ran in slices (`slice_lat_ns`)."""
     return any(c.get("slice_lat_ns") for _, d in runs.get(config, []) for c in d.get("cells", []))
@@ -1711,10 +1716,9 @@ def added_samples(runs, config="io-icount"):
                     scrubbed_bytes = max(per_req(b[rnd]) - per_req(d[rnd]), 0.0) * 2 * KIB
                     scrub = scrubbed_bytes / (64 * KIB) * ref["memset_ns"] / c
                 added = (bb - bd) / c
-                path_fields = ("submit_ns", "collect_ns", "irq_ns")
-                exact = all(f in x for f in path_fields for x in (b[rnd], d[rnd])) and b[rnd].get("ops") and d[rnd].get("ops")
+                exact = all(f in x for f in PATH_FIELDS for x in (b[rnd], d[rnd])) and b[rnd].get("ops") and d[rnd].get("ops")
                 if exact:
-                    own = lambda x: sum(x[f] for f in path_fields) / x["ops"]
+                    own = lambda x: sum(x[f] for f in PATH_FIELDS) / x["ops"]
                     scrub = added - (own(b[rnd]) - own(d[rnd])) / c
                 out.setdefault((pattern, op), []).append(
                     {"added": added, "scrub": scrub, "path": added - scrub, "copies": copies, "rest": added - scrub - copies, "copied_in": copied_in,
@@ -1785,7 +1789,6 @@ def copies_in_place(runs, config="io"):
             k = (pattern, op, 64 * KIB, 1)
             d, b = dict(cells.get(k + ("direct",), [])), dict(cells.get(k + ("bounced",), []))
             added, copies, held, path = [], [], [], []
-            own = ("submit_ns", "collect_ns", "irq_ns")
             for rnd in d.keys() & b.keys():
                 c = refs.get(rnd)
                 if not c or "bounce_copy_ns" not in b[rnd] or not b[rnd].get("ops") or not d[rnd].get("ops"):
@@ -1795,8 +1798,8 @@ def copies_in_place(runs, config="io"):
                 copies.append(per_req("bounce_copy_ns"))
                 if "scrub_before_collect_ns" in b[rnd] and "scrub_before_collect_ns" in d[rnd]:
                     held.append(per_req("scrub_before_collect_ns"))
-                if all(f in x for f in own for x in (b[rnd], d[rnd])):
-                    path.append(sum(per_req(f) for f in own))
+                if all(f in x for f in PATH_FIELDS for x in (b[rnd], d[rnd])):
+                    path.append(sum(per_req(f) for f in PATH_FIELDS))
             if added:
                 out[(pattern, op)] = {"added": median(added), "copies": median(copies)}
                 if len(held) == len(added):
