@@ -67,6 +67,10 @@ pub struct KernelParams {
     /// original buffer's, pages this far apart sharing one (a power of two of at least 512; the
     /// default 1024 is QEMU's softmmu TLB reach); 0: place slots without regard to it (Linux).
     pub swiotlb_colour_kib: u64,
+    /// `swiotlb_slot_cache=<runs>`: page runs each area of the SWIOTLB's pools keeps allocated
+    /// after their unmap, for the next mapping of a page or less, which then takes one with no
+    /// slot search (at most `SLOT_CACHE_MAX`); 0: every mapping searches (Linux).
+    pub swiotlb_slot_cache: usize,
     /// `swiotlb_reclaim_scrub=on|off`: zero memory the pool takes from the page allocator to
     /// grow (a reclaimed lent block, a `dynamic` extra pool, a CMA chunk) before its slots serve
     /// (on), or hand its slots out dirty and leave the zeroing to idle CPUs (off): a mapping on
@@ -133,6 +137,7 @@ impl Default for KernelParams {
             swiotlb_keep: 2,
             swiotlb_clean_slots: true,
             swiotlb_colour_kib: 1024,
+            swiotlb_slot_cache: 8,
             swiotlb_reclaim_scrub: false,
             swiotlb_transient: true,
             swiotlb_dyn_pool: 0,
@@ -199,6 +204,9 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
             ("swiotlb_transient", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_transient = b),
             ("swiotlb_clean_slots", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_clean_slots = b),
             ("swiotlb_colour_kib", Some(v)) => parse_colour_kib(v).map(|n| p.swiotlb_colour_kib = n),
+            ("swiotlb_slot_cache", Some(v)) => {
+                parse_num(v, 0, crate::dma::swiotlb::SLOT_CACHE_MAX as u64).map(|n| p.swiotlb_slot_cache = n as usize)
+            }
             ("swiotlb_reclaim_scrub", Some(v)) => parse_on_off(v).map(|b| p.swiotlb_reclaim_scrub = b),
             ("swiotlb_dyn_pool", Some(v)) => parse_num(v, 0, 1024).map(|n| p.swiotlb_dyn_pool = n as u32),
             ("swiotlb_cma_chunk", Some(v)) => parse_num(v, 1, 1024).map(|n| p.swiotlb_cma_chunk = n as u32),
@@ -239,6 +247,7 @@ pub fn parse(cmdline: &str) -> (KernelParams, Vec<Warning>) {
                 | "swiotlb_transient"
                 | "swiotlb_clean_slots"
                 | "swiotlb_colour_kib"
+                | "swiotlb_slot_cache"
                 | "swiotlb_reclaim_scrub"
                 | "swiotlb_dyn_pool"
                 | "swiotlb_cma_chunk"

@@ -152,3 +152,19 @@ fn colour_defaults_to_qemus_tlb_reach_and_takes_0_or_a_large_power_of_two() {
         assert_eq!(p.swiotlb_colour_kib, 1024, "{bad} changed the default");
     }
 }
+
+#[test]
+fn slot_cache_defaults_to_8_runs_and_takes_0_to_its_maximum() {
+    let most = crate::dma::swiotlb::SLOT_CACHE_MAX;
+    assert_eq!(parse("").0.swiotlb_slot_cache, 8);
+    for n in [0, 2, most] {
+        let (p, w) = parse(&format!("swiotlb_slot_cache={n}"));
+        assert!(w.is_empty(), "{n}: {w:?}");
+        assert_eq!(p.swiotlb_slot_cache, n);
+    }
+    for bad in [format!("{}", most + 1), "x".into(), "-1".into()] {
+        let (p, w) = parse(&format!("swiotlb_slot_cache={bad}"));
+        assert_eq!(w.len(), 1, "{bad} accepted");
+        assert_eq!(p.swiotlb_slot_cache, 8, "{bad} changed the default");
+    }
+}

@@ -335,6 +335,7 @@ pub fn init(
     manager.enable_transient_pools(pages);
     manager.set_clean_slots(params.swiotlb_clean_slots);
     manager.set_colour_period(params.swiotlb_colour_kib * 1024);
+    manager.set_slot_cache(params.swiotlb_slot_cache);
     COLOUR_PERIOD.store(params.swiotlb_colour_kib * 1024, core::sync::atomic::Ordering::Relaxed);
     if let (SwiotlbPolicy::Cma, Some(area)) = (manager.policy(), cma) {
         manager.enable_cma(area);

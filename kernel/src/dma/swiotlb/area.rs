@@ -80,6 +80,36 @@ pub(super) struct AreaSlots {
     summary: Vec<u64>,
     /// Words per summary level.
     words: usize,
+    /// The slot cache: page runs kept allocated after their unmap, for the next mapping of a
+    /// page or less (see [`SlotCache`]).
+    cache: SlotCache,
+}
+
+/// Most runs an area's slot cache can hold (`swiotlb_slot_cache=`).
+pub const SLOT_CACHE_MAX: usize = 32;
+
+/// Slots of a cached run: one page, page aligned.
+pub(super) const CACHED_RUN_SLOTS: usize = (crate::mm::PAGE_SIZE as usize) >> IO_TLB_SHIFT;
+
+/// An area's slot cache (this kernel's; Linux has none): a ring of page runs that an unmap
+/// freed but kept out of the free map, each with a parked record ([`Slot::PARKED`]) in its first
+/// slot. A mapping of a page or less takes the oldest one, with no search and no change to the
+/// segment maps (only the run's used bits, one word); an unmap of a page run parks it again while
+/// the cache has room. What the page allocator's per-CPU lists (Linux `struct per_cpu_pages`)
+/// are to its free lists. A parked run reads Free (to `is_swiotlb_buffer`, and to a second unmap,
+/// which is refused) and counts as free in the pool's counters, but no search and no lend can
+/// take it: a lend drains the cache first (as Linux drains the per-CPU lists before it isolates
+/// pages), and so does a search that found nothing. First in, first out, and a run is handed out
+/// only while the cache holds two or more: the run the last unmap parked never goes to the very
+/// next mapping, so a second unmap of a just-unmapped address is still refused after it.
+#[derive(Clone, Copy)]
+struct SlotCache {
+    /// Area-local first slots of the parked runs, a ring: `len` entries from `head`.
+    runs: [u32; SLOT_CACHE_MAX],
+    head: u8,
+    len: u8,
+    /// Runs kept at most (0: off, Linux's behaviour).
+    cap: u8,
 }
 
 /// The maps of one segment of an area (bit i: slot i of the segment), side by side: the fast
@@ -132,7 +162,87 @@ impl AreaSlots {
             unsummarised: None,
             summary,
             words,
+            cache: SlotCache { runs: [0; SLOT_CACHE_MAX], head: 0, len: 0, cap: 0 },
         }
+    }
+
+    /// Takes the oldest run of the slot cache for a mapping of `size` bytes (at most a page, no
+    /// kept offset) of `orig_addr` and returns its area-local first slot, the head: no search,
+    /// no segment map to change, only the run's used bits. `None` if the cache is empty.
+    #[inline(always)]
+    pub(super) fn alloc_cached(
+        &mut self,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        states: &[AtomicSegmentState],
+    ) -> Option<usize> {
+        let cache = &mut self.cache;
+        // Never the run the last unmap parked: a second unmap of that address stays refused
+        // after one more mapping, as it is without the cache (see the module comment).
+        if cache.len < 2 {
+            return None;
+        }
+        let first = cache.runs[usize::from(cache.head)] as usize;
+        cache.head = ((usize::from(cache.head) + 1) % SLOT_CACHE_MAX) as u8;
+        cache.len -= 1;
+        // A cached run is page aligned, so inside one word of the states.
+        states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, true);
+        self.slots[first] = Slot { orig_addr, alloc_size: size as u32, offset: 0, pad_slots: 0, nslots: CACHED_RUN_SLOTS as u16, dir };
+        self.used += CACHED_RUN_SLOTS;
+        Some(first)
+    }
+
+    /// Puts back a run [`Self::alloc_cached`] just gave (the pool could not count it used: the
+    /// IRQ reserve). The newest in the cache now, which changes nothing for anyone: no mapping
+    /// ever held it in between.
+    pub(super) fn unalloc_cached(&mut self, first: usize, states: &[AtomicSegmentState]) {
+        self.slots[first] = Slot::PARKED;
+        self.used -= CACHED_RUN_SLOTS;
+        self.park(first, states);
+    }
+
+    /// Adds the run at `first` (its record already parked) to the cache's tail. Its slots read
+    /// Free from then on (to `is_swiotlb_buffer`, and to a second unmap, which is refused as
+    /// one), though they are not in the free map: taken out of it, as a run being scrubbed is.
+    #[inline(always)]
+    fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
+        states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, false);
+        let cache = &mut self.cache;
+        cache.runs[(usize::from(cache.head) + usize::from(cache.len)) % SLOT_CACHE_MAX] = first as u32;
+        cache.len += 1;
+    }
+
+    /// Sets how many runs the slot cache keeps (at most [`SLOT_CACHE_MAX`]; 0 turns it off; 1,
+    /// which could never hand a run out, keeps 2) and frees the runs beyond that; returns how
+    /// many slots it freed.
+    pub(super) fn set_cache_cap(&mut self, cap: usize, states: &[AtomicSegmentState]) -> usize {
+        self.cache.cap = if cap == 1 { 2 } else { cap.min(SLOT_CACHE_MAX) as u8 };
+        self.drain_cache_to(usize::from(self.cache.cap), states)
+    }
+
+    /// Frees every run of the slot cache into the free maps; returns how many slots it freed.
+    pub(super) fn drain_cache(&mut self, states: &[AtomicSegmentState]) -> usize {
+        self.drain_cache_to(0, states)
+    }
+
+    /// Frees the oldest runs of the slot cache until `keep` are left; returns the slots freed.
+    fn drain_cache_to(&mut self, keep: usize, states: &[AtomicSegmentState]) -> usize {
+        let mut freed = 0;
+        while usize::from(self.cache.len) > keep {
+            let first = self.cache.runs[usize::from(self.cache.head)] as usize;
+            self.cache.head = ((usize::from(self.cache.head) + 1) % SLOT_CACHE_MAX) as u8;
+            self.cache.len -= 1;
+            // Parked runs do not count in `used`: `free_allocation` takes them off it.
+            self.used += CACHED_RUN_SLOTS;
+            freed += self.free_allocation(first, states);
+        }
+        freed
+    }
+
+    /// Runs in the slot cache.
+    pub(super) fn cached_runs(&self) -> usize {
+        usize::from(self.cache.len)
     }
 
     /// Finds and takes a run for `req` (Linux `swiotlb_search_pool_area`), records the mapping and
@@ -378,6 +488,9 @@ impl AreaSlots {
     pub(super) fn mapping(&self, index: usize, in_slot: usize) -> Option<MappingInfo> {
         let first = self.allocation_of(index)?;
         let head_slot = self.slots[first];
+        if head_slot.is_parked() {
+            return None;
+        }
         let head = first + usize::from(head_slot.pad_slots);
         let from_head = ((index as i64 - head as i64) << IO_TLB_SHIFT) + in_slot as i64;
         Some(MappingInfo { head_slot, position: from_head - i64::from(head_slot.offset), first })
@@ -388,7 +501,7 @@ impl AreaSlots {
     /// included). Constant in the allocation's length: masks on its segment's maps.
     pub(super) fn release(&mut self, head: usize, states: &[AtomicSegmentState]) -> Option<usize> {
         let first = self.allocation_of(head)?;
-        if first + usize::from(self.slots[first].pad_slots) != head {
+        if self.slots[first].is_parked() || first + usize::from(self.slots[first].pad_slots) != head {
             return None;
         }
         Some(self.release_allocation(first, states))
@@ -413,9 +526,25 @@ impl AreaSlots {
         still_there.then(|| self.release_allocation(mapping.first, states))
     }
 
-    /// Frees the live allocation whose first slot is `first`; returns its slots.
+    /// Frees the live allocation whose first slot is `first`; returns its slots. A page run goes
+    /// to the slot cache instead, if the cache has room: it stays allocated, parked, and counts
+    /// as freed all the same (the pool's counters take it as free).
     #[inline(always)]
     fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
+        let nslots = usize::from(self.slots[first].nslots);
+        if nslots == CACHED_RUN_SLOTS && first.is_multiple_of(CACHED_RUN_SLOTS) && self.cache.len < self.cache.cap {
+            self.slots[first] = Slot::PARKED;
+            self.used -= nslots;
+            self.park(first, states);
+            return nslots;
+        }
+        self.free_allocation(first, states)
+    }
+
+    /// Gives the slots of the allocation whose first slot is `first` back to the free map;
+    /// returns how many.
+    #[inline(always)]
+    fn free_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
         let nslots = usize::from(self.slots[first].nslots);
         self.slots[first] = Slot::EMPTY;
         // An allocation never crosses a segment.
@@ -450,6 +579,9 @@ impl AreaSlots {
     /// Lends the free slots `range` to the page allocator; fails, changing nothing, with the first
     /// slot that is not free.
     pub(super) fn lend(&mut self, range: Range<usize>, states: &[AtomicSegmentState]) -> Result<(), (usize, SlotState)> {
+        // Parked runs read Free but are not in the free map: free them first (under this hold
+        // of the lock, so no unmap parks one in between).
+        self.drain_cache(states);
         if let Some(busy) = self.first_not(range.clone(), SlotState::Free, states) {
             return Err(busy);
         }
@@ -534,6 +666,15 @@ impl AreaSlots {
         self.segs[index / IO_TLB_SEGSIZE].clean >> (index % IO_TLB_SEGSIZE) & 1 == 1
     }
 
+    /// The slots of segment `seg` in parked runs.
+    #[cfg(test)]
+    fn parked_in(&self, seg: usize) -> SegmentMap {
+        (0..usize::from(self.cache.len))
+            .map(|i| self.cache.runs[(usize::from(self.cache.head) + i) % SLOT_CACHE_MAX] as usize)
+            .filter(|&first| first / IO_TLB_SEGSIZE == seg)
+            .fold(0, |map, first| map | run_mask(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS))
+    }
+
     /// Slots held by mappings.
     pub(super) fn used(&self) -> usize {
         self.used
@@ -550,11 +691,14 @@ impl AreaSlots {
     #[cfg(test)]
     pub(super) fn assert_consistent(&self, states: &[AtomicSegmentState], area: usize) {
         let mut used_slots = 0;
+        let mut parked = 0;
         for (seg, &SegmentMaps { free, .. }) in self.segs.iter().enumerate() {
             let (used, lent) = (states[seg].used(), states[seg].lent());
             assert_eq!(used & lent, 0, "no slot both used and lent in segment {seg} (area {area})");
             let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
-            assert_eq!(free, !(used | lent) & !scrubbing, "free map of segment {seg} (area {area})");
+            let parked_here = self.parked_in(seg);
+            assert_eq!(used & parked_here, 0, "parked slots read Free in segment {seg} (area {area})");
+            assert_eq!(free, !(used | lent) & !scrubbing & !parked_here, "free map of segment {seg} (area {area})");
             assert_eq!(self.segs[seg].clean & !free, 0, "clean slots of segment {seg} are free (area {area})");
             // The allocations of the start bits tile the used slots exactly.
             let mut covered: SegmentMap = 0;
@@ -566,12 +710,16 @@ impl AreaSlots {
                 let nslots = usize::from(record.nslots);
                 assert!(nslots > 0 && first + nslots <= IO_TLB_SEGSIZE, "record at start {first} of segment {seg} (area {area})");
                 assert!(usize::from(record.pad_slots) < nslots, "pad slots of the record at {first}, segment {seg}");
+                if record.is_parked() {
+                    assert!(nslots == CACHED_RUN_SLOTS && first.is_multiple_of(CACHED_RUN_SLOTS), "parked run at {first}, segment {seg}");
+                    parked += 1;
+                }
                 let run = run_mask(first, nslots);
                 assert_eq!(covered & run, 0, "allocations overlap at {first}, segment {seg} (area {area})");
                 assert_eq!(self.segs[seg].starts & run, 1 << first, "a start inside the allocation at {first}, segment {seg}");
                 covered |= run;
             }
-            assert_eq!(covered, used, "start bitmap against the used slots of segment {seg} (area {area})");
+            assert_eq!(covered, used | parked_here, "start bitmap against the used and parked slots of segment {seg} (area {area})");
             for i in 0..IO_TLB_SEGSIZE {
                 if self.segs[seg].starts >> i & 1 == 0 {
                     assert_eq!(self.slots[seg * IO_TLB_SEGSIZE + i].nslots, 0, "a record without a start bit, slot {i} of segment {seg}");
@@ -588,6 +736,12 @@ impl AreaSlots {
                 assert_eq!(marked, level < levels, "summary level {level}, segment {seg} (area {area})");
                 assert_eq!(marked, free_run_starts(free, 1 << level) != 0, "level {level} means a run of 2^{level}");
             }
+        }
+        assert_eq!(parked, usize::from(self.cache.len), "parked runs against the slot cache of area {area}");
+        assert!(self.cache.len <= self.cache.cap, "slot cache of area {area} over its cap");
+        for i in 0..usize::from(self.cache.len) {
+            let first = self.cache.runs[(usize::from(self.cache.head) + i) % SLOT_CACHE_MAX] as usize;
+            assert!(self.slots[first].is_parked(), "slot cache entry {i} of area {area} is not a parked run");
         }
         assert_eq!(used_slots, self.used, "used count of area {area}");
     }

@@ -129,28 +129,38 @@ impl SwiotlbPool {
         align: SlotAlignment,
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
-        let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
-        let wants_clean = attrs.no_copy_in && dir == DmaDirection::FromDevice && self.clean_slots();
         // Read once for the slot search's reserve and counters and for the copy's statistics.
         let in_irq = arch::in_interrupt();
-        let (head, clean) = self.alloc_slots_in(&req, dir, wants_clean, in_irq)?;
-        let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
-        let tlb_addr = head_addr + req.offset as u64;
-        if attrs.no_copy_in && dir == DmaDirection::FromDevice {
-            let counter = if clean { &self.counters().reads_copy_in_skipped } else { &self.counters().reads_copied_in };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        if clean {
-            // Every byte of the allocation is already zero: nothing stale to hide, nothing of the
-            // caller's the device needs (it overwrites what the caller will read).
-            return Ok(tlb_addr);
-        }
+        let copy_in_optional = attrs.no_copy_in && dir == DmaDirection::FromDevice;
+        // A page or less: a run of the slot cache if there is one (no search, and the copy-in
+        // below writes every byte of it the device can see, so a parked run's old contents
+        // never show). A read that may skip its copy-in looks for clean slots instead.
+        let cached = if copy_in_optional { None } else { self.alloc_cached(orig_addr, size, dir, align, in_irq) };
+        let (first, tlb_addr) = if let Some(head) = cached {
+            let addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
+            (addr, addr)
+        } else {
+            let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
+            let wants_clean = copy_in_optional && self.clean_slots();
+            let (head, clean) = self.alloc_slots_in(&req, dir, wants_clean, in_irq)?;
+            let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
+            let tlb_addr = head_addr + req.offset as u64;
+            if copy_in_optional {
+                let counter = if clean { &self.counters().reads_copy_in_skipped } else { &self.counters().reads_copied_in };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            if clean {
+                // Every byte of the allocation is already zero: nothing stale to hide, nothing of
+                // the caller's the device needs (it overwrites what the caller will read).
+                return Ok(tlb_addr);
+            }
+            (head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT), tlb_addr)
+        };
         bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
         // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
         // Most mappings have neither (no offset kept, whole slots): no call for nothing.
-        let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
         if first != tlb_addr {
             self.phys().fill(first, 0, (tlb_addr - first) as usize);
         }

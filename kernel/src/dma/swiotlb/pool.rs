@@ -6,10 +6,10 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::area::{AreaSlots, MappingInfo};
+use super::area::{AreaSlots, MappingInfo, CACHED_RUN_SLOTS};
 use super::slots::{AtomicSegmentState, SlotRequest};
 use super::IO_TLB_SIZE;
-use super::{DmaDirection, SlotState, SwiotlbError, SwiotlbStats, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
+use super::{DmaDirection, SlotAlignment, SlotState, SwiotlbError, SwiotlbStats, IO_TLB_SEGSIZE, IO_TLB_SHIFT};
 use crate::arch;
 use crate::mm::phys::PhysMemory;
 use crate::mm::{PhysAddr, PAGE_SIZE};
@@ -59,6 +59,9 @@ pub struct SwiotlbPool {
     /// once instead of walking every segment. Cleared before a step searches, so a release
     /// during the search sends the next step searching again.
     maybe_dirty: AtomicBool,
+    /// Runs each area's slot cache keeps (`swiotlb_slot_cache=`; 0: off, Linux's behaviour):
+    /// read before taking an area lock for a cached run.
+    slot_cache: AtomicUsize,
 }
 
 /// Slots [`SwiotlbPool::scrub_step`] zeroes at most per call: 64 KiB, a few microseconds of
@@ -117,6 +120,7 @@ impl SwiotlbPool {
             colour_period: AtomicU64::new(0),
             scrub_busy: AtomicBool::new(false),
             maybe_dirty: AtomicBool::new(true),
+            slot_cache: AtomicUsize::new(0),
         })
     }
 
@@ -343,11 +347,22 @@ impl SwiotlbPool {
                 self.buffer_full(req)
             });
         }
+        let mut found = self.search_areas(req, dir, prefer_clean);
+        // The free count holds the slot caches' runs, the free maps do not: a search that
+        // failed may fit once they are freed.
+        if found.is_none() && self.drain_slot_cache() != 0 {
+            found = self.search_areas(req, dir, prefer_clean);
+        }
+        self.search_ended(found, req, prefer_clean, in_irq)
+    }
+
+    /// The slot search over the areas, from this CPU's: (head slot, clean), or `None`.
+    #[inline(always)]
+    fn search_areas(&self, req: &SlotRequest, dir: DmaDirection, prefer_clean: bool) -> Option<(usize, bool)> {
         // One area (one CPU), the usual case: no area to choose, no loop, no slicing of the
         // states (the area's are all of them).
         if let [area] = &self.areas[..] {
-            let found = area.lock().alloc(self.start, req, dir, prefer_clean, &self.states);
-            return self.search_ended(found, req, prefer_clean, in_irq);
+            return area.lock().alloc(self.start, req, dir, prefer_clean, &self.states);
         }
         let nareas = self.nareas();
         // Start in this CPU's area (Linux `swiotlb_search_area` starts at
@@ -361,10 +376,84 @@ impl SwiotlbPool {
             let base = self.start + (((area * self.area_nslots) as u64) << IO_TLB_SHIFT);
             let found = self.areas[area].lock().alloc(base, req, dir, prefer_clean, self.area_states(area));
             if let Some((local, clean)) = found {
-                return self.search_ended(Some((area * self.area_nslots + local, clean)), req, prefer_clean, in_irq);
+                return Some((area * self.area_nslots + local, clean));
             }
         }
-        self.search_ended(None, req, prefer_clean, in_irq)
+        None
+    }
+
+    /// Takes a run of this CPU's area's slot cache for a mapping of `size` bytes of `orig_addr`
+    /// placed as `align` asks, if the cache is on and the mapping fits a cached run: at most a
+    /// page, more than a slot, and an alignment a page-aligned run without a kept offset
+    /// meets. Counts it as a search would; returns the head slot, or `None` (then the search
+    /// runs, and gives the errors).
+    #[inline(always)]
+    pub(super) fn alloc_cached(
+        &self,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        in_irq: bool,
+    ) -> Option<usize> {
+        let masks = align.min_align_mask | align.alloc_align_mask;
+        let fits = size > IO_TLB_SIZE
+            && size <= CACHED_RUN_SLOTS * IO_TLB_SIZE
+            && masks < PAGE_SIZE
+            && align.min_align_mask & (align.min_align_mask + 1) == 0
+            && align.alloc_align_mask & (align.alloc_align_mask + 1) == 0
+            && orig_addr & align.min_align_mask == 0;
+        if !fits || self.slot_cache.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let area = crate::arch::cpu_id() & (self.nareas() - 1);
+        let local = self.areas[area].lock().alloc_cached(orig_addr, size, dir, self.area_states(area))?;
+        let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
+        if self.counters.take_free(CACHED_RUN_SLOTS, reserve).is_err() {
+            self.areas[area].lock().unalloc_cached(local, self.area_states(area));
+            return None;
+        }
+        self.counters.add_used(CACHED_RUN_SLOTS);
+        self.counters.count_map(in_irq);
+        Some(area * self.area_nslots + local)
+    }
+
+    /// Frees every run of every area's slot cache into the free maps (Linux `drain_all_pages`
+    /// for the page allocator's per-CPU lists): before a lend, and before a failed search tries
+    /// again. Returns how many slots it freed. The counters already count them free.
+    pub fn drain_slot_cache(&self) -> usize {
+        let mut freed = 0;
+        for area in 0..self.nareas() {
+            freed += self.areas[area].lock().drain_cache(self.area_states(area));
+        }
+        if freed != 0 {
+            self.maybe_dirty.store(true, Ordering::Relaxed);
+        }
+        freed
+    }
+
+    /// Sets how many page runs each area's slot cache keeps (bootarg `swiotlb_slot_cache=`, at
+    /// most [`SLOT_CACHE_MAX`](super::SLOT_CACHE_MAX); 1 keeps 2, the fewest that can serve a
+    /// mapping; 0 turns the caches off and frees their runs: Linux's behaviour, every mapping
+    /// searches).
+    pub fn set_slot_cache(&self, runs: usize) {
+        // A cache hands a run out only while it holds two (see `AreaSlots::alloc_cached`).
+        let runs = if runs == 1 { 2 } else { runs.min(super::SLOT_CACHE_MAX) };
+        self.slot_cache.store(runs, Ordering::Relaxed);
+        for area in 0..self.nareas() {
+            self.areas[area].lock().set_cache_cap(runs, self.area_states(area));
+        }
+        self.maybe_dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs each area's slot cache keeps (0: off).
+    pub fn slot_cache(&self) -> usize {
+        self.slot_cache.load(Ordering::Relaxed)
+    }
+
+    /// Runs held in the slot caches now.
+    pub fn cached_runs(&self) -> usize {
+        self.areas.iter().map(|a| a.lock().cached_runs()).sum()
     }
 
     /// The counters' side of a slot search that took its slots from the free count: a run found
@@ -560,7 +649,12 @@ impl SwiotlbPool {
     }
 
     /// The segment states of area `area`, indexed by area-local segment.
+    #[inline(always)]
     fn area_states(&self, area: usize) -> &[AtomicSegmentState] {
+        // One area (one CPU), the usual case: all of them, no slicing.
+        if self.areas.len() == 1 {
+            return &self.states;
+        }
         let segs = self.area_nslots / IO_TLB_SEGSIZE;
         &self.states[area * segs..(area + 1) * segs]
     }
@@ -595,6 +689,7 @@ impl SwiotlbPool {
             used += slots.used();
             slots.assert_consistent(self.area_states(area), area);
         }
+        // Parked runs (the slot caches') read Free and count as free.
         let count = |s| (0..self.nslots()).filter(|&i| self.slot_state(i) == Some(s)).count();
         assert_eq!(used, count(SlotState::Used), "area used counts");
         assert_eq!(self.used_slots(), count(SlotState::Used), "used counter");

@@ -111,6 +111,17 @@ impl AtomicSegmentState {
         Self::update(&self.lent, run, false);
     }
 
+    /// [`Self::set_used`] (`set`) or [`Self::clear_used`] of the `n`-slot run at slot `i`, which
+    /// lies inside one word (`i % 64 + n <= 64`): one load and one store. Area lock held.
+    #[inline(always)]
+    pub(super) fn update_used_in_word(&self, i: usize, n: usize, set: bool) {
+        debug_assert!(i % 64 + n <= 64 && n < 64);
+        let word = &self.used[i / 64];
+        let bits = ((1u64 << n) - 1) << (i % 64);
+        let old = word.load(Ordering::Relaxed);
+        word.store(if set { old | bits } else { old & !bits }, Ordering::Release);
+    }
+
     fn load_map(words: &[AtomicU64; 2]) -> SegmentMap {
         SegmentMap::from(words[0].load(Ordering::Acquire)) | SegmentMap::from(words[1].load(Ordering::Acquire)) << 64
     }
@@ -155,6 +166,16 @@ impl Slot {
     /// A slot that holds no mapping's record.
     pub(super) const EMPTY: Self =
         Self { orig_addr: INVALID_PHYS_ADDR, alloc_size: 0, offset: 0, pad_slots: 0, nslots: 0, dir: DmaDirection::Bidirectional };
+
+    /// The record of a run in an area's slot cache: allocated, no mapping (no live mapping has
+    /// an `alloc_size` of 0: a mapping of no bytes is refused).
+    pub(super) const PARKED: Self = Self { nslots: super::area::CACHED_RUN_SLOTS as u16, ..Self::EMPTY };
+
+    /// Whether this is a parked run's record (see [`Self::PARKED`]).
+    #[inline(always)]
+    pub(super) fn is_parked(&self) -> bool {
+        self.nslots != 0 && self.alloc_size == 0
+    }
 }
 
 /// What a mapping needs from the slot search, computed once from the request (Linux: the

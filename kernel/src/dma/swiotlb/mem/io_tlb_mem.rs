@@ -465,6 +465,12 @@ impl SwiotlbMem {
         self.pools().for_each(|p| p.set_colour_period(bytes));
     }
 
+    /// Sets the slot cache of every pool (bootarg `swiotlb_slot_cache=`, see
+    /// [`SwiotlbPool::set_slot_cache`]); pools made later take the default pool's.
+    pub fn set_slot_cache(&self, runs: usize) {
+        self.pools().for_each(|p| p.set_slot_cache(runs));
+    }
+
     /// Whether `pa` is inside a live bounce buffer of one of the pools (Linux
     /// `is_swiotlb_buffer`): a lent page the page allocator handed out is not. Lock-free,
     /// O(number of pools), transient ones included. Device pools answer for themselves
@@ -550,6 +556,7 @@ impl SwiotlbMem {
         let pool = SwiotlbPool::new(start, nslots, self.areas_for(nslots), self.mem)?;
         pool.set_clean_slots(self.pool.clean_slots());
         pool.set_colour_period(self.pool.colour_period());
+        pool.set_slot_cache(self.pool.slot_cache());
         Ok(pool)
     }
 

@@ -11,6 +11,7 @@ mod lookup;
 mod misuse;
 mod occupancy;
 mod random;
+mod slot_cache;
 mod slot_search;
 
 use super::*;

@@ -20,6 +20,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1..70_000usize, 0..0x1_0000u64, 0..3usize, 0..5usize)
             .prop_map(|(size, offset, dir, align)| Op::Map { size, offset, dir, align }),
+        // A page or a little less, page aligned: what a slot cache's run fits.
+        2 => (2049..=4096usize, 0..16u64, 0..3usize, 0..5usize)
+            .prop_map(|(size, page, dir, align)| Op::Map { size, offset: page * 4096, dir, align }),
         1 => (any::<usize>(), any::<u8>()).prop_map(|(which, seed)| Op::DeviceWrite { which, seed }),
         1 => any::<usize>().prop_map(|which| Op::SyncForCpu { which }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(which, skip_cpu_sync)| Op::Unmap { which, skip_cpu_sync }),
@@ -49,9 +52,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operations_keep_counts_and_contents(coloured: bool, ops in proptest::collection::vec(op(), 1..80)) {
+    fn random_operations_keep_counts_and_contents(coloured: bool, slot_cache: bool, ops in proptest::collection::vec(op(), 1..80)) {
         let f = Fixture::new(1024, 2);
         f.pool.set_colour_period(if coloured { MIN_COLOUR_PERIOD } else { 0 });
+        f.pool.set_slot_cache(if slot_cache { 4 } else { 0 });
         let mut live: Vec<Live> = Vec::new();
         for (n, op) in ops.into_iter().enumerate() {
             match op {
