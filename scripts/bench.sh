@@ -125,6 +125,9 @@ configs=(
     "io-icount|demo=bench-io,ms=$ms,qd1,untimed,slices=4|-icount shift=0"
     "map|demo=bench-map|"
     "map-icount|demo=bench-map|-icount shift=0"
+    # The same without the slot cache (Linux: every mapping searches), alternated with the above.
+    "map-nocache|demo=bench-map swiotlb_slot_cache=0|"
+    "map-icount-nocache|demo=bench-map swiotlb_slot_cache=0|-icount shift=0"
     # What clean slots save: bounced reads with swiotlb_clean_slots on and off, alternated.
     "clean|demo=bench-clean,ms=$ms|"
     "clean-icount|demo=bench-clean,ms=$ms,qd1|-icount shift=0"

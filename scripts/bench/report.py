@@ -669,9 +669,56 @@ def mapping_section(runs, targets, trace=None):
                 flat.append(max(hits) / min(hits))
         targets.add(f"`is_swiotlb_buffer` slowest / fastest over 1, 64, 512 live mappings, {label}", "flat (≤ 1.2)", fmt_summary(summary(flat), 3), None if not flat else median(flat) <= 1.2)
     if out:
+        out += slot_cache_table(runs)
         out += trace_table(trace)
         out += inlined_table(trace)
     return "\n".join(out) + "\n" if out else "No `map` results.\n"
+
+
+def slot_cache_effect(runs, config, live=1, size=4096):
+    """Per round, the bookkeeping of a bounced map+unmap (`live`, `size`) with the slot cache
+    (`config`, the default) and without (`config`-nocache, booted in the same round):
+    [(with, without)]."""
+    pairs = []
+    with_cache = dict(runs.get(config, []))
+    for rnd, d in runs.get(config + "-nocache", []):
+        if rnd not in with_cache:
+            continue
+        rows = [{(r["live"], r["size"]): r for r in x["rows"]} for x in (with_cache[rnd], d)]
+        if all((live, size) in r for r in rows):
+            pairs.append(tuple(r[(live, size)]["bounce_to_device_ns"] - r[(live, size)]["memcpy_ns"] for r in rows))
+    return pairs
+
+
+def slot_cache_table(runs):
+    """The bookkeeping of a bounced map+unmap with the slot cache (the default) and without
+    (`swiotlb_slot_cache=0`, Linux's way: every mapping searches), booted alternately."""
+    cells = []
+    for config, unit, scale in [("map-icount", "instructions", 1), ("map", "µs", 1e-3)]:
+        for live in (1, 64, 512):
+            for size in (4096, 65536):
+                pairs = slot_cache_effect(runs, config, live, size)
+                if pairs:
+                    cells.append((config, unit, scale, live, size, pairs))
+    if not cells:
+        return []
+    out = [
+        "*The slot cache* (`swiotlb_slot_cache=8`, the default: each area parks up to 8 page runs that "
+        "unmaps freed and hands them to mappings of a page or less with no search) against none "
+        "(`swiotlb_slot_cache=0`, as Linux), booted one after the other in each round: the bookkeeping of a "
+        "bounced map+unmap to the device (minus its memcpy). 64 KiB mappings do not fit a cached run and "
+        "search either way.",
+        "",
+        "| unit | live | size | with the cache | without | with / without |",
+        "|---|---|---|---|---|---|",
+    ]
+    for config, unit, scale, live, size, pairs in cells:
+        ratio = summary(paired_ratios(pairs))
+        out.append(
+            f"| {unit} | {live} | {size_label(size)} | {fmt_summary(summary([a for a, _ in pairs]), scale=scale)} | "
+            f"{fmt_summary(summary([b for _, b in pairs]), scale=scale)} | {fmt_summary(ratio, 2)} |"
+        )
+    return out + [""]
 
 
 # ---------------------------------------------------------------- 3. the design table
@@ -1449,6 +1496,9 @@ def losses(runs, targets, machine):
     # Instructions (-icount) and TCG time of the mapping benchmark.
     memcpy_insns = map_figure(runs, "map-icount", lambda r: r["memcpy_ns"])
     book_insns = map_figure(runs, "map-icount", lambda r: r["bounce_to_device_ns"] - r["memcpy_ns"])
+    nocache_pairs = slot_cache_effect(runs, "map-icount")
+    nocache_insns = median([b for _, b in nocache_pairs]) if nocache_pairs else None
+    nocache_ratio = median(paired_ratios(nocache_pairs)) if nocache_pairs else None
     direct_insns = map_figure(runs, "map-icount", direct_net)
     direct_ratio = map_figure(runs, "map-icount", lambda r: direct_net(r) / r["memcpy_ns"])
     direct_called_insns = map_figure(runs, "map-icount", lambda r: direct_called(r) if "direct_call_ns" in r else None)
@@ -1522,14 +1572,21 @@ def losses(runs, targets, machine):
                + f"; the largest is {fmt(100 * inlined[0][1] / sum(n for _, n in inlined))} % of them: the cost is spread over the "
                "layers, with no one piece whose removal would bring it near the target."
                if inlined and len(inlined) > 6 else "")
-            + " The slot search itself is constant time (a `u128` free map per 128-slot segment "
+            + (f" The 4 KiB mapping took a page run from its area's slot cache, with no search; without the cache "
+               f"(`swiotlb_slot_cache=0`, as Linux: every mapping searches; booted alternately) the same map+unmap cost "
+               f"{fmt(nocache_insns)} instructions besides the copy ({fmt(nocache_ratio, 2)} times as many with the cache)."
+               if nocache_insns is not None else "")
+            + " The slot search is constant time when it runs (a `u128` free map per 128-slot segment "
             "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
-            "the segment slot by slot), run under an area lock (IRQs masked); the rest is in the layers around it: "
-            "the DMA-API entry and the bounce decision, the request's alignment (and for mappings of 16 KiB or more "
-            "the slot colouring), the slot states (per-segment atomic bitmaps, so that `is_swiotlb_buffer` needs no "
-            "lock, changed with masks), the mapping's record, the counters and the watermark check, and at "
-            "unmap the mapping's lookup (in the same hold of the area lock as the release when nothing is copied back; "
-            "a copy back takes the lock twice, so that the copy runs with it released)."
+            "the segment slot by slot). What a cached map+unmap still pays is in the layers around the slots: "
+            "the DMA-API entry and the bounce decision, the area lock (IRQs masked) at map and at unmap, "
+            "the mapping's record and the run's used bits (the per-segment atomic bitmaps that let "
+            "`is_swiotlb_buffer` run without a lock), the pool's counters (free and used slots for the IRQ reserve "
+            "and the watermarks, maps, bytes bounced, copies in task context) and the watermark check, and at unmap "
+            "the mapping's lookup (in the same hold of the area lock as the release when nothing is copied back; "
+            "a copy back takes the lock twice, so that the copy runs with it released). About 100 instructions "
+            "would leave room for little more than the lock and the record: the counters and the layers would have "
+            "to go."
         ),
         "direct": (
             f"The direct path added {fmt(direct_insns)} instructions per map+unmap to its caller"

@@ -454,6 +454,46 @@ class InstructionTrace(unittest.TestCase):
         self.assertIn("Single-stepping one map+unmap in GDB shows where they go.", text)
 
 
+class SlotCacheComparison(unittest.TestCase):
+    """The slot cache against none (`map-nocache`, `map-icount-nocache`): the table pairs the two
+    by round, and the bookkeeping reason quotes the figure without the cache, only when there is
+    one."""
+
+    @classmethod
+    def setUpClass(cls):
+        base, cls.machine, _ = report.load(FIXTURE)
+        if not base:
+            raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
+        cls.runs = one_round(base)
+        for config in ("map", "map-icount"):
+            cls.runs.pop(config + "-nocache", None)
+            for _, d in cls.runs[config]:
+                for r in d["rows"]:
+                    r["memcpy_ns"], r["bounce_to_device_ns"] = 500.0, 500.0 + (300.0 if r["size"] == 4096 else 800.0)
+
+    def with_nocache(self, extra):
+        runs = copy.deepcopy(self.runs)
+        for config in ("map", "map-icount"):
+            runs[config + "-nocache"] = copy.deepcopy(runs[config])
+            for _, d in runs[config + "-nocache"]:
+                for r in d["rows"]:
+                    r["bounce_to_device_ns"] += extra if r["size"] == 4096 else 0.0
+        return runs
+
+    def test_table_and_reason_follow_the_data(self):
+        for extra, want in ((450.0, "750"), (100.0, "400")):
+            text = generate(self.with_nocache(extra), self.machine)
+            ratio = fmt(300.0 / float(want), 2)
+            self.assertIn(f"| instructions | 1 | 4 KiB | 300 | {want} | {ratio} |", text)
+            self.assertIn("| instructions | 1 | 64 KiB | 800 | 800 | 1 |", text)
+            self.assertIn(f"the same map+unmap cost {want} instructions besides the copy ({ratio} times as many with the cache)", text)
+
+    def test_absent_without_the_nocache_boots(self):
+        text = generate(self.runs, self.machine)
+        self.assertNotIn("*The slot cache*", text)
+        self.assertNotIn("swiotlb_slot_cache=0", text)
+
+
 class CmaComparison(unittest.TestCase):
     """The answer to "what is the advantage over swiotlb chunks from CMA?" is worded from the data,
     and says where `lend` is worse."""

@@ -396,6 +396,9 @@ impl SwiotlbPool {
         align: SlotAlignment,
         in_irq: bool,
     ) -> Option<usize> {
+        if self.slot_cache.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let masks = align.min_align_mask | align.alloc_align_mask;
         let fits = size > IO_TLB_SIZE
             && size <= CACHED_RUN_SLOTS * IO_TLB_SIZE
@@ -403,7 +406,7 @@ impl SwiotlbPool {
             && align.min_align_mask & (align.min_align_mask + 1) == 0
             && align.alloc_align_mask & (align.alloc_align_mask + 1) == 0
             && orig_addr & align.min_align_mask == 0;
-        if !fits || self.slot_cache.load(Ordering::Relaxed) == 0 {
+        if !fits {
             return None;
         }
         let area = crate::arch::cpu_id() & (self.nareas() - 1);
