@@ -422,8 +422,9 @@ impl SwiotlbPool {
     }
 
     /// Frees every run of every area's slot cache into the free maps (Linux `drain_all_pages`
-    /// for the page allocator's per-CPU lists): before a lend, and before a failed search tries
-    /// again. Returns how many slots it freed. The counters already count them free.
+    /// for the page allocator's per-CPU lists): before a failed search tries again (a lend
+    /// drains each area it lends from itself, under that area's lock). Returns how many slots it
+    /// freed. The counters already count them free.
     pub fn drain_slot_cache(&self) -> usize {
         let mut freed = 0;
         for area in 0..self.nareas() {
