@@ -29,6 +29,15 @@ def one_round(runs, rnd=1):
     return {c: [(r, copy.deepcopy(d)) for r, d in v if r == rnd] for c, v in runs.items()}
 
 
+def fixture_round():
+    """One round of the committed run and its machine description; skips the test class when
+    the fixture is missing."""
+    base, machine, _ = report.load(FIXTURE)
+    if not base:
+        raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
+    return one_round(base), machine
+
+
 def set_all(runs, config, **fields):
     for _, d in runs[config]:
         d.update(fields)
@@ -257,6 +266,12 @@ class ProseFromDataTest(unittest.TestCase):
         hit = median([r["is_swiotlb_buffer_hit_ns"] for r in rows("map", (1, 4096))])
         out |= spellings(hit * median([d["timer_hz"] for _, d in runs["map"]]) / 1e9)
         out |= spellings(median([m["aliasing_ns"] / m["ns"] for _, d in runs["io"] for m in d["memcpy"]]))
+        # A slice of a sliced I/O cell, in ms: the cell's time over its slices.
+        for config in ("io", "io-icount"):
+            for _, d in runs.get(config, []):
+                for c in d["cells"]:
+                    if d.get("cell_ms") and c.get("slices"):
+                        out |= spellings(d["cell_ms"] / c["slices"])
         ram = runs["policy-lend"][0][1]["pictures"][0]["ram"]
         out |= spellings(len(ram.replace("|", "")) * 2)  # RAM MiB
         out |= spellings(ram.find("|") * 2)  # DMA window MiB
@@ -399,10 +414,7 @@ class InstructionTrace(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        base, cls.machine, _ = report.load(FIXTURE)
-        if not base:
-            raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
-        cls.runs = one_round(base)
+        cls.runs, cls.machine = fixture_round()
 
     def test_table_and_reason_from_the_trace(self):
         machine = dict(self.machine, insn_trace=self.TRACE)
@@ -461,10 +473,7 @@ class SlotCacheComparison(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        base, cls.machine, _ = report.load(FIXTURE)
-        if not base:
-            raise unittest.SkipTest(f"no fixture results in {FIXTURE}")
-        cls.runs = one_round(base)
+        cls.runs, cls.machine = fixture_round()
         for config in ("map", "map-icount"):
             cls.runs.pop(config + "-nocache", None)
             for _, d in cls.runs[config]:
