@@ -704,7 +704,7 @@ def slot_cache_table(runs):
         return []
     out = [
         "*The slot cache* (`swiotlb_slot_cache=8`, the default: each area parks up to 8 page runs that "
-        "unmaps freed and hands them to mappings of a page or less with no search) against none "
+        "unmaps freed and hands them, with no search, to mappings of more than a slot and at most a page) against none "
         "(`swiotlb_slot_cache=0`, as Linux), booted one after the other in each round: the bookkeeping of a "
         "bounced map+unmap to the device (minus its memcpy). 64 KiB mappings do not fit a cached run and "
         "search either way.",
