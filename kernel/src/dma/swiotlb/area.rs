@@ -177,15 +177,12 @@ impl AreaSlots {
         dir: DmaDirection,
         states: &[AtomicSegmentState],
     ) -> Option<usize> {
-        let cache = &mut self.cache;
         // Never the run the last unmap parked: a second unmap of that address stays refused
         // after one more mapping, as it is without the cache (see the module comment).
-        if cache.len < 2 {
+        if self.cache.len < 2 {
             return None;
         }
-        let first = cache.runs[usize::from(cache.head)] as usize;
-        cache.head = ((usize::from(cache.head) + 1) % SLOT_CACHE_MAX) as u8;
-        cache.len -= 1;
+        let first = self.pop_oldest();
         // A cached run is page aligned, so inside one word of the states.
         states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, true);
         self.slots[first] = Slot { orig_addr, alloc_size: size as u32, offset: 0, pad_slots: 0, nslots: CACHED_RUN_SLOTS as u16, dir };
@@ -193,31 +190,37 @@ impl AreaSlots {
         Some(first)
     }
 
-    /// Puts back a run [`Self::alloc_cached`] just gave (the pool could not count it used: the
-    /// IRQ reserve). The newest in the cache now, which changes nothing for anyone: no mapping
-    /// ever held it in between.
-    pub(super) fn unalloc_cached(&mut self, first: usize, states: &[AtomicSegmentState]) {
+    /// Parks the allocated page run at `first` at the cache's tail (the cache has room): its
+    /// record becomes a parked one and it leaves the used count. Its slots read Free from then
+    /// on (to `is_swiotlb_buffer`, and to a second unmap, which is refused as one), though they
+    /// are not in the free map: taken out of it, as a run being scrubbed is. Also puts back a
+    /// run [`Self::alloc_cached`] just gave when the pool could not count it used (the IRQ
+    /// reserve): no mapping held it in between.
+    #[inline(always)]
+    pub(super) fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
         self.slots[first] = Slot::PARKED;
         self.used -= CACHED_RUN_SLOTS;
-        self.park(first, states);
-    }
-
-    /// Adds the run at `first` (its record already parked) to the cache's tail. Its slots read
-    /// Free from then on (to `is_swiotlb_buffer`, and to a second unmap, which is refused as
-    /// one), though they are not in the free map: taken out of it, as a run being scrubbed is.
-    #[inline(always)]
-    fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
         states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, false);
         let cache = &mut self.cache;
         cache.runs[(usize::from(cache.head) + usize::from(cache.len)) % SLOT_CACHE_MAX] = first as u32;
         cache.len += 1;
     }
 
-    /// Sets how many runs the slot cache keeps (at most [`SLOT_CACHE_MAX`]; 0 turns it off; 1,
-    /// which could never hand a run out, keeps 2) and frees the runs beyond that; returns how
-    /// many slots it freed.
+    /// Takes the oldest run out of the cache's ring (it holds one); returns its first slot.
+    #[inline(always)]
+    fn pop_oldest(&mut self) -> usize {
+        let cache = &mut self.cache;
+        let first = cache.runs[usize::from(cache.head)] as usize;
+        cache.head = ((usize::from(cache.head) + 1) % SLOT_CACHE_MAX) as u8;
+        cache.len -= 1;
+        first
+    }
+
+    /// Sets how many runs the slot cache keeps (`SwiotlbPool::set_slot_cache` gives 0 or 2 to
+    /// [`SLOT_CACHE_MAX`]) and frees the runs beyond that; returns how many slots it freed.
     pub(super) fn set_cache_cap(&mut self, cap: usize, states: &[AtomicSegmentState]) -> usize {
-        self.cache.cap = if cap == 1 { 2 } else { cap.min(SLOT_CACHE_MAX) as u8 };
+        debug_assert!(cap != 1 && cap <= SLOT_CACHE_MAX);
+        self.cache.cap = cap as u8;
         self.drain_cache_to(usize::from(self.cache.cap), states)
     }
 
@@ -230,9 +233,7 @@ impl AreaSlots {
     fn drain_cache_to(&mut self, keep: usize, states: &[AtomicSegmentState]) -> usize {
         let mut freed = 0;
         while usize::from(self.cache.len) > keep {
-            let first = self.cache.runs[usize::from(self.cache.head)] as usize;
-            self.cache.head = ((usize::from(self.cache.head) + 1) % SLOT_CACHE_MAX) as u8;
-            self.cache.len -= 1;
+            let first = self.pop_oldest();
             // Parked runs do not count in `used`: `free_allocation` takes them off it.
             self.used += CACHED_RUN_SLOTS;
             freed += self.free_allocation(first, states);
@@ -533,8 +534,6 @@ impl AreaSlots {
     fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
         let nslots = usize::from(self.slots[first].nslots);
         if nslots == CACHED_RUN_SLOTS && first.is_multiple_of(CACHED_RUN_SLOTS) && self.cache.len < self.cache.cap {
-            self.slots[first] = Slot::PARKED;
-            self.used -= nslots;
             self.park(first, states);
             return nslots;
         }

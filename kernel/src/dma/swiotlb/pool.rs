@@ -413,7 +413,7 @@ impl SwiotlbPool {
         let local = self.areas[area].lock().alloc_cached(orig_addr, size, dir, self.area_states(area))?;
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
         if self.counters.take_free(CACHED_RUN_SLOTS, reserve).is_err() {
-            self.areas[area].lock().unalloc_cached(local, self.area_states(area));
+            self.areas[area].lock().park(local, self.area_states(area));
             return None;
         }
         self.counters.add_used(CACHED_RUN_SLOTS);
