@@ -293,12 +293,13 @@ impl<'a> DmaApi<'a> {
         attrs: DmaAttrs,
     ) -> Result<DmaAddr, DmaError> {
         if !dev.dma_capable(addr, size) && !dev.has_device_pool() {
-            if arch::in_interrupt() {
+            let in_irq = arch::in_interrupt();
+            if in_irq {
                 self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
             }
             let align = SlotAlignment::min_align(dev.min_align_mask);
             // SAFETY: the caller owns the buffer until the unmap (this function's contract).
-            let result = unsafe { self.default_mem.map_attrs(addr, size, dir, align, attrs) };
+            let result = unsafe { self.default_mem.map_attrs_in(addr, size, dir, align, attrs, in_irq) };
             // Coherent (`maps_direct_as_is`): no cache to clean.
             return self.bounced(dev, result, size, dir, true);
         }
@@ -531,7 +532,10 @@ impl<'a> DmaApi<'a> {
     /// cache maintenance; everything else in [`unmap_single_full`](Self::unmap_single_full).
     #[inline(never)]
     fn unmap_as_is(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
-        if let SlotLookup::Live(pool) = self.default_mem.default_pool().lookup(dma) {
+        // The default pool's lookup answers `Live` with the pool itself: unmapped here, not
+        // through `FoundPool`'s match.
+        let pool = self.default_mem.default_pool();
+        if let SlotLookup::Live(_) = pool.lookup(dma) {
             return Ok(pool.unmap(dma, size, dir, attrs)?);
         }
         self.unmap_single_full(dev, dma, size, dir, attrs)

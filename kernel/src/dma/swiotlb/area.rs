@@ -512,6 +512,7 @@ impl AreaSlots {
     /// hold of the lock) and returns how many slots it held: [`Self::release`] without a second
     /// lookup. `None`, freeing nothing, unless `mapping` was looked up at the head's first byte
     /// (`position` 0).
+    #[inline(always)]
     pub(super) fn release_mapping(&mut self, mapping: &MappingInfo, states: &[AtomicSegmentState]) -> Option<usize> {
         (mapping.position == 0).then(|| self.release_allocation(mapping.first, states))
     }

@@ -131,44 +131,99 @@ impl SwiotlbPool {
     ) -> Result<PhysAddr, SwiotlbError> {
         // Read once for the slot search's reserve and counters and for the copy's statistics.
         let in_irq = arch::in_interrupt();
+        // SAFETY: this function's contract, handed on.
+        if let Some(tlb_addr) = unsafe { self.map_cached(orig_addr, size, dir, align, attrs, in_irq) } {
+            return Ok(tlb_addr);
+        }
+        // SAFETY: as above.
+        unsafe { self.map_searched(orig_addr, size, dir, align, attrs, in_irq) }
+    }
+
+    /// The first half of [`map_attrs`](Self::map_attrs), inline in the callers on the bounce
+    /// path (no call, no frame): a mapping of a page or less takes a run of its CPU's slot
+    /// cache, if there is one, copies in and zeroes the run's tail. `None` if the mapping does
+    /// not fit a cached run or the cache has none to give (then
+    /// [`map_searched`](Self::map_searched) maps it). A read that may skip its copy-in looks for
+    /// clean slots instead: parked runs are dirty. `in_irq` is `arch::in_interrupt()`.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub(super) unsafe fn map_cached(
+        &self,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+        in_irq: bool,
+    ) -> Option<PhysAddr> {
+        if attrs.no_copy_in && dir == DmaDirection::FromDevice {
+            return None;
+        }
+        let head = self.alloc_cached(orig_addr, size, dir, align, in_irq)?;
+        let tlb_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
+        // The copy-in writes every byte of the run the device can see but the tail, zeroed
+        // below: a parked run's old contents never show.
+        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
+        self.zero_tail(tlb_addr + size as u64);
+        self.counters().count_bounce(true, size);
+        Some(tlb_addr)
+    }
+
+    /// Zeroes from `end` (a mapping's end) to the end of its last slot, if it ends inside one.
+    #[inline(always)]
+    fn zero_tail(&self, end: PhysAddr) {
+        let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
+        if slots_end != end {
+            self.phys().fill(end, 0, (slots_end - end) as usize);
+        }
+    }
+
+    /// The second half of [`map_attrs`](Self::map_attrs), out of line: the slot search, for a
+    /// mapping [`map_cached`](Self::map_cached) did not take.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    pub(super) unsafe fn map_searched(
+        &self,
+        orig_addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+        in_irq: bool,
+    ) -> Result<PhysAddr, SwiotlbError> {
         let copy_in_optional = attrs.no_copy_in && dir == DmaDirection::FromDevice;
-        // A page or less: a run of the slot cache if there is one (no search, and the copy-in
-        // below writes every byte of it the device can see, so a parked run's old contents
-        // never show). A read that may skip its copy-in looks for clean slots instead.
-        let cached = if copy_in_optional { None } else { self.alloc_cached(orig_addr, size, dir, align, in_irq) };
-        let (first, tlb_addr) = if let Some(head) = cached {
-            let addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
-            (addr, addr)
-        } else {
-            let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
-            let wants_clean = copy_in_optional && self.clean_slots();
-            let (head, clean) = self.alloc_slots_in(&req, dir, wants_clean, in_irq)?;
-            let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
-            let tlb_addr = head_addr + req.offset as u64;
-            if copy_in_optional {
-                let counter = if clean { &self.counters().reads_copy_in_skipped } else { &self.counters().reads_copied_in };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            if clean {
-                // Every byte of the allocation is already zero: nothing stale to hide, nothing of
-                // the caller's the device needs (it overwrites what the caller will read).
-                return Ok(tlb_addr);
-            }
-            (head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT), tlb_addr)
-        };
+        let req = SlotRequest::new(orig_addr, size, align)?.with_colour(self.colour_period());
+        let wants_clean = copy_in_optional && self.clean_slots();
+        let (head, clean) = self.alloc_slots_in(&req, dir, wants_clean, in_irq)?;
+        let head_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
+        let tlb_addr = head_addr + req.offset as u64;
+        if copy_in_optional {
+            let counter = if clean { &self.counters().reads_copy_in_skipped } else { &self.counters().reads_copied_in };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if clean {
+            // Every byte of the allocation is already zero: nothing stale to hide, nothing of
+            // the caller's the device needs (it overwrites what the caller will read).
+            return Ok(tlb_addr);
+        }
         bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
         // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
         // Most mappings have neither (no offset kept, whole slots): no call for nothing.
+        let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
         if first != tlb_addr {
             self.phys().fill(first, 0, (tlb_addr - first) as usize);
         }
-        let end = tlb_addr + size as u64;
-        let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
-        if slots_end != end {
-            self.phys().fill(end, 0, (slots_end - end) as usize);
-        }
+        self.zero_tail(tlb_addr + size as u64);
         self.counters().count_bounce(true, size);
         Ok(tlb_addr)
     }
@@ -179,27 +234,41 @@ impl SwiotlbPool {
     ///
     /// All or nothing: on error (not a mapping start, wrong direction, `size` past the mapping)
     /// nothing is copied and nothing freed.
+    ///
+    /// Inline: an unmap with nothing to copy back (to the device, or `skip_cpu_sync`) checks and
+    /// frees in its caller's frame; a copy-back goes out of line.
+    #[inline(always)]
     pub fn unmap(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), SwiotlbError> {
-        let check = |mapping: &MappingInfo| {
-            if mapping.position != 0 {
-                return Err(SwiotlbError::NotMapped { tlb_addr });
-            }
-            if mapping.head_slot.dir != dir {
-                return Err(SwiotlbError::DirectionMismatch { mapped: mapping.head_slot.dir, requested: dir });
-            }
-            let available = mapping.head_slot.alloc_size as usize;
-            if size > available {
-                return Err(SwiotlbError::Overflow { tlb_addr, size, available });
-            }
-            Ok(())
-        };
         if attrs.skip_cpu_sync || !dir.from_device() {
             // Nothing to copy back: check and free in one hold of the area lock.
-            return self.release_checked(tlb_addr, check);
+            return self.release_checked(tlb_addr, |mapping| Self::check_unmap(tlb_addr, size, dir, mapping));
         }
-        // The copy-back runs with no lock held, between the check and the release.
+        self.unmap_copy_back(tlb_addr, size, dir)
+    }
+
+    /// What [`unmap`](Self::unmap) checks of the live mapping it ends: looked up at its first
+    /// byte, mapped in the same direction, at least `size` bytes.
+    #[inline(always)]
+    fn check_unmap(tlb_addr: PhysAddr, size: usize, dir: DmaDirection, mapping: &MappingInfo) -> Result<(), SwiotlbError> {
+        if mapping.position != 0 {
+            return Err(SwiotlbError::NotMapped { tlb_addr });
+        }
+        if mapping.head_slot.dir != dir {
+            return Err(SwiotlbError::DirectionMismatch { mapped: mapping.head_slot.dir, requested: dir });
+        }
+        let available = mapping.head_slot.alloc_size as usize;
+        if size > available {
+            return Err(SwiotlbError::Overflow { tlb_addr, size, available });
+        }
+        Ok(())
+    }
+
+    /// [`unmap`](Self::unmap) with a copy back, out of line: the copy runs with no lock held,
+    /// between the check and the release.
+    #[inline(never)]
+    fn unmap_copy_back(&self, tlb_addr: PhysAddr, size: usize, dir: DmaDirection) -> Result<(), SwiotlbError> {
         let (mapping, area) = self.find_mapping_in(tlb_addr)?;
-        check(&mapping)?;
+        Self::check_unmap(tlb_addr, size, dir, &mapping)?;
         bounce_copy(self.phys(), mapping.head_slot.orig_addr, tlb_addr, size);
         self.counters().count_bounce(false, size);
         self.release_found(tlb_addr, &mapping, area)

@@ -508,6 +508,7 @@ impl SwiotlbPool {
     /// [`find_mapping`](Self::find_mapping) then [`release_slots`](Self::release_slots) without
     /// the second lock round, for an unmap that copies nothing back. `check` must refuse a
     /// mapping whose `position` is not 0 (not the head); nothing is freed if it refuses.
+    #[inline(always)]
     pub(super) fn release_checked(
         &self,
         tlb_addr: PhysAddr,

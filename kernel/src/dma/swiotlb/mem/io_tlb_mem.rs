@@ -384,10 +384,35 @@ impl SwiotlbMem {
         align: SlotAlignment,
         attrs: DmaAttrs,
     ) -> Result<PhysAddr, SwiotlbError> {
-        // The default pool first, outside the walk over the extra ones: the common case, in
-        // one call; the rest out of line.
+        // SAFETY: this function's contract, handed on.
+        unsafe { self.map_attrs_in(orig, size, dir, align, attrs, crate::arch::in_interrupt()) }
+    }
+
+    /// [`map_attrs`](Self::map_attrs) for a caller that has read
+    /// `in_irq = arch::in_interrupt()` already (the DMA API's bounce path).
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub unsafe fn map_attrs_in(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+        in_irq: bool,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        // The default pool first, outside the walk over the extra ones: a run of its slot cache
+        // inline, in the caller's frame; else its search, in one call; the rest out of line.
         // SAFETY: this function's contract, handed on to the pool that maps.
-        match unsafe { self.pool.map_attrs(orig, size, dir, align, attrs) } {
+        if let Some(tlb_addr) = unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) } {
+            return Ok(self.mapped(tlb_addr));
+        }
+        // SAFETY: as above.
+        match unsafe { self.pool.map_searched(orig, size, dir, align, attrs, in_irq) } {
             Ok(tlb_addr) => Ok(self.mapped(tlb_addr)),
             // SAFETY: as above.
             Err(e) => unsafe { self.map_attrs_missed(e, orig, size, dir, align, attrs) },
