@@ -56,7 +56,8 @@ pub(super) struct AreaSlots {
     /// Where the next search starts: the slot after the last allocation (Linux
     /// `io_tlb_area::index`). Its segment is searched first, from here on, then from its start.
     index: usize,
-    /// Slots held by mappings, pad slots included (Linux `io_tlb_area::used`).
+    /// Slots held by mappings, pad slots included (Linux `io_tlb_area::used`), and by the slot
+    /// cache's parked runs.
     used: usize,
     /// Slots lent to the page allocator.
     lent: usize,
@@ -97,9 +98,12 @@ pub(super) const CACHED_RUN_SLOTS: usize = (crate::mm::PAGE_SIZE as usize) >> IO
 /// segment maps (only the run's used bits, one word); an unmap of a page run parks it again while
 /// the cache has room. What the page allocator's per-CPU lists (Linux `struct per_cpu_pages`)
 /// are to its free lists. A parked run reads Free (to `is_swiotlb_buffer`, and to a second unmap,
-/// which is refused) and counts as free in the pool's counters, but no search and no lend can
-/// take it: a lend drains the cache first (as Linux drains the per-CPU lists before it isolates
-/// pages), and so does a search that found nothing. First in, first out, and a run is handed out
+/// which is refused), but no search and no lend can take it: a lend drains the cache first (as
+/// Linux drains the per-CPU lists before it isolates pages), and so does a search that found
+/// nothing. Like the pages on those lists, which `NR_FREE_PAGES` does not count, a parked run
+/// stays counted held (this area's `used`, the pool's used counter), so that neither taking nor
+/// parking one touches a shared counter; a drain gives its slots to the free count. (The pool's
+/// `free_slots` and `used_slots` still report parked runs as free.) First in, first out, and a run is handed out
 /// only while the cache holds two or more: the run the last unmap parked never goes to the very
 /// next mapping, so a second unmap of a just-unmapped address is still refused after it.
 #[derive(Clone, Copy)]
@@ -168,7 +172,8 @@ impl AreaSlots {
 
     /// Takes the oldest run of the slot cache for a mapping of `size` bytes (at most a page, no
     /// kept offset) of `orig_addr` and returns its area-local first slot, the head: no search,
-    /// no segment map to change, only the run's used bits. `None` if the cache is empty.
+    /// no segment map to change, no count (a parked run is counted held), only the run's used
+    /// bits. `None` if the cache is empty.
     #[inline(always)]
     pub(super) fn alloc_cached(
         &mut self,
@@ -186,20 +191,16 @@ impl AreaSlots {
         // A cached run is page aligned, so inside one word of the states.
         states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, true);
         self.slots[first] = Slot { orig_addr, alloc_size: size as u32, offset: 0, pad_slots: 0, nslots: CACHED_RUN_SLOTS as u16, dir };
-        self.used += CACHED_RUN_SLOTS;
         Some(first)
     }
 
     /// Parks the allocated page run at `first` at the cache's tail (the cache has room): its
-    /// record becomes a parked one and it leaves the used count. Its slots read Free from then
+    /// record becomes a parked one; it stays in the used count. Its slots read Free from then
     /// on (to `is_swiotlb_buffer`, and to a second unmap, which is refused as one), though they
-    /// are not in the free map: taken out of it, as a run being scrubbed is. Also puts back a
-    /// run [`Self::alloc_cached`] just gave when the pool could not count it used (the IRQ
-    /// reserve): no mapping held it in between.
+    /// are not in the free map: taken out of it, as a run being scrubbed is.
     #[inline(always)]
-    pub(super) fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
+    fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
         self.slots[first] = Slot::PARKED;
-        self.used -= CACHED_RUN_SLOTS;
         states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, false);
         let cache = &mut self.cache;
         cache.runs[(usize::from(cache.head) + usize::from(cache.len)) % SLOT_CACHE_MAX] = first as u32;
@@ -224,7 +225,8 @@ impl AreaSlots {
         self.drain_cache_to(usize::from(self.cache.cap), states)
     }
 
-    /// Frees every run of the slot cache into the free maps; returns how many slots it freed.
+    /// Frees every run of the slot cache into the free maps (and out of the used count); returns
+    /// how many slots it freed.
     pub(super) fn drain_cache(&mut self, states: &[AtomicSegmentState]) -> usize {
         self.drain_cache_to(0, states)
     }
@@ -234,8 +236,6 @@ impl AreaSlots {
         let mut freed = 0;
         while usize::from(self.cache.len) > keep {
             let first = self.pop_oldest();
-            // Parked runs do not count in `used`: `free_allocation` takes them off it.
-            self.used += CACHED_RUN_SLOTS;
             freed += self.free_allocation(first, states);
         }
         freed
@@ -244,6 +244,11 @@ impl AreaSlots {
     /// Runs in the slot cache.
     pub(super) fn cached_runs(&self) -> usize {
         usize::from(self.cache.len)
+    }
+
+    /// Slots of the slot cache's runs (counted in [`Self::used`]).
+    pub(super) fn cached_slots(&self) -> usize {
+        self.cached_runs() * CACHED_RUN_SLOTS
     }
 
     /// Finds and takes a run for `req` (Linux `swiotlb_search_pool_area`), records the mapping and
@@ -413,7 +418,9 @@ impl AreaSlots {
         self.changed(seg);
     }
 
-    /// Sets the free bits of `[first, first + nslots)` of segment `seg`.
+    /// Sets the free bits of `[first, first + nslots)` of segment `seg`. Inline: the release
+    /// path's last step.
+    #[inline(always)]
     fn give_back_run(&mut self, seg: usize, first: usize, nslots: usize) {
         self.segs[seg].free |= run_mask(first, nslots);
         self.changed(seg);
@@ -497,8 +504,9 @@ impl AreaSlots {
         Some(MappingInfo { head_slot, position: from_head - i64::from(head_slot.offset), first })
     }
 
-    /// Frees the allocation whose head slot is `head` and returns how many slots it held, or
-    /// `None` if `head` is not the head of a live mapping (Linux `swiotlb_release_slots`, pad slots
+    /// Frees the allocation whose head slot is `head` and returns how many slots went back to the
+    /// free map (0 if the slot cache parked it; see [`Self::release_allocation`]), or `None` if
+    /// `head` is not the head of a live mapping (Linux `swiotlb_release_slots`, pad slots
     /// included). Constant in the allocation's length: masks on its segment's maps.
     pub(super) fn release(&mut self, head: usize, states: &[AtomicSegmentState]) -> Option<usize> {
         let first = self.allocation_of(head)?;
@@ -509,7 +517,7 @@ impl AreaSlots {
     }
 
     /// Frees the allocation `mapping` was looked up in (with [`Self::mapping`], under this same
-    /// hold of the lock) and returns how many slots it held: [`Self::release`] without a second
+    /// hold of the lock) and returns how many slots went to the free map: [`Self::release`] without a second
     /// lookup. `None`, freeing nothing, unless `mapping` was looked up at the head's first byte
     /// (`position` 0).
     #[inline(always)]
@@ -519,8 +527,9 @@ impl AreaSlots {
 
     /// Frees the allocation `mapping` was looked up in (with [`Self::mapping`], under an earlier
     /// hold of the lock) if it still lives there, unchanged, and `mapping` was looked up at the
-    /// head's first byte; returns how many slots it held, or `None`, freeing nothing. For an
+    /// head's first byte; returns how many slots went to the free map, or `None`, freeing nothing. For an
     /// unmap that copies back between the lookup and the release: no second lookup.
+    #[inline(always)]
     pub(super) fn release_found(&mut self, mapping: &MappingInfo, states: &[AtomicSegmentState]) -> Option<usize> {
         let (seg, in_seg) = (mapping.first / IO_TLB_SEGSIZE, mapping.first % IO_TLB_SEGSIZE);
         let still_there =
@@ -528,15 +537,15 @@ impl AreaSlots {
         still_there.then(|| self.release_allocation(mapping.first, states))
     }
 
-    /// Frees the live allocation whose first slot is `first`; returns its slots. A page run goes
-    /// to the slot cache instead, if the cache has room: it stays allocated, parked, and counts
-    /// as freed all the same (the pool's counters take it as free).
+    /// Frees the live allocation whose first slot is `first`; returns how many slots went back
+    /// to the free map. A page run goes to the slot cache instead, if the cache has room: it
+    /// stays allocated and counted held, parked, and 0 slots went to the free map.
     #[inline(always)]
     fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
         let nslots = usize::from(self.slots[first].nslots);
         if nslots == CACHED_RUN_SLOTS && first.is_multiple_of(CACHED_RUN_SLOTS) && self.cache.len < self.cache.cap {
             self.park(first, states);
-            return nslots;
+            return 0;
         }
         self.free_allocation(first, states)
     }
@@ -577,11 +586,11 @@ impl AreaSlots {
     }
 
     /// Lends the free slots `range` to the page allocator; fails, changing nothing, with the first
-    /// slot that is not free.
+    /// slot that is not free. Parked runs read Free but are not in the free map: the caller
+    /// drains the slot cache first, under the same hold of the lock (so that no unmap parks one
+    /// in between), and counts what it freed.
     pub(super) fn lend(&mut self, range: Range<usize>, states: &[AtomicSegmentState]) -> Result<(), (usize, SlotState)> {
-        // Parked runs read Free but are not in the free map: free them first (under this hold
-        // of the lock, so no unmap parks one in between).
-        self.drain_cache(states);
+        debug_assert_eq!(self.cache.len, 0, "lend with parked runs");
         if let Some(busy) = self.first_not(range.clone(), SlotState::Free, states) {
             return Err(busy);
         }
@@ -675,7 +684,7 @@ impl AreaSlots {
             .fold(0, |map, first| map | run_mask(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS))
     }
 
-    /// Slots held by mappings.
+    /// Slots held by mappings and by the slot cache.
     pub(super) fn used(&self) -> usize {
         self.used
     }
@@ -743,6 +752,6 @@ impl AreaSlots {
             let first = self.cache.runs[(usize::from(self.cache.head) + i) % SLOT_CACHE_MAX] as usize;
             assert!(self.slots[first].is_parked(), "slot cache entry {i} of area {area} is not a parked run");
         }
-        assert_eq!(used_slots, self.used, "used count of area {area}");
+        assert_eq!(used_slots + parked * CACHED_RUN_SLOTS, self.used, "used count of area {area}: mappings and parked runs");
     }
 }

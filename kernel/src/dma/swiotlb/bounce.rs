@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::area::MappingInfo;
+use super::area::{MappingInfo, CACHED_RUN_SLOTS};
 use super::slots::SlotRequest;
 use super::{DmaAttrs, DmaDirection, SlotAlignment, SwiotlbError, SwiotlbPool, IO_TLB_SHIFT, IO_TLB_SIZE};
 use crate::arch;
@@ -160,7 +160,9 @@ impl SwiotlbPool {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Option<PhysAddr> {
-        if attrs.no_copy_in && dir == DmaDirection::FromDevice {
+        // The size first: it turns away most of the mappings that do not fit (a request's header
+        // and status, a large buffer) in two instructions.
+        if size <= IO_TLB_SIZE || size > CACHED_RUN_SLOTS * IO_TLB_SIZE || (attrs.no_copy_in && dir == DmaDirection::FromDevice) {
             return None;
         }
         let head = self.alloc_cached(orig_addr, size, dir, align, in_irq)?;

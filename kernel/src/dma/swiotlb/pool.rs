@@ -163,7 +163,7 @@ impl SwiotlbPool {
     /// `lend` worker spreads pageblocks over the areas with it).
     pub fn area_usage(&self, area: usize) -> AreaUsage {
         let slots = self.areas[area].lock();
-        AreaUsage { usable: slots.usable(), free: slots.usable() - slots.used() }
+        AreaUsage { usable: slots.usable(), free: slots.usable() - slots.used() + slots.cached_slots() }
     }
 
     /// Address of slot `index` (Linux `slot_addr`); `None` past the end.
@@ -206,14 +206,28 @@ impl SwiotlbPool {
         self.irq_reserve_slots.load(Ordering::Relaxed)
     }
 
-    /// Slots free for bounce buffers.
+    /// Slots free for bounce buffers, the slot caches' parked runs included (read under each
+    /// area's lock).
     pub fn free_slots(&self) -> usize {
-        self.counters.free.load(Ordering::Relaxed)
+        self.counters.free.load(Ordering::Relaxed) + self.cached_slots()
     }
 
-    /// Slots held by mappings, pad slots included.
+    /// Slots held by mappings, pad slots included (the slot caches' parked runs not; read
+    /// under each area's lock).
     pub fn used_slots(&self) -> usize {
+        self.counters.used.load(Ordering::Relaxed).saturating_sub(self.cached_slots())
+    }
+
+    /// Slots held by mappings and by the slot caches, without a lock: what the watermarks and
+    /// the IRQ reserve go by (as Linux's zone watermarks go by `NR_FREE_PAGES`, which leaves out
+    /// the pages on the per-CPU lists).
+    pub fn held_slots(&self) -> usize {
         self.counters.used.load(Ordering::Relaxed)
+    }
+
+    /// Slots in the free maps (the slot caches' parked runs not), without a lock.
+    pub(super) fn free_map_slots(&self) -> usize {
+        self.counters.free.load(Ordering::Relaxed)
     }
 
     /// Slots lent to the page allocator.
@@ -233,16 +247,21 @@ impl SwiotlbPool {
 
     /// Restarts the high-water mark from the current use (Linux allows writing 0 to it).
     pub fn reset_used_hiwater(&self) {
-        self.counters.used_hiwater.store(self.used_slots(), Ordering::Relaxed);
+        self.counters.used_hiwater.store(self.held_slots(), Ordering::Relaxed);
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> SwiotlbStats {
+        let counts = self.counters.snapshot();
+        let cached = self.cached_slots();
         SwiotlbStats {
             total_slots: self.nslots(),
+            // Parked runs reported free, as `free_slots` and `used_slots` do.
+            free_slots: counts.free_slots + cached,
+            used_slots: counts.used_slots.saturating_sub(cached),
             irq_reserve_slots: self.irq_reserve_slots(),
             area_lock_contention: self.areas.iter().map(IrqSafeSpinLock::contended).sum(),
-            ..self.counters.snapshot()
+            ..counts
         }
     }
 
@@ -255,6 +274,12 @@ impl SwiotlbPool {
         let _lending = LendingGuard::enter_after_scrub(&self.lending, &self.scrub_busy)?;
         let nslots = slots.len();
         let reserve = self.irq_reserve_slots();
+        // Parked runs are counted held and kept out of the free maps: the areas' slot caches
+        // give theirs up first (as Linux drains the per-CPU page lists before it isolates).
+        for (area, _) in self.area_chunks(slots.clone()) {
+            let drained = self.areas[area].lock().drain_cache(self.area_states(area));
+            self.slots_released(drained);
+        }
         if let Err(free) = self.counters.take_free(nslots, reserve) {
             // Name the slot in the way if there is one: more useful than the count.
             return Err(match slots.clone().filter_map(|i| Some((i, self.slot_state(i)?))).find(|s| s.1 != SlotState::Free) {
@@ -263,7 +288,16 @@ impl SwiotlbPool {
             });
         }
         for (n, (area, local)) in self.area_chunks(slots.clone()).enumerate() {
-            if let Err((busy, state)) = self.areas[area].lock().lend(local, self.area_states(area)) {
+            let lent = {
+                let mut slots = self.areas[area].lock();
+                // A run an unmap parked since the drain above: freed under this hold of the lock.
+                let drained = slots.drain_cache(self.area_states(area));
+                let lent = slots.lend(local, self.area_states(area));
+                drop(slots);
+                self.slots_released(drained);
+                lent
+            };
+            if let Err((busy, state)) = lent {
                 // Give back what this call lent so far: nothing else touches lent slots.
                 for (area, local) in self.area_chunks(slots.clone()).take(n) {
                     let _ = self.areas[area].lock().unlend(local, false, self.area_states(area));
@@ -339,7 +373,15 @@ impl SwiotlbPool {
         in_irq: bool,
     ) -> Result<(usize, bool), SwiotlbError> {
         let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
-        if let Err(free) = self.counters.take_free(req.nslots, reserve) {
+        let mut taken = self.counters.take_free(req.nslots, reserve);
+        // The free count leaves the slot caches' runs out: if freeing them would let this
+        // mapping have its slots, they are freed, and it tries once more.
+        if let Err(free) = taken {
+            if free + self.cached_slots() >= req.nslots.saturating_add(reserve) && self.drain_slot_cache() != 0 {
+                taken = self.counters.take_free(req.nslots, reserve);
+            }
+        }
+        if let Err(free) = taken {
             self.counters.count_failure(in_irq);
             return Err(if free >= req.nslots {
                 SwiotlbError::BelowReserve { nslots: req.nslots, free, reserve }
@@ -348,8 +390,8 @@ impl SwiotlbPool {
             });
         }
         let mut found = self.search_areas(req, dir, prefer_clean);
-        // The free count holds the slot caches' runs, the free maps do not: a search that
-        // failed may fit once they are freed.
+        // A search that failed for want of a long enough run may fit once the slot caches'
+        // runs are back in the free maps.
         if found.is_none() && self.drain_slot_cache() != 0 {
             found = self.search_areas(req, dir, prefer_clean);
         }
@@ -385,7 +427,9 @@ impl SwiotlbPool {
     /// Takes a run of this CPU's area's slot cache for a mapping of `size` bytes of `orig_addr`
     /// placed as `align` asks, if the cache is on and the mapping fits a cached run: at most a
     /// page, more than a slot, and an alignment a page-aligned run without a kept offset
-    /// meets. Counts it as a search would; returns the head slot, or `None` (then the search
+    /// meets. No slot count changes (a parked run is counted held, see `SlotCache`), but a
+    /// task-context mapping takes one only while the free maps hold at least the IRQ reserve, as
+    /// a search would. Counts the mapping; returns the head slot, or `None` (then the search
     /// runs, and gives the errors).
     #[inline(always)]
     pub(super) fn alloc_cached(
@@ -400,23 +444,20 @@ impl SwiotlbPool {
             return None;
         }
         let masks = align.min_align_mask | align.alloc_align_mask;
-        let fits = size > IO_TLB_SIZE
-            && size <= CACHED_RUN_SLOTS * IO_TLB_SIZE
-            && masks < PAGE_SIZE
+        // The caller ([`map_cached`](Self::map_cached)) checked the size first.
+        debug_assert!(size > IO_TLB_SIZE && size <= CACHED_RUN_SLOTS * IO_TLB_SIZE);
+        let fits = masks < PAGE_SIZE
             && align.min_align_mask & (align.min_align_mask + 1) == 0
             && align.alloc_align_mask & (align.alloc_align_mask + 1) == 0
             && orig_addr & align.min_align_mask == 0;
         if !fits {
             return None;
         }
-        let area = crate::arch::cpu_id() & (self.nareas() - 1);
-        let local = self.areas[area].lock().alloc_cached(orig_addr, size, dir, self.area_states(area))?;
-        let reserve = if in_irq { 0 } else { self.irq_reserve_slots() };
-        if self.counters.take_free(CACHED_RUN_SLOTS, reserve).is_err() {
-            self.areas[area].lock().park(local, self.area_states(area));
+        if !in_irq && self.free_map_slots() < self.irq_reserve_slots() {
             return None;
         }
-        self.counters.add_used(CACHED_RUN_SLOTS);
+        let area = crate::arch::cpu_id() & (self.nareas() - 1);
+        let local = self.areas[area].lock().alloc_cached(orig_addr, size, dir, self.area_states(area))?;
         self.counters.count_map(in_irq);
         Some(area * self.area_nslots + local)
     }
@@ -424,16 +465,19 @@ impl SwiotlbPool {
     /// Frees every run of every area's slot cache into the free maps (Linux `drain_all_pages`
     /// for the page allocator's per-CPU lists): before a failed search tries again (a lend
     /// drains each area it lends from itself, under that area's lock). Returns how many slots it
-    /// freed. The counters already count them free.
+    /// freed, which move from the used count to the free count.
     pub fn drain_slot_cache(&self) -> usize {
         let mut freed = 0;
         for area in 0..self.nareas() {
             freed += self.areas[area].lock().drain_cache(self.area_states(area));
         }
-        if freed != 0 {
-            self.maybe_dirty.store(true, Ordering::Relaxed);
-        }
+        self.slots_released(freed);
         freed
+    }
+
+    /// Slots of the runs parked in the slot caches (read under each area's lock).
+    pub fn cached_slots(&self) -> usize {
+        self.cached_runs() * CACHED_RUN_SLOTS
     }
 
     /// Sets how many page runs each area's slot cache keeps (bootarg `swiotlb_slot_cache=`, at
@@ -445,9 +489,9 @@ impl SwiotlbPool {
         let runs = if runs == 1 { 2 } else { runs.min(super::SLOT_CACHE_MAX) };
         self.slot_cache.store(runs, Ordering::Relaxed);
         for area in 0..self.nareas() {
-            self.areas[area].lock().set_cache_cap(runs, self.area_states(area));
+            let freed = self.areas[area].lock().set_cache_cap(runs, self.area_states(area));
+            self.slots_released(freed);
         }
-        self.maybe_dirty.store(true, Ordering::Relaxed);
     }
 
     /// Runs each area's slot cache keeps (0: off).
@@ -547,10 +591,14 @@ impl SwiotlbPool {
         Ok(())
     }
 
-    /// The pool's side of `nslots` slots an area just released: they are free again, and dirty
-    /// (what the mapping left), so the next scrub step searches.
+    /// The pool's side of `nslots` slots an area just gave back to its free map (0: none, the
+    /// unmapped run was parked): they are free again, and dirty (what the mapping left), so the
+    /// next scrub step searches.
     #[inline(always)]
     fn slots_released(&self, nslots: usize) {
+        if nslots == 0 {
+            return;
+        }
         self.maybe_dirty.store(true, Ordering::Relaxed);
         self.counters.used.fetch_sub(nslots, Ordering::Relaxed);
         self.counters.put_free(nslots);
@@ -646,7 +694,7 @@ impl SwiotlbPool {
     }
 
     fn buffer_full(&self, req: &SlotRequest) -> SwiotlbError {
-        SwiotlbError::BufferFull { size: req.alloc_size, total: self.nslots(), used: self.used_slots() }
+        SwiotlbError::BufferFull { size: req.alloc_size, total: self.nslots(), used: self.held_slots() }
     }
 
     fn slot_pos(&self, index: usize) -> SlotPos {
@@ -694,12 +742,15 @@ impl SwiotlbPool {
             used += slots.used();
             slots.assert_consistent(self.area_states(area), area);
         }
-        // Parked runs (the slot caches') read Free and count as free.
+        // Parked runs (the slot caches') read Free, are counted held, and are reported free.
         let count = |s| (0..self.nslots()).filter(|&i| self.slot_state(i) == Some(s)).count();
-        assert_eq!(used, count(SlotState::Used), "area used counts");
-        assert_eq!(self.used_slots(), count(SlotState::Used), "used counter");
+        let cached = self.cached_slots();
+        assert_eq!(used, count(SlotState::Used) + cached, "area used counts");
+        assert_eq!(self.held_slots(), count(SlotState::Used) + cached, "used counter");
+        assert_eq!(self.free_map_slots() + cached, count(SlotState::Free), "free counter");
+        assert_eq!(self.used_slots(), count(SlotState::Used), "used slots reported");
+        assert_eq!(self.free_slots(), count(SlotState::Free), "free slots reported");
         assert_eq!(self.lent_slots(), count(SlotState::Lent), "lent counter");
-        assert_eq!(self.free_slots(), count(SlotState::Free), "free counter");
     }
 }
 

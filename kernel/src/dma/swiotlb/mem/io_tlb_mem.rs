@@ -303,13 +303,14 @@ impl SwiotlbMem {
         self.free_slots() * 100 < self.tunables.low_wm_percent as usize * self.usable_slots()
     }
 
-    /// Used slots at or over `swiotlb_high_wm`% of usable slots.
+    /// Held slots (used by mappings or parked in the slot caches, see
+    /// [`SwiotlbPool::held_slots`]) at or over `swiotlb_high_wm`% of usable slots.
     #[inline]
     pub fn at_or_above_high_wm(&self) -> bool {
         // No walk while the default pool is the only one (`static` and `lend` always): the map
         // path asks after every mapping.
         let (used, usable) = match self.nr_extra.load(Ordering::Acquire) {
-            0 => (self.pool.used_slots(), self.pool.usable_slots()),
+            0 => (self.pool.held_slots(), self.pool.usable_slots()),
             _ => self.usage_of_all_pools(),
         };
         used * 100 >= self.tunables.high_wm_percent as usize * usable
@@ -318,7 +319,7 @@ impl SwiotlbMem {
     /// Used and usable slots over all pools, in one walk (out of line).
     #[inline(never)]
     fn usage_of_all_pools(&self) -> (usize, usize) {
-        self.pools().fold((0, 0), |(used, usable), p| (used + p.used_slots(), usable + p.usable_slots()))
+        self.pools().fold((0, 0), |(used, usable), p| (used + p.held_slots(), usable + p.usable_slots()))
     }
 
     /// Whether the policy could add slots now.
@@ -407,9 +408,11 @@ impl SwiotlbMem {
     ) -> Result<PhysAddr, SwiotlbError> {
         // The default pool first, outside the walk over the extra ones: a run of its slot cache
         // inline, in the caller's frame; else its search, in one call; the rest out of line.
+        // A cached run was counted held before (see `SwiotlbPool::held_slots`): the usage the
+        // watermark goes by has not changed, nothing to note.
         // SAFETY: this function's contract, handed on to the pool that maps.
         if let Some(tlb_addr) = unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) } {
-            return Ok(self.mapped(tlb_addr));
+            return Ok(tlb_addr);
         }
         // SAFETY: as above.
         match unsafe { self.pool.map_searched(orig, size, dir, align, attrs, in_irq) } {

@@ -1,8 +1,10 @@
 //! The slot cache (`swiotlb_slot_cache=`): page runs parked by an unmap and taken by a later
 //! mapping of a page or less, with no search. What it must keep: a parked run reads free
-//! (`is_swiotlb_buffer`, the counters) and is never a live mapping; the run the last unmap
-//! parked never goes to the very next mapping; a parked run's old contents never reach a device;
-//! lending and a search that would fail free the cached runs first; the IRQ reserve holds.
+//! (`is_swiotlb_buffer`, the reported counts) and is never a live mapping, while the counts
+//! the IRQ reserve and the watermarks go by hold it (as Linux's `NR_FREE_PAGES` leaves out the
+//! per-CPU lists' pages); the run the last unmap parked never goes to the very next mapping; a
+//! parked run's old contents never reach a device; lending and a mapping that would fail free
+//! the cached runs first; the IRQ reserve holds.
 
 use super::*;
 
@@ -143,12 +145,52 @@ fn lending_frees_the_parked_runs_it_covers() {
 }
 
 #[test]
-fn a_search_that_fails_frees_the_parked_runs_and_tries_again() {
+fn parked_runs_are_counted_held_until_a_drain() {
+    let f = cached(256, 4);
+    park(&f, 3);
+    // Reported free, counted held: the counters the IRQ reserve and the watermarks go by.
+    assert_eq!((f.pool.used_slots(), f.pool.free_slots()), (0, 256));
+    assert_eq!((f.pool.held_slots(), f.pool.free_map_slots()), (6, 250));
+    // Taking one moves no count: it was held, it is held.
+    let tlb = f.map(RAM_BASE, PAGE, TO, SlotAlignment::default());
+    assert_eq!((f.pool.held_slots(), f.pool.free_map_slots(), f.pool.used_slots()), (6, 250, 2));
+    f.unmap(tlb, PAGE, TO);
+    assert_eq!((f.pool.held_slots(), f.pool.free_map_slots()), (6, 250));
+    // A drain (here: the cache turned off) moves its runs to the free count.
+    f.pool.set_slot_cache(0);
+    assert_eq!((f.pool.held_slots(), f.pool.free_map_slots()), (0, 256));
+    f.pool.assert_consistent();
+}
+
+#[test]
+fn a_search_that_finds_no_run_frees_the_parked_runs_and_tries_again() {
+    // One segment of 128 slots, all mapped in pages; the 8 pages in its middle are unmapped
+    // first and parked, the rest freed: 112 slots free, the longest run of them 56.
+    let f = cached(IO_TLB_SEGSIZE, 8);
+    let pages = IO_TLB_SEGSIZE / 2;
+    let tlbs: Vec<_> = (0..pages).map(|i| f.map(RAM_BASE + (i * PAGE) as u64, PAGE, TO, SlotAlignment::default())).collect();
+    let middle = pages / 2 - 4..pages / 2 + 4;
+    for &tlb in tlbs[middle.clone()].iter().chain(&tlbs[..middle.start]).chain(&tlbs[middle.end..]) {
+        f.unmap(tlb, PAGE, TO);
+    }
+    assert_eq!((f.pool.cached_runs(), f.pool.free_map_slots()), (8, 112));
+    // 64 slots: the count has them, the free map has no run that long until the parked runs
+    // are back in it.
+    let run = f.map(RAM_BASE, 64 * IO_TLB_SIZE, TO, SlotAlignment::default());
+    assert_eq!(f.pool.cached_runs(), 0);
+    assert_eq!(f.pool.stats().map_failures, 0);
+    f.unmap(run, 64 * IO_TLB_SIZE, TO);
+    f.pool.assert_consistent();
+}
+
+#[test]
+fn a_mapping_the_free_count_cannot_cover_frees_the_parked_runs_and_tries_again() {
     // 128 slots, 64 page runs: the first 32 unmapped are parked, the other 32 freed.
     let f = cached(IO_TLB_SEGSIZE, SLOT_CACHE_MAX);
     park(&f, IO_TLB_SEGSIZE / 2);
     assert_eq!(f.pool.cached_runs(), SLOT_CACHE_MAX);
-    // All 128 slots in one run fit only once the parked runs are back in the free map.
+    // All 128 slots in one run fit only once the parked runs are back in the free count and
+    // the free map.
     let whole = f.map(RAM_BASE, IO_TLB_SEGSIZE * IO_TLB_SIZE, TO, SlotAlignment::default());
     assert_eq!(whole, POOL_START);
     assert_eq!(f.pool.cached_runs(), 0);
