@@ -588,6 +588,36 @@ def inlined_split(trace, kind="bounced"):
 # Rows of the inlined table: functions with at least this many instructions; the rest summed.
 INLINED_MIN = 8
 
+# What the bookkeeping's instructions buy: each source function of the traced bounced map+unmap
+# (`inlined_split`) goes to the first part whose pattern its name matches; a function no pattern
+# matches (a pool's one-load accessors) goes to `OTHER_PART`. `CORE_PARTS` are what a slot pool
+# that runs on several CPUs and answers `is_swiotlb_buffer` without a lock keeps, however thin the
+# layers around it.
+BOOKKEEPING_PARTS = [
+    ("the caller (the benchmark's `map_unmap`, as a driver's submit path)", r"^bench::"),
+    ("the area lock (interrupts masked, the CPU's area)", r"irq_safe_spinlock|::local_irq_|::irqs_disabled|smp::cpu_id"),
+    ("the slot cache (size and alignment checks, ring, record)", r"alloc_cached|pop_oldest|::park\b|map_cached|release_allocation|slots::Slot::"),
+    ("slot states (the used bits `is_swiotlb_buffer` reads without a lock)", r"AtomicSegmentState|slots::has_slot|area_states|slot_state|slot_pos"),
+    ("the unmap's lookup and checks", r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|::lookup|::unmap"),
+    ("the slot search and the free maps (a mapping no cached run serves)",
+     r"AreaSlots::(alloc|find_|record|take_run|give_back_run|free_allocation|changed|summar)|swiotlb::slots::|search_areas|alloc_slots|map_searched|search_ended"),
+    ("statistics (atomic counters)", r"stats::Counters|bounce_copy_in"),
+    ("the DMA API (entry, bounce decision, reach checks) and the SWIOTLB manager", r"dma::mapping::|dma::device::|io_tlb_mem::|swiotlb::find::|irq_depth"),
+    ("the copy's call and the tail's zeroing", r"platform::phys|zero_tail"),
+]
+OTHER_PART = "other (the pool's one-load accessors)"
+CORE_PARTS = BOOKKEEPING_PARTS[1:5]
+
+
+def bookkeeping_parts(inlined):
+    """[(part, instructions)] of `inlined_split`'s answer, grouped by `BOOKKEEPING_PARTS`, in
+    that order, then `OTHER_PART`; parts with no instruction left out."""
+    sums = {}
+    for f, n in inlined:
+        part = next((label for label, pattern in BOOKKEEPING_PARTS if re.search(pattern, f)), OTHER_PART)
+        sums[part] = sums.get(part, 0) + n
+    return [(label, sums[label]) for label in [p for p, _ in BOOKKEEPING_PARTS] + [OTHER_PART] if label in sums]
+
 
 def inlined_table(trace):
     """The bounced map+unmap's instructions besides the copy, by source function with inlined
@@ -610,6 +640,15 @@ def inlined_table(trace):
     if others:
         out.append(f"| {fmt(len(others))} others | {fmt(sum(n for _, n in others))} |")
     out += [f"| total besides the copy | {fmt(sum(n for _, n in rest))} |", ""]
+    out += [
+        "*The same instructions by what they buy*: the source functions above grouped (`BOOKKEEPING_PARTS` in "
+        "`scripts/bench/report.py`, each function to the first part its name matches).",
+        "",
+        "| part | instructions |",
+        "|---|---|",
+    ]
+    out += [f"| {label} | {fmt(n)} |" for label, n in bookkeeping_parts(rest)]
+    out += [""]
     return out
 
 
@@ -1572,6 +1611,13 @@ def losses(runs, targets, machine):
                + f"; the largest is {fmt(100 * inlined[0][1] / sum(n for _, n in inlined))} % of them: the cost is spread over the "
                "layers, with no one piece whose removal would bring it near the target."
                if inlined and len(inlined) > 6 else "")
+            + (f" Grouped by what they buy (the table after it): "
+               + "; ".join(f"{label} {fmt(n)}" for label, n in bookkeeping_parts(inlined))
+               + f". The area lock, the slot cache, the slot states and the unmap's lookup, what a pool that runs on several "
+               f"CPUs and answers `is_swiotlb_buffer` without a lock keeps however thin its layers, took {fmt(core_insns)} "
+               f"together in this implementation, {fmt(core_insns / (0.2 * memcpy_insns), 2)} times the target's "
+               f"{fmt(0.2 * memcpy_insns)}."
+               if inlined and memcpy_insns and (core_insns := sum(n for label, n in bookkeeping_parts(inlined) if label in [p for p, _ in CORE_PARTS])) else "")
             + (f" The 4 KiB mapping took a page run from its area's slot cache, with no search; without the cache "
                f"(`swiotlb_slot_cache=0`, as Linux: every mapping searches; booted alternately) the same map+unmap cost "
                f"{fmt(nocache_insns)} instructions besides the copy ({fmt(nocache_ratio, 2)} times as many with the cache)."

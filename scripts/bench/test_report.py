@@ -444,6 +444,17 @@ class InstructionTrace(unittest.TestCase):
         self.assertIn("7 functions share them, the largest `AreaSlots::record` 40; `slots::run_mask` 30; "
                       "`SwiotlbPool::release_checked` 20; `DmaApi::bounce` 20; `Counters::add_used` 5; `SwiotlbPool::unmap` 3; "
                       "the largest is 33.3 % of them", text)
+        # Grouped by what they buy: each function in the first part its name matches.
+        self.assertIn("| the unmap's lookup and checks | 23 |", text)
+        self.assertIn("| the slot search and the free maps (a mapping no cached run serves) | 72 |", text)
+        self.assertIn("| statistics (atomic counters) | 5 |", text)
+        self.assertIn("| the DMA API (entry, bounce decision, reach checks) and the SWIOTLB manager | 20 |", text)
+        memcpy = report.median([b[(1, 4096)]["memcpy_ns"] for b in report.per_boot_rows(self.runs, "map-icount")])
+        self.assertIn(f"took 23 together in this implementation, {report.fmt(23 / (0.2 * memcpy), 2)} times the target's "
+                      f"{report.fmt(0.2 * memcpy)}.", text)
+        # A function no part claims is counted, not dropped.
+        trace["bounced"]["inlined"].append(["kernel::dma::swiotlb::pool::SwiotlbPool::nslots", 4])
+        self.assertIn("| other (the pool's one-load accessors) | 4 |", generate(self.runs, dict(self.machine, insn_trace=trace)))
 
     def test_flat_reason_says_when_the_slowest_row_moves(self):
         base = report.load(FIXTURE)[0]
