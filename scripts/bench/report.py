@@ -598,7 +598,7 @@ BOOKKEEPING_PARTS = [
     ("the area lock (interrupts masked, the CPU's area)", r"irq_safe_spinlock|::local_irq_|::irqs_disabled|smp::cpu_id"),
     ("the slot cache (size and alignment checks, ring, record)", r"alloc_cached|pop_oldest|::park\b|map_cached|release_allocation|slots::Slot::"),
     ("slot states (the used bits `is_swiotlb_buffer` reads without a lock)", r"AtomicSegmentState|slots::has_slot|area_states|slot_state|slot_pos"),
-    ("the unmap's lookup and checks", r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|::lookup|::unmap"),
+    ("the unmap's lookup and checks", r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|SwiotlbPool::lookup|(SwiotlbPool|FoundPool)::unmap"),
     ("the slot search and the free maps (a mapping no cached run serves)",
      r"AreaSlots::(alloc|find_|record|take_run|give_back_run|free_allocation|changed|summar)|swiotlb::slots::|search_areas|alloc_slots|map_searched|search_ended"),
     ("statistics (atomic counters)", r"stats::Counters|bounce_copy_in"),
