@@ -298,9 +298,12 @@ impl SwiotlbMem {
         self.pools().map(SwiotlbPool::used_slots).sum()
     }
 
-    /// Free slots under `swiotlb_low_wm`% of usable slots.
+    /// Free slots under `swiotlb_low_wm`% of usable slots. Free as the watermarks count them: in
+    /// the free maps, the slot caches' parked runs not (see [`SwiotlbPool::held_slots`]); read
+    /// without a lock (task context asks at every scheduling point).
     pub fn below_low_wm(&self) -> bool {
-        self.free_slots() * 100 < self.tunables.low_wm_percent as usize * self.usable_slots()
+        let free: usize = self.pools().map(SwiotlbPool::free_map_slots).sum();
+        free * 100 < self.tunables.low_wm_percent as usize * self.usable_slots()
     }
 
     /// Held slots (used by mappings or parked in the slot caches, see
