@@ -99,13 +99,14 @@ pub(super) const CACHED_RUN_SLOTS: usize = (crate::mm::PAGE_SIZE as usize) >> IO
 /// the cache has room. What the page allocator's per-CPU lists (Linux `struct per_cpu_pages`)
 /// are to its free lists. A parked run reads Free (to `is_swiotlb_buffer`, and to a second unmap,
 /// which is refused), but no search and no lend can take it: a lend drains the cache first (as
-/// Linux drains the per-CPU lists before it isolates pages), and so does a search that found
-/// nothing. Like the pages on those lists, which `NR_FREE_PAGES` does not count, a parked run
-/// stays counted held (this area's `used`, the pool's used counter), so that neither taking nor
-/// parking one touches a shared counter; a drain gives its slots to the free count. (The pool's
-/// `free_slots` and `used_slots` still report parked runs as free.) First in, first out, and a run is handed out
-/// only while the cache holds two or more: the run the last unmap parked never goes to the very
-/// next mapping, so a second unmap of a just-unmapped address is still refused after it.
+/// Linux drains the per-CPU lists before it isolates pages), and so does a mapping that found
+/// no room without the parked runs. Like the pages on those lists, which `NR_FREE_PAGES` does
+/// not count, a parked run stays counted held (this area's `used`, the pool's used counter), so
+/// that neither taking nor parking one touches a shared counter; a drain gives its slots to the
+/// free count. (The pool's `free_slots` and `used_slots` still report parked runs as free.)
+/// First in, first out, and a run is handed out only while the cache holds two or more: the run
+/// the last unmap parked never goes to the very next mapping, so a second unmap of a
+/// just-unmapped address is still refused after it.
 #[derive(Clone, Copy)]
 struct SlotCache {
     /// Area-local first slots of the parked runs, a ring: `len` entries from `head`.

@@ -289,11 +289,11 @@ impl SwiotlbPool {
         }
         for (n, (area, local)) in self.area_chunks(slots.clone()).enumerate() {
             let lent = {
-                let mut slots = self.areas[area].lock();
+                let mut area_slots = self.areas[area].lock();
                 // A run an unmap parked since the drain above: freed under this hold of the lock.
-                let drained = slots.drain_cache(self.area_states(area));
-                let lent = slots.lend(local, self.area_states(area));
-                drop(slots);
+                let drained = area_slots.drain_cache(self.area_states(area));
+                let lent = area_slots.lend(local, self.area_states(area));
+                drop(area_slots);
                 self.slots_released(drained);
                 lent
             };
