@@ -53,6 +53,16 @@ def fmt(x, digits=3):
     return f"{x:.{digits}g}"
 
 
+def fmt_summary_against(s, threshold, digits=3, scale=1.0):
+    """`fmt_summary`, with as many more digits as it takes (at most 6) for a median that is
+    not the threshold it is judged against not to read as that threshold: a median of 1.1011
+    against "≤ 1.1" shows as 1.101 beside "missed", not as 1.1."""
+    med = s[0]
+    while med is not None and digits < 6 and med * scale != threshold and fmt(med * scale, digits) == fmt(threshold, digits):
+        digits += 1
+    return fmt_summary(s, digits, scale)
+
+
 def fmt_summary(s, digits=3, scale=1.0):
     """'median [min-max]' of a summary(); only the median when min == max (a repeatable figure)."""
     med, lo, hi, n = s

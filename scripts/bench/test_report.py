@@ -470,6 +470,14 @@ class InstructionTrace(unittest.TestCase):
                 self.assertIn("the slowest row was the one with 1, 64, 512 live mappings in the 3 boots, and the rows took 150 "
                               "to 300 ns whatever the number.", text)
 
+    def test_a_trace_of_four_functions_or_fewer_lists_them_all(self):
+        trace = copy.deepcopy(self.TRACE)
+        trace["bounced"]["functions"] = [f for f in trace["bounced"]["functions"] if "AreaSlots" not in f[0]]
+        text = generate(self.runs, dict(self.machine, insn_trace=trace))
+        self.assertIn("514 of them in `memcpy`/`memset`; the rest: `SwiotlbPool::map_attrs` 97; `mapping::map_unmap` 61; "
+                      "`<IdentityMappedRam as PhysMemory>::copy` 9.", text)
+        self.assertNotIn("Single-stepping one map+unmap in GDB shows where they go.", text)
+
     def test_without_a_trace(self):
         machine = {k: v for k, v in self.machine.items() if k != "insn_trace"}
         text = generate(self.runs, machine)

@@ -3,7 +3,7 @@
 import math
 import unittest
 
-from stats import fmt_summary, median, paired_ratios, summary
+from stats import fmt_summary, fmt_summary_against, median, paired_ratios, summary
 
 
 class StatsTest(unittest.TestCase):
@@ -29,6 +29,15 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(fmt_summary((2.0891, 2.08903, 2.08905, 3)), "2.09")
         self.assertEqual(fmt_summary((None, None, None, 0)), "-")
         self.assertEqual(fmt_summary((0.5, 0.25, 1.0, 2), scale=100), "50 [25–100]")
+
+    def test_a_median_beside_its_threshold_does_not_read_as_it(self):
+        # 1.1011 against <= 1.1 is missed: it must not print as 1.1.
+        self.assertEqual(fmt_summary_against((1.1011, 1.0998, 1.1011, 3), 1.1), "1.101 [1.1–1.101]")
+        self.assertEqual(fmt_summary_against((0.8995, 0.8995, 0.8995, 3), 0.9, 2), "0.899")
+        # Scaled (a share in %), and a median far from it or equal to it as before.
+        self.assertEqual(fmt_summary_against((0.8996, 0.8996, 0.8996, 1), 90, 3, 100), "89.96")
+        self.assertEqual(fmt_summary_against((1.23, 1.2, 1.3, 3), 1.1), "1.23 [1.2–1.3]")
+        self.assertEqual(fmt_summary_against((1.1, 1.1, 1.1, 3), 1.1), "1.1")
 
 
 if __name__ == "__main__":
