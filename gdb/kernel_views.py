@@ -102,10 +102,10 @@ def field_at(t, path):
 
 
 def area_slots(lock_ptr, locks, what):
-    """The slot array (a `*Slot`) of the area whose lock `lock_ptr` points to, and whether that lock
-    was held, read by offsets: gdb cannot make a value of the area's type at all ("not available
-    on integers of more than 8 bytes": its segment maps are `u128`), but its fields' offsets and
-    the plain words inside are fine."""
+    """The slot array (a `*Slot`) of the area whose lock `lock_ptr` points to and the runs parked
+    in its slot cache, noting whether that lock was held, read by offsets: gdb cannot make a
+    value of the area's type at all ("not available on integers of more than 8 bytes": its
+    segment maps are `u128`), but its fields' offsets and the plain words inside are fine."""
     t = lock_ptr.type.target()
     base = int(lock_ptr)
     locked_off, _ = field_at(t, ["locked", "v", "value"])
@@ -121,7 +121,8 @@ def area_slots(lock_ptr, locks, what):
     elem = vec_t.template_argument(0)
     locks.read.append((what, read_bytes(base + locked_off, 1)[0] != 0))
     addr = int.from_bytes(read_bytes(base + data_off + slots_off + ptr_off, 8), "little")
-    return gdb.Value(addr).cast(elem.pointer())
+    parked_off, _ = field_at(data_t, ["cache", "len"])
+    return gdb.Value(addr).cast(elem.pointer()), read_bytes(base + data_off + parked_off, 1)[0]
 
 
 def vec_items(v):
@@ -405,8 +406,11 @@ def pool_view(pool, locks, what):
     areas_ptr, nareas = vec_items(pool["areas"])
     area_nslots = int(pool["area_nslots"])
     lock_size = areas_ptr.type.target().sizeof
-    slots_of = [area_slots(gdb.Value(int(areas_ptr) + a * lock_size).cast(areas_ptr.type), locks, f"{what} area locks")
-                for a in range(nareas)]
+    areas = [area_slots(gdb.Value(int(areas_ptr) + a * lock_size).cast(areas_ptr.type), locks, f"{what} area locks")
+             for a in range(nareas)]
+    slots_of = [slots for slots, _ in areas]
+    # Runs of the slot caches: each a page (CACHED_RUN_SLOTS), read Free, counted in `used`.
+    parked = sum(runs for _, runs in areas) << (PAGE_SHIFT - IO_TLB_SHIFT)
     # Each live allocation keeps its record in its first slot (pad slots included), and the
     # allocations tile the used slots: walk from each used stretch's first slot, record to record.
     mappings = []
@@ -430,7 +434,7 @@ def pool_view(pool, locks, what):
     counters = {k: atomic(c[k]) for k in ("free", "used", "lent", "used_hiwater", "maps", "maps_in_irq",
                                           "map_failures", "irq_failures", "bytes_to_device", "bytes_to_cpu")}
     return {"what": what, "start": start, "end": end, "nslots": nslots, "nareas": nareas, "states": states,
-            "mappings": mappings, "counters": counters, "irq_reserve": atomic(pool["irq_reserve_slots"])}
+            "mappings": mappings, "counters": counters, "irq_reserve": atomic(pool["irq_reserve_slots"]), "parked": parked}
 
 
 def slot_map(states, per=128):
@@ -454,9 +458,11 @@ def print_pool(p, full):
     used = p["states"].count("Used")
     print(f"{p['what']}: {p['start']:#x}-{p['end']:#x}, {p['nslots']} slots in {p['nareas']} area{'' if p['nareas'] == 1 else 's'}, "
           f"irq reserve {p['irq_reserve']}")
-    print(f"  slot states: used {used}, free {p['states'].count('Free')}, lent {p['states'].count('Lent')}; "
-          f"counters: used {c['used']}, free {c['free']}, lent {c['lent']}, hiwater {c['used_hiwater']}"
-          + ("" if used == c["used"] else "  (states and counter DIFFER: a mapping is being made or freed)"))
+    # The slot caches' parked runs read Free in the states and count as held in `used`.
+    print(f"  slot states: used {used}, free {p['states'].count('Free')} ({p['parked']} parked in the slot caches), "
+          f"lent {p['states'].count('Lent')}; "
+          f"counters: used {c['used']} (used and parked), free {c['free']}, lent {c['lent']}, hiwater {c['used_hiwater']}"
+          + ("" if used + p["parked"] == c["used"] else "  (states and counter DIFFER: a mapping is being made or freed)"))
     print(f"  maps {c['maps']} ({c['maps_in_irq']} in irq), failures {c['map_failures']} "
           f"({c['irq_failures']} in irq), bytes bounced to device {c['bytes_to_device']}, to cpu {c['bytes_to_cpu']}")
     print(f"  slot map, 1 char = 128 slots (. free, # used, + partly used, L lent, - free and lent):")
