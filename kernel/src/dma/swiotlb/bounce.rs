@@ -167,21 +167,24 @@ impl SwiotlbPool {
         }
         let head = self.alloc_cached(orig_addr, size, dir, align, in_irq)?;
         let tlb_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
-        // The copy-in writes every byte of the run the device can see but the tail, zeroed
-        // below: a parked run's old contents never show.
-        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
-        self.zero_tail(tlb_addr + size as u64);
-        self.counters().count_bounce(true, size);
+        // The copy-in writes every byte of the run the device can see but the tail, which it
+        // zeroes: a parked run's old contents never show.
+        self.copy_in(tlb_addr, orig_addr, size, in_irq);
         Some(tlb_addr)
     }
 
-    /// Zeroes from `end` (a mapping's end) to the end of its last slot, if it ends inside one.
+    /// A new mapping's copy-in, for both halves of [`map_attrs`](Self::map_attrs): copies
+    /// `size` bytes of the original to `tlb_addr`, zeroes the rest of the last slot if the
+    /// mapping ends inside one (so it never shows an earlier mapping's data), counts the bytes.
     #[inline(always)]
-    fn zero_tail(&self, end: PhysAddr) {
+    fn copy_in(&self, tlb_addr: PhysAddr, orig_addr: PhysAddr, size: usize, in_irq: bool) {
+        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
+        let end = tlb_addr + size as u64;
         let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
         if slots_end != end {
             self.phys().fill(end, 0, (slots_end - end) as usize);
         }
+        self.counters().count_bounce(true, size);
     }
 
     /// The second half of [`map_attrs`](Self::map_attrs), out of line: the slot search, for a
@@ -216,17 +219,16 @@ impl SwiotlbPool {
             // the caller's the device needs (it overwrites what the caller will read).
             return Ok(tlb_addr);
         }
-        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
         // A device reaches whole slots (DMA in cache lines or pages, or a hostile one): the
         // allocation's bytes around the mapping (pad slots, the kept offset, the last slot's
-        // tail) are zeroed, so they never show an earlier mapping's data. Linux leaves them.
-        // Most mappings have neither (no offset kept, whole slots): no call for nothing.
+        // tail, the last in `copy_in`) are zeroed, so they never show an earlier mapping's
+        // data. Linux leaves them. Most mappings have neither (no offset kept, whole slots): no
+        // call for nothing.
         let first = head_addr - ((req.pad_slots as u64) << IO_TLB_SHIFT);
         if first != tlb_addr {
             self.phys().fill(first, 0, (tlb_addr - first) as usize);
         }
-        self.zero_tail(tlb_addr + size as u64);
-        self.counters().count_bounce(true, size);
+        self.copy_in(tlb_addr, orig_addr, size, in_irq);
         Ok(tlb_addr)
     }
 
