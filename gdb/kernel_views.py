@@ -409,7 +409,8 @@ def pool_view(pool, locks, what):
     areas = [area_slots(gdb.Value(int(areas_ptr) + a * lock_size).cast(areas_ptr.type), locks, f"{what} area locks")
              for a in range(nareas)]
     slots_of = [slots for slots, _ in areas]
-    # Runs of the slot caches: each a page (CACHED_RUN_SLOTS), read Free, counted in `used`.
+    # Runs of the slot caches: each a page (CACHED_RUN_SLOTS), read Used, counted in `used`,
+    # with a parked record (`Slot::PARKED`: slots but no bytes) in their first slot.
     parked = sum(runs for _, runs in areas) << (PAGE_SHIFT - IO_TLB_SHIFT)
     # Each live allocation keeps its record in its first slot (pad slots included), and the
     # allocations tile the used slots: walk from each used stretch's first slot, record to record.
@@ -424,6 +425,9 @@ def pool_view(pool, locks, what):
         n = int(rec["nslots"])
         if n == 0:  # no record here: a mapping being made or freed
             i += 1
+            continue
+        if int(rec["alloc_size"]) == 0:  # a parked run: held, no mapping
+            i += n
             continue
         head = local + int(rec["pad_slots"])
         tlb = start + ((area * area_nslots + head) << IO_TLB_SHIFT) + int(rec["offset"])
@@ -458,11 +462,11 @@ def print_pool(p, full):
     used = p["states"].count("Used")
     print(f"{p['what']}: {p['start']:#x}-{p['end']:#x}, {p['nslots']} slots in {p['nareas']} area{'' if p['nareas'] == 1 else 's'}, "
           f"irq reserve {p['irq_reserve']}")
-    # The slot caches' parked runs read Free in the states and count as held in `used`.
-    print(f"  slot states: used {used}, free {p['states'].count('Free')} ({p['parked']} parked in the slot caches), "
+    # The slot caches' parked runs read Used in the states and count as held in `used`.
+    print(f"  slot states: used {used} ({p['parked']} of them parked in the slot caches), free {p['states'].count('Free')}, "
           f"lent {p['states'].count('Lent')}; "
           f"counters: used {c['used']} (used and parked), free {c['free']}, lent {c['lent']}, hiwater {c['used_hiwater']}"
-          + ("" if used + p["parked"] == c["used"] else "  (states and counter DIFFER: a mapping is being made or freed)"))
+          + ("" if used == c["used"] else "  (states and counter DIFFER: a mapping is being made or freed)"))
     print(f"  maps {c['maps']} ({c['maps_in_irq']} in irq), failures {c['map_failures']} "
           f"({c['irq_failures']} in irq), bytes bounced to device {c['bytes_to_device']}, to cpu {c['bytes_to_cpu']}")
     print(f"  slot map, 1 char = 128 slots (. free, # used, + partly used, L lent, - free and lent):")

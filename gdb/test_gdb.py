@@ -117,10 +117,10 @@ def check_swiotlb_default_pool():
     out = view("swiotlb")
     block = "\n".join(section(out, "default pool:"))
     used = number(r"slot states: used (\d+)", block)
-    # The slot caches' parked runs read Free and are counted held (used).
-    parked = number(r"\((\d+) parked in the slot caches\)", block)
+    # The slot caches' parked runs read Used and are counted held (used).
+    parked = number(r"\((\d+) of them parked in the slot caches\)", block)
     kernel_used = ev(f"{MANAGER}.pool.counters.used.v.value")
-    check("swiotlb_default_used_and_parked_slots_equal_used_counter", used + parked == kernel_used and used > 0,
+    check("swiotlb_default_used_and_parked_slots_equal_used_counter", used == kernel_used and used > parked,
           f"view {used} used, {parked} parked, counter {kernel_used}\n{out}")
     mappings = re.findall(r"^ +slot +\d+ tlb 0x[0-9a-f]+ size +\d+ \( *(\d+) slots\) (\w+)", block, re.M)
     live = number(r"live bounce mappings: (\d+)", block)
@@ -130,7 +130,7 @@ def check_swiotlb_default_pool():
     lent_blocks = number(r"\]  slots \d+, lent (\d+)", out)
     check("swiotlb_lent_pageblocks_equal_manager_and_pool",
           lent_blocks == ev(f"{MANAGER}.blocks.counts[1].v.value")
-          and number(r"slot states: used \d+, free \d+ \(\d+ parked in the slot caches\), lent (\d+)", block) == ev(f"{MANAGER}.pool.counters.lent.v.value")
+          and number(r"slot states: used \d+ \(\d+ of them parked in the slot caches\), free \d+, lent (\d+)", block) == ev(f"{MANAGER}.pool.counters.lent.v.value")
           == lent_blocks * SLOTS_PER_PAGEBLOCK, out)
     check("swiotlb_says_it_reads_without_locks", "read without taking the locks" in out, out)
 

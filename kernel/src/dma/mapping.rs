@@ -491,7 +491,8 @@ impl<'a> DmaApi<'a> {
         }
     }
 
-    /// Counts an unmap or sync of the free slot at `dma` with the misuse reports (out of line).
+    /// Counts an unmap or sync of the free slot at `dma` (or of a held one without a live
+    /// mapping, see [`slot_refused`](Self::slot_refused)) with the misuse reports (out of line).
     #[cold]
     #[inline(never)]
     fn free_slot_misuse(&self, dma: DmaAddr) -> DmaError {
@@ -527,18 +528,19 @@ impl<'a> DmaApi<'a> {
     }
 
     /// [`unmap_single`](Self::unmap_single) out of line for what its inline part checked: no
-    /// tracker, a coherent `WhenNeeded` device without a pool of its own. A live slot of the
-    /// default pool (the first answer [`lookup`](Self::lookup) gives) is unmapped here, with no
-    /// cache maintenance; everything else in [`unmap_single_full`](Self::unmap_single_full).
+    /// tracker, a coherent `WhenNeeded` device without a pool of its own. A live mapping of the
+    /// default pool is unmapped here, with no cache maintenance; everything else in
+    /// [`unmap_single_full`](Self::unmap_single_full).
     #[inline(never)]
     fn unmap_as_is(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
-        // The default pool's lookup answers `Live` with the pool itself: unmapped here, not
-        // through `FoundPool`'s match.
-        let pool = self.default_mem.default_pool();
-        if let SlotLookup::Live(_) = pool.lookup(dma) {
-            return Ok(pool.unmap(dma, size, dir, attrs)?);
+        // No lock-free look at the slot's state first (what `lookup` reads): the pool's unmap
+        // finds the mapping's record under the area lock anyway, and refuses an address that
+        // holds none. Such an address (a lent page mapped directly, a slot of another pool, a
+        // second unmap) goes on to the full path, which tells them apart.
+        match self.default_mem.default_pool().unmap(dma, size, dir, attrs) {
+            Err(SwiotlbError::NotMapped { .. }) => self.unmap_single_full(dev, dma, size, dir, attrs),
+            result => Ok(result?),
         }
-        self.unmap_single_full(dev, dma, size, dir, attrs)
     }
 
     /// [`unmap_single`](Self::unmap_single) out of line. The common bounce first, in a small
@@ -596,7 +598,17 @@ impl<'a> DmaApi<'a> {
         if dir.from_device() {
             self.cache(dev, CacheOp::Invalidate, dma, size);
         }
-        Ok(pool.unmap(dma, size, dir, attrs)?)
+        pool.unmap(dma, size, dir, attrs).map_err(|e| self.slot_refused(e))
+    }
+
+    /// The error of a pool that refused an unmap or sync of `dma`, a slot its lock-free state
+    /// showed held: `NotMapped` (no live mapping there: a run parked in a slot cache, or not
+    /// the mapping's start) is counted with the misuse reports, as a free slot's is.
+    fn slot_refused(&self, e: SwiotlbError) -> DmaError {
+        match e {
+            SwiotlbError::NotMapped { tlb_addr } => self.free_slot_misuse(tlb_addr),
+            e => DmaError::Swiotlb(e),
+        }
     }
 
     /// Unpins what [`pin_direct`](Self::pin_direct) pinned.
@@ -615,7 +627,7 @@ impl<'a> DmaApi<'a> {
             self.cache(dev, CacheOp::Invalidate, dma, size);
         }
         if let Some(pool) = pool {
-            pool.sync_for_cpu(dma, size, dir)?;
+            pool.sync_for_cpu(dma, size, dir).map_err(|e| self.slot_refused(e))?;
         }
         Ok(())
     }
@@ -626,7 +638,7 @@ impl<'a> DmaApi<'a> {
             debug.sync(dev.id, dma, size, dir).map_err(|e| self.misuse(e))?;
         }
         if let Some(pool) = self.find_pool(dev, dma)? {
-            pool.sync_for_device(dma, size, dir)?;
+            pool.sync_for_device(dma, size, dir).map_err(|e| self.slot_refused(e))?;
         }
         self.cache(dev, CacheOp::Clean, dma, size);
         Ok(())

@@ -128,6 +128,27 @@ fn unmap_or_sync_of_a_free_slot_is_refused_without_debug() {
     assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
 }
 
+/// The same for a page whose unmap parked its run in the slot cache: the run's slots stay held
+/// (they read Used without a lock), but no mapping lives there, so a second unmap or a sync is
+/// refused and counted as well (a lent page mapped directly, which the unmap's look under the
+/// lock does not find either, still unmaps: `a_lent_page_in_the_pool_range_mapped_directly_...`).
+#[test]
+fn unmap_or_sync_of_a_parked_run_is_refused_without_debug() {
+    let s = setup();
+    s.pool.set_slot_cache(8);
+    let api = DmaApi::new(s.swiotlb, None, None);
+    let d = dev(BouncePolicy::WhenNeeded, true);
+    let dma = api.sim_map_single(&d, HIGH, 4096, TO, NOATTR).unwrap();
+    api.unmap_single(&d, dma, 4096, TO, NOATTR).unwrap();
+    assert_eq!(s.pool.cached_runs(), 1, "the run is parked");
+    let refused = Err(DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma }));
+    assert_eq!(api.unmap_single(&d, dma, 4096, TO, NOATTR), refused);
+    assert_eq!(api.sync_single_for_cpu(&d, dma, 4096, FROM), refused);
+    assert_eq!(api.sync_single_for_device(&d, dma, 4096, TO), refused);
+    assert_eq!(api.stats.misuse.load(Ordering::Relaxed), 3);
+    assert_eq!((s.pool.used_slots(), s.pool.cached_runs()), (0, 1));
+}
+
 #[test]
 fn non_coherent_devices_get_cache_maintenance_and_bounce_shared_lines() {
     let s = setup();

@@ -95,15 +95,17 @@ pub(super) const CACHED_RUN_SLOTS: usize = (crate::mm::PAGE_SIZE as usize) >> IO
 /// An area's slot cache (this kernel's; Linux has none): a ring of page runs that an unmap
 /// freed but kept out of the free map, each with a parked record ([`Slot::PARKED`]) in its first
 /// slot. A mapping of a page or less takes the oldest one, with no search and no change to the
-/// segment maps (only the run's used bits, one word); an unmap of a page run parks it again while
+/// segment maps or the slot states (only the record); an unmap of a page run parks it again while
 /// the cache has room. What the page allocator's per-CPU lists (Linux `struct per_cpu_pages`)
-/// are to its free lists. A parked run reads Free (to `is_swiotlb_buffer`, and to a second unmap,
-/// which is refused), but no search and no lend can take it: a lend drains the cache first (as
-/// Linux drains the per-CPU lists before it isolates pages), and so does a mapping that found
-/// no room without the parked runs. Like the pages on those lists, which `NR_FREE_PAGES` does
-/// not count, a parked run stays counted held (this area's `used`, the pool's used counter), so
-/// that neither taking nor parking one touches a shared counter; a drain gives its slots to the
-/// free count. (The pool's `free_slots` and `used_slots` still report parked runs as free.)
+/// are to its free lists. No search and no lend can take a parked run: a lend drains the cache
+/// first (as Linux drains the per-CPU lists before it isolates pages), and so does a mapping that
+/// found no room without the parked runs. Like the pages on those lists, which are not
+/// `PageBuddy` and not in `NR_FREE_PAGES`, a parked run stays held: its slots read Used (to
+/// `is_swiotlb_buffer`, which is true there, as Linux's is for any slot of the pool) and it stays
+/// counted in this area's `used` and the pool's used counter, so that neither taking nor parking
+/// one writes a slot state or touches a shared counter; a drain frees it. It holds no mapping: a
+/// second unmap or a sync of it finds the parked record and is refused. (The pool's
+/// `free_slots` and `used_slots` still report parked runs as free.)
 /// First in, first out, and a run is handed out only while the cache holds two or more: the run
 /// the last unmap parked never goes to the very next mapping, so a second unmap of a
 /// just-unmapped address is still refused after it.
@@ -173,36 +175,27 @@ impl AreaSlots {
 
     /// Takes the oldest run of the slot cache for a mapping of `size` bytes (at most a page, no
     /// kept offset) of `orig_addr` and returns its area-local first slot, the head: no search,
-    /// no segment map to change, no count (a parked run is counted held), only the run's used
-    /// bits. `None` if the cache is empty.
+    /// no segment map and no slot state to change, no count (a parked run is held), only the
+    /// record. `None` if the cache is empty.
     #[inline(always)]
-    pub(super) fn alloc_cached(
-        &mut self,
-        orig_addr: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        states: &[AtomicSegmentState],
-    ) -> Option<usize> {
+    pub(super) fn alloc_cached(&mut self, orig_addr: PhysAddr, size: usize, dir: DmaDirection) -> Option<usize> {
         // Never the run the last unmap parked: a second unmap of that address stays refused
         // after one more mapping, as it is without the cache (see the module comment).
         if self.cache.len < 2 {
             return None;
         }
         let first = self.pop_oldest();
-        // A cached run is page aligned, so inside one word of the states.
-        states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, true);
+        // Its used bits are set already: a parked run reads Used.
         self.slots[first] = Slot { orig_addr, alloc_size: size as u32, offset: 0, pad_slots: 0, nslots: CACHED_RUN_SLOTS as u16, dir };
         Some(first)
     }
 
     /// Parks the allocated page run at `first` at the cache's tail (the cache has room): its
-    /// record becomes a parked one; it stays in the used count. Its slots read Free from then
-    /// on (to `is_swiotlb_buffer`, and to a second unmap, which is refused as one), though they
-    /// are not in the free map: taken out of it, as a run being scrubbed is.
+    /// record becomes a parked one; its slots stay Used, out of the free map, and in the used
+    /// count. A second unmap of it finds the parked record and is refused.
     #[inline(always)]
-    fn park(&mut self, first: usize, states: &[AtomicSegmentState]) {
+    fn park(&mut self, first: usize) {
         self.slots[first] = Slot::PARKED;
-        states[first / IO_TLB_SEGSIZE].update_used_in_word(first % IO_TLB_SEGSIZE, CACHED_RUN_SLOTS, false);
         let cache = &mut self.cache;
         cache.runs[(usize::from(cache.head) + usize::from(cache.len)) % SLOT_CACHE_MAX] = first as u32;
         cache.len += 1;
@@ -545,7 +538,7 @@ impl AreaSlots {
     fn release_allocation(&mut self, first: usize, states: &[AtomicSegmentState]) -> usize {
         let nslots = usize::from(self.slots[first].nslots);
         if nslots == CACHED_RUN_SLOTS && first.is_multiple_of(CACHED_RUN_SLOTS) && self.cache.len < self.cache.cap {
-            self.park(first, states);
+            self.park(first);
             return 0;
         }
         self.free_allocation(first, states)
@@ -587,9 +580,9 @@ impl AreaSlots {
     }
 
     /// Lends the free slots `range` to the page allocator; fails, changing nothing, with the first
-    /// slot that is not free. Parked runs read Free but are not in the free map: the caller
-    /// drains the slot cache first, under the same hold of the lock (so that no unmap parks one
-    /// in between), and counts what it freed.
+    /// slot that is not free. Parked runs read Used: the caller drains the slot cache first,
+    /// under the same hold of the lock (so that no unmap parks one in between), and counts what
+    /// it freed.
     pub(super) fn lend(&mut self, range: Range<usize>, states: &[AtomicSegmentState]) -> Result<(), (usize, SlotState)> {
         debug_assert_eq!(self.cache.len, 0, "lend with parked runs");
         if let Some(busy) = self.first_not(range.clone(), SlotState::Free, states) {
@@ -707,8 +700,8 @@ impl AreaSlots {
             assert_eq!(used & lent, 0, "no slot both used and lent in segment {seg} (area {area})");
             let scrubbing = self.scrubbing.filter(|s| s.0 == seg).map_or(0, |s| s.1);
             let parked_here = self.parked_in(seg);
-            assert_eq!(used & parked_here, 0, "parked slots read Free in segment {seg} (area {area})");
-            assert_eq!(free, !(used | lent) & !scrubbing & !parked_here, "free map of segment {seg} (area {area})");
+            assert_eq!(used & parked_here, parked_here, "parked slots read Used in segment {seg} (area {area})");
+            assert_eq!(free, !(used | lent) & !scrubbing, "free map of segment {seg} (area {area})");
             assert_eq!(self.segs[seg].clean & !free, 0, "clean slots of segment {seg} are free (area {area})");
             // The allocations of the start bits tile the used slots exactly.
             let mut covered: SegmentMap = 0;
@@ -729,7 +722,7 @@ impl AreaSlots {
                 assert_eq!(self.segs[seg].starts & run, 1 << first, "a start inside the allocation at {first}, segment {seg}");
                 covered |= run;
             }
-            assert_eq!(covered, used | parked_here, "start bitmap against the used and parked slots of segment {seg} (area {area})");
+            assert_eq!(covered, used, "start bitmap against the used (and parked) slots of segment {seg} (area {area})");
             for i in 0..IO_TLB_SEGSIZE {
                 if self.segs[seg].starts >> i & 1 == 0 {
                     assert_eq!(self.slots[seg * IO_TLB_SEGSIZE + i].nslots, 0, "a record without a start bit, slot {i} of segment {seg}");
@@ -753,6 +746,6 @@ impl AreaSlots {
             let first = self.cache.runs[(usize::from(self.cache.head) + i) % SLOT_CACHE_MAX] as usize;
             assert!(self.slots[first].is_parked(), "slot cache entry {i} of area {area} is not a parked run");
         }
-        assert_eq!(used_slots + parked * CACHED_RUN_SLOTS, self.used, "used count of area {area}: mappings and parked runs");
+        assert_eq!(used_slots, self.used, "used count of area {area}: mappings and parked runs");
     }
 }

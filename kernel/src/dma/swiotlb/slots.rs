@@ -111,17 +111,6 @@ impl AtomicSegmentState {
         Self::update(&self.lent, run, false);
     }
 
-    /// [`Self::set_used`] (`set`) or [`Self::clear_used`] of the `n`-slot run at slot `i`, which
-    /// lies inside one word (`i % 64 + n <= 64`): one load and one store. Area lock held.
-    #[inline(always)]
-    pub(super) fn update_used_in_word(&self, i: usize, n: usize, set: bool) {
-        debug_assert!(i % 64 + n <= 64 && n < 64);
-        let word = &self.used[i / 64];
-        let bits = ((1u64 << n) - 1) << (i % 64);
-        let old = word.load(Ordering::Relaxed);
-        word.store(if set { old | bits } else { old & !bits }, Ordering::Release);
-    }
-
     fn load_map(words: &[AtomicU64; 2]) -> SegmentMap {
         SegmentMap::from(words[0].load(Ordering::Acquire)) | SegmentMap::from(words[1].load(Ordering::Acquire)) << 64
     }

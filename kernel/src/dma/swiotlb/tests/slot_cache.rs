@@ -1,8 +1,8 @@
 //! The slot cache (`swiotlb_slot_cache=`): page runs parked by an unmap and taken by a later
-//! mapping of a page or less, with no search. What it must keep: a parked run reads free
-//! (`is_swiotlb_buffer`, the reported counts) and is never a live mapping, while the counts
-//! the IRQ reserve and the watermarks go by hold it (as Linux's `NR_FREE_PAGES` leaves out the
-//! per-CPU lists' pages); the run the last unmap parked never goes to the very next mapping; a
+//! mapping of a page or less, with no search. What it must keep: a parked run is free in the
+//! reported counts and is never a live mapping (a second unmap or a sync of it is refused),
+//! while its slot states and the counts the IRQ reserve and the watermarks go by hold it (as
+//! the pages on Linux's per-CPU lists are neither `PageBuddy` nor in `NR_FREE_PAGES`); the run the last unmap parked never goes to the very next mapping; a
 //! parked run's old contents never reach a device; lending and a mapping that would fail free
 //! the cached runs first; the IRQ reserve holds.
 
@@ -33,9 +33,12 @@ fn an_unmapped_page_run_is_parked_free_and_taken_oldest_first() {
     let f = cached(256, 4);
     let parked = park(&f, 3);
     assert_eq!(f.pool.cached_runs(), 3);
-    // Parked runs are free to everyone who asks: no live buffer, free in the counters.
+    // Parked runs: free in the reported counts; held in the slot states (no search and no
+    // lend sees them free, and parking or taking one writes no state); no live mapping.
     for &tlb in &parked {
-        assert!(!f.pool.is_swiotlb_buffer(tlb) && f.pool.is_free_slot(tlb));
+        assert!(f.pool.is_swiotlb_buffer(tlb) && !f.pool.is_free_slot(tlb));
+        assert!(matches!(f.pool.unmap(tlb, PAGE, TO, DmaAttrs::default()), Err(SwiotlbError::NotMapped { .. })));
+        assert!(f.pool.sync_for_cpu(tlb, PAGE, DmaDirection::Bidirectional).is_err());
     }
     assert_eq!((f.pool.used_slots(), f.pool.free_slots()), (0, 256));
     f.pool.assert_consistent();
