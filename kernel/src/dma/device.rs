@@ -146,6 +146,13 @@ impl DmaDevice {
         }
     }
 
+    /// True if the device reaches every address up to `last` (inclusive): the whole of a range
+    /// that ends there, one compare (its reach starts at 0).
+    #[inline]
+    pub fn reaches_up_to(&self, last: PhysAddr) -> bool {
+        last <= self.last_reachable
+    }
+
     /// The per-device pool, if one is attached.
     pub fn device_pool(&self) -> Option<&'static DevicePoolSlot> {
         *self.device_pool.lock()

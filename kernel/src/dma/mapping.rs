@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::debug::{DmaDebug, DmaDebugError};
 use super::device::{BouncePolicy, DmaDevice};
 use super::swiotlb::mem::SwiotlbMem;
-use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, FoundPool, SlotLookup, SwiotlbError};
+use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, FoundPool, SlotLookup, SwiotlbError, CACHED_MAPPING_MAX};
 use super::{DmaAddr, DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch::{self, CacheOp};
 use crate::mm::page_alloc::{LockedPageAllocator, MigrateType, ZoneType};
@@ -255,8 +255,9 @@ impl<'a> DmaApi<'a> {
         // syncs), inline and in registers: a coherent device that bounces only what it cannot
         // reach, the buffer within its reach (one compare, `DmaDevice::direct_as_is`), nothing
         // to pin, no tracker, task context. Such a device's buffer beyond its reach goes to
-        // `map_beyond_reach`, which need not ask again what was asked here; everything else
-        // takes the full path.
+        // `map_cached_beyond_reach` if it may fit a run of the slot cache (at most a page),
+        // then to `map_beyond_reach`, which need not ask again what was asked here; everything
+        // else takes the full path.
         if size != 0 && self.debug.is_none() {
             if dev.direct_as_is(addr, size) {
                 if !self.may_pin(addr, size) && !arch::in_interrupt() {
@@ -264,6 +265,12 @@ impl<'a> DmaApi<'a> {
                     return Ok(addr);
                 }
             } else if dev.maps_direct_as_is() {
+                if size <= CACHED_MAPPING_MAX {
+                    // SAFETY: this function's contract, handed on unchanged.
+                    if let Some(tlb) = unsafe { self.map_cached_beyond_reach(dev, addr, size, dir, attrs) } {
+                        return Ok(tlb);
+                    }
+                }
                 // SAFETY: this function's contract, handed on unchanged.
                 return unsafe { self.map_beyond_reach(dev, addr, size, dir, attrs) };
             }
@@ -298,13 +305,51 @@ impl<'a> DmaApi<'a> {
                 self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
             }
             let align = SlotAlignment::min_align(dev.min_align_mask);
+            // A mapping of a page or less tried the slot cache first
+            // (`map_cached_beyond_reach`): the search, and what follows it.
             // SAFETY: the caller owns the buffer until the unmap (this function's contract).
-            let result = unsafe { self.default_mem.map_attrs_in(addr, size, dir, align, attrs, in_irq) };
+            let result = unsafe { self.default_mem.map_searched_in(addr, size, dir, align, attrs, in_irq) };
             // Coherent (`maps_direct_as_is`): no cache to clean.
             return self.bounced(dev, result, size, dir, true);
         }
         // SAFETY: this function's contract, handed on unchanged.
         unsafe { self.map_single_slow(dev, addr, size, dir, attrs) }
+    }
+
+    /// [`map_beyond_reach`](Self::map_beyond_reach)'s common case, in a frame that keeps little
+    /// across the copy: a run of the default pool's slot cache (a mapping of a page or less),
+    /// when the whole default pool is within the device's reach (so the slot is, with no check
+    /// after the copy). `None`, with nothing changed and nothing counted, for anything else:
+    /// then `map_beyond_reach` maps, or refuses, as it would have.
+    ///
+    /// # Safety
+    ///
+    /// As [`map_single`](Self::map_single).
+    #[allow(unsafe_code)]
+    #[inline(never)]
+    unsafe fn map_cached_beyond_reach(
+        &self,
+        dev: &DmaDevice,
+        addr: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Option<DmaAddr> {
+        // A pool is never empty: its last byte is `end - 1`.
+        let pool_reachable = dev.reaches_up_to(self.default_mem.default_pool().end() - 1);
+        if dev.dma_capable(addr, size) || dev.has_device_pool() || !pool_reachable {
+            return None;
+        }
+        let in_irq = arch::in_interrupt();
+        let align = SlotAlignment::min_align(dev.min_align_mask);
+        // SAFETY: the caller owns the buffer until the unmap (this function's contract).
+        let tlb = unsafe { self.default_mem.map_cached_in(addr, size, dir, align, attrs, in_irq) }?;
+        // What `bounced` counts (coherent: no cache to clean; the slot within reach, above).
+        self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
+        if in_irq {
+            self.stats.maps_in_irq.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(tlb)
     }
 
     /// [`map_single`](Self::map_single) in full, out of line.
@@ -522,25 +567,28 @@ impl<'a> DmaApi<'a> {
             if !self.default_mem.may_hold(dma) && !self.may_pin(dma, size) {
                 return Ok(());
             }
-            return self.unmap_as_is(dev, dma, size, dir, attrs);
+            if self.unmap_as_is(dma, size, dir, attrs) {
+                return Ok(());
+            }
+            return self.unmap_single_full(dev, dma, size, dir, attrs);
         }
         self.unmap_single_slow(dev, dma, size, dir, attrs)
     }
 
     /// [`unmap_single`](Self::unmap_single) out of line for what its inline part checked: no
-    /// tracker, a coherent `WhenNeeded` device without a pool of its own. A live mapping of the
-    /// default pool is unmapped here, with no cache maintenance; everything else in
-    /// [`unmap_single_full`](Self::unmap_single_full).
+    /// tracker, a coherent `WhenNeeded` device without a pool of its own. Unmaps a live mapping
+    /// of the default pool, with no cache maintenance, and returns true; false if the pool
+    /// refused, changing nothing (its unmap is all or nothing): then
+    /// [`unmap_single_full`](Self::unmap_single_full) decides, and gives the error. A bool,
+    /// not the error, so that this frame keeps nothing for a fallback: the caller holds the
+    /// arguments.
     #[inline(never)]
-    fn unmap_as_is(&self, dev: &DmaDevice, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> Result<(), DmaError> {
+    fn unmap_as_is(&self, dma: DmaAddr, size: usize, dir: DmaDirection, attrs: DmaAttrs) -> bool {
         // No lock-free look at the slot's state first (what `lookup` reads): the pool's unmap
         // finds the mapping's record under the area lock anyway, and refuses an address that
         // holds none. Such an address (a lent page mapped directly, a slot of another pool, a
-        // second unmap) goes on to the full path, which tells them apart.
-        match self.default_mem.default_pool().unmap(dma, size, dir, attrs) {
-            Err(SwiotlbError::NotMapped { .. }) => self.unmap_single_full(dev, dma, size, dir, attrs),
-            result => Ok(result?),
-        }
+        // second unmap) and a refused unmap go on to the full path, which tells them apart.
+        self.default_mem.default_pool().unmap(dma, size, dir, attrs).is_ok()
     }
 
     /// [`unmap_single`](Self::unmap_single) out of line. The common bounce first, in a small

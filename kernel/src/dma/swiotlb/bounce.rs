@@ -15,14 +15,18 @@ use crate::arch;
 use crate::mm::phys::PhysMemory;
 use crate::mm::PhysAddr;
 
-/// Bounce copies made in task context, and how many of those ran with interrupts masked.
+/// Bounce copies made in task context while copies are timed, and how many task-context copies
+/// ran with interrupts masked (always counted).
 static TASK_COPIES: AtomicU64 = AtomicU64::new(0);
 static TASK_COPIES_IRQS_MASKED: AtomicU64 = AtomicU64::new(0);
 
-/// Bounce copies made so far in task context, and how many of them ran with interrupts masked
-/// (under an IRQ-safe lock: a pool's, a disk's). The I/O path keeps the second at 0
-/// (a copy of up to 256 KiB would delay every interrupt of this CPU); the virtio-blk test checks
-/// it, deterministically, where counting timer ticks depended on the machine's load.
+/// Bounce copies made in task context while copies were timed ([`set_copy_timing`]: the
+/// count is the timed path's, so that an untimed bounce pays no shared counter for it), and
+/// how many task-context copies, timed or not, ran with interrupts masked (under an IRQ-safe
+/// lock: a pool's, a disk's). The I/O path keeps the second at 0 (a copy of up to 256 KiB would
+/// delay every interrupt of this CPU); the virtio-blk test checks it, deterministically, where
+/// counting timer ticks depended on the machine's load, and times the copies meanwhile so that
+/// the first shows it bounced in task context at all.
 pub fn task_copy_stats() -> (u64, u64) {
     (TASK_COPIES.load(Ordering::Relaxed), TASK_COPIES_IRQS_MASKED.load(Ordering::Relaxed))
 }
@@ -56,23 +60,23 @@ fn bounce_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) 
 /// [`bounce_copy`] for a caller that already knows whether it runs in interrupt context.
 #[inline(always)]
 fn bounce_copy_in(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize, in_irq: bool) {
-    if !in_irq {
-        TASK_COPIES.fetch_add(1, Ordering::Relaxed);
-        if arch::irqs_masked() {
-            TASK_COPIES_IRQS_MASKED.fetch_add(1, Ordering::Relaxed);
-        }
+    if !in_irq && arch::irqs_masked() {
+        TASK_COPIES_IRQS_MASKED.fetch_add(1, Ordering::Relaxed);
     }
     if TIME_COPIES.load(Ordering::Relaxed) {
-        timed_copy(mem, dst, src, size);
+        timed_copy(mem, dst, src, size, in_irq);
     } else {
         mem.copy(dst, src, size);
     }
 }
 
-/// [`bounce_copy`]'s copy, timed.
+/// [`bounce_copy`]'s copy, timed and counted (see [`task_copy_stats`]).
 #[cold]
 #[inline(never)]
-fn timed_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize) {
+fn timed_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize, in_irq: bool) {
+    if !in_irq {
+        TASK_COPIES.fetch_add(1, Ordering::Relaxed);
+    }
     let t0 = arch::counter_ticks();
     mem.copy(dst, src, size);
     let ticks = arch::counter_ticks() - t0;
@@ -178,13 +182,14 @@ impl SwiotlbPool {
     /// mapping ends inside one (so it never shows an earlier mapping's data), counts the bytes.
     #[inline(always)]
     fn copy_in(&self, tlb_addr: PhysAddr, orig_addr: PhysAddr, size: usize, in_irq: bool) {
-        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
+        // The tail and the count first: the copy last, so that little lives across its call.
         let end = tlb_addr + size as u64;
         let slots_end = (end + IO_TLB_SIZE as u64 - 1) & !(IO_TLB_SIZE as u64 - 1);
         if slots_end != end {
             self.phys().fill(end, 0, (slots_end - end) as usize);
         }
         self.counters().count_bounce(true, size);
+        bounce_copy_in(self.phys(), tlb_addr, orig_addr, size, in_irq);
     }
 
     /// The second half of [`map_attrs`](Self::map_attrs), out of line: the slot search, for a

@@ -409,15 +409,56 @@ impl SwiotlbMem {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Result<PhysAddr, SwiotlbError> {
-        // The default pool first, outside the walk over the extra ones: a run of its slot cache
-        // inline, in the caller's frame; else its search, in one call; the rest out of line.
-        // A cached run was counted held before (see `SwiotlbPool::held_slots`): the usage the
-        // watermark goes by has not changed, nothing to note.
-        // SAFETY: this function's contract, handed on to the pool that maps.
-        if let Some(tlb_addr) = unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) } {
+        // SAFETY: this function's contract, handed on.
+        if let Some(tlb_addr) = unsafe { self.map_cached_in(orig, size, dir, align, attrs, in_irq) } {
             return Ok(tlb_addr);
         }
         // SAFETY: as above.
+        unsafe { self.map_searched_in(orig, size, dir, align, attrs, in_irq) }
+    }
+
+    /// The first half of [`map_attrs_in`](Self::map_attrs_in), inline in its caller: a run of
+    /// the default pool's slot cache (`SwiotlbPool::map_cached`), or `None` (nothing changed;
+    /// then [`map_searched_in`](Self::map_searched_in) maps). A cached run was counted held
+    /// before (see `SwiotlbPool::held_slots`): the usage the watermark goes by has not changed,
+    /// nothing to note.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub unsafe fn map_cached_in(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+        in_irq: bool,
+    ) -> Option<PhysAddr> {
+        // SAFETY: this function's contract, handed on to the pool that maps.
+        unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) }
+    }
+
+    /// The second half of [`map_attrs_in`](Self::map_attrs_in): the default pool's search, in
+    /// one call, outside the walk over the extra pools; the rest out of line.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    pub unsafe fn map_searched_in(
+        &self,
+        orig: PhysAddr,
+        size: usize,
+        dir: DmaDirection,
+        align: SlotAlignment,
+        attrs: DmaAttrs,
+        in_irq: bool,
+    ) -> Result<PhysAddr, SwiotlbError> {
+        // SAFETY: this function's contract, handed on to the pool that maps.
         match unsafe { self.pool.map_searched(orig, size, dir, align, attrs, in_irq) } {
             Ok(tlb_addr) => Ok(self.mapped(tlb_addr)),
             // SAFETY: as above.
