@@ -597,8 +597,10 @@ BOOKKEEPING_PARTS = [
     ("the caller (the benchmark's `map_unmap`, as a driver's submit path)", r"^bench::"),
     ("the area lock (interrupts masked, the CPU's area)", r"irq_safe_spinlock|::local_irq_|::irqs_disabled|smp::cpu_id"),
     ("the slot cache (size and alignment checks, ring, record)", r"alloc_cached|pop_oldest|::park\b|map_cached|release_allocation|slots::Slot::"),
-    ("slot states (the used bits `is_swiotlb_buffer` reads without a lock)", r"AtomicSegmentState|slots::has_slot|area_states|slot_state|slot_pos"),
-    ("the unmap's lookup and checks", r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|SwiotlbPool::lookup|(SwiotlbPool|FoundPool)::unmap"),
+    ("slot states (the used bits `is_swiotlb_buffer` reads without a lock)", r"AtomicSegmentState|slot_state"),
+    ("the unmap's lookup and checks",
+     r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|slot_pos|area_states|slots::has_slot|"
+     r"SwiotlbPool::lookup|(SwiotlbPool|FoundPool)::unmap"),
     ("the slot search and the free maps (a mapping no cached run serves)",
      r"AreaSlots::(alloc|find_|record|take_run|give_back_run|free_allocation|changed|summar)|swiotlb::slots::|search_areas|alloc_slots|map_searched|search_ended"),
     ("statistics (atomic counters)", r"stats::Counters|bounce_copy_in"),
@@ -607,6 +609,19 @@ BOOKKEEPING_PARTS = [
 ]
 OTHER_PART = "other (the pool's one-load accessors)"
 CORE_PARTS = BOOKKEEPING_PARTS[1:5]
+
+
+def upper_first(text):
+    """`text` with its first letter a capital, the rest as it was."""
+    return text[:1].upper() + text[1:]
+
+
+def core_names(inlined):
+    """The `CORE_PARTS` the trace has instructions in, by their short names ("the area lock, the
+    slot cache and the unmap's lookup and checks")."""
+    present = {label for label, _ in bookkeeping_parts(inlined)}
+    names = [label.split(" (")[0] for label, _ in CORE_PARTS if label in present]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def bookkeeping_parts(inlined):
@@ -1615,7 +1630,7 @@ def losses(runs, targets, machine):
                if inlined and len(inlined) > 6 else "")
             + (f" Grouped by what they buy (the table after it): "
                + "; ".join(f"{label} {fmt(n)}" for label, n in bookkeeping_parts(inlined))
-               + f". The area lock, the slot cache, the slot states and the unmap's lookup, what a pool that runs on several "
+               + f". {upper_first(core_names(inlined))}, what a pool that runs on several "
                f"CPUs and answers `is_swiotlb_buffer` without a lock keeps however thin its layers, took {fmt(core_insns)} "
                f"together in this implementation, {fmt(core_insns / (0.2 * memcpy_insns), 2)} times the target's "
                f"{fmt(0.2 * memcpy_insns)}."
@@ -1626,17 +1641,17 @@ def losses(runs, targets, machine):
                if nocache_insns is not None else "")
             + " The slot search is constant time when it runs (a `u128` free map per 128-slot segment "
             "and per-area run summaries, where Linux's `swiotlb_area_find_slots` and `swiotlb_release_slots` walk "
-            "the segment slot by slot). A cached run moves no slot count (a parked run stays counted held, as "
-            "Linux's `NR_FREE_PAGES` leaves out the pages on the per-CPU lists) and needs no watermark check, and "
-            "the cache's map is inline in the DMA API's bounce path. What a cached map+unmap still pays: "
-            "the DMA-API entry and the bounce decision, the area lock (IRQs masked) at map and at unmap, "
-            "the cache's ring, the mapping's record and the run's used bits (the per-segment atomic bitmaps that "
-            "let `is_swiotlb_buffer` run without a lock), the statistics' atomic counters (maps, bytes bounced, "
-            "copies in task context, the DMA API's bounced maps), the IRQ reserve's check, and at unmap the "
-            "mapping's lookup (in the same hold of the area lock as the release when nothing is copied back; "
-            "a copy back takes the lock twice, so that the copy runs with it released). About 100 instructions "
-            "would leave room for little more than the lock and the record: the statistics and the layers would "
-            "have to go."
+            "the segment slot by slot). A cached run moves no slot count and writes no slot state (a parked run "
+            "stays held: counted used, as Linux's `NR_FREE_PAGES` leaves out the pages on the per-CPU lists, and "
+            "Used in the slot states, as those pages are not `PageBuddy`) and needs no watermark check; on the DMA "
+            "API's bounce path it runs in a frame of its own (`DmaApi::map_cached_beyond_reach`), and the unmap "
+            "looks the record up under the area lock with no lock-free state read first. What a cached map+unmap "
+            "still pays: the DMA-API entry and the bounce decision, the area lock (IRQs masked) at map and at "
+            "unmap, the cache's ring, the mapping's record, the statistics' atomic counters (maps, bytes bounced, "
+            "the DMA API's bounced maps), the IRQ reserve's check, and at unmap the mapping's lookup (in the same "
+            "hold of the area lock as the release when nothing is copied back; a copy back takes the lock twice, "
+            "so that the copy runs with it released). About 100 instructions would leave room for little more "
+            "than the lock and the record: the statistics and the layers would have to go."
         ),
         "direct": (
             f"The direct path added {fmt(direct_insns)} instructions per map+unmap to its caller"

@@ -449,6 +449,11 @@ class InstructionTrace(unittest.TestCase):
         self.assertIn("| the slot search and the free maps (a mapping no cached run serves) | 72 |", text)
         self.assertIn("| statistics (atomic counters) | 5 |", text)
         self.assertIn("| the DMA API (entry, bounce decision, reach checks) and the SWIOTLB manager | 20 |", text)
+        # The core parts named are those the trace has: here the lookup alone.
+        self.assertIn(". The unmap's lookup and checks, what a pool that runs on several CPUs", text)
+        self.assertEqual(report.core_names([["kernel::sync::irq_safe_spinlock::x", 1], ["kernel::dma::swiotlb::area::AreaSlots::park", 2],
+                                            ["kernel::dma::swiotlb::area::AreaSlots::mapping", 3]]),
+                         "the area lock, the slot cache and the unmap's lookup and checks")
         memcpy = report.median([b[(1, 4096)]["memcpy_ns"] for b in report.per_boot_rows(self.runs, "map-icount")])
         self.assertIn(f"took 23 together in this implementation, {report.fmt(23 / (0.2 * memcpy), 2)} times the target's "
                       f"{report.fmt(0.2 * memcpy)}.", text)

@@ -76,8 +76,8 @@ fn a_pool_above_the_device_limit_is_refused_and_the_slot_freed() {
     let s = setup();
     let api = DmaApi::new(s.swiotlb, None, None);
     let low_limit = RAM + (1 << 20) - 1; // the pool (at POOL) is beyond it
-    // Two page runs parked in the slot cache, which the coherent device's cached path would
-    // hand out if it did not check the pool's reach first.
+                                         // Two page runs parked in the slot cache, which the coherent device's cached path would
+                                         // hand out if it did not check the pool's reach first.
     s.pool.set_slot_cache(8);
     let d = dev(BouncePolicy::WhenNeeded, true);
     let maps: Vec<_> = (0..2).map(|i| api.sim_map_single(&d, HIGH + i * 4096, 4096, TO, NOATTR).unwrap()).collect();
