@@ -320,7 +320,10 @@ impl<'a> DmaApi<'a> {
     /// across the copy: a run of the default pool's slot cache (a mapping of a page or less),
     /// when the whole default pool is within the device's reach (so the slot is, with no check
     /// after the copy). `None`, with nothing changed and nothing counted, for anything else:
-    /// then `map_beyond_reach` maps, or refuses, as it would have.
+    /// then `map_beyond_reach` maps, or refuses, as it would have. Called only where
+    /// `map_single`'s inline part found the buffer not `direct_as_is`, so it does not ask
+    /// `dma_capable` again: the two differ only for a buffer that ends at the very top of the
+    /// address space, which would be bounced when it need not be (never wrongly mapped).
     ///
     /// # Safety
     ///
@@ -337,7 +340,7 @@ impl<'a> DmaApi<'a> {
     ) -> Option<DmaAddr> {
         // A pool is never empty: its last byte is `end - 1`.
         let pool_reachable = dev.reaches_up_to(self.default_mem.default_pool().end() - 1);
-        if dev.dma_capable(addr, size) || dev.has_device_pool() || !pool_reachable {
+        if dev.has_device_pool() || !pool_reachable {
             return None;
         }
         let in_irq = arch::in_interrupt();
