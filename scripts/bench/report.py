@@ -596,7 +596,7 @@ INLINED_MIN = 8
 BOOKKEEPING_PARTS = [
     ("the caller (the benchmark's `map_unmap`, as a driver's submit path)", r"^bench::"),
     ("the area lock (interrupts masked, the CPU's area)", r"irq_safe_spinlock|::local_irq_|::irqs_disabled|smp::cpu_id"),
-    ("the slot cache (size and alignment checks, ring, record)", r"alloc_cached|pop_oldest|::park\b|map_cached|release_allocation|slots::Slot::"),
+    ("the slot cache (size and alignment checks, ring, record)", r"alloc_cached|pop_oldest|::park\b|SwiotlbPool::map_cached|release_allocation|slots::Slot::"),
     ("slot states (the used bits `is_swiotlb_buffer` reads without a lock)", r"AtomicSegmentState|slot_state"),
     ("the unmap's lookup and checks",
      r"AreaSlots::mapping|allocation_of|release_checked|check_unmap|slot_index|slot_pos|area_states|slots::has_slot|"

@@ -449,6 +449,11 @@ class InstructionTrace(unittest.TestCase):
         self.assertIn("| the slot search and the free maps (a mapping no cached run serves) | 72 |", text)
         self.assertIn("| statistics (atomic counters) | 5 |", text)
         self.assertIn("| the DMA API (entry, bounce decision, reach checks) and the SWIOTLB manager | 20 |", text)
+        # The DMA API's own frame for the cached case is the DMA API's, not the slot cache's.
+        self.assertEqual(report.bookkeeping_parts([["kernel::dma::mapping::DmaApi::map_cached_beyond_reach", 5],
+                                                   ["kernel::dma::swiotlb::pool::SwiotlbPool::map_cached", 3]]),
+                         [("the slot cache (size and alignment checks, ring, record)", 3),
+                          ("the DMA API (entry, bounce decision, reach checks) and the SWIOTLB manager", 5)])
         # The core parts named are those the trace has: here the lookup alone.
         self.assertIn(". The unmap's lookup and checks, what a pool that runs on several CPUs", text)
         self.assertEqual(report.core_names([["kernel::sync::irq_safe_spinlock::x", 1], ["kernel::dma::swiotlb::area::AreaSlots::park", 2],
