@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::debug::{DmaDebug, DmaDebugError};
 use super::device::{BouncePolicy, DmaDevice};
 use super::swiotlb::mem::SwiotlbMem;
-use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, FoundPool, SlotLookup, SwiotlbError, CACHED_MAPPING_MAX};
+use super::swiotlb::{max_mapping_size as swiotlb_max_mapping_size, may_take_cached_run, FoundPool, SlotLookup, SwiotlbError};
 use super::{DmaAddr, DmaAttrs, DmaDirection, SlotAlignment};
 use crate::arch::{self, CacheOp};
 use crate::mm::page_alloc::{LockedPageAllocator, MigrateType, ZoneType};
@@ -255,9 +255,9 @@ impl<'a> DmaApi<'a> {
         // syncs), inline and in registers: a coherent device that bounces only what it cannot
         // reach, the buffer within its reach (one compare, `DmaDevice::direct_as_is`), nothing
         // to pin, no tracker, task context. Such a device's buffer beyond its reach goes to
-        // `map_cached_beyond_reach` if it may fit a run of the slot cache (at most a page),
-        // then to `map_beyond_reach`, which need not ask again what was asked here; everything
-        // else takes the full path.
+        // `map_cached_beyond_reach` if it may take a run of the slot cache (more than a slot,
+        // at most a page, not a read that may skip its copy-in), then to `map_beyond_reach`,
+        // which need not ask again what was asked here; everything else takes the full path.
         if size != 0 && self.debug.is_none() {
             if dev.direct_as_is(addr, size) {
                 if !self.may_pin(addr, size) && !arch::in_interrupt() {
@@ -265,8 +265,9 @@ impl<'a> DmaApi<'a> {
                     return Ok(addr);
                 }
             } else if dev.maps_direct_as_is() {
-                if size <= CACHED_MAPPING_MAX {
-                    // SAFETY: this function's contract, handed on unchanged.
+                if may_take_cached_run(size, dir, attrs) {
+                    // SAFETY: this function's contract, handed on unchanged; and
+                    // `may_take_cached_run` holds, as `map_cached_beyond_reach` asks.
                     if let Some(tlb) = unsafe { self.map_cached_beyond_reach(dev, addr, size, dir, attrs) } {
                         return Ok(tlb);
                     }
@@ -327,7 +328,8 @@ impl<'a> DmaApi<'a> {
     ///
     /// # Safety
     ///
-    /// As [`map_single`](Self::map_single).
+    /// As [`map_single`](Self::map_single), and [`may_take_cached_run`]`(size, dir, attrs)`
+    /// holds (the slot cache's runs are a page).
     #[allow(unsafe_code)]
     #[inline(never)]
     unsafe fn map_cached_beyond_reach(
@@ -345,7 +347,8 @@ impl<'a> DmaApi<'a> {
         }
         let in_irq = arch::in_interrupt();
         let align = SlotAlignment::min_align(dev.min_align_mask);
-        // SAFETY: the caller owns the buffer until the unmap (this function's contract).
+        // SAFETY: the caller owns the buffer until the unmap, and `may_take_cached_run` holds
+        // (this function's contract).
         let tlb = unsafe { self.default_mem.map_cached_in(addr, size, dir, align, attrs, in_irq) }?;
         // What `bounced` counts (coherent: no cache to clean; the slot within reach, above).
         self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);

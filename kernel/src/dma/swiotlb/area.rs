@@ -92,10 +92,6 @@ pub const SLOT_CACHE_MAX: usize = 32;
 /// Slots of a cached run: one page, page aligned.
 pub(super) const CACHED_RUN_SLOTS: usize = (crate::mm::PAGE_SIZE as usize) >> IO_TLB_SHIFT;
 
-/// The largest mapping a slot cache serves, in bytes (a cached run's; the smallest it serves is
-/// more than a slot).
-pub const CACHED_MAPPING_MAX: usize = CACHED_RUN_SLOTS << IO_TLB_SHIFT;
-
 /// An area's slot cache (this kernel's; Linux has none): a ring of page runs that an unmap
 /// freed but kept out of the free map, each with a parked record ([`Slot::PARKED`]) in its first
 /// slot. A mapping of a page or less takes the oldest one, with no search and no change to the

@@ -85,6 +85,15 @@ fn timed_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize, i
     TIMED_COPY_TICKS.fetch_add(ticks, Ordering::Relaxed);
 }
 
+/// Whether a mapping of `size` bytes in `dir` with `attrs` may take a run of a slot cache
+/// ([`SwiotlbPool::map_cached`]): more than a slot and at most a page (a cached run), and not a
+/// read that may skip its copy-in (it looks for clean slots; parked runs are dirty). Two
+/// compares for most mappings that do not fit (a request's header and status, a large buffer).
+#[inline(always)]
+pub fn may_take_cached_run(size: usize, dir: DmaDirection, attrs: DmaAttrs) -> bool {
+    size > IO_TLB_SIZE && size <= CACHED_RUN_SLOTS * IO_TLB_SIZE && !(attrs.no_copy_in && dir == DmaDirection::FromDevice)
+}
+
 /// Which way a bounce copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BounceWay {
@@ -135,24 +144,27 @@ impl SwiotlbPool {
     ) -> Result<PhysAddr, SwiotlbError> {
         // Read once for the slot search's reserve and counters and for the copy's statistics.
         let in_irq = arch::in_interrupt();
-        // SAFETY: this function's contract, handed on.
-        if let Some(tlb_addr) = unsafe { self.map_cached(orig_addr, size, dir, align, attrs, in_irq) } {
-            return Ok(tlb_addr);
+        if may_take_cached_run(size, dir, attrs) {
+            // SAFETY: this function's contract, handed on; `may_take_cached_run` holds.
+            if let Some(tlb_addr) = unsafe { self.map_cached(orig_addr, size, dir, align, attrs, in_irq) } {
+                return Ok(tlb_addr);
+            }
         }
-        // SAFETY: as above.
+        // SAFETY: this function's contract, handed on.
         unsafe { self.map_searched(orig_addr, size, dir, align, attrs, in_irq) }
     }
 
     /// The first half of [`map_attrs`](Self::map_attrs), inline in the callers on the bounce
-    /// path (no call, no frame): a mapping of a page or less takes a run of its CPU's slot
-    /// cache, if there is one, copies in and zeroes the run's tail. `None` if the mapping does
-    /// not fit a cached run or the cache has none to give (then
-    /// [`map_searched`](Self::map_searched) maps it). A read that may skip its copy-in looks for
-    /// clean slots instead: parked runs are dirty. `in_irq` is `arch::in_interrupt()`.
+    /// path (no call, no frame): a mapping that fits a cached run (the caller checked
+    /// [`may_take_cached_run`]) takes a run of its CPU's slot cache, if there is one, copies in
+    /// and zeroes the run's tail. `None` if its alignment does not fit a cached run or the cache
+    /// has none to give (then [`map_searched`](Self::map_searched) maps it). `in_irq` is
+    /// `arch::in_interrupt()`.
     ///
     /// # Safety
     ///
-    /// As [`map`](Self::map).
+    /// As [`map`](Self::map), and [`may_take_cached_run`]`(size, dir, attrs)` holds: a larger
+    /// mapping would overflow the page run it takes.
     #[allow(unsafe_code)]
     #[inline(always)]
     pub(super) unsafe fn map_cached(
@@ -164,11 +176,7 @@ impl SwiotlbPool {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Option<PhysAddr> {
-        // The size first: it turns away most of the mappings that do not fit (a request's header
-        // and status, a large buffer) in two instructions.
-        if size <= IO_TLB_SIZE || size > CACHED_RUN_SLOTS * IO_TLB_SIZE || (attrs.no_copy_in && dir == DmaDirection::FromDevice) {
-            return None;
-        }
+        debug_assert!(may_take_cached_run(size, dir, attrs));
         let head = self.alloc_cached(orig_addr, size, dir, align, in_irq)?;
         let tlb_addr = self.start() + ((head as u64) << IO_TLB_SHIFT);
         // The copy-in writes every byte of the run the device can see but the tail, which it

@@ -41,8 +41,8 @@ pub mod transient;
 #[cfg(test)]
 mod tests;
 
-pub use area::{CACHED_MAPPING_MAX, SLOT_CACHE_MAX};
-pub use bounce::{copy_timing, set_copy_timing, task_copy_stats};
+pub use area::SLOT_CACHE_MAX;
+pub use bounce::{copy_timing, may_take_cached_run, set_copy_timing, task_copy_stats};
 pub use error::SwiotlbError;
 pub use find::{FoundPool, SlotLookup};
 pub use pool::{AreaUsage, SwiotlbPool, SCRUB_STEP_SLOTS};

@@ -409,11 +409,13 @@ impl SwiotlbMem {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Result<PhysAddr, SwiotlbError> {
-        // SAFETY: this function's contract, handed on.
-        if let Some(tlb_addr) = unsafe { self.map_cached_in(orig, size, dir, align, attrs, in_irq) } {
-            return Ok(tlb_addr);
+        if super::super::may_take_cached_run(size, dir, attrs) {
+            // SAFETY: this function's contract, handed on; `may_take_cached_run` holds.
+            if let Some(tlb_addr) = unsafe { self.map_cached_in(orig, size, dir, align, attrs, in_irq) } {
+                return Ok(tlb_addr);
+            }
         }
-        // SAFETY: as above.
+        // SAFETY: this function's contract, handed on.
         unsafe { self.map_searched_in(orig, size, dir, align, attrs, in_irq) }
     }
 
@@ -425,7 +427,8 @@ impl SwiotlbMem {
     ///
     /// # Safety
     ///
-    /// As [`map`](Self::map).
+    /// As [`map`](Self::map), and [`may_take_cached_run`](super::super::may_take_cached_run)`(size,
+    /// dir, attrs)` holds: a larger mapping would overflow the page run it takes.
     #[allow(unsafe_code)]
     #[inline(always)]
     pub unsafe fn map_cached_in(
@@ -437,7 +440,8 @@ impl SwiotlbMem {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Option<PhysAddr> {
-        // SAFETY: this function's contract, handed on to the pool that maps.
+        // SAFETY: this function's contract (`may_take_cached_run` included), handed on to the
+        // pool that maps.
         unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) }
     }
 
