@@ -284,8 +284,10 @@ impl<'a> DmaApi<'a> {
     /// of some bytes, no tracker, a coherent device that bounces only what it cannot reach, the
     /// buffer not within its reach as is. The common bounce here: the buffer is beyond the
     /// device's limit (the one reason such a device bounces) and the device has no pool of its
-    /// own, so the default SWIOTLB maps (what [`bounce`](Self::bounce) does for it), and there
-    /// are no caches to clean. Everything else in [`map_single_slow`](Self::map_single_slow).
+    /// own, so the default SWIOTLB maps (what [`bounce`](Self::bounce) does for it) with the
+    /// slot search (the slot cache was tried first, in
+    /// [`map_cached_beyond_reach`](Self::map_cached_beyond_reach), where it may serve), and
+    /// there are no caches to clean. Everything else in [`map_single_slow`](Self::map_single_slow).
     ///
     /// # Safety
     ///
@@ -551,8 +553,9 @@ impl<'a> DmaApi<'a> {
         DmaError::Swiotlb(SwiotlbError::NotMapped { tlb_addr: dma })
     }
 
-    /// True if `dma` is a live bounce slot of one of `dev`'s pools: the O(1) check on every
-    /// unmap and sync. A lent page inside a pool's range, mapped directly, is not.
+    /// True if `dma` is a held bounce slot of one of `dev`'s pools (a live mapping's, or a run
+    /// parked in a slot cache, which holds no mapping): the O(1) check on every unmap and sync.
+    /// A lent page inside a pool's range, mapped directly, is not.
     pub fn is_swiotlb_buffer(&self, dev: &DmaDevice, dma: DmaAddr) -> bool {
         match dev.policy() {
             BouncePolicy::Restricted(pool) => pool.is_swiotlb_buffer(dma),

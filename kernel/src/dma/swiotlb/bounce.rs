@@ -86,7 +86,7 @@ fn timed_copy(mem: &dyn PhysMemory, dst: PhysAddr, src: PhysAddr, size: usize, i
 }
 
 /// Whether a mapping of `size` bytes in `dir` with `attrs` may take a run of a slot cache
-/// ([`SwiotlbPool::map_cached`]): more than a slot and at most a page (a cached run), and not a
+/// (`SwiotlbPool::map_cached`): more than a slot and at most a page (a cached run), and not a
 /// read that may skip its copy-in (it looks for clean slots; parked runs are dirty). Two
 /// compares for most mappings that do not fit (a request's header and status, a large buffer).
 #[inline(always)]

@@ -181,8 +181,10 @@ impl SwiotlbPool {
         self.states.get(index / IO_TLB_SEGSIZE).map(|seg| seg.load(index % IO_TLB_SEGSIZE))
     }
 
-    /// Whether `pa` is inside a live bounce buffer of this pool (Linux `is_swiotlb_buffer`). Looks
-    /// at the slot, not only the range: a lent page in the range belongs to the page allocator.
+    /// Whether `pa` is inside a held slot of this pool (Linux `is_swiotlb_buffer`): a live bounce
+    /// buffer's, or a run parked in a slot cache (which holds no mapping: an unmap or sync there
+    /// is refused). Looks at the slot, not only the range: a lent page in the range belongs to
+    /// the page allocator.
     /// Lock-free and O(1): it runs on every unmap and sync of the DMA layer.
     pub fn is_swiotlb_buffer(&self, pa: PhysAddr) -> bool {
         self.slot_index(pa).is_some_and(|i| self.states[i / IO_TLB_SEGSIZE].is_used(i % IO_TLB_SEGSIZE))
