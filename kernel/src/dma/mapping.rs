@@ -351,7 +351,7 @@ impl<'a> DmaApi<'a> {
         let align = SlotAlignment::min_align(dev.min_align_mask);
         // SAFETY: the caller owns the buffer until the unmap, and `may_take_cached_run` holds
         // (this function's contract).
-        let tlb = unsafe { self.default_mem.map_cached_in(addr, size, dir, align, attrs, in_irq) }?;
+        let tlb = unsafe { self.default_mem.default_pool().map_cached(addr, size, dir, align, attrs, in_irq) }?;
         // What `bounced` counts (coherent: no cache to clean; the slot within reach, above).
         self.stats.maps_bounced.fetch_add(1, Ordering::Relaxed);
         if in_irq {

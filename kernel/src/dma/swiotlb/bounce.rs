@@ -167,7 +167,7 @@ impl SwiotlbPool {
     /// mapping would overflow the page run it takes.
     #[allow(unsafe_code)]
     #[inline(always)]
-    pub(super) unsafe fn map_cached(
+    pub(crate) unsafe fn map_cached(
         &self,
         orig_addr: PhysAddr,
         size: usize,

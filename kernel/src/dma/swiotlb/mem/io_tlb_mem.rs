@@ -409,9 +409,12 @@ impl SwiotlbMem {
         attrs: DmaAttrs,
         in_irq: bool,
     ) -> Result<PhysAddr, SwiotlbError> {
+        // A run of the default pool's slot cache first, inline: it was counted held before
+        // (see `SwiotlbPool::held_slots`), so the usage the watermark goes by has not changed,
+        // nothing to note.
         if super::super::may_take_cached_run(size, dir, attrs) {
             // SAFETY: this function's contract, handed on; `may_take_cached_run` holds.
-            if let Some(tlb_addr) = unsafe { self.map_cached_in(orig, size, dir, align, attrs, in_irq) } {
+            if let Some(tlb_addr) = unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) } {
                 return Ok(tlb_addr);
             }
         }
@@ -419,33 +422,7 @@ impl SwiotlbMem {
         unsafe { self.map_searched_in(orig, size, dir, align, attrs, in_irq) }
     }
 
-    /// The first half of [`map_attrs_in`](Self::map_attrs_in), inline in its caller: a run of
-    /// the default pool's slot cache (`SwiotlbPool::map_cached`), or `None` (nothing changed;
-    /// then [`map_searched_in`](Self::map_searched_in) maps). A cached run was counted held
-    /// before (see `SwiotlbPool::held_slots`): the usage the watermark goes by has not changed,
-    /// nothing to note.
-    ///
-    /// # Safety
-    ///
-    /// As [`map`](Self::map), and [`may_take_cached_run`](super::super::may_take_cached_run)`(size,
-    /// dir, attrs)` holds: a larger mapping would overflow the page run it takes.
-    #[allow(unsafe_code)]
-    #[inline(always)]
-    pub unsafe fn map_cached_in(
-        &self,
-        orig: PhysAddr,
-        size: usize,
-        dir: DmaDirection,
-        align: SlotAlignment,
-        attrs: DmaAttrs,
-        in_irq: bool,
-    ) -> Option<PhysAddr> {
-        // SAFETY: this function's contract (`may_take_cached_run` included), handed on to the
-        // pool that maps.
-        unsafe { self.pool.map_cached(orig, size, dir, align, attrs, in_irq) }
-    }
-
-    /// The second half of [`map_attrs_in`](Self::map_attrs_in): the default pool's search, in
+    /// [`map_attrs_in`](Self::map_attrs_in) past the slot cache: the default pool's search, in
     /// one call, outside the walk over the extra pools; the rest out of line.
     ///
     /// # Safety
